@@ -1,0 +1,1481 @@
+//! The Hub: the mailbox service API that every front end and the admin CLI call.
+//!
+//! It resolves the virtual tree, enforces route policy, runs the delivery lifecycle and
+//! accounts for every action. It never sees a socket or a file: metadata, blobs and time come
+//! through the ports, and each state change is handed to the metadata store together with the
+//! audit events that describe it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::model::{
+    Account, AccountKind, AuthorizedKey, Delivery, DeliveryId, DeliveryState, Event, EventKind,
+    Group, Outcome, Protocol, Route, RouteEffect,
+};
+use crate::names::{AccountName, FileName};
+use crate::password;
+use crate::path::{Area, VirtualPath};
+use crate::policy::{self, Decision};
+use crate::ports::{
+    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, EventQuery, MetaStore, SweepReport,
+};
+use crate::secret::Secret;
+
+/// How many collision suffixes to try before giving up on a name.
+const MAX_SUFFIX: u32 = 10_000;
+
+/// Settings of the mailbox service itself.
+#[derive(Debug, Clone, Default)]
+pub struct HubConfig {}
+
+/// Who is acting, for the audit trail: an administrator, the system, or a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Account name, `cli:<os user>` or `system`.
+    pub name: String,
+    /// Peer address, if the action came over the network.
+    pub source: Option<String>,
+    /// The channel it came through.
+    pub protocol: Protocol,
+}
+
+impl Actor {
+    /// The admin command line, run by the given OS user.
+    pub fn cli(os_user: &str) -> Actor {
+        Actor {
+            name: format!("cli:{os_user}"),
+            source: None,
+            protocol: Protocol::Cli,
+        }
+    }
+
+    /// The hub itself.
+    pub fn system() -> Actor {
+        Actor {
+            name: "system".to_owned(),
+            source: None,
+            protocol: Protocol::System,
+        }
+    }
+}
+
+/// An authenticated client: the account and where it connected from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSession {
+    /// The logged-in client account.
+    pub account: AccountName,
+    /// Peer address.
+    pub source: Option<String>,
+    /// The protocol in use; a front end may switch it (SSH to SFTP or SCP).
+    pub protocol: Protocol,
+}
+
+impl ClientSession {
+    fn actor(&self) -> Actor {
+        Actor {
+            name: self.account.to_string(),
+            source: self.source.clone(),
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// The result of a login attempt. The reason of a refusal goes to the audit trail only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The credentials are right and the account may log in here.
+    Accepted(ClientSession),
+    /// Refused; the client is told nothing more.
+    Refused,
+}
+
+/// One entry of a listing or the answer to a stat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The last path component (`/` for the root).
+    pub name: String,
+    /// Folder or file.
+    pub is_dir: bool,
+    /// Size in bytes (0 for folders).
+    pub size: u64,
+    /// Last change.
+    pub modified: OffsetDateTime,
+    /// Whether the client may write here (an outbox folder).
+    pub writable: bool,
+}
+
+/// An open download: a delivery's blob or a receipt.
+pub struct ReadHandle {
+    path: VirtualPath,
+    source: ReadSource,
+    size: u64,
+    delivery: Option<Delivery>,
+    bytes_read: AtomicU64,
+}
+
+enum ReadSource {
+    Blob(Arc<dyn BlobReader>),
+    Memory(Vec<u8>),
+}
+
+impl ReadHandle {
+    /// Reads up to `len` bytes at `offset`; empty at end of file.
+    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let data = match &self.source {
+            ReadSource::Blob(reader) => reader.read_at(offset, len).await?,
+            ReadSource::Memory(bytes) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let end = start.saturating_add(len).min(bytes.len());
+                bytes[start..end].to_vec()
+            }
+        };
+        self.bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The path it was opened at.
+    pub fn path(&self) -> &VirtualPath {
+        &self.path
+    }
+}
+
+/// An upload in progress. Nothing of it is visible to anyone until [`Hub::finish_upload`].
+pub struct Upload {
+    session: ClientSession,
+    path: VirtualPath,
+    target: AccountName,
+    name: FileName,
+    writer: Box<dyn BlobWriter>,
+}
+
+impl Upload {
+    /// Writes data at an offset of the file being uploaded.
+    pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+        self.writer.write_at(offset, data).await
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.writer.size()
+    }
+
+    /// The path being written.
+    pub fn path(&self) -> &VirtualPath {
+        &self.path
+    }
+}
+
+/// The mailbox service.
+pub struct Hub {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    clock: Arc<dyn Clock>,
+    #[allow(dead_code)]
+    config: HubConfig,
+}
+
+impl Hub {
+    /// Builds the service on its ports.
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        config: HubConfig,
+    ) -> Hub {
+        Hub {
+            meta,
+            blobs,
+            clock,
+            config,
+        }
+    }
+
+    // ----- start-up --------------------------------------------------------------------------
+
+    /// Removes staging files and blobs that no live delivery references (left by a crash or by
+    /// a deletion interrupted between commit and unlink). Run it before serving.
+    pub async fn sweep(&self) -> Result<SweepReport> {
+        let live = self.meta.live_blobs().await?;
+        let report = self.blobs.sweep(&live).await?;
+        if report.staging_removed + report.orphans_removed > 0 {
+            let event = self.event(
+                &Actor::system(),
+                EventKind::Sweep,
+                "blobs".to_owned(),
+                Outcome::Ok,
+                format!(
+                    "removed {} unfinished uploads and {} orphan blobs",
+                    report.staging_removed, report.orphans_removed
+                ),
+            );
+            self.meta.record(&[event]).await?;
+        }
+        Ok(report)
+    }
+
+    // ----- authentication --------------------------------------------------------------------
+
+    /// Checks a password login. Unknown names, disabled and admin accounts and wrong passwords
+    /// all cost one Argon2 verification and give the same [`LoginOutcome::Refused`].
+    pub async fn login_password(
+        &self,
+        user: &str,
+        password: Secret<String>,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginOutcome> {
+        let account = self.login_candidate(user).await?;
+        let phc = account.as_ref().and_then(|a| a.password_hash.clone());
+        let verified =
+            tokio::task::spawn_blocking(move || password::verify(&password, phc.as_deref()))
+                .await
+                .map_err(|_| CoreError::internal("password check failed"))?;
+        let refusal = match &account {
+            None => Some("unknown account"),
+            Some(a) if a.password_hash.is_none() => Some("password login not set up"),
+            Some(_) if !verified => Some("wrong password"),
+            Some(a) => Self::login_refusal(a),
+        };
+        self.finish_login(user, account, refusal, "password", source, protocol)
+            .await
+    }
+
+    /// Whether an offered public key would be accepted, without a signature and without an
+    /// event. An unknown account answers like a known account with an unknown key.
+    pub async fn key_acceptable(&self, user: &str, key_blob: &[u8]) -> Result<bool> {
+        let account = self.login_candidate(user).await?;
+        Ok(account.is_some_and(|a| {
+            Self::login_refusal(&a).is_none() && a.keys.iter().any(|k| k.blob == key_blob)
+        }))
+    }
+
+    /// Completes a public-key login whose signature the protocol layer has verified.
+    pub async fn login_key(
+        &self,
+        user: &str,
+        key_blob: &[u8],
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginOutcome> {
+        let account = self.login_candidate(user).await?;
+        let refusal = match &account {
+            None => Some("unknown account"),
+            Some(a) if !a.keys.iter().any(|k| k.blob == key_blob) => Some("unknown key"),
+            Some(a) => Self::login_refusal(a),
+        };
+        self.finish_login(user, account, refusal, "publickey", source, protocol)
+            .await
+    }
+
+    /// Records a login refused by the protocol layer before the service saw credentials (for
+    /// example a method the hub does not offer).
+    pub async fn record_login_refusal(
+        &self,
+        user: &str,
+        reason: &str,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<()> {
+        let actor = Actor {
+            name: printable(user),
+            source,
+            protocol,
+        };
+        let event = self.event(
+            &actor,
+            EventKind::Login,
+            printable(user),
+            Outcome::Refused,
+            reason.to_owned(),
+        );
+        self.meta.record(&[event]).await
+    }
+
+    async fn login_candidate(&self, user: &str) -> Result<Option<Account>> {
+        match AccountName::parse(user) {
+            Ok(name) => self.meta.account(&name).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn login_refusal(account: &Account) -> Option<&'static str> {
+        if account.disabled {
+            Some("account disabled")
+        } else if account.kind == AccountKind::Admin {
+            Some("admin accounts own no mailbox and cannot log in here")
+        } else {
+            None
+        }
+    }
+
+    async fn finish_login(
+        &self,
+        user: &str,
+        account: Option<Account>,
+        refusal: Option<&str>,
+        method: &str,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginOutcome> {
+        let actor = Actor {
+            name: printable(user),
+            source: source.clone(),
+            protocol,
+        };
+        match (account, refusal) {
+            (Some(account), None) => {
+                let event = self.event(
+                    &actor,
+                    EventKind::Login,
+                    account.name.to_string(),
+                    Outcome::Ok,
+                    method.to_owned(),
+                );
+                self.meta.record(&[event]).await?;
+                Ok(LoginOutcome::Accepted(ClientSession {
+                    account: account.name,
+                    source,
+                    protocol,
+                }))
+            }
+            (_, refusal) => {
+                let reason = refusal.unwrap_or("refused");
+                let event = self.event(
+                    &actor,
+                    EventKind::Login,
+                    printable(user),
+                    Outcome::Refused,
+                    format!("{method}: {reason}"),
+                );
+                self.meta.record(&[event]).await?;
+                Ok(LoginOutcome::Refused)
+            }
+        }
+    }
+
+    // ----- the tree --------------------------------------------------------------------------
+
+    /// Describes one path.
+    pub async fn stat(&self, session: &ClientSession, path: &VirtualPath) -> Result<Entry> {
+        let now = self.clock.now();
+        let dir = |name: &str, writable: bool| Entry {
+            name: name.to_owned(),
+            is_dir: true,
+            size: 0,
+            modified: now,
+            writable,
+        };
+        match path {
+            VirtualPath::Root => Ok(dir("/", false)),
+            VirtualPath::Area(area) => Ok(dir(area.as_str(), false)),
+            VirtualPath::Folder(area, name) => Ok(dir(name.as_str(), *area == Area::Outbox)),
+            VirtualPath::File(Area::Sent, recipient, entry) => {
+                let delivery = self.receipt(session, recipient, entry).await?;
+                Ok(file_entry(
+                    entry.as_str(),
+                    receipt_text(&delivery).len() as u64,
+                    delivery.updated,
+                    false,
+                ))
+            }
+            VirtualPath::File(area, folder, name) => {
+                let delivery = self.visible_file(session, *area, folder, name).await?;
+                Ok(file_entry(
+                    name.as_str(),
+                    delivery.size,
+                    delivery.created,
+                    *area == Area::Outbox,
+                ))
+            }
+        }
+    }
+
+    /// Lists a folder. Files have no children: listing one is refused.
+    pub async fn list(&self, session: &ClientSession, path: &VirtualPath) -> Result<Vec<Entry>> {
+        let me = &session.account;
+        let now = self.clock.now();
+        let dir = |name: &str, writable: bool| Entry {
+            name: name.to_owned(),
+            is_dir: true,
+            size: 0,
+            modified: now,
+            writable,
+        };
+        match path {
+            VirtualPath::Root => Ok(Area::ALL
+                .iter()
+                .map(|area| dir(area.as_str(), false))
+                .collect()),
+            VirtualPath::Area(Area::Inbox) => {
+                let deliveries = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        recipient: Some(me.clone()),
+                        states: DeliveryState::VISIBLE.to_vec(),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                let senders: BTreeSet<_> = deliveries.into_iter().map(|d| d.sender).collect();
+                Ok(senders.iter().map(|s| dir(s.as_str(), false)).collect())
+            }
+            VirtualPath::Area(Area::Outbox) => {
+                let mut targets = self.allowed_targets(me).await?;
+                let pending = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        sender: Some(me.clone()),
+                        states: DeliveryState::RECALLABLE.to_vec(),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                targets.extend(pending.into_iter().map(|d| d.target));
+                Ok(targets.iter().map(|t| dir(t.as_str(), true)).collect())
+            }
+            VirtualPath::Area(Area::Sent) => {
+                let sent = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        sender: Some(me.clone()),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                let recipients: BTreeSet<_> = sent.into_iter().map(|d| d.recipient).collect();
+                Ok(recipients.iter().map(|r| dir(r.as_str(), false)).collect())
+            }
+            VirtualPath::Folder(Area::Inbox, sender) => {
+                let deliveries = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        recipient: Some(me.clone()),
+                        sender: Some(sender.clone()),
+                        states: DeliveryState::VISIBLE.to_vec(),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                Ok(deliveries
+                    .iter()
+                    .map(|d| file_entry(d.name.as_str(), d.size, d.created, false))
+                    .collect())
+            }
+            VirtualPath::Folder(Area::Outbox, target) => {
+                let deliveries = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        sender: Some(me.clone()),
+                        target: Some(target.clone()),
+                        states: DeliveryState::RECALLABLE.to_vec(),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                // A group fan-out is one entry: its deliveries share a name and a blob.
+                let mut seen = BTreeSet::new();
+                Ok(deliveries
+                    .iter()
+                    .filter(|d| seen.insert(d.batch_id))
+                    .map(|d| file_entry(d.name.as_str(), d.size, d.created, true))
+                    .collect())
+            }
+            VirtualPath::Folder(Area::Sent, recipient) => {
+                let deliveries = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        sender: Some(me.clone()),
+                        recipient: Some(recipient.clone()),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                Ok(deliveries
+                    .iter()
+                    .map(|d| {
+                        file_entry(
+                            &receipt_name(d),
+                            receipt_text(d).len() as u64,
+                            d.updated,
+                            false,
+                        )
+                    })
+                    .collect())
+            }
+            VirtualPath::File(..) => Err(CoreError::new(
+                ErrorKind::NotFound,
+                "not a folder: this is a file",
+            )),
+        }
+    }
+
+    /// Folders cannot be created: the tree is fixed.
+    pub fn make_dir(&self, path: &VirtualPath) -> Result<()> {
+        Err(CoreError::denied(format!(
+            "cannot create {path}: the tree is fixed (write files into /outbox/<recipient>/)"
+        )))
+    }
+
+    /// Links cannot be created: the tree has no links.
+    pub fn make_link(&self, path: &VirtualPath) -> Result<()> {
+        Err(CoreError::denied(format!(
+            "cannot create a link at {path}: links are not supported"
+        )))
+    }
+
+    // ----- downloads -------------------------------------------------------------------------
+
+    /// Opens an inbox file or a receipt for reading.
+    pub async fn open_read(
+        &self,
+        session: &ClientSession,
+        path: &VirtualPath,
+    ) -> Result<ReadHandle> {
+        match path {
+            VirtualPath::File(Area::Inbox, sender, name) => {
+                let delivery = self
+                    .visible_file(session, Area::Inbox, sender, name)
+                    .await?;
+                let reader = self.blobs.open(&delivery.blob_id).await?;
+                Ok(ReadHandle {
+                    path: path.clone(),
+                    size: delivery.size,
+                    source: ReadSource::Blob(reader),
+                    delivery: Some(delivery),
+                    bytes_read: AtomicU64::new(0),
+                })
+            }
+            VirtualPath::File(Area::Sent, recipient, entry) => {
+                let delivery = self.receipt(session, recipient, entry).await?;
+                let text = receipt_text(&delivery).into_bytes();
+                Ok(ReadHandle {
+                    path: path.clone(),
+                    size: text.len() as u64,
+                    source: ReadSource::Memory(text),
+                    delivery: None,
+                    bytes_read: AtomicU64::new(0),
+                })
+            }
+            VirtualPath::File(Area::Outbox, ..) => Err(CoreError::denied(
+                "outbox files are write-only: the copy is the recipient's now",
+            )),
+            _ => Err(CoreError::denied(format!("{path} is a folder, not a file"))),
+        }
+    }
+
+    /// Ends a download: accounts for it and, the first time a delivery was read completely,
+    /// marks it picked up.
+    pub async fn close_read(&self, session: &ClientSession, handle: ReadHandle) -> Result<()> {
+        let Some(delivery) = handle.delivery else {
+            return Ok(());
+        };
+        let bytes = handle.bytes_read.load(Ordering::Relaxed);
+        let complete = bytes >= delivery.size;
+        let actor = session.actor();
+        let download = self.event(
+            &actor,
+            EventKind::Download,
+            handle.path.to_string(),
+            if complete {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+            format!(
+                "delivery {} {bytes} of {} bytes{}",
+                delivery.id,
+                delivery.size,
+                if complete { "" } else { " (incomplete)" }
+            ),
+        );
+        self.meta.record(&[download]).await?;
+        if complete && delivery.state == DeliveryState::Delivered {
+            let event = self.delivery_event(&actor, EventKind::DeliveryPickedUp, &delivery);
+            self.meta
+                .transition(
+                    &delivery.id,
+                    &[DeliveryState::Delivered],
+                    DeliveryState::PickedUp,
+                    event.time,
+                    &event,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ----- uploads ---------------------------------------------------------------------------
+
+    /// Starts an upload to `/outbox/<recipient-or-group>/<name>`. The route is checked before a
+    /// byte is stored.
+    pub async fn begin_upload(
+        &self,
+        session: &ClientSession,
+        path: &VirtualPath,
+    ) -> Result<Upload> {
+        let result = self.begin_upload_inner(session, path).await;
+        if let Err(err) = &result {
+            self.record_refusal(session, EventKind::Upload, path, err)
+                .await;
+        }
+        result
+    }
+
+    async fn begin_upload_inner(
+        &self,
+        session: &ClientSession,
+        path: &VirtualPath,
+    ) -> Result<Upload> {
+        let VirtualPath::File(Area::Outbox, target, name) = path else {
+            return Err(match path {
+                VirtualPath::File(Area::Inbox, ..) => CoreError::denied(
+                    "the inbox is read-only: write to /outbox/<recipient>/ to send",
+                ),
+                VirtualPath::File(Area::Sent, ..) => CoreError::denied("receipts are read-only"),
+                _ => CoreError::denied(format!("{path} is a folder, not a file")),
+            });
+        };
+        self.recipients(&session.account, target).await?;
+        let writer = self.blobs.create().await?;
+        Ok(Upload {
+            session: session.clone(),
+            path: path.clone(),
+            target: target.clone(),
+            name: name.clone(),
+            writer,
+        })
+    }
+
+    /// Completes an upload: makes the blob durable, then commits one delivery per recipient
+    /// with a name free between sender and each recipient. Only when this returns Ok may the
+    /// client be told the file is stored.
+    pub async fn finish_upload(&self, upload: Upload) -> Result<Vec<Delivery>> {
+        let Upload {
+            session,
+            path,
+            target,
+            name,
+            writer,
+        } = upload;
+        // Policy may have changed while the bytes flowed: decide again before committing.
+        let recipients = match self.recipients(&session.account, &target).await {
+            Ok(recipients) => recipients,
+            Err(err) => {
+                writer.abort().await;
+                self.record_refusal(&session, EventKind::Upload, &path, &err)
+                    .await;
+                return Err(err);
+            }
+        };
+        let blob = writer.commit().await?;
+        let actor = session.actor();
+        let mut suffix = 1;
+        loop {
+            let candidate = self
+                .free_name(&session.account, &target, &recipients, &name, &mut suffix)
+                .await;
+            let candidate = match candidate {
+                Ok(candidate) => candidate,
+                Err(err) => {
+                    self.blobs.delete(&blob.id).await?;
+                    return Err(err);
+                }
+            };
+            let now = self.clock.now();
+            let batch_id = DeliveryId::new();
+            let deliveries: Vec<Delivery> = recipients
+                .iter()
+                .map(|recipient| Delivery {
+                    id: DeliveryId::new(),
+                    batch_id,
+                    sender: session.account.clone(),
+                    recipient: recipient.clone(),
+                    target: target.clone(),
+                    name: candidate.clone(),
+                    size: blob.size,
+                    sha256: blob.sha256.clone(),
+                    blob_id: blob.id.clone(),
+                    state: DeliveryState::Delivered,
+                    created: now,
+                    updated: now,
+                })
+                .collect();
+            let mut events = vec![self.event(
+                &actor,
+                EventKind::Upload,
+                format!("/outbox/{target}/{candidate}"),
+                Outcome::Ok,
+                format!(
+                    "batch {batch_id} {} bytes sha256 {} to {} recipient(s)",
+                    blob.size,
+                    blob.sha256,
+                    deliveries.len()
+                ),
+            )];
+            for delivery in &deliveries {
+                events.push(self.delivery_event(&actor, EventKind::DeliveryStored, delivery));
+                events.push(self.delivery_event(&actor, EventKind::DeliveryDelivered, delivery));
+            }
+            match self.meta.insert_deliveries(&deliveries, &events).await {
+                Ok(()) => return Ok(deliveries),
+                // Another upload took the name between our check and our commit: next suffix.
+                Err(err) if err.kind() == ErrorKind::Conflict && suffix < MAX_SUFFIX => {
+                    suffix += 1;
+                }
+                Err(err) => {
+                    // The blob is durable but no delivery references it: remove it now (the
+                    // start-up sweep would otherwise).
+                    let _ = self.blobs.delete(&blob.id).await;
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Abandons an upload (connection dropped, client closed early); nothing becomes visible.
+    pub async fn abort_upload(&self, upload: Upload, reason: &str) {
+        let event = self.event(
+            &upload.session.actor(),
+            EventKind::Upload,
+            upload.path.to_string(),
+            Outcome::Failed,
+            format!("{reason} after {} bytes; nothing delivered", upload.size()),
+        );
+        upload.writer.abort().await;
+        if let Err(err) = self.meta.record(&[event]).await {
+            tracing::warn!(error = %err, "could not record an aborted upload");
+        }
+    }
+
+    /// Picks the first name (`name`, `name~2`, …) that is free between the sender and every
+    /// recipient and, for a group, among the sender's pending fan-outs to that group.
+    async fn free_name(
+        &self,
+        sender: &AccountName,
+        target: &AccountName,
+        recipients: &[AccountName],
+        name: &FileName,
+        suffix: &mut u32,
+    ) -> Result<FileName> {
+        while *suffix <= MAX_SUFFIX {
+            let candidate = if *suffix == 1 {
+                name.clone()
+            } else {
+                name.with_suffix(*suffix)
+            };
+            let taken = self
+                .meta
+                .deliveries(&DeliveryQuery {
+                    sender: Some(sender.clone()),
+                    name: Some(candidate.clone()),
+                    states: DeliveryState::LIVE.to_vec(),
+                    ..DeliveryQuery::default()
+                })
+                .await?
+                .iter()
+                .any(|d| recipients.contains(&d.recipient) || &d.target == target);
+            if !taken {
+                return Ok(candidate);
+            }
+            *suffix += 1;
+        }
+        Err(CoreError::conflict(format!(
+            "too many deliveries named {name} are pending; remove some first"
+        )))
+    }
+
+    /// The accounts an upload to `target` reaches, after route policy.
+    async fn recipients(
+        &self,
+        sender: &AccountName,
+        target: &AccountName,
+    ) -> Result<Vec<AccountName>> {
+        let routes = self.meta.routes().await?;
+        let groups = self.meta.groups().await?;
+        let decision = policy::decide(&routes, &groups, sender, target);
+        if let Some(group) = groups.iter().find(|g| &g.name == target) {
+            if decision != Decision::Allowed {
+                return Err(route_denied(sender, target));
+            }
+            let mut recipients = Vec::new();
+            for member in group.members.iter().filter(|m| *m != sender) {
+                // A member denied explicitly is skipped; so are disabled and admin accounts.
+                if policy::decide(&routes, &groups, sender, member) == Decision::Denied {
+                    continue;
+                }
+                if let Some(account) = self.meta.account(member).await?
+                    && account.kind == AccountKind::Client
+                    && !account.disabled
+                {
+                    recipients.push(account.name);
+                }
+            }
+            if recipients.is_empty() {
+                return Err(CoreError::new(
+                    ErrorKind::NotFound,
+                    format!("group {target} has no member who can receive from you"),
+                ));
+            }
+            return Ok(recipients);
+        }
+        let account = self.meta.account(target).await?;
+        match account {
+            Some(account) if account.kind == AccountKind::Client => {
+                if decision != Decision::Allowed {
+                    return Err(route_denied(sender, target));
+                }
+                if account.disabled {
+                    return Err(CoreError::new(
+                        ErrorKind::PermissionDenied,
+                        format!("{target} is disabled and cannot receive files"),
+                    ));
+                }
+                Ok(vec![account.name])
+            }
+            _ => Err(CoreError::not_found(format!(
+                "no recipient named {target}: there is no such account or group"
+            ))),
+        }
+    }
+
+    /// Accounts and groups the sender may write to, for the `/outbox` listing.
+    async fn allowed_targets(&self, sender: &AccountName) -> Result<BTreeSet<AccountName>> {
+        let routes = self.meta.routes().await?;
+        let groups = self.meta.groups().await?;
+        let accounts = self.meta.accounts().await?;
+        let mut targets = BTreeSet::new();
+        for account in accounts
+            .iter()
+            .filter(|a| a.kind == AccountKind::Client && !a.disabled)
+        {
+            if policy::decide(&routes, &groups, sender, &account.name) == Decision::Allowed {
+                targets.insert(account.name.clone());
+            }
+        }
+        for group in &groups {
+            if policy::decide(&routes, &groups, sender, &group.name) == Decision::Allowed {
+                targets.insert(group.name.clone());
+            }
+        }
+        Ok(targets)
+    }
+
+    // ----- removal and renames ---------------------------------------------------------------
+
+    /// Deletes a file: in the inbox it acknowledges the delivery; in the outbox it recalls a
+    /// delivery that is not yet picked up (every pending one of a group fan-out).
+    pub async fn remove(&self, session: &ClientSession, path: &VirtualPath) -> Result<()> {
+        let result = self.remove_inner(session, path).await;
+        if let Err(err) = &result {
+            let kind = match path {
+                VirtualPath::File(Area::Outbox, ..) => EventKind::DeliveryRecalled,
+                _ => EventKind::DeliveryAcknowledged,
+            };
+            self.record_refusal(session, kind, path, err).await;
+        }
+        result
+    }
+
+    async fn remove_inner(&self, session: &ClientSession, path: &VirtualPath) -> Result<()> {
+        let actor = session.actor();
+        match path {
+            VirtualPath::File(Area::Inbox, sender, name) => {
+                let delivery = self
+                    .visible_file(session, Area::Inbox, sender, name)
+                    .await?;
+                let event = self.delivery_event(&actor, EventKind::DeliveryAcknowledged, &delivery);
+                let moved = self
+                    .meta
+                    .transition(
+                        &delivery.id,
+                        &DeliveryState::VISIBLE,
+                        DeliveryState::Acknowledged,
+                        event.time,
+                        &event,
+                    )
+                    .await?;
+                if !moved {
+                    return Err(CoreError::not_found(format!("{path}: no such file")));
+                }
+                self.release_blob(&delivery).await;
+                Ok(())
+            }
+            VirtualPath::File(Area::Outbox, target, name) => {
+                let deliveries = self
+                    .meta
+                    .deliveries(&DeliveryQuery {
+                        sender: Some(session.account.clone()),
+                        target: Some(target.clone()),
+                        name: Some(name.clone()),
+                        states: DeliveryState::LIVE.to_vec(),
+                        ..DeliveryQuery::default()
+                    })
+                    .await?;
+                if deliveries.is_empty() {
+                    return Err(CoreError::not_found(format!("{path}: no such file")));
+                }
+                let mut recalled = 0;
+                for delivery in &deliveries {
+                    let event = self.delivery_event(&actor, EventKind::DeliveryRecalled, delivery);
+                    if self
+                        .meta
+                        .transition(
+                            &delivery.id,
+                            &DeliveryState::RECALLABLE,
+                            DeliveryState::Recalled,
+                            event.time,
+                            &event,
+                        )
+                        .await?
+                    {
+                        recalled += 1;
+                        self.release_blob(delivery).await;
+                    }
+                }
+                if recalled == 0 {
+                    return Err(CoreError::conflict(format!(
+                        "{path} was already picked up and can no longer be recalled"
+                    )));
+                }
+                Ok(())
+            }
+            VirtualPath::File(Area::Sent, ..) => Err(CoreError::denied("receipts are read-only")),
+            _ => Err(CoreError::denied(format!(
+                "cannot remove {path}: the tree's folders are fixed"
+            ))),
+        }
+    }
+
+    /// Renames a pending delivery within one outbox folder. Nothing is ever overwritten: a
+    /// taken name is refused.
+    pub async fn rename(
+        &self,
+        session: &ClientSession,
+        from: &VirtualPath,
+        to: &VirtualPath,
+    ) -> Result<()> {
+        let (
+            VirtualPath::File(Area::Outbox, from_target, from_name),
+            VirtualPath::File(Area::Outbox, to_target, to_name),
+        ) = (from, to)
+        else {
+            return Err(CoreError::denied(
+                "only files in an outbox folder can be renamed, within that folder",
+            ));
+        };
+        if from_target != to_target {
+            return Err(CoreError::denied(
+                "a file cannot move between outbox folders: recall it and send it again",
+            ));
+        }
+        if from_name == to_name {
+            return Ok(());
+        }
+        let deliveries = self
+            .meta
+            .deliveries(&DeliveryQuery {
+                sender: Some(session.account.clone()),
+                target: Some(from_target.clone()),
+                name: Some(from_name.clone()),
+                states: DeliveryState::RECALLABLE.to_vec(),
+                ..DeliveryQuery::default()
+            })
+            .await?;
+        if deliveries.is_empty() {
+            return Err(CoreError::not_found(format!("{from}: no such file")));
+        }
+        let actor = session.actor();
+        for delivery in &deliveries {
+            let event = self.event(
+                &actor,
+                EventKind::DeliveryRenamed,
+                delivery.id.to_string(),
+                Outcome::Ok,
+                format!("{from_name} -> {to_name}"),
+            );
+            self.meta
+                .rename_delivery(&delivery.id, to_name, &event)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a delivery's blob when no live delivery references it any more.
+    async fn release_blob(&self, delivery: &Delivery) {
+        match self.meta.blob_in_use(&delivery.blob_id).await {
+            Ok(false) => {
+                if let Err(err) = self.blobs.delete(&delivery.blob_id).await {
+                    tracing::warn!(error = %err, blob = %delivery.blob_id, "blob not deleted; the next sweep will");
+                }
+            }
+            Ok(true) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, blob = %delivery.blob_id, "blob use unknown; the next sweep will decide");
+            }
+        }
+    }
+
+    /// A delivery the client sees at `/<area>/<folder>/<name>`.
+    async fn visible_file(
+        &self,
+        session: &ClientSession,
+        area: Area,
+        folder: &AccountName,
+        name: &FileName,
+    ) -> Result<Delivery> {
+        let me = session.account.clone();
+        let query = match area {
+            Area::Inbox => DeliveryQuery {
+                recipient: Some(me),
+                sender: Some(folder.clone()),
+                name: Some(name.clone()),
+                states: DeliveryState::VISIBLE.to_vec(),
+                ..DeliveryQuery::default()
+            },
+            Area::Outbox => DeliveryQuery {
+                sender: Some(me),
+                target: Some(folder.clone()),
+                name: Some(name.clone()),
+                states: DeliveryState::RECALLABLE.to_vec(),
+                ..DeliveryQuery::default()
+            },
+            Area::Sent => return Err(CoreError::internal("receipts are not deliveries")),
+        };
+        self.meta
+            .deliveries(&query)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                CoreError::not_found(format!("/{}/{folder}/{name}: no such file", area.as_str()))
+            })
+    }
+
+    /// The delivery behind a receipt entry `<name>@<short id>`.
+    async fn receipt(
+        &self,
+        session: &ClientSession,
+        recipient: &AccountName,
+        entry: &FileName,
+    ) -> Result<Delivery> {
+        let not_found =
+            || CoreError::not_found(format!("/sent/{recipient}/{entry}: no such receipt"));
+        let (name, short) = entry.as_str().rsplit_once('@').ok_or_else(not_found)?;
+        let name = FileName::parse(name).map_err(|_| not_found())?;
+        self.meta
+            .deliveries(&DeliveryQuery {
+                sender: Some(session.account.clone()),
+                recipient: Some(recipient.clone()),
+                name: Some(name),
+                ..DeliveryQuery::default()
+            })
+            .await?
+            .into_iter()
+            .find(|d| d.id.short() == short)
+            .ok_or_else(not_found)
+    }
+
+    // ----- administration --------------------------------------------------------------------
+
+    /// One account.
+    pub async fn account(&self, name: &AccountName) -> Result<Account> {
+        self.meta
+            .account(name)
+            .await?
+            .ok_or_else(|| CoreError::not_found(format!("no account named {name}")))
+    }
+
+    /// Every account.
+    pub async fn accounts(&self) -> Result<Vec<Account>> {
+        self.meta.accounts().await
+    }
+
+    /// Creates an account. A password, when given, must pass the strength rules.
+    pub async fn add_account(
+        &self,
+        actor: &Actor,
+        name: AccountName,
+        kind: AccountKind,
+        password: Option<Secret<String>>,
+        keys: Vec<AuthorizedKey>,
+    ) -> Result<Account> {
+        let password_hash = match password {
+            Some(password) => Some(self.hash_password(&name, password).await?),
+            None => None,
+        };
+        let account = Account {
+            name: name.clone(),
+            kind,
+            disabled: false,
+            password_hash,
+            keys,
+            created: self.clock.now(),
+        };
+        let event = self.admin_event(
+            actor,
+            format!("account {name}"),
+            format!("add {}", kind.as_str()),
+        );
+        self.meta.insert_account(&account, &event).await?;
+        Ok(account)
+    }
+
+    /// Sets a new password.
+    pub async fn set_password(
+        &self,
+        actor: &Actor,
+        name: &AccountName,
+        password: Secret<String>,
+    ) -> Result<()> {
+        let mut account = self.account(name).await?;
+        account.password_hash = Some(self.hash_password(name, password).await?);
+        let event = self.admin_event(actor, format!("account {name}"), "set password".to_owned());
+        self.meta.update_account(&account, &event).await
+    }
+
+    /// Disables or enables an account.
+    pub async fn set_disabled(
+        &self,
+        actor: &Actor,
+        name: &AccountName,
+        disabled: bool,
+    ) -> Result<()> {
+        let mut account = self.account(name).await?;
+        account.disabled = disabled;
+        let what = if disabled { "disable" } else { "enable" };
+        let event = self.admin_event(actor, format!("account {name}"), what.to_owned());
+        self.meta.update_account(&account, &event).await
+    }
+
+    /// Adds an SSH public key to an account.
+    pub async fn add_key(
+        &self,
+        actor: &Actor,
+        name: &AccountName,
+        key: AuthorizedKey,
+    ) -> Result<()> {
+        let mut account = self.account(name).await?;
+        if account.keys.iter().any(|k| k.blob == key.blob) {
+            return Err(CoreError::conflict(format!(
+                "{name} already has the key {}",
+                key.fingerprint()
+            )));
+        }
+        let event = self.admin_event(
+            actor,
+            format!("account {name}"),
+            format!("add key {}", key.fingerprint()),
+        );
+        account.keys.push(key);
+        self.meta.update_account(&account, &event).await
+    }
+
+    /// Removes an SSH public key from an account.
+    pub async fn remove_key(
+        &self,
+        actor: &Actor,
+        name: &AccountName,
+        key: &AuthorizedKey,
+    ) -> Result<()> {
+        let mut account = self.account(name).await?;
+        let before = account.keys.len();
+        account.keys.retain(|k| k.blob != key.blob);
+        if account.keys.len() == before {
+            return Err(CoreError::not_found(format!(
+                "{name} has no key {}",
+                key.fingerprint()
+            )));
+        }
+        let event = self.admin_event(
+            actor,
+            format!("account {name}"),
+            format!("remove key {}", key.fingerprint()),
+        );
+        self.meta.update_account(&account, &event).await
+    }
+
+    /// Deletes an account. Refused while its inbox holds deliveries, which would otherwise be
+    /// lost: disable the account instead.
+    pub async fn delete_account(&self, actor: &Actor, name: &AccountName) -> Result<()> {
+        self.account(name).await?;
+        let waiting = self
+            .meta
+            .deliveries(&DeliveryQuery {
+                recipient: Some(name.clone()),
+                states: DeliveryState::LIVE.to_vec(),
+                ..DeliveryQuery::default()
+            })
+            .await?
+            .len();
+        if waiting > 0 {
+            return Err(CoreError::conflict(format!(
+                "{name} still has {waiting} deliveries in its inbox; disable the account instead"
+            )));
+        }
+        let event = self.admin_event(actor, format!("account {name}"), "delete".to_owned());
+        self.meta.delete_account(name, &event).await
+    }
+
+    /// Every group.
+    pub async fn groups(&self) -> Result<Vec<Group>> {
+        self.meta.groups().await
+    }
+
+    /// Creates an empty group.
+    pub async fn add_group(&self, actor: &Actor, name: AccountName) -> Result<()> {
+        let event = self.admin_event(actor, format!("group {name}"), "add".to_owned());
+        let group = Group {
+            name,
+            members: Vec::new(),
+        };
+        self.meta.insert_group(&group, &event).await
+    }
+
+    /// Deletes a group.
+    pub async fn delete_group(&self, actor: &Actor, name: &AccountName) -> Result<()> {
+        let event = self.admin_event(actor, format!("group {name}"), "delete".to_owned());
+        self.meta.delete_group(name, &event).await
+    }
+
+    /// Adds a client account to a group.
+    pub async fn add_member(
+        &self,
+        actor: &Actor,
+        group: &AccountName,
+        member: &AccountName,
+    ) -> Result<()> {
+        let mut g = self.group(group).await?;
+        let account = self.account(member).await?;
+        if account.kind != AccountKind::Client {
+            return Err(CoreError::denied(format!(
+                "{member} is an admin account; only clients can be group members"
+            )));
+        }
+        if g.members.contains(member) {
+            return Err(CoreError::conflict(format!(
+                "{member} is already in {group}"
+            )));
+        }
+        g.members.push(member.clone());
+        g.members.sort();
+        let event = self.admin_event(
+            actor,
+            format!("group {group}"),
+            format!("add member {member}"),
+        );
+        self.meta.update_group(&g, &event).await
+    }
+
+    /// Removes an account from a group.
+    pub async fn remove_member(
+        &self,
+        actor: &Actor,
+        group: &AccountName,
+        member: &AccountName,
+    ) -> Result<()> {
+        let mut g = self.group(group).await?;
+        if !g.members.contains(member) {
+            return Err(CoreError::not_found(format!("{member} is not in {group}")));
+        }
+        g.members.retain(|m| m != member);
+        let event = self.admin_event(
+            actor,
+            format!("group {group}"),
+            format!("remove member {member}"),
+        );
+        self.meta.update_group(&g, &event).await
+    }
+
+    async fn group(&self, name: &AccountName) -> Result<Group> {
+        self.meta
+            .group(name)
+            .await?
+            .ok_or_else(|| CoreError::not_found(format!("no group named {name}")))
+    }
+
+    /// Every route rule.
+    pub async fn routes(&self) -> Result<Vec<Route>> {
+        self.meta.routes().await
+    }
+
+    /// Allows or denies sending from `from` to `to` (accounts or groups).
+    pub async fn set_route(
+        &self,
+        actor: &Actor,
+        from: AccountName,
+        to: AccountName,
+        effect: RouteEffect,
+    ) -> Result<()> {
+        for name in [&from, &to] {
+            self.principal_exists(name).await?;
+        }
+        let event = self.admin_event(
+            actor,
+            format!("route {from} -> {to}"),
+            effect.as_str().to_owned(),
+        );
+        self.meta
+            .put_route(&Route { from, to, effect }, &event)
+            .await
+    }
+
+    /// Removes the rule for (from, to).
+    pub async fn remove_route(
+        &self,
+        actor: &Actor,
+        from: &AccountName,
+        to: &AccountName,
+    ) -> Result<()> {
+        let event = self.admin_event(actor, format!("route {from} -> {to}"), "remove".to_owned());
+        self.meta.delete_route(from, to, &event).await
+    }
+
+    async fn principal_exists(&self, name: &AccountName) -> Result<()> {
+        match self.meta.account(name).await? {
+            Some(account) if account.kind == AccountKind::Admin => Err(CoreError::denied(format!(
+                "{name} is an admin account; routes are between clients and groups"
+            ))),
+            Some(_) => Ok(()),
+            None if self.meta.group(name).await?.is_some() => Ok(()),
+            None => Err(CoreError::not_found(format!(
+                "no account or group named {name}"
+            ))),
+        }
+    }
+
+    /// Audit events, oldest first.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        self.meta.events(query).await
+    }
+
+    async fn hash_password(&self, name: &AccountName, password: Secret<String>) -> Result<String> {
+        password::check_strength(&password, name.as_str())?;
+        tokio::task::spawn_blocking(move || password::hash(&password))
+            .await
+            .map_err(|_| CoreError::internal("password hashing failed"))?
+    }
+
+    // ----- events ----------------------------------------------------------------------------
+
+    fn event(
+        &self,
+        actor: &Actor,
+        kind: EventKind,
+        object: String,
+        outcome: Outcome,
+        detail: String,
+    ) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            time: self.clock.now(),
+            kind,
+            actor: actor.name.clone(),
+            source: actor.source.clone(),
+            protocol: actor.protocol,
+            object,
+            outcome,
+            detail,
+        }
+    }
+
+    fn admin_event(&self, actor: &Actor, object: String, detail: String) -> Event {
+        self.event(actor, EventKind::Admin, object, Outcome::Ok, detail)
+    }
+
+    fn delivery_event(&self, actor: &Actor, kind: EventKind, delivery: &Delivery) -> Event {
+        self.event(
+            actor,
+            kind,
+            delivery.id.to_string(),
+            Outcome::Ok,
+            format!(
+                "{} -> {} {} ({} bytes)",
+                delivery.sender, delivery.recipient, delivery.name, delivery.size
+            ),
+        )
+    }
+
+    /// Accounts for a refused client action; failures to record are logged, not raised, so
+    /// the client still gets the refusal it is owed.
+    async fn record_refusal(
+        &self,
+        session: &ClientSession,
+        kind: EventKind,
+        path: &VirtualPath,
+        err: &CoreError,
+    ) {
+        let outcome = if err.kind() == ErrorKind::Internal || err.kind() == ErrorKind::Transient {
+            Outcome::Failed
+        } else {
+            Outcome::Refused
+        };
+        let event = self.event(
+            &session.actor(),
+            kind,
+            path.to_string(),
+            outcome,
+            format!("{}: {}", err.kind(), err.message()),
+        );
+        tracing::info!(event_id = %event.id, account = %session.account, path = %path, error = %err, "refused");
+        if let Err(record_err) = self.meta.record(&[event]).await {
+            tracing::warn!(error = %record_err, "could not record a refusal");
+        }
+    }
+}
+
+fn route_denied(sender: &AccountName, target: &AccountName) -> CoreError {
+    CoreError::new(
+        ErrorKind::RouteDenied,
+        format!("{sender} may not send to {target}: no route allows it"),
+    )
+}
+
+fn file_entry(name: &str, size: u64, modified: OffsetDateTime, writable: bool) -> Entry {
+    Entry {
+        name: name.to_owned(),
+        is_dir: false,
+        size,
+        modified,
+        writable,
+    }
+}
+
+/// The entry name of a receipt: `<name>@<short id>`.
+fn receipt_name(delivery: &Delivery) -> String {
+    format!("{}@{}", delivery.name, delivery.id.short())
+}
+
+/// The text of a receipt, one `key: value` per line.
+fn receipt_text(delivery: &Delivery) -> String {
+    let time = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    format!(
+        "delivery: {}\nsender: {}\nrecipient: {}\nvia: {}\nname: {}\nsize: {}\nsha256: {}\nstate: {}\ncreated: {}\nupdated: {}\n",
+        delivery.id,
+        delivery.sender,
+        delivery.recipient,
+        delivery.target,
+        delivery.name,
+        delivery.size,
+        delivery.sha256,
+        delivery.state.as_str(),
+        time(delivery.created),
+        time(delivery.updated),
+    )
+}
+
+/// A user name from the wire, made safe to store and print: control characters replaced,
+/// length capped.
+fn printable(user: &str) -> String {
+    user.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}

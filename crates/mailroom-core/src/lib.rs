@@ -1,0 +1,30 @@
+//! The clerk of the mailroom: the one mailbox service every protocol goes through.
+//!
+//! It owns the domain (accounts, groups, route policy, deliveries and their lifecycle), the
+//! virtual tree a client sees, the one path normaliser, password checks and the audit events
+//! of every action. It does no I/O: storage and time come in through the ports of
+//! [`ports`], and protocols live in the front-end crates, which talk only to [`Hub`].
+
+pub mod error;
+pub mod hub;
+pub mod model;
+pub mod names;
+pub mod password;
+pub mod path;
+pub mod policy;
+pub mod ports;
+pub mod secret;
+
+pub use error::{CoreError, ErrorKind, Result};
+pub use hub::{Actor, ClientSession, Entry, Hub, HubConfig, LoginOutcome, ReadHandle, Upload};
+pub use model::{
+    Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
+    EventKind, Group, Outcome, Protocol, Route, RouteEffect,
+};
+pub use names::{AccountName, FileName};
+pub use path::{Area, VirtualPath};
+pub use ports::{
+    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, EventQuery, MetaStore, StoredBlob,
+    SweepReport, SystemClock,
+};
+pub use secret::Secret;

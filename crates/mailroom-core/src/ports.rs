@@ -1,0 +1,192 @@
+//! The ports the service needs from the outside world: metadata, blobs and time.
+//!
+//! Adapters implement them (`mailroom-meta`, `mailroom-blob`); the binary picks which. Every
+//! method that changes state takes the audit events that describe the change, and the
+//! metadata store commits both in one transaction, so an event exists exactly when its change
+//! does.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::model::{
+    Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group, Outcome, Route,
+};
+use crate::names::{AccountName, FileName};
+
+/// Which deliveries to fetch. Every field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    /// Sent by this account.
+    pub sender: Option<AccountName>,
+    /// Addressed to this account.
+    pub recipient: Option<AccountName>,
+    /// Written to this outbox folder (recipient or group).
+    pub target: Option<AccountName>,
+    /// With this visible name.
+    pub name: Option<FileName>,
+    /// In one of these states; empty means any state.
+    pub states: Vec<DeliveryState>,
+}
+
+/// Which audit events to fetch.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events by this actor.
+    pub actor: Option<String>,
+    /// Only events of this kind.
+    pub kind: Option<EventKind>,
+    /// Only events with this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// At most this many, the newest ones; `None` for all.
+    pub limit: Option<u32>,
+}
+
+/// Accounts, groups, routes, deliveries and the audit trail.
+///
+/// Errors: a name already taken by an account or a group, or a live delivery name taken, is
+/// [`crate::ErrorKind::Conflict`]; a missing object is [`crate::ErrorKind::NotFound`]; a busy
+/// or unreachable database is [`crate::ErrorKind::Transient`].
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// One account with its keys.
+    async fn account(&self, name: &AccountName) -> Result<Option<Account>>;
+    /// Every account with its keys, by name.
+    async fn accounts(&self) -> Result<Vec<Account>>;
+    /// Adds an account. Conflict if an account or a group has the name.
+    async fn insert_account(&self, account: &Account, event: &Event) -> Result<()>;
+    /// Stores the account's mutable fields (disabled, password hash, keys). NotFound if absent.
+    async fn update_account(&self, account: &Account, event: &Event) -> Result<()>;
+    /// Removes an account, its keys, its group memberships and the routes that name it.
+    /// NotFound if absent.
+    async fn delete_account(&self, name: &AccountName, event: &Event) -> Result<()>;
+
+    /// One group with its members.
+    async fn group(&self, name: &AccountName) -> Result<Option<Group>>;
+    /// Every group with its members, by name.
+    async fn groups(&self) -> Result<Vec<Group>>;
+    /// Adds a group. Conflict if an account or a group has the name.
+    async fn insert_group(&self, group: &Group, event: &Event) -> Result<()>;
+    /// Replaces the group's member list. NotFound if absent.
+    async fn update_group(&self, group: &Group, event: &Event) -> Result<()>;
+    /// Removes a group and the routes that name it. NotFound if absent.
+    async fn delete_group(&self, name: &AccountName, event: &Event) -> Result<()>;
+
+    /// Every route rule, by (from, to).
+    async fn routes(&self) -> Result<Vec<Route>>;
+    /// Adds the rule for (from, to), replacing an earlier rule for the same pair.
+    async fn put_route(&self, route: &Route, event: &Event) -> Result<()>;
+    /// Removes the rule for (from, to). NotFound if absent.
+    async fn delete_route(&self, from: &AccountName, to: &AccountName, event: &Event)
+    -> Result<()>;
+
+    /// Adds deliveries with their events, all or nothing. Conflict if one would share its
+    /// (recipient, sender, name) with a live delivery.
+    async fn insert_deliveries(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()>;
+    /// One delivery by id.
+    async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>>;
+    /// Deliveries matching the query, oldest first.
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+    /// Moves a delivery to `to` if it is in one of `from`, recording `event` only then.
+    /// Returns whether it moved.
+    async fn transition(
+        &self,
+        id: &DeliveryId,
+        from: &[DeliveryState],
+        to: DeliveryState,
+        at: OffsetDateTime,
+        event: &Event,
+    ) -> Result<bool>;
+    /// Renames a live delivery. Conflict if the name is taken between the same sender and
+    /// recipient; NotFound if the delivery is not live.
+    async fn rename_delivery(&self, id: &DeliveryId, name: &FileName, event: &Event) -> Result<()>;
+    /// Blob ids referenced by at least one delivery in a live state.
+    async fn live_blobs(&self) -> Result<HashSet<BlobId>>;
+    /// Whether any delivery in a live state references the blob.
+    async fn blob_in_use(&self, blob_id: &BlobId) -> Result<bool>;
+
+    /// Records events that describe no stored change (logins, refusals).
+    async fn record(&self, events: &[Event]) -> Result<()>;
+    /// Events matching the query, oldest first.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+}
+
+/// A blob that is durable: its content is on stable storage under `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Where it is.
+    pub id: BlobId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its content, lower-case hex.
+    pub sha256: String,
+}
+
+/// What a start-up sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Staging files of uploads that never completed.
+    pub staging_removed: u64,
+    /// Committed blobs that no live delivery references.
+    pub orphans_removed: u64,
+}
+
+/// Content storage: write-once blobs under server-made ids.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a new blob in a staging area; nothing is visible until [`BlobWriter::commit`].
+    async fn create(&self) -> Result<Box<dyn BlobWriter>>;
+    /// Opens a committed blob for reading. NotFound if absent.
+    async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>>;
+    /// Deletes a committed blob; a missing blob is not an error.
+    async fn delete(&self, id: &BlobId) -> Result<()>;
+    /// Removes every staging file and every committed blob not in `live`. Call it only while
+    /// no upload is under way (at start, before serving).
+    async fn sweep(&self, live: &HashSet<BlobId>) -> Result<SweepReport>;
+}
+
+/// A blob being written. Dropping it without `commit` leaves a staging file that the next
+/// sweep removes; call `abort` to remove it at once.
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Writes `data` at `offset`. In-order writes are hashed as they stream; out-of-order ones
+    /// are allowed and make `commit` hash the file once more.
+    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()>;
+    /// The size written so far (highest offset + length).
+    fn size(&self) -> u64;
+    /// Makes the blob durable (data synced, renamed into place, directory synced) and returns
+    /// its id, size and SHA-256. Only after this returns may a delivery reference it.
+    async fn commit(self: Box<Self>) -> Result<StoredBlob>;
+    /// Discards the staging file.
+    async fn abort(self: Box<Self>);
+}
+
+/// A committed blob open for reading.
+#[async_trait]
+pub trait BlobReader: Send + Sync {
+    /// Its size in bytes.
+    fn size(&self) -> u64;
+    /// Reads up to `len` bytes at `offset`; an empty result means end of file.
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
+}
+
+/// The source of time, so tests can hold the clock.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}

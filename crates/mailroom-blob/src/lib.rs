@@ -1,1 +1,34 @@
-//! placeholder
+//! [`mailroom_core::BlobStore`] on a local folder: write-once blobs made durable with the
+//! classic temp file, `fsync`, rename, `fsync` directory sequence.
+//!
+//! Layout under the root the operator chooses:
+//!
+//! ```text
+//! root/                  0700
+//!   staging/<id>.part    0600  uploads in progress; removed by abort or by the next sweep
+//!   objects/<aa>/<id>    0600  committed blobs, <aa> = the first two hex digits of the id
+//! ```
+//!
+//! Ids are [`mailroom_core::BlobId`]s made by the server, never client names, so no name from
+//! the wire ever reaches the file system here. The SHA-256 of a blob is computed while it
+//! streams in; out-of-order writes are allowed and make the commit hash the file once more.
+//! Nothing in the blob folder is ever executed: files are created 0600 and never chmodded.
+//!
+//! Deliberately not here: deciding which blobs are live (the metadata store knows that and
+//! passes the set to [`mailroom_core::BlobStore::sweep`]), S3 storage and encryption at rest
+//! (later backends behind the same trait, checked by the same `tests/conformance.rs`).
+
+mod fsio;
+mod reader;
+mod store;
+mod sweep;
+mod writer;
+
+pub use store::LocalBlobStore;
+
+/// The longest single [`mailroom_core::BlobWriter::write_at`] accepted; a longer one is
+/// refused with [`mailroom_core::ErrorKind::QuotaExceeded`] before anything is written.
+pub const MAX_WRITE_LEN: usize = 16 * 1024 * 1024;
+
+/// The most bytes one [`mailroom_core::BlobReader::read_at`] returns, whatever was asked for.
+pub const MAX_READ_LEN: usize = 4 * 1024 * 1024;

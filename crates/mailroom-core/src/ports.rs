@@ -153,7 +153,7 @@ pub trait BlobStore: Send + Sync + 'static {
 /// A blob being written. Dropping it without `commit` leaves a staging file that the next
 /// sweep removes; call `abort` to remove it at once.
 #[async_trait]
-pub trait BlobWriter: Send {
+pub trait BlobWriter: Send + Sync {
     /// Writes `data` at `offset`. In-order writes are hashed as they stream; out-of-order ones
     /// are allowed and make `commit` hash the file once more.
     async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()>;

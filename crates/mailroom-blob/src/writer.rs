@@ -1,0 +1,402 @@
+//! The staging writer: buffers in-order data, hashes it as it streams, and commits it with
+//! `fsync`, rename and a directory `fsync`.
+//!
+//! Contiguous writes collect in memory up to [`FLUSH_THRESHOLD`] and go to disk in one
+//! blocking task that also feeds the hash, so a stream of small protocol packets costs one
+//! thread hop per MiB, not one per packet, and no hashing happens on an async worker. A write
+//! anywhere else (a retransmission, a client writing the tail first) flushes what is pending,
+//! starts a new run at its offset and marks the hash stale; `commit` then hashes the file once
+//! more from disk, so the result is right whatever order the bytes came in.
+//!
+//! It does not decide where blobs live (`store.rs`) and never deletes a committed blob.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mailroom_core::{BlobId, BlobWriter, CoreError, ErrorKind, Result, StoredBlob};
+use sha2::{Digest, Sha256};
+use tracing::{debug, error, warn};
+
+use crate::MAX_WRITE_LEN;
+use crate::fsio::{self, blocking, storage_error};
+use crate::store::BlobPaths;
+
+/// How many contiguous bytes collect in memory before they are written out in one go.
+pub(crate) const FLUSH_THRESHOLD: usize = 1024 * 1024;
+
+/// The highest end offset a write may reach: `pwrite` takes a signed `off_t`.
+const MAX_END: u64 = i64::MAX as u64;
+
+/// The chunk size used to hash a file again after out-of-order writes.
+const REHASH_CHUNK: usize = 1024 * 1024;
+
+/// A blob being written to `staging/<id>.part`.
+pub(crate) struct LocalBlobWriter {
+    id: BlobId,
+    paths: Arc<BlobPaths>,
+    file: Arc<File>,
+    /// Bytes not yet written, meant for `buffer_start..buffer_start + buffer.len()`.
+    buffer: Vec<u8>,
+    /// The file offset of `buffer[0]`; with an empty buffer, where the current run goes on.
+    buffer_start: u64,
+    /// The hash of bytes `0..buffer_start` while every write so far continued the previous
+    /// one from offset 0; `None` once one did not, and `commit` must read the file to hash it.
+    hasher: Option<Sha256>,
+    /// The highest end offset written (or buffered) so far.
+    size: u64,
+    /// Set while a blocking step is under way, and kept when it fails or its future is
+    /// dropped: from then on the file may not hold what the client sent, so every later
+    /// write and the commit are refused with this error.
+    failure: Option<CoreError>,
+}
+
+impl LocalBlobWriter {
+    /// A writer for the freshly created, empty staging file of `id`.
+    pub(crate) fn new(id: BlobId, paths: BlobPaths, file: File) -> Self {
+        LocalBlobWriter {
+            id,
+            paths: Arc::new(paths),
+            file: Arc::new(file),
+            buffer: Vec::new(),
+            buffer_start: 0,
+            hasher: Some(Sha256::new()),
+            size: 0,
+            failure: None,
+        }
+    }
+
+    /// Writes the buffer out (and hashes it, if the hash is still streaming) in one blocking
+    /// task.
+    async fn flush(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let start = self.buffer_start;
+        let hasher = self.hasher.take();
+        let file = Arc::clone(&self.file);
+        let paths = Arc::clone(&self.paths);
+        self.failure = Some(CoreError::internal("an earlier write was interrupted"));
+        let result = blocking("write", move || {
+            let mut hasher = hasher;
+            write_run(&file, &paths, &buffer, start, hasher.as_mut())?;
+            Ok((buffer, hasher))
+        })
+        .await;
+        let (mut buffer, hasher) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                self.failure = Some(err.clone());
+                return Err(err);
+            }
+        };
+        self.failure = None;
+        // Invariant: a buffer never exceeds FLUSH_THRESHOLD + MAX_WRITE_LEN, far below u64.
+        self.buffer_start = start + buffer.len() as u64;
+        self.hasher = hasher;
+        // Keep the allocation for the next run.
+        buffer.clear();
+        self.buffer = buffer;
+        Ok(())
+    }
+
+    /// Everything `commit` does, on the blocking pool: the last run, `fsync`, the final hash,
+    /// the rename into `objects/` and the `fsync` of its folder.
+    fn commit_blocking(self) -> Result<StoredBlob> {
+        let LocalBlobWriter {
+            id,
+            paths,
+            file,
+            buffer,
+            buffer_start,
+            mut hasher,
+            size,
+            failure: _,
+        } = self;
+        write_run(&file, &paths, &buffer, buffer_start, hasher.as_mut())?;
+        let io_error = |operation, err: io::Error| storage_error(operation, &paths.staging, &err);
+        file.sync_all()
+            .map_err(|err| io_error("sync staging file", err))?;
+        let length = file
+            .metadata()
+            .map_err(|err| io_error("stat staging file", err))?
+            .len();
+        if length != size {
+            error!(path = %paths.staging.display(), length, size, "staging file has an unexpected length");
+            return Err(CoreError::internal("storage failure"));
+        }
+        let digest = match hasher {
+            Some(hasher) => hasher.finalize(),
+            None => {
+                debug!(blob_id = %id, "hashing blob again after out-of-order writes");
+                rehash(&file, size).map_err(|err| io_error("hash staging file", err))?
+            }
+        };
+        drop(file);
+        move_into_place(&paths)?;
+        Ok(StoredBlob {
+            id,
+            size,
+            sha256: hex::encode(digest),
+        })
+    }
+}
+
+#[async_trait]
+impl BlobWriter for LocalBlobWriter {
+    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+        if let Some(err) = &self.failure {
+            return Err(err.clone());
+        }
+        if data.len() > MAX_WRITE_LEN {
+            return Err(CoreError::new(
+                ErrorKind::QuotaExceeded,
+                "write request too large",
+            ));
+        }
+        // Invariant: data.len() <= MAX_WRITE_LEN, so it fits a u64.
+        let Some(end) = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= MAX_END)
+        else {
+            return Err(CoreError::new(
+                ErrorKind::QuotaExceeded,
+                "write offset out of range",
+            ));
+        };
+        // An empty write changes nothing: it neither extends the file nor breaks the run.
+        if data.is_empty() {
+            return Ok(());
+        }
+        // Invariant: the buffer is at most FLUSH_THRESHOLD + MAX_WRITE_LEN bytes.
+        let run_end = self.buffer_start + self.buffer.len() as u64;
+        if offset != run_end {
+            self.flush().await?;
+            self.hasher = None;
+            self.buffer_start = offset;
+        }
+        if self.buffer.is_empty() && data.len() >= self.buffer.capacity() {
+            self.buffer = data;
+        } else {
+            self.buffer.extend_from_slice(&data);
+        }
+        self.size = self.size.max(end);
+        if self.buffer.len() >= FLUSH_THRESHOLD {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<StoredBlob> {
+        let paths = Arc::clone(&self.paths);
+        let failure = self.failure.take();
+        blocking("commit", move || {
+            let result = match failure {
+                Some(err) => Err(err),
+                None => self.commit_blocking(),
+            };
+            // The writer is gone after this call, so nobody could abort: clean up here. After
+            // a successful rename the staging name no longer exists, and a failure after the
+            // rename leaves an object that no delivery names, for the sweep.
+            if result.is_err() {
+                remove_staging(&paths);
+            }
+            result
+        })
+        .await
+    }
+
+    async fn abort(self: Box<Self>) {
+        let paths = Arc::clone(&self.paths);
+        drop(self);
+        let removed = blocking("abort", move || {
+            remove_staging(&paths);
+            Ok(())
+        })
+        .await;
+        if removed.is_err() {
+            warn!("staging file left for the sweep");
+        }
+    }
+}
+
+/// Writes one contiguous run at `start` and, if the hash is streaming, feeds it the same
+/// bytes.
+fn write_run(
+    file: &File,
+    paths: &BlobPaths,
+    data: &[u8],
+    start: u64,
+    hasher: Option<&mut Sha256>,
+) -> Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    file.write_all_at(data, start)
+        .map_err(|err| storage_error("write staging file", &paths.staging, &err))?;
+    if let Some(hasher) = hasher {
+        hasher.update(data);
+    }
+    Ok(())
+}
+
+/// Hashes the first `size` bytes of `file` from disk.
+fn rehash(file: &File, size: u64) -> io::Result<sha2::digest::Output<Sha256>> {
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; REHASH_CHUNK];
+    let mut offset = 0u64;
+    while offset < size {
+        let read = match file.read_at(&mut chunk, offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "staging file shrank while hashing",
+                ));
+            }
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        // Invariant: size == the file length checked before, so a read never passes it; the
+        // min only guards against a file that grew under us.
+        let wanted = usize::try_from(size - offset)
+            .unwrap_or(usize::MAX)
+            .min(read);
+        hasher.update(&chunk[..wanted]);
+        offset += wanted as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+/// Renames the synced staging file to `objects/<aa>/<id>` and syncs that folder: after this
+/// the blob survives a crash.
+fn move_into_place(paths: &BlobPaths) -> Result<()> {
+    let rename = || fs::rename(&paths.staging, &paths.object);
+    match rename() {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound && !paths.shard.exists() => {
+            // The shard folder was removed behind our back (open creates all 256). Make it
+            // again and sync `objects/` ourselves, whoever wins the creation, so our blob
+            // never hangs off an entry that is not yet on disk.
+            warn!(path = %paths.shard.display(), "blob shard folder was missing; creating it");
+            fsio::create_private_dir(&paths.shard)
+                .and_then(|()| fsio::sync_dir(&paths.objects))
+                .map_err(|err| storage_error("create blob shard", &paths.shard, &err))?;
+            rename().map_err(|err| storage_error("commit blob", &paths.object, &err))?;
+        }
+        Err(err) => return Err(storage_error("commit blob", &paths.object, &err)),
+    }
+    fsio::sync_dir(&paths.shard).map_err(|err| storage_error("sync blob shard", &paths.shard, &err))
+}
+
+/// Removes the staging file, logging anything but its absence.
+fn remove_staging(paths: &BlobPaths) {
+    if let Err(err) = fsio::remove_if_present(&paths.staging) {
+        warn!(path = %paths.staging.display(), error = %err, "could not remove staging file; the sweep will");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+mod tests {
+    use super::*;
+    use crate::LocalBlobStore;
+    use mailroom_core::BlobStore;
+
+    fn staging_len(store: &LocalBlobStore) -> u64 {
+        let mut entries = fs::read_dir(store.root().join("staging")).unwrap();
+        let entry = entries.next().unwrap().unwrap();
+        assert!(entries.next().is_none());
+        entry.metadata().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn small_writes_are_buffered_until_the_threshold() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(temp.path()).await.unwrap();
+        let mut writer = store.create().await.unwrap();
+        let chunk = vec![7u8; 32 * 1024];
+        let chunks = FLUSH_THRESHOLD / chunk.len();
+        for i in 0..chunks - 1 {
+            writer
+                .write_at((i * chunk.len()) as u64, chunk.clone())
+                .await
+                .unwrap();
+        }
+        // Nothing reached the disk yet: one hop per MiB, not one per packet.
+        assert_eq!(staging_len(&store), 0);
+        let offset = ((chunks - 1) * chunk.len()) as u64;
+        writer.write_at(offset, chunk.clone()).await.unwrap();
+        assert_eq!(staging_len(&store), FLUSH_THRESHOLD as u64);
+        assert_eq!(writer.size(), FLUSH_THRESHOLD as u64);
+        writer.abort().await;
+    }
+
+    #[tokio::test]
+    async fn refused_writes_change_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(temp.path()).await.unwrap();
+        let mut writer = store.create().await.unwrap();
+        writer.write_at(0, b"kept".to_vec()).await.unwrap();
+
+        let too_long = vec![0u8; MAX_WRITE_LEN + 1];
+        let err = writer.write_at(4, too_long).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+        let err = writer.write_at(u64::MAX, b"x".to_vec()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+        let err = writer.write_at(MAX_END, b"x".to_vec()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+        // An empty write far away neither extends the blob nor spoils the streaming hash.
+        writer.write_at(1 << 40, Vec::new()).await.unwrap();
+        assert_eq!(writer.size(), 4);
+
+        let stored = writer.commit().await.unwrap();
+        assert_eq!(stored.size, 4);
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(b"kept")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_sticky_and_commit_cleans_up() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(temp.path()).await.unwrap();
+        let layout = crate::store::Layout {
+            root: store.root().to_path_buf(),
+            staging: store.root().join("staging"),
+            objects: store.root().join("objects"),
+        };
+        let id = BlobId::new();
+        let paths = layout.paths(&id);
+        fs::write(&paths.staging, b"").unwrap();
+        // A read-only handle makes every write fail, as a broken disk would.
+        let file = File::open(&paths.staging).unwrap();
+        let mut writer = LocalBlobWriter::new(id.clone(), paths, file);
+        let err = writer
+            .write_at(0, vec![1u8; FLUSH_THRESHOLD])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        // Later writes are refused too, even ones that would only be buffered.
+        let err = writer
+            .write_at(FLUSH_THRESHOLD as u64, b"more".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        let staging = writer.paths.staging.clone();
+        Box::new(writer).commit().await.unwrap_err();
+        assert!(
+            !staging.exists(),
+            "a failed commit removes its staging file"
+        );
+        assert_eq!(
+            store.open(&id).await.err().map(|err| err.kind()),
+            Some(ErrorKind::NotFound)
+        );
+    }
+}

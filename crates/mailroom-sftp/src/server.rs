@@ -1,0 +1,424 @@
+//! The SSH server: accept loop, connection limits, login, and the channel requests it honours
+//! (the `sftp` subsystem and `scp -t`/`scp -f`). Everything else (shells, commands, ptys,
+//! port, agent and X11 forwarding) is refused.
+//!
+//! russh has no LoginGraceTime, so this module owns it: the version exchange and the login
+//! must complete within `login_grace_seconds`, or the connection is dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use mailroom_core::{ClientSession, Hub, LoginOutcome, Protocol, Secret};
+use mailroom_net::{ConnectionLimits, ConnectionPermit};
+
+use crate::config::Config;
+use crate::{scp, sftp};
+
+/// Session channels one connection may open at once.
+const MAX_CHANNELS: usize = 10;
+
+/// Serves SSH on `listener` until `shutdown` is cancelled, then stops accepting and returns
+/// once every running session has ended.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: Config,
+    host_key: PrivateKey,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ssh_config = Arc::new(ssh_config(&config, host_key));
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
+    let config = Arc::new(config);
+    let tracker = TaskTracker::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off a little, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                tracing::warn!(peer = %peer, reason = %limit, "connection refused");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ssh", peer = %peer);
+        let connection = Connection {
+            hub: hub.clone(),
+            config: config.clone(),
+            ssh_config: ssh_config.clone(),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(connection.run(socket, peer, permit).instrument(span));
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// The russh configuration: our host key, modern algorithms only, our limits.
+fn ssh_config(config: &Config, host_key: PrivateKey) -> russh::server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    methods.push(MethodKind::Password);
+    russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-Mailroom".into()),
+        methods,
+        auth_rejection_time: Duration::from_millis(config.auth_rejection_ms),
+        // OpenSSH probes with "none" first; answering it at once costs nothing.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        max_auth_attempts: config.max_auth_attempts as usize,
+        inactivity_timeout: Some(Duration::from_secs(config.idle_timeout_seconds)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        preferred: Preferred {
+            kex: std::borrow::Cow::Borrowed(&[
+                kex::MLKEM768X25519_SHA256,
+                kex::CURVE25519,
+                kex::CURVE25519_PRE_RFC_8731,
+                kex::EXTENSION_SUPPORT_AS_SERVER,
+                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+            ]),
+            key: std::borrow::Cow::Borrowed(&[
+                Algorithm::Ed25519,
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            cipher: std::borrow::Cow::Borrowed(&[
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_256_GCM,
+                cipher::AES_128_GCM,
+                // CTR with encrypt-then-MAC for clients without AEAD ciphers (libssh2, as in
+                // curl's sftp://, and older paramiko).
+                cipher::AES_256_CTR,
+                cipher::AES_128_CTR,
+            ]),
+            mac: std::borrow::Cow::Borrowed(&[
+                mac::HMAC_SHA512_ETM,
+                mac::HMAC_SHA256_ETM,
+                // libssh2 before 1.11 (Debian 12's curl) knows no etm MACs.
+                mac::HMAC_SHA512,
+                mac::HMAC_SHA256,
+            ]),
+            compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+            ..Preferred::default()
+        },
+        ..russh::server::Config::default()
+    }
+}
+
+/// What one connection needs.
+struct Connection {
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    ssh_config: Arc<russh::server::Config>,
+    tracker: TaskTracker,
+}
+
+impl Connection {
+    async fn run(self, socket: TcpStream, peer: SocketAddr, _permit: ConnectionPermit) {
+        let grace = Duration::from_secs(self.config.login_grace_seconds);
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler = SshHandler {
+            hub: self.hub.clone(),
+            config: self.config.clone(),
+            peer,
+            session: None,
+            channels: HashMap::new(),
+            authenticated: authenticated.clone(),
+            tracker: self.tracker.clone(),
+        };
+        // The version exchange happens inside run_stream: bound it by the grace time too.
+        let running = match tokio::time::timeout(
+            grace,
+            russh::server::run_stream(self.ssh_config, socket, handler),
+        )
+        .await
+        {
+            Ok(Ok(running)) => running,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "ssh handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("no ssh version exchange within the login grace time");
+                return;
+            }
+        };
+        let handle = running.handle();
+        let watchdog = tokio::spawn(
+            async move {
+                tokio::time::sleep(grace).await;
+                if !authenticated.load(Ordering::Acquire) {
+                    tracing::info!("login grace time exceeded; disconnecting");
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "login grace time exceeded".to_owned(),
+                            "en".to_owned(),
+                        )
+                        .await;
+                }
+            }
+            .in_current_span(),
+        );
+        match running.await {
+            Ok(()) => tracing::debug!("session ended"),
+            Err(err) => tracing::debug!(error = %err, "session ended with an error"),
+        }
+        watchdog.abort();
+    }
+}
+
+/// The per-connection russh handler.
+struct SshHandler {
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    peer: SocketAddr,
+    session: Option<ClientSession>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    authenticated: Arc<AtomicBool>,
+    tracker: TaskTracker,
+}
+
+impl SshHandler {
+    fn accept(&mut self, outcome: mailroom_core::Result<LoginOutcome>) -> Auth {
+        match outcome {
+            Ok(LoginOutcome::Accepted(session)) => {
+                tracing::info!(account = %session.account, "login");
+                self.session = Some(session);
+                self.authenticated.store(true, Ordering::Release);
+                Auth::Accept
+            }
+            Ok(LoginOutcome::Refused) => self.reject(),
+            Err(err) => {
+                tracing::error!(error = %err, "login could not be checked");
+                self.reject()
+            }
+        }
+    }
+
+    fn reject(&self) -> Auth {
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        methods.push(MethodKind::Password);
+        Auth::Reject {
+            proceed_with_methods: Some(methods),
+            partial_success: false,
+        }
+    }
+
+    fn source(&self) -> Option<String> {
+        Some(self.peer.to_string())
+    }
+
+    /// The logged-in client, with the protocol of the channel it is about to use.
+    fn client(&self, protocol: Protocol) -> Option<ClientSession> {
+        self.session.clone().map(|mut session| {
+            session.protocol = protocol;
+            session
+        })
+    }
+}
+
+impl russh::server::Handler for SshHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(self.reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let outcome = self
+            .hub
+            .login_password(
+                user,
+                Secret::new(password.to_owned()),
+                self.source(),
+                Protocol::Ssh,
+            )
+            .await;
+        Ok(self.accept(outcome))
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Ok(blob) = offer.public_key.to_bytes() else {
+            return Ok(self.reject());
+        };
+        match self.hub.key_acceptable(user, &blob).await {
+            Ok(true) => Ok(Auth::Accept),
+            Ok(false) => Ok(self.reject()),
+            Err(err) => {
+                tracing::error!(error = %err, "key could not be checked");
+                Ok(self.reject())
+            }
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Ok(blob) = key.public_key.to_bytes() else {
+            return Ok(self.reject());
+        };
+        let outcome = self
+            .hub
+            .login_key(user, &blob, self.source(), Protocol::Ssh)
+            .await;
+        Ok(self.accept(outcome))
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.reject())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.session.is_none() || self.channels.len() >= MAX_CHANNELS {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let client = self.client(Protocol::Sftp);
+        match (name, client, self.channels.remove(&channel_id)) {
+            ("sftp", Some(client), Some(channel)) => {
+                session.channel_success(channel_id)?;
+                let hub = self.hub.clone();
+                let max = self.config.max_requests_in_flight as usize;
+                self.tracker
+                    .spawn(sftp::run(channel, hub, client, max).in_current_span());
+            }
+            (_, _, channel) => {
+                tracing::info!(subsystem = %name.chars().take(64).collect::<String>(), "subsystem refused");
+                if let Some(channel) = channel {
+                    self.channels.insert(channel_id, channel);
+                }
+                session.channel_failure(channel_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel_id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let client = self.client(Protocol::Scp);
+        match (scp::parse_command(data), client, self.channels.remove(&channel_id)) {
+            (Some(command), Some(client), Some(channel)) => {
+                session.channel_success(channel_id)?;
+                let hub = self.hub.clone();
+                self.tracker
+                    .spawn(scp::run(channel, hub, client, command).in_current_span());
+            }
+            (_, _, channel) => {
+                tracing::info!("command refused: this hub runs no commands but scp");
+                if let Some(channel) = channel {
+                    self.channels.insert(channel_id, channel);
+                }
+                session.channel_failure(channel_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel_id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::info!("shell refused");
+        session.channel_failure(channel_id)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel_id: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel_id)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel_id: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel_id)?;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel_id: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel_id);
+        Ok(())
+    }
+}

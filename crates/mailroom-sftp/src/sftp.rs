@@ -1,0 +1,514 @@
+//! The SFTP subsystem: protocol version 3 (draft-ietf-secsh-filexfer-02) plus the OpenSSH
+//! extensions `limits@openssh.com` and `posix-rename@openssh.com`, mapped onto the Hub.
+//!
+//! Three tasks per channel, so that a large reply waiting for window never stops the
+//! channel's incoming queue from draining (the hang russh-sftp's sequential loop shows with
+//! 255 KiB reads):
+//! - the reader drains the channel all the time and cuts the byte stream into packets;
+//! - the processor answers packets in order, one at a time (so writes to one handle stay in
+//!   order and stream into the blob hash);
+//! - the writer sends replies as the window allows.
+//!
+//! A client may have at most `max_requests_in_flight` requests unanswered: past that it is
+//! not a client but a flood, and the channel is closed. Packet types come from russh-sftp;
+//! the loop, the limits and the mapping are ours.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use russh::ChannelMsg;
+use russh::server::Msg;
+use russh_sftp::protocol::{
+    self as sftp, Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags,
+    Packet, StatusCode, Version,
+};
+use tokio::sync::mpsc;
+
+use mailroom_core::{self as core, ClientSession, CoreError, ErrorKind, Hub, VirtualPath};
+
+/// Largest SFTP packet accepted from a client, length field excluded.
+const MAX_PACKET: usize = 256 * 1024 + 4096;
+/// Largest read or write payload we announce in `limits@openssh.com` (OpenSSH's own value).
+const MAX_IO: u64 = 261_120;
+/// Handles one session may hold open at once.
+const MAX_HANDLES: usize = 64;
+/// Directory entries sent per READDIR reply.
+const DIR_CHUNK: usize = 128;
+
+/// Runs SFTP on an accepted channel until the client closes it, then ends the channel with
+/// exit status 0, EOF and close.
+pub(crate) async fn run(
+    channel: russh::Channel<Msg>,
+    hub: Arc<Hub>,
+    session: ClientSession,
+    max_in_flight: usize,
+) {
+    let (mut read_half, write_half) = channel.split();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (request_tx, request_rx) = mpsc::unbounded_channel::<Bytes>();
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Bytes>();
+
+    let processor = tokio::spawn(process(hub, session.clone(), request_rx, reply_tx));
+
+    let writer_in_flight = in_flight.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = reply_rx.recv().await {
+            if write_half.data_bytes(reply).await.is_err() {
+                break;
+            }
+            writer_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        write_half
+    });
+
+    // The reader: drain the channel, frame packets, hand them to the processor.
+    let mut buffer = BytesMut::new();
+    'read: while let Some(msg) = read_half.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                buffer.extend_from_slice(&data);
+                loop {
+                    if buffer.len() < 4 {
+                        break;
+                    }
+                    let len = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
+                    if len == 0 || len > MAX_PACKET {
+                        tracing::warn!(account = %session.account, len, "sftp packet length out of bounds; closing");
+                        break 'read;
+                    }
+                    if buffer.len() < 4 + len {
+                        break;
+                    }
+                    buffer.advance(4);
+                    let packet = buffer.split_to(len).freeze();
+                    if in_flight.fetch_add(1, Ordering::AcqRel) >= max_in_flight {
+                        tracing::warn!(account = %session.account, "too many sftp requests in flight; closing");
+                        break 'read;
+                    }
+                    if request_tx.send(packet).is_err() {
+                        break 'read;
+                    }
+                }
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    drop(request_tx);
+    // The processor finishes what was asked, cleans up open handles and drops its sender,
+    // which lets the writer flush and end.
+    let _ = processor.await;
+    if let Ok(write_half) = writer.await {
+        let _ = write_half.exit_status(0).await;
+        let _ = write_half.eof().await;
+        let _ = write_half.close().await;
+    }
+}
+
+/// An open SFTP handle.
+enum OpenHandle {
+    Read(core::ReadHandle),
+    Write {
+        upload: core::Upload,
+        /// The first write error; the close reports it and delivers nothing.
+        failed: Option<CoreError>,
+    },
+    Dir {
+        entries: Vec<core::Entry>,
+        position: usize,
+    },
+}
+
+/// Per-session state of the processor.
+struct Processor {
+    hub: Arc<Hub>,
+    session: ClientSession,
+    handles: HashMap<String, OpenHandle>,
+    next_handle: u64,
+}
+
+async fn process(
+    hub: Arc<Hub>,
+    session: ClientSession,
+    mut requests: mpsc::UnboundedReceiver<Bytes>,
+    replies: mpsc::UnboundedSender<Bytes>,
+) {
+    let mut processor = Processor {
+        hub,
+        session,
+        handles: HashMap::new(),
+        next_handle: 0,
+    };
+    while let Some(mut raw) = requests.recv().await {
+        let id = request_id(&raw);
+        let reply = match Packet::try_from(&mut raw) {
+            Ok(packet) => processor.handle(packet).await,
+            // russh-sftp refuses names that are not UTF-8 while decoding; say so plainly.
+            Err(_) => status(
+                id,
+                StatusCode::BadMessage,
+                "malformed request (names must be valid UTF-8)",
+            ),
+        };
+        let bytes = match Bytes::try_from(reply) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::error!(error = %err, "encoding an sftp reply failed");
+                match Bytes::try_from(status(id, StatusCode::Failure, "internal error")) {
+                    Ok(bytes) => bytes,
+                    Err(_) => break,
+                }
+            }
+        };
+        if replies.send(bytes).is_err() {
+            break;
+        }
+    }
+    processor.cleanup().await;
+}
+
+/// The request id of a raw packet (type byte, then id), or 0 when it is too short.
+fn request_id(raw: &[u8]) -> u32 {
+    match raw.get(1..5) {
+        Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    }
+}
+
+impl Processor {
+    async fn handle(&mut self, packet: Packet) -> Packet {
+        let id = packet.get_request_id();
+        let result = match packet {
+            Packet::Init(_) => return self.version(),
+            Packet::RealPath(p) => self.realpath(p.id, &p.path),
+            Packet::Stat(p) => self.stat(p.id, &p.path).await,
+            Packet::Lstat(p) => self.stat(p.id, &p.path).await,
+            Packet::Fstat(p) => self.fstat(p.id, &p.handle),
+            Packet::OpenDir(p) => self.opendir(p.id, &p.path).await,
+            Packet::ReadDir(p) => self.readdir(p.id, &p.handle),
+            Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
+            Packet::Read(p) => self.read(p.id, &p.handle, p.offset, p.len).await,
+            Packet::Write(p) => self.write(p.id, &p.handle, p.offset, p.data).await,
+            Packet::Close(p) => self.close(p.id, &p.handle).await,
+            Packet::Remove(p) => self.remove(p.id, &p.filename).await,
+            Packet::RmDir(p) => self.remove(p.id, &p.path).await,
+            Packet::Rename(p) => self.rename(p.id, &p.oldpath, &p.newpath).await,
+            Packet::MkDir(p) => self
+                .parse(&p.path)
+                .and_then(|path| self.hub.make_dir(&path))
+                .map(|()| ok(p.id)),
+            Packet::Symlink(p) => self
+                .parse(&p.linkpath)
+                .and_then(|path| self.hub.make_link(&path))
+                .map(|()| ok(p.id)),
+            Packet::ReadLink(p) => Err(CoreError::not_found(format!(
+                "{}: not a link (the tree has no links)",
+                p.path.chars().take(200).collect::<String>()
+            ))),
+            Packet::SetStat(p) => self.setstat(p.id, &p.attrs),
+            Packet::FSetStat(p) => self.setstat(p.id, &p.attrs),
+            Packet::Extended(p) => self.extended(p.id, &p.request, &p.data).await,
+            _ => {
+                return status(id, StatusCode::BadMessage, "not a request");
+            }
+        };
+        match result {
+            Ok(packet) => packet,
+            Err(err) => error_status(id, &err),
+        }
+    }
+
+    fn version(&self) -> Packet {
+        let mut version = Version::new();
+        version
+            .extensions
+            .insert("limits@openssh.com".to_owned(), "1".to_owned());
+        version
+            .extensions
+            .insert("posix-rename@openssh.com".to_owned(), "1".to_owned());
+        Packet::Version(version)
+    }
+
+    fn parse(&self, path: &str) -> Result<VirtualPath, CoreError> {
+        VirtualPath::parse(path)
+    }
+
+    fn realpath(&self, id: u32, path: &str) -> Result<Packet, CoreError> {
+        let path = self.parse(path)?;
+        Ok(Packet::Name(Name {
+            id,
+            files: vec![File::dummy(path.to_string())],
+        }))
+    }
+
+    async fn stat(&self, id: u32, path: &str) -> Result<Packet, CoreError> {
+        let path = self.parse(path)?;
+        let entry = self.hub.stat(&self.session, &path).await?;
+        Ok(Packet::Attrs(Attrs {
+            id,
+            attrs: attributes(&entry),
+        }))
+    }
+
+    fn fstat(&self, id: u32, handle: &str) -> Result<Packet, CoreError> {
+        let attrs = match self.handles.get(handle) {
+            Some(OpenHandle::Read(read)) => file_attributes(read.size(), false),
+            Some(OpenHandle::Write { upload, .. }) => file_attributes(upload.size(), true),
+            Some(OpenHandle::Dir { .. }) => {
+                let mut attrs = FileAttributes::empty();
+                attrs.permissions = Some(0o40755);
+                attrs
+            }
+            None => return Err(bad_handle()),
+        };
+        Ok(Packet::Attrs(Attrs { id, attrs }))
+    }
+
+    async fn opendir(&mut self, id: u32, path: &str) -> Result<Packet, CoreError> {
+        let path = self.parse(path)?;
+        let entries = self.hub.list(&self.session, &path).await?;
+        self.insert(id, OpenHandle::Dir {
+            entries,
+            position: 0,
+        })
+    }
+
+    fn readdir(&mut self, id: u32, handle: &str) -> Result<Packet, CoreError> {
+        let Some(OpenHandle::Dir { entries, position }) = self.handles.get_mut(handle) else {
+            return Err(bad_handle());
+        };
+        if *position >= entries.len() {
+            return Ok(status(id, StatusCode::Eof, "end of folder"));
+        }
+        let end = (*position + DIR_CHUNK).min(entries.len());
+        let files = entries[*position..end]
+            .iter()
+            .map(|entry| File::new(entry.name.clone(), attributes(entry)))
+            .collect();
+        *position = end;
+        Ok(Packet::Name(Name { id, files }))
+    }
+
+    async fn open(&mut self, id: u32, filename: &str, flags: OpenFlags) -> Result<Packet, CoreError> {
+        let path = self.parse(filename)?;
+        let writing = flags.intersects(
+            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+        );
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(CoreError::new(
+                ErrorKind::QuotaExceeded,
+                format!("too many open files: at most {MAX_HANDLES} per session"),
+            ));
+        }
+        let handle = if writing {
+            let upload = self.hub.begin_upload(&self.session, &path).await?;
+            OpenHandle::Write {
+                upload,
+                failed: None,
+            }
+        } else {
+            OpenHandle::Read(self.hub.open_read(&self.session, &path).await?)
+        };
+        self.insert(id, handle)
+    }
+
+    async fn read(&mut self, id: u32, handle: &str, offset: u64, len: u32) -> Result<Packet, CoreError> {
+        let Some(OpenHandle::Read(read)) = self.handles.get(handle) else {
+            return Err(bad_handle());
+        };
+        let len = u64::from(len).min(MAX_IO) as usize;
+        let data = read.read_at(offset, len).await?;
+        if data.is_empty() {
+            return Ok(status(id, StatusCode::Eof, "end of file"));
+        }
+        Ok(Packet::Data(Data { id, data }))
+    }
+
+    async fn write(&mut self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Result<Packet, CoreError> {
+        let Some(OpenHandle::Write { upload, failed }) = self.handles.get_mut(handle) else {
+            return Err(bad_handle());
+        };
+        if let Some(err) = failed {
+            return Err(err.clone());
+        }
+        if let Err(err) = upload.write_at(offset, data).await {
+            *failed = Some(err.clone());
+            return Err(err);
+        }
+        Ok(ok(id))
+    }
+
+    async fn close(&mut self, id: u32, handle: &str) -> Result<Packet, CoreError> {
+        match self.handles.remove(handle) {
+            None => Err(bad_handle()),
+            Some(OpenHandle::Dir { .. }) => Ok(ok(id)),
+            Some(OpenHandle::Read(read)) => {
+                self.hub.close_read(&self.session, read).await?;
+                Ok(ok(id))
+            }
+            Some(OpenHandle::Write { upload, failed: Some(err) }) => {
+                self.hub
+                    .abort_upload(upload, &format!("write failed: {}", err.message()))
+                    .await;
+                Err(err)
+            }
+            Some(OpenHandle::Write { upload, failed: None }) => {
+                // The reply goes out only after the delivery is durable and committed.
+                self.hub.finish_upload(upload).await?;
+                Ok(ok(id))
+            }
+        }
+    }
+
+    async fn remove(&self, id: u32, path: &str) -> Result<Packet, CoreError> {
+        let path = self.parse(path)?;
+        self.hub.remove(&self.session, &path).await?;
+        Ok(ok(id))
+    }
+
+    async fn rename(&self, id: u32, from: &str, to: &str) -> Result<Packet, CoreError> {
+        let from = self.parse(from)?;
+        let to = self.parse(to)?;
+        self.hub.rename(&self.session, &from, &to).await?;
+        Ok(ok(id))
+    }
+
+    fn setstat(&self, id: u32, attrs: &FileAttributes) -> Result<Packet, CoreError> {
+        // Times and modes are the hub's to set; accepting them keeps clients (scp, rsync-like
+        // tools) quiet. Changing a size would change content, so that is refused.
+        if attrs.size.is_some() {
+            return Err(CoreError::denied(
+                "a file's size cannot be changed: delete it and send it again",
+            ));
+        }
+        Ok(ok(id))
+    }
+
+    async fn extended(&self, id: u32, request: &str, data: &[u8]) -> Result<Packet, CoreError> {
+        match request {
+            "limits@openssh.com" => {
+                let mut reply = Vec::with_capacity(32);
+                for value in [MAX_PACKET as u64 - 4096, MAX_IO, MAX_IO, MAX_HANDLES as u64] {
+                    reply.extend_from_slice(&value.to_be_bytes());
+                }
+                Ok(Packet::ExtendedReply(ExtendedReply { id, data: reply }))
+            }
+            "posix-rename@openssh.com" => {
+                let mut cursor = data;
+                let from = ssh_string(&mut cursor)?;
+                let to = ssh_string(&mut cursor)?;
+                self.rename(id, &from, &to).await
+            }
+            "hardlink@openssh.com" => Err(CoreError::denied(
+                "links are not supported: the tree has no links",
+            )),
+            other => Ok(status(
+                id,
+                StatusCode::OpUnsupported,
+                &format!(
+                    "extension {} is not supported",
+                    other.chars().take(64).collect::<String>()
+                ),
+            )),
+        }
+    }
+
+    fn insert(&mut self, id: u32, handle: OpenHandle) -> Result<Packet, CoreError> {
+        self.next_handle += 1;
+        let name = format!("h{}", self.next_handle);
+        self.handles.insert(name.clone(), handle);
+        Ok(Packet::Handle(Handle { id, handle: name }))
+    }
+
+    /// The session ended: uploads never closed deliver nothing; downloads are accounted.
+    async fn cleanup(&mut self) {
+        for (_, handle) in self.handles.drain() {
+            match handle {
+                OpenHandle::Write { upload, .. } => {
+                    self.hub
+                        .abort_upload(upload, "connection closed before the file was closed")
+                        .await;
+                }
+                OpenHandle::Read(read) => {
+                    if let Err(err) = self.hub.close_read(&self.session, read).await {
+                        tracing::warn!(error = %err, "could not account an unclosed download");
+                    }
+                }
+                OpenHandle::Dir { .. } => {}
+            }
+        }
+    }
+}
+
+/// Reads one SSH string (u32 length, bytes) as UTF-8.
+fn ssh_string(cursor: &mut &[u8]) -> Result<String, CoreError> {
+    let malformed = || CoreError::invalid("malformed extension request");
+    if cursor.len() < 4 {
+        return Err(malformed());
+    }
+    let len = u32::from_be_bytes([cursor[0], cursor[1], cursor[2], cursor[3]]) as usize;
+    let bytes = cursor.get(4..4 + len).ok_or_else(malformed)?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| CoreError::invalid("names must be valid UTF-8"))?
+        .to_owned();
+    *cursor = &cursor[4 + len..];
+    Ok(text)
+}
+
+fn attributes(entry: &core::Entry) -> FileAttributes {
+    let mut attrs = if entry.is_dir {
+        let mut attrs = FileAttributes::empty();
+        attrs.size = Some(0);
+        attrs.permissions = Some(if entry.writable { 0o40755 } else { 0o40555 });
+        attrs
+    } else {
+        file_attributes(entry.size, entry.writable)
+    };
+    let mtime = u32::try_from(entry.modified.unix_timestamp()).unwrap_or(0);
+    attrs.atime = Some(mtime);
+    attrs.mtime = Some(mtime);
+    attrs.uid = Some(0);
+    attrs.gid = Some(0);
+    attrs
+}
+
+fn file_attributes(size: u64, writable: bool) -> FileAttributes {
+    let mut attrs = FileAttributes::empty();
+    attrs.size = Some(size);
+    attrs.permissions = Some(if writable { 0o100644 } else { 0o100444 });
+    attrs
+}
+
+fn ok(id: u32) -> Packet {
+    status(id, StatusCode::Ok, "ok")
+}
+
+fn bad_handle() -> CoreError {
+    CoreError::new(ErrorKind::NotFound, "no such handle")
+}
+
+fn status(id: u32, code: StatusCode, message: &str) -> Packet {
+    Packet::Status(sftp::Status {
+        id,
+        status_code: code,
+        error_message: message.to_owned(),
+        language_tag: "en".to_owned(),
+    })
+}
+
+/// The one mapping from core error kinds to SFTP status codes.
+fn error_status(id: u32, err: &CoreError) -> Packet {
+    let code = match err.kind() {
+        ErrorKind::NotFound => StatusCode::NoSuchFile,
+        ErrorKind::PermissionDenied | ErrorKind::RouteDenied | ErrorKind::InvalidName => {
+            StatusCode::PermissionDenied
+        }
+        ErrorKind::QuotaExceeded
+        | ErrorKind::Conflict
+        | ErrorKind::Transient
+        | ErrorKind::Internal => StatusCode::Failure,
+    };
+    status(id, code, err.message())
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Drives Python paramiko against a Mailroom hub for the Rust tests.
+
+Each subcommand prints one JSON object on stdout and exits 0; the Rust test asserts on it.
+Subcommands:
+  login  HOST PORT USER (--password PW | --key FILE)     -> {"ok", "error", "seconds"}
+  put    HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error"}
+  get    HOST PORT USER --key FILE REMOTE LOCAL          -> {"ok", "error"}
+  hostile HOST PORT USER --key FILE                      -> {"results": [{"op","path","ok","errno","error"}], "alive"}
+"""
+import argparse
+import json
+import socket
+import sys
+import time
+
+import paramiko
+
+
+def connect(args):
+    sock = socket.create_connection((args.host, args.port), timeout=30)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = 30
+    transport.auth_timeout = 30
+    transport.start_client(timeout=30)
+    if args.password is not None:
+        transport.auth_password(args.user, args.password)
+    else:
+        key = paramiko.Ed25519Key.from_private_key_file(args.key)
+        transport.auth_publickey(args.user, key)
+    return transport
+
+
+def cmd_login(args):
+    start = time.monotonic()
+    try:
+        transport = connect(args)
+        ok = transport.is_authenticated()
+        error = None
+        if ok:
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            sftp.listdir("/")
+            sftp.close()
+        transport.close()
+    except Exception as exc:  # the test asserts on the message
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    return {"ok": ok, "error": error, "seconds": time.monotonic() - start}
+
+
+def cmd_put(args):
+    transport = connect(args)
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    try:
+        sftp.put(args.local, args.remote, confirm=False)
+        return {"ok": True, "error": None}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        transport.close()
+
+
+def cmd_get(args):
+    transport = connect(args)
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    try:
+        sftp.get(args.remote, args.local)
+        return {"ok": True, "error": None}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        transport.close()
+
+
+HOSTILE = [
+    "/outbox/bob/../../../../etc/passwd",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "/outbox/bob/a\x00b.txt",
+    "/outbox/bob/line\nbreak.txt",
+    "/outbox/bob/tab\tname.txt",
+    "/outbox/bob/evil\u202etxt.exe",
+    "/outbox/bob/zero\u200bwidth.txt",
+    "/outbox/bob/cafe\u0301.txt",
+    "/outbox/bob/" + "x" * 300,
+    "/outbox/" + "d/" * 600 + "f",
+    "/outbox/bob/back\\slash.txt",
+    "/outbox/bob/sub/dir.txt",
+    "/outbox/Bob/upper.txt",
+    "/inbox/bob/write-into-inbox.txt",
+    "/sent/bob/forged.txt",
+    "/outbox/bob/ trailing.txt",
+]
+
+
+def cmd_hostile(args):
+    transport = connect(args)
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    results = []
+
+    def attempt(op, path, fn):
+        try:
+            fn()
+            results.append({"op": op, "path": repr(path), "ok": True, "errno": None, "error": None})
+        except IOError as exc:
+            results.append({"op": op, "path": repr(path), "ok": False,
+                            "errno": getattr(exc, "errno", None), "error": str(exc)})
+        except Exception as exc:
+            results.append({"op": op, "path": repr(path), "ok": False, "errno": None,
+                            "error": f"{type(exc).__name__}: {exc}"})
+
+    for path in HOSTILE:
+        def put(path=path):
+            with sftp.open(path, "wb") as f:
+                f.write(b"hostile content\n")
+        attempt("write", path, put)
+    for path in ["/outbox/bob/../../../../etc/passwd", "/etc/shadow", "../../../../root"]:
+        attempt("read", path, lambda path=path: sftp.open(path, "rb").read())
+        attempt("listdir", path, lambda path=path: sftp.listdir(path))
+    attempt("mkdir", "/outbox/bob/newdir", lambda: sftp.mkdir("/outbox/bob/newdir"))
+    attempt("mkdir", "/newtop", lambda: sftp.mkdir("/newtop"))
+    attempt("rmdir", "/inbox", lambda: sftp.rmdir("/inbox"))
+    attempt("symlink", "/outbox/bob/link", lambda: sftp.symlink("/etc/passwd", "/outbox/bob/link"))
+    attempt("rename", "/outbox/bob/x -> /inbox/x", lambda: sftp.rename("/outbox/bob/x", "/inbox/alice/x"))
+    attempt("remove", "/inbox", lambda: sftp.remove("/inbox"))
+    # Raw bytes that are not UTF-8, bypassing paramiko's encoding.
+    def raw_open():
+        t, msg = sftp._request(paramiko.sftp.CMD_OPEN, b"/outbox/bob/\xff\xfe.txt",
+                               paramiko.sftp.SFTP_FLAG_WRITE | paramiko.sftp.SFTP_FLAG_CREATE,
+                               paramiko.SFTPAttributes())
+        if t != paramiko.sftp.CMD_HANDLE:
+            raise IOError("refused")
+    attempt("write", "non-utf8", raw_open)
+    alive = sorted(sftp.listdir("/"))
+    transport.close()
+    return {"results": results, "alive": alive}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("user")
+    parser.add_argument("--password")
+    parser.add_argument("--key")
+    parser.add_argument("rest", nargs="*")
+    args = parser.parse_args()
+    if args.command in ("put", "get"):
+        if args.command == "put":
+            args.local, args.remote = args.rest
+        else:
+            args.remote, args.local = args.rest
+    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "hostile": cmd_hostile}[args.command]
+    print(json.dumps(handler(args)))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+//! Dev-only test support: a [`TestHub`] serving SSH on port 0 over real storage (SQLite file,
+//! local blob folder, in a temp dir), and drivers for the real clients users use (OpenSSH
+//! `sftp` and `scp`, curl, Python paramiko). Also [`Snapshot`], to check that a refusal
+//! changed nothing.
+//!
+//! Tests that need a client which is not installed print `skipped: <why>` and pass; CI
+//! installs every client, so CI skips nothing.
+
+// Test support may panic on setup failures: a broken fixture should stop the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use mailroom_core::{
+    Account, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, Hub, HubConfig,
+    RouteEffect, Secret, SystemClock,
+};
+use mailroom_core::{Delivery, MetaStore};
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// A hub serving SSH on 127.0.0.1:<random port> with its own temp data folder.
+pub struct TestHub {
+    /// The service, for direct calls from tests.
+    pub hub: Arc<Hub>,
+    /// The metadata store, for inspection.
+    pub meta: Arc<mailroom_meta::SqliteStore>,
+    /// Where SSH listens.
+    pub addr: SocketAddr,
+    /// The data folder (metadata, blobs, keys).
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// A client account made by [`TestHub::client`], with its secrets on disk.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    /// Account name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+    /// Path of its private ed25519 key (the `.pub` is beside it).
+    pub key: PathBuf,
+}
+
+impl TestHub {
+    /// Starts a hub with default SSH settings.
+    pub async fn start() -> TestHub {
+        Self::start_with(mailroom_sftp::Config::default()).await
+    }
+
+    /// Starts a hub with the given SSH settings (the listen address is ignored: port 0).
+    pub async fn start_with(config: mailroom_sftp::Config) -> TestHub {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let meta = Arc::new(
+            mailroom_meta::SqliteStore::open(&dir.path().join("meta.db"))
+                .await
+                .expect("open metadata"),
+        );
+        let blobs = Arc::new(
+            mailroom_blob::LocalBlobStore::open(&dir.path().join("blobs"))
+                .await
+                .expect("open blobs"),
+        );
+        let hub = Arc::new(Hub::new(
+            meta.clone(),
+            blobs,
+            Arc::new(SystemClock),
+            HubConfig::default(),
+        ));
+        let host_key = mailroom_sftp::host_key::load_or_generate(&dir.path().join("host_key"))
+            .expect("host key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(mailroom_sftp::serve(
+            listener,
+            hub.clone(),
+            config,
+            host_key,
+            shutdown.clone(),
+        ));
+        TestHub {
+            hub,
+            meta,
+            addr,
+            dir,
+            shutdown,
+            server,
+        }
+    }
+
+    /// Stops accepting and waits for the server to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+
+    /// The actor tests use for admin calls.
+    pub fn admin() -> Actor {
+        Actor::cli("test")
+    }
+
+    /// Creates a client account with a password and a fresh ed25519 key.
+    pub async fn client(&self, name: &str) -> TestClient {
+        let key = self.dir.path().join(format!("{name}_ed25519"));
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .expect("run ssh-keygen");
+        assert!(status.success(), "ssh-keygen failed");
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("read .pub");
+        let password = format!("Tulip-{}-orbit-4711", name.len() * 7919);
+        self.hub
+            .add_account(
+                &Self::admin(),
+                AccountName::parse(name).expect("valid name"),
+                AccountKind::Client,
+                Some(Secret::new(password.clone())),
+                vec![AuthorizedKey::parse(&public).expect("valid key")],
+            )
+            .await
+            .expect("add account");
+        TestClient {
+            name: name.to_owned(),
+            password,
+            key,
+        }
+    }
+
+    /// Allows `from` to send to `to`.
+    pub async fn allow(&self, from: &str, to: &str) {
+        self.hub
+            .set_route(&Self::admin(), name(from), name(to), RouteEffect::Allow)
+            .await
+            .expect("route");
+    }
+
+    /// Creates a group with members.
+    pub async fn group(&self, group: &str, members: &[&str]) {
+        self.hub
+            .add_group(&Self::admin(), name(group))
+            .await
+            .expect("group");
+        for member in members {
+            self.hub
+                .add_member(&Self::admin(), &name(group), &name(member))
+                .await
+                .expect("member");
+        }
+    }
+
+    /// One account, for assertions.
+    pub async fn account(&self, account: &str) -> Account {
+        self.hub.account(&name(account)).await.expect("account")
+    }
+
+    /// Every delivery, oldest first.
+    pub async fn deliveries(&self) -> Vec<Delivery> {
+        self.meta
+            .deliveries(&DeliveryQuery::default())
+            .await
+            .expect("deliveries")
+    }
+
+    /// What a refusal must not change: deliveries and stored blob files.
+    pub async fn snapshot(&self) -> Snapshot {
+        let deliveries = self
+            .deliveries()
+            .await
+            .iter()
+            .map(|d| format!("{} {} {} {} {} {}", d.id, d.sender, d.recipient, d.name, d.state.as_str(), d.sha256))
+            .collect();
+        Snapshot {
+            deliveries,
+            blobs: files_under(&self.dir.path().join("blobs")),
+        }
+    }
+
+    /// Runs OpenSSH `sftp` in batch mode with key authentication, feeding `commands`.
+    pub async fn sftp(&self, client: &TestClient, commands: &str) -> Output {
+        let batch = self.dir.path().join(format!("batch-{}", unique()));
+        std::fs::write(&batch, commands).expect("write batch");
+        let mut command = Command::new("sftp");
+        command
+            .args(ssh_options())
+            .arg("-i")
+            .arg(&client.key)
+            .arg("-P")
+            .arg(self.addr.port().to_string())
+            .arg("-b")
+            .arg(&batch)
+            .arg(format!("{}@127.0.0.1", client.name));
+        run(command).await
+    }
+
+    /// Runs OpenSSH `scp` with key authentication. `legacy` adds `-O` (the scp protocol).
+    pub async fn scp(&self, client: &TestClient, legacy: bool, from: &str, to: &str) -> Output {
+        let mut command = Command::new("scp");
+        command.args(ssh_options()).arg("-i").arg(&client.key);
+        if legacy {
+            command.arg("-O");
+        }
+        command
+            .arg("-P")
+            .arg(self.addr.port().to_string())
+            .arg(self.remote(client, from))
+            .arg(self.remote(client, to));
+        run(command).await
+    }
+
+    /// `user@127.0.0.1:path` for arguments that start with `:`, others unchanged.
+    fn remote(&self, client: &TestClient, arg: &str) -> String {
+        match arg.strip_prefix(':') {
+            Some(path) => format!("{}@127.0.0.1:{path}", client.name),
+            None => arg.to_owned(),
+        }
+    }
+
+    /// A fresh folder under the data dir for a test's local files.
+    pub fn local_dir(&self, label: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("local-{label}-{}", unique()));
+        std::fs::create_dir_all(&path).expect("local dir");
+        path
+    }
+}
+
+/// Deliveries and blob files at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// One line per delivery: id, sender, recipient, name, state, sha256.
+    pub deliveries: Vec<String>,
+    /// Files under the blob folder, staging included.
+    pub blobs: Vec<PathBuf>,
+}
+
+/// SSH options for tests: no host key prompts, no agent, no user config, fast failure.
+pub fn ssh_options() -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// Runs a command with a hard time limit, so a hung client fails the test instead of CI.
+pub async fn run(mut command: Command) -> Output {
+    command.kill_on_drop(true).stdin(std::process::Stdio::null());
+    match tokio::time::timeout(std::time::Duration::from_secs(300), command.output()).await {
+        Ok(output) => output.expect("run client"),
+        Err(_) => panic!("client did not finish within 300 s: {command:?}"),
+    }
+}
+
+/// Whether a program is on PATH; prints `skipped: …` when it is not.
+pub fn have(program: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
+
+/// Writes `len` pseudo-random bytes (seeded) to `path` and returns their SHA-256 hex.
+pub fn write_random(path: &Path, len: usize, seed: u64) -> String {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, &data).expect("write file");
+    hex::encode(Sha256::digest(&data))
+}
+
+/// SHA-256 hex of a file's content.
+pub fn sha256_file(path: &Path) -> String {
+    let data = std::fs::read(path).expect("read file");
+    hex::encode(Sha256::digest(&data))
+}
+
+/// Combined stdout and stderr, for assertions and failure messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn name(text: &str) -> AccountName {
+    AccountName::parse(text).expect("valid name")
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The Python interpreter with paramiko: `$MAILROOM_TEST_PYTHON`, else `.venv-test` at the
+/// workspace root, else `python3`. `None` (and `skipped: …`) when paramiko is missing.
+pub fn paramiko_python() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let candidates = [
+        std::env::var_os("MAILROOM_TEST_PYTHON").map(PathBuf::from),
+        Some(root.join(".venv-test/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    for python in candidates.into_iter().flatten() {
+        let ok = std::process::Command::new(&python)
+            .args(["-c", "import paramiko"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(python);
+        }
+    }
+    eprintln!("skipped: Python with paramiko not found (set MAILROOM_TEST_PYTHON)");
+    None
+}
+
+/// Runs the paramiko driver (`clients/paramiko_client.py`) and returns its JSON answer.
+pub async fn paramiko(python: &Path, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/paramiko_client.py");
+    let mut command = Command::new(python);
+    command.arg(script).args(args);
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "paramiko driver failed: {}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}

@@ -81,6 +81,13 @@ impl FileName {
                 input.len()
             )));
         }
+        if input.contains('\u{FFFD}') {
+            // Protocol decoders turn bytes that are not UTF-8 into U+FFFD; such a name was
+            // not what the client sent, so it is refused rather than stored altered.
+            return Err(CoreError::invalid(
+                "file name is not valid UTF-8 (or contains U+FFFD)",
+            ));
+        }
         if let Some(c) = input.chars().find(|&c| forbidden_char(c)) {
             return Err(CoreError::invalid(format!(
                 "file name contains the forbidden character U+{:04X}",
@@ -206,6 +213,7 @@ mod tests {
         check_file("evil\u{202E}fdp.exe", false);
         check_file("zero\u{200B}width", false);
         check_file("bom\u{FEFF}", false);
+        check_file("lossy\u{FFFD}.txt", false);
         check_file(" lead", false);
         check_file("trail ", false);
         check_file("cafe\u{301}.txt", false); // NFD form of café

@@ -142,7 +142,9 @@ pub(crate) async fn run(
     };
     let mut out = Out { write_half };
     let result = if command.recursive {
-        let _ = out.fatal("recursive copies are not supported: send files one by one").await;
+        let _ = out
+            .fatal("recursive copies are not supported: send files one by one")
+            .await;
         Err(())
     } else if command.sink {
         sink(&hub, &session, &command, &mut peer, &mut out).await
@@ -336,7 +338,8 @@ async fn receive_file(
     }
     // The client ends the data with its own status byte.
     if let Err(message) = peer.ack().await {
-        hub.abort_upload(upload, &format!("client reported: {message}")).await;
+        hub.abort_upload(upload, &format!("client reported: {message}"))
+            .await;
         return Err(());
     }
     if let Some(err) = write_error {

@@ -358,7 +358,11 @@ impl russh::server::Handler for SshHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let client = self.client(Protocol::Scp);
-        match (scp::parse_command(data), client, self.channels.remove(&channel_id)) {
+        match (
+            scp::parse_command(data),
+            client,
+            self.channels.remove(&channel_id),
+        ) {
             (Some(command), Some(client), Some(channel)) => {
                 session.channel_success(channel_id)?;
                 let hub = self.hub.clone();

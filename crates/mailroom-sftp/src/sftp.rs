@@ -73,7 +73,8 @@ pub(crate) async fn run(
                     if buffer.len() < 4 {
                         break;
                     }
-                    let len = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
+                    let len =
+                        u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
                     if len == 0 || len > MAX_PACKET {
                         tracing::warn!(account = %session.account, len, "sftp packet length out of bounds; closing");
                         break 'read;
@@ -269,10 +270,13 @@ impl Processor {
     async fn opendir(&mut self, id: u32, path: &str) -> Result<Packet, CoreError> {
         let path = self.parse(path)?;
         let entries = self.hub.list(&self.session, &path).await?;
-        self.insert(id, OpenHandle::Dir {
-            entries,
-            position: 0,
-        })
+        self.insert(
+            id,
+            OpenHandle::Dir {
+                entries,
+                position: 0,
+            },
+        )
     }
 
     fn readdir(&mut self, id: u32, handle: &str) -> Result<Packet, CoreError> {
@@ -291,7 +295,12 @@ impl Processor {
         Ok(Packet::Name(Name { id, files }))
     }
 
-    async fn open(&mut self, id: u32, filename: &str, flags: OpenFlags) -> Result<Packet, CoreError> {
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: &str,
+        flags: OpenFlags,
+    ) -> Result<Packet, CoreError> {
         let path = self.parse(filename)?;
         let writing = flags.intersects(
             OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -314,7 +323,13 @@ impl Processor {
         self.insert(id, handle)
     }
 
-    async fn read(&mut self, id: u32, handle: &str, offset: u64, len: u32) -> Result<Packet, CoreError> {
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Packet, CoreError> {
         let Some(OpenHandle::Read(read)) = self.handles.get(handle) else {
             return Err(bad_handle());
         };
@@ -326,7 +341,13 @@ impl Processor {
         Ok(Packet::Data(Data { id, data }))
     }
 
-    async fn write(&mut self, id: u32, handle: &str, offset: u64, data: Vec<u8>) -> Result<Packet, CoreError> {
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Packet, CoreError> {
         let Some(OpenHandle::Write { upload, failed }) = self.handles.get_mut(handle) else {
             return Err(bad_handle());
         };
@@ -348,13 +369,19 @@ impl Processor {
                 self.hub.close_read(&self.session, read).await?;
                 Ok(ok(id))
             }
-            Some(OpenHandle::Write { upload, failed: Some(err) }) => {
+            Some(OpenHandle::Write {
+                upload,
+                failed: Some(err),
+            }) => {
                 self.hub
                     .abort_upload(upload, &format!("write failed: {}", err.message()))
                     .await;
                 Err(err)
             }
-            Some(OpenHandle::Write { upload, failed: None }) => {
+            Some(OpenHandle::Write {
+                upload,
+                failed: None,
+            }) => {
                 // The reply goes out only after the delivery is durable and committed.
                 self.hub.finish_upload(upload).await?;
                 Ok(ok(id))

@@ -4,7 +4,11 @@
 use mailroom_core::DeliveryState;
 use mailroom_test_support::{TestHub, have, sha256_file, text, write_random};
 
-async fn hub_with_alice_and_bob() -> (TestHub, mailroom_test_support::TestClient, mailroom_test_support::TestClient) {
+async fn hub_with_alice_and_bob() -> (
+    TestHub,
+    mailroom_test_support::TestClient,
+    mailroom_test_support::TestClient,
+) {
     let hub = TestHub::start().await;
     let alice = hub.client("alice").await;
     let bob = hub.client("bob").await;
@@ -23,7 +27,10 @@ async fn send_list_download_delete() {
     let sha = write_random(&file, 300_000, 1);
 
     let out = hub
-        .sftp(&alice, &format!("put {} /outbox/bob/\nls -l /outbox/bob\n", file.display()))
+        .sftp(
+            &alice,
+            &format!("put {} /outbox/bob/\nls -l /outbox/bob\n", file.display()),
+        )
         .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("report.pdf"), "{}", text(&out));
@@ -39,7 +46,10 @@ async fn send_list_download_delete() {
     let out = hub
         .sftp(
             &bob,
-            &format!("ls /inbox\nls -l /inbox/alice\nget /inbox/alice/report.pdf {}\n", down.display()),
+            &format!(
+                "ls /inbox\nls -l /inbox/alice\nget /inbox/alice/report.pdf {}\n",
+                down.display()
+            ),
         )
         .await;
     assert!(out.status.success(), "{}", text(&out));
@@ -57,7 +67,13 @@ async fn send_list_download_delete() {
     let receipt = format!("report.pdf@{id_short}");
     assert!(text(&out).contains(&receipt), "{}", text(&out));
     let out = hub
-        .sftp(&alice, &format!("get /sent/bob/{receipt} {}\n", down.join("receipt.txt").display()))
+        .sftp(
+            &alice,
+            &format!(
+                "get /sent/bob/{receipt} {}\n",
+                down.join("receipt.txt").display()
+            ),
+        )
         .await;
     assert!(out.status.success(), "{}", text(&out));
     let receipt_text = std::fs::read_to_string(down.join("receipt.txt")).unwrap();
@@ -65,7 +81,9 @@ async fn send_list_download_delete() {
     assert!(receipt_text.contains(&sha), "{receipt_text}");
 
     // Bob deletes: acknowledged, and the blob is gone.
-    let out = hub.sftp(&bob, "rm /inbox/alice/report.pdf\nls /inbox/alice\n").await;
+    let out = hub
+        .sftp(&bob, "rm /inbox/alice/report.pdf\nls /inbox/alice\n")
+        .await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(hub.deliveries().await[0].state, DeliveryState::Acknowledged);
     assert!(hub.snapshot().await.blobs.is_empty(), "blob not released");
@@ -88,19 +106,31 @@ async fn group_fan_out_shares_one_blob() {
     let sha = write_random(&file, 50_000, 2);
 
     let out = hub
-        .sftp(&hq, &format!("put {} /outbox/branches/\nls /outbox/branches\n", file.display()))
+        .sftp(
+            &hq,
+            &format!(
+                "put {} /outbox/branches/\nls /outbox/branches\n",
+                file.display()
+            ),
+        )
         .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("prices.csv"));
     let deliveries = hub.deliveries().await;
     assert_eq!(deliveries.len(), 2);
-    assert_eq!(deliveries[0].blob_id, deliveries[1].blob_id, "fan-out shares one blob");
+    assert_eq!(
+        deliveries[0].blob_id, deliveries[1].blob_id,
+        "fan-out shares one blob"
+    );
     assert_eq!(hub.snapshot().await.blobs.len(), 1);
 
     for (client, label) in [(&paris, "paris"), (&rome, "rome")] {
         let down = hub.local_dir(label);
         let out = hub
-            .sftp(client, &format!("get /inbox/hq/prices.csv {}\n", down.display()))
+            .sftp(
+                client,
+                &format!("get /inbox/hq/prices.csv {}\n", down.display()),
+            )
             .await;
         assert!(out.status.success(), "{}", text(&out));
         assert_eq!(sha256_file(&down.join("prices.csv")), sha);
@@ -126,7 +156,13 @@ async fn recall_before_pick_up_only() {
     write_random(&file, 1000, 3);
 
     let out = hub
-        .sftp(&alice, &format!("put {} /outbox/bob/\nrm /outbox/bob/oops.txt\n", file.display()))
+        .sftp(
+            &alice,
+            &format!(
+                "put {} /outbox/bob/\nrm /outbox/bob/oops.txt\n",
+                file.display()
+            ),
+        )
         .await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(hub.deliveries().await[0].state, DeliveryState::Recalled);
@@ -135,16 +171,25 @@ async fn recall_before_pick_up_only() {
     assert!(hub.snapshot().await.blobs.is_empty());
 
     // Once picked up it cannot be recalled, and nothing changes.
-    let out = hub.sftp(&alice, &format!("put {} /outbox/bob/\n", file.display())).await;
+    let out = hub
+        .sftp(&alice, &format!("put {} /outbox/bob/\n", file.display()))
+        .await;
     assert!(out.status.success(), "{}", text(&out));
     let down = hub.local_dir("recall-down");
     let out = hub
-        .sftp(&bob, &format!("get /inbox/alice/oops.txt {}\n", down.display()))
+        .sftp(
+            &bob,
+            &format!("get /inbox/alice/oops.txt {}\n", down.display()),
+        )
         .await;
     assert!(out.status.success(), "{}", text(&out));
     let before = hub.snapshot().await;
     let out = hub.sftp(&alice, "rm /outbox/bob/oops.txt\n").await;
-    assert!(!out.status.success(), "recall after pick-up must fail: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "recall after pick-up must fail: {}",
+        text(&out)
+    );
     assert_eq!(hub.snapshot().await, before);
     hub.stop().await;
 }
@@ -161,21 +206,31 @@ async fn route_denied_and_unknown_recipient_deliver_nothing() {
     let before = hub.snapshot().await;
 
     // Bob has no route to Alice.
-    let out = hub.sftp(&bob, &format!("put {} /outbox/alice/\n", file.display())).await;
+    let out = hub
+        .sftp(&bob, &format!("put {} /outbox/alice/\n", file.display()))
+        .await;
     assert!(!out.status.success());
     assert!(text(&out).contains("Permission denied"), "{}", text(&out));
     // Nobody called carol exists.
-    let out = hub.sftp(&alice, &format!("put {} /outbox/carol/\n", file.display())).await;
+    let out = hub
+        .sftp(&alice, &format!("put {} /outbox/carol/\n", file.display()))
+        .await;
     assert!(!out.status.success());
     assert!(text(&out).contains("No such file"), "{}", text(&out));
     // Writing into an inbox or a receipt folder is refused.
-    let out = hub.sftp(&alice, &format!("put {} /inbox/bob/\n", file.display())).await;
+    let out = hub
+        .sftp(&alice, &format!("put {} /inbox/bob/\n", file.display()))
+        .await;
     assert!(!out.status.success());
-    let out = hub.sftp(&alice, &format!("put {} /sent/bob/\n", file.display())).await;
+    let out = hub
+        .sftp(&alice, &format!("put {} /sent/bob/\n", file.display()))
+        .await;
     assert!(!out.status.success());
     let out = hub.sftp(&alice, "mkdir /outbox/newfolder\n").await;
     assert!(!out.status.success());
-    let out = hub.sftp(&alice, "ln -s /etc/passwd /outbox/bob/link\n").await;
+    let out = hub
+        .sftp(&alice, "ln -s /etc/passwd /outbox/bob/link\n")
+        .await;
     assert!(!out.status.success());
 
     assert_eq!(hub.snapshot().await, before);
@@ -188,8 +243,14 @@ async fn route_denied_and_unknown_recipient_deliver_nothing() {
         })
         .await
         .unwrap();
-    assert!(events.iter().any(|e| e.detail.contains("route-denied")), "{events:?}");
-    assert!(events.iter().any(|e| e.detail.contains("not-found")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.detail.contains("route-denied")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.detail.contains("not-found")),
+        "{events:?}"
+    );
     hub.stop().await;
 }
 
@@ -202,10 +263,14 @@ async fn same_name_twice_gets_a_stable_suffix() {
     let local = hub.local_dir("dup");
     let file = local.join("data.csv");
     let first = write_random(&file, 2000, 5);
-    let out = hub.sftp(&alice, &format!("put {} /outbox/bob/\n", file.display())).await;
+    let out = hub
+        .sftp(&alice, &format!("put {} /outbox/bob/\n", file.display()))
+        .await;
     assert!(out.status.success(), "{}", text(&out));
     let second = write_random(&file, 3000, 6);
-    let out = hub.sftp(&alice, &format!("put {} /outbox/bob/\n", file.display())).await;
+    let out = hub
+        .sftp(&alice, &format!("put {} /outbox/bob/\n", file.display()))
+        .await;
     assert!(out.status.success(), "{}", text(&out));
 
     let down = hub.local_dir("dup-down");
@@ -235,11 +300,18 @@ async fn scp_both_modes_upload_and_download() {
     for (legacy, name, seed) in [(false, "modern.bin", 7), (true, "legacy.bin", 8)] {
         let file = local.join(name);
         let sha = write_random(&file, 700_000, seed);
-        let out = hub.scp(&alice, legacy, file.to_str().unwrap(), ":/outbox/bob/").await;
+        let out = hub
+            .scp(&alice, legacy, file.to_str().unwrap(), ":/outbox/bob/")
+            .await;
         assert!(out.status.success(), "legacy={legacy}: {}", text(&out));
         let down = hub.local_dir("scp-down");
         let out = hub
-            .scp(&bob, legacy, &format!(":/inbox/alice/{name}"), down.to_str().unwrap())
+            .scp(
+                &bob,
+                legacy,
+                &format!(":/inbox/alice/{name}"),
+                down.to_str().unwrap(),
+            )
             .await;
         assert!(out.status.success(), "legacy={legacy}: {}", text(&out));
         assert_eq!(sha256_file(&down.join(name)), sha, "legacy={legacy}");
@@ -248,13 +320,24 @@ async fn scp_both_modes_upload_and_download() {
     let before = hub.snapshot().await;
     let file = local.join("denied.bin");
     write_random(&file, 10, 9);
-    let out = hub.scp(&bob, true, file.to_str().unwrap(), ":/outbox/alice/").await;
+    let out = hub
+        .scp(&bob, true, file.to_str().unwrap(), ":/outbox/alice/")
+        .await;
     assert!(!out.status.success());
     assert!(text(&out).contains("may not send"), "{}", text(&out));
-    let out = hub.scp(&bob, true, ":/inbox/alice/nothing.bin", local.to_str().unwrap()).await;
+    let out = hub
+        .scp(
+            &bob,
+            true,
+            ":/inbox/alice/nothing.bin",
+            local.to_str().unwrap(),
+        )
+        .await;
     assert!(!out.status.success());
     assert!(text(&out).contains("no such file"), "{}", text(&out));
-    let out = hub.scp(&alice, true, ":/etc/passwd", local.to_str().unwrap()).await;
+    let out = hub
+        .scp(&alice, true, ":/etc/passwd", local.to_str().unwrap())
+        .await;
     assert!(!out.status.success());
     assert_eq!(hub.snapshot().await, before);
     hub.stop().await;

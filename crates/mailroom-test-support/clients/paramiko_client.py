@@ -144,7 +144,7 @@ def main():
     parser.add_argument("--password")
     parser.add_argument("--key")
     parser.add_argument("rest", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.command in ("put", "get"):
         if args.command == "put":
             args.local, args.remote = args.rest

@@ -177,7 +177,17 @@ impl TestHub {
             .deliveries()
             .await
             .iter()
-            .map(|d| format!("{} {} {} {} {} {}", d.id, d.sender, d.recipient, d.name, d.state.as_str(), d.sha256))
+            .map(|d| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    d.id,
+                    d.sender,
+                    d.recipient,
+                    d.name,
+                    d.state.as_str(),
+                    d.sha256
+                )
+            })
             .collect();
         Snapshot {
             deliveries,
@@ -269,7 +279,9 @@ pub fn ssh_options() -> Vec<String> {
 
 /// Runs a command with a hard time limit, so a hung client fails the test instead of CI.
 pub async fn run(mut command: Command) -> Output {
-    command.kill_on_drop(true).stdin(std::process::Stdio::null());
+    command
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
     match tokio::time::timeout(std::time::Duration::from_secs(300), command.output()).await {
         Ok(output) => output.expect("run client"),
         Err(_) => panic!("client did not finish within 300 s: {command:?}"),
@@ -292,7 +304,9 @@ pub fn have(program: &str) -> bool {
 
 /// Writes `len` pseudo-random bytes (seeded) to `path` and returns their SHA-256 hex.
 pub fn write_random(path: &Path, len: usize, seed: u64) -> String {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut data = Vec::with_capacity(len);
     while data.len() < len {
         state ^= state << 13;
@@ -385,4 +399,14 @@ pub async fn paramiko(python: &Path, args: &[&str]) -> String {
         text(&output)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Awaits a client's `output()` future with the same hard time limit as [`run`].
+pub async fn run_output(
+    output: impl std::future::Future<Output = std::io::Result<Output>>,
+) -> Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(300), output).await {
+        Ok(output) => output.expect("run client"),
+        Err(_) => panic!("client did not finish within 300 s"),
+    }
 }

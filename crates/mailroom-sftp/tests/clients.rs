@@ -1,0 +1,378 @@
+//! The SSH front end driven by paramiko and curl, plus abuse: hostile paths, wrong
+//! credentials answered alike, a dropped upload, and a 1 GiB round trip with OpenSSH.
+
+use std::time::Duration;
+
+use mailroom_core::{DeliveryState, EventKind, EventQuery, Outcome};
+use mailroom_test_support::{
+    TestClient, TestHub, have, paramiko, paramiko_python, sha256_file, text, write_random,
+};
+use serde_json::Value;
+
+async fn setup() -> (TestHub, TestClient, TestClient) {
+    let hub = TestHub::start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.allow("alice", "bob").await;
+    (hub, alice, bob)
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON {text:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paramiko_password_and_key_logins_work_and_refusals_are_prompt_and_alike() {
+    let Some(python) = paramiko_python() else {
+        return;
+    };
+    let (hub, alice, _bob) = setup().await;
+    let host = "127.0.0.1";
+    let port = hub.addr.port().to_string();
+    let key = alice.key.to_str().unwrap().to_owned();
+
+    let ok = json(
+        &paramiko(
+            &python,
+            &["login", host, &port, "alice", "--password", &alice.password],
+        )
+        .await,
+    );
+    assert_eq!(ok["ok"], true, "{ok}");
+    let ok = json(&paramiko(&python, &["login", host, &port, "alice", "--key", &key]).await);
+    assert_eq!(ok["ok"], true, "{ok}");
+
+    // Wrong password for a real account and any password for a missing one: same words,
+    // same time (both padded to the rejection delay), and prompt.
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..4 {
+        let w = json(
+            &paramiko(
+                &python,
+                &[
+                    "login",
+                    host,
+                    &port,
+                    "alice",
+                    "--password",
+                    "Wrong-pass-123456",
+                ],
+            )
+            .await,
+        );
+        let u = json(
+            &paramiko(
+                &python,
+                &[
+                    "login",
+                    host,
+                    &port,
+                    "nobody",
+                    "--password",
+                    "Wrong-pass-123456",
+                ],
+            )
+            .await,
+        );
+        assert_eq!(w["ok"], false);
+        assert_eq!(u["ok"], false);
+        assert_eq!(w["error"], u["error"], "refusals must read alike");
+        wrong.push(w["seconds"].as_f64().unwrap());
+        unknown.push(u["seconds"].as_f64().unwrap());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[1] + v[2]) / 2.0
+    };
+    let (w, u) = (median(&mut wrong), median(&mut unknown));
+    assert!(w < 5.0 && u < 5.0, "refusals must be prompt: {w} {u}");
+    eprintln!("refusal medians: wrong password {w:.3}s, unknown user {u:.3}s");
+    // A key the hub does not know is refused too.
+    let stranger = hub.client("stranger").await;
+    let other_key = stranger.key.to_str().unwrap().to_owned();
+    let r = json(
+        &paramiko(
+            &python,
+            &["login", host, &port, "alice", "--key", &other_key],
+        )
+        .await,
+    );
+    assert_eq!(r["ok"], false, "{r}");
+
+    let events = hub
+        .hub
+        .events(&EventQuery {
+            kind: Some(EventKind::Login),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.outcome == Outcome::Refused && e.detail.contains("wrong password"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.outcome == Outcome::Refused && e.detail.contains("unknown account"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.outcome == Outcome::Ok && e.detail == "publickey")
+    );
+    // The refused password itself is never recorded.
+    assert!(events.iter().all(|e| !e.detail.contains("Wrong-pass")));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paramiko_transfers() {
+    let Some(python) = paramiko_python() else {
+        return;
+    };
+    let (hub, alice, bob) = setup().await;
+    let port = hub.addr.port().to_string();
+    let local = hub.local_dir("paramiko");
+    let file = local.join("p.bin");
+    let sha = write_random(&file, 1_500_000, 11);
+    let r = json(
+        &paramiko(
+            &python,
+            &[
+                "put",
+                "127.0.0.1",
+                &port,
+                "alice",
+                "--key",
+                alice.key.to_str().unwrap(),
+                file.to_str().unwrap(),
+                "/outbox/bob/p.bin",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let out = local.join("back.bin");
+    let r = json(
+        &paramiko(
+            &python,
+            &[
+                "get",
+                "127.0.0.1",
+                &port,
+                "bob",
+                "--key",
+                bob.key.to_str().unwrap(),
+                "/inbox/alice/p.bin",
+                out.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(sha256_file(&out), sha);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_paths_are_refused_and_change_nothing() {
+    let Some(python) = paramiko_python() else {
+        return;
+    };
+    let (hub, alice, _bob) = setup().await;
+    let before = hub.snapshot().await;
+    let port = hub.addr.port().to_string();
+    let r = json(
+        &paramiko(
+            &python,
+            &[
+                "hostile",
+                "127.0.0.1",
+                &port,
+                "alice",
+                "--key",
+                alice.key.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    let results = r["results"].as_array().unwrap();
+    assert!(results.len() > 25, "{r}");
+    for result in results {
+        assert_eq!(result["ok"], false, "must be refused: {result}");
+    }
+    // The server still serves the same session after all of that.
+    assert_eq!(r["alive"], serde_json::json!(["inbox", "outbox", "sent"]));
+    assert_eq!(
+        hub.snapshot().await,
+        before,
+        "a hostile request changed stored data"
+    );
+    // Nothing was written outside the data folder either.
+    assert!(!std::path::Path::new("/etc/passwd~2").exists());
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn curl_sftp_upload_and_download() {
+    if !have("curl") {
+        return;
+    }
+    let (hub, alice, bob) = setup().await;
+    let local = hub.local_dir("curl");
+    let file = local.join("c.bin");
+    let sha = write_random(&file, 400_000, 12);
+    let port = hub.addr.port();
+    let up = tokio::process::Command::new("curl")
+        .args(["-sS", "--insecure", "-u"])
+        .arg(format!("alice:{}", alice.password))
+        .arg("-T")
+        .arg(&file)
+        .arg(format!("sftp://127.0.0.1:{port}/outbox/bob/c.bin"))
+        .output();
+    let up = mailroom_test_support::run_output(up).await;
+    assert!(up.status.success(), "{}", text(&up));
+    let out = local.join("c.back");
+    let down = tokio::process::Command::new("curl")
+        .args(["-sS", "--insecure", "-u"])
+        .arg(format!("bob:{}", bob.password))
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("sftp://127.0.0.1:{port}/inbox/alice/c.bin"))
+        .output();
+    let down = mailroom_test_support::run_output(down).await;
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(sha256_file(&out), sha);
+    // A listing through curl shows the folder.
+    let list = tokio::process::Command::new("curl")
+        .args(["-sS", "--insecure", "-u"])
+        .arg(format!("bob:{}", bob.password))
+        .arg(format!("sftp://127.0.0.1:{port}/inbox/alice/"))
+        .output();
+    let list = mailroom_test_support::run_output(list).await;
+    assert!(text(&list).contains("c.bin"), "{}", text(&list));
+    // Wrong password: refused.
+    let bad = tokio::process::Command::new("curl")
+        .args(["-sS", "--insecure", "-u", "alice:Not-the-password-1"])
+        .arg(format!("sftp://127.0.0.1:{port}/inbox/"))
+        .output();
+    let bad = mailroom_test_support::run_output(bad).await;
+    assert!(!bad.status.success());
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_upload_is_never_delivered() {
+    if !have("sftp") {
+        return;
+    }
+    let (hub, alice, bob) = setup().await;
+    let local = hub.local_dir("drop");
+    let file = local.join("big.bin");
+    write_random(&file, 200 * 1024 * 1024, 13);
+    let batch = local.join("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} /outbox/bob/big.bin\n", file.display()),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new("sftp")
+        .args(mailroom_test_support::ssh_options())
+        .arg("-i")
+        .arg(&alice.key)
+        .arg("-P")
+        .arg(hub.addr.port().to_string())
+        .arg("-b")
+        .arg(&batch)
+        .arg("alice@127.0.0.1")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait until bytes have reached the staging area, then cut the client off.
+    let staging = hub.dir.path().join("blobs/staging");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let staged: u64 = std::fs::read_dir(&staging)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if staged > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "upload never started"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+
+    // The session ends, the upload is aborted and accounted; nothing is visible to Bob.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let aborted = hub
+            .hub
+            .events(&EventQuery {
+                kind: Some(EventKind::Upload),
+                outcome: Some(Outcome::Failed),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if !aborted.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "abort never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hub.deliveries().await.is_empty());
+    assert!(
+        hub.snapshot().await.blobs.is_empty(),
+        "staging file left behind"
+    );
+    let out = hub.sftp(&bob, "ls /inbox\n").await;
+    assert!(out.status.success());
+    assert!(!text(&out).contains("alice"), "{}", text(&out));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_gib_upload_and_download_with_openssh_sftp() {
+    if !have("sftp") {
+        return;
+    }
+    let (hub, alice, bob) = setup().await;
+    let local = hub.local_dir("gib");
+    let file = local.join("one.gib");
+    let sha = write_random(&file, 1 << 30, 14);
+    let out = hub
+        .sftp(&alice, &format!("put {} /outbox/bob/\n", file.display()))
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(&file).unwrap();
+    let delivery = hub.deliveries().await.remove(0);
+    assert_eq!(delivery.size, 1 << 30);
+    assert_eq!(delivery.sha256, sha);
+    let out = hub
+        .sftp(
+            &bob,
+            &format!("get /inbox/alice/one.gib {}\n", local.display()),
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sha256_file(&file), sha);
+    assert_eq!(hub.deliveries().await[0].state, DeliveryState::PickedUp);
+    hub.stop().await;
+}

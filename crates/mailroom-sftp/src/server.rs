@@ -15,6 +15,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -68,6 +69,7 @@ pub async fn serve(
             config: config.clone(),
             ssh_config: ssh_config.clone(),
             tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
         };
         tracker.spawn(connection.run(socket, peer, permit).instrument(span));
     }
@@ -138,13 +140,34 @@ struct Connection {
     config: Arc<Config>,
     ssh_config: Arc<russh::server::Config>,
     tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// How many transfers (open files, running scp commands) a connection has. At shutdown a
+/// connection with none is closed at once; one with transfers is left to finish them.
+#[derive(Clone)]
+pub(crate) struct Activity(Arc<watch::Sender<usize>>);
+
+impl Activity {
+    fn new() -> (Activity, watch::Receiver<usize>) {
+        let (sender, receiver) = watch::channel(0);
+        (Activity(Arc::new(sender)), receiver)
+    }
+
+    /// Adds `delta` (positive or negative) to the connection's transfer count.
+    pub(crate) fn add(&self, delta: isize) {
+        self.0
+            .send_modify(|count| *count = count.saturating_add_signed(delta));
+    }
 }
 
 impl Connection {
     async fn run(self, socket: TcpStream, peer: SocketAddr, _permit: ConnectionPermit) {
         let grace = Duration::from_secs(self.config.login_grace_seconds);
         let authenticated = Arc::new(AtomicBool::new(false));
+        let (activity, mut transfers) = Activity::new();
         let handler = SshHandler {
+            activity,
             hub: self.hub.clone(),
             config: self.config.clone(),
             peer,
@@ -187,7 +210,31 @@ impl Connection {
             }
             .in_current_span(),
         );
-        match running.await {
+        let handle = running.handle();
+        tokio::pin!(running);
+        let mut stopping = false;
+        let result = loop {
+            tokio::select! {
+                result = &mut running => break result,
+                () = self.shutdown.cancelled(), if !stopping => stopping = true,
+                changed = transfers.changed(), if stopping => {
+                    if changed.is_err() {
+                        stopping = false;
+                    }
+                }
+            }
+            if stopping && *transfers.borrow() == 0 {
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "the server is shutting down".to_owned(),
+                        "en".to_owned(),
+                    )
+                    .await;
+                break (&mut running).await;
+            }
+        };
+        match result {
             Ok(()) => tracing::debug!("session ended"),
             Err(err) => tracing::debug!(error = %err, "session ended with an error"),
         }
@@ -197,6 +244,7 @@ impl Connection {
 
 /// The per-connection russh handler.
 struct SshHandler {
+    activity: Activity,
     hub: Arc<Hub>,
     config: Arc<Config>,
     peer: SocketAddr,
@@ -337,8 +385,9 @@ impl russh::server::Handler for SshHandler {
                 session.channel_success(channel_id)?;
                 let hub = self.hub.clone();
                 let max = self.config.max_requests_in_flight as usize;
+                let activity = self.activity.clone();
                 self.tracker
-                    .spawn(sftp::run(channel, hub, client, max).in_current_span());
+                    .spawn(sftp::run(channel, hub, client, max, activity).in_current_span());
             }
             (_, _, channel) => {
                 tracing::info!(subsystem = %name.chars().take(64).collect::<String>(), "subsystem refused");
@@ -366,8 +415,16 @@ impl russh::server::Handler for SshHandler {
             (Some(command), Some(client), Some(channel)) => {
                 session.channel_success(channel_id)?;
                 let hub = self.hub.clone();
-                self.tracker
-                    .spawn(scp::run(channel, hub, client, command).in_current_span());
+                let activity = self.activity.clone();
+                // A running scp command is a transfer from start to end.
+                activity.add(1);
+                self.tracker.spawn(
+                    async move {
+                        scp::run(channel, hub, client, command).await;
+                        activity.add(-1);
+                    }
+                    .in_current_span(),
+                );
             }
             (_, _, channel) => {
                 tracing::info!("command refused: this hub runs no commands but scp");

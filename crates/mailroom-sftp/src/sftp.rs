@@ -28,6 +28,8 @@ use tokio::sync::mpsc;
 
 use mailroom_core::{self as core, ClientSession, CoreError, ErrorKind, Hub, VirtualPath};
 
+use crate::server::Activity;
+
 /// Largest SFTP packet accepted from a client, length field excluded.
 const MAX_PACKET: usize = 256 * 1024 + 4096;
 /// Largest read or write payload we announce in `limits@openssh.com` (OpenSSH's own value).
@@ -44,19 +46,32 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     session: ClientSession,
     max_in_flight: usize,
+    activity: Activity,
 ) {
     let (mut read_half, write_half) = channel.split();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (request_tx, request_rx) = mpsc::unbounded_channel::<Bytes>();
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Bytes>();
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
 
-    let processor = tokio::spawn(process(hub, session.clone(), request_rx, reply_tx));
+    let writer_activity = activity.clone();
+    let processor = tokio::spawn(process(
+        hub,
+        session.clone(),
+        request_rx,
+        reply_tx,
+        activity,
+    ));
 
     let writer_in_flight = in_flight.clone();
     let writer = tokio::spawn(async move {
         while let Some(reply) = reply_rx.recv().await {
-            if write_half.data_bytes(reply).await.is_err() {
+            if write_half.data_bytes(reply.bytes).await.is_err() {
                 break;
+            }
+            // A transfer ends for shutdown purposes only once its last answer (the close's
+            // OK) is queued ahead of any disconnect.
+            if reply.finished_transfers > 0 {
+                writer_activity.add(-(reply.finished_transfers as isize));
             }
             writer_in_flight.fetch_sub(1, Ordering::AcqRel);
         }
@@ -108,6 +123,12 @@ pub(crate) async fn run(
     }
 }
 
+/// An encoded reply, and how many transfers it ends.
+struct Reply {
+    bytes: Bytes,
+    finished_transfers: usize,
+}
+
 /// An open SFTP handle.
 enum OpenHandle {
     Read(core::ReadHandle),
@@ -128,19 +149,25 @@ struct Processor {
     session: ClientSession,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
+    activity: Activity,
+    /// Open file handles last reported to `activity`.
+    reported: usize,
 }
 
 async fn process(
     hub: Arc<Hub>,
     session: ClientSession,
     mut requests: mpsc::UnboundedReceiver<Bytes>,
-    replies: mpsc::UnboundedSender<Bytes>,
+    replies: mpsc::UnboundedSender<Reply>,
+    activity: Activity,
 ) {
     let mut processor = Processor {
         hub,
         session,
         handles: HashMap::new(),
         next_handle: 0,
+        activity,
+        reported: 0,
     };
     while let Some(mut raw) = requests.recv().await {
         let id = request_id(&raw);
@@ -163,11 +190,20 @@ async fn process(
                 }
             }
         };
-        if replies.send(bytes).is_err() {
+        let finished_transfers = processor.report_activity();
+        if replies
+            .send(Reply {
+                bytes,
+                finished_transfers,
+            })
+            .is_err()
+        {
             break;
         }
     }
     processor.cleanup().await;
+    let finished = processor.report_activity();
+    processor.activity.add(-(finished as isize));
 }
 
 /// The request id of a raw packet (type byte, then id), or 0 when it is too short.
@@ -179,6 +215,23 @@ fn request_id(raw: &[u8]) -> u32 {
 }
 
 impl Processor {
+    /// Tells the connection how many files this channel has open, so shutdown waits for
+    /// transfers and not for idle sessions. New transfers count at once; the number that
+    /// ended is returned, to be uncounted once their reply is written.
+    fn report_activity(&mut self) -> usize {
+        let open = self
+            .handles
+            .values()
+            .filter(|h| !matches!(h, OpenHandle::Dir { .. }))
+            .count();
+        let finished = self.reported.saturating_sub(open);
+        if open > self.reported {
+            self.activity.add((open - self.reported) as isize);
+        }
+        self.reported = open;
+        finished
+    }
+
     async fn handle(&mut self, packet: Packet) -> Packet {
         let id = packet.get_request_id();
         let result = match packet {

@@ -376,3 +376,95 @@ async fn one_gib_upload_and_download_with_openssh_sftp() {
     assert_eq!(hub.deliveries().await[0].state, DeliveryState::PickedUp);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_lets_running_uploads_finish_and_closes_idle_sessions() {
+    if !have("sftp") {
+        return;
+    }
+    let (hub, alice, bob) = setup().await;
+    let local = hub.local_dir("shutdown");
+    let file = local.join("big.bin");
+    let sha = write_random(&file, 300 * 1024 * 1024, 15);
+    let batch = local.join("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} /outbox/bob/big.bin\n", file.display()),
+    )
+    .unwrap();
+    let uploader = tokio::process::Command::new("sftp")
+        .args(mailroom_test_support::ssh_options())
+        .arg("-i")
+        .arg(&alice.key)
+        .arg("-P")
+        .arg(hub.addr.port().to_string())
+        .arg("-b")
+        .arg(&batch)
+        .arg("alice@127.0.0.1")
+        .kill_on_drop(true)
+        .output();
+    let uploader = tokio::spawn(uploader);
+    // An idle interactive session: its stdin stays open and silent.
+    let mut idle = tokio::process::Command::new("sftp")
+        .args(mailroom_test_support::ssh_options())
+        .arg("-i")
+        .arg(&bob.key)
+        .arg("-P")
+        .arg(hub.addr.port().to_string())
+        .arg("bob@127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait for the upload to be under way and for Bob's login to be recorded.
+    let staging = hub.dir.path().join("blobs/staging");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        // Bytes in staging mean the OPEN was answered: the upload is a running transfer.
+        let staged: u64 = std::fs::read_dir(&staging)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let bob_in = hub
+            .hub
+            .events(&EventQuery {
+                actor: Some("bob".into()),
+                kind: Some(EventKind::Login),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.outcome == Outcome::Ok);
+        if staged > 0 && bob_in {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "setup never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Stop: returns only when every session has ended.
+    let deliveries = hub.meta.clone();
+    let stopped = tokio::time::timeout(Duration::from_secs(240), hub.stop()).await;
+    assert!(stopped.is_ok(), "shutdown did not complete");
+    let idle_status = tokio::time::timeout(Duration::from_secs(60), idle.wait()).await;
+    assert!(idle_status.is_ok(), "idle session was not closed");
+    // The upload ran to the end; the client may then see the session closed under it.
+    let upload = uploader.await.unwrap().unwrap();
+    assert!(
+        !text(&upload).contains("Couldn't"),
+        "running upload must finish: {}",
+        text(&upload)
+    );
+    use mailroom_core::MetaStore;
+    let all = deliveries.deliveries(&Default::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].sha256, sha);
+}

@@ -1,0 +1,183 @@
+//! Rows to domain types and back: times, sizes, names and labels.
+//!
+//! Every value read from the database goes through its domain type's `parse`, so a row this
+//! version did not write surfaces as a logged Internal error instead of a wrong answer. This
+//! module does not run queries.
+
+use mailroom_core::{
+    Account, AccountKind, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId,
+    DeliveryState, Event, EventKind, FileName, Outcome, Protocol, Result,
+};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{classify, corrupt, unstorable};
+
+/// The columns [`delivery`] reads, in a form `concat!` can splice into static SQL.
+macro_rules! delivery_columns {
+    () => {
+        "id, batch_id, sender, recipient, target, name, size, sha256, blob_id, state, created, updated"
+    };
+}
+pub(crate) use delivery_columns;
+
+/// The columns [`event`] reads.
+macro_rules! event_columns {
+    () => {
+        "id, time, kind, actor, source, protocol, object, outcome, detail"
+    };
+}
+pub(crate) use event_columns;
+
+/// A time as stored: nanoseconds since the Unix epoch, UTC.
+pub(crate) fn nanos(time: OffsetDateTime) -> Result<i64> {
+    i64::try_from(time.unix_timestamp_nanos()).map_err(|_| unstorable("time"))
+}
+
+/// A time as stored, clamped into the storable range: for bounds of queries, where a time
+/// before 1677 or after 2262 means "everything" or "nothing" rather than an error.
+pub(crate) fn nanos_saturating(time: OffsetDateTime) -> i64 {
+    let nanos = time.unix_timestamp_nanos();
+    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// A stored time back as a UTC date-time.
+pub(crate) fn time_from_nanos(column: &'static str, nanos: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).map_err(|_| {
+        corrupt(
+            column,
+            &CoreError::invalid(format!("{nanos} is not a valid time")),
+        )
+    })
+}
+
+/// A size as stored.
+pub(crate) fn size_to_db(size: u64) -> Result<i64> {
+    i64::try_from(size).map_err(|_| unstorable("size"))
+}
+
+/// One column of a row, with decoding failures logged as Internal.
+pub(crate) fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(|error| classify("decode", error))
+}
+
+/// A text column parsed into its domain type.
+pub(crate) fn parsed<T>(
+    row: &SqliteRow,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T>,
+) -> Result<T> {
+    let text: String = column(row, name)?;
+    parse(&text).map_err(|error| corrupt(name, &error))
+}
+
+/// An account name column.
+pub(crate) fn account_name(row: &SqliteRow, name: &'static str) -> Result<AccountName> {
+    parsed(row, name, AccountName::parse)
+}
+
+/// A row of `SELECT name, kind, disabled, password_hash, created FROM accounts`, with its keys.
+pub(crate) fn account(row: &SqliteRow, keys: Vec<AuthorizedKey>) -> Result<Account> {
+    Ok(Account {
+        name: account_name(row, "name")?,
+        kind: parsed(row, "kind", AccountKind::parse)?,
+        disabled: column(row, "disabled")?,
+        password_hash: column(row, "password_hash")?,
+        keys,
+        created: time_from_nanos("created", column(row, "created")?)?,
+    })
+}
+
+/// A row of `SELECT algorithm, blob, comment FROM account_keys`.
+pub(crate) fn key(row: &SqliteRow) -> Result<AuthorizedKey> {
+    Ok(AuthorizedKey {
+        algorithm: column(row, "algorithm")?,
+        blob: column(row, "blob")?,
+        comment: column(row, "comment")?,
+    })
+}
+
+/// A row of `SELECT delivery_columns!() FROM deliveries`.
+pub(crate) fn delivery(row: &SqliteRow) -> Result<Delivery> {
+    let size: i64 = column(row, "size")?;
+    Ok(Delivery {
+        id: parsed(row, "id", DeliveryId::parse)?,
+        batch_id: parsed(row, "batch_id", DeliveryId::parse)?,
+        sender: account_name(row, "sender")?,
+        recipient: account_name(row, "recipient")?,
+        target: account_name(row, "target")?,
+        name: parsed(row, "name", FileName::parse)?,
+        size: u64::try_from(size)
+            .map_err(|_| corrupt("size", &CoreError::invalid("negative size")))?,
+        sha256: column(row, "sha256")?,
+        blob_id: parsed(row, "blob_id", BlobId::parse)?,
+        state: parsed(row, "state", DeliveryState::parse)?,
+        created: time_from_nanos("created", column(row, "created")?)?,
+        updated: time_from_nanos("updated", column(row, "updated")?)?,
+    })
+}
+
+/// A row of `SELECT event_columns!() FROM events`.
+pub(crate) fn event(row: &SqliteRow) -> Result<Event> {
+    Ok(Event {
+        id: parsed(row, "id", |text| {
+            Uuid::parse_str(text).map_err(|_| CoreError::invalid("not an event id"))
+        })?,
+        time: time_from_nanos("time", column(row, "time")?)?,
+        kind: parsed(row, "kind", EventKind::parse)?,
+        actor: column(row, "actor")?,
+        source: column(row, "source")?,
+        protocol: parsed(row, "protocol", Protocol::parse)?,
+        object: column(row, "object")?,
+        outcome: parsed(row, "outcome", Outcome::parse)?,
+        detail: column(row, "detail")?,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn check_time(time: OffsetDateTime) {
+        let stored = nanos(time).unwrap();
+        assert_eq!(time_from_nanos("time", stored).unwrap(), time);
+    }
+
+    #[test]
+    fn times_round_trip_exactly() {
+        check_time(datetime!(2026-03-01 12:00:00.123456789 UTC));
+        check_time(datetime!(1970-01-01 00:00:00 UTC));
+        check_time(datetime!(1969-12-31 23:59:59.999999999 UTC));
+        check_time(datetime!(2262-04-11 23:47:16.854775807 UTC));
+        // Another offset is the same instant, stored in UTC.
+        check_time(datetime!(2026-03-01 14:00:00.5 +02:00));
+    }
+
+    #[test]
+    fn times_outside_the_range_are_refused() {
+        assert!(nanos(datetime!(2263-01-01 00:00:00 UTC)).is_err());
+        assert!(nanos(datetime!(1600-01-01 00:00:00 UTC)).is_err());
+        assert_eq!(
+            nanos_saturating(datetime!(1600-01-01 00:00:00 UTC)),
+            i64::MIN
+        );
+        assert_eq!(
+            nanos_saturating(datetime!(2263-01-01 00:00:00 UTC)),
+            i64::MAX
+        );
+    }
+
+    #[test]
+    fn stored_times_sort_as_numbers() {
+        let earlier = nanos(datetime!(2026-03-01 12:00:00 UTC)).unwrap();
+        let later = nanos(datetime!(2026-03-01 12:00:00.000001 UTC)).unwrap();
+        assert!(earlier < later);
+    }
+}

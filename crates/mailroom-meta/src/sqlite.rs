@@ -1,0 +1,1105 @@
+//! [`SqliteStore`]: the metadata store in one SQLite file, in WAL mode with `synchronous = FULL`.
+//!
+//! Every change and its audit events commit in one `BEGIN IMMEDIATE` transaction: the write
+//! lock is taken up front, so the checks a method makes (is the name free, does the member
+//! exist) still hold when it writes, and a second process (the admin CLI) waits on the busy
+//! timeout instead of failing half-way. Reads of more than one statement run in a read
+//! transaction, so they see one snapshot.
+//!
+//! Policy is not decided here: which transitions are allowed, who may rename, and which events
+//! to write all come from the caller.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mailroom_core::{
+    Account, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery,
+    DeliveryState, Event, EventQuery, FileName, Group, MetaStore, Result, Route, RouteEffect,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+use time::OffsetDateTime;
+
+use crate::convert::{
+    self, account_name, column, delivery_columns, event_columns, nanos, size_to_db,
+};
+use crate::error::{MetaError, corrupt, is_unique_violation, storage, violates};
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a free connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections to a database file. SQLite has one writer at a time; a few readers suffice.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The states of `DeliveryState::LIVE` as an SQL list, for `concat!`. It must be the list of
+/// the core and of the partial index `deliveries_live_name` in the migration, or "live" would
+/// mean one thing for names and another for blobs; a unit test checks all three agree.
+macro_rules! live_states {
+    () => {
+        "('stored', 'checking', 'delivered', 'picked-up')"
+    };
+}
+
+/// The metadata store on SQLite.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The connection settings SQLite reports, for diagnostics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `PRAGMA journal_mode`: `wal` for a file, `memory` in memory.
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`: 2 is FULL.
+    pub synchronous: i64,
+    /// `PRAGMA foreign_keys`.
+    pub foreign_keys: bool,
+    /// `PRAGMA busy_timeout`, in milliseconds.
+    pub busy_timeout_ms: i64,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (readable by its owner only) if missing, and
+    /// brings its schema up to date.
+    ///
+    /// The file runs in WAL mode with `synchronous = FULL`: once a method has returned, its
+    /// change survives a power cut. Another process may open the same file meanwhile; writers
+    /// wait up to 10 s for each other.
+    pub async fn open(path: &Path) -> Result<SqliteStore, MetaError> {
+        let location = path.display().to_string();
+        create_private_file(path)
+            .await
+            .map_err(|source| MetaError::Create {
+                location: location.clone(),
+                source,
+            })?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| MetaError::Open {
+                location: location.clone(),
+                source,
+            })?;
+        let store = SqliteStore { pool };
+        store.migrate(&location).await?;
+        store.check_durability(&location).await?;
+        Ok(store)
+    }
+
+    /// Opens a fresh database in memory, for tests. It lives as long as the store: one
+    /// connection that is never closed, so every query sees the same database.
+    pub async fn open_in_memory() -> Result<SqliteStore, MetaError> {
+        let location = ":memory:".to_owned();
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| MetaError::Open {
+                location: location.clone(),
+                source,
+            })?;
+        let store = SqliteStore { pool };
+        store.migrate(&location).await?;
+        Ok(store)
+    }
+
+    /// The settings in force on a connection of the pool.
+    pub async fn settings(&self) -> Result<StoreSettings> {
+        self.read_settings().await.map_err(storage("settings"))
+    }
+
+    /// Closes every connection, waiting for those in use. WAL files are checkpointed as the
+    /// last connection closes. Later calls fail as Transient.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Applies the migrations this build embeds.
+    async fn migrate(&self, location: &str) -> Result<(), MetaError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|source| MetaError::Migrate {
+                location: location.to_owned(),
+                source,
+            })
+    }
+
+    /// Refuses to run when SQLite did not take the durability settings, rather than lose
+    /// committed changes later.
+    async fn check_durability(&self, location: &str) -> Result<(), MetaError> {
+        let settings = self
+            .read_settings()
+            .await
+            .map_err(|source| MetaError::Open {
+                location: location.to_owned(),
+                source,
+            })?;
+        let checks: [(&'static str, &'static str, bool, String); 3] = [
+            (
+                "journal_mode",
+                "wal",
+                settings.journal_mode == "wal",
+                settings.journal_mode.clone(),
+            ),
+            (
+                "synchronous",
+                "2 (FULL)",
+                settings.synchronous == 2,
+                settings.synchronous.to_string(),
+            ),
+            (
+                "foreign_keys",
+                "1",
+                settings.foreign_keys,
+                u8::from(settings.foreign_keys).to_string(),
+            ),
+        ];
+        for (setting, expected, ok, actual) in checks {
+            if !ok {
+                return Err(MetaError::Setting {
+                    location: location.to_owned(),
+                    setting,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks one connection of the pool for its PRAGMA values.
+    async fn read_settings(&self) -> Result<StoreSettings, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *connection)
+            .await?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *connection)
+            .await?;
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *connection)
+            .await?;
+        let busy_timeout_ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *connection)
+            .await?;
+        Ok(StoreSettings {
+            journal_mode: journal_mode.to_ascii_lowercase(),
+            synchronous,
+            foreign_keys: foreign_keys == 1,
+            busy_timeout_ms,
+        })
+    }
+
+    /// Starts a write transaction holding SQLite's write lock from the first statement.
+    async fn write(&self, operation: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(storage(operation))
+    }
+
+    /// Starts a read transaction: one snapshot for several statements.
+    async fn read(&self, operation: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.pool.begin().await.map_err(storage(operation))
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn account(&self, name: &AccountName) -> Result<Option<Account>> {
+        const OP: &str = "account";
+        let mut tx = self.read(OP).await?;
+        let row = sqlx::query(
+            "SELECT name, kind, disabled, password_hash, created FROM accounts WHERE name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let keys = sqlx::query(
+            "SELECT algorithm, blob, comment FROM account_keys WHERE account = ? ORDER BY position",
+        )
+        .bind(name.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(storage(OP))?
+        .iter()
+        .map(convert::key)
+        .collect::<Result<Vec<_>>>()?;
+        convert::account(&row, keys).map(Some)
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>> {
+        const OP: &str = "accounts";
+        let mut tx = self.read(OP).await?;
+        let rows = sqlx::query(
+            "SELECT name, kind, disabled, password_hash, created FROM accounts ORDER BY name",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        let key_rows = sqlx::query(
+            "SELECT account, algorithm, blob, comment FROM account_keys ORDER BY account, position",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        let mut keys: BTreeMap<String, Vec<AuthorizedKey>> = BTreeMap::new();
+        for row in &key_rows {
+            let account: String = column(row, "account")?;
+            keys.entry(account).or_default().push(convert::key(row)?);
+        }
+        rows.iter()
+            .map(|row| {
+                let name: String = column(row, "name")?;
+                convert::account(row, keys.remove(&name).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn insert_account(&self, account: &Account, event: &Event) -> Result<()> {
+        const OP: &str = "insert_account";
+        let mut tx = self.write(OP).await?;
+        claim_name(&mut tx, &account.name, Principal::Account, OP).await?;
+        sqlx::query(
+            "INSERT INTO accounts (name, kind, disabled, password_hash, created) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(account.name.as_str())
+        .bind(account.kind.as_str())
+        .bind(account.disabled)
+        .bind(account.password_hash.as_deref())
+        .bind(nanos(account.created)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        insert_keys(&mut tx, &account.name, &account.keys, OP).await?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn update_account(&self, account: &Account, event: &Event) -> Result<()> {
+        const OP: &str = "update_account";
+        let mut tx = self.write(OP).await?;
+        let updated =
+            sqlx::query("UPDATE accounts SET disabled = ?, password_hash = ? WHERE name = ?")
+                .bind(account.disabled)
+                .bind(account.password_hash.as_deref())
+                .bind(account.name.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(storage(OP))?;
+        if updated.rows_affected() == 0 {
+            return Err(no_account(&account.name));
+        }
+        sqlx::query("DELETE FROM account_keys WHERE account = ?")
+            .bind(account.name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        insert_keys(&mut tx, &account.name, &account.keys, OP).await?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn delete_account(&self, name: &AccountName, event: &Event) -> Result<()> {
+        const OP: &str = "delete_account";
+        let mut tx = self.write(OP).await?;
+        // The foreign keys would cascade most of this; the explicit deletes say what goes and
+        // keep the result right even on a connection opened with foreign keys off.
+        for sql in [
+            "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
+            "DELETE FROM group_members WHERE member = ?",
+            "DELETE FROM account_keys WHERE account = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(storage(OP))?;
+        }
+        let deleted = sqlx::query("DELETE FROM accounts WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        if deleted.rows_affected() == 0 {
+            // Dropping the transaction rolls back the deletes above (which found nothing).
+            return Err(no_account(name));
+        }
+        release_name(&mut tx, name, Principal::Account, OP).await?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn group(&self, name: &AccountName) -> Result<Option<Group>> {
+        const OP: &str = "group";
+        let mut tx = self.read(OP).await?;
+        let exists = sqlx::query("SELECT 1 FROM groups WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(storage(OP))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let members =
+            sqlx::query("SELECT member FROM group_members WHERE group_name = ? ORDER BY member")
+                .bind(name.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(storage(OP))?
+                .iter()
+                .map(|row| account_name(row, "member"))
+                .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Group {
+            name: name.clone(),
+            members,
+        }))
+    }
+
+    async fn groups(&self) -> Result<Vec<Group>> {
+        const OP: &str = "groups";
+        let mut tx = self.read(OP).await?;
+        let names = sqlx::query("SELECT name FROM groups ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        let member_rows =
+            sqlx::query("SELECT group_name, member FROM group_members ORDER BY group_name, member")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(storage(OP))?;
+        let mut members: BTreeMap<String, Vec<AccountName>> = BTreeMap::new();
+        for row in &member_rows {
+            let group: String = column(row, "group_name")?;
+            members
+                .entry(group)
+                .or_default()
+                .push(account_name(row, "member")?);
+        }
+        names
+            .iter()
+            .map(|row| {
+                let name = account_name(row, "name")?;
+                let members = members.remove(name.as_str()).unwrap_or_default();
+                Ok(Group { name, members })
+            })
+            .collect()
+    }
+
+    async fn insert_group(&self, group: &Group, event: &Event) -> Result<()> {
+        const OP: &str = "insert_group";
+        let mut tx = self.write(OP).await?;
+        claim_name(&mut tx, &group.name, Principal::Group, OP).await?;
+        sqlx::query("INSERT INTO groups (name) VALUES (?)")
+            .bind(group.name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        insert_members(&mut tx, group, OP).await?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn update_group(&self, group: &Group, event: &Event) -> Result<()> {
+        const OP: &str = "update_group";
+        let mut tx = self.write(OP).await?;
+        let exists = sqlx::query("SELECT 1 FROM groups WHERE name = ?")
+            .bind(group.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        if exists.is_none() {
+            return Err(no_group(&group.name));
+        }
+        sqlx::query("DELETE FROM group_members WHERE group_name = ?")
+            .bind(group.name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        insert_members(&mut tx, group, OP).await?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn delete_group(&self, name: &AccountName, event: &Event) -> Result<()> {
+        const OP: &str = "delete_group";
+        let mut tx = self.write(OP).await?;
+        for sql in [
+            "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
+            "DELETE FROM group_members WHERE group_name = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(storage(OP))?;
+        }
+        let deleted = sqlx::query("DELETE FROM groups WHERE name = ?")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        if deleted.rows_affected() == 0 {
+            return Err(no_group(name));
+        }
+        release_name(&mut tx, name, Principal::Group, OP).await?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn routes(&self) -> Result<Vec<Route>> {
+        const OP: &str = "routes";
+        sqlx::query("SELECT from_name, to_name, effect FROM routes ORDER BY from_name, to_name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage(OP))?
+            .iter()
+            .map(|row| {
+                Ok(Route {
+                    from: account_name(row, "from_name")?,
+                    to: account_name(row, "to_name")?,
+                    effect: convert::parsed(row, "effect", RouteEffect::parse)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_route(&self, route: &Route, event: &Event) -> Result<()> {
+        const OP: &str = "put_route";
+        let mut tx = self.write(OP).await?;
+        for name in [&route.from, &route.to] {
+            if name_kind(&mut tx, name, OP).await?.is_none() {
+                return Err(CoreError::not_found(format!(
+                    "no account or group is named {name}"
+                )));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO routes (from_name, to_name, effect) VALUES (?, ?, ?) \
+             ON CONFLICT (from_name, to_name) DO UPDATE SET effect = excluded.effect",
+        )
+        .bind(route.from.as_str())
+        .bind(route.to.as_str())
+        .bind(route.effect.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn delete_route(
+        &self,
+        from: &AccountName,
+        to: &AccountName,
+        event: &Event,
+    ) -> Result<()> {
+        const OP: &str = "delete_route";
+        let mut tx = self.write(OP).await?;
+        let deleted = sqlx::query("DELETE FROM routes WHERE from_name = ? AND to_name = ?")
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        if deleted.rows_affected() == 0 {
+            return Err(CoreError::not_found(format!(
+                "there is no route rule from {from} to {to}"
+            )));
+        }
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn insert_deliveries(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
+        const OP: &str = "insert_deliveries";
+        if deliveries.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write(OP).await?;
+        for delivery in deliveries {
+            let inserted = sqlx::query(concat!(
+                "INSERT INTO deliveries (",
+                delivery_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(delivery.id.to_string())
+            .bind(delivery.batch_id.to_string())
+            .bind(delivery.sender.as_str())
+            .bind(delivery.recipient.as_str())
+            .bind(delivery.target.as_str())
+            .bind(delivery.name.as_str())
+            .bind(size_to_db(delivery.size)?)
+            .bind(delivery.sha256.as_str())
+            .bind(delivery.blob_id.as_str())
+            .bind(delivery.state.as_str())
+            .bind(nanos(delivery.created)?)
+            .bind(nanos(delivery.updated)?)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(error) if is_unique_violation(&error) && violates(&error, "deliveries.id") => {
+                    return Err(CoreError::conflict(format!(
+                        "a delivery with id {} exists already",
+                        delivery.id
+                    )));
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    return Err(name_taken(delivery));
+                }
+                Err(error) => return Err(storage(OP)(error)),
+            }
+        }
+        insert_events(&mut tx, events, OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>> {
+        const OP: &str = "delivery";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage(OP))?;
+        row.as_ref().map(convert::delivery).transpose()
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        const OP: &str = "deliveries";
+        // Only fixed fragments are pushed as SQL; every value is a bound parameter.
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE 1 = 1"
+        ));
+        if let Some(sender) = &query.sender {
+            sql.push(" AND sender = ").push_bind(sender.as_str());
+        }
+        if let Some(recipient) = &query.recipient {
+            sql.push(" AND recipient = ").push_bind(recipient.as_str());
+        }
+        if let Some(target) = &query.target {
+            sql.push(" AND target = ").push_bind(target.as_str());
+        }
+        if let Some(name) = &query.name {
+            sql.push(" AND name = ").push_bind(name.as_str());
+        }
+        push_states(&mut sql, &query.states);
+        sql.push(" ORDER BY created, id");
+        sql.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage(OP))?
+            .iter()
+            .map(convert::delivery)
+            .collect()
+    }
+
+    async fn transition(
+        &self,
+        id: &DeliveryId,
+        from: &[DeliveryState],
+        to: DeliveryState,
+        at: OffsetDateTime,
+        event: &Event,
+    ) -> Result<bool> {
+        const OP: &str = "transition";
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let mut tx = self.write(OP).await?;
+        let mut sql = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
+        sql.push_bind(to.as_str())
+            .push(", updated = ")
+            .push_bind(nanos(at)?)
+            .push(" WHERE id = ")
+            .push_bind(id.to_string());
+        push_states(&mut sql, from);
+        let moved = match sql.build().execute(&mut *tx).await {
+            Ok(result) => result.rows_affected() > 0,
+            // Moving a terminal delivery back to a live state can collide with a newer live
+            // delivery of the same name.
+            Err(error) if is_unique_violation(&error) => {
+                return Err(CoreError::conflict(
+                    "another live delivery between the same sender and recipient has this name",
+                ));
+            }
+            Err(error) => return Err(storage(OP)(error)),
+        };
+        if !moved {
+            return Ok(false);
+        }
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))?;
+        Ok(true)
+    }
+
+    async fn rename_delivery(&self, id: &DeliveryId, name: &FileName, event: &Event) -> Result<()> {
+        const OP: &str = "rename_delivery";
+        let mut tx = self.write(OP).await?;
+        let renamed = sqlx::query(concat!(
+            "UPDATE deliveries SET name = ? WHERE id = ? AND state IN ",
+            live_states!()
+        ))
+        .bind(name.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await;
+        match renamed {
+            Ok(result) if result.rows_affected() == 0 => {
+                return Err(CoreError::not_found(format!(
+                    "no pending delivery has the id {id}"
+                )));
+            }
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => {
+                return Err(CoreError::conflict(format!(
+                    "the name {:?} is taken by another live delivery between the same sender and recipient",
+                    name.as_str()
+                )));
+            }
+            Err(error) => return Err(storage(OP)(error)),
+        }
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn live_blobs(&self) -> Result<HashSet<BlobId>> {
+        const OP: &str = "live_blobs";
+        sqlx::query(concat!(
+            "SELECT DISTINCT blob_id FROM deliveries WHERE state IN ",
+            live_states!()
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage(OP))?
+        .iter()
+        .map(|row| convert::parsed(row, "blob_id", BlobId::parse))
+        .collect()
+    }
+
+    async fn blob_in_use(&self, blob_id: &BlobId) -> Result<bool> {
+        const OP: &str = "blob_in_use";
+        let row = sqlx::query(concat!(
+            "SELECT 1 FROM deliveries WHERE blob_id = ? AND state IN ",
+            live_states!(),
+            " LIMIT 1"
+        ))
+        .bind(blob_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage(OP))?;
+        Ok(row.is_some())
+    }
+
+    async fn record(&self, events: &[Event]) -> Result<()> {
+        const OP: &str = "record";
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write(OP).await?;
+        insert_events(&mut tx, events, OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        const OP: &str = "events";
+        if query.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE 1 = 1"
+        ));
+        if let Some(actor) = &query.actor {
+            sql.push(" AND actor = ").push_bind(actor.clone());
+        }
+        if let Some(kind) = query.kind {
+            sql.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(outcome) = query.outcome {
+            sql.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(since) = query.since {
+            sql.push(" AND time >= ")
+                .push_bind(convert::nanos_saturating(since));
+        }
+        match query.limit {
+            // The newest `limit`, read backwards from the end and turned round below.
+            Some(limit) => {
+                sql.push(" ORDER BY seq DESC LIMIT ")
+                    .push_bind(i64::from(limit));
+            }
+            None => {
+                sql.push(" ORDER BY seq");
+            }
+        }
+        let mut events = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage(OP))?
+            .iter()
+            .map(convert::event)
+            .collect::<Result<Vec<_>>>()?;
+        if query.limit.is_some() {
+            events.reverse();
+        }
+        Ok(events)
+    }
+}
+
+/// Creates the database file with owner-only permissions if it does not exist, so that the
+/// password hashes in it (and in the `-wal` and `-shm` files SQLite derives from it) are not
+/// readable by other local users.
+async fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Takes `name` in the shared namespace of accounts and groups, or fails with Conflict naming
+/// what holds it. Runs inside the caller's write transaction, so the check and the insert are
+/// one step; the primary key of `principals` backs it up.
+async fn claim_name(
+    tx: &mut SqliteConnection,
+    name: &AccountName,
+    kind: Principal,
+    operation: &'static str,
+) -> Result<()> {
+    if let Some(holder) = name_kind(tx, name, operation).await? {
+        let holder = match holder {
+            Principal::Account => "an account",
+            Principal::Group => "a group",
+        };
+        return Err(CoreError::conflict(format!(
+            "the name {name} is already taken by {holder}"
+        )));
+    }
+    sqlx::query("INSERT INTO principals (name, kind) VALUES (?, ?)")
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                CoreError::conflict(format!("the name {name} is already taken"))
+            } else {
+                storage(operation)(error)
+            }
+        })?;
+    Ok(())
+}
+
+/// Frees `name` in the shared namespace.
+async fn release_name(
+    tx: &mut SqliteConnection,
+    name: &AccountName,
+    kind: Principal,
+    operation: &'static str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM principals WHERE name = ? AND kind = ?")
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(operation))?;
+    Ok(())
+}
+
+/// What holds `name` in the shared namespace, if anything.
+async fn name_kind(
+    tx: &mut SqliteConnection,
+    name: &AccountName,
+    operation: &'static str,
+) -> Result<Option<Principal>> {
+    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE name = ?")
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(storage(operation))?;
+    kind.map(|kind| Principal::parse(&kind)).transpose()
+}
+
+/// What a name in the shared namespace belongs to: `principals.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Principal {
+    /// An account.
+    Account,
+    /// A group.
+    Group,
+}
+
+impl Principal {
+    /// The label stored in `principals.kind`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Principal::Account => "account",
+            Principal::Group => "group",
+        }
+    }
+
+    /// Parses a stored label.
+    fn parse(label: &str) -> Result<Self> {
+        match label {
+            "account" => Ok(Principal::Account),
+            "group" => Ok(Principal::Group),
+            other => Err(corrupt(
+                "principals.kind",
+                &CoreError::invalid(format!("unknown principal kind {other:?}")),
+            )),
+        }
+    }
+}
+
+/// Writes an account's keys in their order.
+async fn insert_keys(
+    tx: &mut SqliteConnection,
+    account: &AccountName,
+    keys: &[AuthorizedKey],
+    operation: &'static str,
+) -> Result<()> {
+    for (position, key) in (0_i64..).zip(keys) {
+        sqlx::query(
+            "INSERT INTO account_keys (account, position, algorithm, blob, comment) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(account.as_str())
+        .bind(position)
+        .bind(key.algorithm.as_str())
+        .bind(key.blob.as_slice())
+        .bind(key.comment.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(operation))?;
+    }
+    Ok(())
+}
+
+/// Writes a group's members. Each must be an account (groups do not nest); a member listed
+/// twice is stored once.
+async fn insert_members(
+    tx: &mut SqliteConnection,
+    group: &Group,
+    operation: &'static str,
+) -> Result<()> {
+    for member in &group.members {
+        if name_kind(tx, member, operation).await? != Some(Principal::Account) {
+            return Err(CoreError::not_found(format!(
+                "cannot add {member} to group {}: there is no account by that name",
+                group.name
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO group_members (group_name, member) VALUES (?, ?) \
+             ON CONFLICT (group_name, member) DO NOTHING",
+        )
+        .bind(group.name.as_str())
+        .bind(member.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(operation))?;
+    }
+    Ok(())
+}
+
+/// Appends events to the audit trail in their order. A repeated event id is a Conflict: an
+/// event is recorded once.
+async fn insert_events(
+    tx: &mut SqliteConnection,
+    events: &[Event],
+    operation: &'static str,
+) -> Result<()> {
+    for event in events {
+        sqlx::query(concat!(
+            "INSERT INTO events (",
+            event_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(event.id.hyphenated().to_string())
+        .bind(nanos(event.time)?)
+        .bind(event.kind.as_str())
+        .bind(event.actor.as_str())
+        .bind(event.source.as_deref())
+        .bind(event.protocol.as_str())
+        .bind(event.object.as_str())
+        .bind(event.outcome.as_str())
+        .bind(event.detail.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                CoreError::conflict(format!("the event {} is already recorded", event.id))
+            } else {
+                storage(operation)(error)
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Appends ` AND state IN (?, ...)` for a non-empty list of states.
+fn push_states(sql: &mut QueryBuilder<Sqlite>, states: &[DeliveryState]) {
+    if states.is_empty() {
+        return;
+    }
+    sql.push(" AND state IN (");
+    let mut list = sql.separated(", ");
+    for state in states {
+        list.push_bind(state.as_str());
+    }
+    list.push_unseparated(")");
+}
+
+/// The Conflict for a delivery whose name is live already between its sender and recipient.
+fn name_taken(delivery: &Delivery) -> CoreError {
+    CoreError::conflict(format!(
+        "{} already has a live delivery named {:?} from {}",
+        delivery.recipient,
+        delivery.name.as_str(),
+        delivery.sender
+    ))
+}
+
+/// NotFound for an account.
+fn no_account(name: &AccountName) -> CoreError {
+    CoreError::not_found(format!("there is no account named {name}"))
+}
+
+/// NotFound for a group.
+fn no_group(name: &AccountName) -> CoreError {
+    CoreError::not_found(format!("there is no group named {name}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+mod tests {
+    use super::*;
+    use crate::error::classify;
+    use mailroom_core::ErrorKind;
+    use sqlx::ConnectOptions;
+
+    #[test]
+    fn live_states_match_the_core() {
+        let core: Vec<String> = DeliveryState::LIVE
+            .iter()
+            .map(|state| format!("'{}'", state.as_str()))
+            .collect();
+        assert_eq!(live_states!(), format!("({})", core.join(", ")));
+        let migration = include_str!("../migrations/sqlite/0001_initial.sql");
+        assert!(migration.contains(concat!("WHERE state IN ", live_states!())));
+    }
+
+    #[tokio::test]
+    async fn database_errors_map_to_kinds() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let insert = "INSERT INTO principals (name, kind) VALUES ('a', 'group')";
+        sqlx::query(insert).execute(&store.pool).await.unwrap();
+        let duplicate = sqlx::query(insert).execute(&store.pool).await.unwrap_err();
+        assert_eq!(classify("test", duplicate).kind(), ErrorKind::Conflict);
+
+        let broken = sqlx::query("SELEC 1")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        let error = classify("test", broken);
+        assert_eq!(error.kind(), ErrorKind::Internal);
+        assert_eq!(error.message(), "metadata store error");
+
+        assert_eq!(
+            classify("test", sqlx::Error::PoolTimedOut).kind(),
+            ErrorKind::Transient
+        );
+    }
+
+    #[tokio::test]
+    async fn a_locked_database_is_transient() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let holder = store.write("test").await.unwrap();
+        // Another process that will not wait.
+        let mut other = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(Duration::ZERO)
+            .connect()
+            .await
+            .unwrap();
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap_err();
+        assert_eq!(classify("test", busy).kind(), ErrorKind::Transient);
+        drop(holder);
+    }
+
+    #[tokio::test]
+    async fn rows_that_do_not_parse_are_internal() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let id = DeliveryId::new();
+        sqlx::query(concat!(
+            "INSERT INTO deliveries (",
+            delivery_columns!(),
+            ") VALUES (?, ?, 'Not A Name', 'bob', 'bob', 'f', 1, '', ?, 'stored', 0, 0)"
+        ))
+        .bind(id.to_string())
+        .bind(id.to_string())
+        .bind(BlobId::new().as_str().to_owned())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let error = store.delivery(&id).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Internal);
+        let error = store
+            .deliveries(&DeliveryQuery::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Internal);
+    }
+}

@@ -1,0 +1,1377 @@
+//! The `MetaStore` conformance suite: one set of scenarios written against `&dyn MetaStore`,
+//! run on every backend. Today that is SQLite in memory and SQLite in a file; a PostgreSQL
+//! store joins by adding itself to [`backends`].
+//!
+//! Every scenario checks, after each change, that exactly the change's events were recorded,
+//! and after each refusal, the error kind and that nothing at all changed. Times carry
+//! microseconds, the finest precision every backend keeps. The last tests are SQLite-only:
+//! durability settings, reopening a file, and two processes on one file.
+
+// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+
+use mailroom_core::{
+    Account, AccountKind, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId,
+    DeliveryQuery, DeliveryState, ErrorKind, Event, EventKind, EventQuery, FileName, Group,
+    MetaStore, Outcome, Protocol, Result, Route, RouteEffect,
+};
+use mailroom_meta::SqliteStore;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// A store under test; `_dir` keeps a file store's folder alive.
+struct Backend {
+    name: &'static str,
+    store: Box<dyn MetaStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh, empty store of every kind.
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SqliteStore::open(&dir.path().join("meta.db"))
+        .await
+        .unwrap();
+    vec![
+        Backend {
+            name: "sqlite-memory",
+            store: Box::new(SqliteStore::open_in_memory().await.unwrap()),
+            _dir: None,
+        },
+        Backend {
+            name: "sqlite-file",
+            store: Box::new(file),
+            _dir: Some(dir),
+        },
+    ]
+}
+
+/// One `#[tokio::test]` per scenario, running it on every backend.
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_every_backend {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    for backend in super::backends().await {
+                        eprintln!("backend: {}", backend.name);
+                        let mut harness = super::Harness::new(&*backend.store);
+                        super::$scenario(&mut harness).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    accounts_round_trip_with_keys,
+    accounts_and_groups_share_one_namespace,
+    update_account_replaces_mutable_fields,
+    delete_account_cascades,
+    groups_and_members,
+    delete_group_cascades,
+    routes_put_replace_delete,
+    insert_deliveries_is_all_or_nothing,
+    live_names_are_unique_until_terminal,
+    transition_is_conditional,
+    rename_delivery,
+    live_blobs_and_blob_in_use,
+    delivery_queries,
+    event_queries,
+    record_is_all_or_nothing,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+async fn accounts_round_trip_with_keys(h: &mut Harness<'_>) {
+    let bob = h.admin("bob");
+    let mut alice = h.client("alice");
+    alice.keys = vec![ed25519_key(), odd_key(1)];
+    alice.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned());
+
+    h.insert_account(&bob).await;
+    h.insert_account(&alice).await;
+
+    assert_eq!(
+        h.store.account(&name("alice")).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        h.store.account(&name("bob")).await.unwrap(),
+        Some(bob.clone())
+    );
+    assert_eq!(h.store.account(&name("carol")).await.unwrap(), None);
+    // By name, whatever the insertion order.
+    assert_eq!(h.store.accounts().await.unwrap(), vec![alice, bob]);
+}
+
+async fn accounts_and_groups_share_one_namespace(h: &mut Harness<'_>) {
+    let alice = h.client("alice");
+    h.insert_account(&alice).await;
+    let team = group("team", &[]);
+    h.insert_group(&team).await;
+
+    let taken_by_group = h.client("team");
+    let event = h.admin_event("team");
+    h.refused(
+        ErrorKind::Conflict,
+        h.store.insert_account(&taken_by_group, &event),
+    )
+    .await;
+    let event = h.admin_event("alice");
+    h.refused(
+        ErrorKind::Conflict,
+        h.store.insert_group(&group("alice", &[]), &event),
+    )
+    .await;
+    let event = h.admin_event("alice");
+    h.refused(ErrorKind::Conflict, h.store.insert_account(&alice, &event))
+        .await;
+    let event = h.admin_event("team");
+    h.refused(ErrorKind::Conflict, h.store.insert_group(&team, &event))
+        .await;
+
+    // Deleting frees the name for either kind.
+    h.delete_account("alice").await;
+    h.insert_group(&group("alice", &[])).await;
+    h.delete_group("team").await;
+    let team_account = h.client("team");
+    h.insert_account(&team_account).await;
+    assert_eq!(h.store.accounts().await.unwrap(), vec![team_account]);
+    assert_eq!(h.store.groups().await.unwrap(), vec![group("alice", &[])]);
+}
+
+async fn update_account_replaces_mutable_fields(h: &mut Harness<'_>) {
+    let mut alice = h.client("alice");
+    alice.keys = vec![odd_key(1), odd_key(2), odd_key(3)];
+    alice.password_hash = Some("$argon2id$old".to_owned());
+    h.insert_account(&alice).await;
+
+    alice.disabled = true;
+    alice.password_hash = None;
+    alice.keys = vec![odd_key(3), ed25519_key()];
+    h.update_account(&alice).await;
+    assert_eq!(
+        h.store.account(&name("alice")).await.unwrap(),
+        Some(alice.clone())
+    );
+
+    alice.disabled = false;
+    alice.password_hash = Some("$argon2id$new".to_owned());
+    alice.keys = Vec::new();
+    h.update_account(&alice).await;
+    assert_eq!(h.store.account(&name("alice")).await.unwrap(), Some(alice));
+
+    let ghost = h.client("ghost");
+    let event = h.admin_event("ghost");
+    h.refused(ErrorKind::NotFound, h.store.update_account(&ghost, &event))
+        .await;
+}
+
+async fn delete_account_cascades(h: &mut Harness<'_>) {
+    let mut alice = h.client("alice");
+    alice.keys = vec![ed25519_key(), odd_key(7)];
+    h.insert_account(&alice).await;
+    let bob = h.client("bob");
+    h.insert_account(&bob).await;
+    h.insert_group(&group("team", &["alice", "bob"])).await;
+    h.put_route(route("alice", "bob", RouteEffect::Allow)).await;
+    h.put_route(route("bob", "alice", RouteEffect::Deny)).await;
+    h.put_route(route("team", "bob", RouteEffect::Allow)).await;
+    h.put_route(route("bob", "team", RouteEffect::Allow)).await;
+
+    h.delete_account("alice").await;
+
+    assert_eq!(h.store.account(&name("alice")).await.unwrap(), None);
+    assert_eq!(h.store.accounts().await.unwrap(), vec![bob]);
+    assert_eq!(
+        h.store.group(&name("team")).await.unwrap(),
+        Some(group("team", &["bob"]))
+    );
+    assert_eq!(
+        h.store.routes().await.unwrap(),
+        vec![
+            route("bob", "team", RouteEffect::Allow),
+            route("team", "bob", RouteEffect::Allow),
+        ]
+    );
+    // A new account of the same name starts clean: no keys, no memberships, no routes.
+    let new_alice = h.client("alice");
+    h.insert_account(&new_alice).await;
+    assert_eq!(
+        h.store.account(&name("alice")).await.unwrap(),
+        Some(new_alice)
+    );
+    assert_eq!(
+        h.store.group(&name("team")).await.unwrap(),
+        Some(group("team", &["bob"]))
+    );
+    assert_eq!(h.store.routes().await.unwrap().len(), 2);
+
+    let event = h.admin_event("ghost");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_account(&name("ghost"), &event),
+    )
+    .await;
+    // A group is not an account.
+    let event = h.admin_event("team");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_account(&name("team"), &event),
+    )
+    .await;
+}
+
+async fn groups_and_members(h: &mut Harness<'_>) {
+    for account in ["alice", "bob", "carol"] {
+        let account = h.client(account);
+        h.insert_account(&account).await;
+    }
+    h.insert_group(&group("zeta", &[])).await;
+    // Members come back sorted, whatever order they were given in.
+    h.insert_group(&Group {
+        name: name("team"),
+        members: vec![name("carol"), name("alice")],
+    })
+    .await;
+    assert_eq!(
+        h.store.group(&name("team")).await.unwrap(),
+        Some(group("team", &["alice", "carol"]))
+    );
+    assert_eq!(h.store.group(&name("nobody")).await.unwrap(), None);
+    // An account is not a group.
+    assert_eq!(h.store.group(&name("alice")).await.unwrap(), None);
+
+    h.update_group(&group("team", &["bob"])).await;
+    assert_eq!(
+        h.store.groups().await.unwrap(),
+        vec![group("team", &["bob"]), group("zeta", &[])]
+    );
+    h.update_group(&group("team", &[])).await;
+    assert_eq!(
+        h.store.group(&name("team")).await.unwrap(),
+        Some(group("team", &[]))
+    );
+
+    let event = h.admin_event("ghost");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.update_group(&group("ghost", &[]), &event),
+    )
+    .await;
+    // Members must be existing accounts: not unknown names, not groups.
+    let event = h.admin_event("team");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store
+            .update_group(&group("team", &["alice", "dave"]), &event),
+    )
+    .await;
+    let event = h.admin_event("team");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.update_group(&group("team", &["zeta"]), &event),
+    )
+    .await;
+    let event = h.admin_event("new");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.insert_group(&group("new", &["dave"]), &event),
+    )
+    .await;
+}
+
+async fn delete_group_cascades(h: &mut Harness<'_>) {
+    for account in ["alice", "bob"] {
+        let account = h.client(account);
+        h.insert_account(&account).await;
+    }
+    h.insert_group(&group("team", &["alice", "bob"])).await;
+    h.put_route(route("alice", "team", RouteEffect::Allow))
+        .await;
+    h.put_route(route("team", "alice", RouteEffect::Deny)).await;
+    h.put_route(route("alice", "bob", RouteEffect::Allow)).await;
+
+    h.delete_group("team").await;
+
+    assert_eq!(h.store.groups().await.unwrap(), Vec::new());
+    assert_eq!(
+        h.store.routes().await.unwrap(),
+        vec![route("alice", "bob", RouteEffect::Allow)]
+    );
+    // The members are accounts and stay.
+    assert_eq!(h.store.accounts().await.unwrap().len(), 2);
+    // A new group of the same name starts without members.
+    h.insert_group(&group("team", &[])).await;
+    assert_eq!(
+        h.store.group(&name("team")).await.unwrap(),
+        Some(group("team", &[]))
+    );
+
+    let event = h.admin_event("ghost");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_group(&name("ghost"), &event),
+    )
+    .await;
+    let event = h.admin_event("alice");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_group(&name("alice"), &event),
+    )
+    .await;
+}
+
+async fn routes_put_replace_delete(h: &mut Harness<'_>) {
+    for account in ["alice", "bob"] {
+        let account = h.client(account);
+        h.insert_account(&account).await;
+    }
+    h.insert_group(&group("team", &["bob"])).await;
+
+    h.put_route(route("bob", "team", RouteEffect::Allow)).await;
+    h.put_route(route("alice", "bob", RouteEffect::Allow)).await;
+    h.put_route(route("alice", "team", RouteEffect::Deny)).await;
+    // The same pair again replaces the rule.
+    h.put_route(route("alice", "bob", RouteEffect::Deny)).await;
+    assert_eq!(
+        h.store.routes().await.unwrap(),
+        vec![
+            route("alice", "bob", RouteEffect::Deny),
+            route("alice", "team", RouteEffect::Deny),
+            route("bob", "team", RouteEffect::Allow),
+        ]
+    );
+
+    let event = h.admin_event("route");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_route(&name("bob"), &name("alice"), &event),
+    )
+    .await;
+    h.delete_route("alice", "team").await;
+    let event = h.admin_event("route");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_route(&name("alice"), &name("team"), &event),
+    )
+    .await;
+    assert_eq!(
+        h.store.routes().await.unwrap(),
+        vec![
+            route("alice", "bob", RouteEffect::Deny),
+            route("bob", "team", RouteEffect::Allow),
+        ]
+    );
+
+    // A rule can only name accounts and groups that exist.
+    let event = h.admin_event("route");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store
+            .put_route(&route("alice", "ghost", RouteEffect::Allow), &event),
+    )
+    .await;
+    let event = h.admin_event("route");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store
+            .put_route(&route("ghost", "alice", RouteEffect::Allow), &event),
+    )
+    .await;
+}
+
+async fn insert_deliveries_is_all_or_nothing(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let first = h.delivery(
+        "alice",
+        "bob",
+        "report.pdf",
+        &blob,
+        DeliveryState::Delivered,
+    );
+    h.insert_deliveries(std::slice::from_ref(&first)).await;
+
+    // A fan-out whose second delivery collides with the live one: nothing of it is stored.
+    let to_carol = h.delivery("alice", "carol", "report.pdf", &blob, DeliveryState::Stored);
+    let to_bob = h.delivery("alice", "bob", "report.pdf", &blob, DeliveryState::Stored);
+    let events = vec![
+        h.event(EventKind::Upload, "/outbox/team/report.pdf"),
+        h.event(EventKind::DeliveryStored, &to_carol.id.to_string()),
+        h.event(EventKind::DeliveryStored, &to_bob.id.to_string()),
+    ];
+    let batch = [to_carol.clone(), to_bob];
+    h.refused(
+        ErrorKind::Conflict,
+        h.store.insert_deliveries(&batch, &events),
+    )
+    .await;
+    assert_eq!(h.store.delivery(&to_carol.id).await.unwrap(), None);
+
+    // Two deliveries of one batch may not share a live name either.
+    let twin_a = h.delivery("alice", "dave", "twin.txt", &blob, DeliveryState::Stored);
+    let twin_b = h.delivery("alice", "dave", "twin.txt", &blob, DeliveryState::Stored);
+    let event = h.event(EventKind::Upload, "/outbox/dave/twin.txt");
+    h.refused(
+        ErrorKind::Conflict,
+        h.store
+            .insert_deliveries(&[twin_a, twin_b], std::slice::from_ref(&event)),
+    )
+    .await;
+
+    // The same id twice is a conflict, not a second row.
+    let event = h.event(EventKind::Upload, "again");
+    let mut again = first.clone();
+    again.name = FileName::parse("other.pdf").unwrap();
+    h.refused(
+        ErrorKind::Conflict,
+        h.store
+            .insert_deliveries(&[again], std::slice::from_ref(&event)),
+    )
+    .await;
+
+    // The whole fan-out without the collision goes in at once, with all its events.
+    let to_carol = h.delivery("alice", "carol", "report.pdf", &blob, DeliveryState::Stored);
+    let to_dave = h.delivery("alice", "dave", "report.pdf", &blob, DeliveryState::Stored);
+    h.insert_deliveries(&[to_carol.clone(), to_dave.clone()])
+        .await;
+    assert_eq!(
+        h.store.delivery(&to_carol.id).await.unwrap(),
+        Some(to_carol)
+    );
+    assert_eq!(h.store.delivery(&to_dave.id).await.unwrap(), Some(to_dave));
+    assert_eq!(h.store.delivery(&first.id).await.unwrap(), Some(first));
+    assert_eq!(h.store.delivery(&DeliveryId::new()).await.unwrap(), None);
+}
+
+async fn live_names_are_unique_until_terminal(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let first = h.delivery(
+        "alice",
+        "bob",
+        "report.pdf",
+        &blob,
+        DeliveryState::Delivered,
+    );
+    h.insert_deliveries(std::slice::from_ref(&first)).await;
+
+    for state in DeliveryState::LIVE {
+        let clash = h.delivery("alice", "bob", "report.pdf", &blob, state);
+        let event = h.event(EventKind::DeliveryStored, &clash.id.to_string());
+        h.refused(
+            ErrorKind::Conflict,
+            h.store
+                .insert_deliveries(&[clash], std::slice::from_ref(&event)),
+        )
+        .await;
+    }
+    // The same name is free towards another recipient and from another sender.
+    let to_carol = h.delivery("alice", "carol", "report.pdf", &blob, DeliveryState::Stored);
+    let from_carol = h.delivery("carol", "bob", "report.pdf", &blob, DeliveryState::Stored);
+    h.insert_deliveries(&[to_carol, from_carol]).await;
+    // Names compare exactly: another spelling is another name.
+    let other_case = h.delivery("alice", "bob", "Report.pdf", &blob, DeliveryState::Stored);
+    h.insert_deliveries(&[other_case]).await;
+
+    // Once the first delivery is acknowledged, its name is free again; both rows remain.
+    h.transition(&first, &DeliveryState::VISIBLE, DeliveryState::Acknowledged)
+        .await;
+    let second = h.delivery("alice", "bob", "report.pdf", &blob, DeliveryState::Stored);
+    h.insert_deliveries(std::slice::from_ref(&second)).await;
+    let same_name = h
+        .store
+        .deliveries(&DeliveryQuery {
+            sender: Some(name("alice")),
+            recipient: Some(name("bob")),
+            name: Some(FileName::parse("report.pdf").unwrap()),
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<DeliveryId> = same_name.iter().map(|delivery| delivery.id).collect();
+    assert_eq!(ids, vec![first.id, second.id]);
+
+    // A terminal delivery may share its name with any number of terminal ones.
+    let recalled = h.delivery("alice", "bob", "report.pdf", &blob, DeliveryState::Recalled);
+    let expired = h.delivery("alice", "bob", "report.pdf", &blob, DeliveryState::Expired);
+    h.insert_deliveries(&[recalled, expired]).await;
+}
+
+async fn transition_is_conditional(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let delivery = h.delivery("alice", "bob", "a.txt", &blob, DeliveryState::Stored);
+    h.insert_deliveries(std::slice::from_ref(&delivery)).await;
+
+    // Not in a `from` state: no change, no event.
+    let before = h.snapshot().await;
+    let event = h.event(EventKind::DeliveryPickedUp, &delivery.id.to_string());
+    let moved = h
+        .store
+        .transition(
+            &delivery.id,
+            &[DeliveryState::Delivered],
+            DeliveryState::PickedUp,
+            event.time,
+            &event,
+        )
+        .await
+        .unwrap();
+    assert!(!moved);
+    let moved = h
+        .store
+        .transition(
+            &delivery.id,
+            &[],
+            DeliveryState::PickedUp,
+            event.time,
+            &event,
+        )
+        .await
+        .unwrap();
+    assert!(!moved);
+    let moved = h
+        .store
+        .transition(
+            &DeliveryId::new(),
+            &DeliveryState::LIVE,
+            DeliveryState::Expired,
+            event.time,
+            &event,
+        )
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(h.snapshot().await, before);
+
+    // In a `from` state: moved, `updated` set, the event recorded.
+    let at = h
+        .transition(
+            &delivery,
+            &[DeliveryState::Stored, DeliveryState::Checking],
+            DeliveryState::Delivered,
+        )
+        .await;
+    let stored = h.store.delivery(&delivery.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, DeliveryState::Delivered);
+    assert_eq!(stored.updated, at);
+    assert_eq!(stored.created, delivery.created);
+    assert_eq!(
+        Delivery {
+            state: delivery.state,
+            updated: delivery.updated,
+            ..stored
+        },
+        delivery
+    );
+
+    // Bringing a terminal delivery back to life cannot take a live name twice.
+    h.transition(
+        &delivery,
+        &[DeliveryState::Delivered],
+        DeliveryState::Quarantined,
+    )
+    .await;
+    let successor = h.delivery("alice", "bob", "a.txt", &blob, DeliveryState::Delivered);
+    h.insert_deliveries(std::slice::from_ref(&successor)).await;
+    let event = h.event(EventKind::DeliveryDelivered, &delivery.id.to_string());
+    h.refused(
+        ErrorKind::Conflict,
+        h.store.transition(
+            &delivery.id,
+            &[DeliveryState::Quarantined],
+            DeliveryState::Delivered,
+            event.time,
+            &event,
+        ),
+    )
+    .await;
+}
+
+async fn rename_delivery(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let a = h.delivery("alice", "bob", "a.txt", &blob, DeliveryState::Stored);
+    let b = h.delivery("alice", "bob", "b.txt", &blob, DeliveryState::Delivered);
+    let old = h.delivery(
+        "alice",
+        "bob",
+        "old.txt",
+        &blob,
+        DeliveryState::Acknowledged,
+    );
+    let to_carol = h.delivery("alice", "carol", "c.txt", &blob, DeliveryState::Stored);
+    h.insert_deliveries(&[a.clone(), b.clone(), old.clone(), to_carol])
+        .await;
+
+    let event = h.event(EventKind::DeliveryRenamed, &b.id.to_string());
+    h.refused(
+        ErrorKind::Conflict,
+        h.store.rename_delivery(&b.id, &file("a.txt"), &event),
+    )
+    .await;
+
+    h.rename(&b, "c.txt").await;
+    // A name held only by a terminal delivery is free.
+    h.rename(&a, "old.txt").await;
+    // Renaming to its own name is no conflict.
+    h.rename(&a, "old.txt").await;
+    let stored = h.store.delivery(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.name, file("old.txt"));
+    assert_eq!(stored.updated, a.updated);
+    assert_eq!(
+        h.store.delivery(&b.id).await.unwrap().unwrap().name,
+        file("c.txt")
+    );
+
+    // Only live deliveries can be renamed.
+    let event = h.event(EventKind::DeliveryRenamed, &old.id.to_string());
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.rename_delivery(&old.id, &file("new.txt"), &event),
+    )
+    .await;
+    let event = h.event(EventKind::DeliveryRenamed, "unknown");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store
+            .rename_delivery(&DeliveryId::new(), &file("new.txt"), &event),
+    )
+    .await;
+}
+
+async fn live_blobs_and_blob_in_use(h: &mut Harness<'_>) {
+    assert_eq!(h.store.live_blobs().await.unwrap(), HashSet::new());
+    let shared = BlobId::new();
+    let single = BlobId::new();
+    let gone = BlobId::new();
+    let to_bob = h.delivery("alice", "bob", "f", &shared, DeliveryState::Delivered);
+    let to_carol = h.delivery("alice", "carol", "f", &shared, DeliveryState::PickedUp);
+    let checked = h.delivery("alice", "bob", "g", &single, DeliveryState::Checking);
+    let expired = h.delivery("alice", "bob", "h", &gone, DeliveryState::Expired);
+    h.insert_deliveries(&[to_bob.clone(), to_carol.clone(), checked.clone(), expired])
+        .await;
+
+    assert_eq!(
+        h.store.live_blobs().await.unwrap(),
+        HashSet::from([shared.clone(), single.clone()])
+    );
+    assert!(h.store.blob_in_use(&shared).await.unwrap());
+    assert!(h.store.blob_in_use(&single).await.unwrap());
+    assert!(!h.store.blob_in_use(&gone).await.unwrap());
+    assert!(!h.store.blob_in_use(&BlobId::new()).await.unwrap());
+
+    h.transition(
+        &checked,
+        &[DeliveryState::Checking],
+        DeliveryState::Quarantined,
+    )
+    .await;
+    assert!(!h.store.blob_in_use(&single).await.unwrap());
+    assert_eq!(
+        h.store.live_blobs().await.unwrap(),
+        HashSet::from([shared.clone()])
+    );
+
+    // A fan-out's blob stays in use while any of its deliveries is live.
+    h.transition(
+        &to_bob,
+        &DeliveryState::VISIBLE,
+        DeliveryState::Acknowledged,
+    )
+    .await;
+    assert!(h.store.blob_in_use(&shared).await.unwrap());
+    h.transition(
+        &to_carol,
+        &DeliveryState::VISIBLE,
+        DeliveryState::Acknowledged,
+    )
+    .await;
+    assert!(!h.store.blob_in_use(&shared).await.unwrap());
+    assert_eq!(h.store.live_blobs().await.unwrap(), HashSet::new());
+}
+
+async fn delivery_queries(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    // Created out of order: the query sorts by creation time.
+    let late = h.delivery("alice", "bob", "late", &blob, DeliveryState::Delivered);
+    let early = Delivery {
+        created: late.created - Duration::hours(1),
+        updated: late.created - Duration::hours(1),
+        ..h.delivery("alice", "bob", "early", &blob, DeliveryState::PickedUp)
+    };
+    let via_team = Delivery {
+        target: name("team"),
+        ..h.delivery("alice", "bob", "via-team", &blob, DeliveryState::Stored)
+    };
+    let from_carol = h.delivery("carol", "bob", "late", &blob, DeliveryState::Delivered);
+    let to_carol = h.delivery("alice", "carol", "x", &blob, DeliveryState::Recalled);
+    // Same creation time as `to_carol`: the id breaks the tie.
+    let tie = Delivery {
+        created: to_carol.created,
+        updated: to_carol.created,
+        ..h.delivery("dave", "carol", "x", &blob, DeliveryState::Delivered)
+    };
+    let all_in_order = {
+        let mut all = vec![
+            early.clone(),
+            late.clone(),
+            via_team.clone(),
+            from_carol.clone(),
+            to_carol.clone(),
+            tie.clone(),
+        ];
+        all.sort_by_key(|delivery| (delivery.created, delivery.id));
+        all
+    };
+    h.insert_deliveries(&[
+        late.clone(),
+        to_carol.clone(),
+        tie.clone(),
+        from_carol.clone(),
+        via_team.clone(),
+        early.clone(),
+    ])
+    .await;
+
+    let check = async |query: DeliveryQuery, expect: Vec<&Delivery>| {
+        let found = h.store.deliveries(&query).await.unwrap();
+        let expect: Vec<Delivery> = expect.into_iter().cloned().collect();
+        assert_eq!(found, expect, "{query:?}");
+    };
+    check(DeliveryQuery::default(), all_in_order.iter().collect()).await;
+    check(
+        DeliveryQuery {
+            recipient: Some(name("bob")),
+            states: DeliveryState::VISIBLE.to_vec(),
+            ..DeliveryQuery::default()
+        },
+        vec![&early, &late, &from_carol],
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            sender: Some(name("alice")),
+            target: Some(name("bob")),
+            ..DeliveryQuery::default()
+        },
+        vec![&early, &late],
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            sender: Some(name("alice")),
+            target: Some(name("team")),
+            ..DeliveryQuery::default()
+        },
+        vec![&via_team],
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            name: Some(file("late")),
+            ..DeliveryQuery::default()
+        },
+        vec![&late, &from_carol],
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            recipient: Some(name("carol")),
+            ..DeliveryQuery::default()
+        },
+        if to_carol.id < tie.id {
+            vec![&to_carol, &tie]
+        } else {
+            vec![&tie, &to_carol]
+        },
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            states: vec![DeliveryState::Recalled, DeliveryState::Stored],
+            ..DeliveryQuery::default()
+        },
+        vec![&via_team, &to_carol],
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            sender: Some(name("alice")),
+            recipient: Some(name("bob")),
+            target: Some(name("bob")),
+            name: Some(file("early")),
+            states: vec![DeliveryState::PickedUp],
+        },
+        vec![&early],
+    )
+    .await;
+    check(
+        DeliveryQuery {
+            recipient: Some(name("nobody")),
+            ..DeliveryQuery::default()
+        },
+        vec![],
+    )
+    .await;
+}
+
+async fn event_queries(h: &mut Harness<'_>) {
+    let mut recorded = Vec::new();
+    for (actor, kind, outcome, source) in [
+        (
+            "alice",
+            EventKind::Login,
+            Outcome::Ok,
+            Some("192.0.2.7:50022"),
+        ),
+        (
+            "mallory",
+            EventKind::Login,
+            Outcome::Refused,
+            Some("[2001:db8::1]:4711"),
+        ),
+        ("alice", EventKind::Upload, Outcome::Ok, None),
+        (
+            "alice",
+            EventKind::Download,
+            Outcome::Failed,
+            Some("192.0.2.7:50023"),
+        ),
+        ("system", EventKind::Sweep, Outcome::Ok, None),
+    ] {
+        let event = Event {
+            actor: actor.to_owned(),
+            kind,
+            outcome,
+            source: source.map(str::to_owned),
+            protocol: Protocol::Sftp,
+            detail: format!("{kind:?} by {actor}: ünïcödé detail"),
+            ..h.event(kind, "/inbox/x")
+        };
+        h.record(std::slice::from_ref(&event)).await;
+        recorded.push(event);
+    }
+    let [
+        alice_login,
+        mallory_login,
+        alice_upload,
+        alice_download,
+        sweep,
+    ] = <[Event; 5]>::try_from(recorded.clone()).unwrap();
+
+    let check = async |query: EventQuery, expect: Vec<&Event>| {
+        let found = h.store.events(&query).await.unwrap();
+        let expect: Vec<Event> = expect.into_iter().cloned().collect();
+        assert_eq!(found, expect, "{query:?}");
+    };
+    check(EventQuery::default(), recorded.iter().collect()).await;
+    check(
+        EventQuery {
+            actor: Some("alice".to_owned()),
+            ..EventQuery::default()
+        },
+        vec![&alice_login, &alice_upload, &alice_download],
+    )
+    .await;
+    check(
+        EventQuery {
+            kind: Some(EventKind::Login),
+            ..EventQuery::default()
+        },
+        vec![&alice_login, &mallory_login],
+    )
+    .await;
+    check(
+        EventQuery {
+            outcome: Some(Outcome::Ok),
+            ..EventQuery::default()
+        },
+        vec![&alice_login, &alice_upload, &sweep],
+    )
+    .await;
+    // `since` is inclusive.
+    check(
+        EventQuery {
+            since: Some(alice_upload.time),
+            ..EventQuery::default()
+        },
+        vec![&alice_upload, &alice_download, &sweep],
+    )
+    .await;
+    check(
+        EventQuery {
+            since: Some(alice_upload.time + Duration::microseconds(1)),
+            ..EventQuery::default()
+        },
+        vec![&alice_download, &sweep],
+    )
+    .await;
+    // `limit` keeps the newest, still oldest first.
+    check(
+        EventQuery {
+            limit: Some(2),
+            ..EventQuery::default()
+        },
+        vec![&alice_download, &sweep],
+    )
+    .await;
+    check(
+        EventQuery {
+            actor: Some("alice".to_owned()),
+            limit: Some(2),
+            ..EventQuery::default()
+        },
+        vec![&alice_upload, &alice_download],
+    )
+    .await;
+    check(
+        EventQuery {
+            limit: Some(100),
+            ..EventQuery::default()
+        },
+        recorded.iter().collect(),
+    )
+    .await;
+    check(
+        EventQuery {
+            limit: Some(0),
+            ..EventQuery::default()
+        },
+        vec![],
+    )
+    .await;
+    check(
+        EventQuery {
+            actor: Some("alice".to_owned()),
+            kind: Some(EventKind::Login),
+            outcome: Some(Outcome::Refused),
+            ..EventQuery::default()
+        },
+        vec![],
+    )
+    .await;
+}
+
+async fn record_is_all_or_nothing(h: &mut Harness<'_>) {
+    // Nothing to record is no change.
+    h.record(&[]).await;
+    let first = h.event(EventKind::Login, "alice");
+    h.record(std::slice::from_ref(&first)).await;
+    let batch = [
+        h.event(EventKind::Login, "bob"),
+        h.event(EventKind::Login, "carol"),
+    ];
+    h.record(&batch).await;
+    // An event id is recorded once; a batch repeating one records none of its events.
+    let fresh = h.event(EventKind::Login, "dave");
+    h.refused(ErrorKind::Conflict, h.store.record(&[fresh, first.clone()]))
+        .await;
+    // Events of a refused change are not recorded either, even when the change is refused
+    // after its events were checked.
+    let event = h.admin_event("ghost");
+    h.refused(
+        ErrorKind::NotFound,
+        h.store.delete_account(&name("ghost"), &event),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite only
+
+#[tokio::test]
+async fn file_store_is_durable_by_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("meta.db"))
+        .await
+        .unwrap();
+    let settings = store.settings().await.unwrap();
+    assert_eq!(settings.journal_mode, "wal");
+    assert_eq!(settings.synchronous, 2, "synchronous must be FULL");
+    assert!(settings.foreign_keys);
+    assert_eq!(settings.busy_timeout_ms, 10_000);
+    // Every connection of the pool has the same settings, not only the first.
+    let (a, b, c) = tokio::join!(store.settings(), store.settings(), store.settings());
+    for other in [a, b, c] {
+        assert_eq!(other.unwrap(), settings);
+    }
+
+    let memory = SqliteStore::open_in_memory().await.unwrap();
+    let settings = memory.settings().await.unwrap();
+    assert_eq!(settings.synchronous, 2);
+    assert!(settings.foreign_keys);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn file_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let _store = SqliteStore::open(&path).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+}
+
+#[tokio::test]
+async fn reopening_a_file_store_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let before = {
+        let mut h = Harness::new(&store);
+        let mut alice = h.client("alice");
+        alice.keys = vec![ed25519_key()];
+        h.insert_account(&alice).await;
+        let bob = h.client("bob");
+        h.insert_account(&bob).await;
+        h.insert_group(&group("team", &["alice", "bob"])).await;
+        h.put_route(route("alice", "team", RouteEffect::Allow))
+            .await;
+        let delivery = h.delivery(
+            "alice",
+            "bob",
+            "kept.txt",
+            &BlobId::new(),
+            DeliveryState::Delivered,
+        );
+        h.insert_deliveries(&[delivery]).await;
+        h.snapshot().await
+    };
+    store.close().await;
+    drop(store);
+
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let h = Harness::new(&reopened);
+    assert_eq!(h.snapshot().await, before);
+    // Two accounts, a group, a route, an upload and its delivery.
+    assert_eq!(before.events.len(), 6);
+}
+
+#[tokio::test]
+async fn two_processes_share_one_file() {
+    // The server and the admin CLI open the same file; writes from both serialise, and the
+    // shared namespace holds across them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let server = SqliteStore::open(&path).await.unwrap();
+    let cli = SqliteStore::open(&path).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 {
+            server.clone()
+        } else {
+            cli.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut h = Harness::new(&store);
+            // Every name is wanted twice, once by each side.
+            let account = h.client(&format!("user{}", i / 2));
+            let event = h.admin_event(account.name.as_str());
+            store.insert_account(&account, &event).await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(error) => assert_eq!(error.kind(), ErrorKind::Conflict, "{error}"),
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(cli.accounts().await.unwrap().len(), 10);
+    assert_eq!(
+        server.events(&EventQuery::default()).await.unwrap().len(),
+        10
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+
+/// Everything a store holds, for "nothing changed" checks.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    accounts: Vec<Account>,
+    groups: Vec<Group>,
+    routes: Vec<Route>,
+    deliveries: Vec<Delivery>,
+    live_blobs: HashSet<BlobId>,
+    events: Vec<Event>,
+}
+
+/// A store, a clock that moves a little at every reading, and the count of events seen so far.
+struct Harness<'a> {
+    store: &'a dyn MetaStore,
+    now: OffsetDateTime,
+    events_seen: usize,
+}
+
+impl<'a> Harness<'a> {
+    fn new(store: &'a dyn MetaStore) -> Self {
+        Harness {
+            store,
+            // Microseconds: the finest precision every backend keeps.
+            now: datetime!(2026-03-01 12:00:00.123456 UTC),
+            events_seen: 0,
+        }
+    }
+
+    fn tick(&mut self) -> OffsetDateTime {
+        self.now += Duration::microseconds(1_001);
+        self.now
+    }
+
+    fn event(&mut self, kind: EventKind, object: &str) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            time: self.tick(),
+            kind,
+            actor: "cli:root".to_owned(),
+            source: None,
+            protocol: Protocol::Cli,
+            object: object.to_owned(),
+            outcome: Outcome::Ok,
+            detail: String::new(),
+        }
+    }
+
+    fn admin_event(&mut self, object: &str) -> Event {
+        self.event(EventKind::Admin, object)
+    }
+
+    fn client(&mut self, account: &str) -> Account {
+        Account {
+            name: name(account),
+            kind: AccountKind::Client,
+            disabled: false,
+            password_hash: None,
+            keys: Vec::new(),
+            created: self.tick(),
+        }
+    }
+
+    fn admin(&mut self, account: &str) -> Account {
+        Account {
+            kind: AccountKind::Admin,
+            disabled: true,
+            ..self.client(account)
+        }
+    }
+
+    fn delivery(
+        &mut self,
+        sender: &str,
+        recipient: &str,
+        file_name: &str,
+        blob: &BlobId,
+        state: DeliveryState,
+    ) -> Delivery {
+        let created = self.tick();
+        Delivery {
+            id: DeliveryId::new(),
+            batch_id: DeliveryId::new(),
+            sender: name(sender),
+            recipient: name(recipient),
+            target: name(recipient),
+            name: file(file_name),
+            size: 1 << 40,
+            sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
+            blob_id: blob.clone(),
+            state,
+            created,
+            updated: created,
+        }
+    }
+
+    async fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            accounts: self.store.accounts().await.unwrap(),
+            groups: self.store.groups().await.unwrap(),
+            routes: self.store.routes().await.unwrap(),
+            deliveries: self
+                .store
+                .deliveries(&DeliveryQuery::default())
+                .await
+                .unwrap(),
+            live_blobs: self.store.live_blobs().await.unwrap(),
+            events: self.store.events(&EventQuery::default()).await.unwrap(),
+        }
+    }
+
+    /// Checks that the events recorded since the last check are exactly `expect`, in order.
+    async fn expect_events(&mut self, expect: &[Event]) {
+        let all = self.store.events(&EventQuery::default()).await.unwrap();
+        assert!(all.len() >= self.events_seen, "events disappeared");
+        assert_eq!(
+            &all[self.events_seen..],
+            expect,
+            "events recorded by the last change"
+        );
+        self.events_seen = all.len();
+    }
+
+    /// Runs a call that must fail with `kind`, and checks that nothing changed.
+    async fn refused<T: std::fmt::Debug>(
+        &mut self,
+        kind: ErrorKind,
+        call: impl Future<Output = Result<T>>,
+    ) -> CoreError {
+        let before = self.snapshot().await;
+        let error = call.await.expect_err("the call should have been refused");
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(!error.message().is_empty());
+        assert!(!error.message().contains("SELECT"), "{error}");
+        assert_eq!(
+            self.snapshot().await,
+            before,
+            "a refused call changed the store"
+        );
+        error
+    }
+
+    async fn insert_account(&mut self, account: &Account) {
+        let event = self.admin_event(account.name.as_str());
+        self.store.insert_account(account, &event).await.unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn update_account(&mut self, account: &Account) {
+        let event = self.admin_event(account.name.as_str());
+        self.store.update_account(account, &event).await.unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn delete_account(&mut self, account: &str) {
+        let event = self.admin_event(account);
+        self.store
+            .delete_account(&name(account), &event)
+            .await
+            .unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn insert_group(&mut self, group: &Group) {
+        let event = self.admin_event(group.name.as_str());
+        self.store.insert_group(group, &event).await.unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn update_group(&mut self, group: &Group) {
+        let event = self.admin_event(group.name.as_str());
+        self.store.update_group(group, &event).await.unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn delete_group(&mut self, group: &str) {
+        let event = self.admin_event(group);
+        self.store.delete_group(&name(group), &event).await.unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn put_route(&mut self, route: Route) {
+        let event = self.admin_event(&format!("{} -> {}", route.from, route.to));
+        self.store.put_route(&route, &event).await.unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn delete_route(&mut self, from: &str, to: &str) {
+        let event = self.admin_event(&format!("{from} -> {to}"));
+        self.store
+            .delete_route(&name(from), &name(to), &event)
+            .await
+            .unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    /// Inserts deliveries with an upload event and one stored event each.
+    async fn insert_deliveries(&mut self, deliveries: &[Delivery]) {
+        let mut events = vec![self.event(EventKind::Upload, "/outbox")];
+        for delivery in deliveries {
+            events.push(self.event(EventKind::DeliveryStored, &delivery.id.to_string()));
+        }
+        self.store
+            .insert_deliveries(deliveries, &events)
+            .await
+            .unwrap();
+        self.expect_events(&events).await;
+    }
+
+    /// Moves a delivery that must move, returning the time of the move.
+    async fn transition(
+        &mut self,
+        delivery: &Delivery,
+        from: &[DeliveryState],
+        to: DeliveryState,
+    ) -> OffsetDateTime {
+        let event = self.event(EventKind::DeliveryDelivered, &delivery.id.to_string());
+        let at = event.time;
+        let moved = self
+            .store
+            .transition(&delivery.id, from, to, at, &event)
+            .await
+            .unwrap();
+        assert!(moved, "{} should have moved to {to:?}", delivery.id);
+        self.expect_events(&[event]).await;
+        at
+    }
+
+    async fn rename(&mut self, delivery: &Delivery, new_name: &str) {
+        let event = self.event(EventKind::DeliveryRenamed, &delivery.id.to_string());
+        self.store
+            .rename_delivery(&delivery.id, &file(new_name), &event)
+            .await
+            .unwrap();
+        self.expect_events(&[event]).await;
+    }
+
+    async fn record(&mut self, events: &[Event]) {
+        self.store.record(events).await.unwrap();
+        self.expect_events(events).await;
+    }
+}
+
+fn name(text: &str) -> AccountName {
+    AccountName::parse(text).unwrap()
+}
+
+fn file(text: &str) -> FileName {
+    FileName::parse(text).unwrap()
+}
+
+fn group(group: &str, members: &[&str]) -> Group {
+    Group {
+        name: name(group),
+        members: members.iter().map(|member| name(member)).collect(),
+    }
+}
+
+fn route(from: &str, to: &str, effect: RouteEffect) -> Route {
+    Route {
+        from: name(from),
+        to: name(to),
+        effect,
+    }
+}
+
+fn ed25519_key() -> AuthorizedKey {
+    AuthorizedKey::parse(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop",
+    )
+    .unwrap()
+}
+
+/// A key whose blob holds every awkward byte (NUL, 0xFF) so BLOB storage is exercised.
+fn odd_key(seed: u8) -> AuthorizedKey {
+    AuthorizedKey {
+        algorithm: "ssh-rsa".to_owned(),
+        blob: vec![0, 0xff, seed, 0, 0x80, 0x7f, seed.wrapping_mul(31)],
+        comment: format!("key {seed} with spaces and ü"),
+    }
+}

@@ -52,7 +52,10 @@ impl ConnectionLimits {
     /// Admits a connection from `address`, or says which limit it hit. The permit releases
     /// its place when dropped.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<ConnectionPermit, LimitExceeded> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.total >= self.max_total {
             return Err(LimitExceeded::Global);
         }

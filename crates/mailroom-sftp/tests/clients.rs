@@ -78,6 +78,14 @@ async fn paramiko_password_and_key_logins_work_and_refusals_are_prompt_and_alike
         assert_eq!(w["ok"], false);
         assert_eq!(u["ok"], false);
         assert_eq!(w["error"], u["error"], "refusals must read alike");
+        // A plain refusal, not the BadAuthenticationType a bare russh server provokes.
+        assert!(
+            w["error"]
+                .as_str()
+                .unwrap()
+                .contains("Authentication failed"),
+            "{w}"
+        );
         wrong.push(w["seconds"].as_f64().unwrap());
         unknown.push(u["seconds"].as_f64().unwrap());
     }
@@ -87,6 +95,11 @@ async fn paramiko_password_and_key_logins_work_and_refusals_are_prompt_and_alike
     };
     let (w, u) = (median(&mut wrong), median(&mut unknown));
     assert!(w < 5.0 && u < 5.0, "refusals must be prompt: {w} {u}");
+    // Both are padded to the same rejection delay; Argon2 runs in both cases.
+    assert!(
+        (w - u).abs() < 0.3,
+        "refusal times differ: {w:.3}s vs {u:.3}s"
+    );
     eprintln!("refusal medians: wrong password {w:.3}s, unknown user {u:.3}s");
     // A key the hub does not know is refused too.
     let stranger = hub.client("stranger").await;

@@ -1202,24 +1202,10 @@ impl Hub {
         self.meta.update_account(&account, &event).await
     }
 
-    /// Deletes an account. Refused while its inbox holds deliveries, which would otherwise be
-    /// lost: disable the account instead.
+    /// Deletes an account. Refused while live deliveries are addressed to it or sent by it,
+    /// which would otherwise be lost or pass to a new account of the same name: disable the
+    /// account instead.
     pub async fn delete_account(&self, actor: &Actor, name: &AccountName) -> Result<()> {
-        self.account(name).await?;
-        let waiting = self
-            .meta
-            .deliveries(&DeliveryQuery {
-                recipient: Some(name.clone()),
-                states: DeliveryState::LIVE.to_vec(),
-                ..DeliveryQuery::default()
-            })
-            .await?
-            .len();
-        if waiting > 0 {
-            return Err(CoreError::conflict(format!(
-                "{name} still has {waiting} deliveries in its inbox; disable the account instead"
-            )));
-        }
         let event = self.admin_event(actor, format!("account {name}"), "delete".to_owned());
         self.meta.delete_account(name, &event).await
     }

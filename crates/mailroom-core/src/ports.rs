@@ -63,7 +63,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Stores the account's mutable fields (disabled, password hash, keys). NotFound if absent.
     async fn update_account(&self, account: &Account, event: &Event) -> Result<()>;
     /// Removes an account, its keys, its group memberships and the routes that name it.
-    /// NotFound if absent.
+    /// NotFound if absent; Conflict, checked in the same transaction, while a live delivery
+    /// is addressed to it or sent by it.
     async fn delete_account(&self, name: &AccountName, event: &Event) -> Result<()>;
 
     /// One group with its members.

@@ -336,6 +336,22 @@ impl MetaStore for SqliteStore {
     async fn delete_account(&self, name: &AccountName, event: &Event) -> Result<()> {
         const OP: &str = "delete_account";
         let mut tx = self.write(OP).await?;
+        // Checked inside the write transaction, so no upload can land between the check and
+        // the delete. Deliveries outlive accounts; a live one would otherwise pass to a new
+        // account that takes the name.
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE (recipient = ?1 OR sender = ?1) \
+             AND state IN ('stored', 'checking', 'delivered', 'picked-up')",
+        )
+        .bind(name.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        if live > 0 {
+            return Err(CoreError::conflict(format!(
+                "{name} still has {live} deliveries waiting to or from it; disable the account instead"
+            )));
+        }
         // The foreign keys would cascade most of this; the explicit deletes say what goes and
         // keep the result right even on a connection opened with foreign keys off.
         for sql in [

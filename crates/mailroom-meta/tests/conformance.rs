@@ -72,6 +72,7 @@ conformance!(
     accounts_and_groups_share_one_namespace,
     update_account_replaces_mutable_fields,
     delete_account_cascades,
+    delete_account_refused_while_deliveries_are_live,
     groups_and_members,
     delete_group_cascades,
     routes_put_replace_delete,
@@ -226,6 +227,36 @@ async fn delete_account_cascades(h: &mut Harness<'_>) {
         h.store.delete_account(&name("team"), &event),
     )
     .await;
+}
+
+async fn delete_account_refused_while_deliveries_are_live(h: &mut Harness<'_>) {
+    for account in ["alice", "bob", "carol"] {
+        let client = h.client(account);
+        h.insert_account(&client).await;
+    }
+    let blob = BlobId::new();
+    let to_bob = h.delivery("alice", "bob", "a.txt", &blob, DeliveryState::Delivered);
+    let from_carol = h.delivery("carol", "alice", "b.txt", &blob, DeliveryState::PickedUp);
+    h.insert_deliveries(&[to_bob.clone(), from_carol.clone()])
+        .await;
+    // Live deliveries to it (bob) or from it (alice, carol): refused, nothing changed.
+    for account in ["bob", "alice", "carol"] {
+        let event = h.admin_event(account);
+        h.refused(
+            ErrorKind::Conflict,
+            h.store.delete_account(&name(account), &event),
+        )
+        .await;
+    }
+    // Once terminal, the account can go.
+    h.transition(
+        &to_bob,
+        &DeliveryState::VISIBLE,
+        DeliveryState::Acknowledged,
+    )
+    .await;
+    h.delete_account("bob").await;
+    assert_eq!(h.store.account(&name("bob")).await.unwrap(), None);
 }
 
 async fn groups_and_members(h: &mut Harness<'_>) {

@@ -167,6 +167,7 @@ impl Connection {
         let authenticated = Arc::new(AtomicBool::new(false));
         let (activity, mut transfers) = Activity::new();
         let handler = SshHandler {
+            span: tracing::Span::current(),
             activity,
             hub: self.hub.clone(),
             config: self.config.clone(),
@@ -244,6 +245,9 @@ impl Connection {
 
 /// The per-connection russh handler.
 struct SshHandler {
+    /// The connection's `session` span. russh runs the handler in a task of its own, so the
+    /// span is carried here and entered (or attached) explicitly.
+    span: tracing::Span,
     activity: Activity,
     hub: Arc<Hub>,
     config: Arc<Config>,
@@ -256,6 +260,7 @@ struct SshHandler {
 
 impl SshHandler {
     fn accept(&mut self, outcome: mailroom_core::Result<LoginOutcome>) -> Auth {
+        let _entered = self.span.clone().entered();
         match outcome {
             Ok(LoginOutcome::Accepted(session)) => {
                 tracing::info!(account = %session.account, "login");
@@ -393,10 +398,12 @@ impl russh::server::Handler for SshHandler {
                 let hub = self.hub.clone();
                 let max = self.config.max_requests_in_flight as usize;
                 let activity = self.activity.clone();
-                self.tracker
-                    .spawn(sftp::run(channel, hub, client, max, activity).in_current_span());
+                self.tracker.spawn(
+                    sftp::run(channel, hub, client, max, activity).instrument(self.span.clone()),
+                );
             }
             (_, _, channel) => {
+                let _entered = self.span.clone().entered();
                 tracing::info!(subsystem = %name.chars().take(64).collect::<String>(), "subsystem refused");
                 if let Some(channel) = channel {
                     self.channels.insert(channel_id, channel);
@@ -430,10 +437,11 @@ impl russh::server::Handler for SshHandler {
                         scp::run(channel, hub, client, command).await;
                         activity.add(-1);
                     }
-                    .in_current_span(),
+                    .instrument(self.span.clone()),
                 );
             }
             (_, _, channel) => {
+                let _entered = self.span.clone().entered();
                 tracing::info!("command refused: this hub runs no commands but scp");
                 if let Some(channel) = channel {
                     self.channels.insert(channel_id, channel);
@@ -449,7 +457,7 @@ impl russh::server::Handler for SshHandler {
         channel_id: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::info!("shell refused");
+        self.span.in_scope(|| tracing::info!("shell refused"));
         session.channel_failure(channel_id)?;
         Ok(())
     }

@@ -7,6 +7,9 @@ Subcommands:
   put    HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error"}
   get    HOST PORT USER --key FILE REMOTE LOCAL          -> {"ok", "error"}
   hostile HOST PORT USER --key FILE                      -> {"results": [{"op","path","ok","errno","error"}], "alive"}
+  put-many HOST PORT USER --key FILE REMOTE_DIR LOCAL... -> one {"done": NAME} line per upload
+      whose close was acknowledged, printed and flushed at once (for crash tests), then
+      {"finished": true} or {"error": ...}
 """
 import argparse
 import json
@@ -135,6 +138,22 @@ def cmd_hostile(args):
     return {"results": results, "alive": alive}
 
 
+def cmd_put_many(args):
+    remote_dir, locals_ = args.rest[0], args.rest[1:]
+    try:
+        transport = connect(args)
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        for local in locals_:
+            name = local.rsplit("/", 1)[-1]
+            sftp.put(local, f"{remote_dir}/{name}", confirm=False)
+            print(json.dumps({"done": name}))
+            sys.stdout.flush()
+        transport.close()
+        return {"finished": True}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
@@ -150,7 +169,8 @@ def main():
             args.local, args.remote = args.rest
         else:
             args.remote, args.local = args.rest
-    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "hostile": cmd_hostile}[args.command]
+    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "hostile": cmd_hostile,
+               "put-many": cmd_put_many}[args.command]
     print(json.dumps(handler(args)))
     sys.stdout.flush()
 

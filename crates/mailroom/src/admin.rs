@@ -1,0 +1,401 @@
+//! The admin commands: each parses its arguments with the core's parsers, opens the stores of
+//! the data folder, makes one [`Hub`] call as `cli:<os user>`, and reports the result.
+//!
+//! They are safe while the server runs: SQLite in WAL mode serialises writers across
+//! processes, and every change commits with its audit event in one transaction, so a refused
+//! command changes nothing. This module never prints; results go through [`Output`].
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use mailroom_core::{
+    AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, EventKind,
+    EventQuery, MetaStore, Outcome, RouteEffect, Secret,
+};
+
+use crate::cli::{
+    AccountCommand, AuditCommand, GroupCommand, KeyCommand, MemberCommand, RouteCommand,
+};
+use crate::data::{DataDir, OpenHub};
+use crate::output::{Output, Status};
+
+/// Largest key file read; a public key line is a few hundred bytes (RSA 16384: about 3 KiB).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// Largest password line read; the core refuses anything over its own, smaller limit.
+const MAX_PASSWORD_LINE: u64 = 4096;
+
+/// The actor of CLI changes: the OS user running the command.
+pub fn cli_actor() -> Actor {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    Actor::cli(&user)
+}
+
+/// `mailroom account …`.
+pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> Result<()> {
+    let actor = cli_actor();
+    match command {
+        AccountCommand::Add {
+            name,
+            password_stdin,
+            authorized_key,
+            admin,
+        } => {
+            let name = parse_name(&name)?;
+            if password_stdin && authorized_key.as_deref() == Some(Path::new("-")) {
+                bail!(
+                    "--password-stdin and --authorized-key - both read standard input; give the key as a file"
+                );
+            }
+            let keys = match &authorized_key {
+                Some(file) => vec![read_key(file)?],
+                None => Vec::new(),
+            };
+            let password = if password_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
+            let kind = if admin {
+                AccountKind::Admin
+            } else {
+                AccountKind::Client
+            };
+            let has_credentials = password.is_some() || !keys.is_empty();
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .add_account(&actor, name.clone(), kind, password, keys)
+                .await
+                .with_context(|| format!("cannot add account {name}"));
+            close(open, result).await?;
+            let mut message = format!("added {} account {name}", kind.as_str());
+            if !has_credentials {
+                message.push_str(
+                    "; it has no password or key yet, so it cannot log in until you add one",
+                );
+            }
+            out.done(&message)
+        }
+        AccountCommand::List => {
+            let open = open(data).await?;
+            let result = open.hub.accounts().await.context("cannot list accounts");
+            out.accounts(&close(open, result).await?)
+        }
+        AccountCommand::Show(arg) => {
+            let name = parse_name(&arg.name)?;
+            let open = open(data).await?;
+            let result = open.hub.account(&name).await.map_err(anyhow::Error::from);
+            out.account(&close(open, result).await?)
+        }
+        AccountCommand::Disable(arg) => set_disabled(data, out, &actor, &arg.name, true).await,
+        AccountCommand::Enable(arg) => set_disabled(data, out, &actor, &arg.name, false).await,
+        AccountCommand::Delete(arg) => {
+            let name = parse_name(&arg.name)?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .delete_account(&actor, &name)
+                .await
+                .with_context(|| format!("cannot delete account {name}"));
+            close(open, result).await?;
+            out.done(&format!("deleted account {name}"))
+        }
+        AccountCommand::Passwd {
+            name,
+            password_stdin: _,
+        } => {
+            let name = parse_name(&name)?;
+            let password = read_password()?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .set_password(&actor, &name, password)
+                .await
+                .with_context(|| format!("cannot set the password of {name}"));
+            close(open, result).await?;
+            out.done(&format!("set a new password for {name}"))
+        }
+        AccountCommand::Key(KeyCommand::Add(args)) => {
+            let name = parse_name(&args.name)?;
+            let key = read_key(&args.file)?;
+            let fingerprint = key.fingerprint();
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .add_key(&actor, &name, key)
+                .await
+                .with_context(|| format!("cannot add a key to {name}"));
+            close(open, result).await?;
+            out.done(&format!("added key {fingerprint} to {name}"))
+        }
+        AccountCommand::Key(KeyCommand::Remove(args)) => {
+            let name = parse_name(&args.name)?;
+            let key = read_key(&args.file)?;
+            let fingerprint = key.fingerprint();
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .remove_key(&actor, &name, &key)
+                .await
+                .with_context(|| format!("cannot remove a key from {name}"));
+            close(open, result).await?;
+            out.done(&format!("removed key {fingerprint} from {name}"))
+        }
+    }
+}
+
+async fn set_disabled(
+    data: &DataDir,
+    out: &Output,
+    actor: &Actor,
+    name: &str,
+    disabled: bool,
+) -> Result<()> {
+    let name = parse_name(name)?;
+    let verb = if disabled { "disable" } else { "enable" };
+    let open = open(data).await?;
+    let result = open
+        .hub
+        .set_disabled(actor, &name, disabled)
+        .await
+        .with_context(|| format!("cannot {verb} account {name}"));
+    close(open, result).await?;
+    out.done(&format!("{verb}d account {name}"))
+}
+
+/// `mailroom group …`.
+pub async fn group(data: &DataDir, out: &Output, command: GroupCommand) -> Result<()> {
+    let actor = cli_actor();
+    match command {
+        GroupCommand::Add(arg) => {
+            let name = parse_name(&arg.name)?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .add_group(&actor, name.clone())
+                .await
+                .with_context(|| format!("cannot add group {name}"));
+            close(open, result).await?;
+            out.done(&format!("added group {name}"))
+        }
+        GroupCommand::Delete(arg) => {
+            let name = parse_name(&arg.name)?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .delete_group(&actor, &name)
+                .await
+                .with_context(|| format!("cannot delete group {name}"));
+            close(open, result).await?;
+            out.done(&format!("deleted group {name}"))
+        }
+        GroupCommand::List => {
+            let open = open(data).await?;
+            let result = open.hub.groups().await.context("cannot list groups");
+            out.groups(&close(open, result).await?)
+        }
+        GroupCommand::Member(MemberCommand::Add(args)) => {
+            let group = parse_name(&args.group)?;
+            let member = parse_name(&args.name)?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .add_member(&actor, &group, &member)
+                .await
+                .with_context(|| format!("cannot add {member} to group {group}"));
+            close(open, result).await?;
+            out.done(&format!("added {member} to group {group}"))
+        }
+        GroupCommand::Member(MemberCommand::Remove(args)) => {
+            let group = parse_name(&args.group)?;
+            let member = parse_name(&args.name)?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .remove_member(&actor, &group, &member)
+                .await
+                .with_context(|| format!("cannot remove {member} from group {group}"));
+            close(open, result).await?;
+            out.done(&format!("removed {member} from group {group}"))
+        }
+    }
+}
+
+/// `mailroom route …`.
+pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Result<()> {
+    let actor = cli_actor();
+    let (args, effect) = match command {
+        RouteCommand::List => {
+            let open = open(data).await?;
+            let result = open.hub.routes().await.context("cannot list routes");
+            return out.routes(&close(open, result).await?);
+        }
+        RouteCommand::Remove(args) => {
+            let from = parse_name(&args.from)?;
+            let to = parse_name(&args.to)?;
+            let open = open(data).await?;
+            let result = open
+                .hub
+                .remove_route(&actor, &from, &to)
+                .await
+                .with_context(|| format!("cannot remove the route {from} -> {to}"));
+            close(open, result).await?;
+            return out.done(&format!("removed the route {from} -> {to}"));
+        }
+        RouteCommand::Allow(args) => (args, RouteEffect::Allow),
+        RouteCommand::Deny(args) => (args, RouteEffect::Deny),
+    };
+    let from = parse_name(&args.from)?;
+    let to = parse_name(&args.to)?;
+    let verb = effect.as_str();
+    let open = open(data).await?;
+    let result = open
+        .hub
+        .set_route(&actor, from.clone(), to.clone(), effect)
+        .await
+        .with_context(|| format!("cannot {verb} {from} -> {to}"));
+    close(open, result).await?;
+    out.done(&format!("route {from} -> {to}: {verb}"))
+}
+
+/// `mailroom audit …`.
+pub async fn audit(data: &DataDir, out: &Output, command: AuditCommand) -> Result<()> {
+    let AuditCommand::List {
+        limit,
+        actor,
+        kind,
+        outcome,
+    } = command;
+    let kind = kind
+        .as_deref()
+        .map(EventKind::parse)
+        .transpose()
+        .context("--kind")?;
+    let outcome = outcome
+        .as_deref()
+        .map(Outcome::parse)
+        .transpose()
+        .context("--outcome")?;
+    let query = EventQuery {
+        actor,
+        kind,
+        outcome,
+        since: None,
+        limit: Some(limit),
+    };
+    let open = open(data).await?;
+    let result = open
+        .hub
+        .events(&query)
+        .await
+        .context("cannot read the audit trail");
+    out.events(&close(open, result).await?)
+}
+
+/// `mailroom status`.
+pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
+    let open = open(data).await?;
+    let result = async {
+        let accounts = open.hub.accounts().await?;
+        let groups = open.hub.groups().await?;
+        let routes = open.hub.routes().await?;
+        // A read-only count straight from the store: the Hub has no admin view of deliveries.
+        let live = open
+            .meta
+            .deliveries(&DeliveryQuery {
+                states: DeliveryState::LIVE.to_vec(),
+                ..DeliveryQuery::default()
+            })
+            .await?;
+        let count = |kind| accounts.iter().filter(|a| a.kind == kind).count();
+        Ok::<_, mailroom_core::CoreError>(Status {
+            clients: count(AccountKind::Client),
+            admins: count(AccountKind::Admin),
+            disabled: accounts.iter().filter(|a| a.disabled).count(),
+            groups: groups.len(),
+            routes: routes.len(),
+            live_deliveries: live.len(),
+        })
+    }
+    .await
+    .context("cannot read the status");
+    out.status(&close(open, result).await?)
+}
+
+async fn open(data: &DataDir) -> Result<OpenHub> {
+    data.open_hub().await
+}
+
+/// Closes the store (checkpointing what this process wrote) and passes the result on.
+async fn close<T>(open: OpenHub, result: Result<T>) -> Result<T> {
+    open.meta.close().await;
+    result
+}
+
+fn parse_name(input: &str) -> Result<AccountName> {
+    Ok(AccountName::parse(input)?)
+}
+
+/// One line from standard input, without its line ending, as a secret.
+fn read_password() -> Result<Secret<String>> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_PASSWORD_LINE)
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&line)
+        .to_owned();
+    Ok(Secret::new(password))
+}
+
+/// The one public key in `file` (`-` for standard input): blank lines and `#` comments are
+/// skipped, and exactly one key line must remain.
+fn read_key(file: &Path) -> Result<AuthorizedKey> {
+    let shown = if file == Path::new("-") {
+        "standard input".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    let mut bytes = Vec::new();
+    let read = if file == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes))
+    };
+    read.with_context(|| format!("cannot read the key file {shown}"))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        bail!("the key file {shown} is larger than 64 KiB; it should hold one public key line");
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("the key file {shown} is not text; give the .pub file"))?;
+    if text.contains("PRIVATE KEY") {
+        bail!("the key file {shown} holds a private key; give the public key (the .pub file)");
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    match lines.as_slice() {
+        [line] => AuthorizedKey::parse(line)
+            .with_context(|| format!("the key file {shown} holds no valid public key")),
+        [] => bail!("the key file {shown} holds no public key"),
+        more => bail!(
+            "the key file {shown} holds {} lines; give one public key per command",
+            more.len()
+        ),
+    }
+}

@@ -1,0 +1,206 @@
+//! The command line, as clap derive types: what the user can type, with its help text.
+//!
+//! Arguments stay plain strings and paths here; names, keys and filters are parsed by the
+//! commands with the core's own parsers, so a bad one is refused with the core's sentence and
+//! exit code 1. Only malformed command lines are clap's usage errors (exit code 2).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Mailroom: a secure store-and-forward file exchange hub.
+#[derive(Debug, Parser)]
+#[command(name = "mailroom", version, max_term_width = 100)]
+pub struct Cli {
+    /// The data folder: configuration, host key, metadata database and blobs.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_DATA",
+        default_value = "mailroom-data",
+        value_name = "DIR"
+    )]
+    pub data: PathBuf,
+
+    /// Print results as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data folder, config, host key, database, blob folder and first admin account
+    /// (its one-time password is printed once). Changes nothing if already initialised.
+    Init,
+    /// Run the hub (initialising the data folder first if it is fresh) until SIGTERM or Ctrl-C.
+    Serve,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Manage who may send to whom (between clients everything not allowed is denied).
+    #[command(subcommand)]
+    Route(RouteCommand),
+    /// Read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Show counts of accounts, groups, routes and live deliveries.
+    Status,
+}
+
+/// `mailroom account …`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account (a client unless --admin).
+    Add {
+        /// The account name: lower-case letters, digits, '.', '_' and '-'.
+        name: String,
+        /// Read a password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// A file holding one OpenSSH public key line ('-' for standard input).
+        #[arg(long, value_name = "FILE")]
+        authorized_key: Option<PathBuf>,
+        /// Create an admin account (owns no mailbox, cannot log in over SSH).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List every account.
+    List,
+    /// Show one account: kind, status, whether a password is set, key fingerprints.
+    Show(NameArg),
+    /// Disable an account: it can no longer log in; its mailbox is kept.
+    Disable(NameArg),
+    /// Enable a disabled account.
+    Enable(NameArg),
+    /// Delete an account (refused while live deliveries are addressed to it or sent by it).
+    Delete(NameArg),
+    /// Set a new password, read as one line from standard input.
+    Passwd {
+        /// The account name.
+        name: String,
+        /// Read the password from standard input (required: passwords are never arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Add or remove an SSH public key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// One account or group name.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// The name.
+    pub name: String,
+}
+
+/// `mailroom account key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add the public key in FILE to the account.
+    Add(KeyArgs),
+    /// Remove the public key in FILE from the account.
+    Remove(KeyArgs),
+}
+
+/// An account and a key file.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The account name.
+    pub name: String,
+    /// A file holding one OpenSSH public key line ('-' for standard input).
+    pub file: PathBuf,
+}
+
+/// `mailroom group …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create an empty group (groups and accounts share one namespace).
+    Add(NameArg),
+    /// Delete a group and the routes that name it.
+    Delete(NameArg),
+    /// List every group with its members.
+    List,
+    /// Add or remove members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+/// `mailroom group member …`.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a client account to a group.
+    Add(MemberArgs),
+    /// Remove an account from a group.
+    Remove(MemberArgs),
+}
+
+/// A group and an account.
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    /// The group name.
+    pub group: String,
+    /// The account name.
+    pub name: String,
+}
+
+/// `mailroom route …`.
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Allow FROM to send to TO (accounts or groups).
+    Allow(RouteArgs),
+    /// Deny FROM sending to TO, whatever allow rules say.
+    Deny(RouteArgs),
+    /// Remove the rule for FROM and TO.
+    Remove(RouteArgs),
+    /// List every rule.
+    List,
+}
+
+/// Two ends of a route.
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// The sending account or group.
+    pub from: String,
+    /// The receiving account or group.
+    pub to: String,
+}
+
+/// `mailroom audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, oldest first.
+    List {
+        /// Show at most this many events, the newest ones.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only events by this actor (an account name, `cli:<os user>` or `system`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events of this kind (login, upload, download, delivery.stored, admin, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events with this outcome (ok, refused, failed).
+        #[arg(long)]
+        outcome: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,120 @@
+//! The data folder: where each piece lives, and opening the stores into a [`Hub`].
+//!
+//! ```text
+//! <data>/               0700
+//!   mailroom.toml       the configuration (written by init, never rewritten)
+//!   ssh_host_ed25519_key  (or wherever [sftp] host_key points)
+//!   meta.db             SQLite metadata, WAL (plus meta.db-wal, meta.db-shm)
+//!   blobs/              the local blob store
+//!   serve.lock          held by the one `mailroom serve` running on the folder
+//! ```
+//!
+//! This module knows paths and wiring; it does not create the folder (see [`crate::init`]).
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use mailroom_blob::LocalBlobStore;
+use mailroom_core::{Hub, HubConfig, SystemClock};
+use mailroom_meta::SqliteStore;
+
+/// The data folder given by `--data`.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// The stores of a data folder, opened and wired into a [`Hub`].
+pub struct OpenHub {
+    /// The mailbox service on those stores.
+    pub hub: Arc<Hub>,
+    /// The metadata store, kept to close it cleanly and for read-only counts.
+    pub meta: SqliteStore,
+}
+
+impl DataDir {
+    /// The folder at `root` (not touched yet).
+    pub fn new(root: PathBuf) -> DataDir {
+        DataDir { root }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `mailroom.toml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("mailroom.toml")
+    }
+
+    /// The SQLite metadata database.
+    pub fn meta_db(&self) -> PathBuf {
+        self.root.join("meta.db")
+    }
+
+    /// The blob store's root.
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    /// A path from the configuration: relative to the data folder unless absolute.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Opens the stores of an initialised folder and builds the Hub on them. Refuses a folder
+    /// without a metadata database rather than create an empty one.
+    pub async fn open_hub(&self) -> Result<OpenHub> {
+        let meta_db = self.meta_db();
+        if !meta_db.exists() {
+            bail!(
+                "{} is not an initialised mailroom data folder (no meta.db); run `mailroom init` first or pass --data",
+                self.root.display()
+            );
+        }
+        let meta = SqliteStore::open(&meta_db).await?;
+        let blobs = self.blobs();
+        let blobs = LocalBlobStore::open(&blobs)
+            .await
+            .with_context(|| format!("cannot open the blob store {}", blobs.display()))?;
+        Ok(OpenHub {
+            hub: wire(meta.clone(), blobs),
+            meta,
+        })
+    }
+
+    /// Takes the folder's serve lock, so that two servers never share a folder (the start-up
+    /// sweep of one would delete the other's uploads in progress). Held until the file drops.
+    pub fn lock_for_serve(&self) -> Result<File> {
+        let path = self.root.join("serve.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(TryLockError::WouldBlock) => bail!(
+                "another `mailroom serve` is already running on {}",
+                self.root.display()
+            ),
+            Err(TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// The Hub on the embedded engines: SQLite metadata and local blobs.
+pub fn wire(meta: SqliteStore, blobs: LocalBlobStore) -> Arc<Hub> {
+    Arc::new(Hub::new(
+        Arc::new(meta),
+        Arc::new(blobs),
+        Arc::new(SystemClock),
+        HubConfig::default(),
+    ))
+}

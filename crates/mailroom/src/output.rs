@@ -1,0 +1,477 @@
+//! The one module that writes to standard output and standard error: command results as
+//! aligned tables for people or JSON for scripts, the machine-readable lines of `serve`, and
+//! the one-sentence error of a failed command.
+//!
+//! Domain types do not derive `Serialize`; the small structs here are the CLI's JSON shape.
+//! Nothing else in the binary prints, and the libraries never do. Cells are cleaned of control
+//! characters, so a hostile name recorded in the audit trail cannot drive the terminal.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use mailroom_core::{Account, AuthorizedKey, Event, Group, Route};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+use crate::init::InitReport;
+
+/// Where results go, and in which form.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    json: bool,
+}
+
+/// Counts shown by `mailroom status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Client accounts.
+    pub clients: usize,
+    /// Admin accounts.
+    pub admins: usize,
+    /// Disabled accounts of either kind.
+    pub disabled: usize,
+    /// Groups.
+    pub groups: usize,
+    /// Route rules.
+    pub routes: usize,
+    /// Deliveries whose content is kept (stored, delivered, picked up).
+    pub live_deliveries: usize,
+}
+
+impl Output {
+    /// Tables for people, or JSON for scripts.
+    pub fn new(json: bool) -> Output {
+        Output { json }
+    }
+
+    /// Confirms a change: one sentence, or `{"ok": true, "message": …}`.
+    pub fn done(&self, message: &str) -> Result<()> {
+        if self.json {
+            self.json_line(&Done { ok: true, message })
+        } else {
+            self.text(&format!("{message}\n"))
+        }
+    }
+
+    /// What an init created, and the first admin's one-time password, shown this once.
+    pub fn init(&self, report: &InitReport) -> Result<()> {
+        let data = report.data.display().to_string();
+        if self.json {
+            return self.json_line(&InitOut {
+                data: &data,
+                already_initialised: report.created.is_empty(),
+                created: &report.created,
+                first_admin: report.first_admin.as_ref().map(|admin| FirstAdminOut {
+                    name: admin.name.as_str(),
+                    password: admin.password.expose(),
+                    note: ONE_TIME_NOTE,
+                }),
+            });
+        }
+        if report.created.is_empty() {
+            return self.text(&format!(
+                "mailroom: {data} is already initialised; nothing changed.\n"
+            ));
+        }
+        let mut text = format!(
+            "mailroom: initialised {data}: created {}.\n",
+            report.created.join(", ")
+        );
+        if let Some(admin) = &report.first_admin {
+            text.push_str(&format!(
+                "mailroom: first admin account: {}\nmailroom: one-time password: {}\nmailroom: {ONE_TIME_NOTE}\n",
+                admin.name,
+                admin.password.expose()
+            ));
+        }
+        self.text(&text)
+    }
+
+    /// The line a test harness or supervisor reads to learn the bound address, flushed at once.
+    pub fn listening(&self, protocol: &str, address: SocketAddr) -> Result<()> {
+        if self.json {
+            self.json_line(&Listening {
+                listening: protocol,
+                address: address.to_string(),
+            })
+        } else {
+            self.text(&format!("mailroom: {protocol} listening on {address}\n"))
+        }
+    }
+
+    /// `account list`.
+    pub fn accounts(&self, accounts: &[Account]) -> Result<()> {
+        if self.json {
+            let out: Vec<AccountOut> = accounts.iter().map(AccountOut::from).collect();
+            return self.json_line(&out);
+        }
+        let rows = accounts
+            .iter()
+            .map(|a| {
+                vec![
+                    a.name.to_string(),
+                    a.kind.as_str().to_owned(),
+                    enabled(a).to_owned(),
+                    password_state(a).to_owned(),
+                    a.keys.len().to_string(),
+                    short_time(a.created),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &["NAME", "KIND", "STATUS", "PASSWORD", "KEYS", "CREATED"],
+            rows,
+        ))
+    }
+
+    /// `account show`: never the password hash, only whether there is one.
+    pub fn account(&self, account: &Account) -> Result<()> {
+        if self.json {
+            return self.json_line(&AccountOut::from(account));
+        }
+        let mut text = format!(
+            "name:      {}\nkind:      {}\nstatus:    {}\npassword:  {}\ncreated:   {}\nkeys:      {}\n",
+            account.name,
+            account.kind.as_str(),
+            enabled(account),
+            password_state(account),
+            short_time(account.created),
+            account.keys.len(),
+        );
+        for key in &account.keys {
+            text.push_str(&format!(
+                "  {} {} {}\n",
+                key.algorithm,
+                key.fingerprint(),
+                clean(&key.comment)
+            ));
+        }
+        self.text(&text)
+    }
+
+    /// `group list`.
+    pub fn groups(&self, groups: &[Group]) -> Result<()> {
+        if self.json {
+            let out: Vec<GroupOut> = groups.iter().map(GroupOut::from).collect();
+            return self.json_line(&out);
+        }
+        let rows = groups
+            .iter()
+            .map(|g| {
+                let members: Vec<&str> = g.members.iter().map(|m| m.as_str()).collect();
+                vec![g.name.to_string(), members.join(", ")]
+            })
+            .collect();
+        self.text(&table(&["GROUP", "MEMBERS"], rows))
+    }
+
+    /// `route list`.
+    pub fn routes(&self, routes: &[Route]) -> Result<()> {
+        if self.json {
+            let out: Vec<RouteOut> = routes.iter().map(RouteOut::from).collect();
+            return self.json_line(&out);
+        }
+        let rows = routes
+            .iter()
+            .map(|r| {
+                vec![
+                    r.from.to_string(),
+                    r.to.to_string(),
+                    r.effect.as_str().to_owned(),
+                ]
+            })
+            .collect();
+        self.text(&table(&["FROM", "TO", "EFFECT"], rows))
+    }
+
+    /// `audit list`.
+    pub fn events(&self, events: &[Event]) -> Result<()> {
+        if self.json {
+            let out: Vec<EventOut> = events.iter().map(EventOut::from).collect();
+            return self.json_line(&out);
+        }
+        let rows = events
+            .iter()
+            .map(|e| {
+                vec![
+                    short_time(e.time),
+                    e.kind.as_str().to_owned(),
+                    e.actor.clone(),
+                    e.protocol.as_str().to_owned(),
+                    e.source.clone().unwrap_or_else(|| "-".to_owned()),
+                    e.object.clone(),
+                    e.outcome.as_str().to_owned(),
+                    e.detail.clone(),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &[
+                "TIME", "KIND", "ACTOR", "PROTOCOL", "SOURCE", "OBJECT", "OUTCOME", "DETAIL",
+            ],
+            rows,
+        ))
+    }
+
+    /// `status`.
+    pub fn status(&self, status: &Status) -> Result<()> {
+        if self.json {
+            return self.json_line(status);
+        }
+        self.text(&format!(
+            "clients:          {}\nadmins:           {}\ndisabled:         {}\ngroups:           {}\nroutes:           {}\nlive deliveries:  {}\n",
+            status.clients,
+            status.admins,
+            status.disabled,
+            status.groups,
+            status.routes,
+            status.live_deliveries
+        ))
+    }
+
+    fn json_line<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let mut line = serde_json::to_string(value).context("encoding JSON output")?;
+        line.push('\n');
+        self.text(&line)
+    }
+
+    fn text(&self, text: &str) -> Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to standard output")
+    }
+}
+
+/// Reports a failed command on standard error as one line: `mailroom: error: <sentence>`.
+pub fn error(err: &anyhow::Error) {
+    let sentence = format!("{err:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut stderr = std::io::stderr().lock();
+    // If standard error is gone there is nowhere left to report to; the exit code still says it.
+    let _ = writeln!(stderr, "mailroom: error: {}", clean(&sentence));
+}
+
+const ONE_TIME_NOTE: &str = "this password is shown only this once and is stored only as a hash; keep it somewhere safe now";
+
+#[derive(Serialize)]
+struct Done<'a> {
+    ok: bool,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Listening<'a> {
+    listening: &'a str,
+    address: String,
+}
+
+#[derive(Serialize)]
+struct InitOut<'a> {
+    data: &'a str,
+    already_initialised: bool,
+    created: &'a [String],
+    first_admin: Option<FirstAdminOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct FirstAdminOut<'a> {
+    name: &'a str,
+    password: &'a str,
+    note: &'a str,
+}
+
+#[derive(Serialize)]
+struct AccountOut {
+    name: String,
+    kind: &'static str,
+    disabled: bool,
+    password_set: bool,
+    keys: Vec<KeyOut>,
+    created: String,
+}
+
+impl From<&Account> for AccountOut {
+    fn from(account: &Account) -> Self {
+        AccountOut {
+            name: account.name.to_string(),
+            kind: account.kind.as_str(),
+            disabled: account.disabled,
+            password_set: account.password_hash.is_some(),
+            keys: account.keys.iter().map(KeyOut::from).collect(),
+            created: rfc3339(account.created),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct KeyOut {
+    algorithm: String,
+    fingerprint: String,
+    comment: String,
+}
+
+impl From<&AuthorizedKey> for KeyOut {
+    fn from(key: &AuthorizedKey) -> Self {
+        KeyOut {
+            algorithm: key.algorithm.clone(),
+            fingerprint: key.fingerprint(),
+            comment: key.comment.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct GroupOut {
+    name: String,
+    members: Vec<String>,
+}
+
+impl From<&Group> for GroupOut {
+    fn from(group: &Group) -> Self {
+        GroupOut {
+            name: group.name.to_string(),
+            members: group.members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RouteOut {
+    from: String,
+    to: String,
+    effect: &'static str,
+}
+
+impl From<&Route> for RouteOut {
+    fn from(route: &Route) -> Self {
+        RouteOut {
+            from: route.from.to_string(),
+            to: route.to.to_string(),
+            effect: route.effect.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut {
+    id: String,
+    time: String,
+    kind: &'static str,
+    actor: String,
+    source: Option<String>,
+    protocol: &'static str,
+    object: String,
+    outcome: &'static str,
+    detail: String,
+}
+
+impl From<&Event> for EventOut {
+    fn from(event: &Event) -> Self {
+        EventOut {
+            id: event.id.to_string(),
+            time: rfc3339(event.time),
+            kind: event.kind.as_str(),
+            actor: event.actor.clone(),
+            source: event.source.clone(),
+            protocol: event.protocol.as_str(),
+            object: event.object.clone(),
+            outcome: event.outcome.as_str(),
+            detail: event.detail.clone(),
+        }
+    }
+}
+
+fn enabled(account: &Account) -> &'static str {
+    if account.disabled {
+        "disabled"
+    } else {
+        "enabled"
+    }
+}
+
+fn password_state(account: &Account) -> &'static str {
+    if account.password_hash.is_some() {
+        "set"
+    } else {
+        "not set"
+    }
+}
+
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
+}
+
+fn short_time(time: OffsetDateTime) -> String {
+    time.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_else(|_| time.to_string())
+}
+
+/// Replaces control characters, which could move the cursor or recolour a terminal.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Aligned columns separated by two spaces, headers first; the last column is not padded.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| clean(cell)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header_row).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["NAME", "KIND"],
+            vec![
+                vec!["alice".into(), "client".into()],
+                vec!["b".into(), "admin".into()],
+            ],
+        );
+        assert_eq!(text, "NAME   KIND\nalice  client\nb      admin\n");
+    }
+
+    #[test]
+    fn cells_lose_control_characters() {
+        let text = table(&["A"], vec![vec!["x\u{1b}[31my\n".into()]]);
+        assert_eq!(text, "A\nx?[31my?\n");
+    }
+}

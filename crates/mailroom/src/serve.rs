@@ -1,0 +1,148 @@
+//! `mailroom serve`: initialise a fresh folder, read the configuration, start logging, sweep
+//! leftovers, bind the listeners, run the front ends, and shut down gracefully.
+//!
+//! The binary binds the sockets and hands each front end its listener, an `Arc<Hub>` and a
+//! shutdown token. On SIGTERM or SIGINT the token is cancelled (front ends stop accepting),
+//! running sessions get `[server] shutdown_grace_seconds` to finish, and the process exits 0.
+//! Protocol work lives in the front-end crates; this module only wires and waits.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use mailroom_core::Hub;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::admin::cli_actor;
+use crate::config::{self, Config};
+use crate::data::DataDir;
+use crate::init::{self, InitReport};
+use crate::logging;
+use crate::output::Output;
+
+/// Runs the hub until a signal asks it to stop.
+pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
+    let mut created = init::prepare_folder(data)?;
+    let config = config::load(&data.config_file(), &config::env_overrides()?)
+        .context("invalid configuration")?;
+    logging::install_for_server(&config.server)?;
+    let _lock = data.lock_for_serve()?;
+    let (stores, first_admin) =
+        init::open_stores(data, &config, &cli_actor(), &mut created).await?;
+    if !created.is_empty() {
+        info!(data = %data.root().display(), created = ?created, "initialised the data folder");
+        out.init(&InitReport {
+            data: data.root().to_owned(),
+            created,
+            first_admin,
+        })?;
+    }
+
+    let result = serve(&stores.hub, &config, stores.host_key, out).await;
+    stores.meta.close().await;
+    if result.is_ok() {
+        info!("stopped");
+    }
+    result
+}
+
+/// Sweeps, starts the front ends, waits for a signal or a front end's failure, then drains.
+async fn serve(
+    hub: &Arc<Hub>,
+    config: &Config,
+    host_key: russh::keys::PrivateKey,
+    out: &Output,
+) -> Result<()> {
+    let swept = hub
+        .sweep()
+        .await
+        .context("cannot sweep the blob store before serving")?;
+    info!(
+        staging_removed = swept.staging_removed,
+        orphans_removed = swept.orphans_removed,
+        "swept unfinished uploads and orphan blobs"
+    );
+
+    // Signal handlers first, so a signal that arrives while we bind is not lost.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+
+    let shutdown = CancellationToken::new();
+    let mut front_ends: JoinSet<(&'static str, io::Result<()>)> = JoinSet::new();
+    if config.sftp.enabled {
+        let listen = config.sftp.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} ([sftp] listen)"))?;
+        let address = listener
+            .local_addr()
+            .context("cannot read the SFTP listener's address")?;
+        info!(proto = "sftp", address = %address, "listening");
+        out.listening("sftp", address)?;
+        let run = mailroom_sftp::serve(
+            listener,
+            hub.clone(),
+            config.sftp.clone(),
+            host_key,
+            shutdown.clone(),
+        );
+        front_ends.spawn(async move { ("sftp", run.await) });
+    } else {
+        warn!("[sftp] enabled = false: no front end is running");
+    }
+
+    let early_end = tokio::select! {
+        _ = terminate.recv() => { info!(signal = "SIGTERM", "shutting down"); None }
+        _ = interrupt.recv() => { info!(signal = "SIGINT", "shutting down"); None }
+        Some(ended) = front_ends.join_next() => Some(ended),
+    };
+    shutdown.cancel();
+    if let Some(ended) = early_end {
+        // A front end stopped on its own: that is a failure even if it says Ok.
+        let failure = front_end_result(ended)
+            .err()
+            .unwrap_or_else(|| anyhow!("a front end stopped unexpectedly"));
+        drain(&mut front_ends, config).await;
+        return Err(failure);
+    }
+    drain(&mut front_ends, config).await;
+    Ok(())
+}
+
+/// Waits up to the grace period for the front ends to finish their sessions, then cuts them.
+async fn drain(front_ends: &mut JoinSet<(&'static str, io::Result<()>)>, config: &Config) {
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(ended) = front_ends.join_next().await {
+            if let Err(err) = front_end_result(ended) {
+                error!(
+                    error = format!("{err:#}"),
+                    "front end failed while stopping"
+                );
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            grace_seconds = config.server.shutdown_grace_seconds,
+            "grace period over: closing the sessions still running"
+        );
+        front_ends.abort_all();
+    }
+}
+
+fn front_end_result(
+    ended: Result<(&'static str, io::Result<()>), tokio::task::JoinError>,
+) -> Result<()> {
+    match ended {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((name, Err(err))) => Err(err).with_context(|| format!("the {name} front end failed")),
+        Err(err) => Err(anyhow!("a front end task ended abnormally: {err}")),
+    }
+}

@@ -1,0 +1,861 @@
+//! The real `mailroom` binary on a temporary data folder: `init`, the admin commands, their
+//! refusals (each checked to change nothing), JSON and table output, the audit trail, the
+//! configuration's refusals, and `serve` starting on a fresh folder and stopping on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// Two valid OpenSSH public keys.
+const KEY_A: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOCkXmD9wMs5AuUB9tetdUfxG0Yqxz2bFBbSrIBwG1uY alice@laptop";
+const KEY_B: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICjvnuqBU4Q6wTyVY9pqt80+129ksQ77v8q7sYEBdouv bob@server";
+
+/// A temporary folder holding a data folder `data/` and any input files.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// An initialised site; returns it and the first admin's one-time password.
+    fn initialised() -> (Site, String) {
+        let site = Site::new();
+        let out = site.run(&["init"], None);
+        assert!(out.status.success(), "{}", text(&out));
+        let password = one_time_password(&stdout(&out));
+        (site, password)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// The binary with a clean environment: no stray `MAILROOM_*` from the caller.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MAILROOM_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg("--data")
+            .arg(self.data())
+            .args(args)
+            .env("USER", "tester");
+        command
+    }
+
+    /// Runs a command with `stdin` (or none) and returns its output.
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_env(args, stdin, &[])
+    }
+
+    fn run_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        {
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(input) = stdin {
+                // The command may refuse before reading; a closed pipe is fine then.
+                let _ = pipe.write_all(input.as_bytes());
+            }
+        }
+        wait_output(child, Duration::from_secs(120))
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
+        stdout(&out)
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let out = self.ok(&with_json, None);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} gave bad JSON {out:?}: {e}"))
+    }
+
+    /// Everything an admin command can change.
+    fn snapshot(&self) -> [serde_json::Value; 3] {
+        [
+            self.json(&["account", "list"]),
+            self.json(&["group", "list"]),
+            self.json(&["route", "list"]),
+        ]
+    }
+
+    /// Runs a command that must be refused with one sentence naming `expect`, and checks that
+    /// nothing changed.
+    fn refused(&self, args: &[&str], stdin: Option<&str>, expect: &str) {
+        let before = self.snapshot();
+        let out = self.run(args, stdin);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "mailroom {args:?}: {}",
+            text(&out)
+        );
+        let err = String::from_utf8(out.stderr.clone()).unwrap();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr for {args:?}: {err:?}");
+        assert!(
+            lines[0].starts_with("mailroom: error: "),
+            "{args:?}: {err:?}"
+        );
+        assert!(
+            lines[0].contains(expect),
+            "{args:?}: {err:?} does not say {expect:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed {}", stdout(&out));
+        assert_eq!(self.snapshot(), before, "{args:?} changed something");
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn one_time_password(init_stdout: &str) -> String {
+    let lines: Vec<&str> = init_stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("mailroom: one-time password: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one password line in {init_stdout:?}");
+    lines[0].to_owned()
+}
+
+/// Waits for a child with a deadline, so a command that wrongly keeps running fails the test
+/// instead of hanging it.
+fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        out_pipe.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        err_pipe.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("mailroom did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn init_creates_everything_once_and_stores_no_password_in_clear() {
+    let site = Site::new();
+    let out = site.run(&["init"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = stdout(&out);
+    let password = one_time_password(&first);
+    assert_eq!(password.len(), 24);
+    assert_eq!(first.matches(&password).count(), 1, "printed once: {first}");
+    assert!(first.contains("shown only this once"), "{first}");
+    assert!(!contains(&out.stderr, password.as_bytes()));
+
+    let data = site.data();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "data folder mode {mode:o}");
+    for file in ["mailroom.toml", "ssh_host_ed25519_key", "meta.db"] {
+        assert!(data.join(file).is_file(), "{file} missing");
+    }
+    assert!(data.join("blobs").is_dir());
+    let config = std::fs::read_to_string(data.join("mailroom.toml")).unwrap();
+    assert!(config.contains("[sftp]") && config.contains("# listen = \"127.0.0.1:2222\""));
+    assert!(config.contains("[server]") && config.contains("# shutdown_grace_seconds = 30"));
+
+    let accounts = site.json(&["account", "list"]);
+    assert_eq!(accounts.as_array().unwrap().len(), 1);
+    assert_eq!(accounts[0]["name"], "admin");
+    assert_eq!(accounts[0]["kind"], "admin");
+    assert_eq!(accounts[0]["password_set"], true);
+
+    // The password is in no file of the data folder, the database included.
+    for file in files_under(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, password.as_bytes()),
+            "{} holds the password in clear",
+            file.display()
+        );
+    }
+
+    // A second init changes nothing and says so.
+    let keep = |name: &str| std::fs::read(data.join(name)).unwrap();
+    let (config_before, key_before) = (keep("mailroom.toml"), keep("ssh_host_ed25519_key"));
+    let events_before = site.json(&["audit", "list"]);
+    let again = site.ok(&["init"], None);
+    assert!(again.contains("already initialised"), "{again}");
+    assert!(!again.contains("password"), "{again}");
+    assert_eq!(keep("mailroom.toml"), config_before);
+    assert_eq!(keep("ssh_host_ed25519_key"), key_before);
+    assert_eq!(site.json(&["account", "list"]), accounts);
+    assert_eq!(site.json(&["audit", "list"]), events_before);
+
+    let json = site.json(&["init"]);
+    assert_eq!(json["already_initialised"], true);
+    assert!(json["first_admin"].is_null());
+}
+
+#[test]
+fn admin_commands_work_and_print_tables_and_json() {
+    let (site, _) = Site::initialised();
+    let key_a = site.write("alice.pub", &format!("# alice's key\n{KEY_A}\n"));
+    let key_b = site.write("bob.pub", KEY_B);
+    let key_a = key_a.to_str().unwrap();
+    let key_b = key_b.to_str().unwrap();
+
+    site.ok(
+        &["account", "add", "alice", "--authorized-key", key_a],
+        None,
+    );
+    site.ok(
+        &["account", "add", "bob", "--password-stdin"],
+        Some("correct-horse-battery-9\n"),
+    );
+    site.ok(&["account", "add", "carol"], None);
+    site.ok(&["group", "add", "team"], None);
+    site.ok(&["group", "member", "add", "team", "bob"], None);
+    site.ok(&["group", "member", "add", "team", "carol"], None);
+    site.ok(&["route", "allow", "alice", "team"], None);
+    site.ok(&["route", "deny", "alice", "carol"], None);
+    site.ok(&["account", "key", "add", "bob", key_b], None);
+    site.ok(&["account", "key", "add", "carol", "-"], Some(KEY_A));
+    site.ok(&["account", "key", "remove", "carol", key_a], None);
+    site.ok(
+        &["account", "passwd", "alice", "--password-stdin"],
+        Some("Another-fine-password-4\r\n"),
+    );
+    site.ok(&["account", "disable", "carol"], None);
+
+    // Tables: headers and names, aligned.
+    let table = site.ok(&["account", "list"], None);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME "), "{table}");
+    for name in ["admin", "alice", "bob", "carol"] {
+        assert!(lines.iter().any(|l| l.starts_with(name)), "{table}");
+    }
+    let kind_column = lines[0].find("KIND").unwrap();
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l[kind_column..].starts_with("admin ")
+                || l[kind_column..].starts_with("client ")),
+        "{table}"
+    );
+    assert!(site.ok(&["group", "list"], None).contains("team"));
+    let routes = site.ok(&["route", "list"], None);
+    assert!(routes.contains("alice") && routes.contains("team") && routes.contains("deny"));
+
+    // account show: fingerprints and whether a password is set, never the hash.
+    let show = site.ok(&["account", "show", "bob"], None);
+    assert!(show.contains("password:  set"), "{show}");
+    assert!(show.contains("SHA256:"), "{show}");
+    assert!(!show.contains("argon2"), "{show}");
+    let show_json = site.json(&["account", "show", "bob"]);
+    assert!(!show_json.to_string().contains("argon2"));
+    assert_eq!(show_json["keys"][0]["comment"], "bob@server");
+    assert_eq!(show_json["keys"][0]["algorithm"], "ssh-ed25519");
+
+    // JSON says the same as the tables.
+    let accounts = site.json(&["account", "list"]);
+    let by_name = |name: &str| {
+        accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("alice")["password_set"], true);
+    assert_eq!(by_name("alice")["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(by_name("carol")["disabled"], true);
+    assert_eq!(by_name("carol")["keys"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        site.json(&["group", "list"]),
+        serde_json::json!([{"name": "team", "members": ["bob", "carol"]}])
+    );
+    assert_eq!(
+        site.json(&["route", "list"]),
+        serde_json::json!([
+            {"from": "alice", "to": "carol", "effect": "deny"},
+            {"from": "alice", "to": "team", "effect": "allow"},
+        ])
+    );
+    let done = site.json(&["account", "enable", "carol"]);
+    assert_eq!(done["ok"], true);
+
+    let status = site.json(&["status"]);
+    assert_eq!(status["clients"], 3);
+    assert_eq!(status["admins"], 1);
+    assert_eq!(status["groups"], 1);
+    assert_eq!(status["routes"], 2);
+    assert_eq!(status["live_deliveries"], 0);
+
+    // And the removals.
+    site.ok(&["route", "remove", "alice", "carol"], None);
+    site.ok(&["group", "member", "remove", "team", "carol"], None);
+    site.ok(&["account", "delete", "carol"], None);
+    site.ok(&["group", "delete", "team"], None);
+    assert_eq!(site.json(&["group", "list"]), serde_json::json!([]));
+    assert_eq!(site.json(&["route", "list"]), serde_json::json!([]));
+    assert_eq!(site.json(&["account", "list"]).as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn every_refusal_is_one_sentence_and_changes_nothing() {
+    let (site, _) = Site::initialised();
+    let key_a = site.write("alice.pub", KEY_A);
+    let key_a = key_a.to_str().unwrap();
+    site.ok(
+        &["account", "add", "alice", "--authorized-key", key_a],
+        None,
+    );
+    site.ok(
+        &["account", "add", "bob", "--password-stdin"],
+        Some("correct-horse-battery-9\n"),
+    );
+    site.ok(&["group", "add", "team"], None);
+    site.ok(&["group", "member", "add", "team", "bob"], None);
+    site.ok(&["route", "allow", "alice", "bob"], None);
+
+    let malformed = site.write("bad.pub", "ssh-ed25519 AAAA-not-base64 x\n");
+    let truncated = site.write("short.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 x\n");
+    let nist = site.write("nist.pub", "ecdsa-sha2-nistp256 AAAAE2VjZHNh x\n");
+    let two = site.write("two.pub", &format!("{KEY_A}\n{KEY_B}\n"));
+    let empty = site.write("empty.pub", "\n# nothing\n");
+    let private = site.write(
+        "id_ed25519",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let p = |path: &PathBuf| path.to_str().unwrap().to_owned();
+    let missing = p(&site.path("missing.pub"));
+
+    let cases: Vec<(Vec<String>, Option<&str>, &str)> = vec![
+        (
+            args(&["account", "show", "nobody"]),
+            None,
+            "no account named nobody",
+        ),
+        (
+            args(&["account", "disable", "nobody"]),
+            None,
+            "no account named nobody",
+        ),
+        (
+            args(&["account", "delete", "nobody"]),
+            None,
+            "no account named nobody",
+        ),
+        (args(&["account", "add", "alice"]), None, "alice"),
+        (args(&["account", "add", "team"]), None, "team"),
+        (args(&["group", "add", "alice"]), None, "alice"),
+        (args(&["group", "add", "team"]), None, "team"),
+        (args(&["account", "add", "Alice"]), None, "not a valid name"),
+        (
+            args(&[
+                "account",
+                "add",
+                "carol",
+                "--authorized-key",
+                &p(&malformed),
+            ]),
+            None,
+            "malformed",
+        ),
+        (
+            args(&[
+                "account",
+                "add",
+                "carol",
+                "--authorized-key",
+                &p(&truncated),
+            ]),
+            None,
+            "malformed",
+        ),
+        (
+            args(&["account", "add", "carol", "--authorized-key", &p(&nist)]),
+            None,
+            "unsupported key type",
+        ),
+        (
+            args(&["account", "add", "carol", "--authorized-key", &p(&two)]),
+            None,
+            "one public key per command",
+        ),
+        (
+            args(&["account", "add", "carol", "--authorized-key", &p(&empty)]),
+            None,
+            "holds no public key",
+        ),
+        (
+            args(&["account", "add", "carol", "--authorized-key", &p(&private)]),
+            None,
+            "private key",
+        ),
+        (
+            args(&["account", "add", "carol", "--authorized-key", &missing]),
+            None,
+            "cannot read the key file",
+        ),
+        (
+            args(&["account", "add", "carol", "--password-stdin"]),
+            Some("\n"),
+            "empty",
+        ),
+        (
+            args(&["account", "add", "carol", "--password-stdin"]),
+            Some(""),
+            "empty",
+        ),
+        (
+            args(&["account", "add", "carol", "--password-stdin"]),
+            Some("short-1\n"),
+            "too short",
+        ),
+        (
+            args(&["account", "add", "carol", "--password-stdin"]),
+            Some("abababababababab\n"),
+            "too easy",
+        ),
+        (
+            args(&["account", "add", "carol", "--password-stdin"]),
+            Some("carol-carol-carol-9\n"),
+            "too easy",
+        ),
+        (
+            args(&[
+                "account",
+                "add",
+                "carol",
+                "--password-stdin",
+                "--authorized-key",
+                "-",
+            ]),
+            Some("x\n"),
+            "standard input",
+        ),
+        (
+            args(&["account", "passwd", "bob", "--password-stdin"]),
+            Some("\n"),
+            "empty",
+        ),
+        (
+            args(&["account", "passwd", "nobody", "--password-stdin"]),
+            Some("correct-horse-battery-9\n"),
+            "no account named nobody",
+        ),
+        (
+            args(&["account", "key", "add", "alice", key_a]),
+            None,
+            "already has the key",
+        ),
+        (
+            args(&["account", "key", "add", "nobody", key_a]),
+            None,
+            "no account named nobody",
+        ),
+        (
+            args(&["account", "key", "remove", "bob", key_a]),
+            None,
+            "has no key",
+        ),
+        (
+            args(&["account", "key", "add", "alice", &p(&malformed)]),
+            None,
+            "malformed",
+        ),
+        (
+            args(&["route", "allow", "alice", "nobody"]),
+            None,
+            "no account or group named nobody",
+        ),
+        (
+            args(&["route", "allow", "nobody", "alice"]),
+            None,
+            "no account or group named nobody",
+        ),
+        (args(&["route", "deny", "admin", "alice"]), None, "admin"),
+        (args(&["route", "remove", "bob", "alice"]), None, "bob"),
+        (
+            args(&["group", "member", "add", "team", "nobody"]),
+            None,
+            "no account named nobody",
+        ),
+        (
+            args(&["group", "member", "add", "nogroup", "alice"]),
+            None,
+            "no group named nogroup",
+        ),
+        (
+            args(&["group", "member", "add", "team", "bob"]),
+            None,
+            "already in team",
+        ),
+        (
+            args(&["group", "member", "add", "team", "admin"]),
+            None,
+            "admin",
+        ),
+        (
+            args(&["group", "member", "remove", "team", "alice"]),
+            None,
+            "not in team",
+        ),
+        (args(&["group", "delete", "nogroup"]), None, "nogroup"),
+        (
+            args(&["audit", "list", "--kind", "nonsense"]),
+            None,
+            "unknown event kind",
+        ),
+        (
+            args(&["audit", "list", "--outcome", "maybe"]),
+            None,
+            "unknown outcome",
+        ),
+    ];
+    for (args, stdin, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        site.refused(&args, stdin, expect);
+    }
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn usage_errors_exit_2_and_uninitialised_folders_are_refused() {
+    let site = Site::new();
+    let out = site.run(&["account", "frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = site.run(&["account", "passwd", "alice"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "passwd needs --password-stdin: {}",
+        text(&out)
+    );
+
+    // An admin command on a folder that was never initialised creates nothing.
+    let out = site.run(&["account", "list"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mailroom init"), "{err}");
+    assert!(!site.data().exists());
+}
+
+#[test]
+fn audit_list_shows_the_admin_changes() {
+    let (site, _) = Site::initialised();
+    site.ok(
+        &["account", "add", "alice", "--password-stdin"],
+        Some("correct-horse-battery-9\n"),
+    );
+    site.ok(&["account", "add", "bob"], None);
+    site.ok(&["group", "add", "team"], None);
+    site.ok(&["group", "member", "add", "team", "bob"], None);
+    site.ok(&["route", "allow", "alice", "team"], None);
+    site.ok(&["account", "disable", "bob"], None);
+
+    let events = site.json(&["audit", "list"]);
+    let events = events.as_array().unwrap();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["object"].as_str().unwrap().to_owned(),
+                e["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (object, detail) in [
+        ("account admin", "add admin"),
+        ("account alice", "add client"),
+        ("account bob", "add client"),
+        ("group team", "add"),
+        ("group team", "add member bob"),
+        ("route alice -> team", "allow"),
+        ("account bob", "disable"),
+    ] {
+        assert!(
+            seen.contains(&(object.to_owned(), detail.to_owned())),
+            "no event {object}: {detail} in {seen:?}"
+        );
+    }
+    for event in events {
+        assert_eq!(event["kind"], "admin");
+        assert_eq!(event["actor"], "cli:tester");
+        assert_eq!(event["protocol"], "cli");
+        assert_eq!(event["outcome"], "ok");
+        assert!(event["id"].as_str().unwrap().len() == 36);
+    }
+    // Oldest first, and --limit keeps the newest.
+    assert_eq!(seen.last().unwrap().1, "disable");
+    let last = site.json(&["audit", "list", "--limit", "1"]);
+    assert_eq!(last.as_array().unwrap().len(), 1);
+    assert_eq!(last[0]["detail"], "disable");
+    let filtered = site.json(&["audit", "list", "--kind", "login"]);
+    assert_eq!(filtered, serde_json::json!([]));
+    let filtered = site.json(&["audit", "list", "--actor", "cli:tester", "--outcome", "ok"]);
+    assert_eq!(filtered.as_array().unwrap().len(), events.len());
+
+    let table = site.ok(&["audit", "list"], None);
+    assert!(table.starts_with("TIME "), "{table}");
+    assert!(table.contains("route alice -> team"), "{table}");
+    assert!(table.contains("cli:tester"), "{table}");
+}
+
+/// Runs `serve` expecting a refusal at start; returns its one stderr line.
+fn serve_refused(site: &Site, env: &[(&str, &str)]) -> String {
+    let out = site.run_env(&["serve"], None, env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mailroom: error: invalid configuration: "),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn bad_configuration_is_refused_with_file_line_key_and_reason() {
+    let (site, _) = Site::initialised();
+    let config = site.data().join("mailroom.toml");
+    let shown = config.display().to_string();
+    let template = std::fs::read_to_string(&config).unwrap();
+
+    std::fs::write(
+        &config,
+        "[server]\nshutdown_grace_seconds = 5\n\n[sftp]\nlisten = 12\n",
+    )
+    .unwrap();
+    let err = serve_refused(&site, &[]);
+    for part in [
+        shown.as_str(),
+        "line 5",
+        "key sftp.listen",
+        "expected socket address",
+    ] {
+        assert!(err.contains(part), "{err:?} lacks {part:?}");
+    }
+
+    std::fs::write(&config, "[sftp]\nlisten = \"127.0.0.1:0\"\nnope = true\n").unwrap();
+    let err = serve_refused(&site, &[]);
+    for part in [
+        shown.as_str(),
+        "line 3",
+        "key sftp.nope",
+        "unknown field `nope`",
+    ] {
+        assert!(err.contains(part), "{err:?} lacks {part:?}");
+    }
+
+    std::fs::write(&config, "[sftp\n").unwrap();
+    let err = serve_refused(&site, &[]);
+    assert!(err.contains(&shown) && err.contains("line 1"), "{err:?}");
+
+    std::fs::write(&config, &template).unwrap();
+    let err = serve_refused(&site, &[("MAILROOM_SFTP_LISTEN", "nope")]);
+    assert!(err.contains("MAILROOM_SFTP_LISTEN"), "{err:?}");
+    assert!(
+        err.contains("sftp.listen") && err.contains("socket address"),
+        "{err:?}"
+    );
+
+    let err = serve_refused(&site, &[("MAILROOM_SFTP_NOPE", "1")]);
+    assert!(
+        err.contains("MAILROOM_SFTP_NOPE") && err.contains("nope"),
+        "{err:?}"
+    );
+
+    let err = serve_refused(&site, &[("MAILROOM_SFPT_LISTEN", "127.0.0.1:0")]);
+    assert!(err.contains("MAILROOM_SFPT_LISTEN"), "{err:?}");
+
+    let err = serve_refused(&site, &[("MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS", "soon")]);
+    assert!(
+        err.contains("MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS"),
+        "{err:?}"
+    );
+
+    // init reads the configuration too, and refuses the same way.
+    let out = site.run_env(&["init"], None, &[("MAILROOM_SFTP_NOPE", "1")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn serve_initialises_a_fresh_folder_listens_and_stops_on_sigterm() {
+    let site = Site::new();
+    let mut command = site.command(&["serve"]);
+    command
+        .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+        .env("MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS", "5")
+        .env("MAILROOM_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut printed = Vec::new();
+    let address = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no listening line; stdout so far: {printed:?}"));
+        if let Some(address) = line.strip_prefix("mailroom: sftp listening on ") {
+            break address.to_owned();
+        }
+        printed.push(line);
+    };
+    let printed = printed.join("\n");
+    let password = one_time_password(&printed);
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0);
+
+    // It speaks SSH on the printed port.
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut banner = [0u8; 8];
+    socket.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+    drop(socket);
+
+    // A second server on the same folder is refused.
+    let out = site.run_env(&["serve"], None, &[("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already running"),
+        "{}",
+        text(&out)
+    );
+
+    // The admin CLI works while the server runs.
+    site.ok(&["account", "add", "alice"], None);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "SIGTERM must exit 0, got {exit:?}");
+    let log = log.join().unwrap();
+    assert!(log.contains("listening"), "{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(
+        !log.contains(&password),
+        "the one-time password reached the log"
+    );
+
+    // The folder was initialised as `init` would have done it.
+    for file in ["mailroom.toml", "ssh_host_ed25519_key", "meta.db"] {
+        assert!(site.data().join(file).is_file(), "{file} missing");
+    }
+    let again = site.ok(&["init"], None);
+    assert!(again.contains("already initialised"), "{again}");
+}

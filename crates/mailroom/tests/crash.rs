@@ -1,0 +1,427 @@
+//! End to end on the real binary: `kill -9` of the server during uploads and during a group
+//! fan-out, then a restart. Every upload whose close returned OK must be intact (SHA-256),
+//! no partial file may be visible, and orphans must be swept. Also: SIGTERM exits 0, and
+//! passwords never reach the log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use mailroom_test_support::{have, paramiko_python, sha256_file, ssh_options, text, write_random};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// A data folder and the local files of one test.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs an admin command; panics with its output if it fails.
+    async fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("MAILROOM_DATA", self.data())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Makes a client account with an ed25519 key; returns the private key path.
+    async fn client(&self, name: &str) -> PathBuf {
+        let key = self.path(&format!("{name}_key"));
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let public = key.with_extension("pub");
+        self.admin(&[
+            "account",
+            "add",
+            name,
+            "--authorized-key",
+            public.to_str().unwrap(),
+        ])
+        .await;
+        key
+    }
+
+    /// Starts `mailroom serve` on a free port; returns the child, its port and its stderr log.
+    async fn serve(&self, log: &Path) -> (Child, u16) {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .env("MAILROOM_DATA", self.data())
+            .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+            .env("MAILROOM_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(address) = line.strip_prefix("mailroom: sftp listening on ") {
+                    return address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+                }
+            }
+            panic!(
+                "server exited before listening: {}",
+                std::fs::read_to_string(log).unwrap()
+            );
+        })
+        .await
+        .expect("server did not start listening");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, port)
+    }
+
+    /// Runs OpenSSH sftp in batch mode as `user`.
+    async fn sftp(
+        &self,
+        port: u16,
+        user: &str,
+        key: &Path,
+        commands: &str,
+    ) -> std::process::Output {
+        let batch = self.path(&format!("batch-{user}-{}", commands.len()));
+        std::fs::write(&batch, commands).unwrap();
+        let out = Command::new("sftp")
+            .args(ssh_options())
+            .arg("-i")
+            .arg(key)
+            .arg("-P")
+            .arg(port.to_string())
+            .arg("-b")
+            .arg(&batch)
+            .arg(format!("{user}@127.0.0.1"))
+            .stdin(Stdio::null())
+            .output();
+        tokio::time::timeout(Duration::from_secs(300), out)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn files_under(&self, sub: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.data().join(sub)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.path().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Uploads `files` with paramiko into `remote_dir`, killing the server with SIGKILL once
+/// `kill_after` uploads were acknowledged. Returns the names whose close returned OK.
+async fn upload_then_kill(
+    python: &Path,
+    port: u16,
+    (user, key): (&str, &Path),
+    remote_dir: &str,
+    files: &[PathBuf],
+    server: &mut Child,
+    kill_after: usize,
+) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mailroom-test-support/clients/paramiko_client.py");
+    let mut driver = Command::new(python)
+        .arg(script)
+        .args(["put-many", "127.0.0.1", &port.to_string(), user, "--key"])
+        .arg(key)
+        .arg(remote_dir)
+        .args(files)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let mut done = Vec::new();
+    let mut killed = false;
+    let result = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(name) = value["done"].as_str() {
+                done.push(name.to_owned());
+                if done.len() == kill_after && !killed {
+                    // SIGKILL: no shutdown code runs.
+                    server.start_kill().unwrap();
+                    killed = true;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "upload driver hung");
+    let _ = server.wait().await;
+    assert!(
+        killed,
+        "the server was not killed: only {} uploads completed",
+        done.len()
+    );
+    assert!(
+        done.len() < files.len(),
+        "the kill came too late to interrupt anything"
+    );
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_uploads_and_fan_out_loses_nothing_acknowledged() {
+    let Some(python) = paramiko_python() else {
+        return;
+    };
+    if !have("sftp") {
+        return;
+    }
+    let site = Site::new();
+    site.admin(&["init"]).await;
+    let alice = site.client("alice").await;
+    let bob = site.client("bob").await;
+    let carol = site.client("carol").await;
+    site.admin(&["group", "add", "team"]).await;
+    site.admin(&["group", "member", "add", "team", "bob"]).await;
+    site.admin(&["group", "member", "add", "team", "carol"])
+        .await;
+    site.admin(&["route", "allow", "alice", "bob"]).await;
+    site.admin(&["route", "allow", "alice", "team"]).await;
+
+    // 1. Direct uploads, killed mid-way.
+    let mut sums = HashMap::new();
+    let files: Vec<PathBuf> = (0..40)
+        .map(|i| {
+            let path = site.path(&format!("direct-{i:02}.bin"));
+            sums.insert(
+                format!("direct-{i:02}.bin"),
+                write_random(&path, 3_000_000 + i * 1000, i as u64),
+            );
+            path
+        })
+        .collect();
+    let (mut server, port) = site.serve(&site.path("log1")).await;
+    let direct_done = upload_then_kill(
+        &python,
+        port,
+        ("alice", &alice),
+        "/outbox/bob",
+        &files,
+        &mut server,
+        5,
+    )
+    .await;
+
+    // 2. Restart; fan-out uploads to the group, killed mid-way.
+    let fan_files: Vec<PathBuf> = (0..40)
+        .map(|i| {
+            let path = site.path(&format!("fan-{i:02}.bin"));
+            sums.insert(
+                format!("fan-{i:02}.bin"),
+                write_random(&path, 2_000_000 + i * 1000, 100 + i as u64),
+            );
+            path
+        })
+        .collect();
+    let (mut server, port) = site.serve(&site.path("log2")).await;
+    let fan_done = upload_then_kill(
+        &python,
+        port,
+        ("alice", &alice),
+        "/outbox/team",
+        &fan_files,
+        &mut server,
+        4,
+    )
+    .await;
+
+    // 3. Restart and look from the recipients' side.
+    let (mut server, port) = site.serve(&site.path("log3")).await;
+    assert!(
+        site.files_under("blobs/staging").is_empty(),
+        "staging files survived the start-up sweep"
+    );
+    for (user, key, expect_direct) in [("bob", &bob, true), ("carol", &carol, false)] {
+        let down = site.path(&format!("down-{user}"));
+        std::fs::create_dir_all(&down).unwrap();
+        let out = site
+            .sftp(
+                port,
+                user,
+                key,
+                &format!("lcd {}\nget /inbox/alice/*\n", down.display()),
+            )
+            .await;
+        assert!(out.status.success(), "{user}: {}", text(&out));
+        let got: Vec<String> = std::fs::read_dir(&down)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        // Every acknowledged upload is there, intact.
+        let mut expected: Vec<&String> = fan_done.iter().collect();
+        if expect_direct {
+            expected.extend(direct_done.iter());
+        }
+        for name in expected {
+            assert!(
+                got.contains(name),
+                "{user} lacks acknowledged {name}; has {got:?}"
+            );
+        }
+        // Nothing partial: every visible file is a complete file that was sent. (An upload
+        // whose close committed but whose OK the client never saw may be there too, whole.)
+        for name in &got {
+            let sum = sums
+                .get(name)
+                .unwrap_or_else(|| panic!("{user} sees unexpected {name}"));
+            assert_eq!(
+                &sha256_file(&down.join(name)),
+                sum,
+                "{user}: {name} is damaged"
+            );
+            if !expect_direct {
+                assert!(name.starts_with("fan-"), "carol sees {name}");
+            }
+        }
+    }
+    // A fan-out is all or nothing: Bob and Carol see the same fan-out files.
+    let fan = |user: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(site.path(&format!("down-{user}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("fan-"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(fan("bob"), fan("carol"));
+    // Orphans swept: every stored object belongs to a live delivery (one blob per upload).
+    let objects = site.files_under("blobs/objects").len();
+    let uploads = fan("bob").len()
+        + std::fs::read_dir(site.path("down-bob"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("direct-")
+            })
+            .count();
+    assert_eq!(objects, uploads, "orphan blobs were not swept");
+    server.start_kill().unwrap();
+    let _ = server.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_exits_zero_and_passwords_never_reach_the_log() {
+    let Some(python) = paramiko_python() else {
+        return;
+    };
+    let site = Site::new();
+    let init = site.admin(&["init"]).await;
+    let admin_password = init
+        .lines()
+        .find_map(|l| l.split_whitespace().last().filter(|w| w.len() >= 20))
+        .unwrap_or_else(|| panic!("no one-time password in: {init}"))
+        .to_owned();
+    let good = "Sunflower-over-9-rivers";
+    let bad = "Thistle-under-7-bridges";
+    let out = Command::new(BIN)
+        .args(["account", "add", "dave", "--password-stdin"])
+        .env("MAILROOM_DATA", site.data())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = out;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = out.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{good}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let status = out.wait().await.unwrap();
+    assert!(status.success());
+
+    let log = site.path("log");
+    let (server, port) = site.serve(&log).await;
+    let port = port.to_string();
+    for password in [good, bad] {
+        let r = mailroom_test_support::paramiko(
+            &python,
+            &["login", "127.0.0.1", &port, "dave", "--password", password],
+        )
+        .await;
+        assert!(
+            r.contains(if password == good {
+                "\"ok\": true"
+            } else {
+                "\"ok\": false"
+            }),
+            "{r}"
+        );
+    }
+    let pid = server.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut server = server;
+    let exit = tokio::time::timeout(Duration::from_secs(120), server.wait())
+        .await
+        .expect("no exit after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "SIGTERM must exit 0, got {exit:?}");
+
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("login"),
+        "the log should record logins: {log_text}"
+    );
+    for secret in [good, bad, admin_password.as_str()] {
+        assert!(!log_text.contains(secret), "a password reached the log");
+    }
+    // Nor is any password stored in clear.
+    let db = std::fs::read(site.data().join("meta.db")).unwrap();
+    for secret in [good, admin_password.as_str()] {
+        assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+}

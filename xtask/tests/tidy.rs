@@ -1,0 +1,156 @@
+//! Tidy checks: the rules of STYLE.md that a machine can check. Dependency direction between
+//! workspace crates, no OpenSSL or native-tls anywhere in the graph, a `//!` module doc on
+//! every source file, and no I/O crates or modules in the core.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn metadata() -> Value {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root())
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("metadata JSON")
+}
+
+/// The workspace crates each crate may depend on (normal dependencies; dev-dependencies are
+/// free). Front ends see core and net only; core and net see nothing.
+fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let set = |names: &[&'static str]| names.iter().copied().collect::<BTreeSet<_>>();
+    BTreeMap::from([
+        ("mailroom-core", set(&[])),
+        ("mailroom-net", set(&[])),
+        ("mailroom-meta", set(&["mailroom-core"])),
+        ("mailroom-blob", set(&["mailroom-core"])),
+        ("mailroom-sftp", set(&["mailroom-core", "mailroom-net"])),
+        (
+            "mailroom-test-support",
+            set(&[
+                "mailroom-core",
+                "mailroom-meta",
+                "mailroom-blob",
+                "mailroom-sftp",
+            ]),
+        ),
+        (
+            "mailroom",
+            set(&[
+                "mailroom-core",
+                "mailroom-meta",
+                "mailroom-blob",
+                "mailroom-net",
+                "mailroom-sftp",
+            ]),
+        ),
+        ("xtask", set(&[])),
+    ])
+}
+
+#[test]
+fn workspace_edges_follow_the_dependency_rules() {
+    let meta = metadata();
+    let members: BTreeSet<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"].is_null())
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    let allowed = allowed();
+    for package in meta["packages"].as_array().unwrap() {
+        if !package["source"].is_null() {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap();
+        let rule = allowed
+            .get(name)
+            .unwrap_or_else(|| panic!("new crate {name}: add its allowed edges to tidy.rs"));
+        for dep in package["dependencies"].as_array().unwrap() {
+            let dep_name = dep["name"].as_str().unwrap();
+            let normal = dep["kind"].is_null();
+            if normal && members.contains(dep_name) {
+                assert!(
+                    rule.contains(dep_name),
+                    "{name} must not depend on {dep_name} (STYLE.md, Dependency direction)"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_openssl_or_native_tls_in_the_graph() {
+    let meta = metadata();
+    for package in meta["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        assert!(
+            !matches!(name, "openssl-sys" | "openssl" | "native-tls" | "ring"),
+            "{name} is in the dependency graph: one TLS stack, rustls on aws-lc-rs"
+        );
+    }
+}
+
+#[test]
+fn every_source_file_opens_with_a_module_doc() {
+    let mut missing = Vec::new();
+    let mut stack = vec![root().join("crates"), root().join("xtask")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.starts_with("//!") {
+                    missing.push(path);
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a //! module doc: {missing:?}"
+    );
+}
+
+#[test]
+fn core_does_no_io() {
+    let forbidden = [
+        "std::fs",
+        "tokio::fs",
+        "tokio::net",
+        "std::net::TcpStream",
+        "tokio::process",
+        "std::process",
+        "sqlx",
+        "russh",
+        "object_store",
+        "axum",
+    ];
+    let src = root().join("crates/mailroom-core/src");
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for word in forbidden {
+            assert!(
+                !text.contains(word),
+                "{} uses {word}: mailroom-core does no I/O",
+                entry.path().display()
+            );
+        }
+    }
+}

@@ -286,36 +286,12 @@ async fn a_dropped_upload_is_never_delivered() {
     let local = hub.local_dir("drop");
     let file = local.join("big.bin");
     write_random(&file, 200 * 1024 * 1024, 13);
-    let batch = local.join("batch");
-    std::fs::write(
-        &batch,
-        format!("put {} /outbox/bob/big.bin\n", file.display()),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new("sftp")
-        .args(mailroom_test_support::ssh_options())
-        .arg("-i")
-        .arg(&alice.key)
-        .arg("-P")
-        .arg(hub.addr.port().to_string())
-        .arg("-b")
-        .arg(&batch)
-        .arg("alice@127.0.0.1")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let put = format!("put {} /outbox/bob/big.bin\n", file.display());
+    let mut child = hub.sftp_command(&alice, Some(&put)).spawn().unwrap();
     // Wait until bytes have reached the staging area, then cut the client off.
-    let staging = hub.dir.path().join("blobs/staging");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let staged: u64 = std::fs::read_dir(&staging)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let staged = hub.staged_bytes();
         if staged > 0 {
             break;
         }
@@ -399,50 +375,20 @@ async fn shutdown_lets_running_uploads_finish_and_closes_idle_sessions() {
     let local = hub.local_dir("shutdown");
     let file = local.join("big.bin");
     let sha = write_random(&file, 300 * 1024 * 1024, 15);
-    let batch = local.join("batch");
-    std::fs::write(
-        &batch,
-        format!("put {} /outbox/bob/big.bin\n", file.display()),
-    )
-    .unwrap();
-    let uploader = tokio::process::Command::new("sftp")
-        .args(mailroom_test_support::ssh_options())
-        .arg("-i")
-        .arg(&alice.key)
-        .arg("-P")
-        .arg(hub.addr.port().to_string())
-        .arg("-b")
-        .arg(&batch)
-        .arg("alice@127.0.0.1")
-        .kill_on_drop(true)
-        .output();
-    let uploader = tokio::spawn(uploader);
+    let put = format!("put {} /outbox/bob/big.bin\n", file.display());
+    let uploader = tokio::spawn(hub.sftp_command(&alice, Some(&put)).output());
     // An idle interactive session: its stdin stays open and silent.
-    let mut idle = tokio::process::Command::new("sftp")
-        .args(mailroom_test_support::ssh_options())
-        .arg("-i")
-        .arg(&bob.key)
-        .arg("-P")
-        .arg(hub.addr.port().to_string())
-        .arg("bob@127.0.0.1")
+    let mut idle = hub
+        .sftp_command(&bob, None)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     // Wait for the upload to be under way and for Bob's login to be recorded.
-    let staging = hub.dir.path().join("blobs/staging");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         // Bytes in staging mean the OPEN was answered: the upload is a running transfer.
-        let staged: u64 = std::fs::read_dir(&staging)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let staged = hub.staged_bytes();
         let bob_in = hub
             .hub
             .events(&EventQuery {

@@ -197,19 +197,40 @@ impl TestHub {
 
     /// Runs OpenSSH `sftp` in batch mode with key authentication, feeding `commands`.
     pub async fn sftp(&self, client: &TestClient, commands: &str) -> Output {
-        let batch = self.dir.path().join(format!("batch-{}", unique()));
-        std::fs::write(&batch, commands).expect("write batch");
+        run(self.sftp_command(client, Some(commands))).await
+    }
+
+    /// An OpenSSH `sftp` command logged in as `client` by key, for tests that drive the
+    /// process themselves: in batch mode over `commands`, or interactive when `None`.
+    pub fn sftp_command(&self, client: &TestClient, commands: Option<&str>) -> Command {
         let mut command = Command::new("sftp");
         command
             .args(ssh_options())
             .arg("-i")
             .arg(&client.key)
             .arg("-P")
-            .arg(self.addr.port().to_string())
-            .arg("-b")
-            .arg(&batch)
-            .arg(format!("{}@127.0.0.1", client.name));
-        run(command).await
+            .arg(self.addr.port().to_string());
+        if let Some(commands) = commands {
+            let batch = self.dir.path().join(format!("batch-{}", unique()));
+            std::fs::write(&batch, commands).expect("write batch");
+            command.arg("-b").arg(batch);
+        }
+        command
+            .arg(format!("{}@127.0.0.1", client.name))
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Bytes in the blob store's staging area: uploads under way.
+    pub fn staged_bytes(&self) -> u64 {
+        std::fs::read_dir(self.dir.path().join("blobs/staging"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Runs OpenSSH `scp` with key authentication. `legacy` adds `-O` (the scp protocol).

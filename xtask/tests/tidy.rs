@@ -2,6 +2,8 @@
 //! workspace crates, no OpenSSL or native-tls anywhere in the graph, a `//!` module doc on
 //! every source file, and no I/O crates or modules in the core.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

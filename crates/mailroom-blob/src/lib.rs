@@ -24,7 +24,7 @@ mod store;
 mod sweep;
 mod writer;
 
-pub use store::LocalBlobStore;
+pub use store::{DEFAULT_INLINE_LIMIT, LocalBlobStore};
 
 /// The longest single [`mailroom_core::BlobWriter::write_at`] accepted; a longer one is
 /// refused with [`mailroom_core::ErrorKind::QuotaExceeded`] before anything is written.

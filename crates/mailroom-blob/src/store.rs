@@ -4,9 +4,9 @@
 //! Writing lives in `writer.rs`, reading in `reader.rs`, the orphan sweep in `sweep.rs`.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use mailroom_core::{BlobId, BlobReader, BlobStore, BlobWriter, CoreError, Result, SweepReport};
 use tracing::{error, warn};
 
-use crate::fsio::{self, FILE_MODE, blocking, storage_error};
+use crate::fsio::{self, blocking, storage_error};
 use crate::reader::LocalBlobReader;
 use crate::writer::LocalBlobWriter;
 
@@ -34,7 +34,11 @@ pub(crate) const STAGING_SUFFIX: &str = ".part";
 #[derive(Debug, Clone)]
 pub struct LocalBlobStore {
     layout: Arc<Layout>,
+    inline_limit: usize,
 }
+
+/// Blobs up to this size, written in order, are kept in the metadata store by default.
+pub const DEFAULT_INLINE_LIMIT: usize = 64 * 1024;
 
 impl LocalBlobStore {
     /// Opens the store at `root`, creating `root`, `staging/`, `objects/` and the 256 shard
@@ -83,28 +87,28 @@ impl LocalBlobStore {
         }
         fsio::sync_dir(&layout.objects)?;
         Ok(LocalBlobStore {
+            inline_limit: DEFAULT_INLINE_LIMIT,
             layout: Arc::new(layout),
         })
+    }
+}
+
+impl LocalBlobStore {
+    /// Sets the inline limit: blobs up to `bytes`, written in order, are returned inline by
+    /// `commit` for the metadata store to keep; 0 stores every blob as a file.
+    pub fn with_inline_limit(mut self, bytes: usize) -> Self {
+        self.inline_limit = bytes;
+        self
     }
 }
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
     async fn create(&self) -> Result<Box<dyn BlobWriter>> {
+        // No I/O yet: the staging file is made when data first has to go to disk.
         let id = BlobId::new();
         let paths = self.layout.paths(&id);
-        let staging = paths.staging.clone();
-        let file = blocking("create", move || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&staging)
-                .map_err(|err| storage_error("create staging file", &staging, &err))
-        })
-        .await?;
-        Ok(Box::new(LocalBlobWriter::new(id, paths, file)))
+        Ok(Box::new(LocalBlobWriter::new(id, paths, self.inline_limit)))
     }
 
     async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>> {
@@ -208,11 +212,13 @@ mod tests {
 
     use crate::MAX_READ_LEN;
 
+    /// A store that writes every blob as a file (inline blobs have their own tests).
     async fn fresh() -> (LocalBlobStore, tempfile::TempDir) {
         let temp = tempfile::tempdir().unwrap();
         let store = LocalBlobStore::open(&temp.path().join("blobs"))
             .await
-            .unwrap();
+            .unwrap()
+            .with_inline_limit(0);
         (store, temp)
     }
 
@@ -269,8 +275,11 @@ mod tests {
     async fn commit_moves_the_blob_under_objects() {
         let (store, _temp) = fresh().await;
         let root = store.root();
+        // Past the flush threshold, so the staging file exists before the commit (smaller
+        // blobs stay in memory until then).
+        let content = vec![b'c'; 2 * 1024 * 1024];
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, b"content".to_vec()).await.unwrap();
+        writer.write_at(0, content.clone()).await.unwrap();
         let staged = names(&root.join("staging"));
         assert_eq!(staged.len(), 1);
         assert!(staged[0].ends_with(".part"));
@@ -280,10 +289,10 @@ mod tests {
         let id = stored.id.as_str();
         assert_eq!(staged[0], format!("{id}.part"));
         let object = root.join("objects").join(&id[..2]).join(id);
-        assert_eq!(fs::read(&object).unwrap(), b"content");
+        assert_eq!(fs::read(&object).unwrap(), content);
         assert_eq!(mode(&object), 0o600);
         assert!(names(&root.join("staging")).is_empty());
-        assert_eq!(stored.sha256, hex::encode(Sha256::digest(b"content")));
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&content)));
     }
 
     #[tokio::test]
@@ -302,7 +311,10 @@ mod tests {
     async fn dropped_writer_leaves_staging_for_the_sweep() {
         let (store, _temp) = fresh().await;
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, b"unfinished".to_vec()).await.unwrap();
+        writer
+            .write_at(0, vec![b'u'; 2 * 1024 * 1024])
+            .await
+            .unwrap();
         drop(writer);
         assert_eq!(names(&store.root().join("staging")).len(), 1);
         let report = store.sweep(&HashSet::new()).await.unwrap();

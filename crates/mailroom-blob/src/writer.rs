@@ -8,6 +8,12 @@
 //! starts a new run at its offset and marks the hash stale; `commit` then hashes the file once
 //! more from disk, so the result is right whatever order the bytes came in.
 //!
+//! The staging file is created only when data first has to go to disk. A small blob written
+//! in order (at most the store's inline limit) never touches the disk here: `commit` hands
+//! its content back as [`StoredBlob::inline`], and the metadata store keeps it in the same
+//! transaction as its deliveries, so one WAL `fsync` makes it durable instead of a file
+//! `fsync`, a rename and a directory `fsync` plus the WAL's.
+//!
 //! It does not decide where blobs live (`store.rs`) and never deletes a committed blob.
 
 use std::fs::{self, File};
@@ -37,7 +43,10 @@ const REHASH_CHUNK: usize = 1024 * 1024;
 pub(crate) struct LocalBlobWriter {
     id: BlobId,
     paths: Arc<BlobPaths>,
-    file: Arc<File>,
+    /// The staging file, once something had to be written to it.
+    file: Option<Arc<File>>,
+    /// Blobs up to this size, written in order, are returned inline instead of stored.
+    inline_limit: usize,
     /// Bytes not yet written, meant for `buffer_start..buffer_start + buffer.len()`.
     buffer: Vec<u8>,
     /// The file offset of `buffer[0]`; with an empty buffer, where the current run goes on.
@@ -54,12 +63,13 @@ pub(crate) struct LocalBlobWriter {
 }
 
 impl LocalBlobWriter {
-    /// A writer for the freshly created, empty staging file of `id`.
-    pub(crate) fn new(id: BlobId, paths: BlobPaths, file: File) -> Self {
+    /// A writer for blob `id`; its staging file is created on the first flush.
+    pub(crate) fn new(id: BlobId, paths: BlobPaths, inline_limit: usize) -> Self {
         LocalBlobWriter {
             id,
             paths: Arc::new(paths),
-            file: Arc::new(file),
+            file: None,
+            inline_limit,
             buffer: Vec::new(),
             buffer_start: 0,
             hasher: Some(Sha256::new()),
@@ -77,16 +87,20 @@ impl LocalBlobWriter {
         let buffer = std::mem::take(&mut self.buffer);
         let start = self.buffer_start;
         let hasher = self.hasher.take();
-        let file = Arc::clone(&self.file);
+        let file = self.file.clone();
         let paths = Arc::clone(&self.paths);
         self.failure = Some(CoreError::internal("an earlier write was interrupted"));
         let result = blocking("write", move || {
             let mut hasher = hasher;
+            let file = match file {
+                Some(file) => file,
+                None => Arc::new(create_staging(&paths)?),
+            };
             write_run(&file, &paths, &buffer, start, hasher.as_mut())?;
-            Ok((buffer, hasher))
+            Ok((buffer, hasher, file))
         })
         .await;
-        let (mut buffer, hasher) = match result {
+        let (mut buffer, hasher, file) = match result {
             Ok(done) => done,
             Err(err) => {
                 self.failure = Some(err.clone());
@@ -94,6 +108,7 @@ impl LocalBlobWriter {
             }
         };
         self.failure = None;
+        self.file = Some(file);
         // Invariant: a buffer never exceeds FLUSH_THRESHOLD + MAX_WRITE_LEN, far below u64.
         self.buffer_start = start + buffer.len() as u64;
         self.hasher = hasher;
@@ -110,12 +125,17 @@ impl LocalBlobWriter {
             id,
             paths,
             file,
+            inline_limit: _,
             buffer,
             buffer_start,
             mut hasher,
             size,
             failure: _,
         } = self;
+        let file = match file {
+            Some(file) => file,
+            None => Arc::new(create_staging(&paths)?),
+        };
         write_run(&file, &paths, &buffer, buffer_start, hasher.as_mut())?;
         let io_error = |operation, err: io::Error| storage_error(operation, &paths.staging, &err);
         file.sync_all()
@@ -141,6 +161,28 @@ impl LocalBlobWriter {
             id,
             size,
             sha256: hex::encode(digest),
+            inline: None,
+        })
+    }
+
+    /// The whole blob, if it is small, was written in order and never left memory.
+    fn take_inline(&mut self) -> Option<StoredBlob> {
+        let whole = self.inline_limit > 0
+            && self.file.is_none()
+            && self.buffer_start == 0
+            && self.buffer.len() as u64 == self.size
+            && self.buffer.len() <= self.inline_limit;
+        if !whole {
+            return None;
+        }
+        // Invariant: whole implies nothing was flushed, so the streaming hash is still there.
+        let mut hasher = self.hasher.take()?;
+        hasher.update(&self.buffer);
+        Some(StoredBlob {
+            id: self.id.clone(),
+            size: self.size,
+            sha256: hex::encode(hasher.finalize()),
+            inline: Some(std::mem::take(&mut self.buffer)),
         })
     }
 }
@@ -195,6 +237,11 @@ impl BlobWriter for LocalBlobWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<StoredBlob> {
+        if self.failure.is_none()
+            && let Some(stored) = self.take_inline()
+        {
+            return Ok(stored);
+        }
         let paths = Arc::clone(&self.paths);
         let failure = self.failure.take();
         blocking("commit", move || {
@@ -225,6 +272,18 @@ impl BlobWriter for LocalBlobWriter {
             warn!("staging file left for the sweep");
         }
     }
+}
+
+/// Creates the staging file of a blob (never an existing one).
+fn create_staging(paths: &BlobPaths) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(crate::fsio::FILE_MODE)
+        .open(&paths.staging)
+        .map_err(|err| storage_error("create staging file", &paths.staging, &err))
 }
 
 /// Writes one contiguous run at `start` and, if the hash is streaming, feeds it the same
@@ -310,17 +369,23 @@ mod tests {
     use crate::LocalBlobStore;
     use mailroom_core::BlobStore;
 
+    /// Bytes in the one staging file; 0 when none was created yet.
     fn staging_len(store: &LocalBlobStore) -> u64 {
         let mut entries = fs::read_dir(store.root().join("staging")).unwrap();
-        let entry = entries.next().unwrap().unwrap();
+        let Some(entry) = entries.next() else {
+            return 0;
+        };
         assert!(entries.next().is_none());
-        entry.metadata().unwrap().len()
+        entry.unwrap().metadata().unwrap().len()
     }
 
     #[tokio::test]
     async fn small_writes_are_buffered_until_the_threshold() {
         let temp = tempfile::tempdir().unwrap();
-        let store = LocalBlobStore::open(temp.path()).await.unwrap();
+        let store = LocalBlobStore::open(temp.path())
+            .await
+            .unwrap()
+            .with_inline_limit(0);
         let mut writer = store.create().await.unwrap();
         let chunk = vec![7u8; 32 * 1024];
         let chunks = FLUSH_THRESHOLD / chunk.len();
@@ -340,9 +405,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_writes_change_nothing() {
+    async fn small_blobs_never_touch_the_disk_and_come_back_inline() {
         let temp = tempfile::tempdir().unwrap();
         let store = LocalBlobStore::open(temp.path()).await.unwrap();
+        let data = vec![5u8; 4096];
+        let mut writer = store.create().await.unwrap();
+        writer.write_at(0, data[..100].to_vec()).await.unwrap();
+        writer.write_at(100, data[100..].to_vec()).await.unwrap();
+        let stored = writer.commit().await.unwrap();
+        assert_eq!(stored.inline.as_deref(), Some(&data[..]));
+        assert_eq!(stored.size, 4096);
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(staging_len(&store), 0);
+        assert_eq!(
+            store.open(&stored.id).await.err().map(|e| e.kind()),
+            Some(ErrorKind::NotFound),
+            "an inline blob is not a file"
+        );
+        // Past the limit, or out of order, a blob is a file as before.
+        let big = vec![6u8; crate::DEFAULT_INLINE_LIMIT + 1];
+        let mut writer = store.create().await.unwrap();
+        writer.write_at(0, big.clone()).await.unwrap();
+        let stored = writer.commit().await.unwrap();
+        assert_eq!(stored.inline, None);
+        assert_eq!(
+            store.open(&stored.id).await.unwrap().size(),
+            big.len() as u64
+        );
+        let mut writer = store.create().await.unwrap();
+        writer.write_at(10, b"tail".to_vec()).await.unwrap();
+        writer.write_at(0, b"head".to_vec()).await.unwrap();
+        let stored = writer.commit().await.unwrap();
+        assert_eq!(stored.inline, None);
+        assert_eq!(stored.size, 14);
+    }
+
+    #[tokio::test]
+    async fn refused_writes_change_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(temp.path())
+            .await
+            .unwrap()
+            .with_inline_limit(0);
         let mut writer = store.create().await.unwrap();
         writer.write_at(0, b"kept".to_vec()).await.unwrap();
 
@@ -365,7 +469,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_is_sticky_and_commit_cleans_up() {
         let temp = tempfile::tempdir().unwrap();
-        let store = LocalBlobStore::open(temp.path()).await.unwrap();
+        let store = LocalBlobStore::open(temp.path())
+            .await
+            .unwrap()
+            .with_inline_limit(0);
         let layout = crate::store::Layout {
             root: store.root().to_path_buf(),
             staging: store.root().join("staging"),
@@ -376,7 +483,8 @@ mod tests {
         fs::write(&paths.staging, b"").unwrap();
         // A read-only handle makes every write fail, as a broken disk would.
         let file = File::open(&paths.staging).unwrap();
-        let mut writer = LocalBlobWriter::new(id.clone(), paths, file);
+        let mut writer = LocalBlobWriter::new(id.clone(), paths, 0);
+        writer.file = Some(Arc::new(file));
         let err = writer
             .write_at(0, vec![1u8; FLUSH_THRESHOLD])
             .await

@@ -23,7 +23,8 @@ use crate::password;
 use crate::path::{Area, VirtualPath};
 use crate::policy::{self, Decision};
 use crate::ports::{
-    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, EventQuery, MetaStore, SweepReport,
+    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, MetaStore,
+    SweepReport,
 };
 use crate::secret::Secret;
 
@@ -222,7 +223,7 @@ impl Hub {
                     report.staging_removed, report.orphans_removed
                 ),
             );
-            self.meta.record(&[event]).await?;
+            self.meta.record(&[event], Durability::Flush).await?;
         }
         Ok(report)
     }
@@ -302,7 +303,7 @@ impl Hub {
             Outcome::Refused,
             reason.to_owned(),
         );
-        self.meta.record(&[event]).await
+        self.meta.record(&[event], Durability::Relaxed).await
     }
 
     async fn login_candidate(&self, user: &str) -> Result<Option<Account>> {
@@ -345,7 +346,7 @@ impl Hub {
                     Outcome::Ok,
                     method.to_owned(),
                 );
-                self.meta.record(&[event]).await?;
+                self.meta.record(&[event], Durability::Relaxed).await?;
                 Ok(LoginOutcome::Accepted(ClientSession {
                     account: account.name,
                     source,
@@ -361,7 +362,7 @@ impl Hub {
                     Outcome::Refused,
                     format!("{method}: {reason}"),
                 );
-                self.meta.record(&[event]).await?;
+                self.meta.record(&[event], Durability::Relaxed).await?;
                 Ok(LoginOutcome::Refused)
             }
         }
@@ -544,11 +545,15 @@ impl Hub {
                 let delivery = self
                     .visible_file(session, Area::Inbox, sender, name)
                     .await?;
-                let reader = self.blobs.open(&delivery.blob_id).await?;
+                // Small blobs live in the metadata store (one WAL fsync made them durable).
+                let source = match self.meta.inline_blob(&delivery.blob_id).await? {
+                    Some(content) => ReadSource::Memory(content),
+                    None => ReadSource::Blob(self.blobs.open(&delivery.blob_id).await?),
+                };
                 Ok(ReadHandle {
                     path: path.clone(),
                     size: delivery.size,
-                    source: ReadSource::Blob(reader),
+                    source,
                     delivery: Some(delivery),
                     bytes_read: AtomicU64::new(0),
                 })
@@ -596,7 +601,9 @@ impl Hub {
                 if complete { "" } else { " (incomplete)" }
             ),
         );
-        self.meta.record(&[download]).await?;
+        // Accounting of a download needs no fsync of its own: the client has its bytes, and a
+        // lost pick-up mark after a power cut only shows the file as delivered again.
+        self.meta.record(&[download], Durability::Relaxed).await?;
         if complete && delivery.state == DeliveryState::Delivered {
             let event = self.delivery_event(&actor, EventKind::DeliveryPickedUp, &delivery);
             self.meta
@@ -604,8 +611,8 @@ impl Hub {
                     &delivery.id,
                     &[DeliveryState::Delivered],
                     DeliveryState::PickedUp,
-                    event.time,
                     &event,
+                    Durability::Relaxed,
                 )
                 .await?;
         }
@@ -724,7 +731,12 @@ impl Hub {
                 events.push(self.delivery_event(&actor, EventKind::DeliveryStored, delivery));
                 events.push(self.delivery_event(&actor, EventKind::DeliveryDelivered, delivery));
             }
-            match self.meta.insert_deliveries(&deliveries, &events).await {
+            let inline = blob.inline.as_deref().map(|content| (&blob.id, content));
+            match self
+                .meta
+                .insert_deliveries(&deliveries, &events, inline)
+                .await
+            {
                 Ok(()) => return Ok(deliveries),
                 // Another upload took the name between our check and our commit: next suffix.
                 Err(err) if err.kind() == ErrorKind::Conflict && suffix < MAX_SUFFIX => {
@@ -750,7 +762,7 @@ impl Hub {
             format!("{reason} after {} bytes; nothing delivered", upload.size()),
         );
         upload.writer.abort().await;
-        if let Err(err) = self.meta.record(&[event]).await {
+        if let Err(err) = self.meta.record(&[event], Durability::Relaxed).await {
             tracing::warn!(error = %err, "could not record an aborted upload");
         }
     }
@@ -898,8 +910,8 @@ impl Hub {
                         &delivery.id,
                         &DeliveryState::VISIBLE,
                         DeliveryState::Acknowledged,
-                        event.time,
                         &event,
+                        Durability::Flush,
                     )
                     .await?;
                 if !moved {
@@ -931,8 +943,8 @@ impl Hub {
                             &delivery.id,
                             &DeliveryState::RECALLABLE,
                             DeliveryState::Recalled,
-                            event.time,
                             &event,
+                            Durability::Flush,
                         )
                         .await?
                     {
@@ -1411,7 +1423,7 @@ impl Hub {
             format!("{}: {}", err.kind(), err.message()),
         );
         tracing::info!(event_id = %event.id, account = %session.account, path = %path, error = %err, "refused");
-        if let Err(record_err) = self.meta.record(&[event]).await {
+        if let Err(record_err) = self.meta.record(&[event], Durability::Relaxed).await {
             tracing::warn!(error = %record_err, "could not record a refusal");
         }
     }

@@ -24,7 +24,7 @@ pub use model::{
 pub use names::{AccountName, FileName};
 pub use path::{Area, VirtualPath};
 pub use ports::{
-    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, EventQuery, MetaStore, StoredBlob,
-    SweepReport, SystemClock,
+    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, MetaStore,
+    StoredBlob, SweepReport, SystemClock,
 };
 pub use secret::Secret;

@@ -32,6 +32,18 @@ pub struct DeliveryQuery {
     pub states: Vec<DeliveryState>,
 }
 
+/// How durable a write must be when the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On stable storage: survives a crash of the machine. Deliveries, acknowledgements,
+    /// recalls and admin changes.
+    Flush,
+    /// Survives a crash of the process at once, and a crash of the machine once the next
+    /// flushed write commits (they share one log). For accounting that must not cost an
+    /// `fsync` per item: logins, downloads, refusals, pick-up marks.
+    Relaxed,
+}
+
 /// Which audit events to fetch.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -86,22 +98,32 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_route(&self, from: &AccountName, to: &AccountName, event: &Event)
     -> Result<()>;
 
-    /// Adds deliveries with their events, all or nothing. Conflict if one would share its
-    /// (recipient, sender, name) with a live delivery.
-    async fn insert_deliveries(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()>;
+    /// Adds deliveries with their events, all or nothing, durably. Conflict if one would share
+    /// its (recipient, sender, name) with a live delivery. `inline` is the content of a small
+    /// blob the blob store kept in memory ([`StoredBlob::inline`]): it is stored in the same
+    /// transaction and kept while a live delivery references its blob id.
+    async fn insert_deliveries(
+        &self,
+        deliveries: &[Delivery],
+        events: &[Event],
+        inline: Option<(&BlobId, &[u8])>,
+    ) -> Result<()>;
+    /// The content of a blob kept in the metadata store, if this blob is one.
+    async fn inline_blob(&self, blob_id: &BlobId) -> Result<Option<Vec<u8>>>;
     /// One delivery by id.
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>>;
     /// Deliveries matching the query, oldest first.
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
     /// Moves a delivery to `to` if it is in one of `from`, recording `event` only then.
-    /// Returns whether it moved.
+    /// Returns whether it moved. When a move leaves no live delivery on an inline blob, its
+    /// content is deleted in the same transaction.
     async fn transition(
         &self,
         id: &DeliveryId,
         from: &[DeliveryState],
         to: DeliveryState,
-        at: OffsetDateTime,
         event: &Event,
+        durability: Durability,
     ) -> Result<bool>;
     /// Renames a live delivery. Conflict if the name is taken between the same sender and
     /// recipient; NotFound if the delivery is not live.
@@ -112,20 +134,23 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn blob_in_use(&self, blob_id: &BlobId) -> Result<bool>;
 
     /// Records events that describe no stored change (logins, refusals).
-    async fn record(&self, events: &[Event]) -> Result<()>;
+    async fn record(&self, events: &[Event], durability: Durability) -> Result<()>;
     /// Events matching the query, oldest first.
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
 }
 
-/// A blob that is durable: its content is on stable storage under `id`.
+/// A committed blob: durable under `id`, or, when `inline` holds its content, to be made
+/// durable by the metadata store together with the deliveries that reference it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlob {
-    /// Where it is.
+    /// Its id.
     pub id: BlobId,
     /// Its size in bytes.
     pub size: u64,
     /// SHA-256 of its content, lower-case hex.
     pub sha256: String,
+    /// The content of a small blob the blob store did not write to storage.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// What a start-up sweep removed.
@@ -161,7 +186,9 @@ pub trait BlobWriter: Send + Sync {
     /// The size written so far (highest offset + length).
     fn size(&self) -> u64;
     /// Makes the blob durable (data synced, renamed into place, directory synced) and returns
-    /// its id, size and SHA-256. Only after this returns may a delivery reference it.
+    /// its id, size and SHA-256; or, for a small blob the store keeps in memory, returns its
+    /// content in [`StoredBlob::inline`] for the metadata store to keep. Only after this
+    /// returns may a delivery reference it.
     async fn commit(self: Box<Self>) -> Result<StoredBlob>;
     /// Discards the staging file.
     async fn abort(self: Box<Self>);

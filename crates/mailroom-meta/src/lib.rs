@@ -9,6 +9,7 @@
 //! It deliberately knows nothing of policy (who may send to whom, which transitions are legal):
 //! that is `mailroom-core`'s. Rows are private; only domain types cross the boundary.
 
+mod batch;
 mod convert;
 mod error;
 mod sqlite;

@@ -6,6 +6,11 @@
 //! timeout instead of failing half-way. Reads of more than one statement run in a read
 //! transaction, so they see one snapshot.
 //!
+//! Deliveries, transitions and events of flush durability go through the group-commit
+//! writer of [`crate::batch`]; relaxed accounting (logins, downloads, pick-up marks) commits
+//! on a connection with `synchronous = NORMAL`, which survives a crash of the process and is
+//! made durable by the next flushed commit, as WAL frames are written in order.
+//!
 //! Policy is not decided here: which transitions are allowed, who may rename, and which events
 //! to write all come from the caller.
 
@@ -16,15 +21,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mailroom_core::{
     Account, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery,
-    DeliveryState, Event, EventQuery, FileName, Group, MetaStore, Result, Route, RouteEffect,
+    DeliveryState, Durability, Event, EventQuery, FileName, Group, MetaStore, Result, Route,
+    RouteEffect,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
-use time::OffsetDateTime;
 
+use crate::batch::{Batcher, Done, Op};
 use crate::convert::{
     self, account_name, column, delivery_columns, event_columns, nanos, size_to_db,
 };
@@ -52,6 +58,10 @@ macro_rules! live_states {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection with `synchronous = NORMAL`, for relaxed writes.
+    relaxed: SqlitePool,
+    /// The group-commit writer for flushed writes.
+    batcher: Batcher,
 }
 
 /// The connection settings SQLite reports, for diagnostics and tests.
@@ -92,13 +102,26 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|source| MetaError::Open {
                 location: location.clone(),
                 source,
             })?;
-        let store = SqliteStore { pool };
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(|source| MetaError::Open {
+                location: location.clone(),
+                source,
+            })?;
+        let store = SqliteStore {
+            batcher: Batcher::start(pool.clone()),
+            pool,
+            relaxed,
+        };
         store.migrate(&location).await?;
         store.check_durability(&location).await?;
         Ok(store)
@@ -125,9 +148,25 @@ impl SqliteStore {
                 location: location.clone(),
                 source,
             })?;
-        let store = SqliteStore { pool };
+        // One connection holds the whole database: relaxed writes share it.
+        let store = SqliteStore {
+            batcher: Batcher::start(pool.clone()),
+            relaxed: pool.clone(),
+            pool,
+        };
         store.migrate(&location).await?;
         Ok(store)
+    }
+
+    /// The ids of every blob kept inline, for diagnostics and tests.
+    pub async fn inline_blob_ids(&self) -> Result<Vec<BlobId>> {
+        sqlx::query_scalar::<_, String>("SELECT blob_id FROM inline_blobs ORDER BY blob_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage("inline_blob_ids"))?
+            .iter()
+            .map(|id| BlobId::parse(id).map_err(|_| CoreError::internal("metadata store error")))
+            .collect()
     }
 
     /// The settings in force on a connection of the pool.
@@ -138,6 +177,7 @@ impl SqliteStore {
     /// Closes every connection, waiting for those in use. WAL files are checkpointed as the
     /// last connection closes. Later calls fail as Transient.
     pub async fn close(&self) {
+        self.relaxed.close().await;
         self.pool.close().await;
     }
 
@@ -561,48 +601,31 @@ impl MetaStore for SqliteStore {
         tx.commit().await.map_err(storage(OP))
     }
 
-    async fn insert_deliveries(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
-        const OP: &str = "insert_deliveries";
+    async fn insert_deliveries(
+        &self,
+        deliveries: &[Delivery],
+        events: &[Event],
+        inline: Option<(&BlobId, &[u8])>,
+    ) -> Result<()> {
         if deliveries.is_empty() && events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write(OP).await?;
-        for delivery in deliveries {
-            let inserted = sqlx::query(concat!(
-                "INSERT INTO deliveries (",
-                delivery_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(delivery.id.to_string())
-            .bind(delivery.batch_id.to_string())
-            .bind(delivery.sender.as_str())
-            .bind(delivery.recipient.as_str())
-            .bind(delivery.target.as_str())
-            .bind(delivery.name.as_str())
-            .bind(size_to_db(delivery.size)?)
-            .bind(delivery.sha256.as_str())
-            .bind(delivery.blob_id.as_str())
-            .bind(delivery.state.as_str())
-            .bind(nanos(delivery.created)?)
-            .bind(nanos(delivery.updated)?)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {}
-                Err(error) if is_unique_violation(&error) && violates(&error, "deliveries.id") => {
-                    return Err(CoreError::conflict(format!(
-                        "a delivery with id {} exists already",
-                        delivery.id
-                    )));
-                }
-                Err(error) if is_unique_violation(&error) => {
-                    return Err(name_taken(delivery));
-                }
-                Err(error) => return Err(storage(OP)(error)),
-            }
-        }
-        insert_events(&mut tx, events, OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        self.batcher
+            .submit(Op::InsertDeliveries {
+                deliveries: deliveries.to_vec(),
+                events: events.to_vec(),
+                inline: inline.map(|(id, content)| (id.clone(), content.to_vec())),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn inline_blob(&self, blob_id: &BlobId) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT content FROM inline_blobs WHERE blob_id = ?")
+            .bind(blob_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage("inline_blob"))
     }
 
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>> {
@@ -655,38 +678,37 @@ impl MetaStore for SqliteStore {
         id: &DeliveryId,
         from: &[DeliveryState],
         to: DeliveryState,
-        at: OffsetDateTime,
         event: &Event,
+        durability: Durability,
     ) -> Result<bool> {
-        const OP: &str = "transition";
         if from.is_empty() {
             return Ok(false);
         }
-        let mut tx = self.write(OP).await?;
-        let mut sql = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
-        sql.push_bind(to.as_str())
-            .push(", updated = ")
-            .push_bind(nanos(at)?)
-            .push(" WHERE id = ")
-            .push_bind(id.to_string());
-        push_states(&mut sql, from);
-        let moved = match sql.build().execute(&mut *tx).await {
-            Ok(result) => result.rows_affected() > 0,
-            // Moving a terminal delivery back to a live state can collide with a newer live
-            // delivery of the same name.
-            Err(error) if is_unique_violation(&error) => {
-                return Err(CoreError::conflict(
-                    "another live delivery between the same sender and recipient has this name",
-                ));
+        match durability {
+            Durability::Flush => {
+                let done = self
+                    .batcher
+                    .submit(Op::Transition {
+                        id: *id,
+                        from: from.to_vec(),
+                        to,
+                        event: event.clone(),
+                    })
+                    .await?;
+                Ok(matches!(done, Done::Moved(true)))
             }
-            Err(error) => return Err(storage(OP)(error)),
-        };
-        if !moved {
-            return Ok(false);
+            Durability::Relaxed => {
+                const OP: &str = "transition";
+                let mut tx = self
+                    .relaxed
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(storage(OP))?;
+                let moved = apply_transition(&mut tx, id, from, to, event).await?;
+                tx.commit().await.map_err(storage(OP))?;
+                Ok(moved)
+            }
         }
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))?;
-        Ok(true)
     }
 
     async fn rename_delivery(&self, id: &DeliveryId, name: &FileName, event: &Event) -> Result<()> {
@@ -747,14 +769,29 @@ impl MetaStore for SqliteStore {
         Ok(row.is_some())
     }
 
-    async fn record(&self, events: &[Event]) -> Result<()> {
+    async fn record(&self, events: &[Event], durability: Durability) -> Result<()> {
         const OP: &str = "record";
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write(OP).await?;
-        insert_events(&mut tx, events, OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        match durability {
+            Durability::Flush => self
+                .batcher
+                .submit(Op::Record {
+                    events: events.to_vec(),
+                })
+                .await
+                .map(|_| ()),
+            Durability::Relaxed => {
+                let mut tx = self
+                    .relaxed
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(storage(OP))?;
+                insert_events(&mut tx, events, OP).await?;
+                tx.commit().await.map_err(storage(OP))
+            }
+        }
     }
 
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>> {
@@ -967,7 +1004,7 @@ async fn insert_members(
 
 /// Appends events to the audit trail in their order. A repeated event id is a Conflict: an
 /// event is recorded once.
-async fn insert_events(
+pub(crate) async fn insert_events(
     tx: &mut SqliteConnection,
     events: &[Event],
     operation: &'static str,
@@ -1031,6 +1068,109 @@ fn no_account(name: &AccountName) -> CoreError {
 /// NotFound for a group.
 fn no_group(name: &AccountName) -> CoreError {
     CoreError::not_found(format!("there is no group named {name}"))
+}
+
+/// The body of `insert_deliveries`, inside the caller's transaction.
+pub(crate) async fn apply_insert_deliveries(
+    conn: &mut SqliteConnection,
+    deliveries: &[Delivery],
+    events: &[Event],
+    inline: Option<(&BlobId, &[u8])>,
+) -> Result<()> {
+    const OP: &str = "insert_deliveries";
+    for delivery in deliveries {
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO deliveries (",
+            delivery_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(delivery.id.to_string())
+        .bind(delivery.batch_id.to_string())
+        .bind(delivery.sender.as_str())
+        .bind(delivery.recipient.as_str())
+        .bind(delivery.target.as_str())
+        .bind(delivery.name.as_str())
+        .bind(size_to_db(delivery.size)?)
+        .bind(delivery.sha256.as_str())
+        .bind(delivery.blob_id.as_str())
+        .bind(delivery.state.as_str())
+        .bind(nanos(delivery.created)?)
+        .bind(nanos(delivery.updated)?)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) && violates(&error, "deliveries.id") => {
+                return Err(CoreError::conflict(format!(
+                    "a delivery with id {} exists already",
+                    delivery.id
+                )));
+            }
+            Err(error) if is_unique_violation(&error) => {
+                return Err(name_taken(delivery));
+            }
+            Err(error) => return Err(storage(OP)(error)),
+        }
+    }
+    insert_events(conn, events, OP).await?;
+    if let Some((blob_id, content)) = inline {
+        sqlx::query("INSERT INTO inline_blobs (blob_id, content) VALUES (?, ?)")
+            .bind(blob_id.as_str())
+            .bind(content)
+            .execute(&mut *conn)
+            .await
+            .map_err(storage(OP))?;
+    }
+    Ok(())
+}
+
+/// The body of `transition`, inside the caller's transaction.
+pub(crate) async fn apply_transition(
+    conn: &mut SqliteConnection,
+    id: &DeliveryId,
+    from: &[DeliveryState],
+    to: DeliveryState,
+    event: &Event,
+) -> Result<bool> {
+    const OP: &str = "transition";
+    let mut sql = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
+    sql.push_bind(to.as_str())
+        .push(", updated = ")
+        .push_bind(nanos(event.time)?)
+        .push(" WHERE id = ")
+        .push_bind(id.to_string());
+    push_states(&mut sql, from);
+    let moved = match sql.build().execute(&mut *conn).await {
+        Ok(result) => result.rows_affected() > 0,
+        // Moving a terminal delivery back to a live state can collide with a newer live
+        // delivery of the same name.
+        Err(error) if is_unique_violation(&error) => {
+            return Err(CoreError::conflict(
+                "another live delivery between the same sender and recipient has this name",
+            ));
+        }
+        Err(error) => return Err(storage(OP)(error)),
+    };
+    if !moved {
+        return Ok(false);
+    }
+    insert_events(conn, std::slice::from_ref(event), OP).await?;
+    if !to.is_live() {
+        // The last live delivery of an inline blob takes its content with it.
+        sqlx::query(concat!(
+            "DELETE FROM inline_blobs WHERE blob_id = ",
+            "(SELECT blob_id FROM deliveries WHERE id = ?1) ",
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.blob_id = inline_blobs.blob_id ",
+            "AND d.state IN ",
+            live_states!(),
+            ")"
+        ))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(storage(OP))?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

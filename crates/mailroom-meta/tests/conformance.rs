@@ -14,8 +14,8 @@ use std::collections::HashSet;
 
 use mailroom_core::{
     Account, AccountKind, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId,
-    DeliveryQuery, DeliveryState, ErrorKind, Event, EventKind, EventQuery, FileName, Group,
-    MetaStore, Outcome, Protocol, Result, Route, RouteEffect,
+    DeliveryQuery, DeliveryState, Durability, ErrorKind, Event, EventKind, EventQuery, FileName,
+    Group, MetaStore, Outcome, Protocol, Result, Route, RouteEffect,
 };
 use mailroom_meta::SqliteStore;
 use time::macros::datetime;
@@ -81,6 +81,7 @@ conformance!(
     transition_is_conditional,
     rename_delivery,
     live_blobs_and_blob_in_use,
+    inline_blobs_live_with_their_deliveries,
     delivery_queries,
     event_queries,
     record_is_all_or_nothing,
@@ -440,7 +441,7 @@ async fn insert_deliveries_is_all_or_nothing(h: &mut Harness<'_>) {
     let batch = [to_carol.clone(), to_bob];
     h.refused(
         ErrorKind::Conflict,
-        h.store.insert_deliveries(&batch, &events),
+        h.store.insert_deliveries(&batch, &events, None),
     )
     .await;
     assert_eq!(h.store.delivery(&to_carol.id).await.unwrap(), None);
@@ -452,7 +453,7 @@ async fn insert_deliveries_is_all_or_nothing(h: &mut Harness<'_>) {
     h.refused(
         ErrorKind::Conflict,
         h.store
-            .insert_deliveries(&[twin_a, twin_b], std::slice::from_ref(&event)),
+            .insert_deliveries(&[twin_a, twin_b], std::slice::from_ref(&event), None),
     )
     .await;
 
@@ -463,7 +464,7 @@ async fn insert_deliveries_is_all_or_nothing(h: &mut Harness<'_>) {
     h.refused(
         ErrorKind::Conflict,
         h.store
-            .insert_deliveries(&[again], std::slice::from_ref(&event)),
+            .insert_deliveries(&[again], std::slice::from_ref(&event), None),
     )
     .await;
 
@@ -498,7 +499,7 @@ async fn live_names_are_unique_until_terminal(h: &mut Harness<'_>) {
         h.refused(
             ErrorKind::Conflict,
             h.store
-                .insert_deliveries(&[clash], std::slice::from_ref(&event)),
+                .insert_deliveries(&[clash], std::slice::from_ref(&event), None),
         )
         .await;
     }
@@ -548,8 +549,8 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &delivery.id,
             &[DeliveryState::Delivered],
             DeliveryState::PickedUp,
-            event.time,
             &event,
+            Durability::Flush,
         )
         .await
         .unwrap();
@@ -560,8 +561,8 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &delivery.id,
             &[],
             DeliveryState::PickedUp,
-            event.time,
             &event,
+            Durability::Flush,
         )
         .await
         .unwrap();
@@ -572,8 +573,8 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &DeliveryId::new(),
             &DeliveryState::LIVE,
             DeliveryState::Expired,
-            event.time,
             &event,
+            Durability::Flush,
         )
         .await
         .unwrap();
@@ -617,11 +618,84 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &delivery.id,
             &[DeliveryState::Quarantined],
             DeliveryState::Delivered,
-            event.time,
             &event,
+            Durability::Flush,
         ),
     )
     .await;
+}
+
+async fn inline_blobs_live_with_their_deliveries(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let to_bob = h.delivery("alice", "bob", "small.txt", &blob, DeliveryState::Delivered);
+    let to_carol = h.delivery(
+        "alice",
+        "carol",
+        "small.txt",
+        &blob,
+        DeliveryState::Delivered,
+    );
+    let events = vec![h.event(EventKind::Upload, "/outbox/team/small.txt")];
+    h.store
+        .insert_deliveries(
+            &[to_bob.clone(), to_carol.clone()],
+            &events,
+            Some((&blob, b"hello inline")),
+        )
+        .await
+        .unwrap();
+    h.expect_events(&events).await;
+    assert_eq!(
+        h.store.inline_blob(&blob).await.unwrap().as_deref(),
+        Some(&b"hello inline"[..])
+    );
+    assert_eq!(h.store.inline_blob(&BlobId::new()).await.unwrap(), None);
+    // A refused insert stores no content either.
+    let other = BlobId::new();
+    let clash = h.delivery(
+        "alice",
+        "bob",
+        "small.txt",
+        &other,
+        DeliveryState::Delivered,
+    );
+    let event = h.event(EventKind::DeliveryStored, &clash.id.to_string());
+    h.refused(
+        ErrorKind::Conflict,
+        h.store
+            .insert_deliveries(&[clash], std::slice::from_ref(&event), Some((&other, b"x"))),
+    )
+    .await;
+    assert_eq!(h.store.inline_blob(&other).await.unwrap(), None);
+    // A relaxed pick-up keeps it; the content goes with the last live delivery.
+    let event = h.event(EventKind::DeliveryPickedUp, &to_bob.id.to_string());
+    let moved = h
+        .store
+        .transition(
+            &to_bob.id,
+            &[DeliveryState::Delivered],
+            DeliveryState::PickedUp,
+            &event,
+            Durability::Relaxed,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    h.expect_events(&[event]).await;
+    h.transition(
+        &to_bob,
+        &DeliveryState::VISIBLE,
+        DeliveryState::Acknowledged,
+    )
+    .await;
+    assert!(h.store.inline_blob(&blob).await.unwrap().is_some());
+    h.transition(
+        &to_carol,
+        &DeliveryState::VISIBLE,
+        DeliveryState::Acknowledged,
+    )
+    .await;
+    assert_eq!(h.store.inline_blob(&blob).await.unwrap(), None);
 }
 
 async fn rename_delivery(h: &mut Harness<'_>) {
@@ -1000,8 +1074,11 @@ async fn record_is_all_or_nothing(h: &mut Harness<'_>) {
     h.record(&batch).await;
     // An event id is recorded once; a batch repeating one records none of its events.
     let fresh = h.event(EventKind::Login, "dave");
-    h.refused(ErrorKind::Conflict, h.store.record(&[fresh, first.clone()]))
-        .await;
+    h.refused(
+        ErrorKind::Conflict,
+        h.store.record(&[fresh, first.clone()], Durability::Flush),
+    )
+    .await;
     // Events of a refused change are not recorded either, even when the change is refused
     // after its events were checked.
     let event = h.admin_event("ghost");
@@ -1082,6 +1159,86 @@ async fn reopening_a_file_store_keeps_its_data() {
     assert_eq!(h.snapshot().await, before);
     // Two accounts, a group, a route, an upload and its delivery.
     assert_eq!(before.events.len(), 6);
+}
+
+#[tokio::test]
+async fn concurrent_writes_share_commits_and_fail_alone() {
+    // Group commit: many writers at once, some colliding on a name. Each gets its own answer;
+    // a collision fails only its own delivery; every success is there with its events.
+    let temp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        mailroom_meta::SqliteStore::open(&temp.path().join("meta.db"))
+            .await
+            .unwrap(),
+    );
+    let blob = BlobId::new();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        let blob = blob.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every third writer reuses the name of the writer before it.
+            let n = if i % 3 == 2 { i - 1 } else { i };
+            let now = OffsetDateTime::now_utc();
+            let delivery = Delivery {
+                id: DeliveryId::new(),
+                batch_id: DeliveryId::new(),
+                sender: name("alice"),
+                recipient: name("bob"),
+                target: name("bob"),
+                name: file(&format!("f{n}.txt")),
+                size: 1,
+                sha256: "00".repeat(32),
+                blob_id: blob,
+                state: DeliveryState::Delivered,
+                created: now,
+                updated: now,
+            };
+            let event = Event {
+                id: uuid::Uuid::now_v7(),
+                time: now,
+                kind: EventKind::DeliveryStored,
+                actor: "alice".into(),
+                source: None,
+                protocol: Protocol::Sftp,
+                object: delivery.id.to_string(),
+                outcome: Outcome::Ok,
+                detail: String::new(),
+            };
+            let result = store
+                .insert_deliveries(
+                    std::slice::from_ref(&delivery),
+                    std::slice::from_ref(&event),
+                    None,
+                )
+                .await;
+            (i, n, result.map_err(|e| e.kind()))
+        }));
+    }
+    let mut ok = 0;
+    let mut names = std::collections::HashSet::new();
+    for task in tasks {
+        let (i, n, result) = task.await.unwrap();
+        match result {
+            Ok(()) => {
+                ok += 1;
+                assert!(names.insert(n), "f{n} stored twice");
+            }
+            Err(kind) => {
+                assert_eq!(kind, ErrorKind::Conflict, "writer {i}");
+                assert!(i % 3 == 2, "writer {i} had a free name");
+            }
+        }
+    }
+    assert_eq!(ok, 40);
+    let stored = store.deliveries(&DeliveryQuery::default()).await.unwrap();
+    assert_eq!(stored.len(), 40);
+    let events = store.events(&EventQuery::default()).await.unwrap();
+    assert_eq!(
+        events.len(),
+        40,
+        "events of failed writers must not be recorded"
+    );
 }
 
 #[tokio::test]
@@ -1328,7 +1485,7 @@ impl<'a> Harness<'a> {
             events.push(self.event(EventKind::DeliveryStored, &delivery.id.to_string()));
         }
         self.store
-            .insert_deliveries(deliveries, &events)
+            .insert_deliveries(deliveries, &events, None)
             .await
             .unwrap();
         self.expect_events(&events).await;
@@ -1345,7 +1502,7 @@ impl<'a> Harness<'a> {
         let at = event.time;
         let moved = self
             .store
-            .transition(&delivery.id, from, to, at, &event)
+            .transition(&delivery.id, from, to, &event, Durability::Flush)
             .await
             .unwrap();
         assert!(moved, "{} should have moved to {to:?}", delivery.id);
@@ -1363,7 +1520,11 @@ impl<'a> Harness<'a> {
     }
 
     async fn record(&mut self, events: &[Event]) {
-        self.store.record(events).await.unwrap();
+        // Relaxed here; the refusals of the suite go through the flushed path.
+        self.store
+            .record(events, Durability::Relaxed)
+            .await
+            .unwrap();
         self.expect_events(events).await;
     }
 }

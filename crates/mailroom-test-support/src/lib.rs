@@ -189,10 +189,12 @@ impl TestHub {
                 )
             })
             .collect();
-        Snapshot {
-            deliveries,
-            blobs: files_under(&self.dir.path().join("blobs")),
+        let mut blobs = files_under(&self.dir.path().join("blobs"));
+        // Small blobs live in the metadata store; they count as stored blobs too.
+        for id in self.meta.inline_blob_ids().await.expect("inline blobs") {
+            blobs.push(PathBuf::from(format!("inline:{id}")));
         }
+        Snapshot { deliveries, blobs }
     }
 
     /// Runs OpenSSH `sftp` in batch mode with key authentication, feeding `commands`.
@@ -269,7 +271,8 @@ impl TestHub {
 pub struct Snapshot {
     /// One line per delivery: id, sender, recipient, name, state, sha256.
     pub deliveries: Vec<String>,
-    /// Files under the blob folder, staging included.
+    /// Files under the blob folder, staging included, and `inline:<id>` for each blob kept
+    /// in the metadata store.
     pub blobs: Vec<PathBuf>,
 }
 

@@ -228,7 +228,8 @@ async fn kill_9_during_uploads_and_fan_out_loses_nothing_acknowledged() {
             let path = site.path(&format!("direct-{i:02}.bin"));
             sums.insert(
                 format!("direct-{i:02}.bin"),
-                write_random(&path, 3_000_000 + i * 1000, i as u64),
+                // Odd files are small: they commit inline, inside the metadata transaction.
+                write_random(&path, direct_size(i), i as u64),
             );
             path
         })
@@ -328,22 +329,32 @@ async fn kill_9_during_uploads_and_fan_out_loses_nothing_acknowledged() {
         names
     };
     assert_eq!(fan("bob"), fan("carol"));
-    // Orphans swept: every stored object belongs to a live delivery (one blob per upload).
+    // Orphans swept: every stored object belongs to a live delivery (one blob per upload
+    // that is too large to be kept inline).
     let objects = site.files_under("blobs/objects").len();
-    let uploads = fan("bob").len()
-        + std::fs::read_dir(site.path("down-bob"))
+    let large = |name: &str| {
+        std::fs::metadata(site.path("down-bob").join(name))
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("direct-")
-            })
-            .count();
+            .len()
+            > 64 * 1024
+    };
+    let uploads = std::fs::read_dir(site.path("down-bob"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| large(name))
+        .count();
     assert_eq!(objects, uploads, "orphan blobs were not swept");
     server.start_kill().unwrap();
     let _ = server.wait().await;
+}
+
+/// Size of the i-th direct upload: large (a blob file) for even i, small (inline) for odd.
+fn direct_size(i: usize) -> usize {
+    if i.is_multiple_of(2) {
+        3_000_000 + i * 1000
+    } else {
+        2_000 + i
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

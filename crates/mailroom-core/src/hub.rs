@@ -6,8 +6,7 @@
 //! audit events that describe it.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -117,7 +116,53 @@ pub struct ReadHandle {
     source: ReadSource,
     size: u64,
     delivery: Option<Delivery>,
-    bytes_read: AtomicU64,
+    covered: Mutex<Coverage>,
+}
+
+/// The byte ranges of a file a download has returned, merged, so that "read completely"
+/// means every byte was sent at least once, whatever the order of the reads.
+#[derive(Debug, Default)]
+struct Coverage {
+    /// Disjoint, sorted, non-adjacent `[start, end)` ranges.
+    ranges: Vec<(u64, u64)>,
+    /// Set when a client scattered more ranges than are worth tracking.
+    gave_up: bool,
+}
+
+/// Disjoint ranges tracked per download before giving up (a normal client has one).
+const MAX_RANGES: usize = 64;
+
+impl Coverage {
+    fn add(&mut self, start: u64, end: u64) {
+        if start >= end || self.gave_up {
+            return;
+        }
+        let mut merged = (start, end);
+        let mut kept = Vec::with_capacity(self.ranges.len() + 1);
+        for &(s, e) in &self.ranges {
+            if e < merged.0 || s > merged.1 {
+                kept.push((s, e));
+            } else {
+                merged = (merged.0.min(s), merged.1.max(e));
+            }
+        }
+        kept.push(merged);
+        kept.sort_unstable();
+        if kept.len() > MAX_RANGES {
+            self.gave_up = true;
+            self.ranges.clear();
+            return;
+        }
+        self.ranges = kept;
+    }
+
+    fn covers(&self, size: u64) -> u64 {
+        // Bytes from 0 that are covered without a gap.
+        match self.ranges.first() {
+            Some(&(0, end)) => end.min(size),
+            _ => 0,
+        }
+    }
 }
 
 enum ReadSource {
@@ -138,8 +183,11 @@ impl ReadHandle {
                 bytes[start..end].to_vec()
             }
         };
-        self.bytes_read
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let end = offset.saturating_add(data.len() as u64);
+        self.covered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .add(offset, end);
         Ok(data)
     }
 
@@ -555,7 +603,7 @@ impl Hub {
                     size: delivery.size,
                     source,
                     delivery: Some(delivery),
-                    bytes_read: AtomicU64::new(0),
+                    covered: Mutex::new(Coverage::default()),
                 })
             }
             VirtualPath::File(Area::Sent, recipient, entry) => {
@@ -566,7 +614,7 @@ impl Hub {
                     size: text.len() as u64,
                     source: ReadSource::Memory(text),
                     delivery: None,
-                    bytes_read: AtomicU64::new(0),
+                    covered: Mutex::new(Coverage::default()),
                 })
             }
             VirtualPath::File(Area::Outbox, ..) => Err(CoreError::denied(
@@ -582,7 +630,11 @@ impl Hub {
         let Some(delivery) = handle.delivery else {
             return Ok(());
         };
-        let bytes = handle.bytes_read.load(Ordering::Relaxed);
+        let bytes = handle
+            .covered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .covers(delivery.size);
         let complete = bytes >= delivery.size;
         let actor = session.actor();
         let download = self.event(
@@ -595,7 +647,7 @@ impl Hub {
                 Outcome::Failed
             },
             format!(
-                "delivery {} {bytes} of {} bytes{}",
+                "delivery {} {bytes} of {} bytes read{}",
                 delivery.id,
                 delivery.size,
                 if complete { "" } else { " (incomplete)" }
@@ -1476,4 +1528,35 @@ fn printable(user: &str) -> String {
         .take(64)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_counts_each_byte_once_in_any_order() {
+        let mut c = Coverage::default();
+        c.add(0, 10);
+        c.add(0, 10);
+        assert_eq!(
+            c.covers(20),
+            10,
+            "reading the same half twice is still half"
+        );
+        c.add(15, 20);
+        assert_eq!(c.covers(20), 10);
+        c.add(10, 15);
+        assert_eq!(c.covers(20), 20);
+        let mut c = Coverage::default();
+        c.add(50, 100);
+        c.add(0, 50);
+        assert_eq!(c.covers(100), 100, "out of order, adjacent ranges merge");
+        let mut c = Coverage::default();
+        for i in 0..100 {
+            c.add(i * 10, i * 10 + 5);
+        }
+        assert!(c.gave_up);
+        assert_eq!(c.covers(1000), 0, "a scattered reader is never complete");
+    }
 }

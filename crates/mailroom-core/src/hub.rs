@@ -208,6 +208,8 @@ pub struct Upload {
     path: VirtualPath,
     target: AccountName,
     name: FileName,
+    /// Who receives it, decided by route policy when the upload started.
+    recipients: Vec<AccountName>,
     writer: Box<dyn BlobWriter>,
 }
 
@@ -654,21 +656,25 @@ impl Hub {
             ),
         );
         // Accounting of a download needs no fsync of its own: the client has its bytes, and a
-        // lost pick-up mark after a power cut only shows the file as delivered again.
-        self.meta.record(&[download], Durability::Relaxed).await?;
+        // lost pick-up mark after a power cut only shows the file as delivered again. The
+        // first complete download records itself with the pick-up, in one transaction.
         if complete && delivery.state == DeliveryState::Delivered {
-            let event = self.delivery_event(&actor, EventKind::DeliveryPickedUp, &delivery);
-            self.meta
+            let picked_up = self.delivery_event(&actor, EventKind::DeliveryPickedUp, &delivery);
+            let moved = self
+                .meta
                 .transition(
                     &delivery.id,
                     &[DeliveryState::Delivered],
                     DeliveryState::PickedUp,
-                    &event,
+                    &[download.clone(), picked_up],
                     Durability::Relaxed,
                 )
                 .await?;
+            if moved {
+                return Ok(());
+            }
         }
-        Ok(())
+        self.meta.record(&[download], Durability::Relaxed).await
     }
 
     // ----- uploads ---------------------------------------------------------------------------
@@ -702,13 +708,14 @@ impl Hub {
                 _ => CoreError::denied(format!("{path} is a folder, not a file")),
             });
         };
-        self.recipients(&session.account, target).await?;
+        let recipients = self.recipients(&session.account, target).await?;
         let writer = self.blobs.create().await?;
         Ok(Upload {
             session: session.clone(),
             path: path.clone(),
             target: target.clone(),
             name: name.clone(),
+            recipients,
             writer,
         })
     }
@@ -717,23 +724,16 @@ impl Hub {
     /// with a name free between sender and each recipient. Only when this returns Ok may the
     /// client be told the file is stored.
     pub async fn finish_upload(&self, upload: Upload) -> Result<Vec<Delivery>> {
+        // Route policy was decided when the upload started: a file that was allowed when its
+        // first byte was accepted is delivered, like a letter posted before a rule changed.
         let Upload {
             session,
-            path,
+            path: _,
             target,
             name,
+            recipients,
             writer,
         } = upload;
-        // Policy may have changed while the bytes flowed: decide again before committing.
-        let recipients = match self.recipients(&session.account, &target).await {
-            Ok(recipients) => recipients,
-            Err(err) => {
-                writer.abort().await;
-                self.record_refusal(&session, EventKind::Upload, &path, &err)
-                    .await;
-                return Err(err);
-            }
-        };
         let blob = writer.commit().await?;
         let actor = session.actor();
         let mut suffix = 1;
@@ -962,7 +962,7 @@ impl Hub {
                         &delivery.id,
                         &DeliveryState::VISIBLE,
                         DeliveryState::Acknowledged,
-                        &event,
+                        std::slice::from_ref(&event),
                         Durability::Flush,
                     )
                     .await?;
@@ -995,7 +995,7 @@ impl Hub {
                             &delivery.id,
                             &DeliveryState::RECALLABLE,
                             DeliveryState::Recalled,
-                            &event,
+                            std::slice::from_ref(&event),
                             Durability::Flush,
                         )
                         .await?

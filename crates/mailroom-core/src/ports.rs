@@ -114,7 +114,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>>;
     /// Deliveries matching the query, oldest first.
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
-    /// Moves a delivery to `to` if it is in one of `from`, recording `event` only then.
+    /// Moves a delivery to `to` if it is in one of `from`, recording `events` only then.
     /// Returns whether it moved. When a move leaves no live delivery on an inline blob, its
     /// content is deleted in the same transaction.
     async fn transition(
@@ -122,7 +122,7 @@ pub trait MetaStore: Send + Sync + 'static {
         id: &DeliveryId,
         from: &[DeliveryState],
         to: DeliveryState,
-        event: &Event,
+        events: &[Event],
         durability: Durability,
     ) -> Result<bool>;
     /// Renames a live delivery. Conflict if the name is taken between the same sender and

@@ -34,7 +34,7 @@ pub(crate) enum Op {
         id: DeliveryId,
         from: Vec<DeliveryState>,
         to: DeliveryState,
-        event: Event,
+        events: Vec<Event>,
     },
     /// `MetaStore::record` with flush durability.
     Record { events: Vec<Event> },
@@ -116,8 +116,18 @@ async fn commit(pool: &SqlitePool, ops: &[Op]) -> Vec<Result<Done>> {
         }
     };
     let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        results.push(apply_in_savepoint(&mut tx, op).await);
+    if let [op] = ops {
+        // Alone in its batch, a job needs no savepoint: if it fails, nothing is committed.
+        let result = apply(&mut tx, op).await;
+        if result.is_err() {
+            let _ = tx.rollback().await;
+            return vec![result];
+        }
+        results.push(result);
+    } else {
+        for op in ops {
+            results.push(apply_in_savepoint(&mut tx, op).await);
+        }
     }
     if let Err(error) = tx.commit().await {
         let err = storage(OP)(error);
@@ -168,9 +178,9 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
             id,
             from,
             to,
-            event,
+            events,
         } => Ok(Done::Moved(
-            apply_transition(conn, id, from, *to, event).await?,
+            apply_transition(conn, id, from, *to, events).await?,
         )),
         Op::Record { events } => {
             insert_events(conn, events, "record").await?;

@@ -678,7 +678,7 @@ impl MetaStore for SqliteStore {
         id: &DeliveryId,
         from: &[DeliveryState],
         to: DeliveryState,
-        event: &Event,
+        events: &[Event],
         durability: Durability,
     ) -> Result<bool> {
         if from.is_empty() {
@@ -692,7 +692,7 @@ impl MetaStore for SqliteStore {
                         id: *id,
                         from: from.to_vec(),
                         to,
-                        event: event.clone(),
+                        events: events.to_vec(),
                     })
                     .await?;
                 Ok(matches!(done, Done::Moved(true)))
@@ -704,7 +704,7 @@ impl MetaStore for SqliteStore {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(storage(OP))?;
-                let moved = apply_transition(&mut tx, id, from, to, event).await?;
+                let moved = apply_transition(&mut tx, id, from, to, events).await?;
                 tx.commit().await.map_err(storage(OP))?;
                 Ok(moved)
             }
@@ -1009,26 +1009,28 @@ pub(crate) async fn insert_events(
     events: &[Event],
     operation: &'static str,
 ) -> Result<()> {
-    for event in events {
-        sqlx::query(concat!(
-            "INSERT INTO events (",
-            event_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(event.id.hyphenated().to_string())
-        .bind(nanos(event.time)?)
-        .bind(event.kind.as_str())
-        .bind(event.actor.as_str())
-        .bind(event.source.as_deref())
-        .bind(event.protocol.as_str())
-        .bind(event.object.as_str())
-        .bind(event.outcome.as_str())
-        .bind(event.detail.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| {
+    // One statement for all of them: each statement is a hop to SQLite's worker thread.
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for event in chunk {
+            rows.push((event, nanos(event.time)?));
+        }
+        let mut sql =
+            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO events (", event_columns!(), ") "));
+        sql.push_values(rows, |mut row, (event, time)| {
+            row.push_bind(event.id.hyphenated().to_string())
+                .push_bind(time)
+                .push_bind(event.kind.as_str())
+                .push_bind(event.actor.as_str())
+                .push_bind(event.source.as_deref())
+                .push_bind(event.protocol.as_str())
+                .push_bind(event.object.as_str())
+                .push_bind(event.outcome.as_str())
+                .push_bind(event.detail.as_str());
+        });
+        sql.build().execute(&mut *tx).await.map_err(|error| {
             if is_unique_violation(&error) {
-                CoreError::conflict(format!("the event {} is already recorded", event.id))
+                CoreError::conflict("an event of this change is already recorded")
             } else {
                 storage(operation)(error)
             }
@@ -1036,6 +1038,9 @@ pub(crate) async fn insert_events(
     }
     Ok(())
 }
+
+/// Events per INSERT: 9 parameters each, within SQLite's default limit of 32,766.
+const EVENTS_PER_STATEMENT: usize = 256;
 
 /// Appends ` AND state IN (?, ...)` for a non-empty list of states.
 fn push_states(sql: &mut QueryBuilder<Sqlite>, states: &[DeliveryState]) {
@@ -1130,13 +1135,17 @@ pub(crate) async fn apply_transition(
     id: &DeliveryId,
     from: &[DeliveryState],
     to: DeliveryState,
-    event: &Event,
+    events: &[Event],
 ) -> Result<bool> {
     const OP: &str = "transition";
+    // The change is dated by the last event describing it.
+    let at = events
+        .last()
+        .map_or_else(time::OffsetDateTime::now_utc, |event| event.time);
     let mut sql = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET state = ");
     sql.push_bind(to.as_str())
         .push(", updated = ")
-        .push_bind(nanos(event.time)?)
+        .push_bind(nanos(at)?)
         .push(" WHERE id = ")
         .push_bind(id.to_string());
     push_states(&mut sql, from);
@@ -1154,7 +1163,7 @@ pub(crate) async fn apply_transition(
     if !moved {
         return Ok(false);
     }
-    insert_events(conn, std::slice::from_ref(event), OP).await?;
+    insert_events(conn, events, OP).await?;
     if !to.is_live() {
         // The last live delivery of an inline blob takes its content with it.
         sqlx::query(concat!(

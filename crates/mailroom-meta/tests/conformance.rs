@@ -549,7 +549,7 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &delivery.id,
             &[DeliveryState::Delivered],
             DeliveryState::PickedUp,
-            &event,
+            std::slice::from_ref(&event),
             Durability::Flush,
         )
         .await
@@ -561,7 +561,7 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &delivery.id,
             &[],
             DeliveryState::PickedUp,
-            &event,
+            std::slice::from_ref(&event),
             Durability::Flush,
         )
         .await
@@ -573,7 +573,7 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &DeliveryId::new(),
             &DeliveryState::LIVE,
             DeliveryState::Expired,
-            &event,
+            std::slice::from_ref(&event),
             Durability::Flush,
         )
         .await
@@ -618,7 +618,7 @@ async fn transition_is_conditional(h: &mut Harness<'_>) {
             &delivery.id,
             &[DeliveryState::Quarantined],
             DeliveryState::Delivered,
-            &event,
+            std::slice::from_ref(&event),
             Durability::Flush,
         ),
     )
@@ -675,7 +675,7 @@ async fn inline_blobs_live_with_their_deliveries(h: &mut Harness<'_>) {
             &to_bob.id,
             &[DeliveryState::Delivered],
             DeliveryState::PickedUp,
-            &event,
+            std::slice::from_ref(&event),
             Durability::Relaxed,
         )
         .await
@@ -1502,7 +1502,13 @@ impl<'a> Harness<'a> {
         let at = event.time;
         let moved = self
             .store
-            .transition(&delivery.id, from, to, &event, Durability::Flush)
+            .transition(
+                &delivery.id,
+                from,
+                to,
+                std::slice::from_ref(&event),
+                Durability::Flush,
+            )
             .await
             .unwrap();
         assert!(moved, "{} should have moved to {to:?}", delivery.id);

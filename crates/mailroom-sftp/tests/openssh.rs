@@ -342,3 +342,53 @@ async fn scp_both_modes_upload_and_download() {
     assert_eq!(hub.snapshot().await, before);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rename_within_an_outbox_folder_and_harmless_setstat() {
+    if !have("sftp") {
+        return;
+    }
+    let (hub, alice, bob) = hub_with_alice_and_bob().await;
+    hub.client("carol").await;
+    hub.allow("alice", "carol").await;
+    let local = hub.local_dir("rename");
+    for (name, seed) in [("draft.txt", 20), ("other.txt", 21)] {
+        write_random(&local.join(name), 500, seed);
+    }
+    let out = hub
+        .sftp(
+            &alice,
+            &format!(
+                "put {0}/draft.txt /outbox/bob/\nput {0}/other.txt /outbox/bob/\nrename /outbox/bob/draft.txt /outbox/bob/final.txt\nchmod 600 /outbox/bob/final.txt\n",
+                local.display()
+            ),
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = hub.sftp(&bob, "ls /inbox/alice\n").await;
+    assert!(text(&out).contains("final.txt"), "{}", text(&out));
+    assert!(!text(&out).contains("draft.txt"), "{}", text(&out));
+
+    // Nothing is overwritten, nothing moves between folders or out of the outbox.
+    let before = hub.snapshot().await;
+    for command in [
+        "rename /outbox/bob/final.txt /outbox/bob/other.txt",
+        "rename /outbox/bob/final.txt /outbox/carol/final.txt",
+        "rename /outbox/bob/final.txt /inbox/bob/final.txt",
+        "rename /outbox/bob/missing.txt /outbox/bob/x.txt",
+    ] {
+        let out = hub.sftp(&alice, &format!("{command}\n")).await;
+        assert!(!out.status.success(), "{command} must fail: {}", text(&out));
+    }
+    assert_eq!(hub.snapshot().await, before);
+    // The recipient cannot rename what it received.
+    let out = hub
+        .sftp(
+            &bob,
+            "rename /inbox/alice/final.txt /inbox/alice/mine.txt\n",
+        )
+        .await;
+    assert!(!out.status.success());
+    assert_eq!(hub.snapshot().await, before);
+    hub.stop().await;
+}

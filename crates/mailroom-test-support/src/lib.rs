@@ -34,7 +34,7 @@ pub struct TestHub {
     /// The data folder (metadata, blobs, keys).
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// A client account made by [`TestHub::client`], with its secrets on disk.
@@ -93,14 +93,22 @@ impl TestHub {
             addr,
             dir,
             shutdown,
-            server,
+            server: Some(server),
         }
     }
 
     /// Stops accepting and waits for the server to return.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.drain().await;
+    }
+
+    /// Stops the server and waits until every session has ended and cleaned up (aborted
+    /// uploads accounted for), keeping the data folder for inspection.
+    pub async fn drain(&mut self) {
         self.shutdown.cancel();
-        let _ = self.server.await;
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
     }
 
     /// The actor tests use for admin calls.

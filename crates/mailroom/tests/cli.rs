@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
 
@@ -167,6 +167,25 @@ fn one_time_password(init_stdout: &str) -> String {
 
 /// Waits for a child with a deadline, so a command that wrongly keeps running fails the test
 /// instead of hanging it.
+/// Waits for the child to exit (a blocking wait on a thread, so the exit itself is the
+/// signal); kills it and fails the test if it has not exited within `limit`.
+fn wait_with_limit(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    match exited.recv_timeout(limit) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("mailroom did not exit within {limit:?}");
+        }
+    }
+}
+
 fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
     let mut out_pipe = child.stdout.take().unwrap();
     let mut err_pipe = child.stderr.take().unwrap();
@@ -180,17 +199,7 @@ fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
         err_pipe.read_to_end(&mut buf).unwrap();
         buf
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("mailroom did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_with_limit(child, limit);
     Output {
         status,
         stdout: out_reader.join().unwrap(),
@@ -835,14 +844,7 @@ fn serve_initialises_a_fresh_folder_listens_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = wait_with_limit(child, Duration::from_secs(60));
     assert!(exit.success(), "SIGTERM must exit 0, got {exit:?}");
     let log = log.join().unwrap();
     assert!(log.contains("listening"), "{log}");

@@ -1002,10 +1002,13 @@ def report(res, facts, a):
 # main
 
 
-def build():
-    log("cargo build --release -p mailroom")
+def build(profile):
+    """Builds the hub with `profile` ("release", or "dev" for --debug-build) and returns the
+    path of the binary."""
+    flags = ["--release"] if profile == "release" else []
+    log(f"cargo build {' '.join(flags)} -p mailroom".replace("  ", " "))
     proc = spawn(
-        ["cargo", "build", "--release", "-p", "mailroom", "--message-format=json-render-diagnostics"],
+        ["cargo", "build", *flags, "-p", "mailroom", "--message-format=json-render-diagnostics"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -1021,7 +1024,7 @@ def build():
         if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "mailroom":
             binary = msg["executable"]
     if proc.returncode != 0 or not binary:
-        raise BenchError(f"cargo build --release -p mailroom failed (exit {proc.returncode})")
+        raise BenchError(f"cargo build ({profile}) -p mailroom failed (exit {proc.returncode})")
     return binary
 
 
@@ -1040,6 +1043,12 @@ def parse_args():
     p.add_argument("--only", help="comma-separated subset: big,small,concurrent,idle,latency,login,ceiling")
     p.add_argument("--json", metavar="FILE", help="also write the raw numbers (every round) as JSON")
     p.add_argument("--no-build", action="store_true", help="use target/release/mailroom as it is")
+    p.add_argument(
+        "--debug-build",
+        action="store_true",
+        help="measure the debug build (only to prove the harness works, as CI's --quick run"
+        " does: it shares the test suite's build instead of compiling everything again)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data) for inspection")
     p.add_argument("--from-json", metavar="FILE", help="print the table of an earlier run's --json file and exit")
     a = p.parse_args()
@@ -1089,7 +1098,7 @@ def main():
         if not os.path.exists(binary):
             raise BenchError(f"--no-build: {binary} does not exist")
     else:
-        binary = build()
+        binary = build("dev" if a.debug_build else "release")
 
     tmp = tempfile.mkdtemp(prefix="mailroom-bench-")
     log(f"temp folder {tmp}")

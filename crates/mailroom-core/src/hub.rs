@@ -30,10 +30,6 @@ use crate::secret::Secret;
 /// How many collision suffixes to try before giving up on a name.
 const MAX_SUFFIX: u32 = 10_000;
 
-/// Settings of the mailbox service itself.
-#[derive(Debug, Clone, Default)]
-pub struct HubConfig {}
-
 /// Who is acting, for the audit trail: an administrator, the system, or a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
@@ -235,24 +231,12 @@ pub struct Hub {
     meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
-    #[allow(dead_code)]
-    config: HubConfig,
 }
 
 impl Hub {
     /// Builds the service on its ports.
-    pub fn new(
-        meta: Arc<dyn MetaStore>,
-        blobs: Arc<dyn BlobStore>,
-        clock: Arc<dyn Clock>,
-        config: HubConfig,
-    ) -> Hub {
-        Hub {
-            meta,
-            blobs,
-            clock,
-            config,
-        }
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>) -> Hub {
+        Hub { meta, blobs, clock }
     }
 
     // ----- start-up --------------------------------------------------------------------------

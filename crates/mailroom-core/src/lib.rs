@@ -16,7 +16,7 @@ pub mod ports;
 pub mod secret;
 
 pub use error::{CoreError, ErrorKind, Result};
-pub use hub::{Actor, ClientSession, Entry, Hub, HubConfig, LoginOutcome, ReadHandle, Upload};
+pub use hub::{Actor, ClientSession, Entry, Hub, LoginOutcome, ReadHandle, Upload};
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,

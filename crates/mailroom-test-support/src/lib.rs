@@ -15,8 +15,8 @@ use std::process::Output;
 use std::sync::Arc;
 
 use mailroom_core::{
-    Account, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, Hub, HubConfig,
-    RouteEffect, Secret, SystemClock,
+    Account, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, Hub, RouteEffect,
+    Secret, SystemClock,
 };
 use mailroom_core::{Delivery, MetaStore};
 use sha2::{Digest, Sha256};
@@ -67,12 +67,7 @@ impl TestHub {
                 .await
                 .expect("open blobs"),
         );
-        let hub = Arc::new(Hub::new(
-            meta.clone(),
-            blobs,
-            Arc::new(SystemClock),
-            HubConfig::default(),
-        ));
+        let hub = Arc::new(Hub::new(meta.clone(), blobs, Arc::new(SystemClock)));
         let host_key = mailroom_sftp::host_key::load_or_generate(&dir.path().join("host_key"))
             .expect("host key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use mailroom_blob::LocalBlobStore;
-use mailroom_core::{Hub, HubConfig, SystemClock};
+use mailroom_core::{Hub, SystemClock};
 use mailroom_meta::SqliteStore;
 
 /// The data folder given by `--data`.
@@ -115,6 +115,5 @@ pub fn wire(meta: SqliteStore, blobs: LocalBlobStore) -> Arc<Hub> {
         Arc::new(meta),
         Arc::new(blobs),
         Arc::new(SystemClock),
-        HubConfig::default(),
     ))
 }

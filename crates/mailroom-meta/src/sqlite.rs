@@ -392,29 +392,23 @@ impl MetaStore for SqliteStore {
                 "{name} still has {live} deliveries waiting to or from it; disable the account instead"
             )));
         }
-        // The foreign keys would cascade most of this; the explicit deletes say what goes and
-        // keep the result right even on a connection opened with foreign keys off.
-        for sql in [
-            "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
-            "DELETE FROM group_members WHERE member = ?",
-            "DELETE FROM account_keys WHERE account = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(name.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(storage(OP))?;
-        }
-        let deleted = sqlx::query("DELETE FROM accounts WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(storage(OP))?;
-        if deleted.rows_affected() == 0 {
-            // Dropping the transaction rolls back the deletes above (which found nothing).
+        let deleted = delete_principal(
+            &mut tx,
+            name,
+            &[
+                "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
+                "DELETE FROM group_members WHERE member = ?",
+                "DELETE FROM account_keys WHERE account = ?",
+                "DELETE FROM accounts WHERE name = ?",
+            ],
+            Principal::Account,
+            OP,
+        )
+        .await?;
+        if !deleted {
+            // Dropping the transaction rolls back the deletes (which found nothing).
             return Err(no_account(name));
         }
-        release_name(&mut tx, name, Principal::Account, OP).await?;
         insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
         tx.commit().await.map_err(storage(OP))
     }
@@ -514,25 +508,21 @@ impl MetaStore for SqliteStore {
     async fn delete_group(&self, name: &AccountName, event: &Event) -> Result<()> {
         const OP: &str = "delete_group";
         let mut tx = self.write(OP).await?;
-        for sql in [
-            "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
-            "DELETE FROM group_members WHERE group_name = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(name.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(storage(OP))?;
-        }
-        let deleted = sqlx::query("DELETE FROM groups WHERE name = ?")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(storage(OP))?;
-        if deleted.rows_affected() == 0 {
+        let deleted = delete_principal(
+            &mut tx,
+            name,
+            &[
+                "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
+                "DELETE FROM group_members WHERE group_name = ?",
+                "DELETE FROM groups WHERE name = ?",
+            ],
+            Principal::Group,
+            OP,
+        )
+        .await?;
+        if !deleted {
             return Err(no_group(name));
         }
-        release_name(&mut tx, name, Principal::Group, OP).await?;
         insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
         tx.commit().await.map_err(storage(OP))
     }
@@ -1041,6 +1031,34 @@ pub(crate) async fn insert_events(
 
 /// Events per INSERT: 9 parameters each, within SQLite's default limit of 32,766.
 const EVENTS_PER_STATEMENT: usize = 256;
+
+/// Deletes an account or a group: runs `deletes` in order, each bound to `name` (the rows
+/// that name it, then the principal's own row, last), and frees the name when that last
+/// delete found the row. Returns whether it did. The foreign keys would cascade most of this;
+/// the explicit deletes say what goes and keep the result right even on a connection opened
+/// with foreign keys off.
+async fn delete_principal(
+    tx: &mut SqliteConnection,
+    name: &AccountName,
+    deletes: &[&'static str],
+    kind: Principal,
+    operation: &'static str,
+) -> Result<bool> {
+    let mut last = 0;
+    for &sql in deletes {
+        last = sqlx::query(sql)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(operation))?
+            .rows_affected();
+    }
+    if last == 0 {
+        return Ok(false);
+    }
+    release_name(tx, name, kind, operation).await?;
+    Ok(true)
+}
 
 /// Appends ` AND state IN (?, ...)` for a non-empty list of states.
 fn push_states(sql: &mut QueryBuilder<Sqlite>, states: &[DeliveryState]) {

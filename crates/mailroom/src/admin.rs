@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use mailroom_core::{
     AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, EventKind,
-    EventQuery, MetaStore, Outcome, RouteEffect, Secret,
+    EventQuery, Hub, MetaStore, Outcome, RouteEffect, Secret,
 };
 
 use crate::cli::{
@@ -67,13 +67,12 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
                 AccountKind::Client
             };
             let has_credentials = password.is_some() || !keys.is_empty();
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .add_account(&actor, name.clone(), kind, password, keys)
-                .await
-                .with_context(|| format!("cannot add account {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.add_account(&actor, name.clone(), kind, password, keys)
+                    .await
+                    .with_context(|| format!("cannot add account {name}"))
+            })
+            .await?;
             let mut message = format!("added {} account {name}", kind.as_str());
             if !has_credentials {
                 message.push_str(
@@ -82,28 +81,31 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
             }
             out.done(&message)
         }
-        AccountCommand::List => {
-            let open = open(data).await?;
-            let result = open.hub.accounts().await.context("cannot list accounts");
-            out.accounts(&close(open, result).await?)
-        }
+        AccountCommand::List => out.accounts(
+            &with_hub(data, async |hub| {
+                hub.accounts().await.context("cannot list accounts")
+            })
+            .await?,
+        ),
         AccountCommand::Show(arg) => {
             let name = parse_name(&arg.name)?;
-            let open = open(data).await?;
-            let result = open.hub.account(&name).await.map_err(anyhow::Error::from);
-            out.account(&close(open, result).await?)
+            out.account(
+                &with_hub(data, async |hub| {
+                    hub.account(&name).await.map_err(anyhow::Error::from)
+                })
+                .await?,
+            )
         }
         AccountCommand::Disable(arg) => set_disabled(data, out, &actor, &arg.name, true).await,
         AccountCommand::Enable(arg) => set_disabled(data, out, &actor, &arg.name, false).await,
         AccountCommand::Delete(arg) => {
             let name = parse_name(&arg.name)?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .delete_account(&actor, &name)
-                .await
-                .with_context(|| format!("cannot delete account {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.delete_account(&actor, &name)
+                    .await
+                    .with_context(|| format!("cannot delete account {name}"))
+            })
+            .await?;
             out.done(&format!("deleted account {name}"))
         }
         AccountCommand::Passwd {
@@ -112,39 +114,36 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
         } => {
             let name = parse_name(&name)?;
             let password = read_password()?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .set_password(&actor, &name, password)
-                .await
-                .with_context(|| format!("cannot set the password of {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.set_password(&actor, &name, password)
+                    .await
+                    .with_context(|| format!("cannot set the password of {name}"))
+            })
+            .await?;
             out.done(&format!("set a new password for {name}"))
         }
         AccountCommand::Key(KeyCommand::Add(args)) => {
             let name = parse_name(&args.name)?;
             let key = read_key(&args.file)?;
             let fingerprint = key.fingerprint();
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .add_key(&actor, &name, key)
-                .await
-                .with_context(|| format!("cannot add a key to {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.add_key(&actor, &name, key)
+                    .await
+                    .with_context(|| format!("cannot add a key to {name}"))
+            })
+            .await?;
             out.done(&format!("added key {fingerprint} to {name}"))
         }
         AccountCommand::Key(KeyCommand::Remove(args)) => {
             let name = parse_name(&args.name)?;
             let key = read_key(&args.file)?;
             let fingerprint = key.fingerprint();
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .remove_key(&actor, &name, &key)
-                .await
-                .with_context(|| format!("cannot remove a key from {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.remove_key(&actor, &name, &key)
+                    .await
+                    .with_context(|| format!("cannot remove a key from {name}"))
+            })
+            .await?;
             out.done(&format!("removed key {fingerprint} from {name}"))
         }
     }
@@ -159,13 +158,12 @@ async fn set_disabled(
 ) -> Result<()> {
     let name = parse_name(name)?;
     let verb = if disabled { "disable" } else { "enable" };
-    let open = open(data).await?;
-    let result = open
-        .hub
-        .set_disabled(actor, &name, disabled)
-        .await
-        .with_context(|| format!("cannot {verb} account {name}"));
-    close(open, result).await?;
+    with_hub(data, async |hub| {
+        hub.set_disabled(actor, &name, disabled)
+            .await
+            .with_context(|| format!("cannot {verb} account {name}"))
+    })
+    .await?;
     out.done(&format!("{verb}d account {name}"))
 }
 
@@ -175,53 +173,50 @@ pub async fn group(data: &DataDir, out: &Output, command: GroupCommand) -> Resul
     match command {
         GroupCommand::Add(arg) => {
             let name = parse_name(&arg.name)?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .add_group(&actor, name.clone())
-                .await
-                .with_context(|| format!("cannot add group {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.add_group(&actor, name.clone())
+                    .await
+                    .with_context(|| format!("cannot add group {name}"))
+            })
+            .await?;
             out.done(&format!("added group {name}"))
         }
         GroupCommand::Delete(arg) => {
             let name = parse_name(&arg.name)?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .delete_group(&actor, &name)
-                .await
-                .with_context(|| format!("cannot delete group {name}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.delete_group(&actor, &name)
+                    .await
+                    .with_context(|| format!("cannot delete group {name}"))
+            })
+            .await?;
             out.done(&format!("deleted group {name}"))
         }
-        GroupCommand::List => {
-            let open = open(data).await?;
-            let result = open.hub.groups().await.context("cannot list groups");
-            out.groups(&close(open, result).await?)
-        }
+        GroupCommand::List => out.groups(
+            &with_hub(data, async |hub| {
+                hub.groups().await.context("cannot list groups")
+            })
+            .await?,
+        ),
         GroupCommand::Member(MemberCommand::Add(args)) => {
             let group = parse_name(&args.group)?;
             let member = parse_name(&args.name)?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .add_member(&actor, &group, &member)
-                .await
-                .with_context(|| format!("cannot add {member} to group {group}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.add_member(&actor, &group, &member)
+                    .await
+                    .with_context(|| format!("cannot add {member} to group {group}"))
+            })
+            .await?;
             out.done(&format!("added {member} to group {group}"))
         }
         GroupCommand::Member(MemberCommand::Remove(args)) => {
             let group = parse_name(&args.group)?;
             let member = parse_name(&args.name)?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .remove_member(&actor, &group, &member)
-                .await
-                .with_context(|| format!("cannot remove {member} from group {group}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.remove_member(&actor, &group, &member)
+                    .await
+                    .with_context(|| format!("cannot remove {member} from group {group}"))
+            })
+            .await?;
             out.done(&format!("removed {member} from group {group}"))
         }
     }
@@ -232,20 +227,22 @@ pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Resul
     let actor = cli_actor();
     let (args, effect) = match command {
         RouteCommand::List => {
-            let open = open(data).await?;
-            let result = open.hub.routes().await.context("cannot list routes");
-            return out.routes(&close(open, result).await?);
+            return out.routes(
+                &with_hub(data, async |hub| {
+                    hub.routes().await.context("cannot list routes")
+                })
+                .await?,
+            );
         }
         RouteCommand::Remove(args) => {
             let from = parse_name(&args.from)?;
             let to = parse_name(&args.to)?;
-            let open = open(data).await?;
-            let result = open
-                .hub
-                .remove_route(&actor, &from, &to)
-                .await
-                .with_context(|| format!("cannot remove the route {from} -> {to}"));
-            close(open, result).await?;
+            with_hub(data, async |hub| {
+                hub.remove_route(&actor, &from, &to)
+                    .await
+                    .with_context(|| format!("cannot remove the route {from} -> {to}"))
+            })
+            .await?;
             return out.done(&format!("removed the route {from} -> {to}"));
         }
         RouteCommand::Allow(args) => (args, RouteEffect::Allow),
@@ -254,13 +251,12 @@ pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Resul
     let from = parse_name(&args.from)?;
     let to = parse_name(&args.to)?;
     let verb = effect.as_str();
-    let open = open(data).await?;
-    let result = open
-        .hub
-        .set_route(&actor, from.clone(), to.clone(), effect)
-        .await
-        .with_context(|| format!("cannot {verb} {from} -> {to}"));
-    close(open, result).await?;
+    with_hub(data, async |hub| {
+        hub.set_route(&actor, from.clone(), to.clone(), effect)
+            .await
+            .with_context(|| format!("cannot {verb} {from} -> {to}"))
+    })
+    .await?;
     out.done(&format!("route {from} -> {to}: {verb}"))
 }
 
@@ -289,13 +285,14 @@ pub async fn audit(data: &DataDir, out: &Output, command: AuditCommand) -> Resul
         since: None,
         limit: Some(limit),
     };
-    let open = open(data).await?;
-    let result = open
-        .hub
-        .events(&query)
-        .await
-        .context("cannot read the audit trail");
-    out.events(&close(open, result).await?)
+    out.events(
+        &with_hub(data, async |hub| {
+            hub.events(&query)
+                .await
+                .context("cannot read the audit trail")
+        })
+        .await?,
+    )
 }
 
 /// `mailroom status`.
@@ -326,6 +323,15 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
     .await
     .context("cannot read the status");
     out.status(&close(open, result).await?)
+}
+
+/// Opens the store, makes one Hub call, and closes the store (checkpointing what this process
+/// wrote) whatever the call returned.
+async fn with_hub<T>(data: &DataDir, call: impl AsyncFnOnce(&Hub) -> Result<T>) -> Result<T> {
+    let open = data.open_hub().await?;
+    let result = call(&open.hub).await;
+    open.meta.close().await;
+    result
 }
 
 async fn open(data: &DataDir) -> Result<OpenHub> {

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::access::AccessPolicy;
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{
     Account, AccountKind, AuthorizedKey, Delivery, DeliveryId, DeliveryState, Event, EventKind,
@@ -1166,6 +1167,8 @@ impl Hub {
             password_hash,
             keys,
             created: self.clock.now(),
+            access: AccessPolicy::default(),
+            totp: None,
         };
         let event = self.admin_event(
             actor,

@@ -5,6 +5,7 @@
 //! of every action. It does no I/O: storage and time come in through the ports of
 //! [`ports`], and protocols live in the front-end crates, which talk only to [`Hub`].
 
+pub mod access;
 pub mod error;
 pub mod hub;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod ports;
 pub mod secret;
 
+pub use access::{AccessPolicy, Ban, BanSubject, Factor, FactorSet, Limits, Rights, TotpEnrolment};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{Actor, ClientSession, Entry, Hub, LoginOutcome, ReadHandle, Upload};
 pub use model::{
@@ -24,7 +26,7 @@ pub use model::{
 pub use names::{AccountName, FileName};
 pub use path::{Area, VirtualPath};
 pub use ports::{
-    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, MetaStore,
-    StoredBlob, SweepReport, SystemClock,
+    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, InboxUsage,
+    MetaStore, StoredBlob, SweepReport, SystemClock,
 };
 pub use secret::Secret;

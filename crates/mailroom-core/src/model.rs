@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::access::{AccessPolicy, TotpEnrolment};
 use crate::error::{CoreError, Result};
 use crate::names::{AccountName, FileName};
 
@@ -57,6 +58,10 @@ pub struct Account {
     pub keys: Vec<AuthorizedKey>,
     /// When the account was created.
     pub created: OffsetDateTime,
+    /// Required factors, source networks, rights and limits.
+    pub access: AccessPolicy,
+    /// The TOTP enrolment, when the account has one.
+    pub totp: Option<TotpEnrolment>,
 }
 
 /// One SSH public key in OpenSSH `authorized_keys` form (`type base64 [comment]`).
@@ -470,6 +475,12 @@ pub enum EventKind {
     DeliveryRecalled,
     /// The sender renamed a pending delivery.
     DeliveryRenamed,
+    /// Retention removed a delivery nobody acknowledged in time.
+    DeliveryExpired,
+    /// The defender or an administrator banned or unbanned an address or an account.
+    Ban,
+    /// The hub closed a live session (account disabled, deleted or moved out of its networks).
+    SessionClosed,
     /// An administrator changed accounts, groups or routes.
     Admin,
     /// The hub removed unreferenced blobs or staging files.
@@ -489,6 +500,9 @@ impl EventKind {
             EventKind::DeliveryAcknowledged => "delivery.acknowledged",
             EventKind::DeliveryRecalled => "delivery.recalled",
             EventKind::DeliveryRenamed => "delivery.renamed",
+            EventKind::DeliveryExpired => "delivery.expired",
+            EventKind::Ban => "ban",
+            EventKind::SessionClosed => "session.closed",
             EventKind::Admin => "admin",
             EventKind::Sweep => "sweep",
         }
@@ -506,6 +520,9 @@ impl EventKind {
             "delivery.acknowledged" => EventKind::DeliveryAcknowledged,
             "delivery.recalled" => EventKind::DeliveryRecalled,
             "delivery.renamed" => EventKind::DeliveryRenamed,
+            "delivery.expired" => EventKind::DeliveryExpired,
+            "ban" => EventKind::Ban,
+            "session.closed" => EventKind::SessionClosed,
             "admin" => EventKind::Admin,
             "sweep" => EventKind::Sweep,
             other => return Err(CoreError::invalid(format!("unknown event kind {other:?}"))),

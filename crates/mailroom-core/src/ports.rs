@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::access::{Ban, BanSubject};
 use crate::error::Result;
 use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group, Outcome, Route,
@@ -30,6 +31,17 @@ pub struct DeliveryQuery {
     pub name: Option<FileName>,
     /// In one of these states; empty means any state.
     pub states: Vec<DeliveryState>,
+    /// Created before this time.
+    pub created_before: Option<OffsetDateTime>,
+}
+
+/// What waits in one inbox: the live deliveries addressed to an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxUsage {
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// How many there are.
+    pub files: u64,
 }
 
 /// How durable a write must be when the call returns.
@@ -132,6 +144,25 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn live_blobs(&self) -> Result<HashSet<BlobId>>;
     /// Whether any delivery in a live state references the blob.
     async fn blob_in_use(&self, blob_id: &BlobId) -> Result<bool>;
+
+    /// The bytes and files of the live deliveries addressed to `recipient`.
+    async fn inbox_usage(&self, recipient: &AccountName) -> Result<InboxUsage>;
+
+    /// Marks TOTP step `step` used for the account if it is later than the last used step,
+    /// atomically; returns whether it was (false: replayed or older code, or no enrolment).
+    async fn use_totp_step(&self, name: &AccountName, step: u64) -> Result<bool>;
+    /// Removes one unused recovery code (by its hash) from the account's enrolment,
+    /// atomically; returns whether it was there.
+    async fn use_recovery_code(&self, name: &AccountName, code_hash: &str) -> Result<bool>;
+
+    /// Every ban, active or ended, by subject.
+    async fn bans(&self) -> Result<Vec<Ban>>;
+    /// The ban of one subject, active or ended.
+    async fn ban(&self, subject: &BanSubject) -> Result<Option<Ban>>;
+    /// Places or replaces the ban of its subject, with its event, durably.
+    async fn put_ban(&self, ban: &Ban, event: &Event) -> Result<()>;
+    /// Removes the ban of `subject` (its history too). NotFound if there is none.
+    async fn delete_ban(&self, subject: &BanSubject, event: &Event) -> Result<()>;
 
     /// Records events that describe no stored change (logins, refusals).
     async fn record(&self, events: &[Event], durability: Durability) -> Result<()>;

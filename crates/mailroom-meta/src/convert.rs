@@ -5,9 +5,11 @@
 //! module does not run queries.
 
 use mailroom_core::{
-    Account, AccountKind, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId,
-    DeliveryState, Event, EventKind, FileName, Outcome, Protocol, Result,
+    AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
+    CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet, FileName,
+    Limits, Outcome, Protocol, Result, Rights, Secret, TotpEnrolment,
 };
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
@@ -81,14 +83,129 @@ pub(crate) fn account_name(row: &SqliteRow, name: &'static str) -> Result<Accoun
     parsed(row, name, AccountName::parse)
 }
 
-/// A row of `SELECT name, kind, disabled, password_hash, created FROM accounts`, with its keys.
+/// The columns [`account`] reads.
+macro_rules! account_columns {
+    () => {
+        "name, kind, disabled, password_hash, created, access, totp_secret, totp_last_step, totp_recovery"
+    };
+}
+pub(crate) use account_columns;
+
+/// A row of `SELECT account_columns!() FROM accounts`, with its keys.
 pub(crate) fn account(row: &SqliteRow, keys: Vec<AuthorizedKey>) -> Result<Account> {
+    let totp_secret: Option<String> = column(row, "totp_secret")?;
+    let totp = match totp_secret {
+        Some(secret) => {
+            let last_step: Option<i64> = column(row, "totp_last_step")?;
+            let recovery: String = column(row, "totp_recovery")?;
+            Some(TotpEnrolment {
+                secret: Secret::new(secret),
+                last_step: last_step.and_then(|s| u64::try_from(s).ok()),
+                recovery: serde_json::from_str(&recovery).map_err(|_| {
+                    corrupt("totp_recovery", &CoreError::invalid("not a JSON list"))
+                })?,
+            })
+        }
+        None => None,
+    };
     Ok(Account {
         name: account_name(row, "name")?,
         kind: parsed(row, "kind", AccountKind::parse)?,
         disabled: column(row, "disabled")?,
         password_hash: column(row, "password_hash")?,
         keys,
+        created: time_from_nanos("created", column(row, "created")?)?,
+        access: parsed(row, "access", access_from_json)?,
+        totp,
+    })
+}
+
+/// [`AccessPolicy`] as stored in `accounts.access`. Absent fields take their defaults, so a
+/// row written before a field existed still reads.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+struct AccessJson {
+    factors: Vec<String>,
+    networks: Vec<String>,
+    certificate_subject: Option<String>,
+    rights: Option<String>,
+    name_allow: Vec<String>,
+    name_deny: Vec<String>,
+    max_file_size: Option<u64>,
+    quota_bytes: Option<u64>,
+    quota_files: Option<u64>,
+    retention_days: Option<u32>,
+    max_sessions: Option<u32>,
+}
+
+/// Encodes an account's access policy for `accounts.access`.
+pub(crate) fn access_to_json(access: &AccessPolicy) -> String {
+    let json = AccessJson {
+        factors: access
+            .factors
+            .factors()
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect(),
+        networks: access.networks.iter().map(ToString::to_string).collect(),
+        certificate_subject: access.certificate_subject.clone(),
+        rights: Some(access.rights.to_string()),
+        name_allow: access.limits.name_allow.clone(),
+        name_deny: access.limits.name_deny.clone(),
+        max_file_size: access.limits.max_file_size,
+        quota_bytes: access.limits.quota_bytes,
+        quota_files: access.limits.quota_files,
+        retention_days: access.limits.retention_days,
+        max_sessions: access.limits.max_sessions,
+    };
+    serde_json::to_string(&json).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Decodes `accounts.access`.
+pub(crate) fn access_from_json(text: &str) -> Result<AccessPolicy> {
+    let json: AccessJson = serde_json::from_str(text)
+        .map_err(|e| CoreError::invalid(format!("access policy is not valid JSON: {e}")))?;
+    let factors = json
+        .factors
+        .iter()
+        .map(|f| Factor::parse(f))
+        .collect::<Result<Vec<_>>>()?;
+    let networks = json
+        .networks
+        .iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .map_err(|_| CoreError::invalid(format!("{n:?} is not a network")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AccessPolicy {
+        factors: FactorSet::new(factors),
+        networks,
+        certificate_subject: json.certificate_subject,
+        rights: match json.rights {
+            Some(rights) => Rights::parse(&rights)?,
+            None => Rights::default(),
+        },
+        limits: Limits {
+            name_allow: json.name_allow,
+            name_deny: json.name_deny,
+            max_file_size: json.max_file_size,
+            quota_bytes: json.quota_bytes,
+            quota_files: json.quota_files,
+            retention_days: json.retention_days,
+            max_sessions: json.max_sessions,
+        },
+    })
+}
+
+/// A row of `SELECT subject, until, level, reason, created FROM bans`.
+pub(crate) fn ban(row: &SqliteRow) -> Result<Ban> {
+    let level: i64 = column(row, "level")?;
+    Ok(Ban {
+        subject: parsed(row, "subject", BanSubject::parse)?,
+        until: time_from_nanos("until", column(row, "until")?)?,
+        level: u32::try_from(level).unwrap_or(u32::MAX),
+        reason: column(row, "reason")?,
         created: time_from_nanos("created", column(row, "created")?)?,
     })
 }

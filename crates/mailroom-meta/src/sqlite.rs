@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mailroom_core::{
-    Account, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery,
-    DeliveryState, Durability, Event, EventQuery, FileName, Group, MetaStore, Result, Route,
-    RouteEffect,
+    Account, AccountName, AuthorizedKey, Ban, BanSubject, BlobId, CoreError, Delivery, DeliveryId,
+    DeliveryQuery, DeliveryState, Durability, Event, EventQuery, FileName, Group, InboxUsage,
+    MetaStore, Result, Route, RouteEffect,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -32,7 +32,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::batch::{Batcher, Done, Op};
 use crate::convert::{
-    self, account_name, column, delivery_columns, event_columns, nanos, size_to_db,
+    self, account_columns, account_name, column, delivery_columns, event_columns, nanos, size_to_db,
 };
 use crate::error::{MetaError, corrupt, is_unique_violation, storage, violates};
 
@@ -277,9 +277,11 @@ impl MetaStore for SqliteStore {
     async fn account(&self, name: &AccountName) -> Result<Option<Account>> {
         const OP: &str = "account";
         let mut tx = self.read(OP).await?;
-        let row = sqlx::query(
-            "SELECT name, kind, disabled, password_hash, created FROM accounts WHERE name = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts WHERE name = ?"
+        ))
         .bind(name.as_str())
         .fetch_optional(&mut *tx)
         .await
@@ -303,9 +305,11 @@ impl MetaStore for SqliteStore {
     async fn accounts(&self) -> Result<Vec<Account>> {
         const OP: &str = "accounts";
         let mut tx = self.read(OP).await?;
-        let rows = sqlx::query(
-            "SELECT name, kind, disabled, password_hash, created FROM accounts ORDER BY name",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts ORDER BY name"
+        ))
         .fetch_all(&mut *tx)
         .await
         .map_err(storage(OP))?;
@@ -333,14 +337,18 @@ impl MetaStore for SqliteStore {
         let mut tx = self.write(OP).await?;
         claim_name(&mut tx, &account.name, Principal::Account, OP).await?;
         sqlx::query(
-            "INSERT INTO accounts (name, kind, disabled, password_hash, created) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
+             totp_secret, totp_last_step, totp_recovery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(account.name.as_str())
         .bind(account.kind.as_str())
         .bind(account.disabled)
         .bind(account.password_hash.as_deref())
         .bind(nanos(account.created)?)
+        .bind(convert::access_to_json(&account.access))
+        .bind(totp_secret(account))
+        .bind(totp_last_step(account))
+        .bind(totp_recovery(account))
         .execute(&mut *tx)
         .await
         .map_err(storage(OP))?;
@@ -352,14 +360,22 @@ impl MetaStore for SqliteStore {
     async fn update_account(&self, account: &Account, event: &Event) -> Result<()> {
         const OP: &str = "update_account";
         let mut tx = self.write(OP).await?;
-        let updated =
-            sqlx::query("UPDATE accounts SET disabled = ?, password_hash = ? WHERE name = ?")
-                .bind(account.disabled)
-                .bind(account.password_hash.as_deref())
-                .bind(account.name.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(storage(OP))?;
+        // The TOTP step is not written here: `use_totp_step` owns it, and a stale copy of the
+        // account must not move it back. A changed secret (a new enrolment) resets it.
+        let updated = sqlx::query(
+            "UPDATE accounts SET disabled = ?1, password_hash = ?2, access = ?3, \
+             totp_last_step = CASE WHEN totp_secret IS ?4 THEN totp_last_step ELSE NULL END, \
+             totp_secret = ?4, totp_recovery = ?5 WHERE name = ?6",
+        )
+        .bind(account.disabled)
+        .bind(account.password_hash.as_deref())
+        .bind(convert::access_to_json(&account.access))
+        .bind(totp_secret(account))
+        .bind(totp_recovery(account))
+        .bind(account.name.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
         if updated.rows_affected() == 0 {
             return Err(no_account(&account.name));
         }
@@ -653,6 +669,9 @@ impl MetaStore for SqliteStore {
             sql.push(" AND name = ").push_bind(name.as_str());
         }
         push_states(&mut sql, &query.states);
+        if let Some(before) = query.created_before {
+            sql.push(" AND created < ").push_bind(nanos(before)?);
+        }
         sql.push(" ORDER BY created, id");
         sql.build()
             .fetch_all(&self.pool)
@@ -757,6 +776,132 @@ impl MetaStore for SqliteStore {
         .await
         .map_err(storage(OP))?;
         Ok(row.is_some())
+    }
+
+    async fn inbox_usage(&self, recipient: &AccountName) -> Result<InboxUsage> {
+        const OP: &str = "inbox_usage";
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS files FROM deliveries \
+             WHERE recipient = ",
+        );
+        sql.push_bind(recipient.as_str());
+        push_states(&mut sql, &DeliveryState::LIVE);
+        let row = sql
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(storage(OP))?;
+        let bytes: i64 = column(&row, "bytes")?;
+        let files: i64 = column(&row, "files")?;
+        Ok(InboxUsage {
+            bytes: u64::try_from(bytes).unwrap_or(0),
+            files: u64::try_from(files).unwrap_or(0),
+        })
+    }
+
+    async fn use_totp_step(&self, name: &AccountName, step: u64) -> Result<bool> {
+        const OP: &str = "use_totp_step";
+        let step = i64::try_from(step).map_err(|_| CoreError::invalid("TOTP step out of range"))?;
+        // One statement: two logins racing with the same code cannot both pass.
+        let updated = sqlx::query(
+            "UPDATE accounts SET totp_last_step = ?1 WHERE name = ?2 \
+             AND totp_secret IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < ?1)",
+        )
+        .bind(step)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(storage(OP))?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn use_recovery_code(&self, name: &AccountName, code_hash: &str) -> Result<bool> {
+        const OP: &str = "use_recovery_code";
+        let mut tx = self.write(OP).await?;
+        let row = sqlx::query(
+            "SELECT totp_recovery FROM accounts WHERE name = ? AND totp_secret IS NOT NULL",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let text: String = column(&row, "totp_recovery")?;
+        let mut codes: Vec<String> = serde_json::from_str(&text)
+            .map_err(|_| corrupt("totp_recovery", &CoreError::invalid("not a JSON list")))?;
+        let before = codes.len();
+        codes.retain(|c| c != code_hash);
+        if codes.len() == before {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE accounts SET totp_recovery = ? WHERE name = ?")
+            .bind(serde_json::to_string(&codes).unwrap_or_else(|_| "[]".to_owned()))
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        tx.commit().await.map_err(storage(OP))?;
+        Ok(true)
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        const OP: &str = "bans";
+        sqlx::query("SELECT subject, until, level, reason, created FROM bans ORDER BY subject")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage(OP))?
+            .iter()
+            .map(convert::ban)
+            .collect()
+    }
+
+    async fn ban(&self, subject: &BanSubject) -> Result<Option<Ban>> {
+        const OP: &str = "ban";
+        sqlx::query("SELECT subject, until, level, reason, created FROM bans WHERE subject = ?")
+            .bind(subject.key())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage(OP))?
+            .as_ref()
+            .map(convert::ban)
+            .transpose()
+    }
+
+    async fn put_ban(&self, ban: &Ban, event: &Event) -> Result<()> {
+        const OP: &str = "put_ban";
+        let mut tx = self.write(OP).await?;
+        sqlx::query(
+            "INSERT INTO bans (subject, until, level, reason, created) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (subject) DO UPDATE SET until = excluded.until, level = excluded.level, \
+             reason = excluded.reason, created = excluded.created",
+        )
+        .bind(ban.subject.key())
+        .bind(nanos(ban.until)?)
+        .bind(i64::from(ban.level.max(1)))
+        .bind(ban.reason.as_str())
+        .bind(nanos(ban.created)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn delete_ban(&self, subject: &BanSubject, event: &Event) -> Result<()> {
+        const OP: &str = "delete_ban";
+        let mut tx = self.write(OP).await?;
+        let deleted = sqlx::query("DELETE FROM bans WHERE subject = ?")
+            .bind(subject.key())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?;
+        if deleted.rows_affected() == 0 {
+            return Err(CoreError::not_found(format!("{subject} is not banned")));
+        }
+        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        tx.commit().await.map_err(storage(OP))
     }
 
     async fn record(&self, events: &[Event], durability: Durability) -> Result<()> {
@@ -939,6 +1084,27 @@ impl Principal {
             )),
         }
     }
+}
+
+/// The TOTP secret column of an account.
+fn totp_secret(account: &Account) -> Option<String> {
+    account.totp.as_ref().map(|t| t.secret.expose().clone())
+}
+
+/// The last-used TOTP step column of an account.
+fn totp_last_step(account: &Account) -> Option<i64> {
+    account
+        .totp
+        .as_ref()
+        .and_then(|t| t.last_step)
+        .and_then(|s| i64::try_from(s).ok())
+}
+
+/// The recovery-code hashes of an account, as a JSON list.
+fn totp_recovery(account: &Account) -> String {
+    let empty = Vec::new();
+    let codes = account.totp.as_ref().map_or(&empty, |t| &t.recovery);
+    serde_json::to_string(codes).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Writes an account's keys in their order.

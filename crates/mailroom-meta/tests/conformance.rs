@@ -13,9 +13,10 @@
 use std::collections::HashSet;
 
 use mailroom_core::{
-    Account, AccountKind, AccountName, AuthorizedKey, BlobId, CoreError, Delivery, DeliveryId,
-    DeliveryQuery, DeliveryState, Durability, ErrorKind, Event, EventKind, EventQuery, FileName,
-    Group, MetaStore, Outcome, Protocol, Result, Route, RouteEffect,
+    AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
+    CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, ErrorKind, Event,
+    EventKind, EventQuery, Factor, FactorSet, FileName, Group, InboxUsage, Limits, MetaStore,
+    Outcome, Protocol, Result, Rights, Route, RouteEffect, Secret, TotpEnrolment,
 };
 use mailroom_meta::SqliteStore;
 use time::macros::datetime;
@@ -85,7 +86,200 @@ conformance!(
     delivery_queries,
     event_queries,
     record_is_all_or_nothing,
+    access_policy_and_totp_round_trip,
+    totp_steps_and_recovery_codes_work_once,
+    bans_put_replace_delete,
+    inbox_usage_counts_live_deliveries,
 );
+
+async fn access_policy_and_totp_round_trip(h: &mut Harness<'_>) {
+    let mut alice = h.client("alice");
+    alice.access = AccessPolicy {
+        factors: FactorSet::new([Factor::PublicKey, Factor::Password, Factor::Totp]),
+        networks: vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        certificate_subject: Some("Alice Example".to_owned()),
+        rights: Rights {
+            send: true,
+            receive: false,
+            delete: true,
+            recall: false,
+        },
+        limits: Limits {
+            name_allow: vec!["*.csv".to_owned()],
+            name_deny: vec!["*.exe".to_owned(), "*.bat".to_owned()],
+            max_file_size: Some(1 << 20),
+            quota_bytes: Some(10 << 20),
+            quota_files: Some(100),
+            retention_days: Some(30),
+            max_sessions: Some(2),
+        },
+    };
+    alice.totp = Some(TotpEnrolment {
+        secret: Secret::new("JBSWY3DPEHPK3PXP".to_owned()),
+        last_step: None,
+        recovery: vec!["aa".repeat(32), "bb".repeat(32)],
+    });
+    h.insert_account(&alice).await;
+    assert_eq!(
+        h.store.account(&name("alice")).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(h.store.accounts().await.unwrap(), vec![alice.clone()]);
+
+    // Back to the defaults, and TOTP removed.
+    alice.access = AccessPolicy::default();
+    alice.totp = None;
+    h.update_account(&alice).await;
+    assert_eq!(h.store.account(&name("alice")).await.unwrap(), Some(alice));
+}
+
+async fn totp_steps_and_recovery_codes_work_once(h: &mut Harness<'_>) {
+    let mut alice = h.client("alice");
+    let bob = h.client("bob");
+    alice.totp = Some(TotpEnrolment {
+        secret: Secret::new("JBSWY3DPEHPK3PXP".to_owned()),
+        last_step: None,
+        recovery: vec!["aa".repeat(32), "bb".repeat(32)],
+    });
+    h.insert_account(&alice).await;
+    h.insert_account(&bob).await;
+    let (a, b) = (name("alice"), name("bob"));
+
+    assert!(h.store.use_totp_step(&a, 1000).await.unwrap());
+    assert!(
+        !h.store.use_totp_step(&a, 1000).await.unwrap(),
+        "replayed step"
+    );
+    assert!(!h.store.use_totp_step(&a, 999).await.unwrap(), "older step");
+    assert!(h.store.use_totp_step(&a, 1001).await.unwrap());
+    assert!(!h.store.use_totp_step(&b, 5).await.unwrap(), "not enrolled");
+    let stored = h.store.account(&a).await.unwrap().unwrap();
+    assert_eq!(stored.totp.as_ref().unwrap().last_step, Some(1001));
+
+    // A stale copy of the account written back does not rewind the step.
+    h.update_account(&alice).await;
+    assert!(!h.store.use_totp_step(&a, 1001).await.unwrap());
+
+    assert!(
+        h.store
+            .use_recovery_code(&a, &"aa".repeat(32))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .use_recovery_code(&a, &"aa".repeat(32))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .use_recovery_code(&b, &"bb".repeat(32))
+            .await
+            .unwrap()
+    );
+    let stored = h.store.account(&a).await.unwrap().unwrap();
+    assert_eq!(stored.totp.unwrap().recovery, vec!["bb".repeat(32)]);
+
+    // A new enrolment (new secret) starts with no used step.
+    alice.totp = Some(TotpEnrolment {
+        secret: Secret::new("KRSXG5CTMVRXEZLU".to_owned()),
+        last_step: None,
+        recovery: Vec::new(),
+    });
+    h.update_account(&alice).await;
+    assert!(h.store.use_totp_step(&a, 10).await.unwrap());
+}
+
+async fn bans_put_replace_delete(h: &mut Harness<'_>) {
+    let address = BanSubject::parse("192.0.2.9").unwrap();
+    let account = BanSubject::Account(name("alice"));
+    let mut first = Ban {
+        subject: address.clone(),
+        until: h.tick() + Duration::minutes(30),
+        level: 1,
+        reason: "15 points in 30 minutes".to_owned(),
+        created: h.tick(),
+    };
+    let event = h.event(EventKind::Ban, "192.0.2.9");
+    h.store.put_ban(&first, &event).await.unwrap();
+    h.expect_events(&[event]).await;
+    let locked = Ban {
+        subject: account.clone(),
+        level: 1,
+        ..first.clone()
+    };
+    let event = h.event(EventKind::Ban, "account:alice");
+    h.store.put_ban(&locked, &event).await.unwrap();
+    h.expect_events(&[event]).await;
+    assert_eq!(h.store.ban(&address).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        h.store.bans().await.unwrap(),
+        vec![first.clone(), locked.clone()]
+    );
+
+    first.level = 2;
+    first.until += Duration::minutes(45);
+    let event = h.event(EventKind::Ban, "192.0.2.9");
+    h.store.put_ban(&first, &event).await.unwrap();
+    h.expect_events(&[event]).await;
+    assert_eq!(h.store.ban(&address).await.unwrap(), Some(first));
+
+    let event = h.event(EventKind::Ban, "192.0.2.9");
+    h.store.delete_ban(&address, &event).await.unwrap();
+    h.expect_events(&[event]).await;
+    assert_eq!(h.store.ban(&address).await.unwrap(), None);
+    let event = h.event(EventKind::Ban, "192.0.2.9");
+    h.refused(ErrorKind::NotFound, h.store.delete_ban(&address, &event))
+        .await;
+    assert_eq!(h.store.bans().await.unwrap(), vec![locked]);
+}
+
+async fn inbox_usage_counts_live_deliveries(h: &mut Harness<'_>) {
+    for who in ["alice", "bob"] {
+        let account = h.client(who);
+        h.insert_account(&account).await;
+    }
+    let blob = BlobId::new();
+    let mut one = h.delivery("alice", "bob", "one.txt", &blob, DeliveryState::Delivered);
+    one.size = 100;
+    let mut two = h.delivery("alice", "bob", "two.txt", &blob, DeliveryState::PickedUp);
+    two.size = 50;
+    let mut gone = h.delivery(
+        "alice",
+        "bob",
+        "gone.txt",
+        &blob,
+        DeliveryState::Acknowledged,
+    );
+    gone.size = 1000;
+    let mut back = h.delivery("bob", "alice", "back.txt", &blob, DeliveryState::Delivered);
+    back.size = 7;
+    h.insert_deliveries(&[one.clone(), two, gone, back]).await;
+    assert_eq!(
+        h.store.inbox_usage(&name("bob")).await.unwrap(),
+        InboxUsage {
+            bytes: 150,
+            files: 2
+        }
+    );
+    assert_eq!(
+        h.store.inbox_usage(&name("carol")).await.unwrap(),
+        InboxUsage::default()
+    );
+    let old = h
+        .store
+        .deliveries(&DeliveryQuery {
+            created_before: Some(one.created + Duration::microseconds(1)),
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(old, vec![one]);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
@@ -911,6 +1105,7 @@ async fn delivery_queries(h: &mut Harness<'_>) {
             target: Some(name("bob")),
             name: Some(file("early")),
             states: vec![DeliveryState::PickedUp],
+            created_before: None,
         },
         vec![&early],
     )
@@ -1291,6 +1486,7 @@ struct Snapshot {
     routes: Vec<Route>,
     deliveries: Vec<Delivery>,
     live_blobs: HashSet<BlobId>,
+    bans: Vec<Ban>,
     events: Vec<Event>,
 }
 
@@ -1342,6 +1538,8 @@ impl<'a> Harness<'a> {
             password_hash: None,
             keys: Vec::new(),
             created: self.tick(),
+            access: AccessPolicy::default(),
+            totp: None,
         }
     }
 
@@ -1389,6 +1587,7 @@ impl<'a> Harness<'a> {
                 .await
                 .unwrap(),
             live_blobs: self.store.live_blobs().await.unwrap(),
+            bans: self.store.bans().await.unwrap(),
             events: self.store.events(&EventQuery::default()).await.unwrap(),
         }
     }

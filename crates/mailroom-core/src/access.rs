@@ -1,0 +1,542 @@
+//! Who may log in and what an account may do: the factors an account must present, the
+//! networks it may come from, its TOTP enrolment, its rights on the tree and its limits, and
+//! the bans the defender places.
+//!
+//! Plain data and the pure checks on it; the Hub applies them, the stores keep them.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::error::{CoreError, Result};
+use crate::names::AccountName;
+use crate::secret::Secret;
+
+/// One way of proving who you are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Factor {
+    /// An SSH public key (signature checked by the protocol layer).
+    PublicKey,
+    /// The account's password (Argon2id).
+    Password,
+    /// A time-based one-time code (RFC 6238) or a recovery code.
+    Totp,
+    /// An X.509 client certificate from the client CA whose subject names the account.
+    Certificate,
+}
+
+impl Factor {
+    /// Every factor, in the order they are listed.
+    pub const ALL: [Factor; 4] = [
+        Factor::PublicKey,
+        Factor::Password,
+        Factor::Totp,
+        Factor::Certificate,
+    ];
+
+    /// Stable label, as in `--require publickey,password,totp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Factor::PublicKey => "publickey",
+            Factor::Password => "password",
+            Factor::Totp => "totp",
+            Factor::Certificate => "certificate",
+        }
+    }
+
+    /// Parses the label written by [`Factor::as_str`].
+    pub fn parse(input: &str) -> Result<Self> {
+        Factor::ALL
+            .into_iter()
+            .find(|f| f.as_str() == input.trim())
+            .ok_or_else(|| {
+                CoreError::invalid(format!(
+                    "unknown factor {:?}: use publickey, password, totp or certificate",
+                    input.chars().take(40).collect::<String>()
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Factor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The factors an account must present at login, all of them. Empty means the default: any
+/// one of a password or a public key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FactorSet(Vec<Factor>);
+
+impl FactorSet {
+    /// A set of these factors (sorted, without repeats).
+    pub fn new(factors: impl IntoIterator<Item = Factor>) -> Self {
+        let mut factors: Vec<Factor> = factors.into_iter().collect();
+        factors.sort();
+        factors.dedup();
+        FactorSet(factors)
+    }
+
+    /// Parses a comma-separated list such as `publickey,password,totp`; `any` or an empty
+    /// string is the default set.
+    pub fn parse(input: &str) -> Result<Self> {
+        let input = input.trim();
+        if input.is_empty() || input == "any" {
+            return Ok(FactorSet::default());
+        }
+        let factors = input
+            .split(',')
+            .map(Factor::parse)
+            .collect::<Result<Vec<_>>>()?;
+        let set = FactorSet::new(factors);
+        if set.0 == [Factor::Totp] {
+            return Err(CoreError::invalid(
+                "totp alone is not enough: require it together with a password, a key or a certificate",
+            ));
+        }
+        Ok(set)
+    }
+
+    /// The required factors; empty for the default.
+    pub fn factors(&self) -> &[Factor] {
+        &self.0
+    }
+
+    /// Whether this is the default (a password or a key).
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `factor` is one this set could use.
+    pub fn uses(&self, factor: Factor) -> bool {
+        if self.0.is_empty() {
+            matches!(factor, Factor::Password | Factor::PublicKey)
+        } else {
+            self.0.contains(&factor)
+        }
+    }
+
+    /// Whether the factors passed so far complete the set.
+    pub fn satisfied_by(&self, passed: &[Factor]) -> bool {
+        if self.0.is_empty() {
+            passed
+                .iter()
+                .any(|f| matches!(f, Factor::Password | Factor::PublicKey))
+        } else {
+            self.0.iter().all(|f| passed.contains(f))
+        }
+    }
+
+    /// The factors still missing after `passed` (for the default set: password and publickey
+    /// while neither has passed).
+    pub fn remaining(&self, passed: &[Factor]) -> Vec<Factor> {
+        if self.satisfied_by(passed) {
+            return Vec::new();
+        }
+        if self.0.is_empty() {
+            return vec![Factor::PublicKey, Factor::Password];
+        }
+        self.0
+            .iter()
+            .copied()
+            .filter(|f| !passed.contains(f))
+            .collect()
+    }
+}
+
+impl fmt::Display for FactorSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("password or publickey");
+        }
+        let labels: Vec<&str> = self.0.iter().map(|f| f.as_str()).collect();
+        f.write_str(&labels.join("+"))
+    }
+}
+
+/// Parses a comma-separated list of networks (`10.0.0.0/8,192.0.2.7`); a bare address is a
+/// network of one.
+pub fn parse_networks(input: &str) -> Result<Vec<IpNet>> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_network)
+        .collect()
+}
+
+/// Parses one network in CIDR form, or a bare address.
+pub fn parse_network(input: &str) -> Result<IpNet> {
+    let input = input.trim();
+    if let Ok(net) = input.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    input.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        CoreError::invalid(format!(
+            "{:?} is not a network: use CIDR like 10.0.0.0/8 or a single address",
+            input.chars().take(60).collect::<String>()
+        ))
+    })
+}
+
+/// Whether `address` lies in one of `networks`. IPv4-mapped IPv6 addresses count as IPv4.
+pub fn in_networks(networks: &[IpNet], address: IpAddr) -> bool {
+    let address = canonical(address);
+    networks.iter().any(|net| net.contains(&address))
+}
+
+/// An address with IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned back into IPv4.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// An account's TOTP enrolment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpEnrolment {
+    /// The shared secret, base32 (RFC 4648, no padding) as authenticator apps read it.
+    pub secret: Secret<String>,
+    /// The time step of the last code accepted; a code of this step or an earlier one is
+    /// refused, so a code works once.
+    pub last_step: Option<u64>,
+    /// SHA-256 (hex) of each unused recovery code.
+    pub recovery: Vec<String>,
+}
+
+impl fmt::Debug for TotpEnrolment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TotpEnrolment")
+            .field("secret", &self.secret)
+            .field("last_step", &self.last_step)
+            .field("recovery", &self.recovery.len())
+            .finish()
+    }
+}
+
+/// The SHA-256 under which a recovery code is kept. Codes are random (80 bits), so a plain
+/// hash is enough; spaces, dashes and case do not matter.
+pub fn recovery_code_hash(code: &str) -> String {
+    let normalised: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    hex::encode(Sha256::digest(normalised.as_bytes()))
+}
+
+/// What an account may do in the tree. All on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    /// May write to `/outbox`.
+    pub send: bool,
+    /// May be sent files (a sender addressing it is refused otherwise).
+    pub receive: bool,
+    /// May delete (acknowledge) files in its inbox.
+    pub delete: bool,
+    /// May recall files it sent.
+    pub recall: bool,
+}
+
+impl Default for Rights {
+    fn default() -> Self {
+        Rights {
+            send: true,
+            receive: true,
+            delete: true,
+            recall: true,
+        }
+    }
+}
+
+impl Rights {
+    /// Parses a comma-separated list of the rights granted (`send,receive`); `all` grants
+    /// every right, `none` none.
+    pub fn parse(input: &str) -> Result<Self> {
+        let input = input.trim();
+        match input {
+            "all" => return Ok(Rights::default()),
+            "none" | "" => {
+                return Ok(Rights {
+                    send: false,
+                    receive: false,
+                    delete: false,
+                    recall: false,
+                });
+            }
+            _ => {}
+        }
+        let mut rights = Rights {
+            send: false,
+            receive: false,
+            delete: false,
+            recall: false,
+        };
+        for item in input.split(',').map(str::trim) {
+            match item {
+                "send" => rights.send = true,
+                "receive" => rights.receive = true,
+                "delete" => rights.delete = true,
+                "recall" => rights.recall = true,
+                other => {
+                    return Err(CoreError::invalid(format!(
+                        "unknown right {:?}: use send, receive, delete, recall, all or none",
+                        other.chars().take(40).collect::<String>()
+                    )));
+                }
+            }
+        }
+        Ok(rights)
+    }
+}
+
+impl fmt::Display for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut granted = Vec::new();
+        for (on, label) in [
+            (self.send, "send"),
+            (self.receive, "receive"),
+            (self.delete, "delete"),
+            (self.recall, "recall"),
+        ] {
+            if on {
+                granted.push(label);
+            }
+        }
+        if granted.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&granted.join(","))
+        }
+    }
+}
+
+/// An account's limits. `None` means no limit of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// File-name globs (`*`, `?`, case-insensitive) an upload's name must match one of;
+    /// empty allows every name.
+    pub name_allow: Vec<String>,
+    /// File-name globs no upload's name may match; deny wins over allow.
+    pub name_deny: Vec<String>,
+    /// Largest file this account may send, in bytes.
+    pub max_file_size: Option<u64>,
+    /// Most bytes waiting in this account's inbox (live deliveries).
+    pub quota_bytes: Option<u64>,
+    /// Most files waiting in this account's inbox (live deliveries).
+    pub quota_files: Option<u64>,
+    /// Days a delivery to this account stays before it expires.
+    pub retention_days: Option<u32>,
+    /// Most sessions this account may have open at once.
+    pub max_sessions: Option<u32>,
+}
+
+/// How an account may log in and what it may do: everything beyond its name, kind and
+/// credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// The factors a login must present.
+    pub factors: FactorSet,
+    /// Source networks the account may log in from; empty allows any.
+    pub networks: Vec<IpNet>,
+    /// The subject common name a client certificate must carry to prove this account (the
+    /// account name when `None`).
+    pub certificate_subject: Option<String>,
+    /// What the account may do.
+    pub rights: Rights,
+    /// Its limits.
+    pub limits: Limits,
+}
+
+/// Whether a glob (`*` any run, `?` one character; case-insensitive) matches a name.
+pub fn glob_matches(glob: &str, name: &str) -> bool {
+    let pattern: Vec<char> = glob.to_lowercase().chars().collect();
+    let text: Vec<char> = name.to_lowercase().chars().collect();
+    // Iterative wildcard match with one backtrack point: linear in practice, no recursion.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// Checks a glob list given by an administrator.
+pub fn parse_globs(input: &str) -> Result<Vec<String>> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|glob| {
+            if glob.len() > 255 || glob.contains('/') || glob.chars().any(char::is_control) {
+                Err(CoreError::invalid(format!(
+                    "{:?} is not a file-name glob",
+                    glob.chars().take(60).collect::<String>()
+                )))
+            } else {
+                Ok(glob.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// What a ban applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BanSubject {
+    /// Every connection from this address.
+    Address(IpAddr),
+    /// Every login as this account, from anywhere but the safe list.
+    Account(AccountName),
+}
+
+impl BanSubject {
+    /// Stable key: the address, or `account:<name>`.
+    pub fn key(&self) -> String {
+        match self {
+            BanSubject::Address(ip) => ip.to_string(),
+            BanSubject::Account(name) => format!("account:{name}"),
+        }
+    }
+
+    /// Parses the key written by [`BanSubject::key`].
+    pub fn parse(input: &str) -> Result<Self> {
+        let input = input.trim();
+        if let Some(name) = input.strip_prefix("account:") {
+            return AccountName::parse(name).map(BanSubject::Account);
+        }
+        input
+            .parse::<IpAddr>()
+            .map(|ip| BanSubject::Address(canonical(ip)))
+            .map_err(|_| {
+                CoreError::invalid(format!(
+                    "{:?} is neither an IP address nor account:<name>",
+                    input.chars().take(60).collect::<String>()
+                ))
+            })
+    }
+}
+
+impl fmt::Display for BanSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A ban: logins from an address, or as an account, are refused until `until`. Kept after it
+/// ends so that the next ban of the same subject lasts longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// What is banned.
+    pub subject: BanSubject,
+    /// When the ban ends.
+    pub until: OffsetDateTime,
+    /// How many times this subject has been banned (1 for the first ban).
+    pub level: u32,
+    /// Why, for the operator.
+    pub reason: String,
+    /// When this ban was placed.
+    pub created: OffsetDateTime,
+}
+
+impl Ban {
+    /// Whether the ban is in force at `now`.
+    pub fn active(&self, now: OffsetDateTime) -> bool {
+        now < self.until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factor_sets() {
+        let any = FactorSet::default();
+        assert!(any.satisfied_by(&[Factor::Password]));
+        assert!(any.satisfied_by(&[Factor::PublicKey]));
+        assert!(!any.satisfied_by(&[Factor::Totp]));
+        let three = FactorSet::parse("totp, password,publickey").unwrap();
+        assert_eq!(three.to_string(), "publickey+password+totp");
+        assert!(!three.satisfied_by(&[Factor::Password, Factor::PublicKey]));
+        assert_eq!(
+            three.remaining(&[Factor::PublicKey]),
+            [Factor::Password, Factor::Totp]
+        );
+        assert!(three.satisfied_by(&[Factor::Totp, Factor::Password, Factor::PublicKey]));
+        assert!(FactorSet::parse("totp").is_err());
+        assert!(FactorSet::parse("password,retina").is_err());
+        assert!(FactorSet::parse("any").unwrap().is_default());
+    }
+
+    #[test]
+    fn networks() {
+        let nets = parse_networks("10.0.0.0/8, 192.0.2.7,2001:db8::/32").unwrap();
+        assert!(in_networks(&nets, "10.1.2.3".parse().unwrap()));
+        assert!(in_networks(&nets, "192.0.2.7".parse().unwrap()));
+        assert!(!in_networks(&nets, "192.0.2.8".parse().unwrap()));
+        assert!(in_networks(&nets, "::ffff:10.9.9.9".parse().unwrap()));
+        assert!(in_networks(&nets, "2001:db8::1".parse().unwrap()));
+        assert!(parse_networks("10.0.0.0/33").is_err());
+        assert!(parse_networks("example.com").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("*.exe", "setup.EXE"));
+        assert!(glob_matches("report-????.csv", "report-2026.csv"));
+        assert!(!glob_matches("report-????.csv", "report-26.csv"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "aXXbYYc"));
+        assert!(!glob_matches("a*b*c", "aXXbYY"));
+        assert!(!glob_matches("*.exe", "exe.txt"));
+        // Pathological patterns stay fast.
+        let long = "a".repeat(200);
+        assert!(!glob_matches("*a*a*a*a*a*a*a*a*b", &long));
+        assert!(parse_globs("*.exe,../x").is_err());
+    }
+
+    #[test]
+    fn rights_and_bans() {
+        let r = Rights::parse("send,recall").unwrap();
+        assert!(r.send && r.recall && !r.receive && !r.delete);
+        assert_eq!(r.to_string(), "send,recall");
+        assert_eq!(Rights::parse("all").unwrap(), Rights::default());
+        assert!(Rights::parse("send,fly").is_err());
+        for key in ["192.0.2.1", "2001:db8::1", "account:alice"] {
+            assert_eq!(BanSubject::parse(key).unwrap().key(), key);
+        }
+        assert_eq!(
+            BanSubject::parse("::ffff:192.0.2.1").unwrap().key(),
+            "192.0.2.1"
+        );
+        assert!(BanSubject::parse("account:../x").is_err());
+    }
+
+    #[test]
+    fn recovery_codes_ignore_formatting() {
+        assert_eq!(
+            recovery_code_hash("ABCD-efgh 1234"),
+            recovery_code_hash("abcdefgh1234")
+        );
+    }
+}

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::access::AccessPolicy;
 use crate::error::{CoreError, ErrorKind, Result};
+use crate::login::{AuthConfig, Guard};
 use crate::model::{
     Account, AccountKind, AuthorizedKey, Delivery, DeliveryId, DeliveryState, Event, EventKind,
     Group, Outcome, Protocol, Route, RouteEffect,
@@ -81,15 +82,6 @@ impl ClientSession {
             protocol: self.protocol,
         }
     }
-}
-
-/// The result of a login attempt. The reason of a refusal goes to the audit trail only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginOutcome {
-    /// The credentials are right and the account may log in here.
-    Accepted(ClientSession),
-    /// Refused; the client is told nothing more.
-    Refused,
 }
 
 /// One entry of a listing or the answer to a stat.
@@ -229,15 +221,22 @@ impl Upload {
 
 /// The mailbox service.
 pub struct Hub {
-    meta: Arc<dyn MetaStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Authentication and defence state (see [`crate::login`]).
+    pub(crate) guard: Guard,
 }
 
 impl Hub {
     /// Builds the service on its ports.
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>) -> Hub {
-        Hub { meta, blobs, clock }
+        Hub {
+            meta,
+            blobs,
+            clock,
+            guard: Guard::new(AuthConfig::default()),
+        }
     }
 
     // ----- start-up --------------------------------------------------------------------------
@@ -261,146 +260,6 @@ impl Hub {
             self.meta.record(&[event], Durability::Flush).await?;
         }
         Ok(report)
-    }
-
-    // ----- authentication --------------------------------------------------------------------
-
-    /// Checks a password login. Unknown names, disabled and admin accounts and wrong passwords
-    /// all cost one Argon2 verification and give the same [`LoginOutcome::Refused`].
-    pub async fn login_password(
-        &self,
-        user: &str,
-        password: Secret<String>,
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginOutcome> {
-        let account = self.login_candidate(user).await?;
-        let phc = account.as_ref().and_then(|a| a.password_hash.clone());
-        let verified =
-            tokio::task::spawn_blocking(move || password::verify(&password, phc.as_deref()))
-                .await
-                .map_err(|_| CoreError::internal("password check failed"))?;
-        let refusal = match &account {
-            None => Some("unknown account"),
-            Some(a) if a.password_hash.is_none() => Some("password login not set up"),
-            Some(_) if !verified => Some("wrong password"),
-            Some(a) => Self::login_refusal(a),
-        };
-        self.finish_login(user, account, refusal, "password", source, protocol)
-            .await
-    }
-
-    /// Whether an offered public key would be accepted, without a signature and without an
-    /// event. An unknown account answers like a known account with an unknown key.
-    pub async fn key_acceptable(&self, user: &str, key_blob: &[u8]) -> Result<bool> {
-        let account = self.login_candidate(user).await?;
-        Ok(account.is_some_and(|a| {
-            Self::login_refusal(&a).is_none() && a.keys.iter().any(|k| k.blob == key_blob)
-        }))
-    }
-
-    /// Completes a public-key login whose signature the protocol layer has verified.
-    pub async fn login_key(
-        &self,
-        user: &str,
-        key_blob: &[u8],
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginOutcome> {
-        let account = self.login_candidate(user).await?;
-        let refusal = match &account {
-            None => Some("unknown account"),
-            Some(a) if !a.keys.iter().any(|k| k.blob == key_blob) => Some("unknown key"),
-            Some(a) => Self::login_refusal(a),
-        };
-        self.finish_login(user, account, refusal, "publickey", source, protocol)
-            .await
-    }
-
-    /// Records a login refused by the protocol layer before the service saw credentials (for
-    /// example a method the hub does not offer).
-    pub async fn record_login_refusal(
-        &self,
-        user: &str,
-        reason: &str,
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<()> {
-        let actor = Actor {
-            name: printable(user),
-            source,
-            protocol,
-        };
-        let event = self.event(
-            &actor,
-            EventKind::Login,
-            printable(user),
-            Outcome::Refused,
-            reason.to_owned(),
-        );
-        self.meta.record(&[event], Durability::Relaxed).await
-    }
-
-    async fn login_candidate(&self, user: &str) -> Result<Option<Account>> {
-        match AccountName::parse(user) {
-            Ok(name) => self.meta.account(&name).await,
-            Err(_) => Ok(None),
-        }
-    }
-
-    fn login_refusal(account: &Account) -> Option<&'static str> {
-        if account.disabled {
-            Some("account disabled")
-        } else if account.kind == AccountKind::Admin {
-            Some("admin accounts own no mailbox and cannot log in here")
-        } else {
-            None
-        }
-    }
-
-    async fn finish_login(
-        &self,
-        user: &str,
-        account: Option<Account>,
-        refusal: Option<&str>,
-        method: &str,
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginOutcome> {
-        let actor = Actor {
-            name: printable(user),
-            source: source.clone(),
-            protocol,
-        };
-        match (account, refusal) {
-            (Some(account), None) => {
-                let event = self.event(
-                    &actor,
-                    EventKind::Login,
-                    account.name.to_string(),
-                    Outcome::Ok,
-                    method.to_owned(),
-                );
-                self.meta.record(&[event], Durability::Relaxed).await?;
-                Ok(LoginOutcome::Accepted(ClientSession {
-                    account: account.name,
-                    source,
-                    protocol,
-                }))
-            }
-            (_, refusal) => {
-                let reason = refusal.unwrap_or("refused");
-                let event = self.event(
-                    &actor,
-                    EventKind::Login,
-                    printable(user),
-                    Outcome::Refused,
-                    format!("{method}: {reason}"),
-                );
-                self.meta.record(&[event], Durability::Relaxed).await?;
-                Ok(LoginOutcome::Refused)
-            }
-        }
     }
 
     // ----- the tree --------------------------------------------------------------------------
@@ -1402,7 +1261,7 @@ impl Hub {
 
     // ----- events ----------------------------------------------------------------------------
 
-    fn event(
+    pub(crate) fn event(
         &self,
         actor: &Actor,
         kind: EventKind,
@@ -1510,7 +1369,7 @@ fn receipt_text(delivery: &Delivery) -> String {
 
 /// A user name from the wire, made safe to store and print: control characters replaced,
 /// length capped.
-fn printable(user: &str) -> String {
+pub(crate) fn printable(user: &str) -> String {
     user.chars()
         .take(64)
         .map(|c| if c.is_control() { '?' } else { c })

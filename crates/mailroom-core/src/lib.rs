@@ -6,8 +6,10 @@
 //! [`ports`], and protocols live in the front-end crates, which talk only to [`Hub`].
 
 pub mod access;
+pub mod defender;
 pub mod error;
 pub mod hub;
+pub mod login;
 pub mod model;
 pub mod names;
 pub mod password;
@@ -15,10 +17,13 @@ pub mod path;
 pub mod policy;
 pub mod ports;
 pub mod secret;
+pub mod sessions;
 
 pub use access::{AccessPolicy, Ban, BanSubject, Factor, FactorSet, Limits, Rights, TotpEnrolment};
+pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
-pub use hub::{Actor, ClientSession, Entry, Hub, LoginOutcome, ReadHandle, Upload};
+pub use hub::{Actor, ClientSession, Entry, Hub, ReadHandle, Upload};
+pub use login::{AuthConfig, LoginProgress, LoginStep, TotpSetup};
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,
@@ -30,3 +35,4 @@ pub use ports::{
     MetaStore, StoredBlob, SweepReport, SystemClock,
 };
 pub use secret::Secret;
+pub use sessions::{SessionGuard, SessionInfo};

@@ -15,12 +15,14 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use mailroom_core::{ClientSession, Hub, LoginOutcome, Protocol, Secret};
+use mailroom_core::{
+    ClientSession, Factor, Hub, LoginProgress, LoginStep, Protocol, Secret, SessionGuard,
+};
 use mailroom_net::{ConnectionLimits, ConnectionPermit};
 
 use crate::config::Config;
@@ -80,12 +82,9 @@ pub async fn serve(
 
 /// The russh configuration: our host key, modern algorithms only, our limits.
 fn ssh_config(config: &Config, host_key: PrivateKey) -> russh::server::Config {
-    let mut methods = MethodSet::empty();
-    methods.push(MethodKind::PublicKey);
-    methods.push(MethodKind::Password);
     russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-Mailroom".into()),
-        methods,
+        methods: all_methods(),
         auth_rejection_time: Duration::from_millis(config.auth_rejection_ms),
         // OpenSSH probes with "none" first; answering it at once costs nothing.
         auth_rejection_time_initial: Some(Duration::ZERO),
@@ -163,9 +162,15 @@ impl Activity {
 
 impl Connection {
     async fn run(self, socket: TcpStream, peer: SocketAddr, _permit: ConnectionPermit) {
+        // The deny list and bans: refused before a byte of SSH, like OpenSSH's MaxStartups.
+        if let Err(err) = self.hub.admit(peer, Protocol::Ssh).await {
+            tracing::info!(reason = %err, "connection refused");
+            return;
+        }
         let grace = Duration::from_secs(self.config.login_grace_seconds);
         let authenticated = Arc::new(AtomicBool::new(false));
         let (activity, mut transfers) = Activity::new();
+        let (session_sender, session_receiver) = oneshot::channel();
         let handler = SshHandler {
             span: tracing::Span::current(),
             activity,
@@ -173,6 +178,9 @@ impl Connection {
             config: self.config.clone(),
             peer,
             session: None,
+            progress: LoginProgress::default(),
+            interactive: None,
+            session_guard: Some(session_sender),
             channels: HashMap::new(),
             authenticated: authenticated.clone(),
             tracker: self.tracker.clone(),
@@ -195,10 +203,11 @@ impl Connection {
             }
         };
         let handle = running.handle();
+        let logged_in = authenticated.clone();
         let watchdog = tokio::spawn(
             async move {
                 tokio::time::sleep(grace).await;
-                if !authenticated.load(Ordering::Acquire) {
+                if !logged_in.load(Ordering::Acquire) {
                     tracing::info!("login grace time exceeded; disconnecting");
                     let _ = handle
                         .disconnect(
@@ -214,9 +223,35 @@ impl Connection {
         let handle = running.handle();
         tokio::pin!(running);
         let mut stopping = false;
+        // The registered session, once the login completes; the hub fires it to close the
+        // session (account disabled, deleted, banned, out of its networks).
+        let mut session_receiver = session_receiver;
+        let mut guard: Option<SessionGuard> = None;
+        let closed = async |guard: &mut Option<SessionGuard>| match guard {
+            Some(guard) => guard.closed().await,
+            None => std::future::pending().await,
+        };
         let result = loop {
             tokio::select! {
                 result = &mut running => break result,
+                received = &mut session_receiver, if guard.is_none() => {
+                    if let Ok(received) = received {
+                        guard = Some(received);
+                    } else {
+                        session_receiver = oneshot::channel().1;
+                    }
+                }
+                reason = closed(&mut guard) => {
+                    tracing::info!(reason = %reason, "session closed by the hub");
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            format!("session closed: {reason}"),
+                            "en".to_owned(),
+                        )
+                        .await;
+                    break (&mut running).await;
+                }
                 () = self.shutdown.cancelled(), if !stopping => stopping = true,
                 changed = transfers.changed(), if stopping => {
                     if changed.is_err() {
@@ -240,6 +275,12 @@ impl Connection {
             Err(err) => tracing::debug!(error = %err, "session ended with an error"),
         }
         watchdog.abort();
+        if !authenticated.load(Ordering::Acquire)
+            && let Err(err) = self.hub.score_unauthenticated(Some(peer.to_string())).await
+        {
+            tracing::warn!(error = %err, "could not score an unauthenticated connection");
+        }
+        drop(guard);
     }
 }
 
@@ -253,22 +294,65 @@ struct SshHandler {
     config: Arc<Config>,
     peer: SocketAddr,
     session: Option<ClientSession>,
+    /// Factors proved so far in this connection.
+    progress: LoginProgress,
+    /// What the keyboard-interactive prompt in flight asked for.
+    interactive: Option<Factor>,
+    /// Hands the registered session to [`Connection::run`] once the login completes.
+    session_guard: Option<oneshot::Sender<SessionGuard>>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     authenticated: Arc<AtomicBool>,
     tracker: TaskTracker,
 }
 
+/// Every method a first attempt may use. Always the same list, whatever the account, so the
+/// list tells nothing about it. Keyboard-interactive asks for the password first, then, when
+/// the account requires it, a one-time code.
+fn all_methods() -> MethodSet {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    methods.push(MethodKind::Password);
+    methods.push(MethodKind::KeyboardInteractive);
+    methods
+}
+
+/// The SSH methods that can prove the remaining factors.
+fn methods_for(factors: &[Factor]) -> MethodSet {
+    let mut methods = MethodSet::empty();
+    if factors.contains(&Factor::PublicKey) {
+        methods.push(MethodKind::PublicKey);
+    }
+    if factors.contains(&Factor::Password) {
+        methods.push(MethodKind::Password);
+    }
+    if factors.contains(&Factor::Password) || factors.contains(&Factor::Totp) {
+        methods.push(MethodKind::KeyboardInteractive);
+    }
+    methods
+}
+
 impl SshHandler {
-    fn accept(&mut self, outcome: mailroom_core::Result<LoginOutcome>) -> Auth {
+    fn accept(&mut self, outcome: mailroom_core::Result<LoginStep>) -> Auth {
         let _entered = self.span.clone().entered();
         match outcome {
-            Ok(LoginOutcome::Accepted(session)) => {
+            Ok(LoginStep::Accepted(session, guard)) => {
                 tracing::info!(account = %session.account, "login");
                 self.session = Some(session);
                 self.authenticated.store(true, Ordering::Release);
+                if let Some(sender) = self.session_guard.take() {
+                    let _ = sender.send(guard);
+                }
                 Auth::Accept
             }
-            Ok(LoginOutcome::Refused) => self.reject(),
+            Ok(LoginStep::Continue(remaining)) => {
+                let names: Vec<&str> = remaining.iter().map(|f| f.as_str()).collect();
+                tracing::info!(remaining = %names.join(","), "factor accepted; more required");
+                Auth::Reject {
+                    proceed_with_methods: Some(methods_for(&remaining)),
+                    partial_success: true,
+                }
+            }
+            Ok(LoginStep::Refused) => self.reject(),
             Err(err) => {
                 tracing::error!(error = %err, "login could not be checked");
                 self.reject()
@@ -284,9 +368,11 @@ impl SshHandler {
     /// with this refusal and only publickey and password offered: refused in
     /// `auth_rejection_ms`, with "Authentication failed".
     fn reject(&self) -> Auth {
-        let mut methods = MethodSet::empty();
-        methods.push(MethodKind::PublicKey);
-        methods.push(MethodKind::Password);
+        let methods = if self.progress.passed().is_empty() {
+            all_methods()
+        } else {
+            methods_for(self.progress.remaining())
+        };
         Auth::Reject {
             proceed_with_methods: Some(methods),
             partial_success: false,
@@ -314,12 +400,14 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let source = self.source();
         let outcome = self
             .hub
             .login_password(
+                &mut self.progress,
                 user,
                 Secret::new(password.to_owned()),
-                self.source(),
+                source,
                 Protocol::Ssh,
             )
             .await;
@@ -334,7 +422,11 @@ impl russh::server::Handler for SshHandler {
         let Ok(blob) = offer.public_key.to_bytes() else {
             return Ok(self.reject());
         };
-        match self.hub.key_acceptable(user, &blob).await {
+        match self
+            .hub
+            .key_acceptable(&self.progress, user, &blob, self.source())
+            .await
+        {
             Ok(true) => Ok(Auth::Accept),
             Ok(false) => Ok(self.reject()),
             Err(err) => {
@@ -352,20 +444,61 @@ impl russh::server::Handler for SshHandler {
         let Ok(blob) = key.public_key.to_bytes() else {
             return Ok(self.reject());
         };
+        let source = self.source();
         let outcome = self
             .hub
-            .login_key(user, &blob, self.source(), Protocol::Ssh)
+            .login_key(&mut self.progress, user, &blob, source, Protocol::Ssh)
             .await;
         Ok(self.accept(outcome))
     }
 
     async fn auth_keyboard_interactive<'a>(
         &'a mut self,
-        _user: &str,
+        user: &str,
         _submethods: &str,
-        _response: Option<russh::server::Response<'a>>,
+        response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.reject())
+        let Some(mut response) = response else {
+            // A new exchange: ask for the password, or for the code once the password (or
+            // whatever came first) is proved. A new user name starts over.
+            let factor = if self.progress.passed().is_empty() {
+                Factor::Password
+            } else {
+                self.progress.interactive_factor()
+            };
+            self.interactive = Some(factor);
+            let prompt = match factor {
+                Factor::Totp => "Verification code: ",
+                _ => "Password: ",
+            };
+            return Ok(Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![(prompt.into(), false)].into(),
+            });
+        };
+        let (Some(factor), Some(answer)) = (self.interactive.take(), response.next()) else {
+            return Ok(self.reject());
+        };
+        // One answer, valid UTF-8, of sane length: never trust a length from the wire.
+        let answer = match String::from_utf8(answer.to_vec()) {
+            Ok(answer) if answer.len() <= 4096 => Secret::new(answer),
+            _ => return Ok(self.reject()),
+        };
+        let source = self.source();
+        let outcome = match factor {
+            Factor::Totp => {
+                self.hub
+                    .login_code(&mut self.progress, user, answer, source, Protocol::Ssh)
+                    .await
+            }
+            _ => {
+                self.hub
+                    .login_password(&mut self.progress, user, answer, source, Protocol::Ssh)
+                    .await
+            }
+        };
+        Ok(self.accept(outcome))
     }
 
     async fn channel_open_session(

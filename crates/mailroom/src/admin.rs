@@ -122,6 +122,7 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
             .await?;
             out.done(&format!("set a new password for {name}"))
         }
+        AccountCommand::Totp(command) => crate::security::totp(data, out, &actor, command).await,
         AccountCommand::Key(KeyCommand::Add(args)) => {
             let name = parse_name(&args.name)?;
             let key = read_key(&args.file)?;
@@ -327,7 +328,10 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
 
 /// Opens the store, makes one Hub call, and closes the store (checkpointing what this process
 /// wrote) whatever the call returned.
-async fn with_hub<T>(data: &DataDir, call: impl AsyncFnOnce(&Hub) -> Result<T>) -> Result<T> {
+pub(crate) async fn with_hub<T>(
+    data: &DataDir,
+    call: impl AsyncFnOnce(&Hub) -> Result<T>,
+) -> Result<T> {
     let open = data.open_hub().await?;
     let result = call(&open.hub).await;
     open.meta.close().await;
@@ -344,7 +348,7 @@ async fn close<T>(open: OpenHub, result: Result<T>) -> Result<T> {
     result
 }
 
-fn parse_name(input: &str) -> Result<AccountName> {
+pub(crate) fn parse_name(input: &str) -> Result<AccountName> {
     Ok(AccountName::parse(input)?)
 }
 

@@ -51,6 +51,9 @@ pub enum Command {
     /// Read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List, place and lift bans of source addresses and accounts.
+    #[command(subcommand)]
+    Ban(BanCommand),
     /// Show counts of accounts, groups, routes and live deliveries.
     Status,
 }
@@ -93,6 +96,46 @@ pub enum AccountCommand {
     /// Add or remove an SSH public key.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Enrol an account in TOTP (one-time codes from an authenticator app) or remove it.
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+/// `mailroom account totp …`.
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Make a new TOTP secret and recovery codes for the account and print them once, with
+    /// the otpauth URI as a QR code (replaces an earlier enrolment).
+    Enroll(NameArg),
+    /// Remove the account's TOTP enrolment (refused while its required factors include totp).
+    Remove(NameArg),
+}
+
+/// `mailroom ban …`.
+#[derive(Debug, Subcommand)]
+pub enum BanCommand {
+    /// List bans: in force, or ended but remembered (the next ban of the subject lasts longer).
+    List {
+        /// Show ended bans too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Ban a source address (`192.0.2.7`) or lock an account (`account:NAME`).
+    Add {
+        /// An IP address or `account:NAME`.
+        subject: String,
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// Why, for the audit trail.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a ban and forget its history.
+    Remove {
+        /// An IP address or `account:NAME`.
+        subject: String,
+    },
 }
 
 /// One account or group name.

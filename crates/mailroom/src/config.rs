@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The SSH front end (SFTP and SCP).
     pub sftp: mailroom_sftp::Config,
+    /// Authentication and defence: scores, bans, safe and deny lists.
+    pub auth: crate::auth::AuthSection,
 }
 
 /// The `[server]` section: how the process runs, whatever front ends it serves.
@@ -333,6 +335,7 @@ fn integer(value: u64) -> toml::Value {
 fn sections(config: &Config) -> Vec<Section> {
     let server = &config.server;
     let sftp = &config.sftp;
+    let auth = &config.auth;
     vec![
         Section {
             name: "server",
@@ -411,6 +414,82 @@ fn sections(config: &Config) -> Vec<Section> {
                 ),
             ],
         },
+        Section {
+            name: "auth",
+            doc: "Authentication and defence: scores of failed logins, bans (kept in the database), safe and deny lists.",
+            settings: vec![
+                setting(
+                    "defender",
+                    "Whether failed logins are scored and sources banned.",
+                    auth.defender,
+                ),
+                setting(
+                    "ban_threshold",
+                    "Points within window_minutes that ban a source address (or lock an account).",
+                    integer(u64::from(auth.ban_threshold)),
+                ),
+                setting(
+                    "window_minutes",
+                    "Minutes points count for.",
+                    integer(auth.window_minutes),
+                ),
+                setting(
+                    "ban_minutes",
+                    "Minutes the first ban lasts.",
+                    integer(auth.ban_minutes),
+                ),
+                setting(
+                    "ban_growth_percent",
+                    "Percent each repeat ban of the same subject grows by.",
+                    integer(u64::from(auth.ban_growth_percent)),
+                ),
+                setting(
+                    "max_ban_days",
+                    "Days the longest ban lasts.",
+                    integer(auth.max_ban_days),
+                ),
+                setting(
+                    "score_unknown_account",
+                    "Points for a login naming an unknown account.",
+                    integer(u64::from(auth.score_unknown_account)),
+                ),
+                setting(
+                    "score_bad_credentials",
+                    "Points for a wrong password, key or code.",
+                    integer(u64::from(auth.score_bad_credentials)),
+                ),
+                setting(
+                    "score_no_authentication",
+                    "Points for a connection that never authenticated (including timeouts).",
+                    integer(u64::from(auth.score_no_authentication)),
+                ),
+                setting(
+                    "score_protocol_error",
+                    "Points for a protocol error before authentication.",
+                    integer(u64::from(auth.score_protocol_error)),
+                ),
+                setting(
+                    "safe_networks",
+                    "Networks never scored or banned, e.g. [\"10.0.0.0/8\", \"192.0.2.7\"].",
+                    auth.safe_networks.to_strings(),
+                ),
+                setting(
+                    "deny_networks",
+                    "Networks refused before any protocol exchange.",
+                    auth.deny_networks.to_strings(),
+                ),
+                setting(
+                    "hash_jobs",
+                    "Argon2 password checks that may run at once (each takes 19 MiB); more logins wait.",
+                    integer(u64::from(auth.hash_jobs)),
+                ),
+                setting(
+                    "totp_issuer",
+                    "The issuer name authenticator apps show for TOTP.",
+                    auth.totp_issuer.as_str(),
+                ),
+            ],
+        },
     ]
 }
 
@@ -419,6 +498,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("server", field_names::<ServerConfig>()),
         ("sftp", field_names::<mailroom_sftp::Config>()),
+        ("auth", field_names::<crate::auth::AuthSection>()),
     ])
 }
 

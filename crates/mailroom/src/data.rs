@@ -75,13 +75,16 @@ impl DataDir {
                 self.root.display()
             );
         }
+        // The admin commands honour the configuration too (the safe list, for one).
+        let config = crate::config::load(&self.config_file(), &crate::config::env_overrides()?)
+            .context("invalid configuration")?;
         let meta = SqliteStore::open(&meta_db).await?;
         let blobs = self.blobs();
         let blobs = LocalBlobStore::open(&blobs)
             .await
             .with_context(|| format!("cannot open the blob store {}", blobs.display()))?;
         Ok(OpenHub {
-            hub: wire(meta.clone(), blobs),
+            hub: wire(meta.clone(), blobs, &config),
             meta,
         })
     }
@@ -109,11 +112,11 @@ impl DataDir {
     }
 }
 
-/// The Hub on the embedded engines: SQLite metadata and local blobs.
-pub fn wire(meta: SqliteStore, blobs: LocalBlobStore) -> Arc<Hub> {
-    Arc::new(Hub::new(
-        Arc::new(meta),
-        Arc::new(blobs),
-        Arc::new(SystemClock),
-    ))
+/// The Hub on the embedded engines (SQLite metadata and local blobs) with the configured
+/// authentication settings.
+pub fn wire(meta: SqliteStore, blobs: LocalBlobStore, config: &crate::config::Config) -> Arc<Hub> {
+    Arc::new(
+        Hub::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock))
+            .with_auth(config.auth.to_core()),
+    )
 }

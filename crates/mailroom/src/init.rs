@@ -137,7 +137,7 @@ pub async fn open_stores(
         created.push("meta.db".to_owned());
     }
 
-    let hub = data::wire(meta.clone(), blobs);
+    let hub = data::wire(meta.clone(), blobs, config);
     let first_admin = create_first_admin(&hub, actor).await?;
     if let Some(admin) = &first_admin {
         created.push(format!("admin account {}", admin.name));

@@ -6,12 +6,14 @@
 //! when a command is refused or fails, 2 for a malformed command line (clap's own).
 
 mod admin;
+mod auth;
 mod cli;
 mod config;
 mod data;
 mod init;
 mod logging;
 mod output;
+mod security;
 mod serve;
 
 use std::process::ExitCode;
@@ -74,6 +76,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Audit(command) => {
             logging::install_for_cli()?;
             admin::audit(&data, out, command).await
+        }
+        Command::Ban(command) => {
+            logging::install_for_cli()?;
+            security::ban(&data, out, command).await
         }
         Command::Status => {
             logging::install_for_cli()?;

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use mailroom_core::{Account, AuthorizedKey, Event, Group, Route};
+use mailroom_core::{Account, AuthorizedKey, Ban, Event, Group, Route, TotpSetup};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -187,6 +187,75 @@ impl Output {
         self.text(&table(&["FROM", "TO", "EFFECT"], rows))
     }
 
+    /// `ban list`: each ban with whether it is in force at `now`.
+    pub fn bans(&self, bans: &[Ban], now: OffsetDateTime) -> Result<()> {
+        if self.json {
+            let out: Vec<BanOut> = bans
+                .iter()
+                .map(|b| BanOut {
+                    subject: b.subject.key(),
+                    active: b.active(now),
+                    until: rfc3339(b.until),
+                    level: b.level,
+                    reason: b.reason.clone(),
+                    created: rfc3339(b.created),
+                })
+                .collect();
+            return self.json_line(&out);
+        }
+        if bans.is_empty() {
+            return self.text("no bans\n");
+        }
+        let rows = bans
+            .iter()
+            .map(|b| {
+                vec![
+                    clean(&b.subject.key()),
+                    if b.active(now) { "banned" } else { "ended" }.to_owned(),
+                    short_time(b.until),
+                    b.level.to_string(),
+                    clean(&b.reason),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &["SUBJECT", "STATE", "UNTIL", "BANS", "REASON"],
+            rows,
+        ))
+    }
+
+    /// `account totp enroll`: the URI, a QR code for the terminal, the secret and the
+    /// recovery codes, shown this once.
+    pub fn totp_setup(&self, account: &str, setup: &TotpSetup, qr: &str) -> Result<()> {
+        let codes: Vec<&str> = setup
+            .recovery_codes
+            .iter()
+            .map(|c| c.expose().as_str())
+            .collect();
+        if self.json {
+            return self.json_line(&TotpOut {
+                account,
+                uri: setup.uri.expose(),
+                secret: setup.secret.expose(),
+                recovery_codes: codes,
+            });
+        }
+        let mut text = format!(
+            "enrolled {account} in TOTP. Hand this to the user once; it is not shown again.\n\n{qr}\n{}\n\nsecret (manual entry): {}\n\nrecovery codes (each works once, instead of a code):\n",
+            setup.uri.expose(),
+            setup.secret.expose()
+        );
+        for code in codes {
+            text.push_str("  ");
+            text.push_str(code);
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "\nTo require it: mailroom account set {account} --require password,totp (or publickey,totp)\n"
+        ));
+        self.text(&text)
+    }
+
     /// `audit list`.
     pub fn events(&self, events: &[Event]) -> Result<()> {
         if self.json {
@@ -259,6 +328,24 @@ pub fn error(err: &anyhow::Error) {
 }
 
 const ONE_TIME_NOTE: &str = "this password is shown only this once and is stored only as a hash; keep it somewhere safe now";
+
+#[derive(Serialize)]
+struct BanOut {
+    subject: String,
+    active: bool,
+    until: String,
+    level: u32,
+    reason: String,
+    created: String,
+}
+
+#[derive(Serialize)]
+struct TotpOut<'a> {
+    account: &'a str,
+    uri: &'a str,
+    secret: &'a str,
+    recovery_codes: Vec<&'a str>,
+}
 
 #[derive(Serialize)]
 struct Done<'a> {

@@ -96,12 +96,17 @@ async fn serve(
         warn!("[sftp] enabled = false: no front end is running");
     }
 
+    // Housekeeping: close sessions of accounts disabled, deleted, banned or moved out of their
+    // networks (also by another process, such as the admin CLI), and re-read the bans.
+    let housekeeping = tokio::spawn(housekeeping(hub.clone(), shutdown.clone()));
+
     let early_end = tokio::select! {
         _ = terminate.recv() => { info!(signal = "SIGTERM", "shutting down"); None }
         _ = interrupt.recv() => { info!(signal = "SIGINT", "shutting down"); None }
         Some(ended) = front_ends.join_next() => Some(ended),
     };
     shutdown.cancel();
+    let _ = housekeeping.await;
     if let Some(ended) = early_end {
         // A front end stopped on its own: that is a failure even if it says Ok.
         let failure = front_end_result(ended)
@@ -112,6 +117,26 @@ async fn serve(
     }
     drain(&mut front_ends, config).await;
     Ok(())
+}
+
+/// How often live sessions are checked against their accounts.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs [`Hub::enforce_sessions`] every [`HOUSEKEEPING_INTERVAL`] until shutdown.
+async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match hub.enforce_sessions().await {
+            Ok(0) => {}
+            Ok(closed) => info!(closed, "closed sessions that may no longer run"),
+            Err(err) => warn!(error = %err, "could not check live sessions"),
+        }
+    }
 }
 
 /// Waits up to the grace period for the front ends to finish their sessions, then cuts them.

@@ -5,6 +5,7 @@
 //! of every action. It does no I/O: storage and time come in through the ports of
 //! [`ports`], and protocols live in the front-end crates, which talk only to [`Hub`].
 
+pub mod audit;
 pub mod error;
 pub mod hub;
 pub mod model;
@@ -15,6 +16,10 @@ pub mod policy;
 pub mod ports;
 pub mod secret;
 
+pub use audit::{
+    AuditRecord, ChainBreak, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint,
+    CheckpointStatus,
+};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{Actor, ClientSession, Entry, Hub, LoginOutcome, ReadHandle, Upload};
 pub use model::{

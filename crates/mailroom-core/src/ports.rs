@@ -58,7 +58,8 @@ pub struct EventQuery {
     pub since: Option<OffsetDateTime>,
     /// Only events before this time.
     pub until: Option<OffsetDateTime>,
-    /// Only events from this peer address, as recorded (`203.0.113.9`).
+    /// Only events from this peer: a source as recorded (`203.0.113.9:50022`), or an IP
+    /// address alone (`203.0.113.9`, `2001:db8::1`), which matches it on any port.
     pub source: Option<String>,
     /// At most this many, the newest ones; `None` for all.
     pub limit: Option<u32>,

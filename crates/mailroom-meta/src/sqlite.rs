@@ -943,7 +943,22 @@ fn push_event_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
         sql.push(" AND outcome = ").push_bind(outcome.as_str());
     }
     if let Some(source) = &query.source {
-        sql.push(" AND source = ").push_bind(source.clone());
+        // Sources are recorded with their port; an IP address alone matches any port.
+        let any_port = match source.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => Some(format!("{ip}:")),
+            Ok(std::net::IpAddr::V6(ip)) => Some(format!("[{ip}]:")),
+            Err(_) => None,
+        };
+        sql.push(" AND (source = ").push_bind(source.clone());
+        if let Some(prefix) = any_port {
+            // A prefix match without LIKE's wildcards: the address text has none, but `_`
+            // could appear in a zone id.
+            sql.push(" OR substr(source, 1, ")
+                .push_bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+                .push(") = ")
+                .push_bind(prefix);
+        }
+        sql.push(")");
     }
     if let Some(since) = query.since {
         sql.push(" AND time >= ")

@@ -1027,6 +1027,31 @@ async fn event_queries(h: &mut Harness<'_>) {
         vec![&alice_login],
     )
     .await;
+    // An address alone matches every port of it, and only it.
+    check(
+        EventQuery {
+            source: Some("192.0.2.7".to_owned()),
+            ..EventQuery::default()
+        },
+        vec![&alice_login, &alice_download],
+    )
+    .await;
+    check(
+        EventQuery {
+            source: Some("2001:db8::1".to_owned()),
+            ..EventQuery::default()
+        },
+        vec![&mallory_login],
+    )
+    .await;
+    check(
+        EventQuery {
+            source: Some("192.0.2.70".to_owned()),
+            ..EventQuery::default()
+        },
+        vec![],
+    )
+    .await;
     // `until` is exclusive.
     check(
         EventQuery {

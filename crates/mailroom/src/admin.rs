@@ -10,13 +10,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use mailroom_core::{
-    AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, EventKind,
-    EventQuery, Hub, MetaStore, Outcome, RouteEffect, Secret,
+    AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, Hub, MetaStore,
+    RouteEffect, Secret,
 };
 
-use crate::cli::{
-    AccountCommand, AuditCommand, GroupCommand, KeyCommand, MemberCommand, RouteCommand,
-};
+use crate::cli::{AccountCommand, GroupCommand, KeyCommand, MemberCommand, RouteCommand};
 use crate::data::{DataDir, OpenHub};
 use crate::output::{Output, Status};
 
@@ -260,41 +258,6 @@ pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Resul
     out.done(&format!("route {from} -> {to}: {verb}"))
 }
 
-/// `mailroom audit …`.
-pub async fn audit(data: &DataDir, out: &Output, command: AuditCommand) -> Result<()> {
-    let AuditCommand::List {
-        limit,
-        actor,
-        kind,
-        outcome,
-    } = command;
-    let kind = kind
-        .as_deref()
-        .map(EventKind::parse)
-        .transpose()
-        .context("--kind")?;
-    let outcome = outcome
-        .as_deref()
-        .map(Outcome::parse)
-        .transpose()
-        .context("--outcome")?;
-    let query = EventQuery {
-        actor,
-        kind,
-        outcome,
-        since: None,
-        limit: Some(limit),
-    };
-    out.events(
-        &with_hub(data, async |hub| {
-            hub.events(&query)
-                .await
-                .context("cannot read the audit trail")
-        })
-        .await?,
-    )
-}
-
 /// `mailroom status`.
 pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
     let open = open(data).await?;
@@ -327,7 +290,10 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
 
 /// Opens the store, makes one Hub call, and closes the store (checkpointing what this process
 /// wrote) whatever the call returned.
-async fn with_hub<T>(data: &DataDir, call: impl AsyncFnOnce(&Hub) -> Result<T>) -> Result<T> {
+pub(crate) async fn with_hub<T>(
+    data: &DataDir,
+    call: impl AsyncFnOnce(&Hub) -> Result<T>,
+) -> Result<T> {
     let open = data.open_hub().await?;
     let result = call(&open.hub).await;
     open.meta.close().await;

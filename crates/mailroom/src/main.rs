@@ -6,6 +6,7 @@
 //! when a command is refused or fails, 2 for a malformed command line (clap's own).
 
 mod admin;
+mod audit;
 mod cli;
 mod config;
 mod data;
@@ -13,6 +14,7 @@ mod init;
 mod logging;
 mod output;
 mod serve;
+mod syslog;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,7 +75,7 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Audit(command) => {
             logging::install_for_cli()?;
-            admin::audit(&data, out, command).await
+            audit::run(&data, out, command).await
         }
         Command::Status => {
             logging::install_for_cli()?;

@@ -132,12 +132,13 @@ async fn verify(data: &DataDir, out: &Output, expect: &[String]) -> Result<()> {
         .iter()
         .filter_map(|report| report.checkpoint.clone())
         .collect();
-    out.audit_verify(first, &checked)?;
-    check_report(first)?;
-    for (checkpoint, status) in &checked {
-        check_checkpoint(checkpoint, *status)?;
-    }
-    Ok(())
+    let verdict = check_report(first).and_then(|()| {
+        checked
+            .iter()
+            .try_for_each(|(checkpoint, status)| check_checkpoint(checkpoint, *status))
+    });
+    out.audit_verify(first, &checked, verdict.is_ok())?;
+    verdict
 }
 
 /// The one sentence for a broken chain.

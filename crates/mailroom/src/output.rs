@@ -277,16 +277,18 @@ pub struct AbuseRow {
 }
 
 impl Output {
-    /// `audit verify`: the verdict, the head to note down, and each checkpoint's status. The
-    /// caller turns a failure into the exit code.
+    /// `audit verify`: the verdict, the head to note down, and each checkpoint's status. When
+    /// not `intact`, text mode prints nothing: the caller's error sentence says what is wrong,
+    /// and it turns the failure into the exit code.
     pub fn audit_verify(
         &self,
         report: &ChainReport,
         checkpoints: &[(Checkpoint, CheckpointStatus)],
+        intact: bool,
     ) -> Result<()> {
         if self.json {
             return self.json_line(&VerifyOut {
-                intact: report.is_intact(),
+                intact,
                 legacy_events: report.legacy,
                 checked: report.checked,
                 // On a broken chain the last intact event is no head to record.
@@ -310,8 +312,7 @@ impl Output {
                     .collect(),
             });
         }
-        if report.broken.is_some() {
-            // The error line says it all.
+        if !intact {
             return Ok(());
         }
         let mut text = match &report.head {

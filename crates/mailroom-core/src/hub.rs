@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::access::AccessPolicy;
+use crate::audit::{AuditRecord, ChainHead, ChainReport, Checkpoint};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::login::{AuthConfig, Guard};
 use crate::model::{
@@ -1250,6 +1251,26 @@ impl Hub {
     /// Audit events, oldest first.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<Event>> {
         self.meta.events(query).await
+    }
+
+    /// One page of the audit trail with its chain fields ([`MetaStore::audit_records`]).
+    pub async fn audit_records(
+        &self,
+        query: &EventQuery,
+        after_seq: u64,
+        page: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        self.meta.audit_records(query, after_seq, page).await
+    }
+
+    /// Walks the audit hash chain ([`MetaStore::verify_audit`]).
+    pub async fn verify_audit(&self, expect: Option<Checkpoint>) -> Result<ChainReport> {
+        self.meta.verify_audit(expect).await
+    }
+
+    /// The newest event of the audit chain ([`MetaStore::audit_head`]).
+    pub async fn audit_head(&self) -> Result<Option<ChainHead>> {
+        self.meta.audit_head().await
     }
 
     async fn hash_password(&self, name: &AccountName, password: Secret<String>) -> Result<String> {

@@ -6,6 +6,7 @@
 //! [`ports`], and protocols live in the front-end crates, which talk only to [`Hub`].
 
 pub mod access;
+pub mod audit;
 pub mod defender;
 pub mod error;
 pub mod hub;
@@ -20,6 +21,10 @@ pub mod secret;
 pub mod sessions;
 
 pub use access::{AccessPolicy, Ban, BanSubject, Factor, FactorSet, Limits, Rights, TotpEnrolment};
+pub use audit::{
+    AuditRecord, ChainBreak, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint,
+    CheckpointStatus,
+};
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{Actor, ClientSession, Entry, Hub, ReadHandle, Upload};

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::access::{Ban, BanSubject};
+use crate::audit::{AuditRecord, ChainHead, ChainReport, Checkpoint};
 use crate::error::Result;
 use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group, Outcome, Route,
@@ -67,6 +68,11 @@ pub struct EventQuery {
     pub outcome: Option<Outcome>,
     /// Only events at or after this time.
     pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Only events from this peer: a source as recorded (`203.0.113.9:50022`), or an IP
+    /// address alone (`203.0.113.9`, `2001:db8::1`), which matches it on any port.
+    pub source: Option<String>,
     /// At most this many, the newest ones; `None` for all.
     pub limit: Option<u32>,
 }
@@ -168,6 +174,23 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn record(&self, events: &[Event], durability: Durability) -> Result<()>;
     /// Events matching the query, oldest first.
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    /// One page of the audit trail with its chain fields: the events matching `query` whose
+    /// `seq` is above `after_seq`, oldest first, at most `page` of them (`query.limit` is not
+    /// used). Pass the last `seq` of a page to get the next, until a page comes back empty.
+    async fn audit_records(
+        &self,
+        query: &EventQuery,
+        after_seq: u64,
+        page: u32,
+    ) -> Result<Vec<AuditRecord>>;
+    /// Walks the whole hash chain in `seq` order, in pages, and reports the events checked,
+    /// the head and the first bad event; with `expect`, also whether that earlier checkpoint
+    /// is still on the chain. A broken chain is a report, not an error.
+    async fn verify_audit(&self, expect: Option<Checkpoint>) -> Result<ChainReport>;
+    /// The newest event of the chain, without verifying it; `None` while no chained event
+    /// exists.
+    async fn audit_head(&self) -> Result<Option<ChainHead>>;
 }
 
 /// A committed blob: durable under `id`, or, when `inline` holds its content, to be made

@@ -8,13 +8,17 @@
 //! group commit shortens no durability promise: it only shares the `fsync`.
 
 use std::fmt;
+use std::sync::Arc;
 
-use mailroom_core::{BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, Result};
+use mailroom_core::{
+    AuditRecord, BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, Result,
+};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::storage;
 use crate::sqlite::{apply_insert_deliveries, apply_transition, insert_events};
+use crate::tap::EventTap;
 
 /// Most jobs in one transaction; more wait for the next commit.
 const MAX_BATCH: usize = 512;
@@ -66,10 +70,11 @@ impl fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// Starts the writer task on `pool`. It ends when the last handle is dropped.
-    pub(crate) fn start(pool: SqlitePool) -> Batcher {
+    /// Starts the writer task on `pool`, handing committed audit records to `tap`. It ends
+    /// when the last handle is dropped.
+    pub(crate) fn start(pool: SqlitePool, tap: Arc<EventTap>) -> Batcher {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, receiver));
+        tokio::spawn(run(pool, tap, receiver));
         Batcher { queue }
     }
 
@@ -86,7 +91,7 @@ impl Batcher {
     }
 }
 
-async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
+async fn run(pool: SqlitePool, tap: Arc<EventTap>, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -96,7 +101,7 @@ async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
             }
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
-        let results = commit(&pool, &ops).await;
+        let results = commit(&pool, &tap, &ops).await;
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that went away no longer needs its answer.
             let _ = reply.send(result);
@@ -104,9 +109,9 @@ async fn run(pool: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// Applies every op in one transaction, each in a savepoint, and commits. A failed commit
-/// fails every op of the batch.
-async fn commit(pool: &SqlitePool, ops: &[Op]) -> Vec<Result<Done>> {
+/// Applies every op in one transaction, each in a savepoint, and commits; then hands the audit
+/// records of the ops that succeeded to the tap. A failed commit fails every op of the batch.
+async fn commit(pool: &SqlitePool, tap: &EventTap, ops: &[Op]) -> Vec<Result<Done>> {
     const OP: &str = "group commit";
     let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
@@ -116,9 +121,10 @@ async fn commit(pool: &SqlitePool, ops: &[Op]) -> Vec<Result<Done>> {
         }
     };
     let mut results = Vec::with_capacity(ops.len());
+    let mut recorded = Vec::new();
     if let [op] = ops {
         // Alone in its batch, a job needs no savepoint: if it fails, nothing is committed.
-        let result = apply(&mut tx, op).await;
+        let result = apply(&mut tx, op, &mut recorded).await;
         if result.is_err() {
             let _ = tx.rollback().await;
             return vec![result];
@@ -126,23 +132,30 @@ async fn commit(pool: &SqlitePool, ops: &[Op]) -> Vec<Result<Done>> {
         results.push(result);
     } else {
         for op in ops {
-            results.push(apply_in_savepoint(&mut tx, op).await);
+            results.push(apply_in_savepoint(&mut tx, op, &mut recorded).await);
         }
     }
     if let Err(error) = tx.commit().await {
         let err = storage(OP)(error);
         return ops.iter().map(|_| Err(err.clone())).collect();
     }
+    tap.committed(recorded);
     results
 }
 
-async fn apply_in_savepoint(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
+/// Applies one op in a savepoint; its audit records join `recorded` only if it succeeded.
+async fn apply_in_savepoint(
+    conn: &mut SqliteConnection,
+    op: &Op,
+    recorded: &mut Vec<AuditRecord>,
+) -> Result<Done> {
     const OP: &str = "group commit";
     sqlx::query("SAVEPOINT job")
         .execute(&mut *conn)
         .await
         .map_err(storage(OP))?;
-    let result = apply(conn, op).await;
+    let mut own = Vec::new();
+    let result = apply(conn, op, &mut own).await;
     let end = if result.is_ok() {
         "RELEASE job"
     } else {
@@ -157,11 +170,17 @@ async fn apply_in_savepoint(conn: &mut SqliteConnection, op: &Op) -> Result<Done
             .execute(&mut *conn)
             .await
             .map_err(storage(OP))?;
+    } else {
+        recorded.append(&mut own);
     }
     result
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
+async fn apply(
+    conn: &mut SqliteConnection,
+    op: &Op,
+    recorded: &mut Vec<AuditRecord>,
+) -> Result<Done> {
     match op {
         Op::InsertDeliveries {
             deliveries,
@@ -171,7 +190,7 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
             let inline = inline
                 .as_ref()
                 .map(|(id, content)| (id, content.as_slice()));
-            apply_insert_deliveries(conn, deliveries, events, inline).await?;
+            apply_insert_deliveries(conn, deliveries, events, inline, recorded).await?;
             Ok(Done::Unit)
         }
         Op::Transition {
@@ -180,10 +199,10 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
             to,
             events,
         } => Ok(Done::Moved(
-            apply_transition(conn, id, from, *to, events).await?,
+            apply_transition(conn, id, from, *to, events, recorded).await?,
         )),
         Op::Record { events } => {
-            insert_events(conn, events, "record").await?;
+            recorded.extend(insert_events(conn, events, "record").await?);
             Ok(Done::Unit)
         }
     }

@@ -5,9 +5,9 @@
 //! module does not run queries.
 
 use mailroom_core::{
-    AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
-    CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet, FileName,
-    Limits, Outcome, Protocol, Result, Rights, Secret, TotpEnrolment,
+    AccessPolicy, Account, AccountKind, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject,
+    BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet,
+    FileName, Limits, Outcome, Protocol, Result, Rights, Secret, TotpEnrolment,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -32,6 +32,14 @@ macro_rules! event_columns {
     };
 }
 pub(crate) use event_columns;
+
+/// The columns [`audit_record`] reads: an event with its place in the chain.
+macro_rules! audit_columns {
+    () => {
+        concat!("seq, ", event_columns!(), ", prev_hash, hash")
+    };
+}
+pub(crate) use audit_columns;
 
 /// A time as stored: nanoseconds since the Unix epoch, UTC.
 pub(crate) fn nanos(time: OffsetDateTime) -> Result<i64> {
@@ -237,6 +245,31 @@ pub(crate) fn delivery(row: &SqliteRow) -> Result<Delivery> {
         created: time_from_nanos("created", column(row, "created")?)?,
         updated: time_from_nanos("updated", column(row, "updated")?)?,
     })
+}
+
+/// A row of `SELECT audit_columns!() FROM events`.
+pub(crate) fn audit_record(row: &SqliteRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: seq_from_db(column(row, "seq")?)?,
+        event: event(row)?,
+        prev_hash: column(row, "prev_hash")?,
+        hash: column(row, "hash")?,
+    })
+}
+
+/// A stored `seq` (always positive) as the core's number.
+pub(crate) fn seq_from_db(seq: i64) -> Result<u64> {
+    u64::try_from(seq).map_err(|_| {
+        corrupt(
+            "events.seq",
+            &CoreError::invalid(format!("{seq} is not a sequence number")),
+        )
+    })
+}
+
+/// A `seq` as stored.
+pub(crate) fn seq_to_db(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| unstorable("seq"))
 }
 
 /// A row of `SELECT event_columns!() FROM events`.

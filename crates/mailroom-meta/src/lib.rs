@@ -13,6 +13,7 @@ mod batch;
 mod convert;
 mod error;
 mod sqlite;
+mod tap;
 
 pub use error::MetaError;
 pub use sqlite::{SqliteStore, StoreSettings};

@@ -16,13 +16,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mailroom_core::audit::{GENESIS_HASH, chain_hash};
 use mailroom_core::{
-    Account, AccountName, AuthorizedKey, Ban, BanSubject, BlobId, CoreError, Delivery, DeliveryId,
-    DeliveryQuery, DeliveryState, Durability, Event, EventQuery, FileName, Group, InboxUsage,
-    MetaStore, Result, Route, RouteEffect,
+    Account, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId, ChainHead,
+    ChainReport, ChainVerifier, Checkpoint, CoreError, Delivery, DeliveryId, DeliveryQuery,
+    DeliveryState, Durability, Event, EventQuery, FileName, Group, InboxUsage, MetaStore, Result,
+    Route, RouteEffect,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -32,9 +35,11 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::batch::{Batcher, Done, Op};
 use crate::convert::{
-    self, account_columns, account_name, column, delivery_columns, event_columns, nanos, size_to_db,
+    self, account_columns, account_name, audit_columns, column, delivery_columns, event_columns,
+    nanos, size_to_db,
 };
 use crate::error::{MetaError, corrupt, is_unique_violation, storage, violates};
+use crate::tap::EventTap;
 
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +67,8 @@ pub struct SqliteStore {
     relaxed: SqlitePool,
     /// The group-commit writer for flushed writes.
     batcher: Batcher,
+    /// Where committed audit records go after commit, when an observer is set.
+    tap: Arc<EventTap>,
 }
 
 /// The connection settings SQLite reports, for diagnostics and tests.
@@ -117,10 +124,12 @@ impl SqliteStore {
                 location: location.clone(),
                 source,
             })?;
+        let tap = Arc::new(EventTap::default());
         let store = SqliteStore {
-            batcher: Batcher::start(pool.clone()),
+            batcher: Batcher::start(pool.clone(), tap.clone()),
             pool,
             relaxed,
+            tap,
         };
         store.migrate(&location).await?;
         store.check_durability(&location).await?;
@@ -149,10 +158,12 @@ impl SqliteStore {
                 source,
             })?;
         // One connection holds the whole database: relaxed writes share it.
+        let tap = Arc::new(EventTap::default());
         let store = SqliteStore {
-            batcher: Batcher::start(pool.clone()),
+            batcher: Batcher::start(pool.clone(), tap.clone()),
             relaxed: pool.clone(),
             pool,
+            tap,
         };
         store.migrate(&location).await?;
         Ok(store)
@@ -179,6 +190,31 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.relaxed.close().await;
         self.pool.close().await;
+    }
+
+    /// Sends every audit record to `sender` once the transaction holding it has committed, in
+    /// commit order. Handing over never waits: when the channel is full the record is dropped
+    /// and counted ([`SqliteStore::dropped_events`]), so a slow observer never stalls a
+    /// commit. Returns `false`, changing nothing, if an observer was set already.
+    pub fn set_event_tap(&self, sender: tokio::sync::mpsc::Sender<AuditRecord>) -> bool {
+        self.tap.set(sender)
+    }
+
+    /// Audit records the event tap dropped because its channel was full or closed.
+    pub fn dropped_events(&self) -> u64 {
+        self.tap.dropped()
+    }
+
+    /// Commits a write transaction, then hands its audit records to the event tap.
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Sqlite>,
+        recorded: Vec<AuditRecord>,
+        operation: &'static str,
+    ) -> Result<()> {
+        tx.commit().await.map_err(storage(operation))?;
+        self.tap.committed(recorded);
+        Ok(())
     }
 
     /// Applies the migrations this build embeds.
@@ -353,8 +389,8 @@ impl MetaStore for SqliteStore {
         .await
         .map_err(storage(OP))?;
         insert_keys(&mut tx, &account.name, &account.keys, OP).await?;
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn update_account(&self, account: &Account, event: &Event) -> Result<()> {
@@ -385,8 +421,8 @@ impl MetaStore for SqliteStore {
             .await
             .map_err(storage(OP))?;
         insert_keys(&mut tx, &account.name, &account.keys, OP).await?;
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn delete_account(&self, name: &AccountName, event: &Event) -> Result<()> {
@@ -425,8 +461,8 @@ impl MetaStore for SqliteStore {
             // Dropping the transaction rolls back the deletes (which found nothing).
             return Err(no_account(name));
         }
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn group(&self, name: &AccountName) -> Result<Option<Group>> {
@@ -496,8 +532,8 @@ impl MetaStore for SqliteStore {
             .await
             .map_err(storage(OP))?;
         insert_members(&mut tx, group, OP).await?;
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn update_group(&self, group: &Group, event: &Event) -> Result<()> {
@@ -517,8 +553,8 @@ impl MetaStore for SqliteStore {
             .await
             .map_err(storage(OP))?;
         insert_members(&mut tx, group, OP).await?;
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn delete_group(&self, name: &AccountName, event: &Event) -> Result<()> {
@@ -539,8 +575,8 @@ impl MetaStore for SqliteStore {
         if !deleted {
             return Err(no_group(name));
         }
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn routes(&self) -> Result<Vec<Route>> {
@@ -580,8 +616,8 @@ impl MetaStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(storage(OP))?;
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn delete_route(
@@ -603,8 +639,8 @@ impl MetaStore for SqliteStore {
                 "there is no route rule from {from} to {to}"
             )));
         }
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn insert_deliveries(
@@ -713,8 +749,9 @@ impl MetaStore for SqliteStore {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(storage(OP))?;
-                let moved = apply_transition(&mut tx, id, from, to, events).await?;
-                tx.commit().await.map_err(storage(OP))?;
+                let mut recorded = Vec::new();
+                let moved = apply_transition(&mut tx, id, from, to, events, &mut recorded).await?;
+                self.commit(tx, recorded, OP).await?;
                 Ok(moved)
             }
         }
@@ -746,8 +783,8 @@ impl MetaStore for SqliteStore {
             }
             Err(error) => return Err(storage(OP)(error)),
         }
-        insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
-        tx.commit().await.map_err(storage(OP))
+        let recorded = insert_events(&mut tx, std::slice::from_ref(event), OP).await?;
+        self.commit(tx, recorded, OP).await
     }
 
     async fn live_blobs(&self) -> Result<HashSet<BlobId>> {
@@ -923,8 +960,8 @@ impl MetaStore for SqliteStore {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(storage(OP))?;
-                insert_events(&mut tx, events, OP).await?;
-                tx.commit().await.map_err(storage(OP))
+                let recorded = insert_events(&mut tx, events, OP).await?;
+                self.commit(tx, recorded, OP).await
             }
         }
     }
@@ -939,19 +976,7 @@ impl MetaStore for SqliteStore {
             event_columns!(),
             " FROM events WHERE 1 = 1"
         ));
-        if let Some(actor) = &query.actor {
-            sql.push(" AND actor = ").push_bind(actor.clone());
-        }
-        if let Some(kind) = query.kind {
-            sql.push(" AND kind = ").push_bind(kind.as_str());
-        }
-        if let Some(outcome) = query.outcome {
-            sql.push(" AND outcome = ").push_bind(outcome.as_str());
-        }
-        if let Some(since) = query.since {
-            sql.push(" AND time >= ")
-                .push_bind(convert::nanos_saturating(since));
-        }
+        push_event_filters(&mut sql, query);
         match query.limit {
             // The newest `limit`, read backwards from the end and turned round below.
             Some(limit) => {
@@ -974,6 +999,121 @@ impl MetaStore for SqliteStore {
             events.reverse();
         }
         Ok(events)
+    }
+
+    async fn audit_records(
+        &self,
+        query: &EventQuery,
+        after_seq: u64,
+        page: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        const OP: &str = "audit_records";
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM events WHERE seq > "
+        ));
+        // A `seq` beyond i64 matches nothing; clamp rather than fail.
+        sql.push_bind(i64::try_from(after_seq).unwrap_or(i64::MAX));
+        push_event_filters(&mut sql, query);
+        sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(page));
+        sql.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage(OP))?
+            .iter()
+            .map(convert::audit_record)
+            .collect()
+    }
+
+    async fn verify_audit(&self, expect: Option<Checkpoint>) -> Result<ChainReport> {
+        const OP: &str = "verify_audit";
+        let legacy_through: Option<i64> =
+            sqlx::query_scalar("SELECT legacy_through FROM audit_chain WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(storage(OP))?;
+        // Without the row (deleted by hand), every event must be chained.
+        let legacy_through = convert::seq_from_db(legacy_through.unwrap_or(0))?;
+        let mut verifier = ChainVerifier::new(legacy_through, expect);
+        let everything = EventQuery::default();
+        let mut after = 0;
+        'pages: loop {
+            let page = self.audit_records(&everything, after, VERIFY_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.seq;
+            for record in &page {
+                if !verifier.push(record) {
+                    break 'pages;
+                }
+            }
+        }
+        Ok(verifier.finish())
+    }
+
+    async fn audit_head(&self) -> Result<Option<ChainHead>> {
+        const OP: &str = "audit_head";
+        let row = sqlx::query(
+            "SELECT seq, hash, time, (SELECT COUNT(*) FROM events) AS events FROM events \
+             WHERE hash IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage(OP))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let events: i64 = column(&row, "events")?;
+        Ok(Some(ChainHead {
+            seq: convert::seq_from_db(column(&row, "seq")?)?,
+            hash: column(&row, "hash")?,
+            time: convert::time_from_nanos("time", column(&row, "time")?)?,
+            events: u64::try_from(events).unwrap_or(0),
+        }))
+    }
+}
+
+/// Events read per page when verifying the chain: bounded memory whatever the trail's size.
+const VERIFY_PAGE: u32 = 10_000;
+
+/// Appends the filters of an event query (all but `limit`) as bound parameters.
+fn push_event_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
+    if let Some(actor) = &query.actor {
+        sql.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(kind) = query.kind {
+        sql.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(outcome) = query.outcome {
+        sql.push(" AND outcome = ").push_bind(outcome.as_str());
+    }
+    if let Some(source) = &query.source {
+        // Sources are recorded with their port; an IP address alone matches any port.
+        let any_port = match source.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => Some(format!("{ip}:")),
+            Ok(std::net::IpAddr::V6(ip)) => Some(format!("[{ip}]:")),
+            Err(_) => None,
+        };
+        sql.push(" AND (source = ").push_bind(source.clone());
+        if let Some(prefix) = any_port {
+            // A prefix match without LIKE's wildcards: the address text has none, but `_`
+            // could appear in a zone id.
+            sql.push(" OR substr(source, 1, ")
+                .push_bind(i64::try_from(prefix.len()).unwrap_or(i64::MAX))
+                .push(") = ")
+                .push_bind(prefix);
+        }
+        sql.push(")");
+    }
+    if let Some(since) = query.since {
+        sql.push(" AND time >= ")
+            .push_bind(convert::nanos_saturating(since));
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND time < ")
+            .push_bind(convert::nanos_saturating(until));
     }
 }
 
@@ -1158,23 +1298,62 @@ async fn insert_members(
     Ok(())
 }
 
-/// Appends events to the audit trail in their order. A repeated event id is a Conflict: an
-/// event is recorded once.
+/// Appends events to the audit trail in their order, chaining each to the one before it, and
+/// returns them as records (with `seq` and hashes) for the event tap once the caller commits.
+/// A repeated event id is a Conflict: an event is recorded once.
+///
+/// Runs inside the caller's write transaction, which holds SQLite's write lock: the head read
+/// here is still the head when the rows go in, even with a second process writing.
 pub(crate) async fn insert_events(
     tx: &mut SqliteConnection,
     events: &[Event],
     operation: &'static str,
-) -> Result<()> {
-    // One statement for all of them: each statement is a hop to SQLite's worker thread.
-    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+) -> Result<Vec<AuditRecord>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement for the head. `sqlite_sequence` holds the highest seq ever used (the
+    // newest row may have gone), and seqs are set here so the hash can include them.
+    let head = sqlx::query(
+        "SELECT (SELECT seq FROM events ORDER BY seq DESC LIMIT 1) AS last_seq, \
+                (SELECT hash FROM events ORDER BY seq DESC LIMIT 1) AS last_hash, \
+                (SELECT seq FROM sqlite_sequence WHERE name = 'events') AS used_seq",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(storage(operation))?;
+    let last_seq: Option<i64> = column(&head, "last_seq")?;
+    let used_seq: Option<i64> = column(&head, "used_seq")?;
+    let mut prev_hash: String =
+        column::<Option<String>>(&head, "last_hash")?.unwrap_or_else(|| GENESIS_HASH.to_owned());
+    let mut seq = convert::seq_from_db(last_seq.unwrap_or(0).max(used_seq.unwrap_or(0)))?;
+    let mut records = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let hash = chain_hash(&prev_hash, seq, event);
+        records.push(AuditRecord {
+            seq,
+            event: event.clone(),
+            prev_hash: Some(std::mem::replace(&mut prev_hash, hash.clone())),
+            hash: Some(hash),
+        });
+    }
+    // One statement per chunk: each statement is a hop to SQLite's worker thread.
+    for chunk in records.chunks(EVENTS_PER_STATEMENT) {
         let mut rows = Vec::with_capacity(chunk.len());
-        for event in chunk {
-            rows.push((event, nanos(event.time)?));
+        for record in chunk {
+            rows.push((
+                record,
+                convert::seq_to_db(record.seq)?,
+                nanos(record.event.time)?,
+            ));
         }
         let mut sql =
-            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO events (", event_columns!(), ") "));
-        sql.push_values(rows, |mut row, (event, time)| {
-            row.push_bind(event.id.hyphenated().to_string())
+            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO events (", audit_columns!(), ") "));
+        sql.push_values(rows, |mut row, (record, seq, time)| {
+            let event = &record.event;
+            row.push_bind(seq)
+                .push_bind(event.id.hyphenated().to_string())
                 .push_bind(time)
                 .push_bind(event.kind.as_str())
                 .push_bind(event.actor.as_str())
@@ -1182,7 +1361,9 @@ pub(crate) async fn insert_events(
                 .push_bind(event.protocol.as_str())
                 .push_bind(event.object.as_str())
                 .push_bind(event.outcome.as_str())
-                .push_bind(event.detail.as_str());
+                .push_bind(event.detail.as_str())
+                .push_bind(record.prev_hash.as_deref())
+                .push_bind(record.hash.as_deref());
         });
         sql.build().execute(&mut *tx).await.map_err(|error| {
             if is_unique_violation(&error) {
@@ -1192,10 +1373,10 @@ pub(crate) async fn insert_events(
             }
         })?;
     }
-    Ok(())
+    Ok(records)
 }
 
-/// Events per INSERT: 9 parameters each, within SQLite's default limit of 32,766.
+/// Events per INSERT: 12 parameters each, within SQLite's default limit of 32,766.
 const EVENTS_PER_STATEMENT: usize = 256;
 
 /// Deletes an account or a group: runs `deletes` in order, each bound to `name` (the rows
@@ -1265,6 +1446,7 @@ pub(crate) async fn apply_insert_deliveries(
     deliveries: &[Delivery],
     events: &[Event],
     inline: Option<(&BlobId, &[u8])>,
+    recorded: &mut Vec<AuditRecord>,
 ) -> Result<()> {
     const OP: &str = "insert_deliveries";
     for delivery in deliveries {
@@ -1301,7 +1483,7 @@ pub(crate) async fn apply_insert_deliveries(
             Err(error) => return Err(storage(OP)(error)),
         }
     }
-    insert_events(conn, events, OP).await?;
+    recorded.extend(insert_events(conn, events, OP).await?);
     if let Some((blob_id, content)) = inline {
         sqlx::query("INSERT INTO inline_blobs (blob_id, content) VALUES (?, ?)")
             .bind(blob_id.as_str())
@@ -1320,6 +1502,7 @@ pub(crate) async fn apply_transition(
     from: &[DeliveryState],
     to: DeliveryState,
     events: &[Event],
+    recorded: &mut Vec<AuditRecord>,
 ) -> Result<bool> {
     const OP: &str = "transition";
     // The change is dated by the last event describing it.
@@ -1347,7 +1530,7 @@ pub(crate) async fn apply_transition(
     if !moved {
         return Ok(false);
     }
-    insert_events(conn, events, OP).await?;
+    recorded.extend(insert_events(conn, events, OP).await?);
     if !to.is_live() {
         // The last live delivery of an inline blob takes its content with it.
         sqlx::query(concat!(

@@ -10,13 +10,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use mailroom_core::{
-    AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, EventKind,
-    EventQuery, Hub, MetaStore, Outcome, RouteEffect, Secret,
+    AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, Hub, MetaStore,
+    RouteEffect, Secret,
 };
 
-use crate::cli::{
-    AccountCommand, AuditCommand, GroupCommand, KeyCommand, MemberCommand, RouteCommand,
-};
+use crate::cli::{AccountCommand, GroupCommand, KeyCommand, MemberCommand, RouteCommand};
 use crate::data::{DataDir, OpenHub};
 use crate::output::{Output, Status};
 
@@ -259,41 +257,6 @@ pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Resul
     })
     .await?;
     out.done(&format!("route {from} -> {to}: {verb}"))
-}
-
-/// `mailroom audit …`.
-pub async fn audit(data: &DataDir, out: &Output, command: AuditCommand) -> Result<()> {
-    let AuditCommand::List {
-        limit,
-        actor,
-        kind,
-        outcome,
-    } = command;
-    let kind = kind
-        .as_deref()
-        .map(EventKind::parse)
-        .transpose()
-        .context("--kind")?;
-    let outcome = outcome
-        .as_deref()
-        .map(Outcome::parse)
-        .transpose()
-        .context("--outcome")?;
-    let query = EventQuery {
-        actor,
-        kind,
-        outcome,
-        since: None,
-        limit: Some(limit),
-    };
-    out.events(
-        &with_hub(data, async |hub| {
-            hub.events(&query)
-                .await
-                .context("cannot read the audit trail")
-        })
-        .await?,
-    )
 }
 
 /// `mailroom status`.

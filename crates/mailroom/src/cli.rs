@@ -225,16 +225,67 @@ pub enum AuditCommand {
         /// Show at most this many events, the newest ones.
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        /// Only events by this actor (an account name, `cli:<os user>` or `system`).
-        #[arg(long)]
-        actor: Option<String>,
-        /// Only events of this kind (login, upload, download, delivery.stored, admin, …).
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only events with this outcome (ok, refused, failed).
-        #[arg(long)]
-        outcome: Option<String>,
+        #[command(flatten)]
+        filter: AuditFilter,
     },
+    /// Check the hash chain of the audit trail: every event unchanged, none removed, inserted
+    /// or reordered. Exits 1 naming the first bad event.
+    Verify {
+        /// Also check that a checkpoint recorded earlier with `audit head` is still on the
+        /// chain (catches a chain rewritten from some point on).
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect: Vec<String>,
+    },
+    /// Print the newest event's seq and hash: a checkpoint to keep outside this machine.
+    Head,
+    /// Write audit events with their chain fields, one JSON object per line, oldest first.
+    Export {
+        /// The output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+    /// Summarise refused logins by source address and by account name, most first.
+    Abuse {
+        /// Only refused logins at or after this time (RFC 3339, or an age such as 1h, 2d).
+        #[arg(long, value_name = "TIME", default_value = "1d")]
+        since: String,
+        /// Show at most this many rows per table.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// Which audit events: every filter given must match.
+#[derive(Debug, Args)]
+pub struct AuditFilter {
+    /// Only events by this actor (an account name, `cli:<os user>` or `system`).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only events of this kind (login, upload, download, delivery.stored, admin, …).
+    #[arg(long = "type", visible_alias = "kind", value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only events with this outcome (ok, refused, failed).
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only events from this peer: an IP address (any port) or ADDRESS:PORT.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events at or after this time: RFC 3339 (2025-01-31T12:00:00Z) or an age such as
+    /// 90s, 30m, 1h, 2d, 1w.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events before this time, in the same forms as --since.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+/// Formats of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// JSON lines: one object per event.
+    Jsonl,
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct Config {
     pub sftp: mailroom_sftp::Config,
     /// Authentication and defence: scores, bans, safe and deny lists.
     pub auth: crate::auth::AuthSection,
+    /// Copies of the audit trail sent elsewhere (syslog).
+    pub audit: crate::syslog::AuditConfig,
 }
 
 /// The `[server]` section: how the process runs, whatever front ends it serves.
@@ -490,6 +492,28 @@ fn sections(config: &Config) -> Vec<Section> {
                 ),
             ],
         },
+        // ----- [audit] (syslog sink) -----
+        Section {
+            name: "audit",
+            doc: "Copies of the audit trail: each committed event as an RFC 5424 syslog message.",
+            settings: vec![
+                setting(
+                    "syslog",
+                    "Where to send each committed audit event: \"off\", \"udp://IP:PORT\", or\n\"unix:///dev/log\" (a local datagram socket).",
+                    config.audit.syslog.to_setting(),
+                ),
+                setting(
+                    "syslog_facility",
+                    "The syslog facility: authpriv (kept private by syslog daemons; the messages name\naccounts and addresses), auth, daemon, user, or local0 to local7.",
+                    config.audit.syslog_facility.as_str(),
+                ),
+                setting(
+                    "syslog_app_name",
+                    "The APP-NAME field of the messages: 1 to 48 printable ASCII characters.",
+                    config.audit.syslog_app_name.as_str(),
+                ),
+            ],
+        },
     ]
 }
 
@@ -499,6 +523,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("server", field_names::<ServerConfig>()),
         ("sftp", field_names::<mailroom_sftp::Config>()),
         ("auth", field_names::<crate::auth::AuthSection>()),
+        ("audit", field_names::<crate::syslog::AuditConfig>()),
     ])
 }
 
@@ -708,7 +733,7 @@ mod tests {
     fn template_lists_exactly_the_fields_serde_knows() {
         assert_eq!(
             field_names::<Config>(),
-            ["server", "sftp"],
+            ["server", "sftp", "audit"],
             "a new section needs a place in sections()"
         );
         let defaults = Config::default();

@@ -6,6 +6,7 @@
 //! when a command is refused or fails, 2 for a malformed command line (clap's own).
 
 mod admin;
+mod audit;
 mod auth;
 mod cli;
 mod config;
@@ -15,6 +16,7 @@ mod logging;
 mod output;
 mod security;
 mod serve;
+mod syslog;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,7 +77,7 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Audit(command) => {
             logging::install_for_cli()?;
-            admin::audit(&data, out, command).await
+            audit::run(&data, out, command).await
         }
         Command::Ban(command) => {
             logging::install_for_cli()?;

@@ -10,7 +10,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use mailroom_core::{Account, AuthorizedKey, Ban, Event, Group, Route, TotpSetup};
+use mailroom_core::{
+    Account, AuditRecord, AuthorizedKey, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
+    Event, Group, Route, TotpSetup,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -313,6 +316,277 @@ impl Output {
             .write_all(text.as_bytes())
             .and_then(|()| stdout.flush())
             .context("cannot write to standard output")
+    }
+}
+
+// ----- audit commands ----------------------------------------------------------------------
+
+/// `audit abuse`: refused logins by source address and by account name.
+#[derive(Debug, Clone)]
+pub struct AbuseReport {
+    /// One row per source address (the accounts it tried are `distinct`).
+    pub by_source: Vec<AbuseRow>,
+    /// One row per account name (the sources it was tried from are `distinct`).
+    pub by_account: Vec<AbuseRow>,
+}
+
+/// One row of an [`AbuseReport`].
+#[derive(Debug, Clone)]
+pub struct AbuseRow {
+    /// The source address or the account name.
+    pub key: String,
+    /// Refused logins.
+    pub attempts: u64,
+    /// Distinct accounts tried (by source) or distinct sources (by account).
+    pub distinct: u64,
+    /// The first refused login.
+    pub first: OffsetDateTime,
+    /// The last refused login.
+    pub last: OffsetDateTime,
+}
+
+impl Output {
+    /// `audit verify`: the verdict, the head to note down, and each checkpoint's status. When
+    /// not `intact`, text mode prints nothing: the caller's error sentence says what is wrong,
+    /// and it turns the failure into the exit code.
+    pub fn audit_verify(
+        &self,
+        report: &ChainReport,
+        checkpoints: &[(Checkpoint, CheckpointStatus)],
+        intact: bool,
+    ) -> Result<()> {
+        if self.json {
+            return self.json_line(&VerifyOut {
+                intact,
+                legacy_events: report.legacy,
+                checked: report.checked,
+                // On a broken chain the last intact event is no head to record.
+                head: report
+                    .head
+                    .as_ref()
+                    .filter(|_| report.broken.is_none())
+                    .map(HeadOut::from),
+                broken: report.broken.as_ref().map(|broken| BrokenOut {
+                    seq: broken.seq,
+                    id: broken.id.to_string(),
+                    problem: broken.problem.as_str(),
+                    description: broken.problem.describe(),
+                }),
+                checkpoints: checkpoints
+                    .iter()
+                    .map(|(checkpoint, status)| CheckpointOut {
+                        checkpoint: checkpoint.to_string(),
+                        status: checkpoint_status(*status),
+                    })
+                    .collect(),
+            });
+        }
+        if !intact {
+            return Ok(());
+        }
+        let mut text = match &report.head {
+            Some(head) => format!(
+                "audit trail intact: {} events, head {} {}\n",
+                report.checked, head.seq, head.hash
+            ),
+            None => format!("audit trail intact: {} events\n", report.checked),
+        };
+        if report.legacy > 0 {
+            text.push_str(&format!(
+                "({} older events were recorded before the chain began and are not covered)\n",
+                report.legacy
+            ));
+        }
+        for (checkpoint, status) in checkpoints {
+            if *status == CheckpointStatus::Found {
+                text.push_str(&format!("checkpoint {checkpoint} is on the chain\n"));
+            }
+        }
+        self.text(&text)
+    }
+
+    /// `audit head`: the checkpoint to keep elsewhere.
+    pub fn audit_head(&self, head: &ChainHead) -> Result<()> {
+        if self.json {
+            return self.json_line(&HeadOut::from(head));
+        }
+        self.text(&format!(
+            "seq:        {}\nhash:       {}\nevents:     {}\ntime:       {}\ncheckpoint: {}:{}\n",
+            head.seq,
+            head.hash,
+            head.events,
+            rfc3339(head.time),
+            head.seq,
+            head.hash
+        ))
+    }
+
+    /// `audit export --format jsonl`: one JSON object per record, one page at a time.
+    pub fn audit_lines(&self, records: &[AuditRecord]) -> Result<()> {
+        let mut text = String::new();
+        for record in records {
+            text.push_str(
+                &serde_json::to_string(&RecordOut::from(record)).context("encoding JSON output")?,
+            );
+            text.push('\n');
+        }
+        self.text(&text)
+    }
+
+    /// `audit abuse`: two tables, or one JSON object.
+    pub fn abuse(&self, report: &AbuseReport) -> Result<()> {
+        if self.json {
+            let rows = |rows: &[AbuseRow], by_source: bool| {
+                rows.iter()
+                    .map(|row| AbuseRowOut::new(row, by_source))
+                    .collect::<Vec<_>>()
+            };
+            return self.json_line(&AbuseOut {
+                by_source: rows(&report.by_source, true),
+                by_account: rows(&report.by_account, false),
+            });
+        }
+        let rows = |rows: &[AbuseRow]| {
+            rows.iter()
+                .map(|row| {
+                    vec![
+                        row.key.clone(),
+                        row.attempts.to_string(),
+                        row.distinct.to_string(),
+                        short_time(row.first),
+                        short_time(row.last),
+                    ]
+                })
+                .collect()
+        };
+        let mut text = String::from("Refused logins by source address\n");
+        text.push_str(&table(
+            &["SOURCE", "ATTEMPTS", "ACCOUNTS", "FIRST", "LAST"],
+            rows(&report.by_source),
+        ));
+        text.push_str("\nRefused logins by account name\n");
+        text.push_str(&table(
+            &["ACCOUNT", "ATTEMPTS", "SOURCES", "FIRST", "LAST"],
+            rows(&report.by_account),
+        ));
+        self.text(&text)
+    }
+}
+
+fn checkpoint_status(status: CheckpointStatus) -> &'static str {
+    match status {
+        CheckpointStatus::Found => "found",
+        CheckpointStatus::Missing => "missing",
+        CheckpointStatus::Mismatch => "mismatch",
+        CheckpointStatus::Unchecked => "unchecked",
+    }
+}
+
+#[derive(Serialize)]
+struct VerifyOut {
+    intact: bool,
+    legacy_events: u64,
+    checked: u64,
+    head: Option<HeadOut>,
+    broken: Option<BrokenOut>,
+    checkpoints: Vec<CheckpointOut>,
+}
+
+#[derive(Serialize)]
+struct BrokenOut {
+    seq: u64,
+    id: String,
+    problem: &'static str,
+    description: &'static str,
+}
+
+#[derive(Serialize)]
+struct CheckpointOut {
+    checkpoint: String,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct HeadOut {
+    seq: u64,
+    hash: String,
+    events: u64,
+    time: String,
+    checkpoint: String,
+}
+
+impl From<&ChainHead> for HeadOut {
+    fn from(head: &ChainHead) -> Self {
+        HeadOut {
+            seq: head.seq,
+            hash: head.hash.clone(),
+            events: head.events,
+            time: rfc3339(head.time),
+            checkpoint: format!("{}:{}", head.seq, head.hash),
+        }
+    }
+}
+
+/// One line of `audit export`: the event with its place in the chain.
+#[derive(Serialize)]
+struct RecordOut {
+    seq: u64,
+    #[serde(flatten)]
+    event: EventOut,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+}
+
+impl From<&AuditRecord> for RecordOut {
+    fn from(record: &AuditRecord) -> Self {
+        RecordOut {
+            seq: record.seq,
+            event: EventOut::from(&record.event),
+            prev_hash: record.prev_hash.clone(),
+            hash: record.hash.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AbuseOut {
+    by_source: Vec<AbuseRowOut>,
+    by_account: Vec<AbuseRowOut>,
+}
+
+/// A row by source (`source`, `accounts`) or by account (`account`, `sources`).
+#[derive(Serialize)]
+struct AbuseRowOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
+    attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accounts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<u64>,
+    first: String,
+    last: String,
+}
+
+impl AbuseRowOut {
+    fn new(row: &AbuseRow, by_source: bool) -> Self {
+        let (key, distinct) = (Some(row.key.clone()), Some(row.distinct));
+        let (source, account, accounts, sources) = if by_source {
+            (key, None, distinct, None)
+        } else {
+            (None, key, None, distinct)
+        };
+        AbuseRowOut {
+            source,
+            account,
+            attempts: row.attempts,
+            accounts,
+            sources,
+            first: rfc3339(row.first),
+            last: rfc3339(row.last),
+        }
     }
 }
 

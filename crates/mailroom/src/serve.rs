@@ -24,6 +24,7 @@ use crate::data::DataDir;
 use crate::init::{self, InitReport};
 use crate::logging;
 use crate::output::Output;
+use crate::syslog;
 
 /// Runs the hub until a signal asks it to stop.
 pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
@@ -43,8 +44,14 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
         })?;
     }
 
+    // The syslog sink taps the store before anything is served, and stops after the store
+    // has closed, so every event committed while serving is handed over.
+    let sink = syslog::start(&config.audit, &stores.meta).await?;
     let result = serve(&stores.hub, &config, stores.host_key, out).await;
     stores.meta.close().await;
+    if let Some(sink) = sink {
+        sink.stop().await;
+    }
     if result.is_ok() {
         info!("stopped");
     }

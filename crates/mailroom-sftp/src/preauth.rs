@@ -145,6 +145,16 @@ impl Framing {
                     bytes[*have..*have + take].copy_from_slice(head);
                     *have += take;
                     data = rest;
+                    // russh reads the length field alone and acts on it: judge it as soon
+                    // as it is complete, before russh does.
+                    if let [l0, l1, l2, l3, ..] = *bytes
+                        && *have >= 4
+                    {
+                        let packet_length = u32::from_be_bytes([l0, l1, l2, l3]);
+                        if packet_length > MAX_CLEARTEXT_PACKET {
+                            return Err(Violation::PacketTooLong(packet_length));
+                        }
+                    }
                     if *have == bytes.len() {
                         *self = Self::body(*bytes)?;
                     }
@@ -176,9 +186,6 @@ impl Framing {
     fn body(header: [u8; 6]) -> Result<Framing, Violation> {
         let [l0, l1, l2, l3, padding_length, message_type] = header;
         let packet_length = u32::from_be_bytes([l0, l1, l2, l3]);
-        if packet_length > MAX_CLEARTEXT_PACKET {
-            return Err(Violation::PacketTooLong(packet_length));
-        }
         // The padding-length byte and at least one payload byte besides the padding.
         if u32::from(padding_length) + 2 > packet_length {
             return Err(Violation::NoPayload {
@@ -450,6 +457,11 @@ mod tests {
         check(
             &hello(&[raw(MAX_CLEARTEXT_PACKET + 1, 4, &[20])]),
             Err(Violation::PacketTooLong(MAX_CLEARTEXT_PACKET + 1)),
+        );
+        // The length field alone is enough to judge.
+        check(
+            &hello(&[0x0100_0000u32.to_be_bytes().to_vec()]),
+            Err(Violation::PacketTooLong(0x0100_0000)),
         );
         check(
             &hello(&[raw(12, 200, &[20])]),

@@ -4,12 +4,14 @@
 //! logged-in ones). Raw TCP from the test, so every byte on the wire is ours (RFC 4253 §4.2
 //! and §6: before NEWKEYS packets are plaintext, without MAC).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mailroom_core::{EventQuery, Outcome};
-use mailroom_test_support::{TestHub, have, paramiko_python, run, text};
+use mailroom_test_support::{TestHub, have, run, text};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 

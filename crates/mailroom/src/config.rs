@@ -473,6 +473,8 @@ fn value_of(raw: &str) -> toml::Value {
         .ok()
         .filter(|table| table.len() == 1)
         .and_then(|mut table| table.remove("value"))
+        // No setting takes a date or time, and `max_startups = 10:30:50` reads as one.
+        .filter(|value| !value.is_datetime())
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
@@ -809,6 +811,7 @@ mod tests {
             value_of("127.0.0.1:2222"),
             toml::Value::String("127.0.0.1:2222".into())
         );
+        assert_eq!(value_of("10:30:50"), toml::Value::String("10:30:50".into()));
         assert_eq!(
             value_of("1\nother = 2"),
             toml::Value::String("1\nother = 2".into())

@@ -352,6 +352,9 @@ class Mailroom(Server):
             MAILROOM_SFTP_LISTEN="127.0.0.1:0",
             MAILROOM_SFTP_MAX_CONNECTIONS_PER_ADDRESS="1000",
             MAILROOM_SFTP_MAX_CONNECTIONS="2000",
+            # As sshd's MaxStartups below: the bench opens many sessions at once from one address.
+            MAILROOM_SFTP_MAX_STARTUPS="1000:30:1000",
+            MAILROOM_SFTP_MAX_STARTUPS_PER_ADDRESS="1000",
             MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS="2",
         )
         self.alice_key = os.path.join(keys, "alice")

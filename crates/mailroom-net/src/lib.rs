@@ -1,11 +1,18 @@
 //! Listener plumbing shared by the front ends: connection limits per listener and per
-//! source address, and session ids for log spans.
+//! source address, limits on unauthenticated connections (`startup`, after OpenSSH's
+//! `MaxStartups`), and session ids for log spans.
 //!
 //! It knows sockets and counts, nothing of protocols or of the mailbox service.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+mod startup;
+
+pub use startup::{
+    MaxStartups, MaxStartupsError, StartupLimits, StartupPermit, StartupRefusals, StartupRefused,
+};
 
 /// Why a connection was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

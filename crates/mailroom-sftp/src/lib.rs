@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod host_key;
+mod preauth;
 mod scp;
 mod server;
 mod sftp;

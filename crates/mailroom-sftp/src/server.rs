@@ -2,12 +2,16 @@
 //! (the `sftp` subsystem and `scp -t`/`scp -f`). Everything else (shells, commands, ptys,
 //! port, agent and X11 forwarding) is refused.
 //!
-//! russh has no LoginGraceTime, so this module owns it: the version exchange and the login
-//! must complete within `login_grace_seconds`, or the connection is dropped.
+//! russh has no LoginGraceTime and no MaxStartups, so this module owns both: a connection
+//! must log in within `login_grace_seconds` of its accept, whatever it sends meanwhile, or
+//! the socket is closed (`preauth::PreauthStream`); and unauthenticated connections are
+//! counted (`mailroom_net::StartupLimits`), a newcomer past those limits being closed before
+//! any SSH byte is sent. Every such refusal is logged and recorded as a refused login.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -23,9 +27,10 @@ use tracing::Instrument;
 use mailroom_core::{
     ClientSession, Factor, Hub, LoginProgress, LoginStep, Protocol, Secret, SessionGuard,
 };
-use mailroom_net::{ConnectionLimits, ConnectionPermit};
+use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
 
 use crate::config::Config;
+use crate::preauth::{PreauthStream, RefusalRecorder, StartupSlot, Violation};
 use crate::{scp, sftp};
 
 /// Session channels one connection may open at once.
@@ -42,8 +47,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let ssh_config = Arc::new(ssh_config(&config, host_key));
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
+    let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
+    let recorder = RefusalRecorder::new(hub.clone(), tracker.clone());
     loop {
         let (socket, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -64,6 +71,9 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(startup) = admit_startup(&startups, &recorder, peer) else {
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ssh", peer = %peer);
         let connection = Connection {
@@ -72,12 +82,40 @@ pub async fn serve(
             ssh_config: ssh_config.clone(),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
+            recorder: recorder.clone(),
         };
-        tracker.spawn(connection.run(socket, peer, permit).instrument(span));
+        tracker.spawn(
+            connection
+                .run(socket, peer, permit, StartupSlot::new(startup))
+                .instrument(span),
+        );
     }
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Admits a new connection among the unauthenticated ones, or logs and records why not; the
+/// caller then drops the socket, before any SSH byte, as OpenSSH does.
+fn admit_startup(
+    startups: &Arc<StartupLimits>,
+    recorder: &RefusalRecorder,
+    peer: SocketAddr,
+) -> Option<StartupPermit> {
+    match startups.admit(peer.ip()) {
+        Ok(permit) => Some(permit),
+        Err(refused) => {
+            let recorded = recorder.record(peer, refused.to_string());
+            tracing::warn!(
+                peer = %peer,
+                reason = %refused,
+                unauthenticated = startups.unauthenticated(),
+                recorded,
+                "connection refused before login"
+            );
+            None
+        }
+    }
 }
 
 /// The russh configuration: our host key, modern algorithms only, our limits.
@@ -140,6 +178,7 @@ struct Connection {
     ssh_config: Arc<russh::server::Config>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    recorder: RefusalRecorder,
 }
 
 /// How many transfers (open files, running scp commands) a connection has. At shutdown a
@@ -161,14 +200,23 @@ impl Activity {
 }
 
 impl Connection {
-    async fn run(self, socket: TcpStream, peer: SocketAddr, _permit: ConnectionPermit) {
-        // The deny list and bans: refused before a byte of SSH, like OpenSSH's MaxStartups.
+    async fn run(
+        self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        _permit: ConnectionPermit,
+        startup: StartupSlot,
+    ) {
+        // The deny list and bans: refused before a byte of SSH.
         if let Err(err) = self.hub.admit(peer, Protocol::Ssh).await {
             tracing::info!(reason = %err, "connection refused");
             return;
         }
         let grace = Duration::from_secs(self.config.login_grace_seconds);
         let authenticated = Arc::new(AtomicBool::new(false));
+        // The deadline runs from here, across the version exchange, the key exchange and the
+        // login, whatever the client sends (see `preauth`).
+        let (stream, verdict) = PreauthStream::new(socket, grace, authenticated.clone());
         let (activity, mut transfers) = Activity::new();
         let (session_sender, session_receiver) = oneshot::channel();
         let handler = SshHandler {
@@ -183,43 +231,17 @@ impl Connection {
             session_guard: Some(session_sender),
             channels: HashMap::new(),
             authenticated: authenticated.clone(),
+            startup,
             tracker: self.tracker.clone(),
         };
-        // The version exchange happens inside run_stream: bound it by the grace time too.
-        let running = match tokio::time::timeout(
-            grace,
-            russh::server::run_stream(self.ssh_config, socket, handler),
-        )
-        .await
-        {
-            Ok(Ok(running)) => running,
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "ssh handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!("no ssh version exchange within the login grace time");
-                return;
-            }
-        };
-        let handle = running.handle();
-        let logged_in = authenticated.clone();
-        let watchdog = tokio::spawn(
-            async move {
-                tokio::time::sleep(grace).await;
-                if !logged_in.load(Ordering::Acquire) {
-                    tracing::info!("login grace time exceeded; disconnecting");
-                    let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            "login grace time exceeded".to_owned(),
-                            "en".to_owned(),
-                        )
-                        .await;
+        let running =
+            match russh::server::run_stream(self.ssh_config.clone(), stream, handler).await {
+                Ok(running) => running,
+                Err(err) => {
+                    self.ended_before_login(peer, &verdict, &err).await;
+                    return;
                 }
-            }
-            .in_current_span(),
-        );
+            };
         let handle = running.handle();
         tokio::pin!(running);
         let mut stopping = false;
@@ -271,16 +293,44 @@ impl Connection {
             }
         };
         match result {
+            Ok(()) if !authenticated.load(Ordering::Acquire) => self.unauthenticated(peer).await,
             Ok(()) => tracing::debug!("session ended"),
+            Err(err) if !authenticated.load(Ordering::Acquire) => {
+                self.ended_before_login(peer, &verdict, &err).await;
+            }
             Err(err) => tracing::debug!(error = %err, "session ended with an error"),
         }
-        watchdog.abort();
-        if !authenticated.load(Ordering::Acquire)
-            && let Err(err) = self.hub.score_unauthenticated(Some(peer.to_string())).await
-        {
+        drop(guard);
+    }
+
+    /// Logs and records a connection that ended in an error before logging in: the login
+    /// deadline, a framing violation caught by `preauth`, or a protocol error russh found
+    /// (each recorded as a refused login, which the defender scores). A client that just went
+    /// away (EOF, reset) without logging in is scored as an unauthenticated connection.
+    async fn ended_before_login(
+        &self,
+        peer: SocketAddr,
+        verdict: &OnceLock<Violation>,
+        err: &russh::Error,
+    ) {
+        let reason = match (verdict.get(), err) {
+            (Some(violation), _) => violation.to_string(),
+            (None, russh::Error::IO(_) | russh::Error::Disconnect | russh::Error::HUP) => {
+                tracing::debug!(error = %err, "connection closed before login");
+                self.unauthenticated(peer).await;
+                return;
+            }
+            (None, err) => format!("protocol error: {err}"),
+        };
+        let recorded = self.recorder.record(peer, reason.clone());
+        tracing::warn!(peer = %peer, reason = %reason, recorded, "connection closed before login");
+    }
+
+    /// Scores a connection that ended without completing a login.
+    async fn unauthenticated(&self, peer: SocketAddr) {
+        if let Err(err) = self.hub.score_unauthenticated(Some(peer.to_string())).await {
             tracing::warn!(error = %err, "could not score an unauthenticated connection");
         }
-        drop(guard);
     }
 }
 
@@ -302,6 +352,8 @@ struct SshHandler {
     session_guard: Option<oneshot::Sender<SessionGuard>>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     authenticated: Arc<AtomicBool>,
+    /// The connection's place among the unauthenticated ones, given back at login.
+    startup: StartupSlot,
     tracker: TaskTracker,
 }
 
@@ -339,6 +391,7 @@ impl SshHandler {
                 tracing::info!(account = %session.account, "login");
                 self.session = Some(session);
                 self.authenticated.store(true, Ordering::Release);
+                self.startup.authenticated();
                 if let Some(sender) = self.session_guard.take() {
                     let _ = sender.send(guard);
                 }

@@ -410,6 +410,16 @@ fn sections(config: &Config) -> Vec<Section> {
                     integer(u64::from(sftp.max_connections_per_address)),
                 ),
                 setting(
+                    "max_startups",
+                    "Connections not yet logged in, as OpenSSH's MaxStartups \"start:rate:full\": from\n`start` on, a new one is dropped with a probability rising from `rate` % to 100 % at\n`full`. One number N means a hard cap (\"N:100:N\").",
+                    sftp.max_startups.to_string(),
+                ),
+                setting(
+                    "max_startups_per_address",
+                    "Connections not yet logged in from one source address.",
+                    integer(u64::from(sftp.max_startups_per_address)),
+                ),
+                setting(
                     "max_requests_in_flight",
                     "Requests one SFTP session may have waiting for an answer; a client past this is\nmisbehaving and is disconnected. OpenSSH's client keeps at most 64.",
                     integer(u64::from(sftp.max_requests_in_flight)),
@@ -568,6 +578,8 @@ fn value_of(raw: &str) -> toml::Value {
         .ok()
         .filter(|table| table.len() == 1)
         .and_then(|mut table| table.remove("value"))
+        // No setting takes a date or time, and `max_startups = 10:30:50` reads as one.
+        .filter(|value| !value.is_datetime())
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
@@ -756,6 +768,9 @@ mod tests {
         check_ok("", &[("MAILROOM_SFTP_LISTEN", "127.0.0.1:2345")], |c| {
             c.sftp.listen = "127.0.0.1:2345".parse().unwrap();
         });
+        check_ok("[sftp]\nmax_startups = 50\n", &[], |c| {
+            c.sftp.max_startups = "50:100:50".parse().unwrap();
+        });
         check_ok(
             "[server]\nshutdown_grace_seconds = 9\n",
             &[("MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS", "5")],
@@ -768,12 +783,14 @@ mod tests {
                 ("MAILROOM_SERVER_LOG_LEVEL", "info,mailroom_sftp=debug"),
                 ("MAILROOM_SFTP_ENABLED", "false"),
                 ("MAILROOM_SFTP_HOST_KEY", "1234"),
+                ("MAILROOM_SFTP_MAX_STARTUPS", "5:50:20"),
             ],
             |c| {
                 c.server.log_format = LogFormat::Json;
                 c.server.log_level = LogFilter("info,mailroom_sftp=debug".to_owned());
                 c.sftp.enabled = false;
                 c.sftp.host_key = PathBuf::from("1234");
+                c.sftp.max_startups = "5:50:20".parse().unwrap();
             },
         );
     }
@@ -810,6 +827,26 @@ mod tests {
             "[server]\nlog_level = \"info,=[\"\n",
             &[],
             &["line 2", "key server.log_level", "not a log filter"],
+        );
+        check_err(
+            "[sftp]\nmax_startups = \"10:30\"\n",
+            &[],
+            &[
+                "line 2",
+                "key sftp.max_startups",
+                "start:rate:full",
+                "\"10:30\"",
+            ],
+        );
+        check_err(
+            "[sftp]\nmax_startups = \"100:30:10\"\n",
+            &[],
+            &["line 2", "key sftp.max_startups", "start 100 and full 10"],
+        );
+        check_err(
+            "[sftp]\nmax_startups = true\n",
+            &[],
+            &["line 2", "key sftp.max_startups", "start:rate:full"],
         );
         check_err("[sftp\nlisten = 1", &[], &["line 1", "/d/mailroom.toml"]);
         // The env is not consulted when the file is already wrong.
@@ -879,6 +916,7 @@ mod tests {
             value_of("127.0.0.1:2222"),
             toml::Value::String("127.0.0.1:2222".into())
         );
+        assert_eq!(value_of("10:30:50"), toml::Value::String("10:30:50".into()));
         assert_eq!(
             value_of("1\nother = 2"),
             toml::Value::String("1\nother = 2".into())

@@ -15,13 +15,16 @@ use std::process::Output;
 use std::sync::Arc;
 
 use mailroom_core::{
-    Account, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, Hub, RouteEffect,
-    Secret, SystemClock,
+    Account, AccountKind, AccountName, Actor, AuthConfig, AuthorizedKey, DeliveryQuery, Hub,
+    RouteEffect, Secret, SystemClock,
 };
 use mailroom_core::{Delivery, MetaStore};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+/// How often a TestHub checks live sessions against their accounts (`mailroom serve`: 2 s).
+pub const HOUSEKEEPING: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A hub serving SSH on 127.0.0.1:<random port> with its own temp data folder.
 pub struct TestHub {
@@ -56,6 +59,13 @@ impl TestHub {
 
     /// Starts a hub with the given SSH settings (the listen address is ignored: port 0).
     pub async fn start_with(config: mailroom_sftp::Config) -> TestHub {
+        Self::start_full(config, AuthConfig::default()).await
+    }
+
+    /// Starts a hub with the given SSH and authentication settings. Like `mailroom serve`, it
+    /// runs the session housekeeping (closing sessions of disabled accounts) every
+    /// [`HOUSEKEEPING`].
+    pub async fn start_full(config: mailroom_sftp::Config, auth: AuthConfig) -> TestHub {
         let dir = tempfile::tempdir().expect("temp dir");
         let meta = Arc::new(
             mailroom_meta::SqliteStore::open(&dir.path().join("meta.db"))
@@ -67,7 +77,7 @@ impl TestHub {
                 .await
                 .expect("open blobs"),
         );
-        let hub = Arc::new(Hub::new(meta.clone(), blobs, Arc::new(SystemClock)));
+        let hub = Arc::new(Hub::new(meta.clone(), blobs, Arc::new(SystemClock)).with_auth(auth));
         let host_key = mailroom_sftp::host_key::load_or_generate(&dir.path().join("host_key"))
             .expect("host key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -82,6 +92,17 @@ impl TestHub {
             host_key,
             shutdown.clone(),
         ));
+        let housekeeping_hub = hub.clone();
+        let housekeeping_stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = housekeeping_stop.cancelled() => return,
+                    () = tokio::time::sleep(HOUSEKEEPING) => {}
+                }
+                let _ = housekeeping_hub.enforce_sessions().await;
+            }
+        });
         TestHub {
             hub,
             meta,

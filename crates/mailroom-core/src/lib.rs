@@ -16,7 +16,10 @@ pub mod policy;
 pub mod ports;
 pub mod secret;
 
-pub use access::{AccessPolicy, Ban, BanSubject, Factor, FactorSet, Limits, Rights, TotpEnrolment};
+pub use access::{
+    AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
+    TotpEnrolment, format_size, parse_size,
+};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{Actor, ClientSession, Entry, Hub, LoginOutcome, ReadHandle, Upload};
 pub use model::{

@@ -238,6 +238,19 @@ impl Upload {
         self.limit.as_ref().map(|l| l.bytes)
     }
 
+    /// Checks a size the client announced before sending (SCP's file header) against the
+    /// limit, so an oversize file is refused before its first byte. A refusal poisons the
+    /// upload like a refused write.
+    pub fn announce_size(&mut self, size: u64) -> Result<()> {
+        if let Some(limit) = &self.limit
+            && size > limit.bytes
+        {
+            self.refusal = Some(limit.error.clone());
+            return Err(limit.error.clone());
+        }
+        Ok(())
+    }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.writer.size()

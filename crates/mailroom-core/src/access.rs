@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 

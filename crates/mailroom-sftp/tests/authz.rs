@@ -77,6 +77,8 @@ async fn paramiko_put(
     local: &std::path::Path,
     remote: &str,
 ) -> Value {
+    let key = client.key.to_string_lossy();
+    let local = local.to_string_lossy();
     json(
         &paramiko(
             python,
@@ -86,8 +88,8 @@ async fn paramiko_put(
                 &hub.addr.port().to_string(),
                 &client.name,
                 "--key",
-                client.key.to_str().unwrap(),
-                local.to_str().unwrap(),
+                &key,
+                &local,
                 remote,
             ],
         )

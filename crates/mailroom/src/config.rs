@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,26 @@ pub struct Config {
     pub server: ServerConfig,
     /// The SSH front end (SFTP and SCP).
     pub sftp: mailroom_sftp::Config,
+    /// When `serve` expires deliveries past their recipient's retention.
+    pub retention: RetentionConfig,
+}
+
+/// The `[retention]` section: how often `serve` runs the retention pass (accounts' own
+/// `retention_days` say what expires; `mailroom account set --retention-days`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between retention passes; one also runs at start.
+    pub interval_seconds: NonZeroU64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            // One hour (1 + 3599 s), built without a fallible constructor.
+            interval_seconds: NonZeroU64::MIN.saturating_add(3599),
+        }
+    }
 }
 
 /// The `[server]` section: how the process runs, whatever front ends it serves.
@@ -333,6 +354,7 @@ fn integer(value: u64) -> toml::Value {
 fn sections(config: &Config) -> Vec<Section> {
     let server = &config.server;
     let sftp = &config.sftp;
+    let retention = &config.retention;
     vec![
         Section {
             name: "server",
@@ -411,6 +433,15 @@ fn sections(config: &Config) -> Vec<Section> {
                 ),
             ],
         },
+        Section {
+            name: "retention",
+            doc: "Retention: expiring deliveries kept longer than their recipient's retention_days.",
+            settings: vec![setting(
+                "interval_seconds",
+                "Seconds between retention passes (at least 1); one also runs at start.",
+                integer(retention.interval_seconds.get()),
+            )],
+        },
     ]
 }
 
@@ -419,6 +450,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("server", field_names::<ServerConfig>()),
         ("sftp", field_names::<mailroom_sftp::Config>()),
+        ("retention", field_names::<RetentionConfig>()),
     ])
 }
 
@@ -628,7 +660,7 @@ mod tests {
     fn template_lists_exactly_the_fields_serde_knows() {
         assert_eq!(
             field_names::<Config>(),
-            ["server", "sftp"],
+            ["server", "sftp", "retention"],
             "a new section needs a place in sections()"
         );
         let defaults = Config::default();
@@ -670,6 +702,30 @@ mod tests {
                 c.sftp.enabled = false;
                 c.sftp.host_key = PathBuf::from("1234");
             },
+        );
+    }
+
+    #[test]
+    fn retention_interval() {
+        assert_eq!(Config::default().retention.interval_seconds.get(), 3600);
+        check_ok("[retention]\ninterval_seconds = 60\n", &[], |c| {
+            c.retention.interval_seconds = NonZeroU64::new(60).unwrap();
+        });
+        check_ok("", &[("MAILROOM_RETENTION_INTERVAL_SECONDS", "5")], |c| {
+            c.retention.interval_seconds = NonZeroU64::new(5).unwrap();
+        });
+        check_err(
+            "[retention]\ninterval_seconds = 0\n",
+            &[],
+            &["line 2", "key retention.interval_seconds"],
+        );
+        check_err(
+            "",
+            &[("MAILROOM_RETENTION_INTERVAL_SECONDS", "0")],
+            &[
+                "MAILROOM_RETENTION_INTERVAL_SECONDS",
+                "retention.interval_seconds",
+            ],
         );
     }
 

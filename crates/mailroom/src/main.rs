@@ -75,6 +75,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
             logging::install_for_cli()?;
             admin::audit(&data, out, command).await
         }
+        Command::Retention(command) => {
+            logging::install_for_cli()?;
+            admin::retention(&data, out, command).await
+        }
         Command::Status => {
             logging::install_for_cli()?;
             admin::status(&data, out).await

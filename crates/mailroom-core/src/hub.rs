@@ -207,6 +207,8 @@ pub struct Upload {
     name: FileName,
     /// Who receives it, decided by route policy when the upload started.
     recipients: Vec<AccountName>,
+    /// The recipients that had a quota when the upload started, checked again at the end.
+    quota_recipients: Vec<AccountName>,
     /// The most bytes the file may reach (sender's largest file, recipients' free quota),
     /// decided when the upload started.
     limit: Option<ByteLimit>,
@@ -736,12 +738,15 @@ impl Hub {
             )));
         }
         let recipients = self.recipients(&session.account, target).await?;
-        let mut usages = Vec::with_capacity(recipients.len());
-        for recipient in &recipients {
+        // Only inboxes with a quota are measured: the common case costs no query.
+        let quota_recipients: Vec<&Account> = recipients.iter().filter(|a| has_quota(a)).collect();
+        let mut usages = Vec::with_capacity(quota_recipients.len());
+        for recipient in &quota_recipients {
             usages.push(self.meta.inbox_usage(&recipient.name).await?);
         }
-        let mailboxes = mailboxes(&recipients, &usages);
+        let mailboxes = mailboxes(&quota_recipients, &usages);
         let limit = access::upload_limit(&sender.name, &sender.access.limits, &mailboxes)?;
+        let quota_recipients = quota_recipients.iter().map(|a| a.name.clone()).collect();
         let writer = self.blobs.create().await?;
         Ok(Upload {
             session: session.clone(),
@@ -749,6 +754,7 @@ impl Hub {
             target: target.clone(),
             name: name.clone(),
             recipients: recipients.into_iter().map(|a| a.name).collect(),
+            quota_recipients,
             limit,
             refusal: None,
             writer,
@@ -775,8 +781,9 @@ impl Hub {
             .ok_or_else(|| CoreError::denied(format!("{} no longer exists", session.account)))
     }
 
-    /// Checks, just before a finished upload is committed, that the file still fits every
-    /// recipient's quota: another upload may have filled an inbox since this one opened.
+    /// Checks, just before a finished upload is committed, that the file still fits the
+    /// quota of each recipient that had one when the upload opened: another upload may have
+    /// filled the inbox since.
     async fn recheck_quota(&self, recipients: &[AccountName], size: u64) -> Result<()> {
         for name in recipients {
             let Some(account) = self.meta.account(name).await? else {
@@ -809,6 +816,7 @@ impl Hub {
             target,
             name,
             recipients,
+            quota_recipients,
             limit: _,
             refusal,
             writer,
@@ -817,7 +825,7 @@ impl Hub {
         // the same instant can still both pass this check; the window is one commit long.
         let refused = match refusal {
             Some(err) => Err(err),
-            None => self.recheck_quota(&recipients, writer.size()).await,
+            None => self.recheck_quota(&quota_recipients, writer.size()).await,
         };
         if let Err(err) = refused {
             writer.abort().await;
@@ -1795,12 +1803,18 @@ fn describe_access_change(old: &AccessPolicy, new: &AccessPolicy) -> String {
     }
 }
 
+/// Whether an account limits what waits in its inbox.
+fn has_quota(account: &Account) -> bool {
+    let limits = &account.access.limits;
+    limits.quota_bytes.is_some() || limits.quota_files.is_some()
+}
+
 /// Pairs each recipient with its inbox usage, for the quota arithmetic.
-fn mailboxes<'a>(recipients: &'a [Account], usages: &[InboxUsage]) -> Vec<Mailbox<'a>> {
+fn mailboxes<'a>(recipients: &[&'a Account], usages: &[InboxUsage]) -> Vec<Mailbox<'a>> {
     recipients
         .iter()
         .zip(usages)
-        .map(|(account, usage)| Mailbox {
+        .map(|(&account, usage)| Mailbox {
             account: &account.name,
             limits: &account.access.limits,
             usage: *usage,

@@ -1,6 +1,7 @@
 //! Per-account authorisation driven by real clients (OpenSSH `sftp` and `scp -O`, paramiko)
 //! against a TestHub on port 0: rights, file-name rules, the largest file, mailbox quotas,
-//! retention, and admin accounts that own no mailbox.
+//! retention, and admin accounts that own no mailbox; plus one race driven through the Hub
+//! directly (two uploads that each fit a quota alone), which no client can time.
 //!
 //! Every refusal is checked three ways: the client sees an error (with the hub's sentence
 //! where the protocol carries one: paramiko and SCP show it, OpenSSH `sftp` shows only the
@@ -8,7 +9,10 @@
 
 use std::process::Output;
 
-use mailroom_core::{DeliveryState, EventKind, Outcome, Rights};
+use mailroom_core::{
+    AccountName, ClientSession, DeliveryState, ErrorKind, EventKind, Outcome, Protocol, Rights,
+    VirtualPath,
+};
 use mailroom_test_support::{
     Snapshot, TestClient, TestHub, have, paramiko, paramiko_python, text, write_random,
 };
@@ -591,5 +595,45 @@ async fn admin_accounts_cannot_log_in_to_read_mailboxes() {
         "something was downloaded"
     );
     assert_eq!(hub.snapshot().await, snapshot);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_uploads_that_each_fit_alone_do_not_both_land() {
+    let (hub, _alice, _bob) = setup().await;
+    hub.set_access("bob", |a| a.limits.quota_bytes = Some(1 << 20))
+        .await;
+    let session = ClientSession {
+        account: AccountName::parse("alice").unwrap(),
+        source: None,
+        protocol: Protocol::Sftp,
+    };
+    let path = |name: &str| VirtualPath::parse(&format!("/outbox/bob/{name}")).unwrap();
+    // Both open while the inbox is empty, so each may write up to 1 MiB.
+    let mut first = hub
+        .hub
+        .begin_upload(&session, &path("a.bin"))
+        .await
+        .unwrap();
+    let mut second = hub
+        .hub
+        .begin_upload(&session, &path("b.bin"))
+        .await
+        .unwrap();
+    assert_eq!(first.byte_limit(), Some(1 << 20));
+    assert_eq!(second.byte_limit(), Some(1 << 20));
+    first.write_at(0, vec![1; 600 << 10]).await.unwrap();
+    second.write_at(0, vec![2; 600 << 10]).await.unwrap();
+    hub.hub.finish_upload(first).await.unwrap();
+    let check = before(&hub, EventKind::Upload).await;
+    let err = hub.hub.finish_upload(second).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+    assert_eq!(
+        err.message(),
+        "the file does not fit in bob's mailbox: 600.0 KiB of 1.0 MiB used"
+    );
+    assert_refused(&hub, &check, "600.0 KiB of 1.0 MiB used").await;
+    assert_eq!(hub.staged_bytes(), 0);
+    assert_eq!(hub.deliveries().await.len(), 1);
     hub.stop().await;
 }

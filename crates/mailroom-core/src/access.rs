@@ -7,12 +7,13 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, ErrorKind, Result};
 use crate::names::AccountName;
+use crate::ports::InboxUsage;
 use crate::secret::Secret;
 
 /// One way of proving who you are.
@@ -400,6 +401,173 @@ pub fn parse_globs(input: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Parses a byte size: plain bytes (`1048576`) or a number with a binary unit, `K`, `M`, `G`
+/// or `T` (also written `KiB`, `MiB`, …; case-insensitive): `512K`, `10M`, `1G`, `1.5G`.
+pub fn parse_size(input: &str) -> Result<u64> {
+    let trimmed = input.trim();
+    let bad = || {
+        CoreError::invalid(format!(
+            "{:?} is not a size: use bytes or a number with K, M, G or T (e.g. 10M)",
+            trimmed.chars().take(40).collect::<String>()
+        ))
+    };
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    if number.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(1u64 << shift).ok_or_else(bad);
+    }
+    // A fraction (`1.5G`) needs a unit to be a whole number of bytes.
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = value * (1u64 << shift) as f64;
+    if shift == 0 || !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// A byte count for people: `512 bytes`, `1.0 KiB`, `10.0 MiB`, `1.5 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return if bytes == 1 {
+            "1 byte".to_owned()
+        } else {
+            format!("{bytes} bytes")
+        };
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+impl Limits {
+    /// Why `name` may not be sent by this account, or `None` when the file-name rules allow
+    /// it. Deny wins over allow.
+    pub fn name_refusal(&self, name: &str) -> Option<String> {
+        if let Some(glob) = self.name_deny.iter().find(|g| glob_matches(g, name)) {
+            return Some(format!("the name {name} matches the denied pattern {glob}"));
+        }
+        if !self.name_allow.is_empty() && !self.name_allow.iter().any(|g| glob_matches(g, name)) {
+            return Some(format!(
+                "the name {name} matches none of the allowed patterns {}",
+                self.name_allow.join(", ")
+            ));
+        }
+        None
+    }
+}
+
+/// One recipient's inbox as the quota sees it: its limits and what waits in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Mailbox<'a> {
+    /// The recipient.
+    pub account: &'a AccountName,
+    /// Its limits (`quota_bytes`, `quota_files`).
+    pub limits: &'a Limits,
+    /// Its live deliveries.
+    pub usage: InboxUsage,
+}
+
+impl Mailbox<'_> {
+    /// Whether one more file of `size` bytes fits; the refusal names the account and the
+    /// limit. A mailbox at or over a quota is full, even for an empty file.
+    pub fn admit(&self, size: u64) -> Result<()> {
+        let name = self.account;
+        if let Some(files) = self.limits.quota_files
+            && self.usage.files >= files
+        {
+            return Err(quota(format!(
+                "{name}'s mailbox is full: {} of {files} files waiting",
+                self.usage.files
+            )));
+        }
+        if let Some(bytes) = self.limits.quota_bytes {
+            if self.usage.bytes >= bytes {
+                return Err(quota(format!(
+                    "{name}'s mailbox is full: {} of {} used",
+                    format_size(self.usage.bytes),
+                    format_size(bytes)
+                )));
+            }
+            if self.usage.bytes.saturating_add(size) > bytes {
+                return Err(self.overflow(bytes));
+            }
+        }
+        Ok(())
+    }
+
+    fn overflow(&self, quota_bytes: u64) -> CoreError {
+        quota(format!(
+            "the file does not fit in {}'s mailbox: {} of {} used",
+            self.account,
+            format_size(self.usage.bytes),
+            format_size(quota_bytes)
+        ))
+    }
+}
+
+/// The most bytes one upload may write, and the refusal a write past it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByteLimit {
+    /// The largest size the file may reach.
+    pub bytes: u64,
+    /// The error of a write that would pass it (kind QuotaExceeded).
+    pub error: CoreError,
+}
+
+/// Decides the byte limit of an upload when it opens: the smallest of the sender's largest
+/// file and each recipient's free quota. A full recipient mailbox (bytes or files) refuses
+/// the upload at once. `None` means no limit applies.
+pub fn upload_limit(
+    sender: &AccountName,
+    sender_limits: &Limits,
+    mailboxes: &[Mailbox<'_>],
+) -> Result<Option<ByteLimit>> {
+    let mut limit = sender_limits.max_file_size.map(|bytes| ByteLimit {
+        bytes,
+        error: quota(format!(
+            "the file is larger than {sender}'s limit of {} per file",
+            format_size(bytes)
+        )),
+    });
+    for mailbox in mailboxes {
+        mailbox.admit(0)?;
+        let Some(quota_bytes) = mailbox.limits.quota_bytes else {
+            continue;
+        };
+        // Invariant: `admit(0)` refused a mailbox whose usage reached its quota.
+        let free = quota_bytes.saturating_sub(mailbox.usage.bytes);
+        if limit.as_ref().is_none_or(|l| free < l.bytes) {
+            limit = Some(ByteLimit {
+                bytes: free,
+                error: mailbox.overflow(quota_bytes),
+            });
+        }
+    }
+    Ok(limit)
+}
+
+fn quota(message: String) -> CoreError {
+    CoreError::new(ErrorKind::QuotaExceeded, message)
+}
+
 /// What a ban applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BanSubject {
@@ -530,6 +698,142 @@ mod tests {
             "192.0.2.1"
         );
         assert!(BanSubject::parse("account:../x").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        for (input, expect) in [
+            ("0", Some(0)),
+            ("1048576", Some(1 << 20)),
+            ("512K", Some(512 << 10)),
+            ("10M", Some(10 << 20)),
+            ("10m", Some(10 << 20)),
+            ("1G", Some(1 << 30)),
+            ("1GiB", Some(1 << 30)),
+            ("1.5G", Some(3 << 29)),
+            ("2T", Some(2 << 40)),
+            (" 7 B ", Some(7)),
+            ("", None),
+            ("M", None),
+            ("10X", None),
+            ("-1", None),
+            ("1.5", None),
+            ("99999999999T", None),
+        ] {
+            assert_eq!(parse_size(input).ok(), expect, "{input:?}");
+        }
+        assert_eq!(format_size(0), "0 bytes");
+        assert_eq!(format_size(1023), "1023 bytes");
+        assert_eq!(format_size(1 << 20), "1.0 MiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn name_rules_deny_wins() {
+        let limits = Limits {
+            name_allow: vec!["*.csv".into(), "*.pdf".into()],
+            name_deny: vec!["secret*".into()],
+            ..Limits::default()
+        };
+        assert_eq!(limits.name_refusal("prices.CSV"), None);
+        let deny = limits.name_refusal("secret.csv").unwrap();
+        assert!(deny.contains("denied pattern secret*"), "{deny}");
+        let allow = limits.name_refusal("setup.exe").unwrap();
+        assert!(
+            allow.contains("none of the allowed patterns *.csv, *.pdf"),
+            "{allow}"
+        );
+        assert_eq!(Limits::default().name_refusal("anything"), None);
+    }
+
+    fn mailbox<'a>(
+        name: &'a AccountName,
+        limits: &'a Limits,
+        bytes: u64,
+        files: u64,
+    ) -> Mailbox<'a> {
+        Mailbox {
+            account: name,
+            limits,
+            usage: InboxUsage { bytes, files },
+        }
+    }
+
+    #[test]
+    fn upload_limit_is_the_smallest_and_says_why() {
+        let alice = AccountName::parse("alice").unwrap();
+        let bob = AccountName::parse("bob").unwrap();
+        let carol = AccountName::parse("carol").unwrap();
+        let none = Limits::default();
+        assert_eq!(upload_limit(&alice, &none, &[]).unwrap(), None);
+
+        let sender = Limits {
+            max_file_size: Some(10 << 20),
+            ..Limits::default()
+        };
+        let quota_1m = Limits {
+            quota_bytes: Some(1 << 20),
+            ..Limits::default()
+        };
+        let quota_100m = Limits {
+            quota_bytes: Some(100 << 20),
+            ..Limits::default()
+        };
+        // The sender's own limit when no recipient is tighter.
+        let limit = upload_limit(&alice, &sender, &[mailbox(&bob, &quota_100m, 0, 0)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(limit.bytes, 10 << 20);
+        assert_eq!(limit.error.kind(), ErrorKind::QuotaExceeded);
+        assert!(limit.error.message().contains("alice's limit of 10.0 MiB"));
+        // Bob's free space (1 MiB - 256 KiB) is the smallest.
+        let limit = upload_limit(
+            &alice,
+            &sender,
+            &[
+                mailbox(&carol, &quota_100m, 0, 0),
+                mailbox(&bob, &quota_1m, 256 << 10, 3),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(limit.bytes, 768 << 10);
+        assert_eq!(
+            limit.error.message(),
+            "the file does not fit in bob's mailbox: 256.0 KiB of 1.0 MiB used"
+        );
+        // A full inbox refuses at open, by bytes or by files.
+        let err = upload_limit(&alice, &none, &[mailbox(&bob, &quota_1m, 1 << 20, 1)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+        assert_eq!(
+            err.message(),
+            "bob's mailbox is full: 1.0 MiB of 1.0 MiB used"
+        );
+        let two_files = Limits {
+            quota_files: Some(2),
+            ..Limits::default()
+        };
+        let err = upload_limit(&alice, &none, &[mailbox(&bob, &two_files, 10, 2)]).unwrap_err();
+        assert_eq!(err.message(), "bob's mailbox is full: 2 of 2 files waiting");
+        assert!(
+            upload_limit(&alice, &none, &[mailbox(&bob, &two_files, 10, 1)])
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn admit_rechecks_the_final_size() {
+        let bob = AccountName::parse("bob").unwrap();
+        let quota_1m = Limits {
+            quota_bytes: Some(1 << 20),
+            ..Limits::default()
+        };
+        let inbox = mailbox(&bob, &quota_1m, 600 << 10, 1);
+        assert!(inbox.admit(424 << 10).is_ok(), "exactly full is allowed");
+        let err = inbox.admit((424 << 10) + 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+        assert!(err.message().contains("bob's mailbox"), "{}", err.message());
     }
 
     #[test]

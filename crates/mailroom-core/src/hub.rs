@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::access::AccessPolicy;
+use crate::access::{self, AccessPolicy, ByteLimit, Factor, Mailbox, format_size};
 use crate::audit::{AuditRecord, ChainHead, ChainReport, Checkpoint};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::login::{AuthConfig, Guard};
@@ -25,8 +25,8 @@ use crate::password;
 use crate::path::{Area, VirtualPath};
 use crate::policy::{self, Decision};
 use crate::ports::{
-    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, MetaStore,
-    SweepReport,
+    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, InboxUsage,
+    MetaStore, SweepReport,
 };
 use crate::secret::Secret;
 
@@ -200,13 +200,50 @@ pub struct Upload {
     name: FileName,
     /// Who receives it, decided by route policy when the upload started.
     recipients: Vec<AccountName>,
+    /// The recipients that had a quota when the upload started, checked again at the end.
+    quota_recipients: Vec<AccountName>,
+    /// The most bytes the file may reach (sender's largest file, recipients' free quota),
+    /// decided when the upload started.
+    limit: Option<ByteLimit>,
+    /// Set when a write was refused for the limit: the upload can then only be aborted.
+    refusal: Option<CoreError>,
     writer: Box<dyn BlobWriter>,
 }
 
 impl Upload {
-    /// Writes data at an offset of the file being uploaded.
+    /// Writes data at an offset of the file being uploaded. A write that would take the file
+    /// past its byte limit is refused with [`ErrorKind::QuotaExceeded`], writes nothing, and
+    /// poisons the upload: every later write fails the same way and
+    /// [`Hub::finish_upload`] refuses it, so a truncated file is never delivered.
     pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+        if let Some(err) = &self.refusal {
+            return Err(err.clone());
+        }
+        if let Some(limit) = &self.limit
+            && offset.saturating_add(data.len() as u64) > limit.bytes
+        {
+            self.refusal = Some(limit.error.clone());
+            return Err(limit.error.clone());
+        }
         self.writer.write_at(offset, data).await
+    }
+
+    /// The most bytes this upload may write, if it is limited.
+    pub fn byte_limit(&self) -> Option<u64> {
+        self.limit.as_ref().map(|l| l.bytes)
+    }
+
+    /// Checks a size the client announced before sending (SCP's file header) against the
+    /// limit, so an oversize file is refused before its first byte. A refusal poisons the
+    /// upload like a refused write.
+    pub fn announce_size(&mut self, size: u64) -> Result<()> {
+        if let Some(limit) = &self.limit
+            && size > limit.bytes
+        {
+            self.refusal = Some(limit.error.clone());
+            return Err(limit.error.clone());
+        }
+        Ok(())
     }
 
     /// Bytes written so far.
@@ -553,16 +590,78 @@ impl Hub {
                 _ => CoreError::denied(format!("{path} is a folder, not a file")),
             });
         };
+        let sender = self.sender(session).await?;
+        if let Some(reason) = sender.access.limits.name_refusal(name.as_str()) {
+            return Err(CoreError::denied(format!(
+                "{} may not send this file: {reason}",
+                sender.name
+            )));
+        }
         let recipients = self.recipients(&session.account, target).await?;
+        // Only inboxes with a quota are measured: the common case costs no query.
+        let quota_recipients: Vec<&Account> = recipients.iter().filter(|a| has_quota(a)).collect();
+        let mut usages = Vec::with_capacity(quota_recipients.len());
+        for recipient in &quota_recipients {
+            usages.push(self.meta.inbox_usage(&recipient.name).await?);
+        }
+        let mailboxes = mailboxes(&quota_recipients, &usages);
+        let limit = access::upload_limit(&sender.name, &sender.access.limits, &mailboxes)?;
+        let quota_recipients = quota_recipients.iter().map(|a| a.name.clone()).collect();
         let writer = self.blobs.create().await?;
         Ok(Upload {
             session: session.clone(),
             path: path.clone(),
             target: target.clone(),
             name: name.clone(),
-            recipients,
+            recipients: recipients.into_iter().map(|a| a.name).collect(),
+            quota_recipients,
+            limit,
+            refusal: None,
             writer,
         })
+    }
+
+    /// The session's own account, checked for the right to send.
+    async fn sender(&self, session: &ClientSession) -> Result<Account> {
+        let account = self.session_account(session).await?;
+        if !account.access.rights.send {
+            return Err(CoreError::denied(format!(
+                "{} may not send files",
+                account.name
+            )));
+        }
+        Ok(account)
+    }
+
+    /// The session's account as stored now (rights and limits may have changed since login).
+    async fn session_account(&self, session: &ClientSession) -> Result<Account> {
+        self.meta
+            .account(&session.account)
+            .await?
+            .ok_or_else(|| CoreError::denied(format!("{} no longer exists", session.account)))
+    }
+
+    /// Checks, just before a finished upload is committed, that the file still fits the
+    /// quota of each recipient that had one when the upload opened: another upload may have
+    /// filled the inbox since.
+    async fn recheck_quota(&self, recipients: &[AccountName], size: u64) -> Result<()> {
+        for name in recipients {
+            let Some(account) = self.meta.account(name).await? else {
+                continue;
+            };
+            let limits = &account.access.limits;
+            if limits.quota_bytes.is_none() && limits.quota_files.is_none() {
+                continue;
+            }
+            let usage = self.meta.inbox_usage(name).await?;
+            Mailbox {
+                account: name,
+                limits,
+                usage,
+            }
+            .admit(size)?;
+        }
+        Ok(())
     }
 
     /// Completes an upload: makes the blob durable, then commits one delivery per recipient
@@ -573,12 +672,27 @@ impl Hub {
         // first byte was accepted is delivered, like a letter posted before a rule changed.
         let Upload {
             session,
-            path: _,
+            path,
             target,
             name,
             recipients,
+            quota_recipients,
+            limit: _,
+            refusal,
             writer,
         } = upload;
+        // The quota is checked again before the blob is made durable. Two uploads closing at
+        // the same instant can still both pass this check; the window is one commit long.
+        let refused = match refusal {
+            Some(err) => Err(err),
+            None => self.recheck_quota(&quota_recipients, writer.size()).await,
+        };
+        if let Err(err) = refused {
+            writer.abort().await;
+            self.record_refusal(&session, EventKind::Upload, &path, &err)
+                .await;
+            return Err(err);
+        }
         let blob = writer.commit().await?;
         let actor = session.actor();
         let mut suffix = 1;
@@ -651,12 +765,28 @@ impl Hub {
 
     /// Abandons an upload (connection dropped, client closed early); nothing becomes visible.
     pub async fn abort_upload(&self, upload: Upload, reason: &str) {
+        // A write refused for a limit is a refusal, not a failure, and says which limit.
+        let (outcome, detail) = match &upload.refusal {
+            Some(err) => (
+                Outcome::Refused,
+                format!(
+                    "{}: {} ({reason}; {} bytes accepted, nothing delivered)",
+                    err.kind(),
+                    err.message(),
+                    upload.size()
+                ),
+            ),
+            None => (
+                Outcome::Failed,
+                format!("{reason} after {} bytes; nothing delivered", upload.size()),
+            ),
+        };
         let event = self.event(
             &upload.session.actor(),
             EventKind::Upload,
             upload.path.to_string(),
-            Outcome::Failed,
-            format!("{reason} after {} bytes; nothing delivered", upload.size()),
+            outcome,
+            detail,
         );
         upload.writer.abort().await;
         if let Err(err) = self.meta.record(&[event], Durability::Relaxed).await {
@@ -701,12 +831,14 @@ impl Hub {
         )))
     }
 
-    /// The accounts an upload to `target` reaches, after route policy.
-    async fn recipients(
-        &self,
-        sender: &AccountName,
-        target: &AccountName,
-    ) -> Result<Vec<AccountName>> {
+    /// The accounts an upload to `target` reaches, after route policy and the recipients'
+    /// right to receive.
+    ///
+    /// A group member who may not receive refuses the whole upload, naming the member:
+    /// skipping it silently would tell the sender the group got the file when part of it did
+    /// not. (Members denied by route policy, disabled or admin are skipped, as before: the
+    /// sender was never meant to reach them through the group.)
+    async fn recipients(&self, sender: &AccountName, target: &AccountName) -> Result<Vec<Account>> {
         let routes = self.meta.routes().await?;
         let groups = self.meta.groups().await?;
         let decision = policy::decide(&routes, &groups, sender, target);
@@ -720,12 +852,21 @@ impl Hub {
                 if policy::decide(&routes, &groups, sender, member) == Decision::Denied {
                     continue;
                 }
-                if let Some(account) = self.meta.account(member).await?
-                    && account.kind == AccountKind::Client
-                    && !account.disabled
-                {
-                    recipients.push(account.name);
+                let Some(account) = self.meta.account(member).await? else {
+                    continue;
+                };
+                if account.kind != AccountKind::Client || account.disabled {
+                    continue;
                 }
+                if !account.access.rights.receive {
+                    return Err(CoreError::new(
+                        ErrorKind::RouteDenied,
+                        format!(
+                            "{member} in group {target} may not receive files; nothing was sent to the group"
+                        ),
+                    ));
+                }
+                recipients.push(account);
             }
             if recipients.is_empty() {
                 return Err(CoreError::new(
@@ -747,7 +888,13 @@ impl Hub {
                         format!("{target} is disabled and cannot receive files"),
                     ));
                 }
-                Ok(vec![account.name])
+                if !account.access.rights.receive {
+                    return Err(CoreError::new(
+                        ErrorKind::RouteDenied,
+                        format!("{target} may not receive files"),
+                    ));
+                }
+                Ok(vec![account])
             }
             _ => Err(CoreError::not_found(format!(
                 "no recipient named {target}: there is no such account or group"
@@ -763,7 +910,7 @@ impl Hub {
         let mut targets = BTreeSet::new();
         for account in accounts
             .iter()
-            .filter(|a| a.kind == AccountKind::Client && !a.disabled)
+            .filter(|a| a.kind == AccountKind::Client && !a.disabled && a.access.rights.receive)
         {
             if policy::decide(&routes, &groups, sender, &account.name) == Decision::Allowed {
                 targets.insert(account.name.clone());
@@ -775,6 +922,63 @@ impl Hub {
             }
         }
         Ok(targets)
+    }
+
+    // ----- retention -------------------------------------------------------------------------
+
+    /// Expires what retention no longer keeps: for every account with `retention_days`, each
+    /// live delivery to it created more than that many days before `now` moves to `expired`
+    /// (with a `delivery.expired` event by `system`, durably) and its blob is deleted once no
+    /// live delivery uses it. Returns how many deliveries expired.
+    pub async fn expire(&self, now: OffsetDateTime) -> Result<u64> {
+        let actor = Actor::system();
+        let mut expired = 0;
+        for account in self.meta.accounts().await? {
+            let Some(days) = account.access.limits.retention_days else {
+                continue;
+            };
+            let cutoff = now - time::Duration::days(i64::from(days));
+            let due = self
+                .meta
+                .deliveries(&DeliveryQuery {
+                    recipient: Some(account.name.clone()),
+                    states: DeliveryState::LIVE.to_vec(),
+                    created_before: Some(cutoff),
+                    ..DeliveryQuery::default()
+                })
+                .await?;
+            for delivery in &due {
+                let mut event = self.delivery_event(&actor, EventKind::DeliveryExpired, delivery);
+                event.detail.push_str(&format!(
+                    "; kept {days} days by {}'s retention",
+                    account.name
+                ));
+                // A delivery acknowledged or recalled since the query is simply not moved.
+                let moved = self
+                    .meta
+                    .transition(
+                        &delivery.id,
+                        &DeliveryState::LIVE,
+                        DeliveryState::Expired,
+                        std::slice::from_ref(&event),
+                        Durability::Flush,
+                    )
+                    .await?;
+                if moved {
+                    expired += 1;
+                    self.release_blob(delivery).await;
+                }
+            }
+        }
+        if expired > 0 {
+            tracing::info!(expired, "retention expired deliveries");
+        }
+        Ok(expired)
+    }
+
+    /// [`Hub::expire`] at the hub clock's current time.
+    pub async fn expire_due(&self) -> Result<u64> {
+        self.expire(self.clock.now()).await
     }
 
     // ----- removal and renames ---------------------------------------------------------------
@@ -797,6 +1001,13 @@ impl Hub {
         let actor = session.actor();
         match path {
             VirtualPath::File(Area::Inbox, sender, name) => {
+                let account = self.session_account(session).await?;
+                if !account.access.rights.delete {
+                    return Err(CoreError::denied(format!(
+                        "{} may not delete files from the inbox",
+                        account.name
+                    )));
+                }
                 let delivery = self
                     .visible_file(session, Area::Inbox, sender, name)
                     .await?;
@@ -818,6 +1029,13 @@ impl Hub {
                 Ok(())
             }
             VirtualPath::File(Area::Outbox, target, name) => {
+                let account = self.session_account(session).await?;
+                if !account.access.rights.recall {
+                    return Err(CoreError::denied(format!(
+                        "{} may not recall files it sent",
+                        account.name
+                    )));
+                }
                 let deliveries = self
                     .meta
                     .deliveries(&DeliveryQuery {
@@ -864,8 +1082,23 @@ impl Hub {
     }
 
     /// Renames a pending delivery within one outbox folder. Nothing is ever overwritten: a
-    /// taken name is refused.
+    /// taken name is refused. Renaming is sending under a new name: it needs the right to
+    /// send, and the new name must pass the sender's file-name rules.
     pub async fn rename(
+        &self,
+        session: &ClientSession,
+        from: &VirtualPath,
+        to: &VirtualPath,
+    ) -> Result<()> {
+        let result = self.rename_inner(session, from, to).await;
+        if let Err(err) = &result {
+            self.record_refusal(session, EventKind::DeliveryRenamed, from, err)
+                .await;
+        }
+        result
+    }
+
+    async fn rename_inner(
         &self,
         session: &ClientSession,
         from: &VirtualPath,
@@ -887,6 +1120,13 @@ impl Hub {
         }
         if from_name == to_name {
             return Ok(());
+        }
+        let sender = self.sender(session).await?;
+        if let Some(reason) = sender.access.limits.name_refusal(to_name.as_str()) {
+            return Err(CoreError::denied(format!(
+                "{} may not rename to {to_name}: {reason}",
+                sender.name
+            )));
         }
         let deliveries = self
             .meta
@@ -1050,6 +1290,28 @@ impl Hub {
         account.password_hash = Some(self.hash_password(name, password).await?);
         let event = self.admin_event(actor, format!("account {name}"), "set password".to_owned());
         self.meta.update_account(&account, &event).await
+    }
+
+    /// Replaces an account's access policy (factors, networks, rights, limits) and records
+    /// an admin event naming what changed. Requiring TOTP of an account that has not enrolled
+    /// is refused: it could never log in again.
+    pub async fn set_access(
+        &self,
+        actor: &Actor,
+        name: &AccountName,
+        access: AccessPolicy,
+    ) -> Result<Account> {
+        let mut account = self.account(name).await?;
+        if access.factors.factors().contains(&Factor::Totp) && account.totp.is_none() {
+            return Err(CoreError::conflict(format!(
+                "{name} has no TOTP enrolment; enroll TOTP first: mailroom account totp enroll {name}"
+            )));
+        }
+        let detail = describe_access_change(&account.access, &access);
+        account.access = access;
+        let event = self.admin_event(actor, format!("account {name}"), detail);
+        self.meta.update_account(&account, &event).await?;
+        Ok(account)
     }
 
     /// Disables or enables an account.
@@ -1348,6 +1610,98 @@ impl Hub {
     }
 }
 
+/// One line for the audit trail naming each part of an access policy that changed, e.g.
+/// `rights send,receive; quota 1.0 GiB`; `no change` when nothing did.
+fn describe_access_change(old: &AccessPolicy, new: &AccessPolicy) -> String {
+    fn size(value: Option<u64>) -> String {
+        value.map_or_else(|| "none".to_owned(), format_size)
+    }
+    fn number<T: ToString>(value: Option<T>) -> String {
+        value.map_or_else(|| "none".to_owned(), |v| v.to_string())
+    }
+    fn globs(globs: &[String], empty: &str) -> String {
+        if globs.is_empty() {
+            empty.to_owned()
+        } else {
+            globs.join(",")
+        }
+    }
+    let mut parts = Vec::new();
+    if old.factors != new.factors {
+        parts.push(format!("require {}", new.factors));
+    }
+    if old.networks != new.networks {
+        let networks: Vec<String> = new.networks.iter().map(|n| n.to_string()).collect();
+        parts.push(format!(
+            "networks {}",
+            if networks.is_empty() {
+                "any".to_owned()
+            } else {
+                networks.join(",")
+            }
+        ));
+    }
+    if old.certificate_subject != new.certificate_subject {
+        parts.push(format!(
+            "certificate subject {}",
+            new.certificate_subject.as_deref().unwrap_or("none")
+        ));
+    }
+    if old.rights != new.rights {
+        parts.push(format!("rights {}", new.rights));
+    }
+    let (old, new) = (&old.limits, &new.limits);
+    if old.name_allow != new.name_allow {
+        parts.push(format!("allow names {}", globs(&new.name_allow, "any")));
+    }
+    if old.name_deny != new.name_deny {
+        parts.push(format!("deny names {}", globs(&new.name_deny, "none")));
+    }
+    if old.max_file_size != new.max_file_size {
+        parts.push(format!("max file size {}", size(new.max_file_size)));
+    }
+    if old.quota_bytes != new.quota_bytes {
+        parts.push(format!("quota {}", size(new.quota_bytes)));
+    }
+    if old.quota_files != new.quota_files {
+        parts.push(format!("quota files {}", number(new.quota_files)));
+    }
+    if old.retention_days != new.retention_days {
+        parts.push(format!(
+            "retention {}",
+            new.retention_days
+                .map_or_else(|| "none".to_owned(), |d| format!("{d} days"))
+        ));
+    }
+    if old.max_sessions != new.max_sessions {
+        parts.push(format!("max sessions {}", number(new.max_sessions)));
+    }
+    if parts.is_empty() {
+        "set access: no change".to_owned()
+    } else {
+        format!("set {}", parts.join("; "))
+    }
+}
+
+/// Whether an account limits what waits in its inbox.
+fn has_quota(account: &Account) -> bool {
+    let limits = &account.access.limits;
+    limits.quota_bytes.is_some() || limits.quota_files.is_some()
+}
+
+/// Pairs each recipient with its inbox usage, for the quota arithmetic.
+fn mailboxes<'a>(recipients: &[&'a Account], usages: &[InboxUsage]) -> Vec<Mailbox<'a>> {
+    recipients
+        .iter()
+        .zip(usages)
+        .map(|(&account, usage)| Mailbox {
+            account: &account.name,
+            limits: &account.access.limits,
+            usage: *usage,
+        })
+        .collect()
+}
+
 fn route_denied(sender: &AccountName, target: &AccountName) -> CoreError {
     CoreError::new(
         ErrorKind::RouteDenied,
@@ -1400,6 +1754,25 @@ pub(crate) fn printable(user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_changes_are_described() {
+        let old = AccessPolicy::default();
+        assert_eq!(describe_access_change(&old, &old), "set access: no change");
+        let mut new = old.clone();
+        new.rights = crate::access::Rights::parse("send,receive").unwrap();
+        new.limits.quota_bytes = Some(1 << 30);
+        new.limits.retention_days = Some(30);
+        new.limits.name_deny = vec!["*.exe".into()];
+        assert_eq!(
+            describe_access_change(&old, &new),
+            "set rights send,receive; deny names *.exe; quota 1.0 GiB; retention 30 days"
+        );
+        assert_eq!(
+            describe_access_change(&new, &old),
+            "set rights send,receive,delete,recall; deny names none; quota none; retention none"
+        );
+    }
 
     #[test]
     fn coverage_counts_each_byte_once_in_any_order() {

@@ -20,7 +20,10 @@ pub mod ports;
 pub mod secret;
 pub mod sessions;
 
-pub use access::{AccessPolicy, Ban, BanSubject, Factor, FactorSet, Limits, Rights, TotpEnrolment};
+pub use access::{
+    AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
+    TotpEnrolment, format_size, parse_size,
+};
 pub use audit::{
     AuditRecord, ChainBreak, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint,
     CheckpointStatus,

@@ -319,6 +319,14 @@ async fn receive_file(
             return Ok(false);
         }
     };
+    // The header announces the size: a file over the sender's or a recipient's limit is
+    // refused before any data is sent.
+    if let Err(err) = upload.announce_size(size) {
+        hub.abort_upload(upload, "announced size over the limit")
+            .await;
+        out.warn(err.message()).await?;
+        return Ok(false);
+    }
     out.ok().await?;
     let mut offset = 0u64;
     let mut write_error: Option<CoreError> = None;

@@ -6,6 +6,9 @@ Subcommands:
   login  HOST PORT USER (--password PW | --key FILE)     -> {"ok", "error", "seconds"}
   put    HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error"}
   get    HOST PORT USER --key FILE REMOTE LOCAL          -> {"ok", "error"}
+  write  HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error", "written"}
+      like put, but each 32 KiB write waits for its status, so a refused write raises with
+      the server's message (put pipelines its writes, and paramiko ignores errors on close)
   hostile HOST PORT USER --key FILE                      -> {"results": [{"op","path","ok","errno","error"}], "alive"}
   put-many HOST PORT USER --key FILE REMOTE_DIR LOCAL... -> one {"done": NAME} line per upload
       whose close was acknowledged, printed and flushed at once (for crash tests), then
@@ -58,6 +61,26 @@ def cmd_put(args):
         return {"ok": True, "error": None}
     except Exception as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        transport.close()
+
+
+def cmd_write(args):
+    transport = connect(args)
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    written = 0
+    try:
+        with open(args.local, "rb") as local, sftp.open(args.remote, "wb") as remote:
+            while True:
+                chunk = local.read(32768)
+                if not chunk:
+                    break
+                remote.write(chunk)
+                remote.flush()
+                written += len(chunk)
+        return {"ok": True, "error": None, "written": written}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "written": written}
     finally:
         transport.close()
 
@@ -164,12 +187,12 @@ def main():
     parser.add_argument("--key")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_intermixed_args()
-    if args.command in ("put", "get"):
-        if args.command == "put":
+    if args.command in ("put", "get", "write"):
+        if args.command in ("put", "write"):
             args.local, args.remote = args.rest
         else:
             args.remote, args.local = args.rest
-    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "hostile": cmd_hostile,
+    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "write": cmd_write, "hostile": cmd_hostile,
                "put-many": cmd_put_many}[args.command]
     print(json.dumps(handler(args)))
     sys.stdout.flush()

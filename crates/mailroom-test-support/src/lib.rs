@@ -15,8 +15,8 @@ use std::process::Output;
 use std::sync::Arc;
 
 use mailroom_core::{
-    Account, AccountKind, AccountName, Actor, AuthConfig, AuthorizedKey, DeliveryQuery, Hub,
-    RouteEffect, Secret, SystemClock,
+    AccessPolicy, Account, AccountKind, AccountName, Actor, AuthConfig, AuthorizedKey,
+    DeliveryQuery, Event, EventKind, EventQuery, Hub, Outcome, RouteEffect, Secret, SystemClock,
 };
 use mailroom_core::{Delivery, MetaStore};
 use sha2::{Digest, Sha256};
@@ -134,6 +134,10 @@ impl TestHub {
 
     /// Creates a client account with a password and a fresh ed25519 key.
     pub async fn client(&self, name: &str) -> TestClient {
+        self.account_of_kind(name, AccountKind::Client).await
+    }
+
+    async fn account_of_kind(&self, name: &str, kind: AccountKind) -> TestClient {
         let key = self.dir.path().join(format!("{name}_ed25519"));
         let status = std::process::Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
@@ -147,7 +151,7 @@ impl TestHub {
             .add_account(
                 &Self::admin(),
                 AccountName::parse(name).expect("valid name"),
-                AccountKind::Client,
+                kind,
                 Some(Secret::new(password.clone())),
                 vec![AuthorizedKey::parse(&public).expect("valid key")],
             )
@@ -158,6 +162,34 @@ impl TestHub {
             password,
             key,
         }
+    }
+
+    /// Creates an admin account with a password and a fresh ed25519 key: credentials that
+    /// must still not open a mailbox.
+    pub async fn admin_account(&self, name: &str) -> TestClient {
+        self.account_of_kind(name, AccountKind::Admin).await
+    }
+
+    /// Changes an account's access policy through the Hub's admin call.
+    pub async fn set_access(&self, account: &str, change: impl FnOnce(&mut AccessPolicy)) {
+        let mut access = self.account(account).await.access;
+        change(&mut access);
+        self.hub
+            .set_access(&Self::admin(), &name(account), access)
+            .await
+            .expect("set access");
+    }
+
+    /// Events of one kind and outcome, oldest first.
+    pub async fn events(&self, kind: EventKind, outcome: Outcome) -> Vec<Event> {
+        self.hub
+            .events(&EventQuery {
+                kind: Some(kind),
+                outcome: Some(outcome),
+                ..EventQuery::default()
+            })
+            .await
+            .expect("events")
     }
 
     /// Allows `from` to send to `to`.

@@ -9,12 +9,16 @@ use std::io::{BufRead, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use mailroom_core::access::{IpNet, parse_globs, parse_networks};
 use mailroom_core::{
-    AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState, Hub, MetaStore,
-    RouteEffect, Secret,
+    AccessPolicy, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
+    FactorSet, Hub, MetaStore, Rights, RouteEffect, Secret, parse_size,
 };
 
-use crate::cli::{AccountCommand, GroupCommand, KeyCommand, MemberCommand, RouteCommand};
+use crate::cli::{
+    AccountCommand, GroupCommand, KeyCommand, MemberCommand, RetentionCommand, RouteCommand,
+    SetArgs,
+};
 use crate::data::{DataDir, OpenHub};
 use crate::output::{Output, Status};
 
@@ -94,6 +98,19 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
                 .await?,
             )
         }
+        AccountCommand::Set(args) => {
+            let name = parse_name(&args.name)?;
+            let change = AccessChange::parse(&args)?;
+            let account = with_hub(data, async |hub| {
+                let mut access = hub.account(&name).await?.access;
+                change.apply(&mut access);
+                hub.set_access(&actor, &name, access)
+                    .await
+                    .with_context(|| format!("cannot change the access of {name}"))
+            })
+            .await?;
+            out.account(&account)
+        }
         AccountCommand::Disable(arg) => set_disabled(data, out, &actor, &arg.name, true).await,
         AccountCommand::Enable(arg) => set_disabled(data, out, &actor, &arg.name, false).await,
         AccountCommand::Delete(arg) => {
@@ -146,6 +163,152 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
             out.done(&format!("removed key {fingerprint} from {name}"))
         }
     }
+}
+
+/// The parts of an access policy `account set` was asked to change, parsed before the store
+/// is opened so that a bad value changes nothing.
+#[derive(Debug, Default)]
+struct AccessChange {
+    factors: Option<FactorSet>,
+    networks: Option<Vec<IpNet>>,
+    certificate_subject: Option<Option<String>>,
+    rights: Option<Rights>,
+    name_allow: Option<Vec<String>>,
+    name_deny: Option<Vec<String>>,
+    max_file_size: Option<Option<u64>>,
+    quota_bytes: Option<Option<u64>>,
+    quota_files: Option<Option<u64>>,
+    retention_days: Option<Option<u32>>,
+    max_sessions: Option<Option<u32>>,
+}
+
+impl AccessChange {
+    fn parse(args: &SetArgs) -> Result<AccessChange> {
+        fn each<T>(
+            value: &Option<String>,
+            flag: &str,
+            parse: impl FnOnce(&str) -> Result<T>,
+        ) -> Result<Option<T>> {
+            value
+                .as_deref()
+                .map(|v| parse(v.trim()).with_context(|| format!("--{flag}")))
+                .transpose()
+        }
+        let change = AccessChange {
+            factors: each(&args.require, "require", |v| Ok(FactorSet::parse(v)?))?,
+            networks: each(&args.networks, "networks", |v| {
+                Ok(if v == "any" {
+                    Vec::new()
+                } else {
+                    parse_networks(v)?
+                })
+            })?,
+            certificate_subject: each(&args.certificate_subject, "certificate-subject", |v| {
+                if v == "none" {
+                    return Ok(None);
+                }
+                if v.is_empty() || v.len() > 255 || v.chars().any(char::is_control) {
+                    bail!("a certificate subject is 1 to 255 printable characters, or none");
+                }
+                Ok(Some(v.to_owned()))
+            })?,
+            rights: each(&args.rights, "rights", |v| Ok(Rights::parse(v)?))?,
+            name_allow: each(&args.allow_names, "allow-names", |v| {
+                Ok(if v == "any" {
+                    Vec::new()
+                } else {
+                    parse_globs(v)?
+                })
+            })?,
+            name_deny: each(&args.deny_names, "deny-names", |v| {
+                Ok(if v == "none" {
+                    Vec::new()
+                } else {
+                    parse_globs(v)?
+                })
+            })?,
+            max_file_size: each(&args.max_file_size, "max-file-size", size_or_none)?,
+            quota_bytes: each(&args.quota_bytes, "quota-bytes", size_or_none)?,
+            quota_files: each(&args.quota_files, "quota-files", count_or_none::<u64>)?,
+            retention_days: each(&args.retention_days, "retention-days", |v| {
+                let days = count_or_none::<u32>(v)?;
+                if days == Some(0) {
+                    bail!("0 days would expire every file at once: give at least 1, or none");
+                }
+                Ok(days)
+            })?,
+            max_sessions: each(&args.max_sessions, "max-sessions", count_or_none::<u32>)?,
+        };
+        if change.is_empty() {
+            bail!(
+                "nothing to change: give at least one option, e.g. --rights send,receive (see mailroom account set --help)"
+            );
+        }
+        Ok(change)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.factors.is_none()
+            && self.networks.is_none()
+            && self.certificate_subject.is_none()
+            && self.rights.is_none()
+            && self.name_allow.is_none()
+            && self.name_deny.is_none()
+            && self.max_file_size.is_none()
+            && self.quota_bytes.is_none()
+            && self.quota_files.is_none()
+            && self.retention_days.is_none()
+            && self.max_sessions.is_none()
+    }
+
+    fn apply(self, access: &mut AccessPolicy) {
+        fn put<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        put(&mut access.factors, self.factors);
+        put(&mut access.networks, self.networks);
+        put(&mut access.certificate_subject, self.certificate_subject);
+        put(&mut access.rights, self.rights);
+        let limits = &mut access.limits;
+        put(&mut limits.name_allow, self.name_allow);
+        put(&mut limits.name_deny, self.name_deny);
+        put(&mut limits.max_file_size, self.max_file_size);
+        put(&mut limits.quota_bytes, self.quota_bytes);
+        put(&mut limits.quota_files, self.quota_files);
+        put(&mut limits.retention_days, self.retention_days);
+        put(&mut limits.max_sessions, self.max_sessions);
+    }
+}
+
+fn size_or_none(value: &str) -> Result<Option<u64>> {
+    if value == "none" {
+        return Ok(None);
+    }
+    Ok(Some(parse_size(value)?))
+}
+
+fn count_or_none<T: std::str::FromStr>(value: &str) -> Result<Option<T>> {
+    if value == "none" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{value:?} is not a whole number (or none)"))
+}
+
+/// `mailroom retention run`.
+pub async fn retention(data: &DataDir, out: &Output, command: RetentionCommand) -> Result<()> {
+    let RetentionCommand::Run = command;
+    let expired = with_hub(data, async |hub| {
+        hub.expire_due()
+            .await
+            .context("cannot expire old deliveries")
+    })
+    .await?;
+    out.expired(expired)
 }
 
 async fn set_disabled(

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,26 @@ pub struct Config {
     pub auth: crate::auth::AuthSection,
     /// Copies of the audit trail sent elsewhere (syslog).
     pub audit: crate::syslog::AuditConfig,
+    /// When `serve` expires deliveries past their recipient's retention.
+    pub retention: RetentionConfig,
+}
+
+/// The `[retention]` section: how often `serve` runs the retention pass (accounts' own
+/// `retention_days` say what expires; `mailroom account set --retention-days`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between retention passes; one also runs at start.
+    pub interval_seconds: NonZeroU64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            // One hour (1 + 3599 s), built without a fallible constructor.
+            interval_seconds: NonZeroU64::MIN.saturating_add(3599),
+        }
+    }
 }
 
 /// The `[server]` section: how the process runs, whatever front ends it serves.
@@ -338,6 +359,7 @@ fn sections(config: &Config) -> Vec<Section> {
     let server = &config.server;
     let sftp = &config.sftp;
     let auth = &config.auth;
+    let retention = &config.retention;
     vec![
         Section {
             name: "server",
@@ -524,6 +546,15 @@ fn sections(config: &Config) -> Vec<Section> {
                 ),
             ],
         },
+        Section {
+            name: "retention",
+            doc: "Retention: expiring deliveries kept longer than their recipient's retention_days.",
+            settings: vec![setting(
+                "interval_seconds",
+                "Seconds between retention passes (at least 1); one also runs at start.",
+                integer(retention.interval_seconds.get()),
+            )],
+        },
     ]
 }
 
@@ -534,6 +565,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("sftp", field_names::<mailroom_sftp::Config>()),
         ("auth", field_names::<crate::auth::AuthSection>()),
         ("audit", field_names::<crate::syslog::AuditConfig>()),
+        ("retention", field_names::<RetentionConfig>()),
     ])
 }
 
@@ -745,7 +777,7 @@ mod tests {
     fn template_lists_exactly_the_fields_serde_knows() {
         assert_eq!(
             field_names::<Config>(),
-            ["server", "sftp", "audit"],
+            ["server", "sftp", "auth", "audit", "retention"],
             "a new section needs a place in sections()"
         );
         let defaults = Config::default();
@@ -792,6 +824,30 @@ mod tests {
                 c.sftp.host_key = PathBuf::from("1234");
                 c.sftp.max_startups = "5:50:20".parse().unwrap();
             },
+        );
+    }
+
+    #[test]
+    fn retention_interval() {
+        assert_eq!(Config::default().retention.interval_seconds.get(), 3600);
+        check_ok("[retention]\ninterval_seconds = 60\n", &[], |c| {
+            c.retention.interval_seconds = NonZeroU64::new(60).unwrap();
+        });
+        check_ok("", &[("MAILROOM_RETENTION_INTERVAL_SECONDS", "5")], |c| {
+            c.retention.interval_seconds = NonZeroU64::new(5).unwrap();
+        });
+        check_err(
+            "[retention]\ninterval_seconds = 0\n",
+            &[],
+            &["line 2", "key retention.interval_seconds"],
+        );
+        check_err(
+            "",
+            &[("MAILROOM_RETENTION_INTERVAL_SECONDS", "0")],
+            &[
+                "MAILROOM_RETENTION_INTERVAL_SECONDS",
+                "retention.interval_seconds",
+            ],
         );
     }
 

@@ -83,6 +83,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
             logging::install_for_cli()?;
             security::ban(&data, out, command).await
         }
+        Command::Retention(command) => {
+            logging::install_for_cli()?;
+            admin::retention(&data, out, command).await
+        }
         Command::Status => {
             logging::install_for_cli()?;
             admin::status(&data, out).await

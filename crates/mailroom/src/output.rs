@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use mailroom_core::{
-    Account, AuditRecord, AuthorizedKey, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
-    Event, Group, Route, TotpSetup,
+    AccessPolicy, Account, AuditRecord, AuthorizedKey, Ban, ChainHead, ChainReport, Checkpoint,
+    CheckpointStatus, Event, Group, Route, TotpSetup, format_size,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -130,20 +130,49 @@ impl Output {
         ))
     }
 
-    /// `account show`: never the password hash, only whether there is one.
+    /// `account show` and `account set`: never the password hash or the TOTP secret, only
+    /// whether there is one.
     pub fn account(&self, account: &Account) -> Result<()> {
         if self.json {
             return self.json_line(&AccountOut::from(account));
         }
-        let mut text = format!(
-            "name:      {}\nkind:      {}\nstatus:    {}\npassword:  {}\ncreated:   {}\nkeys:      {}\n",
-            account.name,
-            account.kind.as_str(),
-            enabled(account),
-            password_state(account),
-            short_time(account.created),
-            account.keys.len(),
-        );
+        let access = &account.access;
+        let limits = &access.limits;
+        let mut rows = vec![
+            ("name", account.name.to_string()),
+            ("kind", account.kind.as_str().to_owned()),
+            ("status", enabled(account).to_owned()),
+            ("password", password_state(account).to_owned()),
+            ("totp", totp_state(account)),
+            ("created", short_time(account.created)),
+            ("require", access.factors.to_string()),
+            ("networks", list_or(&networks(access), "any")),
+            (
+                "cert subject",
+                access
+                    .certificate_subject
+                    .clone()
+                    .unwrap_or_else(|| "(the account name)".to_owned()),
+            ),
+            ("rights", access.rights.to_string()),
+            ("allow names", list_or(&limits.name_allow, "any")),
+            ("deny names", list_or(&limits.name_deny, "none")),
+            ("max file size", size_or_none(limits.max_file_size)),
+            ("quota", size_or_none(limits.quota_bytes)),
+            ("quota files", number_or_none(limits.quota_files)),
+            (
+                "retention",
+                limits
+                    .retention_days
+                    .map_or_else(|| "none".to_owned(), |d| format!("{d} days")),
+            ),
+            ("max sessions", number_or_none(limits.max_sessions)),
+            ("keys", account.keys.len().to_string()),
+        ];
+        let mut text = String::new();
+        for (label, value) in rows.drain(..) {
+            text.push_str(&format!("{:<15}{}\n", format!("{label}:"), clean(&value)));
+        }
         for key in &account.keys {
             text.push_str(&format!(
                 "  {} {} {}\n",
@@ -153,6 +182,15 @@ impl Output {
             ));
         }
         self.text(&text)
+    }
+
+    /// `retention run`: how many deliveries expired.
+    pub fn expired(&self, count: u64) -> Result<()> {
+        if self.json {
+            self.json_line(&Expired { expired: count })
+        } else {
+            self.text(&format!("expired {count} deliveries\n"))
+        }
     }
 
     /// `group list`.
@@ -236,7 +274,7 @@ impl Output {
             .map(|c| c.expose().as_str())
             .collect();
         if self.json {
-            return self.json_line(&TotpOut {
+            return self.json_line(&TotpSetupOut {
                 account,
                 uri: setup.uri.expose(),
                 secret: setup.secret.expose(),
@@ -614,7 +652,7 @@ struct BanOut {
 }
 
 #[derive(Serialize)]
-struct TotpOut<'a> {
+struct TotpSetupOut<'a> {
     account: &'a str,
     uri: &'a str,
     secret: &'a str,
@@ -649,13 +687,82 @@ struct FirstAdminOut<'a> {
 }
 
 #[derive(Serialize)]
+struct Expired {
+    expired: u64,
+}
+
+#[derive(Serialize)]
 struct AccountOut {
     name: String,
     kind: &'static str,
     disabled: bool,
     password_set: bool,
+    totp: TotpOut,
     keys: Vec<KeyOut>,
     created: String,
+    access: AccessOut,
+}
+
+/// Whether TOTP is enrolled and how many recovery codes are left; never the secret.
+#[derive(Serialize)]
+struct TotpOut {
+    enrolled: bool,
+    recovery_codes_left: usize,
+}
+
+#[derive(Serialize)]
+struct AccessOut {
+    /// Required factors; empty for the default (a password or a key).
+    require: Vec<&'static str>,
+    /// Allowed source networks; empty for any.
+    networks: Vec<String>,
+    certificate_subject: Option<String>,
+    rights: RightsOut,
+    allow_names: Vec<String>,
+    deny_names: Vec<String>,
+    max_file_size: Option<u64>,
+    quota_bytes: Option<u64>,
+    quota_files: Option<u64>,
+    retention_days: Option<u32>,
+    max_sessions: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct RightsOut {
+    send: bool,
+    receive: bool,
+    delete: bool,
+    recall: bool,
+}
+
+impl From<&AccessPolicy> for AccessOut {
+    fn from(access: &AccessPolicy) -> Self {
+        let limits = &access.limits;
+        let rights = access.rights;
+        AccessOut {
+            require: access
+                .factors
+                .factors()
+                .iter()
+                .map(|f| f.as_str())
+                .collect(),
+            networks: networks(access),
+            certificate_subject: access.certificate_subject.clone(),
+            rights: RightsOut {
+                send: rights.send,
+                receive: rights.receive,
+                delete: rights.delete,
+                recall: rights.recall,
+            },
+            allow_names: limits.name_allow.clone(),
+            deny_names: limits.name_deny.clone(),
+            max_file_size: limits.max_file_size,
+            quota_bytes: limits.quota_bytes,
+            quota_files: limits.quota_files,
+            retention_days: limits.retention_days,
+            max_sessions: limits.max_sessions,
+        }
+    }
 }
 
 impl From<&Account> for AccountOut {
@@ -665,8 +772,13 @@ impl From<&Account> for AccountOut {
             kind: account.kind.as_str(),
             disabled: account.disabled,
             password_set: account.password_hash.is_some(),
+            totp: TotpOut {
+                enrolled: account.totp.is_some(),
+                recovery_codes_left: account.totp.as_ref().map_or(0, |t| t.recovery.len()),
+            },
             keys: account.keys.iter().map(KeyOut::from).collect(),
             created: rfc3339(account.created),
+            access: AccessOut::from(&account.access),
         }
     }
 }
@@ -763,6 +875,36 @@ fn password_state(account: &Account) -> &'static str {
     } else {
         "not set"
     }
+}
+
+fn totp_state(account: &Account) -> String {
+    match &account.totp {
+        Some(totp) => format!("enrolled, {} recovery codes left", totp.recovery.len()),
+        None => "not enrolled".to_owned(),
+    }
+}
+
+fn networks(access: &AccessPolicy) -> Vec<String> {
+    access.networks.iter().map(|n| n.to_string()).collect()
+}
+
+fn list_or(items: &[String], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn size_or_none(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "none".to_owned(),
+        |b| format!("{} ({b} bytes)", format_size(b)),
+    )
+}
+
+fn number_or_none<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
 fn rfc3339(time: OffsetDateTime) -> String {

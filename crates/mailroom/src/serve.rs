@@ -4,6 +4,8 @@
 //! The binary binds the sockets and hands each front end its listener, an `Arc<Hub>` and a
 //! shutdown token. On SIGTERM or SIGINT the token is cancelled (front ends stop accepting),
 //! running sessions get `[server] shutdown_grace_seconds` to finish, and the process exits 0.
+//! Beside the front ends it runs the retention pass, at start and every
+//! `[retention] interval_seconds`, until shutdown.
 //! Protocol work lives in the front-end crates; this module only wires and waits.
 
 use std::io;
@@ -106,6 +108,11 @@ async fn serve(
     // Housekeeping: close sessions of accounts disabled, deleted, banned or moved out of their
     // networks (also by another process, such as the admin CLI), and re-read the bans.
     let housekeeping = tokio::spawn(housekeeping(hub.clone(), shutdown.clone()));
+    let retention = tokio::spawn(retention_loop(
+        hub.clone(),
+        Duration::from_secs(config.retention.interval_seconds.get()),
+        shutdown.clone(),
+    ));
 
     let early_end = tokio::select! {
         _ = terminate.recv() => { info!(signal = "SIGTERM", "shutting down"); None }
@@ -114,6 +121,11 @@ async fn serve(
     };
     shutdown.cancel();
     let _ = housekeeping.await;
+    // The retention loop stops at the token; a pass cut short leaves at most a blob that the
+    // next start-up sweep removes (each expiry itself commits atomically).
+    if let Err(err) = retention.await {
+        error!(error = %err, "the retention task ended abnormally");
+    }
     if let Some(ended) = early_end {
         // A front end stopped on its own: that is a failure even if it says Ok.
         let failure = front_end_result(ended)
@@ -142,6 +154,26 @@ async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(closed) => info!(closed, "closed sessions that may no longer run"),
             Err(err) => warn!(error = %err, "could not check live sessions"),
+        }
+    }
+}
+
+/// Runs the retention pass at once and then every `interval` until `shutdown`. A failed pass
+/// is logged and retried at the next tick; it never stops the server.
+async fn retention_loop(hub: Arc<Hub>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = hub.expire_due() => match result {
+                Ok(expired) => info!(expired, "retention pass"),
+                Err(err) => warn!(error = %err, "retention pass failed; retrying at the next interval"),
+            },
         }
     }
 }

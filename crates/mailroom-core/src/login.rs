@@ -681,7 +681,9 @@ impl Hub {
                 length.as_secs() / 60
             ),
         );
-        tracing::warn!(subject = %subject, until = %rfc3339(until), level, reason = %reason, "ban");
+        if actor.protocol == Protocol::System {
+            tracing::warn!(subject = %subject, until = %rfc3339(until), level, reason = %reason, "ban");
+        }
         self.meta.put_ban(&ban, &event).await?;
         self.guard
             .bans
@@ -849,10 +851,7 @@ impl Hub {
                     banned.then(|| "banned".to_owned())
                 }
             };
-            if let Some(reason) = reason
-                && self.guard.sessions.close(session.id, &reason)
-            {
-                closed += 1;
+            if let Some(reason) = reason {
                 let actor = Actor {
                     name: session.account.to_string(),
                     source: session.source.clone(),
@@ -866,7 +865,11 @@ impl Hub {
                     format!("closed by the hub: {reason}"),
                 );
                 tracing::info!(account = %session.account, reason = %reason, "closing session");
+                // Accounted first, so the event exists by the time the client sees the close.
                 self.meta.record(&[event], Durability::Relaxed).await?;
+                if self.guard.sessions.close(session.id, &reason) {
+                    closed += 1;
+                }
             }
         }
         Ok(closed)

@@ -551,6 +551,23 @@ impl russh::server::Handler for SshHandler {
                     .await
             }
         };
+        // A right password with a code still to come: ask for the code in the same exchange
+        // (RFC 4256 allows several rounds), as OpenSSH with PAM does. Clients that run one
+        // method per service request (paramiko sends a new one for each method, which russh
+        // ignores) can then finish password + code with one keyboard-interactive login.
+        if let Ok(LoginStep::Continue(remaining)) = &outcome
+            && factor == Factor::Password
+            && remaining.contains(&Factor::Totp)
+        {
+            let _entered = self.span.clone().entered();
+            tracing::info!("password accepted; asking for the one-time code");
+            self.interactive = Some(Factor::Totp);
+            return Ok(Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![("Verification code: ".into(), false)].into(),
+            });
+        }
         Ok(self.accept(outcome))
     }
 

@@ -13,6 +13,14 @@ Subcommands:
   put-many HOST PORT USER --key FILE REMOTE_DIR LOCAL... -> one {"done": NAME} line per upload
       whose close was acknowledged, printed and flushed at once (for crash tests), then
       {"finished": true} or {"error": ...}
+  mfa    HOST PORT USER [--key FILE] [--password PW] [--code CODE]
+      -> {"ok", "error", "steps": [{"method", "remaining"}], "prompts"}
+      proves the key, then either the password alone or, with --code, one keyboard-interactive
+      login answering "code" prompts with CODE and others with PW
+  timing HOST PORT USER (--password PW | --key FILE) N OTHER_USER
+      -> {"a": [{"seconds", "result"}], "b": [...]}
+      N interleaved pairs of refused logins as USER (a) and OTHER_USER (b), timing only the
+      authentication request (the handshake before it is not measured)
 """
 import argparse
 import json
@@ -177,6 +185,86 @@ def cmd_put_many(args):
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def client_transport(args):
+    sock = socket.create_connection((args.host, args.port), timeout=30)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = 30
+    transport.auth_timeout = 30
+    transport.start_client(timeout=30)
+    return transport
+
+
+def cmd_mfa(args):
+    steps, prompts = [], []
+    ok, error = False, None
+    transport = None
+
+    def answer(title, instructions, asked):
+        answers = []
+        for prompt, _echo in asked:
+            prompts.append(prompt)
+            if "code" in prompt.lower():
+                answers.append(args.code or "")
+            else:
+                answers.append(args.password or "")
+        return answers
+
+    try:
+        transport = client_transport(args)
+        if args.key:
+            key = paramiko.Ed25519Key.from_private_key_file(args.key)
+            steps.append({"method": "publickey", "remaining": transport.auth_publickey(args.user, key)})
+        if args.code and not transport.is_authenticated():
+            # One keyboard-interactive login answers the password and the code: paramiko
+            # sends a service request before each method, so it cannot chain methods on
+            # servers that accept one service request (russh).
+            steps.append({"method": "keyboard-interactive",
+                          "remaining": transport.auth_interactive(args.user, answer)})
+        elif args.password and not transport.is_authenticated():
+            steps.append({"method": "password",
+                          "remaining": transport.auth_password(args.user, args.password)})
+        ok = transport.is_authenticated()
+        if ok:
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            sftp.listdir("/")
+            sftp.close()
+    except Exception as exc:  # the test asserts on the message
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    finally:
+        if transport is not None:
+            transport.close()
+    return {"ok": ok, "error": error, "steps": steps, "prompts": prompts}
+
+
+def cmd_timing(args):
+    count, other = int(args.rest[0]), args.rest[1]
+    key = paramiko.Ed25519Key.from_private_key_file(args.key) if args.key else None
+    results = {"a": [], "b": []}
+
+    def attempt(user, label):
+        transport = client_transport(args)
+        start = time.perf_counter()
+        try:
+            if key is not None:
+                transport.auth_publickey(user, key)
+            else:
+                transport.auth_password(user, args.password)
+            result = "accepted"
+        except Exception as exc:
+            result = f"{type(exc).__name__}: {exc}"
+        results[label].append({"seconds": time.perf_counter() - start, "result": result})
+        transport.close()
+
+    for i in range(count):
+        # Alternate which goes first, so drift over the run hits both alike.
+        pair = [(args.user, "a"), (other, "b")]
+        if i % 2:
+            pair.reverse()
+        for user, label in pair:
+            attempt(user, label)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
@@ -185,6 +273,7 @@ def main():
     parser.add_argument("user")
     parser.add_argument("--password")
     parser.add_argument("--key")
+    parser.add_argument("--code")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_intermixed_args()
     if args.command in ("put", "get", "write"):
@@ -193,7 +282,7 @@ def main():
         else:
             args.remote, args.local = args.rest
     handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "write": cmd_write, "hostile": cmd_hostile,
-               "put-many": cmd_put_many}[args.command]
+               "put-many": cmd_put_many, "mfa": cmd_mfa, "timing": cmd_timing}[args.command]
     print(json.dumps(handler(args)))
     sys.stdout.flush()
 

@@ -100,7 +100,9 @@ impl TestHub {
                     () = housekeeping_stop.cancelled() => return,
                     () = tokio::time::sleep(HOUSEKEEPING) => {}
                 }
-                let _ = housekeeping_hub.enforce_sessions().await;
+                if let Err(err) = housekeeping_hub.enforce_sessions().await {
+                    eprintln!("session housekeeping failed: {err}");
+                }
             }
         });
         TestHub {

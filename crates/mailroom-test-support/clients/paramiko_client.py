@@ -4,6 +4,8 @@
 Each subcommand prints one JSON object on stdout and exits 0; the Rust test asserts on it.
 Subcommands:
   login  HOST PORT USER (--password PW | --key FILE)     -> {"ok", "error", "seconds"}
+      [--code CODE] answers the keyboard-interactive prompt after the password (TOTP);
+      [--bind ADDR] connects from the local address ADDR (e.g. 127.0.0.2), for defender tests
   put    HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error"}
   get    HOST PORT USER --key FILE REMOTE LOCAL          -> {"ok", "error"}
   write  HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error", "written"}
@@ -26,23 +28,45 @@ import argparse
 import json
 import socket
 import sys
+import threading
 import time
 
 import paramiko
 
 
 def connect(args):
-    sock = socket.create_connection((args.host, args.port), timeout=30)
-    transport = paramiko.Transport(sock)
-    transport.banner_timeout = 30
-    transport.auth_timeout = 30
-    transport.start_client(timeout=30)
+    transport = client_transport(args)
     if args.password is not None:
         transport.auth_password(args.user, args.password)
     else:
         key = paramiko.Ed25519Key.from_private_key_file(args.key)
         transport.auth_publickey(args.user, key)
+    if args.code is not None and not transport.is_authenticated():
+        second_factor(transport, args.user, args.code)
     return transport
+
+
+def second_factor(transport, user, code):
+    """Answers the server's keyboard-interactive prompt with `code` after a partial success.
+
+    paramiko's own auth_interactive first sends a second "ssh-userauth" service request;
+    russh 0.65 ignores a service request once authentication has begun, so that call waits
+    for its timeout. Like OpenSSH, this sends only the userauth request.
+    """
+    event = threading.Event()
+    handler = paramiko.auth_handler.AuthHandler(transport)
+    with transport.lock:
+        transport.auth_handler = handler
+        handler.auth_event = event
+        handler.auth_method = "keyboard-interactive"
+        handler.username = user
+        handler.interactive_handler = lambda title, instructions, prompts: [code] * len(prompts)
+        handler.submethods = ""
+        accept = paramiko.Message()
+        accept.add_string("ssh-userauth")
+        accept.rewind()
+        handler._parse_service_accept(accept)
+    handler.wait_for_response(event)
 
 
 def cmd_login(args):
@@ -186,7 +210,9 @@ def cmd_put_many(args):
 
 
 def client_transport(args):
-    sock = socket.create_connection((args.host, args.port), timeout=30)
+    """A connected, unauthenticated transport (from --bind's address when given)."""
+    source = (args.bind, 0) if args.bind else None
+    sock = socket.create_connection((args.host, args.port), timeout=30, source_address=source)
     transport = paramiko.Transport(sock)
     transport.banner_timeout = 30
     transport.auth_timeout = 30
@@ -274,6 +300,7 @@ def main():
     parser.add_argument("--password")
     parser.add_argument("--key")
     parser.add_argument("--code")
+    parser.add_argument("--bind")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_intermixed_args()
     if args.command in ("put", "get", "write"):

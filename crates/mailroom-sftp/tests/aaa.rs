@@ -624,3 +624,60 @@ async fn refusals_take_the_same_time_whether_or_not_the_account_exists() {
     eprintln!("key refusals: known account {k:.4}s, unknown {u:.4}s");
     assert!((k - u).abs() < 0.005, "medians differ: {k:.4}s vs {u:.4}s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protocol_errors_are_scored_until_the_address_is_banned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = AuthConfig {
+        defender: DefenderConfig {
+            threshold: 5,
+            ..DefenderConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let hub = TestHub::start_full(mailroom_sftp::Config::default(), auth).await;
+    let loopback = BanSubject::parse("127.0.0.1").unwrap();
+    // An HTTP request where the SSH version line belongs: a protocol error, one point each;
+    // the fifth reaches the threshold.
+    for sent in 1..=5 {
+        assert!(
+            hub.hub.bans().await.unwrap().is_empty(),
+            "banned after {sent} errors"
+        );
+        let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await;
+        // The refusal is recorded and scored off the connection's task: wait for it.
+        assert!(
+            eventually(Duration::from_secs(5), async || {
+                hub.events(EventKind::Login, Outcome::Refused).await.len() >= sent
+            })
+            .await
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), async || !hub
+            .hub
+            .bans()
+            .await
+            .unwrap()
+            .is_empty())
+        .await,
+        "no ban after 5 protocol errors"
+    );
+    let bans = hub.hub.bans().await.unwrap();
+    assert_eq!(bans[0].subject, loopback, "{bans:#?}");
+    // Now refused before a byte of SSH: the server closes without its version line.
+    let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let mut first = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut first)).await;
+    assert!(first.is_empty(), "{:?}", String::from_utf8_lossy(&first));
+    let refusals = hub.events(EventKind::Login, Outcome::Refused).await;
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e.detail.starts_with("connection refused: address banned")),
+        "{refusals:#?}"
+    );
+}

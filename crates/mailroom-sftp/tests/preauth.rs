@@ -97,6 +97,21 @@ fn raw_packet(packet_length: u32, padding_length: u8, rest: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A hub whose defender does not score: these tests send more hostile connections from one
+/// address than the defender lets through (it would ban the address, rightly, and every later
+/// connection would be refused before the framing checks under test). The defender has its own
+/// tests in `aaa.rs`.
+async fn framing_hub() -> TestHub {
+    let auth = mailroom_core::AuthConfig {
+        defender: mailroom_core::DefenderConfig {
+            enabled: false,
+            ..mailroom_core::DefenderConfig::default()
+        },
+        ..mailroom_core::AuthConfig::default()
+    };
+    TestHub::start_full(mailroom_sftp::Config::default(), auth).await
+}
+
 /// The server process's resident memory (the TestHub runs in this process).
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -136,7 +151,7 @@ async fn normal_login_works(hub: &TestHub) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_version_lines_are_cut_at_once_and_memory_stays_flat() {
-    let hub = TestHub::start().await;
+    let hub = framing_hub().await;
     // One MiB without a newline, after an SSH-2.0- prefix and without one; and many short
     // lines (a client may send no lines before its version, RFC 4253 §4.2).
     let mut long_ssh = b"SSH-2.0-".to_vec();
@@ -194,7 +209,7 @@ async fn garbage_version_lines_are_cut_at_once_and_memory_stays_flat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_first_packets_are_cut_at_once() {
-    let hub = TestHub::start().await;
+    let hub = framing_hub().await;
     let cases: [(&str, Vec<u8>, &str); 9] = [
         (
             "length 0x7fffffff",

@@ -681,3 +681,48 @@ async fn protocol_errors_are_scored_until_the_address_is_banned() {
         "{refusals:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_session_is_closed_after_the_idle_timeout() {
+    if !mailroom_test_support::have("sftp") {
+        return;
+    }
+    let config = mailroom_sftp::Config {
+        idle_timeout_seconds: 2,
+        ..mailroom_sftp::Config::default()
+    };
+    let hub = TestHub::start_with(config).await;
+    let alice = hub.client("alice").await;
+    let mut child = hub
+        .sftp_command(&alice, None)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Standard input stays open: the client sits idle at its prompt.
+    let _stdin = child.stdin.take();
+    assert!(
+        eventually(Duration::from_secs(20), async || !hub
+            .hub
+            .live_sessions()
+            .is_empty())
+        .await,
+        "the session never registered"
+    );
+    let idle_from = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(15), async || hub
+            .hub
+            .live_sessions()
+            .is_empty())
+        .await,
+        "an idle session was not closed"
+    );
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1500),
+        "closed too early: {idle:?}"
+    );
+    child.kill().await.unwrap();
+}

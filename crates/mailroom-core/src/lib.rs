@@ -31,7 +31,7 @@ pub use audit::{
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{Actor, ClientSession, Entry, Hub, ReadHandle, Upload};
-pub use login::{AuthConfig, LoginProgress, LoginStep, TotpSetup};
+pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, TotpSetup};
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,

@@ -142,11 +142,16 @@ pub enum LoginStep {
     Refused,
 }
 
-/// A presented credential.
-enum Credential {
+/// A credential presented at login.
+pub enum Credential {
+    /// A password.
     Password(Secret<String>),
+    /// An SSH public key (wire encoding) whose signature the protocol layer has verified.
     Key(Vec<u8>),
+    /// A TOTP code or a recovery code.
     Code(Secret<String>),
+    /// The subject common name of a client certificate the protocol layer has verified
+    /// against the client CA.
     Certificate(String),
 }
 
@@ -253,78 +258,6 @@ impl Hub {
     }
 
     // ----- logins ----------------------------------------------------------------------------
-
-    /// A password step. Unknown names, disabled and admin accounts and wrong passwords all
-    /// cost one Argon2 verification and give the same [`LoginStep::Refused`].
-    pub async fn login_password(
-        &self,
-        progress: &mut LoginProgress,
-        user: &str,
-        password: Secret<String>,
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginStep> {
-        self.attempt(
-            progress,
-            user,
-            Credential::Password(password),
-            source,
-            protocol,
-        )
-        .await
-    }
-
-    /// A public-key step whose signature the protocol layer has verified.
-    pub async fn login_key(
-        &self,
-        progress: &mut LoginProgress,
-        user: &str,
-        key_blob: &[u8],
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginStep> {
-        self.attempt(
-            progress,
-            user,
-            Credential::Key(key_blob.to_vec()),
-            source,
-            protocol,
-        )
-        .await
-    }
-
-    /// A one-time-code step: a TOTP code (each works once) or a recovery code.
-    pub async fn login_code(
-        &self,
-        progress: &mut LoginProgress,
-        user: &str,
-        code: Secret<String>,
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginStep> {
-        self.attempt(progress, user, Credential::Code(code), source, protocol)
-            .await
-    }
-
-    /// A client-certificate step: the protocol layer has verified the chain against the
-    /// client CA and passes the subject's common name.
-    pub async fn login_certificate(
-        &self,
-        progress: &mut LoginProgress,
-        user: &str,
-        subject: &str,
-        source: Option<String>,
-        protocol: Protocol,
-    ) -> Result<LoginStep> {
-        self.attempt(
-            progress,
-            user,
-            Credential::Certificate(subject.to_owned()),
-            source,
-            protocol,
-        )
-        .await
-    }
 
     /// Whether an offered public key would be accepted as the next factor, without a
     /// signature and without an event. An unknown account answers like a known account with
@@ -436,7 +369,11 @@ impl Hub {
         })
     }
 
-    async fn attempt(
+    /// One login step: checks `credential` for `user` coming from `source`, and says whether
+    /// the login is complete, needs more factors, or is refused. Unknown names, disabled and
+    /// admin accounts and wrong passwords all cost one Argon2 verification and give the same
+    /// [`LoginStep::Refused`]; a one-time code is spent when it is checked.
+    pub async fn login(
         &self,
         progress: &mut LoginProgress,
         user: &str,

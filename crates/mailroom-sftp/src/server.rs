@@ -25,7 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use mailroom_core::{
-    ClientSession, Factor, Hub, LoginProgress, LoginStep, Protocol, Secret, SessionGuard,
+    ClientSession, Credential, Factor, Hub, LoginProgress, LoginStep, Protocol, Secret,
+    SessionGuard,
 };
 use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
 
@@ -456,10 +457,10 @@ impl russh::server::Handler for SshHandler {
         let source = self.source();
         let outcome = self
             .hub
-            .login_password(
+            .login(
                 &mut self.progress,
                 user,
-                Secret::new(password.to_owned()),
+                Credential::Password(Secret::new(password.to_owned())),
                 source,
                 Protocol::Ssh,
             )
@@ -500,7 +501,13 @@ impl russh::server::Handler for SshHandler {
         let source = self.source();
         let outcome = self
             .hub
-            .login_key(&mut self.progress, user, &blob, source, Protocol::Ssh)
+            .login(
+                &mut self.progress,
+                user,
+                Credential::Key(blob),
+                source,
+                Protocol::Ssh,
+            )
             .await;
         Ok(self.accept(outcome))
     }
@@ -539,18 +546,14 @@ impl russh::server::Handler for SshHandler {
             _ => return Ok(self.reject()),
         };
         let source = self.source();
-        let outcome = match factor {
-            Factor::Totp => {
-                self.hub
-                    .login_code(&mut self.progress, user, answer, source, Protocol::Ssh)
-                    .await
-            }
-            _ => {
-                self.hub
-                    .login_password(&mut self.progress, user, answer, source, Protocol::Ssh)
-                    .await
-            }
+        let credential = match factor {
+            Factor::Totp => Credential::Code(answer),
+            _ => Credential::Password(answer),
         };
+        let outcome = self
+            .hub
+            .login(&mut self.progress, user, credential, source, Protocol::Ssh)
+            .await;
         // A right password with a code still to come: ask for the code in the same exchange
         // (RFC 4256 allows several rounds), as OpenSSH with PAM does. Clients that run one
         // method per service request (paramiko sends a new one for each method, which russh

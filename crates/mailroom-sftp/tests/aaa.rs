@@ -105,6 +105,35 @@ async fn sftp_interactive(
         .expect("sftp ran")
 }
 
+/// An interactive OpenSSH `sftp` logged in by key and sitting idle at its prompt (its
+/// standard input held open in the returned handle), once the hub has registered
+/// `sessions` live sessions in all.
+async fn idle_sftp(
+    hub: &TestHub,
+    client: &TestClient,
+    sessions: usize,
+) -> (tokio::process::Child, tokio::process::ChildStdin) {
+    let mut child = hub
+        .sftp_command(client, None)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `Child::wait` would close standard input, and sftp ends its session on end of input.
+    let stdin = child.stdin.take().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), async || hub
+            .hub
+            .live_sessions()
+            .len()
+            == sessions)
+        .await,
+        "the session never registered"
+    );
+    (child, stdin)
+}
+
 fn safe_loopback() -> AuthConfig {
     AuthConfig {
         defender: DefenderConfig {
@@ -293,24 +322,9 @@ async fn a_disabled_account_loses_its_live_session_within_seconds() {
     }
     let hub = TestHub::start().await;
     let alice = hub.client("alice").await;
-    let mut sftp = hub.sftp_command(&alice, None);
-    let mut child = sftp
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), async || !hub
-            .hub
-            .live_sessions()
-            .is_empty())
-        .await,
-        "the session never registered"
-    );
+    let (mut child, _stdin) = idle_sftp(&hub, &alice, 1).await;
     // sftp stays up reading its standard input after the server hangs up; what shows the
     // close is the disconnect message ssh prints, so read its standard error for it.
-    let _stdin = child.stdin.take();
     let stderr = child.stderr.take().unwrap();
     let disabled_at = Instant::now();
     hub.hub
@@ -362,21 +376,7 @@ async fn the_session_limit_refuses_one_more_session() {
     let port = hub.addr.port().to_string();
     let key = alice.key.to_str().unwrap().to_owned();
 
-    let mut first = hub
-        .sftp_command(&alice, None)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), async || hub
-            .hub
-            .live_sessions()
-            .len()
-            == 1)
-        .await
-    );
+    let (mut first, _stdin) = idle_sftp(&hub, &alice, 1).await;
     let second = json(
         &paramiko(
             &python,
@@ -693,23 +693,7 @@ async fn an_idle_session_is_closed_after_the_idle_timeout() {
     };
     let hub = TestHub::start_with(config).await;
     let alice = hub.client("alice").await;
-    let mut child = hub
-        .sftp_command(&alice, None)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Standard input stays open: the client sits idle at its prompt.
-    let _stdin = child.stdin.take();
-    assert!(
-        eventually(Duration::from_secs(20), async || !hub
-            .hub
-            .live_sessions()
-            .is_empty())
-        .await,
-        "the session never registered"
-    );
+    let (mut child, _stdin) = idle_sftp(&hub, &alice, 1).await;
     let idle_from = Instant::now();
     assert!(
         eventually(Duration::from_secs(15), async || hub

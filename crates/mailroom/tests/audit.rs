@@ -19,7 +19,7 @@ use sqlx::sqlite::SqliteConnection;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+mod common;
 
 /// A temporary data folder.
 struct Site {
@@ -64,19 +64,7 @@ impl Site {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MAILROOM_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .arg("--data")
-            .arg(self.data())
-            .args(args)
-            .env("USER", "tester")
-            .stdin(Stdio::null());
-        command
+        common::mailroom(&self.data(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+mod common;
 
 /// The right password of every client account in these tests.
 const PASSWORD: &str = "Correct-Horse-Battery-9";
@@ -46,18 +46,8 @@ impl Site {
 
     /// The binary with a clean environment: no stray `MAILROOM_*` from the caller.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MAILROOM_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .arg("--data")
-            .arg(self.data())
-            .args(args)
-            .envs(env.iter().copied())
-            .env("USER", "tester");
+        let mut command = common::mailroom(&self.data(), args);
+        command.envs(env.iter().copied());
         command
     }
 

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+mod common;
 
 /// Two valid OpenSSH public keys.
 const KEY_A: &str =
@@ -56,18 +56,7 @@ impl Site {
 
     /// The binary with a clean environment: no stray `MAILROOM_*` from the caller.
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MAILROOM_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .arg("--data")
-            .arg(self.data())
-            .args(args)
-            .env("USER", "tester");
-        command
+        common::mailroom(&self.data(), args)
     }
 
     /// Runs a command with `stdin` (or none) and returns its output.

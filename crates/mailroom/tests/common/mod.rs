@@ -1,0 +1,26 @@
+//! What the binary's integration tests share: how to run `mailroom` on a data folder with a
+//! clean environment.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// `mailroom --data DATA ARGS…` with no stray `MAILROOM_*` variable from the caller, as OS
+/// user `tester`, and standard input closed (a test that feeds input sets its own).
+pub fn mailroom(data: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MAILROOM_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("USER", "tester")
+        .stdin(Stdio::null());
+    command
+}

@@ -134,6 +134,12 @@ async fn idle_sftp(
     (child, stdin)
 }
 
+/// One paramiko login from 127.0.0.1 with a password (`--password`) or a key file (`--key`).
+async fn login(python: &Path, hub: &TestHub, user: &str, flag: &str, secret: &str) -> Value {
+    let port = hub.addr.port().to_string();
+    json(&paramiko(python, &["login", "127.0.0.1", &port, user, flag, secret]).await)
+}
+
 fn safe_loopback() -> AuthConfig {
     AuthConfig {
         defender: DefenderConfig {
@@ -265,39 +271,17 @@ async fn source_networks_are_enforced_at_login() {
     };
     let hub = TestHub::start_full(mailroom_sftp::Config::default(), safe_loopback()).await;
     let alice = hub.client("alice").await;
-    let port = hub.addr.port().to_string();
     let key = alice.key.to_str().unwrap().to_owned();
-    let login = async || {
-        json(
-            &paramiko(
-                &python,
-                &["login", "127.0.0.1", &port, "alice", "--key", &key],
-            )
-            .await,
-        )
-    };
+    let key_login = async || login(&python, &hub, "alice", "--key", &key).await;
 
     hub.set_access("alice", |a| {
         a.networks = vec![parse_network("10.0.0.0/8").unwrap()];
     })
     .await;
     let before = hub.snapshot().await;
-    let refused = login().await;
+    let refused = key_login().await;
     assert_eq!(refused["ok"], false, "{refused}");
-    let pw = json(
-        &paramiko(
-            &python,
-            &[
-                "login",
-                "127.0.0.1",
-                &port,
-                "alice",
-                "--password",
-                &alice.password,
-            ],
-        )
-        .await,
-    );
+    let pw = login(&python, &hub, "alice", "--password", &alice.password).await;
     assert_eq!(pw["ok"], false, "{pw}");
     assert_eq!(hub.snapshot().await, before);
     let refusals = hub.events(EventKind::Login, Outcome::Refused).await;
@@ -312,7 +296,7 @@ async fn source_networks_are_enforced_at_login() {
         a.networks = vec![parse_network("127.0.0.0/8").unwrap()];
     })
     .await;
-    assert_eq!(login().await["ok"], true);
+    assert_eq!(key_login().await["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -373,17 +357,10 @@ async fn the_session_limit_refuses_one_more_session() {
     let alice = hub.client("alice").await;
     hub.set_access("alice", |a| a.limits.max_sessions = Some(1))
         .await;
-    let port = hub.addr.port().to_string();
     let key = alice.key.to_str().unwrap().to_owned();
 
     let (mut first, _stdin) = idle_sftp(&hub, &alice, 1).await;
-    let second = json(
-        &paramiko(
-            &python,
-            &["login", "127.0.0.1", &port, "alice", "--key", &key],
-        )
-        .await,
-    );
+    let second = login(&python, &hub, "alice", "--key", &key).await;
     assert_eq!(second["ok"], false, "{second}");
     let refusals = hub.events(EventKind::Login, Outcome::Refused).await;
     assert!(
@@ -401,13 +378,7 @@ async fn the_session_limit_refuses_one_more_session() {
             .is_empty())
         .await
     );
-    let third = json(
-        &paramiko(
-            &python,
-            &["login", "127.0.0.1", &port, "alice", "--key", &key],
-        )
-        .await,
-    );
+    let third = login(&python, &hub, "alice", "--key", &key).await;
     assert_eq!(third["ok"], true, "{third}");
 }
 
@@ -425,16 +396,8 @@ async fn the_defender_bans_an_address_and_then_refuses_the_right_password() {
     };
     let hub = TestHub::start_full(mailroom_sftp::Config::default(), auth).await;
     let alice = hub.client("alice").await;
-    let port = hub.addr.port().to_string();
-    let password = async |user: &str, password: &str| {
-        json(
-            &paramiko(
-                &python,
-                &["login", "127.0.0.1", &port, user, "--password", password],
-            )
-            .await,
-        )
-    };
+    let password =
+        async |user: &str, password: &str| login(&python, &hub, user, "--password", password).await;
     assert_eq!(password("alice", &alice.password).await["ok"], true);
 
     // Wrong passwords (1 point each, plus 1 for each connection that ends without a login):
@@ -479,39 +442,12 @@ async fn the_safe_list_is_never_banned() {
     auth.defender.threshold = 3;
     let hub = TestHub::start_full(mailroom_sftp::Config::default(), auth).await;
     let alice = hub.client("alice").await;
-    let port = hub.addr.port().to_string();
     for _ in 0..6 {
-        let r = json(
-            &paramiko(
-                &python,
-                &[
-                    "login",
-                    "127.0.0.1",
-                    &port,
-                    "nobody",
-                    "--password",
-                    "Wrong-password-42",
-                ],
-            )
-            .await,
-        );
+        let r = login(&python, &hub, "nobody", "--password", "Wrong-password-42").await;
         assert_eq!(r["ok"], false);
     }
     assert!(hub.hub.bans().await.unwrap().is_empty());
-    let ok = json(
-        &paramiko(
-            &python,
-            &[
-                "login",
-                "127.0.0.1",
-                &port,
-                "alice",
-                "--password",
-                &alice.password,
-            ],
-        )
-        .await,
-    );
+    let ok = login(&python, &hub, "alice", "--password", &alice.password).await;
     assert_eq!(ok["ok"], true, "{ok}");
 }
 

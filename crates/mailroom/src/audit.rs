@@ -57,18 +57,7 @@ pub async fn run(data: &DataDir, out: &Output, command: AuditCommand) -> Result<
             let ExportFormat::Jsonl = format;
             let query = event_query(&filter, now)?;
             with_hub(data, async |hub| {
-                let mut after = 0;
-                loop {
-                    let page = hub
-                        .audit_records(&query, after, PAGE)
-                        .await
-                        .context("cannot read the audit trail")?;
-                    let Some(last) = page.last() else {
-                        return Ok(());
-                    };
-                    after = last.seq;
-                    out.audit_lines(&page)?;
-                }
+                each_page(hub, &query, |page| out.audit_lines(page)).await
             })
             .await
         }
@@ -81,18 +70,11 @@ pub async fn run(data: &DataDir, out: &Output, command: AuditCommand) -> Result<
             };
             let mut tally = AbuseTally::default();
             with_hub(data, async |hub| {
-                let mut after = 0;
-                loop {
-                    let page = hub
-                        .audit_records(&query, after, PAGE)
-                        .await
-                        .context("cannot read the audit trail")?;
-                    let Some(last) = page.last() else {
-                        return Ok(());
-                    };
-                    after = last.seq;
+                each_page(hub, &query, |page| {
                     page.iter().for_each(|record| tally.add(record));
-                }
+                    Ok(())
+                })
+                .await
             })
             .await?;
             out.abuse(&tally.report(limit))
@@ -395,5 +377,26 @@ mod tests {
             .collect();
         assert_eq!(accounts, [("root", 3, 2), ("admin", 1, 1), ("alice", 1, 1)]);
         assert_eq!(AbuseTally::default().report(10).by_source.len(), 0);
+    }
+}
+
+/// Walks the audit records matching `query` in pages of [`PAGE`], oldest first, so an export
+/// of any size holds one page in memory.
+async fn each_page(
+    hub: &mailroom_core::Hub,
+    query: &EventQuery,
+    mut visit: impl FnMut(&[AuditRecord]) -> Result<()>,
+) -> Result<()> {
+    let mut after = 0;
+    loop {
+        let page = hub
+            .audit_records(query, after, PAGE)
+            .await
+            .context("cannot read the audit trail")?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        visit(&page)?;
     }
 }

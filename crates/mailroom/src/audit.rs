@@ -289,6 +289,27 @@ fn address_of(source: &str) -> String {
         .map_or_else(|_| source.to_owned(), |addr| addr.ip().to_string())
 }
 
+/// Walks the audit records matching `query` in pages of [`PAGE`], oldest first, so an export
+/// of any size holds one page in memory.
+async fn each_page(
+    hub: &mailroom_core::Hub,
+    query: &EventQuery,
+    mut visit: impl FnMut(&[AuditRecord]) -> Result<()>,
+) -> Result<()> {
+    let mut after = 0;
+    loop {
+        let page = hub
+            .audit_records(query, after, PAGE)
+            .await
+            .context("cannot read the audit trail")?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        visit(&page)?;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
 mod tests {
@@ -377,26 +398,5 @@ mod tests {
             .collect();
         assert_eq!(accounts, [("root", 3, 2), ("admin", 1, 1), ("alice", 1, 1)]);
         assert_eq!(AbuseTally::default().report(10).by_source.len(), 0);
-    }
-}
-
-/// Walks the audit records matching `query` in pages of [`PAGE`], oldest first, so an export
-/// of any size holds one page in memory.
-async fn each_page(
-    hub: &mailroom_core::Hub,
-    query: &EventQuery,
-    mut visit: impl FnMut(&[AuditRecord]) -> Result<()>,
-) -> Result<()> {
-    let mut after = 0;
-    loop {
-        let page = hub
-            .audit_records(query, after, PAGE)
-            .await
-            .context("cannot read the audit trail")?;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        after = last.seq;
-        visit(&page)?;
     }
 }

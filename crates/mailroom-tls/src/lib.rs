@@ -28,7 +28,7 @@ mod handshake_tests;
 pub use client::{IssuedClient, IssuedRecord, issue_client, issued_records};
 pub use error::TlsError;
 pub use identity::{CertInfo, ClientIdentity, client_identity, fingerprint_sha256};
-pub use pki::{Authority, Pki, PkiSettings, ServerReissue, ensure_pki, files};
+pub use pki::{Authority, Pki, PkiSettings, ServerReissue, ensure_pki, files, load_pki};
 pub use server::{ClientAuth, TlsSettings, server_config};
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Harmless when a provider

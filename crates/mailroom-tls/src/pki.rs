@@ -219,6 +219,39 @@ pub fn ensure_pki(dir: &Path, settings: &PkiSettings) -> Result<Pki, TlsError> {
     })
 }
 
+/// Loads the PKI in `dir` as it is, writing nothing: for commands that only read or issue.
+/// Refuses a folder where any of the six files is missing.
+pub fn load_pki(dir: &Path) -> Result<Pki, TlsError> {
+    let path = |name: &str| dir.join(name);
+    for name in [
+        files::SERVER_CA_CERT,
+        files::SERVER_CA_KEY,
+        files::SERVER_CERT,
+        files::SERVER_KEY,
+        files::CLIENT_CA_CERT,
+        files::CLIENT_CA_KEY,
+    ] {
+        if !path(name).exists() {
+            return Err(TlsError::Invalid {
+                path: path(name),
+                reason: "is missing; `mailroom init` or `mailroom serve` creates the PKI"
+                    .to_owned(),
+            });
+        }
+    }
+    let server_cert_path = path(files::SERVER_CERT);
+    Ok(Pki {
+        dir: dir.to_owned(),
+        server_ca: load_ca(path(files::SERVER_CA_CERT), path(files::SERVER_CA_KEY))?,
+        client_ca: load_ca(path(files::CLIENT_CA_CERT), path(files::CLIENT_CA_KEY))?,
+        server_cert: CertInfo::parse(&first_cert(&server_cert_path)?)?,
+        server_cert_path,
+        server_key_path: path(files::SERVER_KEY),
+        created: Vec::new(),
+        server_reissued: None,
+    })
+}
+
 /// One configured host name as a SAN: an IP address, or a DNS name.
 fn parse_hostnames(hostnames: &[String]) -> Result<Vec<SanType>, TlsError> {
     if hostnames.is_empty() {
@@ -523,6 +556,12 @@ mod tests {
         assert_eq!(contents(&dir), before);
         assert_eq!(again.server_ca.info, pki.server_ca.info);
         assert_eq!(again.server_cert, pki.server_cert);
+        let loaded = load_pki(&dir).unwrap();
+        assert_eq!(loaded.client_ca.info, pki.client_ca.info);
+        assert_eq!(contents(&dir), before);
+        std::fs::remove_file(dir.join(files::SERVER_KEY)).unwrap();
+        let err = load_pki(&dir).unwrap_err().to_string();
+        assert!(err.contains("server.key: is missing"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub fn client_identity(certs: &[CertificateDer<'_>]) -> Result<ClientIdentity, T
     })
 }
 
+/// Every certificate of a PEM file (a CA bundle, a chain), parsed.
+pub fn read_cert_infos(path: &std::path::Path) -> Result<Vec<CertInfo>, TlsError> {
+    crate::disk::read_certs(path)?
+        .iter()
+        .map(CertInfo::parse)
+        .collect()
+}
+
 /// SHA-256 of a certificate's DER encoding, lower-case hex.
 pub fn fingerprint_sha256(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))

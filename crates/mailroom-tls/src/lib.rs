@@ -27,8 +27,12 @@ mod handshake_tests;
 
 pub use client::{IssuedClient, IssuedRecord, issue_client, issued_records};
 pub use error::TlsError;
-pub use identity::{CertInfo, ClientIdentity, client_identity, fingerprint_sha256};
+pub use identity::{
+    CertInfo, ClientIdentity, client_identity, fingerprint_sha256, read_cert_infos,
+};
 pub use pki::{Authority, Pki, PkiSettings, ServerReissue, ensure_pki, files, load_pki};
+/// The rustls the configs are built with, for the front ends' types (`CertificateDer`, …).
+pub use rustls;
 pub use server::{ClientAuth, TlsSettings, server_config};
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Harmless when a provider

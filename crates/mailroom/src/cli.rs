@@ -59,6 +59,29 @@ pub enum Command {
     Retention(RetentionCommand),
     /// Show counts of accounts, groups, routes and live deliveries.
     Status,
+    /// The local certificate authorities: issue client certificates, show the CAs.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `mailroom ca …`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Issue a client certificate for a client account, signed by the client CA: writes
+    /// NAME.crt (with the client CA) and NAME.key (0600) into DIR.
+    IssueClient {
+        /// The client account: the certificate's subject CN.
+        name: String,
+        /// The folder to write NAME.crt and NAME.key into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Days the certificate is valid (1 to 3650).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Show the server CA, the server certificate and the client CA: subjects, SHA-256
+    /// fingerprints, expiry.
+    Show,
 }
 
 /// `mailroom account …`.

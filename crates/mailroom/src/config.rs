@@ -40,6 +40,8 @@ pub struct Config {
     pub audit: crate::syslog::AuditConfig,
     /// When `serve` expires deliveries past their recipient's retention.
     pub retention: RetentionConfig,
+    /// The local PKI of the TLS front ends.
+    pub tls: crate::ca::TlsConfig,
 }
 
 /// The `[retention]` section: how often `serve` runs the retention pass (accounts' own
@@ -555,6 +557,37 @@ fn sections(config: &Config) -> Vec<Section> {
                 integer(retention.interval_seconds.get()),
             )],
         },
+        Section {
+            name: "tls",
+            doc: "The certificates of the TLS front ends: a server CA and server certificate, and a client CA (in `dir`).",
+            settings: vec![
+                setting(
+                    "hostnames",
+                    "Host names and IP addresses the server certificate names; a change re-issues it\n(the CA is kept).",
+                    config.tls.hostnames.clone(),
+                ),
+                setting(
+                    "dir",
+                    "The PKI folder, relative to the data folder unless absolute.",
+                    config.tls.dir.display().to_string(),
+                ),
+                setting(
+                    "client_ca_bundle",
+                    "An external CA bundle (PEM) to verify client certificates against instead of our\nclient CA; empty for ours.",
+                    config.tls.client_ca_bundle.display().to_string(),
+                ),
+                setting(
+                    "crl",
+                    "A CRL file (PEM or DER) of the client CA; listed client certificates are refused.\nEmpty for none.",
+                    config.tls.crl.display().to_string(),
+                ),
+                setting(
+                    "server_cert_days",
+                    "Days a newly issued server certificate is valid (1 to 398).",
+                    integer(u64::from(config.tls.server_cert_days)),
+                ),
+            ],
+        },
     ]
 }
 
@@ -566,6 +599,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("auth", field_names::<crate::auth::AuthSection>()),
         ("audit", field_names::<crate::syslog::AuditConfig>()),
         ("retention", field_names::<RetentionConfig>()),
+        ("tls", field_names::<crate::ca::TlsConfig>()),
     ])
 }
 
@@ -777,7 +811,7 @@ mod tests {
     fn template_lists_exactly_the_fields_serde_knows() {
         assert_eq!(
             field_names::<Config>(),
-            ["server", "sftp", "auth", "audit", "retention"],
+            ["server", "sftp", "auth", "audit", "retention", "tls"],
             "a new section needs a place in sections()"
         );
         let defaults = Config::default();

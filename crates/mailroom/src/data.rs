@@ -7,6 +7,8 @@
 //!   meta.db             SQLite metadata, WAL (plus meta.db-wal, meta.db-shm)
 //!   blobs/              the local blob store
 //!   serve.lock          held by the one `mailroom serve` running on the folder
+//!   tls/                the PKI of the TLS front ends (or wherever [tls] dir points;
+//!                       see `mailroom_tls`): server CA, server certificate, client CA
 //! ```
 //!
 //! This module knows paths and wiring; it does not create the folder (see [`crate::init`]).

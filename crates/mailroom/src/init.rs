@@ -137,6 +137,16 @@ pub async fn open_stores(
         created.push("meta.db".to_owned());
     }
 
+    let pki = crate::ca::ensure(data, config).await?;
+    created.extend(pki.created.iter().map(|path| {
+        let name = relative_name(data, path);
+        if path.is_dir() {
+            format!("{name}/")
+        } else {
+            name
+        }
+    }));
+
     let hub = data::wire(meta.clone(), blobs, config);
     let first_admin = create_first_admin(&hub, actor).await?;
     if let Some(admin) = &first_admin {

@@ -8,6 +8,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod ca;
 mod cli;
 mod config;
 mod data;
@@ -33,6 +34,8 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for every TLS config in the process (STACK.md: aws-lc-rs).
+    mailroom_tls::install_provider();
     let out = Output::new(cli.json);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +93,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Status => {
             logging::install_for_cli()?;
             admin::status(&data, out).await
+        }
+        Command::Ca(command) => {
+            logging::install_for_cli()?;
+            ca::run(&data, out, command).await
         }
     }
 }

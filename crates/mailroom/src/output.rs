@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use mailroom_core::{
@@ -20,6 +21,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use crate::init::InitReport;
+use mailroom_tls::{CertInfo, IssuedClient, Pki};
 
 /// Where results go, and in which form.
 #[derive(Debug, Clone, Copy)]
@@ -626,6 +628,116 @@ impl AbuseRowOut {
             last: rfc3339(row.last),
         }
     }
+}
+
+// ----- ca commands -------------------------------------------------------------------------
+
+impl Output {
+    /// `ca issue-client`: where the files are, and the certificate's serial, fingerprint and
+    /// expiry (never the key).
+    pub fn client_issued(&self, issued: &IssuedClient) -> Result<()> {
+        let cert = issued.cert_path.display().to_string();
+        let key = issued.key_path.display().to_string();
+        let out = CertOut::new("client", &issued.info, &cert);
+        if self.json {
+            return self.json_line(&IssuedOut {
+                certificate: out,
+                key: &key,
+            });
+        }
+        self.text(&format!(
+            "issued a client certificate for {}\ncertificate:  {cert} (with the client CA)\nkey:          {key} (keep it private)\nserial:       {}\nsha256:       {}\nvalid until:  {}\n",
+            clean(out.common_name),
+            out.serial,
+            out.fingerprint_sha256,
+            out.not_after,
+        ))
+    }
+
+    /// `ca show`: the server CA, the server certificate, and the client CA (ours, or each
+    /// certificate of the external bundle).
+    pub fn ca_show(&self, pki: &Pki, external: Option<&(PathBuf, Vec<CertInfo>)>) -> Result<()> {
+        let server_ca = pki.server_ca.cert_path.display().to_string();
+        let server = pki.server_cert_path.display().to_string();
+        let client_ca = pki.client_ca.cert_path.display().to_string();
+        let bundle = external.map(|(path, _)| path.display().to_string());
+        let mut rows = vec![
+            CertOut::new("server CA", &pki.server_ca.info, &server_ca),
+            CertOut::new("server certificate", &pki.server_cert, &server),
+        ];
+        match (external, &bundle) {
+            (Some((_, certs)), Some(path)) => {
+                rows.extend(
+                    certs
+                        .iter()
+                        .map(|info| CertOut::new("client CA (external)", info, path)),
+                );
+            }
+            _ => rows.push(CertOut::new("client CA", &pki.client_ca.info, &client_ca)),
+        }
+        if self.json {
+            return self.json_line(&CaShowOut { certificates: rows });
+        }
+        let mut text = String::new();
+        for row in &rows {
+            text.push_str(&format!(
+                "{}\n  subject:      {}\n  file:         {}\n  sha256:       {}\n  valid until:  {}\n",
+                row.role,
+                clean(&row.subject),
+                clean(row.file),
+                row.fingerprint_sha256,
+                row.not_after,
+            ));
+            if !row.names.is_empty() {
+                text.push_str(&format!(
+                    "  names:        {}\n",
+                    clean(&row.names.join(", "))
+                ));
+            }
+        }
+        self.text(&text)
+    }
+}
+
+#[derive(Serialize)]
+struct CertOut<'a> {
+    role: &'static str,
+    subject: String,
+    common_name: &'a str,
+    serial: &'a str,
+    fingerprint_sha256: &'a str,
+    not_before: String,
+    not_after: String,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    names: &'a [String],
+    file: &'a str,
+}
+
+impl<'a> CertOut<'a> {
+    fn new(role: &'static str, info: &'a CertInfo, file: &'a str) -> CertOut<'a> {
+        CertOut {
+            role,
+            subject: info.subject.clone(),
+            common_name: info.common_name.as_deref().unwrap_or(""),
+            serial: &info.serial_hex,
+            fingerprint_sha256: &info.fingerprint_sha256,
+            not_before: rfc3339(info.not_before),
+            not_after: rfc3339(info.not_after),
+            names: &info.names,
+            file,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct IssuedOut<'a> {
+    certificate: CertOut<'a>,
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+struct CaShowOut<'a> {
+    certificates: Vec<CertOut<'a>>,
 }
 
 /// Reports a failed command on standard error as one line: `mailroom: error: <sentence>`.

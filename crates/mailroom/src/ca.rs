@@ -120,8 +120,14 @@ pub async fn run(data: &DataDir, out: &Output, command: CaCommand) -> Result<()>
                 );
             }
             let pki = load(data, &config)?;
-            create_out_dir(&dir)?;
+            let made_dir = create_out_dir(&dir)?;
             let issued = mailroom_tls::issue_client(&pki, name.as_str(), days, &dir)
+                .inspect_err(|_| {
+                    if made_dir {
+                        // Only the empty folder this command made; a refusal leaves no trace.
+                        let _ = std::fs::remove_dir(&dir);
+                    }
+                })
                 .with_context(|| format!("cannot issue a client certificate for {name}"))?;
             tracing::info!(
                 account = %name,
@@ -161,14 +167,15 @@ fn read_bundle(path: &Path) -> Result<Vec<mailroom_tls::CertInfo>> {
         .with_context(|| format!("cannot read the client CA bundle {}", path.display()))
 }
 
-/// Creates the output folder (0700: it is about to hold a private key) if missing.
-fn create_out_dir(dir: &Path) -> Result<()> {
+/// Creates the output folder (0700: it is about to hold a private key) if missing; returns
+/// whether it did.
+fn create_out_dir(dir: &Path) -> Result<bool> {
     if dir.exists() {
-        return Ok(());
+        return Ok(false);
     }
     std::fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(true)
 }

@@ -38,6 +38,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("mailroom-meta", set(&["mailroom-core"])),
         ("mailroom-blob", set(&["mailroom-core"])),
         ("mailroom-sftp", set(&["mailroom-core", "mailroom-net"])),
+        ("mailroom-ftps", set(&["mailroom-core", "mailroom-net"])),
         (
             "mailroom-test-support",
             set(&[
@@ -45,6 +46,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-meta",
                 "mailroom-blob",
                 "mailroom-sftp",
+                "mailroom-ftps",
             ]),
         ),
         (
@@ -55,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-blob",
                 "mailroom-net",
                 "mailroom-sftp",
+                "mailroom-ftps",
             ]),
         ),
         ("xtask", set(&[])),

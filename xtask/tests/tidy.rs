@@ -39,6 +39,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("mailroom-meta", set(&["mailroom-core"])),
         ("mailroom-blob", set(&["mailroom-core"])),
         ("mailroom-sftp", set(&["mailroom-core", "mailroom-net"])),
+        ("mailroom-ftps", set(&["mailroom-core", "mailroom-net"])),
         (
             "mailroom-test-support",
             set(&[
@@ -46,6 +47,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-meta",
                 "mailroom-blob",
                 "mailroom-sftp",
+                "mailroom-ftps",
             ]),
         ),
         (
@@ -57,6 +59,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-net",
                 "mailroom-sftp",
                 "mailroom-tls",
+                "mailroom-ftps",
             ]),
         ),
         ("xtask", set(&[])),

@@ -391,6 +391,8 @@ pub enum Protocol {
     Scp,
     /// SSH before a subsystem is chosen (logins).
     Ssh,
+    /// FTP over explicit TLS (RFC 4217).
+    Ftps,
     /// The admin command line.
     Cli,
     /// The hub itself (start-up sweeps, schedules).
@@ -404,6 +406,7 @@ impl Protocol {
             Protocol::Sftp => "sftp",
             Protocol::Scp => "scp",
             Protocol::Ssh => "ssh",
+            Protocol::Ftps => "ftps",
             Protocol::Cli => "cli",
             Protocol::System => "system",
         }
@@ -415,6 +418,7 @@ impl Protocol {
             "sftp" => Protocol::Sftp,
             "scp" => Protocol::Scp,
             "ssh" => Protocol::Ssh,
+            "ftps" => Protocol::Ftps,
             "cli" => Protocol::Cli,
             "system" => Protocol::System,
             other => return Err(CoreError::invalid(format!("unknown protocol {other:?}"))),
@@ -666,5 +670,21 @@ mod tests {
         let blob = BlobId::new();
         assert_eq!(BlobId::parse(blob.as_str()).unwrap(), blob);
         assert!(BlobId::parse("../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn protocol_labels_round_trip() {
+        for protocol in [
+            Protocol::Sftp,
+            Protocol::Scp,
+            Protocol::Ssh,
+            Protocol::Ftps,
+            Protocol::Cli,
+            Protocol::System,
+        ] {
+            assert_eq!(Protocol::parse(protocol.as_str()).unwrap(), protocol);
+        }
+        assert_eq!(Protocol::Ftps.as_str(), "ftps");
+        assert!(Protocol::parse("ftp").is_err());
     }
 }

@@ -1,7 +1,7 @@
-//! Dev-only test support: a [`TestHub`] serving SSH on port 0 over real storage (SQLite file,
-//! local blob folder, in a temp dir), and drivers for the real clients users use (OpenSSH
-//! `sftp` and `scp`, curl, Python paramiko). Also [`Snapshot`], to check that a refusal
-//! changed nothing.
+//! Dev-only test support: a [`TestHub`] serving SSH (and, with [`TestHub::start_ftps`], FTPS)
+//! on port 0 over real storage (SQLite file, local blob folder, in a temp dir), and drivers
+//! for the real clients users use (OpenSSH `sftp` and `scp`, curl, lftp, Python paramiko and
+//! ftplib). Also [`Snapshot`], to check that a refusal changed nothing.
 //!
 //! Tests that need a client which is not installed print `skipped: <why>` and pass; CI
 //! installs every client, so CI skips nothing.
@@ -36,8 +36,23 @@ pub struct TestHub {
     pub addr: SocketAddr,
     /// The data folder (metadata, blobs, keys).
     pub dir: tempfile::TempDir,
+    /// The FTPS front end, when started with [`TestHub::start_ftps`].
+    pub ftps: Option<FtpsEndpoint>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    ftps_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Where a TestHub's FTPS front end listens and what its clients need to trust it.
+#[derive(Debug, Clone)]
+pub struct FtpsEndpoint {
+    /// The control connection's address.
+    pub addr: SocketAddr,
+    /// The PEM of the throwaway CA that issued the server certificate (for `localhost` and
+    /// 127.0.0.1).
+    pub ca: PathBuf,
+    /// The passive port range the server was given.
+    pub passive: std::ops::RangeInclusive<u16>,
 }
 
 /// A client account made by [`TestHub::client`], with its secrets on disk.
@@ -110,9 +125,55 @@ impl TestHub {
             meta,
             addr,
             dir,
+            ftps: None,
             shutdown,
             server: Some(server),
+            ftps_server: None,
         }
+    }
+
+    /// Starts a hub (default SSH and authentication settings) that also serves FTPS on port 0,
+    /// with a throwaway server certificate and a passive range of free ports (`listen`,
+    /// `cert`, `key` and `passive_ports` of `config` are replaced).
+    pub async fn start_ftps(config: mailroom_ftps::Config) -> TestHub {
+        Self::start_ftps_full(config, AuthConfig::default()).await
+    }
+
+    /// [`TestHub::start_ftps`] with the given authentication settings.
+    pub async fn start_ftps_full(mut config: mailroom_ftps::Config, auth: AuthConfig) -> TestHub {
+        let mut hub = Self::start_full(mailroom_sftp::Config::default(), auth).await;
+        let ca = write_test_certificates(hub.dir.path());
+        config.cert = hub.dir.path().join("ftps_cert.pem");
+        config.key = hub.dir.path().join("ftps_key.pem");
+        let passive = free_port_range(10);
+        config.passive_ports =
+            mailroom_ftps::config::PassivePorts::new(*passive.start(), *passive.end())
+                .expect("passive range");
+        let tls = mailroom_ftps::tls::server_config(
+            &config.cert,
+            &config.key,
+            config.client_certificates,
+            &config.client_ca,
+        )
+        .expect("ftps tls config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ftps");
+        let addr = listener.local_addr().expect("local addr");
+        hub.ftps_server = Some(tokio::spawn(mailroom_ftps::serve(
+            listener,
+            hub.hub.clone(),
+            config,
+            tls,
+            hub.shutdown.clone(),
+        )));
+        hub.ftps = Some(FtpsEndpoint { addr, ca, passive });
+        hub
+    }
+
+    /// The FTPS endpoint; panics when the hub was not started with [`TestHub::start_ftps`].
+    pub fn ftps(&self) -> &FtpsEndpoint {
+        self.ftps.as_ref().expect("started with start_ftps")
     }
 
     /// Stops accepting and waits for the server to return.
@@ -125,6 +186,9 @@ impl TestHub {
     pub async fn drain(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        if let Some(server) = self.ftps_server.take() {
             let _ = server.await;
         }
     }
@@ -316,12 +380,130 @@ impl TestHub {
         }
     }
 
+    /// `ftp://127.0.0.1:PORT{path}` on the FTPS endpoint (explicit TLS: curl upgrades with
+    /// `--ssl-reqd`).
+    pub fn ftps_url(&self, path: &str) -> String {
+        format!("ftp://127.0.0.1:{}{path}", self.ftps().addr.port())
+    }
+
+    /// Runs curl against the FTPS endpoint as `client`, TLS required and the test CA trusted,
+    /// with `args` after the common options.
+    pub async fn curl_ftps(&self, client: &TestClient, args: &[&str]) -> Output {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--ssl-reqd", "--max-time", "120", "--cacert"])
+            .arg(&self.ftps().ca)
+            .arg("--user")
+            .arg(format!("{}:{}", client.name, client.password))
+            .args(args);
+        run(command).await
+    }
+
+    /// Runs lftp with TLS forced on both channels, the test CA trusted, logged in as
+    /// `client`, then `commands` (`;`-separated lftp commands).
+    pub async fn lftp(&self, client: &TestClient, commands: &str) -> Output {
+        let script = format!(
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:ca-file {}; \
+             set net:max-retries 1; set net:timeout 20; set cmd:fail-exit true; \
+             open -u {},{} -p {} 127.0.0.1; {commands}",
+            self.ftps().ca.display(),
+            client.name,
+            client.password,
+            self.ftps().addr.port(),
+        );
+        let mut command = Command::new("lftp");
+        command.arg("-c").arg(script);
+        run(command).await
+    }
+
+    /// The ftplib driver (`clients/ftplib_client.py`) logged in as `user`, running `ops`, for
+    /// tests that drive the process themselves.
+    pub fn ftplib_command(&self, user: &str, password: &str, ops: &[&str]) -> Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/ftplib_client.py");
+        let mut command = Command::new("python3");
+        command
+            .arg(script)
+            .arg("127.0.0.1")
+            .arg(self.ftps().addr.port().to_string())
+            .arg(&self.ftps().ca)
+            .arg(user)
+            .arg(password)
+            .args(ops)
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs the ftplib driver to the end; its JSON lines, one per step.
+    pub async fn ftplib(&self, user: &str, password: &str, ops: &[&str]) -> Vec<String> {
+        let output = run(self.ftplib_command(user, password, ops)).await;
+        assert!(
+            output.status.success(),
+            "ftplib driver failed: {}",
+            text(&output)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// A fresh folder under the data dir for a test's local files.
     pub fn local_dir(&self, label: &str) -> PathBuf {
         let path = self.dir.path().join(format!("local-{label}-{}", unique()));
         std::fs::create_dir_all(&path).expect("local dir");
         path
     }
+}
+
+/// Writes a throwaway CA and a server certificate it issued (for `localhost` and 127.0.0.1)
+/// into `dir` as `ftps_ca.pem`, `ftps_cert.pem` and `ftps_key.pem`; returns the CA's path.
+pub fn write_test_certificates(dir: &Path) -> PathBuf {
+    let (ca, ca_key) = test_ca("Mailroom test CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let issuer = rcgen::Issuer::new(ca.clone(), &ca_key);
+    let cert = params.signed_by(&key, &issuer).expect("sign server cert");
+    let ca_pem = ca.self_signed(&ca_key).expect("self-sign CA").pem();
+    std::fs::write(dir.join("ftps_ca.pem"), ca_pem).expect("write CA");
+    std::fs::write(dir.join("ftps_cert.pem"), cert.pem()).expect("write cert");
+    std::fs::write(dir.join("ftps_key.pem"), key.serialize_pem()).expect("write key");
+    dir.join("ftps_ca.pem")
+}
+
+fn test_ca(name: &str) -> (rcgen::CertificateParams, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    (params, key)
+}
+
+/// `count` consecutive loopback ports that are free right now, below Linux's ephemeral range
+/// (so outgoing connections do not take them meanwhile).
+pub fn free_port_range(count: u16) -> std::ops::RangeInclusive<u16> {
+    let seed = u64::from(std::process::id()).wrapping_mul(7919) + unique() * 104_729;
+    for attempt in 0..200u64 {
+        let first = 20_000 + ((seed + attempt * 613) % 12_000) as u16;
+        let last = first + count - 1;
+        let free =
+            (first..=last).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            return first..=last;
+        }
+    }
+    panic!("no {count} free consecutive ports found");
 }
 
 /// Deliveries and blob files at one moment.

@@ -34,6 +34,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The SSH front end (SFTP and SCP).
     pub sftp: mailroom_sftp::Config,
+    /// The FTPS front end (explicit FTP over TLS).
+    pub ftps: mailroom_ftps::Config,
     /// Authentication and defence: scores, bans, safe and deny lists.
     pub auth: crate::auth::AuthSection,
     /// Copies of the audit trail sent elsewhere (syslog).
@@ -360,6 +362,7 @@ fn integer(value: u64) -> toml::Value {
 fn sections(config: &Config) -> Vec<Section> {
     let server = &config.server;
     let sftp = &config.sftp;
+    let ftps = &config.ftps;
     let auth = &config.auth;
     let retention = &config.retention;
     vec![
@@ -447,6 +450,89 @@ fn sections(config: &Config) -> Vec<Section> {
                     "max_requests_in_flight",
                     "Requests one SFTP session may have waiting for an answer; a client past this is\nmisbehaving and is disconnected. OpenSSH's client keeps at most 64.",
                     integer(u64::from(sftp.max_requests_in_flight)),
+                ),
+            ],
+        },
+        Section {
+            name: "ftps",
+            doc: "The FTPS front end: explicit FTP over TLS (AUTH TLS), TLS required on both channels.",
+            settings: vec![
+                setting(
+                    "enabled",
+                    "Whether the FTPS front end runs at all. Off by default until the hub issues its own\nserver certificates: it needs `cert` and `key` to exist.",
+                    ftps.enabled,
+                ),
+                setting(
+                    "listen",
+                    "Address and port to listen on (explicit TLS: clients send AUTH TLS).",
+                    ftps.listen.to_string(),
+                ),
+                setting(
+                    "cert",
+                    "The server certificate chain in PEM, relative to the data folder unless absolute.",
+                    ftps.cert.display().to_string(),
+                ),
+                setting(
+                    "key",
+                    "The server's private key in PEM (PKCS#8, PKCS#1 or SEC1), relative to the data folder\nunless absolute.",
+                    ftps.key.display().to_string(),
+                ),
+                setting(
+                    "passive_ports",
+                    "Ports offered for passive data connections, \"FIRST-LAST\".",
+                    ftps.passive_ports.to_string(),
+                ),
+                setting(
+                    "passive_address",
+                    "The IPv4 address announced in PASV replies; empty: the address the client connected to.",
+                    ftps.passive_address
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                ),
+                setting(
+                    "idle_timeout_seconds",
+                    "Seconds without a command (and no transfer running) before a session is closed.",
+                    integer(ftps.idle_timeout_seconds),
+                ),
+                setting(
+                    "login_grace_seconds",
+                    "Seconds a connection may take from accept to a completed login before it is closed,\nwhatever it sends meanwhile (the TLS handshake included).",
+                    integer(ftps.login_grace_seconds),
+                ),
+                setting(
+                    "max_connections",
+                    "Connections open at once, all addresses together.",
+                    integer(u64::from(ftps.max_connections)),
+                ),
+                setting(
+                    "max_connections_per_address",
+                    "Connections open at once from one source address.",
+                    integer(u64::from(ftps.max_connections_per_address)),
+                ),
+                setting(
+                    "max_startups",
+                    "Connections not yet logged in, as OpenSSH's MaxStartups \"start:rate:full\" (see\n[sftp] max_startups).",
+                    ftps.max_startups.to_string(),
+                ),
+                setting(
+                    "max_startups_per_address",
+                    "Connections not yet logged in from one source address.",
+                    integer(u64::from(ftps.max_startups_per_address)),
+                ),
+                setting(
+                    "allow_plaintext",
+                    "Allows plain FTP without TLS on the control and data channels. Passwords and files\nthen cross the network in clear text; a warning is logged at every start.",
+                    ftps.allow_plaintext,
+                ),
+                setting(
+                    "client_certificates",
+                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst `client_ca`; it proves the `certificate` factor of accounts that require it).",
+                    ftps.client_certificates.as_str(),
+                ),
+                setting(
+                    "client_ca",
+                    "The client CA certificate(s) in PEM, relative to the data folder unless absolute; read\nonly when `client_certificates` is not \"off\".",
+                    ftps.client_ca.display().to_string(),
                 ),
             ],
         },
@@ -596,6 +682,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("server", field_names::<ServerConfig>()),
         ("sftp", field_names::<mailroom_sftp::Config>()),
+        ("ftps", field_names::<mailroom_ftps::Config>()),
         ("auth", field_names::<crate::auth::AuthSection>()),
         ("audit", field_names::<crate::syslog::AuditConfig>()),
         ("retention", field_names::<RetentionConfig>()),
@@ -811,7 +898,15 @@ mod tests {
     fn template_lists_exactly_the_fields_serde_knows() {
         assert_eq!(
             field_names::<Config>(),
-            ["server", "sftp", "auth", "audit", "retention", "tls"],
+            [
+                "server",
+                "sftp",
+                "ftps",
+                "auth",
+                "audit",
+                "retention",
+                "tls"
+            ],
             "a new section needs a place in sections()"
         );
         let defaults = Config::default();

@@ -49,7 +49,7 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     // The syslog sink taps the store before anything is served, and stops after the store
     // has closed, so every event committed while serving is handed over.
     let sink = syslog::start(&config.audit, &stores.meta).await?;
-    let result = serve(&stores.hub, &config, stores.host_key, out).await;
+    let result = serve(&stores.hub, &config, stores.host_key, data, out).await;
     stores.meta.close().await;
     if let Some(sink) = sink {
         sink.stop().await;
@@ -65,6 +65,7 @@ async fn serve(
     hub: &Arc<Hub>,
     config: &Config,
     host_key: russh::keys::PrivateKey,
+    data: &DataDir,
     out: &Output,
 ) -> Result<()> {
     let swept = hub
@@ -81,6 +82,21 @@ async fn serve(
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
+    // TLS first: a bad certificate stops the start before anything listens.
+    let ftps_tls = if config.ftps.enabled {
+        let ftps = &config.ftps;
+        Some(
+            mailroom_ftps::tls::server_config(
+                &data.resolve(&ftps.cert),
+                &data.resolve(&ftps.key),
+                ftps.client_certificates,
+                &data.resolve(&ftps.client_ca),
+            )
+            .context("cannot build the FTPS TLS configuration ([ftps] cert, key, client_ca)")?,
+        )
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let mut front_ends: JoinSet<(&'static str, io::Result<()>)> = JoinSet::new();
     if config.sftp.enabled {
@@ -101,8 +117,23 @@ async fn serve(
             shutdown.clone(),
         );
         front_ends.spawn(async move { ("sftp", run.await) });
-    } else {
-        warn!("[sftp] enabled = false: no front end is running");
+    }
+    if let Some(tls) = ftps_tls {
+        let ftps = &config.ftps;
+        let listen = ftps.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} ([ftps] listen)"))?;
+        let address = listener
+            .local_addr()
+            .context("cannot read the FTPS listener's address")?;
+        info!(proto = "ftps", address = %address, passive_ports = %ftps.passive_ports, "listening");
+        out.listening("ftps", address)?;
+        let run = mailroom_ftps::serve(listener, hub.clone(), ftps.clone(), tls, shutdown.clone());
+        front_ends.spawn(async move { ("ftps", run.await) });
+    }
+    if front_ends.is_empty() {
+        warn!("[sftp] and [ftps] are both disabled: no front end is running");
     }
 
     // Housekeeping: close sessions of accounts disabled, deleted, banned or moved out of their

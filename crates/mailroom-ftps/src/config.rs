@@ -1,0 +1,279 @@
+//! The `[ftps]` section of the configuration: where the FTPS front end listens, its TLS
+//! files, its passive port range and how it treats connections. Plain data with safe
+//! defaults; the binary parses the file and resolves the paths against the data folder.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use mailroom_net::MaxStartups;
+use serde::{Deserialize, Deserializer};
+
+/// Settings of the FTPS front end (explicit FTP over TLS, RFC 4217).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Whether the FTPS front end runs at all. Off by default until the hub issues its own
+    /// server certificates: it needs `cert` and `key` to exist.
+    pub enabled: bool,
+    /// Address and port to listen on (explicit TLS: clients send AUTH TLS).
+    pub listen: SocketAddr,
+    /// The server certificate chain in PEM, relative to the data folder unless absolute.
+    pub cert: PathBuf,
+    /// The server's private key in PEM (PKCS#8, PKCS#1 or SEC1), relative to the data folder
+    /// unless absolute.
+    pub key: PathBuf,
+    /// Ports offered for passive data connections, `"FIRST-LAST"`.
+    #[serde(deserialize_with = "from_text")]
+    pub passive_ports: PassivePorts,
+    /// The IPv4 address announced in PASV replies; empty: the address the client connected to.
+    #[serde(deserialize_with = "passive_address")]
+    pub passive_address: Option<Ipv4Addr>,
+    /// Seconds without a command (and no transfer running) before a session is closed.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a connection may take from accept to a completed login before it is closed,
+    /// whatever it sends meanwhile (the TLS handshake included).
+    pub login_grace_seconds: u64,
+    /// Connections open at once, all addresses together.
+    pub max_connections: u32,
+    /// Connections open at once from one source address.
+    pub max_connections_per_address: u32,
+    /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full" (see
+    /// `[sftp] max_startups`).
+    #[serde(deserialize_with = "from_text")]
+    pub max_startups: MaxStartups,
+    /// Connections not yet logged in from one source address.
+    pub max_startups_per_address: u32,
+    /// Allows plain FTP without TLS on the control and data channels. Passwords and files
+    /// then cross the network in clear text; a warning is logged at every start.
+    pub allow_plaintext: bool,
+    /// Whether clients may present an X.509 certificate: "off" or "optional" (verified
+    /// against `client_ca`; it proves the `certificate` factor of accounts that require it).
+    #[serde(deserialize_with = "from_text")]
+    pub client_certificates: ClientCertificates,
+    /// The client CA certificate(s) in PEM, relative to the data folder unless absolute; read
+    /// only when `client_certificates` is not "off".
+    pub client_ca: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2121)),
+            cert: PathBuf::from("ftps_cert.pem"),
+            key: PathBuf::from("ftps_key.pem"),
+            passive_ports: PassivePorts {
+                first: 50000,
+                last: 50100,
+            },
+            passive_address: None,
+            idle_timeout_seconds: 600,
+            login_grace_seconds: 60,
+            max_connections: 512,
+            max_connections_per_address: 64,
+            max_startups: MaxStartups::default(),
+            max_startups_per_address: 10,
+            allow_plaintext: false,
+            client_certificates: ClientCertificates::Off,
+            client_ca: PathBuf::from("ftps_client_ca.pem"),
+        }
+    }
+}
+
+/// A range of TCP ports for passive data connections, first <= last, neither 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassivePorts {
+    first: u16,
+    last: u16,
+}
+
+impl PassivePorts {
+    /// The range from `first` to `last`, both included.
+    pub fn new(first: u16, last: u16) -> Result<PassivePorts, PassivePortsError> {
+        if first == 0 || first > last {
+            return Err(PassivePortsError(format!("{first}-{last}")));
+        }
+        Ok(PassivePorts { first, last })
+    }
+
+    /// The ports as an inclusive range.
+    pub fn range(self) -> RangeInclusive<u16> {
+        self.first..=self.last
+    }
+}
+
+/// A passive port range that is not `"FIRST-LAST"` with 1 <= FIRST <= LAST <= 65535.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("passive ports {0:?}: expected \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535")]
+pub struct PassivePortsError(String);
+
+impl FromStr for PassivePorts {
+    type Err = PassivePortsError;
+
+    fn from_str(text: &str) -> Result<PassivePorts, PassivePortsError> {
+        let bad = || PassivePortsError(text.chars().take(64).collect());
+        let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
+        let first = first.trim().parse().map_err(|_| bad())?;
+        let last = last.trim().parse().map_err(|_| bad())?;
+        PassivePorts::new(first, last).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for PassivePorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// Whether the TLS handshake asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// No certificate is requested.
+    Off,
+    /// A certificate is requested, not required; one that is presented must chain to the
+    /// client CA.
+    Optional,
+}
+
+impl ClientCertificates {
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertificates::Off => "off",
+            ClientCertificates::Optional => "optional",
+        }
+    }
+}
+
+/// A `client_certificates` value other than "off" or "optional".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("client_certificates {0:?}: expected \"off\" or \"optional\"")]
+pub struct ClientCertificatesError(String);
+
+impl FromStr for ClientCertificates {
+    type Err = ClientCertificatesError;
+
+    fn from_str(text: &str) -> Result<ClientCertificates, ClientCertificatesError> {
+        match text {
+            "off" => Ok(ClientCertificates::Off),
+            "optional" => Ok(ClientCertificates::Optional),
+            other => Err(ClientCertificatesError(other.chars().take(64).collect())),
+        }
+    }
+}
+
+/// Deserialises a value written as text (or, from an environment override, a number) through
+/// its `FromStr`.
+fn from_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    struct Text<T>(std::marker::PhantomData<T>);
+
+    impl<T: FromStr> serde::de::Visitor<'_> for Text<T>
+    where
+        T::Err: fmt::Display,
+    {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+            text.parse().map_err(E::custom)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<T, E> {
+            self.visit_str(&number.to_string())
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<T, E> {
+            self.visit_str(&number.to_string())
+        }
+    }
+
+    deserializer.deserialize_any(Text(std::marker::PhantomData))
+}
+
+/// `passive_address`: empty for "the address the client connected to", else an IPv4 address
+/// (PASV replies carry IPv4 only).
+fn passive_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Ipv4Addr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "passive_address {:?}: expected an IPv4 address or \"\"",
+            text.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_ports(text: &str, expect: Option<(u16, u16)>) {
+        let got = text.parse::<PassivePorts>().ok().map(|p| (p.first, p.last));
+        assert_eq!(got, expect, "{text:?}");
+    }
+
+    #[test]
+    fn passive_ports_parse() {
+        check_ports("50000-50100", Some((50000, 50100)));
+        check_ports(" 2000 - 2000 ", Some((2000, 2000)));
+        check_ports("1-65535", Some((1, 65535)));
+        check_ports("0-10", None);
+        check_ports("10-9", None);
+        check_ports("10-65536", None);
+        check_ports("10", None);
+        check_ports("a-b", None);
+        check_ports("", None);
+        check_ports("-5", None);
+        assert_eq!(
+            "50000-50100".parse::<PassivePorts>().unwrap().to_string(),
+            "50000-50100"
+        );
+    }
+
+    #[test]
+    fn client_certificates_parse() {
+        assert_eq!("off".parse(), Ok(ClientCertificates::Off));
+        assert_eq!("optional".parse(), Ok(ClientCertificates::Optional));
+        assert!("required".parse::<ClientCertificates>().is_err());
+    }
+
+    #[test]
+    fn sections_parse_with_defaults() {
+        #[derive(Deserialize)]
+        struct File {
+            ftps: Config,
+        }
+        let file: File = toml::from_str(
+            "[ftps]\npassive_ports = \"6000-6010\"\npassive_address = \"192.0.2.7\"\nclient_certificates = \"optional\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.ftps.passive_ports.range(), 6000..=6010);
+        assert_eq!(file.ftps.passive_address, Some(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(file.ftps.client_certificates, ClientCertificates::Optional);
+        assert!(!file.ftps.enabled);
+        for bad in [
+            "[ftps]\npassive_ports = \"6010-6000\"\n",
+            "[ftps]\npassive_address = \"::1\"\n",
+            "[ftps]\nclient_certificates = \"yes\"\n",
+        ] {
+            assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
+        }
+        let empty: File = toml::from_str("[ftps]\npassive_address = \"\"\n").unwrap();
+        assert_eq!(empty.ftps, Config::default());
+    }
+}

@@ -1,0 +1,328 @@
+//! The FTPS accept loop and the life of one connection (explicit FTPS, RFC 4217, over
+//! libunftp).
+//!
+//! We own the listener, so the same admission as SSH applies before libunftp sees a byte:
+//! connection limits, unauthenticated-connection limits (`mailroom_net`), and `Hub::admit`
+//! (deny list, bans). Each accepted connection gets a libunftp `Server` of its own (its
+//! authenticator and user provider hold that connection's login state) and is handed over
+//! with `Server::service`.
+//!
+//! libunftp offers no way to end a session from outside, so before handing the socket over we
+//! keep a duplicate of its file descriptor; `shutdown(Both)` on the duplicate makes
+//! libunftp's next read see end-of-stream and its loop end. That is how this module enforces
+//! the login deadline (absolute, from accept, across the TLS handshake, which libunftp does
+//! not time out), closes a session the Hub closes (`SessionGuard::closed`), and stops at
+//! server shutdown once no transfer is running.
+
+use std::net::{Shutdown, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libunftp::options::{ActivePassiveMode, FtpsRequired, PassiveHost, SiteMd5};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use mailroom_core::{Hub, Protocol, SessionGuard};
+use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
+
+use crate::auth::{FtpUser, HubAuthenticator, HubUsers, Login};
+use crate::config::Config;
+use crate::storage::HubStorage;
+
+/// The greeting (reply 220) before AUTH TLS. It names no software or version.
+const GREETING: &str = "Mailroom FTPS: AUTH TLS, then log in";
+
+/// Serves FTPS on `listener` with the TLS configuration `tls` until `shutdown` is cancelled,
+/// then stops accepting and returns once every running session has ended (a session in a
+/// transfer is left to finish it).
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: Config,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if config.allow_plaintext {
+        tracing::warn!(
+            "[ftps] allow_plaintext = true: clients may log in and transfer files without TLS; passwords and files can then be read on the network"
+        );
+    }
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
+    let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
+    let tracker = TaskTracker::new();
+    let recorder = RefusalRecorder::new(hub.clone(), tracker.clone());
+    let shared = Arc::new(Shared {
+        hub,
+        config,
+        tls,
+        shutdown: shutdown.clone(),
+        recorder: recorder.clone(),
+    });
+    loop {
+        let (socket, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off a little, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                tracing::warn!(peer = %peer, reason = %limit, "connection refused");
+                continue;
+            }
+        };
+        let startup = match startups.admit(peer.ip()) {
+            Ok(startup) => startup,
+            Err(refused) => {
+                let recorded = recorder.record(peer, refused.to_string());
+                tracing::warn!(peer = %peer, reason = %refused, recorded, "connection refused before login");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ftps", peer = %peer);
+        tracker.spawn(
+            shared
+                .clone()
+                .connection(socket, peer, permit, startup)
+                .instrument(span),
+        );
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// What every connection of one listener shares.
+struct Shared {
+    hub: Arc<Hub>,
+    config: Config,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+    recorder: RefusalRecorder,
+}
+
+/// How many transfers (RETR, STOR) a connection has running. At shutdown a connection with
+/// none is closed at once; one with transfers is left to finish them.
+#[derive(Clone)]
+pub(crate) struct Activity(Arc<watch::Sender<usize>>);
+
+impl Activity {
+    fn new() -> (Activity, watch::Receiver<usize>) {
+        let (sender, receiver) = watch::channel(0);
+        (Activity(Arc::new(sender)), receiver)
+    }
+
+    /// Counts a transfer until the returned value is dropped.
+    pub(crate) fn transfer(&self) -> Transfer {
+        self.0.send_modify(|count| *count += 1);
+        Transfer(self.0.clone())
+    }
+}
+
+/// One running transfer; dropping it uncounts it.
+pub(crate) struct Transfer(Arc<watch::Sender<usize>>);
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+impl Shared {
+    async fn connection(
+        self: Arc<Self>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        _permit: ConnectionPermit,
+        startup: StartupPermit,
+    ) {
+        // The deny list and bans: refused before the greeting.
+        if let Err(err) = self.hub.admit(peer, Protocol::Ftps).await {
+            tracing::info!(reason = %err, "connection refused");
+            return;
+        }
+        let (socket, control) = match duplicate(socket) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot duplicate the socket; closing");
+                return;
+            }
+        };
+        let ended = CancellationToken::new();
+        // Transfers still running on data connections stop when the connection ends.
+        let _ended = ended.clone().drop_guard();
+        let (guard_sender, mut guard_receiver) = oneshot::channel();
+        let login = Login::new(self.hub.clone(), peer, guard_sender, ended.clone());
+        let (activity, mut transfers) = Activity::new();
+        let server = match self.server(login, activity) {
+            Ok(server) => server,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot build the FTP server");
+                return;
+            }
+        };
+        let service = server.service(socket);
+        tokio::pin!(service);
+        let deadline = tokio::time::sleep(Duration::from_secs(self.config.login_grace_seconds));
+        tokio::pin!(deadline);
+        let mut startup = Some(startup);
+        let mut guard: Option<SessionGuard> = None;
+        let mut guard_waiting = true;
+        let mut stopping = false;
+        let mut refused = false;
+        let closed = async |guard: &mut Option<SessionGuard>| match guard {
+            Some(guard) => guard.closed().await,
+            None => std::future::pending().await,
+        };
+        loop {
+            tokio::select! {
+                _ = &mut service => break,
+                received = &mut guard_receiver, if guard_waiting => {
+                    guard_waiting = false;
+                    if let Ok(received) = received {
+                        guard = Some(received);
+                        if let Some(startup) = startup.take() {
+                            startup.authenticated();
+                        }
+                    }
+                }
+                () = &mut deadline, if guard.is_none() && !refused => {
+                    refused = true;
+                    let reason = format!(
+                        "no login within {} s (login_grace_seconds)",
+                        self.config.login_grace_seconds
+                    );
+                    let recorded = self.recorder.record(peer, reason.clone());
+                    tracing::warn!(reason = %reason, recorded, "connection closed before login");
+                    close(&control);
+                }
+                reason = closed(&mut guard) => {
+                    tracing::info!(reason = %reason, "session closed by the hub");
+                    ended.cancel();
+                    close(&control);
+                    guard = None;
+                }
+                () = self.shutdown.cancelled(), if !stopping => stopping = true,
+                changed = transfers.changed(), if stopping => {
+                    if changed.is_err() {
+                        stopping = false;
+                    }
+                }
+            }
+            if stopping && *transfers.borrow() == 0 {
+                close(&control);
+                stopping = false;
+            }
+        }
+        if guard_waiting && guard.is_none() && !refused {
+            // Ended without logging in (and without a deadline refusal, which was scored).
+            if let Err(err) = self.hub.score_unauthenticated(Some(peer.to_string())).await {
+                tracing::warn!(error = %err, "could not score an unauthenticated connection");
+            }
+        }
+        tracing::debug!("session ended");
+    }
+
+    /// A libunftp server for one connection, around its login state.
+    fn server(
+        &self,
+        login: Arc<Login>,
+        activity: Activity,
+    ) -> Result<libunftp::Server<HubStorage, FtpUser>, libunftp::ServerError> {
+        let storage = HubStorage {
+            hub: self.hub.clone(),
+            activity,
+        };
+        let required = if self.config.allow_plaintext {
+            FtpsRequired::None
+        } else {
+            FtpsRequired::All
+        };
+        let passive_host = match self.config.passive_address {
+            Some(address) => PassiveHost::Ip(address),
+            None => PassiveHost::FromConnection,
+        };
+        libunftp::ServerBuilder::with_user_detail_provider(
+            Box::new(move || storage.clone()),
+            Arc::new(HubUsers(login.clone())),
+        )
+        .authenticator(Arc::new(HubAuthenticator(login)))
+        .greeting(GREETING)
+        .ftps_manual::<PathBuf>(self.tls.clone())
+        .ftps_required(required, required)
+        .active_passive_mode(ActivePassiveMode::PassiveOnly)
+        .passive_ports(self.config.passive_ports.range())
+        .passive_host(passive_host)
+        .idle_session_timeout(self.config.idle_timeout_seconds)
+        // SITE MD5 would read whole files through `get`; clients have SHA-256 receipts.
+        .sitemd5(SiteMd5::None)
+        .build()
+    }
+}
+
+/// Splits a socket into the stream libunftp gets and a duplicate of its descriptor that
+/// stays here, to end the connection with [`close`].
+fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let control = socket.try_clone()?;
+    Ok((TcpStream::from_std(socket)?, control))
+}
+
+/// Ends the connection under libunftp: its reads see end-of-stream, its writes fail.
+fn close(control: &std::net::TcpStream) {
+    if let Err(err) = control.shutdown(Shutdown::Both) {
+        tracing::debug!(error = %err, "shutdown of a closed socket");
+    }
+}
+
+/// Records pre-login refusals (limits, the login deadline) as refused login events, each in
+/// a task of its own so the accept loop never waits for the database; at most
+/// [`RefusalRecorder::MAX_IN_FLIGHT`] at once, the rest only logged.
+#[derive(Clone)]
+struct RefusalRecorder {
+    hub: Arc<Hub>,
+    tracker: TaskTracker,
+    in_flight: Arc<Semaphore>,
+}
+
+impl RefusalRecorder {
+    const MAX_IN_FLIGHT: usize = 16;
+
+    fn new(hub: Arc<Hub>, tracker: TaskTracker) -> RefusalRecorder {
+        RefusalRecorder {
+            hub,
+            tracker,
+            in_flight: Arc::new(Semaphore::new(Self::MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Records that `peer` was refused for `reason`; false when saturated (not recorded).
+    fn record(&self, peer: SocketAddr, reason: String) -> bool {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return false;
+        };
+        let hub = self.hub.clone();
+        self.tracker.spawn(async move {
+            let recorded = hub
+                .record_login_refusal("-", &reason, Some(peer.to_string()), Protocol::Ftps)
+                .await;
+            if let Err(err) = recorded {
+                tracing::error!(peer = %peer, error = %err, "refusal could not be recorded");
+            }
+            drop(permit);
+        });
+        true
+    }
+}

@@ -1,0 +1,592 @@
+//! The FTPS front end driven by real clients (curl, lftp, Python ftplib) against a TestHub on
+//! port 0: round trips, refusals that change nothing, login rules, the data-channel rules,
+//! an interrupted upload, and a session closed by the hub.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use mailroom_core::{
+    AuthConfig, DefenderConfig, DeliveryState, EventKind, Outcome, Protocol, access::parse_network,
+};
+use mailroom_test_support::{TestClient, TestHub, have, run, sha256_file, text, write_random};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+}
+
+/// The ftplib driver's steps, parsed.
+async fn ftplib(hub: &TestHub, user: &str, password: &str, ops: &[&str]) -> Vec<Value> {
+    hub.ftplib(user, password, ops)
+        .await
+        .iter()
+        .map(|line| json(line))
+        .collect()
+}
+
+/// A hub serving FTPS with alice allowed to send to bob, and loopback on the safe list so
+/// that refusal tests are not cut short by a ban (the defender has its own test).
+async fn hub_with_route() -> (TestHub, TestClient, TestClient) {
+    let auth = AuthConfig {
+        defender: DefenderConfig {
+            safe: vec![parse_network("127.0.0.0/8").unwrap()],
+            ..DefenderConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let hub = TestHub::start_ftps_full(mailroom_ftps::Config::default(), auth).await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.client("carol").await;
+    hub.allow("alice", "bob").await;
+    (hub, alice, bob)
+}
+
+fn state_of(hub_deliveries: &[mailroom_core::Delivery], name: &str) -> Vec<DeliveryState> {
+    hub_deliveries
+        .iter()
+        .filter(|d| d.name.as_str() == name)
+        .map(|d| d.state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn curl_uploads_lists_downloads_acknowledges_and_recalls() {
+    if !have("curl") {
+        return;
+    }
+    let (hub, alice, bob) = hub_with_route().await;
+    let local = hub.local_dir("curl");
+    let sent = local.join("report.bin");
+    let sha = write_random(&sent, 3 * 1024 * 1024 + 17, 1);
+
+    let up = hub
+        .curl_ftps(
+            &alice,
+            &[
+                "-T",
+                sent.to_str().unwrap(),
+                &hub.ftps_url("/outbox/bob/report.bin"),
+            ],
+        )
+        .await;
+    assert!(up.status.success(), "{}", text(&up));
+    let deliveries = hub.deliveries().await;
+    assert_eq!(
+        state_of(&deliveries, "report.bin"),
+        [DeliveryState::Delivered]
+    );
+    assert_eq!(deliveries[0].sha256, sha);
+    let uploads = hub.events(EventKind::Upload, Outcome::Ok).await;
+    assert_eq!(uploads.last().unwrap().protocol, Protocol::Ftps);
+
+    let list = hub.curl_ftps(&bob, &[&hub.ftps_url("/inbox/alice/")]).await;
+    assert!(list.status.success(), "{}", text(&list));
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(listing.contains("report.bin"), "{listing}");
+    assert!(
+        listing.contains(&(3 * 1024 * 1024 + 17).to_string()),
+        "{listing}"
+    );
+
+    let got = local.join("got.bin");
+    let down = hub
+        .curl_ftps(
+            &bob,
+            &[
+                "-o",
+                got.to_str().unwrap(),
+                &hub.ftps_url("/inbox/alice/report.bin"),
+            ],
+        )
+        .await;
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(sha256_file(&got), sha);
+    assert_eq!(
+        state_of(&hub.deliveries().await, "report.bin"),
+        [DeliveryState::PickedUp]
+    );
+
+    let delete = hub
+        .curl_ftps(
+            &bob,
+            &["-Q", "DELE /inbox/alice/report.bin", &hub.ftps_url("/")],
+        )
+        .await;
+    assert!(delete.status.success(), "{}", text(&delete));
+    assert_eq!(
+        state_of(&hub.deliveries().await, "report.bin"),
+        [DeliveryState::Acknowledged]
+    );
+
+    // A sender recalls what is not picked up yet by deleting it from the outbox.
+    let second = local.join("second.txt");
+    write_random(&second, 1000, 2);
+    let up = hub
+        .curl_ftps(
+            &alice,
+            &[
+                "-T",
+                second.to_str().unwrap(),
+                &hub.ftps_url("/outbox/bob/second.txt"),
+            ],
+        )
+        .await;
+    assert!(up.status.success(), "{}", text(&up));
+    let recall = hub
+        .curl_ftps(
+            &alice,
+            &["-Q", "DELE /outbox/bob/second.txt", &hub.ftps_url("/")],
+        )
+        .await;
+    assert!(recall.status.success(), "{}", text(&recall));
+    assert_eq!(
+        state_of(&hub.deliveries().await, "second.txt"),
+        [DeliveryState::Recalled]
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lftp_round_trip_with_tls_forced_on_both_channels() {
+    if !have("lftp") {
+        return;
+    }
+    let (hub, alice, bob) = hub_with_route().await;
+    let local = hub.local_dir("lftp");
+    let sent = local.join("data.bin");
+    let sha = write_random(&sent, 2 * 1024 * 1024 + 5, 3);
+
+    let up = hub
+        .lftp(
+            &alice,
+            &format!("put {} -o /outbox/bob/data.bin", sent.display()),
+        )
+        .await;
+    assert!(up.status.success(), "{}", text(&up));
+
+    let got = local.join("got.bin");
+    let down = hub
+        .lftp(
+            &bob,
+            &format!(
+                "cls -l /inbox/alice/; get /inbox/alice/data.bin -o {}; rm /inbox/alice/data.bin",
+                got.display()
+            ),
+        )
+        .await;
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(String::from_utf8_lossy(&down.stdout).contains("data.bin"));
+    assert_eq!(sha256_file(&got), sha);
+    assert_eq!(
+        state_of(&hub.deliveries().await, "data.bin"),
+        [DeliveryState::Acknowledged]
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ftplib_round_trip_and_recall() {
+    let (hub, alice, bob) = hub_with_route().await;
+    let local = hub.local_dir("ftplib");
+    let sent = local.join("x");
+    let sha = write_random(&sent, 300_000, 4);
+    let put = format!("put:{}:/outbox/bob/x", sent.display());
+    let again = format!("put:{}:/outbox/bob/y", sent.display());
+
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &[&put, "list:/outbox/bob", &again],
+    )
+    .await;
+    assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+    assert!(
+        steps[1]["reply"].as_str().unwrap().starts_with("226"),
+        "{steps:?}"
+    );
+
+    assert!(steps[2]["lines"].to_string().contains(" x\""), "{steps:?}");
+
+    let got = local.join("got");
+    let get = format!("get:/inbox/alice/x:{}", got.display());
+    let steps = ftplib(
+        &hub,
+        "bob",
+        &bob.password,
+        &["list:/inbox/alice", &get, "delete:/inbox/alice/x"],
+    )
+    .await;
+    assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+    assert_eq!(sha256_file(&got), sha);
+
+    let steps = ftplib(&hub, "alice", &alice.password, &["delete:/outbox/bob/y"]).await;
+    assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+    let deliveries = hub.deliveries().await;
+    assert_eq!(state_of(&deliveries, "x"), [DeliveryState::Acknowledged]);
+    assert_eq!(state_of(&deliveries, "y"), [DeliveryState::Recalled]);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_denied_route_and_hostile_paths_are_refused_and_change_nothing() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    let local = hub.local_dir("hostile");
+    let file = local.join("f");
+    write_random(&file, 1000, 5);
+    let f = file.display();
+    let before = hub.snapshot().await;
+    let refused_before = hub.events(EventKind::Upload, Outcome::Refused).await.len();
+
+    let long = "n".repeat(300);
+    let deep = format!("/outbox/bob/{}/x", "d");
+    let ops: Vec<String> = vec![
+        format!("put:{f}:/outbox/carol/x"),  // no route alice -> carol
+        format!("put:{f}:../../etc/passwd"), // above the root
+        format!("put:{f}:/outbox/bob/../../../x"), // climbs out
+        format!("put:{f}:/outbox/bob/{long}"), // name over 255 bytes
+        format!("put:{f}:/outbox/bob/{}", "p/".repeat(600)), // path over 1024 bytes
+        format!("put:{f}:{deep}"),           // deeper than the tree
+        format!("put:{f}:/outbox/bob/evil\u{202E}txt.exe"), // bidi override
+        format!("put:{f}:/inbox/bob/x"),     // the inbox is read-only
+        format!("putlatin1:{f}:2f6f7574626f782f626f622fff2e747874"), // "/outbox/bob/\xff.txt"
+        "cmd:MKD /outbox/newfolder".to_owned(),
+        "cmd:RMD /outbox/bob".to_owned(),
+        "cmd:REST 10".to_owned(),
+        format!("put:{f}:/outbox/bob/resumed"), // STOR after REST 10
+        "cmd:DELE /inbox/bob/nothing".to_owned(),
+    ];
+    let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
+    let steps = ftplib(&hub, "alice", &alice.password, &ops).await;
+    assert_eq!(steps.len(), ops.len() + 1, "{steps:?}");
+    for (op, step) in ops.iter().zip(&steps[1..]) {
+        if *op == "cmd:REST 10" {
+            assert_eq!(step["ok"], true, "{op}: {step}");
+            continue;
+        }
+        assert_eq!(step["ok"], false, "{op} was not refused: {step}");
+        let reply = step["reply"].as_str().unwrap();
+        assert!(reply.starts_with('5'), "{op}: {reply}");
+    }
+    // The route refusal and the name refusals: 550 and 553.
+    assert!(
+        steps[1]["reply"].as_str().unwrap().starts_with("550"),
+        "{:?}",
+        steps[1]
+    );
+    assert!(
+        steps[4]["reply"].as_str().unwrap().starts_with("553"),
+        "{:?}",
+        steps[4]
+    );
+    assert!(
+        steps[9]["reply"].as_str().unwrap().starts_with("553"),
+        "{:?}",
+        steps[9]
+    );
+
+    assert_eq!(hub.snapshot().await, before);
+    let refused = hub.events(EventKind::Upload, Outcome::Refused).await;
+    assert!(refused.len() > refused_before, "no refused upload event");
+    let route = refused
+        .iter()
+        .find(|e| e.object.contains("carol"))
+        .expect("an event for the denied route");
+    assert_eq!(route.protocol, Protocol::Ftps);
+    assert_eq!(route.actor, "alice");
+
+    // "%00" is three ordinary characters in FTP: it arrives as they are, never as a NUL.
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &[&format!("put:{f}:/outbox/bob/a%00b")],
+    )
+    .await;
+    assert_eq!(steps[1]["ok"], true, "{steps:?}");
+    assert_eq!(
+        state_of(&hub.deliveries().await, "a%00b"),
+        [DeliveryState::Delivered]
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_before_auth_tls_gets_534_and_logs_nobody_in() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    let before = hub.events(EventKind::Login, Outcome::Ok).await.len();
+    let steps = ftplib(&hub, "alice", &alice.password, &["--plain"]).await;
+    assert_eq!(steps[0]["ok"], false, "{steps:?}");
+    assert!(
+        steps[0]["reply"].as_str().unwrap().starts_with("534"),
+        "{steps:?}"
+    );
+    assert_eq!(
+        hub.events(EventKind::Login, Outcome::Ok).await.len(),
+        before
+    );
+    // The password never reached the hub: no login verdict for alice either way.
+    let refused = hub.events(EventKind::Login, Outcome::Refused).await;
+    assert!(refused.iter().all(|e| e.actor != "alice"), "{refused:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_passwords_get_530_are_recorded_and_the_defender_bans() {
+    let auth = AuthConfig {
+        defender: DefenderConfig {
+            threshold: 5,
+            ..DefenderConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let hub = TestHub::start_ftps_full(mailroom_ftps::Config::default(), auth).await;
+    let alice = hub.client("alice").await;
+    let ok = ftplib(&hub, "alice", &alice.password, &[]).await;
+    assert_eq!(ok[0]["ok"], true, "{ok:?}");
+
+    let mut attempts = 0;
+    while hub.hub.bans().await.unwrap().is_empty() {
+        attempts += 1;
+        assert!(attempts <= 3, "no ban after {attempts} attempts");
+        let steps = ftplib(&hub, "alice", "Wrong-password-42", &[]).await;
+        assert_eq!(steps[0]["ok"], false, "{steps:?}");
+        assert!(
+            steps[0]["reply"].as_str().unwrap().starts_with("530"),
+            "{steps:?}"
+        );
+    }
+    let refused = hub.events(EventKind::Login, Outcome::Refused).await;
+    let wrong = refused
+        .iter()
+        .find(|e| e.actor == "alice")
+        .expect("a refused login event for alice");
+    assert_eq!(wrong.protocol, Protocol::Ftps);
+    let bans = hub.hub.bans().await.unwrap();
+    assert_eq!(bans[0].subject.key(), "127.0.0.1", "{bans:?}");
+
+    // Banned: the right password does not get a greeting now.
+    let steps = ftplib(&hub, "alice", &alice.password, &[]).await;
+    assert_eq!(steps[0]["ok"], false, "{steps:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn active_mode_is_refused_and_passive_ports_stay_in_range() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    // A socket the server would connect to in active mode.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let port_cmd = format!("cmd:PORT 127,0,0,1,{},{}", port / 256, port % 256);
+    let eprt_cmd = format!("cmd:EPRT |1|127.0.0.1|{port}|");
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &[&port_cmd, &eprt_cmd, "cmd:PASV", "cmd:EPSV"],
+    )
+    .await;
+    assert_eq!(steps[1]["ok"], false, "{steps:?}");
+    assert!(
+        steps[1]["reply"].as_str().unwrap().starts_with("502"),
+        "{steps:?}"
+    );
+    assert_eq!(steps[2]["ok"], false, "{steps:?}");
+    assert!(
+        steps[2]["reply"].as_str().unwrap().starts_with('5'),
+        "{steps:?}"
+    );
+    // The client has gone: anything the server had connected would be queued by now.
+    assert_eq!(
+        trap.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the server connected out"
+    );
+
+    let range = hub.ftps().passive.clone();
+    let pasv = steps[3]["reply"].as_str().unwrap();
+    assert!(pasv.starts_with("227"), "{pasv}");
+    let numbers: Vec<u16> = pasv[pasv.find('(').unwrap() + 1..pasv.find(')').unwrap()]
+        .split(',')
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert_eq!(&numbers[..4], &[127, 0, 0, 1], "{pasv}");
+    let pasv_port = numbers[4] * 256 + numbers[5];
+    assert!(range.contains(&pasv_port), "{pasv_port} not in {range:?}");
+    let epsv = steps[4]["reply"].as_str().unwrap();
+    assert!(epsv.starts_with("229"), "{epsv}");
+    let epsv_port: u16 = epsv
+        .split('|')
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{epsv}"));
+    assert!(range.contains(&epsv_port), "{epsv_port} not in {range:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_killed_mid_upload_delivers_nothing() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    let before = hub.snapshot().await;
+    let mut child = hub
+        .ftplib_command(
+            "alice",
+            &alice.password,
+            &["stall:/outbox/bob/big.bin:3145728"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for expected in ["login", "stall"] {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("driver output");
+        let step = json(&line);
+        assert_eq!(step["op"], expected, "{step}");
+        assert_eq!(step["ok"], true, "{step}");
+    }
+    // The upload is under way once its bytes reach the staging area.
+    wait_for(|| async { hub.staged_bytes() > 0 }, "bytes in staging").await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    wait_for(
+        || async {
+            !hub.events(EventKind::Upload, Outcome::Failed)
+                .await
+                .is_empty()
+        },
+        "a failed upload event",
+    )
+    .await;
+    let failed = hub.events(EventKind::Upload, Outcome::Failed).await;
+    assert_eq!(failed[0].protocol, Protocol::Ftps);
+    assert!(hub.deliveries().await.is_empty());
+    assert_eq!(hub.staged_bytes(), 0);
+    assert_eq!(hub.snapshot().await, before);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_accounts_session_is_closed_within_seconds() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    let mut child = hub
+        .ftplib_command("alice", &alice.password, &["wait-closed"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let login = json(&lines.next_line().await.unwrap().expect("login line"));
+    assert_eq!(login["ok"], true, "{login}");
+
+    let disabled_at = Instant::now();
+    hub.hub
+        .set_disabled(
+            &TestHub::admin(),
+            &mailroom_core::AccountName::parse("alice").unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .expect("the session was not closed within 15 s")
+        .unwrap()
+        .expect("wait-closed line");
+    let closed = json(&closed);
+    assert_eq!(closed["op"], "wait-closed", "{closed}");
+    assert!(disabled_at.elapsed() < Duration::from_secs(10));
+    let events = hub.events(EventKind::SessionClosed, Outcome::Ok).await;
+    assert!(
+        events.iter().any(|e| e.object.contains("alice")),
+        "{events:?}"
+    );
+    child.wait().await.unwrap();
+    hub.stop().await;
+}
+
+/// Polls `condition` until it holds, failing after 60 s. The conditions are states the
+/// server reaches on its own (bytes staged, an event committed), so there is nothing to await.
+async fn wait_for<F, Fut>(condition: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pins two libunftp 0.24 gaps documented in docs/ftps.md ("Known gaps"), so that an
+/// upgrade that fixes them fails here and the document gets updated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn known_gaps_of_libunftp_still_hold() {
+    if !have("curl") {
+        return;
+    }
+    let (hub, alice, _bob) = hub_with_route().await;
+    let local = hub.local_dir("gaps");
+    let file = local.join("f");
+    write_random(&file, 5000, 6);
+
+    // Gap 1: data-channel TLS is enforced for PASV only. curl --ftp-ssl-control (without
+    // --ssl-reqd) logs in over TLS, sends PROT C and transfers in clear text: refused after
+    // PASV (534), accepted after EPSV.
+    let clear = async |extra: &[&str], name: &str| {
+        let mut command = tokio::process::Command::new("curl");
+        command
+            .args(["-sS", "--ftp-ssl-control", "--max-time", "60", "--cacert"])
+            .arg(&hub.ftps().ca)
+            .arg("--user")
+            .arg(format!("{}:{}", alice.name, alice.password))
+            .args(extra)
+            .arg("-T")
+            .arg(&file)
+            .arg(hub.ftps_url(&format!("/outbox/bob/{name}")));
+        run(command).await
+    };
+    let pasv = clear(&["--disable-epsv"], "clear-pasv").await;
+    assert!(
+        !pasv.status.success(),
+        "PASV + PROT C accepted: {}",
+        text(&pasv)
+    );
+    assert!(text(&pasv).contains("534"), "{}", text(&pasv));
+    let epsv = clear(&[], "clear-epsv").await;
+    assert!(epsv.status.success(), "gap 1 fixed? {}", text(&epsv));
+    assert_eq!(
+        state_of(&hub.deliveries().await, "clear-epsv"),
+        [DeliveryState::Delivered]
+    );
+
+    // Gap 2: after STOR the server sends no TLS close_notify of its own, so a client that
+    // waits for it (ftplib's unwrap) sees an EOF error after a successful upload.
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &[&format!("put:{}:/outbox/bob/g2", file.display())],
+    )
+    .await;
+    assert!(
+        steps[1]["reply"].as_str().unwrap().starts_with("226"),
+        "{steps:?}"
+    );
+    assert!(
+        steps[1]["data_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("EOF"),
+        "gap 2 fixed? {steps:?}"
+    );
+    hub.stop().await;
+}

@@ -39,7 +39,10 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("mailroom-meta", set(&["mailroom-core"])),
         ("mailroom-blob", set(&["mailroom-core"])),
         ("mailroom-sftp", set(&["mailroom-core", "mailroom-net"])),
-        ("mailroom-ftps", set(&["mailroom-core", "mailroom-net"])),
+        (
+            "mailroom-ftps",
+            set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
+        ),
         (
             "mailroom-test-support",
             set(&[
@@ -48,6 +51,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-blob",
                 "mailroom-sftp",
                 "mailroom-ftps",
+                "mailroom-tls",
             ]),
         ),
         (

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use mailroom_net::MaxStartups;
@@ -15,16 +14,11 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Whether the FTPS front end runs at all. Off by default until the hub issues its own
-    /// server certificates: it needs `cert` and `key` to exist.
+    /// Whether the FTPS front end runs at all (off by default). It serves the server
+    /// certificate of `[tls]`, which `init` and `serve` create.
     pub enabled: bool,
     /// Address and port to listen on (explicit TLS: clients send AUTH TLS).
     pub listen: SocketAddr,
-    /// The server certificate chain in PEM, relative to the data folder unless absolute.
-    pub cert: PathBuf,
-    /// The server's private key in PEM (PKCS#8, PKCS#1 or SEC1), relative to the data folder
-    /// unless absolute.
-    pub key: PathBuf,
     /// Ports offered for passive data connections, `"FIRST-LAST"`.
     #[serde(deserialize_with = "from_text")]
     pub passive_ports: PassivePorts,
@@ -50,12 +44,10 @@ pub struct Config {
     /// then cross the network in clear text; a warning is logged at every start.
     pub allow_plaintext: bool,
     /// Whether clients may present an X.509 certificate: "off" or "optional" (verified
-    /// against `client_ca`; it proves the `certificate` factor of accounts that require it).
+    /// against the client CA of `[tls]`; it proves the `certificate` factor of accounts that
+    /// require it).
     #[serde(deserialize_with = "from_text")]
     pub client_certificates: ClientCertificates,
-    /// The client CA certificate(s) in PEM, relative to the data folder unless absolute; read
-    /// only when `client_certificates` is not "off".
-    pub client_ca: PathBuf,
 }
 
 impl Default for Config {
@@ -63,8 +55,6 @@ impl Default for Config {
         Config {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 2121)),
-            cert: PathBuf::from("ftps_cert.pem"),
-            key: PathBuf::from("ftps_key.pem"),
             passive_ports: PassivePorts {
                 first: 50000,
                 last: 50100,
@@ -78,7 +68,6 @@ impl Default for Config {
             max_startups_per_address: 10,
             allow_plaintext: false,
             client_certificates: ClientCertificates::Off,
-            client_ca: PathBuf::from("ftps_client_ca.pem"),
         }
     }
 }

@@ -48,8 +48,8 @@ pub struct TestHub {
 pub struct FtpsEndpoint {
     /// The control connection's address.
     pub addr: SocketAddr,
-    /// The PEM of the throwaway CA that issued the server certificate (for `localhost` and
-    /// 127.0.0.1).
+    /// The PEM of the server CA that issued the server certificate (for `localhost`,
+    /// 127.0.0.1 and ::1).
     pub ca: PathBuf,
     /// The passive port range the server was given.
     pub passive: std::ops::RangeInclusive<u16>,
@@ -133,8 +133,8 @@ impl TestHub {
     }
 
     /// Starts a hub (default SSH and authentication settings) that also serves FTPS on port 0,
-    /// with a throwaway server certificate and a passive range of free ports (`listen`,
-    /// `cert`, `key` and `passive_ports` of `config` are replaced).
+    /// with the data folder's own PKI (as `mailroom init` makes it) and a passive range of free
+    /// ports (`listen` and `passive_ports` of `config` are replaced).
     pub async fn start_ftps(config: mailroom_ftps::Config) -> TestHub {
         Self::start_ftps_full(config, AuthConfig::default()).await
     }
@@ -142,20 +142,23 @@ impl TestHub {
     /// [`TestHub::start_ftps`] with the given authentication settings.
     pub async fn start_ftps_full(mut config: mailroom_ftps::Config, auth: AuthConfig) -> TestHub {
         let mut hub = Self::start_full(mailroom_sftp::Config::default(), auth).await;
-        let ca = write_test_certificates(hub.dir.path());
-        config.cert = hub.dir.path().join("ftps_cert.pem");
-        config.key = hub.dir.path().join("ftps_key.pem");
+        // The data folder's PKI, as `mailroom init` makes it: clients trust its server CA.
+        let pki = mailroom_tls::ensure_pki(
+            &hub.dir.path().join("tls"),
+            &mailroom_tls::PkiSettings::default(),
+        )
+        .expect("test PKI");
+        let ca = pki.server_ca.cert_path.clone();
         let passive = free_port_range(10);
         config.passive_ports =
             mailroom_ftps::config::PassivePorts::new(*passive.start(), *passive.end())
                 .expect("passive range");
-        let tls = mailroom_ftps::tls::server_config(
-            &config.cert,
-            &config.key,
-            config.client_certificates,
-            &config.client_ca,
-        )
-        .expect("ftps tls config");
+        let mut settings = mailroom_tls::TlsSettings::from_pki(&pki);
+        settings.alpn = vec!["ftp".to_owned()];
+        if config.client_certificates == mailroom_ftps::config::ClientCertificates::Optional {
+            settings.client_auth = mailroom_tls::ClientAuth::Optional;
+        }
+        let tls = mailroom_tls::server_config(&settings).expect("ftps tls config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind ftps");
@@ -453,41 +456,6 @@ impl TestHub {
         std::fs::create_dir_all(&path).expect("local dir");
         path
     }
-}
-
-/// Writes a throwaway CA and a server certificate it issued (for `localhost` and 127.0.0.1)
-/// into `dir` as `ftps_ca.pem`, `ftps_cert.pem` and `ftps_key.pem`; returns the CA's path.
-pub fn write_test_certificates(dir: &Path) -> PathBuf {
-    let (ca, ca_key) = test_ca("Mailroom test CA");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("server params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let issuer = rcgen::Issuer::new(ca.clone(), &ca_key);
-    let cert = params.signed_by(&key, &issuer).expect("sign server cert");
-    let ca_pem = ca.self_signed(&ca_key).expect("self-sign CA").pem();
-    std::fs::write(dir.join("ftps_ca.pem"), ca_pem).expect("write CA");
-    std::fs::write(dir.join("ftps_cert.pem"), cert.pem()).expect("write cert");
-    std::fs::write(dir.join("ftps_key.pem"), key.serialize_pem()).expect("write key");
-    dir.join("ftps_ca.pem")
-}
-
-fn test_ca(name: &str) -> (rcgen::CertificateParams, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().expect("CA key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    (params, key)
 }
 
 /// `count` consecutive loopback ports that are free right now, below Linux's ephemeral range

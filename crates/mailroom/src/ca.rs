@@ -65,7 +65,6 @@ impl TlsConfig {
 
     /// What a TLS front end serves with, client authentication off; the front end sets its
     /// ALPN list and client authentication mode.
-    #[allow(dead_code)] // Used by the FTPS front end's wiring, which lands with it.
     pub fn settings(&self, data: &DataDir, pki: &mailroom_tls::Pki) -> mailroom_tls::TlsSettings {
         let mut settings = mailroom_tls::TlsSettings::from_pki(pki);
         if self.external_client_ca() {

@@ -459,23 +459,13 @@ fn sections(config: &Config) -> Vec<Section> {
             settings: vec![
                 setting(
                     "enabled",
-                    "Whether the FTPS front end runs at all. Off by default until the hub issues its own\nserver certificates: it needs `cert` and `key` to exist.",
+                    "Whether the FTPS front end runs at all (off by default). It serves the server certificate\nof [tls], which init and serve create.",
                     ftps.enabled,
                 ),
                 setting(
                     "listen",
                     "Address and port to listen on (explicit TLS: clients send AUTH TLS).",
                     ftps.listen.to_string(),
-                ),
-                setting(
-                    "cert",
-                    "The server certificate chain in PEM, relative to the data folder unless absolute.",
-                    ftps.cert.display().to_string(),
-                ),
-                setting(
-                    "key",
-                    "The server's private key in PEM (PKCS#8, PKCS#1 or SEC1), relative to the data folder\nunless absolute.",
-                    ftps.key.display().to_string(),
                 ),
                 setting(
                     "passive_ports",
@@ -526,13 +516,8 @@ fn sections(config: &Config) -> Vec<Section> {
                 ),
                 setting(
                     "client_certificates",
-                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst `client_ca`; it proves the `certificate` factor of accounts that require it).",
+                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst the client CA of [tls]; it proves the `certificate` factor of accounts that require it).",
                     ftps.client_certificates.as_str(),
-                ),
-                setting(
-                    "client_ca",
-                    "The client CA certificate(s) in PEM, relative to the data folder unless absolute; read\nonly when `client_certificates` is not \"off\".",
-                    ftps.client_ca.display().to_string(),
                 ),
             ],
         },

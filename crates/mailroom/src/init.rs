@@ -59,6 +59,8 @@ pub struct Stores {
     pub meta: SqliteStore,
     /// The SSH host key.
     pub host_key: PrivateKey,
+    /// The TLS certificates of the data folder (server CA and certificate, client CA).
+    pub pki: mailroom_tls::Pki,
 }
 
 /// `mailroom init`: creates what is missing and reports it.
@@ -157,6 +159,7 @@ pub async fn open_stores(
             hub,
             meta,
             host_key,
+            pki,
         },
         first_admin,
     ))

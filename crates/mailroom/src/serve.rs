@@ -49,7 +49,15 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     // The syslog sink taps the store before anything is served, and stops after the store
     // has closed, so every event committed while serving is handed over.
     let sink = syslog::start(&config.audit, &stores.meta).await?;
-    let result = serve(&stores.hub, &config, stores.host_key, data, out).await;
+    let result = serve(
+        &stores.hub,
+        &config,
+        stores.host_key,
+        &stores.pki,
+        data,
+        out,
+    )
+    .await;
     stores.meta.close().await;
     if let Some(sink) = sink {
         sink.stop().await;
@@ -65,6 +73,7 @@ async fn serve(
     hub: &Arc<Hub>,
     config: &Config,
     host_key: russh::keys::PrivateKey,
+    pki: &mailroom_tls::Pki,
     data: &DataDir,
     out: &Output,
 ) -> Result<()> {
@@ -84,15 +93,17 @@ async fn serve(
 
     // TLS first: a bad certificate stops the start before anything listens.
     let ftps_tls = if config.ftps.enabled {
-        let ftps = &config.ftps;
+        let mut settings = config.tls.settings(data, pki);
+        settings.alpn = vec!["ftp".to_owned()];
+        settings.client_auth = match config.ftps.client_certificates {
+            mailroom_ftps::config::ClientCertificates::Off => mailroom_tls::ClientAuth::Off,
+            mailroom_ftps::config::ClientCertificates::Optional => {
+                mailroom_tls::ClientAuth::Optional
+            }
+        };
         Some(
-            mailroom_ftps::tls::server_config(
-                &data.resolve(&ftps.cert),
-                &data.resolve(&ftps.key),
-                ftps.client_certificates,
-                &data.resolve(&ftps.client_ca),
-            )
-            .context("cannot build the FTPS TLS configuration ([ftps] cert, key, client_ca)")?,
+            mailroom_tls::server_config(&settings)
+                .context("cannot build the FTPS TLS configuration ([tls], [ftps])")?,
         )
     } else {
         None

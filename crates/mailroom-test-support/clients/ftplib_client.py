@@ -1,8 +1,9 @@
 """FTPS test driver on Python's standard ftplib.FTP_TLS (explicit TLS, PROT P).
 
-Usage: ftplib_client.py HOST PORT CA USER PASSWORD [--plain] OP...
+Usage: ftplib_client.py HOST PORT CA USER PASSWORD [--plain | --cert=CRT --key=KEY] OP...
 
-Logs in (AUTH TLS, USER/PASS, PBSZ 0, PROT P; with --plain no TLS at all), then runs each
+Logs in (AUTH TLS, USER/PASS, PBSZ 0, PROT P; with --plain no TLS at all; with --cert and
+--key presenting that client certificate in the TLS handshake), then runs each
 OP in order and prints one JSON line per step: {"op", "ok", "reply", ...}. A failed login
 prints its line and stops. OPs:
   put:LOCAL:REMOTE        STOR (see `store` for how the end of the transfer is handled)
@@ -32,13 +33,24 @@ def main():
     host, port, ca, user, password = sys.argv[1:6]
     ops = sys.argv[6:]
     plain = False
-    if ops and ops[0] == "--plain":
-        plain = True
-        ops = ops[1:]
+    cert = key = None
+    while ops and ops[0].startswith("--"):
+        option = ops.pop(0)
+        if option == "--plain":
+            plain = True
+        elif option.startswith("--cert="):
+            cert = option[len("--cert="):]
+        elif option.startswith("--key="):
+            key = option[len("--key="):]
+        else:
+            out(op="options", ok=False, reply="unknown option " + option)
+            return
     if plain:
         ftp = ftplib.FTP()
     else:
         context = ssl.create_default_context(cafile=ca)
+        if cert:
+            context.load_cert_chain(cert, key)
         ftp = ftplib.FTP_TLS(context=context)
     try:
         ftp.connect(host, int(port), timeout=30)

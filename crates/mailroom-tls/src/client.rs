@@ -74,7 +74,7 @@ pub fn issue_client(
             "days must be 1 to {MAX_CLIENT_DAYS}, not {days}"
         )));
     }
-    issue_client_valid(
+    issue_client_with_validity(
         pki,
         account,
         now - BACKDATE,
@@ -83,8 +83,12 @@ pub fn issue_client(
     )
 }
 
-/// [`issue_client`] with explicit validity; tests use it to make expired certificates.
-pub(crate) fn issue_client_valid(
+/// [`issue_client`] with an explicit validity period, for tests that need a certificate from
+/// the client CA that is expired or not yet valid (the CLI offers only [`issue_client`]).
+/// `not_after` is capped at the client CA's own expiry; no other limit applies, so a
+/// `not_after` in the past is accepted. Otherwise it behaves as [`issue_client`]: same
+/// files, same refusals, and the certificate is recorded in `tls/issued.jsonl`.
+pub fn issue_client_with_validity(
     pki: &Pki,
     account: &str,
     not_before: OffsetDateTime,

@@ -11,7 +11,7 @@ use rustls::{ClientConfig, RootCertStore};
 use time::{Duration, OffsetDateTime};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::client::issue_client_valid;
+use crate::client::issue_client_with_validity;
 use crate::disk::{read_certs, read_key};
 use crate::{
     ClientAuth, IssuedClient, Pki, PkiSettings, TlsSettings, client_identity, ensure_pki,
@@ -128,7 +128,7 @@ async fn required_refuses_foreign_expired_and_missing_certificates() {
     let out = temp.path().join("expired");
     std::fs::create_dir(&out).unwrap();
     let now = OffsetDateTime::now_utc();
-    let expired = issue_client_valid(
+    let expired = issue_client_with_validity(
         &pki,
         "alice",
         now - Duration::days(40),

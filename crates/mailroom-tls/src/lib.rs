@@ -25,7 +25,9 @@ mod server;
 #[cfg(test)]
 mod handshake_tests;
 
-pub use client::{IssuedClient, IssuedRecord, issue_client, issued_records};
+pub use client::{
+    IssuedClient, IssuedRecord, issue_client, issue_client_with_validity, issued_records,
+};
 pub use error::TlsError;
 pub use identity::{
     CertInfo, ClientIdentity, client_identity, fingerprint_sha256, read_cert_infos,

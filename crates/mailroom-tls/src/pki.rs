@@ -65,7 +65,8 @@ const MAX_SERVER_DAYS: u32 = 398;
 pub struct PkiSettings {
     /// Host names and IP addresses the server certificate names (DNS or IP SANs).
     pub hostnames: Vec<String>,
-    /// Days a newly issued server certificate is valid (1 to 398).
+    /// Days a newly issued server certificate is valid (1 to 398; the default, 365, keeps
+    /// within the 366 days of Mozilla's "intermediate" server profile).
     pub server_cert_days: u32,
 }
 
@@ -73,7 +74,7 @@ impl Default for PkiSettings {
     fn default() -> Self {
         PkiSettings {
             hostnames: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            server_cert_days: 397,
+            server_cert_days: 365,
         }
     }
 }
@@ -575,7 +576,7 @@ mod tests {
         }
         assert!(server_verifies(&pki, "example.com").is_err());
         let days = (pki.server_cert.not_after - OffsetDateTime::now_utc()).whole_days();
-        assert!((396..=397).contains(&days), "{days}");
+        assert!((364..=365).contains(&days), "{days}");
         let ca_years = (pki.server_ca.info.not_after - OffsetDateTime::now_utc()).whole_days();
         assert!(ca_years >= 3649, "{ca_years}");
 

@@ -654,7 +654,7 @@ fn sections(config: &Config) -> Vec<Section> {
                 ),
                 setting(
                     "server_cert_days",
-                    "Days a newly issued server certificate is valid (1 to 398).",
+                    "Days a newly issued server certificate is valid (1 to 398; Mozilla's intermediate profile allows at most 365).",
                     integer(u64::from(config.tls.server_cert_days)),
                 ),
             ],

@@ -1,0 +1,98 @@
+//! sslyze (from PyPI, installed into the test venv by `.ci/run`) judges the FTPS front end's
+//! TLS against Mozilla's "intermediate" server profile: `sslyze --starttls ftp
+//! --mozilla_config intermediate` exits 0 only when the server is compliant.
+//!
+//! Only explicit FTPS (AUTH TLS on the control port) exists: libunftp 0.24 cannot serve
+//! implicit FTPS (docs/ftps.md, known gap 6), so this is the one FTPS port to scan.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use mailroom_core::{AuthConfig, DefenderConfig, access::parse_network};
+use mailroom_test_support::{TestHub, paramiko_python, run, text};
+use serde_json::Value;
+
+/// The `sslyze` entry point beside the test venv's Python. Absent: `skipped: …`, unless
+/// `MAILROOM_TEST_PYTHON` is set (CI sets it, and CI skips nothing).
+fn sslyze() -> Option<PathBuf> {
+    let python = paramiko_python()?;
+    let sslyze = python.parent()?.join("sslyze");
+    if sslyze.exists() {
+        return Some(sslyze);
+    }
+    assert!(
+        std::env::var_os("MAILROOM_TEST_PYTHON").is_none(),
+        "MAILROOM_TEST_PYTHON is set but {} is missing: .ci/run installs it",
+        sslyze.display()
+    );
+    eprintln!(
+        "skipped: sslyze is not installed beside {}",
+        python.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_finds_ftps_compliant_with_mozilla_intermediate() {
+    let Some(sslyze) = sslyze() else {
+        return;
+    };
+    // A scanner opens hundreds of connections that never log in: the defender would ban it
+    // (score_no_authentication) before the scan ends, so loopback is on its safe list.
+    let auth = AuthConfig {
+        defender: DefenderConfig {
+            safe: vec![parse_network("127.0.0.0/8").unwrap()],
+            ..DefenderConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let hub = TestHub::start_ftps_full(mailroom_ftps::Config::default(), auth).await;
+    let target = format!("127.0.0.1:{}", hub.ftps().addr.port());
+    // The JSON goes to a file: stdout keeps the human report, which names each failed
+    // check of the Mozilla profile.
+    let json = hub.local_dir("sslyze").join("report.json");
+    // The profile requires a certificate that validates: our server CA is private, so
+    // sslyze is given it the way every client is (`--cacert DATA/tls/server-ca.crt`).
+    let mut command = tokio::process::Command::new(&sslyze);
+    command
+        .args(["--starttls", "ftp", "--mozilla_config", "intermediate"])
+        .arg("--certinfo_ca_file")
+        .arg(&hub.ftps().ca)
+        .arg("--json_out")
+        .arg(&json)
+        .arg(&target);
+    let output = run(command).await;
+    // Exit 0: every scan ran and the server is compliant; 1: not compliant (the report's
+    // last section names each failed check); 2 and up: the scan itself failed.
+    assert!(
+        output.status.success(),
+        "sslyze exit {:?}: {}",
+        output.status.code(),
+        text(&output)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap())
+        .unwrap_or_else(|err| panic!("sslyze JSON: {err}: {}", text(&output)));
+    let server = &report["server_scan_results"][0];
+    assert_eq!(server["scan_status"], "COMPLETED", "{server:#}");
+    let scans = &server["scan_result"];
+    // Belt and braces beside the exit status: no protocol below TLS 1.2 is accepted, and
+    // every scan the profile needs ran without an error of its own.
+    for old in [
+        "ssl_2_0_cipher_suites",
+        "ssl_3_0_cipher_suites",
+        "tls_1_0_cipher_suites",
+        "tls_1_1_cipher_suites",
+    ] {
+        assert_eq!(scans[old]["status"], "COMPLETED", "{old}: {:#}", scans[old]);
+        let accepted = &scans[old]["result"]["accepted_cipher_suites"];
+        assert_eq!(accepted, &Value::Array(Vec::new()), "{old}: {accepted:#}");
+    }
+    for new in ["tls_1_2_cipher_suites", "tls_1_3_cipher_suites"] {
+        let accepted = scans[new]["result"]["accepted_cipher_suites"]
+            .as_array()
+            .unwrap();
+        assert!(!accepted.is_empty(), "{new}: nothing accepted");
+    }
+    hub.stop().await;
+}

@@ -186,8 +186,8 @@ class TreeCpu:
     themselves. vsftpd's listener forks a session process, which forks the processes that do
     the work (the TLS and file I/O run in them), and not every one of those is waited for by
     its parent: measured, the listener's cutime + cstime grew by 0.79 s for an upload whose
-    session processes had used 1.42 s themselves (the rest went to whoever reaped the
-    orphans). So: every 10 ms, each process in the listener's tree has its own utime + stime
+    session processes had used 1.42 s themselves (a process whose parent exits without
+    waiting for it is reaped elsewhere). So: every 10 ms, each process in the listener's tree has its own utime + stime
     read (never cutime/cstime, so nothing is counted twice); each process counts with the
     last value seen, and sampling goes on after the transfer until the tree is back to the
     listener alone, so that an exited but unreaped process (a zombie keeps its final

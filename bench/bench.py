@@ -1444,6 +1444,10 @@ def main():
         # (with the reason under the table) and the run goes on; Mailroom's FTPS figures are
         # still measured.
         ftps_servers, ftps_note, vsftpd_version = [hub], None, "n/a"
+        if "ftps" in only and not shutil.which("curl"):
+            only.discard("ftps")
+            ftps_note = "FTPS step skipped: curl is not installed"
+            log(ftps_note)
         if "ftps" in only:
             try:
                 vsftpd = Vsftpd(tmp)

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Mailroom against OpenSSH's sftp server, side by side in one run (issue 3).
+"""Mailroom against OpenSSH's sftp server (issue 3) and vsftpd's FTPS (issue 5), side by
+side in one run.
 
 Run it through `bench/run` (which finds or creates the Python venv with paramiko). It builds
 the hub in release, starts a Mailroom hub on a fresh data folder and an OpenSSH `sshd` of
 its own (own config, host key and port, `Subsystem sftp internal-sftp`), drives both with
 the same OpenSSH `sftp` client and cipher, alternating Mailroom then OpenSSH for every
-figure, for several rounds, and prints one table of medians. See docs/performance.md for
-what each figure means.
+figure, for several rounds, and prints one table of medians. The FTPS step does the same
+against a vsftpd of its own (own config, certificate and ports, anonymous upload), driven by
+curl with the same TLS version and cipher for both. See docs/performance.md for what each
+figure means.
 
 Standard library only; the paramiko drivers live in drivers.py and run as child processes.
 """
@@ -16,8 +19,10 @@ import getpass
 import json
 import os
 import platform
+import pwd
 import queue
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +37,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 DRIVERS = os.path.join(BENCH_DIR, "drivers.py")
 SSHD = "/usr/sbin/sshd"
+VSFTPD = "/usr/sbin/vsftpd"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
 GIB = 1 << 30
@@ -43,6 +49,12 @@ SMALL = 4096
 # The same key exchange for both: OpenSSH 9.x would otherwise pick sntrup761x25519 with sshd
 # (about 100 ms more per login here) and curve25519 with Mailroom.
 KEX = "curve25519-sha256"
+# FTPS, both servers: TLS 1.2 with this suite and the P-256 group (curl pins all three;
+# vsftpd 3.0.3 does ECDHE on P-256 only). Both servers hold an ECDSA P-256 key (Mailroom's is
+# the data folder's PKI server certificate, vsftpd's one made for the run with `openssl
+# req`), so the handshake and the record layer are the same; only the server code differs.
+FTPS_CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
+FTPS_CURVE = "P-256"
 
 START = time.monotonic()
 
@@ -152,6 +164,77 @@ class RssSampler:
         self.sample()
 
 
+class ListenerCpu:
+    """Server CPU seconds around one transfer, from the listener's utime + stime + cutime +
+    cstime (Server.cpu_seconds): right for Mailroom (one process) and for sshd, whose session
+    processes are all reaped by their parents up to the listener."""
+
+    def __init__(self, server):
+        self.server = server
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.start = self.server.cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = self.server.cpu_seconds() - self.start
+
+
+class TreeCpu:
+    """Server CPU seconds around one transfer for vsftpd, sampled from the session processes
+    themselves. vsftpd's listener forks a session process, which forks the processes that do
+    the work (the TLS and file I/O run in them), and not every one of those is waited for by
+    its parent: measured, the listener's cutime + cstime grew by 0.79 s for an upload whose
+    session processes had used 1.42 s themselves (a process whose parent exits without
+    waiting for it is reaped elsewhere). So: every 10 ms, each process in the listener's tree has its own utime + stime
+    read (never cutime/cstime, so nothing is counted twice); each process counts with the
+    last value seen, and sampling goes on after the transfer until the tree is back to the
+    listener alone, so that an exited but unreaped process (a zombie keeps its final
+    times in /proc) is read once more. The result is the listener's own utime + stime
+    difference plus that sum; it can miss at most the last 10 ms of a process that is
+    reaped within the same 10 ms as it exits."""
+
+    def __init__(self, server, interval=0.01):
+        self.server, self.interval = server, interval
+        self.seconds = 0.0
+        self.own = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        for p in tree(self.server.pid)[1:]:
+            try:
+                _, ut, st, _, _ = proc_stat(p)
+            except (OSError, ValueError, IndexError):
+                continue
+            self.own[p] = max(self.own.get(p, 0), ut + st)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def _listener(self):
+        _, ut, st, _, _ = proc_stat(self.server.pid)
+        return ut + st
+
+    def __enter__(self):
+        self.server.settle()
+        self.start = self._listener()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        deadline = time.monotonic() + 30
+        while len(tree(self.server.pid)) > 1 and time.monotonic() < deadline:
+            self._sample()
+            time.sleep(self.interval)
+        self._stop.set()
+        self._thread.join()
+        self.seconds = (self._listener() - self.start + sum(self.own.values())) / CLK_TCK
+
+
 # ---------------------------------------------------------------------------------------
 # processes we own
 
@@ -191,11 +274,13 @@ def kill_all():
         kill_group(OWNED.pop())
 
 
-def run(args, timeout=600, check=True, **kwargs):
-    """Runs a command in its own process group with a hard time limit."""
-    proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **kwargs)
+def run(args, timeout=600, check=True, input=None, **kwargs):
+    """Runs a command in its own process group with a hard time limit; `input` (bytes) is its
+    standard input."""
+    stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
+    proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin, **kwargs)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc, grace=0.5)
         raise BenchError(f"timed out after {timeout}s: {' '.join(map(str, args))}")
@@ -271,6 +356,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_port_range(count):
+    """The first of `count` consecutive loopback ports that are all free right now (the
+    passive data ports of an FTPS server)."""
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(30000)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise BenchError(f"no {count} consecutive free ports")
+
+
 def wait_for_line(path, pattern, proc, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -325,6 +430,9 @@ class Server:
     def rss_kib(self):
         return sum(status_kib(p, "VmRSS") for p in tree(self.pid))
 
+    def cpu_meter(self):
+        return ListenerCpu(self)
+
     def restart(self):
         """Stops the server (SIGTERM to its process group) and starts it again, so that a
         memory figure starts from a fresh process rather than a heap warmed by earlier steps."""
@@ -339,8 +447,9 @@ class Server:
 class Mailroom(Server):
     label = "Mailroom"
 
-    def __init__(self, binary, tmp):
+    def __init__(self, binary, tmp, ftps=False):
         self.binary = binary
+        self.ftps = ftps
         self.data = os.path.join(tmp, "mailroom-data")
         keys = os.path.join(tmp, "keys")
         self.log_path = os.path.join(tmp, "mailroom.log")
@@ -357,18 +466,31 @@ class Mailroom(Server):
             MAILROOM_SFTP_MAX_STARTUPS_PER_ADDRESS="1000",
             MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS="2",
         )
+        # FTPS only when the FTPS step runs, so that the other figures see the hub as before.
+        # Both accounts also get a password (FTP has no keys); either factor logs in.
+        self.password = secrets.token_urlsafe(18)
+        if ftps:
+            self.passive = free_port_range(20)
+            self.env.update(
+                MAILROOM_FTPS_ENABLED="true",
+                MAILROOM_FTPS_LISTEN="127.0.0.1:0",
+                MAILROOM_FTPS_PASSIVE_PORTS=f"{self.passive}-{self.passive + 19}",
+            )
+        self.ca = os.path.join(self.data, "tls", "server-ca.crt")
+        self.ftps_port = 0
         self.alice_key = os.path.join(keys, "alice")
         self.bob_key = os.path.join(keys, "bob")
         self.up_user, self.up_key, self.up_dir = "alice", self.alice_key, "/outbox/bob"
         self.down_user, self.down_key, self.down_dir = "bob", self.bob_key, "/inbox/alice"
 
-    def admin(self, *args):
-        run([self.binary, *args], env=self.env, timeout=120)
+    def admin(self, *args, input=None):
+        run([self.binary, *args], env=self.env, timeout=120, input=input)
 
     def start(self):
         self.admin("init")
-        self.admin("account", "add", "alice", "--authorized-key", self.alice_key + ".pub")
-        self.admin("account", "add", "bob", "--authorized-key", self.bob_key + ".pub")
+        pw = (self.password + "\n").encode()
+        self.admin("account", "add", "alice", "--password-stdin", "--authorized-key", self.alice_key + ".pub", input=pw)
+        self.admin("account", "add", "bob", "--password-stdin", "--authorized-key", self.bob_key + ".pub", input=pw)
         self.admin("route", "allow", "alice", "bob")
         self.serve()
 
@@ -378,6 +500,20 @@ class Mailroom(Server):
         match = wait_for_line(self.out_path, r"sftp listening on 127\.0\.0\.1:(\d+)", self.proc, 60, "mailroom serve")
         self.port = int(match.group(1))
         log(f"Mailroom pid {self.pid} listening on 127.0.0.1:{self.port}")
+        if self.ftps:
+            match = wait_for_line(self.out_path, r"ftps listening on 127\.0\.0\.1:(\d+)", self.proc, 60, "mailroom serve (ftps)")
+            self.ftps_port = int(match.group(1))
+            log(f"Mailroom FTPS on 127.0.0.1:{self.ftps_port}, passive ports {self.passive}-{self.passive + 19}")
+
+    # FTPS: alice uploads to her outbox for bob, bob downloads the delivery from his inbox
+    # (a download does not consume it; the untimed cleanup deletes it, which acknowledges).
+    def ftps_url(self, role, name):
+        if role == "up":
+            return "alice", self.password, f"ftp://127.0.0.1:{self.ftps_port}/outbox/bob/{name}"
+        return "bob", self.password, f"ftp://127.0.0.1:{self.ftps_port}/inbox/alice/{name}"
+
+    def ftps_clear(self, name):
+        run(ftps_command(self, "down", [f"-Q", f"DELE /inbox/alice/{name}"], url=f"ftp://127.0.0.1:{self.ftps_port}/"), timeout=120)
 
 
 class OpenSSH(Server):
@@ -459,12 +595,137 @@ LogLevel INFO
 
 
 def install_sshd():
-    log(f"{SSHD} is missing: apt-get install openssh-server")
+    install_package("openssh-server", SSHD)
+
+
+class Vsftpd(Server):
+    """vsftpd 3.0.3 (Debian's package) as an explicit-FTPS server: foreground, loopback, its
+    own config, certificate and ports, anonymous login and upload (no system user to create:
+    anonymous sessions run as the package's `ftp` user), TLS required on login and data."""
+
+    label = "vsftpd"
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "vsftpd")
+        self.log_path = os.path.join(self.dir, "vsftpd.log")
+        # anon_root must not be writable by the ftp user (vsftpd refuses a writable chroot):
+        # root-owned 0755, uploads go to its 0777 upload/.
+        self.root = os.path.join(self.dir, "root")
+        self.upload = os.path.join(self.root, "upload")
+        self.ca = os.path.join(self.dir, "cert.pem")
+
+    def config(self):
+        d = self.dir
+        return f"""# bench/run: a private vsftpd for the FTPS comparison, nothing else.
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port={self.port}
+background=NO
+anonymous_enable=YES
+local_enable=NO
+no_anon_password=YES
+write_enable=YES
+anon_upload_enable=YES
+# Uploads world-readable, so that anonymous may download them (anon_world_readable_only).
+anon_umask=022
+anon_mkdir_write_enable=NO
+anon_other_write_enable=NO
+anon_root={self.root}
+secure_chroot_dir={d}/empty
+ssl_enable=YES
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+force_local_logins_ssl=YES
+force_local_data_ssl=YES
+# curl resumes the control connection's TLS session on the data connection, so YES would
+# work too; NO because Mailroom (libunftp) cannot require it (docs/ftps.md, gap 9).
+require_ssl_reuse=NO
+# Mailroom does not ask for client certificates by default either.
+ssl_request_cert=NO
+ssl_ciphers=HIGH
+rsa_cert_file={d}/cert.pem
+rsa_private_key_file={d}/key.pem
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port={self.passive}
+pasv_max_port={self.passive + 19}
+port_enable=NO
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+max_clients=0
+max_per_ip=0
+xferlog_enable=NO
+vsftpd_log_file={d}/vsftpd-session.log
+"""
+
+    def start(self):
+        if os.geteuid() != 0:
+            raise BenchError("vsftpd needs root here (anonymous sessions chroot and drop to the ftp user)")
+        if not os.path.exists(VSFTPD):
+            install_package("vsftpd", VSFTPD)
+        try:
+            pwd.getpwnam("ftp")
+        except KeyError:
+            raise BenchError("no 'ftp' user for vsftpd's anonymous sessions (the vsftpd package creates it)")
+        os.makedirs(self.upload)
+        os.makedirs(os.path.join(self.dir, "empty"))
+        for path, mode in ((self.dir, 0o755), (self.root, 0o755), (os.path.join(self.dir, "empty"), 0o755), (self.upload, 0o777)):
+            os.chmod(path, mode)
+        run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", os.path.join(self.dir, "key.pem"), "-out", self.ca, "-days", "2",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        )  # fmt: skip
+        self.port = free_port()
+        self.passive = free_port_range(20)
+        self.conf = os.path.join(self.dir, "vsftpd.conf")
+        with open(self.conf, "w") as f:
+            f.write(self.config())
+        self.serve()
+
+    def serve(self):
+        with open(self.log_path, "ab") as err:
+            self.proc = spawn([VSFTPD, self.conf], stdout=err, stderr=err, stdin=subprocess.DEVNULL)
+        # vsftpd prints nothing when it is ready: wait until the port greets with 220. That
+        # probe's session process is gone again before any measurement (settle()).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    if s.recv(64).startswith(b"220"):
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(self.log_path, errors="replace") as f:
+                    said = f.read()[-500:].strip()
+                raise BenchError(f"vsftpd did not start (exit {self.proc.poll()}): {said or 'no output'}")
+            time.sleep(0.05)
+        log(f"vsftpd pid {self.pid} listening on 127.0.0.1:{self.port}, passive ports {self.passive}-{self.passive + 19}")
+
+    def cpu_meter(self):
+        # Not the listener's cutime/cstime: see TreeCpu.
+        return TreeCpu(self)
+
+    def ftps_url(self, role, name):
+        return "anonymous", "", f"ftp://127.0.0.1:{self.port}/upload/{name}"
+
+    def ftps_clear(self, name):
+        path = os.path.join(self.upload, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def install_package(package, binary):
+    log(f"{binary} is missing: apt-get install {package}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-q"], env=env, timeout=900)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"], env=env, timeout=900)
-    if not os.path.exists(SSHD):
-        raise BenchError("openssh-server installed but /usr/sbin/sshd is still missing")
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package], env=env, timeout=900)
+    if not os.path.exists(binary):
+        raise BenchError(f"{package} installed but {binary} is still missing")
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,6 +744,17 @@ def ssh_options(cipher):
         "-o", "ConnectTimeout=30",
         "-o", f"KexAlgorithms={KEX}",
         "-o", f"Ciphers={cipher}",
+    ]  # fmt: skip
+
+
+def ftps_command(server, role, extra, url=None, name="big"):
+    """curl for one FTPS session: explicit TLS (AUTH TLS, then PROT P: --ssl-reqd), passive
+    (EPSV), TLS 1.2 with FTPS_CIPHER and FTPS_CURVE, the server's CA trusted."""
+    user, password, default_url = server.ftps_url(role, name)
+    return [
+        "curl", "-sS", "--ssl-reqd", "--cacert", server.ca,
+        "--tlsv1.2", "--tls-max", "1.2", "--ciphers", FTPS_CIPHER, "--curves", FTPS_CURVE,
+        "--ftp-pasv", "--user", f"{user}:{password}", *extra, url or default_url,
     ]  # fmt: skip
 
 
@@ -655,6 +927,35 @@ class Bench:
                     raise BenchError(f"{s.label}: downloaded size differs")
                 os.remove(f"{self.dl}/big.bin")
                 self.clear_remote(s)
+
+    # -- FTPS, one session, big file ---------------------------------------------------
+    def ftps(self, servers):
+        """1 GiB (--big-mib) up then down through curl, Mailroom then vsftpd for each; the
+        delivery (or file) is removed afterwards, untimed."""
+        size = self.args.big_mib * MIB
+        for direction in ("up", "down"):
+            for s in servers:
+                self.quiet(s)
+                if direction == "up":
+                    args = ftps_command(s, "up", ["-T", self.big])
+                else:
+                    args = ftps_command(s, "down", ["-o", f"{self.dl}/big.bin"])
+                with s.cpu_meter() as meter:
+                    start = time.monotonic()
+                    run(args, timeout=1800)
+                    t = time.monotonic() - start
+                cpu = meter.seconds
+                self.record(s, f"ftps_{direction}", size / t / 1e6)
+                self.record(s, f"cpu_ftps_{direction}", cpu / (size / GIB))
+                word = "upload" if direction == "up" else "download"
+                log(f"  {s.label:8} FTPS {word:8} {size / t / 1e6:8.1f} MB/s  cpu {cpu:.2f}s")
+                if direction == "down":
+                    if os.path.getsize(f"{self.dl}/big.bin") != size:
+                        raise BenchError(f"{s.label}: FTPS download size differs")
+                    os.remove(f"{self.dl}/big.bin")
+        for s in servers:
+            s.ftps_clear("big")
+            s.settle()
 
     # -- one session, many small files ---------------------------------------------------
     def small_files(self, servers):
@@ -851,6 +1152,15 @@ def openssl_speed(seconds):
     return out
 
 
+def vsftpd_version_of():
+    """vsftpd has no --version that exits cleanly (`-v` prints to stdin's descriptor)."""
+    try:
+        _, out, _ = run(["dpkg-query", "-W", "-f", "${Version}", "vsftpd"], timeout=30)
+        return f"vsftpd {out.strip()}"
+    except (BenchError, FileNotFoundError):
+        return "vsftpd (version unknown)"
+
+
 def git_commit():
     try:
         _, head, _ = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], timeout=30)
@@ -891,6 +1201,12 @@ def rows(a):
         ("lat_p99", f"Delivery latency p99, {a.latency} × 4 KiB (ms)", "lower"),
         ("login_ms", "Login + one request, one session (ms)", "lower"),
     ]
+    out = [(key, label, better, "OpenSSH") for key, label, better in out]
+    # FTPS against vsftpd: the "OpenSSH" column holds vsftpd's figure in these rows.
+    for direction, word in (("up", "upload"), ("down", "download")):
+        out.append((f"ftps_{direction}", f"FTPS {big} {word}, vs vsftpd (MB/s)", "higher", "vsftpd"))
+    for direction, word in (("up", "upload"), ("down", "download")):
+        out.append((f"cpu_ftps_{direction}", f"FTPS server CPU s/GiB, {big} {word}, vs vsftpd", "lower", "vsftpd"))
     return out
 
 
@@ -953,6 +1269,12 @@ def targets(results, a):
     add(f"{a.concurrent} concurrent transfers, aggregate MB/s", r, "≥ 1.0× OpenSSH", r is not None and r >= 1.0, "ratio")
     v = m("lat_p99")
     add("Delivery latency p99, 4 KiB", v, "< 20 ms", v is not None and v < 20, "ms")
+    for direction, word in (("up", "upload"), ("down", "download")):
+        mv, vv = m(f"ftps_{direction}"), med(results, "vsftpd", f"ftps_{direction}")
+        r = ratio(mv, vv)
+        add(f"FTPS {word} throughput (issue 5)", r, "≥ 1.0× vsftpd", r is not None and r >= 1.0, "ratio")
+        r = ratio(m(f"cpu_ftps_{direction}"), med(results, "vsftpd", f"cpu_ftps_{direction}"))
+        add(f"FTPS {word} server CPU/GiB (issue 5)", r, "≤ 1.0× vsftpd", r is not None and r <= 1.0, "ratio")
     return out
 
 
@@ -961,15 +1283,19 @@ def report(res, facts, a):
     lines.append(f"Mailroom {facts['commit']} vs OpenSSH sshd (internal-sftp), {facts['date']}; ssh -V: {facts['machine']['openssh']}")
     lines.append("")
     lines.append(f"{'quick mode, ' if a.quick else ''}{a.rounds} round(s), medians; client: OpenSSH sftp, same cipher for both; MB/s = 10^6 bytes/s")
+    vsftpd = facts.get("vsftpd", "n/a")
+    lines.append(f"FTPS rows: Mailroom vs vsftpd ({vsftpd}), client curl, TLS 1.2 {FTPS_CIPHER} with {FTPS_CURVE} for both, explicit TLS, passive, TLS on data")
     lines.append("")
-    lines.append("| Figure | Mailroom | OpenSSH | Mailroom/OpenSSH | |")
+    lines.append("| Figure | Mailroom | OpenSSH (FTPS rows: vsftpd) | Ratio | |")
     lines.append("|---|---:|---:|---:|---|")
-    for key, label, better in rows(a):
-        mv, ov = med(res, "Mailroom", key), med(res, "OpenSSH", key)
+    for key, label, better, other in rows(a):
+        mv, ov = med(res, "Mailroom", key), med(res, other, key)
         r = ratio(mv, ov)
         note = "higher is better" if better == "higher" else "lower is better"
         lines.append(f"| {label} | {fmt(mv)} | {fmt(ov)} | {fmt_ratio(r)} | {note} |")
     ceiling = med(res, "machine", "ceiling")
+    if facts.get("ftps_note"):
+        lines.append(f"| FTPS against vsftpd | | n/a | | {facts['ftps_note']} |")
     lines.append(f"| Durable-write ceiling of the data folder's file system (files/s) | {fmt(ceiling)} | | | machine |")
     m = facts["machine"]
     sp = facts["openssl"]
@@ -980,7 +1306,7 @@ def report(res, facts, a):
         f"Physical ceiling (openssl speed -evp, one core, 16 KiB blocks): AES-128-GCM {fmt(sp.get('aes'))} MB/s, ChaCha20-Poly1305 {fmt(sp.get('chacha'))} MB/s"
     )
     lines.append("")
-    lines.append("| Target (issue 3) | Goal | Measured | Met? |")
+    lines.append("| Target (issue 3, FTPS: issue 5) | Goal | Measured | Met? |")
     lines.append("|---|---|---:|---|")
     for t in facts["targets"]:
         shown = fmt_ratio(t["measured"]) if t["how"].startswith("ratio") else f"{fmt(t['measured'])} {t['how']}"
@@ -989,11 +1315,11 @@ def report(res, facts, a):
         lines.append("")
         lines.append("Every round, in run order (one data folder and one sshd for the whole run):")
         lines.append("")
-        lines.append("| Figure | Mailroom | OpenSSH |")
+        lines.append("| Figure | Mailroom | OpenSSH (FTPS rows: vsftpd) |")
         lines.append("|---|---:|---:|")
         each = lambda label, key: " / ".join(fmt(v) for v in res.get((label, key), [])) or "n/a"  # noqa: E731
-        for key, label, _ in rows(a):
-            lines.append(f"| {label} | {each('Mailroom', key)} | {each('OpenSSH', key)} |")
+        for key, label, _, other in rows(a):
+            lines.append(f"| {label} | {each('Mailroom', key)} | {each(other, key)} |")
         lines.append(f"| Durable-write ceiling (files/s) | {each('machine', 'ceiling')} | |")
     if a.quick:
         lines.append("")
@@ -1043,7 +1369,7 @@ def parse_args():
     p.add_argument("--concurrent-files", type=int, help="4 KiB files each concurrent session uploads (default 200)")
     p.add_argument("--latency", type=int, help="deliveries timed for the latency figure (default 500)")
     p.add_argument("--fsync-files", type=int, help="files in the durable-write ceiling probe (default 1000)")
-    p.add_argument("--only", help="comma-separated subset: big,small,concurrent,idle,latency,login,ceiling")
+    p.add_argument("--only", help="comma-separated subset: big,ftps,small,concurrent,idle,latency,login,ceiling")
     p.add_argument("--json", metavar="FILE", help="also write the raw numbers (every round) as JSON")
     p.add_argument("--no-build", action="store_true", help="use target/release/mailroom as it is")
     p.add_argument(
@@ -1080,7 +1406,7 @@ def main():
     if a.from_json:
         reprint(a.from_json)
         return
-    steps = ["login", "big", "small", "concurrent", "idle", "latency", "ceiling"]
+    steps = ["login", "big", "ftps", "small", "concurrent", "idle", "latency", "ceiling"]
     only = set(a.only.split(",")) if a.only else set(steps)
     unknown = only - set(steps)
     if unknown:
@@ -1110,11 +1436,28 @@ def main():
         os.makedirs(os.path.join(tmp, "keys"))
         keygen(os.path.join(tmp, "keys", "alice"), "alice")
         keygen(os.path.join(tmp, "keys", "bob"), "bob")
-        hub = Mailroom(binary, tmp)
+        hub = Mailroom(binary, tmp, ftps="ftps" in only)
         sshd = OpenSSH(tmp, hub.alice_key, hub.bob_key)
         hub.start()
         sshd.start()
         servers = [hub, sshd]
+        # vsftpd is only the FTPS step's yardstick: if it cannot start, its figures are n/a
+        # (with the reason under the table) and the run goes on; Mailroom's FTPS figures are
+        # still measured.
+        ftps_servers, ftps_note, vsftpd_version = [hub], None, "n/a"
+        if "ftps" in only and not shutil.which("curl"):
+            only.discard("ftps")
+            ftps_note = "FTPS step skipped: curl is not installed"
+            log(ftps_note)
+        if "ftps" in only:
+            try:
+                vsftpd = Vsftpd(tmp)
+                vsftpd.start()
+                ftps_servers.append(vsftpd)
+                vsftpd_version = vsftpd_version_of()
+            except BenchError as exc:
+                ftps_note = f"vsftpd unavailable: {exc}".replace("\n", " ").replace("|", "/")[:300]
+                log(ftps_note)
         bench = Bench(a, tmp, sys.executable)
         bench.prepare_files()
 
@@ -1129,6 +1472,8 @@ def main():
                 bench.login(servers)
             if "big" in only:
                 bench.big_files(servers)
+            if "ftps" in only:
+                bench.ftps(ftps_servers)
             # The ceiling right before the small uploads it is the yardstick for: the disk's
             # fsync latency drifts on a shared VM.
             if "ceiling" in only:
@@ -1141,7 +1486,7 @@ def main():
                 bench.concurrent_small(servers)
             if "latency" in only:
                 bench.latency(servers)
-        for s in servers:
+        for s in servers + ftps_servers[1:]:
             if s.proc.poll() is not None:
                 raise BenchError(f"{s.label} exited during the run; see {s.log_path}")
 
@@ -1151,6 +1496,8 @@ def main():
             "machine": machine(),
             "filesystem": filesystem_of(os.path.realpath(hub.data)),
             "openssl": speed,
+            "vsftpd": vsftpd_version,
+            "ftps_note": ftps_note,
         }
         facts["targets"] = targets(bench.results, a)
         print(report(bench.results, facts, a), flush=True)
@@ -1165,7 +1512,7 @@ def main():
         kill_all()
         if not ok:
             # Show what the servers said before the folder goes.
-            for name in ("mailroom.log", "sshd/sshd.log"):
+            for name in ("mailroom.log", "sshd/sshd.log", "vsftpd/vsftpd.log"):
                 path = os.path.join(tmp, name)
                 if os.path.exists(path):
                     with open(path, errors="replace") as f:

@@ -17,6 +17,7 @@ pub mod password;
 pub mod path;
 pub mod policy;
 pub mod ports;
+pub mod refusals;
 pub mod secret;
 pub mod sessions;
 
@@ -42,5 +43,6 @@ pub use ports::{
     BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, InboxUsage,
     MetaStore, StoredBlob, SweepReport, SystemClock,
 };
+pub use refusals::RefusalRecorder;
 pub use secret::Secret;
 pub use sessions::{SessionGuard, SessionInfo};

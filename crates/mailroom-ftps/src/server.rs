@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use libunftp::options::{ActivePassiveMode, FtpsRequired, PassiveHost, SiteMd5};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use mailroom_core::{Hub, Protocol, SessionGuard};
+use mailroom_core::{Hub, Protocol, RefusalRecorder, SessionGuard};
 use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
 
 use crate::auth::{FtpUser, HubAuthenticator, HubUsers, Login};
@@ -54,7 +54,7 @@ pub async fn serve(
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
     let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
     let tracker = TaskTracker::new();
-    let recorder = RefusalRecorder::new(hub.clone(), tracker.clone());
+    let recorder = RefusalRecorder::new(hub.clone(), Protocol::Ftps, tracker.clone());
     let shared = Arc::new(Shared {
         hub,
         config,
@@ -63,39 +63,20 @@ pub async fn serve(
         recorder: recorder.clone(),
     });
     loop {
-        let (socket, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off a little, keep serving.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some(admitted) =
+            mailroom_net::accept(&listener, &limits, &startups, &shutdown, |peer, reason| {
+                recorder.record(peer, reason)
+            })
+            .await
+        else {
+            break;
         };
-        let permit = match limits.admit(peer.ip()) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                tracing::warn!(peer = %peer, reason = %limit, "connection refused");
-                continue;
-            }
-        };
-        let startup = match startups.admit(peer.ip()) {
-            Ok(startup) => startup,
-            Err(refused) => {
-                let recorded = recorder.record(peer, refused.to_string());
-                tracing::warn!(peer = %peer, reason = %refused, recorded, "connection refused before login");
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
+        let (socket, peer) = (admitted.socket, admitted.peer);
         let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ftps", peer = %peer);
         tracker.spawn(
             shared
                 .clone()
-                .connection(socket, peer, permit, startup)
+                .connection(socket, peer, admitted.permit, admitted.startup)
                 .instrument(span),
         );
     }
@@ -284,45 +265,5 @@ fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStre
 fn close(control: &std::net::TcpStream) {
     if let Err(err) = control.shutdown(Shutdown::Both) {
         tracing::debug!(error = %err, "shutdown of a closed socket");
-    }
-}
-
-/// Records pre-login refusals (limits, the login deadline) as refused login events, each in
-/// a task of its own so the accept loop never waits for the database; at most
-/// [`RefusalRecorder::MAX_IN_FLIGHT`] at once, the rest only logged.
-#[derive(Clone)]
-struct RefusalRecorder {
-    hub: Arc<Hub>,
-    tracker: TaskTracker,
-    in_flight: Arc<Semaphore>,
-}
-
-impl RefusalRecorder {
-    const MAX_IN_FLIGHT: usize = 16;
-
-    fn new(hub: Arc<Hub>, tracker: TaskTracker) -> RefusalRecorder {
-        RefusalRecorder {
-            hub,
-            tracker,
-            in_flight: Arc::new(Semaphore::new(Self::MAX_IN_FLIGHT)),
-        }
-    }
-
-    /// Records that `peer` was refused for `reason`; false when saturated (not recorded).
-    fn record(&self, peer: SocketAddr, reason: String) -> bool {
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return false;
-        };
-        let hub = self.hub.clone();
-        self.tracker.spawn(async move {
-            let recorded = hub
-                .record_login_refusal("-", &reason, Some(peer.to_string()), Protocol::Ftps)
-                .await;
-            if let Err(err) = recorded {
-                tracing::error!(peer = %peer, error = %err, "refusal could not be recorded");
-            }
-            drop(permit);
-        });
-        true
     }
 }

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+mod accept;
 mod startup;
 
+pub use accept::{Admitted, accept};
 pub use startup::{
     MaxStartups, MaxStartupsError, StartupLimits, StartupPermit, StartupRefusals, StartupRefused,
 };

@@ -31,16 +31,13 @@
 //! `SSH-2.0-` (1.99 is a server's answer, never a client's) is refused as well.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use mailroom_core::{Hub, Protocol};
 use mailroom_net::StartupPermit;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 
 /// Largest cleartext packet (`packet_length` field) a client may send before NEWKEYS.
 pub(crate) const MAX_CLEARTEXT_PACKET: u32 = 35_000;
@@ -332,53 +329,6 @@ impl StartupSlot {
         if let Some(permit) = permit {
             permit.authenticated();
         }
-    }
-}
-
-/// Records pre-authentication refusals as login events (user `-`, outcome refused), each in
-/// a task of its own so that the accept loop never waits for the database. Each is one
-/// relaxed-durability insert; during a flood at most [`RefusalRecorder::MAX_IN_FLIGHT`] run
-/// at once and the rest are only logged (and counted), so a flood costs the database a
-/// bounded rate of small writes rather than one per connection without limit.
-#[derive(Clone)]
-pub(crate) struct RefusalRecorder {
-    hub: Arc<Hub>,
-    tracker: TaskTracker,
-    in_flight: Arc<Semaphore>,
-    skipped: Arc<AtomicU64>,
-}
-
-impl RefusalRecorder {
-    /// Recordings running at once.
-    const MAX_IN_FLIGHT: usize = 16;
-
-    pub(crate) fn new(hub: Arc<Hub>, tracker: TaskTracker) -> RefusalRecorder {
-        RefusalRecorder {
-            hub,
-            tracker,
-            in_flight: Arc::new(Semaphore::new(Self::MAX_IN_FLIGHT)),
-            skipped: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Records that `peer` was refused before logging in, for `reason`; returns whether the
-    /// event will be written (false while the recorder is saturated).
-    pub(crate) fn record(&self, peer: std::net::SocketAddr, reason: String) -> bool {
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        let hub = self.hub.clone();
-        self.tracker.spawn(async move {
-            let recorded = hub
-                .record_login_refusal("-", &reason, Some(peer.to_string()), Protocol::Ssh)
-                .await;
-            if let Err(err) = recorded {
-                tracing::error!(peer = %peer, error = %err, "refusal could not be recorded");
-            }
-            drop(permit);
-        });
-        true
     }
 }
 

@@ -25,13 +25,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use mailroom_core::{
-    ClientSession, Credential, Factor, Hub, LoginProgress, LoginStep, Protocol, Secret,
-    SessionGuard,
+    ClientSession, Credential, Factor, Hub, LoginProgress, LoginStep, Protocol, RefusalRecorder,
+    Secret, SessionGuard,
 };
-use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
+use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits};
 
 use crate::config::Config;
-use crate::preauth::{PreauthStream, RefusalRecorder, StartupSlot, Violation};
+use crate::preauth::{PreauthStream, StartupSlot, Violation};
 use crate::{scp, sftp};
 
 /// Session channels one connection may open at once.
@@ -51,31 +51,17 @@ pub async fn serve(
     let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
-    let recorder = RefusalRecorder::new(hub.clone(), tracker.clone());
+    let recorder = RefusalRecorder::new(hub.clone(), Protocol::Ssh, tracker.clone());
     loop {
-        let (socket, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off a little, keep serving.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some(admitted) =
+            mailroom_net::accept(&listener, &limits, &startups, &shutdown, |peer, reason| {
+                recorder.record(peer, reason)
+            })
+            .await
+        else {
+            break;
         };
-        let permit = match limits.admit(peer.ip()) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                tracing::warn!(peer = %peer, reason = %limit, "connection refused");
-                continue;
-            }
-        };
-        let Some(startup) = admit_startup(&startups, &recorder, peer) else {
-            continue;
-        };
-        let _ = socket.set_nodelay(true);
+        let (socket, peer) = (admitted.socket, admitted.peer);
         let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ssh", peer = %peer);
         let connection = Connection {
             hub: hub.clone(),
@@ -87,36 +73,18 @@ pub async fn serve(
         };
         tracker.spawn(
             connection
-                .run(socket, peer, permit, StartupSlot::new(startup))
+                .run(
+                    socket,
+                    peer,
+                    admitted.permit,
+                    StartupSlot::new(admitted.startup),
+                )
                 .instrument(span),
         );
     }
     tracker.close();
     tracker.wait().await;
     Ok(())
-}
-
-/// Admits a new connection among the unauthenticated ones, or logs and records why not; the
-/// caller then drops the socket, before any SSH byte, as OpenSSH does.
-fn admit_startup(
-    startups: &Arc<StartupLimits>,
-    recorder: &RefusalRecorder,
-    peer: SocketAddr,
-) -> Option<StartupPermit> {
-    match startups.admit(peer.ip()) {
-        Ok(permit) => Some(permit),
-        Err(refused) => {
-            let recorded = recorder.record(peer, refused.to_string());
-            tracing::warn!(
-                peer = %peer,
-                reason = %refused,
-                unauthenticated = startups.unauthenticated(),
-                recorded,
-                "connection refused before login"
-            );
-            None
-        }
-    }
 }
 
 /// The russh configuration: our host key, modern algorithms only, our limits.

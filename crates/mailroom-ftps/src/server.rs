@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use libunftp::options::{ActivePassiveMode, FtpsRequired, PassiveHost, SiteMd5};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use mailroom_core::{Hub, Protocol, RefusalRecorder, SessionGuard};
-use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
+use mailroom_net::{Activity, ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
 
 use crate::auth::{FtpUser, HubAuthenticator, HubUsers, Login};
 use crate::config::Config;
@@ -92,33 +92,6 @@ struct Shared {
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
     recorder: RefusalRecorder,
-}
-
-/// How many transfers (RETR, STOR) a connection has running. At shutdown a connection with
-/// none is closed at once; one with transfers is left to finish them.
-#[derive(Clone)]
-pub(crate) struct Activity(Arc<watch::Sender<usize>>);
-
-impl Activity {
-    fn new() -> (Activity, watch::Receiver<usize>) {
-        let (sender, receiver) = watch::channel(0);
-        (Activity(Arc::new(sender)), receiver)
-    }
-
-    /// Counts a transfer until the returned value is dropped.
-    pub(crate) fn transfer(&self) -> Transfer {
-        self.0.send_modify(|count| *count += 1);
-        Transfer(self.0.clone())
-    }
-}
-
-/// One running transfer; dropping it uncounts it.
-pub(crate) struct Transfer(Arc<watch::Sender<usize>>);
-
-impl Drop for Transfer {
-    fn drop(&mut self) {
-        self.0.send_modify(|count| *count = count.saturating_sub(1));
-    }
 }
 
 impl Shared {

@@ -22,7 +22,7 @@ use unftp_core::storage::{self as ftp, Fileinfo, Metadata, Permissions, StorageB
 use mailroom_core::{self as core, CoreError, ErrorKind, Hub, VirtualPath};
 
 use crate::auth::FtpUser;
-use crate::server::Activity;
+use mailroom_net::Activity;
 
 /// Bytes read from the data connection before they are handed to the blob writer.
 const UPLOAD_CHUNK: usize = 1024 * 1024;

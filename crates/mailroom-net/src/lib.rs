@@ -9,9 +9,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 mod accept;
+mod activity;
 mod startup;
 
 pub use accept::{Admitted, accept};
+pub use activity::{Activity, Transfer};
 pub use startup::{
     MaxStartups, MaxStartupsError, StartupLimits, StartupPermit, StartupRefusals, StartupRefused,
 };

@@ -19,7 +19,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -28,7 +28,7 @@ use mailroom_core::{
     ClientSession, Credential, Factor, Hub, LoginProgress, LoginStep, Protocol, RefusalRecorder,
     Secret, SessionGuard,
 };
-use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits};
+use mailroom_net::{Activity, ConnectionLimits, ConnectionPermit, StartupLimits};
 
 use crate::config::Config;
 use crate::preauth::{PreauthStream, StartupSlot, Violation};
@@ -148,24 +148,6 @@ struct Connection {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     recorder: RefusalRecorder,
-}
-
-/// How many transfers (open files, running scp commands) a connection has. At shutdown a
-/// connection with none is closed at once; one with transfers is left to finish them.
-#[derive(Clone)]
-pub(crate) struct Activity(Arc<watch::Sender<usize>>);
-
-impl Activity {
-    fn new() -> (Activity, watch::Receiver<usize>) {
-        let (sender, receiver) = watch::channel(0);
-        (Activity(Arc::new(sender)), receiver)
-    }
-
-    /// Adds `delta` (positive or negative) to the connection's transfer count.
-    pub(crate) fn add(&self, delta: isize) {
-        self.0
-            .send_modify(|count| *count = count.saturating_add_signed(delta));
-    }
 }
 
 impl Connection {

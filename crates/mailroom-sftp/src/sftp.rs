@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use mailroom_core::{self as core, ClientSession, CoreError, ErrorKind, Hub, VirtualPath};
 
-use crate::server::Activity;
+use mailroom_net::Activity;
 
 /// Largest SFTP packet accepted from a client, length field excluded.
 const MAX_PACKET: usize = 256 * 1024 + 4096;

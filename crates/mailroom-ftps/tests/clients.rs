@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use mailroom_core::{
     AuthConfig, DefenderConfig, DeliveryState, EventKind, Outcome, Protocol, access::parse_network,
 };
-use mailroom_test_support::{TestClient, TestHub, have, run, sha256_file, text, write_random};
+use mailroom_test_support::{
+    TestClient, TestHub, eventually, have, run, sha256_file, text, write_random,
+};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -453,19 +455,22 @@ async fn a_client_killed_mid_upload_delivers_nothing() {
         assert_eq!(step["ok"], true, "{step}");
     }
     // The upload is under way once its bytes reach the staging area.
-    wait_for(|| async { hub.staged_bytes() > 0 }, "bytes in staging").await;
+    assert!(
+        eventually(Duration::from_secs(60), async || hub.staged_bytes() > 0).await,
+        "timed out waiting for bytes in staging"
+    );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    wait_for(
-        || async {
+    assert!(
+        eventually(Duration::from_secs(60), async || {
             !hub.events(EventKind::Upload, Outcome::Failed)
                 .await
                 .is_empty()
-        },
-        "a failed upload event",
-    )
-    .await;
+        })
+        .await,
+        "timed out waiting for a failed upload event"
+    );
     let failed = hub.events(EventKind::Upload, Outcome::Failed).await;
     assert_eq!(failed[0].protocol, Protocol::Ftps);
     assert!(hub.deliveries().await.is_empty());
@@ -510,20 +515,6 @@ async fn a_disabled_accounts_session_is_closed_within_seconds() {
     );
     child.wait().await.unwrap();
     hub.stop().await;
-}
-
-/// Polls `condition` until it holds, failing after 60 s. The conditions are states the
-/// server reaches on its own (bytes staged, an event committed), so there is nothing to await.
-async fn wait_for<F, Fut>(condition: F, what: &str)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Pins two libunftp 0.24 gaps documented in docs/ftps.md ("Known gaps"), so that an

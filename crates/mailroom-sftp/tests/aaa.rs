@@ -16,7 +16,7 @@ use mailroom_core::login::totp_code;
 use mailroom_core::{
     AuthConfig, BanSubject, DefenderConfig, EventKind, FactorSet, Outcome, Secret,
 };
-use mailroom_test_support::{TestClient, TestHub, paramiko, paramiko_python, text};
+use mailroom_test_support::{TestClient, TestHub, eventually, paramiko, paramiko_python, text};
 use serde_json::Value;
 
 fn name(text: &str) -> mailroom_core::AccountName {
@@ -31,20 +31,6 @@ fn json(text: &str) -> Value {
 fn code_now(secret: &Secret<String>) -> String {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     totp_code(secret.expose(), u64::try_from(now).unwrap()).unwrap()
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
-async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// An `SSH_ASKPASS` program that answers "Verification code" prompts from `code` and every

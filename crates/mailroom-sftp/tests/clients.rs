@@ -6,7 +6,8 @@ use std::time::Duration;
 use mailroom_core::access::parse_network;
 use mailroom_core::{AuthConfig, DefenderConfig, DeliveryState, EventKind, EventQuery, Outcome};
 use mailroom_test_support::{
-    TestClient, TestHub, have, paramiko, paramiko_python, sha256_file, text, write_random,
+    TestClient, TestHub, eventually, have, paramiko, paramiko_python, sha256_file, text,
+    write_random,
 };
 use serde_json::Value;
 
@@ -305,19 +306,10 @@ async fn a_dropped_upload_is_never_delivered() {
     // Wait until bytes have reached the staging area, then cut the client off. This polls
     // another process's progress (no signal exists for "the client has sent some bytes"),
     // bounded by a deadline; nothing is assumed to have happened after a fixed delay.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let staged = hub.staged_bytes();
-        if staged > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "upload never started"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(120), async || hub.staged_bytes() > 0).await,
+        "upload never started"
+    );
     child.kill().await.unwrap();
     let _ = child.wait().await;
 
@@ -392,10 +384,8 @@ async fn shutdown_lets_running_uploads_finish_and_closes_idle_sessions() {
         .unwrap();
     // Wait for the upload to be under way and for Bob's login to be recorded: polling other
     // processes' progress, bounded by a deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        // Bytes in staging mean the OPEN was answered: the upload is a running transfer.
-        let staged = hub.staged_bytes();
+    // Bytes in staging mean the OPEN was answered: the upload is a running transfer.
+    let going = eventually(Duration::from_secs(120), async || {
         let bob_in = hub
             .hub
             .events(&EventQuery {
@@ -407,15 +397,10 @@ async fn shutdown_lets_running_uploads_finish_and_closes_idle_sessions() {
             .unwrap()
             .iter()
             .any(|e| e.outcome == Outcome::Ok);
-        if staged > 0 && bob_in {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "setup never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        hub.staged_bytes() > 0 && bob_in
+    })
+    .await;
+    assert!(going, "setup never got going");
     // Stop: returns only when every session has ended.
     let deliveries = hub.meta.clone();
     let stopped = tokio::time::timeout(Duration::from_secs(240), hub.stop()).await;

@@ -520,6 +520,23 @@ pub async fn run(mut command: Command) -> Output {
     }
 }
 
+/// Waits until `check` holds, asking every 20 ms, for at most `limit`; returns whether it
+/// held. For states the server or another process reaches on its own (bytes staged, an event
+/// committed, a session registered or gone) where no signal exists to await; the deadline
+/// bounds it, and nothing is assumed to have happened after a fixed delay.
+pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Whether a program is on PATH; prints `skipped: …` when it is not.
 pub fn have(program: &str) -> bool {
     let found = std::process::Command::new("sh")

@@ -12,8 +12,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use mailroom_test_support::eventually;
 use serde_json::Value;
 
 mod common;
@@ -231,22 +232,6 @@ async fn login(
     serde_json::from_str(&answer).unwrap()
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, failing after `seconds`.
-async fn poll<T, F, Fut>(what: &str, seconds: u64, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {seconds} s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn text(output: &Output) -> String {
     mailroom_test_support::text(output)
 }
@@ -327,15 +312,15 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     let out = site.ok(&["ban", "remove", "127.0.0.1"], &[]);
     assert_eq!(out, "lifted the ban of 127.0.0.1\n");
     assert_eq!(site.bans(), serde_json::json!([]));
-    poll("the right password works again", 15, || async {
+    let works = eventually(Duration::from_secs(15), async || {
         let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
-        if answer["ok"] == true {
-            return Some(());
+        if answer["ok"] != true {
+            assert!(refused_at_connect(&answer), "{answer}");
         }
-        assert!(refused_at_connect(&answer), "{answer}");
-        None
+        answer["ok"] == true
     })
     .await;
+    assert!(works, "the right password works again: not within 15 s");
     server.stop();
 
     // The trail: one ban by the defender (none again after the restart), one lift by the CLI.
@@ -432,12 +417,16 @@ async fn the_deny_list_is_refused_before_ssh() {
     let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
     assert!(refused_at_connect(&answer), "{answer}");
     // Recorded before the socket is dropped; polled all the same, since another process reads.
-    let refusal = poll("the deny-list refusal in the audit trail", 10, || async {
+    let deny_refusal = || {
         site.events("login").into_iter().find(|e| {
             e["outcome"] == "refused" && e["detail"].as_str().unwrap().contains("deny list")
         })
-    })
-    .await;
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || deny_refusal().is_some()).await,
+        "the deny-list refusal in the audit trail: not within 10 s"
+    );
+    let refusal = deny_refusal().unwrap();
     assert_eq!(refusal["object"], "127.0.0.1", "{refusal}");
     // Refused at the door, so nothing is scored and nobody is banned.
     assert_eq!(site.bans(), serde_json::json!([]));

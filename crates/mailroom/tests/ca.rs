@@ -56,25 +56,17 @@ fn initialised() -> (tempfile::TempDir, PathBuf) {
     (temp, data)
 }
 
-/// Every file under `dir`, with its contents, for "nothing changed" checks.
+/// Every file under `dir` (the database aside), with its contents, for "nothing changed"
+/// checks.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.to_string_lossy().contains("meta.db") {
-                files.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
+    mailroom_test_support::files_under(dir)
+        .into_iter()
+        .filter(|path| !path.to_string_lossy().contains("meta.db"))
+        .map(|path| {
+            let content = std::fs::read(&path).unwrap();
+            (path, content)
+        })
+        .collect()
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The `[ftps]` section of the configuration: where the FTPS front end listens, its TLS
-//! files, its passive port range and how it treats connections. Plain data with safe
+//! The `[ftps]` section of the configuration: where the FTPS front end listens (explicit and
+//! implicit TLS), its data-connection rules and how it treats connections. Plain data with safe
 //! defaults; the binary parses the file and resolves the paths against the data folder.
 
 use std::fmt;
@@ -19,12 +19,27 @@ pub struct Config {
     pub enabled: bool,
     /// Address and port to listen on (explicit TLS: clients send AUTH TLS).
     pub listen: SocketAddr,
+    /// Address and port for implicit FTPS (TLS from the first byte, `ftps://` URLs); empty:
+    /// not offered.
+    #[serde(deserialize_with = "optional_address")]
+    pub implicit_listen: Option<SocketAddr>,
     /// Ports offered for passive data connections, `"FIRST-LAST"`.
     #[serde(deserialize_with = "from_text")]
     pub passive_ports: PassivePorts,
     /// The IPv4 address announced in PASV replies; empty: the address the client connected to.
     #[serde(deserialize_with = "passive_address")]
     pub passive_address: Option<Ipv4Addr>,
+    /// Whether a TLS data connection must resume the TLS session of its control connection
+    /// (as vsftpd's `require_ssl_reuse`): proof that the data connection comes from the
+    /// client that logged in, not from someone who raced it to the passive port.
+    pub require_tls_resumption: bool,
+    /// Allows active mode (PORT, EPRT): the server connects to the client for each transfer,
+    /// only ever to the address of the control connection and a port of 1024 or more (an
+    /// FTP bounce is refused). Off: passive mode only.
+    pub allow_active: bool,
+    /// Seconds to wait for a data connection (and its TLS handshake) before a transfer fails
+    /// with 425.
+    pub data_timeout_seconds: u64,
     /// Seconds without a command (and no transfer running) before a session is closed.
     pub idle_timeout_seconds: u64,
     /// Seconds a connection may take from accept to a completed login before it is closed,
@@ -55,11 +70,15 @@ impl Default for Config {
         Config {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 2121)),
+            implicit_listen: None,
             passive_ports: PassivePorts {
                 first: 50000,
                 last: 50100,
             },
             passive_address: None,
+            require_tls_resumption: true,
+            allow_active: false,
+            data_timeout_seconds: 30,
             idle_timeout_seconds: 600,
             login_grace_seconds: 60,
             max_connections: 512,
@@ -207,6 +226,22 @@ fn passive_address<'de, D: Deserializer<'de>>(
     })
 }
 
+/// `implicit_listen`: empty for "not offered", else a socket address.
+fn optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "implicit_listen {:?}: expected an address such as \"127.0.0.1:9990\" or \"\"",
+            text.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,9 +283,13 @@ mod tests {
             ftps: Config,
         }
         let file: File = toml::from_str(
-            "[ftps]\npassive_ports = \"6000-6010\"\npassive_address = \"192.0.2.7\"\nclient_certificates = \"optional\"\n",
+            "[ftps]\npassive_ports = \"6000-6010\"\npassive_address = \"192.0.2.7\"\nclient_certificates = \"optional\"\nimplicit_listen = \"127.0.0.1:9990\"\n",
         )
         .unwrap();
+        assert_eq!(
+            file.ftps.implicit_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9990)))
+        );
         assert_eq!(file.ftps.passive_ports.range(), 6000..=6010);
         assert_eq!(file.ftps.passive_address, Some(Ipv4Addr::new(192, 0, 2, 7)));
         assert_eq!(file.ftps.client_certificates, ClientCertificates::Optional);
@@ -259,10 +298,12 @@ mod tests {
             "[ftps]\npassive_ports = \"6010-6000\"\n",
             "[ftps]\npassive_address = \"::1\"\n",
             "[ftps]\nclient_certificates = \"yes\"\n",
+            "[ftps]\nimplicit_listen = \"9990\"\n",
         ] {
             assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
         }
-        let empty: File = toml::from_str("[ftps]\npassive_address = \"\"\n").unwrap();
+        let empty: File =
+            toml::from_str("[ftps]\npassive_address = \"\"\nimplicit_listen = \"\"\n").unwrap();
         assert_eq!(empty.ftps, Config::default());
     }
 }

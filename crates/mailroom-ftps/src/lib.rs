@@ -1,19 +1,23 @@
-//! The FTPS front end: explicit FTP over TLS (RFC 959, RFC 2228, RFC 4217), as a thin
-//! adapter onto the mailbox service, built on libunftp.
+//! The FTPS front end: FTP over TLS (RFC 959, RFC 2228, RFC 4217), explicit (`AUTH TLS`) and
+//! implicit, as a thin adapter onto the mailbox service.
 //!
-//! libunftp speaks the protocol; this crate supplies its storage back end (every file command
-//! is one [`mailroom_core::Hub`] call on a `VirtualPath`), its authenticator (the Hub's login
-//! steps), the TLS configuration, and the accept loop with the same admission as the SSH
-//! front end. TLS is required on the control and data channels unless `allow_plaintext` is
-//! set; active mode (PORT) is never offered. What libunftp does not let us enforce is listed
-//! in `docs/ftps.md`.
+//! The protocol is ours (a command loop over tokio and rustls) so that every rule of a
+//! hardened FTPS server can be enforced: TLS on the login and on every data connection
+//! (`PROT P`, checked at PASV/EPSV and at each transfer), a data connection only from the
+//! control connection's address and resuming its TLS session, a 4 KiB cap on a command
+//! line, ALPN `ftp` (from the TLS configuration), a checked handshake that never panics,
+//! refusals before the 150. Everything else is the Hub's: every file command is one Hub
+//! call on a `VirtualPath`, and logins are the Hub's login steps.
 
 pub mod config;
-pub mod tls;
 
 mod auth;
+mod control;
+mod data;
+mod listing;
 mod server;
-mod storage;
+mod session;
+mod tls;
 
 pub use config::Config;
-pub use server::serve;
+pub use server::{Listeners, serve};

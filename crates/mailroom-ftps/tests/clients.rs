@@ -259,6 +259,8 @@ async fn a_denied_route_and_hostile_paths_are_refused_and_change_nothing() {
         "cmd:RMD /outbox/bob".to_owned(),
         "cmd:REST 10".to_owned(),
         format!("put:{f}:/outbox/bob/resumed"), // STOR after REST 10
+        "cmd:APPE /outbox/bob/x".to_owned(),
+        "cmd:STOU".to_owned(),
         "cmd:DELE /inbox/bob/nothing".to_owned(),
     ];
     let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
@@ -517,67 +519,342 @@ async fn a_disabled_accounts_session_is_closed_within_seconds() {
     hub.stop().await;
 }
 
-/// Pins two libunftp 0.24 gaps documented in docs/ftps.md ("Known gaps"), so that an
-/// upgrade that fixes them fails here and the document gets updated.
+/// Runs curl with TLS on the control connection only (`--ftp-ssl-control`), so that it
+/// asks for clear-text data connections (PROT C), uploading `file` to `name`.
+async fn curl_clear_data(
+    hub: &TestHub,
+    alice: &TestClient,
+    file: &std::path::Path,
+    extra: &[&str],
+    name: &str,
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new("curl");
+    command
+        .args(["-sS", "--ftp-ssl-control", "--max-time", "60", "--cacert"])
+        .arg(&hub.ftps().ca)
+        .arg("--user")
+        .arg(format!("{}:{}", alice.name, alice.password))
+        .args(extra)
+        .arg("-T")
+        .arg(file)
+        .arg(hub.ftps_url(&format!("/outbox/bob/{name}")));
+    run(command).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn known_gaps_of_libunftp_still_hold() {
+async fn clear_text_data_connections_are_refused() {
     if !have("curl") {
         return;
     }
     let (hub, alice, _bob) = hub_with_route().await;
-    let local = hub.local_dir("gaps");
+    let local = hub.local_dir("clear");
     let file = local.join("f");
     write_random(&file, 5000, 6);
+    let before = hub.snapshot().await;
 
-    // Gap 1: data-channel TLS is enforced for PASV only. curl --ftp-ssl-control (without
-    // --ssl-reqd) logs in over TLS, sends PROT C and transfers in clear text: refused after
-    // PASV (534), accepted after EPSV.
-    let clear = async |extra: &[&str], name: &str| {
-        let mut command = tokio::process::Command::new("curl");
-        command
-            .args(["-sS", "--ftp-ssl-control", "--max-time", "60", "--cacert"])
-            .arg(&hub.ftps().ca)
-            .arg("--user")
-            .arg(format!("{}:{}", alice.name, alice.password))
-            .args(extra)
-            .arg("-T")
-            .arg(&file)
-            .arg(hub.ftps_url(&format!("/outbox/bob/{name}")));
-        run(command).await
-    };
-    let pasv = clear(&["--disable-epsv"], "clear-pasv").await;
-    assert!(
-        !pasv.status.success(),
-        "PASV + PROT C accepted: {}",
-        text(&pasv)
-    );
-    assert!(text(&pasv).contains("534"), "{}", text(&pasv));
-    let epsv = clear(&[], "clear-epsv").await;
-    assert!(epsv.status.success(), "gap 1 fixed? {}", text(&epsv));
-    assert_eq!(
-        state_of(&hub.deliveries().await, "clear-epsv"),
-        [DeliveryState::Delivered]
-    );
-
-    // Gap 2: after STOR the server sends no TLS close_notify of its own, so a client that
-    // waits for it (ftplib's unwrap) sees an EOF error after a successful upload.
+    // curl --ftp-ssl-control logs in over TLS and sends no PROT P: its EPSV and its PASV
+    // are refused (534), so no data connection is ever opened.
+    for (extra, name) in [
+        (&[][..], "clear-epsv"),
+        (&["--disable-epsv"][..], "clear-pasv"),
+    ] {
+        let out = curl_clear_data(&hub, &alice, &file, extra, name).await;
+        assert!(!out.status.success(), "{name} accepted: {}", text(&out));
+        assert!(text(&out).contains("534"), "{name}: {}", text(&out));
+    }
+    // PROT C, S and E are refused (536).
     let steps = ftplib(
         &hub,
         "alice",
         &alice.password,
-        &[&format!("put:{}:/outbox/bob/g2", file.display())],
+        &["cmd:PROT C", "cmd:PROT S", "cmd:PROT E"],
     )
     .await;
+    for step in &steps[1..] {
+        assert!(
+            step["reply"].as_str().unwrap().starts_with("536"),
+            "{steps:?}"
+        );
+    }
+    let mut raw = RawFtp::connect(hub.ftps().addr).await;
+    raw.expect("220").await;
+    raw.send("FEAT").await;
+    let features = raw.expect("211").await;
     assert!(
-        steps[1]["reply"].as_str().unwrap().starts_with("226"),
+        features.contains(" AUTH TLS") && features.contains(" EPSV"),
+        "{features}"
+    );
+    raw.send("PBSZ 0").await;
+    raw.expect("503").await;
+    raw.send("USER alice").await;
+    raw.expect("534").await;
+    raw.send("STOR /outbox/bob/x").await;
+    raw.expect("530").await;
+    assert_eq!(hub.snapshot().await, before);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_connections_that_are_not_the_clients_own_are_refused() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    let local = hub.local_dir("steal");
+    let file = local.join("f");
+    write_random(&file, 100_000, 7);
+    let f = file.display();
+    let before = hub.snapshot().await;
+
+    // A data connection that does not resume the control connection's TLS session (plain
+    // ftplib's way): refused with 425 after the 150, nothing delivered.
+    let put = format!("put:{f}:/outbox/bob/noreuse");
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &["--no-reuse", &put, "cmd:NOOP"],
+    )
+    .await;
+    assert_eq!(steps[1]["ok"], false, "{steps:?}");
+    let reply = steps[1]["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with("425") && reply.contains("resume"),
+        "{reply}"
+    );
+    assert_eq!(steps[2]["ok"], true, "the session goes on: {steps:?}");
+
+    // A data connection from another loopback address: refused before its handshake.
+    let put = format!("put:{f}:/outbox/bob/elsewhere");
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &["--data-from=127.0.0.2", &put, "list:/outbox/bob"],
+    )
+    .await;
+    assert_eq!(steps[1]["ok"], false, "{steps:?}");
+    let reply = steps[1]["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with("425") && reply.contains("address"),
+        "{reply}"
+    );
+
+    // Garbage instead of a TLS handshake on the data connection: a 425, no panic, and the
+    // session and the server carry on.
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &["garbage:LIST /outbox", "cmd:NOOP"],
+    )
+    .await;
+    assert_eq!(steps[1]["ok"], false, "{steps:?}");
+    assert!(
+        steps[1]["reply"].as_str().unwrap().starts_with("425"),
         "{steps:?}"
     );
-    assert!(
-        steps[1]["data_error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("EOF"),
-        "gap 2 fixed? {steps:?}"
+    assert_eq!(steps[2]["ok"], true, "{steps:?}");
+
+    assert_eq!(hub.snapshot().await, before);
+    let failed = hub.events(EventKind::Upload, Outcome::Failed).await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    // And with the session resumed from the right address, the same upload goes through.
+    let put = format!("put:{f}:/outbox/bob/fine");
+    let steps = ftplib(&hub, "alice", &alice.password, &[&put]).await;
+    assert_eq!(steps[1]["ok"], true, "{steps:?}");
+    assert_eq!(
+        steps[1]["data_error"],
+        Value::Null,
+        "close_notify both ways: {steps:?}"
     );
     hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn implicit_ftps_serves_curl_and_ftplib() {
+    let (hub, alice, bob) = hub_with_route().await;
+    let local = hub.local_dir("implicit");
+    let sent = local.join("i.bin");
+    let sha = write_random(&sent, 1024 * 1024 + 3, 8);
+    let port = hub.ftps().implicit.port();
+    if have("curl") {
+        let mut command = tokio::process::Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(&hub.ftps().ca)
+            .arg("--user")
+            .arg(format!("{}:{}", alice.name, alice.password))
+            .arg("-T")
+            .arg(&sent)
+            .arg(format!("ftps://127.0.0.1:{port}/outbox/bob/i.bin"));
+        let up = run(command).await;
+        assert!(up.status.success(), "{}", text(&up));
+        assert_eq!(
+            state_of(&hub.deliveries().await, "i.bin"),
+            [DeliveryState::Delivered]
+        );
+    }
+    let got = local.join("got");
+    let get = format!("get:/inbox/alice/i.bin:{}", got.display());
+    let steps: Vec<Value> = hub
+        .ftplib_implicit("bob", &bob.password, &["list:/inbox/alice", &get])
+        .await
+        .iter()
+        .map(|line| json(line))
+        .collect();
+    assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+    if have("curl") {
+        assert_eq!(sha256_file(&got), sha);
+    }
+
+    // Clear text on the implicit port is not FTP: a TLS alert at most, never a greeting.
+    let mut raw = RawFtp::connect(hub.ftps().implicit).await;
+    raw.send("USER alice").await;
+    let answer = raw.rest().await;
+    assert!(
+        !answer.contains("220") && !answer.contains("331"),
+        "{answer:?}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_line_without_end_is_cut_off() {
+    let (hub, alice, _bob) = hub_with_route().await;
+    let mut raw = RawFtp::connect(hub.ftps().addr).await;
+    raw.expect("220").await;
+    raw.write(&vec![b'A'; 64 * 1024]).await;
+    raw.expect("500").await;
+    assert_eq!(raw.line().await, None, "the connection is closed");
+    // The server carries on.
+    let steps = ftplib(&hub, "alice", &alice.password, &["cmd:NOOP"]).await;
+    assert_eq!(steps[1]["ok"], true, "{steps:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn active_mode_when_allowed_connects_only_back_to_the_client() {
+    let auth = AuthConfig {
+        defender: DefenderConfig {
+            safe: vec![parse_network("127.0.0.0/8").unwrap()],
+            ..DefenderConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let config = mailroom_ftps::Config {
+        allow_active: true,
+        ..mailroom_ftps::Config::default()
+    };
+    let hub = TestHub::start_ftps_full(config, auth).await;
+    let alice = hub.client("alice").await;
+    hub.client("bob").await;
+    hub.allow("alice", "bob").await;
+    let local = hub.local_dir("active");
+    let file = local.join("a");
+    let sha = write_random(&file, 200_000, 9);
+
+    // A third address (a bounce) and a privileged port: refused, nothing connects.
+    let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let bounce = format!("cmd:PORT 127,0,0,2,{},{}", port / 256, port % 256);
+    let eprt = format!("cmd:EPRT |1|127.0.0.2|{port}|");
+    let steps = ftplib(
+        &hub,
+        "alice",
+        &alice.password,
+        &[&bounce, &eprt, "cmd:PORT 127,0,0,1,0,25", "cmd:LIST"],
+    )
+    .await;
+    for step in &steps[1..4] {
+        assert!(
+            step["reply"].as_str().unwrap().starts_with("501"),
+            "{steps:?}"
+        );
+    }
+    // No data connection was set up by the refused commands.
+    assert!(
+        steps[4]["reply"].as_str().unwrap().starts_with("425"),
+        "{steps:?}"
+    );
+    assert_eq!(
+        trap.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the server connected to a third address"
+    );
+
+    // Back to the client itself: an active upload goes through (TLS resumed as well).
+    let put = format!("put:{}:/outbox/bob/active", file.display());
+    let steps = ftplib(&hub, "alice", &alice.password, &["--active", &put]).await;
+    assert_eq!(steps[1]["ok"], true, "{steps:?}");
+    let deliveries = hub.deliveries().await;
+    assert_eq!(state_of(&deliveries, "active"), [DeliveryState::Delivered]);
+    assert_eq!(deliveries[0].sha256, sha);
+    hub.stop().await;
+}
+
+/// A bare control connection, for what no client library would send.
+struct RawFtp {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawFtp {
+    async fn connect(addr: std::net::SocketAddr) -> RawFtp {
+        let (read, writer) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        RawFtp {
+            reader: BufReader::new(read),
+            writer,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        // The server may close before everything is written; that is what some tests want.
+        let _ = self.writer.write_all(bytes).await;
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.write(format!("{line}\r\n").as_bytes()).await;
+    }
+
+    /// The next line, or `None` at end of stream (or a reset).
+    async fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
+            .await
+            .expect("a line or the end within 30 s")
+        {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        }
+    }
+
+    /// Everything until the end of the stream, lossily as text.
+    async fn rest(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        let read = self.reader.read_to_end(&mut bytes);
+        let _ = tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the end within 30 s");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Reads a whole reply and checks its code; the reply's text.
+    async fn expect(&mut self, code: &str) -> String {
+        let mut reply = String::new();
+        loop {
+            let line = self.line().await.expect("a reply");
+            reply.push_str(&line);
+            if line.starts_with(&format!("{code} ")) {
+                return reply;
+            }
+            assert!(
+                line.starts_with(&format!("{code}-")) || line.starts_with(' '),
+                "expected {code}, got {reply:?}"
+            );
+        }
+    }
 }

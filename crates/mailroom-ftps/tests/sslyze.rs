@@ -1,13 +1,11 @@
 //! sslyze (from PyPI, installed into the test venv by `.ci/run`) judges the FTPS front end's
-//! TLS against Mozilla's "intermediate" server profile: `sslyze --starttls ftp
-//! --mozilla_config intermediate` exits 0 only when the server is compliant.
-//!
-//! Only explicit FTPS (AUTH TLS on the control port) exists: libunftp 0.24 cannot serve
-//! implicit FTPS (docs/ftps.md, known gap 6), so this is the one FTPS port to scan.
+//! TLS against Mozilla's "intermediate" server profile on both FTPS ports: `sslyze
+//! --mozilla_config intermediate` (with `--starttls ftp` for explicit FTPS) exits 0 only when
+//! the server is compliant.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mailroom_core::{AuthConfig, DefenderConfig, access::parse_network};
 use mailroom_test_support::{TestHub, paramiko_python, run, text};
@@ -48,26 +46,35 @@ async fn sslyze_finds_ftps_compliant_with_mozilla_intermediate() {
         ..AuthConfig::default()
     };
     let hub = TestHub::start_ftps_full(mailroom_ftps::Config::default(), auth).await;
-    let target = format!("127.0.0.1:{}", hub.ftps().addr.port());
+    let explicit = format!("127.0.0.1:{}", hub.ftps().addr.port());
+    scan(&hub, &sslyze, &["--starttls", "ftp"], &explicit).await;
+    let implicit = format!("127.0.0.1:{}", hub.ftps().implicit.port());
+    scan(&hub, &sslyze, &[], &implicit).await;
+    hub.stop().await;
+}
+
+/// Scans `target` and checks the verdict and the protocols accepted.
+async fn scan(hub: &TestHub, sslyze: &Path, starttls: &[&str], target: &str) {
     // The JSON goes to a file: stdout keeps the human report, which names each failed
     // check of the Mozilla profile.
     let json = hub.local_dir("sslyze").join("report.json");
     // The profile requires a certificate that validates: our server CA is private, so
     // sslyze is given it the way every client is (`--cacert DATA/tls/server-ca.crt`).
-    let mut command = tokio::process::Command::new(&sslyze);
+    let mut command = tokio::process::Command::new(sslyze);
     command
-        .args(["--starttls", "ftp", "--mozilla_config", "intermediate"])
+        .args(starttls)
+        .args(["--mozilla_config", "intermediate"])
         .arg("--certinfo_ca_file")
         .arg(&hub.ftps().ca)
         .arg("--json_out")
         .arg(&json)
-        .arg(&target);
+        .arg(target);
     let output = run(command).await;
     // Exit 0: every scan ran and the server is compliant; 1: not compliant (the report's
     // last section names each failed check); 2 and up: the scan itself failed.
     assert!(
         output.status.success(),
-        "sslyze exit {:?}: {}",
+        "sslyze exit {:?} on {target}: {}",
         output.status.code(),
         text(&output)
     );
@@ -94,5 +101,4 @@ async fn sslyze_finds_ftps_compliant_with_mozilla_intermediate() {
             .unwrap();
         assert!(!accepted.is_empty(), "{new}: nothing accepted");
     }
-    hub.stop().await;
 }

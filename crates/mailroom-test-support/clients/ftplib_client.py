@@ -1,11 +1,18 @@
 """FTPS test driver on Python's standard ftplib.FTP_TLS (explicit TLS, PROT P).
 
-Usage: ftplib_client.py HOST PORT CA USER PASSWORD [--plain | --cert=CRT --key=KEY] OP...
+Usage: ftplib_client.py HOST PORT CA USER PASSWORD [OPTION...] OP...
 
-Logs in (AUTH TLS, USER/PASS, PBSZ 0, PROT P; with --plain no TLS at all; with --cert and
---key presenting that client certificate in the TLS handshake), then runs each
-OP in order and prints one JSON line per step: {"op", "ok", "reply", ...}. A failed login
-prints its line and stops. OPs:
+Logs in (AUTH TLS, USER/PASS, PBSZ 0, PROT P), then runs each OP in order and prints one
+JSON line per step: {"op", "ok", "reply", ...}. A failed login prints its line and stops.
+Data connections resume the control connection's TLS session, as curl and lftp do (plain
+ftplib does not). OPTIONs:
+  --plain                 no TLS at all
+  --implicit              TLS from the first byte (implicit FTPS), no AUTH TLS
+  --cert=CRT --key=KEY    present this client certificate in the TLS handshake
+  --no-reuse              data connections do a full TLS handshake (plain ftplib's way)
+  --data-from=IP          open data connections from this local address
+  --active                active mode (PORT/EPRT): the server connects to the client
+OPs:
   put:LOCAL:REMOTE        STOR (see `store` for how the end of the transfer is handled)
   putlatin1:LOCAL:HEX     STOR to a name given as hex bytes, sent as they are (not UTF-8)
   get:REMOTE:LOCAL        RETR
@@ -14,15 +21,77 @@ prints its line and stops. OPs:
   rename:FROM:TO          RNFR/RNTO
   cmd:TEXT                any command; the reply
   stall:REMOTE:BYTES      STOR that sends BYTES, prints, and then hangs until killed
+  garbage:CMD             PASV, connect, send CMD (e.g. LIST), then bytes that are not a TLS
+                          handshake on the data connection; the final reply
   wait-closed             NOOP every 100 ms until the server closes; "seconds" waited
 """
 
 import ftplib
 import json
 import os
+import socket
 import ssl
 import sys
 import time
+
+
+class Client(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control session (unless `reuse` is off)
+    and may come from another local address; with `implicit`, TLS starts at connect."""
+
+    reuse = True
+    data_from = None
+    implicit = False
+
+    def connect(self, host, port, timeout):
+        if not self.implicit:
+            return super().connect(host, port, timeout)
+        self.host, self.port, self.timeout = host, port, timeout
+        sock = socket.create_connection((host, port), timeout)
+        self.af = sock.family
+        self.sock = self.context.wrap_socket(sock, server_hostname=host)
+        self.file = self.sock.makefile("r", encoding=self.encoding)
+        self.welcome = self.getresp()
+        return self.welcome
+
+    def ntransfercmd(self, cmd, rest=None):
+        if not self.passiveserver:
+            return self.active_transfer(cmd, rest)
+        host, port = self.makepasv()
+        source = (self.data_from, 0) if self.data_from else None
+        conn = socket.create_connection((host, port), self.timeout, source_address=source)
+        try:
+            if rest is not None:
+                self.sendcmd("REST %s" % rest)
+            resp = self.sendcmd(cmd)
+            if resp[0] == "2":
+                resp = self.getresp()
+            if resp[0] != "1":
+                raise ftplib.error_reply(resp)
+        except BaseException:
+            conn.close()
+            raise
+        return self.secure(conn), None
+
+    def active_transfer(self, cmd, rest):
+        with self.makeport() as listener:
+            if rest is not None:
+                self.sendcmd("REST %s" % rest)
+            resp = self.sendcmd(cmd)
+            if resp[0] == "2":
+                resp = self.getresp()
+            if resp[0] != "1":
+                raise ftplib.error_reply(resp)
+            conn, _ = listener.accept()
+            if self.timeout is not ftplib._GLOBAL_DEFAULT_TIMEOUT:
+                conn.settimeout(self.timeout)
+        return self.secure(conn), None
+
+    def secure(self, conn):
+        if not self._prot_p:
+            return conn
+        session = self.sock.session if self.reuse else None
+        return self.context.wrap_socket(conn, server_hostname=self.host, session=session)
 
 
 def out(**fields):
@@ -38,6 +107,14 @@ def main():
         option = ops.pop(0)
         if option == "--plain":
             plain = True
+        elif option == "--implicit":
+            Client.implicit = True
+        elif option == "--active":
+            Client.passiveserver = False
+        elif option == "--no-reuse":
+            Client.reuse = False
+        elif option.startswith("--data-from="):
+            Client.data_from = option[len("--data-from="):]
         elif option.startswith("--cert="):
             cert = option[len("--cert="):]
         elif option.startswith("--key="):
@@ -51,14 +128,14 @@ def main():
         context = ssl.create_default_context(cafile=ca)
         if cert:
             context.load_cert_chain(cert, key)
-        ftp = ftplib.FTP_TLS(context=context)
+        ftp = Client(context=context)
     try:
         ftp.connect(host, int(port), timeout=30)
     except (OSError, EOFError, ftplib.Error) as e:
         out(op="connect", ok=False, reply=str(e))
         return
     try:
-        if not plain:
+        if not plain and not Client.implicit:
             ftp.auth()
         reply = ftp.login(user, password)
         if not plain:
@@ -76,15 +153,9 @@ def main():
 
 
 def store(ftp, name, remote, f):
-    """ftplib's storbinary, except that a failure on the data connection does not hide the
-    server's reply on the control connection, which is what the test checks:
-
-    - a refused upload is answered 150, then the data connection is closed, then 550
-      (libunftp checks only once the transfer started), so sendall may fail with a reset;
-    - after a complete upload libunftp drops the data connection without its own TLS
-      close_notify, so storbinary's unwrap() (a two-way TLS shutdown) fails although our
-      close_notify was sent and the file delivered (docs/ftps.md, "Known gaps").
-    """
+    """ftplib's storbinary, except that a failure on the data connection (a refusal while
+    the file is sent, such as a quota crossed) does not hide the server's reply on the
+    control connection, which is what the tests check; it is reported as data_error."""
     conn = ftp.transfercmd("STOR " + remote)
     data_error = None
     try:
@@ -141,6 +212,15 @@ def run(ftp, name, arg):
         out(op=name, ok=True, reply="sent")
         while True:
             time.sleep(3600)
+    elif name == "garbage":
+        host, port = ftp.makepasv()
+        conn = socket.create_connection((host, port), ftp.timeout)
+        try:
+            ftp.sendcmd(arg)
+            conn.sendall(b"\x16\x03\x01\x00\x10not a client hello" + os.urandom(200))
+            out(op=name, ok=True, reply=ftp.voidresp())
+        finally:
+            conn.close()
     elif name == "wait-closed":
         start = time.monotonic()
         while True:

@@ -46,8 +46,10 @@ pub struct TestHub {
 /// Where a TestHub's FTPS front end listens and what its clients need to trust it.
 #[derive(Debug, Clone)]
 pub struct FtpsEndpoint {
-    /// The control connection's address.
+    /// The control connection's address (explicit TLS).
     pub addr: SocketAddr,
+    /// The implicit-TLS address (TLS from the first byte).
+    pub implicit: SocketAddr,
     /// The PEM of the server CA that issued the server certificate (for `localhost`,
     /// 127.0.0.1 and ::1).
     pub ca: PathBuf,
@@ -133,8 +135,9 @@ impl TestHub {
     }
 
     /// Starts a hub (default SSH and authentication settings) that also serves FTPS on port 0,
-    /// with the data folder's own PKI (as `mailroom init` makes it) and a passive range of free
-    /// ports (`listen` and `passive_ports` of `config` are replaced).
+    /// explicit and implicit, with the data folder's own PKI (as `mailroom init` makes it) and
+    /// a passive range of free ports (`listen`, `implicit_listen` and `passive_ports` of
+    /// `config` are replaced).
     pub async fn start_ftps(config: mailroom_ftps::Config) -> TestHub {
         Self::start_ftps_full(config, AuthConfig::default()).await
     }
@@ -159,18 +162,30 @@ impl TestHub {
             settings.client_auth = mailroom_tls::ClientAuth::Optional;
         }
         let tls = mailroom_tls::server_config(&settings).expect("ftps tls config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let explicit = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind ftps");
-        let addr = listener.local_addr().expect("local addr");
+        let implicit = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind implicit ftps");
+        let addr = explicit.local_addr().expect("local addr");
+        let implicit_addr = implicit.local_addr().expect("local addr");
         hub.ftps_server = Some(tokio::spawn(mailroom_ftps::serve(
-            listener,
+            mailroom_ftps::Listeners {
+                explicit,
+                implicit: Some(implicit),
+            },
             hub.hub.clone(),
             config,
             tls,
             hub.shutdown.clone(),
         )));
-        hub.ftps = Some(FtpsEndpoint { addr, ca, passive });
+        hub.ftps = Some(FtpsEndpoint {
+            addr,
+            implicit: implicit_addr,
+            ca,
+            passive,
+        });
         hub
     }
 
@@ -422,12 +437,24 @@ impl TestHub {
     /// The ftplib driver (`clients/ftplib_client.py`) logged in as `user`, running `ops`, for
     /// tests that drive the process themselves.
     pub fn ftplib_command(&self, user: &str, password: &str, ops: &[&str]) -> Command {
+        self.ftplib_command_on(self.ftps().addr.port(), user, password, ops)
+    }
+
+    /// [`TestHub::ftplib_command`] against `port` (the driver's options in `ops` say how to
+    /// talk to it, e.g. `--implicit`).
+    pub fn ftplib_command_on(
+        &self,
+        port: u16,
+        user: &str,
+        password: &str,
+        ops: &[&str],
+    ) -> Command {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/ftplib_client.py");
         let mut command = Command::new("python3");
         command
             .arg(script)
             .arg("127.0.0.1")
-            .arg(self.ftps().addr.port().to_string())
+            .arg(port.to_string())
             .arg(&self.ftps().ca)
             .arg(user)
             .arg(password)
@@ -438,16 +465,15 @@ impl TestHub {
 
     /// Runs the ftplib driver to the end; its JSON lines, one per step.
     pub async fn ftplib(&self, user: &str, password: &str, ops: &[&str]) -> Vec<String> {
-        let output = run(self.ftplib_command(user, password, ops)).await;
-        assert!(
-            output.status.success(),
-            "ftplib driver failed: {}",
-            text(&output)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        ftplib_lines(self.ftplib_command(user, password, ops)).await
+    }
+
+    /// Runs the ftplib driver against the implicit-TLS port (`--implicit` is added).
+    pub async fn ftplib_implicit(&self, user: &str, password: &str, ops: &[&str]) -> Vec<String> {
+        let mut ops = ops.to_vec();
+        ops.insert(0, "--implicit");
+        let port = self.ftps().implicit.port();
+        ftplib_lines(self.ftplib_command_on(port, user, password, &ops)).await
     }
 
     /// A fresh folder under the data dir for a test's local files.
@@ -456,6 +482,20 @@ impl TestHub {
         std::fs::create_dir_all(&path).expect("local dir");
         path
     }
+}
+
+/// Runs an ftplib driver command to the end; its JSON lines, one per step.
+async fn ftplib_lines(command: Command) -> Vec<String> {
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "ftplib driver failed: {}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `count` consecutive loopback ports that are free right now, below Linux's ephemeral range

@@ -455,7 +455,7 @@ fn sections(config: &Config) -> Vec<Section> {
         },
         Section {
             name: "ftps",
-            doc: "The FTPS front end: explicit FTP over TLS (AUTH TLS), TLS required on both channels.",
+            doc: "The FTPS front end: FTP over TLS, explicit (AUTH TLS) and implicit, TLS on both channels.",
             settings: vec![
                 setting(
                     "enabled",
@@ -468,6 +468,13 @@ fn sections(config: &Config) -> Vec<Section> {
                     ftps.listen.to_string(),
                 ),
                 setting(
+                    "implicit_listen",
+                    "Address and port for implicit FTPS (TLS from the first byte, ftps:// URLs); empty: not\noffered.",
+                    ftps.implicit_listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                ),
+                setting(
                     "passive_ports",
                     "Ports offered for passive data connections, \"FIRST-LAST\".",
                     ftps.passive_ports.to_string(),
@@ -478,6 +485,21 @@ fn sections(config: &Config) -> Vec<Section> {
                     ftps.passive_address
                         .map(|a| a.to_string())
                         .unwrap_or_default(),
+                ),
+                setting(
+                    "require_tls_resumption",
+                    "Whether a TLS data connection must resume the TLS session of its control connection\n(vsftpd's require_ssl_reuse): proof that it comes from the client that logged in.",
+                    ftps.require_tls_resumption,
+                ),
+                setting(
+                    "allow_active",
+                    "Allows active mode (PORT, EPRT): the server connects only to the control connection's\naddress, port 1024 or more (an FTP bounce is refused). Off: passive mode only.",
+                    ftps.allow_active,
+                ),
+                setting(
+                    "data_timeout_seconds",
+                    "Seconds to wait for a data connection and its TLS handshake before a transfer fails\n(425).",
+                    integer(ftps.data_timeout_seconds),
                 ),
                 setting(
                     "idle_timeout_seconds",

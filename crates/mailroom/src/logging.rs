@@ -2,9 +2,7 @@
 //!
 //! Logs go to standard error, so standard output stays for command results and the
 //! machine-readable lines of `serve`. `MAILROOM_LOG` (a tracing filter) wins over the
-//! configured level. Libraries only emit events; they never install a subscriber. libunftp
-//! logs through slog and `log`, which the subscriber picks up; it is held at `warn` unless
-//! the filter names it, since at `info` it logs every command of every session.
+//! configured level. Libraries only emit events; they never install a subscriber.
 
 use std::io::IsTerminal;
 
@@ -33,22 +31,11 @@ fn filter(configured: &str) -> Result<EnvFilter> {
             .parse(&directives)
             .with_context(|| format!("environment variable {LOG_ENV} is not a log filter")),
         Err(std::env::VarError::NotPresent) => EnvFilter::builder()
-            .parse(with_quiet_libraries(configured))
+            .parse(configured)
             .context("[server] log_level is not a log filter"),
         Err(std::env::VarError::NotUnicode(_)) => {
             anyhow::bail!("environment variable {LOG_ENV} is not valid UTF-8")
         }
-    }
-}
-
-/// `configured` plus `libunftp=warn`, unless it already says something about libunftp.
-fn with_quiet_libraries(configured: &str) -> String {
-    if configured.contains("libunftp") {
-        configured.to_owned()
-    } else if configured.trim().is_empty() {
-        "libunftp=warn".to_owned()
-    } else {
-        format!("{configured},libunftp=warn")
     }
 }
 

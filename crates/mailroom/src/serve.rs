@@ -9,6 +9,7 @@
 //! Protocol work lives in the front-end crates; this module only wires and waits.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,15 +112,7 @@ async fn serve(
     let shutdown = CancellationToken::new();
     let mut front_ends: JoinSet<(&'static str, io::Result<()>)> = JoinSet::new();
     if config.sftp.enabled {
-        let listen = config.sftp.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} ([sftp] listen)"))?;
-        let address = listener
-            .local_addr()
-            .context("cannot read the SFTP listener's address")?;
-        info!(proto = "sftp", address = %address, "listening");
-        out.listening("sftp", address)?;
+        let listener = listen("sftp", config.sftp.listen, "[sftp] listen", out).await?;
         let run = mailroom_sftp::serve(
             listener,
             hub.clone(),
@@ -131,16 +124,16 @@ async fn serve(
     }
     if let Some(tls) = ftps_tls {
         let ftps = &config.ftps;
-        let listen = ftps.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} ([ftps] listen)"))?;
-        let address = listener
-            .local_addr()
-            .context("cannot read the FTPS listener's address")?;
-        info!(proto = "ftps", address = %address, passive_ports = %ftps.passive_ports, "listening");
-        out.listening("ftps", address)?;
-        let run = mailroom_ftps::serve(listener, hub.clone(), ftps.clone(), tls, shutdown.clone());
+        let explicit = listen("ftps", ftps.listen, "[ftps] listen", out).await?;
+        info!(proto = "ftps", passive_ports = %ftps.passive_ports, "explicit TLS (AUTH TLS)");
+        let implicit = match ftps.implicit_listen {
+            Some(address) => {
+                Some(listen("ftps-implicit", address, "[ftps] implicit_listen", out).await?)
+            }
+            None => None,
+        };
+        let listeners = mailroom_ftps::Listeners { explicit, implicit };
+        let run = mailroom_ftps::serve(listeners, hub.clone(), ftps.clone(), tls, shutdown.clone());
         front_ends.spawn(async move { ("ftps", run.await) });
     }
     if front_ends.is_empty() {
@@ -251,4 +244,23 @@ fn front_end_result(
         Ok((name, Err(err))) => Err(err).with_context(|| format!("the {name} front end failed")),
         Err(err) => Err(anyhow!("a front end task ended abnormally: {err}")),
     }
+}
+
+/// Binds one front end's listener, logs it and announces it on standard output (the line
+/// scripts and tests read the port from).
+async fn listen(
+    protocol: &str,
+    address: SocketAddr,
+    setting: &str,
+    out: &Output,
+) -> Result<TcpListener> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({setting})"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address of {setting}"))?;
+    info!(proto = protocol, address = %bound, "listening");
+    out.listening(protocol, bound)?;
+    Ok(listener)
 }

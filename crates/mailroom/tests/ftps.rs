@@ -1,6 +1,6 @@
 //! The binary serves FTPS with the certificates `init` made: enabled by configuration alone,
-//! it answers curl over explicit TLS with the data folder's server CA trusted, and a client
-//! that does not trust that CA is refused.
+//! it answers curl over explicit and implicit TLS with the data folder's server CA trusted,
+//! and a client that does not trust that CA is refused.
 
 // Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,6 +36,7 @@ fn serve_speaks_ftps_with_the_certificates_of_init() {
         .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
         .env("MAILROOM_FTPS_ENABLED", "true")
         .env("MAILROOM_FTPS_LISTEN", "127.0.0.1:0")
+        .env("MAILROOM_FTPS_IMPLICIT_LISTEN", "127.0.0.1:0")
         .env(
             "MAILROOM_FTPS_PASSIVE_PORTS",
             format!("{}-{}", passive.start(), passive.end()),
@@ -52,40 +53,47 @@ fn serve_speaks_ftps_with_the_certificates_of_init() {
             }
         }
     });
-    let address = loop {
+    let (mut address, mut implicit) = (None, None);
+    while address.is_none() || implicit.is_none() {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(120))
-            .expect("no ftps listening line");
-        if let Some(address) = line.strip_prefix("mailroom: ftps listening on ") {
-            break address.to_owned();
+            .expect("no ftps listening lines");
+        if let Some(found) = line.strip_prefix("mailroom: ftps listening on ") {
+            address = Some(found.to_owned());
         }
-    };
+        if let Some(found) = line.strip_prefix("mailroom: ftps-implicit listening on ") {
+            implicit = Some(found.to_owned());
+        }
+    }
+    let (address, implicit) = (address.unwrap(), implicit.unwrap());
 
     let ca = data.join("tls/server-ca.crt");
     assert!(ca.exists(), "init made no server CA");
-    let curl = |trust: bool| {
+    let curl = |url: &str, trust: bool| {
         let mut command = Command::new("curl");
         command.args(["-sS", "--max-time", "60", "--ssl-reqd", "--user"]);
         command.arg(format!("alice:{PASSWORD}"));
         if trust {
             command.arg("--cacert").arg(&ca);
         }
-        command.arg(format!("ftp://{address}/"));
+        command.arg(url);
         command.output().unwrap()
     };
-    let listed = curl(true);
-    let listing = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    for folder in ["inbox", "outbox", "sent"] {
-        assert!(listing.contains(folder), "{listing}");
+    for url in [format!("ftp://{address}/"), format!("ftps://{implicit}/")] {
+        let listed = curl(&url, true);
+        let listing = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            listed.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        for folder in ["inbox", "outbox", "sent"] {
+            assert!(listing.contains(folder), "{url}: {listing}");
+        }
+        // Without the data folder's CA the server certificate is not trusted.
+        let untrusted = curl(&url, false);
+        assert!(!untrusted.status.success(), "{url}");
     }
-    // Without the data folder's CA the server certificate is not trusted.
-    let untrusted = curl(false);
-    assert!(!untrusted.status.success());
 
     let pid = server.id().to_string();
     assert!(

@@ -1,0 +1,271 @@
+//! Data connections (RFC 959 §3.2, RFC 2428, RFC 4217 §9–10) and the byte streams over
+//! them.
+//!
+//! A data connection is where FTP is easiest to attack, so every one is checked before a
+//! byte of a file crosses it: it must come from (passive) or go to (active) the control
+//! connection's address; with TLS it must complete its handshake within the data timeout and,
+//! by default, resume the control connection's TLS session, which only the client that holds
+//! that session's keys can do (data-connection stealing). A failed check or handshake is an
+//! error value that becomes a 425 reply; nothing here panics on what a peer sends.
+//!
+//! Transfers stream in large chunks on the blob store's I/O path (the Hub's `write_at` and
+//! `read_at`): 1 MiB into an upload, 256 KiB per write out. An upload counts as complete only
+//! at a clean end of the stream (for TLS: the client's `close_notify`), so a killed client
+//! never delivers a truncated file.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use rustls::HandshakeKind;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+
+use mailroom_core::{self as core, CoreError};
+
+use crate::control::Stream;
+
+/// Bytes read from the data connection before they are handed to the blob writer.
+const UPLOAD_CHUNK: usize = 1024 * 1024;
+/// Bytes read from a blob per write to the data connection.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+/// How the next data connection is made, set by PASV/EPSV or PORT/EPRT.
+pub(crate) enum Plan {
+    /// The client connects to this listener.
+    Passive(TcpListener),
+    /// The server connects to this address (already checked against the control peer).
+    Active(SocketAddr),
+}
+
+/// Binds a passive listener on `ip` at a port of `ports`, starting from a random one so that
+/// the next port is not predictable.
+pub(crate) async fn bind_passive(
+    ip: IpAddr,
+    ports: RangeInclusive<u16>,
+) -> io::Result<TcpListener> {
+    let first = u32::from(*ports.start());
+    let count = u32::from(*ports.end()) - first + 1;
+    let start = rand::random_range(0..count);
+    for step in 0..count {
+        let port = u16::try_from(first + (start + step) % count).unwrap_or(0);
+        match TcpListener::bind((ip, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "every passive port is in use",
+    ))
+}
+
+/// Why a data connection could not be used; becomes a 425 reply.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+/// Makes the TCP part of the data connection: accepts the client's connection (passive) or
+/// connects to it (active), within `timeout`. A passive connection from any address other
+/// than `peer` is refused: it is someone else racing the client to the port.
+pub(crate) async fn open(
+    plan: Plan,
+    peer: IpAddr,
+    timeout: Duration,
+) -> Result<TcpStream, Refused> {
+    let connect = async {
+        match plan {
+            Plan::Passive(listener) => {
+                let (socket, from) = listener
+                    .accept()
+                    .await
+                    .map_err(|err| Refused(format!("data connection failed: {err}")))?;
+                if from.ip() != peer {
+                    tracing::warn!(from = %from, "data connection from another address refused");
+                    return Err(Refused(
+                        "data connection refused: it did not come from the control connection's address"
+                            .to_owned(),
+                    ));
+                }
+                Ok(socket)
+            }
+            Plan::Active(address) => TcpStream::connect(address)
+                .await
+                .map_err(|err| Refused(format!("cannot connect to {address}: {err}"))),
+        }
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refused(format!(
+                "no data connection within {} s",
+                timeout.as_secs()
+            )))
+        })
+}
+
+/// Secures an open data connection: with `tls`, a TLS handshake within `timeout` that must
+/// resume a session of the control connection when `require_resumption` is set.
+pub(crate) async fn secure(
+    socket: TcpStream,
+    tls: Option<&TlsAcceptor>,
+    require_resumption: bool,
+    timeout: Duration,
+) -> Result<Stream, Refused> {
+    let Some(acceptor) = tls else {
+        return Ok(Either::Left(socket));
+    };
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::info!(error = %err, "data connection TLS handshake failed");
+            return Err(Refused(format!(
+                "TLS handshake on the data connection failed: {err}"
+            )));
+        }
+        Err(_) => {
+            return Err(Refused(format!(
+                "no TLS handshake on the data connection within {} s",
+                timeout.as_secs()
+            )));
+        }
+    };
+    if require_resumption && stream.get_ref().1.handshake_kind() != Some(HandshakeKind::Resumed) {
+        tracing::warn!("data connection did not resume the control connection's TLS session");
+        return Err(Refused(
+            "data connection refused: it must resume the control connection's TLS session (TLS session reuse)"
+                .to_owned(),
+        ));
+    }
+    Ok(Either::Right(stream))
+}
+
+/// Why an upload stopped before a clean end.
+pub(crate) enum Failure {
+    /// The data connection failed (reset, or TLS closed without `close_notify`).
+    Read(io::Error),
+    /// The Hub refused a write (over the byte limit) or storage failed.
+    Write(CoreError),
+}
+
+/// Copies the data connection into the upload in chunks of up to [`UPLOAD_CHUNK`], until a
+/// clean end of the stream; the bytes received.
+pub(crate) async fn copy_in<R: AsyncRead + Unpin>(
+    input: &mut R,
+    upload: &mut core::Upload,
+) -> Result<u64, Failure> {
+    let mut offset = 0u64;
+    loop {
+        let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
+        while chunk.len() < UPLOAD_CHUNK {
+            let read = (&mut *input)
+                .take((UPLOAD_CHUNK - chunk.len()) as u64)
+                .read_buf(&mut chunk)
+                .await
+                .map_err(Failure::Read)?;
+            if read == 0 {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            return Ok(offset);
+        }
+        let len = chunk.len() as u64;
+        upload
+            .write_at(offset, chunk)
+            .await
+            .map_err(Failure::Write)?;
+        offset += len;
+    }
+}
+
+/// What stopped a download.
+pub(crate) enum SendFailure {
+    /// Reading the stored file failed.
+    Read(CoreError),
+    /// The data connection failed.
+    Write(io::Error),
+}
+
+/// Copies a download to the data connection from `start` in chunks of [`DOWNLOAD_CHUNK`],
+/// then ends the stream cleanly (TLS `close_notify`); the bytes sent.
+pub(crate) async fn copy_out<W: AsyncWrite + Unpin>(
+    read: &core::ReadHandle,
+    start: u64,
+    output: &mut W,
+) -> Result<u64, SendFailure> {
+    let mut offset = start;
+    loop {
+        let data = read
+            .read_at(offset, DOWNLOAD_CHUNK)
+            .await
+            .map_err(SendFailure::Read)?;
+        if data.is_empty() {
+            output.shutdown().await.map_err(SendFailure::Write)?;
+            return Ok(offset - start);
+        }
+        output.write_all(&data).await.map_err(SendFailure::Write)?;
+        offset += data.len() as u64;
+    }
+}
+
+/// Sends a listing and ends the stream cleanly.
+pub(crate) async fn send_text<W: AsyncWrite + Unpin>(output: &mut W, text: &str) -> io::Result<()> {
+    output.write_all(text.as_bytes()).await?;
+    output.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passive_ports_stay_in_range_and_skip_busy_ones() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let listener =
+            bind_passive("127.0.0.1".parse().unwrap(), port..=port.saturating_add(1)).await;
+        // Either the one free neighbour or, if that is taken too, an AddrInUse error.
+        match listener {
+            Ok(listener) => assert_eq!(listener.local_addr().unwrap().port(), port + 1),
+            Err(err) => assert_eq!(err.kind(), io::ErrorKind::AddrInUse),
+        }
+        let all_busy = bind_passive("127.0.0.1".parse().unwrap(), port..=port).await;
+        assert_eq!(all_busy.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn a_passive_connection_from_another_address_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await });
+        let refused = open(
+            Plan::Passive(listener),
+            "192.0.2.1".parse().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            refused.0.contains("control connection's address"),
+            "{refused:?}"
+        );
+        drop(client.await);
+    }
+
+    #[tokio::test]
+    async fn a_missing_data_connection_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = open(
+            Plan::Passive(listener),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+        assert!(refused.0.contains("no data connection"), "{refused:?}");
+    }
+}

@@ -639,9 +639,9 @@ force_anon_logins_ssl=YES
 force_anon_data_ssl=YES
 force_local_logins_ssl=YES
 force_local_data_ssl=YES
-# curl resumes the control connection's TLS session on the data connection, so YES would
-# work too; NO because Mailroom (libunftp) cannot require it (docs/ftps.md, gap 9).
-require_ssl_reuse=NO
+# Both servers require the data connection to resume the control connection's TLS session
+# (Mailroom's require_tls_resumption default); curl does.
+require_ssl_reuse=YES
 # Mailroom does not ask for client certificates by default either.
 ssl_request_cert=NO
 ssl_ciphers=HIGH

@@ -189,6 +189,88 @@ async fn lftp_round_trip_with_tls_forced_on_both_channels() {
     hub.stop().await;
 }
 
+/// rclone (Debian's package) against the hub: explicit TLS with the hub's CA, data
+/// connections resumed from the control session (Go's session cache).
+async fn rclone(hub: &TestHub, client: &TestClient, args: &[&str]) -> std::process::Output {
+    let mut obscure = tokio::process::Command::new("rclone");
+    obscure.args(["obscure", &client.password]);
+    let obscured = run(obscure).await;
+    assert!(obscured.status.success(), "{}", text(&obscured));
+    let mut command = tokio::process::Command::new("rclone");
+    command
+        .env("RCLONE_CONFIG", "/dev/null")
+        .env("RCLONE_CONFIG_HUB_TYPE", "ftp")
+        .env("RCLONE_CONFIG_HUB_HOST", "127.0.0.1")
+        .env("RCLONE_CONFIG_HUB_PORT", hub.ftps().addr.port().to_string())
+        .env("RCLONE_CONFIG_HUB_USER", &client.name)
+        .env(
+            "RCLONE_CONFIG_HUB_PASS",
+            String::from_utf8_lossy(&obscured.stdout).trim(),
+        )
+        .env("RCLONE_CONFIG_HUB_EXPLICIT_TLS", "true")
+        // Go trusts the roots in SSL_CERT_FILE: the hub's CA only (the ftp backend has no
+        // CA option of its own).
+        .env("SSL_CERT_FILE", &hub.ftps().ca)
+        .args([
+            "--retries",
+            "1",
+            "--low-level-retries",
+            "1",
+            "--contimeout",
+            "20s",
+        ])
+        .args(args);
+    run(command).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rclone_round_trip() {
+    if !have("rclone") {
+        return;
+    }
+    let (hub, alice, bob) = hub_with_route().await;
+    let local = hub.local_dir("rclone");
+    let sent = local.join("r.bin");
+    let sha = write_random(&sent, 2 * 1024 * 1024 + 1, 10);
+
+    let up = rclone(
+        &hub,
+        &alice,
+        &["copyto", sent.to_str().unwrap(), "hub:/outbox/bob/r.bin"],
+    )
+    .await;
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(
+        state_of(&hub.deliveries().await, "r.bin"),
+        [DeliveryState::Delivered]
+    );
+
+    let list = rclone(&hub, &bob, &["lsl", "hub:/inbox/alice"]).await;
+    assert!(list.status.success(), "{}", text(&list));
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listing.contains("r.bin") && listing.contains("2097153"),
+        "{listing}"
+    );
+
+    let got = local.join("got.bin");
+    let down = rclone(
+        &hub,
+        &bob,
+        &["copyto", "hub:/inbox/alice/r.bin", got.to_str().unwrap()],
+    )
+    .await;
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(sha256_file(&got), sha);
+    let delete = rclone(&hub, &bob, &["deletefile", "hub:/inbox/alice/r.bin"]).await;
+    assert!(delete.status.success(), "{}", text(&delete));
+    assert_eq!(
+        state_of(&hub.deliveries().await, "r.bin"),
+        [DeliveryState::Acknowledged]
+    );
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ftplib_round_trip_and_recall() {
     let (hub, alice, bob) = hub_with_route().await;

@@ -110,6 +110,23 @@ async fn curl_uploads_lists_downloads_acknowledges_and_recalls() {
         state_of(&hub.deliveries().await, "report.bin"),
         [DeliveryState::PickedUp]
     );
+    // A resumed download (REST): curl -C asks for the bytes from an offset on.
+    let tail = local.join("tail.bin");
+    let resumed = hub
+        .curl_ftps(
+            &bob,
+            &[
+                "-C",
+                "1000000",
+                "-o",
+                tail.to_str().unwrap(),
+                &hub.ftps_url("/inbox/alice/report.bin"),
+            ],
+        )
+        .await;
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let whole = std::fs::read(&got).unwrap();
+    assert_eq!(std::fs::read(&tail).unwrap(), whole[1_000_000..]);
 
     let delete = hub
         .curl_ftps(
@@ -870,6 +887,28 @@ async fn active_mode_when_allowed_connects_only_back_to_the_client() {
     let deliveries = hub.deliveries().await;
     assert_eq!(state_of(&deliveries, "active"), [DeliveryState::Delivered]);
     assert_eq!(deliveries[0].sha256, sha);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_ftp_only_when_allowed_and_the_advertised_passive_address() {
+    let config = mailroom_ftps::Config {
+        allow_plaintext: true,
+        passive_address: Some(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+        ..mailroom_ftps::Config::default()
+    };
+    let hub = TestHub::start_ftps(config).await;
+    let alice = hub.client("alice").await;
+    // Allowed: a login without AUTH TLS.
+    let steps = ftplib(&hub, "alice", &alice.password, &["--plain", "cmd:PWD"]).await;
+    assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
+    // PASV announces the configured address (behind NAT), not the one the client reached.
+    let steps = ftplib(&hub, "alice", &alice.password, &["cmd:PASV"]).await;
+    let pasv = steps[1]["reply"].as_str().unwrap();
+    assert!(
+        pasv.starts_with("227") && pasv.contains("(192,0,2,7,"),
+        "{pasv}"
+    );
     hub.stop().await;
 }
 

@@ -257,9 +257,16 @@ impl Session {
         self.control.as_ref().is_some_and(Control::is_tls)
     }
 
-    /// TLS on the control connection, or plain FTP explicitly allowed.
-    fn login_allowed(&self) -> bool {
-        self.is_tls() || self.shared.config.allow_plaintext
+    /// Why USER or PASS may not be sent now: already logged in, or no TLS on the control
+    /// connection while plain FTP is not allowed.
+    fn login_refusal(&self) -> Option<(u16, &'static str)> {
+        if self.client.is_some() {
+            return Some((503, "Already logged in"));
+        }
+        if !self.is_tls() && !self.shared.config.allow_plaintext {
+            return Some((534, "TLS required: send AUTH TLS before logging in"));
+        }
+        None
     }
 
     fn logged_in(&self) -> Option<ClientSession> {
@@ -495,13 +502,8 @@ impl Session {
     }
 
     async fn user(&mut self, command: &Command) -> io::Result<Flow> {
-        if self.client.is_some() {
-            return self.answer(503, "Already logged in").await;
-        }
-        if !self.login_allowed() {
-            return self
-                .answer(534, "TLS required: send AUTH TLS before logging in")
-                .await;
+        if let Some((code, text)) = self.login_refusal() {
+            return self.answer(code, text).await;
         }
         let name = command.text();
         if name.is_empty() {
@@ -512,13 +514,8 @@ impl Session {
     }
 
     async fn pass(&mut self, command: Command) -> io::Result<Flow> {
-        if self.client.is_some() {
-            return self.answer(503, "Already logged in").await;
-        }
-        if !self.login_allowed() {
-            return self
-                .answer(534, "TLS required: send AUTH TLS before logging in")
-                .await;
+        if let Some((code, text)) = self.login_refusal() {
+            return self.answer(code, text).await;
         }
         let Some(user) = self.user.take() else {
             return self.answer(503, "Send USER first").await;
@@ -573,13 +570,23 @@ impl Session {
         VirtualPath::parse_bytes(&full)
     }
 
-    async fn cwd(&mut self, arg: &[u8]) -> io::Result<Flow> {
+    /// The logged-in client and a command's path; `None` after replying with the refusal.
+    async fn target(&mut self, arg: &[u8]) -> io::Result<Option<(ClientSession, VirtualPath)>> {
         let Some(client) = self.logged_in() else {
-            return Ok(Flow::Go);
+            return Ok(None);
         };
-        let path = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
+        match self.path(arg) {
+            Ok(path) => Ok(Some((client, path))),
+            Err(err) => {
+                self.refuse(&err).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn cwd(&mut self, arg: &[u8]) -> io::Result<Flow> {
+        let Some((client, path)) = self.target(arg).await? else {
+            return Ok(Flow::Go);
         };
         match self.shared.hub.stat(&client, &path).await {
             Ok(entry) if entry.is_dir => {
@@ -596,12 +603,8 @@ impl Session {
     }
 
     async fn list(&mut self, verb: &str, arg: &[u8]) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(skip_list_options(arg)).await? else {
             return Ok(Flow::Go);
-        };
-        let path = match self.path(skip_list_options(arg)) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
         };
         if let Some((code, text)) = self.data_refusal() {
             return self.answer(code, &text).await;
@@ -642,12 +645,8 @@ impl Session {
     }
 
     async fn mlst(&mut self, arg: &[u8]) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(arg).await? else {
             return Ok(Flow::Go);
-        };
-        let path = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
         };
         match self.shared.hub.stat(&client, &path).await {
             Ok(entry) => {
@@ -660,12 +659,8 @@ impl Session {
     }
 
     async fn size_or_time(&mut self, verb: &str, arg: &[u8]) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(arg).await? else {
             return Ok(Flow::Go);
-        };
-        let path = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
         };
         match self.shared.hub.stat(&client, &path).await {
             Ok(entry) if entry.is_dir => {
@@ -819,12 +814,8 @@ impl Session {
     // ----- transfers ---------------------------------------------------------------------
 
     async fn retr(&mut self, arg: &[u8], rest: u64) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(arg).await? else {
             return Ok(Flow::Go);
-        };
-        let path = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
         };
         if let Some((code, text)) = self.data_refusal() {
             return self.answer(code, &text).await;
@@ -870,12 +861,8 @@ impl Session {
     }
 
     async fn stor(&mut self, arg: &[u8], rest: u64) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(arg).await? else {
             return Ok(Flow::Go);
-        };
-        let path = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
         };
         if rest != 0 {
             return self
@@ -944,21 +931,17 @@ impl Session {
     // ----- changes -----------------------------------------------------------------------
 
     async fn remove(&mut self, arg: &[u8], folder: bool) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(arg).await? else {
             return Ok(Flow::Go);
         };
-        let path = match self.path(arg) {
-            Ok(path) if folder && !path.is_dir() => {
-                return self.answer(550, &format!("{path} is not a folder")).await;
-            }
-            Ok(path) if !folder && path.is_dir() => {
-                return self
-                    .answer(550, &format!("{path} is a folder, not a file"))
-                    .await;
-            }
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
-        };
+        if folder && !path.is_dir() {
+            return self.answer(550, &format!("{path} is not a folder")).await;
+        }
+        if !folder && path.is_dir() {
+            return self
+                .answer(550, &format!("{path} is a folder, not a file"))
+                .await;
+        }
         match self.shared.hub.remove(&client, &path).await {
             Ok(()) => self.answer(250, &format!("Removed {path}")).await,
             Err(err) => self.refuse(&err).await,
@@ -966,12 +949,8 @@ impl Session {
     }
 
     async fn rnfr(&mut self, arg: &[u8]) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
+        let Some((client, path)) = self.target(arg).await? else {
             return Ok(Flow::Go);
-        };
-        let path = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
         };
         match self.shared.hub.stat(&client, &path).await {
             Ok(_) => {
@@ -983,15 +962,11 @@ impl Session {
     }
 
     async fn rnto(&mut self, arg: &[u8], from: Option<VirtualPath>) -> io::Result<Flow> {
-        let Some(client) = self.logged_in() else {
-            return Ok(Flow::Go);
-        };
         let Some(from) = from else {
             return self.answer(503, "Send RNFR first").await;
         };
-        let to = match self.path(arg) {
-            Ok(path) => path,
-            Err(err) => return self.refuse(&err).await,
+        let Some((client, to)) = self.target(arg).await? else {
+            return Ok(Flow::Go);
         };
         match self.shared.hub.rename(&client, &from, &to).await {
             Ok(()) => self.answer(250, &format!("Renamed to {to}")).await,

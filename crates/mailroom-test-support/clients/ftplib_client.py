@@ -61,27 +61,25 @@ class Client(ftplib.FTP_TLS):
         source = (self.data_from, 0) if self.data_from else None
         conn = socket.create_connection((host, port), self.timeout, source_address=source)
         try:
-            if rest is not None:
-                self.sendcmd("REST %s" % rest)
-            resp = self.sendcmd(cmd)
-            if resp[0] == "2":
-                resp = self.getresp()
-            if resp[0] != "1":
-                raise ftplib.error_reply(resp)
+            self.start_transfer(cmd, rest)
         except BaseException:
             conn.close()
             raise
         return self.secure(conn), None
 
+    def start_transfer(self, cmd, rest):
+        """REST if any, then the transfer command, which must be answered 1xx."""
+        if rest is not None:
+            self.sendcmd("REST %s" % rest)
+        resp = self.sendcmd(cmd)
+        if resp[0] == "2":
+            resp = self.getresp()
+        if resp[0] != "1":
+            raise ftplib.error_reply(resp)
+
     def active_transfer(self, cmd, rest):
         with self.makeport() as listener:
-            if rest is not None:
-                self.sendcmd("REST %s" % rest)
-            resp = self.sendcmd(cmd)
-            if resp[0] == "2":
-                resp = self.getresp()
-            if resp[0] != "1":
-                raise ftplib.error_reply(resp)
+            self.start_transfer(cmd, rest)
             conn, _ = listener.accept()
             if self.timeout is not ftplib._GLOBAL_DEFAULT_TIMEOUT:
                 conn.settimeout(self.timeout)

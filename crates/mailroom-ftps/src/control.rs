@@ -130,10 +130,18 @@ impl Control {
     }
 }
 
-/// Splits a line (with its line end) into verb and argument.
+/// Splits a line (with its line end) into verb and argument. Telnet commands in front of the
+/// verb (IAC IP, IAC DM: what ftplib and others send before ABOR) are skipped.
 fn parse(line: &[u8]) -> Command {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut line = line.strip_suffix(b"\r").unwrap_or(line);
+    loop {
+        line = match line {
+            [0xff, _, rest @ ..] => rest,
+            [0xf2, rest @ ..] => rest,
+            _ => break,
+        };
+    }
     let (verb, arg) = match line.iter().position(|&b| b == b' ') {
         Some(space) => (&line[..space], &line[space + 1..]),
         None => (line, &line[..0]),
@@ -188,6 +196,8 @@ mod tests {
         assert_eq!(parse(b"\r\n").verb, "");
         assert_eq!(parse(b"R3TR x\r\n").verb, "");
         assert_eq!(parse(b"TOOLONG x\r\n").verb, "");
+        assert_eq!(parse(b"\xff\xf4\xff\xf2ABOR\r\n").verb, "ABOR");
+        assert_eq!(parse(b"\xf2ABOR\r\n").verb, "ABOR");
     }
 
     #[test]

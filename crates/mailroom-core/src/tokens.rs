@@ -189,6 +189,11 @@ impl fmt::Display for Scope {
 const MAX_TOKEN_LEN: usize = 256;
 
 impl Hub {
+    /// The hub clock's current time (what token and upload expiry are measured against).
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Issues the first token pair of a login that [`Hub::login`] accepted. The Hub keeps
     /// `guard` (the registered session) until the login ends: logout, a close by the hub or an
     /// administrator, or the expiry of its refresh token.

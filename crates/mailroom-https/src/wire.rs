@@ -70,14 +70,20 @@ impl TokenResponse {
         TokenResponse {
             access_token: issued.access.expose().clone(),
             token_type: "Bearer".to_owned(),
-            expires_in: (issued.access_expires - now).whole_seconds().max(0),
+            expires_in: seconds(issued.access_expires - now),
             refresh_token: issued.refresh.expose().clone(),
-            refresh_expires_in: (issued.refresh_expires - now).whole_seconds().max(0),
+            refresh_expires_in: seconds(issued.refresh_expires - now),
             scope: issued.scope.as_str().to_owned(),
             account: issued.account.to_string(),
             session: issued.session,
         }
     }
+}
+
+/// A duration in whole seconds, rounded (a token issued a moment ago still has its full
+/// lifetime), never negative.
+fn seconds(duration: time::Duration) -> i64 {
+    (duration.as_seconds_f64().round() as i64).max(0)
 }
 
 /// One delivery: an inbox entry or a receipt.

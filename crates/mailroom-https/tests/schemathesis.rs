@@ -79,6 +79,8 @@ async fn schemathesis_finds_nothing() {
             .args(["--exclude-path", "/api/v1/logout"])
             .args(["--exclude-path", "/api/v1/admin/sessions/{id}"])
             .env("SCHEMATHESIS_HOOKS", "")
+            // Its cache (.schemathesis/) goes to the hub's temp folder, not the source tree.
+            .current_dir(hub.dir.path())
             .kill_on_drop(true);
         let output = run(command).await;
         assert!(

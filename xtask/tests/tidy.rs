@@ -44,6 +44,10 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
         ),
         (
+            "mailroom-https",
+            set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
+        ),
+        (
             "mailroom-test-support",
             set(&[
                 "mailroom-core",
@@ -51,6 +55,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-blob",
                 "mailroom-sftp",
                 "mailroom-ftps",
+                "mailroom-https",
                 "mailroom-tls",
             ]),
         ),
@@ -64,6 +69,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-sftp",
                 "mailroom-tls",
                 "mailroom-ftps",
+                "mailroom-https",
             ]),
         ),
         ("xtask", set(&[])),

@@ -196,10 +196,14 @@ impl ReadHandle {
 pub struct Upload {
     session: ClientSession,
     path: VirtualPath,
-    target: AccountName,
+    /// The outbox folders it was written to (accounts or groups); one for the file protocols.
+    targets: Vec<AccountName>,
     name: FileName,
-    /// Who receives it, decided by route policy when the upload started.
-    recipients: Vec<AccountName>,
+    /// Who receives it, with the target each came through, decided by route policy when the
+    /// upload started.
+    recipients: Vec<(AccountName, AccountName)>,
+    /// The SHA-256 the content must have, when the client named one.
+    expected_sha256: Option<String>,
     /// The recipients that had a quota when the upload started, checked again at the end.
     quota_recipients: Vec<AccountName>,
     /// The most bytes the file may reach (sender's largest file, recipients' free quota),
@@ -255,7 +259,26 @@ impl Upload {
     pub fn path(&self) -> &VirtualPath {
         &self.path
     }
+
+    /// The accounts and groups it is addressed to.
+    pub fn targets(&self) -> &[AccountName] {
+        &self.targets
+    }
+
+    /// The accounts that will receive it.
+    pub fn recipients(&self) -> Vec<AccountName> {
+        self.recipients.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Requires the content's SHA-256 (64 lower-case hex digits) to be `sha256`:
+    /// [`Hub::finish_upload`] then refuses other content and delivers nothing.
+    pub fn expect_sha256(&mut self, sha256: String) {
+        self.expected_sha256 = Some(sha256);
+    }
 }
+
+/// Targets one upload may name at once.
+pub const MAX_TARGETS: usize = 64;
 
 /// The mailbox service.
 pub struct Hub {
@@ -264,6 +287,8 @@ pub struct Hub {
     pub(crate) clock: Arc<dyn Clock>,
     /// Authentication and defence state (see [`crate::login`]).
     pub(crate) guard: Guard,
+    /// Resumable uploads under way (see [`crate::resumable`]).
+    pub(crate) resumables: crate::resumable::Resumables,
 }
 
 impl Hub {
@@ -274,6 +299,7 @@ impl Hub {
             blobs,
             clock,
             guard: Guard::new(AuthConfig::default()),
+            resumables: crate::resumable::Resumables::default(),
         }
     }
 
@@ -590,6 +616,51 @@ impl Hub {
                 _ => CoreError::denied(format!("{path} is a folder, not a file")),
             });
         };
+        self.begin_targets(session, std::slice::from_ref(target), name, path.clone())
+            .await
+    }
+
+    /// Starts one upload named `name` to several accounts or groups at once (the HTTPS API's
+    /// send): each target is checked as [`Hub::begin_upload`] checks its one, and any refusal
+    /// refuses the whole upload. An account reached through several targets receives one
+    /// delivery. The deliveries share one name, free between the sender and every recipient.
+    pub async fn begin_send(
+        &self,
+        session: &ClientSession,
+        targets: &[AccountName],
+        name: &FileName,
+    ) -> Result<Upload> {
+        let Some(first) = targets.first() else {
+            return Err(CoreError::invalid("name at least one recipient"));
+        };
+        let path = VirtualPath::File(Area::Outbox, first.clone(), name.clone());
+        let result = if targets.len() > MAX_TARGETS {
+            Err(CoreError::invalid(format!(
+                "at most {MAX_TARGETS} recipients per upload"
+            )))
+        } else {
+            self.begin_targets(session, targets, name, path.clone())
+                .await
+        };
+        if let Err(err) = &result {
+            self.record_refusal_of(
+                session,
+                EventKind::Upload,
+                outbox_object(targets, name.as_str()),
+                err,
+            )
+            .await;
+        }
+        result
+    }
+
+    async fn begin_targets(
+        &self,
+        session: &ClientSession,
+        targets: &[AccountName],
+        name: &FileName,
+        path: VirtualPath,
+    ) -> Result<Upload> {
         let sender = self.sender(session).await?;
         if let Some(reason) = sender.access.limits.name_refusal(name.as_str()) {
             return Err(CoreError::denied(format!(
@@ -597,9 +668,25 @@ impl Hub {
                 sender.name
             )));
         }
-        let recipients = self.recipients(&session.account, target).await?;
+        let mut unique_targets: Vec<AccountName> = Vec::with_capacity(targets.len());
+        let mut recipients: Vec<(Account, AccountName)> = Vec::new();
+        for target in targets {
+            if unique_targets.contains(target) {
+                continue;
+            }
+            unique_targets.push(target.clone());
+            for account in self.recipients(&session.account, target).await? {
+                if !recipients.iter().any(|(a, _)| a.name == account.name) {
+                    recipients.push((account, target.clone()));
+                }
+            }
+        }
         // Only inboxes with a quota are measured: the common case costs no query.
-        let quota_recipients: Vec<&Account> = recipients.iter().filter(|a| has_quota(a)).collect();
+        let quota_recipients: Vec<&Account> = recipients
+            .iter()
+            .map(|(a, _)| a)
+            .filter(|a| has_quota(a))
+            .collect();
         let mut usages = Vec::with_capacity(quota_recipients.len());
         for recipient in &quota_recipients {
             usages.push(self.meta.inbox_usage(&recipient.name).await?);
@@ -610,10 +697,14 @@ impl Hub {
         let writer = self.blobs.create().await?;
         Ok(Upload {
             session: session.clone(),
-            path: path.clone(),
-            target: target.clone(),
+            path,
+            targets: unique_targets,
             name: name.clone(),
-            recipients: recipients.into_iter().map(|a| a.name).collect(),
+            recipients: recipients
+                .into_iter()
+                .map(|(account, target)| (account.name, target))
+                .collect(),
+            expected_sha256: None,
             quota_recipients,
             limit,
             refusal: None,
@@ -672,15 +763,17 @@ impl Hub {
         // first byte was accepted is delivered, like a letter posted before a rule changed.
         let Upload {
             session,
-            path,
-            target,
+            path: _,
+            targets,
             name,
             recipients,
+            expected_sha256,
             quota_recipients,
             limit: _,
             refusal,
             writer,
         } = upload;
+        let object = |name: &FileName| outbox_object(&targets, name.as_str());
         // The quota is checked again before the blob is made durable. Two uploads closing at
         // the same instant can still both pass this check; the window is one commit long.
         let refused = match refusal {
@@ -689,16 +782,38 @@ impl Hub {
         };
         if let Err(err) = refused {
             writer.abort().await;
-            self.record_refusal(&session, EventKind::Upload, &path, &err)
+            self.record_refusal_of(&session, EventKind::Upload, object(&name), &err)
                 .await;
             return Err(err);
         }
         let blob = writer.commit().await?;
+        if let Some(expected) = expected_sha256
+            && expected != blob.sha256
+        {
+            // Durable but referenced by nothing: removed now (or by the next sweep).
+            if blob.inline.is_none() {
+                let _ = self.blobs.delete(&blob.id).await;
+            }
+            let err = CoreError::conflict(format!(
+                "the content's SHA-256 is {}, not {expected}: nothing was delivered",
+                blob.sha256
+            ));
+            self.record_refusal_of(&session, EventKind::Upload, object(&name), &err)
+                .await;
+            return Err(err);
+        }
+        let recipient_names: Vec<AccountName> = recipients.iter().map(|(r, _)| r.clone()).collect();
         let actor = session.actor();
         let mut suffix = 1;
         loop {
             let candidate = self
-                .free_name(&session.account, &target, &recipients, &name, &mut suffix)
+                .free_name(
+                    &session.account,
+                    &targets,
+                    &recipient_names,
+                    &name,
+                    &mut suffix,
+                )
                 .await;
             let candidate = match candidate {
                 Ok(candidate) => candidate,
@@ -711,7 +826,7 @@ impl Hub {
             let batch_id = DeliveryId::new();
             let deliveries: Vec<Delivery> = recipients
                 .iter()
-                .map(|recipient| Delivery {
+                .map(|(recipient, target)| Delivery {
                     id: DeliveryId::new(),
                     batch_id,
                     sender: session.account.clone(),
@@ -729,7 +844,7 @@ impl Hub {
             let mut events = vec![self.event(
                 &actor,
                 EventKind::Upload,
-                format!("/outbox/{target}/{candidate}"),
+                object(&candidate),
                 Outcome::Ok,
                 format!(
                     "batch {batch_id} {} bytes sha256 {} to {} recipient(s)",
@@ -784,7 +899,7 @@ impl Hub {
         let event = self.event(
             &upload.session.actor(),
             EventKind::Upload,
-            upload.path.to_string(),
+            outbox_object(&upload.targets, upload.name.as_str()),
             outcome,
             detail,
         );
@@ -799,7 +914,7 @@ impl Hub {
     async fn free_name(
         &self,
         sender: &AccountName,
-        target: &AccountName,
+        targets: &[AccountName],
         recipients: &[AccountName],
         name: &FileName,
         suffix: &mut u32,
@@ -820,7 +935,7 @@ impl Hub {
                 })
                 .await?
                 .iter()
-                .any(|d| recipients.contains(&d.recipient) || &d.target == target);
+                .any(|d| recipients.contains(&d.recipient) || targets.contains(&d.target));
             if !taken {
                 return Ok(candidate);
             }
@@ -937,7 +1052,10 @@ impl Hub {
             let Some(days) = account.access.limits.retention_days else {
                 continue;
             };
-            let cutoff = now - time::Duration::days(i64::from(days));
+            // A retention longer than the calendar can hold keeps everything.
+            let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
+                continue;
+            };
             let due = self
                 .meta
                 .deliveries(&DeliveryQuery {
@@ -1269,6 +1387,7 @@ impl Hub {
             created: self.clock.now(),
             access: AccessPolicy::default(),
             totp: None,
+            token_epoch: 0,
         };
         let event = self.admin_event(
             actor,
@@ -1288,6 +1407,8 @@ impl Hub {
     ) -> Result<()> {
         let mut account = self.account(name).await?;
         account.password_hash = Some(self.hash_password(name, password).await?);
+        // A new password revokes every bearer token issued under the old one.
+        account.token_epoch = account.token_epoch.saturating_add(1);
         let event = self.admin_event(actor, format!("account {name}"), "set password".to_owned());
         self.meta.update_account(&account, &event).await
     }
@@ -1323,6 +1444,10 @@ impl Hub {
     ) -> Result<()> {
         let mut account = self.account(name).await?;
         account.disabled = disabled;
+        if disabled {
+            // Disabling revokes every bearer token for good: enabling again does not revive them.
+            account.token_epoch = account.token_epoch.saturating_add(1);
+        }
         let what = if disabled { "disable" } else { "enable" };
         let event = self.admin_event(actor, format!("account {name}"), what.to_owned());
         self.meta.update_account(&account, &event).await
@@ -1591,6 +1716,18 @@ impl Hub {
         path: &VirtualPath,
         err: &CoreError,
     ) {
+        self.record_refusal_of(session, kind, path.to_string(), err)
+            .await;
+    }
+
+    /// Records a refused client action on `object` (a path, a delivery id).
+    pub(crate) async fn record_refusal_of(
+        &self,
+        session: &ClientSession,
+        kind: EventKind,
+        object: String,
+        err: &CoreError,
+    ) {
         let outcome = if err.kind() == ErrorKind::Internal || err.kind() == ErrorKind::Transient {
             Outcome::Failed
         } else {
@@ -1599,11 +1736,11 @@ impl Hub {
         let event = self.event(
             &session.actor(),
             kind,
-            path.to_string(),
+            object,
             outcome,
             format!("{}: {}", err.kind(), err.message()),
         );
-        tracing::info!(event_id = %event.id, account = %session.account, path = %path, error = %err, "refused");
+        tracing::info!(event_id = %event.id, account = %session.account, object = %event.object, error = %err, "refused");
         if let Err(record_err) = self.meta.record(&[event], Durability::Relaxed).await {
             tracing::warn!(error = %record_err, "could not record a refusal");
         }
@@ -1700,6 +1837,18 @@ fn mailboxes<'a>(recipients: &[&'a Account], usages: &[InboxUsage]) -> Vec<Mailb
             usage: *usage,
         })
         .collect()
+}
+
+/// The event object of an upload: `/outbox/<target>/<name>`, or `/outbox/{a,b}/<name>` for
+/// one sent to several targets at once.
+fn outbox_object(targets: &[AccountName], name: &str) -> String {
+    match targets {
+        [one] => format!("/outbox/{one}/{name}"),
+        many => {
+            let list: Vec<&str> = many.iter().map(AccountName::as_str).collect();
+            format!("/outbox/{{{}}}/{name}", list.join(","))
+        }
+    }
 }
 
 fn route_denied(sender: &AccountName, target: &AccountName) -> CoreError {

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod by_id;
 pub mod defender;
 pub mod error;
 pub mod hub;
@@ -18,8 +19,10 @@ pub mod path;
 pub mod policy;
 pub mod ports;
 pub mod refusals;
+pub mod resumable;
 pub mod secret;
 pub mod sessions;
+pub mod tokens;
 
 pub use access::{
     AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
@@ -32,7 +35,7 @@ pub use audit::{
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{Actor, ClientSession, Entry, Hub, ReadHandle, Upload};
-pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, TotpSetup};
+pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, TotpSetup};
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,
@@ -44,5 +47,9 @@ pub use ports::{
     MetaStore, StoredBlob, SweepReport, SystemClock,
 };
 pub use refusals::RefusalRecorder;
+pub use resumable::{ResumableInfo, ResumableLease};
 pub use secret::Secret;
 pub use sessions::{SessionGuard, SessionInfo};
+pub use tokens::{
+    IssuedTokens, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, token_hash,
+};

@@ -57,6 +57,12 @@ const BAN_REFRESH: time::Duration = time::Duration::seconds(2);
 /// hammering the port does not write the audit trail per connection.
 const REFUSAL_EVENT_INTERVAL: time::Duration = time::Duration::seconds(60);
 
+/// When a ban too long for the calendar ends (within what the metadata store keeps).
+const MAX_BAN_END: OffsetDateTime = time::macros::datetime!(2200-01-01 00:00 UTC);
+
+/// The longest ban an administrator may place: ten years.
+const MAX_MANUAL_BAN: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
 /// Recovery codes made at enrolment.
 const RECOVERY_CODES: usize = 10;
 
@@ -64,10 +70,12 @@ const RECOVERY_CODES: usize = 10;
 pub(crate) struct Guard {
     config: AuthConfig,
     defender: Defender,
-    sessions: Arc<Sessions>,
+    pub(crate) sessions: Arc<Sessions>,
     hash_jobs: Arc<Semaphore>,
     bans: Mutex<BanCache>,
     refusals: Mutex<HashMap<IpAddr, OffsetDateTime>>,
+    /// The registered sessions of token logins (see [`crate::tokens`]), by login id.
+    token_sessions: Mutex<HashMap<String, SessionGuard>>,
 }
 
 #[derive(Default)]
@@ -85,6 +93,57 @@ impl Guard {
             sessions: Arc::new(Sessions::default()),
             bans: Mutex::new(BanCache::default()),
             refusals: Mutex::new(HashMap::new()),
+            token_sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registered sessions of token logins, locked.
+    pub(crate) fn token_sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, SessionGuard>> {
+        self.token_sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What kind of account a login is for. The file protocols log in clients only; the HTTPS
+/// API also lets administrators in, to its admin endpoints only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// A client account, which owns a mailbox.
+    #[default]
+    Client,
+    /// An admin account, which manages accounts and policy and owns no mailbox.
+    Admin,
+}
+
+impl Scope {
+    /// Stable label for storage and the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Client => "client",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses the label written by [`Scope::as_str`].
+    pub fn parse(input: &str) -> Result<Scope> {
+        match input {
+            "client" => Ok(Scope::Client),
+            "admin" => Ok(Scope::Admin),
+            other => Err(CoreError::invalid(format!(
+                "unknown scope {:?}: expected \"client\" or \"admin\"",
+                printable(other)
+            ))),
+        }
+    }
+
+    /// The account kind this scope logs in.
+    pub fn kind(self) -> AccountKind {
+        match self {
+            Scope::Client => AccountKind::Client,
+            Scope::Admin => AccountKind::Admin,
         }
     }
 }
@@ -96,13 +155,29 @@ pub struct LoginProgress {
     user: Option<String>,
     passed: Vec<Factor>,
     remaining: Vec<Factor>,
+    scope: Scope,
 }
 
 impl LoginProgress {
+    /// A login for accounts of `scope` (the default, [`Scope::Client`], is what the file
+    /// protocols use; an admin account is then refused like any other refusal).
+    pub fn for_scope(scope: Scope) -> LoginProgress {
+        LoginProgress {
+            scope,
+            ..LoginProgress::default()
+        }
+    }
+
+    /// The kind of account this login is for.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
     fn bind(&mut self, user: &str) {
         if self.user.as_deref() != Some(user) {
             *self = LoginProgress {
                 user: Some(user.to_owned()),
+                scope: self.scope,
                 ..LoginProgress::default()
             };
         }
@@ -278,7 +353,7 @@ impl Hub {
         };
         let ip = source_ip(source.as_deref());
         Ok(self
-            .refusal(&account, ip, Factor::PublicKey)
+            .refusal(&account, ip, Factor::PublicKey, progress.scope)
             .await?
             .is_none()
             && account.keys.iter().any(|k| k.blob == key_blob))
@@ -335,6 +410,29 @@ impl Hub {
         account: &Account,
         ip: Option<IpAddr>,
         factor: Factor,
+        scope: Scope,
+    ) -> Result<Option<String>> {
+        if let Some(reason) = self.standing(account, ip, scope).await? {
+            return Ok(Some(reason));
+        }
+        Ok(if !account.access.factors.uses(factor) {
+            Some(format!(
+                "{factor} is not one of the account's factors ({})",
+                account.access.factors
+            ))
+        } else {
+            None
+        })
+    }
+
+    /// Why `account` may not act from `ip` now in `scope`, if it may not: address banned,
+    /// account locked (neither from the safe list), disabled, of the other kind, or outside
+    /// its networks. Checked at every login step and, for bearer tokens, at every request.
+    pub(crate) async fn standing(
+        &self,
+        account: &Account,
+        ip: Option<IpAddr>,
+        scope: Scope,
     ) -> Result<Option<String>> {
         let safe = ip.is_some_and(|ip| self.guard.defender.config().is_safe(ip));
         if !safe {
@@ -353,17 +451,17 @@ impl Hub {
         }
         Ok(if account.disabled {
             Some("account disabled".to_owned())
-        } else if account.kind == AccountKind::Admin {
-            Some("admin accounts own no mailbox and cannot log in here".to_owned())
+        } else if account.kind != scope.kind() {
+            Some(match account.kind {
+                AccountKind::Admin => {
+                    "admin accounts own no mailbox and cannot log in here".to_owned()
+                }
+                AccountKind::Client => "not an admin account".to_owned(),
+            })
         } else if !account.access.networks.is_empty()
             && !ip.is_some_and(|ip| in_networks(&account.access.networks, ip))
         {
             Some("source address not in the account's networks".to_owned())
-        } else if !account.access.factors.uses(factor) {
-            Some(format!(
-                "{factor} is not one of the account's factors ({})",
-                account.access.factors
-            ))
         } else {
             None
         })
@@ -391,7 +489,7 @@ impl Hub {
                 let _ = account;
                 Some(format!("{factor} already proved"))
             }
-            Some(account) => self.refusal(account, ip, factor).await?,
+            Some(account) => self.refusal(account, ip, factor, progress.scope).await?,
         };
         // Credentials are checked only when nothing else refuses (a code is spent when it is
         // checked), but a password always costs its Argon2 verification.
@@ -599,7 +697,11 @@ impl Hub {
         reason: String,
     ) -> Result<Ban> {
         let now = self.clock.now();
-        let until = now + time::Duration::try_from(length).unwrap_or(time::Duration::DAY);
+        // A length past the calendar's end (a typo of many zeros) bans until its end.
+        let until = time::Duration::try_from(length)
+            .ok()
+            .and_then(|length| now.checked_add(length))
+            .unwrap_or(MAX_BAN_END);
         let ban = Ban {
             subject: subject.clone(),
             until,
@@ -704,6 +806,9 @@ impl Hub {
         if length.is_zero() {
             return Err(CoreError::invalid("a ban must last longer than zero"));
         }
+        if length > MAX_MANUAL_BAN {
+            return Err(CoreError::invalid("a ban lasts at most 3650 days"));
+        }
         let level = self
             .meta
             .ban(&subject)
@@ -807,6 +912,8 @@ impl Hub {
                 if self.guard.sessions.close(session.id, &reason) {
                     closed += 1;
                 }
+                // A token login has no connection to close: its tokens go instead.
+                self.end_token_session_of(session.id).await?;
             }
         }
         Ok(closed)

@@ -62,6 +62,10 @@ pub struct Account {
     pub access: AccessPolicy,
     /// The TOTP enrolment, when the account has one.
     pub totp: Option<TotpEnrolment>,
+    /// Generation of the account's bearer tokens: a token issued under an older generation
+    /// is refused. [`crate::Hub::set_password`] and [`crate::Hub::set_disabled`] move it on,
+    /// which revokes every token of the account in the same commit as the change.
+    pub token_epoch: u64,
 }
 
 /// One SSH public key in OpenSSH `authorized_keys` form (`type base64 [comment]`).
@@ -393,6 +397,8 @@ pub enum Protocol {
     Ssh,
     /// FTP over explicit TLS (RFC 4217).
     Ftps,
+    /// The HTTPS API and the web pages built on it.
+    Https,
     /// The admin command line.
     Cli,
     /// The hub itself (start-up sweeps, schedules).
@@ -407,6 +413,7 @@ impl Protocol {
             Protocol::Scp => "scp",
             Protocol::Ssh => "ssh",
             Protocol::Ftps => "ftps",
+            Protocol::Https => "https",
             Protocol::Cli => "cli",
             Protocol::System => "system",
         }
@@ -419,6 +426,7 @@ impl Protocol {
             "scp" => Protocol::Scp,
             "ssh" => Protocol::Ssh,
             "ftps" => Protocol::Ftps,
+            "https" => Protocol::Https,
             "cli" => Protocol::Cli,
             "system" => Protocol::System,
             other => return Err(CoreError::invalid(format!("unknown protocol {other:?}"))),
@@ -679,6 +687,7 @@ mod tests {
             Protocol::Scp,
             Protocol::Ssh,
             Protocol::Ftps,
+            Protocol::Https,
             Protocol::Cli,
             Protocol::System,
         ] {

@@ -18,6 +18,7 @@ use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group, Outcome, Route,
 };
 use crate::names::{AccountName, FileName};
+use crate::tokens::TokenRecord;
 
 /// Which deliveries to fetch. Every field that is set must match.
 #[derive(Debug, Clone, Default)]
@@ -191,6 +192,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// The newest event of the chain, without verifying it; `None` while no chained event
     /// exists.
     async fn audit_head(&self) -> Result<Option<ChainHead>>;
+
+    /// Stores bearer tokens (their hashes), all or nothing. Conflict if a hash is taken.
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<()>;
+    /// One token by its hash.
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Removes one token by its hash and returns it, atomically: of two callers racing with
+    /// one token, one gets it and the other `None`.
+    async fn take_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Deletes every token of one login, with `event` when given, in one transaction; returns
+    /// how many were deleted.
+    async fn delete_token_session(&self, session: &str, event: Option<&Event>) -> Result<u64>;
+    /// Deletes the tokens expired at `now`; returns how many, and the logins left with none.
+    async fn delete_expired_tokens(&self, now: OffsetDateTime) -> Result<(u64, Vec<String>)>;
 }
 
 /// A committed blob: durable under `id`, or, when `inline` holds its content, to be made

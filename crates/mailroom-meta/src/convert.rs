@@ -7,7 +7,8 @@
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject,
     BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet,
-    FileName, Limits, Outcome, Protocol, Result, Rights, Secret, TotpEnrolment,
+    FileName, Limits, Outcome, Protocol, Result, Rights, Scope, Secret, TokenKind, TokenRecord,
+    TotpEnrolment,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -91,10 +92,36 @@ pub(crate) fn account_name(row: &SqliteRow, name: &'static str) -> Result<Accoun
     parsed(row, name, AccountName::parse)
 }
 
+/// The columns [`token`] reads.
+macro_rules! token_columns {
+    () => {
+        "hash, kind, session, account, scope, epoch, source, protocol, created, expires"
+    };
+}
+pub(crate) use token_columns;
+
+/// A row of `SELECT token_columns!() FROM tokens`.
+pub(crate) fn token(row: &SqliteRow) -> Result<TokenRecord> {
+    let epoch: i64 = column(row, "epoch")?;
+    Ok(TokenRecord {
+        hash: column(row, "hash")?,
+        kind: parsed(row, "kind", TokenKind::parse)?,
+        session: column(row, "session")?,
+        account: account_name(row, "account")?,
+        scope: parsed(row, "scope", Scope::parse)?,
+        epoch: u64::try_from(epoch)
+            .map_err(|_| corrupt("epoch", &CoreError::invalid("negative")))?,
+        source: column(row, "source")?,
+        protocol: parsed(row, "protocol", Protocol::parse)?,
+        created: time_from_nanos("created", column(row, "created")?)?,
+        expires: time_from_nanos("expires", column(row, "expires")?)?,
+    })
+}
+
 /// The columns [`account`] reads.
 macro_rules! account_columns {
     () => {
-        "name, kind, disabled, password_hash, created, access, totp_secret, totp_last_step, totp_recovery"
+        "name, kind, disabled, password_hash, created, access, totp_secret, totp_last_step, totp_recovery, token_epoch"
     };
 }
 pub(crate) use account_columns;
@@ -125,6 +152,8 @@ pub(crate) fn account(row: &SqliteRow, keys: Vec<AuthorizedKey>) -> Result<Accou
         created: time_from_nanos("created", column(row, "created")?)?,
         access: parsed(row, "access", access_from_json)?,
         totp,
+        token_epoch: u64::try_from(column::<i64>(row, "token_epoch")?)
+            .map_err(|_| corrupt("token_epoch", &CoreError::invalid("negative")))?,
     })
 }
 

@@ -25,18 +25,19 @@ use mailroom_core::{
     Account, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId, ChainHead,
     ChainReport, ChainVerifier, Checkpoint, CoreError, Delivery, DeliveryId, DeliveryQuery,
     DeliveryState, Durability, Event, EventQuery, FileName, Group, InboxUsage, MetaStore, Result,
-    Route, RouteEffect,
+    Route, RouteEffect, TokenRecord,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
+use time::OffsetDateTime;
 
 use crate::batch::{Batcher, Done, Op};
 use crate::convert::{
     self, account_columns, account_name, audit_columns, column, delivery_columns, event_columns,
-    nanos, size_to_db,
+    nanos, size_to_db, token_columns,
 };
 use crate::error::{MetaError, corrupt, is_unique_violation, storage, violates};
 use crate::tap::EventTap;
@@ -374,7 +375,8 @@ impl MetaStore for SqliteStore {
         claim_name(&mut tx, &account.name, Principal::Account, OP).await?;
         sqlx::query(
             "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
-             totp_secret, totp_last_step, totp_recovery) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             totp_secret, totp_last_step, totp_recovery, token_epoch) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(account.name.as_str())
         .bind(account.kind.as_str())
@@ -385,6 +387,7 @@ impl MetaStore for SqliteStore {
         .bind(totp_secret(account))
         .bind(totp_last_step(account))
         .bind(totp_recovery(account))
+        .bind(epoch_to_db(account.token_epoch)?)
         .execute(&mut *tx)
         .await
         .map_err(storage(OP))?;
@@ -401,7 +404,8 @@ impl MetaStore for SqliteStore {
         let updated = sqlx::query(
             "UPDATE accounts SET disabled = ?1, password_hash = ?2, access = ?3, \
              totp_last_step = CASE WHEN totp_secret IS ?4 THEN totp_last_step ELSE NULL END, \
-             totp_secret = ?4, totp_recovery = ?5 WHERE name = ?6",
+             totp_secret = ?4, totp_recovery = ?5, token_epoch = MAX(token_epoch, ?7) \
+             WHERE name = ?6",
         )
         .bind(account.disabled)
         .bind(account.password_hash.as_deref())
@@ -409,6 +413,7 @@ impl MetaStore for SqliteStore {
         .bind(totp_secret(account))
         .bind(totp_recovery(account))
         .bind(account.name.as_str())
+        .bind(epoch_to_db(account.token_epoch)?)
         .execute(&mut *tx)
         .await
         .map_err(storage(OP))?;
@@ -451,6 +456,8 @@ impl MetaStore for SqliteStore {
                 "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
                 "DELETE FROM group_members WHERE member = ?",
                 "DELETE FROM account_keys WHERE account = ?",
+                // A later account of the same name must not inherit a token.
+                "DELETE FROM tokens WHERE account = ?",
                 "DELETE FROM accounts WHERE name = ?",
             ],
             Principal::Account,
@@ -1073,6 +1080,122 @@ impl MetaStore for SqliteStore {
             events: u64::try_from(events).unwrap_or(0),
         }))
     }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<()> {
+        const OP: &str = "insert_tokens";
+        let mut tx = self.write(OP).await?;
+        for token in tokens {
+            sqlx::query(concat!(
+                "INSERT INTO tokens (",
+                token_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(token.hash.as_str())
+            .bind(token.kind.as_str())
+            .bind(token.session.as_str())
+            .bind(token.account.as_str())
+            .bind(token.scope.as_str())
+            .bind(epoch_to_db(token.epoch)?)
+            .bind(token.source.as_deref())
+            .bind(token.protocol.as_str())
+            .bind(nanos(token.created)?)
+            .bind(nanos(token.expires)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| {
+                if is_unique_violation(&err) {
+                    CoreError::conflict("token already stored")
+                } else {
+                    storage(OP)(err)
+                }
+            })?;
+        }
+        tx.commit().await.map_err(storage(OP))
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        const OP: &str = "token";
+        sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage(OP))?
+        .as_ref()
+        .map(convert::token)
+        .transpose()
+    }
+
+    async fn take_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        const OP: &str = "take_token";
+        let mut tx = self.write(OP).await?;
+        let row = sqlx::query(concat!(
+            "DELETE FROM tokens WHERE hash = ? RETURNING ",
+            token_columns!()
+        ))
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(storage(OP))?;
+        let token = row.as_ref().map(convert::token).transpose()?;
+        tx.commit().await.map_err(storage(OP))?;
+        Ok(token)
+    }
+
+    async fn delete_token_session(&self, session: &str, event: Option<&Event>) -> Result<u64> {
+        const OP: &str = "delete_token_session";
+        let mut tx = self.write(OP).await?;
+        let deleted = sqlx::query("DELETE FROM tokens WHERE session = ?")
+            .bind(session)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?
+            .rows_affected();
+        let recorded = match event {
+            Some(event) => insert_events(&mut tx, std::slice::from_ref(event), OP).await?,
+            None => Vec::new(),
+        };
+        self.commit(tx, recorded, OP).await?;
+        Ok(deleted)
+    }
+
+    async fn delete_expired_tokens(&self, now: OffsetDateTime) -> Result<(u64, Vec<String>)> {
+        const OP: &str = "delete_expired_tokens";
+        let mut tx = self.write(OP).await?;
+        let sessions: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT session FROM tokens WHERE expires <= ?")
+                .bind(nanos(now)?)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(storage(OP))?;
+        let deleted = sqlx::query("DELETE FROM tokens WHERE expires <= ?")
+            .bind(nanos(now)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage(OP))?
+            .rows_affected();
+        let mut ended = Vec::new();
+        for session in sessions {
+            let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE session = ?")
+                .bind(session.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(storage(OP))?;
+            if left == 0 {
+                ended.push(session);
+            }
+        }
+        tx.commit().await.map_err(storage(OP))?;
+        Ok((deleted, ended))
+    }
+}
+
+/// An account's token generation as stored.
+fn epoch_to_db(epoch: u64) -> Result<i64> {
+    i64::try_from(epoch).map_err(|_| CoreError::invalid("token generation out of range"))
 }
 
 /// Events read per page when verifying the chain: bounded memory whatever the trail's size.

@@ -17,7 +17,8 @@ use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
     CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, ErrorKind, Event,
     EventKind, EventQuery, Factor, FactorSet, FileName, Group, InboxUsage, Limits, MetaStore,
-    Outcome, Protocol, Result, Rights, Route, RouteEffect, Secret, TotpEnrolment,
+    Outcome, Protocol, Result, Rights, Route, RouteEffect, Scope, Secret, TokenKind, TokenRecord,
+    TotpEnrolment,
 };
 use mailroom_core::{AuditRecord, ChainHead, ChainProblem, Checkpoint, CheckpointStatus};
 use mailroom_meta::SqliteStore;
@@ -93,7 +94,134 @@ conformance!(
     bans_put_replace_delete,
     inbox_usage_counts_live_deliveries,
     audit_records_form_a_chain,
+    tokens_store_take_and_expire,
+    token_epoch_only_moves_forward,
 );
+
+fn token_record(
+    hash: &str,
+    kind: TokenKind,
+    session: &str,
+    account: &str,
+    expires: OffsetDateTime,
+) -> TokenRecord {
+    TokenRecord {
+        hash: hash.to_owned(),
+        kind,
+        session: session.to_owned(),
+        account: name(account),
+        scope: Scope::Client,
+        epoch: 3,
+        source: Some("127.0.0.1:5000".to_owned()),
+        protocol: Protocol::Https,
+        created: datetime!(2030-01-01 00:00 UTC),
+        expires,
+    }
+}
+
+async fn tokens_store_take_and_expire(h: &mut Harness<'_>) {
+    let alice = h.client("alice");
+    h.store
+        .insert_account(&alice, &h.admin_event("a"))
+        .await
+        .unwrap();
+    let soon = datetime!(2030-01-01 00:15 UTC);
+    let later = datetime!(2030-01-01 12:00 UTC);
+    let access = token_record("aa", TokenKind::Access, "s1", "alice", soon);
+    let refresh = token_record("bb", TokenKind::Refresh, "s1", "alice", later);
+    let other = token_record("cc", TokenKind::Access, "s2", "alice", soon);
+    h.store
+        .insert_tokens(&[access.clone(), refresh.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(h.store.token("aa").await.unwrap(), Some(access.clone()));
+    assert_eq!(h.store.token("zz").await.unwrap(), None);
+    // A hash is stored once; a batch with a taken hash stores nothing.
+    let err = h
+        .store
+        .insert_tokens(&[
+            token_record("dd", TokenKind::Access, "s3", "alice", soon),
+            access.clone(),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(h.store.token("dd").await.unwrap(), None);
+    // Taking works once.
+    assert_eq!(h.store.take_token("bb").await.unwrap(), Some(refresh));
+    assert_eq!(h.store.take_token("bb").await.unwrap(), None);
+    // Expiry: s2's only token expires; s1 keeps nothing either once "aa" expires.
+    let (deleted, mut ended) = h.store.delete_expired_tokens(soon).await.unwrap();
+    ended.sort();
+    assert_eq!(deleted, 2);
+    assert_eq!(ended, ["s1", "s2"]);
+    // Logout of a session deletes its tokens and records its event.
+    h.store
+        .insert_tokens(&[token_record("ee", TokenKind::Access, "s4", "alice", later)])
+        .await
+        .unwrap();
+    let before = h.store.events(&EventQuery::default()).await.unwrap().len();
+    let logout = h.event(EventKind::SessionClosed, "alice");
+    assert_eq!(
+        h.store
+            .delete_token_session("s4", Some(&logout))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(h.store.token("ee").await.unwrap(), None);
+    assert_eq!(
+        h.store.events(&EventQuery::default()).await.unwrap().len(),
+        before + 1
+    );
+    // Deleting the account deletes its tokens, so a later account of the name has none.
+    h.store
+        .insert_tokens(&[token_record("ff", TokenKind::Access, "s5", "alice", later)])
+        .await
+        .unwrap();
+    h.store
+        .delete_account(&name("alice"), &h.admin_event("d"))
+        .await
+        .unwrap();
+    assert_eq!(h.store.token("ff").await.unwrap(), None);
+}
+
+async fn token_epoch_only_moves_forward(h: &mut Harness<'_>) {
+    let mut alice = h.client("alice");
+    h.store
+        .insert_account(&alice, &h.admin_event("a"))
+        .await
+        .unwrap();
+    alice.token_epoch = 2;
+    h.store
+        .update_account(&alice, &h.admin_event("u"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store
+            .account(&name("alice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .token_epoch,
+        2
+    );
+    // A stale copy of the account cannot move the generation back (revive tokens).
+    alice.token_epoch = 1;
+    h.store
+        .update_account(&alice, &h.admin_event("u"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store
+            .account(&name("alice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .token_epoch,
+        2
+    );
+}
 
 async fn access_policy_and_totp_round_trip(h: &mut Harness<'_>) {
     let mut alice = h.client("alice");
@@ -1785,6 +1913,7 @@ impl<'a> Harness<'a> {
             created: self.tick(),
             access: AccessPolicy::default(),
             totp: None,
+            token_epoch: 0,
         }
     }
 

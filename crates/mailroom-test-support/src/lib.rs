@@ -1,5 +1,5 @@
-//! Dev-only test support: a [`TestHub`] serving SSH (and, with [`TestHub::start_ftps`], FTPS)
-//! on port 0 over real storage (SQLite file, local blob folder, in a temp dir), and drivers
+//! Dev-only test support: a [`TestHub`] serving SSH (and, with [`TestHub::start_ftps`], FTPS,
+//! with [`TestHub::start_https`], the HTTPS API) on port 0 over real storage (SQLite file, local blob folder, in a temp dir), and drivers
 //! for the real clients users use (OpenSSH `sftp` and `scp`, curl, lftp, Python paramiko and
 //! ftplib). Also [`Snapshot`], to check that a refusal changed nothing.
 //!
@@ -15,8 +15,8 @@ use std::process::Output;
 use std::sync::Arc;
 
 use mailroom_core::{
-    AccessPolicy, Account, AccountKind, AccountName, Actor, AuthConfig, AuthorizedKey,
-    DeliveryQuery, Event, EventKind, EventQuery, Hub, Outcome, RouteEffect, Secret, SystemClock,
+    AccessPolicy, Account, AccountKind, AccountName, Actor, AuthConfig, AuthorizedKey, Clock,
+    DeliveryQuery, Event, EventKind, EventQuery, Hub, Outcome, RouteEffect, Secret,
 };
 use mailroom_core::{Delivery, MetaStore};
 use sha2::{Digest, Sha256};
@@ -38,9 +38,50 @@ pub struct TestHub {
     pub dir: tempfile::TempDir,
     /// The FTPS front end, when started with [`TestHub::start_ftps`].
     pub ftps: Option<FtpsEndpoint>,
+    /// The HTTPS front end, when started with [`TestHub::start_https`].
+    pub https: Option<HttpsEndpoint>,
+    /// The hub's clock: the system clock plus an offset tests may move forward.
+    pub clock: Arc<TestClock>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     ftps_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    https_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The system clock plus an offset that tests move forward ([`TestClock::advance`]), so that
+/// expiry is tested without waiting.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl TestClock {
+    /// Moves the hub's time forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+            + time::Duration::milliseconds(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Where a TestHub's HTTPS API listens and what its clients need to trust it.
+#[derive(Debug, Clone)]
+pub struct HttpsEndpoint {
+    /// The listening address.
+    pub addr: SocketAddr,
+    /// `https://localhost:PORT` (the server certificate names localhost).
+    pub base: String,
+    /// The PEM of the server CA.
+    pub ca: PathBuf,
+    /// The PKI folder (server and client CAs), for issuing client certificates.
+    pub tls_dir: PathBuf,
 }
 
 /// Where a TestHub's FTPS front end listens and what its clients need to trust it.
@@ -94,7 +135,8 @@ impl TestHub {
                 .await
                 .expect("open blobs"),
         );
-        let hub = Arc::new(Hub::new(meta.clone(), blobs, Arc::new(SystemClock)).with_auth(auth));
+        let clock = Arc::new(TestClock::default());
+        let hub = Arc::new(Hub::new(meta.clone(), blobs, clock.clone()).with_auth(auth));
         let host_key = mailroom_sftp::host_key::load_or_generate(&dir.path().join("host_key"))
             .expect("host key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -128,10 +170,65 @@ impl TestHub {
             addr,
             dir,
             ftps: None,
+            https: None,
+            clock,
             shutdown,
             server: Some(server),
             ftps_server: None,
+            https_server: None,
         }
+    }
+
+    /// Starts a hub (default SSH settings, `auth`) that also serves the HTTPS API on port 0
+    /// with the data folder's own PKI (`listen` of `config` is replaced). With
+    /// `client_certificates = "optional"`, client certificates are checked against the PKI's
+    /// client CA.
+    pub async fn start_https(config: mailroom_https::Config, auth: AuthConfig) -> TestHub {
+        let mut hub = Self::start_full(mailroom_sftp::Config::default(), auth).await;
+        let tls_dir = hub.dir.path().join("tls");
+        let pki = mailroom_tls::ensure_pki(&tls_dir, &mailroom_tls::PkiSettings::default())
+            .expect("test PKI");
+        let mut settings = mailroom_tls::TlsSettings::from_pki(&pki);
+        settings.alpn = mailroom_https::ALPN
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        if config.client_certificates == mailroom_https::config::ClientCertificates::Optional {
+            settings.client_auth = mailroom_tls::ClientAuth::Optional;
+        }
+        let tls = if config.allow_plaintext {
+            None
+        } else {
+            Some(mailroom_tls::server_config(&settings).expect("https tls config"))
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind https");
+        let addr = listener.local_addr().expect("local addr");
+        hub.https_server = Some(tokio::spawn(mailroom_https::serve(
+            listener,
+            hub.hub.clone(),
+            config.clone(),
+            tls,
+            hub.shutdown.clone(),
+        )));
+        let scheme = if config.allow_plaintext {
+            "http"
+        } else {
+            "https"
+        };
+        hub.https = Some(HttpsEndpoint {
+            addr,
+            base: format!("{scheme}://localhost:{}", addr.port()),
+            ca: pki.server_ca.cert_path.clone(),
+            tls_dir,
+        });
+        hub
+    }
+
+    /// The HTTPS endpoint; panics when the hub was not started with [`TestHub::start_https`].
+    pub fn https(&self) -> &HttpsEndpoint {
+        self.https.as_ref().expect("started with start_https")
     }
 
     /// Starts a hub (default SSH and authentication settings) that also serves FTPS on port 0,
@@ -207,6 +304,9 @@ impl TestHub {
             let _ = server.await;
         }
         if let Some(server) = self.ftps_server.take() {
+            let _ = server.await;
+        }
+        if let Some(server) = self.https_server.take() {
             let _ = server.await;
         }
     }

@@ -36,6 +36,8 @@ pub struct Config {
     pub sftp: mailroom_sftp::Config,
     /// The FTPS front end (explicit FTP over TLS).
     pub ftps: mailroom_ftps::Config,
+    /// The HTTPS API.
+    pub https: mailroom_https::Config,
     /// Authentication and defence: scores, bans, safe and deny lists.
     pub auth: crate::auth::AuthSection,
     /// Copies of the audit trail sent elsewhere (syslog).
@@ -363,6 +365,7 @@ fn sections(config: &Config) -> Vec<Section> {
     let server = &config.server;
     let sftp = &config.sftp;
     let ftps = &config.ftps;
+    let https = &config.https;
     let auth = &config.auth;
     let retention = &config.retention;
     vec![
@@ -544,6 +547,82 @@ fn sections(config: &Config) -> Vec<Section> {
             ],
         },
         Section {
+            name: "https",
+            doc: "The HTTPS API: bearer tokens, resumable uploads, receipts, administration (OpenAPI at /api/v1/openapi.json).",
+            settings: vec![
+                setting(
+                    "enabled",
+                    "Whether the HTTPS API runs at all (off by default, like FTPS). It serves the server\ncertificate of [tls], which init and serve create.",
+                    https.enabled,
+                ),
+                setting(
+                    "listen",
+                    "Address and port to listen on.",
+                    https.listen.to_string(),
+                ),
+                setting(
+                    "allow_plaintext",
+                    "Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.\nPasswords and tokens then cross the network in clear text up to the proxy; a warning is\nlogged at every start.",
+                    https.allow_plaintext,
+                ),
+                setting(
+                    "client_certificates",
+                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst the client CA of [tls]; it proves the `certificate` factor at POST /api/v1/token).",
+                    https.client_certificates.as_str(),
+                ),
+                setting(
+                    "access_token_seconds",
+                    "Seconds an access token works.",
+                    integer(https.access_token_seconds),
+                ),
+                setting(
+                    "refresh_token_seconds",
+                    "Seconds a refresh token works (and so a login, unless refreshed).",
+                    integer(https.refresh_token_seconds),
+                ),
+                setting(
+                    "upload_expiry_seconds",
+                    "Seconds an unfinished resumable upload is kept before it is aborted.",
+                    integer(https.upload_expiry_seconds),
+                ),
+                setting(
+                    "max_json_bytes",
+                    "Largest JSON request body, in bytes.",
+                    integer(https.max_json_bytes as u64),
+                ),
+                setting(
+                    "max_chunk_bytes",
+                    "Largest body of one PATCH of a resumable upload, in bytes (a client sends a larger\nfile in several).",
+                    integer(https.max_chunk_bytes),
+                ),
+                setting(
+                    "login_attempts_per_minute",
+                    "Token requests allowed per source address per minute; more are answered 429. Refused\nlogins also feed the defender.",
+                    integer(u64::from(https.login_attempts_per_minute)),
+                ),
+                setting(
+                    "max_connections",
+                    "Connections open at once, all addresses together.",
+                    integer(u64::from(https.max_connections)),
+                ),
+                setting(
+                    "max_connections_per_address",
+                    "Connections open at once from one source address.",
+                    integer(u64::from(https.max_connections_per_address)),
+                ),
+                setting(
+                    "handshake_timeout_seconds",
+                    "Seconds a new connection may take to complete its TLS handshake.",
+                    integer(https.handshake_timeout_seconds),
+                ),
+                setting(
+                    "idle_timeout_seconds",
+                    "Seconds without a request before a kept-alive HTTP/1.1 connection is closed.",
+                    integer(https.idle_timeout_seconds),
+                ),
+            ],
+        },
+        Section {
             name: "auth",
             doc: "Authentication and defence: scores of failed logins, bans (kept in the database), safe and deny lists.",
             settings: vec![
@@ -690,6 +769,7 @@ fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("server", field_names::<ServerConfig>()),
         ("sftp", field_names::<mailroom_sftp::Config>()),
         ("ftps", field_names::<mailroom_ftps::Config>()),
+        ("https", field_names::<mailroom_https::Config>()),
         ("auth", field_names::<crate::auth::AuthSection>()),
         ("audit", field_names::<crate::syslog::AuditConfig>()),
         ("retention", field_names::<RetentionConfig>()),
@@ -909,6 +989,7 @@ mod tests {
                 "server",
                 "sftp",
                 "ftps",
+                "https",
                 "auth",
                 "audit",
                 "retention",

@@ -109,6 +109,25 @@ async fn serve(
     } else {
         None
     };
+    let https_tls = if config.https.enabled && !config.https.allow_plaintext {
+        let mut settings = config.tls.settings(data, pki);
+        settings.alpn = mailroom_https::ALPN
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        settings.client_auth = match config.https.client_certificates {
+            mailroom_https::config::ClientCertificates::Off => mailroom_tls::ClientAuth::Off,
+            mailroom_https::config::ClientCertificates::Optional => {
+                mailroom_tls::ClientAuth::Optional
+            }
+        };
+        Some(
+            mailroom_tls::server_config(&settings)
+                .context("cannot build the HTTPS TLS configuration ([tls], [https])")?,
+        )
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let mut front_ends: JoinSet<(&'static str, io::Result<()>)> = JoinSet::new();
     if config.sftp.enabled {
@@ -136,8 +155,23 @@ async fn serve(
         let run = mailroom_ftps::serve(listeners, hub.clone(), ftps.clone(), tls, shutdown.clone());
         front_ends.spawn(async move { ("ftps", run.await) });
     }
+    if config.https.enabled {
+        let https = &config.https;
+        let listener = listen("https", https.listen, "[https] listen", out).await?;
+        if https.allow_plaintext {
+            info!(proto = "https", "plain HTTP ([https] allow_plaintext)");
+        }
+        let run = mailroom_https::serve(
+            listener,
+            hub.clone(),
+            https.clone(),
+            https_tls,
+            shutdown.clone(),
+        );
+        front_ends.spawn(async move { ("https", run.await) });
+    }
     if front_ends.is_empty() {
-        warn!("[sftp] and [ftps] are both disabled: no front end is running");
+        warn!("[sftp], [ftps] and [https] are all disabled: no front end is running");
     }
 
     // Housekeeping: close sessions of accounts disabled, deleted, banned or moved out of their
@@ -176,14 +210,32 @@ async fn serve(
 /// How often live sessions are checked against their accounts.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Runs [`Hub::enforce_sessions`] every [`HOUSEKEEPING_INTERVAL`] until shutdown.
+/// Ticks of [`HOUSEKEEPING_INTERVAL`] between sweeps of expired tokens and unfinished
+/// resumable uploads (one minute).
+const SWEEP_TICKS: u32 = 30;
+
+/// Runs [`Hub::enforce_sessions`] every [`HOUSEKEEPING_INTERVAL`] until shutdown, and every
+/// minute sweeps expired bearer tokens and aborts expired resumable uploads.
 async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(SWEEP_TICKS) {
+            match hub.sweep_tokens().await {
+                Ok(0) => {}
+                Ok(deleted) => info!(deleted, "swept expired tokens"),
+                Err(err) => warn!(error = %err, "could not sweep expired tokens"),
+            }
+            let aborted = hub.expire_resumable().await;
+            if aborted > 0 {
+                info!(aborted, "aborted expired unfinished uploads");
+            }
         }
         match hub.enforce_sessions().await {
             Ok(0) => {}

@@ -1,0 +1,128 @@
+//! The `[https]` section of the configuration: where the HTTPS API listens, how long its tokens
+//! and unfinished uploads live, its request limits, and how it treats connections. Plain data
+//! with safe defaults; the binary parses the file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mailroom_core::TokenLifetimes;
+use serde::Deserialize;
+
+/// Settings of the HTTPS front end.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Whether the HTTPS API runs at all (off by default, like FTPS). It serves the server
+    /// certificate of `[tls]`, which `init` and `serve` create.
+    pub enabled: bool,
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.
+    /// Passwords and tokens then cross the network in clear text up to the proxy; a warning is
+    /// logged at every start.
+    pub allow_plaintext: bool,
+    /// Whether clients may present an X.509 certificate: "off" or "optional" (verified against
+    /// the client CA of `[tls]`; it proves the `certificate` factor at `POST /api/v1/token`).
+    pub client_certificates: ClientCertificates,
+    /// Seconds an access token works.
+    pub access_token_seconds: u64,
+    /// Seconds a refresh token works (and so a login, unless refreshed).
+    pub refresh_token_seconds: u64,
+    /// Seconds an unfinished resumable upload is kept before it is aborted.
+    pub upload_expiry_seconds: u64,
+    /// Largest JSON request body, in bytes.
+    pub max_json_bytes: usize,
+    /// Largest body of one `PATCH` of a resumable upload, in bytes (a client sends a larger
+    /// file in several).
+    pub max_chunk_bytes: u64,
+    /// Token requests (`POST /api/v1/token` and `/token/refresh`) allowed per source address
+    /// per minute; more are answered 429. Refused logins also feed the defender.
+    pub login_attempts_per_minute: u32,
+    /// Connections open at once, all addresses together.
+    pub max_connections: u32,
+    /// Connections open at once from one source address.
+    pub max_connections_per_address: u32,
+    /// Seconds a new connection may take to complete its TLS handshake.
+    pub handshake_timeout_seconds: u64,
+    /// Seconds without a request before a kept-alive HTTP/1.1 connection is closed.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            allow_plaintext: false,
+            client_certificates: ClientCertificates::Off,
+            access_token_seconds: 15 * 60,
+            refresh_token_seconds: 12 * 3600,
+            upload_expiry_seconds: 24 * 3600,
+            max_json_bytes: 64 * 1024,
+            max_chunk_bytes: 1 << 30,
+            login_attempts_per_minute: 20,
+            max_connections: 512,
+            max_connections_per_address: 64,
+            handshake_timeout_seconds: 10,
+            idle_timeout_seconds: 120,
+        }
+    }
+}
+
+impl Config {
+    /// The token lifetimes as the Hub takes them.
+    pub fn token_lifetimes(&self) -> TokenLifetimes {
+        TokenLifetimes {
+            access: Duration::from_secs(self.access_token_seconds.max(1)),
+            refresh: Duration::from_secs(self.refresh_token_seconds.max(1)),
+        }
+    }
+
+    /// How long an unfinished upload is kept.
+    pub fn upload_expiry(&self) -> Duration {
+        Duration::from_secs(self.upload_expiry_seconds.max(1))
+    }
+}
+
+/// Whether the TLS handshake asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    /// No certificate is requested.
+    Off,
+    /// A certificate is requested, not required; one that is presented must chain to the
+    /// client CA.
+    Optional,
+}
+
+impl ClientCertificates {
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertificates::Off => "off",
+            ClientCertificates::Optional => "optional",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let config = Config::default();
+        assert!(!config.allow_plaintext);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(config.token_lifetimes().access, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn parses_and_refuses_unknown_keys() {
+        let config: Config =
+            serde_json::from_str(r#"{"client_certificates": "optional"}"#).unwrap_or_default();
+        assert_eq!(config.client_certificates, ClientCertificates::Optional);
+        assert!(serde_json::from_str::<Config>(r#"{"nope": 1}"#).is_err());
+        assert!(serde_json::from_str::<Config>(r#"{"client_certificates": "on"}"#).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! The HTTPS front end: a JSON REST API onto the mailbox service, described by an OpenAPI
+//! document generated from the code (`/api/v1/openapi.json`).
+//!
+//! Like the file protocols it is a thin adapter: every endpoint is one or a few
+//! [`mailroom_core::Hub`] calls. Logins go through the Hub's login steps and end in bearer
+//! tokens the Hub issues and checks on every request ([`auth`]); a client's inbox, receipts and
+//! resumable sends are [`client`]; administration is [`admin`] (admin tokens only). Errors are
+//! RFC 9457 problem documents ([`problem`]). [`server::serve`] owns the accept loop: connection
+//! limits, TLS (rustls with aws-lc-rs, ALPN `h2` and `http/1.1`, optional client certificates),
+//! per-request admission (bans), security headers and body limits.
+//!
+//! Reuse by server-rendered pages: [`auth::login`] turns a login form into a token pair and
+//! [`auth::authenticate`] turns a token (from a header or a cookie) into a
+//! [`mailroom_core::TokenIdentity`]; [`server::router`] is an axum `Router` that more routes
+//! can be merged into.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod problem;
+pub mod server;
+pub mod wire;
+
+mod admin;
+mod client;
+
+pub use config::Config;
+pub use problem::Problem;
+pub use server::{AppState, ConnInfo, router, serve};
+
+/// The ALPN protocols the HTTPS front end offers, in preference order.
+pub const ALPN: [&str; 2] = ["h2", "http/1.1"];

@@ -467,6 +467,110 @@ impl Hub {
         })
     }
 
+    /// A login vouched for by a trusted front: a reverse proxy that authenticated the user
+    /// itself and signed a header the protocol layer verified (seed 003's web authentication
+    /// plug-in). The account's own factors are not asked; its standing is (disabled,
+    /// banned, locked, an admin, outside its networks), and only client accounts may be
+    /// vouched for. `voucher` names the front in the login event. A refusal is recorded but
+    /// not scored: the source is the trusted proxy, not the user.
+    pub async fn login_vouched(
+        &self,
+        user: &str,
+        voucher: &str,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginStep> {
+        let ip = source_ip(source.as_deref());
+        let actor = Actor {
+            name: printable(user),
+            source: source.clone(),
+            protocol,
+        };
+        let account = self.login_candidate(user).await?;
+        let refusal = match &account {
+            None => Some("unknown account".to_owned()),
+            Some(account) => self.standing(account, ip, Scope::Client).await?,
+        };
+        match (account, refusal) {
+            (Some(account), None) => {
+                self.open_session(
+                    account,
+                    &actor,
+                    format!("vouched by {voucher}"),
+                    source,
+                    protocol,
+                )
+                .await
+            }
+            (_, refusal) => {
+                let reason = refusal.unwrap_or_else(|| "refused".to_owned());
+                let event = self.event(
+                    &actor,
+                    EventKind::Login,
+                    printable(user),
+                    Outcome::Refused,
+                    format!("vouched by {voucher}: {reason}"),
+                );
+                self.meta.record(&[event], Durability::Relaxed).await?;
+                Ok(LoginStep::Refused)
+            }
+        }
+    }
+
+    /// Registers the session of a completed login (within the account's session limit) and
+    /// records the login event with `detail` (the factors proved).
+    async fn open_session(
+        &self,
+        account: Account,
+        actor: &Actor,
+        detail: String,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginStep> {
+        let info = SessionInfo {
+            id: 0,
+            account: account.name.clone(),
+            source: source.clone(),
+            protocol,
+            started: self.clock.now(),
+        };
+        let Some(guard) = self
+            .guard
+            .sessions
+            .register(info, account.access.limits.max_sessions)
+        else {
+            // Not the client's fault: no score.
+            let event = self.event(
+                actor,
+                EventKind::Login,
+                account.name.to_string(),
+                Outcome::Refused,
+                format!(
+                    "{detail}: session limit reached ({} open)",
+                    account.access.limits.max_sessions.unwrap_or(0)
+                ),
+            );
+            self.meta.record(&[event], Durability::Relaxed).await?;
+            return Ok(LoginStep::Refused);
+        };
+        let event = self.event(
+            actor,
+            EventKind::Login,
+            account.name.to_string(),
+            Outcome::Ok,
+            detail,
+        );
+        self.meta.record(&[event], Durability::Relaxed).await?;
+        Ok(LoginStep::Accepted(
+            ClientSession {
+                account: account.name,
+                source,
+                protocol,
+            },
+            guard,
+        ))
+    }
+
     /// One login step: checks `credential` for `user` coming from `source`, and says whether
     /// the login is complete, needs more factors, or is refused. Unknown names, disabled and
     /// admin accounts and wrong passwords all cost one Argon2 verification and give the same
@@ -540,55 +644,14 @@ impl Hub {
                     tracing::debug!(account = %account.name, %factor, "factor proved; more required");
                     return Ok(LoginStep::Continue(progress.remaining.clone()));
                 }
-                let info = SessionInfo {
-                    id: 0,
-                    account: account.name.clone(),
-                    source: source.clone(),
-                    protocol,
-                    started: self.clock.now(),
-                };
-                match self
-                    .guard
-                    .sessions
-                    .register(info, account.access.limits.max_sessions)
-                {
-                    Some(guard) => {
-                        let proved: Vec<&str> =
-                            progress.passed.iter().map(|f| f.as_str()).collect();
-                        let event = self.event(
-                            &actor,
-                            EventKind::Login,
-                            account.name.to_string(),
-                            Outcome::Ok,
-                            proved.join("+"),
-                        );
-                        self.meta.record(&[event], Durability::Relaxed).await?;
-                        return Ok(LoginStep::Accepted(
-                            ClientSession {
-                                account: account.name,
-                                source,
-                                protocol,
-                            },
-                            guard,
-                        ));
-                    }
-                    None => {
-                        // Not the client's fault: no score.
-                        progress.passed.clear();
-                        let event = self.event(
-                            &actor,
-                            EventKind::Login,
-                            account.name.to_string(),
-                            Outcome::Refused,
-                            format!(
-                                "{factor}: session limit reached ({} open)",
-                                account.access.limits.max_sessions.unwrap_or(0)
-                            ),
-                        );
-                        self.meta.record(&[event], Durability::Relaxed).await?;
-                        return Ok(LoginStep::Refused);
-                    }
+                let proved: Vec<&str> = progress.passed.iter().map(|f| f.as_str()).collect();
+                let step = self
+                    .open_session(account, &actor, proved.join("+"), source, protocol)
+                    .await?;
+                if matches!(step, LoginStep::Refused) {
+                    progress.passed.clear();
                 }
+                return Ok(step);
             }
             (account, refusal) => (account, refusal.unwrap_or_else(|| "refused".to_owned())),
         };

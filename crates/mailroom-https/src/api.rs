@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use mailroom_core::{Scope, Secret};
+use mailroom_core::{LoginStep, Protocol, Scope, Secret};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
@@ -110,7 +110,7 @@ pub(crate) enum Refusals {
         description = "Store-and-forward file exchange: log in for a bearer token, list and download your inbox, send files with resumable uploads, read receipts; administrators manage accounts, groups, routes, bans, sessions and the audit trail. Errors are RFC 9457 problem documents."
     ),
     paths(
-        token, refresh, logout, openapi_json,
+        token, proxy_token, refresh, logout, openapi_json,
         client::inbox, client::inbox_item, client::content, client::acknowledge,
         client::sent, client::recall,
         client::create_upload, client::upload_status, client::upload_offset, client::upload_patch,
@@ -150,6 +150,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/token", post(token))
+        .route("/api/v1/token/proxy", post(proxy_token))
         .route("/api/v1/token/refresh", post(refresh))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/inbox", get(client::inbox))
@@ -261,6 +262,63 @@ pub(crate) async fn token(
         &state.config.token_lifetimes(),
     )
     .await?;
+    Ok(Json(TokenResponse::new(issued, state.hub_now())))
+}
+
+/// Logs in a user a trusted reverse proxy vouches for with its signed `Mailroom-Proxy-User`,
+/// `Mailroom-Proxy-Time` and `Mailroom-Proxy-Signature` headers (off unless configured; see
+/// the `proxy` module). Client accounts only; the account's standing is checked as for any
+/// login.
+#[utoipa::path(post, path = "/api/v1/token/proxy", tag = "auth",
+    responses((status = 200, description = "Logged in", body = TokenResponse), Refusals))]
+pub(crate) async fn proxy_token(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(conn): axum::Extension<ConnInfo>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<TokenResponse>, Problem> {
+    state
+        .logins
+        .check(conn.peer.ip(), state.hub_now())
+        .map_err(too_many)?;
+    let source = Some(conn.peer.to_string());
+    let now = state.hub_now().unix_timestamp();
+    let vouched = match &state.proxy {
+        Some(proxy) => {
+            proxy.vouched_user(conn.peer.ip(), &headers, "POST", "/api/v1/token/proxy", now)
+        }
+        None => Err(crate::proxy::Refusal::NotConfigured),
+    };
+    let user = match vouched {
+        Ok(user) => user,
+        Err(refusal) => {
+            // Someone presenting proxy headers that do not verify: scored like a failed login.
+            let user = headers
+                .get(crate::proxy::USER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            state
+                .hub
+                .record_login_refusal(user, &format!("proxy: {refusal}"), source, Protocol::Https)
+                .await?;
+            return Err(Problem::unauthorized());
+        }
+    };
+    let step = state
+        .hub
+        .login_vouched(&user, "the trusted proxy", source, Protocol::Https)
+        .await?;
+    let LoginStep::Accepted(session, guard) = step else {
+        return Err(Problem::unauthorized());
+    };
+    let issued = state
+        .hub
+        .issue_tokens(
+            &session,
+            guard,
+            Scope::Client,
+            &state.config.token_lifetimes(),
+        )
+        .await?;
     Ok(Json(TokenResponse::new(issued, state.hub_now())))
 }
 

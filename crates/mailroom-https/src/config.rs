@@ -3,6 +3,7 @@
 //! with safe defaults; the binary parses the file.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mailroom_core::TokenLifetimes;
@@ -46,6 +47,13 @@ pub struct Config {
     pub handshake_timeout_seconds: u64,
     /// Seconds without a request before a kept-alive HTTP/1.1 connection is closed.
     pub idle_timeout_seconds: u64,
+    /// A file holding the key (at least 32 bytes) a trusted reverse proxy signs its
+    /// `Mailroom-Proxy-*` headers with, vouching for users it authenticated itself
+    /// (`POST /api/v1/token/proxy`); empty: off. Relative to the data folder.
+    pub trusted_proxy_key_file: PathBuf,
+    /// The networks the trusted proxy connects from (CIDR); its headers are believed from
+    /// nowhere else.
+    pub trusted_proxy_networks: Vec<String>,
 }
 
 impl Default for Config {
@@ -65,6 +73,8 @@ impl Default for Config {
             max_connections_per_address: 64,
             handshake_timeout_seconds: 10,
             idle_timeout_seconds: 120,
+            trusted_proxy_key_file: PathBuf::new(),
+            trusted_proxy_networks: Vec::new(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod problem;
+pub mod proxy;
 pub mod server;
 pub mod wire;
 

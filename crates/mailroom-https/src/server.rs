@@ -35,6 +35,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::problem::Problem;
+use crate::proxy::TrustedProxy;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -46,17 +47,25 @@ pub struct AppState {
     pub(crate) logins: LoginLimiter,
     /// Whether the listener speaks TLS (HSTS is sent only then).
     pub(crate) tls: bool,
+    /// The reverse proxy that may vouch for users, when configured.
+    pub(crate) proxy: Option<TrustedProxy>,
 }
 
 impl AppState {
-    /// The state for `hub` with `config`; `tls` says whether connections are HTTPS.
-    pub fn new(hub: Arc<Hub>, config: Config, tls: bool) -> Arc<AppState> {
-        Arc::new(AppState {
+    /// The state for `hub` with `config`; `tls` says whether connections are HTTPS. Fails
+    /// when the trusted proxy's settings are unusable (see [`TrustedProxy::from_settings`]).
+    pub fn new(hub: Arc<Hub>, config: Config, tls: bool) -> Result<Arc<AppState>, String> {
+        let proxy = TrustedProxy::from_settings(
+            &config.trusted_proxy_key_file,
+            &config.trusted_proxy_networks,
+        )?;
+        Ok(Arc::new(AppState {
             logins: LoginLimiter::new(config.login_attempts_per_minute),
             hub,
             config,
             tls,
-        })
+            proxy,
+        }))
     }
 }
 
@@ -97,7 +106,7 @@ pub async fn serve(
     );
     let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));
     let idle = Duration::from_secs(config.idle_timeout_seconds.max(1));
-    let state = AppState::new(hub, config, tls.is_some());
+    let state = AppState::new(hub, config, tls.is_some()).map_err(std::io::Error::other)?;
     let app = router(state);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let tracker = TaskTracker::new();

@@ -1101,3 +1101,162 @@ async fn curl_downloads_a_range_and_resumes_an_upload() {
     );
     assert_eq!(std::fs::read(&out_file).unwrap(), &content[100..4196]);
 }
+
+/// A hub whose HTTPS API trusts a proxy at `networks`, and the proxy's signer.
+async fn with_proxy(
+    networks: &[&str],
+) -> (
+    TestHub,
+    mailroom_https::proxy::TrustedProxy,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("proxy.key");
+    std::fs::write(&key_file, "test-key-0123456789abcdef-0123456789abcdef\n").unwrap();
+    let networks: Vec<String> = networks.iter().map(|n| (*n).to_owned()).collect();
+    let config = mailroom_https::Config {
+        trusted_proxy_key_file: key_file.clone(),
+        trusted_proxy_networks: networks.clone(),
+        ..mailroom_https::Config::default()
+    };
+    let hub = start_with(config, AuthConfig::default()).await;
+    let signer = mailroom_https::proxy::TrustedProxy::from_settings(&key_file, &networks)
+        .unwrap()
+        .unwrap();
+    (hub, signer, dir)
+}
+
+/// `POST /api/v1/token/proxy` with the proxy headers for `user`, signed at `time` for
+/// `signed_path`.
+async fn vouch(
+    hub: &TestHub,
+    signer: &mailroom_https::proxy::TrustedProxy,
+    user: &str,
+    time: i64,
+    signed_path: &str,
+) -> Response {
+    let time = time.to_string();
+    client(hub)
+        .post(url(hub, "/api/v1/token/proxy"))
+        .header("Mailroom-Proxy-User", user)
+        .header("Mailroom-Proxy-Time", &time)
+        .header(
+            "Mailroom-Proxy-Signature",
+            signer.sign(user, &time, "POST", signed_path),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trusted_proxy_vouches_for_client_accounts_it_signed_for() {
+    let (hub, signer, _dir) = with_proxy(&["127.0.0.1/32"]).await;
+    hub.client("alice").await;
+    hub.client("bob").await;
+    hub.admin_account("root").await;
+    let path = "/api/v1/token/proxy";
+    let now = hub.hub.now().unix_timestamp();
+
+    let tokens: Value = {
+        let response = vouch(&hub, &signer, "alice", now, path).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    };
+    assert_eq!(
+        get(&hub, &access(&tokens), "/api/v1/inbox").await.status(),
+        StatusCode::OK
+    );
+    let logins = hub.events(EventKind::Login, Outcome::Ok).await;
+    let vouched = logins.last().unwrap();
+    assert_eq!(vouched.actor, "alice");
+    assert!(
+        vouched.detail.contains("vouched by the trusted proxy"),
+        "{vouched:?}"
+    );
+
+    let before_ok = logins.len();
+    let before = hub.snapshot().await;
+    // A signature for another user, another endpoint, an old time, or none at all: one 401
+    // each, no login.
+    let time = now.to_string();
+    let forged = client(&hub)
+        .post(url(&hub, path))
+        .header("Mailroom-Proxy-User", "bob")
+        .header("Mailroom-Proxy-Time", &time)
+        .header(
+            "Mailroom-Proxy-Signature",
+            signer.sign("alice", &time, "POST", path),
+        )
+        .send()
+        .await
+        .unwrap();
+    problem(forged, StatusCode::UNAUTHORIZED).await;
+    problem(
+        vouch(&hub, &signer, "alice", now, "/api/v1/token").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    problem(
+        vouch(&hub, &signer, "alice", now - 120, path).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let bare = client(&hub).post(url(&hub, path)).send().await.unwrap();
+    problem(bare, StatusCode::UNAUTHORIZED).await;
+    // Good signatures, but the hub says no: an admin (never vouched for), a disabled account.
+    problem(
+        vouch(&hub, &signer, "root", now, path).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    hub.hub
+        .set_disabled(
+            &TestHub::admin(),
+            &mailroom_core::AccountName::parse("bob").unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+    problem(
+        vouch(&hub, &signer, "bob", now, path).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    assert_eq!(
+        hub.events(EventKind::Login, Outcome::Ok).await.len(),
+        before_ok
+    );
+    assert_eq!(hub.snapshot().await, before);
+    let refused = hub.events(EventKind::Login, Outcome::Refused).await;
+    assert!(
+        refused.iter().any(|e| e.detail.contains("bad signature")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e
+            .detail
+            .contains("vouched by the trusted proxy: account disabled")),
+        "{refused:?}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_headers_from_elsewhere_are_not_believed() {
+    let (hub, signer, _dir) = with_proxy(&["10.0.0.0/8"]).await;
+    hub.client("alice").await;
+    let now = hub.hub.now().unix_timestamp();
+    let response = vouch(&hub, &signer, "alice", now, "/api/v1/token/proxy").await;
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    let refused = hub.events(EventKind::Login, Outcome::Refused).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.detail.contains("not in [https] trusted_proxy_networks")),
+        "{refused:?}"
+    );
+    assert!(hub.events(EventKind::Login, Outcome::Ok).await.is_empty());
+    hub.stop().await;
+}

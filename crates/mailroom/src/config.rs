@@ -620,6 +620,16 @@ fn sections(config: &Config) -> Vec<Section> {
                     "Seconds without a request before a kept-alive HTTP/1.1 connection is closed.",
                     integer(https.idle_timeout_seconds),
                 ),
+                setting(
+                    "trusted_proxy_key_file",
+                    "A file with the key (32 bytes or more) a trusted reverse proxy signs its Mailroom-Proxy-*\nheaders with, vouching for users it authenticated (POST /api/v1/token/proxy); empty: off.\nRelative to the data folder.",
+                    https.trusted_proxy_key_file.display().to_string(),
+                ),
+                setting(
+                    "trusted_proxy_networks",
+                    "The networks the trusted proxy connects from; its headers are believed from nowhere else.",
+                    https.trusted_proxy_networks.clone(),
+                ),
             ],
         },
         Section {

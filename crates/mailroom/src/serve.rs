@@ -156,18 +156,21 @@ async fn serve(
         front_ends.spawn(async move { ("ftps", run.await) });
     }
     if config.https.enabled {
-        let https = &config.https;
+        let mut https = config.https.clone();
+        if !https.trusted_proxy_key_file.as_os_str().is_empty() {
+            https.trusted_proxy_key_file = data.resolve(&https.trusted_proxy_key_file);
+        }
+        // A bad proxy key stops the start here, with the reason.
+        mailroom_https::proxy::TrustedProxy::from_settings(
+            &https.trusted_proxy_key_file,
+            &https.trusted_proxy_networks,
+        )
+        .map_err(|err| anyhow!(err))?;
         let listener = listen("https", https.listen, "[https] listen", out).await?;
         if https.allow_plaintext {
             info!(proto = "https", "plain HTTP ([https] allow_plaintext)");
         }
-        let run = mailroom_https::serve(
-            listener,
-            hub.clone(),
-            https.clone(),
-            https_tls,
-            shutdown.clone(),
-        );
+        let run = mailroom_https::serve(listener, hub.clone(), https, https_tls, shutdown.clone());
         front_ends.spawn(async move { ("https", run.await) });
     }
     if front_ends.is_empty() {

@@ -1260,3 +1260,79 @@ async fn proxy_headers_from_elsewhere_are_not_believed() {
     assert!(hub.events(EventKind::Login, Outcome::Ok).await.is_empty());
     hub.stop().await;
 }
+
+/// A reqwest client presenting `identity` (certificate and key PEM), trusting the test CA.
+fn client_with_certificate(hub: &TestHub, cert: &std::path::Path, key: &std::path::Path) -> Client {
+    let ca = std::fs::read(&hub.https().ca).unwrap();
+    let mut pem = std::fs::read(cert).unwrap();
+    pem.extend(std::fs::read(key).unwrap());
+    Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_certificates_prove_the_certificate_factor() {
+    let config = mailroom_https::Config {
+        client_certificates: mailroom_https::config::ClientCertificates::Optional,
+        ..mailroom_https::Config::default()
+    };
+    let hub = start_with(config, AuthConfig::default()).await;
+    let alice = hub.client("alice").await;
+    hub.client("bob").await;
+    hub.set_access("alice", |access| {
+        access.factors = mailroom_core::access::FactorSet::parse("password,certificate").unwrap();
+    })
+    .await;
+    hub.set_access("bob", |access| {
+        access.factors = mailroom_core::access::FactorSet::parse("certificate").unwrap();
+    })
+    .await;
+    let pki = mailroom_tls::load_pki(&hub.dir.path().join("tls")).unwrap();
+    let issue = |cn: &str| {
+        let out = hub.local_dir(&format!("cert-{cn}"));
+        let issued = mailroom_tls::issue_client(&pki, cn, 30, &out).unwrap();
+        (issued.cert_path, issued.key_path)
+    };
+    let (alice_cert, alice_key) = issue("alice");
+    let (bob_cert, bob_key) = issue("bob");
+    let token = |client: Client, body: Value| {
+        let url = url(&hub, "/api/v1/token");
+        async move { client.post(url).json(&body).send().await.unwrap() }
+    };
+    let alice_login = json!({"username": "alice", "password": alice.password});
+
+    // Password and the matching certificate: logged in.
+    let with_cert = client_with_certificate(&hub, &alice_cert, &alice_key);
+    let response = token(with_cert, alice_login.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let logins = hub.events(EventKind::Login, Outcome::Ok).await;
+    assert!(
+        logins.last().unwrap().detail.contains("certificate"),
+        "{logins:?}"
+    );
+    // The password alone: the missing factor is named, no login.
+    let before = logins.len();
+    let detail = problem(
+        token(client(&hub), alice_login.clone()).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert!(detail.contains("certificate"), "{detail}");
+    // The password with bob's certificate: its subject is not alice's.
+    let wrong = client_with_certificate(&hub, &bob_cert, &bob_key);
+    problem(token(wrong, alice_login).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        hub.events(EventKind::Login, Outcome::Ok).await.len(),
+        before
+    );
+
+    // A certificate-only account logs in with its certificate and its name.
+    let bob_client = client_with_certificate(&hub, &bob_cert, &bob_key);
+    let response = token(bob_client, json!({"username": "bob"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    hub.stop().await;
+}

@@ -13,8 +13,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Whether the HTTPS API runs at all (off by default, like FTPS). It serves the server
-    /// certificate of `[tls]`, which `init` and `serve` create.
+    /// Whether the HTTPS API (and the web pages) run at all (on by default: users reach the
+    /// hub with a browser). It serves the server certificate of `[tls]`, which `init` and
+    /// `serve` create.
     pub enabled: bool,
     /// Address and port to listen on.
     pub listen: SocketAddr,
@@ -59,7 +60,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            enabled: false,
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             allow_plaintext: false,
             client_certificates: ClientCertificates::Off,

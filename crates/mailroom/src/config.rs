@@ -552,7 +552,7 @@ fn sections(config: &Config) -> Vec<Section> {
             settings: vec![
                 setting(
                     "enabled",
-                    "Whether the HTTPS API runs at all (off by default, like FTPS). It serves the server\ncertificate of [tls], which init and serve create.",
+                    "Whether the HTTPS API and the web pages run at all (on by default: users reach the hub with\na browser). It serves the server certificate of [tls], which init and serve create.",
                     https.enabled,
                 ),
                 setting(

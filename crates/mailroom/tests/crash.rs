@@ -76,6 +76,7 @@ impl Site {
             .arg("serve")
             .env("MAILROOM_DATA", self.data())
             .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+            .env("MAILROOM_HTTPS_LISTEN", "127.0.0.1:0")
             .env("MAILROOM_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 pub const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
 
 /// `mailroom --data DATA ARGS…` with no stray `MAILROOM_*` variable from the caller, as OS
-/// user `tester`, and standard input closed (a test that feeds input sets its own).
+/// user `tester`, the HTTPS front end on a free port (tests run in parallel; each sets its
+/// own SFTP port), and standard input closed (a test that feeds input sets its own).
 pub fn mailroom(data: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     for (name, _) in std::env::vars_os() {
@@ -21,6 +22,7 @@ pub fn mailroom(data: &Path, args: &[&str]) -> Command {
         .arg(data)
         .args(args)
         .env("USER", "tester")
+        .env("MAILROOM_HTTPS_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null());
     command
 }

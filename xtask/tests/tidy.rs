@@ -44,6 +44,12 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
         ),
         (
+            "mailroom-https",
+            set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
+        ),
+        // The web UI extends the HTTPS front end: it reuses its state, logins and handlers.
+        ("mailroom-web", set(&["mailroom-core", "mailroom-https"])),
+        (
             "mailroom-test-support",
             set(&[
                 "mailroom-core",
@@ -51,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-blob",
                 "mailroom-sftp",
                 "mailroom-ftps",
+                "mailroom-https",
                 "mailroom-tls",
             ]),
         ),
@@ -64,6 +71,8 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-sftp",
                 "mailroom-tls",
                 "mailroom-ftps",
+                "mailroom-https",
+                "mailroom-web",
             ]),
         ),
         ("xtask", set(&[])),

@@ -173,11 +173,13 @@ async fn serve(
             .context("cannot read the HTTPS listener's address")?;
         info!(proto = "https", address = %address, plaintext = https.allow_plaintext, "listening");
         out.listening("https", address)?;
-        let run = mailroom_https::serve(
+        // The web UI's pages are served beside the API, on the same listener.
+        let run = mailroom_https::serve_with(
             listener,
             hub.clone(),
             https.clone(),
             https_tls,
+            mailroom_web::router,
             shutdown.clone(),
         );
         front_ends.spawn(async move { ("https", run.await) });

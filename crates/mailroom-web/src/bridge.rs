@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use mailroom_https::Problem;
+use mailroom_https::{ConnInfo, Problem};
 use tower::ServiceExt;
 
 use crate::session::{Web, WebSession};
@@ -62,7 +62,7 @@ pub(crate) async fn download(
 }
 
 /// Hands `request` to the API at `target` as the session's bearer.
-async fn forward(web: &Web, mut request: Request, target: &str) -> Response {
+async fn forward(web: &Web, request: Request, target: &str) -> Response {
     let Some(session) = request.extensions().get::<WebSession>().cloned() else {
         return Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -80,11 +80,22 @@ async fn forward(web: &Web, mut request: Request, target: &str) -> Response {
         )
         .into_response();
     };
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
+    // A fresh request: the API's router must not see this router's extensions (its matched
+    // path parameters); only the connection goes along.
+    let conn = request.extensions().get::<ConnInfo>().cloned();
+    let (parts, body) = request.into_parts();
+    let mut forwarded = Request::new(body);
+    *forwarded.method_mut() = parts.method;
+    *forwarded.uri_mut() = uri;
+    *forwarded.version_mut() = parts.version;
+    *forwarded.headers_mut() = parts.headers;
+    if let Some(conn) = conn {
+        forwarded.extensions_mut().insert(conn);
+    }
+    let headers = forwarded.headers_mut();
     headers.remove(header::COOKIE);
     headers.insert(header::AUTHORIZATION, bearer);
-    match web.api.clone().oneshot(request).await {
+    match web.api.clone().oneshot(forwarded).await {
         Ok(response) => response,
         Err(never) => match never {},
     }

@@ -240,7 +240,7 @@ async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % SWEEP_TICKS == 0 {
+        if ticks.is_multiple_of(SWEEP_TICKS) {
             match hub.sweep_tokens().await {
                 Ok(0) => {}
                 Ok(deleted) => info!(deleted, "swept expired tokens"),

@@ -1052,7 +1052,10 @@ impl Hub {
             let Some(days) = account.access.limits.retention_days else {
                 continue;
             };
-            let cutoff = now - time::Duration::days(i64::from(days));
+            // A retention longer than the calendar can hold keeps everything.
+            let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
+                continue;
+            };
             let due = self
                 .meta
                 .deliveries(&DeliveryQuery {

@@ -57,6 +57,12 @@ const BAN_REFRESH: time::Duration = time::Duration::seconds(2);
 /// hammering the port does not write the audit trail per connection.
 const REFUSAL_EVENT_INTERVAL: time::Duration = time::Duration::seconds(60);
 
+/// When a ban too long for the calendar ends (within what the metadata store keeps).
+const MAX_BAN_END: OffsetDateTime = time::macros::datetime!(2200-01-01 00:00 UTC);
+
+/// The longest ban an administrator may place: ten years.
+const MAX_MANUAL_BAN: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
 /// Recovery codes made at enrolment.
 const RECOVERY_CODES: usize = 10;
 
@@ -691,7 +697,11 @@ impl Hub {
         reason: String,
     ) -> Result<Ban> {
         let now = self.clock.now();
-        let until = now + time::Duration::try_from(length).unwrap_or(time::Duration::DAY);
+        // A length past the calendar's end (a typo of many zeros) bans until its end.
+        let until = time::Duration::try_from(length)
+            .ok()
+            .and_then(|length| now.checked_add(length))
+            .unwrap_or(MAX_BAN_END);
         let ban = Ban {
             subject: subject.clone(),
             until,
@@ -795,6 +805,9 @@ impl Hub {
         }
         if length.is_zero() {
             return Err(CoreError::invalid("a ban must last longer than zero"));
+        }
+        if length > MAX_MANUAL_BAN {
+            return Err(CoreError::invalid("a ban lasts at most 3650 days"));
         }
         let level = self
             .meta

@@ -246,11 +246,7 @@ pub(crate) async fn token(
         .logins
         .check(conn.peer.ip(), state.hub_now())
         .map_err(too_many)?;
-    let scope = match request.scope.as_deref() {
-        None => Scope::Client,
-        Some(text) => Scope::parse(text)
-            .map_err(|err| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, err.message()))?,
-    };
+    let scope = request.scope.map_or(Scope::Client, Scope::from);
     let form = LoginForm {
         username: request.username,
         password: request.password.map(Secret::new),

@@ -382,7 +382,8 @@ pub(crate) async fn upload_offset(
 #[utoipa::path(patch, path = "/api/v1/uploads/{id}", tag = "client", security(("bearer" = [])),
     params(("id" = String, Path, description = "Upload id"),
            ("Upload-Offset" = u64, Header, description = "Where these bytes go")),
-    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The bytes; any content type is taken (application/offset+octet-stream as in the resumable-uploads draft)"),
     responses((status = 204, description = "Stored; the new offset is in Upload-Offset",
         headers(("Upload-Offset" = u64, description = "Bytes received"))), Refusals))]
 pub(crate) async fn upload_patch(
@@ -392,6 +393,25 @@ pub(crate) async fn upload_patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
+    let (lease, offset) = match patch_checks(&state, &auth, &id, &headers).await {
+        Ok(checked) => checked,
+        Err(problem) => {
+            crate::server::drain(body).await;
+            return Err(problem);
+        }
+    };
+    let limit = state.config.max_chunk_bytes;
+    write_body(lease, &id, offset, limit, body).await
+}
+
+/// What a PATCH must pass before its body is read: the offset header, the size, the upload
+/// (the caller's, not busy) and the offset matching.
+async fn patch_checks(
+    state: &AppState,
+    auth: &ClientAuth,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(mailroom_core::ResumableLease, u64), Problem> {
     let offset = headers
         .get(UPLOAD_OFFSET)
         .and_then(|v| v.to_str().ok())
@@ -409,7 +429,7 @@ pub(crate) async fn upload_patch(
             format!("one PATCH may carry at most {limit} bytes; send the file in parts"),
         ));
     }
-    let mut lease = state.hub.lease_resumable(&auth.session, &id).await?;
+    let lease = state.hub.lease_resumable(&auth.session, id).await?;
     let current = lease.offset();
     if offset != current {
         return Err(Problem::new(
@@ -419,7 +439,17 @@ pub(crate) async fn upload_patch(
             ),
         ));
     }
-    let mut body = body;
+    Ok((lease, offset))
+}
+
+/// Streams a PATCH body into the upload, chunk by chunk.
+async fn write_body(
+    mut lease: mailroom_core::ResumableLease,
+    id: &str,
+    offset: u64,
+    limit: u64,
+    mut body: Body,
+) -> Result<Response, Problem> {
     let mut position = offset;
     while let Some(frame) = body.frame().await {
         let frame = match frame {

@@ -233,9 +233,10 @@ async fn serve_connection<S>(
 /// The whole API: routes, body limits, security headers, admission, problem documents for
 /// unknown paths and methods.
 pub fn router(state: Arc<AppState>) -> Router {
-    let json_limit = state.config.max_json_bytes;
+    // JSON bodies are limited by `ApiJson`; upload bodies by the upload's size and
+    // `max_chunk_bytes`.
     let api = crate::api::routes()
-        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(DefaultBodyLimit::disable())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
@@ -314,21 +315,89 @@ async fn security_headers(
 }
 
 /// A JSON body whose rejections (malformed JSON, wrong content type, too large) are problem
-/// documents like every other error.
+/// documents like every other error. A body over `[https] max_json_bytes` is read to its end
+/// (up to [`DRAIN_LIMIT`] more) and discarded before the 413 answer, so an HTTP/1.1 client
+/// still writing it gets the answer rather than a reset connection.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
-impl<T, S> FromRequest<S> for ApiJson<T>
+/// How much of an oversize body is read and thrown away so its client gets the 413.
+pub const DRAIN_LIMIT: usize = 16 << 20;
+
+impl<T> FromRequest<Arc<AppState>> for ApiJson<T>
 where
     T: serde::de::DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = Problem;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(Problem::new(rejection.status(), rejection.body_text())),
+    async fn from_request(
+        request: Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+        let limit = state.config.max_json_bytes;
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
+        let mut body = request.into_body();
+        let mut bytes = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Problem::bad_request("the request body ended early"))?;
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen <= limit {
+                    bytes.extend_from_slice(&data);
+                } else if seen > limit.saturating_add(DRAIN_LIMIT) {
+                    break;
+                }
+            }
+        }
+        if seen > limit {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a JSON body is at most {limit} bytes"),
+            ));
+        }
+        if !json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with \"Content-Type: application/json\"",
+            ));
+        }
+        // Every request body of this API is an object (serde would take an array for a struct).
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|err| Problem::bad_request(format!("the body is not valid JSON: {err}")))?;
+        if !value.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value).map(ApiJson).map_err(|err| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the JSON body does not fit this endpoint: {err}"),
+            )
+        })
+    }
+}
+
+/// Reads what is left of a request body (up to [`DRAIN_LIMIT`]) and throws it away, so that an
+/// HTTP/1.1 client still sending it gets the answer of a request refused before its body.
+pub async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > DRAIN_LIMIT {
+                break;
+            }
         }
     }
 }

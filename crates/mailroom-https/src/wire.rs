@@ -32,7 +32,26 @@ pub struct TokenRequest {
     pub totp: Option<String>,
     /// "client" (the default) or "admin".
     #[serde(default)]
-    pub scope: Option<String>,
+    pub scope: Option<ScopeName>,
+}
+
+/// The kind of account a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeName {
+    /// A client account: mailbox endpoints.
+    Client,
+    /// An admin account: admin endpoints.
+    Admin,
+}
+
+impl From<ScopeName> for mailroom_core::Scope {
+    fn from(scope: ScopeName) -> mailroom_core::Scope {
+        match scope {
+            ScopeName::Client => mailroom_core::Scope::Client,
+            ScopeName::Admin => mailroom_core::Scope::Admin,
+        }
+    }
 }
 
 /// `POST /api/v1/token/refresh`.
@@ -133,13 +152,16 @@ impl From<&Delivery> for DeliveryView {
 #[serde(deny_unknown_fields)]
 pub struct NewUpload {
     /// Accounts or groups to send to.
+    #[schema(min_items = 1, max_items = 64)]
     pub recipients: Vec<String>,
     /// The file name.
+    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
     /// The file's size in bytes.
     pub size: u64,
     /// The file's SHA-256 (64 hex digits), if known now; it must match at the end.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: Option<String>,
 }
 
@@ -181,6 +203,7 @@ impl From<&ResumableInfo> for UploadView {
 #[serde(deny_unknown_fields)]
 pub struct FinishUpload {
     /// The SHA-256 of the whole file, 64 hex digits.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: String,
 }
 
@@ -326,8 +349,25 @@ pub struct AccountChange {
     #[serde(default)]
     pub certificate_subject: Option<String>,
     /// Limits, replacing the current ones when given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
+    #[schema(value_type = Option<LimitsView>)]
     pub limits: Option<LimitsView>,
+}
+
+/// An optional JSON object as `T`: serde would also take an array for a struct, which the
+/// schema does not allow.
+fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
+            .map(Some)
+            .map_err(D::Error::custom),
+    }
 }
 
 /// `POST /api/v1/admin/accounts/{name}/keys`.

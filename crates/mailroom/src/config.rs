@@ -526,27 +526,26 @@ fn sections(config: &Config) -> Vec<Section> {
         },
         Section {
             name: "https",
-            doc: "The HTTPS API: bearer tokens, resumable uploads, receipts and administration (OpenAPI at
-/api/v1/openapi.json).",
+            doc: "The HTTPS API: bearer tokens, resumable uploads, receipts, administration (OpenAPI at /api/v1/openapi.json).",
             settings: vec![
                 setting(
                     "enabled",
-                    "Whether the HTTPS API runs at all (off by default, like FTPS). It serves the server
-certificate of [tls], which init and serve create.",
+                    "Whether the HTTPS API runs at all (off by default, like FTPS). It serves the server\ncertificate of [tls], which init and serve create.",
                     https.enabled,
                 ),
-                setting("listen", "Address and port to listen on.", https.listen.to_string()),
+                setting(
+                    "listen",
+                    "Address and port to listen on.",
+                    https.listen.to_string(),
+                ),
                 setting(
                     "allow_plaintext",
-                    "Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.
-Passwords and tokens then cross the network in clear text up to the proxy; a warning is
-logged at every start.",
+                    "Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.\nPasswords and tokens then cross the network in clear text up to the proxy; a warning is\nlogged at every start.",
                     https.allow_plaintext,
                 ),
                 setting(
                     "client_certificates",
-                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified
-against the client CA of [tls]; it proves the `certificate` factor at POST /api/v1/token).",
+                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst the client CA of [tls]; it proves the `certificate` factor at POST /api/v1/token).",
                     https.client_certificates.as_str(),
                 ),
                 setting(
@@ -571,14 +570,12 @@ against the client CA of [tls]; it proves the `certificate` factor at POST /api/
                 ),
                 setting(
                     "max_chunk_bytes",
-                    "Largest body of one PATCH of a resumable upload, in bytes (a client sends a larger
-file in several).",
+                    "Largest body of one PATCH of a resumable upload, in bytes (a client sends a larger\nfile in several).",
                     integer(https.max_chunk_bytes),
                 ),
                 setting(
                     "login_attempts_per_minute",
-                    "Token requests allowed per source address per minute; more are answered 429. Refused
-logins also feed the defender.",
+                    "Token requests allowed per source address per minute; more are answered 429. Refused\nlogins also feed the defender.",
                     integer(u64::from(https.login_attempts_per_minute)),
                 ),
                 setting(

@@ -47,6 +47,8 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "mailroom-https",
             set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
         ),
+        // The web UI extends the HTTPS front end: it reuses its state, logins and handlers.
+        ("mailroom-web", set(&["mailroom-core", "mailroom-https"])),
         (
             "mailroom-test-support",
             set(&[
@@ -70,6 +72,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-tls",
                 "mailroom-ftps",
                 "mailroom-https",
+                "mailroom-web",
             ]),
         ),
         ("xtask", set(&[])),

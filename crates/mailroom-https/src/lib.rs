@@ -27,7 +27,7 @@ mod client;
 
 pub use config::Config;
 pub use problem::Problem;
-pub use server::{AppState, ConnInfo, router, serve};
+pub use server::{AppState, ConnInfo, router, serve, serve_with};
 
 /// The ALPN protocols the HTTPS front end offers, in preference order.
 pub const ALPN: [&str; 2] = ["h2", "http/1.1"];

@@ -69,6 +69,15 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Counts one login attempt from `ip` against `[https] login_attempts_per_minute`, the
+    /// limit the token endpoints share with other login forms (the web pages): the seconds
+    /// to wait when over it.
+    pub fn admit_login(&self, ip: IpAddr) -> Result<(), u64> {
+        self.logins.check(ip, self.hub.now())
+    }
+}
+
 /// The connection a request came on, as a request extension.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -86,6 +95,20 @@ pub async fn serve(
     hub: Arc<Hub>,
     config: Config,
     tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with(listener, hub, config, tls, |_| Router::new(), shutdown).await
+}
+
+/// [`serve`] with more routes beside the API: `pages` gets the shared state and returns a
+/// router (the web UI's, from `mailroom-web`) that is merged into the API's. Its routes bring
+/// their own layers (admission, headers) and must not set a fallback.
+pub async fn serve_with(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    pages: impl FnOnce(Arc<AppState>) -> Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if tls.is_none() && !config.allow_plaintext {
@@ -107,7 +130,7 @@ pub async fn serve(
     let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));
     let idle = Duration::from_secs(config.idle_timeout_seconds.max(1));
     let state = AppState::new(hub, config, tls.is_some()).map_err(std::io::Error::other)?;
-    let app = router(state);
+    let app = router(state.clone()).merge(pages(state));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let tracker = TaskTracker::new();
     loop {

@@ -184,6 +184,16 @@ impl TestHub {
     /// `client_certificates = "optional"`, client certificates are checked against the PKI's
     /// client CA.
     pub async fn start_https(config: mailroom_https::Config, auth: AuthConfig) -> TestHub {
+        Self::start_https_with(config, auth, |_| axum::Router::new()).await
+    }
+
+    /// [`TestHub::start_https`] with `pages` (the web UI's router) merged beside the API, as
+    /// `mailroom serve` does with `mailroom_web::router`.
+    pub async fn start_https_with(
+        config: mailroom_https::Config,
+        auth: AuthConfig,
+        pages: impl FnOnce(Arc<mailroom_https::AppState>) -> axum::Router + Send + 'static,
+    ) -> TestHub {
         let mut hub = Self::start_full(mailroom_sftp::Config::default(), auth).await;
         let tls_dir = hub.dir.path().join("tls");
         let pki = mailroom_tls::ensure_pki(&tls_dir, &mailroom_tls::PkiSettings::default())
@@ -205,11 +215,12 @@ impl TestHub {
             .await
             .expect("bind https");
         let addr = listener.local_addr().expect("local addr");
-        hub.https_server = Some(tokio::spawn(mailroom_https::serve(
+        hub.https_server = Some(tokio::spawn(mailroom_https::serve_with(
             listener,
             hub.hub.clone(),
             config.clone(),
             tls,
+            pages,
             hub.shutdown.clone(),
         )));
         let scheme = if config.allow_plaintext {

@@ -170,7 +170,15 @@ async fn serve(
         if https.allow_plaintext {
             info!(proto = "https", "plain HTTP ([https] allow_plaintext)");
         }
-        let run = mailroom_https::serve(listener, hub.clone(), https, https_tls, shutdown.clone());
+        // The web UI's pages are served beside the API, on the same listener.
+        let run = mailroom_https::serve_with(
+            listener,
+            hub.clone(),
+            https,
+            https_tls,
+            mailroom_web::router,
+            shutdown.clone(),
+        );
         front_ends.spawn(async move { ("https", run.await) });
     }
     if front_ends.is_empty() {

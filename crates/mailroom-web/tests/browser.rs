@@ -1,0 +1,148 @@
+//! The web UI end to end in headless Chromium: `web-tests/e2e.js` (playwright-core driving
+//! Debian's chromium) against a real server on port 0. A user signs in, sends a file by drag
+//! and drop and a larger one with the file picker whose upload is cut off part-way and resumes;
+//! the recipient downloads (same SHA-256) and acknowledges; the sender sees the receipts
+//! change; the admin sees the events and the verified chain. With `MAILROOM_SCREENSHOTS=DIR`
+//! the script saves the screenshots of `docs/screenshots/`.
+//!
+//! Without chromium, node or `web-tests/node_modules` the test prints `skipped: …` and passes,
+//! unless `MAILROOM_TEST_BROWSER` is set (CI sets it), in which case it fails.
+
+// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+
+use mailroom_core::{AuthConfig, DeliveryState};
+use mailroom_test_support::TestHub;
+use sha2::{Digest, Sha256};
+
+/// Size of the file whose upload is interrupted: three 1 MiB parts.
+const BIG: usize = 3 << 20;
+
+fn web_tests() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-tests")
+}
+
+fn chromium() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CHROMIUM").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/chromium")),
+        Some(PathBuf::from("/usr/bin/chromium-browser")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+/// What the browser test needs, or why it cannot run.
+fn prerequisites() -> Result<PathBuf, String> {
+    let chromium = chromium().ok_or("chromium not installed (apt-get install chromium)")?;
+    if !mailroom_test_support::have("node") {
+        return Err("node not installed".to_owned());
+    }
+    if !web_tests().join("node_modules/playwright-core").is_dir() {
+        return Err("playwright-core not installed (cd web-tests && npm ci)".to_owned());
+    }
+    Ok(chromium)
+}
+
+/// The bytes e2e.js sends: byte i is (i * 31 + 7) mod 256.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(31) + 7) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_file_goes_from_browser_to_browser_with_a_resumed_upload() {
+    let chromium = match prerequisites() {
+        Ok(chromium) => chromium,
+        Err(why) if std::env::var_os("MAILROOM_TEST_BROWSER").is_some() => {
+            panic!("MAILROOM_TEST_BROWSER is set but {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let hub = TestHub::start_https_with(
+        mailroom_https::Config::default(),
+        AuthConfig::default(),
+        mailroom_web::router,
+    )
+    .await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    let root = hub.admin_account("root").await;
+    hub.allow("alice", "bob").await;
+
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg("e2e.js")
+        .current_dir(web_tests())
+        .env("MAILROOM_URL", &hub.https().base)
+        .env("MAILROOM_SENDER", &alice.name)
+        .env("MAILROOM_SENDER_PASSWORD", &alice.password)
+        .env("MAILROOM_RECIPIENT", &bob.name)
+        .env("MAILROOM_RECIPIENT_PASSWORD", &bob.password)
+        .env("MAILROOM_ADMIN", &root.name)
+        .env("MAILROOM_ADMIN_PASSWORD", &root.password)
+        .env("MAILROOM_BIG_SIZE", BIG.to_string())
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true);
+    // Screenshots go to a folder named from the workspace root (e.g. docs/screenshots).
+    if let Some(folder) = std::env::var_os("MAILROOM_SCREENSHOTS") {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        command.env("MAILROOM_SCREENSHOTS", folder.canonicalize().unwrap());
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
+        .await
+        .expect("the browser test finishes within 5 minutes")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "e2e.js failed:\n{stderr}\n{stdout}"
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap())
+        .unwrap_or_else(|_| panic!("no JSON from e2e.js:\n{stdout}"));
+    eprintln!("e2e: {result}");
+
+    // What the browser did, as the hub recorded it.
+    let expected = hex(&Sha256::digest(pattern(BIG)));
+    assert_eq!(result["bigSha"], expected.as_str());
+    assert_eq!(result["downloadedSha"], expected.as_str());
+    assert!(result["cutAt"].as_u64().unwrap() > 0, "cut part-way");
+    assert!(
+        result["patches"].as_u64().unwrap() >= 4,
+        "the cut part was sent again"
+    );
+    assert!(
+        result["refusal"].as_str().unwrap().starts_with("Not sent:"),
+        "{result}"
+    );
+    let deliveries = hub.deliveries().await;
+    let big = deliveries
+        .iter()
+        .find(|d| d.name.as_str() == "big.bin")
+        .unwrap();
+    assert_eq!(big.sha256, expected);
+    assert_eq!(big.size, BIG as u64);
+    assert_eq!(big.state, DeliveryState::PickedUp);
+    let report = deliveries
+        .iter()
+        .find(|d| d.name.as_str() == "report.txt")
+        .unwrap();
+    assert_eq!(report.state, DeliveryState::Acknowledged);
+    assert!(
+        !deliveries.iter().any(|d| d.name.as_str() == "refused.txt"),
+        "a refused send delivers nothing"
+    );
+    assert_eq!(hub.staged_bytes(), 0, "no upload left half-done");
+    hub.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

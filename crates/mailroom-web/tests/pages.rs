@@ -1,0 +1,638 @@
+//! The web pages against a real server on port 0 over real TLS (the data folder's own PKI),
+//! driven by reqwest playing a browser: cookies kept by hand, no redirects followed, `Origin`
+//! sent on every POST as browsers do. Every refusal checks the answer and that nothing
+//! changed (deliveries and blobs, accounts).
+
+// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mailroom_core::{AuthConfig, DeliveryState, EventKind, Factor, FactorSet, Outcome, Protocol};
+use mailroom_test_support::{TestClient, TestHub};
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::{Client, StatusCode};
+use sha2::{Digest, Sha256};
+
+async fn start() -> TestHub {
+    TestHub::start_https_with(
+        mailroom_https::Config::default(),
+        AuthConfig::default(),
+        mailroom_web::router,
+    )
+    .await
+}
+
+/// One answer: status, headers, body.
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The first CSRF value of the page's forms (or its meta tag).
+    fn csrf(&self) -> String {
+        for marker in ["name=\"csrf\" value=\"", "name=\"csrf-token\" content=\""] {
+            if let Some(start) = self.body.find(marker) {
+                let rest = &self.body[start + marker.len()..];
+                return rest[..rest.find('"').unwrap()].to_owned();
+            }
+        }
+        panic!("no CSRF token in the page:\n{}", self.body);
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A browser: a TLS client trusting the test CA and a cookie jar.
+struct Browser {
+    http: Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(hub: &TestHub) -> Browser {
+        let pem = std::fs::read(&hub.https().ca).unwrap();
+        let http = Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Browser {
+            http,
+            base: hub.https().base.clone(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let request = if self.cookies.is_empty() {
+            request
+        } else {
+            request.header("cookie", self.cookie_header())
+        };
+        let response = request.send().await.unwrap();
+        let page = Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        };
+        for cookie in page.set_cookies() {
+            let pair = cookie.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || cookie.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        page
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.finish(request).await
+    }
+
+    /// A form POST from this site's page, as a browser sends it.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let origin = self.base.clone();
+        self.post_from(path, fields, Some(&origin)).await
+    }
+
+    async fn post_from(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> Page {
+        let body = serde_urlencoded::to_string(fields).unwrap();
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        self.finish(request).await
+    }
+
+    /// Signs in through the form; the page it lands on.
+    async fn login(&mut self, who: &TestClient) -> Page {
+        self.login_with(&who.name, &who.password, "").await
+    }
+
+    async fn login_with(&mut self, name: &str, password: &str, code: &str) -> Page {
+        let form = self.get("/login").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let nonce = form.csrf();
+        self.post(
+            "/login",
+            &[
+                ("username", name),
+                ("password", password),
+                ("code", code),
+                ("csrf", &nonce),
+            ],
+        )
+        .await
+    }
+
+    /// Sends `content` through the bridge to the API's resumable uploads.
+    async fn send(&mut self, to: &str, name: &str, content: &[u8]) -> serde_json::Value {
+        let csrf = self.get("/send").await.csrf();
+        let sha = hex(&Sha256::digest(content));
+        let create = self
+            .http
+            .post(format!("{}/app/api/v1/uploads", self.base))
+            .header("x-csrf-token", &csrf)
+            .header("origin", &self.base)
+            .json(&serde_json::json!({"recipients": [to], "name": name, "size": content.len(), "sha256": sha}));
+        let created = self.finish(create).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let upload: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+        let id = upload["id"].as_str().unwrap().to_owned();
+        let patch = self
+            .http
+            .patch(format!("{}/app/api/v1/uploads/{id}", self.base))
+            .header("x-csrf-token", &csrf)
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body(content.to_vec());
+        let patched = self.finish(patch).await;
+        assert_eq!(patched.status, StatusCode::NO_CONTENT, "{}", patched.body);
+        let finish = self
+            .http
+            .post(format!("{}/app/api/v1/uploads/{id}/finish", self.base))
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({"sha256": sha}));
+        let finished = self.finish(finish).await;
+        assert_eq!(finished.status, StatusCode::CREATED, "{}", finished.body);
+        serde_json::from_str(&finished.body).unwrap()
+    }
+}
+
+/// Form fields and the `Origin` of one forged request.
+type Attempt<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn assert_page_headers(page: &Page) {
+    let h = &page.headers;
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(part), "CSP {csp} lacks {part}");
+    }
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(
+        h["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+}
+
+/// bob sends `name` to alice; the delivery's id.
+async fn delivered(hub: &TestHub, alice: &TestClient, bob: &TestClient, name: &str) -> String {
+    hub.allow(&bob.name, &alice.name).await;
+    let mut browser = Browser::new(hub);
+    browser.login(bob).await;
+    let answer = browser
+        .send(&alice.name, name, b"quarterly numbers\n")
+        .await;
+    answer["deliveries"][0]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sign_in_sets_strict_cookies_and_sign_out_revokes_the_tokens() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let mut browser = Browser::new(&hub);
+
+    let anonymous = browser.get("/inbox").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.location(), "/login");
+
+    let login = browser.get("/login").await;
+    assert_page_headers(&login);
+    assert!(
+        login
+            .body
+            .contains("<label for=\"password\">Password</label>")
+    );
+    let signed_in = browser.login(&alice).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    assert_eq!(signed_in.location(), "/");
+    let cookies = signed_in.set_cookies();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-mailroom="))
+        .expect("session cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(flag), "{session} lacks {flag}");
+    }
+    let max_age: i64 = session
+        .split("Max-Age=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&max_age), "short-lived: {max_age}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-mailroom-refresh=") && c.contains("HttpOnly"))
+    );
+    let logins = hub.events(EventKind::Login, Outcome::Ok).await;
+    assert!(
+        logins
+            .iter()
+            .any(|e| e.actor == "alice" && e.protocol == Protocol::Https)
+    );
+
+    let inbox = browser.get("/inbox").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert_page_headers(&inbox);
+    assert!(inbox.body.contains("Your inbox is empty"));
+    assert!(!inbox.body.contains("<script>"), "no inline script");
+    assert!(!inbox.body.contains("style="), "no inline style");
+
+    let stolen = browser.cookies.clone();
+    let csrf = inbox.csrf();
+    let out = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), "/login?done=signed-out");
+    assert!(!browser.cookies.contains_key("__Host-mailroom"));
+    // The cookies copied before the sign-out no longer open anything: the tokens are gone.
+    browser.cookies = stolen;
+    let after = browser.get("/inbox").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert_eq!(after.location(), "/login");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_sign_in_reads_the_same_for_any_cause_and_sets_no_session() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let mut browser = Browser::new(&hub);
+    let wrong = browser.login_with("alice", "not-the-password", "").await;
+    let unknown = browser.login_with("nobody", "whatever-password", "").await;
+    for page in [&wrong, &unknown] {
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        assert!(page.body.contains("Sign-in failed."), "{}", page.body);
+        assert!(
+            !page
+                .set_cookies()
+                .iter()
+                .any(|c| c.starts_with("__Host-mailroom="))
+        );
+    }
+    assert!(!browser.cookies.contains_key("__Host-mailroom"));
+    let refused = hub.events(EventKind::Login, Outcome::Refused).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.object.contains("alice") || e.actor == "alice")
+    );
+    // A sign-in form posted without its nonce (a login CSRF) is refused before any check.
+    let before = hub.events(EventKind::Login, Outcome::Refused).await.len();
+    let mut fresh = Browser::new(&hub);
+    let forged = fresh
+        .post(
+            "/login",
+            &[
+                ("username", "alice"),
+                ("password", alice.password.as_str()),
+                ("csrf", "00"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!fresh.cookies.contains_key("__Host-mailroom"));
+    assert_eq!(
+        hub.events(EventKind::Login, Outcome::Refused).await.len(),
+        before
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn state_changes_without_the_csrf_token_or_from_another_origin_are_refused() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    let id = delivered(&hub, &alice, &bob, "report.pdf").await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let inbox = browser.get("/inbox").await;
+    assert!(inbox.body.contains("report.pdf"));
+    let csrf = inbox.csrf();
+    let before = hub.snapshot().await;
+    let path = format!("/inbox/{id}/ack");
+    let origin = browser.base.clone();
+    let attempts: [Attempt; 4] = [
+        (&[], Some(&origin)),
+        (&[("csrf", "deadbeef")], Some(&origin)),
+        (&[("csrf", csrf.as_str())], Some("https://evil.example")),
+        (&[("csrf", csrf.as_str())], Some("null")),
+    ];
+    for (fields, from) in attempts {
+        let page = browser.post_from(&path, fields, from).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{fields:?} {from:?}");
+        assert!(page.body.contains("nothing was changed"));
+        assert_eq!(page.headers["x-mailroom-refusal"], "csrf");
+    }
+    // Another session's token does not do either.
+    let mut other = Browser::new(&hub);
+    other.login(&bob).await;
+    let bobs = other.get("/sent").await.csrf();
+    let page = browser.post(&path, &[("csrf", &bobs)]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // The upload bridge wants the token in its header.
+    let bare = browser
+        .http
+        .post(format!("{}/app/api/v1/uploads", browser.base))
+        .json(&serde_json::json!({"recipients": ["bob"], "name": "x.txt", "size": 1}));
+    let page = browser.finish(bare).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(hub.snapshot().await, before, "nothing changed");
+    assert_eq!(hub.staged_bytes(), 0);
+
+    let done = browser.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let state = hub.deliveries().await[0].state;
+    assert_eq!(state, DeliveryState::Acknowledged);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn admin_pages_refuse_clients_and_mailbox_pages_refuse_admins() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let root = hub.admin_account("root").await;
+    let mut client = Browser::new(&hub);
+    client.login(&alice).await;
+    let csrf = client.get("/inbox").await.csrf();
+    let page = client.get("/admin/accounts").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("For administrators only"));
+    let accounts = hub.hub.accounts().await.unwrap().len();
+    let page = client
+        .post(
+            "/admin/accounts",
+            &[
+                ("csrf", &csrf),
+                ("name", "mallory"),
+                ("kind", "admin"),
+                ("password", "Pass-word-1234"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        hub.hub.accounts().await.unwrap().len(),
+        accounts,
+        "no account made"
+    );
+
+    let mut admin = Browser::new(&hub);
+    let landed = admin.login(&root).await;
+    assert_eq!(landed.status, StatusCode::SEE_OTHER, "{}", landed.body);
+    assert_eq!(admin.get("/").await.location(), "/admin/accounts");
+    for path in ["/inbox", "/send", "/sent", "/security"] {
+        let page = admin.get(path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(page.body.contains("Administrators own no mailbox"));
+    }
+    let csrf = admin.get("/admin/accounts").await.csrf();
+    let upload = admin
+        .http
+        .post(format!("{}/app/api/v1/uploads", admin.base))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"recipients": ["alice"], "name": "x.txt", "size": 1}));
+    let page = admin.finish(upload).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "admins own no mailbox");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn another_accounts_delivery_is_not_found_and_unchanged() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    let carol = hub.client("carol").await;
+    let id = delivered(&hub, &alice, &bob, "secret.txt").await;
+    let before = hub.snapshot().await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&carol).await;
+    let csrf = browser.get("/inbox").await.csrf();
+    let download = browser.get(&format!("/inbox/{id}/download")).await;
+    assert_eq!(download.status, StatusCode::NOT_FOUND);
+    assert!(!download.body.contains("quarterly"));
+    let ack = browser
+        .post(&format!("/inbox/{id}/ack"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(ack.status, StatusCode::NOT_FOUND);
+    assert!(ack.body.contains("flash-error"));
+    let recall = browser
+        .post(&format!("/sent/{id}/recall"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(recall.status, StatusCode::NOT_FOUND);
+    let hostile = browser.get("/inbox/..%2F..%2Fetc/download").await;
+    assert_eq!(hostile.status, StatusCode::NOT_FOUND);
+    assert_eq!(hub.snapshot().await, before, "nothing changed");
+    assert_eq!(hub.deliveries().await[0].state, DeliveryState::Delivered);
+
+    // The recipient downloads it (picked up) and the sender's receipt says so.
+    let mut owner = Browser::new(&hub);
+    owner.login(&alice).await;
+    let file = owner.get(&format!("/inbox/{id}/download")).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body, "quarterly numbers\n");
+    assert!(
+        file.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("secret.txt")
+    );
+    let mut sender = Browser::new(&hub);
+    sender.login(&bob).await;
+    let sent = sender.get("/sent").await;
+    assert!(sent.body.contains("Picked up"), "{}", sent.body);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn admin_manages_accounts_and_disabling_ends_the_users_session() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let root = hub.admin_account("root").await;
+    let mut user = Browser::new(&hub);
+    user.login(&alice).await;
+    assert_eq!(user.get("/inbox").await.status, StatusCode::OK);
+
+    let mut admin = Browser::new(&hub);
+    admin.login(&root).await;
+    let csrf = admin.get("/admin/accounts").await.csrf();
+    let created = admin
+        .post(
+            "/admin/accounts",
+            &[
+                ("csrf", &csrf),
+                ("name", "dave"),
+                ("kind", "client"),
+                ("password", "Lantern-42-harbour"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(created.location(), "/admin/accounts/dave?done=created");
+    assert!(
+        admin
+            .get("/admin/accounts/dave?done=created")
+            .await
+            .body
+            .contains("Account created.")
+    );
+    // A bad field changes nothing and says why.
+    let before = hub.account("dave").await;
+    let bad = admin
+        .post(
+            "/admin/accounts/dave/access",
+            &[
+                ("csrf", &csrf),
+                ("require", "password"),
+                ("networks", "not-a-network"),
+                ("rights", "all"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("flash-error"));
+    assert_eq!(hub.account("dave").await.access, before.access);
+    let good = admin
+        .post(
+            "/admin/accounts/dave/access",
+            &[
+                ("csrf", &csrf),
+                ("require", "publickey,password"),
+                ("networks", "127.0.0.0/8"),
+                ("rights", "all"),
+                ("max_file_size", "10M"),
+            ],
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER, "{}", good.body);
+    let dave = hub.account("dave").await;
+    assert_eq!(
+        dave.access.factors,
+        FactorSet::parse("publickey,password").unwrap()
+    );
+    assert_eq!(dave.access.limits.max_file_size, Some(10 << 20));
+
+    let disabled = admin
+        .post(
+            "/admin/accounts/alice/state",
+            &[("csrf", &csrf), ("disabled", "true")],
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER);
+    assert!(hub.account("alice").await.disabled);
+    let gone = user.get("/inbox").await;
+    assert_eq!(
+        gone.status,
+        StatusCode::SEE_OTHER,
+        "the disable revoked alice's session"
+    );
+    assert_eq!(gone.location(), "/login");
+
+    let audit = admin.get("/admin/audit?kind=admin").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(audit.body.contains("Hash chain intact."), "{}", audit.body);
+    assert!(audit.body.contains("account dave"));
+    let bad_filter = admin.get("/admin/audit?since=yesterday").await;
+    assert_eq!(bad_filter.status, StatusCode::UNPROCESSABLE_ENTITY);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn totp_enrolment_then_sign_in_with_the_code() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let csrf = browser.get("/security").await.csrf();
+    let setup = browser.post("/security/totp", &[("csrf", &csrf)]).await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    assert!(setup.body.contains("<svg"), "a QR code drawn on the server");
+    assert_eq!(setup.headers["cache-control"], "no-store");
+    let marker = "id=\"totp-secret\">";
+    let start = setup.body.find(marker).unwrap() + marker.len();
+    let secret = setup.body[start..start + setup.body[start..].find('<').unwrap()].to_owned();
+    assert!(hub.account("alice").await.totp.is_some());
+    hub.set_access("alice", |a| {
+        a.factors = FactorSet::new(vec![Factor::Password, Factor::Totp])
+    })
+    .await;
+
+    let mut fresh = Browser::new(&hub);
+    let asked = fresh.login(&alice).await;
+    assert_eq!(asked.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        asked.body.contains("also needs the 6-digit code"),
+        "{}",
+        asked.body
+    );
+    let wrong = fresh.login_with("alice", &alice.password, "000000").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("Sign-in failed."));
+    let now = u64::try_from(hub.hub.now().unix_timestamp()).unwrap();
+    let code = mailroom_core::login::totp_code(&secret, now).unwrap();
+    let good = fresh.login_with("alice", &alice.password, &code).await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER, "{}", good.body);
+    assert_eq!(fresh.get("/inbox").await.status, StatusCode::OK);
+    hub.stop().await;
+}

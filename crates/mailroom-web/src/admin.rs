@@ -100,13 +100,7 @@ async fn accounts_with(
     status: StatusCode,
     flash: Option<Flash>,
 ) -> Response {
-    let (status, flash, accounts) = match web.app.hub.accounts().await {
-        Ok(accounts) => (status, flash, accounts),
-        Err(err) => {
-            let (status, flash) = refused(&err);
-            (status, flash, Vec::new())
-        }
-    };
+    let (status, flash, accounts) = pages::listed(web.app.hub.accounts().await, status, flash);
     let page = AccountsPage {
         page: Page::new("Accounts", Some(&admin.session), "/admin/accounts").with_flash(flash),
         csrf: admin.session.csrf.clone(),
@@ -499,13 +493,7 @@ async fn groups_with(
     status: StatusCode,
     flash: Option<Flash>,
 ) -> Response {
-    let (status, flash, groups) = match web.app.hub.groups().await {
-        Ok(groups) => (status, flash, groups),
-        Err(err) => {
-            let (status, flash) = refused(&err);
-            (status, flash, Vec::new())
-        }
-    };
+    let (status, flash, groups) = pages::listed(web.app.hub.groups().await, status, flash);
     let page = GroupsPage {
         page: Page::new("Groups", Some(&admin.session), "/admin/groups").with_flash(flash),
         csrf: admin.session.csrf.clone(),
@@ -662,13 +650,7 @@ async fn routes_with(
     status: StatusCode,
     flash: Option<Flash>,
 ) -> Response {
-    let (status, flash, routes) = match web.app.hub.routes().await {
-        Ok(routes) => (status, flash, routes),
-        Err(err) => {
-            let (status, flash) = refused(&err);
-            (status, flash, Vec::new())
-        }
-    };
+    let (status, flash, routes) = pages::listed(web.app.hub.routes().await, status, flash);
     let page = RoutesPage {
         page: Page::new("Routes", Some(&admin.session), "/admin/routes").with_flash(flash),
         csrf: admin.session.csrf.clone(),
@@ -765,13 +747,7 @@ pub(crate) async fn bans(
 
 async fn bans_with(web: &Web, admin: &Admin, status: StatusCode, flash: Option<Flash>) -> Response {
     let now = web.app.hub.now();
-    let (status, flash, bans) = match web.app.hub.bans().await {
-        Ok(bans) => (status, flash, bans),
-        Err(err) => {
-            let (status, flash) = refused(&err);
-            (status, flash, Vec::new())
-        }
-    };
+    let (status, flash, bans) = pages::listed(web.app.hub.bans().await, status, flash);
     let page = BansPage {
         page: Page::new("Bans", Some(&admin.session), "/admin/bans").with_flash(flash),
         csrf: admin.session.csrf.clone(),

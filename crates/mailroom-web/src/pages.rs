@@ -183,6 +183,22 @@ pub(crate) fn hub_error(err: &CoreError) -> (StatusCode, Flash) {
     (problem.status(), Flash::error(capitalise(&problem.detail)))
 }
 
+/// What a list page shows: the rows the Hub returned with the page's status and flash, or,
+/// when the Hub refused, no rows with the refusal's status and message.
+pub(crate) fn listed<T>(
+    rows: Result<Vec<T>, CoreError>,
+    status: StatusCode,
+    flash: Option<Flash>,
+) -> (StatusCode, Option<Flash>, Vec<T>) {
+    match rows {
+        Ok(rows) => (status, flash, rows),
+        Err(err) => {
+            let (status, flash) = hub_error(&err);
+            (status, Some(flash), Vec::new())
+        }
+    }
+}
+
 /// The first letter in upper case, for sentences built from the core's messages.
 pub(crate) fn capitalise(text: &str) -> String {
     let mut chars = text.chars();

@@ -286,13 +286,8 @@ pub(crate) async fn inbox(
 }
 
 async fn inbox_with(web: &Web, user: &User, status: StatusCode, flash: Option<Flash>) -> Response {
-    let (status, flash, mut deliveries) = match web.app.hub.inbox(&user.client).await {
-        Ok(deliveries) => (status, flash, deliveries),
-        Err(err) => {
-            let (status, flash) = pages::hub_error(&err);
-            (status, Some(flash), Vec::new())
-        }
-    };
+    let (status, flash, mut deliveries) =
+        pages::listed(web.app.hub.inbox(&user.client).await, status, flash);
     deliveries.sort_by_key(|d| std::cmp::Reverse(d.created));
     let rows: Vec<Row> = deliveries.iter().map(Row::new).collect();
     let total = pages::size(rows.iter().map(|r| r.bytes).sum());
@@ -363,13 +358,8 @@ pub(crate) async fn sent(
 }
 
 async fn sent_with(web: &Web, user: &User, status: StatusCode, flash: Option<Flash>) -> Response {
-    let (status, flash, mut deliveries) = match web.app.hub.sent(&user.client).await {
-        Ok(deliveries) => (status, flash, deliveries),
-        Err(err) => {
-            let (status, flash) = pages::hub_error(&err);
-            (status, Some(flash), Vec::new())
-        }
-    };
+    let (status, flash, mut deliveries) =
+        pages::listed(web.app.hub.sent(&user.client).await, status, flash);
     deliveries.sort_by_key(|d| std::cmp::Reverse(d.created));
     let page = SentPage {
         page: Page::new("Sent", Some(&user.session), "/sent").with_flash(flash),

@@ -97,14 +97,20 @@ pub(crate) async fn open(
                 .map_err(|err| Refused(format!("cannot connect to {address}: {err}"))),
         }
     };
-    tokio::time::timeout(timeout, connect)
+    let socket = tokio::time::timeout(timeout, connect)
         .await
         .unwrap_or_else(|_| {
             Err(Refused(format!(
                 "no data connection within {} s",
                 timeout.as_secs()
             )))
-        })
+        })?;
+    // TLS records (16 KiB) are smaller than a loopback segment: with Nagle each one would
+    // wait for the previous one's acknowledgement.
+    if let Err(err) = socket.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY on a data connection");
+    }
+    Ok(socket)
 }
 
 /// Secures an open data connection: with `tls`, a TLS handshake within `timeout` that must
@@ -191,25 +197,28 @@ pub(crate) enum SendFailure {
 }
 
 /// Copies a download to the data connection from `start` in chunks of [`DOWNLOAD_CHUNK`],
-/// then ends the stream cleanly (TLS `close_notify`); the bytes sent.
+/// then ends the stream cleanly (TLS `close_notify`); the bytes sent. The next chunk is read
+/// while the current one is written, so the disk and the connection work at the same time.
 pub(crate) async fn copy_out<W: AsyncWrite + Unpin>(
     read: &core::ReadHandle,
     start: u64,
     output: &mut W,
 ) -> Result<u64, SendFailure> {
     let mut offset = start;
-    loop {
-        let data = read
-            .read_at(offset, DOWNLOAD_CHUNK)
-            .await
-            .map_err(SendFailure::Read)?;
-        if data.is_empty() {
-            output.shutdown().await.map_err(SendFailure::Write)?;
-            return Ok(offset - start);
-        }
-        output.write_all(&data).await.map_err(SendFailure::Write)?;
-        offset += data.len() as u64;
+    let mut data = read
+        .read_at(offset, DOWNLOAD_CHUNK)
+        .await
+        .map_err(SendFailure::Read)?;
+    while !data.is_empty() {
+        let next = offset + data.len() as u64;
+        let (written, following) =
+            tokio::join!(output.write_all(&data), read.read_at(next, DOWNLOAD_CHUNK));
+        written.map_err(SendFailure::Write)?;
+        data = following.map_err(SendFailure::Read)?;
+        offset = next;
     }
+    output.shutdown().await.map_err(SendFailure::Write)?;
+    Ok(offset - start)
 }
 
 /// Sends a listing and ends the stream cleanly.

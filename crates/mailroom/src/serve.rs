@@ -160,12 +160,8 @@ async fn serve(
         if !https.trusted_proxy_key_file.as_os_str().is_empty() {
             https.trusted_proxy_key_file = data.resolve(&https.trusted_proxy_key_file);
         }
-        // A bad proxy key stops the start here, with the reason.
-        mailroom_https::proxy::TrustedProxy::from_settings(
-            &https.trusted_proxy_key_file,
-            &https.trusted_proxy_networks,
-        )
-        .map_err(|err| anyhow!(err))?;
+        // A bad proxy key makes the HTTPS front end fail at once, which stops the server with
+        // the reason (`AppState::new` reads the key, once).
         let listener = listen("https", https.listen, "[https] listen", out).await?;
         if https.allow_plaintext {
             info!(proto = "https", "plain HTTP ([https] allow_plaintext)");

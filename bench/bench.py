@@ -15,6 +15,7 @@ Standard library only; the paramiko drivers live in drivers.py and run as child 
 """
 import argparse
 import datetime
+import filecmp
 import getpass
 import json
 import os
@@ -920,13 +921,19 @@ class Bench:
             for s in servers:
                 self.quiet(s)
                 cpu = s.cpu_seconds()
-                t = self.client.run(s, "down", [f"get {s.down_dir}/big.bin {self.dl}/big.bin"], cipher)
+                # Timed to /dev/null: the figure is the server's. sftp's writes to a file on
+                # this disk made the same download vary 2x from run to run (see
+                # docs/performance.md), whichever server sent it.
+                t = self.client.run(s, "down", [f"get {s.down_dir}/big.bin /dev/null"], cipher)
                 cpu = s.cpu_seconds() - cpu
                 self.record(s, f"down_{short}", size / t / 1e6)
                 self.record(s, f"cpu_down_{short}", cpu / (size / GIB))
                 log(f"  {s.label:8} download {SHORT[short]:17} {size / t / 1e6:8.1f} MB/s  cpu {cpu:.2f}s")
-                if os.path.getsize(f"{self.dl}/big.bin") != size:
-                    raise BenchError(f"{s.label}: downloaded size differs")
+                # Untimed: the same download to a file, compared byte for byte, so that a
+                # server sending too little can never look fast.
+                self.client.run(s, "down", [f"get {s.down_dir}/big.bin {self.dl}/big.bin"], cipher)
+                if not filecmp.cmp(self.big, f"{self.dl}/big.bin", shallow=False):
+                    raise BenchError(f"{s.label}: downloaded file differs from the uploaded one")
                 os.remove(f"{self.dl}/big.bin")
                 self.clear_remote(s)
 
@@ -941,20 +948,21 @@ class Bench:
                 if direction == "up":
                     args = ftps_command(s, "up", ["-T", self.big])
                 else:
-                    args = ftps_command(s, "down", ["-o", f"{self.dl}/big.bin"])
+                    # To /dev/null: the figure is the server's; curl's writes to a file on
+                    # this disk made the same download vary 2x from run to run (see
+                    # docs/performance.md). curl reports the bytes it received.
+                    args = ftps_command(s, "down", ["-o", "/dev/null", "-w", "%{size_download}"])
                 with s.cpu_meter() as meter:
                     start = time.monotonic()
-                    run(args, timeout=1800)
+                    _, out, _ = run(args, timeout=1800)
                     t = time.monotonic() - start
                 cpu = meter.seconds
                 self.record(s, f"ftps_{direction}", size / t / 1e6)
                 self.record(s, f"cpu_ftps_{direction}", cpu / (size / GIB))
                 word = "upload" if direction == "up" else "download"
                 log(f"  {s.label:8} FTPS {word:8} {size / t / 1e6:8.1f} MB/s  cpu {cpu:.2f}s")
-                if direction == "down":
-                    if os.path.getsize(f"{self.dl}/big.bin") != size:
-                        raise BenchError(f"{s.label}: FTPS download size differs")
-                    os.remove(f"{self.dl}/big.bin")
+                if direction == "down" and out.strip() != str(size):
+                    raise BenchError(f"{s.label}: FTPS download received {out.strip()!r} bytes, not {size}")
         for s in servers:
             s.ftps_clear("big")
             s.settle()

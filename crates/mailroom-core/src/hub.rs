@@ -500,11 +500,15 @@ impl Hub {
     ) -> Result<ReadHandle> {
         match path {
             VirtualPath::File(Area::Inbox, sender, name) => {
-                let delivery = self
-                    .visible_file(session, Area::Inbox, sender, name)
-                    .await?;
-                // Small blobs live in the metadata store (one WAL fsync made them durable).
-                let source = match self.meta.inline_blob(&delivery.blob_id).await? {
+                // The delivery and, for a small blob, its content (small blobs live in the
+                // metadata store: one WAL fsync made them durable) in one lookup.
+                let query = visible_query(session, Area::Inbox, sender, name)?;
+                let (delivery, inline) = self
+                    .meta
+                    .first_delivery_with_content(&query)
+                    .await?
+                    .ok_or_else(|| no_such_file(Area::Inbox, sender, name))?;
+                let source = match inline {
                     Some(content) => ReadSource::Memory(content),
                     None => ReadSource::Blob(self.blobs.open(&delivery.blob_id).await?),
                 };
@@ -1298,32 +1302,13 @@ impl Hub {
         folder: &AccountName,
         name: &FileName,
     ) -> Result<Delivery> {
-        let me = session.account.clone();
-        let query = match area {
-            Area::Inbox => DeliveryQuery {
-                recipient: Some(me),
-                sender: Some(folder.clone()),
-                name: Some(name.clone()),
-                states: DeliveryState::VISIBLE.to_vec(),
-                ..DeliveryQuery::default()
-            },
-            Area::Outbox => DeliveryQuery {
-                sender: Some(me),
-                target: Some(folder.clone()),
-                name: Some(name.clone()),
-                states: DeliveryState::RECALLABLE.to_vec(),
-                ..DeliveryQuery::default()
-            },
-            Area::Sent => return Err(CoreError::internal("receipts are not deliveries")),
-        };
+        let query = visible_query(session, area, folder, name)?;
         self.meta
             .deliveries(&query)
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| {
-                CoreError::not_found(format!("/{}/{folder}/{name}: no such file", area.as_str()))
-            })
+            .ok_or_else(|| no_such_file(area, folder, name))
     }
 
     /// The delivery behind a receipt entry `<name>@<short id>`.
@@ -1898,6 +1883,39 @@ pub(crate) fn printable(user: &str) -> String {
         .take(64)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+/// The query for the file `/<area>/<folder>/<name>` as `session`'s account sees it: in its
+/// inbox, a visible delivery from `folder`; in its outbox, a recallable one to `folder`.
+fn visible_query(
+    session: &ClientSession,
+    area: Area,
+    folder: &AccountName,
+    name: &FileName,
+) -> Result<DeliveryQuery> {
+    let me = session.account.clone();
+    match area {
+        Area::Inbox => Ok(DeliveryQuery {
+            recipient: Some(me),
+            sender: Some(folder.clone()),
+            name: Some(name.clone()),
+            states: DeliveryState::VISIBLE.to_vec(),
+            ..DeliveryQuery::default()
+        }),
+        Area::Outbox => Ok(DeliveryQuery {
+            sender: Some(me),
+            target: Some(folder.clone()),
+            name: Some(name.clone()),
+            states: DeliveryState::RECALLABLE.to_vec(),
+            ..DeliveryQuery::default()
+        }),
+        Area::Sent => Err(CoreError::internal("receipts are not deliveries")),
+    }
+}
+
+/// The NotFound for a file path that names no delivery.
+fn no_such_file(area: Area, folder: &AccountName, name: &FileName) -> CoreError {
+    CoreError::not_found(format!("/{}/{folder}/{name}: no such file", area.as_str()))
 }
 
 #[cfg(test)]

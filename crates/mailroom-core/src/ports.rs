@@ -133,6 +133,13 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>>;
     /// Deliveries matching the query, oldest first.
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+    /// The oldest delivery matching the query, with its blob's content when the blob is kept
+    /// in the metadata store (as [`MetaStore::inline_blob`] would return it), in one lookup:
+    /// what opening a file for reading needs.
+    async fn first_delivery_with_content(
+        &self,
+        query: &DeliveryQuery,
+    ) -> Result<Option<(Delivery, Option<Vec<u8>>)>>;
     /// Moves a delivery to `to` if it is in one of `from`, recording `events` only then.
     /// Returns whether it moved. When a move leaves no live delivery on an inline blob, its
     /// content is deleted in the same transaction.

@@ -693,36 +693,46 @@ impl MetaStore for SqliteStore {
 
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
         const OP: &str = "deliveries";
-        // Only fixed fragments are pushed as SQL; every value is a bound parameter.
-        let mut sql = QueryBuilder::<Sqlite>::new(concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM deliveries WHERE 1 = 1"
-        ));
-        if let Some(sender) = &query.sender {
-            sql.push(" AND sender = ").push_bind(sender.as_str());
-        }
-        if let Some(recipient) = &query.recipient {
-            sql.push(" AND recipient = ").push_bind(recipient.as_str());
-        }
-        if let Some(target) = &query.target {
-            sql.push(" AND target = ").push_bind(target.as_str());
-        }
-        if let Some(name) = &query.name {
-            sql.push(" AND name = ").push_bind(name.as_str());
-        }
-        push_states(&mut sql, &query.states);
-        if let Some(before) = query.created_before {
-            sql.push(" AND created < ").push_bind(nanos(before)?);
-        }
-        sql.push(" ORDER BY created, id");
-        sql.build()
-            .fetch_all(&self.pool)
+        delivery_select(
+            concat!("SELECT ", delivery_columns!(), " FROM deliveries"),
+            query,
+        )?
+        .build()
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage(OP))?
+        .iter()
+        .map(convert::delivery)
+        .collect()
+    }
+
+    async fn first_delivery_with_content(
+        &self,
+        query: &DeliveryQuery,
+    ) -> Result<Option<(Delivery, Option<Vec<u8>>)>> {
+        const OP: &str = "first_delivery_with_content";
+        // One statement, so opening a small file is one hop to SQLite's worker, not two.
+        let mut sql = delivery_select(
+            concat!(
+                "SELECT ",
+                delivery_columns!(),
+                ", (SELECT content FROM inline_blobs WHERE inline_blobs.blob_id = deliveries.blob_id) \
+                 AS inline_content FROM deliveries"
+            ),
+            query,
+        )?;
+        sql.push(" LIMIT 1");
+        let Some(row) = sql
+            .build()
+            .fetch_optional(&self.pool)
             .await
             .map_err(storage(OP))?
-            .iter()
-            .map(convert::delivery)
-            .collect()
+        else {
+            return Ok(None);
+        };
+        let delivery = convert::delivery(&row)?;
+        let content: Option<Vec<u8>> = column(&row, "inline_content")?;
+        Ok(Some((delivery, content)))
     }
 
     async fn transition(
@@ -1531,6 +1541,31 @@ async fn delete_principal(
 }
 
 /// Appends ` AND state IN (?, ...)` for a non-empty list of states.
+/// `select` (which must read `FROM deliveries`) with the query's conditions, oldest first.
+/// Only fixed fragments are pushed as SQL; every value is a bound parameter.
+fn delivery_select(select: &'static str, query: &DeliveryQuery) -> Result<QueryBuilder<Sqlite>> {
+    let mut sql = QueryBuilder::<Sqlite>::new(select);
+    sql.push(" WHERE 1 = 1");
+    if let Some(sender) = &query.sender {
+        sql.push(" AND sender = ").push_bind(sender.as_str());
+    }
+    if let Some(recipient) = &query.recipient {
+        sql.push(" AND recipient = ").push_bind(recipient.as_str());
+    }
+    if let Some(target) = &query.target {
+        sql.push(" AND target = ").push_bind(target.as_str());
+    }
+    if let Some(name) = &query.name {
+        sql.push(" AND name = ").push_bind(name.as_str());
+    }
+    push_states(&mut sql, &query.states);
+    if let Some(before) = query.created_before {
+        sql.push(" AND created < ").push_bind(nanos(before)?);
+    }
+    sql.push(" ORDER BY created, id");
+    Ok(sql)
+}
+
 fn push_states(sql: &mut QueryBuilder<Sqlite>, states: &[DeliveryState]) {
     if states.is_empty() {
         return;

@@ -975,6 +975,21 @@ async fn inline_blobs_live_with_their_deliveries(h: &mut Harness<'_>) {
         Some(&b"hello inline"[..])
     );
     assert_eq!(h.store.inline_blob(&BlobId::new()).await.unwrap(), None);
+    // Opening for reading finds the delivery and its content in one lookup.
+    let to_bob_query = DeliveryQuery {
+        recipient: Some(name("bob")),
+        sender: Some(name("alice")),
+        name: Some(FileName::parse("small.txt").unwrap()),
+        states: DeliveryState::VISIBLE.to_vec(),
+        ..DeliveryQuery::default()
+    };
+    assert_eq!(
+        h.store
+            .first_delivery_with_content(&to_bob_query)
+            .await
+            .unwrap(),
+        Some((to_bob.clone(), Some(b"hello inline".to_vec())))
+    );
     // A refused insert stores no content either.
     let other = BlobId::new();
     let clash = h.delivery(
@@ -1174,6 +1189,25 @@ async fn delivery_queries(h: &mut Harness<'_>) {
         assert_eq!(found, expect, "{query:?}");
     };
     check(DeliveryQuery::default(), all_in_order.iter().collect()).await;
+    // The first of a query is its oldest match; a blob kept in files has no inline content;
+    // no match is None.
+    let bobs = DeliveryQuery {
+        recipient: Some(name("bob")),
+        states: DeliveryState::VISIBLE.to_vec(),
+        ..DeliveryQuery::default()
+    };
+    assert_eq!(
+        h.store.first_delivery_with_content(&bobs).await.unwrap(),
+        Some((early.clone(), None))
+    );
+    let nobody = DeliveryQuery {
+        recipient: Some(name("nobody")),
+        ..DeliveryQuery::default()
+    };
+    assert_eq!(
+        h.store.first_delivery_with_content(&nobody).await.unwrap(),
+        None
+    );
     check(
         DeliveryQuery {
             recipient: Some(name("bob")),

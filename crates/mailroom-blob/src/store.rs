@@ -237,7 +237,7 @@ mod tests {
 
     async fn commit_bytes(store: &LocalBlobStore, content: &[u8]) -> BlobId {
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, content.to_vec()).await.unwrap();
+        writer.write_at(0, content).await.unwrap();
         writer.commit().await.unwrap().id
     }
 
@@ -279,7 +279,7 @@ mod tests {
         // blobs stay in memory until then).
         let content = vec![b'c'; 2 * 1024 * 1024];
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, content.clone()).await.unwrap();
+        writer.write_at(0, &content).await.unwrap();
         let staged = names(&root.join("staging"));
         assert_eq!(staged.len(), 1);
         assert!(staged[0].ends_with(".part"));
@@ -300,7 +300,7 @@ mod tests {
         let (store, _temp) = fresh().await;
         let mut writer = store.create().await.unwrap();
         writer
-            .write_at(0, vec![1u8; 3 * 1024 * 1024])
+            .write_at(0, &vec![1u8; 3 * 1024 * 1024])
             .await
             .unwrap();
         writer.abort().await;
@@ -312,7 +312,7 @@ mod tests {
         let (store, _temp) = fresh().await;
         let mut writer = store.create().await.unwrap();
         writer
-            .write_at(0, vec![b'u'; 2 * 1024 * 1024])
+            .write_at(0, &vec![b'u'; 2 * 1024 * 1024])
             .await
             .unwrap();
         drop(writer);
@@ -423,7 +423,7 @@ mod tests {
         let (store, _temp) = fresh().await;
         let objects = store.root().join("objects");
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, b"x".to_vec()).await.unwrap();
+        writer.write_at(0, b"x").await.unwrap();
         // The id is unknown until commit, so remove every (empty) shard.
         for shard in names(&objects) {
             fs::remove_dir(objects.join(shard)).unwrap();

@@ -189,7 +189,7 @@ impl LocalBlobWriter {
 
 #[async_trait]
 impl BlobWriter for LocalBlobWriter {
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+    async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if let Some(err) = &self.failure {
             return Err(err.clone());
         }
@@ -220,11 +220,9 @@ impl BlobWriter for LocalBlobWriter {
             self.hasher = None;
             self.buffer_start = offset;
         }
-        if self.buffer.is_empty() && data.len() >= self.buffer.capacity() {
-            self.buffer = data;
-        } else {
-            self.buffer.extend_from_slice(&data);
-        }
+        // The one copy of the bytes on their way in: from the front end's buffer (an SFTP
+        // packet, a TLS read) into the run; the allocation is kept from run to run.
+        self.buffer.extend_from_slice(data);
         self.size = self.size.max(end);
         if self.buffer.len() >= FLUSH_THRESHOLD {
             self.flush().await?;
@@ -391,14 +389,14 @@ mod tests {
         let chunks = FLUSH_THRESHOLD / chunk.len();
         for i in 0..chunks - 1 {
             writer
-                .write_at((i * chunk.len()) as u64, chunk.clone())
+                .write_at((i * chunk.len()) as u64, &chunk)
                 .await
                 .unwrap();
         }
         // Nothing reached the disk yet: one hop per MiB, not one per packet.
         assert_eq!(staging_len(&store), 0);
         let offset = ((chunks - 1) * chunk.len()) as u64;
-        writer.write_at(offset, chunk.clone()).await.unwrap();
+        writer.write_at(offset, &chunk).await.unwrap();
         assert_eq!(staging_len(&store), FLUSH_THRESHOLD as u64);
         assert_eq!(writer.size(), FLUSH_THRESHOLD as u64);
         writer.abort().await;
@@ -410,8 +408,8 @@ mod tests {
         let store = LocalBlobStore::open(temp.path()).await.unwrap();
         let data = vec![5u8; 4096];
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, data[..100].to_vec()).await.unwrap();
-        writer.write_at(100, data[100..].to_vec()).await.unwrap();
+        writer.write_at(0, &data[..100]).await.unwrap();
+        writer.write_at(100, &data[100..]).await.unwrap();
         let stored = writer.commit().await.unwrap();
         assert_eq!(stored.inline.as_deref(), Some(&data[..]));
         assert_eq!(stored.size, 4096);
@@ -425,7 +423,7 @@ mod tests {
         // Past the limit, or out of order, a blob is a file as before.
         let big = vec![6u8; crate::DEFAULT_INLINE_LIMIT + 1];
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, big.clone()).await.unwrap();
+        writer.write_at(0, &big).await.unwrap();
         let stored = writer.commit().await.unwrap();
         assert_eq!(stored.inline, None);
         assert_eq!(
@@ -433,8 +431,8 @@ mod tests {
             big.len() as u64
         );
         let mut writer = store.create().await.unwrap();
-        writer.write_at(10, b"tail".to_vec()).await.unwrap();
-        writer.write_at(0, b"head".to_vec()).await.unwrap();
+        writer.write_at(10, b"tail").await.unwrap();
+        writer.write_at(0, b"head").await.unwrap();
         let stored = writer.commit().await.unwrap();
         assert_eq!(stored.inline, None);
         assert_eq!(stored.size, 14);
@@ -448,17 +446,17 @@ mod tests {
             .unwrap()
             .with_inline_limit(0);
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, b"kept".to_vec()).await.unwrap();
+        writer.write_at(0, b"kept").await.unwrap();
 
         let too_long = vec![0u8; MAX_WRITE_LEN + 1];
-        let err = writer.write_at(4, too_long).await.unwrap_err();
+        let err = writer.write_at(4, &too_long).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
-        let err = writer.write_at(u64::MAX, b"x".to_vec()).await.unwrap_err();
+        let err = writer.write_at(u64::MAX, b"x").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
-        let err = writer.write_at(MAX_END, b"x".to_vec()).await.unwrap_err();
+        let err = writer.write_at(MAX_END, b"x").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
         // An empty write far away neither extends the blob nor spoils the streaming hash.
-        writer.write_at(1 << 40, Vec::new()).await.unwrap();
+        writer.write_at(1 << 40, &[]).await.unwrap();
         assert_eq!(writer.size(), 4);
 
         let stored = writer.commit().await.unwrap();
@@ -486,13 +484,13 @@ mod tests {
         let mut writer = LocalBlobWriter::new(id.clone(), paths, 0);
         writer.file = Some(Arc::new(file));
         let err = writer
-            .write_at(0, vec![1u8; FLUSH_THRESHOLD])
+            .write_at(0, &vec![1u8; FLUSH_THRESHOLD])
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);
         // Later writes are refused too, even ones that would only be buffered.
         let err = writer
-            .write_at(FLUSH_THRESHOLD as u64, b"more".to_vec())
+            .write_at(FLUSH_THRESHOLD as u64, b"more")
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);

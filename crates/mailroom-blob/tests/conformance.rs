@@ -68,8 +68,8 @@ mod suite {
     pub async fn round_trip(store: &dyn BlobStore) {
         let data = b"hello, mailroom: nothing acknowledged is ever lost".to_vec();
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, data[..10].to_vec()).await.unwrap();
-        writer.write_at(10, data[10..].to_vec()).await.unwrap();
+        writer.write_at(0, &data[..10]).await.unwrap();
+        writer.write_at(10, &data[10..]).await.unwrap();
         assert_eq!(writer.size(), data.len() as u64);
         let stored = writer.commit().await.unwrap();
         check_stored(&stored, &data);
@@ -121,16 +121,16 @@ mod suite {
         write_chunks(&mut *writer, 0, &data, 32 * KIB).await;
         // A retransmitted chunk with the same bytes, then a rewrite with new ones.
         writer
-            .write_at(64 * KIB as u64, data[64 * KIB..96 * KIB].to_vec())
+            .write_at(64 * KIB as u64, &data[64 * KIB..96 * KIB])
             .await
             .unwrap();
         let patch = pattern(200_000, 4);
         data[100_000..300_000].copy_from_slice(&patch);
-        writer.write_at(100_000, patch).await.unwrap();
+        writer.write_at(100_000, &patch).await.unwrap();
         // And one at the very start, after the stream has moved on.
         let head = pattern(10, 5);
         data[..10].copy_from_slice(&head);
-        writer.write_at(0, head).await.unwrap();
+        writer.write_at(0, &head).await.unwrap();
         assert_eq!(writer.size(), data.len() as u64);
         let stored = writer.commit().await.unwrap();
         check_stored(&stored, &data);
@@ -140,7 +140,7 @@ mod suite {
 
     pub async fn sparse_write(store: &dyn BlobStore) {
         let mut writer = store.create().await.unwrap();
-        writer.write_at(10, b"tail".to_vec()).await.unwrap();
+        writer.write_at(10, b"tail").await.unwrap();
         assert_eq!(writer.size(), 14);
         let stored = writer.commit().await.unwrap();
         let mut expect = vec![0u8; 10];
@@ -152,12 +152,9 @@ mod suite {
 
     pub async fn refused_write_changes_nothing(store: &dyn BlobStore) {
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, b"kept".to_vec()).await.unwrap();
+        writer.write_at(0, b"kept").await.unwrap();
         // An offset whose end overflows u64 is refused before anything happens.
-        let err = writer
-            .write_at(u64::MAX - 1, b"xyz".to_vec())
-            .await
-            .unwrap_err();
+        let err = writer.write_at(u64::MAX - 1, b"xyz").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
         assert_eq!(writer.size(), 4);
         let stored = writer.commit().await.unwrap();
@@ -179,7 +176,7 @@ mod suite {
     pub async fn dropped_writer_is_swept(store: &dyn BlobStore) {
         let kept = commit_bytes(store, b"kept").await;
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, pattern(MIB + 1, 7)).await.unwrap();
+        writer.write_at(0, &pattern(MIB + 1, 7)).await.unwrap();
         drop(writer);
         let live = HashSet::from([kept.id.clone()]);
         let report = store.sweep(&live).await.unwrap();
@@ -265,7 +262,7 @@ mod suite {
                 if offset < data.len() {
                     let end = (offset + 32 * KIB).min(data.len());
                     writer
-                        .write_at(offset as u64, data[offset..end].to_vec())
+                        .write_at(offset as u64, &data[offset..end])
                         .await
                         .unwrap();
                 }
@@ -319,7 +316,7 @@ mod suite {
 
     async fn commit_bytes(store: &dyn BlobStore, content: &[u8]) -> StoredBlob {
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, content.to_vec()).await.unwrap();
+        writer.write_at(0, content).await.unwrap();
         let stored = writer.commit().await.unwrap();
         check_stored(&stored, content);
         stored
@@ -328,7 +325,7 @@ mod suite {
     async fn write_chunks(writer: &mut dyn BlobWriter, base: usize, data: &[u8], chunk: usize) {
         for (index, piece) in data.chunks(chunk).enumerate() {
             let offset = (base + index * chunk) as u64;
-            writer.write_at(offset, piece.to_vec()).await.unwrap();
+            writer.write_at(offset, piece).await.unwrap();
         }
     }
 

@@ -219,7 +219,7 @@ impl Upload {
     /// past its byte limit is refused with [`ErrorKind::QuotaExceeded`], writes nothing, and
     /// poisons the upload: every later write fails the same way and
     /// [`Hub::finish_upload`] refuses it, so a truncated file is never delivered.
-    pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if let Some(err) = &self.refusal {
             return Err(err.clone());
         }

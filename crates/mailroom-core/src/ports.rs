@@ -257,7 +257,7 @@ pub trait BlobStore: Send + Sync + 'static {
 pub trait BlobWriter: Send + Sync {
     /// Writes `data` at `offset`. In-order writes are hashed as they stream; out-of-order ones
     /// are allowed and make `commit` hash the file once more.
-    async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<()>;
+    async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
     /// The size written so far (highest offset + length).
     fn size(&self) -> u64;
     /// Makes the blob durable (data synced, renamed into place, directory synced) and returns

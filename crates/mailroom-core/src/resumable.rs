@@ -118,7 +118,7 @@ impl ResumableLease {
         let Some(upload) = self.slot.upload.as_mut() else {
             return Err(CoreError::not_found("the upload has ended"));
         };
-        upload.write_at(offset, data).await
+        upload.write_at(offset, &data).await
     }
 }
 

@@ -164,8 +164,10 @@ pub(crate) async fn copy_in<R: AsyncRead + Unpin>(
     upload: &mut core::Upload,
 ) -> Result<u64, Failure> {
     let mut offset = 0u64;
+    // One buffer for the whole transfer: the writer copies each chunk into its run.
+    let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
     loop {
-        let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
+        chunk.clear();
         while chunk.len() < UPLOAD_CHUNK {
             let read = (&mut *input)
                 .take((UPLOAD_CHUNK - chunk.len()) as u64)
@@ -181,7 +183,7 @@ pub(crate) async fn copy_in<R: AsyncRead + Unpin>(
         }
         let len = chunk.len() as u64;
         upload
-            .write_at(offset, chunk)
+            .write_at(offset, &chunk)
             .await
             .map_err(Failure::Write)?;
         offset += len;

@@ -336,12 +336,12 @@ async fn receive_file(
             return Err(());
         }
         let take = (peer.buffer.len() as u64).min(size - offset) as usize;
-        let chunk = peer.buffer.split_to(take).to_vec();
         if write_error.is_none()
-            && let Err(err) = upload.write_at(offset, chunk).await
+            && let Err(err) = upload.write_at(offset, &peer.buffer[..take]).await
         {
             write_error = Some(err);
         }
+        peer.buffer.advance(take);
         offset += take as u64;
     }
     // The client ends the data with its own status byte.

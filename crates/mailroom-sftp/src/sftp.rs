@@ -95,6 +95,9 @@ pub(crate) async fn run(
                         break 'read;
                     }
                     if buffer.len() < 4 + len {
+                        // Room for the whole packet at once, rather than growing the buffer
+                        // (and copying what it holds) several times as the rest arrives.
+                        buffer.reserve(4 + len - buffer.len());
                         break;
                     }
                     buffer.advance(4);
@@ -171,14 +174,27 @@ async fn process(
     };
     while let Some(mut raw) = requests.recv().await {
         let id = request_id(&raw);
-        let reply = match Packet::try_from(&mut raw) {
-            Ok(packet) => processor.handle(packet).await,
-            // russh-sftp refuses names that are not UTF-8 while decoding; say so plainly.
-            Err(_) => status(
-                id,
-                StatusCode::BadMessage,
-                "malformed request (names must be valid UTF-8)",
-            ),
+        let reply = if raw.first() == Some(&SSH_FXP_WRITE) {
+            // Writes carry the file's bytes: parsed here so the data stays a slice of the
+            // packet until the blob writer copies it once (russh-sftp's parser copies it
+            // into a Vec first).
+            match WriteRequest::parse(&raw) {
+                Some(write) => processor
+                    .write(write.id, write.handle, write.offset, write.data)
+                    .await
+                    .unwrap_or_else(|err| error_status(write.id, &err)),
+                None => status(id, StatusCode::BadMessage, "malformed write request"),
+            }
+        } else {
+            match Packet::try_from(&mut raw) {
+                Ok(packet) => processor.handle(packet).await,
+                // russh-sftp refuses names that are not UTF-8 while decoding; say so plainly.
+                Err(_) => status(
+                    id,
+                    StatusCode::BadMessage,
+                    "malformed request (names must be valid UTF-8)",
+                ),
+            }
         };
         let bytes = match Bytes::try_from(reply) {
             Ok(bytes) => bytes,
@@ -204,6 +220,57 @@ async fn process(
     processor.cleanup().await;
     let finished = processor.report_activity();
     processor.activity.add(-(finished as isize));
+}
+
+/// The packet type of `SSH_FXP_WRITE` (draft-ietf-secsh-filexfer-02, section 3).
+const SSH_FXP_WRITE: u8 = 6;
+
+/// An `SSH_FXP_WRITE` request, borrowed from its packet: `byte type, uint32 id,
+/// string handle, uint64 offset, string data`.
+#[derive(Debug, PartialEq)]
+struct WriteRequest<'a> {
+    id: u32,
+    handle: &'a str,
+    offset: u64,
+    data: &'a [u8],
+}
+
+impl<'a> WriteRequest<'a> {
+    /// Parses a raw packet (its length prefix already taken off). `None` when it is not a
+    /// write, is cut short, or its handle is not UTF-8 (ours always are). Every length is
+    /// checked against the bytes present; bytes after the data are ignored.
+    fn parse(raw: &'a [u8]) -> Option<WriteRequest<'a>> {
+        let (&kind, rest) = raw.split_first()?;
+        if kind != SSH_FXP_WRITE {
+            return None;
+        }
+        let (id, rest) = take_u32(rest)?;
+        let (handle, rest) = take_string(rest)?;
+        let (offset, rest) = rest.split_first_chunk::<8>()?;
+        let (data, _) = take_string(rest)?;
+        Some(WriteRequest {
+            id,
+            handle: std::str::from_utf8(handle).ok()?,
+            offset: u64::from_be_bytes(*offset),
+            data,
+        })
+    }
+}
+
+/// A big-endian `uint32` and what follows it.
+fn take_u32(raw: &[u8]) -> Option<(u32, &[u8])> {
+    let (value, rest) = raw.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*value), rest))
+}
+
+/// An SSH `string` (a `uint32` length, then that many bytes) and what follows it.
+fn take_string(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = take_u32(raw)?;
+    let len = usize::try_from(len).ok()?;
+    if len > rest.len() {
+        return None;
+    }
+    Some(rest.split_at(len))
 }
 
 /// The request id of a raw packet (type byte, then id), or 0 when it is too short.
@@ -244,7 +311,8 @@ impl Processor {
             Packet::ReadDir(p) => self.readdir(p.id, &p.handle),
             Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
             Packet::Read(p) => self.read(p.id, &p.handle, p.offset, p.len).await,
-            Packet::Write(p) => self.write(p.id, &p.handle, p.offset, p.data).await,
+            // Parsed by `process` before it gets here; kept for completeness.
+            Packet::Write(p) => self.write(p.id, &p.handle, p.offset, &p.data).await,
             Packet::Close(p) => self.close(p.id, &p.handle).await,
             Packet::Remove(p) => self.remove(p.id, &p.filename).await,
             Packet::RmDir(p) => self.remove(p.id, &p.path).await,
@@ -399,7 +467,7 @@ impl Processor {
         id: u32,
         handle: &str,
         offset: u64,
-        data: Vec<u8>,
+        data: &[u8],
     ) -> Result<Packet, CoreError> {
         let Some(OpenHandle::Write { upload, failed }) = self.handles.get_mut(handle) else {
             return Err(bad_handle());
@@ -591,4 +659,75 @@ fn error_status(id: u32, err: &CoreError) -> Packet {
         | ErrorKind::Internal => StatusCode::Failure,
     };
     status(id, code, err.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WRITE packet as a client sends it (without the length prefix).
+    fn write_packet(id: u32, handle: &[u8], offset: u64, data: &[u8]) -> Vec<u8> {
+        let mut raw = vec![SSH_FXP_WRITE];
+        raw.extend_from_slice(&id.to_be_bytes());
+        raw.extend_from_slice(&(handle.len() as u32).to_be_bytes());
+        raw.extend_from_slice(handle);
+        raw.extend_from_slice(&offset.to_be_bytes());
+        raw.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        raw.extend_from_slice(data);
+        raw
+    }
+
+    #[test]
+    fn a_write_request_borrows_its_data_from_the_packet() {
+        let raw = write_packet(7, b"h3", 1 << 33, b"file bytes");
+        let write = WriteRequest::parse(&raw).unwrap();
+        assert_eq!(
+            write,
+            WriteRequest {
+                id: 7,
+                handle: "h3",
+                offset: 1 << 33,
+                data: b"file bytes",
+            }
+        );
+        assert_eq!(write.data.as_ptr(), raw[raw.len() - 10..].as_ptr());
+        // The same bytes through russh-sftp's parser agree.
+        let mut bytes = Bytes::from(raw.clone());
+        match Packet::try_from(&mut bytes).unwrap() {
+            Packet::Write(p) => {
+                assert_eq!((p.id, p.handle.as_str(), p.offset), (7, "h3", 1 << 33));
+                assert_eq!(p.data, b"file bytes");
+            }
+            other => panic!("not a write: {other:?}"),
+        }
+        // An empty write is a write.
+        let empty = write_packet(1, b"h0", 0, b"");
+        assert_eq!(WriteRequest::parse(&empty).unwrap().data, b"");
+    }
+
+    #[test]
+    fn a_write_request_with_lengths_past_its_bytes_is_refused() {
+        let raw = write_packet(7, b"h3", 0, b"file bytes");
+        // Cut anywhere, the packet does not parse.
+        for cut in 0..raw.len() {
+            assert_eq!(WriteRequest::parse(&raw[..cut]), None, "cut at {cut}");
+        }
+        // A data length larger than what follows (even the largest) is refused.
+        let mut lying = raw.clone();
+        let at = raw.len() - 10 - 4;
+        lying[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(WriteRequest::parse(&lying), None);
+        // So is a handle length past the end.
+        let mut lying = raw.clone();
+        lying[5..9].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(WriteRequest::parse(&lying), None);
+        // A handle that is not UTF-8, and a packet of another type.
+        assert_eq!(
+            WriteRequest::parse(&write_packet(7, b"\xff", 0, b"x")),
+            None
+        );
+        let mut read = raw.clone();
+        read[0] = 5;
+        assert_eq!(WriteRequest::parse(&read), None);
+    }
 }

@@ -622,8 +622,8 @@ async fn two_uploads_that_each_fit_alone_do_not_both_land() {
         .unwrap();
     assert_eq!(first.byte_limit(), Some(1 << 20));
     assert_eq!(second.byte_limit(), Some(1 << 20));
-    first.write_at(0, vec![1; 600 << 10]).await.unwrap();
-    second.write_at(0, vec![2; 600 << 10]).await.unwrap();
+    first.write_at(0, &vec![1; 600 << 10]).await.unwrap();
+    second.write_at(0, &vec![2; 600 << 10]).await.unwrap();
     hub.hub.finish_upload(first).await.unwrap();
     let check = before(&hub, EventKind::Upload).await;
     let err = hub.hub.finish_upload(second).await.unwrap_err();

@@ -107,6 +107,11 @@ impl FactorSet {
         &self.0
     }
 
+    /// The required factors' names (`password`, `publickey`, …); empty for the default.
+    pub fn labels(&self) -> Vec<&'static str> {
+        self.0.iter().map(|f| f.as_str()).collect()
+    }
+
     /// Whether this is the default (a password or a key).
     pub fn is_default(&self) -> bool {
         self.0.is_empty()
@@ -154,8 +159,7 @@ impl fmt::Display for FactorSet {
         if self.0.is_empty() {
             return f.write_str("password or publickey");
         }
-        let labels: Vec<&str> = self.0.iter().map(|f| f.as_str()).collect();
-        f.write_str(&labels.join("+"))
+        f.write_str(&self.labels().join("+"))
     }
 }
 

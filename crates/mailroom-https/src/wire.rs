@@ -282,14 +282,7 @@ impl From<&Account> for AccountView {
             require: if a.access.factors.is_default() {
                 "any".to_owned()
             } else {
-                let labels: Vec<&str> = a
-                    .access
-                    .factors
-                    .factors()
-                    .iter()
-                    .map(|f| f.as_str())
-                    .collect();
-                labels.join(",")
+                a.access.factors.labels().join(",")
             },
             networks: a.access.networks.iter().map(ToString::to_string).collect(),
             certificate_subject: a.access.certificate_subject.clone(),

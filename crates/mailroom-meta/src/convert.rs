@@ -180,9 +180,9 @@ pub(crate) fn access_to_json(access: &AccessPolicy) -> String {
     let json = AccessJson {
         factors: access
             .factors
-            .factors()
-            .iter()
-            .map(|f| f.as_str().to_owned())
+            .labels()
+            .into_iter()
+            .map(str::to_owned)
             .collect(),
         networks: access.networks.iter().map(ToString::to_string).collect(),
         certificate_subject: access.certificate_subject.clone(),

@@ -311,8 +311,6 @@ impl Processor {
             Packet::ReadDir(p) => self.readdir(p.id, &p.handle),
             Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
             Packet::Read(p) => self.read(p.id, &p.handle, p.offset, p.len).await,
-            // Parsed by `process` before it gets here; kept for completeness.
-            Packet::Write(p) => self.write(p.id, &p.handle, p.offset, &p.data).await,
             Packet::Close(p) => self.close(p.id, &p.handle).await,
             Packet::Remove(p) => self.remove(p.id, &p.filename).await,
             Packet::RmDir(p) => self.remove(p.id, &p.path).await,

@@ -425,14 +425,7 @@ async fn security_with(
             let require = if account.access.factors.is_default() {
                 "any one of password, key or certificate".to_owned()
             } else {
-                let labels: Vec<&str> = account
-                    .access
-                    .factors
-                    .factors()
-                    .iter()
-                    .map(|f| f.as_str())
-                    .collect();
-                labels.join(" + ")
+                account.access.factors.labels().join(" + ")
             };
             (account.totp.is_some(), require)
         }

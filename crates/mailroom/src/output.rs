@@ -852,12 +852,7 @@ impl From<&AccessPolicy> for AccessOut {
         let limits = &access.limits;
         let rights = access.rights;
         AccessOut {
-            require: access
-                .factors
-                .factors()
-                .iter()
-                .map(|f| f.as_str())
-                .collect(),
+            require: access.factors.labels(),
             networks: networks(access),
             certificate_subject: access.certificate_subject.clone(),
             rights: RightsOut {

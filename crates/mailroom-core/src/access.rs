@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-pub use ipnet::IpNet;
+pub(crate) use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -195,7 +195,7 @@ pub fn in_networks(networks: &[IpNet], address: IpAddr) -> bool {
 }
 
 /// An address with IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned back into IPv4.
-pub fn canonical(address: IpAddr) -> IpAddr {
+pub(crate) fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -539,7 +539,7 @@ pub struct ByteLimit {
 /// Decides the byte limit of an upload when it opens: the smallest of the sender's largest
 /// file and each recipient's free quota. A full recipient mailbox (bytes or files) refuses
 /// the upload at once. `None` means no limit applies.
-pub fn upload_limit(
+pub(crate) fn upload_limit(
     sender: &AccountName,
     sender_limits: &Limits,
     mailboxes: &[Mailbox<'_>],

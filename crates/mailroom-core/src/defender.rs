@@ -124,14 +124,14 @@ struct Score {
 
 /// The in-memory scores.
 #[derive(Debug)]
-pub struct Defender {
+pub(crate) struct Defender {
     config: DefenderConfig,
     scores: Mutex<HashMap<BanSubject, Score>>,
 }
 
 impl Defender {
     /// A defender with these settings and no scores.
-    pub fn new(config: DefenderConfig) -> Self {
+    pub(crate) fn new(config: DefenderConfig) -> Self {
         Defender {
             config,
             scores: Mutex::new(HashMap::new()),
@@ -139,13 +139,13 @@ impl Defender {
     }
 
     /// Its settings.
-    pub fn config(&self) -> &DefenderConfig {
+    pub(crate) fn config(&self) -> &DefenderConfig {
         &self.config
     }
 
     /// Scores an offence against each subject; returns the subjects that reached the
     /// threshold with it (their scores start again from zero).
-    pub fn score(
+    pub(crate) fn score(
         &self,
         subjects: &[BanSubject],
         offence: Offence,
@@ -194,7 +194,8 @@ impl Defender {
     }
 
     /// The current score of a subject, for status output and tests.
-    pub fn score_of(&self, subject: &BanSubject, now: OffsetDateTime) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn score_of(&self, subject: &BanSubject, now: OffsetDateTime) -> u32 {
         let window = time::Duration::try_from(self.config.window).unwrap_or(time::Duration::DAY);
         let scores = self
             .scores
@@ -211,7 +212,7 @@ impl Defender {
     }
 
     /// Forgets a subject's score (after an administrator lifts its ban).
-    pub fn forgive(&self, subject: &BanSubject) {
+    pub(crate) fn forgive(&self, subject: &BanSubject) {
         self.scores
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

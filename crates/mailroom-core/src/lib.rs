@@ -3,53 +3,58 @@
 //! It owns the domain (accounts, groups, route policy, deliveries and their lifecycle), the
 //! virtual tree a client sees, the one path normaliser, password checks and the audit events
 //! of every action. It does no I/O: storage and time come in through the ports of
-//! [`ports`], and protocols live in the front-end crates, which talk only to [`Hub`].
+//! [`MetaStore`], [`BlobStore`] and [`Clock`], and protocols live in the front-end crates,
+//! which talk only to [`Hub`].
+//!
+//! The modules are private; what other crates may use is the list below, chosen on purpose.
+#![warn(unreachable_pub)]
 
-pub mod access;
-pub mod audit;
-pub mod by_id;
-pub mod defender;
-pub mod error;
-pub mod hub;
-pub mod login;
-pub mod model;
-pub mod names;
-pub mod password;
-pub mod path;
-pub mod policy;
-pub mod ports;
-pub mod refusals;
-pub mod resumable;
-pub mod secret;
-pub mod sessions;
-pub mod tokens;
+mod access;
+mod audit;
+mod defender;
+mod error;
+mod hub;
+mod model;
+mod names;
+mod password;
+mod path;
+mod policy;
+mod ports;
+mod refusals;
+mod secret;
+mod sessions;
 
 pub use access::{
     AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
-    TotpEnrolment, format_size, parse_size,
+    TotpEnrolment, format_size, glob_matches, in_networks, parse_globs, parse_network,
+    parse_networks, parse_size, recovery_code_hash,
 };
 pub use audit::{
     AuditRecord, ChainBreak, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint,
-    CheckpointStatus,
+    CheckpointStatus, GENESIS_HASH, canonical_bytes, chain_hash,
 };
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
-pub use hub::{Actor, ClientSession, Entry, Hub, ReadHandle, Upload};
-pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, TotpSetup};
+pub use hub::{
+    Actor, AuthConfig, ClientSession, Credential, Entry, Hub, IssuedTokens, LoginProgress,
+    LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, ReadHandle, ResumableInfo, ResumableLease,
+    Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, TotpSetup, Upload,
+    source_ip, token_hash, totp_code,
+};
+pub use ipnet::IpNet;
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,
 };
-pub use names::{AccountName, FileName};
-pub use path::{Area, VirtualPath};
+pub use names::{AccountName, FileName, MAX_ACCOUNT_NAME, MAX_FILE_NAME};
+pub use password::{
+    MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, check_strength as check_password_strength,
+};
+pub use path::{Area, MAX_PATH, VirtualPath};
 pub use ports::{
     BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, InboxUsage,
     MetaStore, StoredBlob, SweepReport, SystemClock,
 };
 pub use refusals::RefusalRecorder;
-pub use resumable::{ResumableInfo, ResumableLease};
 pub use secret::Secret;
 pub use sessions::{SessionGuard, SessionInfo};
-pub use tokens::{
-    IssuedTokens, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, token_hash,
-};

@@ -62,7 +62,7 @@ pub fn check_strength(password: &Secret<String>, account: &str) -> Result<()> {
 }
 
 /// Hashes a password into an Argon2id PHC string. Blocking: run it off the async workers.
-pub fn hash(password: &Secret<String>) -> Result<String> {
+pub(crate) fn hash(password: &Secret<String>) -> Result<String> {
     Argon2::default()
         .hash_password(password.expose().as_bytes())
         .map(|hash| hash.to_string())
@@ -74,7 +74,7 @@ pub fn hash(password: &Secret<String>) -> Result<String> {
 
 /// Verifies a password against a PHC string, or against a dummy hash when `phc` is `None` so
 /// that the answer takes the same time. Blocking: run it off the async workers.
-pub fn verify(password: &Secret<String>, phc: Option<&str>) -> bool {
+pub(crate) fn verify(password: &Secret<String>, phc: Option<&str>) -> bool {
     let candidate = password.expose().as_bytes();
     if candidate.len() > MAX_PASSWORD_BYTES {
         // Still pay the hashing cost so the refusal is not faster than a real check.

@@ -10,7 +10,7 @@ use crate::names::AccountName;
 
 /// The decision for one (sender, target) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// A rule allows it and none denies it.
     Allowed,
     /// No rule allows it (the default).
@@ -20,7 +20,7 @@ pub enum Decision {
 }
 
 /// Evaluates the route rules for `sender` sending to `target` (an account or a group).
-pub fn decide(
+pub(crate) fn decide(
     routes: &[Route],
     groups: &[Group],
     sender: &AccountName,

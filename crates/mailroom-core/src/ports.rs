@@ -14,11 +14,11 @@ use time::OffsetDateTime;
 use crate::access::{Ban, BanSubject};
 use crate::audit::{AuditRecord, ChainHead, ChainReport, Checkpoint};
 use crate::error::Result;
+use crate::hub::TokenRecord;
 use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group, Outcome, Route,
 };
 use crate::names::{AccountName, FileName};
-use crate::tokens::TokenRecord;
 
 /// Which deliveries to fetch. Every field that is set must match.
 #[derive(Debug, Clone, Default)]

@@ -33,7 +33,7 @@ struct Entry {
 
 /// The registry of live sessions.
 #[derive(Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     state: Mutex<State>,
 }
 
@@ -80,14 +80,14 @@ impl Sessions {
     }
 
     /// Every live session.
-    pub fn list(&self) -> Vec<SessionInfo> {
+    pub(crate) fn list(&self) -> Vec<SessionInfo> {
         let mut all: Vec<SessionInfo> = self.lock().live.values().map(|e| e.info.clone()).collect();
         all.sort_by_key(|s| s.id);
         all
     }
 
     /// Asks one session to close, with a reason for its client. Returns whether it was live.
-    pub fn close(&self, id: u64, reason: &str) -> bool {
+    pub(crate) fn close(&self, id: u64, reason: &str) -> bool {
         let state = self.lock();
         match state.live.get(&id) {
             Some(entry) => {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use mailroom_core::{
-    AuthConfig, DefenderConfig, EventKind, FactorSet, Outcome, Protocol, access::parse_network,
+    AuthConfig, DefenderConfig, EventKind, FactorSet, Outcome, Protocol, parse_network,
 };
 use mailroom_test_support::{TestClient, TestHub, have, text};
 use serde_json::Value;

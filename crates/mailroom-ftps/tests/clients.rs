@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use mailroom_core::{
-    AuthConfig, DefenderConfig, DeliveryState, EventKind, Outcome, Protocol, access::parse_network,
+    AuthConfig, DefenderConfig, DeliveryState, EventKind, Outcome, Protocol, parse_network,
 };
 use mailroom_test_support::{
     TestClient, TestHub, eventually, have, run, sha256_file, text, write_random,

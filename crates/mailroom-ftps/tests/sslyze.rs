@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mailroom_core::{AuthConfig, DefenderConfig, access::parse_network};
+use mailroom_core::{AuthConfig, DefenderConfig, parse_network};
 use mailroom_test_support::{TestHub, paramiko_python, run, text};
 use serde_json::Value;
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use mailroom_core::access::{parse_globs, parse_networks};
 use mailroom_core::{
     AccountKind, AccountName, AuthorizedKey, BanSubject, Checkpoint, CoreError, EventKind,
     EventQuery, FactorSet, Outcome, Rights, RouteEffect, Secret,
 };
+use mailroom_core::{parse_globs, parse_networks};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

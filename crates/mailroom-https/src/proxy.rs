@@ -103,7 +103,7 @@ impl TrustedProxy {
         let networks = networks
             .iter()
             .map(|text| {
-                mailroom_core::access::parse_network(text)
+                mailroom_core::parse_network(text)
                     .map_err(|err| format!("[https] trusted_proxy_networks: {err}"))
             })
             .collect::<Result<Vec<_>, _>>()?;

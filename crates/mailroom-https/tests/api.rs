@@ -270,7 +270,7 @@ async fn totp_is_required_when_the_account_requires_it() {
     let detail = problem(response, StatusCode::UNAUTHORIZED).await;
     assert!(detail.contains("totp"), "{detail}");
     let now = u64::try_from(hub.hub.now().unix_timestamp()).unwrap();
-    let code = mailroom_core::login::totp_code(setup.secret.expose(), now).unwrap();
+    let code = mailroom_core::totp_code(setup.secret.expose(), now).unwrap();
     let response = client(&hub)
         .post(url(&hub, "/api/v1/token"))
         .json(&json!({"username": "alice", "password": alice.password, "totp": code}))
@@ -1284,11 +1284,11 @@ async fn client_certificates_prove_the_certificate_factor() {
     let alice = hub.client("alice").await;
     hub.client("bob").await;
     hub.set_access("alice", |access| {
-        access.factors = mailroom_core::access::FactorSet::parse("password,certificate").unwrap();
+        access.factors = mailroom_core::FactorSet::parse("password,certificate").unwrap();
     })
     .await;
     hub.set_access("bob", |access| {
-        access.factors = mailroom_core::access::FactorSet::parse("certificate").unwrap();
+        access.factors = mailroom_core::FactorSet::parse("certificate").unwrap();
     })
     .await;
     let pki = mailroom_tls::load_pki(&hub.dir.path().join("tls")).unwrap();

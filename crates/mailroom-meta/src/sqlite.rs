@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailroom_core::audit::{GENESIS_HASH, chain_hash};
 use mailroom_core::{
     Account, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId, ChainHead,
     ChainReport, ChainVerifier, Checkpoint, CoreError, Delivery, DeliveryId, DeliveryQuery,
     DeliveryState, Durability, Event, EventQuery, FileName, Group, InboxUsage, MetaStore, Result,
     Route, RouteEffect, TokenRecord,
 };
+use mailroom_core::{GENESIS_HASH, chain_hash};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,

@@ -12,7 +12,6 @@
 
 use std::collections::HashSet;
 
-use mailroom_core::audit::{GENESIS_HASH, chain_hash};
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
     CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, ErrorKind, Event,
@@ -21,6 +20,7 @@ use mailroom_core::{
     TotpEnrolment,
 };
 use mailroom_core::{AuditRecord, ChainHead, ChainProblem, Checkpoint, CheckpointStatus};
+use mailroom_core::{GENESIS_HASH, chain_hash};
 use mailroom_meta::SqliteStore;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mailroom_core::access::parse_network;
-use mailroom_core::login::totp_code;
+use mailroom_core::parse_network;
+use mailroom_core::totp_code;
 use mailroom_core::{
     AuthConfig, BanSubject, DefenderConfig, EventKind, FactorSet, Outcome, Secret,
 };

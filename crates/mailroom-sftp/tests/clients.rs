@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mailroom_core::access::parse_network;
+use mailroom_core::parse_network;
 use mailroom_core::{AuthConfig, DefenderConfig, DeliveryState, EventKind, EventQuery, Outcome};
 use mailroom_test_support::{
     TestClient, TestHub, eventually, have, paramiko, paramiko_python, sha256_file, text,

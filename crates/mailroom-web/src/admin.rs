@@ -14,11 +14,11 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use mailroom_core::access::{parse_globs, parse_networks, parse_size};
 use mailroom_core::{
     AccountKind, AccountName, AuthorizedKey, BanSubject, CoreError, EventKind, EventQuery,
     FactorSet, Outcome, Rights, RouteEffect, Secret,
 };
+use mailroom_core::{parse_globs, parse_networks, parse_size};
 use mailroom_https::wire::{AccountView, BanView, SessionView};
 use serde::Deserialize;
 use time::OffsetDateTime;

@@ -630,7 +630,7 @@ async fn totp_enrolment_then_sign_in_with_the_code() {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.body.contains("Sign-in failed."));
     let now = u64::try_from(hub.hub.now().unix_timestamp()).unwrap();
-    let code = mailroom_core::login::totp_code(&secret, now).unwrap();
+    let code = mailroom_core::totp_code(&secret, now).unwrap();
     let good = fresh.login_with("alice", &alice.password, &code).await;
     assert_eq!(good.status, StatusCode::SEE_OTHER, "{}", good.body);
     assert_eq!(fresh.get("/inbox").await.status, StatusCode::OK);

@@ -9,11 +9,11 @@ use std::io::{BufRead, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use mailroom_core::access::{IpNet, parse_globs, parse_networks};
 use mailroom_core::{
     AccessPolicy, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
     FactorSet, Hub, MetaStore, Rights, RouteEffect, Secret, parse_size,
 };
+use mailroom_core::{IpNet, parse_globs, parse_networks};
 
 use crate::cli::{
     AccountCommand, GroupCommand, KeyCommand, MemberCommand, RetentionCommand, RouteCommand,

@@ -101,7 +101,7 @@ impl TryFrom<Vec<String>> for Networks {
     fn try_from(value: Vec<String>) -> Result<Self, Self::Error> {
         value
             .iter()
-            .map(|n| mailroom_core::access::parse_network(n).map_err(|e| e.to_string()))
+            .map(|n| mailroom_core::parse_network(n).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()
             .map(Networks)
     }

@@ -208,7 +208,7 @@ fn one_time_password(name: &AccountName) -> Secret<String> {
             .map(char::from)
             .collect();
         let password = Secret::new(password);
-        if mailroom_core::password::check_strength(&password, name.as_str()).is_ok() {
+        if mailroom_core::check_password_strength(&password, name.as_str()).is_ok() {
             return password;
         }
     }
@@ -256,6 +256,6 @@ mod tests {
         assert_eq!(a.expose().len(), PASSWORD_CHARS);
         assert!(a.expose().chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a.expose(), b.expose());
-        assert!(mailroom_core::password::check_strength(&a, "admin").is_ok());
+        assert!(mailroom_core::check_password_strength(&a, "admin").is_ok());
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use mailroom_core::audit::chain_hash;
+use mailroom_core::chain_hash;
 use mailroom_core::{Durability, Event, EventKind, MetaStore, Outcome, Protocol};
 use serde_json::Value;
 use sqlx::Connection;
@@ -277,7 +277,7 @@ async fn rechain(db: &Path) {
     let mut connection = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    let mut prev = mailroom_core::audit::GENESIS_HASH.to_owned();
+    let mut prev = mailroom_core::GENESIS_HASH.to_owned();
     for record in records {
         let hash = chain_hash(&prev, record.seq, &record.event);
         sqlx::query("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?")

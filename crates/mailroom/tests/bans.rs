@@ -547,7 +547,7 @@ async fn totp_enrolment_its_refusals_and_a_login_that_logs_no_secret() {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let code = mailroom_core::login::totp_code(&secret, now).unwrap();
+        let code = mailroom_core::totp_code(&secret, now).unwrap();
         let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
         assert_eq!(
             answer["ok"], false,

@@ -7,8 +7,8 @@
 //! (`/inbox/<sender>/<name>`, `/outbox/<target>/<name>`) and calls [`Hub::open_read`] or
 //! [`Hub::remove`], so rights, states, events and blob release are the tree's, not a copy.
 
+use super::{ClientSession, Hub, ReadHandle};
 use crate::error::{CoreError, Result};
-use crate::hub::{ClientSession, Hub, ReadHandle};
 use crate::model::{Delivery, DeliveryId, DeliveryState, EventKind};
 use crate::path::{Area, VirtualPath};
 use crate::ports::DeliveryQuery;

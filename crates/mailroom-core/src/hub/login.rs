@@ -10,16 +10,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use rand::RngExt;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use crate::access::{
-    Ban, BanSubject, Factor, TotpEnrolment, canonical, in_networks, recovery_code_hash,
-};
+use super::bans::BanCache;
+use super::{Actor, ClientSession, Hub, printable};
+use crate::access::{BanSubject, Factor, canonical, in_networks};
 use crate::defender::{Defender, DefenderConfig, Offence};
-use crate::error::{CoreError, ErrorKind, Result};
-use crate::hub::{Actor, ClientSession, Hub, printable};
+use crate::error::{CoreError, Result};
 use crate::model::{Account, AccountKind, EventKind, Outcome, Protocol};
 use crate::names::AccountName;
 use crate::password;
@@ -49,44 +47,25 @@ impl Default for AuthConfig {
     }
 }
 
-/// How often the ban list is re-read from the metadata store, so bans placed by another
-/// process (the admin CLI, another node) take effect.
-const BAN_REFRESH: time::Duration = time::Duration::seconds(2);
-
 /// At most one "connection refused" event per address in this time, so a banned address
 /// hammering the port does not write the audit trail per connection.
 const REFUSAL_EVENT_INTERVAL: time::Duration = time::Duration::seconds(60);
 
-/// When a ban too long for the calendar ends (within what the metadata store keeps).
-const MAX_BAN_END: OffsetDateTime = time::macros::datetime!(2200-01-01 00:00 UTC);
-
-/// The longest ban an administrator may place: ten years.
-const MAX_MANUAL_BAN: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
-
-/// Recovery codes made at enrolment.
-const RECOVERY_CODES: usize = 10;
-
 /// The authentication state the Hub keeps.
-pub(crate) struct Guard {
-    config: AuthConfig,
-    defender: Defender,
+pub(crate) struct AuthState {
+    pub(super) config: AuthConfig,
+    pub(super) defender: Defender,
     pub(crate) sessions: Arc<Sessions>,
-    hash_jobs: Arc<Semaphore>,
-    bans: Mutex<BanCache>,
-    refusals: Mutex<HashMap<IpAddr, OffsetDateTime>>,
-    /// The registered sessions of token logins (see [`crate::tokens`]), by login id.
-    token_sessions: Mutex<HashMap<String, SessionGuard>>,
+    pub(super) hash_jobs: Arc<Semaphore>,
+    pub(super) bans: Mutex<BanCache>,
+    pub(super) refusals: Mutex<HashMap<IpAddr, OffsetDateTime>>,
+    /// The registered sessions of token logins (see [`super::tokens`]), by login id.
+    pub(super) token_sessions: Mutex<HashMap<String, SessionGuard>>,
 }
 
-#[derive(Default)]
-struct BanCache {
-    loaded: Option<OffsetDateTime>,
-    active: HashMap<BanSubject, OffsetDateTime>,
-}
-
-impl Guard {
-    pub(crate) fn new(config: AuthConfig) -> Guard {
-        Guard {
+impl AuthState {
+    pub(crate) fn new(config: AuthConfig) -> AuthState {
+        AuthState {
             defender: Defender::new(config.defender.clone()),
             hash_jobs: Arc::new(Semaphore::new(config.hash_jobs.max(1))),
             config,
@@ -241,17 +220,6 @@ impl Credential {
     }
 }
 
-/// What an administrator gets back from a TOTP enrolment, to hand to the user once.
-#[derive(Debug, Clone)]
-pub struct TotpSetup {
-    /// The `otpauth://` URI for authenticator apps (holds the secret).
-    pub uri: Secret<String>,
-    /// The secret in base32, for manual entry.
-    pub secret: Secret<String>,
-    /// Single-use recovery codes.
-    pub recovery_codes: Vec<Secret<String>>,
-}
-
 /// The IP address of a `source` as front ends pass it (`ip:port` or a bare address).
 pub fn source_ip(source: Option<&str>) -> Option<IpAddr> {
     let source = source?;
@@ -266,7 +234,7 @@ pub fn source_ip(source: Option<&str>) -> Option<IpAddr> {
 impl Hub {
     /// Replaces the authentication and defence settings. Call before serving.
     pub fn with_auth(mut self, config: AuthConfig) -> Hub {
-        self.guard = Guard::new(config);
+        self.guard = AuthState::new(config);
         self
     }
 
@@ -690,437 +658,17 @@ impl Hub {
             .await
             .map_err(|_| CoreError::internal("password check failed"))
     }
-
-    /// Checks a TOTP code (and spends its step) or a recovery code (and spends it).
-    async fn check_code(&self, account: &Account, code: &Secret<String>) -> Result<bool> {
-        let Some(enrolment) = &account.totp else {
-            return Ok(false);
-        };
-        let code = code.expose().trim();
-        if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-            let totp = totp(enrolment, &account.name, &self.guard.config.totp_issuer)?;
-            let now = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0);
-            return match totp.check(code, now) {
-                Some(step) => self.meta.use_totp_step(&account.name, step).await,
-                None => Ok(false),
-            };
-        }
-        if code.len() > 64 {
-            return Ok(false);
-        }
-        let used = self
-            .meta
-            .use_recovery_code(&account.name, &recovery_code_hash(code))
-            .await?;
-        if used {
-            tracing::warn!(account = %account.name, "recovery code used");
-        }
-        Ok(used)
-    }
-
-    // ----- defence ---------------------------------------------------------------------------
-
-    /// Scores an offence from `ip` (and against `account`), banning what reaches the
-    /// threshold.
-    async fn score(
-        &self,
-        ip: IpAddr,
-        account: Option<AccountName>,
-        offence: Offence,
-    ) -> Result<()> {
-        if self.guard.defender.config().is_safe(ip) {
-            return Ok(());
-        }
-        let mut subjects = vec![BanSubject::Address(ip)];
-        if let Some(name) = account {
-            subjects.push(BanSubject::Account(name));
-        }
-        let now = self.clock.now();
-        for subject in self.guard.defender.score(&subjects, offence, now) {
-            let previous = self.meta.ban(&subject).await?;
-            let level = previous.map_or(1, |b| b.level.saturating_add(1));
-            let length = self.guard.defender.config().ban_length(level);
-            let reason = format!(
-                "{} points in {} min",
-                self.guard.defender.config().threshold,
-                self.guard.defender.config().window.as_secs() / 60
-            );
-            self.place_ban(&Actor::system(), subject, length, level, reason)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn place_ban(
-        &self,
-        actor: &Actor,
-        subject: BanSubject,
-        length: std::time::Duration,
-        level: u32,
-        reason: String,
-    ) -> Result<Ban> {
-        let now = self.clock.now();
-        // A length past the calendar's end (a typo of many zeros) bans until its end.
-        let until = time::Duration::try_from(length)
-            .ok()
-            .and_then(|length| now.checked_add(length))
-            .unwrap_or(MAX_BAN_END);
-        let ban = Ban {
-            subject: subject.clone(),
-            until,
-            level,
-            reason: reason.clone(),
-            created: now,
-        };
-        let event = self.event(
-            actor,
-            EventKind::Ban,
-            subject.key(),
-            Outcome::Ok,
-            format!(
-                "banned until {} (ban #{level}, {} min): {reason}",
-                rfc3339(until),
-                length.as_secs() / 60
-            ),
-        );
-        if actor.protocol == Protocol::System {
-            tracing::warn!(subject = %subject, until = %rfc3339(until), level, reason = %reason, "ban");
-        }
-        self.meta.put_ban(&ban, &event).await?;
-        self.guard
-            .bans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .active
-            .insert(subject, until);
-        Ok(ban)
-    }
-
-    /// When the ban of `subject` ends, if one is in force. Reads a cache refreshed from the
-    /// metadata store every two seconds.
-    async fn active_ban(&self, subject: &BanSubject) -> Result<Option<OffsetDateTime>> {
-        let now = self.clock.now();
-        let stale = {
-            let cache = self
-                .guard
-                .bans
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            cache
-                .loaded
-                .is_none_or(|at| at + BAN_REFRESH <= now || at > now)
-        };
-        if stale {
-            self.refresh_bans().await?;
-        }
-        let cache = self
-            .guard
-            .bans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(cache
-            .active
-            .get(subject)
-            .copied()
-            .filter(|until| *until > now))
-    }
-
-    /// Re-reads the bans in force from the metadata store.
-    pub async fn refresh_bans(&self) -> Result<()> {
-        let now = self.clock.now();
-        let active: HashMap<BanSubject, OffsetDateTime> = self
-            .meta
-            .bans()
-            .await?
-            .into_iter()
-            .filter(|b| b.active(now))
-            .map(|b| (b.subject, b.until))
-            .collect();
-        let mut cache = self
-            .guard
-            .bans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.active = active;
-        cache.loaded = Some(now);
-        Ok(())
-    }
-
-    /// Every ban, in force or ended (kept for the growth of the next one).
-    pub async fn bans(&self) -> Result<Vec<Ban>> {
-        self.meta.bans().await
-    }
-
-    /// Bans an address or an account for `length`, by hand. The safe list cannot be banned.
-    pub async fn ban(
-        &self,
-        actor: &Actor,
-        subject: BanSubject,
-        length: std::time::Duration,
-        reason: &str,
-    ) -> Result<Ban> {
-        if let BanSubject::Address(ip) = &subject
-            && self.guard.defender.config().is_safe(*ip)
-        {
-            return Err(CoreError::denied(format!(
-                "{ip} is on the safe list and is never banned"
-            )));
-        }
-        if length.is_zero() {
-            return Err(CoreError::invalid("a ban must last longer than zero"));
-        }
-        if length > MAX_MANUAL_BAN {
-            return Err(CoreError::invalid("a ban lasts at most 3650 days"));
-        }
-        let level = self
-            .meta
-            .ban(&subject)
-            .await?
-            .map_or(1, |b| b.level.saturating_add(1));
-        let reason = if reason.trim().is_empty() {
-            "banned by an administrator".to_owned()
-        } else {
-            printable(reason)
-        };
-        self.place_ban(actor, subject, length, level, reason).await
-    }
-
-    /// Lifts a ban and forgets its history and score.
-    pub async fn unban(&self, actor: &Actor, subject: &BanSubject) -> Result<()> {
-        let event = self.event(
-            actor,
-            EventKind::Ban,
-            subject.key(),
-            Outcome::Ok,
-            "ban lifted".to_owned(),
-        );
-        self.meta.delete_ban(subject, &event).await?;
-        self.guard.defender.forgive(subject);
-        self.guard
-            .bans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .active
-            .remove(subject);
-        Ok(())
-    }
-
-    // ----- sessions --------------------------------------------------------------------------
-
-    /// The live sessions of this process.
-    pub fn live_sessions(&self) -> Vec<SessionInfo> {
-        self.guard.sessions.list()
-    }
-
-    /// Closes every live session whose account was disabled, deleted, locked or moved out of
-    /// the session's network, and re-reads the bans. Front ends close the connection when the
-    /// session's guard fires. Run it every few seconds.
-    pub async fn enforce_sessions(&self) -> Result<usize> {
-        self.refresh_bans().await?;
-        let live = self.guard.sessions.list();
-        if live.is_empty() {
-            return Ok(0);
-        }
-        let accounts: HashMap<AccountName, Account> = self
-            .meta
-            .accounts()
-            .await?
-            .into_iter()
-            .map(|a| (a.name.clone(), a))
-            .collect();
-        let mut closed = 0;
-        for session in live {
-            let ip = source_ip(session.source.as_deref());
-            let reason = match accounts.get(&session.account) {
-                None => Some("account deleted".to_owned()),
-                Some(account) if account.disabled => Some("account disabled".to_owned()),
-                Some(account)
-                    if !account.access.networks.is_empty()
-                        && !ip.is_some_and(|ip| in_networks(&account.access.networks, ip)) =>
-                {
-                    Some("source address no longer in the account's networks".to_owned())
-                }
-                Some(account) => {
-                    let safe = ip.is_some_and(|ip| self.guard.defender.config().is_safe(ip));
-                    let banned = !safe
-                        && (self
-                            .active_ban(&BanSubject::Account(account.name.clone()))
-                            .await?
-                            .is_some()
-                            || match ip {
-                                Some(ip) => {
-                                    self.active_ban(&BanSubject::Address(ip)).await?.is_some()
-                                }
-                                None => false,
-                            });
-                    banned.then(|| "banned".to_owned())
-                }
-            };
-            if let Some(reason) = reason {
-                let actor = Actor {
-                    name: session.account.to_string(),
-                    source: session.source.clone(),
-                    protocol: session.protocol,
-                };
-                let event = self.event(
-                    &actor,
-                    EventKind::SessionClosed,
-                    session.account.to_string(),
-                    Outcome::Ok,
-                    format!("closed by the hub: {reason}"),
-                );
-                tracing::info!(account = %session.account, reason = %reason, "closing session");
-                // Accounted first, so the event exists by the time the client sees the close.
-                self.meta.record(&[event], Durability::Relaxed).await?;
-                if self.guard.sessions.close(session.id, &reason) {
-                    closed += 1;
-                }
-                // A token login has no connection to close: its tokens go instead.
-                self.end_token_session_of(session.id).await?;
-            }
-        }
-        Ok(closed)
-    }
-
-    // ----- TOTP ------------------------------------------------------------------------------
-
-    /// Enrols an account in TOTP with a fresh secret and fresh recovery codes, replacing an
-    /// earlier enrolment. The secret and codes are returned once, to hand to the user.
-    pub async fn enroll_totp(&self, actor: &Actor, name: &AccountName) -> Result<TotpSetup> {
-        let mut account = self.account(name).await?;
-        if account.kind == AccountKind::Admin {
-            return Err(CoreError::denied(
-                "admin accounts cannot log in over the client protocols; TOTP is for clients",
-            ));
-        }
-        let mut secret = [0u8; 20];
-        rand::rng().fill(&mut secret[..]);
-        let enrolment = TotpEnrolment {
-            secret: Secret::new(base32(&secret)),
-            last_step: None,
-            recovery: Vec::new(),
-        };
-        let uri = totp(&enrolment, name, &self.guard.config.totp_issuer)?
-            .to_url()
-            .map_err(|_| CoreError::internal("could not build the otpauth URI"))?;
-        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
-        account.totp = Some(TotpEnrolment {
-            recovery: codes.iter().map(|c| recovery_code_hash(c)).collect(),
-            ..enrolment.clone()
-        });
-        let event = self.event(
-            actor,
-            EventKind::Admin,
-            format!("account {name}"),
-            Outcome::Ok,
-            format!("enroll totp ({RECOVERY_CODES} recovery codes)"),
-        );
-        self.meta.update_account(&account, &event).await?;
-        Ok(TotpSetup {
-            uri: Secret::new(uri),
-            secret: enrolment.secret,
-            recovery_codes: codes.into_iter().map(Secret::new).collect(),
-        })
-    }
-
-    /// Removes an account's TOTP enrolment. Refused while its required factors include TOTP.
-    pub async fn remove_totp(&self, actor: &Actor, name: &AccountName) -> Result<()> {
-        let mut account = self.account(name).await?;
-        if account.totp.is_none() {
-            return Err(CoreError::not_found(format!(
-                "{name} has no TOTP enrolment"
-            )));
-        }
-        if account.access.factors.factors().contains(&Factor::Totp) {
-            return Err(CoreError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "{name} requires totp ({}): change that with `mailroom account set {name} --require …` first",
-                    account.access.factors
-                ),
-            ));
-        }
-        account.totp = None;
-        let event = self.event(
-            actor,
-            EventKind::Admin,
-            format!("account {name}"),
-            Outcome::Ok,
-            "remove totp".to_owned(),
-        );
-        self.meta.update_account(&account, &event).await
-    }
-}
-
-/// The TOTP generator of an enrolment: SHA-1, 6 digits, 30 s steps, one step of skew (what
-/// every authenticator app does).
-fn totp(enrolment: &TotpEnrolment, name: &AccountName, issuer: &str) -> Result<totp_rs::Totp> {
-    let secret = totp_rs::Secret::try_from_base32(enrolment.secret.expose())
-        .map_err(|_| CoreError::internal("stored TOTP secret is not base32"))?;
-    totp_rs::Builder::new()
-        .with_secret(secret)
-        .with_account_name(name.as_str())
-        .with_issuer(Some(issuer.replace(':', "")))
-        .build()
-        .map_err(|_| CoreError::internal("stored TOTP secret is not usable"))
-}
-
-/// The current TOTP code of a base32 secret at `unix_time`, for tests and tools that play the
-/// authenticator app.
-pub fn totp_code(secret_base32: &str, unix_time: u64) -> Result<String> {
-    let secret = totp_rs::Secret::try_from_base32(secret_base32)
-        .map_err(|_| CoreError::invalid("not a base32 TOTP secret"))?;
-    let totp = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .map_err(|_| CoreError::invalid("not a usable TOTP secret"))?;
-    Ok(totp.generate(unix_time).to_string())
-}
-
-/// RFC 4648 base32 without padding.
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
-
-/// A recovery code: 16 characters from an alphabet without look-alikes (79 bits), in groups
-/// of four.
-fn recovery_code() -> String {
-    const ALPHABET: &[u8; 31] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    let chars: Vec<char> = (0..16)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    chars
-        .chunks(4)
-        .map(|c| c.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn rfc3339(time: OffsetDateTime) -> String {
+pub(super) fn rfc3339(time: OffsetDateTime) -> String {
     time.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| time.to_string())
 }
@@ -1128,31 +676,6 @@ fn rfc3339(time: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base32_matches_rfc4648() {
-        assert_eq!(base32(b""), "");
-        assert_eq!(base32(b"f"), "MY");
-        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
-    }
-
-    #[test]
-    fn totp_codes_match_rfc6238() {
-        // RFC 6238 appendix B, SHA-1, secret "12345678901234567890", 8 digits there; the
-        // last 6 digits are the 6-digit code.
-        let secret = base32(b"12345678901234567890");
-        assert_eq!(totp_code(&secret, 59).unwrap(), "287082");
-        assert_eq!(totp_code(&secret, 1_111_111_109).unwrap(), "081804");
-    }
-
-    #[test]
-    fn recovery_codes_are_random_and_grouped() {
-        let a = recovery_code();
-        let b = recovery_code();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 19);
-        assert_eq!(a.matches('-').count(), 3);
-    }
 
     #[test]
     fn sources_parse() {

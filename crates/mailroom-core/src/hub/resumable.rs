@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use tokio::sync::OwnedMutexGuard;
 
+use super::{ClientSession, Hub, Upload};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::hub::{ClientSession, Hub, Upload};
 use crate::model::Delivery;
 use crate::names::{AccountName, FileName};
 

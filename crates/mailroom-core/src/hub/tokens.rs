@@ -21,12 +21,11 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::login::{Scope, source_ip};
+use super::{Actor, ClientSession, Hub};
 use crate::error::{CoreError, Result};
-use crate::hub::{Actor, ClientSession, Hub};
-use crate::login::{Scope, source_ip};
 use crate::model::{EventKind, Outcome, Protocol};
 use crate::names::AccountName;
-use crate::ports::Durability;
 use crate::secret::Secret;
 use crate::sessions::SessionGuard;
 
@@ -409,30 +408,6 @@ impl Hub {
             sessions.remove(&session);
         }
         Ok(deleted)
-    }
-
-    /// Closes one live session (any protocol) by its registry id, as an administrator: the
-    /// close is recorded as a `session.closed` event naming `actor`, the front end disconnects
-    /// it, and a token login's tokens are deleted. NotFound when no such session is live.
-    pub async fn kick_session(&self, actor: &Actor, id: u64) -> Result<()> {
-        let Some(info) = self.live_sessions().into_iter().find(|s| s.id == id) else {
-            return Err(CoreError::not_found(format!("no live session {id}")));
-        };
-        let event = self.event(
-            actor,
-            EventKind::SessionClosed,
-            info.account.to_string(),
-            Outcome::Ok,
-            format!(
-                "session {id} ({} from {}) closed by {}",
-                info.protocol.as_str(),
-                info.source.as_deref().unwrap_or("-"),
-                actor.name
-            ),
-        );
-        self.meta.record(&[event], Durability::Flush).await?;
-        self.guard.sessions.close(id, "closed by an administrator");
-        self.end_token_session_of(id).await
     }
 }
 

@@ -1,0 +1,220 @@
+//! Bans: scoring offences, placing bans when a score reaches the threshold or an
+//! administrator asks, and the cache of bans in force that every admission reads.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+
+use super::login::rfc3339;
+use super::{Actor, Hub, printable};
+use crate::access::{Ban, BanSubject};
+use crate::defender::Offence;
+use crate::error::{CoreError, Result};
+use crate::model::{EventKind, Outcome, Protocol};
+use crate::names::AccountName;
+
+/// How often the ban list is re-read from the metadata store, so bans placed by another
+/// process (the admin CLI, another node) take effect.
+const BAN_REFRESH: time::Duration = time::Duration::seconds(2);
+
+/// When a ban too long for the calendar ends (within what the metadata store keeps).
+const MAX_BAN_END: OffsetDateTime = time::macros::datetime!(2200-01-01 00:00 UTC);
+
+/// The longest ban an administrator may place: ten years.
+const MAX_MANUAL_BAN: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
+#[derive(Default)]
+pub(super) struct BanCache {
+    loaded: Option<OffsetDateTime>,
+    active: HashMap<BanSubject, OffsetDateTime>,
+}
+
+impl Hub {
+    // ----- defence ---------------------------------------------------------------------------
+
+    /// Scores an offence from `ip` (and against `account`), banning what reaches the
+    /// threshold.
+    pub(super) async fn score(
+        &self,
+        ip: IpAddr,
+        account: Option<AccountName>,
+        offence: Offence,
+    ) -> Result<()> {
+        if self.guard.defender.config().is_safe(ip) {
+            return Ok(());
+        }
+        let mut subjects = vec![BanSubject::Address(ip)];
+        if let Some(name) = account {
+            subjects.push(BanSubject::Account(name));
+        }
+        let now = self.clock.now();
+        for subject in self.guard.defender.score(&subjects, offence, now) {
+            let previous = self.meta.ban(&subject).await?;
+            let level = previous.map_or(1, |b| b.level.saturating_add(1));
+            let length = self.guard.defender.config().ban_length(level);
+            let reason = format!(
+                "{} points in {} min",
+                self.guard.defender.config().threshold,
+                self.guard.defender.config().window.as_secs() / 60
+            );
+            self.place_ban(&Actor::system(), subject, length, level, reason)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn place_ban(
+        &self,
+        actor: &Actor,
+        subject: BanSubject,
+        length: std::time::Duration,
+        level: u32,
+        reason: String,
+    ) -> Result<Ban> {
+        let now = self.clock.now();
+        // A length past the calendar's end (a typo of many zeros) bans until its end.
+        let until = time::Duration::try_from(length)
+            .ok()
+            .and_then(|length| now.checked_add(length))
+            .unwrap_or(MAX_BAN_END);
+        let ban = Ban {
+            subject: subject.clone(),
+            until,
+            level,
+            reason: reason.clone(),
+            created: now,
+        };
+        let event = self.event(
+            actor,
+            EventKind::Ban,
+            subject.key(),
+            Outcome::Ok,
+            format!(
+                "banned until {} (ban #{level}, {} min): {reason}",
+                rfc3339(until),
+                length.as_secs() / 60
+            ),
+        );
+        if actor.protocol == Protocol::System {
+            tracing::warn!(subject = %subject, until = %rfc3339(until), level, reason = %reason, "ban");
+        }
+        self.meta.put_ban(&ban, &event).await?;
+        self.guard
+            .bans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .active
+            .insert(subject, until);
+        Ok(ban)
+    }
+
+    /// When the ban of `subject` ends, if one is in force. Reads a cache refreshed from the
+    /// metadata store every two seconds.
+    pub(super) async fn active_ban(&self, subject: &BanSubject) -> Result<Option<OffsetDateTime>> {
+        let now = self.clock.now();
+        let stale = {
+            let cache = self
+                .guard
+                .bans
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            cache
+                .loaded
+                .is_none_or(|at| at + BAN_REFRESH <= now || at > now)
+        };
+        if stale {
+            self.refresh_bans().await?;
+        }
+        let cache = self
+            .guard
+            .bans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(cache
+            .active
+            .get(subject)
+            .copied()
+            .filter(|until| *until > now))
+    }
+
+    /// Re-reads the bans in force from the metadata store.
+    pub async fn refresh_bans(&self) -> Result<()> {
+        let now = self.clock.now();
+        let active: HashMap<BanSubject, OffsetDateTime> = self
+            .meta
+            .bans()
+            .await?
+            .into_iter()
+            .filter(|b| b.active(now))
+            .map(|b| (b.subject, b.until))
+            .collect();
+        let mut cache = self
+            .guard
+            .bans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.active = active;
+        cache.loaded = Some(now);
+        Ok(())
+    }
+
+    /// Every ban, in force or ended (kept for the growth of the next one).
+    pub async fn bans(&self) -> Result<Vec<Ban>> {
+        self.meta.bans().await
+    }
+
+    /// Bans an address or an account for `length`, by hand. The safe list cannot be banned.
+    pub async fn ban(
+        &self,
+        actor: &Actor,
+        subject: BanSubject,
+        length: std::time::Duration,
+        reason: &str,
+    ) -> Result<Ban> {
+        if let BanSubject::Address(ip) = &subject
+            && self.guard.defender.config().is_safe(*ip)
+        {
+            return Err(CoreError::denied(format!(
+                "{ip} is on the safe list and is never banned"
+            )));
+        }
+        if length.is_zero() {
+            return Err(CoreError::invalid("a ban must last longer than zero"));
+        }
+        if length > MAX_MANUAL_BAN {
+            return Err(CoreError::invalid("a ban lasts at most 3650 days"));
+        }
+        let level = self
+            .meta
+            .ban(&subject)
+            .await?
+            .map_or(1, |b| b.level.saturating_add(1));
+        let reason = if reason.trim().is_empty() {
+            "banned by an administrator".to_owned()
+        } else {
+            printable(reason)
+        };
+        self.place_ban(actor, subject, length, level, reason).await
+    }
+
+    /// Lifts a ban and forgets its history and score.
+    pub async fn unban(&self, actor: &Actor, subject: &BanSubject) -> Result<()> {
+        let event = self.event(
+            actor,
+            EventKind::Ban,
+            subject.key(),
+            Outcome::Ok,
+            "ban lifted".to_owned(),
+        );
+        self.meta.delete_ban(subject, &event).await?;
+        self.guard.defender.forgive(subject);
+        self.guard
+            .bans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .active
+            .remove(subject);
+        Ok(())
+    }
+}

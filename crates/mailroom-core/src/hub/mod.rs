@@ -1,0 +1,211 @@
+//! The Hub: the mailbox service API that every front end and the admin CLI call.
+//!
+//! It resolves the virtual tree, enforces route policy, runs the delivery lifecycle and
+//! accounts for every action. It never sees a socket or a file: metadata, blobs and time come
+//! through the ports, and each state change is handed to the metadata store together with the
+//! audit events that describe it.
+//!
+//! One module per concern: [`tree`] (stat, list), [`download`], [`upload`], [`remove`]
+//! (acknowledge, recall, rename), [`retention`] (expiry, start-up sweep), [`admin`] (accounts,
+//! groups, routes, audit reads), [`login`] (admission and logins), [`bans`], [`sessions`],
+//! [`totp`], [`tokens`], [`resumable`] and [`by_id`]. This file holds the service itself, who
+//! acts ([`Actor`], [`ClientSession`]) and the event helpers every module shares.
+
+mod admin;
+mod bans;
+mod by_id;
+mod download;
+mod login;
+mod remove;
+mod resumable;
+mod retention;
+mod sessions;
+mod tokens;
+mod totp;
+mod tree;
+mod upload;
+
+pub use download::ReadHandle;
+pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
+pub use resumable::{MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease};
+pub use tokens::{
+    IssuedTokens, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, token_hash,
+};
+pub use totp::{TotpSetup, totp_code};
+pub use tree::Entry;
+pub use upload::{MAX_TARGETS, Upload};
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::error::{CoreError, ErrorKind};
+use crate::model::{Delivery, Event, EventKind, Outcome, Protocol};
+use crate::names::AccountName;
+use crate::path::VirtualPath;
+use crate::ports::{BlobStore, Clock, Durability, MetaStore};
+use login::AuthState;
+
+/// Who is acting, for the audit trail: an administrator, the system, or a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Account name, `cli:<os user>` or `system`.
+    pub name: String,
+    /// Peer address, if the action came over the network.
+    pub source: Option<String>,
+    /// The channel it came through.
+    pub protocol: Protocol,
+}
+
+impl Actor {
+    /// The admin command line, run by the given OS user.
+    pub fn cli(os_user: &str) -> Actor {
+        Actor {
+            name: format!("cli:{os_user}"),
+            source: None,
+            protocol: Protocol::Cli,
+        }
+    }
+
+    /// The hub itself.
+    pub fn system() -> Actor {
+        Actor {
+            name: "system".to_owned(),
+            source: None,
+            protocol: Protocol::System,
+        }
+    }
+}
+
+/// An authenticated client: the account and where it connected from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSession {
+    /// The logged-in client account.
+    pub account: AccountName,
+    /// Peer address.
+    pub source: Option<String>,
+    /// The protocol in use; a front end may switch it (SSH to SFTP or SCP).
+    pub protocol: Protocol,
+}
+
+impl ClientSession {
+    fn actor(&self) -> Actor {
+        Actor {
+            name: self.account.to_string(),
+            source: self.source.clone(),
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// The mailbox service.
+pub struct Hub {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Authentication and defence state (see [`login`]).
+    pub(crate) guard: AuthState,
+    /// Resumable uploads under way (see [`resumable`]).
+    pub(crate) resumables: resumable::Resumables,
+}
+
+impl Hub {
+    /// Builds the service on its ports.
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>) -> Hub {
+        Hub {
+            meta,
+            blobs,
+            clock,
+            guard: AuthState::new(AuthConfig::default()),
+            resumables: resumable::Resumables::default(),
+        }
+    }
+
+    // ----- events ----------------------------------------------------------------------------
+
+    pub(crate) fn event(
+        &self,
+        actor: &Actor,
+        kind: EventKind,
+        object: String,
+        outcome: Outcome,
+        detail: String,
+    ) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            time: self.clock.now(),
+            kind,
+            actor: actor.name.clone(),
+            source: actor.source.clone(),
+            protocol: actor.protocol,
+            object,
+            outcome,
+            detail,
+        }
+    }
+
+    fn admin_event(&self, actor: &Actor, object: String, detail: String) -> Event {
+        self.event(actor, EventKind::Admin, object, Outcome::Ok, detail)
+    }
+
+    fn delivery_event(&self, actor: &Actor, kind: EventKind, delivery: &Delivery) -> Event {
+        self.event(
+            actor,
+            kind,
+            delivery.id.to_string(),
+            Outcome::Ok,
+            format!(
+                "{} -> {} {} ({} bytes)",
+                delivery.sender, delivery.recipient, delivery.name, delivery.size
+            ),
+        )
+    }
+
+    /// Accounts for a refused client action; failures to record are logged, not raised, so
+    /// the client still gets the refusal it is owed.
+    async fn record_refusal(
+        &self,
+        session: &ClientSession,
+        kind: EventKind,
+        path: &VirtualPath,
+        err: &CoreError,
+    ) {
+        self.record_refusal_of(session, kind, path.to_string(), err)
+            .await;
+    }
+
+    /// Records a refused client action on `object` (a path, a delivery id).
+    pub(crate) async fn record_refusal_of(
+        &self,
+        session: &ClientSession,
+        kind: EventKind,
+        object: String,
+        err: &CoreError,
+    ) {
+        let outcome = if err.kind() == ErrorKind::Internal || err.kind() == ErrorKind::Transient {
+            Outcome::Failed
+        } else {
+            Outcome::Refused
+        };
+        let event = self.event(
+            &session.actor(),
+            kind,
+            object,
+            outcome,
+            format!("{}: {}", err.kind(), err.message()),
+        );
+        tracing::info!(event_id = %event.id, account = %session.account, object = %event.object, error = %err, "refused");
+        if let Err(record_err) = self.meta.record(&[event], Durability::Relaxed).await {
+            tracing::warn!(error = %record_err, "could not record a refusal");
+        }
+    }
+}
+
+/// A user name from the wire, made safe to store and print: control characters replaced,
+/// length capped.
+pub(crate) fn printable(user: &str) -> String {
+    user.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}

@@ -1,0 +1,601 @@
+//! Uploads: where a file may go (route policy, rights, name rules, sizes and quotas), the
+//! upload in progress, and its commit as one delivery per recipient.
+
+use std::collections::BTreeSet;
+
+use super::{ClientSession, Hub};
+use crate::access::{self, ByteLimit, Mailbox};
+use crate::error::{CoreError, ErrorKind, Result};
+use crate::model::{Account, AccountKind, Delivery, DeliveryId, DeliveryState, EventKind, Outcome};
+use crate::names::{AccountName, FileName};
+use crate::path::{Area, VirtualPath};
+use crate::policy::{self, Decision};
+use crate::ports::{BlobWriter, DeliveryQuery, Durability, InboxUsage};
+
+/// How many collision suffixes to try before giving up on a name.
+const MAX_SUFFIX: u32 = 10_000;
+
+/// An upload in progress. Nothing of it is visible to anyone until [`Hub::finish_upload`].
+pub struct Upload {
+    session: ClientSession,
+    path: VirtualPath,
+    /// The outbox folders it was written to (accounts or groups); one for the file protocols.
+    targets: Vec<AccountName>,
+    name: FileName,
+    /// Who receives it, with the target each came through, decided by route policy when the
+    /// upload started.
+    recipients: Vec<(AccountName, AccountName)>,
+    /// The SHA-256 the content must have, when the client named one.
+    expected_sha256: Option<String>,
+    /// The recipients that had a quota when the upload started, checked again at the end.
+    quota_recipients: Vec<AccountName>,
+    /// The most bytes the file may reach (sender's largest file, recipients' free quota),
+    /// decided when the upload started.
+    limit: Option<ByteLimit>,
+    /// Set when a write was refused for the limit: the upload can then only be aborted.
+    refusal: Option<CoreError>,
+    writer: Box<dyn BlobWriter>,
+}
+
+impl Upload {
+    /// Writes data at an offset of the file being uploaded. A write that would take the file
+    /// past its byte limit is refused with [`ErrorKind::QuotaExceeded`], writes nothing, and
+    /// poisons the upload: every later write fails the same way and
+    /// [`Hub::finish_upload`] refuses it, so a truncated file is never delivered.
+    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if let Some(err) = &self.refusal {
+            return Err(err.clone());
+        }
+        if let Some(limit) = &self.limit
+            && offset.saturating_add(data.len() as u64) > limit.bytes
+        {
+            self.refusal = Some(limit.error.clone());
+            return Err(limit.error.clone());
+        }
+        self.writer.write_at(offset, data).await
+    }
+
+    /// The most bytes this upload may write, if it is limited.
+    pub fn byte_limit(&self) -> Option<u64> {
+        self.limit.as_ref().map(|l| l.bytes)
+    }
+
+    /// Checks a size the client announced before sending (SCP's file header) against the
+    /// limit, so an oversize file is refused before its first byte. A refusal poisons the
+    /// upload like a refused write.
+    pub fn announce_size(&mut self, size: u64) -> Result<()> {
+        if let Some(limit) = &self.limit
+            && size > limit.bytes
+        {
+            self.refusal = Some(limit.error.clone());
+            return Err(limit.error.clone());
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.writer.size()
+    }
+
+    /// The path being written.
+    pub fn path(&self) -> &VirtualPath {
+        &self.path
+    }
+
+    /// The accounts and groups it is addressed to.
+    pub fn targets(&self) -> &[AccountName] {
+        &self.targets
+    }
+
+    /// The accounts that will receive it.
+    pub fn recipients(&self) -> Vec<AccountName> {
+        self.recipients.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Requires the content's SHA-256 (64 lower-case hex digits) to be `sha256`:
+    /// [`Hub::finish_upload`] then refuses other content and delivers nothing.
+    pub fn expect_sha256(&mut self, sha256: String) {
+        self.expected_sha256 = Some(sha256);
+    }
+}
+
+/// Targets one upload may name at once.
+pub const MAX_TARGETS: usize = 64;
+
+impl Hub {
+    // ----- uploads ---------------------------------------------------------------------------
+
+    /// Starts an upload to `/outbox/<recipient-or-group>/<name>`. The route is checked before a
+    /// byte is stored.
+    pub async fn begin_upload(
+        &self,
+        session: &ClientSession,
+        path: &VirtualPath,
+    ) -> Result<Upload> {
+        let result = self.begin_upload_inner(session, path).await;
+        if let Err(err) = &result {
+            self.record_refusal(session, EventKind::Upload, path, err)
+                .await;
+        }
+        result
+    }
+
+    async fn begin_upload_inner(
+        &self,
+        session: &ClientSession,
+        path: &VirtualPath,
+    ) -> Result<Upload> {
+        let VirtualPath::File(Area::Outbox, target, name) = path else {
+            return Err(match path {
+                VirtualPath::File(Area::Inbox, ..) => CoreError::denied(
+                    "the inbox is read-only: write to /outbox/<recipient>/ to send",
+                ),
+                VirtualPath::File(Area::Sent, ..) => CoreError::denied("receipts are read-only"),
+                _ => CoreError::denied(format!("{path} is a folder, not a file")),
+            });
+        };
+        self.begin_targets(session, std::slice::from_ref(target), name, path.clone())
+            .await
+    }
+
+    /// Starts one upload named `name` to several accounts or groups at once (the HTTPS API's
+    /// send): each target is checked as [`Hub::begin_upload`] checks its one, and any refusal
+    /// refuses the whole upload. An account reached through several targets receives one
+    /// delivery. The deliveries share one name, free between the sender and every recipient.
+    pub async fn begin_send(
+        &self,
+        session: &ClientSession,
+        targets: &[AccountName],
+        name: &FileName,
+    ) -> Result<Upload> {
+        let Some(first) = targets.first() else {
+            return Err(CoreError::invalid("name at least one recipient"));
+        };
+        let path = VirtualPath::File(Area::Outbox, first.clone(), name.clone());
+        let result = if targets.len() > MAX_TARGETS {
+            Err(CoreError::invalid(format!(
+                "at most {MAX_TARGETS} recipients per upload"
+            )))
+        } else {
+            self.begin_targets(session, targets, name, path.clone())
+                .await
+        };
+        if let Err(err) = &result {
+            self.record_refusal_of(
+                session,
+                EventKind::Upload,
+                outbox_object(targets, name.as_str()),
+                err,
+            )
+            .await;
+        }
+        result
+    }
+
+    async fn begin_targets(
+        &self,
+        session: &ClientSession,
+        targets: &[AccountName],
+        name: &FileName,
+        path: VirtualPath,
+    ) -> Result<Upload> {
+        let sender = self.sender(session).await?;
+        if let Some(reason) = sender.access.limits.name_refusal(name.as_str()) {
+            return Err(CoreError::denied(format!(
+                "{} may not send this file: {reason}",
+                sender.name
+            )));
+        }
+        let mut unique_targets: Vec<AccountName> = Vec::with_capacity(targets.len());
+        let mut recipients: Vec<(Account, AccountName)> = Vec::new();
+        for target in targets {
+            if unique_targets.contains(target) {
+                continue;
+            }
+            unique_targets.push(target.clone());
+            for account in self.recipients(&session.account, target).await? {
+                if !recipients.iter().any(|(a, _)| a.name == account.name) {
+                    recipients.push((account, target.clone()));
+                }
+            }
+        }
+        // Only inboxes with a quota are measured: the common case costs no query.
+        let quota_recipients: Vec<&Account> = recipients
+            .iter()
+            .map(|(a, _)| a)
+            .filter(|a| has_quota(a))
+            .collect();
+        let mut usages = Vec::with_capacity(quota_recipients.len());
+        for recipient in &quota_recipients {
+            usages.push(self.meta.inbox_usage(&recipient.name).await?);
+        }
+        let mailboxes = mailboxes(&quota_recipients, &usages);
+        let limit = access::upload_limit(&sender.name, &sender.access.limits, &mailboxes)?;
+        let quota_recipients = quota_recipients.iter().map(|a| a.name.clone()).collect();
+        let writer = self.blobs.create().await?;
+        Ok(Upload {
+            session: session.clone(),
+            path,
+            targets: unique_targets,
+            name: name.clone(),
+            recipients: recipients
+                .into_iter()
+                .map(|(account, target)| (account.name, target))
+                .collect(),
+            expected_sha256: None,
+            quota_recipients,
+            limit,
+            refusal: None,
+            writer,
+        })
+    }
+
+    /// The session's own account, checked for the right to send.
+    pub(super) async fn sender(&self, session: &ClientSession) -> Result<Account> {
+        let account = self.session_account(session).await?;
+        if !account.access.rights.send {
+            return Err(CoreError::denied(format!(
+                "{} may not send files",
+                account.name
+            )));
+        }
+        Ok(account)
+    }
+
+    /// The session's account as stored now (rights and limits may have changed since login).
+    pub(super) async fn session_account(&self, session: &ClientSession) -> Result<Account> {
+        self.meta
+            .account(&session.account)
+            .await?
+            .ok_or_else(|| CoreError::denied(format!("{} no longer exists", session.account)))
+    }
+
+    /// Checks, just before a finished upload is committed, that the file still fits the
+    /// quota of each recipient that had one when the upload opened: another upload may have
+    /// filled the inbox since.
+    async fn recheck_quota(&self, recipients: &[AccountName], size: u64) -> Result<()> {
+        for name in recipients {
+            let Some(account) = self.meta.account(name).await? else {
+                continue;
+            };
+            let limits = &account.access.limits;
+            if limits.quota_bytes.is_none() && limits.quota_files.is_none() {
+                continue;
+            }
+            let usage = self.meta.inbox_usage(name).await?;
+            Mailbox {
+                account: name,
+                limits,
+                usage,
+            }
+            .admit(size)?;
+        }
+        Ok(())
+    }
+
+    /// Completes an upload: makes the blob durable, then commits one delivery per recipient
+    /// with a name free between sender and each recipient. Only when this returns Ok may the
+    /// client be told the file is stored.
+    pub async fn finish_upload(&self, upload: Upload) -> Result<Vec<Delivery>> {
+        // Route policy was decided when the upload started: a file that was allowed when its
+        // first byte was accepted is delivered, like a letter posted before a rule changed.
+        let Upload {
+            session,
+            path: _,
+            targets,
+            name,
+            recipients,
+            expected_sha256,
+            quota_recipients,
+            limit: _,
+            refusal,
+            writer,
+        } = upload;
+        let object = |name: &FileName| outbox_object(&targets, name.as_str());
+        // The quota is checked again before the blob is made durable. Two uploads closing at
+        // the same instant can still both pass this check; the window is one commit long.
+        let refused = match refusal {
+            Some(err) => Err(err),
+            None => self.recheck_quota(&quota_recipients, writer.size()).await,
+        };
+        if let Err(err) = refused {
+            writer.abort().await;
+            self.record_refusal_of(&session, EventKind::Upload, object(&name), &err)
+                .await;
+            return Err(err);
+        }
+        let blob = writer.commit().await?;
+        if let Some(expected) = expected_sha256
+            && expected != blob.sha256
+        {
+            // Durable but referenced by nothing: removed now (or by the next sweep).
+            if blob.inline.is_none() {
+                let _ = self.blobs.delete(&blob.id).await;
+            }
+            let err = CoreError::conflict(format!(
+                "the content's SHA-256 is {}, not {expected}: nothing was delivered",
+                blob.sha256
+            ));
+            self.record_refusal_of(&session, EventKind::Upload, object(&name), &err)
+                .await;
+            return Err(err);
+        }
+        let recipient_names: Vec<AccountName> = recipients.iter().map(|(r, _)| r.clone()).collect();
+        let actor = session.actor();
+        let mut suffix = 1;
+        loop {
+            let candidate = self
+                .free_name(
+                    &session.account,
+                    &targets,
+                    &recipient_names,
+                    &name,
+                    &mut suffix,
+                )
+                .await;
+            let candidate = match candidate {
+                Ok(candidate) => candidate,
+                Err(err) => {
+                    self.blobs.delete(&blob.id).await?;
+                    return Err(err);
+                }
+            };
+            let now = self.clock.now();
+            let batch_id = DeliveryId::new();
+            let deliveries: Vec<Delivery> = recipients
+                .iter()
+                .map(|(recipient, target)| Delivery {
+                    id: DeliveryId::new(),
+                    batch_id,
+                    sender: session.account.clone(),
+                    recipient: recipient.clone(),
+                    target: target.clone(),
+                    name: candidate.clone(),
+                    size: blob.size,
+                    sha256: blob.sha256.clone(),
+                    blob_id: blob.id.clone(),
+                    state: DeliveryState::Delivered,
+                    created: now,
+                    updated: now,
+                })
+                .collect();
+            let mut events = vec![self.event(
+                &actor,
+                EventKind::Upload,
+                object(&candidate),
+                Outcome::Ok,
+                format!(
+                    "batch {batch_id} {} bytes sha256 {} to {} recipient(s)",
+                    blob.size,
+                    blob.sha256,
+                    deliveries.len()
+                ),
+            )];
+            for delivery in &deliveries {
+                events.push(self.delivery_event(&actor, EventKind::DeliveryStored, delivery));
+                events.push(self.delivery_event(&actor, EventKind::DeliveryDelivered, delivery));
+            }
+            let inline = blob.inline.as_deref().map(|content| (&blob.id, content));
+            match self
+                .meta
+                .insert_deliveries(&deliveries, &events, inline)
+                .await
+            {
+                Ok(()) => return Ok(deliveries),
+                // Another upload took the name between our check and our commit: next suffix.
+                Err(err) if err.kind() == ErrorKind::Conflict && suffix < MAX_SUFFIX => {
+                    suffix += 1;
+                }
+                Err(err) => {
+                    // The blob is durable but no delivery references it: remove it now (the
+                    // start-up sweep would otherwise).
+                    let _ = self.blobs.delete(&blob.id).await;
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Abandons an upload (connection dropped, client closed early); nothing becomes visible.
+    pub async fn abort_upload(&self, upload: Upload, reason: &str) {
+        // A write refused for a limit is a refusal, not a failure, and says which limit.
+        let (outcome, detail) = match &upload.refusal {
+            Some(err) => (
+                Outcome::Refused,
+                format!(
+                    "{}: {} ({reason}; {} bytes accepted, nothing delivered)",
+                    err.kind(),
+                    err.message(),
+                    upload.size()
+                ),
+            ),
+            None => (
+                Outcome::Failed,
+                format!("{reason} after {} bytes; nothing delivered", upload.size()),
+            ),
+        };
+        let event = self.event(
+            &upload.session.actor(),
+            EventKind::Upload,
+            outbox_object(&upload.targets, upload.name.as_str()),
+            outcome,
+            detail,
+        );
+        upload.writer.abort().await;
+        if let Err(err) = self.meta.record(&[event], Durability::Relaxed).await {
+            tracing::warn!(error = %err, "could not record an aborted upload");
+        }
+    }
+
+    /// Picks the first name (`name`, `name~2`, …) that is free between the sender and every
+    /// recipient and, for a group, among the sender's pending fan-outs to that group.
+    async fn free_name(
+        &self,
+        sender: &AccountName,
+        targets: &[AccountName],
+        recipients: &[AccountName],
+        name: &FileName,
+        suffix: &mut u32,
+    ) -> Result<FileName> {
+        while *suffix <= MAX_SUFFIX {
+            let candidate = if *suffix == 1 {
+                name.clone()
+            } else {
+                name.with_suffix(*suffix)
+            };
+            let taken = self
+                .meta
+                .deliveries(&DeliveryQuery {
+                    sender: Some(sender.clone()),
+                    name: Some(candidate.clone()),
+                    states: DeliveryState::LIVE.to_vec(),
+                    ..DeliveryQuery::default()
+                })
+                .await?
+                .iter()
+                .any(|d| recipients.contains(&d.recipient) || targets.contains(&d.target));
+            if !taken {
+                return Ok(candidate);
+            }
+            *suffix += 1;
+        }
+        Err(CoreError::conflict(format!(
+            "too many deliveries named {name} are pending; remove some first"
+        )))
+    }
+
+    /// The accounts an upload to `target` reaches, after route policy and the recipients'
+    /// right to receive.
+    ///
+    /// A group member who may not receive refuses the whole upload, naming the member:
+    /// skipping it silently would tell the sender the group got the file when part of it did
+    /// not. (Members denied by route policy, disabled or admin are skipped, as before: the
+    /// sender was never meant to reach them through the group.)
+    async fn recipients(&self, sender: &AccountName, target: &AccountName) -> Result<Vec<Account>> {
+        let routes = self.meta.routes().await?;
+        let groups = self.meta.groups().await?;
+        let decision = policy::decide(&routes, &groups, sender, target);
+        if let Some(group) = groups.iter().find(|g| &g.name == target) {
+            if decision != Decision::Allowed {
+                return Err(route_denied(sender, target));
+            }
+            let mut recipients = Vec::new();
+            for member in group.members.iter().filter(|m| *m != sender) {
+                // A member denied explicitly is skipped; so are disabled and admin accounts.
+                if policy::decide(&routes, &groups, sender, member) == Decision::Denied {
+                    continue;
+                }
+                let Some(account) = self.meta.account(member).await? else {
+                    continue;
+                };
+                if account.kind != AccountKind::Client || account.disabled {
+                    continue;
+                }
+                if !account.access.rights.receive {
+                    return Err(CoreError::new(
+                        ErrorKind::RouteDenied,
+                        format!(
+                            "{member} in group {target} may not receive files; nothing was sent to the group"
+                        ),
+                    ));
+                }
+                recipients.push(account);
+            }
+            if recipients.is_empty() {
+                return Err(CoreError::new(
+                    ErrorKind::NotFound,
+                    format!("group {target} has no member who can receive from you"),
+                ));
+            }
+            return Ok(recipients);
+        }
+        let account = self.meta.account(target).await?;
+        match account {
+            Some(account) if account.kind == AccountKind::Client => {
+                if decision != Decision::Allowed {
+                    return Err(route_denied(sender, target));
+                }
+                if account.disabled {
+                    return Err(CoreError::new(
+                        ErrorKind::PermissionDenied,
+                        format!("{target} is disabled and cannot receive files"),
+                    ));
+                }
+                if !account.access.rights.receive {
+                    return Err(CoreError::new(
+                        ErrorKind::RouteDenied,
+                        format!("{target} may not receive files"),
+                    ));
+                }
+                Ok(vec![account])
+            }
+            _ => Err(CoreError::not_found(format!(
+                "no recipient named {target}: there is no such account or group"
+            ))),
+        }
+    }
+
+    /// Accounts and groups the sender may write to, for the `/outbox` listing.
+    pub(super) async fn allowed_targets(
+        &self,
+        sender: &AccountName,
+    ) -> Result<BTreeSet<AccountName>> {
+        let routes = self.meta.routes().await?;
+        let groups = self.meta.groups().await?;
+        let accounts = self.meta.accounts().await?;
+        let mut targets = BTreeSet::new();
+        for account in accounts
+            .iter()
+            .filter(|a| a.kind == AccountKind::Client && !a.disabled && a.access.rights.receive)
+        {
+            if policy::decide(&routes, &groups, sender, &account.name) == Decision::Allowed {
+                targets.insert(account.name.clone());
+            }
+        }
+        for group in &groups {
+            if policy::decide(&routes, &groups, sender, &group.name) == Decision::Allowed {
+                targets.insert(group.name.clone());
+            }
+        }
+        Ok(targets)
+    }
+}
+
+/// Whether an account limits what waits in its inbox.
+fn has_quota(account: &Account) -> bool {
+    let limits = &account.access.limits;
+    limits.quota_bytes.is_some() || limits.quota_files.is_some()
+}
+
+/// Pairs each recipient with its inbox usage, for the quota arithmetic.
+fn mailboxes<'a>(recipients: &[&'a Account], usages: &[InboxUsage]) -> Vec<Mailbox<'a>> {
+    recipients
+        .iter()
+        .zip(usages)
+        .map(|(&account, usage)| Mailbox {
+            account: &account.name,
+            limits: &account.access.limits,
+            usage: *usage,
+        })
+        .collect()
+}
+
+/// The event object of an upload: `/outbox/<target>/<name>`, or `/outbox/{a,b}/<name>` for
+/// one sent to several targets at once.
+fn outbox_object(targets: &[AccountName], name: &str) -> String {
+    match targets {
+        [one] => format!("/outbox/{one}/{name}"),
+        many => {
+            let list: Vec<&str> = many.iter().map(AccountName::as_str).collect();
+            format!("/outbox/{{{}}}/{name}", list.join(","))
+        }
+    }
+}
+
+fn route_denied(sender: &AccountName, target: &AccountName) -> CoreError {
+    CoreError::new(
+        ErrorKind::RouteDenied,
+        format!("{sender} may not send to {target}: no route allows it"),
+    )
+}

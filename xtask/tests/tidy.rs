@@ -211,5 +211,8 @@ fn core_does_no_io() {
             }
         }
     }
-    assert!(files > 20, "only {files} files found under mailroom-core/src");
+    assert!(
+        files > 20,
+        "only {files} files found under mailroom-core/src"
+    );
 }

@@ -57,4 +57,4 @@ pub use ports::{
 };
 pub use refusals::RefusalRecorder;
 pub use secret::Secret;
-pub use sessions::{SessionGuard, SessionInfo};
+pub use sessions::{LiveSession, SessionInfo};

@@ -49,7 +49,7 @@ impl Sessions {
         self: &Arc<Self>,
         info: SessionInfo,
         max: Option<u32>,
-    ) -> Option<SessionGuard> {
+    ) -> Option<LiveSession> {
         let mut state = self.lock();
         if let Some(max) = max {
             let open = state
@@ -72,7 +72,7 @@ impl Sessions {
                 close,
             },
         );
-        Some(SessionGuard {
+        Some(LiveSession {
             sessions: self.clone(),
             info,
             closed,
@@ -108,14 +108,14 @@ impl Sessions {
 /// A registered session. Dropping it removes the session from the registry; the front end
 /// keeps it for the life of the connection and closes the connection when [`closed`] fires.
 ///
-/// [`closed`]: SessionGuard::closed
-pub struct SessionGuard {
+/// [`closed`]: LiveSession::closed
+pub struct LiveSession {
     sessions: Arc<Sessions>,
     info: SessionInfo,
     closed: watch::Receiver<Option<String>>,
 }
 
-impl SessionGuard {
+impl LiveSession {
     /// The session's registry entry.
     pub fn info(&self) -> &SessionInfo {
         &self.info
@@ -131,15 +131,15 @@ impl SessionGuard {
     }
 }
 
-impl std::fmt::Debug for SessionGuard {
+impl std::fmt::Debug for LiveSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionGuard")
+        f.debug_struct("LiveSession")
             .field("info", &self.info)
             .finish()
     }
 }
 
-impl Drop for SessionGuard {
+impl Drop for LiveSession {
     fn drop(&mut self) {
         self.sessions.lock().live.remove(&self.info.id);
     }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
-use mailroom_core::{ClientSession, CoreError, ErrorKind, LoginStep, SessionGuard, VirtualPath};
+use mailroom_core::{ClientSession, CoreError, ErrorKind, LiveSession, LoginStep, VirtualPath};
 use mailroom_net::StartupPermit;
 
 use crate::auth::Login;
@@ -70,7 +70,7 @@ pub(crate) struct Session {
     user: Option<String>,
     failed_logins: u32,
     /// The logged-in client and its place in the session registry.
-    client: Option<(ClientSession, SessionGuard)>,
+    client: Option<(ClientSession, LiveSession)>,
     /// Released at login: the connection no longer counts as a startup.
     startup: Option<StartupPermit>,
     /// The absolute login deadline, from accept.
@@ -976,7 +976,7 @@ impl Session {
 }
 
 /// Resolves with the Hub's reason when it closes the logged-in session; never before login.
-async fn closed(client: &mut Option<(ClientSession, SessionGuard)>) -> String {
+async fn closed(client: &mut Option<(ClientSession, LiveSession)>) -> String {
     match client {
         Some((_, guard)) => guard.closed().await,
         None => std::future::pending().await,

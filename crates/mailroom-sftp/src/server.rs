@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use mailroom_core::{
-    ClientSession, Credential, Factor, Hub, LoginProgress, LoginStep, Protocol, RefusalRecorder,
-    Secret, SessionGuard,
+    ClientSession, Credential, Factor, Hub, LiveSession, LoginProgress, LoginStep, Protocol,
+    RefusalRecorder, Secret,
 };
 use mailroom_net::{Activity, ConnectionLimits, ConnectionPermit, StartupLimits};
 
@@ -199,8 +199,8 @@ impl Connection {
         // The registered session, once the login completes; the hub fires it to close the
         // session (account disabled, deleted, banned, out of its networks).
         let mut session_receiver = session_receiver;
-        let mut guard: Option<SessionGuard> = None;
-        let closed = async |guard: &mut Option<SessionGuard>| match guard {
+        let mut guard: Option<LiveSession> = None;
+        let closed = async |guard: &mut Option<LiveSession>| match guard {
             Some(guard) => guard.closed().await,
             None => std::future::pending().await,
         };
@@ -300,7 +300,7 @@ struct SshHandler {
     /// What the keyboard-interactive prompt in flight asked for.
     interactive: Option<Factor>,
     /// Hands the registered session to [`Connection::run`] once the login completes.
-    session_guard: Option<oneshot::Sender<SessionGuard>>,
+    session_guard: Option<oneshot::Sender<LiveSession>>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     authenticated: Arc<AtomicBool>,
     /// The connection's place among the unauthenticated ones, given back at login.

@@ -6,7 +6,7 @@
 //! SHA-256, abort) and the download with `Range` are the API's handlers, with the API's
 //! checks, events and problem documents.
 //!
-//! Upload requests are state-changing, so [`crate::guard::csrf`] has already checked their
+//! Upload requests are state-changing, so [`crate::page_checks::csrf`] has already checked their
 //! `X-CSRF-Token` header and origin; the offset queries (`HEAD`, `GET`) change nothing. A
 //! download is a GET, protected by the `SameSite=Strict` cookie and `Sec-Fetch-Site`.
 

@@ -23,7 +23,7 @@ use mailroom_https::AppState;
 mod admin;
 mod assets;
 mod bridge;
-mod guard;
+mod page_checks;
 mod pages;
 mod qr;
 mod session;
@@ -91,15 +91,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/sessions/{id}/kick", post(admin::kick))
         .route("/admin/audit", get(admin::audit))
         .route("/assets/{name}", get(assets::asset))
-        .layer(middleware::from_fn_with_state(web.clone(), guard::csrf))
+        .layer(middleware::from_fn_with_state(
+            web.clone(),
+            page_checks::csrf,
+        ))
         .layer(middleware::from_fn_with_state(
             web.clone(),
             session::resolve,
         ))
         .layer(middleware::from_fn_with_state(
             web.clone(),
-            guard::admission,
+            page_checks::admission,
         ))
-        .layer(middleware::from_fn(guard::headers))
+        .layer(middleware::from_fn(page_checks::headers))
         .with_state(web)
 }

@@ -10,7 +10,7 @@
 //! the session. Nothing about a session is kept here.
 //!
 //! The CSRF token of a session is an HMAC-SHA-256 of its login id under a key drawn at start;
-//! [`crate::guard::csrf`] checks it on every state-changing request.
+//! [`crate::page_checks::csrf`] checks it on every state-changing request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

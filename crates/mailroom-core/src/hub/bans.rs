@@ -41,7 +41,7 @@ impl Hub {
         account: Option<AccountName>,
         offence: Offence,
     ) -> Result<()> {
-        if self.guard.defender.config().is_safe(ip) {
+        if self.auth.defender.config().is_safe(ip) {
             return Ok(());
         }
         let mut subjects = vec![BanSubject::Address(ip)];
@@ -49,14 +49,14 @@ impl Hub {
             subjects.push(BanSubject::Account(name));
         }
         let now = self.clock.now();
-        for subject in self.guard.defender.score(&subjects, offence, now) {
+        for subject in self.auth.defender.score(&subjects, offence, now) {
             let previous = self.meta.ban(&subject).await?;
             let level = previous.map_or(1, |b| b.level.saturating_add(1));
-            let length = self.guard.defender.config().ban_length(level);
+            let length = self.auth.defender.config().ban_length(level);
             let reason = format!(
                 "{} points in {} min",
-                self.guard.defender.config().threshold,
-                self.guard.defender.config().window.as_secs() / 60
+                self.auth.defender.config().threshold,
+                self.auth.defender.config().window.as_secs() / 60
             );
             self.place_ban(&Actor::system(), subject, length, level, reason)
                 .await?;
@@ -100,7 +100,7 @@ impl Hub {
             tracing::warn!(subject = %subject, until = %rfc3339(until), level, reason = %reason, "ban");
         }
         self.meta.put_ban(&ban, &event).await?;
-        self.guard
+        self.auth
             .bans
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -115,7 +115,7 @@ impl Hub {
         let now = self.clock.now();
         let stale = {
             let cache = self
-                .guard
+                .auth
                 .bans
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -127,7 +127,7 @@ impl Hub {
             self.refresh_bans().await?;
         }
         let cache = self
-            .guard
+            .auth
             .bans
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -150,7 +150,7 @@ impl Hub {
             .map(|b| (b.subject, b.until))
             .collect();
         let mut cache = self
-            .guard
+            .auth
             .bans
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -173,7 +173,7 @@ impl Hub {
         reason: &str,
     ) -> Result<Ban> {
         if let BanSubject::Address(ip) = &subject
-            && self.guard.defender.config().is_safe(*ip)
+            && self.auth.defender.config().is_safe(*ip)
         {
             return Err(CoreError::denied(format!(
                 "{ip} is on the safe list and is never banned"
@@ -208,8 +208,8 @@ impl Hub {
             "ban lifted".to_owned(),
         );
         self.meta.delete_ban(subject, &event).await?;
-        self.guard.defender.forgive(subject);
-        self.guard
+        self.auth.defender.forgive(subject);
+        self.auth
             .bans
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -23,7 +23,7 @@ use crate::names::AccountName;
 use crate::password;
 use crate::ports::Durability;
 use crate::secret::Secret;
-use crate::sessions::{SessionGuard, SessionInfo, Sessions};
+use crate::sessions::{LiveSession, SessionInfo, Sessions};
 
 /// Settings of authentication and defence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(crate) struct AuthState {
     pub(super) bans: Mutex<BanCache>,
     pub(super) refusals: Mutex<HashMap<IpAddr, OffsetDateTime>>,
     /// The registered sessions of token logins (see [`super::tokens`]), by login id.
-    pub(super) token_sessions: Mutex<HashMap<String, SessionGuard>>,
+    pub(super) token_sessions: Mutex<HashMap<String, LiveSession>>,
 }
 
 impl AuthState {
@@ -77,9 +77,7 @@ impl AuthState {
     }
 
     /// The registered sessions of token logins, locked.
-    pub(crate) fn token_sessions(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, SessionGuard>> {
+    pub(crate) fn token_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveSession>> {
         self.token_sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -189,7 +187,7 @@ impl LoginProgress {
 #[derive(Debug)]
 pub enum LoginStep {
     /// Every required factor is proved: the session is registered.
-    Accepted(ClientSession, SessionGuard),
+    Accepted(ClientSession, LiveSession),
     /// This factor is right; these are still missing.
     Continue(Vec<Factor>),
     /// Refused; the client is told nothing more.
@@ -234,13 +232,13 @@ pub fn source_ip(source: Option<&str>) -> Option<IpAddr> {
 impl Hub {
     /// Replaces the authentication and defence settings. Call before serving.
     pub fn with_auth(mut self, config: AuthConfig) -> Hub {
-        self.guard = AuthState::new(config);
+        self.auth = AuthState::new(config);
         self
     }
 
     /// The authentication and defence settings.
     pub fn auth_config(&self) -> &AuthConfig {
-        &self.guard.config
+        &self.auth.config
     }
 
     // ----- admission -------------------------------------------------------------------------
@@ -250,7 +248,7 @@ impl Hub {
     /// accounted at most once a minute per address.
     pub async fn admit(&self, source: SocketAddr, protocol: Protocol) -> Result<()> {
         let ip = canonical(source.ip());
-        let defender = self.guard.defender.config();
+        let defender = self.auth.defender.config();
         if defender.is_safe(ip) {
             return Ok(());
         }
@@ -267,7 +265,7 @@ impl Hub {
         let now = self.clock.now();
         let due = {
             let mut refusals = self
-                .guard
+                .auth
                 .refusals
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -402,7 +400,7 @@ impl Hub {
         ip: Option<IpAddr>,
         scope: Scope,
     ) -> Result<Option<String>> {
-        let safe = ip.is_some_and(|ip| self.guard.defender.config().is_safe(ip));
+        let safe = ip.is_some_and(|ip| self.auth.defender.config().is_safe(ip));
         if !safe {
             if let Some(ip) = ip
                 && self.active_ban(&BanSubject::Address(ip)).await?.is_some()
@@ -503,7 +501,7 @@ impl Hub {
             started: self.clock.now(),
         };
         let Some(guard) = self
-            .guard
+            .auth
             .sessions
             .register(info, account.access.limits.max_sessions)
         else {
@@ -648,7 +646,7 @@ impl Hub {
 
     async fn verify_password(&self, password: Secret<String>, phc: Option<String>) -> Result<bool> {
         let _permit = self
-            .guard
+            .auth
             .hash_jobs
             .clone()
             .acquire_owned()

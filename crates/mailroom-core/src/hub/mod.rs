@@ -104,7 +104,7 @@ pub struct Hub {
     blobs: Arc<dyn BlobStore>,
     pub(crate) clock: Arc<dyn Clock>,
     /// Authentication and defence state (see [`login`]).
-    pub(crate) guard: AuthState,
+    pub(crate) auth: AuthState,
     /// Resumable uploads under way (see [`resumable`]).
     pub(crate) resumables: resumable::Resumables,
 }
@@ -116,7 +116,7 @@ impl Hub {
             meta,
             blobs,
             clock,
-            guard: AuthState::new(AuthConfig::default()),
+            auth: AuthState::new(AuthConfig::default()),
             resumables: resumable::Resumables::default(),
         }
     }

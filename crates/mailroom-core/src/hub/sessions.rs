@@ -17,7 +17,7 @@ impl Hub {
 
     /// The live sessions of this process.
     pub fn live_sessions(&self) -> Vec<SessionInfo> {
-        self.guard.sessions.list()
+        self.auth.sessions.list()
     }
 
     /// Closes every live session whose account was disabled, deleted, locked or moved out of
@@ -25,7 +25,7 @@ impl Hub {
     /// session's guard fires. Run it every few seconds.
     pub async fn enforce_sessions(&self) -> Result<usize> {
         self.refresh_bans().await?;
-        let live = self.guard.sessions.list();
+        let live = self.auth.sessions.list();
         if live.is_empty() {
             return Ok(0);
         }
@@ -49,7 +49,7 @@ impl Hub {
                     Some("source address no longer in the account's networks".to_owned())
                 }
                 Some(account) => {
-                    let safe = ip.is_some_and(|ip| self.guard.defender.config().is_safe(ip));
+                    let safe = ip.is_some_and(|ip| self.auth.defender.config().is_safe(ip));
                     let banned = !safe
                         && (self
                             .active_ban(&BanSubject::Account(account.name.clone()))
@@ -80,7 +80,7 @@ impl Hub {
                 tracing::info!(account = %session.account, reason = %reason, "closing session");
                 // Accounted first, so the event exists by the time the client sees the close.
                 self.meta.record(&[event], Durability::Relaxed).await?;
-                if self.guard.sessions.close(session.id, &reason) {
+                if self.auth.sessions.close(session.id, &reason) {
                     closed += 1;
                 }
                 // A token login has no connection to close: its tokens go instead.
@@ -110,7 +110,7 @@ impl Hub {
             ),
         );
         self.meta.record(&[event], Durability::Flush).await?;
-        self.guard.sessions.close(id, "closed by an administrator");
+        self.auth.sessions.close(id, "closed by an administrator");
         self.end_token_session_of(id).await
     }
 }

@@ -27,7 +27,7 @@ use crate::error::{CoreError, Result};
 use crate::model::{EventKind, Outcome, Protocol};
 use crate::names::AccountName;
 use crate::secret::Secret;
-use crate::sessions::SessionGuard;
+use crate::sessions::LiveSession;
 
 /// Whether a token is presented on requests or traded for new tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl Hub {
     pub async fn issue_tokens(
         &self,
         session: &ClientSession,
-        guard: SessionGuard,
+        guard: LiveSession,
         scope: Scope,
         lifetimes: &TokenLifetimes,
     ) -> Result<IssuedTokens> {
@@ -216,7 +216,7 @@ impl Hub {
                 lifetimes,
             )
             .await?;
-        self.guard.token_sessions().insert(id, guard);
+        self.auth.token_sessions().insert(id, guard);
         Ok(issued)
     }
 
@@ -380,7 +380,7 @@ impl Hub {
     /// Deletes a login's tokens (with `event`, if any) and drops its registry entry.
     async fn end_login(&self, session: &str, event: Option<&crate::model::Event>) -> Result<()> {
         self.meta.delete_token_session(session, event).await?;
-        self.guard.token_sessions().remove(session);
+        self.auth.token_sessions().remove(session);
         Ok(())
     }
 
@@ -388,7 +388,7 @@ impl Hub {
     /// the hub or an administrator closes that session.
     pub(crate) async fn end_token_session_of(&self, registry_id: u64) -> Result<()> {
         let session = self
-            .guard
+            .auth
             .token_sessions()
             .iter()
             .find(|(_, guard)| guard.info().id == registry_id)
@@ -403,7 +403,7 @@ impl Hub {
     /// Returns how many tokens were deleted.
     pub async fn sweep_tokens(&self) -> Result<u64> {
         let (deleted, ended) = self.meta.delete_expired_tokens(self.clock.now()).await?;
-        let mut sessions = self.guard.token_sessions();
+        let mut sessions = self.auth.token_sessions();
         for session in ended {
             sessions.remove(&session);
         }

@@ -36,7 +36,7 @@ impl Hub {
         };
         let code = code.expose().trim();
         if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-            let totp = totp(enrolment, &account.name, &self.guard.config.totp_issuer)?;
+            let totp = totp(enrolment, &account.name, &self.auth.config.totp_issuer)?;
             let now = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0);
             return match totp.check(code, now) {
                 Some(step) => self.meta.use_totp_step(&account.name, step).await,
@@ -74,7 +74,7 @@ impl Hub {
             last_step: None,
             recovery: Vec::new(),
         };
-        let uri = totp(&enrolment, name, &self.guard.config.totp_issuer)?
+        let uri = totp(&enrolment, name, &self.auth.config.totp_issuer)?
             .to_url()
             .map_err(|_| CoreError::internal("could not build the otpauth URI"))?;
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();

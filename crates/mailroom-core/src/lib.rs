@@ -23,6 +23,8 @@ mod ports;
 mod refusals;
 mod secret;
 mod sessions;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use access::{
     AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
@@ -36,10 +38,10 @@ pub use audit::{
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{
-    Actor, AuthConfig, ClientSession, Credential, Entry, Hub, IssuedTokens, LoginProgress,
-    LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, ReadHandle, ResumableInfo, ResumableLease,
-    Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, TotpSetup, Upload,
-    source_ip, token_hash, totp_code,
+    AccountChange, Actor, AuthConfig, ClientSession, Credential, Entry, Hub, IssuedTokens,
+    LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, ReadHandle, ResumableInfo,
+    ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord,
+    TotpSetup, Upload, source_ip, token_hash, totp_code,
 };
 pub use ipnet::IpNet;
 pub use model::{
@@ -52,8 +54,9 @@ pub use password::{
 };
 pub use path::{Area, MAX_PATH, VirtualPath};
 pub use ports::{
-    BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery, InboxUsage,
-    MetaStore, StoredBlob, SweepReport, SystemClock,
+    AccountUpdate, BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery,
+    InboxUsage, MetaStore, MetaStoreExt, StoreStats, StoredBlob, SweepReport, SystemClock, Tx,
+    Unit, UnitOutput,
 };
 pub use refusals::RefusalRecorder;
 pub use secret::Secret;

@@ -1,22 +1,29 @@
 //! The ports the service needs from the outside world: metadata, blobs and time.
 //!
-//! Adapters implement them (`mailroom-meta`, `mailroom-blob`); the binary picks which. Every
-//! method that changes state takes the audit events that describe the change, and the
-//! metadata store commits both in one transaction, so an event exists exactly when its change
-//! does.
+//! Adapters implement them (`mailroom-meta`, `mailroom-blob`; in memory, [`crate::testing`]);
+//! the binary picks which. The metadata port is shaped by operations, not by tables: each Hub
+//! operation hands the store one [`Unit`] of work (its reads, its writes and the audit events
+//! that describe them), and the store runs the whole unit as one transaction, in one hop to
+//! wherever the database work happens. A unit that fails changes nothing. The unit itself is
+//! plain synchronous code over [`Tx`], so the decisions stay in the core while the store
+//! decides how the transaction is run (a writer thread with group commit on SQLite, one
+//! connection per unit on a server database).
 
+use std::any::Any;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::access::{Ban, BanSubject};
-use crate::audit::{AuditRecord, ChainHead, ChainReport, Checkpoint};
+use crate::access::{AccessPolicy, Ban, BanSubject, TotpEnrolment};
+use crate::audit::{AuditRecord, ChainHead};
 use crate::error::Result;
 use crate::hub::TokenRecord;
 use crate::model::{
-    Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group, Outcome, Route,
+    Account, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group,
+    Outcome, Route,
 };
 use crate::names::{AccountName, FileName};
 
@@ -35,6 +42,8 @@ pub struct DeliveryQuery {
     pub states: Vec<DeliveryState>,
     /// Created before this time.
     pub created_before: Option<OffsetDateTime>,
+    /// At most this many, the oldest ones; `None` for all.
+    pub limit: Option<u32>,
 }
 
 /// What waits in one inbox: the live deliveries addressed to an account.
@@ -78,140 +87,267 @@ pub struct EventQuery {
     pub limit: Option<u32>,
 }
 
-/// Accounts, groups, routes, deliveries and the audit trail.
+/// The result of a unit, boxed so that one trait method serves every operation; the Hub's
+/// typed helpers put the type back.
+pub type UnitOutput = Box<dyn Any + Send>;
+
+/// One operation's work on the metadata store, run inside one transaction by
+/// [`MetaStore::read`] or [`MetaStore::write`]. It must not block on anything but the
+/// store: no password hashing, no blob I/O (do those before or after).
+pub type Unit = Box<dyn FnOnce(&mut dyn Tx) -> Result<UnitOutput> + Send>;
+
+/// What a store has done since it opened: the hops the Hub's operations made to it and the
+/// commits and flushes they cost. The bench prints them per file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Read units run.
+    pub reads: u64,
+    /// Write units run (committed or not).
+    pub writes: u64,
+    /// Write transactions committed; with group commit several units share one.
+    pub commits: u64,
+    /// Commits that waited for stable storage (an `fsync` of the log).
+    pub flushes: u64,
+}
+
+impl StoreStats {
+    /// Units of either kind: the hops to the store.
+    pub fn hops(&self) -> u64 {
+        self.reads + self.writes
+    }
+}
+
+/// The metadata store: accounts, groups, routes, deliveries, bans, tokens and the audit trail,
+/// reached only through units of work.
 ///
-/// Errors: a name already taken by an account or a group, or a live delivery name taken, is
-/// [`crate::ErrorKind::Conflict`]; a missing object is [`crate::ErrorKind::NotFound`]; a busy
-/// or unreachable database is [`crate::ErrorKind::Transient`].
+/// Errors: a unit's own errors come back unchanged (and its writes are undone); a busy or
+/// unreachable database is [`crate::ErrorKind::Transient`]; a store that is closing too.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
+    /// Runs a unit that only reads, in one read transaction: every read sees one snapshot.
+    /// A write inside it fails as Internal.
+    async fn read(&self, unit: Unit) -> Result<UnitOutput>;
+    /// Runs a unit that may write, in one write transaction, and returns once that
+    /// transaction has committed with `durability` (or the unit failed, and nothing of it
+    /// was kept). Writes of one unit are never visible without each other.
+    async fn write(&self, durability: Durability, unit: Unit) -> Result<UnitOutput>;
+    /// What the store has done so far.
+    fn stats(&self) -> StoreStats;
+}
+
+/// Typed units over any [`MetaStore`]: the unit returns its own type, and the boxing the port
+/// needs stays here.
+pub trait MetaStoreExt: MetaStore {
+    /// [`MetaStore::read`] of a unit that returns a `T`.
+    fn read_with<T: Send + 'static>(
+        &self,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send {
+        let future = self.read(boxed(unit));
+        async move { unbox(future.await?) }
+    }
+
+    /// [`MetaStore::write`] of a unit that returns a `T`.
+    fn write_with<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send {
+        let future = self.write(durability, boxed(unit));
+        async move { unbox(future.await?) }
+    }
+}
+
+impl<S: MetaStore + ?Sized> MetaStoreExt for S {}
+
+/// A typed unit as the store port takes it.
+fn boxed<T: Send + 'static>(unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static) -> Unit {
+    Box::new(move |tx| unit(tx).map(|value| Box::new(value) as UnitOutput))
+}
+
+/// A unit's output with its type back.
+fn unbox<T: 'static>(output: UnitOutput) -> Result<T> {
+    output
+        .downcast::<T>()
+        .map(|value| *value)
+        .map_err(|_| crate::CoreError::internal("a unit of work returned the wrong type"))
+}
+
+/// A field-level change of one account: only the fields that are set are written, so a change
+/// never rewrites a field from a copy read earlier.
+#[derive(Debug, Clone, Default)]
+pub struct AccountUpdate {
+    /// Disables (true) or enables (false) the account.
+    pub disabled: Option<bool>,
+    /// A new Argon2id PHC string, or `Some(None)` to turn password login off.
+    pub password_hash: Option<Option<String>>,
+    /// The whole access policy (the unit merged its change into the stored one).
+    pub access: Option<AccessPolicy>,
+    /// The SSH keys, in order (the unit added or removed one of the stored ones).
+    pub keys: Option<Vec<AuthorizedKey>>,
+    /// A new TOTP enrolment (its last step unset), or `Some(None)` to remove it.
+    pub totp: Option<Option<TotpEnrolment>>,
+    /// Moves the account's token generation on by one, revoking every token issued before.
+    pub revoke_tokens: bool,
+}
+
+impl AccountUpdate {
+    /// Whether the update changes anything.
+    pub fn is_empty(&self) -> bool {
+        self.disabled.is_none()
+            && self.password_hash.is_none()
+            && self.access.is_none()
+            && self.keys.is_none()
+            && self.totp.is_none()
+            && !self.revoke_tokens
+    }
+}
+
+/// What a unit may do inside its transaction. Reads see the transaction's snapshot and the
+/// unit's own writes. Every write that changes an account's kind, state, access or token
+/// generation, a group, its members or a route moves the [`Tx::policy_version`] on in the
+/// same transaction, which is what keeps the Hub's policy cache exact.
+///
+/// Errors: a name already taken by an account or a group, or a live delivery name taken, is
+/// [`crate::ErrorKind::Conflict`]; a missing object is [`crate::ErrorKind::NotFound`].
+pub trait Tx {
+    /// Whether this unit may write (a write unit), or only read a committed snapshot.
+    fn writable(&self) -> bool;
+
+    // ----- policy ----------------------------------------------------------------------------
+
+    /// The version of accounts, groups and routes, as committed (or as this unit changed it).
+    fn policy_version(&mut self) -> Result<u64>;
+
+    // ----- accounts --------------------------------------------------------------------------
+
     /// One account with its keys.
-    async fn account(&self, name: &AccountName) -> Result<Option<Account>>;
+    fn account(&mut self, name: &AccountName) -> Result<Option<Account>>;
     /// Every account with its keys, by name.
-    async fn accounts(&self) -> Result<Vec<Account>>;
+    fn accounts(&mut self) -> Result<Vec<Account>>;
     /// Adds an account. Conflict if an account or a group has the name.
-    async fn insert_account(&self, account: &Account, event: &Event) -> Result<()>;
-    /// Stores the account's mutable fields (disabled, password hash, keys). NotFound if absent.
-    async fn update_account(&self, account: &Account, event: &Event) -> Result<()>;
-    /// Removes an account, its keys, its group memberships and the routes that name it.
-    /// NotFound if absent; Conflict, checked in the same transaction, while a live delivery
-    /// is addressed to it or sent by it.
-    async fn delete_account(&self, name: &AccountName, event: &Event) -> Result<()>;
+    fn insert_account(&mut self, account: &Account) -> Result<()>;
+    /// Writes the fields an update sets. NotFound if the account is absent.
+    fn update_account(&mut self, name: &AccountName, update: &AccountUpdate) -> Result<()>;
+    /// Removes an account, its keys, its group memberships, its tokens and the routes that
+    /// name it. NotFound if absent; Conflict while a live delivery is addressed to it or sent
+    /// by it.
+    fn delete_account(&mut self, name: &AccountName) -> Result<()>;
+
+    // ----- groups and routes -----------------------------------------------------------------
 
     /// One group with its members.
-    async fn group(&self, name: &AccountName) -> Result<Option<Group>>;
+    fn group(&mut self, name: &AccountName) -> Result<Option<Group>>;
     /// Every group with its members, by name.
-    async fn groups(&self) -> Result<Vec<Group>>;
-    /// Adds a group. Conflict if an account or a group has the name.
-    async fn insert_group(&self, group: &Group, event: &Event) -> Result<()>;
-    /// Replaces the group's member list. NotFound if absent.
-    async fn update_group(&self, group: &Group, event: &Event) -> Result<()>;
+    fn groups(&mut self) -> Result<Vec<Group>>;
+    /// Adds a group with its members (each must be an account). Conflict if an account or a
+    /// group has the name; NotFound naming the first member that is no account.
+    fn insert_group(&mut self, group: &Group) -> Result<()>;
+    /// Replaces a group's members. NotFound if the group or a member is absent.
+    fn set_members(&mut self, group: &AccountName, members: &[AccountName]) -> Result<()>;
     /// Removes a group and the routes that name it. NotFound if absent.
-    async fn delete_group(&self, name: &AccountName, event: &Event) -> Result<()>;
-
+    fn delete_group(&mut self, name: &AccountName) -> Result<()>;
     /// Every route rule, by (from, to).
-    async fn routes(&self) -> Result<Vec<Route>>;
-    /// Adds the rule for (from, to), replacing an earlier rule for the same pair.
-    async fn put_route(&self, route: &Route, event: &Event) -> Result<()>;
+    fn routes(&mut self) -> Result<Vec<Route>>;
+    /// Adds the rule for (from, to), replacing an earlier rule for the same pair. NotFound if
+    /// either name is neither an account nor a group.
+    fn put_route(&mut self, route: &Route) -> Result<()>;
     /// Removes the rule for (from, to). NotFound if absent.
-    async fn delete_route(&self, from: &AccountName, to: &AccountName, event: &Event)
-    -> Result<()>;
+    fn delete_route(&mut self, from: &AccountName, to: &AccountName) -> Result<()>;
 
-    /// Adds deliveries with their events, all or nothing, durably. Conflict if one would share
-    /// its (recipient, sender, name) with a live delivery. `inline` is the content of a small
-    /// blob the blob store kept in memory ([`StoredBlob::inline`]): it is stored in the same
-    /// transaction and kept while a live delivery references its blob id.
-    async fn insert_deliveries(
-        &self,
+    // ----- deliveries ------------------------------------------------------------------------
+
+    /// Adds deliveries. Conflict if one would share its (recipient, sender, name) with a live
+    /// delivery. `inline` is the content of a small blob the blob store kept in memory
+    /// ([`StoredBlob::inline`]), kept while a live delivery references its blob id.
+    fn insert_deliveries(
+        &mut self,
         deliveries: &[Delivery],
-        events: &[Event],
         inline: Option<(&BlobId, &[u8])>,
     ) -> Result<()>;
-    /// The content of a blob kept in the metadata store, if this blob is one.
-    async fn inline_blob(&self, blob_id: &BlobId) -> Result<Option<Vec<u8>>>;
     /// One delivery by id.
-    async fn delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>>;
+    fn delivery(&mut self, id: &DeliveryId) -> Result<Option<Delivery>>;
     /// Deliveries matching the query, oldest first.
-    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+    fn deliveries(&mut self, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
     /// The oldest delivery matching the query, with its blob's content when the blob is kept
-    /// in the metadata store (as [`MetaStore::inline_blob`] would return it), in one lookup:
-    /// what opening a file for reading needs.
-    async fn first_delivery_with_content(
-        &self,
+    /// in the metadata store: what opening a file for reading needs.
+    fn first_delivery_with_content(
+        &mut self,
         query: &DeliveryQuery,
     ) -> Result<Option<(Delivery, Option<Vec<u8>>)>>;
-    /// Moves a delivery to `to` if it is in one of `from`, recording `events` only then.
-    /// Returns whether it moved. When a move leaves no live delivery on an inline blob, its
-    /// content is deleted in the same transaction.
-    async fn transition(
-        &self,
+    /// The content of a blob kept in the metadata store, if this blob is one.
+    fn inline_blob(&mut self, blob_id: &BlobId) -> Result<Option<Vec<u8>>>;
+    /// Moves a delivery to `to`, dated `at`, if it is in one of `from`; returns whether it
+    /// moved. When a move leaves no live delivery on an inline blob, its content goes too.
+    fn transition(
+        &mut self,
         id: &DeliveryId,
         from: &[DeliveryState],
         to: DeliveryState,
-        events: &[Event],
-        durability: Durability,
+        at: OffsetDateTime,
     ) -> Result<bool>;
     /// Renames a live delivery. Conflict if the name is taken between the same sender and
     /// recipient; NotFound if the delivery is not live.
-    async fn rename_delivery(&self, id: &DeliveryId, name: &FileName, event: &Event) -> Result<()>;
+    fn rename_delivery(&mut self, id: &DeliveryId, name: &FileName) -> Result<()>;
     /// Blob ids referenced by at least one delivery in a live state.
-    async fn live_blobs(&self) -> Result<HashSet<BlobId>>;
+    fn live_blobs(&mut self) -> Result<HashSet<BlobId>>;
     /// Whether any delivery in a live state references the blob.
-    async fn blob_in_use(&self, blob_id: &BlobId) -> Result<bool>;
-
+    fn blob_in_use(&mut self, blob_id: &BlobId) -> Result<bool>;
     /// The bytes and files of the live deliveries addressed to `recipient`.
-    async fn inbox_usage(&self, recipient: &AccountName) -> Result<InboxUsage>;
+    fn inbox_usage(&mut self, recipient: &AccountName) -> Result<InboxUsage>;
 
-    /// Marks TOTP step `step` used for the account if it is later than the last used step,
-    /// atomically; returns whether it was (false: replayed or older code, or no enrolment).
-    async fn use_totp_step(&self, name: &AccountName, step: u64) -> Result<bool>;
-    /// Removes one unused recovery code (by its hash) from the account's enrolment,
-    /// atomically; returns whether it was there.
-    async fn use_recovery_code(&self, name: &AccountName, code_hash: &str) -> Result<bool>;
+    // ----- one-time codes --------------------------------------------------------------------
+
+    /// Marks TOTP step `step` used if it is later than the last used step; returns whether it
+    /// was (false: replayed or older code, or no enrolment).
+    fn use_totp_step(&mut self, name: &AccountName, step: u64) -> Result<bool>;
+    /// Removes one unused recovery code (by its hash); returns whether it was there.
+    fn use_recovery_code(&mut self, name: &AccountName, code_hash: &str) -> Result<bool>;
+
+    // ----- bans ------------------------------------------------------------------------------
 
     /// Every ban, active or ended, by subject.
-    async fn bans(&self) -> Result<Vec<Ban>>;
+    fn bans(&mut self) -> Result<Vec<Ban>>;
     /// The ban of one subject, active or ended.
-    async fn ban(&self, subject: &BanSubject) -> Result<Option<Ban>>;
-    /// Places or replaces the ban of its subject, with its event, durably.
-    async fn put_ban(&self, ban: &Ban, event: &Event) -> Result<()>;
+    fn ban(&mut self, subject: &BanSubject) -> Result<Option<Ban>>;
+    /// Places or replaces the ban of its subject.
+    fn put_ban(&mut self, ban: &Ban) -> Result<()>;
     /// Removes the ban of `subject` (its history too). NotFound if there is none.
-    async fn delete_ban(&self, subject: &BanSubject, event: &Event) -> Result<()>;
+    fn delete_ban(&mut self, subject: &BanSubject) -> Result<()>;
 
-    /// Records events that describe no stored change (logins, refusals).
-    async fn record(&self, events: &[Event], durability: Durability) -> Result<()>;
+    // ----- the audit trail -------------------------------------------------------------------
+
+    /// Appends events to the audit trail, chained in order. Conflict if an event id is
+    /// recorded already.
+    fn record(&mut self, events: &[Event]) -> Result<()>;
     /// Events matching the query, oldest first.
-    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
-
+    fn events(&mut self, query: &EventQuery) -> Result<Vec<Event>>;
     /// One page of the audit trail with its chain fields: the events matching `query` whose
     /// `seq` is above `after_seq`, oldest first, at most `page` of them (`query.limit` is not
-    /// used). Pass the last `seq` of a page to get the next, until a page comes back empty.
-    async fn audit_records(
-        &self,
+    /// used).
+    fn audit_records(
+        &mut self,
         query: &EventQuery,
         after_seq: u64,
         page: u32,
     ) -> Result<Vec<AuditRecord>>;
-    /// Walks the whole hash chain in `seq` order, in pages, and reports the events checked,
-    /// the head and the first bad event; with `expect`, also whether that earlier checkpoint
-    /// is still on the chain. A broken chain is a report, not an error.
-    async fn verify_audit(&self, expect: Option<Checkpoint>) -> Result<ChainReport>;
-    /// The newest event of the chain, without verifying it; `None` while no chained event
-    /// exists.
-    async fn audit_head(&self) -> Result<Option<ChainHead>>;
+    /// The newest chained event, without verifying it.
+    fn audit_head(&mut self) -> Result<Option<ChainHead>>;
+    /// The highest `seq` recorded before the chain began (events up to it carry no hash).
+    fn audit_legacy_through(&mut self) -> Result<u64>;
 
-    /// Stores bearer tokens (their hashes), all or nothing. Conflict if a hash is taken.
-    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<()>;
+    // ----- bearer tokens ---------------------------------------------------------------------
+
+    /// Stores bearer tokens (their hashes). Conflict if a hash is taken.
+    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()>;
     /// One token by its hash.
-    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
-    /// Removes one token by its hash and returns it, atomically: of two callers racing with
-    /// one token, one gets it and the other `None`.
-    async fn take_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
-    /// Deletes every token of one login, with `event` when given, in one transaction; returns
-    /// how many were deleted.
-    async fn delete_token_session(&self, session: &str, event: Option<&Event>) -> Result<u64>;
+    fn token(&mut self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Removes one token by its hash and returns it.
+    fn take_token(&mut self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Deletes every token of one login; returns how many.
+    fn delete_token_session(&mut self, session: &str) -> Result<u64>;
     /// Deletes the tokens expired at `now`; returns how many, and the logins left with none.
-    async fn delete_expired_tokens(&self, now: OffsetDateTime) -> Result<(u64, Vec<String>)>;
+    fn delete_expired_tokens(&mut self, now: OffsetDateTime) -> Result<(u64, Vec<String>)>;
 }
 
 /// A committed blob: durable under `id`, or, when `inline` holds its content, to be made

@@ -115,47 +115,37 @@ pub(crate) async fn change_account(
 ) -> Result<Json<AccountView>, Problem> {
     let name = account_name(&name)?;
     let actor = auth.identity.actor();
-    let account = state.hub.account(&name).await?;
-    // Everything is parsed before anything changes, so a bad field changes nothing.
-    let mut access = account.access.clone();
+    // Everything is parsed before anything changes, and the Hub applies every field in one
+    // commit, so a bad field (a weak password included) changes nothing.
+    let mut core = mailroom_core::AccountChange {
+        password: change.password.map(Secret::new),
+        disabled: change.disabled,
+        ..mailroom_core::AccountChange::default()
+    };
     if let Some(require) = &change.require {
-        access.factors = FactorSet::parse(require).map_err(invalid)?;
+        core.factors = Some(FactorSet::parse(require).map_err(invalid)?);
     }
     if let Some(networks) = &change.networks {
-        access.networks = parse_networks(&networks.join(",")).map_err(invalid)?;
+        core.networks = Some(parse_networks(&networks.join(",")).map_err(invalid)?);
     }
     if let Some(rights) = &change.rights {
-        access.rights = Rights::parse(rights).map_err(invalid)?;
+        core.rights = Some(Rights::parse(rights).map_err(invalid)?);
     }
     if let Some(subject) = &change.certificate_subject {
-        access.certificate_subject =
-            (!subject.trim().is_empty()).then(|| subject.trim().to_owned());
+        core.certificate_subject =
+            Some((!subject.trim().is_empty()).then(|| subject.trim().to_owned()));
     }
     if let Some(limits) = &change.limits {
-        let l = &mut access.limits;
-        l.max_file_size = limits.max_file_size;
-        l.quota_bytes = limits.quota_bytes;
-        l.quota_files = limits.quota_files;
-        l.retention_days = limits.retention_days;
-        l.max_sessions = limits.max_sessions;
-        l.name_allow = parse_globs(&limits.allow_names.join(",")).map_err(invalid)?;
-        l.name_deny = parse_globs(&limits.deny_names.join(",")).map_err(invalid)?;
+        core.max_file_size = Some(limits.max_file_size);
+        core.quota_bytes = Some(limits.quota_bytes);
+        core.quota_files = Some(limits.quota_files);
+        core.retention_days = Some(limits.retention_days);
+        core.max_sessions = Some(limits.max_sessions);
+        core.name_allow = Some(parse_globs(&limits.allow_names.join(",")).map_err(invalid)?);
+        core.name_deny = Some(parse_globs(&limits.deny_names.join(",")).map_err(invalid)?);
     }
-    if access != account.access {
-        state.hub.set_access(&actor, &name, access).await?;
-    }
-    if let Some(password) = change.password {
-        state
-            .hub
-            .set_password(&actor, &name, Secret::new(password))
-            .await?;
-    }
-    if let Some(disabled) = change.disabled
-        && disabled != account.disabled
-    {
-        state.hub.set_disabled(&actor, &name, disabled).await?;
-    }
-    Ok(Json(AccountView::from(&state.hub.account(&name).await?)))
+    let account = state.hub.change_account(&actor, &name, core).await?;
+    Ok(Json(AccountView::from(&account)))
 }
 
 /// Deletes an account (refused while deliveries to or from it are live: disable it instead).
@@ -241,11 +231,11 @@ pub(crate) async fn create_group(
         .map(|m| AccountName::parse(m))
         .collect::<Result<Vec<_>, _>>()
         .map_err(invalid)?;
-    let actor = auth.identity.actor();
-    state.hub.add_group(&actor, name.clone()).await?;
-    for member in &members {
-        state.hub.add_member(&actor, &name, member).await?;
-    }
+    // The group and its members in one commit: an unknown member creates nothing.
+    state
+        .hub
+        .add_group(&auth.identity.actor(), name, members)
+        .await?;
     Ok(StatusCode::CREATED)
 }
 

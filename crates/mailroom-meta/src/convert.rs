@@ -10,9 +10,9 @@ use mailroom_core::{
     FileName, Limits, Outcome, Protocol, Result, Rights, Scope, Secret, TokenKind, TokenRecord,
     TotpEnrolment,
 };
+use rusqlite::Row;
+use rusqlite::types::FromSql;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -70,16 +70,13 @@ pub(crate) fn size_to_db(size: u64) -> Result<i64> {
 }
 
 /// One column of a row, with decoding failures logged as Internal.
-pub(crate) fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(name).map_err(|error| classify("decode", error))
+pub(crate) fn column<T: FromSql>(row: &Row<'_>, name: &'static str) -> Result<T> {
+    row.get(name).map_err(|error| classify("decode", error))
 }
 
 /// A text column parsed into its domain type.
 pub(crate) fn parsed<T>(
-    row: &SqliteRow,
+    row: &Row<'_>,
     name: &'static str,
     parse: impl FnOnce(&str) -> Result<T>,
 ) -> Result<T> {
@@ -88,7 +85,7 @@ pub(crate) fn parsed<T>(
 }
 
 /// An account name column.
-pub(crate) fn account_name(row: &SqliteRow, name: &'static str) -> Result<AccountName> {
+pub(crate) fn account_name(row: &Row<'_>, name: &'static str) -> Result<AccountName> {
     parsed(row, name, AccountName::parse)
 }
 
@@ -101,7 +98,7 @@ macro_rules! token_columns {
 pub(crate) use token_columns;
 
 /// A row of `SELECT token_columns!() FROM tokens`.
-pub(crate) fn token(row: &SqliteRow) -> Result<TokenRecord> {
+pub(crate) fn token(row: &Row<'_>) -> Result<TokenRecord> {
     let epoch: i64 = column(row, "epoch")?;
     Ok(TokenRecord {
         hash: column(row, "hash")?,
@@ -127,7 +124,7 @@ macro_rules! account_columns {
 pub(crate) use account_columns;
 
 /// A row of `SELECT account_columns!() FROM accounts`, with its keys.
-pub(crate) fn account(row: &SqliteRow, keys: Vec<AuthorizedKey>) -> Result<Account> {
+pub(crate) fn account(row: &Row<'_>, keys: Vec<AuthorizedKey>) -> Result<Account> {
     let totp_secret: Option<String> = column(row, "totp_secret")?;
     let totp = match totp_secret {
         Some(secret) => {
@@ -236,7 +233,7 @@ pub(crate) fn access_from_json(text: &str) -> Result<AccessPolicy> {
 }
 
 /// A row of `SELECT subject, until, level, reason, created FROM bans`.
-pub(crate) fn ban(row: &SqliteRow) -> Result<Ban> {
+pub(crate) fn ban(row: &Row<'_>) -> Result<Ban> {
     let level: i64 = column(row, "level")?;
     Ok(Ban {
         subject: parsed(row, "subject", BanSubject::parse)?,
@@ -248,7 +245,7 @@ pub(crate) fn ban(row: &SqliteRow) -> Result<Ban> {
 }
 
 /// A row of `SELECT algorithm, blob, comment FROM account_keys`.
-pub(crate) fn key(row: &SqliteRow) -> Result<AuthorizedKey> {
+pub(crate) fn key(row: &Row<'_>) -> Result<AuthorizedKey> {
     Ok(AuthorizedKey {
         algorithm: column(row, "algorithm")?,
         blob: column(row, "blob")?,
@@ -257,7 +254,7 @@ pub(crate) fn key(row: &SqliteRow) -> Result<AuthorizedKey> {
 }
 
 /// A row of `SELECT delivery_columns!() FROM deliveries`.
-pub(crate) fn delivery(row: &SqliteRow) -> Result<Delivery> {
+pub(crate) fn delivery(row: &Row<'_>) -> Result<Delivery> {
     let size: i64 = column(row, "size")?;
     Ok(Delivery {
         id: parsed(row, "id", DeliveryId::parse)?,
@@ -277,7 +274,7 @@ pub(crate) fn delivery(row: &SqliteRow) -> Result<Delivery> {
 }
 
 /// A row of `SELECT audit_columns!() FROM events`.
-pub(crate) fn audit_record(row: &SqliteRow) -> Result<AuditRecord> {
+pub(crate) fn audit_record(row: &Row<'_>) -> Result<AuditRecord> {
     Ok(AuditRecord {
         seq: seq_from_db(column(row, "seq")?)?,
         event: event(row)?,
@@ -302,7 +299,7 @@ pub(crate) fn seq_to_db(seq: u64) -> Result<i64> {
 }
 
 /// A row of `SELECT event_columns!() FROM events`.
-pub(crate) fn event(row: &SqliteRow) -> Result<Event> {
+pub(crate) fn event(row: &Row<'_>) -> Result<Event> {
     Ok(Event {
         id: parsed(row, "id", |text| {
             Uuid::parse_str(text).map_err(|_| CoreError::invalid("not an event id"))

@@ -1,10 +1,11 @@
 //! Errors of opening the store, and the one mapping from database errors to core error kinds.
 //!
-//! [`MetaError`] is for the operator who starts the hub: it names the database file. Errors of
-//! the [`mailroom_core::MetaStore`] methods are [`CoreError`]s whose messages reach clients, so
-//! they never carry SQL, paths or driver text; the cause is logged here instead.
+//! [`MetaError`] is for the operator who starts the hub: it names the database file. Errors
+//! inside units of work are [`CoreError`]s whose messages reach clients, so they never carry
+//! SQL, paths or driver text; the cause is logged here instead.
 
 use mailroom_core::CoreError;
+use rusqlite::ErrorCode;
 
 /// Opening or migrating the metadata database failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,18 +24,17 @@ pub enum MetaError {
     Open {
         /// The database file, or `:memory:`.
         location: String,
-        /// What the driver said.
+        /// What SQLite said.
         #[source]
-        source: sqlx::Error,
+        source: rusqlite::Error,
     },
     /// The schema could not be brought up to date; the database keeps its last good version.
-    #[error("cannot bring the metadata database {location} up to the current schema")]
+    #[error("cannot bring the metadata database {location} up to the current schema: {reason}")]
     Migrate {
         /// The database file, or `:memory:`.
         location: String,
-        /// What the migrator said.
-        #[source]
-        source: sqlx::migrate::MigrateError,
+        /// Which migration, and why.
+        reason: String,
     },
     /// SQLite did not accept a setting the hub needs for durability (WAL does not work on
     /// network file systems, for example).
@@ -51,24 +51,25 @@ pub enum MetaError {
         /// The value SQLite reported.
         actual: String,
     },
+    /// A thread of the store could not be started.
+    #[error("cannot start the metadata store's threads")]
+    Thread(#[source] std::io::Error),
 }
 
-/// SQLite primary result code: the database file is locked by another connection.
-const SQLITE_BUSY: i32 = 5;
-/// SQLite primary result code: a table is locked within this connection's shared cache.
-const SQLITE_LOCKED: i32 = 6;
-/// SQLite primary result code: the disk is full.
-const SQLITE_FULL: i32 = 13;
+/// SQLite extended result code of a UNIQUE constraint violation.
+const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+/// SQLite extended result code of a PRIMARY KEY constraint violation.
+const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
 
 /// Maps a database error to a core error, logging the cause. `operation` names the store
 /// method for the log line.
-pub(crate) fn storage(operation: &'static str) -> impl FnOnce(sqlx::Error) -> CoreError {
+pub(crate) fn storage(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> CoreError {
     move |error| classify(operation, error)
 }
 
 /// Maps a database error to a core error: unique violations are Conflict, busy or full
 /// databases Transient, everything else Internal.
-pub(crate) fn classify(operation: &'static str, error: sqlx::Error) -> CoreError {
+pub(crate) fn classify(operation: &'static str, error: rusqlite::Error) -> CoreError {
     if is_unique_violation(&error) {
         // Call sites that expect a particular violation catch it first with a better sentence;
         // this is the fallback for the ones nobody expected.
@@ -97,25 +98,28 @@ pub(crate) fn unstorable(what: &'static str) -> CoreError {
 }
 
 /// Whether the error is a UNIQUE or PRIMARY KEY violation.
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+pub(crate) fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == SQLITE_CONSTRAINT_UNIQUE
+                || failure.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY
+    )
 }
 
 /// Whether a UNIQUE violation names `table.column` (SQLite's message lists the columns).
-pub(crate) fn violates(error: &sqlx::Error, column: &str) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.message().contains(column))
+pub(crate) fn violates(error: &rusqlite::Error, column: &str) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(_, Some(message)) if message.contains(column))
 }
 
-/// Whether trying again later may succeed: a busy or locked database, a full disk, or no
-/// connection free in time.
-fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            // Extended result codes keep the primary code in the low byte.
-            .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED | SQLITE_FULL)),
-        _ => false,
-    }
+/// Whether trying again later may succeed: a busy or locked database, or a full disk.
+fn is_transient(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(
+                failure.code,
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull
+            )
+    )
 }

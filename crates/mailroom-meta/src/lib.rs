@@ -1,19 +1,21 @@
 //! The metadata store: [`mailroom_core::MetaStore`] on SQLite.
 //!
-//! This crate owns the schema (`migrations/sqlite/`), the rows, and the one translation from
-//! database errors to [`mailroom_core::ErrorKind`]s. Every change commits in the same
-//! transaction as the audit events that describe it, and the database itself enforces the
-//! invariants SQL can state: one namespace for accounts and groups, and a live delivery name
-//! never taken twice.
+//! This crate owns the schema (`migrations/sqlite/`), the rows, the threads that run units of
+//! work, and the one translation from database errors to [`mailroom_core::ErrorKind`]s. Every
+//! unit commits in one transaction with the audit events it recorded, and the database itself
+//! enforces the invariants SQL can state: one namespace for accounts and groups, a live
+//! delivery name never taken twice, and the policy version moved by every policy change.
 //!
 //! It deliberately knows nothing of policy (who may send to whom, which transitions are legal):
-//! that is `mailroom-core`'s. Rows are private; only domain types cross the boundary.
+//! that is `mailroom-core`'s, in the units. Rows are private; only domain types cross the
+//! boundary.
 
-mod batch;
 mod convert;
 mod error;
-mod sqlite;
+mod migrate;
+mod store;
 mod tap;
+mod tx;
 
 pub use error::MetaError;
-pub use sqlite::{SqliteStore, StoreSettings};
+pub use store::{SqliteStore, StoreSettings};

@@ -3,8 +3,10 @@
 //! for the real clients users use (OpenSSH `sftp` and `scp`, curl, lftp, Python paramiko and
 //! ftplib). Also [`Snapshot`], to check that a refusal changed nothing.
 //!
-//! Tests that need a client which is not installed print `skipped: <why>` and pass; CI
-//! installs every client, so CI skips nothing.
+//! A test that needs a client which is not installed calls [`skip`]: on a developer's machine
+//! it prints `skipped: <why>`, records the skip for `scripts/test` (which counts skipped tests
+//! apart from passed ones) and returns; when `CI` is set it fails the test instead, so CI,
+//! which installs every client, can never count a missing tool as a pass.
 
 // Test support may panic on setup failures: a broken fixture should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
@@ -18,7 +20,7 @@ use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, Actor, AuthConfig, AuthorizedKey, Clock,
     DeliveryQuery, Event, EventKind, EventQuery, Hub, Outcome, RouteEffect, Secret,
 };
-use mailroom_core::{Delivery, MetaStore};
+use mailroom_core::{Delivery, MetaStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -370,7 +372,7 @@ impl TestHub {
         let mut access = self.account(account).await.access;
         change(&mut access);
         self.hub
-            .set_access(&Self::admin(), &name(account), access)
+            .change_account(&Self::admin(), &name(account), access.as_change())
             .await
             .expect("set access");
     }
@@ -398,15 +400,13 @@ impl TestHub {
     /// Creates a group with members.
     pub async fn group(&self, group: &str, members: &[&str]) {
         self.hub
-            .add_group(&Self::admin(), name(group))
+            .add_group(
+                &Self::admin(),
+                name(group),
+                members.iter().map(|m| name(m)).collect(),
+            )
             .await
             .expect("group");
-        for member in members {
-            self.hub
-                .add_member(&Self::admin(), &name(group), &name(member))
-                .await
-                .expect("member");
-        }
     }
 
     /// One account, for assertions.
@@ -417,7 +417,7 @@ impl TestHub {
     /// Every delivery, oldest first.
     pub async fn deliveries(&self) -> Vec<Delivery> {
         self.meta
-            .deliveries(&DeliveryQuery::default())
+            .read_with(|tx| tx.deliveries(&DeliveryQuery::default()))
             .await
             .expect("deliveries")
     }
@@ -688,7 +688,7 @@ pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut()
     }
 }
 
-/// Whether a program is on PATH; prints `skipped: …` when it is not.
+/// Whether a program is on PATH; [`skip`]s (fails under `CI`) when it is not.
 pub fn have(program: &str) -> bool {
     let found = std::process::Command::new("sh")
         .arg("-c")
@@ -697,9 +697,32 @@ pub fn have(program: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !found {
-        eprintln!("skipped: {program} is not installed");
+        skip(&format!("{program} is not installed"));
     }
     found
+}
+
+/// A test cannot run here because `why` (a client or tool is missing). With `CI` set this
+/// panics: CI installs everything, and a skipped test must never count as a passed one. Else
+/// it prints `skipped: why` and appends the test's name and reason to the file named by
+/// `MAILROOM_TEST_SKIPS` (set by `scripts/test`), which counts them; the caller then returns.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} cannot run: {why}; CI must install it (.ci/run)");
+    }
+    eprintln!("skipped: {why}");
+    if let Some(path) = std::env::var_os("MAILROOM_TEST_SKIPS") {
+        use std::io::Write;
+        let line = format!("{test}\t{}\n", why.replace(['\n', '\t'], " "));
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// Writes `len` pseudo-random bytes (seeded) to `path` and returns their SHA-256 hex.
@@ -766,7 +789,7 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
 }
 
 /// The Python interpreter with paramiko: `$MAILROOM_TEST_PYTHON`, else `.venv-test` at the
-/// workspace root, else `python3`. `None` (and `skipped: …`) when paramiko is missing.
+/// workspace root, else `python3`. `None` (and a [`skip`]) when paramiko is missing.
 pub fn paramiko_python() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let candidates = [
@@ -784,7 +807,7 @@ pub fn paramiko_python() -> Option<PathBuf> {
             return Some(python);
         }
     }
-    eprintln!("skipped: Python with paramiko not found (set MAILROOM_TEST_PYTHON)");
+    skip("Python with paramiko not found (set MAILROOM_TEST_PYTHON)");
     None
 }
 

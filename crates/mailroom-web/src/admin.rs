@@ -15,8 +15,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailroom_core::{
-    AccountKind, AccountName, AuthorizedKey, BanSubject, CoreError, EventKind, EventQuery,
-    FactorSet, Outcome, Rights, RouteEffect, Secret,
+    AccountChange, AccountKind, AccountName, AuthorizedKey, BanSubject, CoreError, EventKind,
+    EventQuery, FactorSet, Outcome, Rights, RouteEffect, Secret,
 };
 use mailroom_core::{parse_globs, parse_networks, parse_size};
 use mailroom_https::wire::{AccountView, BanView, SessionView};
@@ -359,33 +359,38 @@ pub(crate) async fn set_access(
 ) -> Response {
     let result = async {
         let account_name = name_of(&name)?;
-        let account = web.app.hub.account(&account_name).await?;
-        let mut access = account.access.clone();
-        access.factors = FactorSet::parse(&form.require)?;
-        access.networks = parse_networks(&form.networks.replace('\n', ","))?;
-        access.rights = Rights::parse(&form.rights)?;
-        access.certificate_subject =
-            Some(form.certificate_subject.trim().to_owned()).filter(|s| !s.is_empty());
-        let l = &mut access.limits;
-        l.max_file_size = match form.max_file_size.trim() {
-            "" => None,
-            size => Some(parse_size(size)?),
+        let change = AccountChange {
+            factors: Some(FactorSet::parse(&form.require)?),
+            networks: Some(parse_networks(&form.networks.replace('\n', ","))?),
+            rights: Some(Rights::parse(&form.rights)?),
+            certificate_subject: Some(
+                Some(form.certificate_subject.trim().to_owned()).filter(|s| !s.is_empty()),
+            ),
+            max_file_size: Some(match form.max_file_size.trim() {
+                "" => None,
+                size => Some(parse_size(size)?),
+            }),
+            quota_bytes: Some(match form.quota_bytes.trim() {
+                "" => None,
+                size => Some(parse_size(size)?),
+            }),
+            quota_files: Some(optional("quota files", &form.quota_files, |v| {
+                v.parse().ok()
+            })?),
+            retention_days: Some(optional("retention days", &form.retention_days, |v| {
+                v.parse().ok()
+            })?),
+            max_sessions: Some(optional("max sessions", &form.max_sessions, |v| {
+                v.parse().ok()
+            })?),
+            name_allow: Some(parse_globs(&form.allow_names)?),
+            name_deny: Some(parse_globs(&form.deny_names)?),
+            ..AccountChange::default()
         };
-        l.quota_bytes = match form.quota_bytes.trim() {
-            "" => None,
-            size => Some(parse_size(size)?),
-        };
-        l.quota_files = optional("quota files", &form.quota_files, |v| v.parse().ok())?;
-        l.retention_days = optional("retention days", &form.retention_days, |v| v.parse().ok())?;
-        l.max_sessions = optional("max sessions", &form.max_sessions, |v| v.parse().ok())?;
-        l.name_allow = parse_globs(&form.allow_names)?;
-        l.name_deny = parse_globs(&form.deny_names)?;
-        if access != account.access {
-            web.app
-                .hub
-                .set_access(&admin.session.identity.actor(), &account_name, access)
-                .await?;
-        }
+        web.app
+            .hub
+            .change_account(&admin.session.identity.actor(), &account_name, change)
+            .await?;
         Ok("access")
     }
     .await;
@@ -542,11 +547,11 @@ pub(crate) async fn create_group(
             .filter(|m| !m.is_empty())
             .map(AccountName::parse)
             .collect::<Result<Vec<_>, _>>()?;
-        let actor = admin.session.identity.actor();
-        web.app.hub.add_group(&actor, name.clone()).await?;
-        for member in &members {
-            web.app.hub.add_member(&actor, &name, member).await?;
-        }
+        // The group and its members in one commit: an unknown member creates nothing.
+        web.app
+            .hub
+            .add_group(&admin.session.identity.actor(), name, members)
+            .await?;
         Ok("group-created")
     }
     .await;

@@ -10,10 +10,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use mailroom_core::{
-    AccessPolicy, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
-    FactorSet, Hub, MetaStore, Rights, RouteEffect, Secret, parse_size,
+    AccountChange, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
+    FactorSet, Hub, MetaStoreExt, Rights, RouteEffect, Secret, parse_size,
 };
-use mailroom_core::{IpNet, parse_globs, parse_networks};
+use mailroom_core::{parse_globs, parse_networks};
 
 use crate::cli::{
     AccountCommand, GroupCommand, KeyCommand, MemberCommand, RetentionCommand, RouteCommand,
@@ -100,11 +100,9 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
         }
         AccountCommand::Set(args) => {
             let name = parse_name(&args.name)?;
-            let change = AccessChange::parse(&args)?;
+            let change = access_change(&args)?;
             let account = with_hub(data, async |hub| {
-                let mut access = hub.account(&name).await?.access;
-                change.apply(&mut access);
-                hub.set_access(&actor, &name, access)
+                hub.change_account(&actor, &name, change)
                     .await
                     .with_context(|| format!("cannot change the access of {name}"))
             })
@@ -165,121 +163,71 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
     }
 }
 
-/// The parts of an access policy `account set` was asked to change, parsed before the store
-/// is opened so that a bad value changes nothing.
-#[derive(Debug, Default)]
-struct AccessChange {
-    factors: Option<FactorSet>,
-    networks: Option<Vec<IpNet>>,
-    certificate_subject: Option<Option<String>>,
-    rights: Option<Rights>,
-    name_allow: Option<Vec<String>>,
-    name_deny: Option<Vec<String>>,
-    max_file_size: Option<Option<u64>>,
-    quota_bytes: Option<Option<u64>>,
-    quota_files: Option<Option<u64>>,
-    retention_days: Option<Option<u32>>,
-    max_sessions: Option<Option<u32>>,
-}
-
-impl AccessChange {
-    fn parse(args: &SetArgs) -> Result<AccessChange> {
-        fn each<T>(
-            value: &Option<String>,
-            flag: &str,
-            parse: impl FnOnce(&str) -> Result<T>,
-        ) -> Result<Option<T>> {
-            value
-                .as_deref()
-                .map(|v| parse(v.trim()).with_context(|| format!("--{flag}")))
-                .transpose()
-        }
-        let change = AccessChange {
-            factors: each(&args.require, "require", |v| Ok(FactorSet::parse(v)?))?,
-            networks: each(&args.networks, "networks", |v| {
-                Ok(if v == "any" {
-                    Vec::new()
-                } else {
-                    parse_networks(v)?
-                })
-            })?,
-            certificate_subject: each(&args.certificate_subject, "certificate-subject", |v| {
-                if v == "none" {
-                    return Ok(None);
-                }
-                if v.is_empty() || v.len() > 255 || v.chars().any(char::is_control) {
-                    bail!("a certificate subject is 1 to 255 printable characters, or none");
-                }
-                Ok(Some(v.to_owned()))
-            })?,
-            rights: each(&args.rights, "rights", |v| Ok(Rights::parse(v)?))?,
-            name_allow: each(&args.allow_names, "allow-names", |v| {
-                Ok(if v == "any" {
-                    Vec::new()
-                } else {
-                    parse_globs(v)?
-                })
-            })?,
-            name_deny: each(&args.deny_names, "deny-names", |v| {
-                Ok(if v == "none" {
-                    Vec::new()
-                } else {
-                    parse_globs(v)?
-                })
-            })?,
-            max_file_size: each(&args.max_file_size, "max-file-size", size_or_none)?,
-            quota_bytes: each(&args.quota_bytes, "quota-bytes", size_or_none)?,
-            quota_files: each(&args.quota_files, "quota-files", count_or_none::<u64>)?,
-            retention_days: each(&args.retention_days, "retention-days", |v| {
-                let days = count_or_none::<u32>(v)?;
-                if days == Some(0) {
-                    bail!("0 days would expire every file at once: give at least 1, or none");
-                }
-                Ok(days)
-            })?,
-            max_sessions: each(&args.max_sessions, "max-sessions", count_or_none::<u32>)?,
-        };
-        if change.is_empty() {
-            bail!(
-                "nothing to change: give at least one option, e.g. --rights send,receive (see mailroom account set --help)"
-            );
-        }
-        Ok(change)
+/// The access change `account set` asks for: every option given, parsed before anything
+/// changes; the Hub applies them in one commit.
+fn access_change(args: &SetArgs) -> Result<AccountChange> {
+    fn each<T>(
+        value: &Option<String>,
+        flag: &str,
+        parse: impl FnOnce(&str) -> Result<T>,
+    ) -> Result<Option<T>> {
+        value
+            .as_deref()
+            .map(|v| parse(v.trim()).with_context(|| format!("--{flag}")))
+            .transpose()
     }
-
-    fn is_empty(&self) -> bool {
-        self.factors.is_none()
-            && self.networks.is_none()
-            && self.certificate_subject.is_none()
-            && self.rights.is_none()
-            && self.name_allow.is_none()
-            && self.name_deny.is_none()
-            && self.max_file_size.is_none()
-            && self.quota_bytes.is_none()
-            && self.quota_files.is_none()
-            && self.retention_days.is_none()
-            && self.max_sessions.is_none()
-    }
-
-    fn apply(self, access: &mut AccessPolicy) {
-        fn put<T>(slot: &mut T, value: Option<T>) {
-            if let Some(value) = value {
-                *slot = value;
+    let change = AccountChange {
+        factors: each(&args.require, "require", |v| Ok(FactorSet::parse(v)?))?,
+        networks: each(&args.networks, "networks", |v| {
+            Ok(if v == "any" {
+                Vec::new()
+            } else {
+                parse_networks(v)?
+            })
+        })?,
+        certificate_subject: each(&args.certificate_subject, "certificate-subject", |v| {
+            if v == "none" {
+                return Ok(None);
             }
-        }
-        put(&mut access.factors, self.factors);
-        put(&mut access.networks, self.networks);
-        put(&mut access.certificate_subject, self.certificate_subject);
-        put(&mut access.rights, self.rights);
-        let limits = &mut access.limits;
-        put(&mut limits.name_allow, self.name_allow);
-        put(&mut limits.name_deny, self.name_deny);
-        put(&mut limits.max_file_size, self.max_file_size);
-        put(&mut limits.quota_bytes, self.quota_bytes);
-        put(&mut limits.quota_files, self.quota_files);
-        put(&mut limits.retention_days, self.retention_days);
-        put(&mut limits.max_sessions, self.max_sessions);
+            if v.is_empty() || v.len() > 255 || v.chars().any(char::is_control) {
+                bail!("a certificate subject is 1 to 255 printable characters, or none");
+            }
+            Ok(Some(v.to_owned()))
+        })?,
+        rights: each(&args.rights, "rights", |v| Ok(Rights::parse(v)?))?,
+        name_allow: each(&args.allow_names, "allow-names", |v| {
+            Ok(if v == "any" {
+                Vec::new()
+            } else {
+                parse_globs(v)?
+            })
+        })?,
+        name_deny: each(&args.deny_names, "deny-names", |v| {
+            Ok(if v == "none" {
+                Vec::new()
+            } else {
+                parse_globs(v)?
+            })
+        })?,
+        max_file_size: each(&args.max_file_size, "max-file-size", size_or_none)?,
+        quota_bytes: each(&args.quota_bytes, "quota-bytes", size_or_none)?,
+        quota_files: each(&args.quota_files, "quota-files", count_or_none::<u64>)?,
+        retention_days: each(&args.retention_days, "retention-days", |v| {
+            let days = count_or_none::<u32>(v)?;
+            if days == Some(0) {
+                bail!("0 days would expire every file at once: give at least 1, or none");
+            }
+            Ok(days)
+        })?,
+        max_sessions: each(&args.max_sessions, "max-sessions", count_or_none::<u32>)?,
+        ..AccountChange::default()
+    };
+    if change.is_empty() {
+        bail!(
+            "nothing to change: give at least one option, e.g. --rights send,receive (see mailroom account set --help)"
+        );
     }
+    Ok(change)
 }
 
 fn size_or_none(value: &str) -> Result<Option<u64>> {
@@ -333,15 +281,25 @@ async fn set_disabled(
 pub async fn group(data: &DataDir, out: &Output, command: GroupCommand) -> Result<()> {
     let actor = cli_actor();
     match command {
-        GroupCommand::Add(arg) => {
-            let name = parse_name(&arg.name)?;
+        GroupCommand::Add(args) => {
+            let name = parse_name(&args.name)?;
+            let members = args
+                .members
+                .iter()
+                .map(|m| parse_name(m.trim()))
+                .collect::<Result<Vec<_>>>()?;
+            let count = members.len();
+            // The group and its members in one commit: an unknown member creates nothing.
             with_hub(data, async |hub| {
-                hub.add_group(&actor, name.clone())
+                hub.add_group(&actor, name.clone(), members)
                     .await
                     .with_context(|| format!("cannot add group {name}"))
             })
             .await?;
-            out.done(&format!("added group {name}"))
+            out.done(&match count {
+                0 => format!("added group {name}"),
+                n => format!("added group {name} with {n} member(s)"),
+            })
         }
         GroupCommand::Delete(arg) => {
             let name = parse_name(&arg.name)?;
@@ -432,9 +390,11 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
         // A read-only count straight from the store: the Hub has no admin view of deliveries.
         let live = open
             .meta
-            .deliveries(&DeliveryQuery {
-                states: DeliveryState::LIVE.to_vec(),
-                ..DeliveryQuery::default()
+            .read_with(|tx| {
+                tx.deliveries(&DeliveryQuery {
+                    states: DeliveryState::LIVE.to_vec(),
+                    ..DeliveryQuery::default()
+                })
             })
             .await?;
         let count = |kind| accounts.iter().filter(|a| a.kind == kind).count();

@@ -246,8 +246,8 @@ pub struct KeyArgs {
 /// `mailroom group …`.
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
-    /// Create an empty group (groups and accounts share one namespace).
-    Add(NameArg),
+    /// Create a group, empty or with members (groups and accounts share one namespace).
+    Add(GroupAddArgs),
     /// Delete a group and the routes that name it.
     Delete(NameArg),
     /// List every group with its members.
@@ -255,6 +255,16 @@ pub enum GroupCommand {
     /// Add or remove members.
     #[command(subcommand)]
     Member(MemberCommand),
+}
+
+/// `mailroom group add`.
+#[derive(Debug, Args)]
+pub struct GroupAddArgs {
+    /// The group name.
+    pub name: String,
+    /// Client accounts to make members, comma-separated; all must exist, or no group is made.
+    #[arg(long, value_delimiter = ',')]
+    pub members: Vec<String>,
 }
 
 /// `mailroom group member …`.

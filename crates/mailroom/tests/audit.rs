@@ -12,10 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use mailroom_core::chain_hash;
-use mailroom_core::{Durability, Event, EventKind, MetaStore, Outcome, Protocol};
+use mailroom_core::{Durability, Event, EventKind, MetaStoreExt, Outcome, Protocol};
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -115,13 +113,10 @@ impl Site {
 
     /// Runs SQL on the database file, as anyone who can write it could.
     async fn tamper(&self, statements: &[&'static str]) {
-        let mut db = SqliteConnection::connect(&format!("sqlite://{}", self.db().display()))
-            .await
-            .unwrap();
+        let db = rusqlite::Connection::open(self.db()).unwrap();
         for statement in statements {
-            sqlx::query(*statement).execute(&mut db).await.unwrap();
+            db.execute_batch(statement).unwrap();
         }
-        db.close().await.unwrap();
     }
 }
 
@@ -270,26 +265,22 @@ async fn verify_names_the_first_tampered_event() {
 async fn rechain(db: &Path) {
     let store = mailroom_meta::SqliteStore::open(db).await.unwrap();
     let records = store
-        .audit_records(&mailroom_core::EventQuery::default(), 0, 1000)
+        .read_with(|tx| tx.audit_records(&mailroom_core::EventQuery::default(), 0, 1000))
         .await
         .unwrap();
     store.close().await;
-    let mut connection = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let connection = rusqlite::Connection::open(db).unwrap();
     let mut prev = mailroom_core::GENESIS_HASH.to_owned();
     for record in records {
         let hash = chain_hash(&prev, record.seq, &record.event);
-        sqlx::query("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?")
-            .bind(&prev)
-            .bind(&hash)
-            .bind(i64::try_from(record.seq).unwrap())
-            .execute(&mut connection)
-            .await
+        connection
+            .execute(
+                "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+                rusqlite::params![prev, hash, i64::try_from(record.seq).unwrap()],
+            )
             .unwrap();
         prev = hash;
     }
-    connection.close().await.unwrap();
 }
 
 /// A refused login at `time` recorded through the store, as the SSH front end records one.
@@ -325,7 +316,10 @@ async fn list_filters_export_and_abuse() {
         refused_login("root", "[2001:db8::7]:22", hours_ago(3)),
         refused_login("alice", "198.51.100.1:5000", hours_ago(2)),
     ];
-    store.record(&logins, Durability::Flush).await.unwrap();
+    store
+        .write_with(Durability::Flush, move |tx| tx.record(&logins))
+        .await
+        .unwrap();
     store.close().await;
 
     let list = |args: &[&str]| -> Vec<String> {

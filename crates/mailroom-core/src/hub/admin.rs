@@ -1,29 +1,142 @@
 //! Administration: accounts, groups, routes and reads of the audit trail.
 
+use ipnet::IpNet;
+
 use super::{Actor, Hub};
-use crate::access::{AccessPolicy, Factor, format_size};
-use crate::audit::{AuditRecord, ChainHead, ChainReport, Checkpoint};
+use crate::access::{AccessPolicy, Factor, FactorSet, Rights, format_size};
+use crate::audit::{AuditRecord, ChainHead, ChainReport, ChainVerifier, Checkpoint};
 use crate::error::{CoreError, Result};
 use crate::model::{Account, AccountKind, AuthorizedKey, Event, Group, Route, RouteEffect};
 use crate::names::AccountName;
 use crate::password;
-use crate::ports::EventQuery;
+use crate::ports::{AccountUpdate, Durability, EventQuery, Tx};
 use crate::secret::Secret;
 
-impl Hub {
-    // ----- administration --------------------------------------------------------------------
+/// A change of an account, as an administrator's form or command gives it: every field that
+/// is set is changed, all in one commit by [`Hub::change_account`], or none is.
+#[derive(Debug, Clone, Default)]
+pub struct AccountChange {
+    /// A new password (it must pass the strength rules).
+    pub password: Option<Secret<String>>,
+    /// Disables (true) or enables (false) the account.
+    pub disabled: Option<bool>,
+    /// The factors a login must present (`totp` only once enrolled).
+    pub factors: Option<FactorSet>,
+    /// The source networks; empty allows any.
+    pub networks: Option<Vec<IpNet>>,
+    /// The subject a client certificate must name; `Some(None)`: the account name.
+    pub certificate_subject: Option<Option<String>>,
+    /// What the account may do.
+    pub rights: Option<Rights>,
+    /// File-name globs an upload's name must match one of; empty allows every name.
+    pub name_allow: Option<Vec<String>>,
+    /// File-name globs no upload's name may match.
+    pub name_deny: Option<Vec<String>>,
+    /// The largest file the account may send; `Some(None)`: no limit.
+    pub max_file_size: Option<Option<u64>>,
+    /// Most bytes waiting in its inbox; `Some(None)`: no limit.
+    pub quota_bytes: Option<Option<u64>>,
+    /// Most files waiting in its inbox; `Some(None)`: no limit.
+    pub quota_files: Option<Option<u64>>,
+    /// Days a delivery to it is kept; `Some(None)`: for ever.
+    pub retention_days: Option<Option<u32>>,
+    /// Most sessions at once; `Some(None)`: no limit.
+    pub max_sessions: Option<Option<u32>>,
+}
 
+impl AccountChange {
+    /// Whether the change sets no field at all.
+    pub fn is_empty(&self) -> bool {
+        self.password.is_none() && self.disabled.is_none() && !self.touches_access()
+    }
+
+    /// Whether the change touches the access policy.
+    fn touches_access(&self) -> bool {
+        self.factors.is_some()
+            || self.networks.is_some()
+            || self.certificate_subject.is_some()
+            || self.rights.is_some()
+            || self.name_allow.is_some()
+            || self.name_deny.is_some()
+            || self.max_file_size.is_some()
+            || self.quota_bytes.is_some()
+            || self.quota_files.is_some()
+            || self.retention_days.is_some()
+            || self.max_sessions.is_some()
+    }
+
+    /// `access` with this change's fields applied.
+    fn apply_to(&self, access: &AccessPolicy) -> AccessPolicy {
+        let mut new = access.clone();
+        if let Some(factors) = &self.factors {
+            new.factors = factors.clone();
+        }
+        if let Some(networks) = &self.networks {
+            new.networks = networks.clone();
+        }
+        if let Some(subject) = &self.certificate_subject {
+            new.certificate_subject = subject.clone();
+        }
+        if let Some(rights) = self.rights {
+            new.rights = rights;
+        }
+        let limits = &mut new.limits;
+        if let Some(globs) = &self.name_allow {
+            limits.name_allow = globs.clone();
+        }
+        if let Some(globs) = &self.name_deny {
+            limits.name_deny = globs.clone();
+        }
+        if let Some(size) = self.max_file_size {
+            limits.max_file_size = size;
+        }
+        if let Some(bytes) = self.quota_bytes {
+            limits.quota_bytes = bytes;
+        }
+        if let Some(files) = self.quota_files {
+            limits.quota_files = files;
+        }
+        if let Some(days) = self.retention_days {
+            limits.retention_days = days;
+        }
+        if let Some(sessions) = self.max_sessions {
+            limits.max_sessions = sessions;
+        }
+        new
+    }
+}
+
+impl AccessPolicy {
+    /// The whole policy as a change: what [`Hub::change_account`] takes to replace it.
+    pub fn as_change(&self) -> AccountChange {
+        AccountChange {
+            factors: Some(self.factors.clone()),
+            networks: Some(self.networks.clone()),
+            certificate_subject: Some(self.certificate_subject.clone()),
+            rights: Some(self.rights),
+            name_allow: Some(self.limits.name_allow.clone()),
+            name_deny: Some(self.limits.name_deny.clone()),
+            max_file_size: Some(self.limits.max_file_size),
+            quota_bytes: Some(self.limits.quota_bytes),
+            quota_files: Some(self.limits.quota_files),
+            retention_days: Some(self.limits.retention_days),
+            max_sessions: Some(self.limits.max_sessions),
+            ..AccountChange::default()
+        }
+    }
+}
+
+impl Hub {
     /// One account.
     pub async fn account(&self, name: &AccountName) -> Result<Account> {
-        self.meta
-            .account(name)
-            .await?
-            .ok_or_else(|| CoreError::not_found(format!("no account named {name}")))
+        let name = name.clone();
+        self.read(move |tx| tx.account(&name)?.ok_or_else(|| no_account(&name)))
+            .await
     }
 
     /// Every account.
     pub async fn accounts(&self) -> Result<Vec<Account>> {
-        self.meta.accounts().await
+        self.read(|tx| tx.accounts()).await
     }
 
     /// Creates an account. A password, when given, must pass the strength rules.
@@ -50,68 +163,109 @@ impl Hub {
             totp: None,
             token_epoch: 0,
         };
-        let event = self.admin_event(
+        let event = self.stamp.admin(
             actor,
             format!("account {name}"),
             format!("add {}", kind.as_str()),
         );
-        self.meta.insert_account(&account, &event).await?;
+        let stored = account.clone();
+        self.write(Durability::Flush, move |tx| {
+            tx.insert_account(&stored)?;
+            tx.record(&[event])
+        })
+        .await?;
         Ok(account)
     }
 
-    /// Sets a new password.
+    /// Changes every field of an account that `change` sets, in one commit, and returns the
+    /// account as it then is. A refused field (a weak password, `totp` required without an
+    /// enrolment) refuses the whole change and nothing is stored. A new password and a
+    /// disable revoke the account's bearer tokens in the same commit. Each aspect changed is
+    /// its own audit event (`set …`, `set password`, `disable`/`enable`).
+    pub async fn change_account(
+        &self,
+        actor: &Actor,
+        name: &AccountName,
+        change: AccountChange,
+    ) -> Result<Account> {
+        // Checked and hashed before the transaction: Argon2 takes tens of milliseconds, and
+        // the unit writes only the hash, so a disable or a spent recovery code committed
+        // meanwhile is kept.
+        let password_hash = match change.password.clone() {
+            Some(password) => Some(self.hash_password(name, password).await?),
+            None => None,
+        };
+        let (stamp, actor, name) = (self.stamp.clone(), actor.clone(), name.clone());
+        self.write(Durability::Flush, move |tx| {
+            let account = tx.account(&name)?.ok_or_else(|| no_account(&name))?;
+            let object = format!("account {name}");
+            let mut update = AccountUpdate::default();
+            let mut events = Vec::new();
+            if change.touches_access() {
+                let access = change.apply_to(&account.access);
+                if access.factors.factors().contains(&Factor::Totp) && account.totp.is_none() {
+                    return Err(CoreError::conflict(format!(
+                        "{name} has no TOTP enrolment; enroll TOTP first: mailroom account totp enroll {name}"
+                    )));
+                }
+                events.push(stamp.admin(
+                    &actor,
+                    object.clone(),
+                    describe_access_change(&account.access, &access),
+                ));
+                if access != account.access {
+                    update.access = Some(access);
+                }
+            }
+            if let Some(hash) = password_hash {
+                update.password_hash = Some(Some(hash));
+                // A new password revokes every bearer token issued under the old one.
+                update.revoke_tokens = true;
+                events.push(stamp.admin(&actor, object.clone(), "set password".to_owned()));
+            }
+            if let Some(disabled) = change.disabled {
+                update.disabled = Some(disabled);
+                // Disabling revokes every bearer token for good: enabling again does not
+                // revive them.
+                update.revoke_tokens |= disabled;
+                let what = if disabled { "disable" } else { "enable" };
+                events.push(stamp.admin(&actor, object, what.to_owned()));
+            }
+            if !update.is_empty() {
+                tx.update_account(&name, &update)?;
+            }
+            tx.record(&events)?;
+            tx.account(&name)?.ok_or_else(|| no_account(&name))
+        })
+        .await
+    }
+
+    /// Sets a new password ([`Hub::change_account`] with the password alone).
     pub async fn set_password(
         &self,
         actor: &Actor,
         name: &AccountName,
         password: Secret<String>,
     ) -> Result<()> {
-        let mut account = self.account(name).await?;
-        account.password_hash = Some(self.hash_password(name, password).await?);
-        // A new password revokes every bearer token issued under the old one.
-        account.token_epoch = account.token_epoch.saturating_add(1);
-        let event = self.admin_event(actor, format!("account {name}"), "set password".to_owned());
-        self.meta.update_account(&account, &event).await
+        let change = AccountChange {
+            password: Some(password),
+            ..AccountChange::default()
+        };
+        self.change_account(actor, name, change).await.map(|_| ())
     }
 
-    /// Replaces an account's access policy (factors, networks, rights, limits) and records
-    /// an admin event naming what changed. Requiring TOTP of an account that has not enrolled
-    /// is refused: it could never log in again.
-    pub async fn set_access(
-        &self,
-        actor: &Actor,
-        name: &AccountName,
-        access: AccessPolicy,
-    ) -> Result<Account> {
-        let mut account = self.account(name).await?;
-        if access.factors.factors().contains(&Factor::Totp) && account.totp.is_none() {
-            return Err(CoreError::conflict(format!(
-                "{name} has no TOTP enrolment; enroll TOTP first: mailroom account totp enroll {name}"
-            )));
-        }
-        let detail = describe_access_change(&account.access, &access);
-        account.access = access;
-        let event = self.admin_event(actor, format!("account {name}"), detail);
-        self.meta.update_account(&account, &event).await?;
-        Ok(account)
-    }
-
-    /// Disables or enables an account.
+    /// Disables or enables an account ([`Hub::change_account`] with that field alone).
     pub async fn set_disabled(
         &self,
         actor: &Actor,
         name: &AccountName,
         disabled: bool,
     ) -> Result<()> {
-        let mut account = self.account(name).await?;
-        account.disabled = disabled;
-        if disabled {
-            // Disabling revokes every bearer token for good: enabling again does not revive them.
-            account.token_epoch = account.token_epoch.saturating_add(1);
-        }
-        let what = if disabled { "disable" } else { "enable" };
-        let event = self.admin_event(actor, format!("account {name}"), what.to_owned());
-        self.meta.update_account(&account, &event).await
+        let change = AccountChange {
+            disabled: Some(disabled),
+            ..AccountChange::default()
+        };
+        self.change_account(actor, name, change).await.map(|_| ())
     }
 
     /// Adds an SSH public key to an account.
@@ -121,20 +275,30 @@ impl Hub {
         name: &AccountName,
         key: AuthorizedKey,
     ) -> Result<()> {
-        let mut account = self.account(name).await?;
-        if account.keys.iter().any(|k| k.blob == key.blob) {
-            return Err(CoreError::conflict(format!(
-                "{name} already has the key {}",
-                key.fingerprint()
-            )));
-        }
-        let event = self.admin_event(
+        let event = self.stamp.admin(
             actor,
             format!("account {name}"),
             format!("add key {}", key.fingerprint()),
         );
-        account.keys.push(key);
-        self.meta.update_account(&account, &event).await
+        let name = name.clone();
+        self.write(Durability::Flush, move |tx| {
+            let account = tx.account(&name)?.ok_or_else(|| no_account(&name))?;
+            if account.keys.iter().any(|k| k.blob == key.blob) {
+                return Err(CoreError::conflict(format!(
+                    "{name} already has the key {}",
+                    key.fingerprint()
+                )));
+            }
+            let mut keys = account.keys;
+            keys.push(key);
+            let update = AccountUpdate {
+                keys: Some(keys),
+                ..AccountUpdate::default()
+            };
+            tx.update_account(&name, &update)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Removes an SSH public key from an account.
@@ -144,50 +308,95 @@ impl Hub {
         name: &AccountName,
         key: &AuthorizedKey,
     ) -> Result<()> {
-        let mut account = self.account(name).await?;
-        let before = account.keys.len();
-        account.keys.retain(|k| k.blob != key.blob);
-        if account.keys.len() == before {
-            return Err(CoreError::not_found(format!(
-                "{name} has no key {}",
-                key.fingerprint()
-            )));
-        }
-        let event = self.admin_event(
+        let event = self.stamp.admin(
             actor,
             format!("account {name}"),
             format!("remove key {}", key.fingerprint()),
         );
-        self.meta.update_account(&account, &event).await
+        let (name, key) = (name.clone(), key.clone());
+        self.write(Durability::Flush, move |tx| {
+            let account = tx.account(&name)?.ok_or_else(|| no_account(&name))?;
+            let mut keys = account.keys;
+            let before = keys.len();
+            keys.retain(|k| k.blob != key.blob);
+            if keys.len() == before {
+                return Err(CoreError::not_found(format!(
+                    "{name} has no key {}",
+                    key.fingerprint()
+                )));
+            }
+            let update = AccountUpdate {
+                keys: Some(keys),
+                ..AccountUpdate::default()
+            };
+            tx.update_account(&name, &update)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Deletes an account. Refused while live deliveries are addressed to it or sent by it,
     /// which would otherwise be lost or pass to a new account of the same name: disable the
     /// account instead.
     pub async fn delete_account(&self, actor: &Actor, name: &AccountName) -> Result<()> {
-        let event = self.admin_event(actor, format!("account {name}"), "delete".to_owned());
-        self.meta.delete_account(name, &event).await
+        let event = self
+            .stamp
+            .admin(actor, format!("account {name}"), "delete".to_owned());
+        let name = name.clone();
+        self.write(Durability::Flush, move |tx| {
+            tx.delete_account(&name)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Every group.
     pub async fn groups(&self) -> Result<Vec<Group>> {
-        self.meta.groups().await
+        self.read(|tx| tx.groups()).await
     }
 
-    /// Creates an empty group.
-    pub async fn add_group(&self, actor: &Actor, name: AccountName) -> Result<()> {
-        let event = self.admin_event(actor, format!("group {name}"), "add".to_owned());
-        let group = Group {
-            name,
-            members: Vec::new(),
+    /// Creates a group with its members (client accounts), in one commit: an unknown or
+    /// admin member refuses the whole group and nothing is stored.
+    pub async fn add_group(
+        &self,
+        actor: &Actor,
+        name: AccountName,
+        members: Vec<AccountName>,
+    ) -> Result<Group> {
+        let mut members = members;
+        members.sort();
+        members.dedup();
+        let detail = if members.is_empty() {
+            "add".to_owned()
+        } else {
+            let list: Vec<&str> = members.iter().map(AccountName::as_str).collect();
+            format!("add with members {}", list.join(","))
         };
-        self.meta.insert_group(&group, &event).await
+        let event = self.stamp.admin(actor, format!("group {name}"), detail);
+        let group = Group { name, members };
+        let stored = group.clone();
+        self.write(Durability::Flush, move |tx| {
+            for member in &stored.members {
+                client_member(tx, &stored.name, member)?;
+            }
+            tx.insert_group(&stored)?;
+            tx.record(&[event])
+        })
+        .await?;
+        Ok(group)
     }
 
     /// Deletes a group.
     pub async fn delete_group(&self, actor: &Actor, name: &AccountName) -> Result<()> {
-        let event = self.admin_event(actor, format!("group {name}"), "delete".to_owned());
-        self.meta.delete_group(name, &event).await
+        let event = self
+            .stamp
+            .admin(actor, format!("group {name}"), "delete".to_owned());
+        let name = name.clone();
+        self.write(Durability::Flush, move |tx| {
+            tx.delete_group(&name)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Adds a client account to a group.
@@ -197,26 +406,26 @@ impl Hub {
         group: &AccountName,
         member: &AccountName,
     ) -> Result<()> {
-        let mut g = self.group(group).await?;
-        let account = self.account(member).await?;
-        if account.kind != AccountKind::Client {
-            return Err(CoreError::denied(format!(
-                "{member} is an admin account; only clients can be group members"
-            )));
-        }
-        if g.members.contains(member) {
-            return Err(CoreError::conflict(format!(
-                "{member} is already in {group}"
-            )));
-        }
-        g.members.push(member.clone());
-        g.members.sort();
-        let event = self.admin_event(
+        let event = self.stamp.admin(
             actor,
             format!("group {group}"),
             format!("add member {member}"),
         );
-        self.meta.update_group(&g, &event).await
+        let (group, member) = (group.clone(), member.clone());
+        self.write(Durability::Flush, move |tx| {
+            let mut members = tx.group(&group)?.ok_or_else(|| no_group(&group))?.members;
+            client_member(tx, &group, &member)?;
+            if members.contains(&member) {
+                return Err(CoreError::conflict(format!(
+                    "{member} is already in {group}"
+                )));
+            }
+            members.push(member);
+            members.sort();
+            tx.set_members(&group, &members)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Removes an account from a group.
@@ -226,29 +435,27 @@ impl Hub {
         group: &AccountName,
         member: &AccountName,
     ) -> Result<()> {
-        let mut g = self.group(group).await?;
-        if !g.members.contains(member) {
-            return Err(CoreError::not_found(format!("{member} is not in {group}")));
-        }
-        g.members.retain(|m| m != member);
-        let event = self.admin_event(
+        let event = self.stamp.admin(
             actor,
             format!("group {group}"),
             format!("remove member {member}"),
         );
-        self.meta.update_group(&g, &event).await
-    }
-
-    async fn group(&self, name: &AccountName) -> Result<Group> {
-        self.meta
-            .group(name)
-            .await?
-            .ok_or_else(|| CoreError::not_found(format!("no group named {name}")))
+        let (group, member) = (group.clone(), member.clone());
+        self.write(Durability::Flush, move |tx| {
+            let mut members = tx.group(&group)?.ok_or_else(|| no_group(&group))?.members;
+            if !members.contains(&member) {
+                return Err(CoreError::not_found(format!("{member} is not in {group}")));
+            }
+            members.retain(|m| *m != member);
+            tx.set_members(&group, &members)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Every route rule.
     pub async fn routes(&self) -> Result<Vec<Route>> {
-        self.meta.routes().await
+        self.read(|tx| tx.routes()).await
     }
 
     /// Allows or denies sending from `from` to `to` (accounts or groups).
@@ -259,17 +466,19 @@ impl Hub {
         to: AccountName,
         effect: RouteEffect,
     ) -> Result<()> {
-        for name in [&from, &to] {
-            self.principal_exists(name).await?;
-        }
-        let event = self.admin_event(
+        let event = self.stamp.admin(
             actor,
             format!("route {from} -> {to}"),
             effect.as_str().to_owned(),
         );
-        self.meta
-            .put_route(&Route { from, to, effect }, &event)
-            .await
+        self.write(Durability::Flush, move |tx| {
+            for name in [&from, &to] {
+                principal_exists(tx, name)?;
+            }
+            tx.put_route(&Route { from, to, effect })?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Removes the rule for (from, to).
@@ -279,46 +488,66 @@ impl Hub {
         from: &AccountName,
         to: &AccountName,
     ) -> Result<()> {
-        let event = self.admin_event(actor, format!("route {from} -> {to}"), "remove".to_owned());
-        self.meta.delete_route(from, to, &event).await
-    }
-
-    async fn principal_exists(&self, name: &AccountName) -> Result<()> {
-        match self.meta.account(name).await? {
-            Some(account) if account.kind == AccountKind::Admin => Err(CoreError::denied(format!(
-                "{name} is an admin account; routes are between clients and groups"
-            ))),
-            Some(_) => Ok(()),
-            None if self.meta.group(name).await?.is_some() => Ok(()),
-            None => Err(CoreError::not_found(format!(
-                "no account or group named {name}"
-            ))),
-        }
+        let event = self
+            .stamp
+            .admin(actor, format!("route {from} -> {to}"), "remove".to_owned());
+        let (from, to) = (from.clone(), to.clone());
+        self.write(Durability::Flush, move |tx| {
+            tx.delete_route(&from, &to)?;
+            tx.record(&[event])
+        })
+        .await
     }
 
     /// Audit events, oldest first.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<Event>> {
-        self.meta.events(query).await
+        let query = query.clone();
+        self.read(move |tx| tx.events(&query)).await
     }
 
-    /// One page of the audit trail with its chain fields ([`MetaStore::audit_records`]).
+    /// One page of the audit trail with its chain fields: the events matching `query` whose
+    /// `seq` is above `after_seq`, oldest first, at most `page` of them. Pass the last `seq`
+    /// of a page to get the next, until a page comes back empty.
     pub async fn audit_records(
         &self,
         query: &EventQuery,
         after_seq: u64,
         page: u32,
     ) -> Result<Vec<AuditRecord>> {
-        self.meta.audit_records(query, after_seq, page).await
+        let query = query.clone();
+        self.read(move |tx| tx.audit_records(&query, after_seq, page))
+            .await
     }
 
-    /// Walks the audit hash chain ([`MetaStore::verify_audit`]).
+    /// Walks the whole hash chain in `seq` order, in pages inside one snapshot, and reports
+    /// the events checked, the head and the first bad event; with `expect`, also whether that
+    /// earlier checkpoint is still on the chain. A broken chain is a report, not an error.
     pub async fn verify_audit(&self, expect: Option<Checkpoint>) -> Result<ChainReport> {
-        self.meta.verify_audit(expect).await
+        self.read(move |tx| {
+            let mut verifier = ChainVerifier::new(tx.audit_legacy_through()?, expect);
+            let everything = EventQuery::default();
+            let mut after = 0;
+            'pages: loop {
+                let page = tx.audit_records(&everything, after, VERIFY_PAGE)?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = last.seq;
+                for record in &page {
+                    if !verifier.push(record) {
+                        break 'pages;
+                    }
+                }
+            }
+            Ok(verifier.finish())
+        })
+        .await
     }
 
-    /// The newest event of the audit chain ([`MetaStore::audit_head`]).
+    /// The newest event of the audit chain, without verifying it; `None` while no chained
+    /// event exists.
     pub async fn audit_head(&self) -> Result<Option<ChainHead>> {
-        self.meta.audit_head().await
+        self.read(|tx| tx.audit_head()).await
     }
 
     async fn hash_password(&self, name: &AccountName, password: Secret<String>) -> Result<String> {
@@ -326,6 +555,46 @@ impl Hub {
         tokio::task::spawn_blocking(move || password::hash(&password))
             .await
             .map_err(|_| CoreError::internal("password hashing failed"))?
+    }
+}
+
+/// Events read per page when verifying the chain: bounded memory whatever the trail's size.
+const VERIFY_PAGE: u32 = 10_000;
+
+/// NotFound for an account.
+fn no_account(name: &AccountName) -> CoreError {
+    CoreError::not_found(format!("no account named {name}"))
+}
+
+/// NotFound for a group.
+fn no_group(name: &AccountName) -> CoreError {
+    CoreError::not_found(format!("no group named {name}"))
+}
+
+/// Checks that `member` may join `group`: an existing client account.
+fn client_member(tx: &mut dyn Tx, group: &AccountName, member: &AccountName) -> Result<()> {
+    match tx.account(member)? {
+        Some(account) if account.kind == AccountKind::Client => Ok(()),
+        Some(_) => Err(CoreError::denied(format!(
+            "{member} is an admin account; only clients can be group members"
+        ))),
+        None => Err(CoreError::not_found(format!(
+            "no account named {member} (group {group} was not changed)"
+        ))),
+    }
+}
+
+/// Checks that `name` may be one side of a route: a client account or a group.
+fn principal_exists(tx: &mut dyn Tx, name: &AccountName) -> Result<()> {
+    match tx.account(name)? {
+        Some(account) if account.kind == AccountKind::Admin => Err(CoreError::denied(format!(
+            "{name} is an admin account; routes are between clients and groups"
+        ))),
+        Some(_) => Ok(()),
+        None if tx.group(name)?.is_some() => Ok(()),
+        None => Err(CoreError::not_found(format!(
+            "no account or group named {name}"
+        ))),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::defender::Offence;
 use crate::error::{CoreError, Result};
 use crate::model::{EventKind, Outcome, Protocol};
 use crate::names::AccountName;
+use crate::ports::Durability;
 
 /// How often the ban list is re-read from the metadata store, so bans placed by another
 /// process (the admin CLI, another node) take effect.
@@ -50,62 +51,78 @@ impl Hub {
         }
         let now = self.clock.now();
         for subject in self.auth.defender.score(&subjects, offence, now) {
-            let previous = self.meta.ban(&subject).await?;
-            let level = previous.map_or(1, |b| b.level.saturating_add(1));
-            let length = self.auth.defender.config().ban_length(level);
+            let config = self.auth.defender.config().clone();
             let reason = format!(
                 "{} points in {} min",
-                self.auth.defender.config().threshold,
-                self.auth.defender.config().window.as_secs() / 60
+                config.threshold,
+                config.window.as_secs() / 60
             );
-            self.place_ban(&Actor::system(), subject, length, level, reason)
-                .await?;
+            self.place_ban(
+                &Actor::system(),
+                subject,
+                move |level| config.ban_length(level),
+                reason,
+            )
+            .await?;
         }
         Ok(())
     }
 
+    /// Places the next ban of `subject`, in one unit with its event: its level is one more
+    /// than the subject's last ban, and `length` says how long a ban of that level lasts.
     async fn place_ban(
         &self,
         actor: &Actor,
         subject: BanSubject,
-        length: std::time::Duration,
-        level: u32,
+        length: impl FnOnce(u32) -> std::time::Duration + Send + 'static,
         reason: String,
     ) -> Result<Ban> {
-        let now = self.clock.now();
-        // A length past the calendar's end (a typo of many zeros) bans until its end.
-        let until = time::Duration::try_from(length)
-            .ok()
-            .and_then(|length| now.checked_add(length))
-            .unwrap_or(MAX_BAN_END);
-        let ban = Ban {
-            subject: subject.clone(),
-            until,
-            level,
-            reason: reason.clone(),
-            created: now,
-        };
-        let event = self.event(
-            actor,
-            EventKind::Ban,
-            subject.key(),
-            Outcome::Ok,
-            format!(
-                "banned until {} (ban #{level}, {} min): {reason}",
-                rfc3339(until),
-                length.as_secs() / 60
-            ),
-        );
+        let (stamp, unit_actor, unit_subject) =
+            (self.stamp.clone(), actor.clone(), subject.clone());
+        let ban = self
+            .write(Durability::Flush, move |tx| {
+                let level = tx
+                    .ban(&unit_subject)?
+                    .map_or(1, |b| b.level.saturating_add(1));
+                let length = length(level);
+                let now = stamp.now();
+                // A length past the calendar's end (a typo of many zeros) bans until its end.
+                let until = time::Duration::try_from(length)
+                    .ok()
+                    .and_then(|length| now.checked_add(length))
+                    .unwrap_or(MAX_BAN_END);
+                let event = stamp.event(
+                    &unit_actor,
+                    EventKind::Ban,
+                    unit_subject.key(),
+                    Outcome::Ok,
+                    format!(
+                        "banned until {} (ban #{level}, {} min): {reason}",
+                        rfc3339(until),
+                        length.as_secs() / 60
+                    ),
+                );
+                let ban = Ban {
+                    subject: unit_subject,
+                    until,
+                    level,
+                    reason,
+                    created: now,
+                };
+                tx.put_ban(&ban)?;
+                tx.record(&[event])?;
+                Ok(ban)
+            })
+            .await?;
         if actor.protocol == Protocol::System {
-            tracing::warn!(subject = %subject, until = %rfc3339(until), level, reason = %reason, "ban");
+            tracing::warn!(subject = %subject, until = %rfc3339(ban.until), level = ban.level, reason = %ban.reason, "ban");
         }
-        self.meta.put_ban(&ban, &event).await?;
         self.auth
             .bans
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .active
-            .insert(subject, until);
+            .insert(subject, ban.until);
         Ok(ban)
     }
 
@@ -142,8 +159,7 @@ impl Hub {
     pub async fn refresh_bans(&self) -> Result<()> {
         let now = self.clock.now();
         let active: HashMap<BanSubject, OffsetDateTime> = self
-            .meta
-            .bans()
+            .read(|tx| tx.bans())
             .await?
             .into_iter()
             .filter(|b| b.active(now))
@@ -161,7 +177,7 @@ impl Hub {
 
     /// Every ban, in force or ended (kept for the growth of the next one).
     pub async fn bans(&self) -> Result<Vec<Ban>> {
-        self.meta.bans().await
+        self.read(|tx| tx.bans()).await
     }
 
     /// Bans an address or an account for `length`, by hand. The safe list cannot be banned.
@@ -185,17 +201,13 @@ impl Hub {
         if length > MAX_MANUAL_BAN {
             return Err(CoreError::invalid("a ban lasts at most 3650 days"));
         }
-        let level = self
-            .meta
-            .ban(&subject)
-            .await?
-            .map_or(1, |b| b.level.saturating_add(1));
         let reason = if reason.trim().is_empty() {
             "banned by an administrator".to_owned()
         } else {
             printable(reason)
         };
-        self.place_ban(actor, subject, length, level, reason).await
+        self.place_ban(actor, subject, move |_| length, reason)
+            .await
     }
 
     /// Lifts a ban and forgets its history and score.
@@ -207,7 +219,12 @@ impl Hub {
             Outcome::Ok,
             "ban lifted".to_owned(),
         );
-        self.meta.delete_ban(subject, &event).await?;
+        let unit_subject = subject.clone();
+        self.write(Durability::Flush, move |tx| {
+            tx.delete_ban(&unit_subject)?;
+            tx.record(&[event])
+        })
+        .await?;
         self.auth.defender.forgive(subject);
         self.auth
             .bans

@@ -2,37 +2,37 @@
 //! way (the HTTPS API): a client's inbox and sent items, download, acknowledge and recall.
 //!
 //! Each call first checks that the id is the caller's (addressed to it, or sent by it); any
-//! other id, whoever's it is, is NotFound, and nothing changes. Then it does what the same
-//! action does on the virtual tree: it builds the delivery's own path
-//! (`/inbox/<sender>/<name>`, `/outbox/<target>/<name>`) and calls [`Hub::open_read`] or
-//! [`Hub::remove`], so rights, states, events and blob release are the tree's, not a copy.
+//! other id, whoever's it is, is NotFound, and nothing changes. Then, in the same unit of
+//! work, it does what the same action does on the virtual tree at the delivery's own path
+//! (`/inbox/<sender>/<name>`, `/outbox/<target>/<name>`), through the same functions, so
+//! rights, states, events and blob release are the tree's, not a copy.
 
+use super::remove::{acknowledge_in, recall_in};
 use super::{ClientSession, Hub, ReadHandle};
 use crate::error::{CoreError, Result};
 use crate::model::{Delivery, DeliveryId, DeliveryState, EventKind};
+use crate::names::AccountName;
 use crate::path::{Area, VirtualPath};
-use crate::ports::DeliveryQuery;
+use crate::ports::{DeliveryQuery, Durability, Tx};
 
 impl Hub {
     /// The deliveries in the session's inbox (delivered or picked up), oldest first.
     pub async fn inbox(&self, session: &ClientSession) -> Result<Vec<Delivery>> {
-        self.meta
-            .deliveries(&DeliveryQuery {
-                recipient: Some(session.account.clone()),
-                states: DeliveryState::VISIBLE.to_vec(),
-                ..DeliveryQuery::default()
-            })
-            .await
+        let query = DeliveryQuery {
+            recipient: Some(session.account.clone()),
+            states: DeliveryState::VISIBLE.to_vec(),
+            ..DeliveryQuery::default()
+        };
+        self.read(move |tx| tx.deliveries(&query)).await
     }
 
     /// Every delivery the session's account sent, in any state (its receipts), oldest first.
     pub async fn sent(&self, session: &ClientSession) -> Result<Vec<Delivery>> {
-        self.meta
-            .deliveries(&DeliveryQuery {
-                sender: Some(session.account.clone()),
-                ..DeliveryQuery::default()
-            })
-            .await
+        let query = DeliveryQuery {
+            sender: Some(session.account.clone()),
+            ..DeliveryQuery::default()
+        };
+        self.read(move |tx| tx.deliveries(&query)).await
     }
 
     /// One delivery of the session's inbox. NotFound for any other id.
@@ -41,16 +41,8 @@ impl Hub {
         session: &ClientSession,
         id: &DeliveryId,
     ) -> Result<Delivery> {
-        match self.meta.delivery(id).await? {
-            Some(d)
-                if d.recipient == session.account && DeliveryState::VISIBLE.contains(&d.state) =>
-            {
-                Ok(d)
-            }
-            _ => Err(CoreError::not_found(format!(
-                "no delivery {id} in your inbox"
-            ))),
-        }
+        let (me, id) = (session.account.clone(), *id);
+        self.read(move |tx| inbox_delivery_in(tx, &me, &id)).await
     }
 
     /// One delivery the session's account sent. NotFound for any other id.
@@ -59,10 +51,8 @@ impl Hub {
         session: &ClientSession,
         id: &DeliveryId,
     ) -> Result<Delivery> {
-        match self.meta.delivery(id).await? {
-            Some(d) if d.sender == session.account => Ok(d),
-            _ => Err(CoreError::not_found(format!("you sent no delivery {id}"))),
-        }
+        let (me, id) = (session.account.clone(), *id);
+        self.read(move |tx| sent_delivery_in(tx, &me, &id)).await
     }
 
     /// Opens an inbox delivery for reading, as `/inbox/<sender>/<name>`; close it with
@@ -72,15 +62,38 @@ impl Hub {
         session: &ClientSession,
         id: &DeliveryId,
     ) -> Result<ReadHandle> {
-        let delivery = self.inbox_delivery(session, id).await?;
-        let handle = self.open_read(session, &inbox_path(&delivery)).await?;
-        Ok(handle)
+        let (me, id) = (session.account.clone(), *id);
+        let (delivery, inline) = self
+            .read(move |tx| {
+                let delivery = inbox_delivery_in(tx, &me, &id)?;
+                let inline = tx.inline_blob(&delivery.blob_id)?;
+                Ok((delivery, inline))
+            })
+            .await?;
+        self.read_handle(inbox_path(&delivery), delivery, inline)
+            .await
     }
 
-    /// Acknowledges (deletes) an inbox delivery, as removing `/inbox/<sender>/<name>` does.
+    /// Acknowledges (deletes) an inbox delivery, as removing `/inbox/<sender>/<name>` does,
+    /// in one unit.
     pub async fn acknowledge(&self, session: &ClientSession, id: &DeliveryId) -> Result<()> {
-        let delivery = match self.inbox_delivery(session, id).await {
-            Ok(delivery) => delivery,
+        let (cache, stamp, session_c, id_c) = (
+            self.policy.clone(),
+            self.stamp.clone(),
+            session.clone(),
+            *id,
+        );
+        let result = self
+            .write(Durability::Flush, move |tx| {
+                let delivery = inbox_delivery_in(tx, &session_c.account, &id_c)?;
+                acknowledge_in(tx, &cache, &stamp, &session_c, |_| Ok(delivery))
+            })
+            .await;
+        match result {
+            Ok(released) => {
+                self.delete_blobs(&released).await;
+                Ok(())
+            }
             Err(err) => {
                 self.record_refusal_of(
                     session,
@@ -89,32 +102,69 @@ impl Hub {
                     &err,
                 )
                 .await;
-                return Err(err);
+                Err(err)
             }
-        };
-        self.remove(session, &inbox_path(&delivery)).await
+        }
     }
 
-    /// Recalls a delivery the session sent, as removing `/outbox/<target>/<name>` does: a
-    /// group fan-out is recalled as a whole. Refused once it was picked up or has ended.
+    /// Recalls a delivery the session sent, as removing `/outbox/<target>/<name>` does, in one
+    /// unit: a group fan-out is recalled as a whole. Refused once it was picked up or has
+    /// ended.
     pub async fn recall(&self, session: &ClientSession, id: &DeliveryId) -> Result<()> {
-        let delivery = match self.sent_delivery(session, id).await {
-            Ok(delivery) if !delivery.state.is_live() => Err(CoreError::conflict(format!(
-                "delivery {id} is {} and can no longer be recalled",
-                delivery.state.as_str()
-            ))),
-            other => other,
-        };
-        let delivery = match delivery {
-            Ok(delivery) => delivery,
+        let (cache, stamp, session_c, id_c) = (
+            self.policy.clone(),
+            self.stamp.clone(),
+            session.clone(),
+            *id,
+        );
+        let result = self
+            .write(Durability::Flush, move |tx| {
+                let delivery = sent_delivery_in(tx, &session_c.account, &id_c)?;
+                if !delivery.state.is_live() {
+                    return Err(CoreError::conflict(format!(
+                        "delivery {id_c} is {} and can no longer be recalled",
+                        delivery.state.as_str()
+                    )));
+                }
+                recall_in(
+                    tx,
+                    &cache,
+                    &stamp,
+                    &session_c,
+                    &delivery.target,
+                    &delivery.name,
+                )
+            })
+            .await;
+        match result {
+            Ok(released) => {
+                self.delete_blobs(&released).await;
+                Ok(())
+            }
             Err(err) => {
                 self.record_refusal_of(session, EventKind::DeliveryRecalled, id.to_string(), &err)
                     .await;
-                return Err(err);
+                Err(err)
             }
-        };
-        let path = VirtualPath::File(Area::Outbox, delivery.target.clone(), delivery.name.clone());
-        self.remove(session, &path).await
+        }
+    }
+}
+
+/// The delivery `id` if it is in `account`'s inbox; NotFound for any other id.
+fn inbox_delivery_in(tx: &mut dyn Tx, account: &AccountName, id: &DeliveryId) -> Result<Delivery> {
+    match tx.delivery(id)? {
+        Some(d) if d.recipient == *account && DeliveryState::VISIBLE.contains(&d.state) => Ok(d),
+        _ => Err(CoreError::not_found(format!(
+            "no delivery {id} in your inbox"
+        ))),
+    }
+}
+
+/// The delivery `id` if `account` sent it; NotFound for any other id.
+fn sent_delivery_in(tx: &mut dyn Tx, account: &AccountName, id: &DeliveryId) -> Result<Delivery> {
+    match tx.delivery(id)? {
+        Some(d) if d.sender == *account => Ok(d),
+        _ => Err(CoreError::not_found(format!("you sent no delivery {id}"))),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::tree::{no_such_file, receipt_text, visible_query};
+use super::tree::{no_such_file, receipt, receipt_text, visible_query};
 use super::{ClientSession, Hub};
 use crate::error::{CoreError, Result};
 use crate::model::{Delivery, DeliveryState, EventKind, Outcome};
@@ -114,27 +114,23 @@ impl Hub {
         match path {
             VirtualPath::File(Area::Inbox, sender, name) => {
                 // The delivery and, for a small blob, its content (small blobs live in the
-                // metadata store: one WAL fsync made them durable) in one lookup.
+                // metadata store: one WAL fsync made them durable) in one read.
                 let query = visible_query(session, Area::Inbox, sender, name)?;
+                let (sender, name) = (sender.clone(), name.clone());
                 let (delivery, inline) = self
-                    .meta
-                    .first_delivery_with_content(&query)
-                    .await?
-                    .ok_or_else(|| no_such_file(Area::Inbox, sender, name))?;
-                let source = match inline {
-                    Some(content) => ReadSource::Memory(content),
-                    None => ReadSource::Blob(self.blobs.open(&delivery.blob_id).await?),
-                };
-                Ok(ReadHandle {
-                    path: path.clone(),
-                    size: delivery.size,
-                    source,
-                    delivery: Some(delivery),
-                    covered: Mutex::new(Coverage::default()),
-                })
+                    .read(move |tx| {
+                        tx.first_delivery_with_content(&query)?
+                            .ok_or_else(|| no_such_file(Area::Inbox, &sender, &name))
+                    })
+                    .await?;
+                self.read_handle(path.clone(), delivery, inline).await
             }
             VirtualPath::File(Area::Sent, recipient, entry) => {
-                let delivery = self.receipt(session, recipient, entry).await?;
+                let (me, recipient, entry) =
+                    (session.account.clone(), recipient.clone(), entry.clone());
+                let delivery = self
+                    .read(move |tx| receipt(tx, &me, &recipient, &entry))
+                    .await?;
                 let text = receipt_text(&delivery).into_bytes();
                 Ok(ReadHandle {
                     path: path.clone(),
@@ -149,6 +145,26 @@ impl Hub {
             )),
             _ => Err(CoreError::denied(format!("{path} is a folder, not a file"))),
         }
+    }
+
+    /// The handle that reads a delivery at `path`: its inline content, or its blob.
+    pub(super) async fn read_handle(
+        &self,
+        path: VirtualPath,
+        delivery: Delivery,
+        inline: Option<Vec<u8>>,
+    ) -> Result<ReadHandle> {
+        let source = match inline {
+            Some(content) => ReadSource::Memory(content),
+            None => ReadSource::Blob(self.blobs.open(&delivery.blob_id).await?),
+        };
+        Ok(ReadHandle {
+            path,
+            size: delivery.size,
+            source,
+            delivery: Some(delivery),
+            covered: Mutex::new(Coverage::default()),
+        })
     }
 
     /// Ends a download: accounts for it and, the first time a delivery was read completely,
@@ -183,23 +199,23 @@ impl Hub {
         // Accounting of a download needs no fsync of its own: the client has its bytes, and a
         // lost pick-up mark after a power cut only shows the file as delivered again. The
         // first complete download records itself with the pick-up, in one transaction.
-        if complete && delivery.state == DeliveryState::Delivered {
-            let picked_up = self.delivery_event(&actor, EventKind::DeliveryPickedUp, &delivery);
-            let moved = self
-                .meta
-                .transition(
+        let stamp = self.stamp.clone();
+        self.write(Durability::Relaxed, move |tx| {
+            if complete && delivery.state == DeliveryState::Delivered {
+                let moved = tx.transition(
                     &delivery.id,
                     &[DeliveryState::Delivered],
                     DeliveryState::PickedUp,
-                    &[download.clone(), picked_up],
-                    Durability::Relaxed,
-                )
-                .await?;
-            if moved {
-                return Ok(());
+                    download.time,
+                )?;
+                if moved {
+                    let picked_up = stamp.delivery(&actor, EventKind::DeliveryPickedUp, &delivery);
+                    return tx.record(&[download, picked_up]);
+                }
             }
-        }
-        self.meta.record(&[download], Durability::Relaxed).await
+            tx.record(&[download])
+        })
+        .await
     }
 }
 

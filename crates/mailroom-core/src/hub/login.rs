@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::bans::BanCache;
+use super::policy_cache::AccountPolicy;
 use super::{Actor, ClientSession, Hub, printable};
 use crate::access::{BanSubject, Factor, canonical, in_networks};
 use crate::defender::{Defender, DefenderConfig, Offence};
@@ -293,7 +294,7 @@ impl Hub {
                 Outcome::Refused,
                 format!("connection refused: {reason}"),
             );
-            self.meta.record(&[event], Durability::Relaxed).await?;
+            self.record(vec![event], Durability::Relaxed).await?;
         }
         Err(CoreError::denied(reason))
     }
@@ -347,7 +348,7 @@ impl Hub {
             Outcome::Refused,
             reason.to_owned(),
         );
-        self.meta.record(&[event], Durability::Relaxed).await?;
+        self.record(vec![event], Durability::Relaxed).await?;
         if let Some(ip) = ip {
             self.score(ip, None, Offence::ProtocolError).await?;
         }
@@ -365,7 +366,7 @@ impl Hub {
 
     async fn login_candidate(&self, user: &str) -> Result<Option<Account>> {
         match AccountName::parse(user) {
-            Ok(name) => self.meta.account(&name).await,
+            Ok(name) => self.read(move |tx| tx.account(&name)).await,
             Err(_) => Ok(None),
         }
     }
@@ -378,7 +379,10 @@ impl Hub {
         factor: Factor,
         scope: Scope,
     ) -> Result<Option<String>> {
-        if let Some(reason) = self.standing(account, ip, scope).await? {
+        if let Some(reason) = self
+            .standing(&account.name, &AccountPolicy::of(account), ip, scope)
+            .await?
+        {
             return Ok(Some(reason));
         }
         Ok(if !account.access.factors.uses(factor) {
@@ -394,9 +398,10 @@ impl Hub {
     /// Why `account` may not act from `ip` now in `scope`, if it may not: address banned,
     /// account locked (neither from the safe list), disabled, of the other kind, or outside
     /// its networks. Checked at every login step and, for bearer tokens, at every request.
-    pub(crate) async fn standing(
+    pub(super) async fn standing(
         &self,
-        account: &Account,
+        name: &AccountName,
+        account: &AccountPolicy,
         ip: Option<IpAddr>,
         scope: Scope,
     ) -> Result<Option<String>> {
@@ -408,7 +413,7 @@ impl Hub {
                 return Ok(Some("address banned".to_owned()));
             }
             if self
-                .active_ban(&BanSubject::Account(account.name.clone()))
+                .active_ban(&BanSubject::Account(name.clone()))
                 .await?
                 .is_some()
             {
@@ -455,7 +460,15 @@ impl Hub {
         let account = self.login_candidate(user).await?;
         let refusal = match &account {
             None => Some("unknown account".to_owned()),
-            Some(account) => self.standing(account, ip, Scope::Client).await?,
+            Some(account) => {
+                self.standing(
+                    &account.name,
+                    &AccountPolicy::of(account),
+                    ip,
+                    Scope::Client,
+                )
+                .await?
+            }
         };
         match (account, refusal) {
             (Some(account), None) => {
@@ -477,7 +490,7 @@ impl Hub {
                     Outcome::Refused,
                     format!("vouched by {voucher}: {reason}"),
                 );
-                self.meta.record(&[event], Durability::Relaxed).await?;
+                self.record(vec![event], Durability::Relaxed).await?;
                 Ok(LoginStep::Refused)
             }
         }
@@ -516,7 +529,7 @@ impl Hub {
                     account.access.limits.max_sessions.unwrap_or(0)
                 ),
             );
-            self.meta.record(&[event], Durability::Relaxed).await?;
+            self.record(vec![event], Durability::Relaxed).await?;
             return Ok(LoginStep::Refused);
         };
         let event = self.event(
@@ -526,7 +539,7 @@ impl Hub {
             Outcome::Ok,
             detail,
         );
-        self.meta.record(&[event], Durability::Relaxed).await?;
+        self.record(vec![event], Durability::Relaxed).await?;
         Ok(LoginStep::Accepted(
             ClientSession {
                 account: account.name,
@@ -628,7 +641,7 @@ impl Hub {
             Outcome::Refused,
             format!("{factor}: {reason}"),
         );
-        self.meta.record(&[event], Durability::Relaxed).await?;
+        self.record(vec![event], Durability::Relaxed).await?;
         if let Some(ip) = ip
             && !reason.contains("banned")
             && !reason.contains("locked")

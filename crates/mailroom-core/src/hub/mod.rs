@@ -16,6 +16,7 @@ mod bans;
 mod by_id;
 mod download;
 mod login;
+mod policy_cache;
 mod remove;
 mod resumable;
 mod retention;
@@ -25,6 +26,7 @@ mod totp;
 mod tree;
 mod upload;
 
+pub use admin::AccountChange;
 pub use download::ReadHandle;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
 pub use resumable::{MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease};
@@ -37,14 +39,16 @@ pub use upload::{MAX_TARGETS, Upload};
 
 use std::sync::Arc;
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{CoreError, ErrorKind};
+use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Delivery, Event, EventKind, Outcome, Protocol};
 use crate::names::AccountName;
 use crate::path::VirtualPath;
-use crate::ports::{BlobStore, Clock, Durability, MetaStore};
+use crate::ports::{BlobStore, Clock, Durability, MetaStore, MetaStoreExt, StoreStats, Tx};
 use login::AuthState;
+use policy_cache::PolicyCache;
 
 /// Who is acting, for the audit trail: an administrator, the system, or a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,13 +104,17 @@ impl ClientSession {
 
 /// The mailbox service.
 pub struct Hub {
-    pub(crate) meta: Arc<dyn MetaStore>,
+    meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
-    pub(crate) clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
+    /// Makes the audit events, on the caller's side and inside units.
+    stamp: Stamp,
+    /// Routes, groups and account access, as of the last policy version a read saw.
+    policy: Arc<PolicyCache>,
     /// Authentication and defence state (see [`login`]).
-    pub(crate) auth: AuthState,
+    auth: AuthState,
     /// Resumable uploads under way (see [`resumable`]).
-    pub(crate) resumables: resumable::Resumables,
+    resumables: resumable::Resumables,
 }
 
 impl Hub {
@@ -115,15 +123,47 @@ impl Hub {
         Hub {
             meta,
             blobs,
+            stamp: Stamp(clock.clone()),
             clock,
+            policy: Arc::new(PolicyCache::default()),
             auth: AuthState::new(AuthConfig::default()),
             resumables: resumable::Resumables::default(),
         }
     }
 
-    // ----- events ----------------------------------------------------------------------------
+    /// What the metadata store has done so far: hops, commits and flushes.
+    pub fn store_stats(&self) -> StoreStats {
+        self.meta.stats()
+    }
 
-    pub(crate) fn event(
+    // ----- units of work ---------------------------------------------------------------------
+
+    /// Runs `unit` as one read transaction of the metadata store: one hop, one snapshot.
+    async fn read<T: Send + 'static>(
+        &self,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.meta.read_with(unit).await
+    }
+
+    /// Runs `unit` as one write transaction of the metadata store, committed with
+    /// `durability` before this returns: one hop. An error from the unit undoes its writes.
+    async fn write<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.meta.write_with(durability, unit).await
+    }
+
+    /// Records events that describe no stored change (logins, refusals), in a unit of their
+    /// own.
+    async fn record(&self, events: Vec<Event>, durability: Durability) -> Result<()> {
+        self.write(durability, move |tx| tx.record(&events)).await
+    }
+
+    /// The event of `actor` doing `kind` to `object`, stamped now.
+    fn event(
         &self,
         actor: &Actor,
         kind: EventKind,
@@ -131,34 +171,7 @@ impl Hub {
         outcome: Outcome,
         detail: String,
     ) -> Event {
-        Event {
-            id: Uuid::now_v7(),
-            time: self.clock.now(),
-            kind,
-            actor: actor.name.clone(),
-            source: actor.source.clone(),
-            protocol: actor.protocol,
-            object,
-            outcome,
-            detail,
-        }
-    }
-
-    fn admin_event(&self, actor: &Actor, object: String, detail: String) -> Event {
-        self.event(actor, EventKind::Admin, object, Outcome::Ok, detail)
-    }
-
-    fn delivery_event(&self, actor: &Actor, kind: EventKind, delivery: &Delivery) -> Event {
-        self.event(
-            actor,
-            kind,
-            delivery.id.to_string(),
-            Outcome::Ok,
-            format!(
-                "{} -> {} {} ({} bytes)",
-                delivery.sender, delivery.recipient, delivery.name, delivery.size
-            ),
-        )
+        self.stamp.event(actor, kind, object, outcome, detail)
     }
 
     /// Accounts for a refused client action; failures to record are logged, not raised, so
@@ -195,7 +208,7 @@ impl Hub {
             format!("{}: {}", err.kind(), err.message()),
         );
         tracing::info!(event_id = %event.id, account = %session.account, object = %event.object, error = %err, "refused");
-        if let Err(record_err) = self.meta.record(&[event], Durability::Relaxed).await {
+        if let Err(record_err) = self.record(vec![event], Durability::Relaxed).await {
             tracing::warn!(error = %record_err, "could not record a refusal");
         }
     }
@@ -208,4 +221,56 @@ pub(crate) fn printable(user: &str) -> String {
         .take(64)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+/// Makes audit events stamped by the hub's clock; cheap to clone into a unit of work.
+#[derive(Clone)]
+struct Stamp(Arc<dyn Clock>);
+
+impl Stamp {
+    /// The event of `actor` doing `kind` to `object`, stamped now.
+    fn event(
+        &self,
+        actor: &Actor,
+        kind: EventKind,
+        object: String,
+        outcome: Outcome,
+        detail: String,
+    ) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            time: self.0.now(),
+            kind,
+            actor: actor.name.clone(),
+            source: actor.source.clone(),
+            protocol: actor.protocol,
+            object,
+            outcome,
+            detail,
+        }
+    }
+
+    /// An administrator's change of `object`.
+    fn admin(&self, actor: &Actor, object: String, detail: String) -> Event {
+        self.event(actor, EventKind::Admin, object, Outcome::Ok, detail)
+    }
+
+    /// A step of a delivery's lifecycle.
+    fn delivery(&self, actor: &Actor, kind: EventKind, delivery: &Delivery) -> Event {
+        self.event(
+            actor,
+            kind,
+            delivery.id.to_string(),
+            Outcome::Ok,
+            format!(
+                "{} -> {} {} ({} bytes)",
+                delivery.sender, delivery.recipient, delivery.name, delivery.size
+            ),
+        )
+    }
+
+    /// The current time.
+    fn now(&self) -> OffsetDateTime {
+        self.0.now()
+    }
 }

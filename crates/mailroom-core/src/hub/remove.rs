@@ -1,11 +1,15 @@
 //! Removal and renames: acknowledging an inbox file, recalling a sent one, renaming a
 //! pending one, and releasing a blob no live delivery needs.
 
-use super::{ClientSession, Hub};
+use super::policy_cache::PolicyCache;
+use super::tree::{no_such_file, visible_file};
+use super::upload::{may_send, session_policy};
+use super::{ClientSession, Hub, Stamp};
 use crate::error::{CoreError, Result};
-use crate::model::{Delivery, DeliveryState, EventKind, Outcome};
+use crate::model::{BlobId, Delivery, DeliveryState, EventKind, Outcome};
+use crate::names::{AccountName, FileName};
 use crate::path::{Area, VirtualPath};
-use crate::ports::{DeliveryQuery, Durability};
+use crate::ports::{DeliveryQuery, Durability, Tx};
 
 impl Hub {
     // ----- removal and renames ---------------------------------------------------------------
@@ -25,87 +29,33 @@ impl Hub {
     }
 
     async fn remove_inner(&self, session: &ClientSession, path: &VirtualPath) -> Result<()> {
-        let actor = session.actor();
-        match path {
+        let (cache, stamp, session_c) = (self.policy.clone(), self.stamp.clone(), session.clone());
+        let released = match path.clone() {
             VirtualPath::File(Area::Inbox, sender, name) => {
-                let account = self.session_account(session).await?;
-                if !account.access.rights.delete {
-                    return Err(CoreError::denied(format!(
-                        "{} may not delete files from the inbox",
-                        account.name
-                    )));
-                }
-                let delivery = self
-                    .visible_file(session, Area::Inbox, sender, name)
-                    .await?;
-                let event = self.delivery_event(&actor, EventKind::DeliveryAcknowledged, &delivery);
-                let moved = self
-                    .meta
-                    .transition(
-                        &delivery.id,
-                        &DeliveryState::VISIBLE,
-                        DeliveryState::Acknowledged,
-                        std::slice::from_ref(&event),
-                        Durability::Flush,
-                    )
-                    .await?;
-                if !moved {
-                    return Err(CoreError::not_found(format!("{path}: no such file")));
-                }
-                self.release_blob(&delivery).await;
-                Ok(())
+                self.write(Durability::Flush, move |tx| {
+                    acknowledge_in(tx, &cache, &stamp, &session_c, |tx| {
+                        visible_file(tx, &session_c, Area::Inbox, &sender, &name)
+                    })
+                })
+                .await?
             }
             VirtualPath::File(Area::Outbox, target, name) => {
-                let account = self.session_account(session).await?;
-                if !account.access.rights.recall {
-                    return Err(CoreError::denied(format!(
-                        "{} may not recall files it sent",
-                        account.name
-                    )));
-                }
-                let deliveries = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        sender: Some(session.account.clone()),
-                        target: Some(target.clone()),
-                        name: Some(name.clone()),
-                        states: DeliveryState::LIVE.to_vec(),
-                        ..DeliveryQuery::default()
-                    })
-                    .await?;
-                if deliveries.is_empty() {
-                    return Err(CoreError::not_found(format!("{path}: no such file")));
-                }
-                let mut recalled = 0;
-                for delivery in &deliveries {
-                    let event = self.delivery_event(&actor, EventKind::DeliveryRecalled, delivery);
-                    if self
-                        .meta
-                        .transition(
-                            &delivery.id,
-                            &DeliveryState::RECALLABLE,
-                            DeliveryState::Recalled,
-                            std::slice::from_ref(&event),
-                            Durability::Flush,
-                        )
-                        .await?
-                    {
-                        recalled += 1;
-                        self.release_blob(delivery).await;
-                    }
-                }
-                if recalled == 0 {
-                    return Err(CoreError::conflict(format!(
-                        "{path} was already picked up and can no longer be recalled"
-                    )));
-                }
-                Ok(())
+                self.write(Durability::Flush, move |tx| {
+                    recall_in(tx, &cache, &stamp, &session_c, &target, &name)
+                })
+                .await?
             }
-            VirtualPath::File(Area::Sent, ..) => Err(CoreError::denied("receipts are read-only")),
-            _ => Err(CoreError::denied(format!(
-                "cannot remove {path}: the tree's folders are fixed"
-            ))),
-        }
+            VirtualPath::File(Area::Sent, ..) => {
+                return Err(CoreError::denied("receipts are read-only"));
+            }
+            _ => {
+                return Err(CoreError::denied(format!(
+                    "cannot remove {path}: the tree's folders are fixed"
+                )));
+            }
+        };
+        self.delete_blobs(&released).await;
+        Ok(())
     }
 
     /// Renames a pending delivery within one outbox folder. Nothing is ever overwritten: a
@@ -148,54 +98,151 @@ impl Hub {
         if from_name == to_name {
             return Ok(());
         }
-        let sender = self.sender(session).await?;
-        if let Some(reason) = sender.access.limits.name_refusal(to_name.as_str()) {
-            return Err(CoreError::denied(format!(
-                "{} may not rename to {to_name}: {reason}",
-                sender.name
-            )));
-        }
-        let deliveries = self
-            .meta
-            .deliveries(&DeliveryQuery {
+        let (cache, stamp, session) = (self.policy.clone(), self.stamp.clone(), session.clone());
+        let (target, from_name, to_name) =
+            (from_target.clone(), from_name.clone(), to_name.clone());
+        // Every delivery of a group fan-out is renamed in the one transaction, or none is.
+        self.write(Durability::Flush, move |tx| {
+            let policy = cache.get(tx)?;
+            let sender = may_send(&policy, &session.account)?;
+            if let Some(reason) = sender.access.limits.name_refusal(to_name.as_str()) {
+                return Err(CoreError::denied(format!(
+                    "{} may not rename to {to_name}: {reason}",
+                    session.account
+                )));
+            }
+            let deliveries = tx.deliveries(&DeliveryQuery {
                 sender: Some(session.account.clone()),
-                target: Some(from_target.clone()),
+                target: Some(target.clone()),
                 name: Some(from_name.clone()),
                 states: DeliveryState::RECALLABLE.to_vec(),
                 ..DeliveryQuery::default()
-            })
-            .await?;
-        if deliveries.is_empty() {
-            return Err(CoreError::not_found(format!("{from}: no such file")));
-        }
-        let actor = session.actor();
-        for delivery in &deliveries {
-            let event = self.event(
-                &actor,
-                EventKind::DeliveryRenamed,
-                delivery.id.to_string(),
-                Outcome::Ok,
-                format!("{from_name} -> {to_name}"),
-            );
-            self.meta
-                .rename_delivery(&delivery.id, to_name, &event)
-                .await?;
-        }
-        Ok(())
+            })?;
+            if deliveries.is_empty() {
+                return Err(no_such_file(Area::Outbox, &target, &from_name));
+            }
+            let actor = session.actor();
+            let mut events = Vec::with_capacity(deliveries.len());
+            for delivery in &deliveries {
+                tx.rename_delivery(&delivery.id, &to_name)?;
+                events.push(stamp.event(
+                    &actor,
+                    EventKind::DeliveryRenamed,
+                    delivery.id.to_string(),
+                    Outcome::Ok,
+                    format!("{from_name} -> {to_name}"),
+                ));
+            }
+            tx.record(&events)
+        })
+        .await
     }
 
-    /// Deletes a delivery's blob when no live delivery references it any more.
-    pub(super) async fn release_blob(&self, delivery: &Delivery) {
-        match self.meta.blob_in_use(&delivery.blob_id).await {
-            Ok(false) => {
-                if let Err(err) = self.blobs.delete(&delivery.blob_id).await {
-                    tracing::warn!(error = %err, blob = %delivery.blob_id, "blob not deleted; the next sweep will");
-                }
-            }
-            Ok(true) => {}
-            Err(err) => {
-                tracing::warn!(error = %err, blob = %delivery.blob_id, "blob use unknown; the next sweep will decide");
+    /// Deletes blobs that no live delivery references any more; a failure is left to the
+    /// next sweep.
+    pub(super) async fn delete_blobs(&self, blobs: &[BlobId]) {
+        for blob in blobs {
+            if let Err(err) = self.blobs.delete(blob).await {
+                tracing::warn!(error = %err, blob = %blob, "blob not deleted; the next sweep will");
             }
         }
     }
+}
+
+/// The blobs of `deliveries`, which just left the live states, that no live delivery
+/// references any more, each once: what the caller deletes after the commit. (Inline blobs
+/// went with their last delivery in the same transaction.)
+pub(super) fn unused_blobs(tx: &mut dyn Tx, deliveries: &[Delivery]) -> Result<Vec<BlobId>> {
+    let mut unused: Vec<BlobId> = Vec::new();
+    for delivery in deliveries {
+        if !unused.contains(&delivery.blob_id) && !tx.blob_in_use(&delivery.blob_id)? {
+            unused.push(delivery.blob_id.clone());
+        }
+    }
+    Ok(unused)
+}
+
+/// Acknowledges the inbox delivery that `find` names, for `session`'s account: the right to
+/// delete, then the move to `acknowledged` with its event. Returns the blobs left unused.
+pub(super) fn acknowledge_in(
+    tx: &mut dyn Tx,
+    cache: &PolicyCache,
+    stamp: &Stamp,
+    session: &ClientSession,
+    find: impl FnOnce(&mut dyn Tx) -> Result<Delivery>,
+) -> Result<Vec<BlobId>> {
+    let policy = cache.get(tx)?;
+    let account = session_policy(&policy, &session.account)?;
+    if !account.access.rights.delete {
+        return Err(CoreError::denied(format!(
+            "{} may not delete files from the inbox",
+            session.account
+        )));
+    }
+    let delivery = find(tx)?;
+    let event = stamp.delivery(&session.actor(), EventKind::DeliveryAcknowledged, &delivery);
+    let moved = tx.transition(
+        &delivery.id,
+        &DeliveryState::VISIBLE,
+        DeliveryState::Acknowledged,
+        event.time,
+    )?;
+    if !moved {
+        return Err(no_such_file(Area::Inbox, &delivery.sender, &delivery.name));
+    }
+    tx.record(&[event])?;
+    unused_blobs(tx, std::slice::from_ref(&delivery))
+}
+
+/// Recalls what `session`'s account sent to `/outbox/<target>/<name>` and nobody picked up
+/// yet (every pending delivery of a group fan-out): the right to recall, then the moves to
+/// `recalled` with their events. Returns the blobs left unused.
+pub(super) fn recall_in(
+    tx: &mut dyn Tx,
+    cache: &PolicyCache,
+    stamp: &Stamp,
+    session: &ClientSession,
+    target: &AccountName,
+    name: &FileName,
+) -> Result<Vec<BlobId>> {
+    let policy = cache.get(tx)?;
+    let account = session_policy(&policy, &session.account)?;
+    if !account.access.rights.recall {
+        return Err(CoreError::denied(format!(
+            "{} may not recall files it sent",
+            session.account
+        )));
+    }
+    let deliveries = tx.deliveries(&DeliveryQuery {
+        sender: Some(session.account.clone()),
+        target: Some(target.clone()),
+        name: Some(name.clone()),
+        states: DeliveryState::LIVE.to_vec(),
+        ..DeliveryQuery::default()
+    })?;
+    if deliveries.is_empty() {
+        return Err(no_such_file(Area::Outbox, target, name));
+    }
+    let actor = session.actor();
+    let mut recalled = Vec::new();
+    let mut events = Vec::new();
+    for delivery in deliveries {
+        let event = stamp.delivery(&actor, EventKind::DeliveryRecalled, &delivery);
+        if tx.transition(
+            &delivery.id,
+            &DeliveryState::RECALLABLE,
+            DeliveryState::Recalled,
+            event.time,
+        )? {
+            events.push(event);
+            recalled.push(delivery);
+        }
+    }
+    if recalled.is_empty() {
+        return Err(CoreError::conflict(format!(
+            "/outbox/{target}/{name} was already picked up and can no longer be recalled"
+        )));
+    }
+    tx.record(&events)?;
+    unused_blobs(tx, &recalled)
 }

@@ -3,10 +3,15 @@
 
 use time::OffsetDateTime;
 
+use super::remove::unused_blobs;
 use super::{Actor, Hub};
 use crate::error::Result;
 use crate::model::{DeliveryState, EventKind, Outcome};
+use crate::names::AccountName;
 use crate::ports::{DeliveryQuery, Durability, SweepReport};
+
+/// Deliveries expired in one transaction.
+const EXPIRE_BATCH: u32 = 500;
 
 impl Hub {
     // ----- start-up --------------------------------------------------------------------------
@@ -14,7 +19,7 @@ impl Hub {
     /// Removes staging files and blobs that no live delivery references (left by a crash or by
     /// a deletion interrupted between commit and unlink). Run it before serving.
     pub async fn sweep(&self) -> Result<SweepReport> {
-        let live = self.meta.live_blobs().await?;
+        let live = self.read(|tx| tx.live_blobs()).await?;
         let report = self.blobs.sweep(&live).await?;
         if report.staging_removed + report.orphans_removed > 0 {
             let event = self.event(
@@ -27,7 +32,7 @@ impl Hub {
                     report.staging_removed, report.orphans_removed
                 ),
             );
-            self.meta.record(&[event], Durability::Flush).await?;
+            self.record(vec![event], Durability::Flush).await?;
         }
         Ok(report)
     }
@@ -39,45 +44,71 @@ impl Hub {
     /// (with a `delivery.expired` event by `system`, durably) and its blob is deleted once no
     /// live delivery uses it. Returns how many deliveries expired.
     pub async fn expire(&self, now: OffsetDateTime) -> Result<u64> {
-        let actor = Actor::system();
+        let cache = self.policy.clone();
+        let retained: Vec<(AccountName, u32)> = self
+            .read(move |tx| {
+                let policy = cache.get(tx)?;
+                Ok(policy
+                    .accounts()
+                    .filter_map(|(name, account)| {
+                        account
+                            .access
+                            .limits
+                            .retention_days
+                            .map(|days| (name.clone(), days))
+                    })
+                    .collect())
+            })
+            .await?;
         let mut expired = 0;
-        for account in self.meta.accounts().await? {
-            let Some(days) = account.access.limits.retention_days else {
-                continue;
-            };
+        for (account, days) in retained {
             // A retention longer than the calendar can hold keeps everything.
             let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
                 continue;
             };
-            let due = self
-                .meta
-                .deliveries(&DeliveryQuery {
-                    recipient: Some(account.name.clone()),
-                    states: DeliveryState::LIVE.to_vec(),
-                    created_before: Some(cutoff),
-                    ..DeliveryQuery::default()
-                })
-                .await?;
-            for delivery in &due {
-                let mut event = self.delivery_event(&actor, EventKind::DeliveryExpired, delivery);
-                event.detail.push_str(&format!(
-                    "; kept {days} days by {}'s retention",
-                    account.name
-                ));
-                // A delivery acknowledged or recalled since the query is simply not moved.
-                let moved = self
-                    .meta
-                    .transition(
-                        &delivery.id,
-                        &DeliveryState::LIVE,
-                        DeliveryState::Expired,
-                        std::slice::from_ref(&event),
-                        Durability::Flush,
-                    )
+            // In batches, so that a large backlog never holds the write lock for long.
+            loop {
+                let stamp = self.stamp.clone();
+                let recipient = account.clone();
+                let (moved, released) = self
+                    .write(Durability::Flush, move |tx| {
+                        let due = tx.deliveries(&DeliveryQuery {
+                            recipient: Some(recipient.clone()),
+                            states: DeliveryState::LIVE.to_vec(),
+                            created_before: Some(cutoff),
+                            limit: Some(EXPIRE_BATCH),
+                            ..DeliveryQuery::default()
+                        })?;
+                        let mut moved = Vec::with_capacity(due.len());
+                        let mut events = Vec::with_capacity(due.len());
+                        for delivery in due {
+                            let mut event = stamp.delivery(
+                                &Actor::system(),
+                                EventKind::DeliveryExpired,
+                                &delivery,
+                            );
+                            event.detail.push_str(&format!(
+                                "; kept {days} days by {recipient}'s retention"
+                            ));
+                            if tx.transition(
+                                &delivery.id,
+                                &DeliveryState::LIVE,
+                                DeliveryState::Expired,
+                                event.time,
+                            )? {
+                                events.push(event);
+                                moved.push(delivery);
+                            }
+                        }
+                        tx.record(&events)?;
+                        let released = unused_blobs(tx, &moved)?;
+                        Ok((moved.len() as u64, released))
+                    })
                     .await?;
-                if moved {
-                    expired += 1;
-                    self.release_blob(delivery).await;
+                self.delete_blobs(&released).await;
+                expired += moved;
+                if moved < u64::from(EXPIRE_BATCH) {
+                    break;
                 }
             }
         }

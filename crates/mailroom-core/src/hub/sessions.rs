@@ -1,14 +1,11 @@
 //! Live sessions as the Hub manages them: listing them, closing those whose account may no
 //! longer act, and closing one at an administrator's request.
 
-use std::collections::HashMap;
-
 use super::login::source_ip;
 use super::{Actor, Hub};
 use crate::access::{BanSubject, in_networks};
 use crate::error::{CoreError, Result};
-use crate::model::{Account, EventKind, Outcome};
-use crate::names::AccountName;
+use crate::model::{EventKind, Outcome};
 use crate::ports::Durability;
 use crate::sessions::SessionInfo;
 
@@ -29,17 +26,12 @@ impl Hub {
         if live.is_empty() {
             return Ok(0);
         }
-        let accounts: HashMap<AccountName, Account> = self
-            .meta
-            .accounts()
-            .await?
-            .into_iter()
-            .map(|a| (a.name.clone(), a))
-            .collect();
+        let cache = self.policy.clone();
+        let policy = self.read(move |tx| cache.get(tx)).await?;
         let mut closed = 0;
         for session in live {
             let ip = source_ip(session.source.as_deref());
-            let reason = match accounts.get(&session.account) {
+            let reason = match policy.account(&session.account) {
                 None => Some("account deleted".to_owned()),
                 Some(account) if account.disabled => Some("account disabled".to_owned()),
                 Some(account)
@@ -48,11 +40,11 @@ impl Hub {
                 {
                     Some("source address no longer in the account's networks".to_owned())
                 }
-                Some(account) => {
+                Some(_) => {
                     let safe = ip.is_some_and(|ip| self.auth.defender.config().is_safe(ip));
                     let banned = !safe
                         && (self
-                            .active_ban(&BanSubject::Account(account.name.clone()))
+                            .active_ban(&BanSubject::Account(session.account.clone()))
                             .await?
                             .is_some()
                             || match ip {
@@ -79,7 +71,7 @@ impl Hub {
                 );
                 tracing::info!(account = %session.account, reason = %reason, "closing session");
                 // Accounted first, so the event exists by the time the client sees the close.
-                self.meta.record(&[event], Durability::Relaxed).await?;
+                self.record(vec![event], Durability::Relaxed).await?;
                 if self.auth.sessions.close(session.id, &reason) {
                     closed += 1;
                 }
@@ -109,7 +101,7 @@ impl Hub {
                 actor.name
             ),
         );
-        self.meta.record(&[event], Durability::Flush).await?;
+        self.record(vec![event], Durability::Flush).await?;
         self.auth.sessions.close(id, "closed by an administrator");
         self.end_token_session_of(id).await
     }

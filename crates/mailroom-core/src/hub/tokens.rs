@@ -22,10 +22,12 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::login::{Scope, source_ip};
+use super::policy_cache::AccountPolicy;
 use super::{Actor, ClientSession, Hub};
 use crate::error::{CoreError, Result};
-use crate::model::{EventKind, Outcome, Protocol};
+use crate::model::{Event, EventKind, Outcome, Protocol};
 use crate::names::AccountName;
+use crate::ports::{Durability, Tx};
 use crate::secret::Secret;
 use crate::sessions::LiveSession;
 
@@ -203,73 +205,33 @@ impl Hub {
         scope: Scope,
         lifetimes: &TokenLifetimes,
     ) -> Result<IssuedTokens> {
-        let account = self.account(&session.account).await?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let login = Login {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            account: session.account.clone(),
+            scope,
+            source: session.source.clone(),
+            protocol: session.protocol,
+        };
+        let (now, lifetimes) = (self.clock.now(), *lifetimes);
         let issued = self
-            .store_pair(
-                &id,
-                &session.account,
-                scope,
-                account.token_epoch,
-                session.source.clone(),
-                session.protocol,
-                lifetimes,
-            )
+            .write(Durability::Flush, move |tx| {
+                let account = tx.account(&login.account)?.ok_or_else(|| {
+                    CoreError::not_found(format!("no account named {}", login.account))
+                })?;
+                store_pair(tx, &login, account.token_epoch, now, &lifetimes)
+            })
             .await?;
-        self.auth.token_sessions().insert(id, guard);
+        self.auth
+            .token_sessions()
+            .insert(issued.session.clone(), guard);
         Ok(issued)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store_pair(
-        &self,
-        session: &str,
-        account: &AccountName,
-        scope: Scope,
-        epoch: u64,
-        source: Option<String>,
-        protocol: Protocol,
-        lifetimes: &TokenLifetimes,
-    ) -> Result<IssuedTokens> {
-        let now = self.clock.now();
-        let later = |d: std::time::Duration| {
-            now + time::Duration::try_from(d).unwrap_or(time::Duration::MINUTE)
-        };
-        let (access, refresh) = (new_token(), new_token());
-        let record = |token: &Secret<String>, kind, expires| TokenRecord {
-            hash: token_hash(token.expose()),
-            kind,
-            session: session.to_owned(),
-            account: account.clone(),
-            scope,
-            epoch,
-            source: source.clone(),
-            protocol,
-            created: now,
-            expires,
-        };
-        let (access_expires, refresh_expires) = (later(lifetimes.access), later(lifetimes.refresh));
-        self.meta
-            .insert_tokens(&[
-                record(&access, TokenKind::Access, access_expires),
-                record(&refresh, TokenKind::Refresh, refresh_expires),
-            ])
-            .await?;
-        Ok(IssuedTokens {
-            session: session.to_owned(),
-            account: account.clone(),
-            scope,
-            access,
-            access_expires,
-            refresh,
-            refresh_expires,
-        })
     }
 
     /// Checks an access token presented from `source` (the request's peer) over `protocol`:
     /// it must exist, be an access token, be unexpired, be of the account's current token
     /// generation, and the account must still be allowed to act in the token's scope from
-    /// `source` (not deleted, disabled, locked, banned, or outside its networks).
+    /// `source` (not deleted, disabled, locked, banned, or outside its networks). One read of
+    /// the store.
     pub async fn check_token(
         &self,
         token: &str,
@@ -279,7 +241,17 @@ impl Hub {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Ok(TokenCheck::Refused("malformed token".to_owned()));
         }
-        let Some(record) = self.meta.token(&token_hash(token)).await? else {
+        let (hash, cache) = (token_hash(token), self.policy.clone());
+        let found = self
+            .read(move |tx| {
+                let Some(record) = tx.token(&hash)? else {
+                    return Ok(None);
+                };
+                let account = cache.get(tx)?.account(&record.account).cloned();
+                Ok(Some((record, account)))
+            })
+            .await?;
+        let Some((record, account)) = found else {
             return Ok(TokenCheck::Refused("unknown or revoked token".to_owned()));
         };
         if record.kind != TokenKind::Access {
@@ -287,7 +259,10 @@ impl Hub {
                 "a refresh token is not an access token".to_owned(),
             ));
         }
-        if let Some(reason) = self.token_refusal(&record, source.as_deref()).await? {
+        if let Some(reason) = self
+            .token_refusal(&record, account.as_ref(), source.as_deref())
+            .await?
+        {
             return Ok(TokenCheck::Refused(reason));
         }
         Ok(TokenCheck::Valid(TokenIdentity {
@@ -300,16 +275,18 @@ impl Hub {
         }))
     }
 
-    /// Why a stored token no longer works, if it does not.
+    /// Why a stored token no longer works, if it does not: `account` is its account's policy
+    /// as read with it (`None`: deleted).
     async fn token_refusal(
         &self,
         record: &TokenRecord,
+        account: Option<&AccountPolicy>,
         source: Option<&str>,
     ) -> Result<Option<String>> {
         if record.expires <= self.clock.now() {
             return Ok(Some(format!("{} token expired", record.kind.as_str())));
         }
-        let Some(account) = self.meta.account(&record.account).await? else {
+        let Some(account) = account else {
             return Ok(Some("account deleted".to_owned()));
         };
         if account.token_epoch != record.epoch {
@@ -317,7 +294,7 @@ impl Hub {
                 "token revoked (password changed or account disabled)".to_owned(),
             ));
         }
-        self.standing(&account, source_ip(source), record.scope)
+        self.standing(&record.account, account, source_ip(source), record.scope)
             .await
     }
 
@@ -333,7 +310,18 @@ impl Hub {
         if refresh.is_empty() || refresh.len() > MAX_TOKEN_LEN {
             return Ok(None);
         }
-        let Some(record) = self.meta.take_token(&token_hash(refresh)).await? else {
+        let (hash, cache) = (token_hash(refresh), self.policy.clone());
+        // Taken in its own commit: of two requests racing with one refresh token, one wins.
+        let taken = self
+            .write(Durability::Flush, move |tx| {
+                let Some(record) = tx.take_token(&hash)? else {
+                    return Ok(None);
+                };
+                let account = cache.get(tx)?.account(&record.account).cloned();
+                Ok(Some((record, account)))
+            })
+            .await?;
+        let Some((record, account)) = taken else {
             return Ok(None);
         };
         if record.kind != TokenKind::Refresh {
@@ -341,25 +329,28 @@ impl Hub {
             self.end_login(&record.session, None).await?;
             return Ok(None);
         }
-        if let Some(reason) = self.token_refusal(&record, source.as_deref()).await? {
+        if let Some(reason) = self
+            .token_refusal(&record, account.as_ref(), source.as_deref())
+            .await?
+        {
             tracing::info!(account = %record.account, reason = %reason, "refresh refused");
             self.end_login(&record.session, None).await?;
             return Ok(None);
         }
-        // The login's other tokens (its current access token) end with the trade.
-        self.meta
-            .delete_token_session(&record.session, None)
-            .await?;
+        let login = Login {
+            id: record.session.clone(),
+            account: record.account.clone(),
+            scope: record.scope,
+            source,
+            protocol: record.protocol,
+        };
+        let (now, lifetimes) = (self.clock.now(), *lifetimes);
         let issued = self
-            .store_pair(
-                &record.session,
-                &record.account,
-                record.scope,
-                record.epoch,
-                source,
-                record.protocol,
-                lifetimes,
-            )
+            .write(Durability::Flush, move |tx| {
+                // The login's other tokens (its current access token) end with the trade.
+                tx.delete_token_session(&login.id)?;
+                store_pair(tx, &login, record.epoch, now, &lifetimes)
+            })
             .await?;
         Ok(Some(issued))
     }
@@ -374,12 +365,17 @@ impl Hub {
             Outcome::Ok,
             format!("logout of {} session {}", identity.scope, identity.session),
         );
-        self.end_login(&identity.session, Some(&event)).await
+        self.end_login(&identity.session, Some(event)).await
     }
 
     /// Deletes a login's tokens (with `event`, if any) and drops its registry entry.
-    async fn end_login(&self, session: &str, event: Option<&crate::model::Event>) -> Result<()> {
-        self.meta.delete_token_session(session, event).await?;
+    async fn end_login(&self, session: &str, event: Option<Event>) -> Result<()> {
+        let login = session.to_owned();
+        self.write(Durability::Flush, move |tx| {
+            tx.delete_token_session(&login)?;
+            tx.record(event.as_slice())
+        })
+        .await?;
         self.auth.token_sessions().remove(session);
         Ok(())
     }
@@ -402,13 +398,67 @@ impl Hub {
     /// Deletes expired tokens and frees the registry entries of logins that have none left.
     /// Returns how many tokens were deleted.
     pub async fn sweep_tokens(&self) -> Result<u64> {
-        let (deleted, ended) = self.meta.delete_expired_tokens(self.clock.now()).await?;
+        let now = self.clock.now();
+        let (deleted, ended) = self
+            .write(Durability::Flush, move |tx| tx.delete_expired_tokens(now))
+            .await?;
         let mut sessions = self.auth.token_sessions();
         for session in ended {
             sessions.remove(&session);
         }
         Ok(deleted)
     }
+}
+
+/// One login's identity, which every token pair of it carries.
+struct Login {
+    /// The login's id.
+    id: String,
+    account: AccountName,
+    scope: Scope,
+    source: Option<String>,
+    protocol: Protocol,
+}
+
+/// Stores a fresh access and refresh token of `login` in the unit's transaction and returns
+/// them, to hand to the client once.
+fn store_pair(
+    tx: &mut dyn Tx,
+    login: &Login,
+    epoch: u64,
+    now: OffsetDateTime,
+    lifetimes: &TokenLifetimes,
+) -> Result<IssuedTokens> {
+    let later = |d: std::time::Duration| {
+        now + time::Duration::try_from(d).unwrap_or(time::Duration::MINUTE)
+    };
+    let (access, refresh) = (new_token(), new_token());
+    let record = |token: &Secret<String>, kind, expires| TokenRecord {
+        hash: token_hash(token.expose()),
+        kind,
+        session: login.id.clone(),
+        account: login.account.clone(),
+        scope: login.scope,
+        epoch,
+        source: login.source.clone(),
+        protocol: login.protocol,
+        created: now,
+        expires,
+    };
+    let (access_expires, refresh_expires) = (later(lifetimes.access), later(lifetimes.refresh));
+    tx.insert_tokens(&[
+        record(&access, TokenKind::Access, access_expires),
+        record(&refresh, TokenKind::Refresh, refresh_expires),
+    ])?;
+    Ok(IssuedTokens {
+        session: login.id.clone(),
+        account: login.account.clone(),
+        scope: login.scope,
+        access,
+        access_expires,
+        refresh,
+        refresh_expires,
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use rand::RngExt;
 use super::{Actor, Hub};
 use crate::access::{Factor, TotpEnrolment, recovery_code_hash};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::model::{Account, AccountKind, EventKind, Outcome};
+use crate::model::{Account, AccountKind};
 use crate::names::AccountName;
+use crate::ports::{AccountUpdate, Durability};
 use crate::secret::Secret;
 
 /// Recovery codes made at enrolment.
@@ -39,16 +40,22 @@ impl Hub {
             let totp = totp(enrolment, &account.name, &self.auth.config.totp_issuer)?;
             let now = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0);
             return match totp.check(code, now) {
-                Some(step) => self.meta.use_totp_step(&account.name, step).await,
+                Some(step) => {
+                    let name = account.name.clone();
+                    self.write(Durability::Flush, move |tx| tx.use_totp_step(&name, step))
+                        .await
+                }
                 None => Ok(false),
             };
         }
         if code.len() > 64 {
             return Ok(false);
         }
+        let (name, hash) = (account.name.clone(), recovery_code_hash(code));
         let used = self
-            .meta
-            .use_recovery_code(&account.name, &recovery_code_hash(code))
+            .write(Durability::Flush, move |tx| {
+                tx.use_recovery_code(&name, &hash)
+            })
             .await?;
         if used {
             tracing::warn!(account = %account.name, "recovery code used");
@@ -61,12 +68,6 @@ impl Hub {
     /// Enrols an account in TOTP with a fresh secret and fresh recovery codes, replacing an
     /// earlier enrolment. The secret and codes are returned once, to hand to the user.
     pub async fn enroll_totp(&self, actor: &Actor, name: &AccountName) -> Result<TotpSetup> {
-        let mut account = self.account(name).await?;
-        if account.kind == AccountKind::Admin {
-            return Err(CoreError::denied(
-                "admin accounts cannot log in over the client protocols; TOTP is for clients",
-            ));
-        }
         let mut secret = [0u8; 20];
         rand::rng().fill(&mut secret[..]);
         let enrolment = TotpEnrolment {
@@ -78,18 +79,33 @@ impl Hub {
             .to_url()
             .map_err(|_| CoreError::internal("could not build the otpauth URI"))?;
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
-        account.totp = Some(TotpEnrolment {
+        let stored = TotpEnrolment {
             recovery: codes.iter().map(|c| recovery_code_hash(c)).collect(),
             ..enrolment.clone()
-        });
-        let event = self.event(
+        };
+        let event = self.stamp.admin(
             actor,
-            EventKind::Admin,
             format!("account {name}"),
-            Outcome::Ok,
             format!("enroll totp ({RECOVERY_CODES} recovery codes)"),
         );
-        self.meta.update_account(&account, &event).await?;
+        let name = name.clone();
+        self.write(Durability::Flush, move |tx| {
+            let account = tx
+                .account(&name)?
+                .ok_or_else(|| CoreError::not_found(format!("no account named {name}")))?;
+            if account.kind == AccountKind::Admin {
+                return Err(CoreError::denied(
+                    "admin accounts cannot log in over the client protocols; TOTP is for clients",
+                ));
+            }
+            let update = AccountUpdate {
+                totp: Some(Some(stored)),
+                ..AccountUpdate::default()
+            };
+            tx.update_account(&name, &update)?;
+            tx.record(&[event])
+        })
+        .await?;
         Ok(TotpSetup {
             uri: Secret::new(uri),
             secret: enrolment.secret,
@@ -99,30 +115,36 @@ impl Hub {
 
     /// Removes an account's TOTP enrolment. Refused while its required factors include TOTP.
     pub async fn remove_totp(&self, actor: &Actor, name: &AccountName) -> Result<()> {
-        let mut account = self.account(name).await?;
-        if account.totp.is_none() {
-            return Err(CoreError::not_found(format!(
-                "{name} has no TOTP enrolment"
-            )));
-        }
-        if account.access.factors.factors().contains(&Factor::Totp) {
-            return Err(CoreError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "{name} requires totp ({}): change that with `mailroom account set {name} --require …` first",
-                    account.access.factors
-                ),
-            ));
-        }
-        account.totp = None;
-        let event = self.event(
-            actor,
-            EventKind::Admin,
-            format!("account {name}"),
-            Outcome::Ok,
-            "remove totp".to_owned(),
-        );
-        self.meta.update_account(&account, &event).await
+        let event = self
+            .stamp
+            .admin(actor, format!("account {name}"), "remove totp".to_owned());
+        let name = name.clone();
+        self.write(Durability::Flush, move |tx| {
+            let account = tx
+                .account(&name)?
+                .ok_or_else(|| CoreError::not_found(format!("no account named {name}")))?;
+            if account.totp.is_none() {
+                return Err(CoreError::not_found(format!(
+                    "{name} has no TOTP enrolment"
+                )));
+            }
+            if account.access.factors.factors().contains(&Factor::Totp) {
+                return Err(CoreError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{name} requires totp ({}): change that with `mailroom account set {name} --require …` first",
+                        account.access.factors
+                    ),
+                ));
+            }
+            let update = AccountUpdate {
+                totp: Some(None),
+                ..AccountUpdate::default()
+            };
+            tx.update_account(&name, &update)?;
+            tx.record(&[event])
+        })
+        .await
     }
 }
 

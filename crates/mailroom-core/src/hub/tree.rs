@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::upload::allowed_targets;
 use super::{ClientSession, Hub};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Delivery, DeliveryState};
 use crate::names::{AccountName, FileName};
 use crate::path::{Area, VirtualPath};
-use crate::ports::DeliveryQuery;
+use crate::ports::{DeliveryQuery, Tx};
 
 /// One entry of a listing or the answer to a stat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +30,7 @@ pub struct Entry {
 }
 
 impl Hub {
-    // ----- the tree --------------------------------------------------------------------------
-
-    /// Describes one path.
+    /// Describes one path. A file costs one read of the store; the fixed folders none.
     pub async fn stat(&self, session: &ClientSession, path: &VirtualPath) -> Result<Entry> {
         let now = self.clock.now();
         let dir = |name: &str, writable: bool| Entry {
@@ -46,131 +45,148 @@ impl Hub {
             VirtualPath::Area(area) => Ok(dir(area.as_str(), false)),
             VirtualPath::Folder(area, name) => Ok(dir(name.as_str(), *area == Area::Outbox)),
             VirtualPath::File(Area::Sent, recipient, entry) => {
-                let delivery = self.receipt(session, recipient, entry).await?;
-                Ok(file_entry(
-                    entry.as_str(),
-                    receipt_text(&delivery).len() as u64,
-                    delivery.updated,
-                    false,
-                ))
+                let (me, recipient, entry) =
+                    (session.account.clone(), recipient.clone(), entry.clone());
+                self.read(move |tx| {
+                    let delivery = receipt(tx, &me, &recipient, &entry)?;
+                    Ok(file_entry(
+                        entry.as_str(),
+                        receipt_text(&delivery).len() as u64,
+                        delivery.updated,
+                        false,
+                    ))
+                })
+                .await
             }
             VirtualPath::File(area, folder, name) => {
-                let delivery = self.visible_file(session, *area, folder, name).await?;
-                Ok(file_entry(
-                    name.as_str(),
-                    delivery.size,
-                    delivery.created,
-                    *area == Area::Outbox,
-                ))
+                let query = visible_query(session, *area, folder, name)?;
+                let (area, folder, name) = (*area, folder.clone(), name.clone());
+                self.read(move |tx| {
+                    let delivery = tx
+                        .deliveries(&query)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| no_such_file(area, &folder, &name))?;
+                    Ok(file_entry(
+                        name.as_str(),
+                        delivery.size,
+                        delivery.created,
+                        area == Area::Outbox,
+                    ))
+                })
+                .await
             }
         }
     }
 
-    /// Lists a folder. Files have no children: listing one is refused.
+    /// Lists a folder, in one read of the store. Files have no children: listing one is
+    /// refused.
     pub async fn list(&self, session: &ClientSession, path: &VirtualPath) -> Result<Vec<Entry>> {
-        let me = &session.account;
         let now = self.clock.now();
-        let dir = |name: &str, writable: bool| Entry {
+        let dir = move |name: &str, writable: bool| Entry {
             name: name.to_owned(),
             is_dir: true,
             size: 0,
             modified: now,
             writable,
         };
-        match path {
+        let me = session.account.clone();
+        match path.clone() {
             VirtualPath::Root => Ok(Area::ALL
                 .iter()
                 .map(|area| dir(area.as_str(), false))
                 .collect()),
             VirtualPath::Area(Area::Inbox) => {
-                let deliveries = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        recipient: Some(me.clone()),
+                self.read(move |tx| {
+                    let deliveries = tx.deliveries(&DeliveryQuery {
+                        recipient: Some(me),
                         states: DeliveryState::VISIBLE.to_vec(),
                         ..DeliveryQuery::default()
-                    })
-                    .await?;
-                let senders: BTreeSet<_> = deliveries.into_iter().map(|d| d.sender).collect();
-                Ok(senders.iter().map(|s| dir(s.as_str(), false)).collect())
+                    })?;
+                    let senders: BTreeSet<_> = deliveries.into_iter().map(|d| d.sender).collect();
+                    Ok(senders.iter().map(|s| dir(s.as_str(), false)).collect())
+                })
+                .await
             }
             VirtualPath::Area(Area::Outbox) => {
-                let mut targets = self.allowed_targets(me).await?;
-                let pending = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        sender: Some(me.clone()),
+                let cache = self.policy.clone();
+                self.read(move |tx| {
+                    let policy = cache.get(tx)?;
+                    let mut targets = allowed_targets(&policy, &me);
+                    let pending = tx.deliveries(&DeliveryQuery {
+                        sender: Some(me),
                         states: DeliveryState::RECALLABLE.to_vec(),
                         ..DeliveryQuery::default()
-                    })
-                    .await?;
-                targets.extend(pending.into_iter().map(|d| d.target));
-                Ok(targets.iter().map(|t| dir(t.as_str(), true)).collect())
+                    })?;
+                    targets.extend(pending.into_iter().map(|d| d.target));
+                    Ok(targets.iter().map(|t| dir(t.as_str(), true)).collect())
+                })
+                .await
             }
             VirtualPath::Area(Area::Sent) => {
-                let sent = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        sender: Some(me.clone()),
+                self.read(move |tx| {
+                    let sent = tx.deliveries(&DeliveryQuery {
+                        sender: Some(me),
                         ..DeliveryQuery::default()
-                    })
-                    .await?;
-                let recipients: BTreeSet<_> = sent.into_iter().map(|d| d.recipient).collect();
-                Ok(recipients.iter().map(|r| dir(r.as_str(), false)).collect())
+                    })?;
+                    let recipients: BTreeSet<_> = sent.into_iter().map(|d| d.recipient).collect();
+                    Ok(recipients.iter().map(|r| dir(r.as_str(), false)).collect())
+                })
+                .await
             }
             VirtualPath::Folder(Area::Inbox, sender) => {
-                let deliveries = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        recipient: Some(me.clone()),
-                        sender: Some(sender.clone()),
+                self.read(move |tx| {
+                    let deliveries = tx.deliveries(&DeliveryQuery {
+                        recipient: Some(me),
+                        sender: Some(sender),
                         states: DeliveryState::VISIBLE.to_vec(),
                         ..DeliveryQuery::default()
-                    })
-                    .await?;
-                Ok(deliveries
-                    .iter()
-                    .map(|d| file_entry(d.name.as_str(), d.size, d.created, false))
-                    .collect())
+                    })?;
+                    Ok(deliveries
+                        .iter()
+                        .map(|d| file_entry(d.name.as_str(), d.size, d.created, false))
+                        .collect())
+                })
+                .await
             }
             VirtualPath::Folder(Area::Outbox, target) => {
-                let deliveries = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        sender: Some(me.clone()),
-                        target: Some(target.clone()),
+                self.read(move |tx| {
+                    let deliveries = tx.deliveries(&DeliveryQuery {
+                        sender: Some(me),
+                        target: Some(target),
                         states: DeliveryState::RECALLABLE.to_vec(),
                         ..DeliveryQuery::default()
-                    })
-                    .await?;
-                // A group fan-out is one entry: its deliveries share a name and a blob.
-                let mut seen = BTreeSet::new();
-                Ok(deliveries
-                    .iter()
-                    .filter(|d| seen.insert(d.batch_id))
-                    .map(|d| file_entry(d.name.as_str(), d.size, d.created, true))
-                    .collect())
+                    })?;
+                    // A group fan-out is one entry: its deliveries share a name and a blob.
+                    let mut seen = BTreeSet::new();
+                    Ok(deliveries
+                        .iter()
+                        .filter(|d| seen.insert(d.batch_id))
+                        .map(|d| file_entry(d.name.as_str(), d.size, d.created, true))
+                        .collect())
+                })
+                .await
             }
             VirtualPath::Folder(Area::Sent, recipient) => {
-                let deliveries = self
-                    .meta
-                    .deliveries(&DeliveryQuery {
-                        sender: Some(me.clone()),
-                        recipient: Some(recipient.clone()),
+                self.read(move |tx| {
+                    let deliveries = tx.deliveries(&DeliveryQuery {
+                        sender: Some(me),
+                        recipient: Some(recipient),
                         ..DeliveryQuery::default()
-                    })
-                    .await?;
-                Ok(deliveries
-                    .iter()
-                    .map(|d| {
-                        file_entry(
-                            &receipt_name(d),
-                            receipt_text(d).len() as u64,
-                            d.updated,
-                            false,
-                        )
-                    })
-                    .collect())
+                    })?;
+                    Ok(deliveries
+                        .iter()
+                        .map(|d| {
+                            file_entry(
+                                &receipt_name(d),
+                                receipt_text(d).len() as u64,
+                                d.updated,
+                                false,
+                            )
+                        })
+                        .collect())
+                })
+                .await
             }
             VirtualPath::File(..) => Err(CoreError::new(
                 ErrorKind::NotFound,
@@ -192,47 +208,42 @@ impl Hub {
             "cannot create a link at {path}: links are not supported"
         )))
     }
+}
 
-    /// A delivery the client sees at `/<area>/<folder>/<name>`.
-    pub(super) async fn visible_file(
-        &self,
-        session: &ClientSession,
-        area: Area,
-        folder: &AccountName,
-        name: &FileName,
-    ) -> Result<Delivery> {
-        let query = visible_query(session, area, folder, name)?;
-        self.meta
-            .deliveries(&query)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| no_such_file(area, folder, name))
-    }
+/// The delivery a client sees at `/<area>/<folder>/<name>`.
+pub(super) fn visible_file(
+    tx: &mut dyn Tx,
+    session: &ClientSession,
+    area: Area,
+    folder: &AccountName,
+    name: &FileName,
+) -> Result<Delivery> {
+    let query = visible_query(session, area, folder, name)?;
+    tx.deliveries(&query)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| no_such_file(area, folder, name))
+}
 
-    /// The delivery behind a receipt entry `<name>@<short id>`.
-    pub(super) async fn receipt(
-        &self,
-        session: &ClientSession,
-        recipient: &AccountName,
-        entry: &FileName,
-    ) -> Result<Delivery> {
-        let not_found =
-            || CoreError::not_found(format!("/sent/{recipient}/{entry}: no such receipt"));
-        let (name, short) = entry.as_str().rsplit_once('@').ok_or_else(not_found)?;
-        let name = FileName::parse(name).map_err(|_| not_found())?;
-        self.meta
-            .deliveries(&DeliveryQuery {
-                sender: Some(session.account.clone()),
-                recipient: Some(recipient.clone()),
-                name: Some(name),
-                ..DeliveryQuery::default()
-            })
-            .await?
-            .into_iter()
-            .find(|d| d.id.short() == short)
-            .ok_or_else(not_found)
-    }
+/// The delivery behind a receipt entry `<name>@<short id>` of `sender`'s `/sent/<recipient>/`.
+pub(super) fn receipt(
+    tx: &mut dyn Tx,
+    sender: &AccountName,
+    recipient: &AccountName,
+    entry: &FileName,
+) -> Result<Delivery> {
+    let not_found = || CoreError::not_found(format!("/sent/{recipient}/{entry}: no such receipt"));
+    let (name, short) = entry.as_str().rsplit_once('@').ok_or_else(not_found)?;
+    let name = FileName::parse(name).map_err(|_| not_found())?;
+    tx.deliveries(&DeliveryQuery {
+        sender: Some(sender.clone()),
+        recipient: Some(recipient.clone()),
+        name: Some(name),
+        ..DeliveryQuery::default()
+    })?
+    .into_iter()
+    .find(|d| d.id.short() == short)
+    .ok_or_else(not_found)
 }
 
 fn file_entry(name: &str, size: u64, modified: OffsetDateTime, writable: bool) -> Entry {

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeSet;
 
+use super::policy_cache::{AccountPolicy, Policy};
 use super::{ClientSession, Hub};
-use crate::access::{self, ByteLimit, Mailbox};
+use crate::access::{self, ByteLimit, Limits, Mailbox};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::model::{Account, AccountKind, Delivery, DeliveryId, DeliveryState, EventKind, Outcome};
+use crate::model::{AccountKind, Delivery, DeliveryId, DeliveryState, EventKind, Outcome};
 use crate::names::{AccountName, FileName};
 use crate::path::{Area, VirtualPath};
-use crate::policy::{self, Decision};
-use crate::ports::{BlobWriter, DeliveryQuery, Durability, InboxUsage};
+use crate::policy::Decision;
+use crate::ports::{BlobWriter, DeliveryQuery, Durability, StoredBlob, Tx};
 
 /// How many collision suffixes to try before giving up on a name.
 const MAX_SUFFIX: u32 = 10_000;
@@ -180,103 +181,35 @@ impl Hub {
         name: &FileName,
         path: VirtualPath,
     ) -> Result<Upload> {
-        let sender = self.sender(session).await?;
-        if let Some(reason) = sender.access.limits.name_refusal(name.as_str()) {
-            return Err(CoreError::denied(format!(
-                "{} may not send this file: {reason}",
-                sender.name
-            )));
-        }
-        let mut unique_targets: Vec<AccountName> = Vec::with_capacity(targets.len());
-        let mut recipients: Vec<(Account, AccountName)> = Vec::new();
-        for target in targets {
-            if unique_targets.contains(target) {
-                continue;
-            }
-            unique_targets.push(target.clone());
-            for account in self.recipients(&session.account, target).await? {
-                if !recipients.iter().any(|(a, _)| a.name == account.name) {
-                    recipients.push((account, target.clone()));
-                }
-            }
-        }
-        // Only inboxes with a quota are measured: the common case costs no query.
-        let quota_recipients: Vec<&Account> = recipients
-            .iter()
-            .map(|(a, _)| a)
-            .filter(|a| has_quota(a))
-            .collect();
-        let mut usages = Vec::with_capacity(quota_recipients.len());
-        for recipient in &quota_recipients {
-            usages.push(self.meta.inbox_usage(&recipient.name).await?);
-        }
-        let mailboxes = mailboxes(&quota_recipients, &usages);
-        let limit = access::upload_limit(&sender.name, &sender.access.limits, &mailboxes)?;
-        let quota_recipients = quota_recipients.iter().map(|a| a.name.clone()).collect();
+        let cache = self.policy.clone();
+        let sender = session.account.clone();
+        let wanted = targets.to_vec();
+        let file_name = name.clone();
+        let plan = self
+            .read(move |tx| {
+                let policy = cache.get(tx)?;
+                plan_upload(tx, &policy, &sender, &wanted, &file_name)
+            })
+            .await?;
         let writer = self.blobs.create().await?;
         Ok(Upload {
             session: session.clone(),
             path,
-            targets: unique_targets,
+            targets: plan.targets,
             name: name.clone(),
-            recipients: recipients
-                .into_iter()
-                .map(|(account, target)| (account.name, target))
-                .collect(),
+            recipients: plan.recipients,
             expected_sha256: None,
-            quota_recipients,
-            limit,
+            quota_recipients: plan.quota_recipients,
+            limit: plan.limit,
             refusal: None,
             writer,
         })
     }
 
-    /// The session's own account, checked for the right to send.
-    pub(super) async fn sender(&self, session: &ClientSession) -> Result<Account> {
-        let account = self.session_account(session).await?;
-        if !account.access.rights.send {
-            return Err(CoreError::denied(format!(
-                "{} may not send files",
-                account.name
-            )));
-        }
-        Ok(account)
-    }
-
-    /// The session's account as stored now (rights and limits may have changed since login).
-    pub(super) async fn session_account(&self, session: &ClientSession) -> Result<Account> {
-        self.meta
-            .account(&session.account)
-            .await?
-            .ok_or_else(|| CoreError::denied(format!("{} no longer exists", session.account)))
-    }
-
-    /// Checks, just before a finished upload is committed, that the file still fits the
-    /// quota of each recipient that had one when the upload opened: another upload may have
-    /// filled the inbox since.
-    async fn recheck_quota(&self, recipients: &[AccountName], size: u64) -> Result<()> {
-        for name in recipients {
-            let Some(account) = self.meta.account(name).await? else {
-                continue;
-            };
-            let limits = &account.access.limits;
-            if limits.quota_bytes.is_none() && limits.quota_files.is_none() {
-                continue;
-            }
-            let usage = self.meta.inbox_usage(name).await?;
-            Mailbox {
-                account: name,
-                limits,
-                usage,
-            }
-            .admit(size)?;
-        }
-        Ok(())
-    }
-
     /// Completes an upload: makes the blob durable, then commits one delivery per recipient
-    /// with a name free between sender and each recipient. Only when this returns Ok may the
-    /// client be told the file is stored.
+    /// with a name free between sender and each recipient, in one unit that also checks the
+    /// recipients' quotas again. Only when this returns Ok may the client be told the file is
+    /// stored.
     pub async fn finish_upload(&self, upload: Upload) -> Result<Vec<Delivery>> {
         // Route policy was decided when the upload started: a file that was allowed when its
         // first byte was accepted is delivered, like a letter posted before a rule changed.
@@ -292,16 +225,10 @@ impl Hub {
             refusal,
             writer,
         } = upload;
-        let object = |name: &FileName| outbox_object(&targets, name.as_str());
-        // The quota is checked again before the blob is made durable. Two uploads closing at
-        // the same instant can still both pass this check; the window is one commit long.
-        let refused = match refusal {
-            Some(err) => Err(err),
-            None => self.recheck_quota(&quota_recipients, writer.size()).await,
-        };
-        if let Err(err) = refused {
+        let object = outbox_object(&targets, name.as_str());
+        if let Some(err) = refusal {
             writer.abort().await;
-            self.record_refusal_of(&session, EventKind::Upload, object(&name), &err)
+            self.record_refusal_of(&session, EventKind::Upload, object, &err)
                 .await;
             return Err(err);
         }
@@ -309,91 +236,108 @@ impl Hub {
         if let Some(expected) = expected_sha256
             && expected != blob.sha256
         {
-            // Durable but referenced by nothing: removed now (or by the next sweep).
-            if blob.inline.is_none() {
-                let _ = self.blobs.delete(&blob.id).await;
-            }
+            self.discard_blob(&blob).await;
             let err = CoreError::conflict(format!(
                 "the content's SHA-256 is {}, not {expected}: nothing was delivered",
                 blob.sha256
             ));
-            self.record_refusal_of(&session, EventKind::Upload, object(&name), &err)
+            self.record_refusal_of(&session, EventKind::Upload, object, &err)
                 .await;
             return Err(err);
         }
-        let recipient_names: Vec<AccountName> = recipients.iter().map(|(r, _)| r.clone()).collect();
-        let actor = session.actor();
-        let mut suffix = 1;
-        loop {
-            let candidate = self
-                .free_name(
-                    &session.account,
-                    &targets,
-                    &recipient_names,
-                    &name,
-                    &mut suffix,
-                )
-                .await;
-            let candidate = match candidate {
-                Ok(candidate) => candidate,
-                Err(err) => {
-                    self.blobs.delete(&blob.id).await?;
-                    return Err(err);
+        let cache = self.policy.clone();
+        let stamp = self.stamp.clone();
+        let sender = session.clone();
+        let stored = blob.clone();
+        let committed = self
+            .write(Durability::Flush, move |tx| {
+                let policy = cache.get(tx)?;
+                // The quota is checked again inside the transaction that commits: another
+                // upload may have filled the inbox since this one opened.
+                for name in &quota_recipients {
+                    let Some(account) = policy.account(name) else {
+                        continue;
+                    };
+                    let limits = &account.access.limits;
+                    if limits.quota_bytes.is_none() && limits.quota_files.is_none() {
+                        continue;
+                    }
+                    let usage = tx.inbox_usage(name)?;
+                    Mailbox {
+                        account: name,
+                        limits,
+                        usage,
+                    }
+                    .admit(stored.size)?;
                 }
-            };
-            let now = self.clock.now();
-            let batch_id = DeliveryId::new();
-            let deliveries: Vec<Delivery> = recipients
-                .iter()
-                .map(|(recipient, target)| Delivery {
-                    id: DeliveryId::new(),
-                    batch_id,
-                    sender: session.account.clone(),
-                    recipient: recipient.clone(),
-                    target: target.clone(),
-                    name: candidate.clone(),
-                    size: blob.size,
-                    sha256: blob.sha256.clone(),
-                    blob_id: blob.id.clone(),
-                    state: DeliveryState::Delivered,
-                    created: now,
-                    updated: now,
-                })
-                .collect();
-            let mut events = vec![self.event(
-                &actor,
-                EventKind::Upload,
-                object(&candidate),
-                Outcome::Ok,
-                format!(
-                    "batch {batch_id} {} bytes sha256 {} to {} recipient(s)",
-                    blob.size,
-                    blob.sha256,
-                    deliveries.len()
-                ),
-            )];
-            for delivery in &deliveries {
-                events.push(self.delivery_event(&actor, EventKind::DeliveryStored, delivery));
-                events.push(self.delivery_event(&actor, EventKind::DeliveryDelivered, delivery));
+                let recipient_names: Vec<AccountName> =
+                    recipients.iter().map(|(r, _)| r.clone()).collect();
+                let free = free_name(tx, &sender.account, &targets, &recipient_names, &name)?;
+                let now = stamp.now();
+                let batch_id = DeliveryId::new();
+                let deliveries: Vec<Delivery> = recipients
+                    .iter()
+                    .map(|(recipient, target)| Delivery {
+                        id: DeliveryId::new(),
+                        batch_id,
+                        sender: sender.account.clone(),
+                        recipient: recipient.clone(),
+                        target: target.clone(),
+                        name: free.clone(),
+                        size: stored.size,
+                        sha256: stored.sha256.clone(),
+                        blob_id: stored.id.clone(),
+                        state: DeliveryState::Delivered,
+                        created: now,
+                        updated: now,
+                    })
+                    .collect();
+                let actor = sender.actor();
+                let mut events = vec![stamp.event(
+                    &actor,
+                    EventKind::Upload,
+                    outbox_object(&targets, free.as_str()),
+                    Outcome::Ok,
+                    format!(
+                        "batch {batch_id} {} bytes sha256 {} to {} recipient(s)",
+                        stored.size,
+                        stored.sha256,
+                        deliveries.len()
+                    ),
+                )];
+                for delivery in &deliveries {
+                    events.push(stamp.delivery(&actor, EventKind::DeliveryStored, delivery));
+                    events.push(stamp.delivery(&actor, EventKind::DeliveryDelivered, delivery));
+                }
+                let inline = stored
+                    .inline
+                    .as_deref()
+                    .map(|content| (&stored.id, content));
+                tx.insert_deliveries(&deliveries, inline)?;
+                tx.record(&events)?;
+                Ok(deliveries)
+            })
+            .await;
+        match committed {
+            Ok(deliveries) => Ok(deliveries),
+            Err(err) => {
+                // The blob is durable but no delivery references it: remove it now (the
+                // start-up sweep would otherwise).
+                self.discard_blob(&blob).await;
+                self.record_refusal_of(&session, EventKind::Upload, object, &err)
+                    .await;
+                Err(err)
             }
-            let inline = blob.inline.as_deref().map(|content| (&blob.id, content));
-            match self
-                .meta
-                .insert_deliveries(&deliveries, &events, inline)
-                .await
-            {
-                Ok(()) => return Ok(deliveries),
-                // Another upload took the name between our check and our commit: next suffix.
-                Err(err) if err.kind() == ErrorKind::Conflict && suffix < MAX_SUFFIX => {
-                    suffix += 1;
-                }
-                Err(err) => {
-                    // The blob is durable but no delivery references it: remove it now (the
-                    // start-up sweep would otherwise).
-                    let _ = self.blobs.delete(&blob.id).await;
-                    return Err(err);
-                }
-            }
+        }
+    }
+
+    /// Removes a committed blob that no delivery will reference; a failure is left to the next
+    /// sweep.
+    async fn discard_blob(&self, blob: &StoredBlob) {
+        if blob.inline.is_none()
+            && let Err(err) = self.blobs.delete(&blob.id).await
+        {
+            tracing::warn!(error = %err, blob = %blob.id, "blob not deleted; the next sweep will");
         }
     }
 
@@ -423,162 +367,232 @@ impl Hub {
             detail,
         );
         upload.writer.abort().await;
-        if let Err(err) = self.meta.record(&[event], Durability::Relaxed).await {
+        if let Err(err) = self.record(vec![event], Durability::Relaxed).await {
             tracing::warn!(error = %err, "could not record an aborted upload");
         }
     }
+}
 
-    /// Picks the first name (`name`, `name~2`, …) that is free between the sender and every
-    /// recipient and, for a group, among the sender's pending fan-outs to that group.
-    async fn free_name(
-        &self,
-        sender: &AccountName,
-        targets: &[AccountName],
-        recipients: &[AccountName],
-        name: &FileName,
-        suffix: &mut u32,
-    ) -> Result<FileName> {
-        while *suffix <= MAX_SUFFIX {
-            let candidate = if *suffix == 1 {
-                name.clone()
-            } else {
-                name.with_suffix(*suffix)
-            };
-            let taken = self
-                .meta
-                .deliveries(&DeliveryQuery {
-                    sender: Some(sender.clone()),
-                    name: Some(candidate.clone()),
-                    states: DeliveryState::LIVE.to_vec(),
-                    ..DeliveryQuery::default()
-                })
-                .await?
-                .iter()
-                .any(|d| recipients.contains(&d.recipient) || targets.contains(&d.target));
-            if !taken {
-                return Ok(candidate);
-            }
-            *suffix += 1;
-        }
-        Err(CoreError::conflict(format!(
-            "too many deliveries named {name} are pending; remove some first"
-        )))
+/// What [`Hub::begin_send`] decided before a byte is stored.
+struct Plan {
+    /// The targets, each once.
+    targets: Vec<AccountName>,
+    /// Each recipient with the target it came through.
+    recipients: Vec<(AccountName, AccountName)>,
+    /// The recipients with a quota, checked again at the end.
+    quota_recipients: Vec<AccountName>,
+    /// The most bytes the file may reach.
+    limit: Option<ByteLimit>,
+}
+
+/// Decides where an upload named `name` from `sender` to `targets` goes and how big it may
+/// grow: the sender's right to send and name rules, route policy and each recipient's right
+/// to receive, the sender's largest file and the recipients' free quota.
+fn plan_upload(
+    tx: &mut dyn Tx,
+    policy: &Policy,
+    sender: &AccountName,
+    targets: &[AccountName],
+    name: &FileName,
+) -> Result<Plan> {
+    let sender_policy = may_send(policy, sender)?;
+    if let Some(reason) = sender_policy.access.limits.name_refusal(name.as_str()) {
+        return Err(CoreError::denied(format!(
+            "{sender} may not send this file: {reason}"
+        )));
     }
+    let mut unique_targets: Vec<AccountName> = Vec::with_capacity(targets.len());
+    let mut recipients: Vec<(AccountName, AccountName)> = Vec::new();
+    for target in targets {
+        if unique_targets.contains(target) {
+            continue;
+        }
+        unique_targets.push(target.clone());
+        for account in recipients_of(policy, sender, target)? {
+            if !recipients.iter().any(|(a, _)| *a == account) {
+                recipients.push((account, target.clone()));
+            }
+        }
+    }
+    // Only inboxes with a quota are measured: the common case costs no query.
+    let mut quota_recipients = Vec::new();
+    let mut usages = Vec::new();
+    for (recipient, _) in &recipients {
+        if let Some(account) = policy.account(recipient)
+            && has_quota(&account.access.limits)
+        {
+            usages.push(tx.inbox_usage(recipient)?);
+            quota_recipients.push(recipient.clone());
+        }
+    }
+    let mailboxes: Vec<Mailbox<'_>> = quota_recipients
+        .iter()
+        .zip(&usages)
+        .filter_map(|(name, usage)| {
+            policy.account(name).map(|account| Mailbox {
+                account: name,
+                limits: &account.access.limits,
+                usage: *usage,
+            })
+        })
+        .collect();
+    let limit = access::upload_limit(sender, &sender_policy.access.limits, &mailboxes)?;
+    Ok(Plan {
+        targets: unique_targets,
+        recipients,
+        quota_recipients,
+        limit,
+    })
+}
 
-    /// The accounts an upload to `target` reaches, after route policy and the recipients'
-    /// right to receive.
-    ///
-    /// A group member who may not receive refuses the whole upload, naming the member:
-    /// skipping it silently would tell the sender the group got the file when part of it did
-    /// not. (Members denied by route policy, disabled or admin are skipped, as before: the
-    /// sender was never meant to reach them through the group.)
-    async fn recipients(&self, sender: &AccountName, target: &AccountName) -> Result<Vec<Account>> {
-        let routes = self.meta.routes().await?;
-        let groups = self.meta.groups().await?;
-        let decision = policy::decide(&routes, &groups, sender, target);
-        if let Some(group) = groups.iter().find(|g| &g.name == target) {
+/// The sender's policy, if it still exists and may send.
+pub(super) fn may_send<'a>(policy: &'a Policy, sender: &AccountName) -> Result<&'a AccountPolicy> {
+    let account = session_policy(policy, sender)?;
+    if !account.access.rights.send {
+        return Err(CoreError::denied(format!("{sender} may not send files")));
+    }
+    Ok(account)
+}
+
+/// The session's account as the policy has it now (rights and limits may have changed since
+/// login).
+pub(super) fn session_policy<'a>(
+    policy: &'a Policy,
+    account: &AccountName,
+) -> Result<&'a AccountPolicy> {
+    policy
+        .account(account)
+        .ok_or_else(|| CoreError::denied(format!("{account} no longer exists")))
+}
+
+/// Picks the first name (`name`, `name~2`, …) that is free between the sender and every
+/// recipient and, for a group, among the sender's pending fan-outs to that group.
+fn free_name(
+    tx: &mut dyn Tx,
+    sender: &AccountName,
+    targets: &[AccountName],
+    recipients: &[AccountName],
+    name: &FileName,
+) -> Result<FileName> {
+    for suffix in 1..=MAX_SUFFIX {
+        let candidate = if suffix == 1 {
+            name.clone()
+        } else {
+            name.with_suffix(suffix)
+        };
+        let taken = tx
+            .deliveries(&DeliveryQuery {
+                sender: Some(sender.clone()),
+                name: Some(candidate.clone()),
+                states: DeliveryState::LIVE.to_vec(),
+                ..DeliveryQuery::default()
+            })?
+            .iter()
+            .any(|d| recipients.contains(&d.recipient) || targets.contains(&d.target));
+        if !taken {
+            return Ok(candidate);
+        }
+    }
+    Err(CoreError::conflict(format!(
+        "too many deliveries named {name} are pending; remove some first"
+    )))
+}
+
+/// The accounts an upload to `target` reaches, after route policy and the recipients' right
+/// to receive.
+///
+/// A group member who may not receive refuses the whole upload, naming the member: skipping
+/// it silently would tell the sender the group got the file when part of it did not. (Members
+/// denied by route policy, disabled or admin are skipped, as before: the sender was never
+/// meant to reach them through the group.)
+fn recipients_of(
+    policy: &Policy,
+    sender: &AccountName,
+    target: &AccountName,
+) -> Result<Vec<AccountName>> {
+    let decision = policy.decide(sender, target);
+    if let Some(group) = policy.group(target) {
+        if decision != Decision::Allowed {
+            return Err(route_denied(sender, target));
+        }
+        let mut recipients = Vec::new();
+        for member in group.members.iter().filter(|m| *m != sender) {
+            // A member denied explicitly is skipped; so are disabled and admin accounts.
+            if policy.decide(sender, member) == Decision::Denied {
+                continue;
+            }
+            let Some(account) = policy.account(member) else {
+                continue;
+            };
+            if account.kind != AccountKind::Client || account.disabled {
+                continue;
+            }
+            if !account.access.rights.receive {
+                return Err(CoreError::new(
+                    ErrorKind::RouteDenied,
+                    format!(
+                        "{member} in group {target} may not receive files; nothing was sent to the group"
+                    ),
+                ));
+            }
+            recipients.push(member.clone());
+        }
+        if recipients.is_empty() {
+            return Err(CoreError::new(
+                ErrorKind::NotFound,
+                format!("group {target} has no member who can receive from you"),
+            ));
+        }
+        return Ok(recipients);
+    }
+    match policy.account(target) {
+        Some(account) if account.kind == AccountKind::Client => {
             if decision != Decision::Allowed {
                 return Err(route_denied(sender, target));
             }
-            let mut recipients = Vec::new();
-            for member in group.members.iter().filter(|m| *m != sender) {
-                // A member denied explicitly is skipped; so are disabled and admin accounts.
-                if policy::decide(&routes, &groups, sender, member) == Decision::Denied {
-                    continue;
-                }
-                let Some(account) = self.meta.account(member).await? else {
-                    continue;
-                };
-                if account.kind != AccountKind::Client || account.disabled {
-                    continue;
-                }
-                if !account.access.rights.receive {
-                    return Err(CoreError::new(
-                        ErrorKind::RouteDenied,
-                        format!(
-                            "{member} in group {target} may not receive files; nothing was sent to the group"
-                        ),
-                    ));
-                }
-                recipients.push(account);
-            }
-            if recipients.is_empty() {
+            if account.disabled {
                 return Err(CoreError::new(
-                    ErrorKind::NotFound,
-                    format!("group {target} has no member who can receive from you"),
+                    ErrorKind::PermissionDenied,
+                    format!("{target} is disabled and cannot receive files"),
                 ));
             }
-            return Ok(recipients);
-        }
-        let account = self.meta.account(target).await?;
-        match account {
-            Some(account) if account.kind == AccountKind::Client => {
-                if decision != Decision::Allowed {
-                    return Err(route_denied(sender, target));
-                }
-                if account.disabled {
-                    return Err(CoreError::new(
-                        ErrorKind::PermissionDenied,
-                        format!("{target} is disabled and cannot receive files"),
-                    ));
-                }
-                if !account.access.rights.receive {
-                    return Err(CoreError::new(
-                        ErrorKind::RouteDenied,
-                        format!("{target} may not receive files"),
-                    ));
-                }
-                Ok(vec![account])
+            if !account.access.rights.receive {
+                return Err(CoreError::new(
+                    ErrorKind::RouteDenied,
+                    format!("{target} may not receive files"),
+                ));
             }
-            _ => Err(CoreError::not_found(format!(
-                "no recipient named {target}: there is no such account or group"
-            ))),
+            Ok(vec![target.clone()])
         }
+        _ => Err(CoreError::not_found(format!(
+            "no recipient named {target}: there is no such account or group"
+        ))),
     }
+}
 
-    /// Accounts and groups the sender may write to, for the `/outbox` listing.
-    pub(super) async fn allowed_targets(
-        &self,
-        sender: &AccountName,
-    ) -> Result<BTreeSet<AccountName>> {
-        let routes = self.meta.routes().await?;
-        let groups = self.meta.groups().await?;
-        let accounts = self.meta.accounts().await?;
-        let mut targets = BTreeSet::new();
-        for account in accounts
-            .iter()
-            .filter(|a| a.kind == AccountKind::Client && !a.disabled && a.access.rights.receive)
+/// Accounts and groups the sender may write to, for the `/outbox` listing.
+pub(super) fn allowed_targets(policy: &Policy, sender: &AccountName) -> BTreeSet<AccountName> {
+    let mut targets = BTreeSet::new();
+    for (name, account) in policy.accounts() {
+        if account.kind == AccountKind::Client
+            && !account.disabled
+            && account.access.rights.receive
+            && policy.decide(sender, name) == Decision::Allowed
         {
-            if policy::decide(&routes, &groups, sender, &account.name) == Decision::Allowed {
-                targets.insert(account.name.clone());
-            }
+            targets.insert(name.clone());
         }
-        for group in &groups {
-            if policy::decide(&routes, &groups, sender, &group.name) == Decision::Allowed {
-                targets.insert(group.name.clone());
-            }
-        }
-        Ok(targets)
     }
+    for group in policy.groups() {
+        if policy.decide(sender, &group.name) == Decision::Allowed {
+            targets.insert(group.name.clone());
+        }
+    }
+    targets
 }
 
-/// Whether an account limits what waits in its inbox.
-fn has_quota(account: &Account) -> bool {
-    let limits = &account.access.limits;
+/// Whether limits hold what waits in an inbox.
+fn has_quota(limits: &Limits) -> bool {
     limits.quota_bytes.is_some() || limits.quota_files.is_some()
-}
-
-/// Pairs each recipient with its inbox usage, for the quota arithmetic.
-fn mailboxes<'a>(recipients: &[&'a Account], usages: &[InboxUsage]) -> Vec<Mailbox<'a>> {
-    recipients
-        .iter()
-        .zip(usages)
-        .map(|(&account, usage)| Mailbox {
-            account: &account.name,
-            limits: &account.access.limits,
-            usage: *usage,
-        })
-        .collect()
 }
 
 /// The event object of an upload: `/outbox/<target>/<name>`, or `/outbox/{a,b}/<name>` for

@@ -1,0 +1,1369 @@
+//! [`SqliteTx`]: a unit of work's view of the SQLite database, inside the transaction the
+//! store opened for it.
+//!
+//! Every statement is prepared once per connection and cached (`prepare_cached`), and every
+//! value is a bound parameter; the only SQL built at run time joins fixed fragments. Policy is
+//! not decided here: which transitions are allowed, who may rename, and which events to write
+//! all come from the unit.
+
+use std::collections::{BTreeMap, HashSet};
+
+use mailroom_core::{
+    Account, AccountName, AccountUpdate, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId,
+    ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event, EventQuery,
+    FileName, GENESIS_HASH, Group, InboxUsage, Result, Route, RouteEffect, TokenRecord, Tx,
+    chain_hash,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use time::OffsetDateTime;
+
+use crate::convert::{
+    self, account_columns, account_name, audit_columns, column, delivery_columns, event_columns,
+    nanos, size_to_db, token_columns,
+};
+use crate::error::{corrupt, is_unique_violation, storage, violates};
+
+/// The states of `DeliveryState::LIVE` as an SQL list, for `concat!`. It must be the list of
+/// the core and of the partial index `deliveries_live_name` in the migration, or "live" would
+/// mean one thing for names and another for blobs; a unit test checks all three agree.
+macro_rules! live_states {
+    () => {
+        "('stored', 'checking', 'delivered', 'picked-up')"
+    };
+}
+
+/// A unit's transaction on one connection.
+pub(crate) struct SqliteTx<'c> {
+    conn: &'c Connection,
+    writable: bool,
+    /// The audit records this unit wrote, for the event tap once the commit holding them is
+    /// done.
+    pub(crate) recorded: Vec<AuditRecord>,
+}
+
+impl<'c> SqliteTx<'c> {
+    /// The view of a unit on `conn`, inside a transaction the caller began.
+    pub(crate) fn new(conn: &'c Connection, writable: bool) -> SqliteTx<'c> {
+        SqliteTx {
+            conn,
+            writable,
+            recorded: Vec::new(),
+        }
+    }
+
+    fn writing(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(CoreError::internal("a read unit tried to write"))
+        }
+    }
+
+    /// Runs one cached statement that changes rows; returns how many.
+    fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<usize> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(params))
+            .map_err(storage(operation))
+    }
+
+    /// What holds `name` in the shared namespace, if anything.
+    fn name_kind(&self, name: &AccountName, operation: &'static str) -> Result<Option<Principal>> {
+        let kind: Option<String> = self
+            .conn
+            .prepare_cached("SELECT kind FROM principals WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
+            .map_err(storage(operation))?;
+        kind.map(|kind| Principal::parse(&kind)).transpose()
+    }
+
+    /// Fails with Conflict naming what holds `name` in the shared namespace, if anything.
+    fn name_free(&self, name: &AccountName, operation: &'static str) -> Result<()> {
+        if let Some(holder) = self.name_kind(name, operation)? {
+            let holder = match holder {
+                Principal::Account => "an account",
+                Principal::Group => "a group",
+            };
+            return Err(CoreError::conflict(format!(
+                "the name {name} is already taken by {holder}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes `name` in the shared namespace of accounts and groups, or fails with Conflict
+    /// naming what holds it; the primary key of `principals` backs the check up.
+    fn claim_name(
+        &self,
+        name: &AccountName,
+        kind: Principal,
+        operation: &'static str,
+    ) -> Result<()> {
+        self.name_free(name, operation)?;
+        self.conn
+            .prepare_cached("INSERT INTO principals (name, kind) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute([name.as_str(), kind.as_str()]))
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    CoreError::conflict(format!("the name {name} is already taken"))
+                } else {
+                    storage(operation)(error)
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Deletes an account or a group: if `name` is a principal of `kind`, runs `deletes` in
+    /// order, each bound to `name` (the rows that name it, then the principal's own row, last),
+    /// and frees the name when that last delete found the row. Returns whether it did. The
+    /// kind is checked first, so a name of the other kind (or none) loses nothing, not even
+    /// the routes that name it, when the caller goes on after the NotFound. The foreign keys
+    /// would cascade most of this; the explicit deletes say what goes.
+    fn delete_principal(
+        &self,
+        name: &AccountName,
+        deletes: &[&'static str],
+        kind: Principal,
+        operation: &'static str,
+    ) -> Result<bool> {
+        if self.name_kind(name, operation)? != Some(kind) {
+            return Ok(false);
+        }
+        let mut last = 0;
+        for &sql in deletes {
+            last = self.execute(operation, sql, [name.as_str()])?;
+        }
+        if last == 0 {
+            return Ok(false);
+        }
+        self.execute(
+            operation,
+            "DELETE FROM principals WHERE name = ?1 AND kind = ?2",
+            [name.as_str(), kind.as_str()],
+        )?;
+        Ok(true)
+    }
+
+    /// Writes an account's keys in their order.
+    fn insert_keys(&self, account: &AccountName, keys: &[AuthorizedKey]) -> Result<()> {
+        for (position, key) in (0_i64..).zip(keys) {
+            self.execute(
+                "insert_keys",
+                "INSERT INTO account_keys (account, position, algorithm, blob, comment) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    account.as_str(),
+                    position,
+                    key.algorithm,
+                    key.blob,
+                    key.comment
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Fails with NotFound naming the first of `members` that is no account (groups do not
+    /// nest). Called before a group's rows are written, so a refusal writes nothing.
+    fn check_members(&self, group: &AccountName, members: &[AccountName]) -> Result<()> {
+        for member in members {
+            if self.name_kind(member, "check_members")? != Some(Principal::Account) {
+                return Err(CoreError::not_found(format!(
+                    "cannot add {member} to group {group}: there is no account by that name"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a group's members, checked already by [`SqliteTx::check_members`]; a member
+    /// listed twice is stored once.
+    fn insert_members(&self, group: &AccountName, members: &[AccountName]) -> Result<()> {
+        for member in members {
+            self.execute(
+                "insert_members",
+                "INSERT INTO group_members (group_name, member) VALUES (?1, ?2) \
+                 ON CONFLICT (group_name, member) DO NOTHING",
+                [group.as_str(), member.as_str()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The keys of one account, in order.
+    fn keys(&self, name: &AccountName) -> Result<Vec<AuthorizedKey>> {
+        const OP: &str = "keys";
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT algorithm, blob, comment FROM account_keys WHERE account = ?1 \
+                 ORDER BY position",
+            )
+            .map_err(storage(OP))?;
+        let mut rows = statement.query([name.as_str()]).map_err(storage(OP))?;
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().map_err(storage(OP))? {
+            keys.push(convert::key(row)?);
+        }
+        Ok(keys)
+    }
+
+    /// Runs a query and converts each row.
+    fn query<T>(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+        mut convert: impl FnMut(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(storage(operation))?;
+        let mut rows = statement.query(params).map_err(storage(operation))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage(operation))? {
+            out.push(convert(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs a query for at most one row and converts it.
+    fn query_one<T>(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+        convert: impl FnOnce(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(storage(operation))?;
+        let mut rows = statement.query(params).map_err(storage(operation))?;
+        match rows.next().map_err(storage(operation))? {
+            Some(row) => convert(row).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn writable(&self) -> bool {
+        self.writable
+    }
+
+    fn policy_version(&mut self) -> Result<u64> {
+        let version: i64 = self
+            .conn
+            .prepare_cached("SELECT version FROM policy_version WHERE id = 1")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(storage("policy_version"))?;
+        u64::try_from(version)
+            .map_err(|_| corrupt("policy_version", &CoreError::invalid("negative")))
+    }
+
+    fn account(&mut self, name: &AccountName) -> Result<Option<Account>> {
+        let Some(row) = self.query_one(
+            "account",
+            concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE name = ?1"
+            ),
+            [name.as_str()],
+            |row| convert::account(row, Vec::new()),
+        )?
+        else {
+            return Ok(None);
+        };
+        let keys = self.keys(name)?;
+        Ok(Some(Account { keys, ..row }))
+    }
+
+    fn accounts(&mut self) -> Result<Vec<Account>> {
+        let mut keys: BTreeMap<String, Vec<AuthorizedKey>> = BTreeMap::new();
+        for (account, key) in self.query(
+            "accounts",
+            "SELECT account, algorithm, blob, comment FROM account_keys ORDER BY account, position",
+            [],
+            |row| Ok((column::<String>(row, "account")?, convert::key(row)?)),
+        )? {
+            keys.entry(account).or_default().push(key);
+        }
+        self.query(
+            "accounts",
+            concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts ORDER BY name"
+            ),
+            [],
+            |row| {
+                let name: String = column(row, "name")?;
+                convert::account(row, keys.remove(&name).unwrap_or_default())
+            },
+        )
+    }
+
+    fn insert_account(&mut self, account: &Account) -> Result<()> {
+        const OP: &str = "insert_account";
+        self.writing()?;
+        self.claim_name(&account.name, Principal::Account, OP)?;
+        self.execute(
+            OP,
+            "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
+             totp_secret, totp_last_step, totp_recovery, token_epoch) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                account.name.as_str(),
+                account.kind.as_str(),
+                account.disabled,
+                account.password_hash.as_deref(),
+                nanos(account.created)?,
+                convert::access_to_json(&account.access),
+                account.totp.as_ref().map(|t| t.secret.expose().clone()),
+                account
+                    .totp
+                    .as_ref()
+                    .and_then(|t| t.last_step)
+                    .and_then(|s| i64::try_from(s).ok()),
+                recovery_json(account.totp.as_ref().map(|t| t.recovery.as_slice())),
+                epoch_to_db(account.token_epoch)?,
+            ],
+        )?;
+        self.insert_keys(&account.name, &account.keys)
+    }
+
+    fn update_account(&mut self, name: &AccountName, update: &AccountUpdate) -> Result<()> {
+        const OP: &str = "update_account";
+        self.writing()?;
+        // One statement per field that is set: a field the update leaves alone is never
+        // written, so nothing is rewritten from a copy read earlier.
+        let exists = self
+            .query_one(
+                OP,
+                "SELECT 1 FROM accounts WHERE name = ?1",
+                [name.as_str()],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if !exists {
+            return Err(no_account(name));
+        }
+        if let Some(disabled) = update.disabled {
+            self.execute(
+                OP,
+                "UPDATE accounts SET disabled = ?1 WHERE name = ?2 AND disabled != ?1",
+                params![disabled, name.as_str()],
+            )?;
+        }
+        if let Some(hash) = &update.password_hash {
+            self.execute(
+                OP,
+                "UPDATE accounts SET password_hash = ?1 WHERE name = ?2",
+                params![hash.as_deref(), name.as_str()],
+            )?;
+        }
+        if let Some(access) = &update.access {
+            self.execute(
+                OP,
+                "UPDATE accounts SET access = ?1 WHERE name = ?2 AND access != ?1",
+                params![convert::access_to_json(access), name.as_str()],
+            )?;
+        }
+        if let Some(keys) = &update.keys {
+            self.execute(
+                OP,
+                "DELETE FROM account_keys WHERE account = ?1",
+                [name.as_str()],
+            )?;
+            self.insert_keys(name, keys)?;
+        }
+        if let Some(totp) = &update.totp {
+            // A new enrolment starts with no step used; its secret and codes replace the old.
+            self.execute(
+                OP,
+                "UPDATE accounts SET totp_secret = ?1, totp_recovery = ?2, totp_last_step = NULL \
+                 WHERE name = ?3",
+                params![
+                    totp.as_ref().map(|t| t.secret.expose().clone()),
+                    recovery_json(totp.as_ref().map(|t| t.recovery.as_slice())),
+                    name.as_str()
+                ],
+            )?;
+        }
+        if update.revoke_tokens {
+            self.execute(
+                OP,
+                "UPDATE accounts SET token_epoch = token_epoch + 1 WHERE name = ?1",
+                [name.as_str()],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delete_account(&mut self, name: &AccountName) -> Result<()> {
+        const OP: &str = "delete_account";
+        self.writing()?;
+        // Checked inside the write transaction, so no upload can land between the check and
+        // the delete. Deliveries outlive accounts; a live one would otherwise pass to a new
+        // account that takes the name.
+        let live: i64 = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT COUNT(*) FROM deliveries WHERE (recipient = ?1 OR sender = ?1) ",
+                "AND state IN ",
+                live_states!()
+            ))
+            .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)))
+            .map_err(storage(OP))?;
+        if live > 0 {
+            return Err(CoreError::conflict(format!(
+                "{name} still has {live} deliveries waiting to or from it; disable the account instead"
+            )));
+        }
+        let deleted = self.delete_principal(
+            name,
+            &[
+                "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
+                "DELETE FROM group_members WHERE member = ?1",
+                "DELETE FROM account_keys WHERE account = ?1",
+                // A later account of the same name must not inherit a token.
+                "DELETE FROM tokens WHERE account = ?1",
+                "DELETE FROM accounts WHERE name = ?1",
+            ],
+            Principal::Account,
+            OP,
+        )?;
+        if !deleted {
+            return Err(no_account(name));
+        }
+        Ok(())
+    }
+
+    fn group(&mut self, name: &AccountName) -> Result<Option<Group>> {
+        const OP: &str = "group";
+        let exists = self
+            .query_one(
+                OP,
+                "SELECT 1 FROM groups WHERE name = ?1",
+                [name.as_str()],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let members = self.query(
+            OP,
+            "SELECT member FROM group_members WHERE group_name = ?1 ORDER BY member",
+            [name.as_str()],
+            |row| account_name(row, "member"),
+        )?;
+        Ok(Some(Group {
+            name: name.clone(),
+            members,
+        }))
+    }
+
+    fn groups(&mut self) -> Result<Vec<Group>> {
+        const OP: &str = "groups";
+        let mut members: BTreeMap<String, Vec<AccountName>> = BTreeMap::new();
+        for (group, member) in self.query(
+            OP,
+            "SELECT group_name, member FROM group_members ORDER BY group_name, member",
+            [],
+            |row| {
+                Ok((
+                    column::<String>(row, "group_name")?,
+                    account_name(row, "member")?,
+                ))
+            },
+        )? {
+            members.entry(group).or_default().push(member);
+        }
+        self.query(OP, "SELECT name FROM groups ORDER BY name", [], |row| {
+            let name = account_name(row, "name")?;
+            let members = members.remove(name.as_str()).unwrap_or_default();
+            Ok(Group { name, members })
+        })
+    }
+
+    fn insert_group(&mut self, group: &Group) -> Result<()> {
+        const OP: &str = "insert_group";
+        self.writing()?;
+        // Every check before the first write, so a refusal leaves nothing behind even in a
+        // unit that goes on.
+        self.name_free(&group.name, OP)?;
+        self.check_members(&group.name, &group.members)?;
+        self.claim_name(&group.name, Principal::Group, OP)?;
+        self.execute(
+            OP,
+            "INSERT INTO groups (name) VALUES (?1)",
+            [group.name.as_str()],
+        )?;
+        self.insert_members(&group.name, &group.members)
+    }
+
+    fn set_members(&mut self, group: &AccountName, members: &[AccountName]) -> Result<()> {
+        const OP: &str = "set_members";
+        self.writing()?;
+        let exists = self
+            .query_one(
+                OP,
+                "SELECT 1 FROM groups WHERE name = ?1",
+                [group.as_str()],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if !exists {
+            return Err(no_group(group));
+        }
+        // Only the difference is written, so the policy version moves once per real change.
+        let current: HashSet<AccountName> = self
+            .query(
+                OP,
+                "SELECT member FROM group_members WHERE group_name = ?1",
+                [group.as_str()],
+                |row| account_name(row, "member"),
+            )?
+            .into_iter()
+            .collect();
+        let wanted: HashSet<AccountName> = members.iter().cloned().collect();
+        let added: Vec<AccountName> = members
+            .iter()
+            .filter(|m| !current.contains(*m))
+            .cloned()
+            .collect();
+        // Checked before the first write, so a refusal removes no member either.
+        self.check_members(group, &added)?;
+        for gone in current.difference(&wanted) {
+            self.execute(
+                OP,
+                "DELETE FROM group_members WHERE group_name = ?1 AND member = ?2",
+                [group.as_str(), gone.as_str()],
+            )?;
+        }
+        self.insert_members(group, &added)
+    }
+
+    fn delete_group(&mut self, name: &AccountName) -> Result<()> {
+        self.writing()?;
+        let deleted = self.delete_principal(
+            name,
+            &[
+                "DELETE FROM routes WHERE from_name = ?1 OR to_name = ?1",
+                "DELETE FROM group_members WHERE group_name = ?1",
+                "DELETE FROM groups WHERE name = ?1",
+            ],
+            Principal::Group,
+            "delete_group",
+        )?;
+        if !deleted {
+            return Err(no_group(name));
+        }
+        Ok(())
+    }
+
+    fn routes(&mut self) -> Result<Vec<Route>> {
+        self.query(
+            "routes",
+            "SELECT from_name, to_name, effect FROM routes ORDER BY from_name, to_name",
+            [],
+            |row| {
+                Ok(Route {
+                    from: account_name(row, "from_name")?,
+                    to: account_name(row, "to_name")?,
+                    effect: convert::parsed(row, "effect", RouteEffect::parse)?,
+                })
+            },
+        )
+    }
+
+    fn put_route(&mut self, route: &Route) -> Result<()> {
+        const OP: &str = "put_route";
+        self.writing()?;
+        for name in [&route.from, &route.to] {
+            if self.name_kind(name, OP)?.is_none() {
+                return Err(CoreError::not_found(format!(
+                    "no account or group is named {name}"
+                )));
+            }
+        }
+        self.execute(
+            OP,
+            "INSERT INTO routes (from_name, to_name, effect) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (from_name, to_name) DO UPDATE SET effect = excluded.effect \
+             WHERE effect != excluded.effect",
+            [
+                route.from.as_str(),
+                route.to.as_str(),
+                route.effect.as_str(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_route(&mut self, from: &AccountName, to: &AccountName) -> Result<()> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_route",
+            "DELETE FROM routes WHERE from_name = ?1 AND to_name = ?2",
+            [from.as_str(), to.as_str()],
+        )?;
+        if deleted == 0 {
+            return Err(CoreError::not_found(format!(
+                "there is no route rule from {from} to {to}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn insert_deliveries(
+        &mut self,
+        deliveries: &[Delivery],
+        inline: Option<(&BlobId, &[u8])>,
+    ) -> Result<()> {
+        const OP: &str = "insert_deliveries";
+        self.writing()?;
+        for delivery in deliveries {
+            let (size, created, updated) = (
+                size_to_db(delivery.size)?,
+                nanos(delivery.created)?,
+                nanos(delivery.updated)?,
+            );
+            let inserted = self
+                .conn
+                .prepare_cached(concat!(
+                    "INSERT INTO deliveries (",
+                    delivery_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        delivery.id.to_string(),
+                        delivery.batch_id.to_string(),
+                        delivery.sender.as_str(),
+                        delivery.recipient.as_str(),
+                        delivery.target.as_str(),
+                        delivery.name.as_str(),
+                        size,
+                        delivery.sha256,
+                        delivery.blob_id.as_str(),
+                        delivery.state.as_str(),
+                        created,
+                        updated,
+                    ])
+                });
+            match inserted {
+                Ok(_) => {}
+                Err(error) if is_unique_violation(&error) && violates(&error, "deliveries.id") => {
+                    return Err(CoreError::conflict(format!(
+                        "a delivery with id {} exists already",
+                        delivery.id
+                    )));
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    return Err(CoreError::conflict(format!(
+                        "{} already has a live delivery named {:?} from {}",
+                        delivery.recipient,
+                        delivery.name.as_str(),
+                        delivery.sender
+                    )));
+                }
+                Err(error) => return Err(storage(OP)(error)),
+            }
+        }
+        if let Some((blob_id, content)) = inline {
+            self.execute(
+                OP,
+                "INSERT INTO inline_blobs (blob_id, content) VALUES (?1, ?2)",
+                params![blob_id.as_str(), content],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delivery(&mut self, id: &DeliveryId) -> Result<Option<Delivery>> {
+        self.query_one(
+            "delivery",
+            concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM deliveries WHERE id = ?1"
+            ),
+            [id.to_string()],
+            convert::delivery,
+        )
+    }
+
+    fn deliveries(&mut self, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let (sql, values) = delivery_select(
+            concat!("SELECT ", delivery_columns!(), " FROM deliveries"),
+            query,
+        )?;
+        self.query(
+            "deliveries",
+            &sql,
+            params_from_iter(values.iter()),
+            convert::delivery,
+        )
+    }
+
+    fn first_delivery_with_content(
+        &mut self,
+        query: &DeliveryQuery,
+    ) -> Result<Option<(Delivery, Option<Vec<u8>>)>> {
+        let query = DeliveryQuery {
+            limit: Some(1),
+            ..query.clone()
+        };
+        let (sql, values) = delivery_select(
+            concat!(
+                "SELECT ",
+                delivery_columns!(),
+                ", (SELECT content FROM inline_blobs WHERE inline_blobs.blob_id = deliveries.blob_id) \
+                 AS inline_content FROM deliveries"
+            ),
+            &query,
+        )?;
+        self.query_one(
+            "first_delivery_with_content",
+            &sql,
+            params_from_iter(values.iter()),
+            |row| Ok((convert::delivery(row)?, column(row, "inline_content")?)),
+        )
+    }
+
+    fn inline_blob(&mut self, blob_id: &BlobId) -> Result<Option<Vec<u8>>> {
+        self.query_one(
+            "inline_blob",
+            "SELECT content FROM inline_blobs WHERE blob_id = ?1",
+            [blob_id.as_str()],
+            |row| column(row, "content"),
+        )
+    }
+
+    fn transition(
+        &mut self,
+        id: &DeliveryId,
+        from: &[DeliveryState],
+        to: DeliveryState,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        const OP: &str = "transition";
+        self.writing()?;
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = String::from("UPDATE deliveries SET state = ?1, updated = ?2 WHERE id = ?3");
+        let mut values = vec![
+            Value::Text(to.as_str().to_owned()),
+            Value::Integer(nanos(at)?),
+            Value::Text(id.to_string()),
+        ];
+        push_states(&mut sql, &mut values, from);
+        let moved = match self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.execute(params_from_iter(values.iter())))
+        {
+            Ok(rows) => rows > 0,
+            // Moving a terminal delivery back to a live state can collide with a newer live
+            // delivery of the same name.
+            Err(error) if is_unique_violation(&error) => {
+                return Err(CoreError::conflict(
+                    "another live delivery between the same sender and recipient has this name",
+                ));
+            }
+            Err(error) => return Err(storage(OP)(error)),
+        };
+        if moved && !to.is_live() {
+            // The last live delivery of an inline blob takes its content with it.
+            self.execute(
+                OP,
+                concat!(
+                    "DELETE FROM inline_blobs WHERE blob_id = ",
+                    "(SELECT blob_id FROM deliveries WHERE id = ?1) ",
+                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.blob_id = inline_blobs.blob_id ",
+                    "AND d.state IN ",
+                    live_states!(),
+                    ")"
+                ),
+                [id.to_string()],
+            )?;
+        }
+        Ok(moved)
+    }
+
+    fn rename_delivery(&mut self, id: &DeliveryId, name: &FileName) -> Result<()> {
+        self.writing()?;
+        let renamed = self
+            .conn
+            .prepare_cached(concat!(
+                "UPDATE deliveries SET name = ?1 WHERE id = ?2 AND state IN ",
+                live_states!()
+            ))
+            .and_then(|mut s| s.execute([name.as_str().to_owned(), id.to_string()]));
+        match renamed {
+            Ok(0) => Err(CoreError::not_found(format!(
+                "no pending delivery has the id {id}"
+            ))),
+            Ok(_) => Ok(()),
+            Err(error) if is_unique_violation(&error) => Err(CoreError::conflict(format!(
+                "the name {:?} is taken by another live delivery between the same sender and recipient",
+                name.as_str()
+            ))),
+            Err(error) => Err(storage("rename_delivery")(error)),
+        }
+    }
+
+    fn live_blobs(&mut self) -> Result<HashSet<BlobId>> {
+        Ok(self
+            .query(
+                "live_blobs",
+                concat!(
+                    "SELECT DISTINCT blob_id FROM deliveries WHERE state IN ",
+                    live_states!()
+                ),
+                [],
+                |row| convert::parsed(row, "blob_id", BlobId::parse),
+            )?
+            .into_iter()
+            .collect())
+    }
+
+    fn blob_in_use(&mut self, blob_id: &BlobId) -> Result<bool> {
+        Ok(self
+            .query_one(
+                "blob_in_use",
+                concat!(
+                    "SELECT 1 FROM deliveries WHERE blob_id = ?1 AND state IN ",
+                    live_states!(),
+                    " LIMIT 1"
+                ),
+                [blob_id.as_str()],
+                |_| Ok(()),
+            )?
+            .is_some())
+    }
+
+    fn inbox_usage(&mut self, recipient: &AccountName) -> Result<InboxUsage> {
+        let (bytes, files): (i64, i64) = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM deliveries ",
+                "WHERE recipient = ?1 AND state IN ",
+                live_states!()
+            ))
+            .and_then(|mut s| s.query_row([recipient.as_str()], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(storage("inbox_usage"))?;
+        Ok(InboxUsage {
+            bytes: u64::try_from(bytes).unwrap_or(0),
+            files: u64::try_from(files).unwrap_or(0),
+        })
+    }
+
+    fn use_totp_step(&mut self, name: &AccountName, step: u64) -> Result<bool> {
+        self.writing()?;
+        let step = i64::try_from(step).map_err(|_| CoreError::invalid("TOTP step out of range"))?;
+        // One statement: two logins racing with the same code cannot both pass.
+        let updated = self.execute(
+            "use_totp_step",
+            "UPDATE accounts SET totp_last_step = ?1 WHERE name = ?2 \
+             AND totp_secret IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < ?1)",
+            params![step, name.as_str()],
+        )?;
+        Ok(updated == 1)
+    }
+
+    fn use_recovery_code(&mut self, name: &AccountName, code_hash: &str) -> Result<bool> {
+        const OP: &str = "use_recovery_code";
+        self.writing()?;
+        let Some(text) = self.query_one(
+            OP,
+            "SELECT totp_recovery FROM accounts WHERE name = ?1 AND totp_secret IS NOT NULL",
+            [name.as_str()],
+            |row| column::<String>(row, "totp_recovery"),
+        )?
+        else {
+            return Ok(false);
+        };
+        let mut codes: Vec<String> = serde_json::from_str(&text)
+            .map_err(|_| corrupt("totp_recovery", &CoreError::invalid("not a JSON list")))?;
+        let before = codes.len();
+        codes.retain(|c| c != code_hash);
+        if codes.len() == before {
+            return Ok(false);
+        }
+        self.execute(
+            OP,
+            "UPDATE accounts SET totp_recovery = ?1 WHERE name = ?2",
+            [recovery_json(Some(&codes)), name.as_str().to_owned()],
+        )?;
+        Ok(true)
+    }
+
+    fn bans(&mut self) -> Result<Vec<Ban>> {
+        self.query(
+            "bans",
+            "SELECT subject, until, level, reason, created FROM bans ORDER BY subject",
+            [],
+            convert::ban,
+        )
+    }
+
+    fn ban(&mut self, subject: &BanSubject) -> Result<Option<Ban>> {
+        self.query_one(
+            "ban",
+            "SELECT subject, until, level, reason, created FROM bans WHERE subject = ?1",
+            [subject.key()],
+            convert::ban,
+        )
+    }
+
+    fn put_ban(&mut self, ban: &Ban) -> Result<()> {
+        self.writing()?;
+        self.execute(
+            "put_ban",
+            "INSERT INTO bans (subject, until, level, reason, created) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (subject) DO UPDATE SET until = excluded.until, level = excluded.level, \
+             reason = excluded.reason, created = excluded.created",
+            params![
+                ban.subject.key(),
+                nanos(ban.until)?,
+                i64::from(ban.level.max(1)),
+                ban.reason,
+                nanos(ban.created)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_ban(&mut self, subject: &BanSubject) -> Result<()> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_ban",
+            "DELETE FROM bans WHERE subject = ?1",
+            [subject.key()],
+        )?;
+        if deleted == 0 {
+            return Err(CoreError::not_found(format!("{subject} is not banned")));
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, events: &[Event]) -> Result<()> {
+        const OP: &str = "record";
+        self.writing()?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        // The head, read inside the write transaction, which holds SQLite's write lock: it is
+        // still the head when the rows go in, even with a second process writing.
+        // `sqlite_sequence` holds the highest seq ever used (the newest row may have gone),
+        // and seqs are set here so the hash can include them.
+        let (last_seq, last_hash, used_seq): (Option<i64>, Option<String>, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT seq FROM events ORDER BY seq DESC LIMIT 1), \
+                        (SELECT hash FROM events ORDER BY seq DESC LIMIT 1), \
+                        (SELECT seq FROM sqlite_sequence WHERE name = 'events')",
+            )
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+            .map_err(storage(OP))?;
+        let mut prev_hash = last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned());
+        let mut seq = convert::seq_from_db(last_seq.unwrap_or(0).max(used_seq.unwrap_or(0)))?;
+        let mut statement = self
+            .conn
+            .prepare_cached(concat!(
+                "INSERT INTO events (",
+                audit_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))
+            .map_err(storage(OP))?;
+        for event in events {
+            seq += 1;
+            let hash = chain_hash(&prev_hash, seq, event);
+            statement
+                .execute(params![
+                    convert::seq_to_db(seq)?,
+                    event.id.hyphenated().to_string(),
+                    nanos(event.time)?,
+                    event.kind.as_str(),
+                    event.actor,
+                    event.source.as_deref(),
+                    event.protocol.as_str(),
+                    event.object,
+                    event.outcome.as_str(),
+                    event.detail,
+                    prev_hash,
+                    hash,
+                ])
+                .map_err(|error| {
+                    if is_unique_violation(&error) {
+                        CoreError::conflict("an event of this change is already recorded")
+                    } else {
+                        storage(OP)(error)
+                    }
+                })?;
+            self.recorded.push(AuditRecord {
+                seq,
+                event: event.clone(),
+                prev_hash: Some(std::mem::replace(&mut prev_hash, hash.clone())),
+                hash: Some(hash),
+            });
+        }
+        Ok(())
+    }
+
+    fn events(&mut self, query: &EventQuery) -> Result<Vec<Event>> {
+        if query.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE 1 = 1"
+        ));
+        let mut values = Vec::new();
+        push_event_filters(&mut sql, &mut values, query);
+        match query.limit {
+            // The newest `limit`, read backwards from the end and turned round below.
+            Some(limit) => {
+                sql.push_str(" ORDER BY seq DESC LIMIT ?");
+                values.push(Value::Integer(i64::from(limit)));
+            }
+            None => sql.push_str(" ORDER BY seq"),
+        }
+        let mut events = self.query(
+            "events",
+            &sql,
+            params_from_iter(values.iter()),
+            convert::event,
+        )?;
+        if query.limit.is_some() {
+            events.reverse();
+        }
+        Ok(events)
+    }
+
+    fn audit_records(
+        &mut self,
+        query: &EventQuery,
+        after_seq: u64,
+        page: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM events WHERE seq > ?"
+        ));
+        // A `seq` beyond i64 matches nothing; clamp rather than fail.
+        let mut values = vec![Value::Integer(i64::try_from(after_seq).unwrap_or(i64::MAX))];
+        push_event_filters(&mut sql, &mut values, query);
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        values.push(Value::Integer(i64::from(page)));
+        self.query(
+            "audit_records",
+            &sql,
+            params_from_iter(values.iter()),
+            convert::audit_record,
+        )
+    }
+
+    fn audit_head(&mut self) -> Result<Option<ChainHead>> {
+        self.query_one(
+            "audit_head",
+            "SELECT seq, hash, time, (SELECT COUNT(*) FROM events) AS events FROM events \
+             WHERE hash IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| {
+                let events: i64 = column(row, "events")?;
+                Ok(ChainHead {
+                    seq: convert::seq_from_db(column(row, "seq")?)?,
+                    hash: column(row, "hash")?,
+                    time: convert::time_from_nanos("time", column(row, "time")?)?,
+                    events: u64::try_from(events).unwrap_or(0),
+                })
+            },
+        )
+    }
+
+    fn audit_legacy_through(&mut self) -> Result<u64> {
+        let legacy: Option<i64> = self.query_one(
+            "audit_legacy_through",
+            "SELECT legacy_through FROM audit_chain WHERE id = 1",
+            [],
+            |row| column(row, "legacy_through"),
+        )?;
+        // Without the row (deleted by hand), every event must be chained.
+        convert::seq_from_db(legacy.unwrap_or(0))
+    }
+
+    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
+        const OP: &str = "insert_tokens";
+        self.writing()?;
+        for token in tokens {
+            let (epoch, created, expires) = (
+                epoch_to_db(token.epoch)?,
+                nanos(token.created)?,
+                nanos(token.expires)?,
+            );
+            self.conn
+                .prepare_cached(concat!(
+                    "INSERT INTO tokens (",
+                    token_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        token.hash,
+                        token.kind.as_str(),
+                        token.session,
+                        token.account.as_str(),
+                        token.scope.as_str(),
+                        epoch,
+                        token.source.as_deref(),
+                        token.protocol.as_str(),
+                        created,
+                        expires,
+                    ])
+                })
+                .map_err(|error| {
+                    if is_unique_violation(&error) {
+                        CoreError::conflict("token already stored")
+                    } else {
+                        storage(OP)(error)
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
+    fn token(&mut self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.query_one(
+            "token",
+            concat!("SELECT ", token_columns!(), " FROM tokens WHERE hash = ?1"),
+            [hash],
+            convert::token,
+        )
+    }
+
+    fn take_token(&mut self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.writing()?;
+        self.query_one(
+            "take_token",
+            concat!(
+                "DELETE FROM tokens WHERE hash = ?1 RETURNING ",
+                token_columns!()
+            ),
+            [hash],
+            convert::token,
+        )
+    }
+
+    fn delete_token_session(&mut self, session: &str) -> Result<u64> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_token_session",
+            "DELETE FROM tokens WHERE session = ?1",
+            [session],
+        )?;
+        Ok(deleted as u64)
+    }
+
+    fn delete_expired_tokens(&mut self, now: OffsetDateTime) -> Result<(u64, Vec<String>)> {
+        const OP: &str = "delete_expired_tokens";
+        self.writing()?;
+        let now = nanos(now)?;
+        let sessions: Vec<String> = self.query(
+            OP,
+            "SELECT DISTINCT session FROM tokens WHERE expires <= ?1",
+            [now],
+            |row| column(row, "session"),
+        )?;
+        let deleted = self.execute(OP, "DELETE FROM tokens WHERE expires <= ?1", [now])?;
+        let mut ended = Vec::new();
+        for session in sessions {
+            let left = self
+                .query_one(
+                    OP,
+                    "SELECT 1 FROM tokens WHERE session = ?1 LIMIT 1",
+                    [session.as_str()],
+                    |_| Ok(()),
+                )?
+                .is_some();
+            if !left {
+                ended.push(session);
+            }
+        }
+        Ok((deleted as u64, ended))
+    }
+}
+
+/// An account's token generation as stored.
+fn epoch_to_db(epoch: u64) -> Result<i64> {
+    i64::try_from(epoch).map_err(|_| CoreError::invalid("token generation out of range"))
+}
+
+/// The recovery-code hashes of an enrolment, as the JSON list `accounts.totp_recovery` holds.
+fn recovery_json(codes: Option<&[String]>) -> String {
+    serde_json::to_string(codes.unwrap_or(&[])).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// NotFound for an account.
+fn no_account(name: &AccountName) -> CoreError {
+    CoreError::not_found(format!("there is no account named {name}"))
+}
+
+/// NotFound for a group.
+fn no_group(name: &AccountName) -> CoreError {
+    CoreError::not_found(format!("there is no group named {name}"))
+}
+
+/// `select` (which must read `FROM deliveries`) with the query's conditions, oldest first, as
+/// SQL and its bound values. Only fixed fragments are added to the SQL.
+fn delivery_select(select: &'static str, query: &DeliveryQuery) -> Result<(String, Vec<Value>)> {
+    let mut sql = String::from(select);
+    let mut values = Vec::new();
+    sql.push_str(" WHERE 1 = 1");
+    let mut text = |sql: &mut String, column: &str, value: &str| {
+        sql.push_str(" AND ");
+        sql.push_str(column);
+        sql.push_str(" = ?");
+        values.push(Value::Text(value.to_owned()));
+    };
+    if let Some(sender) = &query.sender {
+        text(&mut sql, "sender", sender.as_str());
+    }
+    if let Some(recipient) = &query.recipient {
+        text(&mut sql, "recipient", recipient.as_str());
+    }
+    if let Some(target) = &query.target {
+        text(&mut sql, "target", target.as_str());
+    }
+    if let Some(name) = &query.name {
+        text(&mut sql, "name", name.as_str());
+    }
+    push_states(&mut sql, &mut values, &query.states);
+    if let Some(before) = query.created_before {
+        sql.push_str(" AND created < ?");
+        values.push(Value::Integer(nanos(before)?));
+    }
+    sql.push_str(" ORDER BY created, id");
+    if let Some(limit) = query.limit {
+        sql.push_str(" LIMIT ?");
+        values.push(Value::Integer(i64::from(limit)));
+    }
+    Ok((sql, values))
+}
+
+/// Appends ` AND state IN (?, ...)` for a non-empty list of states.
+fn push_states(sql: &mut String, values: &mut Vec<Value>, states: &[DeliveryState]) {
+    if states.is_empty() {
+        return;
+    }
+    sql.push_str(" AND state IN (");
+    for (i, state) in states.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('?');
+        values.push(Value::Text(state.as_str().to_owned()));
+    }
+    sql.push(')');
+}
+
+/// Appends the filters of an event query (all but `limit`) as bound parameters.
+fn push_event_filters(sql: &mut String, values: &mut Vec<Value>, query: &EventQuery) {
+    if let Some(actor) = &query.actor {
+        sql.push_str(" AND actor = ?");
+        values.push(Value::Text(actor.clone()));
+    }
+    if let Some(kind) = query.kind {
+        sql.push_str(" AND kind = ?");
+        values.push(Value::Text(kind.as_str().to_owned()));
+    }
+    if let Some(outcome) = query.outcome {
+        sql.push_str(" AND outcome = ?");
+        values.push(Value::Text(outcome.as_str().to_owned()));
+    }
+    if let Some(source) = &query.source {
+        // Sources are recorded with their port; an IP address alone matches any port.
+        let any_port = match source.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => Some(format!("{ip}:")),
+            Ok(std::net::IpAddr::V6(ip)) => Some(format!("[{ip}]:")),
+            Err(_) => None,
+        };
+        sql.push_str(" AND (source = ?");
+        values.push(Value::Text(source.clone()));
+        if let Some(prefix) = any_port {
+            // A prefix match without LIKE's wildcards: the address text has none, but `_`
+            // could appear in a zone id.
+            sql.push_str(" OR substr(source, 1, ?) = ?");
+            values.push(Value::Integer(
+                i64::try_from(prefix.len()).unwrap_or(i64::MAX),
+            ));
+            values.push(Value::Text(prefix));
+        }
+        sql.push(')');
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND time >= ?");
+        values.push(Value::Integer(convert::nanos_saturating(since)));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND time < ?");
+        values.push(Value::Integer(convert::nanos_saturating(until)));
+    }
+}
+
+/// What a name in the shared namespace belongs to: `principals.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Principal {
+    /// An account.
+    Account,
+    /// A group.
+    Group,
+}
+
+impl Principal {
+    /// The label stored in `principals.kind`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Principal::Account => "account",
+            Principal::Group => "group",
+        }
+    }
+
+    /// Parses a stored label.
+    fn parse(label: &str) -> Result<Self> {
+        match label {
+            "account" => Ok(Principal::Account),
+            "group" => Ok(Principal::Group),
+            other => Err(corrupt(
+                "principals.kind",
+                &CoreError::invalid(format!("unknown principal kind {other:?}")),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_states_match_the_core() {
+        let core: Vec<String> = DeliveryState::LIVE
+            .iter()
+            .map(|state| format!("'{}'", state.as_str()))
+            .collect();
+        assert_eq!(live_states!(), format!("({})", core.join(", ")));
+        let migration = include_str!("../migrations/sqlite/0001_initial.sql");
+        assert!(migration.contains(concat!("WHERE state IN ", live_states!())));
+    }
+}

@@ -999,7 +999,6 @@ async fn login_attempts_are_rate_limited() {
 #[tokio::test]
 async fn curl_downloads_a_range_and_resumes_an_upload() {
     if !have("curl") {
-        eprintln!("skipped: curl is not installed");
         return;
     }
     let hub = start().await;

@@ -24,6 +24,9 @@ pub struct SessionInfo {
     pub protocol: Protocol,
     /// When it logged in.
     pub started: OffsetDateTime,
+    /// The account's token generation when it logged in: tokens issued for this login must
+    /// be of it, so a password change or disable committed after the login revokes them too.
+    pub token_epoch: u64,
 }
 
 struct Entry {

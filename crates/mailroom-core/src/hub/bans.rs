@@ -130,17 +130,7 @@ impl Hub {
     /// metadata store every two seconds.
     pub(super) async fn active_ban(&self, subject: &BanSubject) -> Result<Option<OffsetDateTime>> {
         let now = self.clock.now();
-        let stale = {
-            let cache = self
-                .auth
-                .bans
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            cache
-                .loaded
-                .is_none_or(|at| at + BAN_REFRESH <= now || at > now)
-        };
-        if stale {
+        if self.bans_stale() {
             self.refresh_bans().await?;
         }
         let cache = self
@@ -155,12 +145,31 @@ impl Hub {
             .filter(|until| *until > now))
     }
 
+    /// Whether the cache of bans is due to be read again. A unit that runs anyway may read the
+    /// bans with its other work and hand them to [`Hub::cache_bans`], saving the hop.
+    pub(super) fn bans_stale(&self) -> bool {
+        let now = self.clock.now();
+        let cache = self
+            .auth
+            .bans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .loaded
+            .is_none_or(|at| at + BAN_REFRESH <= now || at > now)
+    }
+
     /// Re-reads the bans in force from the metadata store.
     pub async fn refresh_bans(&self) -> Result<()> {
+        let bans = self.read(|tx| tx.bans()).await?;
+        self.cache_bans(bans);
+        Ok(())
+    }
+
+    /// Replaces the cache of bans in force with those of `bans` (all bans, as read).
+    pub(super) fn cache_bans(&self, bans: Vec<Ban>) {
         let now = self.clock.now();
-        let active: HashMap<BanSubject, OffsetDateTime> = self
-            .read(|tx| tx.bans())
-            .await?
+        let active: HashMap<BanSubject, OffsetDateTime> = bans
             .into_iter()
             .filter(|b| b.active(now))
             .map(|b| (b.subject, b.until))
@@ -172,7 +181,6 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.active = active;
         cache.loaded = Some(now);
-        Ok(())
     }
 
     /// Every ban, in force or ended (kept for the growth of the next one).

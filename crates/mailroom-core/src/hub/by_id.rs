@@ -18,21 +18,23 @@ use crate::ports::{DeliveryQuery, Durability, Tx};
 impl Hub {
     /// The deliveries in the session's inbox (delivered or picked up), oldest first.
     pub async fn inbox(&self, session: &ClientSession) -> Result<Vec<Delivery>> {
+        self.file_operation();
         let query = DeliveryQuery {
             recipient: Some(session.account.clone()),
             states: DeliveryState::VISIBLE.to_vec(),
             ..DeliveryQuery::default()
         };
-        self.read(move |tx| tx.deliveries(&query)).await
+        self.read_as(session, move |tx| tx.deliveries(&query)).await
     }
 
     /// Every delivery the session's account sent, in any state (its receipts), oldest first.
     pub async fn sent(&self, session: &ClientSession) -> Result<Vec<Delivery>> {
+        self.file_operation();
         let query = DeliveryQuery {
             sender: Some(session.account.clone()),
             ..DeliveryQuery::default()
         };
-        self.read(move |tx| tx.deliveries(&query)).await
+        self.read_as(session, move |tx| tx.deliveries(&query)).await
     }
 
     /// One delivery of the session's inbox. NotFound for any other id.
@@ -41,8 +43,10 @@ impl Hub {
         session: &ClientSession,
         id: &DeliveryId,
     ) -> Result<Delivery> {
+        self.file_operation();
         let (me, id) = (session.account.clone(), *id);
-        self.read(move |tx| inbox_delivery_in(tx, &me, &id)).await
+        self.read_as(session, move |tx| inbox_delivery_in(tx, &me, &id))
+            .await
     }
 
     /// One delivery the session's account sent. NotFound for any other id.
@@ -51,8 +55,10 @@ impl Hub {
         session: &ClientSession,
         id: &DeliveryId,
     ) -> Result<Delivery> {
+        self.file_operation();
         let (me, id) = (session.account.clone(), *id);
-        self.read(move |tx| sent_delivery_in(tx, &me, &id)).await
+        self.read_as(session, move |tx| sent_delivery_in(tx, &me, &id))
+            .await
     }
 
     /// Opens an inbox delivery for reading, as `/inbox/<sender>/<name>`; close it with
@@ -62,9 +68,10 @@ impl Hub {
         session: &ClientSession,
         id: &DeliveryId,
     ) -> Result<ReadHandle> {
+        self.file_operation();
         let (me, id) = (session.account.clone(), *id);
         let (delivery, inline) = self
-            .read(move |tx| {
+            .read_as(session, move |tx| {
                 let delivery = inbox_delivery_in(tx, &me, &id)?;
                 let inline = tx.inline_blob(&delivery.blob_id)?;
                 Ok((delivery, inline))
@@ -77,6 +84,7 @@ impl Hub {
     /// Acknowledges (deletes) an inbox delivery, as removing `/inbox/<sender>/<name>` does,
     /// in one unit.
     pub async fn acknowledge(&self, session: &ClientSession, id: &DeliveryId) -> Result<()> {
+        self.file_operation();
         let (cache, stamp, session_c, id_c) = (
             self.policy.clone(),
             self.stamp.clone(),
@@ -108,9 +116,10 @@ impl Hub {
     }
 
     /// Recalls a delivery the session sent, as removing `/outbox/<target>/<name>` does, in one
-    /// unit: a group fan-out is recalled as a whole. Refused once it was picked up or has
-    /// ended.
+    /// unit: the pending deliveries of its group fan-out are recalled with it. Refused once this
+    /// delivery was picked up or has ended.
     pub async fn recall(&self, session: &ClientSession, id: &DeliveryId) -> Result<()> {
+        self.file_operation();
         let (cache, stamp, session_c, id_c) = (
             self.policy.clone(),
             self.stamp.clone(),
@@ -120,7 +129,9 @@ impl Hub {
         let result = self
             .write(Durability::Flush, move |tx| {
                 let delivery = sent_delivery_in(tx, &session_c.account, &id_c)?;
-                if !delivery.state.is_live() {
+                // Picked up, or ended: the recipient has it (or it is gone), whatever the rest
+                // of its fan-out.
+                if !DeliveryState::RECALLABLE.contains(&delivery.state) {
                     return Err(CoreError::conflict(format!(
                         "delivery {id_c} is {} and can no longer be recalled",
                         delivery.state.as_str()

@@ -111,6 +111,9 @@ impl Hub {
         session: &ClientSession,
         path: &VirtualPath,
     ) -> Result<ReadHandle> {
+        if matches!(path, VirtualPath::File(Area::Inbox | Area::Sent, ..)) {
+            self.file_operation();
+        }
         match path {
             VirtualPath::File(Area::Inbox, sender, name) => {
                 // The delivery and, for a small blob, its content (small blobs live in the
@@ -118,7 +121,7 @@ impl Hub {
                 let query = visible_query(session, Area::Inbox, sender, name)?;
                 let (sender, name) = (sender.clone(), name.clone());
                 let (delivery, inline) = self
-                    .read(move |tx| {
+                    .read_as(session, move |tx| {
                         tx.first_delivery_with_content(&query)?
                             .ok_or_else(|| no_such_file(Area::Inbox, &sender, &name))
                     })
@@ -129,7 +132,7 @@ impl Hub {
                 let (me, recipient, entry) =
                     (session.account.clone(), recipient.clone(), entry.clone());
                 let delivery = self
-                    .read(move |tx| receipt(tx, &me, &recipient, &entry))
+                    .read_as(session, move |tx| receipt(tx, &me, &recipient, &entry))
                     .await?;
                 let text = receipt_text(&delivery).into_bytes();
                 Ok(ReadHandle {
@@ -173,6 +176,7 @@ impl Hub {
         let Some(delivery) = handle.delivery else {
             return Ok(());
         };
+        self.file_operation();
         let bytes = handle
             .covered
             .lock()

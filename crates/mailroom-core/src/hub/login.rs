@@ -366,7 +366,20 @@ impl Hub {
 
     async fn login_candidate(&self, user: &str) -> Result<Option<Account>> {
         match AccountName::parse(user) {
-            Ok(name) => self.read(move |tx| tx.account(&name)).await,
+            Ok(name) => {
+                // The bans, when their cache is due, come with the account: one hop.
+                let stale = self.bans_stale();
+                let (account, bans) = self
+                    .read(move |tx| {
+                        let bans = if stale { Some(tx.bans()?) } else { None };
+                        Ok((tx.account(&name)?, bans))
+                    })
+                    .await?;
+                if let Some(bans) = bans {
+                    self.cache_bans(bans);
+                }
+                Ok(account)
+            }
             Err(_) => Ok(None),
         }
     }
@@ -512,6 +525,7 @@ impl Hub {
             source: source.clone(),
             protocol,
             started: self.clock.now(),
+            token_epoch: account.token_epoch,
         };
         let Some(guard) = self
             .auth

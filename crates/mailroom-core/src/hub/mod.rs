@@ -38,6 +38,7 @@ pub use tree::Entry;
 pub use upload::{MAX_TARGETS, Upload};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -115,6 +116,8 @@ pub struct Hub {
     auth: AuthState,
     /// Resumable uploads under way (see [`resumable`]).
     resumables: resumable::Resumables,
+    /// File operations begun (see [`Hub::file_operations`]).
+    file_operations: AtomicU64,
 }
 
 impl Hub {
@@ -128,12 +131,26 @@ impl Hub {
             policy: Arc::new(PolicyCache::default()),
             auth: AuthState::new(AuthConfig::default()),
             resumables: resumable::Resumables::default(),
+            file_operations: AtomicU64::new(0),
         }
     }
 
     /// What the metadata store has done so far: hops, commits and flushes.
     pub fn store_stats(&self) -> StoreStats {
         self.meta.stats()
+    }
+
+    /// File operations that reached the store so far: the calls of the tree and of deliveries
+    /// by id (stat and list of what the store holds, open, close, upload begin and finish,
+    /// remove, rename, inbox and sent listings). Each is one hop when it succeeds (a refusal
+    /// adds one to record itself); [`Hub::store_stats`] over this is the hops per operation.
+    pub fn file_operations(&self) -> u64 {
+        self.file_operations.load(Ordering::Relaxed)
+    }
+
+    /// Counts one file operation (see [`Hub::file_operations`]).
+    fn file_operation(&self) {
+        self.file_operations.fetch_add(1, Ordering::Relaxed);
     }
 
     // ----- units of work ---------------------------------------------------------------------
@@ -144,6 +161,22 @@ impl Hub {
         unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.meta.read_with(unit).await
+    }
+
+    /// [`Hub::read`] for a client: the unit runs only while the session's account still
+    /// exists and is not disabled, checked in the same transaction.
+    async fn read_as<T: Send + 'static>(
+        &self,
+        session: &ClientSession,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (cache, account) = (self.policy.clone(), session.account.clone());
+        self.read(move |tx| {
+            let policy = cache.get(tx)?;
+            upload::session_policy(&policy, &account)?;
+            unit(tx)
+        })
+        .await
     }
 
     /// Runs `unit` as one write transaction of the metadata store, committed with

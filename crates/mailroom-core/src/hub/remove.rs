@@ -17,6 +17,7 @@ impl Hub {
     /// Deletes a file: in the inbox it acknowledges the delivery; in the outbox it recalls a
     /// delivery that is not yet picked up (every pending one of a group fan-out).
     pub async fn remove(&self, session: &ClientSession, path: &VirtualPath) -> Result<()> {
+        self.file_operation();
         let result = self.remove_inner(session, path).await;
         if let Err(err) = &result {
             let kind = match path {
@@ -67,6 +68,7 @@ impl Hub {
         from: &VirtualPath,
         to: &VirtualPath,
     ) -> Result<()> {
+        self.file_operation();
         let result = self.rename_inner(session, from, to).await;
         if let Err(err) = &result {
             self.record_refusal(session, EventKind::DeliveryRenamed, from, err)
@@ -120,6 +122,22 @@ impl Hub {
             })?;
             if deliveries.is_empty() {
                 return Err(no_such_file(Area::Outbox, &target, &from_name));
+            }
+            // Uploads take a name free in the whole outbox folder (a group's earlier fan-outs
+            // may reach other members); a rename must keep that, not only what the store's
+            // per-recipient uniqueness checks.
+            let taken = tx.deliveries(&DeliveryQuery {
+                sender: Some(session.account.clone()),
+                target: Some(target.clone()),
+                name: Some(to_name.clone()),
+                states: DeliveryState::LIVE.to_vec(),
+                limit: Some(1),
+                ..DeliveryQuery::default()
+            })?;
+            if !taken.is_empty() {
+                return Err(CoreError::conflict(format!(
+                    "/outbox/{target}/{to_name} exists already; nothing is ever overwritten"
+                )));
             }
             let actor = session.actor();
             let mut events = Vec::with_capacity(deliveries.len());

@@ -21,13 +21,16 @@ impl Hub {
     /// the session's network, and re-reads the bans. Front ends close the connection when the
     /// session's guard fires. Run it every few seconds.
     pub async fn enforce_sessions(&self) -> Result<usize> {
-        self.refresh_bans().await?;
+        // The bans and the policy in one read: one hop every few seconds.
+        let cache = self.policy.clone();
+        let (bans, policy) = self
+            .read(move |tx| Ok((tx.bans()?, cache.get(tx)?)))
+            .await?;
+        self.cache_bans(bans);
         let live = self.auth.sessions.list();
         if live.is_empty() {
             return Ok(0);
         }
-        let cache = self.policy.clone();
-        let policy = self.read(move |tx| cache.get(tx)).await?;
         let mut closed = 0;
         for session in live {
             let ip = source_ip(session.source.as_deref());

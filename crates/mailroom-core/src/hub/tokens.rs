@@ -213,12 +213,21 @@ impl Hub {
             protocol: session.protocol,
         };
         let (now, lifetimes) = (self.clock.now(), *lifetimes);
+        let epoch = guard.info().token_epoch;
         let issued = self
             .write(Durability::Flush, move |tx| {
                 let account = tx.account(&login.account)?.ok_or_else(|| {
                     CoreError::not_found(format!("no account named {}", login.account))
                 })?;
-                store_pair(tx, &login, account.token_epoch, now, &lifetimes)
+                // A password change or disable committed between the login and now revokes
+                // what the login would have been given.
+                if account.token_epoch != epoch || account.disabled {
+                    return Err(CoreError::denied(format!(
+                        "{} changed since this login (password or state); log in again",
+                        login.account
+                    )));
+                }
+                store_pair(tx, &login, epoch, now, &lifetimes)
             })
             .await?;
         self.auth
@@ -242,15 +251,21 @@ impl Hub {
             return Ok(TokenCheck::Refused("malformed token".to_owned()));
         }
         let (hash, cache) = (token_hash(token), self.policy.clone());
-        let found = self
+        // The bans, when their cache is due, come with the token: still one hop.
+        let stale = self.bans_stale();
+        let (found, bans) = self
             .read(move |tx| {
+                let bans = if stale { Some(tx.bans()?) } else { None };
                 let Some(record) = tx.token(&hash)? else {
-                    return Ok(None);
+                    return Ok((None, bans));
                 };
                 let account = cache.get(tx)?.account(&record.account).cloned();
-                Ok(Some((record, account)))
+                Ok((Some((record, account)), bans))
             })
             .await?;
+        if let Some(bans) = bans {
+            self.cache_bans(bans);
+        }
         let Some((record, account)) = found else {
             return Ok(TokenCheck::Refused("unknown or revoked token".to_owned()));
         };

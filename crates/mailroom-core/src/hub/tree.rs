@@ -32,6 +32,9 @@ pub struct Entry {
 impl Hub {
     /// Describes one path. A file costs one read of the store; the fixed folders none.
     pub async fn stat(&self, session: &ClientSession, path: &VirtualPath) -> Result<Entry> {
+        if matches!(path, VirtualPath::File(..)) {
+            self.file_operation();
+        }
         let now = self.clock.now();
         let dir = |name: &str, writable: bool| Entry {
             name: name.to_owned(),
@@ -47,7 +50,7 @@ impl Hub {
             VirtualPath::File(Area::Sent, recipient, entry) => {
                 let (me, recipient, entry) =
                     (session.account.clone(), recipient.clone(), entry.clone());
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let delivery = receipt(tx, &me, &recipient, &entry)?;
                     Ok(file_entry(
                         entry.as_str(),
@@ -61,7 +64,7 @@ impl Hub {
             VirtualPath::File(area, folder, name) => {
                 let query = visible_query(session, *area, folder, name)?;
                 let (area, folder, name) = (*area, folder.clone(), name.clone());
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let delivery = tx
                         .deliveries(&query)?
                         .into_iter()
@@ -82,6 +85,9 @@ impl Hub {
     /// Lists a folder, in one read of the store. Files have no children: listing one is
     /// refused.
     pub async fn list(&self, session: &ClientSession, path: &VirtualPath) -> Result<Vec<Entry>> {
+        if !matches!(path, VirtualPath::Root | VirtualPath::File(..)) {
+            self.file_operation();
+        }
         let now = self.clock.now();
         let dir = move |name: &str, writable: bool| Entry {
             name: name.to_owned(),
@@ -97,7 +103,7 @@ impl Hub {
                 .map(|area| dir(area.as_str(), false))
                 .collect()),
             VirtualPath::Area(Area::Inbox) => {
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let deliveries = tx.deliveries(&DeliveryQuery {
                         recipient: Some(me),
                         states: DeliveryState::VISIBLE.to_vec(),
@@ -110,7 +116,7 @@ impl Hub {
             }
             VirtualPath::Area(Area::Outbox) => {
                 let cache = self.policy.clone();
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let policy = cache.get(tx)?;
                     let mut targets = allowed_targets(&policy, &me);
                     let pending = tx.deliveries(&DeliveryQuery {
@@ -124,7 +130,7 @@ impl Hub {
                 .await
             }
             VirtualPath::Area(Area::Sent) => {
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let sent = tx.deliveries(&DeliveryQuery {
                         sender: Some(me),
                         ..DeliveryQuery::default()
@@ -135,7 +141,7 @@ impl Hub {
                 .await
             }
             VirtualPath::Folder(Area::Inbox, sender) => {
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let deliveries = tx.deliveries(&DeliveryQuery {
                         recipient: Some(me),
                         sender: Some(sender),
@@ -150,7 +156,7 @@ impl Hub {
                 .await
             }
             VirtualPath::Folder(Area::Outbox, target) => {
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let deliveries = tx.deliveries(&DeliveryQuery {
                         sender: Some(me),
                         target: Some(target),
@@ -168,7 +174,7 @@ impl Hub {
                 .await
             }
             VirtualPath::Folder(Area::Sent, recipient) => {
-                self.read(move |tx| {
+                self.read_as(session, move |tx| {
                     let deliveries = tx.deliveries(&DeliveryQuery {
                         sender: Some(me),
                         recipient: Some(recipient),

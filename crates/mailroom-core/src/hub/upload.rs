@@ -114,6 +114,7 @@ impl Hub {
         session: &ClientSession,
         path: &VirtualPath,
     ) -> Result<Upload> {
+        self.file_operation();
         let result = self.begin_upload_inner(session, path).await;
         if let Err(err) = &result {
             self.record_refusal(session, EventKind::Upload, path, err)
@@ -150,6 +151,7 @@ impl Hub {
         targets: &[AccountName],
         name: &FileName,
     ) -> Result<Upload> {
+        self.file_operation();
         let Some(first) = targets.first() else {
             return Err(CoreError::invalid("name at least one recipient"));
         };
@@ -211,6 +213,7 @@ impl Hub {
     /// recipients' quotas again. Only when this returns Ok may the client be told the file is
     /// stored.
     pub async fn finish_upload(&self, upload: Upload) -> Result<Vec<Delivery>> {
+        self.file_operation();
         // Route policy was decided when the upload started: a file that was allowed when its
         // first byte was accepted is delivered, like a letter posted before a rule changed.
         let Upload {
@@ -343,6 +346,7 @@ impl Hub {
 
     /// Abandons an upload (connection dropped, client closed early); nothing becomes visible.
     pub async fn abort_upload(&self, upload: Upload, reason: &str) {
+        self.file_operation();
         // A write refused for a limit is a refusal, not a failure, and says which limit.
         let (outcome, detail) = match &upload.refusal {
             Some(err) => (
@@ -455,14 +459,17 @@ pub(super) fn may_send<'a>(policy: &'a Policy, sender: &AccountName) -> Result<&
 }
 
 /// The session's account as the policy has it now (rights and limits may have changed since
-/// login).
+/// login): refused when it no longer exists or is disabled. A disabled account does nothing
+/// more, even in a session still open (the housekeeping closes it within seconds).
 pub(super) fn session_policy<'a>(
     policy: &'a Policy,
     account: &AccountName,
 ) -> Result<&'a AccountPolicy> {
-    policy
-        .account(account)
-        .ok_or_else(|| CoreError::denied(format!("{account} no longer exists")))
+    match policy.account(account) {
+        None => Err(CoreError::denied(format!("{account} no longer exists"))),
+        Some(found) if found.disabled => Err(CoreError::denied(format!("{account} is disabled"))),
+        Some(found) => Ok(found),
+    }
 }
 
 /// Picks the first name (`name`, `name~2`, …) that is free between the sender and every

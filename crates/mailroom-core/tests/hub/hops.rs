@@ -1,0 +1,306 @@
+//! One hop per operation: every Hub operation a client or an administrator makes is one unit
+//! of work on the metadata store, one read or one write transaction, whatever it touches. The
+//! table gives each operation's reads, writes and flushed commits (downloads and pick-ups are
+//! relaxed: committed without a flush of their own).
+//!
+//! The policy cache (routes, groups, account access) is loaded inside the unit that needs it,
+//! in the same transaction: an operation right after a policy change reloads it and is still
+//! one hop (see the rows after `set_route` and `change_account`).
+//!
+//! Logins and token checks also read the ban cache, which is re-read from the store once it
+//! is 2 seconds old on the hub's clock: here the clock stands still, so after the first login
+//! it stays fresh and a token check is one read; in production one check every 2 seconds
+//! pays a second read for the refresh.
+
+use std::future::Future;
+
+use mailroom_core::{AccountChange, AuthorizedKey, Protocol, Result, RouteEffect, TokenCheck};
+
+use crate::bed::{Bed, account, admin, client, data, path};
+
+/// A store's work over one call: (reads, writes, flushed commits).
+type Hops = (u64, u64, u64);
+
+const READ: Hops = (1, 0, 0);
+const WRITE: Hops = (0, 1, 1);
+const RELAXED_WRITE: Hops = (0, 1, 0);
+const NONE: Hops = (0, 0, 0);
+
+/// Runs `op` and checks what it cost the store; returns its value.
+async fn costs<T>(bed: &Bed, what: &str, expect: Hops, op: impl Future<Output = Result<T>>) -> T {
+    let before = bed.hub.store_stats();
+    let value = match op.await {
+        Ok(value) => value,
+        Err(err) => panic!("{what}: {err}"),
+    };
+    let after = bed.hub.store_stats();
+    let cost = (
+        after.reads - before.reads,
+        after.writes - before.writes,
+        after.flushes - before.flushes,
+    );
+    assert_eq!(cost, expect, "{what}: (reads, writes, flushes)");
+    assert_eq!(
+        after.hops() - before.hops(),
+        expect.0 + expect.1,
+        "{what}: hops"
+    );
+    assert_eq!(
+        after.commits - before.commits,
+        expect.1,
+        "{what}: each write unit commits once"
+    );
+    value
+}
+
+#[tokio::test]
+async fn every_operation_is_one_hop() {
+    for inline in [false, true] {
+        one_hop_each(if inline { Bed::inline() } else { Bed::new() }).await;
+    }
+}
+
+async fn one_hop_each(bed: Bed) {
+    bed.clients(&["alice", "carol", "dave"]).await;
+    bed.clients_with_password(&["bob"]).await;
+    bed.group("team", &["bob", "carol"]).await;
+    for to in ["bob", "carol", "team"] {
+        bed.allow("alice", to).await;
+    }
+    let (alice, bob) = (client("alice"), client("bob"));
+    let tokens = bed.tokens("bob").await;
+    // Warm-up: the ban cache was loaded by bob's login (and stays fresh: the hub's clock
+    // stands still), the policy cache is loaded by a read unit. Neither is needed for one
+    // hop: the policy's first load happens inside the unit that needs it (see the rows after
+    // policy changes below).
+    bed.listing("alice", "/outbox").await;
+    bed.hub
+        .check_token(tokens.access.expose(), None, Protocol::Https)
+        .await
+        .unwrap();
+    let a = bed
+        .send("alice", "/outbox/bob/a.bin", &data(100_000, 1))
+        .await;
+    bed.send("alice", "/outbox/bob/small.txt", b"small").await;
+    bed.send("alice", "/outbox/bob/b.bin", &data(100_000, 2))
+        .await;
+
+    // ----- the tree ----------------------------------------------------------------------
+    let entry = costs(
+        &bed,
+        "stat of a file",
+        READ,
+        bed.hub.stat(&bob, &path("/inbox/alice/a.bin")),
+    )
+    .await;
+    assert_eq!(entry.size, 100_000);
+    let receipt = format!("/sent/bob/a.bin@{}", a[0].id.short());
+    costs(
+        &bed,
+        "stat of a receipt",
+        READ,
+        bed.hub.stat(&alice, &path(&receipt)),
+    )
+    .await;
+    costs(
+        &bed,
+        "stat of a fixed folder",
+        NONE,
+        bed.hub.stat(&bob, &path("/inbox/alice")),
+    )
+    .await;
+    costs(
+        &bed,
+        "list of the root",
+        NONE,
+        bed.hub.list(&bob, &path("/")),
+    )
+    .await;
+    for folder in [
+        "/inbox",
+        "/inbox/alice",
+        "/outbox",
+        "/outbox/team",
+        "/sent",
+        "/sent/bob",
+    ] {
+        costs(
+            &bed,
+            &format!("list of {folder}"),
+            READ,
+            bed.hub.list(&alice, &path(folder)),
+        )
+        .await;
+    }
+
+    // ----- downloads ---------------------------------------------------------------------
+    for name in ["a.bin", "small.txt"] {
+        let at = path(&format!("/inbox/alice/{name}"));
+        let handle = costs(&bed, "open_read", READ, bed.hub.open_read(&bob, &at)).await;
+        let size = usize::try_from(handle.size()).unwrap();
+        costs(&bed, "reading the content", NONE, handle.read_at(0, size)).await;
+        costs(
+            &bed,
+            "close_read with the pick-up",
+            RELAXED_WRITE,
+            bed.hub.close_read(&bob, handle),
+        )
+        .await;
+    }
+
+    // ----- uploads -----------------------------------------------------------------------
+    let at = path("/outbox/team/c.bin");
+    let mut upload = costs(
+        &bed,
+        "begin_upload",
+        READ,
+        bed.hub.begin_upload(&alice, &at),
+    )
+    .await;
+    costs(
+        &bed,
+        "Upload::write_at",
+        NONE,
+        upload.write_at(0, &data(100_000, 3)),
+    )
+    .await;
+    costs(
+        &bed,
+        "finish_upload of a fan-out",
+        WRITE,
+        bed.hub.finish_upload(upload),
+    )
+    .await;
+
+    // ----- removal and renames -----------------------------------------------------------
+    costs(
+        &bed,
+        "remove in the inbox (acknowledge)",
+        WRITE,
+        bed.hub.remove(&bob, &path("/inbox/alice/a.bin")),
+    )
+    .await;
+    costs(
+        &bed,
+        "rename of a fan-out",
+        WRITE,
+        bed.hub.rename(
+            &alice,
+            &path("/outbox/team/c.bin"),
+            &path("/outbox/team/d.bin"),
+        ),
+    )
+    .await;
+    costs(
+        &bed,
+        "remove in the outbox (recall of a fan-out)",
+        WRITE,
+        bed.hub.remove(&alice, &path("/outbox/team/d.bin")),
+    )
+    .await;
+
+    // ----- by id -------------------------------------------------------------------------
+    let inbox = costs(&bed, "inbox", READ, bed.hub.inbox(&bob)).await;
+    costs(&bed, "sent", READ, bed.hub.sent(&alice)).await;
+    let b = inbox
+        .iter()
+        .find(|d| d.name.as_str() == "b.bin")
+        .unwrap()
+        .id;
+    let handle = costs(&bed, "open_delivery", READ, bed.hub.open_delivery(&bob, &b)).await;
+    drop(handle);
+    costs(
+        &bed,
+        "acknowledge by id",
+        WRITE,
+        bed.hub.acknowledge(&bob, &b),
+    )
+    .await;
+    let e = bed.send("alice", "/outbox/bob/e.bin", b"e").await;
+    costs(
+        &bed,
+        "recall by id",
+        WRITE,
+        bed.hub.recall(&alice, &e[0].id),
+    )
+    .await;
+
+    // ----- tokens ------------------------------------------------------------------------
+    let check = costs(
+        &bed,
+        "check_token",
+        READ,
+        bed.hub
+            .check_token(tokens.access.expose(), None, Protocol::Https),
+    )
+    .await;
+    assert!(matches!(check, TokenCheck::Valid(_)));
+
+    // ----- administration, and the first operation after a policy change -----------------
+    let admin = admin();
+    costs(
+        &bed,
+        "change_account",
+        WRITE,
+        bed.hub.change_account(
+            &admin,
+            &account("dave"),
+            AccountChange {
+                quota_files: Some(Some(100)),
+                ..AccountChange::default()
+            },
+        ),
+    )
+    .await;
+    costs(
+        &bed,
+        "list of /outbox right after a policy change",
+        READ,
+        bed.hub.list(&alice, &path("/outbox")),
+    )
+    .await;
+    costs(
+        &bed,
+        "add_group",
+        WRITE,
+        bed.hub.add_group(
+            &admin,
+            account("pair"),
+            vec![account("carol"), account("dave")],
+        ),
+    )
+    .await;
+    costs(
+        &bed,
+        "set_route",
+        WRITE,
+        bed.hub.set_route(
+            &admin,
+            account("alice"),
+            account("pair"),
+            RouteEffect::Allow,
+        ),
+    )
+    .await;
+    let upload = costs(
+        &bed,
+        "begin_upload right after a policy change",
+        READ,
+        bed.hub.begin_upload(&alice, &path("/outbox/pair/f.txt")),
+    )
+    .await;
+    costs(&bed, "finish_upload", WRITE, bed.hub.finish_upload(upload)).await;
+    let key = AuthorizedKey {
+        algorithm: "ssh-ed25519".to_owned(),
+        blob: [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[9; 32]].concat(),
+        comment: String::new(),
+    };
+    costs(
+        &bed,
+        "add_key",
+        WRITE,
+        bed.hub.add_key(&admin, &account("dave"), key),
+    )
+    .await;
+    costs(&bed, "account", READ, bed.hub.account(&account("dave"))).await;
+}

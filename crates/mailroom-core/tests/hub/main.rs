@@ -1,0 +1,20 @@
+//! The Hub's rules, tested on the in-memory test bed (`MemoryMeta`, `MemoryBlobs`,
+//! `ManualClock`; feature `testing`) with no socket, disk or database: route policy and
+//! rights, sizes and quotas, file names, group fan-outs, retention, tokens and sessions,
+//! atomic admin changes, one store hop per operation, and a policy cache that is never stale.
+//!
+//! Every refusal is checked for its error kind and for changing nothing (accounts, groups,
+//! routes, deliveries, blobs and events, but for the one refusal event a client refusal
+//! records): see [`bed::Bed::refused`].
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod bed;
+mod cache;
+mod fanout;
+mod hops;
+mod names;
+mod quotas;
+mod retention;
+mod routes;
+mod tokens;

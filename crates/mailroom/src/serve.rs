@@ -184,6 +184,8 @@ async fn serve(
     // Housekeeping: close sessions of accounts disabled, deleted, banned or moved out of their
     // networks (also by another process, such as the admin CLI), and re-read the bans.
     let housekeeping = tokio::spawn(housekeeping(hub.clone(), shutdown.clone()));
+    // `kill -USR1 <pid>` logs what the metadata store has done so far (the bench reads it).
+    let stats = tokio::spawn(stats_on_signal(hub.clone(), shutdown.clone()));
     let retention = tokio::spawn(retention_loop(
         hub.clone(),
         Duration::from_secs(config.retention.interval_seconds.get()),
@@ -197,6 +199,7 @@ async fn serve(
     };
     shutdown.cancel();
     let _ = housekeeping.await;
+    let _ = stats.await;
     // The retention loop stops at the token; a pass cut short leaves at most a blob that the
     // next start-up sweep removes (each expiry itself commits atomically).
     if let Err(err) = retention.await {
@@ -322,4 +325,33 @@ async fn listen(
     info!(proto = protocol, address = %bound, "listening");
     out.listening(protocol, bound)?;
     Ok(listener)
+}
+
+/// Logs the metadata store's counters (units read and written, commits, flushed commits) each
+/// time SIGUSR1 arrives, as one line with target `mailroom::stats` at `info`, until shutdown.
+async fn stats_on_signal(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut user1 = match signal(SignalKind::user_defined1()) {
+        Ok(user1) => user1,
+        Err(err) => {
+            warn!(error = %err, "cannot watch SIGUSR1; store statistics are not available");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            Some(()) = user1.recv() => {
+                let stats = hub.store_stats();
+                info!(
+                    target: "mailroom::stats",
+                    reads = stats.reads,
+                    writes = stats.writes,
+                    hops = stats.hops(),
+                    commits = stats.commits,
+                    flushes = stats.flushes,
+                    "store statistics"
+                );
+            }
+        }
+    }
 }

@@ -275,11 +275,12 @@ mod tests {
     async fn commit_moves_the_blob_under_objects() {
         let (store, _temp) = fresh().await;
         let root = store.root();
-        // Past the flush threshold, so the staging file exists before the commit (smaller
-        // blobs stay in memory until then).
-        let content = vec![b'c'; 2 * 1024 * 1024];
+        // Two runs past the flush threshold: the second waits for the first, so the staging
+        // file exists before the commit (smaller blobs stay in memory until then).
+        let content = vec![b'c'; 4 * 1024 * 1024];
         let mut writer = store.create().await.unwrap();
-        writer.write_at(0, &content).await.unwrap();
+        writer.write_at(0, &content[..2 << 20]).await.unwrap();
+        writer.write_at(2 << 20, &content[2 << 20..]).await.unwrap();
         let staged = names(&root.join("staging"));
         assert_eq!(staged.len(), 1);
         assert!(staged[0].ends_with(".part"));
@@ -311,10 +312,13 @@ mod tests {
     async fn dropped_writer_leaves_staging_for_the_sweep() {
         let (store, _temp) = fresh().await;
         let mut writer = store.create().await.unwrap();
-        writer
-            .write_at(0, &vec![b'u'; 2 * 1024 * 1024])
-            .await
-            .unwrap();
+        // Two runs: the second waits for the first, which created the staging file.
+        for run in 0..2u64 {
+            writer
+                .write_at(run << 21, &vec![b'u'; 2 * 1024 * 1024])
+                .await
+                .unwrap();
+        }
         drop(writer);
         assert_eq!(names(&store.root().join("staging")).len(), 1);
         let report = store.sweep(&HashSet::new()).await.unwrap();

@@ -3,10 +3,14 @@
 //!
 //! Contiguous writes collect in memory up to [`FLUSH_THRESHOLD`] and go to disk in one
 //! blocking task that also feeds the hash, so a stream of small protocol packets costs one
-//! thread hop per MiB, not one per packet, and no hashing happens on an async worker. A write
-//! anywhere else (a retransmission, a client writing the tail first) flushes what is pending,
-//! starts a new run at its offset and marks the hash stale; `commit` then hashes the file once
-//! more from disk, so the result is right whatever order the bytes came in.
+//! thread hop per MiB, not one per packet, and no hashing happens on an async worker. The
+//! writer does not wait for that task: the next run fills a second buffer while the first is
+//! written and hashed, and only the run after waits for it (at most one run in flight, two
+//! buffers per upload), so hashing and `pwrite` overlap with receiving the next MiB instead of
+//! stalling it. A write anywhere else (a retransmission, a client writing the tail first)
+//! flushes what is pending, starts a new run at its offset and marks the hash stale; `commit`
+//! then hashes the file once more from disk, so the result is right whatever order the bytes
+//! came in.
 //!
 //! The staging file is created only when data first has to go to disk. A small blob written
 //! in order (at most the store's inline limit) never touches the disk here: `commit` hands
@@ -60,7 +64,14 @@ pub(crate) struct LocalBlobWriter {
     /// dropped: from then on the file may not hold what the client sent, so every later
     /// write and the commit are refused with this error.
     failure: Option<CoreError>,
+    /// The run being written and hashed on the blocking pool while the next one fills: it
+    /// hands back its buffer (for reuse), the hash state and the file.
+    in_flight: Option<tokio::task::JoinHandle<Result<RunDone>>>,
 }
+
+/// What a written run hands back: its buffer (emptied, for the next run), the hash state after
+/// it, and the staging file.
+type RunDone = (Vec<u8>, Option<Sha256>, Arc<File>);
 
 impl LocalBlobWriter {
     /// A writer for blob `id`; its staging file is created on the first flush.
@@ -75,46 +86,67 @@ impl LocalBlobWriter {
             hasher: Some(Sha256::new()),
             size: 0,
             failure: None,
+            in_flight: None,
         }
     }
 
-    /// Writes the buffer out (and hashes it, if the hash is still streaming) in one blocking
-    /// task.
+    /// Waits for the run in flight, if any, and takes back its buffer, hash state and file.
+    /// A failed run fails this writer for good.
+    async fn settle(&mut self) -> Result<Option<Vec<u8>>> {
+        let Some(task) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let done = match task.await {
+            Ok(result) => result,
+            Err(err) => {
+                error!(error = %err, "blob write task failed");
+                Err(CoreError::internal("storage failure"))
+            }
+        };
+        match done {
+            Ok((spare, hasher, file)) => {
+                self.hasher = hasher;
+                self.file = Some(file);
+                self.failure = None;
+                Ok(Some(spare))
+            }
+            Err(err) => {
+                self.failure = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Hands the buffer to a blocking task that writes it out (and hashes it, if the hash is
+    /// still streaming), after the run before it is done; returns without waiting for this
+    /// one.
     async fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let buffer = std::mem::take(&mut self.buffer);
+        // The hash state and the file come back from the run before: one run in flight.
+        let spare = self.settle().await?.unwrap_or_default();
+        let buffer = std::mem::replace(&mut self.buffer, spare);
         let start = self.buffer_start;
+        // Invariant: a buffer never exceeds FLUSH_THRESHOLD + MAX_WRITE_LEN, far below u64.
+        self.buffer_start = start + buffer.len() as u64;
         let hasher = self.hasher.take();
         let file = self.file.clone();
         let paths = Arc::clone(&self.paths);
+        // Until the run is back, a dropped writer may have left the file short.
         self.failure = Some(CoreError::internal("an earlier write was interrupted"));
-        let result = blocking("write", move || {
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
             let file = match file {
                 Some(file) => file,
                 None => Arc::new(create_staging(&paths)?),
             };
             write_run(&file, &paths, &buffer, start, hasher.as_mut())?;
+            let mut buffer = buffer;
+            // Keep the allocation for the run after next.
+            buffer.clear();
             Ok((buffer, hasher, file))
-        })
-        .await;
-        let (mut buffer, hasher, file) = match result {
-            Ok(done) => done,
-            Err(err) => {
-                self.failure = Some(err.clone());
-                return Err(err);
-            }
-        };
-        self.failure = None;
-        self.file = Some(file);
-        // Invariant: a buffer never exceeds FLUSH_THRESHOLD + MAX_WRITE_LEN, far below u64.
-        self.buffer_start = start + buffer.len() as u64;
-        self.hasher = hasher;
-        // Keep the allocation for the next run.
-        buffer.clear();
-        self.buffer = buffer;
+        }));
         Ok(())
     }
 
@@ -131,6 +163,7 @@ impl LocalBlobWriter {
             mut hasher,
             size,
             failure: _,
+            in_flight: _,
         } = self;
         let file = match file {
             Some(file) => file,
@@ -190,7 +223,18 @@ impl LocalBlobWriter {
 #[async_trait]
 impl BlobWriter for LocalBlobWriter {
     async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        if let Some(err) = &self.failure {
+        // A run that is done is taken back at once (no wait), so its failure shows on the
+        // next write. While a run is in flight `failure` only stands for "not back yet".
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|task| task.is_finished())
+        {
+            self.settle().await?;
+        }
+        if self.in_flight.is_none()
+            && let Some(err) = &self.failure
+        {
             return Err(err.clone());
         }
         if data.len() > MAX_WRITE_LEN {
@@ -217,6 +261,8 @@ impl BlobWriter for LocalBlobWriter {
         let run_end = self.buffer_start + self.buffer.len() as u64;
         if offset != run_end {
             self.flush().await?;
+            // The hash of the runs so far is needed no more: commit hashes from disk.
+            self.settle().await?;
             self.hasher = None;
             self.buffer_start = offset;
         }
@@ -235,10 +281,21 @@ impl BlobWriter for LocalBlobWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<StoredBlob> {
-        if self.failure.is_none()
+        if self.in_flight.is_none()
+            && self.failure.is_none()
             && let Some(stored) = self.take_inline()
         {
             return Ok(stored);
+        }
+        // The last run in flight first: its hash state and file are the commit's.
+        if let Err(err) = self.settle().await {
+            let paths = Arc::clone(&self.paths);
+            let _ = blocking("commit", move || {
+                remove_staging(&paths);
+                Ok(())
+            })
+            .await;
+            return Err(err);
         }
         let paths = Arc::clone(&self.paths);
         let failure = self.failure.take();
@@ -258,7 +315,9 @@ impl BlobWriter for LocalBlobWriter {
         .await
     }
 
-    async fn abort(self: Box<Self>) {
+    async fn abort(mut self: Box<Self>) {
+        // A run still in flight could create the staging file after it is removed.
+        let _ = self.settle().await;
         let paths = Arc::clone(&self.paths);
         drop(self);
         let removed = blocking("abort", move || {
@@ -384,7 +443,12 @@ mod tests {
             .await
             .unwrap()
             .with_inline_limit(0);
-        let mut writer = store.create().await.unwrap();
+        let layout = crate::store::Layout {
+            root: store.root().to_path_buf(),
+            staging: store.root().join("staging"),
+            objects: store.root().join("objects"),
+        };
+        let mut writer = LocalBlobWriter::new(BlobId::new(), layout.paths(&BlobId::new()), 0);
         let chunk = vec![7u8; 32 * 1024];
         let chunks = FLUSH_THRESHOLD / chunk.len();
         for i in 0..chunks - 1 {
@@ -397,9 +461,13 @@ mod tests {
         assert_eq!(staging_len(&store), 0);
         let offset = ((chunks - 1) * chunk.len()) as u64;
         writer.write_at(offset, &chunk).await.unwrap();
+        // The full run is on its way to disk (in flight, not waited for); once settled, all
+        // of it is there.
+        assert!(writer.in_flight.is_some());
+        writer.settle().await.unwrap();
         assert_eq!(staging_len(&store), FLUSH_THRESHOLD as u64);
         assert_eq!(writer.size(), FLUSH_THRESHOLD as u64);
-        writer.abort().await;
+        Box::new(writer).abort().await;
     }
 
     #[tokio::test]
@@ -483,10 +551,10 @@ mod tests {
         let file = File::open(&paths.staging).unwrap();
         let mut writer = LocalBlobWriter::new(id.clone(), paths, 0);
         writer.file = Some(Arc::new(file));
-        let err = writer
-            .write_at(0, &vec![1u8; FLUSH_THRESHOLD])
-            .await
-            .unwrap_err();
+        // The run goes to disk on the blocking pool while the next one fills: its failure
+        // is found when it is settled (at the latest by the next flush or the commit).
+        let _ = writer.write_at(0, &vec![1u8; FLUSH_THRESHOLD]).await;
+        let err = writer.settle().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);
         // Later writes are refused too, even ones that would only be buffered.
         let err = writer

@@ -347,6 +347,7 @@ async fn stats_on_signal(hub: Arc<Hub>, shutdown: CancellationToken) {
                     reads = stats.reads,
                     writes = stats.writes,
                     hops = stats.hops(),
+                    file_operations = hub.file_operations(),
                     commits = stats.commits,
                     flushes = stats.flushes,
                     "store statistics"

@@ -201,7 +201,7 @@ pub(crate) fn shard_name(id: &BlobId) -> &str {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+#[allow(clippy::unwrap_used)] // Tests may unwrap (CONTRIBUTING.md).
 mod tests {
     use super::*;
     use std::fs;

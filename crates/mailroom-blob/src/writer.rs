@@ -420,7 +420,7 @@ fn remove_staging(paths: &BlobPaths) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+#[allow(clippy::unwrap_used)] // Tests may unwrap (CONTRIBUTING.md).
 mod tests {
     use super::*;
     use crate::LocalBlobStore;

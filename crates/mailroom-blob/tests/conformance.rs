@@ -5,7 +5,7 @@
 //! [`local`] with its own `fresh` function. File-system details (modes, layout, junk names)
 //! are the local backend's own unit tests, not part of the contract.
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;

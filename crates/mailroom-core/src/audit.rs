@@ -381,7 +381,7 @@ impl ChainVerifier {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+#[allow(clippy::unwrap_used)] // Tests may unwrap (CONTRIBUTING.md).
 mod tests {
     use super::*;
     use crate::model::{EventKind, Outcome, Protocol};

@@ -1,7 +1,7 @@
 //! The domain model: accounts, keys, groups, routes, deliveries and audit events.
 //!
 //! Plain data with no behaviour that needs I/O. Storage rows and wire formats live in other
-//! crates; nothing here derives `Serialize` (STYLE.md, "Dependency direction").
+//! crates; nothing here derives `Serialize` (CONTRIBUTING.md, "Dependency direction").
 
 use std::fmt;
 
@@ -278,7 +278,7 @@ impl fmt::Display for BlobId {
     }
 }
 
-/// Where a delivery is in its lifecycle (PRODUCT.md, "Lifecycle").
+/// Where a delivery is in its lifecycle (docs/design.md, "Lifecycle").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryState {
     /// Durable, not yet visible to the recipient.

@@ -1,7 +1,7 @@
 //! The one path normaliser: every client path from every protocol becomes a [`VirtualPath`]
 //! here and nowhere else.
 //!
-//! The tree a client sees is fixed and shallow (PRODUCT.md, "The tree a client sees"):
+//! The tree a client sees is fixed and shallow (docs/design.md, "The tree a client sees"):
 //! `/`, `/inbox|outbox|sent`, `/<area>/<account-or-group>`, `/<area>/<name>/<file>`. A path is
 //! resolved against `/` (SFTP has no working directory beyond the home, which is `/`),
 //! `.` and empty components are dropped, `..` climbs one level and is refused above the root,

@@ -1,7 +1,8 @@
-//! A trusted reverse proxy vouching for a user (seed 003's web authentication plug-in): a
-//! front that authenticated the user itself (single sign-on, a corporate portal) tells the hub
-//! who it is with three signed headers, and `POST /api/v1/token/proxy` turns that into a token
-//! pair without the account's own factors. Off unless `[https] trusted_proxy_key_file` is set.
+//! A trusted reverse proxy vouching for a user (the web authentication plug-in of the original
+//! design, docs/design.md): a front that authenticated the user itself (single sign-on, a
+//! corporate portal) tells the hub who it is with three signed headers, and
+//! `POST /api/v1/token/proxy` turns that into a token pair without the account's own factors.
+//! Off unless `[https] trusted_proxy_key_file` is set.
 //!
 //! ```text
 //! Mailroom-Proxy-User: alice

@@ -316,7 +316,7 @@ pub(crate) fn event(row: &Row<'_>) -> Result<Event> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+#[allow(clippy::unwrap_used)] // Tests may unwrap (CONTRIBUTING.md).
 mod tests {
     use super::*;
     use time::macros::datetime;

@@ -26,7 +26,7 @@
 //! commit under many concurrent units, durability settings, file permissions, reopening a
 //! file, and two stores (two processes) on one file.
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;

@@ -4,7 +4,7 @@
 //! closed when their account is disabled, the defender's bans, and refusals that take the
 //! same time whether or not the account exists.
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! Without chromium, node or `web-tests/node_modules` the test is skipped (counted apart by
 //! `scripts/test`), unless `CI` or `MAILROOM_TEST_BROWSER` is set, in which case it fails.
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};

@@ -34,7 +34,8 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One crypto provider for every TLS config in the process (STACK.md: aws-lc-rs).
+    // One crypto provider for every TLS config in the process: aws-lc-rs (CONTRIBUTING.md,
+    // "Dependencies").
     mailroom_tls::install_provider();
     let out = Output::new(cli.json);
     let result = tokio::runtime::Builder::new_multi_thread()

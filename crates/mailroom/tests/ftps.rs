@@ -2,7 +2,7 @@
 //! it answers curl over explicit and implicit TLS with the data folder's server CA trusted,
 //! and a client that does not trust that CA is refused.
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -452,11 +452,11 @@ impl Hub {
     }
 
     /// A login vouched for by a trusted front: a reverse proxy that authenticated the user
-    /// itself and signed a header the protocol layer verified (seed 003's web authentication
-    /// plug-in). The account's own factors are not asked; its standing is (disabled,
-    /// banned, locked, an admin, outside its networks), and only client accounts may be
-    /// vouched for. `voucher` names the front in the login event. A refusal is recorded but
-    /// not scored: the source is the trusted proxy, not the user.
+    /// itself and signed a header the protocol layer verified (the web authentication
+    /// plug-in of the original design, docs/design.md). The account's own factors are not
+    /// asked; its standing is (disabled, banned, locked, an admin, outside its networks), and
+    /// only client accounts may be vouched for. `voucher` names the front in the login event.
+    /// A refusal is recorded but not scored: the source is the trusted proxy, not the user.
     pub async fn login_vouched(
         &self,
         user: &str,

@@ -8,61 +8,66 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use mailroom_net::MaxStartups;
-use serde::{Deserialize, Deserializer};
+use mailroom_tls::ClientAuth;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Settings of the FTPS front end (explicit FTP over TLS, RFC 4217).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Whether the FTPS front end runs at all (off by default). It serves the server
-    /// certificate of `[tls]`, which `init` and `serve` create.
-    pub enabled: bool,
-    /// Address and port to listen on (explicit TLS: clients send AUTH TLS).
-    pub listen: SocketAddr,
-    /// Address and port for implicit FTPS (TLS from the first byte, `ftps://` URLs); empty:
-    /// not offered.
-    #[serde(deserialize_with = "optional_address")]
-    pub implicit_listen: Option<SocketAddr>,
-    /// Ports offered for passive data connections, `"FIRST-LAST"`.
-    #[serde(deserialize_with = "from_text")]
-    pub passive_ports: PassivePorts,
-    /// The IPv4 address announced in PASV replies; empty: the address the client connected to.
-    #[serde(deserialize_with = "passive_address")]
-    pub passive_address: Option<Ipv4Addr>,
-    /// Whether a TLS data connection must resume the TLS session of its control connection
-    /// (as vsftpd's `require_ssl_reuse`): proof that the data connection comes from the
-    /// client that logged in, not from someone who raced it to the passive port.
-    pub require_tls_resumption: bool,
-    /// Allows active mode (PORT, EPRT): the server connects to the client for each transfer,
-    /// only ever to the address of the control connection and a port of 1024 or more (an
-    /// FTP bounce is refused). Off: passive mode only.
-    pub allow_active: bool,
-    /// Seconds to wait for a data connection (and its TLS handshake) before a transfer fails
-    /// with 425.
-    pub data_timeout_seconds: u64,
-    /// Seconds without a command (and no transfer running) before a session is closed.
-    pub idle_timeout_seconds: u64,
-    /// Seconds a connection may take from accept to a completed login before it is closed,
-    /// whatever it sends meanwhile (the TLS handshake included).
-    pub login_grace_seconds: u64,
-    /// Connections open at once, all addresses together.
-    pub max_connections: u32,
-    /// Connections open at once from one source address.
-    pub max_connections_per_address: u32,
-    /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full" (see
-    /// `[sftp] max_startups`).
-    #[serde(deserialize_with = "from_text")]
-    pub max_startups: MaxStartups,
-    /// Connections not yet logged in from one source address.
-    pub max_startups_per_address: u32,
-    /// Allows plain FTP without TLS on the control and data channels. Passwords and files
-    /// then cross the network in clear text; a warning is logged at every start.
-    pub allow_plaintext: bool,
-    /// Whether clients may present an X.509 certificate: "off" or "optional" (verified
-    /// against the client CA of `[tls]`; it proves the `certificate` factor of accounts that
-    /// require it).
-    #[serde(deserialize_with = "from_text")]
-    pub client_certificates: ClientCertificates,
+mailroom_net::config_section! {
+    [ftps]
+    /// The FTPS front end: FTP over TLS (RFC 4217), explicit (AUTH TLS) and implicit, TLS on
+    /// both channels.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Config {
+        /// Whether the FTPS front end runs at all (off by default). It serves the server
+        /// certificate of `[tls]`, which `init` and `serve` create.
+        pub enabled: bool,
+        /// Address and port to listen on (explicit TLS: clients send AUTH TLS).
+        pub listen: SocketAddr,
+        /// Address and port for implicit FTPS (TLS from the first byte, `ftps://` URLs);
+        /// empty: not offered.
+        #[serde(deserialize_with = "optional_address", serialize_with = "empty_if_none")]
+        pub implicit_listen: Option<SocketAddr>,
+        /// Ports offered for passive data connections, `"FIRST-LAST"`.
+        #[serde(deserialize_with = "from_text", serialize_with = "as_text")]
+        pub passive_ports: PassivePorts,
+        /// The IPv4 address announced in PASV replies; empty: the address the client
+        /// connected to.
+        #[serde(deserialize_with = "passive_address", serialize_with = "empty_if_none")]
+        pub passive_address: Option<Ipv4Addr>,
+        /// Whether a TLS data connection must resume the TLS session of its control
+        /// connection (as vsftpd's `require_ssl_reuse`): proof that the data connection comes
+        /// from the client that logged in, not from someone who raced it to the passive port.
+        pub require_tls_resumption: bool,
+        /// Allows active mode (PORT, EPRT): the server connects to the client for each
+        /// transfer, only ever to the address of the control connection and a port of 1024 or
+        /// more (an FTP bounce is refused). Off: passive mode only.
+        pub allow_active: bool,
+        /// Seconds to wait for a data connection (and its TLS handshake) before a transfer
+        /// fails with 425.
+        pub data_timeout_seconds: u64,
+        /// Seconds without a command (and no transfer running) before a session is closed.
+        pub idle_timeout_seconds: u64,
+        /// Seconds a connection may take from accept to a completed login before it is
+        /// closed, whatever it sends meanwhile (the TLS handshake included).
+        pub login_grace_seconds: u64,
+        /// Connections open at once, all addresses together.
+        pub max_connections: u32,
+        /// Connections open at once from one source address.
+        pub max_connections_per_address: u32,
+        /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full" (see
+        /// `[sftp] max_startups`).
+        pub max_startups: MaxStartups,
+        /// Connections not yet logged in from one source address.
+        pub max_startups_per_address: u32,
+        /// Allows plain FTP without TLS on the control and data channels. Passwords and files
+        /// then cross the network in clear text; a warning is logged at every start.
+        pub allow_plaintext: bool,
+        /// Whether clients present an X.509 certificate, verified against the client CA of
+        /// `[tls]`; it proves the `certificate` factor of accounts that require it. "off": none
+        /// is asked for; "optional": asked for, a client without one logs in otherwise;
+        /// "required": the TLS handshake fails without one.
+        pub client_certificates: ClientAuth,
+    }
 }
 
 impl Default for Config {
@@ -86,7 +91,7 @@ impl Default for Config {
             max_startups: MaxStartups::default(),
             max_startups_per_address: 10,
             allow_plaintext: false,
-            client_certificates: ClientCertificates::Off,
+            client_certificates: ClientAuth::Off,
         }
     }
 }
@@ -136,43 +141,6 @@ impl fmt::Display for PassivePorts {
     }
 }
 
-/// Whether the TLS handshake asks clients for a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientCertificates {
-    /// No certificate is requested.
-    Off,
-    /// A certificate is requested, not required; one that is presented must chain to the
-    /// client CA.
-    Optional,
-}
-
-impl ClientCertificates {
-    /// The configuration word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientCertificates::Off => "off",
-            ClientCertificates::Optional => "optional",
-        }
-    }
-}
-
-/// A `client_certificates` value other than "off" or "optional".
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("client_certificates {0:?}: expected \"off\" or \"optional\"")]
-pub struct ClientCertificatesError(String);
-
-impl FromStr for ClientCertificates {
-    type Err = ClientCertificatesError;
-
-    fn from_str(text: &str) -> Result<ClientCertificates, ClientCertificatesError> {
-        match text {
-            "off" => Ok(ClientCertificates::Off),
-            "optional" => Ok(ClientCertificates::Optional),
-            other => Err(ClientCertificatesError(other.chars().take(64).collect())),
-        }
-    }
-}
-
 /// Deserialises a value written as text (or, from an environment override, a number) through
 /// its `FromStr`.
 fn from_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -207,6 +175,22 @@ where
     }
 
     deserializer.deserialize_any(Text(std::marker::PhantomData))
+}
+
+/// Serialises a value as its text (`Display`), the form [`from_text`] reads.
+fn as_text<S: Serializer, T: fmt::Display>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// Serialises an optional value as its text, or `""` for none (the file has no "unset").
+fn empty_if_none<S: Serializer, T: fmt::Display>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_str(""),
+    }
 }
 
 /// `passive_address`: empty for "the address the client connected to", else an IPv4 address
@@ -270,13 +254,6 @@ mod tests {
     }
 
     #[test]
-    fn client_certificates_parse() {
-        assert_eq!("off".parse(), Ok(ClientCertificates::Off));
-        assert_eq!("optional".parse(), Ok(ClientCertificates::Optional));
-        assert!("required".parse::<ClientCertificates>().is_err());
-    }
-
-    #[test]
     fn sections_parse_with_defaults() {
         #[derive(Deserialize)]
         struct File {
@@ -292,7 +269,7 @@ mod tests {
         );
         assert_eq!(file.ftps.passive_ports.range(), 6000..=6010);
         assert_eq!(file.ftps.passive_address, Some(Ipv4Addr::new(192, 0, 2, 7)));
-        assert_eq!(file.ftps.client_certificates, ClientCertificates::Optional);
+        assert_eq!(file.ftps.client_certificates, ClientAuth::Optional);
         assert!(!file.ftps.enabled);
         for bad in [
             "[ftps]\npassive_ports = \"6010-6000\"\n",

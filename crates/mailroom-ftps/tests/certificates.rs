@@ -31,7 +31,7 @@ struct CertFiles {
 /// refusals do not end in a ban (the defender has its own test).
 async fn hub_with_certificate_account() -> (TestHub, TestClient) {
     let config = mailroom_ftps::Config {
-        client_certificates: mailroom_ftps::config::ClientCertificates::Optional,
+        client_certificates: mailroom_tls::ClientAuth::Optional,
         ..mailroom_ftps::Config::default()
     };
     let auth = AuthConfig {

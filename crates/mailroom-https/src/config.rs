@@ -7,54 +7,60 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mailroom_core::TokenLifetimes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// Settings of the HTTPS front end.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Whether the HTTPS API (and the web pages) run at all (on by default: users reach the
-    /// hub with a browser). It serves the server certificate of `[tls]`, which `init` and
-    /// `serve` create.
-    pub enabled: bool,
-    /// Address and port to listen on.
-    pub listen: SocketAddr,
-    /// Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.
-    /// Passwords and tokens then cross the network in clear text up to the proxy; a warning is
-    /// logged at every start.
-    pub allow_plaintext: bool,
-    /// Whether clients may present an X.509 certificate: "off" or "optional" (verified against
-    /// the client CA of `[tls]`; it proves the `certificate` factor at `POST /api/v1/token`).
-    pub client_certificates: ClientCertificates,
-    /// Seconds an access token works.
-    pub access_token_seconds: u64,
-    /// Seconds a refresh token works (and so a login, unless refreshed).
-    pub refresh_token_seconds: u64,
-    /// Seconds an unfinished resumable upload is kept before it is aborted.
-    pub upload_expiry_seconds: u64,
-    /// Largest JSON request body, in bytes.
-    pub max_json_bytes: usize,
-    /// Largest body of one `PATCH` of a resumable upload, in bytes (a client sends a larger
-    /// file in several).
-    pub max_chunk_bytes: u64,
-    /// Token requests (`POST /api/v1/token` and `/token/refresh`) allowed per source address
-    /// per minute; more are answered 429. Refused logins also feed the defender.
-    pub login_attempts_per_minute: u32,
-    /// Connections open at once, all addresses together.
-    pub max_connections: u32,
-    /// Connections open at once from one source address.
-    pub max_connections_per_address: u32,
-    /// Seconds a new connection may take to complete its TLS handshake.
-    pub handshake_timeout_seconds: u64,
-    /// Seconds without a request before a kept-alive HTTP/1.1 connection is closed.
-    pub idle_timeout_seconds: u64,
-    /// A file holding the key (at least 32 bytes) a trusted reverse proxy signs its
-    /// `Mailroom-Proxy-*` headers with, vouching for users it authenticated itself
-    /// (`POST /api/v1/token/proxy`); empty: off. Relative to the data folder.
-    pub trusted_proxy_key_file: PathBuf,
-    /// The networks the trusted proxy connects from (CIDR); its headers are believed from
-    /// nowhere else.
-    pub trusted_proxy_networks: Vec<String>,
+mailroom_net::config_section! {
+    [https]
+    /// The HTTPS API: bearer tokens, resumable uploads, receipts, administration (OpenAPI at
+    /// `/api/v1/openapi.json`), and the web pages.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Config {
+        /// Whether the HTTPS API and the web pages run at all (on by default: users reach the
+        /// hub with a browser). It serves the server certificate of `[tls]`, which `init` and
+        /// `serve` create.
+        pub enabled: bool,
+        /// Address and port to listen on.
+        pub listen: SocketAddr,
+        /// Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.
+        /// Passwords and tokens then cross the network in clear text up to the proxy; a
+        /// warning is logged at every start.
+        pub allow_plaintext: bool,
+        /// Whether clients present an X.509 certificate, verified against the client CA of
+        /// `[tls]`; it proves the `certificate` factor at `POST /api/v1/token`. "off": none is
+        /// asked for; "optional": asked for, a client without one logs in otherwise;
+        /// "required": the TLS handshake fails without one.
+        pub client_certificates: mailroom_tls::ClientAuth,
+        /// Seconds an access token works.
+        pub access_token_seconds: u64,
+        /// Seconds a refresh token works (and so a login, unless refreshed).
+        pub refresh_token_seconds: u64,
+        /// Seconds an unfinished resumable upload is kept before it is aborted.
+        pub upload_expiry_seconds: u64,
+        /// Largest JSON request body, in bytes.
+        pub max_json_bytes: usize,
+        /// Largest body of one `PATCH` of a resumable upload, in bytes (a client sends a
+        /// larger file in several).
+        pub max_chunk_bytes: u64,
+        /// Token requests (`POST /api/v1/token` and `/token/refresh`) allowed per source
+        /// address per minute; more are answered 429. Refused logins also feed the defender.
+        pub login_attempts_per_minute: u32,
+        /// Connections open at once, all addresses together.
+        pub max_connections: u32,
+        /// Connections open at once from one source address.
+        pub max_connections_per_address: u32,
+        /// Seconds a new connection may take to complete its TLS handshake.
+        pub handshake_timeout_seconds: u64,
+        /// Seconds without a request before a kept-alive HTTP/1.1 connection is closed.
+        pub idle_timeout_seconds: u64,
+        /// A file holding the key (at least 32 bytes) a trusted reverse proxy signs its
+        /// `Mailroom-Proxy-*` headers with, vouching for users it authenticated itself
+        /// (`POST /api/v1/token/proxy`); empty: off. Relative to the data folder.
+        pub trusted_proxy_key_file: PathBuf,
+        /// The networks the trusted proxy connects from (CIDR); its headers are believed
+        /// from nowhere else.
+        pub trusted_proxy_networks: Vec<String>,
+    }
 }
 
 impl Default for Config {
@@ -63,7 +69,7 @@ impl Default for Config {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             allow_plaintext: false,
-            client_certificates: ClientCertificates::Off,
+            client_certificates: mailroom_tls::ClientAuth::Off,
             access_token_seconds: 15 * 60,
             refresh_token_seconds: 12 * 3600,
             upload_expiry_seconds: 24 * 3600,
@@ -95,27 +101,6 @@ impl Config {
     }
 }
 
-/// Whether the TLS handshake asks clients for a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientCertificates {
-    /// No certificate is requested.
-    Off,
-    /// A certificate is requested, not required; one that is presented must chain to the
-    /// client CA.
-    Optional,
-}
-
-impl ClientCertificates {
-    /// The configuration word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientCertificates::Off => "off",
-            ClientCertificates::Optional => "optional",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,7 +117,10 @@ mod tests {
     fn parses_and_refuses_unknown_keys() {
         let config: Config =
             serde_json::from_str(r#"{"client_certificates": "optional"}"#).unwrap_or_default();
-        assert_eq!(config.client_certificates, ClientCertificates::Optional);
+        assert_eq!(
+            config.client_certificates,
+            mailroom_tls::ClientAuth::Optional
+        );
         assert!(serde_json::from_str::<Config>(r#"{"nope": 1}"#).is_err());
         assert!(serde_json::from_str::<Config>(r#"{"client_certificates": "on"}"#).is_err());
     }

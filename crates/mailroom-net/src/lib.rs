@@ -1,6 +1,8 @@
 //! Listener plumbing shared by the front ends: connection limits per listener and per
 //! source address, limits on unauthenticated connections (`startup`, after OpenSSH's
-//! `MaxStartups`), and session ids for log spans.
+//! `MaxStartups`), and session ids for log spans. It also holds the small mechanism by which
+//! each crate describes its section of the configuration ([`config_section!`],
+//! [`ConfigSection`]), since every crate that owns a section depends on this one.
 //!
 //! It knows sockets and counts, nothing of protocols or of the mailbox service.
 
@@ -10,10 +12,12 @@ use std::sync::{Arc, Mutex};
 
 mod accept;
 mod activity;
+mod section;
 mod startup;
 
 pub use accept::{Admitted, accept};
 pub use activity::{Activity, Transfer};
+pub use section::{ConfigSection, SettingDoc};
 pub use startup::{
     MaxStartups, MaxStartupsError, StartupLimits, StartupPermit, StartupRefusals, StartupRefused,
 };

@@ -95,6 +95,43 @@ impl std::fmt::Display for MaxStartups {
     }
 }
 
+/// In the configuration, `max_startups` is written as OpenSSH writes it, `"10:30:100"`; a bare
+/// number (`50`, as an environment override reads) is the one-number form.
+impl<'de> serde::Deserialize<'de> for MaxStartups {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+
+        impl serde::de::Visitor<'_> for Text {
+            type Value = MaxStartups;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"start:rate:full\" such as \"10:30:100\", or one number")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<MaxStartups, E> {
+                text.parse().map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<MaxStartups, E> {
+                self.visit_str(&number.to_string())
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<MaxStartups, E> {
+                self.visit_str(&number.to_string())
+            }
+        }
+
+        deserializer.deserialize_any(Text)
+    }
+}
+
+/// Written as `"start:rate:full"`.
+impl serde::Serialize for MaxStartups {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl MaxStartups {
     /// Drop probability in percent for a new connection while `unauthenticated` are open:
     /// OpenSSH's `should_drop_connection`, in integer arithmetic like the original.

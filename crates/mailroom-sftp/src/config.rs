@@ -5,42 +5,44 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use mailroom_net::MaxStartups;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 
-/// Settings of the SSH front end (SFTP and SCP).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Whether the SSH front end runs at all.
-    pub enabled: bool,
-    /// Address and port to listen on.
-    pub listen: SocketAddr,
-    /// The ed25519 host key in OpenSSH format, relative to the data folder unless absolute;
-    /// generated on first start.
-    pub host_key: PathBuf,
-    /// A refused login is answered after this many milliseconds, whatever the cause, so that
-    /// timing tells nothing about which part was wrong.
-    pub auth_rejection_ms: u64,
-    /// Authentication attempts allowed per connection.
-    pub max_auth_attempts: u32,
-    /// Seconds a connection may take to log in before it is closed.
-    pub login_grace_seconds: u64,
-    /// Seconds without traffic before a session is closed.
-    pub idle_timeout_seconds: u64,
-    /// Connections open at once, all addresses together.
-    pub max_connections: u32,
-    /// Connections open at once from one source address.
-    pub max_connections_per_address: u32,
-    /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full": from
-    /// `start` on, a new one is dropped with a probability rising from `rate` % to 100 % at
-    /// `full`. One number N means a hard cap ("N:100:N").
-    #[serde(deserialize_with = "max_startups")]
-    pub max_startups: MaxStartups,
-    /// Connections not yet logged in from one source address.
-    pub max_startups_per_address: u32,
-    /// Requests one SFTP session may have waiting for an answer; a client past this is
-    /// misbehaving and is disconnected. OpenSSH's client keeps at most 64.
-    pub max_requests_in_flight: u32,
+mailroom_net::config_section! {
+    [sftp]
+    /// The SSH front end: SFTP and SCP.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Config {
+        /// Whether the SSH front end runs at all.
+        pub enabled: bool,
+        /// Address and port to listen on.
+        pub listen: SocketAddr,
+        /// The ed25519 host key in OpenSSH format, relative to the data folder unless
+        /// absolute; generated on first start.
+        pub host_key: PathBuf,
+        /// A refused login is answered after this many milliseconds, whatever the cause, so
+        /// that timing tells nothing about which part was wrong.
+        pub auth_rejection_ms: u64,
+        /// Authentication attempts allowed per connection.
+        pub max_auth_attempts: u32,
+        /// Seconds a connection may take to log in before it is closed.
+        pub login_grace_seconds: u64,
+        /// Seconds without traffic before a session is closed.
+        pub idle_timeout_seconds: u64,
+        /// Connections open at once, all addresses together.
+        pub max_connections: u32,
+        /// Connections open at once from one source address.
+        pub max_connections_per_address: u32,
+        /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full": once
+        /// "start" are open, a new one is dropped with a probability rising from "rate" % to
+        /// 100 % at "full". One number N means a hard cap ("N:100:N").
+        pub max_startups: MaxStartups,
+        /// Connections not yet logged in from one source address.
+        pub max_startups_per_address: u32,
+        /// Requests one SFTP session may have waiting for an answer; a client past this is
+        /// misbehaving and is disconnected. OpenSSH's client keeps at most 64.
+        pub max_requests_in_flight: u32,
+    }
 }
 
 impl Default for Config {
@@ -60,32 +62,4 @@ impl Default for Config {
             max_requests_in_flight: 256,
         }
     }
-}
-
-/// `max_startups` is written as OpenSSH writes it, `"10:30:100"`; a bare number (`50`, as an
-/// environment override reads) is the one-number form.
-fn max_startups<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MaxStartups, D::Error> {
-    struct Text;
-
-    impl serde::de::Visitor<'_> for Text {
-        type Value = MaxStartups;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("\"start:rate:full\" such as \"10:30:100\", or one number")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<MaxStartups, E> {
-            text.parse().map_err(E::custom)
-        }
-
-        fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<MaxStartups, E> {
-            self.visit_str(&number.to_string())
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<MaxStartups, E> {
-            self.visit_str(&number.to_string())
-        }
-    }
-
-    deserializer.deserialize_any(Text)
 }

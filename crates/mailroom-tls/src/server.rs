@@ -17,8 +17,10 @@ use crate::disk;
 use crate::error::TlsError;
 use crate::pki::Pki;
 
-/// Whether clients present certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether clients present certificates. In the configuration (`client_certificates` of
+/// `[ftps]` and `[https]`) it is written `"off"`, `"optional"` or `"required"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// No certificate is asked for.
     #[default]
@@ -28,6 +30,23 @@ pub enum ClientAuth {
     Optional,
     /// A verified certificate is required to complete the handshake.
     Required,
+}
+
+impl ClientAuth {
+    /// The configuration word: `off`, `optional` or `required`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Off => "off",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What one TLS front end serves with.
@@ -115,6 +134,21 @@ fn client_verifier(
 
 #[cfg(test)]
 mod tests {
+    use super::ClientAuth;
+
+    #[test]
+    fn client_auth_reads_and_writes_its_configuration_word() {
+        for auth in [ClientAuth::Off, ClientAuth::Optional, ClientAuth::Required] {
+            let word = serde_json::to_string(&auth).unwrap();
+            assert_eq!(word, format!("\"{auth}\""));
+            assert_eq!(serde_json::from_str::<ClientAuth>(&word).unwrap(), auth);
+        }
+        let err = serde_json::from_str::<ClientAuth>("\"yes\"").unwrap_err();
+        assert!(
+            err.to_string().contains("`off`, `optional`, `required`"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn tls12_suites_are_ecdhe_with_aead_only() {

@@ -6,40 +6,44 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use mailroom_core::{AuthConfig, DefenderConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// Settings of authentication and defence.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSection {
-    /// Whether failed logins are scored and sources banned.
-    pub defender: bool,
-    /// Points within `window_minutes` that ban a source address (or lock an account).
-    pub ban_threshold: u32,
-    /// Minutes points count for.
-    pub window_minutes: u64,
-    /// Minutes the first ban lasts.
-    pub ban_minutes: u64,
-    /// Percent each repeat ban of the same subject grows by.
-    pub ban_growth_percent: u32,
-    /// Days the longest ban lasts.
-    pub max_ban_days: u64,
-    /// Points for a login naming an unknown account.
-    pub score_unknown_account: u32,
-    /// Points for a wrong password, key or code.
-    pub score_bad_credentials: u32,
-    /// Points for a connection that never authenticated (including timeouts).
-    pub score_no_authentication: u32,
-    /// Points for a protocol error before authentication.
-    pub score_protocol_error: u32,
-    /// Networks never scored or banned, e.g. ["10.0.0.0/8"].
-    pub safe_networks: Networks,
-    /// Networks refused before any protocol exchange.
-    pub deny_networks: Networks,
-    /// Argon2 password checks that may run at once (each takes 19 MiB).
-    pub hash_jobs: u32,
-    /// The issuer name authenticator apps show for TOTP.
-    pub totp_issuer: String,
+mailroom_net::config_section! {
+    [auth]
+    /// Authentication and defence: scores of failed logins, bans (kept in the database), safe
+    /// and deny lists.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct AuthSection {
+        /// Whether failed logins are scored and sources banned.
+        pub defender: bool,
+        /// Points within `window_minutes` that ban a source address (or lock an account).
+        pub ban_threshold: u32,
+        /// Minutes points count for.
+        pub window_minutes: u64,
+        /// Minutes the first ban lasts.
+        pub ban_minutes: u64,
+        /// Percent each repeat ban of the same subject grows by.
+        pub ban_growth_percent: u32,
+        /// Days the longest ban lasts.
+        pub max_ban_days: u64,
+        /// Points for a login naming an unknown account.
+        pub score_unknown_account: u32,
+        /// Points for a wrong password, key or code.
+        pub score_bad_credentials: u32,
+        /// Points for a connection that never authenticated (including timeouts).
+        pub score_no_authentication: u32,
+        /// Points for a protocol error before authentication.
+        pub score_protocol_error: u32,
+        /// Networks never scored or banned, e.g. `["10.0.0.0/8", "192.0.2.7"]`.
+        pub safe_networks: Networks,
+        /// Networks refused before any protocol exchange.
+        pub deny_networks: Networks,
+        /// Argon2 password checks that may run at once (each takes 19 MiB); more logins wait.
+        pub hash_jobs: u32,
+        /// The issuer name authenticator apps show for TOTP.
+        pub totp_issuer: String,
+    }
 }
 
 impl Default for AuthSection {
@@ -91,8 +95,8 @@ impl AuthSection {
 }
 
 /// A list of networks in CIDR form (a bare address is a network of one), checked on load.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "Vec<String>")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct Networks(pub Vec<IpNet>);
 
 impl TryFrom<Vec<String>> for Networks {
@@ -107,9 +111,8 @@ impl TryFrom<Vec<String>> for Networks {
     }
 }
 
-impl Networks {
-    /// The networks as TOML strings, for the template.
-    pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(ToString::to_string).collect()
+impl From<Networks> for Vec<String> {
+    fn from(networks: Networks) -> Vec<String> {
+        networks.0.iter().map(ToString::to_string).collect()
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use mailroom_core::AccountKind;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::admin::{parse_name, with_hub};
 use crate::cli::CaCommand;
@@ -19,21 +19,28 @@ use crate::config::Config;
 use crate::data::DataDir;
 use crate::output::Output;
 
-/// The `[tls]` section: the PKI the TLS front ends (FTPS, later HTTPS) serve with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// Host names and IP addresses the server certificate names.
-    pub hostnames: Vec<String>,
-    /// The PKI folder, relative to the data folder unless absolute.
-    pub dir: PathBuf,
-    /// An external CA bundle (PEM) to verify client certificates against instead of our
-    /// client CA; empty for ours.
-    pub client_ca_bundle: PathBuf,
-    /// A CRL file (PEM or DER) of the client CA; empty for none.
-    pub crl: PathBuf,
-    /// Days a newly issued server certificate is valid.
-    pub server_cert_days: u32,
+mailroom_net::config_section! {
+    [tls]
+    /// The certificates of the TLS front ends (FTPS, HTTPS): a server CA and server
+    /// certificate, and a client CA (in `dir`).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct TlsConfig {
+        /// Host names and IP addresses the server certificate names; a change re-issues it
+        /// (the CA is kept).
+        pub hostnames: Vec<String>,
+        /// The PKI folder, relative to the data folder unless absolute.
+        pub dir: PathBuf,
+        /// An external CA bundle (PEM) to verify client certificates against instead of our
+        /// client CA; empty for ours.
+        pub client_ca_bundle: PathBuf,
+        /// A CRL file (PEM or DER) of the client CA; listed client certificates are refused.
+        /// Empty for none.
+        pub crl: PathBuf,
+        /// Days a newly issued server certificate is valid (1 to 398; Mozilla's intermediate
+        /// profile allows at most 365).
+        pub server_cert_days: u32,
+    }
 }
 
 impl Default for TlsConfig {

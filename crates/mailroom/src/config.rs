@@ -1,21 +1,25 @@
 //! The configuration file `mailroom.toml`: its sections, the commented template `init` writes,
 //! and loading with `MAILROOM_<SECTION>_<KEY>` environment overrides.
 //!
-//! Each crate owns its section as plain data (`[sftp]` is [`mailroom_sftp::Config`]); this
-//! module owns only `[server]`, the binary's own settings, and the assembly. Loading parses the
-//! file, applies each override to the parsed TOML value, then deserialises, so that every
-//! refusal names where it came from: the file with its line and key, or the environment
-//! variable. It deliberately does not validate values by hand: the section types parse them.
+//! Each crate owns its section as plain data (`[sftp]` is [`mailroom_sftp::Config`]), declared
+//! with [`mailroom_net::config_section!`]: the section's name, its doc comment and each field's
+//! doc comment make up its [`ConfigSection`] description, and its `Default` gives the values.
+//! This module owns only `[server]` and `[retention]`, the binary's own settings, and the
+//! assembly: the template and the names the overrides may use both come from
+//! [`SECTIONS`], the sections' own descriptions, so a new setting is written once, beside its
+//! field. Loading parses the file, applies each override to the parsed TOML value, then
+//! deserialises, so that every refusal names where it came from: the file with its line and
+//! key, or the environment variable. It deliberately does not validate values by hand: the
+//! section types parse them.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::num::NonZeroU64;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use mailroom_net::{ConfigSection, SettingDoc};
+use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 
 /// Prefix of every environment override.
@@ -26,8 +30,9 @@ const ENV_PREFIX: &str = "MAILROOM_";
 const ENV_NOT_OVERRIDES: &[&str] = &["MAILROOM_DATA", "MAILROOM_LOG"];
 const ENV_TEST_PREFIX: &str = "MAILROOM_TEST_";
 
-/// The whole configuration: one section per crate that has settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The whole configuration: one section per crate that has settings. Each field is listed in
+/// [`SECTIONS`] too (a test checks it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The binary's own settings: shutdown and logging.
@@ -48,13 +53,16 @@ pub struct Config {
     pub tls: crate::ca::TlsConfig,
 }
 
-/// The `[retention]` section: how often `serve` runs the retention pass (accounts' own
-/// `retention_days` say what expires; `mailroom account set --retention-days`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionConfig {
-    /// Seconds between retention passes; one also runs at start.
-    pub interval_seconds: NonZeroU64,
+mailroom_net::config_section! {
+    [retention]
+    /// Retention: expiring deliveries kept longer than their recipient's `retention_days`
+    /// (`mailroom account set --retention-days`); this section says how often `serve` looks.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RetentionConfig {
+        /// Seconds between retention passes (at least 1); one also runs at start.
+        pub interval_seconds: NonZeroU64,
+    }
 }
 
 impl Default for RetentionConfig {
@@ -66,17 +74,21 @@ impl Default for RetentionConfig {
     }
 }
 
-/// The `[server]` section: how the process runs, whatever front ends it serves.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Seconds that running sessions get to finish after SIGTERM or Ctrl-C before the
-    /// process exits anyway.
-    pub shutdown_grace_seconds: u64,
-    /// Log line format on standard error.
-    pub log_format: LogFormat,
-    /// Log filter when `MAILROOM_LOG` is not set.
-    pub log_level: LogFilter,
+mailroom_net::config_section! {
+    [server]
+    /// The process: shutdown and logging, whatever front ends it serves.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct ServerConfig {
+        /// Seconds that running sessions get to finish after SIGTERM or Ctrl-C before the
+        /// process exits anyway.
+        pub shutdown_grace_seconds: u64,
+        /// Log line format on standard error: "text" or "json".
+        pub log_format: LogFormat,
+        /// Log filter when `MAILROOM_LOG` is not set: a level (error, warn, info, debug,
+        /// trace) or tracing directives such as "info,mailroom_sftp=debug".
+        pub log_level: LogFilter,
+    }
 }
 
 impl Default for ServerConfig {
@@ -90,7 +102,7 @@ impl Default for ServerConfig {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -99,19 +111,9 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    /// The label used in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
 /// A tracing filter (`info`, or directives such as `info,mailroom_sftp=debug`), checked when
 /// the configuration is read rather than when logging starts.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct LogFilter(String);
 
@@ -304,10 +306,48 @@ pub fn parse(path: &Path, text: &str, overrides: &[Override]) -> Result<Config, 
         })
 }
 
-/// The commented template `init` writes: every section and every setting with its doc line,
+/// One section of the file as its type describes itself ([`ConfigSection`]).
+#[derive(Debug, Clone, Copy)]
+struct Section {
+    /// The name in the file, `sftp` for `[sftp]`; also the field of [`Config`].
+    name: &'static str,
+    /// The type's doc comment, the section's heading in the template.
+    doc: &'static [&'static str],
+    /// The settings in file order, each with its field's doc comment.
+    settings: &'static [SettingDoc],
+}
+
+impl Section {
+    const fn of<T: ConfigSection>() -> Section {
+        Section {
+            name: T::NAME,
+            doc: T::DOC,
+            settings: T::SETTINGS,
+        }
+    }
+}
+
+/// Every section in file order, as its owner declared it: the template and the names of the
+/// environment overrides come from here. A unit test checks that it lists exactly the fields
+/// of [`Config`] and, for each, exactly the fields serde knows.
+const SECTIONS: [Section; 8] = [
+    Section::of::<ServerConfig>(),
+    Section::of::<mailroom_sftp::Config>(),
+    Section::of::<mailroom_ftps::Config>(),
+    Section::of::<mailroom_https::Config>(),
+    Section::of::<crate::auth::AuthSection>(),
+    Section::of::<crate::syslog::AuditConfig>(),
+    Section::of::<RetentionConfig>(),
+    Section::of::<crate::ca::TlsConfig>(),
+];
+
+/// The commented template `init` writes: every section and every setting with its doc comment,
 /// each commented out and showing its default, so the file parses to the defaults as it is.
+/// The values are the sections' `Default`s, serialised.
 pub fn template() -> String {
-    let defaults = Config::default();
+    // Invariant: the defaults serialise (a unit test checks it); if one ever did not, its
+    // settings would show no value rather than `init` failing.
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
     let mut out = String::from(
         "# Mailroom configuration.\n\
          #\n\
@@ -316,475 +356,42 @@ pub fn template() -> String {
          # MAILROOM_<SECTION>_<KEY>, e.g. MAILROOM_SFTP_LISTEN=127.0.0.1:2345.\n\
          # The log filter can be overridden with MAILROOM_LOG.\n",
     );
-    for section in sections(&defaults) {
-        let _ = write!(out, "\n# {}\n[{}]\n", section.doc, section.name);
+    for section in SECTIONS {
+        let values = defaults.get(section.name).and_then(toml::Value::as_table);
+        out.push('\n');
+        write_comment(&mut out, section.doc);
+        let _ = writeln!(out, "[{}]", section.name);
         for (i, setting) in section.settings.iter().enumerate() {
             if i > 0 {
                 out.push('\n');
             }
-            for line in setting.doc.lines() {
-                let _ = writeln!(out, "# {line}");
+            write_comment(&mut out, setting.doc);
+            match values.and_then(|values| values.get(setting.key)) {
+                Some(value) => {
+                    let _ = writeln!(out, "# {} = {value}", setting.key);
+                }
+                None => {
+                    let _ = writeln!(out, "# {} has no default", setting.key);
+                }
             }
-            let _ = writeln!(out, "# {} = {}", setting.key, setting.default);
         }
     }
     out
 }
 
-/// One section as the template shows it.
-struct Section {
-    name: &'static str,
-    doc: &'static str,
-    settings: Vec<Setting>,
-}
-
-/// One setting as the template shows it.
-struct Setting {
-    key: &'static str,
-    doc: &'static str,
-    default: toml::Value,
-}
-
-fn setting(key: &'static str, doc: &'static str, default: impl Into<toml::Value>) -> Setting {
-    Setting {
-        key,
-        doc,
-        default: default.into(),
+/// Writes a doc comment as `#` lines: the leading space of `/// text` becomes the space after
+/// `#`, and Markdown code marks are dropped (the file is plain text).
+fn write_comment(out: &mut String, doc: &[&str]) {
+    for line in doc {
+        let line = line.replace('`', "");
+        let line = line.trim_end();
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        if line.is_empty() {
+            out.push_str("#\n");
+        } else {
+            let _ = writeln!(out, "# {line}");
+        }
     }
-}
-
-fn integer(value: u64) -> toml::Value {
-    // Invariant: defaults are small numbers; saturate rather than fail if one ever is not.
-    toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-/// The template's sections, in file order, with values taken from `config`. A unit test
-/// checks that every field serde knows is listed here and that the template parses back to
-/// the defaults; the doc lines repeat the fields' doc comments.
-fn sections(config: &Config) -> Vec<Section> {
-    let server = &config.server;
-    let sftp = &config.sftp;
-    let ftps = &config.ftps;
-    let https = &config.https;
-    let auth = &config.auth;
-    let retention = &config.retention;
-    vec![
-        Section {
-            name: "server",
-            doc: "The process: shutdown and logging.",
-            settings: vec![
-                setting(
-                    "shutdown_grace_seconds",
-                    "Seconds that running sessions get to finish after SIGTERM or Ctrl-C before the\nprocess exits anyway.",
-                    integer(server.shutdown_grace_seconds),
-                ),
-                setting(
-                    "log_format",
-                    "Log line format on standard error: \"text\" or \"json\".",
-                    server.log_format.as_str(),
-                ),
-                setting(
-                    "log_level",
-                    "Log filter when MAILROOM_LOG is not set: a level (error, warn, info, debug, trace)\nor tracing directives such as \"info,mailroom_sftp=debug\".",
-                    server.log_level.as_str(),
-                ),
-            ],
-        },
-        Section {
-            name: "sftp",
-            doc: "The SSH front end: SFTP and SCP.",
-            settings: vec![
-                setting(
-                    "enabled",
-                    "Whether the SSH front end runs at all.",
-                    sftp.enabled,
-                ),
-                setting(
-                    "listen",
-                    "Address and port to listen on.",
-                    sftp.listen.to_string(),
-                ),
-                setting(
-                    "host_key",
-                    "The ed25519 host key in OpenSSH format, relative to the data folder unless absolute;\ngenerated on first start.",
-                    sftp.host_key.display().to_string(),
-                ),
-                setting(
-                    "auth_rejection_ms",
-                    "A refused login is answered after this many milliseconds, whatever the cause, so that\ntiming tells nothing about which part was wrong.",
-                    integer(sftp.auth_rejection_ms),
-                ),
-                setting(
-                    "max_auth_attempts",
-                    "Authentication attempts allowed per connection.",
-                    integer(u64::from(sftp.max_auth_attempts)),
-                ),
-                setting(
-                    "login_grace_seconds",
-                    "Seconds a connection may take to log in before it is closed.",
-                    integer(sftp.login_grace_seconds),
-                ),
-                setting(
-                    "idle_timeout_seconds",
-                    "Seconds without traffic before a session is closed.",
-                    integer(sftp.idle_timeout_seconds),
-                ),
-                setting(
-                    "max_connections",
-                    "Connections open at once, all addresses together.",
-                    integer(u64::from(sftp.max_connections)),
-                ),
-                setting(
-                    "max_connections_per_address",
-                    "Connections open at once from one source address.",
-                    integer(u64::from(sftp.max_connections_per_address)),
-                ),
-                setting(
-                    "max_startups",
-                    "Connections not yet logged in, as OpenSSH's MaxStartups \"start:rate:full\": from\n`start` on, a new one is dropped with a probability rising from `rate` % to 100 % at\n`full`. One number N means a hard cap (\"N:100:N\").",
-                    sftp.max_startups.to_string(),
-                ),
-                setting(
-                    "max_startups_per_address",
-                    "Connections not yet logged in from one source address.",
-                    integer(u64::from(sftp.max_startups_per_address)),
-                ),
-                setting(
-                    "max_requests_in_flight",
-                    "Requests one SFTP session may have waiting for an answer; a client past this is\nmisbehaving and is disconnected. OpenSSH's client keeps at most 64.",
-                    integer(u64::from(sftp.max_requests_in_flight)),
-                ),
-            ],
-        },
-        Section {
-            name: "ftps",
-            doc: "The FTPS front end: FTP over TLS, explicit (AUTH TLS) and implicit, TLS on both channels.",
-            settings: vec![
-                setting(
-                    "enabled",
-                    "Whether the FTPS front end runs at all (off by default). It serves the server certificate\nof [tls], which init and serve create.",
-                    ftps.enabled,
-                ),
-                setting(
-                    "listen",
-                    "Address and port to listen on (explicit TLS: clients send AUTH TLS).",
-                    ftps.listen.to_string(),
-                ),
-                setting(
-                    "implicit_listen",
-                    "Address and port for implicit FTPS (TLS from the first byte, ftps:// URLs); empty: not\noffered.",
-                    ftps.implicit_listen
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                ),
-                setting(
-                    "passive_ports",
-                    "Ports offered for passive data connections, \"FIRST-LAST\".",
-                    ftps.passive_ports.to_string(),
-                ),
-                setting(
-                    "passive_address",
-                    "The IPv4 address announced in PASV replies; empty: the address the client connected to.",
-                    ftps.passive_address
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                ),
-                setting(
-                    "require_tls_resumption",
-                    "Whether a TLS data connection must resume the TLS session of its control connection\n(vsftpd's require_ssl_reuse): proof that it comes from the client that logged in.",
-                    ftps.require_tls_resumption,
-                ),
-                setting(
-                    "allow_active",
-                    "Allows active mode (PORT, EPRT): the server connects only to the control connection's\naddress, port 1024 or more (an FTP bounce is refused). Off: passive mode only.",
-                    ftps.allow_active,
-                ),
-                setting(
-                    "data_timeout_seconds",
-                    "Seconds to wait for a data connection and its TLS handshake before a transfer fails\n(425).",
-                    integer(ftps.data_timeout_seconds),
-                ),
-                setting(
-                    "idle_timeout_seconds",
-                    "Seconds without a command (and no transfer running) before a session is closed.",
-                    integer(ftps.idle_timeout_seconds),
-                ),
-                setting(
-                    "login_grace_seconds",
-                    "Seconds a connection may take from accept to a completed login before it is closed,\nwhatever it sends meanwhile (the TLS handshake included).",
-                    integer(ftps.login_grace_seconds),
-                ),
-                setting(
-                    "max_connections",
-                    "Connections open at once, all addresses together.",
-                    integer(u64::from(ftps.max_connections)),
-                ),
-                setting(
-                    "max_connections_per_address",
-                    "Connections open at once from one source address.",
-                    integer(u64::from(ftps.max_connections_per_address)),
-                ),
-                setting(
-                    "max_startups",
-                    "Connections not yet logged in, as OpenSSH's MaxStartups \"start:rate:full\" (see\n[sftp] max_startups).",
-                    ftps.max_startups.to_string(),
-                ),
-                setting(
-                    "max_startups_per_address",
-                    "Connections not yet logged in from one source address.",
-                    integer(u64::from(ftps.max_startups_per_address)),
-                ),
-                setting(
-                    "allow_plaintext",
-                    "Allows plain FTP without TLS on the control and data channels. Passwords and files\nthen cross the network in clear text; a warning is logged at every start.",
-                    ftps.allow_plaintext,
-                ),
-                setting(
-                    "client_certificates",
-                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst the client CA of [tls]; it proves the `certificate` factor of accounts that require it).",
-                    ftps.client_certificates.as_str(),
-                ),
-            ],
-        },
-        Section {
-            name: "https",
-            doc: "The HTTPS API: bearer tokens, resumable uploads, receipts, administration (OpenAPI at /api/v1/openapi.json).",
-            settings: vec![
-                setting(
-                    "enabled",
-                    "Whether the HTTPS API and the web pages run at all (on by default: users reach the hub with\na browser). It serves the server certificate of [tls], which init and serve create.",
-                    https.enabled,
-                ),
-                setting(
-                    "listen",
-                    "Address and port to listen on.",
-                    https.listen.to_string(),
-                ),
-                setting(
-                    "allow_plaintext",
-                    "Serves plain HTTP instead of HTTPS, for use behind a TLS-terminating proxy only.\nPasswords and tokens then cross the network in clear text up to the proxy; a warning is\nlogged at every start.",
-                    https.allow_plaintext,
-                ),
-                setting(
-                    "client_certificates",
-                    "Whether clients may present an X.509 certificate: \"off\" or \"optional\" (verified\nagainst the client CA of [tls]; it proves the `certificate` factor at POST /api/v1/token).",
-                    https.client_certificates.as_str(),
-                ),
-                setting(
-                    "access_token_seconds",
-                    "Seconds an access token works.",
-                    integer(https.access_token_seconds),
-                ),
-                setting(
-                    "refresh_token_seconds",
-                    "Seconds a refresh token works (and so a login, unless refreshed).",
-                    integer(https.refresh_token_seconds),
-                ),
-                setting(
-                    "upload_expiry_seconds",
-                    "Seconds an unfinished resumable upload is kept before it is aborted.",
-                    integer(https.upload_expiry_seconds),
-                ),
-                setting(
-                    "max_json_bytes",
-                    "Largest JSON request body, in bytes.",
-                    integer(https.max_json_bytes as u64),
-                ),
-                setting(
-                    "max_chunk_bytes",
-                    "Largest body of one PATCH of a resumable upload, in bytes (a client sends a larger\nfile in several).",
-                    integer(https.max_chunk_bytes),
-                ),
-                setting(
-                    "login_attempts_per_minute",
-                    "Token requests allowed per source address per minute; more are answered 429. Refused\nlogins also feed the defender.",
-                    integer(u64::from(https.login_attempts_per_minute)),
-                ),
-                setting(
-                    "max_connections",
-                    "Connections open at once, all addresses together.",
-                    integer(u64::from(https.max_connections)),
-                ),
-                setting(
-                    "max_connections_per_address",
-                    "Connections open at once from one source address.",
-                    integer(u64::from(https.max_connections_per_address)),
-                ),
-                setting(
-                    "handshake_timeout_seconds",
-                    "Seconds a new connection may take to complete its TLS handshake.",
-                    integer(https.handshake_timeout_seconds),
-                ),
-                setting(
-                    "idle_timeout_seconds",
-                    "Seconds without a request before a kept-alive HTTP/1.1 connection is closed.",
-                    integer(https.idle_timeout_seconds),
-                ),
-                setting(
-                    "trusted_proxy_key_file",
-                    "A file with the key (32 bytes or more) a trusted reverse proxy signs its Mailroom-Proxy-*\nheaders with, vouching for users it authenticated (POST /api/v1/token/proxy); empty: off.\nRelative to the data folder.",
-                    https.trusted_proxy_key_file.display().to_string(),
-                ),
-                setting(
-                    "trusted_proxy_networks",
-                    "The networks the trusted proxy connects from; its headers are believed from nowhere else.",
-                    https.trusted_proxy_networks.clone(),
-                ),
-            ],
-        },
-        Section {
-            name: "auth",
-            doc: "Authentication and defence: scores of failed logins, bans (kept in the database), safe and deny lists.",
-            settings: vec![
-                setting(
-                    "defender",
-                    "Whether failed logins are scored and sources banned.",
-                    auth.defender,
-                ),
-                setting(
-                    "ban_threshold",
-                    "Points within window_minutes that ban a source address (or lock an account).",
-                    integer(u64::from(auth.ban_threshold)),
-                ),
-                setting(
-                    "window_minutes",
-                    "Minutes points count for.",
-                    integer(auth.window_minutes),
-                ),
-                setting(
-                    "ban_minutes",
-                    "Minutes the first ban lasts.",
-                    integer(auth.ban_minutes),
-                ),
-                setting(
-                    "ban_growth_percent",
-                    "Percent each repeat ban of the same subject grows by.",
-                    integer(u64::from(auth.ban_growth_percent)),
-                ),
-                setting(
-                    "max_ban_days",
-                    "Days the longest ban lasts.",
-                    integer(auth.max_ban_days),
-                ),
-                setting(
-                    "score_unknown_account",
-                    "Points for a login naming an unknown account.",
-                    integer(u64::from(auth.score_unknown_account)),
-                ),
-                setting(
-                    "score_bad_credentials",
-                    "Points for a wrong password, key or code.",
-                    integer(u64::from(auth.score_bad_credentials)),
-                ),
-                setting(
-                    "score_no_authentication",
-                    "Points for a connection that never authenticated (including timeouts).",
-                    integer(u64::from(auth.score_no_authentication)),
-                ),
-                setting(
-                    "score_protocol_error",
-                    "Points for a protocol error before authentication.",
-                    integer(u64::from(auth.score_protocol_error)),
-                ),
-                setting(
-                    "safe_networks",
-                    "Networks never scored or banned, e.g. [\"10.0.0.0/8\", \"192.0.2.7\"].",
-                    auth.safe_networks.to_strings(),
-                ),
-                setting(
-                    "deny_networks",
-                    "Networks refused before any protocol exchange.",
-                    auth.deny_networks.to_strings(),
-                ),
-                setting(
-                    "hash_jobs",
-                    "Argon2 password checks that may run at once (each takes 19 MiB); more logins wait.",
-                    integer(u64::from(auth.hash_jobs)),
-                ),
-                setting(
-                    "totp_issuer",
-                    "The issuer name authenticator apps show for TOTP.",
-                    auth.totp_issuer.as_str(),
-                ),
-            ],
-        },
-        // ----- [audit] (syslog sink) -----
-        Section {
-            name: "audit",
-            doc: "Copies of the audit trail: each committed event as an RFC 5424 syslog message.",
-            settings: vec![
-                setting(
-                    "syslog",
-                    "Where to send each committed audit event: \"off\", \"udp://IP:PORT\", or\n\"unix:///dev/log\" (a local datagram socket).",
-                    config.audit.syslog.to_setting(),
-                ),
-                setting(
-                    "syslog_facility",
-                    "The syslog facility: authpriv (kept private by syslog daemons; the messages name\naccounts and addresses), auth, daemon, user, or local0 to local7.",
-                    config.audit.syslog_facility.as_str(),
-                ),
-                setting(
-                    "syslog_app_name",
-                    "The APP-NAME field of the messages: 1 to 48 printable ASCII characters.",
-                    config.audit.syslog_app_name.as_str(),
-                ),
-            ],
-        },
-        Section {
-            name: "retention",
-            doc: "Retention: expiring deliveries kept longer than their recipient's retention_days.",
-            settings: vec![setting(
-                "interval_seconds",
-                "Seconds between retention passes (at least 1); one also runs at start.",
-                integer(retention.interval_seconds.get()),
-            )],
-        },
-        Section {
-            name: "tls",
-            doc: "The certificates of the TLS front ends: a server CA and server certificate, and a client CA (in `dir`).",
-            settings: vec![
-                setting(
-                    "hostnames",
-                    "Host names and IP addresses the server certificate names; a change re-issues it\n(the CA is kept).",
-                    config.tls.hostnames.clone(),
-                ),
-                setting(
-                    "dir",
-                    "The PKI folder, relative to the data folder unless absolute.",
-                    config.tls.dir.display().to_string(),
-                ),
-                setting(
-                    "client_ca_bundle",
-                    "An external CA bundle (PEM) to verify client certificates against instead of our\nclient CA; empty for ours.",
-                    config.tls.client_ca_bundle.display().to_string(),
-                ),
-                setting(
-                    "crl",
-                    "A CRL file (PEM or DER) of the client CA; listed client certificates are refused.\nEmpty for none.",
-                    config.tls.crl.display().to_string(),
-                ),
-                setting(
-                    "server_cert_days",
-                    "Days a newly issued server certificate is valid (1 to 398; Mozilla's intermediate profile allows at most 365).",
-                    integer(u64::from(config.tls.server_cert_days)),
-                ),
-            ],
-        },
-    ]
-}
-
-/// The setting names of each section, as serde sees them.
-fn section_keys() -> BTreeMap<&'static str, &'static [&'static str]> {
-    BTreeMap::from([
-        ("server", field_names::<ServerConfig>()),
-        ("sftp", field_names::<mailroom_sftp::Config>()),
-        ("ftps", field_names::<mailroom_ftps::Config>()),
-        ("https", field_names::<mailroom_https::Config>()),
-        ("auth", field_names::<crate::auth::AuthSection>()),
-        ("audit", field_names::<crate::syslog::AuditConfig>()),
-        ("retention", field_names::<RetentionConfig>()),
-        ("tls", field_names::<crate::ca::TlsConfig>()),
-    ])
 }
 
 /// Splits `MAILROOM_SFTP_HOST_KEY` into `("sftp", "host_key")`, refusing names that match no
@@ -794,30 +401,33 @@ fn split_variable(variable: &str) -> Result<(String, String), ConfigError> {
         .strip_prefix(ENV_PREFIX)
         .unwrap_or(variable)
         .to_ascii_lowercase();
-    let keys = section_keys();
     // The longest section name first, so a later section whose name extends another's wins.
-    let mut names: Vec<&str> = keys.keys().copied().collect();
-    names.sort_by_key(|name| std::cmp::Reverse(name.len()));
-    let Some((section, key)) = names.iter().find_map(|name| {
-        rest.strip_prefix(name)
+    let mut sections = SECTIONS;
+    sections.sort_by_key(|section| std::cmp::Reverse(section.name.len()));
+    let Some((section, key)) = sections.iter().find_map(|section| {
+        rest.strip_prefix(section.name)
             .and_then(|tail| tail.strip_prefix('_'))
-            .map(|key| (*name, key))
+            .map(|key| (section, key))
     }) else {
         return Err(ConfigError::UnknownSection {
             variable: variable.to_owned(),
-            sections: keys.keys().copied().collect::<Vec<_>>().join(", "),
+            sections: SECTIONS.map(|section| section.name).join(", "),
         });
     };
-    let fields = keys.get(section).copied().unwrap_or_default();
-    if !fields.contains(&key) {
+    if !section.settings.iter().any(|setting| setting.key == key) {
         return Err(ConfigError::UnknownKey {
             variable: variable.to_owned(),
-            section: section.to_owned(),
+            section: section.name.to_owned(),
             key: key.to_owned(),
-            keys: fields.join(", "),
+            keys: section
+                .settings
+                .iter()
+                .map(|setting| setting.key)
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
-    Ok((section.to_owned(), key.to_owned()))
+    Ok((section.name.to_owned(), key.to_owned()))
 }
 
 /// An override's value as TOML (`30`, `true`, `"x"`) where it reads as one, else as text
@@ -895,43 +505,47 @@ fn find_key(table: &DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<St
     None
 }
 
-/// The field names a `#[derive(Deserialize)]` struct asks for, read by a probe deserialiser
-/// that records them and stops.
-fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
-    let mut fields = None;
-    let _ = T::deserialize(FieldProbe(&mut fields));
-    fields.unwrap_or_default()
-}
-
-struct FieldProbe<'a>(&'a mut Option<&'static [&'static str]>);
-
-impl<'de> Deserializer<'de> for FieldProbe<'_> {
-    type Error = de::value::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom("field probe"))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        *self.0 = Some(fields);
-        Err(de::Error::custom("field probe"))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use serde::de::{self, Deserializer, Visitor};
+
     use super::*;
+
+    /// The field names a `#[derive(Deserialize)]` struct asks for, read by a probe deserialiser
+    /// that records them and stops.
+    fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+        let mut fields = None;
+        let _ = T::deserialize(FieldProbe(&mut fields));
+        fields.unwrap_or_default()
+    }
+
+    struct FieldProbe<'a>(&'a mut Option<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for FieldProbe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("field probe"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = Some(fields);
+            Err(de::Error::custom("field probe"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
 
     fn overrides(pairs: &[(&str, &str)]) -> Vec<Override> {
         pairs
@@ -978,42 +592,76 @@ mod tests {
         assert_ne!(uncommented, template);
         check_ok(&uncommented, &[], |_| {});
         let table: toml::Table = uncommented.parse().unwrap();
-        for (section, keys) in section_keys() {
-            let listed = table[section].as_table().unwrap();
-            for key in keys {
-                assert!(listed.contains_key(*key), "template lacks {section}.{key}");
-            }
+        for section in SECTIONS {
+            let listed = table[section.name].as_table().unwrap();
+            let keys: BTreeSet<&str> = listed.keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                section.settings.iter().map(|s| s.key).collect(),
+                "[{}] in the template",
+                section.name
+            );
         }
+        assert!(!template.contains("has no default"), "{template}");
     }
 
     fn is_setting(line: &str) -> bool {
-        line.split_once(" = ")
-            .is_some_and(|(key, _)| section_keys().values().any(|keys| keys.contains(&key)))
+        line.split_once(" = ").is_some_and(|(key, _)| {
+            SECTIONS
+                .iter()
+                .any(|section| section.settings.iter().any(|s| s.key == key))
+        })
+    }
+
+    /// A section's name and the fields serde knows of its type.
+    fn serde_fields<T: ConfigSection>() -> (&'static str, &'static [&'static str]) {
+        (T::NAME, field_names::<T>())
     }
 
     #[test]
     fn template_lists_exactly_the_fields_serde_knows() {
+        let names: Vec<&str> = SECTIONS.iter().map(|section| section.name).collect();
         assert_eq!(
             field_names::<Config>(),
-            [
-                "server",
-                "sftp",
-                "ftps",
-                "https",
-                "auth",
-                "audit",
-                "retention",
-                "tls"
-            ],
-            "a new section needs a place in sections()"
+            names,
+            "every field of Config needs its place in SECTIONS, in the same order"
         );
-        let defaults = Config::default();
-        let keys = section_keys();
-        for section in sections(&defaults) {
+        let serde_fields = [
+            serde_fields::<ServerConfig>(),
+            serde_fields::<mailroom_sftp::Config>(),
+            serde_fields::<mailroom_ftps::Config>(),
+            serde_fields::<mailroom_https::Config>(),
+            serde_fields::<crate::auth::AuthSection>(),
+            serde_fields::<crate::syslog::AuditConfig>(),
+            serde_fields::<RetentionConfig>(),
+            serde_fields::<crate::ca::TlsConfig>(),
+        ];
+        assert_eq!(serde_fields.map(|(name, _)| name), SECTIONS.map(|s| s.name));
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for (section, (_, fields)) in SECTIONS.iter().zip(serde_fields) {
             let listed: Vec<&str> = section.settings.iter().map(|s| s.key).collect();
-            assert_eq!(listed, keys[section.name], "[{}]", section.name);
-            for setting in &section.settings {
-                assert!(!setting.doc.is_empty());
+            assert_eq!(listed, fields, "[{}]", section.name);
+            // Every setting has a default value, so the template can show it.
+            let values: BTreeSet<&str> = defaults[section.name]
+                .as_table()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                values,
+                fields.iter().copied().collect(),
+                "[{}] defaults",
+                section.name
+            );
+            assert!(section.doc.iter().any(|line| !line.trim().is_empty()));
+            for setting in section.settings {
+                assert!(
+                    setting.doc.iter().any(|line| !line.trim().is_empty()),
+                    "{}.{} has no doc",
+                    section.name,
+                    setting.key
+                );
             }
         }
     }
@@ -1050,6 +698,14 @@ mod tests {
                 c.sftp.enabled = false;
                 c.sftp.host_key = PathBuf::from("1234");
                 c.sftp.max_startups = "5:50:20".parse().unwrap();
+            },
+        );
+        check_ok(
+            "[ftps]\nclient_certificates = \"required\"\n",
+            &[("MAILROOM_HTTPS_CLIENT_CERTIFICATES", "optional")],
+            |c| {
+                c.ftps.client_certificates = mailroom_tls::ClientAuth::Required;
+                c.https.client_certificates = mailroom_tls::ClientAuth::Optional;
             },
         );
     }
@@ -1131,6 +787,15 @@ mod tests {
             &[],
             &["line 2", "key sftp.max_startups", "start:rate:full"],
         );
+        check_err(
+            "[https]\nclient_certificates = \"yes\"\n",
+            &[],
+            &[
+                "line 2",
+                "key https.client_certificates",
+                "`off`, `optional`, `required`",
+            ],
+        );
         check_err("[sftp\nlisten = 1", &[], &["line 1", "/d/mailroom.toml"]);
         // The env is not consulted when the file is already wrong.
         check_err(
@@ -1167,6 +832,15 @@ mod tests {
             &["MAILROOM_BOGUS_LISTEN", "no configuration section", "sftp"],
         );
         check_err("", &[("MAILROOM_SFTP", "1")], &["MAILROOM_SFTP"]);
+        check_err(
+            "",
+            &[("MAILROOM_FTPS_CLIENT_CERTIFICATES", "on")],
+            &[
+                "MAILROOM_FTPS_CLIENT_CERTIFICATES",
+                "ftps.client_certificates",
+                "`off`, `optional`, `required`",
+            ],
+        );
     }
 
     #[test]

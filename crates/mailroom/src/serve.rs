@@ -96,12 +96,7 @@ async fn serve(
     let ftps_tls = if config.ftps.enabled {
         let mut settings = config.tls.settings(data, pki);
         settings.alpn = vec!["ftp".to_owned()];
-        settings.client_auth = match config.ftps.client_certificates {
-            mailroom_ftps::config::ClientCertificates::Off => mailroom_tls::ClientAuth::Off,
-            mailroom_ftps::config::ClientCertificates::Optional => {
-                mailroom_tls::ClientAuth::Optional
-            }
-        };
+        settings.client_auth = config.ftps.client_certificates;
         Some(
             mailroom_tls::server_config(&settings)
                 .context("cannot build the FTPS TLS configuration ([tls], [ftps])")?,
@@ -115,12 +110,7 @@ async fn serve(
             .iter()
             .map(|p| (*p).to_owned())
             .collect();
-        settings.client_auth = match config.https.client_certificates {
-            mailroom_https::config::ClientCertificates::Off => mailroom_tls::ClientAuth::Off,
-            mailroom_https::config::ClientCertificates::Optional => {
-                mailroom_tls::ClientAuth::Optional
-            }
-        };
+        settings.client_auth = config.https.client_certificates;
         Some(
             mailroom_tls::server_config(&settings)
                 .context("cannot build the HTTPS TLS configuration ([tls], [https])")?,

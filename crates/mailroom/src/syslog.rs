@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use mailroom_core::{AuditRecord, Outcome};
 use mailroom_meta::SqliteStore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::net::{UdpSocket, UnixDatagram};
@@ -36,17 +36,21 @@ const MAX_MESSAGE: usize = 8192;
 /// one RFC 5612 reserves for documentation and examples, until the project has its own.
 const SD_ID: &str = "mailroom@32473";
 
-/// The `[audit]` section: where committed audit events are copied to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Where to send each committed audit event as an RFC 5424 message: "off",
-    /// "udp://IP:PORT", or "unix:///dev/log" (a local datagram socket).
-    pub syslog: SyslogTarget,
-    /// The syslog facility of the messages.
-    pub syslog_facility: Facility,
-    /// The APP-NAME field of the messages: 1 to 48 printable ASCII characters.
-    pub syslog_app_name: AppName,
+mailroom_net::config_section! {
+    [audit]
+    /// Copies of the audit trail: each committed event as an RFC 5424 syslog message.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct AuditConfig {
+        /// Where to send each committed audit event: "off", "udp://IP:PORT", or
+        /// "unix:///dev/log" (a local datagram socket).
+        pub syslog: SyslogTarget,
+        /// The syslog facility: authpriv (kept private by syslog daemons; the messages name
+        /// accounts and addresses), auth, daemon, user, or local0 to local7.
+        pub syslog_facility: Facility,
+        /// The APP-NAME field of the messages: 1 to 48 printable ASCII characters.
+        pub syslog_app_name: AppName,
+    }
 }
 
 impl Default for AuditConfig {
@@ -82,6 +86,13 @@ impl SyslogTarget {
     }
 }
 
+/// Written as in the file: `"off"`, `"udp://IP:PORT"`, `"unix:///PATH"`.
+impl Serialize for SyslogTarget {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_setting())
+    }
+}
+
 impl TryFrom<String> for SyslogTarget {
     type Error = String;
 
@@ -111,7 +122,7 @@ impl TryFrom<String> for SyslogTarget {
 /// A syslog facility (RFC 5424 §6.2.1). The default, `authpriv`, is the one meant for
 /// security records kept private: the messages name accounts and addresses of refused
 /// logins, and syslog daemons write `authpriv` to a file only root can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)] // The names are the standard facility names.
 pub enum Facility {
@@ -168,7 +179,7 @@ impl Facility {
 }
 
 /// An RFC 5424 APP-NAME: 1 to 48 printable ASCII characters, no space.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct AppName(String);
 
@@ -434,7 +445,7 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+#[allow(clippy::unwrap_used)] // Tests may unwrap (CONTRIBUTING.md).
 mod tests {
     use super::*;
     use mailroom_core::{Event, EventKind, Protocol};

@@ -1,6 +1,7 @@
-//! Tidy checks: the rules of STYLE.md that a machine can check. Dependency direction between
-//! workspace crates, no OpenSSL, native-tls or ring anywhere in the built graph, a `//!`
-//! module doc on every source file, and no I/O crates or modules in the core.
+//! Tidy checks: the rules of CONTRIBUTING.md that a machine can check. Dependency direction
+//! between workspace crates, no OpenSSL, native-tls or ring anywhere in the built graph, a
+//! `//!` module doc on every source file, no I/O crates or modules in the core, and no
+//! citation of a file outside the repository.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,7 +30,8 @@ fn metadata() -> Value {
 }
 
 /// The workspace crates each crate may depend on (normal dependencies; dev-dependencies are
-/// free). Front ends see core and net only; core and net see nothing.
+/// free). Front ends see core and net only (and api, the wire types they write); core and net
+/// see nothing; api sees core only.
 fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     let set = |names: &[&'static str]| names.iter().copied().collect::<BTreeSet<_>>();
     BTreeMap::from([
@@ -37,6 +39,8 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("mailroom-net", set(&[])),
         ("mailroom-tls", set(&[])),
         ("mailroom-meta", set(&["mailroom-core"])),
+        // The wire types shared by the API, the web UI and the CLI's --json.
+        ("mailroom-api", set(&["mailroom-core"])),
         ("mailroom-blob", set(&["mailroom-core"])),
         ("mailroom-sftp", set(&["mailroom-core", "mailroom-net"])),
         (
@@ -45,10 +49,18 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ),
         (
             "mailroom-https",
-            set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
+            set(&[
+                "mailroom-core",
+                "mailroom-api",
+                "mailroom-net",
+                "mailroom-tls",
+            ]),
         ),
         // The web UI extends the HTTPS front end: it reuses its state, logins and handlers.
-        ("mailroom-web", set(&["mailroom-core", "mailroom-https"])),
+        (
+            "mailroom-web",
+            set(&["mailroom-core", "mailroom-api", "mailroom-https"]),
+        ),
         (
             "mailroom-test-support",
             set(&[
@@ -65,6 +77,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "mailroom",
             set(&[
                 "mailroom-core",
+                "mailroom-api",
                 "mailroom-meta",
                 "mailroom-blob",
                 "mailroom-net",
@@ -104,10 +117,30 @@ fn workspace_edges_follow_the_dependency_rules() {
             if normal && members.contains(dep_name) {
                 assert!(
                     rule.contains(dep_name),
-                    "{name} must not depend on {dep_name} (STYLE.md, Dependency direction)"
+                    "{name} must not depend on {dep_name} (CONTRIBUTING.md, Dependency direction)"
                 );
             }
         }
+    }
+}
+
+/// Domain types do not derive `Serialize`: the core has no serde at all, and what goes on the
+/// wire is built by mailroom-api from the domain types.
+#[test]
+fn the_core_has_no_serde() {
+    let meta = metadata();
+    let core = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"].is_null() && p["name"] == "mailroom-core")
+        .expect("mailroom-core in the workspace");
+    for dep in core["dependencies"].as_array().unwrap() {
+        let name = dep["name"].as_str().unwrap();
+        assert!(
+            !name.starts_with("serde"),
+            "mailroom-core depends on {name}: wire shapes belong in mailroom-api"
+        );
     }
 }
 
@@ -214,5 +247,81 @@ fn core_does_no_io() {
     assert!(
         files > 20,
         "only {files} files found under mailroom-core/src"
+    );
+}
+
+/// The repository stands on its own: code and docs cite its own docs (docs/design.md,
+/// CONTRIBUTING.md, ARCHITECTURE.md, docs/performance.md…), never the design notes the
+/// project grew from, which live outside it. Every text file is read, wherever it is, except
+/// build output, installed packages, the VCS folder and a local data folder. The names are
+/// assembled at run time so that this file does not match itself.
+#[test]
+fn no_citation_of_files_outside_the_repository() {
+    let needles = [
+        format!("{}.md", "PRODUCT"),
+        format!("{}.md", "STYLE"),
+        format!("{}.md", "STACK"),
+        format!("..{}shared", '/'),
+        format!("seeds{}", '/'),
+    ];
+    let skipped = [
+        "target",
+        "node_modules",
+        ".venv-test",
+        ".git",
+        "mailroom-data",
+        "__pycache__",
+    ];
+    let base = root();
+    let mut citations = Vec::new();
+    let mut files = 0;
+    let mut folders = vec![base.clone()];
+    while let Some(folder) = folders.pop() {
+        // Another process may remove a file or folder while we walk: what is gone is skipped.
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                let name = entry.file_name();
+                if !skipped.iter().any(|skip| name == *skip) {
+                    folders.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            // Text files only: screenshots and other binary files are not UTF-8.
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(text) = String::from_utf8(bytes) else {
+                continue;
+            };
+            files += 1;
+            let shown = path.strip_prefix(&base).unwrap_or(&path).display();
+            for (number, line) in text.lines().enumerate() {
+                for needle in &needles {
+                    if line.contains(needle.as_str()) {
+                        citations.push(format!("{shown}:{}: {needle}", number + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        files > 100,
+        "only {files} text files found in the repository"
+    );
+    assert!(
+        citations.is_empty(),
+        "files outside the repository are cited; cite docs/design.md, CONTRIBUTING.md or \
+         ARCHITECTURE.md instead, or say the idea in a few words:\n{}",
+        citations.join("\n")
     );
 }

@@ -3,7 +3,7 @@
 //! document and that nothing changed (deliveries and stored blobs, and the event trail where
 //! the refusal itself is not accounted).
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::time::Duration;
@@ -465,8 +465,15 @@ async fn scopes_keep_clients_and_admins_apart() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let carol: Value = response.json().await.unwrap();
-    assert_eq!(carol["rights"], "receive");
+    // The answer is mailroom-api's account: rights as an object, limits as the object sent.
+    assert_eq!(
+        carol["rights"],
+        json!({"send": false, "receive": true, "delete": false, "recall": false})
+    );
     assert_eq!(carol["limits"]["max_file_size"], 1000);
+    assert_eq!(carol["limits"]["quota_bytes"], Value::Null);
+    assert_eq!(carol["has_password"], true);
+    assert_eq!(carol["require"], json!([]));
     let admin_events = hub.events(EventKind::Admin, Outcome::Ok).await;
     assert!(
         admin_events
@@ -527,6 +534,22 @@ async fn scopes_keep_clients_and_admins_apart() {
         .await
         .unwrap();
     assert_eq!(verify["intact"], true);
+    assert_eq!(verify["broken"], Value::Null);
+    assert_eq!(verify["checkpoints"], json!([]));
+    let checkpoint = verify["head"]["checkpoint"].as_str().unwrap().to_owned();
+    let expected: Value = get(
+        &hub,
+        &admin_token,
+        &format!("/api/v1/admin/audit/verify?expect={checkpoint}"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        expected["checkpoints"],
+        json!([{"checkpoint": checkpoint, "status": "found"}])
+    );
     problem(
         get(&hub, &admin_token, "/api/v1/admin/audit?kind=nonsense").await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -1276,7 +1299,7 @@ fn client_with_certificate(hub: &TestHub, cert: &std::path::Path, key: &std::pat
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_certificates_prove_the_certificate_factor() {
     let config = mailroom_https::Config {
-        client_certificates: mailroom_https::config::ClientCertificates::Optional,
+        client_certificates: mailroom_tls::ClientAuth::Optional,
         ..mailroom_https::Config::default()
     };
     let hub = start_with(config, AuthConfig::default()).await;

@@ -182,9 +182,8 @@ impl TestHub {
     }
 
     /// Starts a hub (default SSH settings, `auth`) that also serves the HTTPS API on port 0
-    /// with the data folder's own PKI (`listen` of `config` is replaced). With
-    /// `client_certificates = "optional"`, client certificates are checked against the PKI's
-    /// client CA.
+    /// with the data folder's own PKI (`listen` of `config` is replaced). Client certificates,
+    /// when `client_certificates` asks for them, are checked against the PKI's client CA.
     pub async fn start_https(config: mailroom_https::Config, auth: AuthConfig) -> TestHub {
         Self::start_https_with(config, auth, |_| axum::Router::new()).await
     }
@@ -205,9 +204,7 @@ impl TestHub {
             .iter()
             .map(|p| (*p).to_owned())
             .collect();
-        if config.client_certificates == mailroom_https::config::ClientCertificates::Optional {
-            settings.client_auth = mailroom_tls::ClientAuth::Optional;
-        }
+        settings.client_auth = config.client_certificates;
         let tls = if config.allow_plaintext {
             None
         } else {
@@ -268,9 +265,7 @@ impl TestHub {
                 .expect("passive range");
         let mut settings = mailroom_tls::TlsSettings::from_pki(&pki);
         settings.alpn = vec!["ftp".to_owned()];
-        if config.client_certificates == mailroom_ftps::config::ClientCertificates::Optional {
-            settings.client_auth = mailroom_tls::ClientAuth::Optional;
-        }
+        settings.client_auth = config.client_certificates;
         let tls = mailroom_tls::server_config(&settings).expect("ftps tls config");
         let explicit = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

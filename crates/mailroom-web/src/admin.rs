@@ -82,7 +82,8 @@ pub(crate) async fn home(_admin: Admin) -> Redirect {
 struct AccountsPage {
     page: Page,
     csrf: String,
-    accounts: Vec<AccountView>,
+    /// Each account with its required factors as the access form writes them.
+    accounts: Vec<(AccountView, String)>,
 }
 
 /// Every account, and the form to create one.
@@ -104,7 +105,10 @@ async fn accounts_with(
     let page = AccountsPage {
         page: Page::new("Accounts", Some(&admin.session), "/admin/accounts").with_flash(flash),
         csrf: admin.session.csrf.clone(),
-        accounts: accounts.iter().map(AccountView::from).collect(),
+        accounts: accounts
+            .iter()
+            .map(|a| (AccountView::from(a), require_field(&a.access.factors)))
+            .collect(),
     };
     render(status, &page)
 }
@@ -170,7 +174,23 @@ struct AccountPage {
     page: Page,
     csrf: String,
     account: AccountView,
+    access: AccessFields,
     limits: LimitFields,
+}
+
+/// Required factors and rights as the access form takes them.
+struct AccessFields {
+    require: String,
+    rights: String,
+}
+
+/// Required factors as the access form takes them: `any`, or a list such as `password,totp`.
+fn require_field(factors: &FactorSet) -> String {
+    if factors.is_default() {
+        "any".to_owned()
+    } else {
+        factors.labels().join(",")
+    }
 }
 
 /// An account's limits as form values ("" for none).
@@ -209,8 +229,14 @@ async fn account_with(
         Ok(name) => web.app.hub.account(&name).await,
         Err(_) => Err(CoreError::not_found("no such account")),
     };
-    let account = match account {
-        Ok(account) => AccountView::from(&account),
+    let (account, access) = match account {
+        Ok(account) => (
+            AccountView::from(&account),
+            AccessFields {
+                require: require_field(&account.access.factors),
+                rights: account.access.rights.to_string(),
+            },
+        ),
         Err(err) => {
             let (status, flash) = refused(&err);
             return accounts_with(web, admin, status, flash).await;
@@ -235,6 +261,7 @@ async fn account_with(
         .with_flash(flash),
         csrf: admin.session.csrf.clone(),
         account,
+        access,
         limits,
     };
     render(status, &page)
@@ -1018,11 +1045,11 @@ pub(crate) async fn audit(
             Some(ChainStatus {
                 intact: view.intact,
                 checked: view.checked,
-                head: view.head.unwrap_or_default(),
-                problem: match (view.broken_seq, view.problem) {
-                    (Some(seq), Some(problem)) => format!("at event {seq}: {problem}"),
-                    (_, problem) => problem.unwrap_or_default(),
-                },
+                head: view.head.map(|h| h.checkpoint).unwrap_or_default(),
+                problem: view
+                    .broken
+                    .map(|b| format!("at event {}: {}", b.seq, b.description))
+                    .unwrap_or_default(),
             })
         }
         Err(err) => {

@@ -3,7 +3,7 @@
 //! sent on every POST as browsers do. Every refusal checks the answer and that nothing
 //! changed (deliveries and blobs, accounts).
 
-// Tests may unwrap (STYLE.md): a failed unwrap is a failed check.
+// Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
@@ -572,6 +572,20 @@ async fn admin_manages_accounts_and_disabling_ends_the_users_session() {
         FactorSet::parse("publickey,password").unwrap()
     );
     assert_eq!(dave.access.limits.max_file_size, Some(10 << 20));
+    // The page fills the access form from the account (mailroom-api's shape) as it takes it.
+    let page = admin.get("/admin/accounts/dave").await.body;
+    assert!(
+        page.contains(r#"name="require" value="publickey,password""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"name="rights" value="send,receive,delete,recall""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"name="max_file_size" value="10485760""#),
+        "{page}"
+    );
 
     let disabled = admin
         .post(

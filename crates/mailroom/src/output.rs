@@ -2,22 +2,28 @@
 //! aligned tables for people or JSON for scripts, the machine-readable lines of `serve`, and
 //! the one-sentence error of a failed command.
 //!
-//! Domain types do not derive `Serialize`; the small structs here are the CLI's JSON shape.
-//! Nothing else in the binary prints, and the libraries never do. Cells are cleaned of control
-//! characters, so a hostile name recorded in the audit trail cannot drive the terminal.
+//! Domain types do not derive `Serialize`. The objects the HTTPS API also answers with
+//! (accounts, groups, routes, bans, events, the audit chain's verdict and head) are written
+//! with [`mailroom_api`]'s types, so `--json` prints exactly what the API returns for them; the
+//! small structs here are the shapes only the CLI writes (status, init, audit abuse and
+//! export lines, certificates). Nothing else in the binary prints, and the libraries never
+//! do. Cells are cleaned of control characters, so a hostile name recorded in the audit trail
+//! cannot drive the terminal.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use mailroom_api::{
+    AccountView, BanView, EventView, GroupView, HeadView, RouteView, VerifyView, rfc3339,
+};
 use mailroom_core::{
-    AccessPolicy, Account, AuditRecord, AuthorizedKey, Ban, ChainHead, ChainReport, Checkpoint,
-    CheckpointStatus, Event, Group, Route, TotpSetup, format_size,
+    AccessPolicy, Account, AuditRecord, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
+    Event, Group, Route, TotpSetup, format_size,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use crate::init::InitReport;
@@ -110,7 +116,7 @@ impl Output {
     /// `account list`.
     pub fn accounts(&self, accounts: &[Account]) -> Result<()> {
         if self.json {
-            let out: Vec<AccountOut> = accounts.iter().map(AccountOut::from).collect();
+            let out: Vec<AccountView> = accounts.iter().map(AccountView::from).collect();
             return self.json_line(&out);
         }
         let rows = accounts
@@ -136,7 +142,7 @@ impl Output {
     /// whether there is one.
     pub fn account(&self, account: &Account) -> Result<()> {
         if self.json {
-            return self.json_line(&AccountOut::from(account));
+            return self.json_line(&AccountView::from(account));
         }
         let access = &account.access;
         let limits = &access.limits;
@@ -198,7 +204,7 @@ impl Output {
     /// `group list`.
     pub fn groups(&self, groups: &[Group]) -> Result<()> {
         if self.json {
-            let out: Vec<GroupOut> = groups.iter().map(GroupOut::from).collect();
+            let out: Vec<GroupView> = groups.iter().map(GroupView::from).collect();
             return self.json_line(&out);
         }
         let rows = groups
@@ -214,7 +220,7 @@ impl Output {
     /// `route list`.
     pub fn routes(&self, routes: &[Route]) -> Result<()> {
         if self.json {
-            let out: Vec<RouteOut> = routes.iter().map(RouteOut::from).collect();
+            let out: Vec<RouteView> = routes.iter().map(RouteView::from).collect();
             return self.json_line(&out);
         }
         let rows = routes
@@ -233,17 +239,7 @@ impl Output {
     /// `ban list`: each ban with whether it is in force at `now`.
     pub fn bans(&self, bans: &[Ban], now: OffsetDateTime) -> Result<()> {
         if self.json {
-            let out: Vec<BanOut> = bans
-                .iter()
-                .map(|b| BanOut {
-                    subject: b.subject.key(),
-                    active: b.active(now),
-                    until: rfc3339(b.until),
-                    level: b.level,
-                    reason: b.reason.clone(),
-                    created: rfc3339(b.created),
-                })
-                .collect();
+            let out: Vec<BanView> = bans.iter().map(|b| BanView::new(b, now)).collect();
             return self.json_line(&out);
         }
         if bans.is_empty() {
@@ -302,7 +298,7 @@ impl Output {
     /// `audit list`.
     pub fn events(&self, events: &[Event]) -> Result<()> {
         if self.json {
-            let out: Vec<EventOut> = events.iter().map(EventOut::from).collect();
+            let out: Vec<EventView> = events.iter().map(EventView::from).collect();
             return self.json_line(&out);
         }
         let rows = events
@@ -396,30 +392,9 @@ impl Output {
         intact: bool,
     ) -> Result<()> {
         if self.json {
-            return self.json_line(&VerifyOut {
-                intact,
-                legacy_events: report.legacy,
-                checked: report.checked,
-                // On a broken chain the last intact event is no head to record.
-                head: report
-                    .head
-                    .as_ref()
-                    .filter(|_| report.broken.is_none())
-                    .map(HeadOut::from),
-                broken: report.broken.as_ref().map(|broken| BrokenOut {
-                    seq: broken.seq,
-                    id: broken.id.to_string(),
-                    problem: broken.problem.as_str(),
-                    description: broken.problem.describe(),
-                }),
-                checkpoints: checkpoints
-                    .iter()
-                    .map(|(checkpoint, status)| CheckpointOut {
-                        checkpoint: checkpoint.to_string(),
-                        status: checkpoint_status(*status),
-                    })
-                    .collect(),
-            });
+            // The API's verdict object: from the same report and checkpoints, it agrees with
+            // `intact`.
+            return self.json_line(&VerifyView::new(report, checkpoints));
         }
         if !intact {
             return Ok(());
@@ -448,7 +423,7 @@ impl Output {
     /// `audit head`: the checkpoint to keep elsewhere.
     pub fn audit_head(&self, head: &ChainHead) -> Result<()> {
         if self.json {
-            return self.json_line(&HeadOut::from(head));
+            return self.json_line(&HeadView::from(head));
         }
         self.text(&format!(
             "seq:        {}\nhash:       {}\nevents:     {}\ntime:       {}\ncheckpoint: {}:{}\n",
@@ -513,66 +488,12 @@ impl Output {
     }
 }
 
-fn checkpoint_status(status: CheckpointStatus) -> &'static str {
-    match status {
-        CheckpointStatus::Found => "found",
-        CheckpointStatus::Missing => "missing",
-        CheckpointStatus::Mismatch => "mismatch",
-        CheckpointStatus::Unchecked => "unchecked",
-    }
-}
-
-#[derive(Serialize)]
-struct VerifyOut {
-    intact: bool,
-    legacy_events: u64,
-    checked: u64,
-    head: Option<HeadOut>,
-    broken: Option<BrokenOut>,
-    checkpoints: Vec<CheckpointOut>,
-}
-
-#[derive(Serialize)]
-struct BrokenOut {
-    seq: u64,
-    id: String,
-    problem: &'static str,
-    description: &'static str,
-}
-
-#[derive(Serialize)]
-struct CheckpointOut {
-    checkpoint: String,
-    status: &'static str,
-}
-
-#[derive(Serialize)]
-struct HeadOut {
-    seq: u64,
-    hash: String,
-    events: u64,
-    time: String,
-    checkpoint: String,
-}
-
-impl From<&ChainHead> for HeadOut {
-    fn from(head: &ChainHead) -> Self {
-        HeadOut {
-            seq: head.seq,
-            hash: head.hash.clone(),
-            events: head.events,
-            time: rfc3339(head.time),
-            checkpoint: format!("{}:{}", head.seq, head.hash),
-        }
-    }
-}
-
 /// One line of `audit export`: the event with its place in the chain.
 #[derive(Serialize)]
 struct RecordOut {
     seq: u64,
     #[serde(flatten)]
-    event: EventOut,
+    event: EventView,
     prev_hash: Option<String>,
     hash: Option<String>,
 }
@@ -581,7 +502,7 @@ impl From<&AuditRecord> for RecordOut {
     fn from(record: &AuditRecord) -> Self {
         RecordOut {
             seq: record.seq,
-            event: EventOut::from(&record.event),
+            event: EventView::from(&record.event),
             prev_hash: record.prev_hash.clone(),
             hash: record.hash.clone(),
         }
@@ -754,16 +675,6 @@ pub fn error(err: &anyhow::Error) {
 const ONE_TIME_NOTE: &str = "this password is shown only this once and is stored only as a hash; keep it somewhere safe now";
 
 #[derive(Serialize)]
-struct BanOut {
-    subject: String,
-    active: bool,
-    until: String,
-    level: u32,
-    reason: String,
-    created: String,
-}
-
-#[derive(Serialize)]
 struct TotpSetupOut<'a> {
     account: &'a str,
     uri: &'a str,
@@ -801,171 +712,6 @@ struct FirstAdminOut<'a> {
 #[derive(Serialize)]
 struct Expired {
     expired: u64,
-}
-
-#[derive(Serialize)]
-struct AccountOut {
-    name: String,
-    kind: &'static str,
-    disabled: bool,
-    password_set: bool,
-    totp: TotpOut,
-    keys: Vec<KeyOut>,
-    created: String,
-    access: AccessOut,
-}
-
-/// Whether TOTP is enrolled and how many recovery codes are left; never the secret.
-#[derive(Serialize)]
-struct TotpOut {
-    enrolled: bool,
-    recovery_codes_left: usize,
-}
-
-#[derive(Serialize)]
-struct AccessOut {
-    /// Required factors; empty for the default (a password or a key).
-    require: Vec<&'static str>,
-    /// Allowed source networks; empty for any.
-    networks: Vec<String>,
-    certificate_subject: Option<String>,
-    rights: RightsOut,
-    allow_names: Vec<String>,
-    deny_names: Vec<String>,
-    max_file_size: Option<u64>,
-    quota_bytes: Option<u64>,
-    quota_files: Option<u64>,
-    retention_days: Option<u32>,
-    max_sessions: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct RightsOut {
-    send: bool,
-    receive: bool,
-    delete: bool,
-    recall: bool,
-}
-
-impl From<&AccessPolicy> for AccessOut {
-    fn from(access: &AccessPolicy) -> Self {
-        let limits = &access.limits;
-        let rights = access.rights;
-        AccessOut {
-            require: access.factors.labels(),
-            networks: networks(access),
-            certificate_subject: access.certificate_subject.clone(),
-            rights: RightsOut {
-                send: rights.send,
-                receive: rights.receive,
-                delete: rights.delete,
-                recall: rights.recall,
-            },
-            allow_names: limits.name_allow.clone(),
-            deny_names: limits.name_deny.clone(),
-            max_file_size: limits.max_file_size,
-            quota_bytes: limits.quota_bytes,
-            quota_files: limits.quota_files,
-            retention_days: limits.retention_days,
-            max_sessions: limits.max_sessions,
-        }
-    }
-}
-
-impl From<&Account> for AccountOut {
-    fn from(account: &Account) -> Self {
-        AccountOut {
-            name: account.name.to_string(),
-            kind: account.kind.as_str(),
-            disabled: account.disabled,
-            password_set: account.password_hash.is_some(),
-            totp: TotpOut {
-                enrolled: account.totp.is_some(),
-                recovery_codes_left: account.totp.as_ref().map_or(0, |t| t.recovery.len()),
-            },
-            keys: account.keys.iter().map(KeyOut::from).collect(),
-            created: rfc3339(account.created),
-            access: AccessOut::from(&account.access),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct KeyOut {
-    algorithm: String,
-    fingerprint: String,
-    comment: String,
-}
-
-impl From<&AuthorizedKey> for KeyOut {
-    fn from(key: &AuthorizedKey) -> Self {
-        KeyOut {
-            algorithm: key.algorithm.clone(),
-            fingerprint: key.fingerprint(),
-            comment: key.comment.clone(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct GroupOut {
-    name: String,
-    members: Vec<String>,
-}
-
-impl From<&Group> for GroupOut {
-    fn from(group: &Group) -> Self {
-        GroupOut {
-            name: group.name.to_string(),
-            members: group.members.iter().map(|m| m.to_string()).collect(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct RouteOut {
-    from: String,
-    to: String,
-    effect: &'static str,
-}
-
-impl From<&Route> for RouteOut {
-    fn from(route: &Route) -> Self {
-        RouteOut {
-            from: route.from.to_string(),
-            to: route.to.to_string(),
-            effect: route.effect.as_str(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct EventOut {
-    id: String,
-    time: String,
-    kind: &'static str,
-    actor: String,
-    source: Option<String>,
-    protocol: &'static str,
-    object: String,
-    outcome: &'static str,
-    detail: String,
-}
-
-impl From<&Event> for EventOut {
-    fn from(event: &Event) -> Self {
-        EventOut {
-            id: event.id.to_string(),
-            time: rfc3339(event.time),
-            kind: event.kind.as_str(),
-            actor: event.actor.clone(),
-            source: event.source.clone(),
-            protocol: event.protocol.as_str(),
-            object: event.object.clone(),
-            outcome: event.outcome.as_str(),
-            detail: event.detail.clone(),
-        }
-    }
 }
 
 fn enabled(account: &Account) -> &'static str {
@@ -1012,10 +758,6 @@ fn size_or_none(bytes: Option<u64>) -> String {
 
 fn number_or_none<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "none".to_owned(), |v| v.to_string())
-}
-
-fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
 }
 
 fn short_time(time: OffsetDateTime) -> String {

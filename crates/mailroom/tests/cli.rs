@@ -244,7 +244,7 @@ fn init_creates_everything_once_and_stores_no_password_in_clear() {
     assert_eq!(accounts.as_array().unwrap().len(), 1);
     assert_eq!(accounts[0]["name"], "admin");
     assert_eq!(accounts[0]["kind"], "admin");
-    assert_eq!(accounts[0]["password_set"], true);
+    assert_eq!(accounts[0]["has_password"], true);
 
     // The password is in no file of the data folder, the database included.
     for file in files_under(&data) {
@@ -344,7 +344,7 @@ fn admin_commands_work_and_print_tables_and_json() {
             .unwrap()
             .clone()
     };
-    assert_eq!(by_name("alice")["password_set"], true);
+    assert_eq!(by_name("alice")["has_password"], true);
     assert_eq!(by_name("alice")["keys"].as_array().unwrap().len(), 1);
     assert_eq!(by_name("carol")["disabled"], true);
     assert_eq!(by_name("carol")["keys"].as_array().unwrap().len(), 0);
@@ -914,15 +914,19 @@ fn account_set_changes_only_what_is_given_and_show_tells_all() {
         None,
     );
     let shown = site.json(&["account", "show", "alice"]);
-    let access = &shown["access"];
-    assert_eq!(access["quota_bytes"], serde_json::Value::Null, "{shown}");
-    assert_eq!(access["max_file_size"], 512 * 1024);
-    assert_eq!(access["quota_files"], 100);
-    assert_eq!(access["retention_days"], 30);
-    assert_eq!(access["rights"]["send"], true);
-    assert_eq!(access["rights"]["delete"], false);
-    assert_eq!(access["networks"][1], "192.0.2.7/32");
-    assert_eq!(access["require"], serde_json::json!([]));
+    let limits = &shown["limits"];
+    assert_eq!(limits["quota_bytes"], serde_json::Value::Null, "{shown}");
+    assert_eq!(limits["max_file_size"], 512 * 1024);
+    assert_eq!(limits["quota_files"], 100);
+    assert_eq!(limits["retention_days"], 30);
+    assert_eq!(limits["allow_names"], serde_json::json!(["*.csv", "*.pdf"]));
+    assert_eq!(
+        shown["rights"],
+        serde_json::json!({"send": true, "receive": true, "delete": false, "recall": false})
+    );
+    assert_eq!(shown["networks"][1], "192.0.2.7/32");
+    assert_eq!(shown["certificate_subject"], "Alice Example");
+    assert_eq!(shown["require"], serde_json::json!([]));
     assert_eq!(shown["totp"]["enrolled"], false);
     assert_eq!(shown["totp"]["recovery_codes_left"], 0);
     assert!(!shown.to_string().contains("secret\""), "{shown}");
@@ -1042,4 +1046,256 @@ fn the_admin_cli_has_no_command_that_reads_content() {
     // What exists about deliveries in the admin CLI is counts.
     let status = site.json(&["status"]);
     assert_eq!(status["live_deliveries"], 0);
+}
+
+/// A running `mailroom serve`; killed if the test fails before stopping it.
+struct Server {
+    child: Option<std::process::Child>,
+}
+
+impl Server {
+    /// SIGTERM, which must end it with exit code 0.
+    fn stop(mut self) {
+        let child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = wait_with_limit(child, Duration::from_secs(60));
+        assert!(exit.success(), "SIGTERM must exit 0, got {exit:?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `mailroom serve` on `site` with SFTP and HTTPS on free ports: the server and the API's base
+/// URL (`https://localhost:PORT/api/v1`). Standard output keeps being drained.
+fn serve_https(site: &Site) -> (Server, String) {
+    let mut command = site.command(&["serve"]);
+    command
+        .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+        .env("MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS", "5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server { child: Some(child) };
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // The receiver stops listening once the port is known; keep draining.
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let address = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no https listening line; stdout so far: {printed:?}"));
+        if let Some(address) = line.strip_prefix("mailroom: https listening on ") {
+            break address.to_owned();
+        }
+        printed.push(line);
+    };
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    (server, format!("https://localhost:{port}/api/v1"))
+}
+
+/// The HTTPS API of a running server, with an admin token, trusting the folder's server CA.
+struct Api {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn login(site: &Site, base: &str, admin: &str, password: &str) -> Api {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let pem = std::fs::read(site.data().join("tls/server-ca.crt")).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+            .build()
+            .unwrap();
+        let answer: serde_json::Value = runtime.block_on(async {
+            let response = client
+                .post(format!("{base}/token"))
+                .json(&serde_json::json!({
+                    "username": admin, "password": password, "scope": "admin"
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "admin login");
+            response.json().await.unwrap()
+        });
+        let token = answer["access_token"].as_str().unwrap().to_owned();
+        Api {
+            runtime,
+            client,
+            base: base.to_owned(),
+            token,
+        }
+    }
+
+    /// `GET {base}{path}`, which must answer 200 with JSON.
+    fn get(&self, path: &str) -> serde_json::Value {
+        self.runtime.block_on(async {
+            let response = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "GET {path}");
+            response.json().await.unwrap()
+        })
+    }
+}
+
+/// The keys and value types of a JSON value, values left out: `{"a": "number", …}`.
+fn shape(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Number(_) => "number".into(),
+        Value::String(_) => "string".into(),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| (key.clone(), shape(value)))
+                .collect(),
+        ),
+    }
+}
+
+/// The CLI's `--json` and the HTTPS API write one shape per object (mailroom-api's): for the
+/// same account, group, route, ban and event, the real binary prints exactly what a running
+/// server's API returns, and the chain's verdict has the same keys and value types.
+#[test]
+fn json_output_is_what_the_https_api_returns() {
+    let (site, password) = Site::initialised();
+    let key_a = site.write("alice.pub", KEY_A);
+    site.ok(
+        &[
+            "account",
+            "add",
+            "alice",
+            "--authorized-key",
+            key_a.to_str().unwrap(),
+        ],
+        None,
+    );
+    site.ok(
+        &["account", "add", "bob", "--password-stdin"],
+        Some("correct-horse-battery-9\n"),
+    );
+    site.ok(
+        &[
+            "account",
+            "set",
+            "alice",
+            "--rights",
+            "send,receive",
+            "--networks",
+            "10.0.0.0/8, 192.0.2.7",
+            "--certificate-subject",
+            "Alice Example",
+            "--allow-names",
+            "*.pdf",
+            "--max-file-size",
+            "10M",
+            "--retention-days",
+            "30",
+        ],
+        None,
+    );
+    site.ok(&["account", "set", "bob", "--require", "password"], None);
+    site.ok(&["group", "add", "team"], None);
+    site.ok(&["group", "member", "add", "team", "bob"], None);
+    site.ok(&["route", "allow", "alice", "team"], None);
+    site.ok(&["route", "deny", "bob", "alice"], None);
+    site.ok(
+        &[
+            "ban",
+            "add",
+            "192.0.2.9",
+            "--minutes",
+            "60",
+            "--reason",
+            "a test",
+        ],
+        None,
+    );
+
+    let (server, base) = serve_https(&site);
+    let api = Api::login(&site, &base, "admin", &password);
+
+    let alice = api.get("/admin/accounts/alice");
+    assert_eq!(site.json(&["account", "show", "alice"]), alice);
+    assert_eq!(alice["rights"]["send"], true, "{alice}");
+    assert_eq!(alice["keys"][0]["line"], KEY_A, "{alice}");
+    assert_eq!(
+        site.json(&["account", "show", "bob"]),
+        api.get("/admin/accounts/bob")
+    );
+    assert_eq!(site.json(&["account", "list"]), api.get("/admin/accounts"));
+    let groups = api.get("/admin/groups");
+    assert_eq!(
+        groups,
+        serde_json::json!([{"name": "team", "members": ["bob"]}])
+    );
+    assert_eq!(site.json(&["group", "list"]), groups);
+    let routes = api.get("/admin/routes");
+    assert_eq!(routes.as_array().unwrap().len(), 2, "{routes}");
+    assert_eq!(site.json(&["route", "list"]), routes);
+    let bans = api.get("/admin/bans");
+    assert_eq!(bans[0]["subject"], "192.0.2.9", "{bans}");
+    assert_eq!(site.json(&["ban", "list", "--all"]), bans);
+
+    // Every event the API returns, the CLI prints alike (the CLI reads later, so it has them
+    // all, and perhaps newer ones).
+    let api_events = api.get("/admin/audit?limit=10000");
+    let cli_events = site.json(&["audit", "list", "--limit", "10000"]);
+    let api_events = api_events.as_array().unwrap();
+    assert!(
+        api_events.iter().any(|e| e["kind"] == "admin")
+            && api_events.iter().any(|e| e["kind"] == "ban"),
+        "{api_events:?}"
+    );
+    for event in api_events {
+        let printed = cli_events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == event["id"])
+            .unwrap_or_else(|| panic!("the CLI does not list {event}"));
+        assert_eq!(printed, event);
+    }
+
+    // The chain grows between the two reads (the token login is an event): same shape.
+    let api_verify = api.get("/admin/audit/verify");
+    let cli_verify = site.json(&["audit", "verify"]);
+    assert_eq!(api_verify["intact"], true, "{api_verify}");
+    assert_eq!(shape(&cli_verify), shape(&api_verify));
+    let api_head = &api_verify["head"];
+    let cli_head = site.json(&["audit", "head"]);
+    assert_eq!(shape(&cli_head), shape(api_head));
+
+    server.stop();
 }

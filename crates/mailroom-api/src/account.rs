@@ -64,8 +64,10 @@ impl From<&Account> for AccountView {
     }
 }
 
-/// What an account may do in the tree, each right always present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+/// What an account may do in the tree, each right always present: in an account, and as the
+/// rights an account change sets (all four given, so none is granted by leaving it out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RightsView {
     /// May send (write to `/outbox`).
     pub send: bool,
@@ -75,6 +77,17 @@ pub struct RightsView {
     pub delete: bool,
     /// May recall files it sent.
     pub recall: bool,
+}
+
+impl From<RightsView> for Rights {
+    fn from(view: RightsView) -> Rights {
+        Rights {
+            send: view.send,
+            receive: view.receive,
+            delete: view.delete,
+            recall: view.recall,
+        }
+    }
 }
 
 impl From<&Rights> for RightsView {

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use mailroom_core::{
     AccountKind, AccountName, AuthorizedKey, BanSubject, Checkpoint, CoreError, EventKind,
-    EventQuery, FactorSet, Outcome, Rights, RouteEffect, Secret,
+    EventQuery, Factor, FactorSet, Outcome, Rights, RouteEffect, Secret,
 };
 use mailroom_core::{parse_globs, parse_networks};
 use serde::Deserialize;
@@ -123,13 +123,18 @@ pub(crate) async fn change_account(
         ..mailroom_core::AccountChange::default()
     };
     if let Some(require) = &change.require {
-        core.factors = Some(FactorSet::parse(require).map_err(invalid)?);
+        let factors = require
+            .iter()
+            .map(|factor| Factor::parse(factor))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        core.factors = Some(FactorSet::new(factors));
     }
     if let Some(networks) = &change.networks {
         core.networks = Some(parse_networks(&networks.join(",")).map_err(invalid)?);
     }
-    if let Some(rights) = &change.rights {
-        core.rights = Some(Rights::parse(rights).map_err(invalid)?);
+    if let Some(rights) = change.rights {
+        core.rights = Some(Rights::from(rights));
     }
     if let Some(subject) = &change.certificate_subject {
         core.certificate_subject =

@@ -197,17 +197,16 @@ pub struct AccountChange {
     /// A new password; its tokens are revoked.
     #[serde(default)]
     pub password: Option<String>,
-    /// Required factors, comma-separated, e.g. "password,totp", or "any" for the default (an
-    /// account lists them in `require`).
+    /// Required factors, as an account lists them in `require`: e.g. ["password", "totp"];
+    /// [] for the default (a password or a key, either one).
     #[serde(default)]
-    pub require: Option<String>,
+    pub require: Option<Vec<String>>,
     /// Source networks, e.g. ["10.0.0.0/8"]; empty: any.
     #[serde(default)]
     pub networks: Option<Vec<String>>,
-    /// Rights granted, comma-separated, e.g. "send,receive", or "all" or "none" (an account
-    /// shows them as the object `rights`).
+    /// Rights, the same object an account shows: all four given.
     #[serde(default)]
-    pub rights: Option<String>,
+    pub rights: Option<RightsView>,
     /// The subject a client certificate must name; "" for the account name.
     #[serde(default)]
     pub certificate_subject: Option<String>,

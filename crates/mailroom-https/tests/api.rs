@@ -459,7 +459,10 @@ async fn scopes_keep_clients_and_admins_apart() {
     let response = client(&hub)
         .patch(url(&hub, "/api/v1/admin/accounts/carol"))
         .bearer_auth(&admin_token)
-        .json(&json!({"rights": "receive", "limits": {"max_file_size": 1000}}))
+        .json(&json!({
+            "rights": {"send": false, "receive": true, "delete": false, "recall": false},
+            "limits": {"max_file_size": 1000}
+        }))
         .send()
         .await
         .unwrap();
@@ -555,6 +558,68 @@ async fn scopes_keep_clients_and_admins_apart() {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
+}
+
+/// An admin change is one commit: a PATCH whose password is too weak changes none of its
+/// other fields either, and a group with an unknown member is not created at all.
+#[tokio::test]
+async fn refused_admin_changes_change_nothing() {
+    let hub = start().await;
+    let root = hub.admin_account("root").await;
+    let (alice, _bob) = pair(&hub).await;
+    let admin_token = access(&login_scope(&hub, &root, "admin").await);
+    let before = hub.account(&alice.name).await;
+    let events_before = hub.events(EventKind::Admin, Outcome::Ok).await.len();
+    let response = client(&hub)
+        .patch(url(&hub, &format!("/api/v1/admin/accounts/{}", alice.name)))
+        .bearer_auth(&admin_token)
+        .json(&json!({
+            "rights": {"send": false, "receive": true, "delete": false, "recall": false},
+            "disabled": true,
+            "password": "short"
+        }))
+        .send()
+        .await
+        .unwrap();
+    let detail = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(detail.contains("password"), "{detail}");
+    assert_eq!(hub.account(&alice.name).await, before, "nothing changed");
+    assert_eq!(
+        hub.events(EventKind::Admin, Outcome::Ok).await.len(),
+        events_before
+    );
+    // An unknown factor in `require` is refused the same way.
+    let response = client(&hub)
+        .patch(url(&hub, &format!("/api/v1/admin/accounts/{}", alice.name)))
+        .bearer_auth(&admin_token)
+        .json(&json!({"require": ["password", "sms"], "disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(hub.account(&alice.name).await, before, "nothing changed");
+
+    // A group with an unknown member: 404, and no group.
+    let response = client(&hub)
+        .post(url(&hub, "/api/v1/admin/groups"))
+        .bearer_auth(&admin_token)
+        .json(&json!({"name": "team", "members": [alice.name, "nobody"]}))
+        .send()
+        .await
+        .unwrap();
+    let detail = problem(response, StatusCode::NOT_FOUND).await;
+    assert!(detail.contains("nobody"), "{detail}");
+    let groups: Value = get(&hub, &admin_token, "/api/v1/admin/groups")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(groups, json!([]), "no group was created");
+    assert_eq!(
+        hub.events(EventKind::Admin, Outcome::Ok).await.len(),
+        events_before
+    );
+    hub.stop().await;
 }
 
 #[tokio::test]

@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "policy version",
         sql: include_str!("../migrations/sqlite/0008_policy_version.sql"),
     },
+    Migration {
+        version: 9,
+        description: "live indexes",
+        sql: include_str!("../migrations/sqlite/0009_live_indexes.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

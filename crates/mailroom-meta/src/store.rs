@@ -14,6 +14,12 @@
 //! (`query_only`), each unit in one read transaction: one snapshot, never waiting for a
 //! commit's `fsync`.
 //!
+//! Checkpoints (copying the WAL back into the database file, with its own `fsync`) run on a
+//! checkpointer thread of their own, not in the commit that happens to fill the log: the
+//! writer's WAL hook wakes it once the log holds [`CHECKPOINT_PAGES`] pages, and it runs a
+//! passive checkpoint beside the writer. Only a log past [`CHECKPOINT_HARD_PAGES`] (the
+//! checkpointer cannot keep up) is checkpointed in the commit itself.
+//!
 //! Why rusqlite and threads of our own rather than an async driver: SQLite is a library, not a
 //! server. An async driver runs each statement as a hop to a worker thread, and a Hub
 //! operation of five statements paid five hops (measured: 66–105 context switches and over a
@@ -44,6 +50,13 @@ const READERS: usize = 3;
 const MAX_BATCH: usize = 512;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
+/// WAL pages after which the checkpointer thread is woken (SQLite's own default threshold).
+const CHECKPOINT_PAGES: i32 = 1000;
+/// WAL pages after which the writer checkpoints in the commit itself: the checkpointer has
+/// fallen far behind, and the log must not grow without bound.
+const CHECKPOINT_HARD_PAGES: i32 = 32_000;
+/// The size a WAL file is cut back to after a checkpoint, in bytes.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// The metadata store on SQLite.
 ///
@@ -139,6 +152,28 @@ impl SqliteStore {
             reason,
         })?;
         check_durability(&writer, &location)?;
+        writer
+            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(open)?;
+        let checkpointer = connect(path).map_err(open)?;
+        let (wake, wakes) = mpsc::sync_channel::<()>(1);
+        let mut writer = writer;
+        // Replaces SQLite's automatic checkpoint, which would run inside the commit.
+        writer
+            .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+                if pages >= CHECKPOINT_HARD_PAGES {
+                    tracing::warn!(
+                        pages,
+                        "the WAL outgrew the checkpointer; checkpointing in the commit"
+                    );
+                    wal.checkpoint()?;
+                } else if pages >= CHECKPOINT_PAGES {
+                    // Full means a wake-up is already pending.
+                    let _ = wake.try_send(());
+                }
+                Ok(())
+            }))
+            .map_err(open)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = connect(path).map_err(open)?;
@@ -147,7 +182,13 @@ impl SqliteStore {
                 .map_err(open)?;
             readers.push(reader);
         }
-        SqliteStore::start(location, writer, readers)
+        let store = SqliteStore::start(location, writer, readers)?;
+        let thread = std::thread::Builder::new()
+            .name("meta-checkpoint".to_owned())
+            .spawn(move || run_checkpointer(checkpointer, wakes))
+            .map_err(MetaError::Thread)?;
+        lock(&store.inner.threads).push(thread);
+        Ok(store)
     }
 
     /// Opens a fresh database in memory, for tests. It lives as long as the store: one
@@ -459,6 +500,17 @@ fn run_reader(conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 let _ = reply.send(read_unit(&conn, unit));
             }
             Job::Raw(work) => work(&conn),
+        }
+    }
+}
+
+/// The checkpointer thread: a passive checkpoint each time the writer's WAL hook wakes it,
+/// beside the writer, until the writer's connection (and with it the hook) is gone.
+fn run_checkpointer(conn: Connection, wakes: mpsc::Receiver<()>) {
+    while wakes.recv().is_ok() {
+        match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok((log, done)) => tracing::debug!(log, done, "checkpoint"),
+            Err(error) => tracing::warn!(error = %error, "checkpoint failed; the next one retries"),
         }
     }
 }

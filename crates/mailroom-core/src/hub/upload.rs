@@ -487,22 +487,44 @@ fn free_name(
         } else {
             name.with_suffix(suffix)
         };
-        let taken = tx
-            .deliveries(&DeliveryQuery {
-                sender: Some(sender.clone()),
-                name: Some(candidate.clone()),
-                states: DeliveryState::LIVE.to_vec(),
-                ..DeliveryQuery::default()
-            })?
-            .iter()
-            .any(|d| recipients.contains(&d.recipient) || targets.contains(&d.target));
-        if !taken {
+        if !name_taken(tx, sender, targets, recipients, &candidate)? {
             return Ok(candidate);
         }
     }
     Err(CoreError::conflict(format!(
         "too many deliveries named {name} are pending; remove some first"
     )))
+}
+
+/// Whether a live delivery from `sender` holds `name` for one of `recipients` or in one of
+/// the outbox folders `targets`: one exact lookup each, whatever the sender has pending.
+fn name_taken(
+    tx: &mut dyn Tx,
+    sender: &AccountName,
+    targets: &[AccountName],
+    recipients: &[AccountName],
+    name: &FileName,
+) -> Result<bool> {
+    let live = |recipient: Option<&AccountName>, target: Option<&AccountName>| DeliveryQuery {
+        sender: Some(sender.clone()),
+        recipient: recipient.cloned(),
+        target: target.cloned(),
+        name: Some(name.clone()),
+        states: DeliveryState::LIVE.to_vec(),
+        limit: Some(1),
+        ..DeliveryQuery::default()
+    };
+    for recipient in recipients {
+        if !tx.deliveries(&live(Some(recipient), None))?.is_empty() {
+            return Ok(true);
+        }
+    }
+    for target in targets {
+        if !tx.deliveries(&live(None, Some(target)))?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The accounts an upload to `target` reaches, after route policy and the recipients' right

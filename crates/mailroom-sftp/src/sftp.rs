@@ -38,6 +38,21 @@ const MAX_IO: u64 = 261_120;
 const MAX_HANDLES: usize = 64;
 /// Directory entries sent per READDIR reply.
 const DIR_CHUNK: usize = 128;
+/// How long the entries of a listing answer stats of its files (see [`Listed`]).
+const LISTING_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The inbox or outbox folder this session listed last, by entry name. A client stats what it
+/// just listed (OpenSSH's glob stats every match, then `get` stats each file once more before
+/// opening it): within [`LISTING_FRESH`] of the listing, and while this session changed
+/// nothing, such a stat is answered from the listing instead of the store, as file systems
+/// cache attributes. A delivery's name, size and time never change, so the only thing that
+/// can be stale is that it still exists; opening it asks the Hub, which finds that out.
+/// Receipts (`/sent`) are not kept: their text changes with the delivery's state.
+struct Listed {
+    folder: VirtualPath,
+    entries: HashMap<String, core::Entry>,
+    at: std::time::Instant,
+}
 
 /// Runs SFTP on an accepted channel until the client closes it, then ends the channel with
 /// exit status 0, EOF and close.
@@ -155,6 +170,8 @@ struct Processor {
     activity: Activity,
     /// Open file handles last reported to `activity`.
     reported: usize,
+    /// The last listing, for the stats that follow it.
+    listed: Option<Listed>,
 }
 
 async fn process(
@@ -171,6 +188,7 @@ async fn process(
         next_handle: 0,
         activity,
         reported: 0,
+        listed: None,
     };
     while let Some(mut raw) = requests.recv().await {
         let id = request_id(&raw);
@@ -365,11 +383,35 @@ impl Processor {
 
     async fn stat(&self, id: u32, path: &str) -> Result<Packet, CoreError> {
         let path = self.parse(path)?;
+        if let Some(entry) = self.listed_entry(&path) {
+            return Ok(Packet::Attrs(Attrs {
+                id,
+                attrs: attributes(entry),
+            }));
+        }
         let entry = self.hub.stat(&self.session, &path).await?;
         Ok(Packet::Attrs(Attrs {
             id,
             attrs: attributes(&entry),
         }))
+    }
+
+    /// The entry of an inbox or outbox file in the fresh listing of its folder, if it is one.
+    fn listed_entry(&self, path: &VirtualPath) -> Option<&core::Entry> {
+        let VirtualPath::File(area @ (core::Area::Inbox | core::Area::Outbox), folder, name) = path
+        else {
+            return None;
+        };
+        let listed = self.listed.as_ref()?;
+        let same_folder = matches!(
+            &listed.folder,
+            VirtualPath::Folder(listed_area, listed_folder)
+                if listed_area == area && listed_folder == folder
+        );
+        if !same_folder || listed.at.elapsed() > LISTING_FRESH {
+            return None;
+        }
+        listed.entries.get(name.as_str())
     }
 
     fn fstat(&self, id: u32, handle: &str) -> Result<Packet, CoreError> {
@@ -389,6 +431,19 @@ impl Processor {
     async fn opendir(&mut self, id: u32, path: &str) -> Result<Packet, CoreError> {
         let path = self.parse(path)?;
         let entries = self.hub.list(&self.session, &path).await?;
+        self.listed = matches!(
+            path,
+            VirtualPath::Folder(core::Area::Inbox | core::Area::Outbox, _)
+        )
+        .then(|| Listed {
+            folder: path.clone(),
+            entries: entries
+                .iter()
+                .filter(|e| !e.is_dir)
+                .map(|e| (e.name.clone(), e.clone()))
+                .collect(),
+            at: std::time::Instant::now(),
+        });
         self.insert(
             id,
             OpenHandle::Dir {
@@ -431,6 +486,8 @@ impl Processor {
             ));
         }
         let handle = if writing {
+            // Whatever this session changes, later stats ask the Hub again.
+            self.listed = None;
             let upload = self.hub.begin_upload(&self.session, &path).await?;
             OpenHandle::Write {
                 upload,
@@ -501,6 +558,7 @@ impl Processor {
                 upload,
                 failed: None,
             }) => {
+                self.listed = None;
                 // The reply goes out only after the delivery is durable and committed.
                 self.hub.finish_upload(upload).await?;
                 Ok(ok(id))
@@ -508,13 +566,15 @@ impl Processor {
         }
     }
 
-    async fn remove(&self, id: u32, path: &str) -> Result<Packet, CoreError> {
+    async fn remove(&mut self, id: u32, path: &str) -> Result<Packet, CoreError> {
+        self.listed = None;
         let path = self.parse(path)?;
         self.hub.remove(&self.session, &path).await?;
         Ok(ok(id))
     }
 
-    async fn rename(&self, id: u32, from: &str, to: &str) -> Result<Packet, CoreError> {
+    async fn rename(&mut self, id: u32, from: &str, to: &str) -> Result<Packet, CoreError> {
+        self.listed = None;
         let from = self.parse(from)?;
         let to = self.parse(to)?;
         self.hub.rename(&self.session, &from, &to).await?;
@@ -532,7 +592,7 @@ impl Processor {
         Ok(ok(id))
     }
 
-    async fn extended(&self, id: u32, request: &str, data: &[u8]) -> Result<Packet, CoreError> {
+    async fn extended(&mut self, id: u32, request: &str, data: &[u8]) -> Result<Packet, CoreError> {
         match request {
             "limits@openssh.com" => {
                 let mut reply = Vec::with_capacity(32);

@@ -90,6 +90,52 @@ async fn send_list_download_delete() {
     hub.stop().await;
 }
 
+/// `get` of a glob lists the folder, stats every match, then stats, opens, reads and closes
+/// each file: the stats are answered from the listing, so each file costs the Hub its open
+/// and its close only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stats_after_a_listing_are_answered_from_it() {
+    if !have("sftp") {
+        return;
+    }
+    let (hub, alice, bob) = hub_with_alice_and_bob().await;
+    let local = hub.local_dir("many");
+    let mut shas = Vec::new();
+    for i in 0..3u64 {
+        shas.push(write_random(&local.join(format!("f{i}.txt")), 5000, 20 + i));
+    }
+    let out = hub
+        .sftp(
+            &alice,
+            &format!(
+                "put {}/* /outbox/bob/
+",
+                local.display()
+            ),
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let down = hub.local_dir("got");
+    let before = hub.hub.file_operations();
+    let out = hub
+        .sftp(
+            &bob,
+            &format!(
+                "get /inbox/alice/* {}
+",
+                down.display()
+            ),
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    for (i, sha) in shas.iter().enumerate() {
+        assert_eq!(&sha256_file(&down.join(format!("f{i}.txt"))), sha);
+    }
+    // One listing, then an open and a close per file; no stat reached the Hub.
+    assert_eq!(hub.hub.file_operations() - before, 1 + 3 * 2);
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_fan_out_shares_one_blob() {
     if !have("sftp") {

@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "live indexes",
         sql: include_str!("../migrations/sqlite/0009_live_indexes.sql"),
     },
+    Migration {
+        version: 10,
+        description: "inline blobs without rowid",
+        sql: include_str!("../migrations/sqlite/0010_inline_blobs_without_rowid.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -127,6 +127,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Runs a unit that only reads, in one read transaction: every read sees one snapshot.
     /// A write inside it fails as Internal.
     async fn read(&self, unit: Unit) -> Result<UnitOutput>;
+    /// [`MetaStore::read`] of a unit that reads a few rows by key (what a file operation
+    /// looks up): the store may run it on the caller's own thread, sparing the two thread
+    /// switches of a hop to a store thread. Never for a unit whose reads grow with the data
+    /// (listings, the audit trail).
+    async fn read_short(&self, unit: Unit) -> Result<UnitOutput> {
+        self.read(unit).await
+    }
     /// Runs a unit that may write, in one write transaction, and returns once that
     /// transaction has committed with `durability` (or the unit failed, and nothing of it
     /// was kept). Writes of one unit are never visible without each other.
@@ -144,6 +151,15 @@ pub trait MetaStoreExt: MetaStore {
         unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
     ) -> impl Future<Output = Result<T>> + Send {
         let future = self.read(boxed(unit));
+        async move { unbox(future.await?) }
+    }
+
+    /// [`MetaStore::read_short`] of a unit that returns a `T`.
+    fn read_short_with<T: Send + 'static>(
+        &self,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send {
+        let future = self.read_short(boxed(unit));
         async move { unbox(future.await?) }
     }
 

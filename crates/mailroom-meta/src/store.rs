@@ -50,6 +50,8 @@ const READERS: usize = 3;
 const MAX_BATCH: usize = 512;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
+/// Idle short-read connections kept for reuse.
+const SHORT_READERS: usize = 4;
 /// WAL pages after which the checkpointer thread is woken (SQLite's own default threshold).
 const CHECKPOINT_PAGES: i32 = 1000;
 /// WAL pages after which the writer checkpoints in the commit itself: the checkpointer has
@@ -84,6 +86,11 @@ struct Inner {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     counters: Counters,
     tap: Arc<EventTap>,
+    /// Connections for short reads on the caller's thread; empty (and never filled) for a
+    /// store in memory.
+    short_reads: Mutex<Vec<Connection>>,
+    /// The database file, to open more short-read connections; `None` in memory.
+    path: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -182,7 +189,7 @@ impl SqliteStore {
                 .map_err(open)?;
             readers.push(reader);
         }
-        let store = SqliteStore::start(location, writer, readers)?;
+        let store = SqliteStore::start(location, writer, readers, Some(path.to_owned()))?;
         let thread = std::thread::Builder::new()
             .name("meta-checkpoint".to_owned())
             .spawn(move || run_checkpointer(checkpointer, wakes))
@@ -205,13 +212,14 @@ impl SqliteStore {
             location: location.clone(),
             reason,
         })?;
-        SqliteStore::start(location, conn, Vec::new())
+        SqliteStore::start(location, conn, Vec::new(), None)
     }
 
     fn start(
         location: String,
         writer: Connection,
         readers: Vec<Connection>,
+        path: Option<std::path::PathBuf>,
     ) -> Result<SqliteStore, MetaError> {
         let tap = Arc::new(EventTap::default());
         let (write_queue, write_jobs) = mpsc::channel::<Job>();
@@ -224,6 +232,8 @@ impl SqliteStore {
                 threads: Mutex::new(Vec::new()),
                 counters: Counters::default(),
                 tap: tap.clone(),
+                short_reads: Mutex::new(Vec::new()),
+                path,
             }),
         };
         let weak = Arc::downgrade(&store.inner);
@@ -281,6 +291,7 @@ impl SqliteStore {
     pub async fn close(&self) {
         lock(&self.inner.writer).take();
         lock(&self.inner.readers).take();
+        lock(&self.inner.short_reads).clear();
         let threads = std::mem::take(&mut *lock(&self.inner.threads));
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -335,11 +346,46 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A connection for a short read: an idle one from the pool, or a new one.
+    fn short_reader(&self) -> Option<Connection> {
+        if let Some(conn) = lock(&self.inner.short_reads).pop() {
+            return Some(conn);
+        }
+        let path = self.inner.path.as_ref()?;
+        let conn = connect(path)
+            .and_then(|conn| {
+                conn.pragma_update(None, "query_only", true)?;
+                Ok(conn)
+            })
+            .map_err(|error| tracing::warn!(error = %error, "no connection for a short read"))
+            .ok()?;
+        Some(conn)
+    }
+}
+
 #[async_trait]
 impl MetaStore for SqliteStore {
     async fn read(&self, unit: Unit) -> Result<UnitOutput> {
         self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
         self.submit(None, unit).await
+    }
+
+    async fn read_short(&self, unit: Unit) -> Result<UnitOutput> {
+        if lock(&self.inner.writer).is_none() {
+            return Err(closing());
+        }
+        let Some(conn) = self.short_reader() else {
+            // In memory, or no connection to be had: the reader threads.
+            return self.read(unit).await;
+        };
+        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let result = read_unit(&conn, unit);
+        let mut pool = lock(&self.inner.short_reads);
+        if pool.len() < SHORT_READERS {
+            pool.push(conn);
+        }
+        result
     }
 
     async fn write(&self, durability: Durability, unit: Unit) -> Result<UnitOutput> {

@@ -100,6 +100,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    short_reads_see_commits_and_refuse_writes,
     accounts_round_trip_with_keys,
     accounts_and_groups_share_one_namespace,
     update_account_writes_only_the_fields_it_sets,
@@ -1979,6 +1980,37 @@ async fn a_panicking_unit_is_internal_and_changes_nothing(h: &mut Harness<'_>) {
     // The store goes on.
     let bob = h.client("bob");
     h.insert_account(&bob).await;
+}
+
+/// A short read (`MetaStore::read_short`, which the store may run on the caller's thread) is
+/// a read unit like any other: it sees every committed change, it is not writable, and a write
+/// inside it is refused as Internal and changes nothing.
+async fn short_reads_see_commits_and_refuse_writes(h: &mut Harness<'_>) {
+    let alice = h.client("alice");
+    h.insert_account(&alice).await;
+    for _ in 0..3 {
+        let (found, writable) = h
+            .store
+            .read_short_with(|tx| Ok((tx.account(&name("alice"))?, tx.writable())))
+            .await
+            .unwrap();
+        assert_eq!(found.map(|a| a.name), Some(name("alice")));
+        assert!(!writable);
+    }
+    let before = h.snapshot().await;
+    let carol = h.client("carol");
+    let error = h
+        .store
+        .read_short_with(move |tx| tx.insert_account(&carol))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Internal, "{error}");
+    assert_eq!(h.snapshot().await, before);
+    // A change committed after the first short reads is seen by the next one.
+    let bob = h.client("bob");
+    h.insert_account(&bob).await;
+    let accounts = h.store.read_short_with(|tx| tx.accounts()).await.unwrap();
+    assert_eq!(accounts.len(), 2);
 }
 
 async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {

@@ -45,7 +45,7 @@ impl Hub {
     ) -> Result<Delivery> {
         self.file_operation();
         let (me, id) = (session.account.clone(), *id);
-        self.read_as(session, move |tx| inbox_delivery_in(tx, &me, &id))
+        self.read_short_as(session, move |tx| inbox_delivery_in(tx, &me, &id))
             .await
     }
 
@@ -57,7 +57,7 @@ impl Hub {
     ) -> Result<Delivery> {
         self.file_operation();
         let (me, id) = (session.account.clone(), *id);
-        self.read_as(session, move |tx| sent_delivery_in(tx, &me, &id))
+        self.read_short_as(session, move |tx| sent_delivery_in(tx, &me, &id))
             .await
     }
 
@@ -71,7 +71,7 @@ impl Hub {
         self.file_operation();
         let (me, id) = (session.account.clone(), *id);
         let (delivery, inline) = self
-            .read_as(session, move |tx| {
+            .read_short_as(session, move |tx| {
                 let delivery = inbox_delivery_in(tx, &me, &id)?;
                 let inline = tx.inline_blob(&delivery.blob_id)?;
                 Ok((delivery, inline))

@@ -121,7 +121,7 @@ impl Hub {
                 let query = visible_query(session, Area::Inbox, sender, name)?;
                 let (sender, name) = (sender.clone(), name.clone());
                 let (delivery, inline) = self
-                    .read_as(session, move |tx| {
+                    .read_short_as(session, move |tx| {
                         tx.first_delivery_with_content(&query)?
                             .ok_or_else(|| no_such_file(Area::Inbox, &sender, &name))
                     })
@@ -132,7 +132,7 @@ impl Hub {
                 let (me, recipient, entry) =
                     (session.account.clone(), recipient.clone(), entry.clone());
                 let delivery = self
-                    .read_as(session, move |tx| receipt(tx, &me, &recipient, &entry))
+                    .read_short_as(session, move |tx| receipt(tx, &me, &recipient, &entry))
                     .await?;
                 let text = receipt_text(&delivery).into_bytes();
                 Ok(ReadHandle {

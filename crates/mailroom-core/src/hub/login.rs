@@ -370,7 +370,7 @@ impl Hub {
                 // The bans, when their cache is due, come with the account: one hop.
                 let stale = self.bans_stale();
                 let (account, bans) = self
-                    .read(move |tx| {
+                    .read_short(move |tx| {
                         let bans = if stale { Some(tx.bans()?) } else { None };
                         Ok((tx.account(&name)?, bans))
                     })

@@ -163,6 +163,14 @@ impl Hub {
         self.meta.read_with(unit).await
     }
 
+    /// [`Hub::read`] of a unit that reads a few rows by key ([`MetaStore::read_short`]).
+    async fn read_short<T: Send + 'static>(
+        &self,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.meta.read_short_with(unit).await
+    }
+
     /// [`Hub::read`] for a client: the unit runs only while the session's account still
     /// exists and is not disabled, checked in the same transaction.
     async fn read_as<T: Send + 'static>(
@@ -170,13 +178,17 @@ impl Hub {
         session: &ClientSession,
         unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (cache, account) = (self.policy.clone(), session.account.clone());
-        self.read(move |tx| {
-            let policy = cache.get(tx)?;
-            upload::session_policy(&policy, &account)?;
-            unit(tx)
-        })
-        .await
+        self.read(client_unit(&self.policy, session, unit)).await
+    }
+
+    /// [`Hub::read_as`] of a unit that reads a few rows by key ([`MetaStore::read_short`]).
+    async fn read_short_as<T: Send + 'static>(
+        &self,
+        session: &ClientSession,
+        unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read_short(client_unit(&self.policy, session, unit))
+            .await
     }
 
     /// Runs `unit` as one write transaction of the metadata store, committed with
@@ -305,5 +317,19 @@ impl Stamp {
     /// The current time.
     fn now(&self) -> OffsetDateTime {
         self.0.now()
+    }
+}
+
+/// `unit`, run only while `session`'s account still exists and is not disabled.
+fn client_unit<T>(
+    policy: &Arc<PolicyCache>,
+    session: &ClientSession,
+    unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
+) -> impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static {
+    let (cache, account) = (policy.clone(), session.account.clone());
+    move |tx| {
+        let policy = cache.get(tx)?;
+        upload::session_policy(&policy, &account)?;
+        unit(tx)
     }
 }

@@ -254,7 +254,7 @@ impl Hub {
         // The bans, when their cache is due, come with the token: still one hop.
         let stale = self.bans_stale();
         let (found, bans) = self
-            .read(move |tx| {
+            .read_short(move |tx| {
                 let bans = if stale { Some(tx.bans()?) } else { None };
                 let Some(record) = tx.token(&hash)? else {
                     return Ok((None, bans));

@@ -50,7 +50,7 @@ impl Hub {
             VirtualPath::File(Area::Sent, recipient, entry) => {
                 let (me, recipient, entry) =
                     (session.account.clone(), recipient.clone(), entry.clone());
-                self.read_as(session, move |tx| {
+                self.read_short_as(session, move |tx| {
                     let delivery = receipt(tx, &me, &recipient, &entry)?;
                     Ok(file_entry(
                         entry.as_str(),
@@ -64,7 +64,7 @@ impl Hub {
             VirtualPath::File(area, folder, name) => {
                 let query = visible_query(session, *area, folder, name)?;
                 let (area, folder, name) = (*area, folder.clone(), name.clone());
-                self.read_as(session, move |tx| {
+                self.read_short_as(session, move |tx| {
                     let delivery = tx
                         .deliveries(&query)?
                         .into_iter()

@@ -188,7 +188,7 @@ impl Hub {
         let wanted = targets.to_vec();
         let file_name = name.clone();
         let plan = self
-            .read(move |tx| {
+            .read_short(move |tx| {
                 let policy = cache.get(tx)?;
                 plan_upload(tx, &policy, &sender, &wanted, &file_name)
             })

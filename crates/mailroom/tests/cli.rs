@@ -560,6 +560,18 @@ fn every_refusal_is_one_sentence_and_changes_nothing() {
             None,
             "no account named nobody",
         ),
+        // A group with one unknown member is not created at all (one commit).
+        (
+            args(&["group", "add", "crew", "--members", "alice,nobody"]),
+            None,
+            "no account named nobody",
+        ),
+        // One bad value refuses the whole change: the rights given with it stay as they were.
+        (
+            args(&["account", "set", "alice", "--rights", "none", "--max-sessions", "0x"]),
+            None,
+            "--max-sessions",
+        ),
         (
             args(&["group", "member", "add", "nogroup", "alice"]),
             None,

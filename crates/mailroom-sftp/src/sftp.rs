@@ -67,30 +67,31 @@ pub(crate) async fn run(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (request_tx, request_rx) = mpsc::unbounded_channel::<Bytes>();
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
+    let out = Out {
+        channel: Arc::new(tokio::sync::Mutex::new(write_half)),
+        queued: Arc::new(AtomicUsize::new(0)),
+        in_flight: in_flight.clone(),
+        activity: activity.clone(),
+    };
 
-    let writer_activity = activity.clone();
     let processor = tokio::spawn(process(
         hub,
         session.clone(),
         request_rx,
         reply_tx,
+        out.clone(),
         activity,
     ));
 
-    let writer_in_flight = in_flight.clone();
+    let writer_out = out.clone();
     let writer = tokio::spawn(async move {
         while let Some(reply) = reply_rx.recv().await {
-            if write_half.data_bytes(reply.bytes).await.is_err() {
+            let sent = writer_out.send(reply).await;
+            writer_out.queued.fetch_sub(1, Ordering::AcqRel);
+            if sent.is_err() {
                 break;
             }
-            // A transfer ends for shutdown purposes only once its last answer (the close's
-            // OK) is queued ahead of any disconnect.
-            if reply.finished_transfers > 0 {
-                writer_activity.add(-(reply.finished_transfers as isize));
-            }
-            writer_in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        write_half
     });
 
     // The reader: drain the channel, frame packets, hand them to the processor.
@@ -134,10 +135,43 @@ pub(crate) async fn run(
     // The processor finishes what was asked, cleans up open handles and drops its sender,
     // which lets the writer flush and end.
     let _ = processor.await;
-    if let Ok(write_half) = writer.await {
-        let _ = write_half.exit_status(0).await;
-        let _ = write_half.eof().await;
-        let _ = write_half.close().await;
+    let _ = writer.await;
+    let write_half = out.channel.lock().await;
+    let _ = write_half.exit_status(0).await;
+    let _ = write_half.eof().await;
+    let _ = write_half.close().await;
+}
+
+/// Where replies go out. A small reply with nothing queued before it is sent by the processor
+/// itself, saving a hand-off to the writer task; a large one (a read's data) is queued for the
+/// writer, so the processor goes on with the next request while it waits for window, and so
+/// is every reply after it until the queue is empty again: replies always leave in order.
+#[derive(Clone)]
+struct Out {
+    channel: Arc<tokio::sync::Mutex<russh::ChannelWriteHalf<Msg>>>,
+    /// Replies handed to the writer and not yet sent.
+    queued: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    activity: Activity,
+}
+
+/// Largest reply the processor sends itself.
+const DIRECT_REPLY: usize = 16 * 1024;
+
+impl Out {
+    /// Sends one reply on the channel and accounts for it.
+    async fn send(&self, reply: Reply) -> Result<(), ()> {
+        let sent = self.channel.lock().await.data_bytes(reply.bytes).await;
+        if sent.is_err() {
+            return Err(());
+        }
+        // A transfer ends for shutdown purposes only once its last answer (the close's OK) is
+        // queued ahead of any disconnect.
+        if reply.finished_transfers > 0 {
+            self.activity.add(-(reply.finished_transfers as isize));
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -179,6 +213,7 @@ async fn process(
     session: ClientSession,
     mut requests: mpsc::UnboundedReceiver<Bytes>,
     replies: mpsc::UnboundedSender<Reply>,
+    out: Out,
     activity: Activity,
 ) {
     let mut processor = Processor {
@@ -225,13 +260,18 @@ async fn process(
             }
         };
         let finished_transfers = processor.report_activity();
-        if replies
-            .send(Reply {
-                bytes,
-                finished_transfers,
-            })
-            .is_err()
-        {
+        let reply = Reply {
+            bytes,
+            finished_transfers,
+        };
+        if reply.bytes.len() <= DIRECT_REPLY && out.queued.load(Ordering::Acquire) == 0 {
+            if out.send(reply).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        out.queued.fetch_add(1, Ordering::AcqRel);
+        if replies.send(reply).is_err() {
             break;
         }
     }

@@ -568,7 +568,15 @@ fn every_refusal_is_one_sentence_and_changes_nothing() {
         ),
         // One bad value refuses the whole change: the rights given with it stay as they were.
         (
-            args(&["account", "set", "alice", "--rights", "none", "--max-sessions", "0x"]),
+            args(&[
+                "account",
+                "set",
+                "alice",
+                "--rights",
+                "none",
+                "--max-sessions",
+                "0x",
+            ]),
             None,
             "--max-sessions",
         ),

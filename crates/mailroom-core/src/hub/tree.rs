@@ -83,7 +83,10 @@ impl Hub {
     }
 
     /// Lists a folder, in one read of the store. Files have no children: listing one is
-    /// refused.
+    /// refused. The folder of one sender in an inbox, or of one target in an outbox, holds
+    /// only live deliveries (read from the partial index of live ones), so it is a short read
+    /// (a client polling its inbox lists it again and again); the areas and receipts, which
+    /// grow with history, are not.
     pub async fn list(&self, session: &ClientSession, path: &VirtualPath) -> Result<Vec<Entry>> {
         if !matches!(path, VirtualPath::Root | VirtualPath::File(..)) {
             self.file_operation();
@@ -141,7 +144,7 @@ impl Hub {
                 .await
             }
             VirtualPath::Folder(Area::Inbox, sender) => {
-                self.read_as(session, move |tx| {
+                self.read_short_as(session, move |tx| {
                     let deliveries = tx.deliveries(&DeliveryQuery {
                         recipient: Some(me),
                         sender: Some(sender),
@@ -156,7 +159,7 @@ impl Hub {
                 .await
             }
             VirtualPath::Folder(Area::Outbox, target) => {
-                self.read_as(session, move |tx| {
+                self.read_short_as(session, move |tx| {
                     let deliveries = tx.deliveries(&DeliveryQuery {
                         sender: Some(me),
                         target: Some(target),

@@ -82,21 +82,33 @@ def proc_stat(pid):
 
 
 def context_switches(pid):
-    """Voluntary + involuntary context switches of every thread of a process so far."""
-    total = 0
+    """Voluntary + involuntary context switches so far of each live thread of a process, by
+    thread id. Linux keeps no count for the whole process, and a thread's count goes with it
+    when it ends (the blocking pool's threads come and go), so a delta is taken per thread:
+    see `switches_since`."""
+    counts = {}
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return counts
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/status") as f:
+                total = 0
                 for line in f:
                     if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
                         total += int(line.split()[1])
+                counts[task] = total
         except OSError:
             pass  # a thread that ended meanwhile
-    return total
+    return counts
+
+
+def switches_since(before, after):
+    """Context switches between two `context_switches` readings: each thread alive at the end
+    counts from where it stood before (or from zero, if it started since). A thread that
+    started and ended in between is not counted, so this is a floor."""
+    return sum(count - before.get(task, 0) for task, count in after.items())
 
 
 def children(pid):
@@ -947,7 +959,8 @@ class Bench:
         t = work()
         if before is not None:
             after = server.counters()
-            d = {k: after[k] - before[k] for k in after}
+            d = {k: after[k] - before[k] for k in after if k != "ctx"}
+            d["ctx"] = switches_since(before["ctx"], after["ctx"])
             ops = d.get("file_operations", 0)
             self.record(server, f"{step}_hops_file", d["hops"] / files)
             self.record(server, f"{step}_hops_op", d["hops"] / ops if ops else float("nan"))

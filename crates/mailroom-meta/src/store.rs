@@ -513,6 +513,12 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Runs one transaction-control statement (`BEGIN`, `COMMIT`, a savepoint) from the
+/// connection's statement cache: parsed once per connection, not once per transaction.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// A unit's answer: its own result, or Internal if it panicked (the panic is logged).
 fn run_unit(unit: Unit, tx: &mut SqliteTx<'_>) -> Result<UnitOutput> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unit(tx))) {
@@ -526,11 +532,11 @@ fn run_unit(unit: Unit, tx: &mut SqliteTx<'_>) -> Result<UnitOutput> {
 
 /// A read unit in one read transaction.
 fn read_unit(conn: &Connection, unit: Unit) -> Result<UnitOutput> {
-    conn.execute_batch("BEGIN").map_err(storage("read"))?;
+    run(conn, "BEGIN").map_err(storage("read"))?;
     let mut tx = SqliteTx::new(conn, false);
     let result = run_unit(unit, &mut tx);
     // Nothing was written: ending the read transaction either way only releases its snapshot.
-    let _ = conn.execute_batch("COMMIT");
+    let _ = run(conn, "COMMIT");
     result
 }
 
@@ -641,7 +647,7 @@ fn commit_batch(
     if !flush && let Err(error) = conn.pragma_update(None, "synchronous", "NORMAL") {
         return fail_all(batch, storage("group commit")(error));
     }
-    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(error) = run(conn, "BEGIN IMMEDIATE") {
         restore_sync(conn, flush);
         return fail_all(batch, storage("group commit")(error));
     }
@@ -650,7 +656,7 @@ fn commit_batch(
     let mut recorded = Vec::new();
     for pending in batch {
         // Alone in its batch, a unit needs no savepoint: if it fails, nothing is committed.
-        if !alone && let Err(error) = conn.execute_batch("SAVEPOINT unit") {
+        if !alone && let Err(error) = run(conn, "SAVEPOINT unit") {
             answers.push((pending.reply, Err(storage("group commit")(error))));
             continue;
         }
@@ -659,9 +665,11 @@ fn commit_batch(
         let records = std::mem::take(&mut tx.recorded);
         let ended = match (&result, alone) {
             (Ok(_), true) => Ok(()),
-            (Ok(_), false) => conn.execute_batch("RELEASE unit"),
+            (Ok(_), false) => run(conn, "RELEASE unit"),
             (Err(_), true) => Ok(()),
-            (Err(_), false) => conn.execute_batch("ROLLBACK TO unit; RELEASE unit"),
+            (Err(_), false) => {
+                run(conn, "ROLLBACK TO unit").and_then(|()| run(conn, "RELEASE unit"))
+            }
         };
         match ended {
             Ok(()) => {
@@ -675,11 +683,10 @@ fn commit_batch(
     }
     let all_failed = answers.iter().all(|(_, r)| r.is_err());
     let committed = if alone && all_failed {
-        conn.execute_batch("ROLLBACK")
-            .map_err(storage("group commit"))
+        run(conn, "ROLLBACK").map_err(storage("group commit"))
     } else {
-        conn.execute_batch("COMMIT").map_err(|error| {
-            let _ = conn.execute_batch("ROLLBACK");
+        run(conn, "COMMIT").map_err(|error| {
+            let _ = run(conn, "ROLLBACK");
             storage("group commit")(error)
         })
     };

@@ -46,6 +46,19 @@ pub struct DeliveryQuery {
     pub limit: Option<u32>,
 }
 
+impl EventQuery {
+    /// When `source` is an IP address alone, the start of every source recorded from it (on
+    /// any port): `203.0.113.9:` or `[2001:db8::1]:`. `None` for anything else, which
+    /// matches only a source recorded exactly so.
+    pub fn any_port_prefix(source: &str) -> Option<String> {
+        match source.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => Some(format!("{ip}:")),
+            Ok(std::net::IpAddr::V6(ip)) => Some(format!("[{ip}]:")),
+            Err(_) => None,
+        }
+    }
+}
+
 /// What waits in one inbox: the live deliveries addressed to an account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InboxUsage {

@@ -1307,11 +1307,7 @@ fn push_event_filters(sql: &mut String, values: &mut Vec<Value>, query: &EventQu
     }
     if let Some(source) = &query.source {
         // Sources are recorded with their port; an IP address alone matches any port.
-        let any_port = match source.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(ip)) => Some(format!("{ip}:")),
-            Ok(std::net::IpAddr::V6(ip)) => Some(format!("[{ip}]:")),
-            Err(_) => None,
-        };
+        let any_port = EventQuery::any_port_prefix(source);
         sql.push_str(" AND (source = ?");
         values.push(Value::Text(source.clone()));
         if let Some(prefix) = any_port {

@@ -406,25 +406,23 @@ impl Hub {
         group: &AccountName,
         member: &AccountName,
     ) -> Result<()> {
-        let event = self.stamp.admin(
+        let added = member.clone();
+        self.change_members(
             actor,
-            format!("group {group}"),
+            group,
             format!("add member {member}"),
-        );
-        let (group, member) = (group.clone(), member.clone());
-        self.write(Durability::Flush, move |tx| {
-            let mut members = tx.group(&group)?.ok_or_else(|| no_group(&group))?.members;
-            client_member(tx, &group, &member)?;
-            if members.contains(&member) {
-                return Err(CoreError::conflict(format!(
-                    "{member} is already in {group}"
-                )));
-            }
-            members.push(member);
-            members.sort();
-            tx.set_members(&group, &members)?;
-            tx.record(&[event])
-        })
+            move |tx, group, members| {
+                client_member(tx, group, &added)?;
+                if members.contains(&added) {
+                    return Err(CoreError::conflict(format!(
+                        "{added} is already in {group}"
+                    )));
+                }
+                members.push(added);
+                members.sort();
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -435,18 +433,37 @@ impl Hub {
         group: &AccountName,
         member: &AccountName,
     ) -> Result<()> {
-        let event = self.stamp.admin(
+        let removed = member.clone();
+        self.change_members(
             actor,
-            format!("group {group}"),
+            group,
             format!("remove member {member}"),
-        );
-        let (group, member) = (group.clone(), member.clone());
+            move |_, group, members| {
+                if !members.contains(&removed) {
+                    return Err(CoreError::not_found(format!("{removed} is not in {group}")));
+                }
+                members.retain(|m| *m != removed);
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Changes a group's member list with `edit`, in one unit with its event `detail`.
+    async fn change_members(
+        &self,
+        actor: &Actor,
+        group: &AccountName,
+        detail: String,
+        edit: impl FnOnce(&mut dyn Tx, &AccountName, &mut Vec<AccountName>) -> Result<()>
+        + Send
+        + 'static,
+    ) -> Result<()> {
+        let event = self.stamp.admin(actor, format!("group {group}"), detail);
+        let group = group.clone();
         self.write(Durability::Flush, move |tx| {
             let mut members = tx.group(&group)?.ok_or_else(|| no_group(&group))?.members;
-            if !members.contains(&member) {
-                return Err(CoreError::not_found(format!("{member} is not in {group}")));
-            }
-            members.retain(|m| *m != member);
+            edit(tx, &group, &mut members)?;
             tx.set_members(&group, &members)?;
             tx.record(&[event])
         })

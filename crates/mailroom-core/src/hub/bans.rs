@@ -220,7 +220,7 @@ impl Hub {
 
     /// Lifts a ban and forgets its history and score.
     pub async fn unban(&self, actor: &Actor, subject: &BanSubject) -> Result<()> {
-        let event = self.event(
+        let event = self.stamp.event(
             actor,
             EventKind::Ban,
             subject.key(),

@@ -184,7 +184,7 @@ impl Hub {
             .covers(delivery.size);
         let complete = bytes >= delivery.size;
         let actor = session.actor();
-        let download = self.event(
+        let download = self.stamp.event(
             &actor,
             EventKind::Download,
             handle.path.to_string(),

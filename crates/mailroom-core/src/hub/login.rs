@@ -287,7 +287,7 @@ impl Hub {
                 source: Some(source.to_string()),
                 protocol,
             };
-            let event = self.event(
+            let event = self.stamp.event(
                 &actor,
                 EventKind::Login,
                 ip.to_string(),
@@ -341,7 +341,7 @@ impl Hub {
             source,
             protocol,
         };
-        let event = self.event(
+        let event = self.stamp.event(
             &actor,
             EventKind::Login,
             printable(user),
@@ -496,7 +496,7 @@ impl Hub {
             }
             (_, refusal) => {
                 let reason = refusal.unwrap_or_else(|| "refused".to_owned());
-                let event = self.event(
+                let event = self.stamp.event(
                     &actor,
                     EventKind::Login,
                     printable(user),
@@ -533,7 +533,7 @@ impl Hub {
             .register(info, account.access.limits.max_sessions)
         else {
             // Not the client's fault: no score.
-            let event = self.event(
+            let event = self.stamp.event(
                 actor,
                 EventKind::Login,
                 account.name.to_string(),
@@ -546,7 +546,7 @@ impl Hub {
             self.record(vec![event], Durability::Relaxed).await?;
             return Ok(LoginStep::Refused);
         };
-        let event = self.event(
+        let event = self.stamp.event(
             actor,
             EventKind::Login,
             account.name.to_string(),
@@ -648,7 +648,7 @@ impl Hub {
             }
             (account, refusal) => (account, refusal.unwrap_or_else(|| "refused".to_owned())),
         };
-        let event = self.event(
+        let event = self.stamp.event(
             &actor,
             EventKind::Login,
             printable(user),

@@ -207,18 +207,6 @@ impl Hub {
         self.write(durability, move |tx| tx.record(&events)).await
     }
 
-    /// The event of `actor` doing `kind` to `object`, stamped now.
-    fn event(
-        &self,
-        actor: &Actor,
-        kind: EventKind,
-        object: String,
-        outcome: Outcome,
-        detail: String,
-    ) -> Event {
-        self.stamp.event(actor, kind, object, outcome, detail)
-    }
-
     /// Accounts for a refused client action; failures to record are logged, not raised, so
     /// the client still gets the refusal it is owed.
     async fn record_refusal(
@@ -245,7 +233,7 @@ impl Hub {
         } else {
             Outcome::Refused
         };
-        let event = self.event(
+        let event = self.stamp.event(
             &session.actor(),
             kind,
             object,

@@ -22,7 +22,7 @@ impl Hub {
         let live = self.read(|tx| tx.live_blobs()).await?;
         let report = self.blobs.sweep(&live).await?;
         if report.staging_removed + report.orphans_removed > 0 {
-            let event = self.event(
+            let event = self.stamp.event(
                 &Actor::system(),
                 EventKind::Sweep,
                 "blobs".to_owned(),

@@ -65,7 +65,7 @@ impl Hub {
                     source: session.source.clone(),
                     protocol: session.protocol,
                 };
-                let event = self.event(
+                let event = self.stamp.event(
                     &actor,
                     EventKind::SessionClosed,
                     session.account.to_string(),
@@ -92,7 +92,7 @@ impl Hub {
         let Some(info) = self.live_sessions().into_iter().find(|s| s.id == id) else {
             return Err(CoreError::not_found(format!("no live session {id}")));
         };
-        let event = self.event(
+        let event = self.stamp.event(
             actor,
             EventKind::SessionClosed,
             info.account.to_string(),

@@ -373,7 +373,7 @@ impl Hub {
     /// Ends the login of `identity` (logout): its tokens are deleted with a `session.closed`
     /// event, and its place in the session registry is freed.
     pub async fn logout(&self, identity: &TokenIdentity) -> Result<()> {
-        let event = self.event(
+        let event = self.stamp.event(
             &identity.actor(),
             EventKind::SessionClosed,
             identity.account.to_string(),

@@ -363,7 +363,7 @@ impl Hub {
                 format!("{reason} after {} bytes; nothing delivered", upload.size()),
             ),
         };
-        let event = self.event(
+        let event = self.stamp.event(
             &upload.session.actor(),
             EventKind::Upload,
             outbox_object(&upload.targets, upload.name.as_str()),

@@ -782,10 +782,5 @@ fn source_matches(wanted: &str, recorded: Option<&str>) -> bool {
     if recorded == wanted {
         return true;
     }
-    let prefix = match wanted.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => format!("{ip}:"),
-        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:"),
-        Err(_) => return false,
-    };
-    recorded.starts_with(&prefix)
+    EventQuery::any_port_prefix(wanted).is_some_and(|prefix| recorded.starts_with(&prefix))
 }

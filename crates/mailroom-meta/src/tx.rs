@@ -1370,6 +1370,7 @@ mod tests {
     /// The plan SQLite picks for a delivery query: one index seek, never a scan of the table.
     fn plan(query: &DeliveryQuery) -> String {
         let conn = Connection::open_in_memory().unwrap();
+        crate::store::configure(&conn).unwrap();
         crate::migrate::migrate(&conn).unwrap();
         let (sql, values) = delivery_select(
             concat!("SELECT ", delivery_columns!(), " FROM deliveries"),
@@ -1387,14 +1388,14 @@ mod tests {
         rows.join("; ")
     }
 
-    #[test]
-    fn the_lookups_of_a_transfer_use_their_index() {
+    /// The delivery queries of a transfer, each with the index it must seek in.
+    fn transfer_lookups() -> Vec<(DeliveryQuery, &'static str)> {
         let name = |s: &str| AccountName::parse(s).unwrap();
         let file = FileName::parse("a.txt").unwrap();
         let live = DeliveryState::LIVE.to_vec();
         let visible = DeliveryState::VISIBLE.to_vec();
         let recallable = DeliveryState::RECALLABLE.to_vec();
-        let cases = [
+        [
             // An inbox file (open, stat), a sender's folder, the whole inbox.
             (
                 DeliveryQuery {
@@ -1455,8 +1456,13 @@ mod tests {
                 },
                 "deliveries_sender_history",
             ),
-        ];
-        for (query, index) in cases {
+        ]
+        .into()
+    }
+
+    #[test]
+    fn the_lookups_of_a_transfer_use_their_index() {
+        for (query, index) in transfer_lookups() {
             let plan = plan(&query);
             assert!(plan.contains(index), "{query:?}: {plan}");
             assert!(!plan.contains("SCAN deliveries"), "{query:?}: {plan}");
@@ -1472,5 +1478,46 @@ mod tests {
         assert_eq!(live_states!(), format!("({})", core.join(", ")));
         let migration = include_str!("../migrations/sqlite/0001_initial.sql");
         assert!(migration.contains(concat!("WHERE state IN ", live_states!())));
+    }
+
+    /// A delivery query is prepared once per connection and then only bound and run: without
+    /// the planner's stability guarantee (`store::configure`), the bound values it looks at
+    /// made SQLite prepare the statement again at every use.
+    #[test]
+    fn delivery_queries_are_not_prepared_again_at_each_use() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::store::configure(&conn).unwrap();
+        crate::migrate::migrate(&conn).unwrap();
+        let other = AccountName::parse("carol").unwrap();
+        for (query, _) in transfer_lookups() {
+            let (sql, values) = delivery_select(
+                concat!("SELECT ", delivery_columns!(), " FROM deliveries"),
+                &query,
+            )
+            .unwrap();
+            // The same shape with other values, as the next client's lookup binds them.
+            let moved = DeliveryQuery {
+                sender: query.sender.as_ref().map(|_| other.clone()),
+                recipient: query.recipient.as_ref().map(|_| other.clone()),
+                ..query.clone()
+            };
+            let (moved_sql, moved_values) = delivery_select(
+                concat!("SELECT ", delivery_columns!(), " FROM deliveries"),
+                &moved,
+            )
+            .unwrap();
+            assert_eq!(sql, moved_sql, "one statement per query shape");
+            for values in [&values, &moved_values, &values] {
+                let mut statement = conn.prepare_cached(&sql).unwrap();
+                let mut rows = statement.query(params_from_iter(values.iter())).unwrap();
+                while rows.next().unwrap().is_some() {}
+                drop(rows);
+                assert_eq!(
+                    statement.get_status(rusqlite::StatementStatus::RePrepare),
+                    0,
+                    "{sql}"
+                );
+            }
+        }
     }
 }

@@ -140,6 +140,18 @@ impl VirtualPath {
     pub fn is_dir(&self) -> bool {
         !matches!(self, VirtualPath::File(..))
     }
+
+    /// Refuses a file where a folder is needed: files have no children to list.
+    pub fn require_folder(&self) -> Result<()> {
+        if self.is_dir() {
+            Ok(())
+        } else {
+            Err(CoreError::new(
+                ErrorKind::NotFound,
+                "not a folder: this is a file",
+            ))
+        }
+    }
 }
 
 impl fmt::Display for VirtualPath {

@@ -190,7 +190,9 @@ enum OpenHandle {
         failed: Option<CoreError>,
     },
     Dir {
-        entries: Vec<core::Entry>,
+        path: VirtualPath,
+        /// Read at the first READDIR.
+        entries: Option<Vec<core::Entry>>,
         position: usize,
     },
 }
@@ -365,8 +367,8 @@ impl Processor {
             Packet::Stat(p) => self.stat(p.id, &p.path).await,
             Packet::Lstat(p) => self.stat(p.id, &p.path).await,
             Packet::Fstat(p) => self.fstat(p.id, &p.handle),
-            Packet::OpenDir(p) => self.opendir(p.id, &p.path).await,
-            Packet::ReadDir(p) => self.readdir(p.id, &p.handle),
+            Packet::OpenDir(p) => self.opendir(p.id, &p.path),
+            Packet::ReadDir(p) => self.readdir(p.id, &p.handle).await,
             Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
             Packet::Read(p) => self.read(p.id, &p.handle, p.offset, p.len).await,
             Packet::Close(p) => self.close(p.id, &p.handle).await,
@@ -468,33 +470,53 @@ impl Processor {
         Ok(Packet::Attrs(Attrs { id, attrs }))
     }
 
-    async fn opendir(&mut self, id: u32, path: &str) -> Result<Packet, CoreError> {
+    /// Opens a folder. Its entries are read at the first READDIR, as a file system reads a
+    /// folder when it is read rather than when it is opened: a client polling its inbox sees
+    /// the folder as it is when it asks for the entries, one round trip fresher. A file is
+    /// refused here, at once.
+    fn opendir(&mut self, id: u32, path: &str) -> Result<Packet, CoreError> {
         let path = self.parse(path)?;
-        let entries = self.hub.list(&self.session, &path).await?;
-        self.listed = matches!(
-            path,
-            VirtualPath::Folder(core::Area::Inbox | core::Area::Outbox, _)
-        )
-        .then(|| Listed {
-            folder: path.clone(),
-            entries: entries
-                .iter()
-                .filter(|e| !e.is_dir)
-                .map(|e| (e.name.clone(), e.clone()))
-                .collect(),
-            at: std::time::Instant::now(),
-        });
+        path.require_folder()?;
         self.insert(
             id,
             OpenHandle::Dir {
-                entries,
+                path,
+                entries: None,
                 position: 0,
             },
         )
     }
 
-    fn readdir(&mut self, id: u32, handle: &str) -> Result<Packet, CoreError> {
-        let Some(OpenHandle::Dir { entries, position }) = self.handles.get_mut(handle) else {
+    async fn readdir(&mut self, id: u32, handle: &str) -> Result<Packet, CoreError> {
+        let Some(OpenHandle::Dir { path, entries, .. }) = self.handles.get(handle) else {
+            return Err(bad_handle());
+        };
+        if entries.is_none() {
+            let path = path.clone();
+            let listing = self.hub.list(&self.session, &path).await?;
+            self.listed = matches!(
+                path,
+                VirtualPath::Folder(core::Area::Inbox | core::Area::Outbox, _)
+            )
+            .then(|| Listed {
+                folder: path,
+                entries: listing
+                    .iter()
+                    .filter(|e| !e.is_dir)
+                    .map(|e| (e.name.clone(), e.clone()))
+                    .collect(),
+                at: std::time::Instant::now(),
+            });
+            if let Some(OpenHandle::Dir { entries, .. }) = self.handles.get_mut(handle) {
+                *entries = Some(listing);
+            }
+        }
+        let Some(OpenHandle::Dir {
+            entries: Some(entries),
+            position,
+            ..
+        }) = self.handles.get_mut(handle)
+        else {
             return Err(bad_handle());
         };
         if *position >= entries.len() {

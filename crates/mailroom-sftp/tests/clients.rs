@@ -207,6 +207,40 @@ async fn paramiko_transfers() {
     hub.stop().await;
 }
 
+/// A folder is read when the client reads it, not when it opens it: a delivery that lands
+/// between OPENDIR and READDIR is listed (a client polling its inbox sees what is there when
+/// it asks). A file cannot be opened as a folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listing_shows_the_folder_as_it_is_when_read() {
+    let Some(python) = paramiko_python() else {
+        return;
+    };
+    let (hub, alice, bob) = setup().await;
+    let port = hub.addr.port().to_string();
+    let r = json(
+        &paramiko(
+            &python,
+            &[
+                "fresh-listing",
+                "127.0.0.1",
+                &port,
+                "bob",
+                "--key",
+                bob.key.to_str().unwrap(),
+                "alice",
+                alice.key.to_str().unwrap(),
+                "/inbox/alice",
+                "/outbox/bob/news.txt",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(r["names"], serde_json::json!(["news.txt"]), "{r}");
+    let refused = r["file_opendir_error"].as_str().unwrap_or_default();
+    assert!(refused.contains("not a folder"), "{r}");
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_paths_are_refused_and_change_nothing() {
     let Some(python) = paramiko_python() else {

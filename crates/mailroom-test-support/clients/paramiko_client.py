@@ -19,6 +19,11 @@ Subcommands:
       -> {"ok", "error", "steps": [{"method", "remaining"}], "prompts"}
       proves the key, then either the password alone or, with --code, one keyboard-interactive
       login answering "code" prompts with CODE and others with PW
+  fresh-listing HOST PORT USER --key FILE SENDER SENDER_KEY FOLDER FILE_PATH
+      -> {"names", "file_opendir_error"}
+      as USER opens FOLDER, then as SENDER uploads 4 bytes to FILE_PATH, then reads the
+      folder's entries through the handle opened before the upload; also tries to open the
+      uploaded file as a folder
   timing HOST PORT USER (--password PW | --key FILE) N OTHER_USER
       -> {"a": [{"seconds", "result"}], "b": [...]}
       N interleaved pairs of refused logins as USER (a) and OTHER_USER (b), timing only the
@@ -291,6 +296,39 @@ def cmd_timing(args):
     return results
 
 
+def cmd_fresh_listing(args):
+    sender, sender_key, folder, path = args.rest
+    transport = connect(args)
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    _, msg = sftp._request(paramiko.sftp.CMD_OPENDIR, folder)
+    handle = msg.get_binary()
+
+    upload = client_transport(args)
+    upload.auth_publickey(sender, paramiko.Ed25519Key.from_private_key_file(sender_key))
+    with paramiko.SFTPClient.from_transport(upload).open(path, "wb") as remote:
+        remote.write(b"news")
+    upload.close()
+
+    names = []
+    while True:
+        try:
+            _, msg = sftp._request(paramiko.sftp.CMD_READDIR, handle)
+        except EOFError:
+            break
+        for _ in range(msg.get_int()):
+            names.append(msg.get_text())
+            msg.get_text()
+            paramiko.SFTPAttributes._from_msg(msg)
+    sftp._request(paramiko.sftp.CMD_CLOSE, handle)
+    try:
+        sftp._request(paramiko.sftp.CMD_OPENDIR, path)
+        file_opendir_error = None
+    except Exception as exc:
+        file_opendir_error = f"{type(exc).__name__}: {exc}"
+    transport.close()
+    return {"names": names, "file_opendir_error": file_opendir_error}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
@@ -309,7 +347,8 @@ def main():
         else:
             args.remote, args.local = args.rest
     handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "write": cmd_write, "hostile": cmd_hostile,
-               "put-many": cmd_put_many, "mfa": cmd_mfa, "timing": cmd_timing}[args.command]
+               "put-many": cmd_put_many, "mfa": cmd_mfa, "timing": cmd_timing,
+               "fresh-listing": cmd_fresh_listing}[args.command]
     print(json.dumps(handler(args)))
     sys.stdout.flush()
 

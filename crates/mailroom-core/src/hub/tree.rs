@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::upload::allowed_targets;
 use super::{ClientSession, Hub};
-use crate::error::{CoreError, ErrorKind, Result};
+use crate::error::{CoreError, Result};
 use crate::model::{Delivery, DeliveryState};
 use crate::names::{AccountName, FileName};
 use crate::path::{Area, VirtualPath};
@@ -197,10 +197,7 @@ impl Hub {
                 })
                 .await
             }
-            VirtualPath::File(..) => Err(CoreError::new(
-                ErrorKind::NotFound,
-                "not a folder: this is a file",
-            )),
+            VirtualPath::File(..) => path.require_folder().map(|()| Vec::new()),
         }
     }
 

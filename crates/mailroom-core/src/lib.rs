@@ -14,6 +14,7 @@ mod audit;
 mod defender;
 mod error;
 mod hub;
+mod jobs;
 mod model;
 mod names;
 mod password;
@@ -44,6 +45,9 @@ pub use hub::{
     TotpSetup, Upload, source_ip, token_hash, totp_code,
 };
 pub use ipnet::IpNet;
+pub use jobs::{
+    DEFAULT_MAX_QUEUED, Handler, Job, JobCounts, JobQuery, JobState, RetryPolicy, Rule, Rules,
+};
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,

@@ -497,9 +497,31 @@ pub enum EventKind {
     Admin,
     /// The hub removed unreferenced blobs or staging files.
     Sweep,
+    /// A job of the queue failed as often as its retry policy allows, or found the queue
+    /// full; it waits for an operator.
+    JobDead,
 }
 
 impl EventKind {
+    /// Every kind, in the order of the list above.
+    pub const ALL: [EventKind; 15] = [
+        EventKind::Login,
+        EventKind::Upload,
+        EventKind::Download,
+        EventKind::DeliveryStored,
+        EventKind::DeliveryDelivered,
+        EventKind::DeliveryPickedUp,
+        EventKind::DeliveryAcknowledged,
+        EventKind::DeliveryRecalled,
+        EventKind::DeliveryRenamed,
+        EventKind::DeliveryExpired,
+        EventKind::Ban,
+        EventKind::SessionClosed,
+        EventKind::Admin,
+        EventKind::Sweep,
+        EventKind::JobDead,
+    ];
+
     /// Stable dotted label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -517,6 +539,7 @@ impl EventKind {
             EventKind::SessionClosed => "session.closed",
             EventKind::Admin => "admin",
             EventKind::Sweep => "sweep",
+            EventKind::JobDead => "job.dead",
         }
     }
 
@@ -537,6 +560,7 @@ impl EventKind {
             "session.closed" => EventKind::SessionClosed,
             "admin" => EventKind::Admin,
             "sweep" => EventKind::Sweep,
+            "job.dead" => EventKind::JobDead,
             other => return Err(CoreError::invalid(format!("unknown event kind {other:?}"))),
         })
     }

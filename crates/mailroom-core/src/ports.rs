@@ -16,11 +16,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::access::{AccessPolicy, Ban, BanSubject, TotpEnrolment};
 use crate::audit::{AuditRecord, ChainHead};
 use crate::error::Result;
 use crate::hub::TokenRecord;
+use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
     Account, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group,
     Outcome, Route,
@@ -364,6 +366,26 @@ pub trait Tx {
     fn audit_head(&mut self) -> Result<Option<ChainHead>>;
     /// The highest `seq` recorded before the chain began (events up to it carry no hash).
     fn audit_legacy_through(&mut self) -> Result<u64>;
+    /// One event by id.
+    fn event(&mut self, id: &Uuid) -> Result<Option<Event>>;
+
+    // ----- the job queue ---------------------------------------------------------------------
+
+    /// Queues jobs. Conflict if a job id is taken.
+    fn insert_jobs(&mut self, jobs: &[Job]) -> Result<()>;
+    /// One job by id.
+    fn job(&mut self, id: &Uuid) -> Result<Option<Job>>;
+    /// Jobs matching the query, newest first.
+    fn jobs(&mut self, query: &JobQuery) -> Result<Vec<Job>>;
+    /// Queued jobs due at `now`, soonest due first, at most `limit`.
+    fn due_jobs(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>>;
+    /// Stores a job's state, attempts, due time, last error and update time, if it is still
+    /// in one of `from`; returns whether it was.
+    fn update_job(&mut self, job: &Job, from: &[JobState]) -> Result<bool>;
+    /// How many jobs are in each state.
+    fn job_counts(&mut self) -> Result<JobCounts>;
+    /// How many jobs are queued (the queue's depth), read from the queued jobs only.
+    fn queued_jobs(&mut self) -> Result<u64>;
 
     // ----- bearer tokens ---------------------------------------------------------------------
 

@@ -7,8 +7,8 @@
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject,
     BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet,
-    FileName, Limits, Outcome, Protocol, Result, Rights, Scope, Secret, TokenKind, TokenRecord,
-    TotpEnrolment,
+    FileName, Handler, Job, JobState, Limits, Outcome, Protocol, Result, Rights, Scope, Secret,
+    TokenKind, TokenRecord, TotpEnrolment,
 };
 use rusqlite::Row;
 use rusqlite::types::FromSql;
@@ -41,6 +41,14 @@ macro_rules! audit_columns {
     };
 }
 pub(crate) use audit_columns;
+
+/// The columns [`job`] reads.
+macro_rules! job_columns {
+    () => {
+        "id, rule, handler, event, state, attempts, due, created, updated, last_error"
+    };
+}
+pub(crate) use job_columns;
 
 /// A time as stored: nanoseconds since the Unix epoch, UTC.
 pub(crate) fn nanos(time: OffsetDateTime) -> Result<i64> {
@@ -312,6 +320,28 @@ pub(crate) fn event(row: &Row<'_>) -> Result<Event> {
         object: column(row, "object")?,
         outcome: parsed(row, "outcome", Outcome::parse)?,
         detail: column(row, "detail")?,
+    })
+}
+
+/// A row of `SELECT job_columns!() FROM jobs`.
+pub(crate) fn job(row: &Row<'_>) -> Result<Job> {
+    let uuid = |what: &'static str| {
+        move |text: &str| {
+            Uuid::parse_str(text).map_err(|_| CoreError::invalid(format!("not a {what} id")))
+        }
+    };
+    let attempts: i64 = column(row, "attempts")?;
+    Ok(Job {
+        id: parsed(row, "id", uuid("job"))?,
+        rule: column(row, "rule")?,
+        handler: parsed(row, "handler", Handler::parse)?,
+        event: parsed(row, "event", uuid("event"))?,
+        state: parsed(row, "state", JobState::parse)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        due: time_from_nanos("due", column(row, "due")?)?,
+        created: time_from_nanos("created", column(row, "created")?)?,
+        updated: time_from_nanos("updated", column(row, "updated")?)?,
+        last_error: column(row, "last_error")?,
     })
 }
 

@@ -69,6 +69,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "inline blobs without rowid",
         sql: include_str!("../migrations/sqlite/0010_inline_blobs_without_rowid.sql"),
     },
+    Migration {
+        version: 11,
+        description: "job queue",
+        sql: include_str!("../migrations/sqlite/0011_jobs.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

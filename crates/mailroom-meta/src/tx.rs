@@ -11,16 +11,17 @@ use std::collections::{BTreeMap, HashSet};
 use mailroom_core::{
     Account, AccountName, AccountUpdate, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId,
     ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event, EventQuery,
-    FileName, GENESIS_HASH, Group, InboxUsage, Result, Route, RouteEffect, TokenRecord, Tx,
-    chain_hash,
+    FileName, GENESIS_HASH, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
+    RouteEffect, TokenRecord, Tx, chain_hash,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::convert::{
     self, account_columns, account_name, audit_columns, column, delivery_columns, event_columns,
-    nanos, size_to_db, token_columns,
+    job_columns, nanos, size_to_db, token_columns,
 };
 use crate::error::{corrupt, is_unique_violation, storage, violates};
 
@@ -1100,6 +1101,157 @@ impl Tx for SqliteTx<'_> {
         )?;
         // Without the row (deleted by hand), every event must be chained.
         convert::seq_from_db(legacy.unwrap_or(0))
+    }
+
+    fn event(&mut self, id: &Uuid) -> Result<Option<Event>> {
+        self.query_one(
+            "event",
+            concat!("SELECT ", event_columns!(), " FROM events WHERE id = ?1"),
+            [id.to_string()],
+            convert::event,
+        )
+    }
+
+    fn insert_jobs(&mut self, jobs: &[Job]) -> Result<()> {
+        const OP: &str = "insert_jobs";
+        self.writing()?;
+        for job in jobs {
+            let (due, created, updated) =
+                (nanos(job.due)?, nanos(job.created)?, nanos(job.updated)?);
+            self.conn
+                .prepare_cached(concat!(
+                    "INSERT INTO jobs (",
+                    job_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        job.id.to_string(),
+                        job.rule,
+                        job.handler.target(),
+                        job.event.to_string(),
+                        job.state.as_str(),
+                        i64::from(job.attempts),
+                        due,
+                        created,
+                        updated,
+                        job.last_error.as_deref(),
+                    ])
+                })
+                .map_err(|error| {
+                    if is_unique_violation(&error) {
+                        CoreError::conflict(format!("job {} exists", job.id))
+                    } else {
+                        storage(OP)(error)
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
+    fn job(&mut self, id: &Uuid) -> Result<Option<Job>> {
+        self.query_one(
+            "job",
+            concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1"),
+            [id.to_string()],
+            convert::job,
+        )
+    }
+
+    fn jobs(&mut self, query: &JobQuery) -> Result<Vec<Job>> {
+        let limit = i64::from(query.limit);
+        match query.state {
+            Some(state) => self.query(
+                "jobs",
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE state = ?1 ORDER BY created DESC, id DESC LIMIT ?2"
+                ),
+                params![state.as_str(), limit],
+                convert::job,
+            ),
+            None => self.query(
+                "jobs",
+                concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs ORDER BY created DESC, id DESC LIMIT ?1"
+                ),
+                [limit],
+                convert::job,
+            ),
+        }
+    }
+
+    fn due_jobs(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>> {
+        self.query(
+            "due_jobs",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE state = 'queued' AND due <= ?1 ORDER BY due, id LIMIT ?2"
+            ),
+            params![nanos(now)?, i64::from(limit)],
+            convert::job,
+        )
+    }
+
+    fn update_job(&mut self, job: &Job, from: &[JobState]) -> Result<bool> {
+        self.writing()?;
+        let mut changed = 0;
+        // One state at a time keeps the statement static (and cached); `from` is short.
+        for state in from {
+            changed += self.execute(
+                "update_job",
+                "UPDATE jobs SET state = ?2, attempts = ?3, due = ?4, updated = ?5, \
+                 last_error = ?6 WHERE id = ?1 AND state = ?7",
+                params![
+                    job.id.to_string(),
+                    job.state.as_str(),
+                    i64::from(job.attempts),
+                    nanos(job.due)?,
+                    nanos(job.updated)?,
+                    job.last_error.as_deref(),
+                    state.as_str(),
+                ],
+            )?;
+            if changed > 0 {
+                break;
+            }
+        }
+        Ok(changed > 0)
+    }
+
+    fn queued_jobs(&mut self) -> Result<u64> {
+        let queued: Option<i64> = self.query_one(
+            "queued_jobs",
+            "SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'",
+            [],
+            |row| column(row, "n"),
+        )?;
+        Ok(queued.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    fn job_counts(&mut self) -> Result<JobCounts> {
+        let rows: Vec<(String, i64)> = self.query(
+            "job_counts",
+            "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state",
+            [],
+            |row| Ok((column(row, "state")?, column(row, "n")?)),
+        )?;
+        let mut counts = JobCounts::default();
+        for (state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match JobState::parse(&state) {
+                Ok(JobState::Queued) => counts.queued = n,
+                Ok(JobState::Done) => counts.done = n,
+                Ok(JobState::Dead) => counts.dead = n,
+                Ok(JobState::Dropped) => counts.dropped = n,
+                Err(err) => return Err(corrupt("jobs.state", &err)),
+            }
+        }
+        Ok(counts)
     }
 
     fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {

@@ -36,9 +36,9 @@ use mailroom_core::testing::MemoryMeta;
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AccountUpdate, AuthorizedKey, Ban, BanSubject,
     BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, ErrorKind,
-    Event, EventKind, EventQuery, Factor, FactorSet, FileName, Group, InboxUsage, Limits,
-    MetaStore, MetaStoreExt, Outcome, Protocol, Result, Rights, Route, RouteEffect, Scope, Secret,
-    TokenKind, TokenRecord, TotpEnrolment, Tx,
+    Event, EventKind, EventQuery, Factor, FactorSet, FileName, Group, Handler, InboxUsage, Job,
+    JobCounts, JobQuery, JobState, Limits, MetaStore, MetaStoreExt, Outcome, Protocol, Result,
+    Rights, Route, RouteEffect, Scope, Secret, TokenKind, TokenRecord, TotpEnrolment, Tx,
 };
 use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
@@ -133,6 +133,7 @@ conformance!(
     refused_calls_leave_nothing_in_a_unit_that_goes_on,
     policy_version_moves_with_policy_changes_only,
     stats_count_every_unit,
+    jobs_queue_lease_and_finish,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1551,6 +1552,121 @@ async fn record_is_all_or_nothing(h: &mut Harness<'_>) {
     h.expect_events(&expect).await;
 }
 
+async fn jobs_queue_lease_and_finish(h: &mut Harness<'_>) {
+    let event = h.event(EventKind::DeliveryDelivered, "d1");
+    let event_id = event.id;
+    h.record(std::slice::from_ref(&event)).await;
+    let at = h.tick();
+    let job = |handler: &str, due: OffsetDateTime| Job {
+        id: Uuid::now_v7(),
+        rule: "pdf-alert".to_owned(),
+        handler: Handler::parse(handler).unwrap(),
+        event: event_id,
+        state: JobState::Queued,
+        attempts: 0,
+        due,
+        created: at,
+        updated: at,
+        last_error: None,
+    };
+    let first = job("webhook:https://hooks.example.test/a", at);
+    let second = job("email:ops@example.test", at + Duration::seconds(30));
+    let jobs = vec![first.clone(), second.clone()];
+    h.write(move |tx| tx.insert_jobs(&jobs)).await;
+    // Read back as written; the event is found by id.
+    let first_id = first.id;
+    let (one, found) = h
+        .read(move |tx| Ok((tx.job(&first_id)?, tx.event(&event_id)?)))
+        .await;
+    assert_eq!(one.as_ref(), Some(&first), "a job reads back as written");
+    assert_eq!(found, Some(event));
+    assert_eq!(
+        h.read(|tx| tx.job(&Uuid::now_v7())).await,
+        None,
+        "an unknown job"
+    );
+    // Only the due one is due, soonest first; the queue's depth counts both.
+    let due = h.read(move |tx| tx.due_jobs(at, 10)).await;
+    assert_eq!(
+        due.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [one.as_ref().unwrap().id]
+    );
+    let later = h
+        .read(move |tx| tx.due_jobs(at + Duration::seconds(60), 1))
+        .await;
+    assert_eq!(later.len(), 1, "the limit holds");
+    assert_eq!(h.read(|tx| tx.queued_jobs()).await, 2);
+    // A lease: the attempt counted and the due time moved, only from the expected state.
+    let mut leased = one.unwrap();
+    leased.attempts = 1;
+    leased.due = at + Duration::seconds(120);
+    leased.updated = h.tick();
+    let unit_job = leased.clone();
+    assert!(
+        h.write(move |tx| tx.update_job(&unit_job, &[JobState::Queued]))
+            .await
+    );
+    let unit_job = leased.clone();
+    assert!(
+        !h.write(move |tx| tx.update_job(&unit_job, &[JobState::Dead, JobState::Done]))
+            .await,
+        "a job not in one of `from` is not updated"
+    );
+    assert_eq!(
+        h.read(move |tx| tx.due_jobs(at, 10)).await,
+        Vec::<Job>::new()
+    );
+    let stored = h.read(move |tx| tx.job(&leased.id)).await.unwrap();
+    assert_eq!(
+        (stored.attempts, stored.due),
+        (1, at + Duration::seconds(120))
+    );
+    // Done and dead jobs leave the queue; listings are newest first, by state.
+    let mut done = stored.clone();
+    done.state = JobState::Done;
+    let mut dead = second.clone();
+    dead.state = JobState::Dead;
+    dead.last_error = Some("the receiver answered 500".to_owned());
+    h.write(move |tx| {
+        assert!(tx.update_job(&done, &[JobState::Queued])?);
+        assert!(tx.update_job(&dead, &[JobState::Queued])?);
+        Ok(())
+    })
+    .await;
+    assert_eq!(h.read(|tx| tx.queued_jobs()).await, 0);
+    assert_eq!(
+        h.read(|tx| tx.job_counts()).await,
+        JobCounts {
+            queued: 0,
+            done: 1,
+            dead: 1,
+            dropped: 0
+        }
+    );
+    let listed = h
+        .read(|tx| {
+            tx.jobs(&JobQuery {
+                state: Some(JobState::Dead),
+                limit: 10,
+            })
+        })
+        .await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].last_error.as_deref(),
+        Some("the receiver answered 500")
+    );
+    let all = h.read(|tx| tx.jobs(&JobQuery::default())).await;
+    assert_eq!(
+        all.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [second.id, stored.id]
+    );
+    // A job id is taken once, and a refused insert leaves nothing.
+    let again = vec![job("webhook:https://hooks.example.test/b", at), stored];
+    h.refused(ErrorKind::Conflict, move |tx| tx.insert_jobs(&again))
+        .await;
+}
+
 async fn audit_records_form_a_chain(h: &mut Harness<'_>) {
     assert_eq!(h.read(|tx| tx.audit_head()).await, None);
     assert_eq!(h.read(|tx| tx.audit_legacy_through()).await, 0);
@@ -2912,6 +3028,7 @@ struct Snapshot {
     deliveries: Vec<Delivery>,
     live_blobs: HashSet<BlobId>,
     bans: Vec<Ban>,
+    jobs: Vec<Job>,
     records: Vec<AuditRecord>,
     head: Option<ChainHead>,
 }
@@ -3171,6 +3288,10 @@ impl<'a> Harness<'a> {
                 deliveries: tx.deliveries(&DeliveryQuery::default())?,
                 live_blobs: tx.live_blobs()?,
                 bans: tx.bans()?,
+                jobs: tx.jobs(&JobQuery {
+                    state: None,
+                    limit: u32::MAX,
+                })?,
                 records: tx.audit_records(&EventQuery::default(), 0, u32::MAX)?,
                 head: tx.audit_head()?,
             })

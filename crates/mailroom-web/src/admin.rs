@@ -963,24 +963,6 @@ struct AuditPage {
     chain: Option<ChainStatus>,
 }
 
-/// Every event kind, for the filter's choices.
-const KINDS: [EventKind; 14] = [
-    EventKind::Login,
-    EventKind::Upload,
-    EventKind::Download,
-    EventKind::DeliveryStored,
-    EventKind::DeliveryDelivered,
-    EventKind::DeliveryPickedUp,
-    EventKind::DeliveryAcknowledged,
-    EventKind::DeliveryRecalled,
-    EventKind::DeliveryRenamed,
-    EventKind::DeliveryExpired,
-    EventKind::Ban,
-    EventKind::SessionClosed,
-    EventKind::Admin,
-    EventKind::Sweep,
-];
-
 /// A time filter: RFC 3339, or a date and time as `<input type="datetime-local">` sends it
 /// (taken as UTC).
 fn time_filter(field: &str, value: &str) -> Result<Option<OffsetDateTime>, CoreError> {
@@ -1075,7 +1057,7 @@ pub(crate) async fn audit(
     let page = AuditPage {
         page: Page::new("Audit trail", Some(&admin.session), "/admin/audit").with_flash(flash),
         filter,
-        kinds: KINDS.iter().map(|k| k.as_str()).collect(),
+        kinds: EventKind::ALL.iter().map(|k| k.as_str()).collect(),
         events: rows,
         chain,
     };

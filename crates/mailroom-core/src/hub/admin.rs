@@ -169,9 +169,10 @@ impl Hub {
             format!("add {}", kind.as_str()),
         );
         let stored = account.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.insert_account(&stored)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await?;
         Ok(account)
@@ -234,7 +235,7 @@ impl Hub {
             if !update.is_empty() {
                 tx.update_account(&name, &update)?;
             }
-            tx.record(&events)?;
+            stamp.record(tx, &events)?;
             tx.account(&name)?.ok_or_else(|| no_account(&name))
         })
         .await
@@ -281,6 +282,7 @@ impl Hub {
             format!("add key {}", key.fingerprint()),
         );
         let name = name.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             let account = tx.account(&name)?.ok_or_else(|| no_account(&name))?;
             if account.keys.iter().any(|k| k.blob == key.blob) {
@@ -296,7 +298,7 @@ impl Hub {
                 ..AccountUpdate::default()
             };
             tx.update_account(&name, &update)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }
@@ -314,6 +316,7 @@ impl Hub {
             format!("remove key {}", key.fingerprint()),
         );
         let (name, key) = (name.clone(), key.clone());
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             let account = tx.account(&name)?.ok_or_else(|| no_account(&name))?;
             let mut keys = account.keys;
@@ -330,7 +333,7 @@ impl Hub {
                 ..AccountUpdate::default()
             };
             tx.update_account(&name, &update)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }
@@ -343,9 +346,10 @@ impl Hub {
             .stamp
             .admin(actor, format!("account {name}"), "delete".to_owned());
         let name = name.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.delete_account(&name)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }
@@ -375,12 +379,13 @@ impl Hub {
         let event = self.stamp.admin(actor, format!("group {name}"), detail);
         let group = Group { name, members };
         let stored = group.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             for member in &stored.members {
                 client_member(tx, &stored.name, member)?;
             }
             tx.insert_group(&stored)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await?;
         Ok(group)
@@ -392,9 +397,10 @@ impl Hub {
             .stamp
             .admin(actor, format!("group {name}"), "delete".to_owned());
         let name = name.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.delete_group(&name)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }
@@ -461,11 +467,12 @@ impl Hub {
     ) -> Result<()> {
         let event = self.stamp.admin(actor, format!("group {group}"), detail);
         let group = group.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             let mut members = tx.group(&group)?.ok_or_else(|| no_group(&group))?.members;
             edit(tx, &group, &mut members)?;
             tx.set_members(&group, &members)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }
@@ -488,12 +495,13 @@ impl Hub {
             format!("route {from} -> {to}"),
             effect.as_str().to_owned(),
         );
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             for name in [&from, &to] {
                 principal_exists(tx, name)?;
             }
             tx.put_route(&Route { from, to, effect })?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }
@@ -509,9 +517,10 @@ impl Hub {
             .stamp
             .admin(actor, format!("route {from} -> {to}"), "remove".to_owned());
         let (from, to) = (from.clone(), to.clone());
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.delete_route(&from, &to)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }

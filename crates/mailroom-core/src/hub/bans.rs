@@ -110,7 +110,7 @@ impl Hub {
                     created: now,
                 };
                 tx.put_ban(&ban)?;
-                tx.record(&[event])?;
+                stamp.record(tx, &[event])?;
                 Ok(ban)
             })
             .await?;
@@ -228,9 +228,10 @@ impl Hub {
             "ban lifted".to_owned(),
         );
         let unit_subject = subject.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.delete_ban(&unit_subject)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await?;
         self.auth.defender.forgive(subject);

@@ -214,10 +214,10 @@ impl Hub {
                 )?;
                 if moved {
                     let picked_up = stamp.delivery(&actor, EventKind::DeliveryPickedUp, &delivery);
-                    return tx.record(&[download, picked_up]);
+                    return stamp.record(tx, &[download, picked_up]);
                 }
             }
-            tx.record(&[download])
+            stamp.record(tx, &[download])
         })
         .await
     }

@@ -8,13 +8,15 @@
 //! One module per concern: [`tree`] (stat, list), [`download`], [`upload`], [`remove`]
 //! (acknowledge, recall, rename), [`retention`] (expiry, start-up sweep), [`admin`] (accounts,
 //! groups, routes, audit reads), [`login`] (admission and logins), [`bans`], [`sessions`],
-//! [`totp`], [`tokens`], [`resumable`] and [`by_id`]. This file holds the service itself, who
+//! [`totp`], [`tokens`], [`resumable`], [`by_id`] and [`jobs`] (the job queue). This file
+//! holds the service itself, who
 //! acts ([`Actor`], [`ClientSession`]) and the event helpers every module shares.
 
 mod admin;
 mod bans;
 mod by_id;
 mod download;
+mod jobs;
 mod login;
 mod policy_cache;
 mod remove;
@@ -41,10 +43,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::model::{Delivery, Event, EventKind, Outcome, Protocol};
+use crate::jobs::{Job, JobState, RetryPolicy, Rules};
+use crate::model::{Delivery, DeliveryId, Event, EventKind, Outcome, Protocol};
 use crate::names::AccountName;
 use crate::path::VirtualPath;
 use crate::ports::{BlobStore, Clock, Durability, MetaStore, MetaStoreExt, StoreStats, Tx};
@@ -118,6 +122,8 @@ pub struct Hub {
     resumables: resumable::Resumables,
     /// File operations begun (see [`Hub::file_operations`]).
     file_operations: AtomicU64,
+    /// When a failed job runs again (see [`jobs`]).
+    retry: RetryPolicy,
 }
 
 impl Hub {
@@ -126,12 +132,13 @@ impl Hub {
         Hub {
             meta,
             blobs,
-            stamp: Stamp(clock.clone()),
+            stamp: Stamp::new(clock.clone()),
             clock,
             policy: Arc::new(PolicyCache::default()),
             auth: AuthState::new(AuthConfig::default()),
             resumables: resumable::Resumables::default(),
             file_operations: AtomicU64::new(0),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -204,7 +211,9 @@ impl Hub {
     /// Records events that describe no stored change (logins, refusals), in a unit of their
     /// own.
     async fn record(&self, events: Vec<Event>, durability: Durability) -> Result<()> {
-        self.write(durability, move |tx| tx.record(&events)).await
+        let stamp = self.stamp.clone();
+        self.write(durability, move |tx| stamp.record(tx, &events))
+            .await
     }
 
     /// Accounts for a refused client action; failures to record are logged, not raised, so
@@ -256,11 +265,101 @@ pub(crate) fn printable(user: &str) -> String {
         .collect()
 }
 
-/// Makes audit events stamped by the hub's clock; cheap to clone into a unit of work.
+/// Makes audit events stamped by the hub's clock, and records them with the jobs the rules
+/// make of them; cheap to clone into a unit of work.
 #[derive(Clone)]
-struct Stamp(Arc<dyn Clock>);
+struct Stamp {
+    clock: Arc<dyn Clock>,
+    /// The rules that turn events into jobs (none unless configured).
+    rules: Arc<Rules>,
+    /// Woken when a unit queues a job, so the worker need not wait for its next look.
+    queued: Arc<Notify>,
+}
 
 impl Stamp {
+    fn new(clock: Arc<dyn Clock>) -> Stamp {
+        Stamp {
+            clock,
+            rules: Arc::new(Rules::default()),
+            queued: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Records `events` in the unit's transaction, and with them the jobs the rules make of
+    /// them: a committed event never lacks its jobs, and a unit that fails leaves neither.
+    fn record(&self, tx: &mut dyn Tx, events: &[Event]) -> Result<()> {
+        tx.record(events)?;
+        self.queue_jobs(tx, events)
+    }
+
+    /// Queues the jobs `events` make. Beyond the queue bound a job is stored dead, with the
+    /// reason and a `job.dead` event of its own, for an operator to retry: never lost silently,
+    /// never growing the queue without end.
+    fn queue_jobs(&self, tx: &mut dyn Tx, events: &[Event]) -> Result<()> {
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut jobs = Vec::new();
+        for event in events {
+            if !self.rules.watches(event.kind) {
+                continue;
+            }
+            let delivery = match self.rules.needs_delivery(event.kind) {
+                true => match DeliveryId::parse(&event.object) {
+                    Ok(id) => tx.delivery(&id)?,
+                    Err(_) => None,
+                },
+                false => None,
+            };
+            jobs.extend(self.rules.jobs_for(event, delivery.as_ref(), now));
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let room = self.rules.max_queued().saturating_sub(tx.queued_jobs()?);
+        let mut dead = Vec::new();
+        for job in jobs
+            .iter_mut()
+            .skip(usize::try_from(room).unwrap_or(usize::MAX))
+        {
+            job.state = JobState::Dead;
+            job.last_error = Some(format!(
+                "the job queue was full ({} jobs waiting)",
+                self.rules.max_queued()
+            ));
+            dead.push(self.job_dead(job));
+        }
+        tx.insert_jobs(&jobs)?;
+        if !dead.is_empty() {
+            tracing::warn!(
+                jobs = dead.len(),
+                bound = self.rules.max_queued(),
+                "job queue full: jobs dead on arrival"
+            );
+            tx.record(&dead)?;
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// The event of `job` given up: the alert operators' rules can select.
+    fn job_dead(&self, job: &Job) -> Event {
+        self.event(
+            &Actor::system(),
+            EventKind::JobDead,
+            job.id.to_string(),
+            Outcome::Failed,
+            format!(
+                "{} of rule {} after {} attempt(s): {}",
+                job.handler,
+                job.rule,
+                job.attempts,
+                job.last_error.as_deref().unwrap_or("no error recorded")
+            ),
+        )
+    }
+
     /// The event of `actor` doing `kind` to `object`, stamped now.
     fn event(
         &self,
@@ -272,7 +371,7 @@ impl Stamp {
     ) -> Event {
         Event {
             id: Uuid::now_v7(),
-            time: self.0.now(),
+            time: self.clock.now(),
             kind,
             actor: actor.name.clone(),
             source: actor.source.clone(),
@@ -304,7 +403,7 @@ impl Stamp {
 
     /// The current time.
     fn now(&self) -> OffsetDateTime {
-        self.0.now()
+        self.clock.now()
     }
 }
 

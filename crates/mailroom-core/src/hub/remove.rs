@@ -151,7 +151,7 @@ impl Hub {
                     format!("{from_name} -> {to_name}"),
                 ));
             }
-            tx.record(&events)
+            stamp.record(tx, &events)
         })
         .await
     }
@@ -208,7 +208,7 @@ pub(super) fn acknowledge_in(
     if !moved {
         return Err(no_such_file(Area::Inbox, &delivery.sender, &delivery.name));
     }
-    tx.record(&[event])?;
+    stamp.record(tx, &[event])?;
     unused_blobs(tx, std::slice::from_ref(&delivery))
 }
 
@@ -261,6 +261,6 @@ pub(super) fn recall_in(
             "/outbox/{target}/{name} was already picked up and can no longer be recalled"
         )));
     }
-    tx.record(&events)?;
+    stamp.record(tx, &events)?;
     unused_blobs(tx, &recalled)
 }

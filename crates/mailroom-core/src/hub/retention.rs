@@ -100,7 +100,7 @@ impl Hub {
                                 moved.push(delivery);
                             }
                         }
-                        tx.record(&events)?;
+                        stamp.record(tx, &events)?;
                         let released = unused_blobs(tx, &moved)?;
                         Ok((moved.len() as u64, released))
                     })

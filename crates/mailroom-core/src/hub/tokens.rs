@@ -386,9 +386,10 @@ impl Hub {
     /// Deletes a login's tokens (with `event`, if any) and drops its registry entry.
     async fn end_login(&self, session: &str, event: Option<Event>) -> Result<()> {
         let login = session.to_owned();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.delete_token_session(&login)?;
-            tx.record(event.as_slice())
+            stamp.record(tx, event.as_slice())
         })
         .await?;
         self.auth.token_sessions().remove(session);

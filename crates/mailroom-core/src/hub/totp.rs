@@ -89,6 +89,7 @@ impl Hub {
             format!("enroll totp ({RECOVERY_CODES} recovery codes)"),
         );
         let name = name.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             let account = tx
                 .account(&name)?
@@ -103,7 +104,7 @@ impl Hub {
                 ..AccountUpdate::default()
             };
             tx.update_account(&name, &update)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await?;
         Ok(TotpSetup {
@@ -119,6 +120,7 @@ impl Hub {
             .stamp
             .admin(actor, format!("account {name}"), "remove totp".to_owned());
         let name = name.clone();
+        let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             let account = tx
                 .account(&name)?
@@ -142,7 +144,7 @@ impl Hub {
                 ..AccountUpdate::default()
             };
             tx.update_account(&name, &update)?;
-            tx.record(&[event])
+            stamp.record(tx, &[event])
         })
         .await
     }

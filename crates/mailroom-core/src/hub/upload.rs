@@ -317,7 +317,7 @@ impl Hub {
                     .as_deref()
                     .map(|content| (&stored.id, content));
                 tx.insert_deliveries(&deliveries, inline)?;
-                tx.record(&events)?;
+                stamp.record(tx, &events)?;
                 Ok(deliveries)
             })
             .await;

@@ -19,6 +19,7 @@ use crate::access::{Ban, BanSubject};
 use crate::audit::{AuditRecord, ChainHead, GENESIS_HASH, chain_hash};
 use crate::error::{CoreError, Result};
 use crate::hub::TokenRecord;
+use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, Group, Route, RouteEffect,
 };
@@ -129,6 +130,7 @@ struct State {
     inline: HashMap<BlobId, Vec<u8>>,
     bans: BTreeMap<String, Ban>,
     tokens: BTreeMap<String, TokenRecord>,
+    jobs: BTreeMap<Uuid, Job>,
     policy_version: u64,
     /// The highest `seq` ever given, so that none is reused.
     seq: u64,
@@ -649,6 +651,94 @@ impl Tx for MemoryTx<'_> {
             });
         }
         Ok(())
+    }
+
+    fn event(&mut self, id: &Uuid) -> Result<Option<Event>> {
+        Ok(self
+            .events
+            .iter()
+            .find(|r| r.event.id == *id)
+            .map(|r| r.event.clone()))
+    }
+
+    fn insert_jobs(&mut self, jobs: &[Job]) -> Result<()> {
+        self.writing()?;
+        for (i, job) in jobs.iter().enumerate() {
+            if self.state.jobs.contains_key(&job.id) || jobs[..i].iter().any(|j| j.id == job.id) {
+                return Err(CoreError::conflict(format!("job {} exists", job.id)));
+            }
+        }
+        for job in jobs {
+            self.state.jobs.insert(job.id, job.clone());
+        }
+        Ok(())
+    }
+
+    fn job(&mut self, id: &Uuid) -> Result<Option<Job>> {
+        Ok(self.state.jobs.get(id).cloned())
+    }
+
+    fn jobs(&mut self, query: &JobQuery) -> Result<Vec<Job>> {
+        let mut jobs: Vec<Job> = self
+            .state
+            .jobs
+            .values()
+            .filter(|job| query.state.is_none_or(|state| job.state == state))
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|job| std::cmp::Reverse((job.created, job.id)));
+        jobs.truncate(query.limit as usize);
+        Ok(jobs)
+    }
+
+    fn due_jobs(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>> {
+        let mut jobs: Vec<Job> = self
+            .state
+            .jobs
+            .values()
+            .filter(|job| job.state == JobState::Queued && job.due <= now)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|job| (job.due, job.id));
+        jobs.truncate(limit as usize);
+        Ok(jobs)
+    }
+
+    fn update_job(&mut self, job: &Job, from: &[JobState]) -> Result<bool> {
+        self.writing()?;
+        match self.state.jobs.get_mut(&job.id) {
+            Some(stored) if from.contains(&stored.state) => {
+                stored.state = job.state;
+                stored.attempts = job.attempts;
+                stored.due = job.due;
+                stored.updated = job.updated;
+                stored.last_error.clone_from(&job.last_error);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn queued_jobs(&mut self) -> Result<u64> {
+        Ok(self
+            .state
+            .jobs
+            .values()
+            .filter(|job| job.state == JobState::Queued)
+            .count() as u64)
+    }
+
+    fn job_counts(&mut self) -> Result<JobCounts> {
+        let mut counts = JobCounts::default();
+        for job in self.state.jobs.values() {
+            match job.state {
+                JobState::Queued => counts.queued += 1,
+                JobState::Done => counts.done += 1,
+                JobState::Dead => counts.dead += 1,
+                JobState::Dropped => counts.dropped += 1,
+            }
+        }
+        Ok(counts)
     }
 
     fn events(&mut self, query: &EventQuery) -> Result<Vec<Event>> {

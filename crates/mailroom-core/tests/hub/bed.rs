@@ -10,8 +10,9 @@ use mailroom_core::testing::{ManualClock, MemoryBlobs, MemoryMeta};
 use mailroom_core::{
     Account, AccountChange, AccountKind, AccountName, Actor, BlobId, ClientSession, CoreError,
     Credential, Delivery, DeliveryQuery, ErrorKind, Event, EventKind, EventQuery, FileName, Group,
-    Hub, IssuedTokens, LoginProgress, LoginStep, MetaStore, MetaStoreExt, Outcome, Protocol,
-    Result, Route, RouteEffect, Scope, Secret, TokenLifetimes, VirtualPath,
+    Hub, IssuedTokens, Job, JobQuery, LoginProgress, LoginStep, MetaStore, MetaStoreExt, Outcome,
+    Protocol, Result, RetryPolicy, Route, RouteEffect, Rules, Scope, Secret, TokenLifetimes,
+    VirtualPath,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -43,6 +44,17 @@ impl Bed {
     /// to keep: the path small files take in production.
     pub fn inline() -> Bed {
         Bed::with_blobs(MemoryBlobs::inline_up_to(64 * 1024))
+    }
+
+    /// A bed whose Hub turns events into jobs by `rules`, retried by `retry`.
+    pub fn with_jobs(rules: Rules, retry: RetryPolicy) -> Bed {
+        let bed = Bed::new();
+        let hub = Hub::new(bed.meta.clone(), bed.blobs.clone(), bed.clock.clone())
+            .with_jobs(rules, retry);
+        Bed {
+            hub: Arc::new(hub),
+            ..bed
+        }
     }
 
     fn with_blobs(blobs: MemoryBlobs) -> Bed {
@@ -229,6 +241,19 @@ impl Bed {
             .unwrap()
     }
 
+    /// Every job, newest first, read from the store itself.
+    pub async fn jobs(&self) -> Vec<Job> {
+        self.meta
+            .read_with(|tx| {
+                tx.jobs(&JobQuery {
+                    state: None,
+                    limit: u32::MAX,
+                })
+            })
+            .await
+            .unwrap()
+    }
+
     /// Every audit event, oldest first.
     pub async fn events(&self) -> Vec<Event> {
         self.meta
@@ -262,6 +287,7 @@ impl Bed {
             groups,
             routes,
             deliveries: self.deliveries().await,
+            jobs: self.jobs().await,
             blobs: self.blobs.ids().into_iter().collect(),
             events: kept,
             refused: refused.into_iter().map(|e| e.kind).collect(),
@@ -303,6 +329,7 @@ pub struct Snapshot {
     pub groups: Vec<Group>,
     pub routes: Vec<Route>,
     pub deliveries: Vec<Delivery>,
+    pub jobs: Vec<Job>,
     pub blobs: BTreeSet<BlobId>,
     /// Every event but refusals.
     pub events: Vec<Event>,

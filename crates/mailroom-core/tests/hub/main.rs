@@ -13,6 +13,7 @@ mod bed;
 mod cache;
 mod fanout;
 mod hops;
+mod jobs;
 mod names;
 mod quotas;
 mod retention;

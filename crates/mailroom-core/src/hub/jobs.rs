@@ -1,0 +1,235 @@
+//! The job queue's life cycle: configuring the rules, claiming due jobs under a lease,
+//! recording success or failure (backoff, dead letter), and the operators' view (list, show,
+//! retry, drop).
+//!
+//! Jobs are queued by [`super::Stamp::record`], in the transaction of the events that make
+//! them. A claimed job is leased, not locked: its due time moves to the lease's end and its
+//! attempt is counted in one commit, so a job whose worker died runs again once the lease
+//! ends, with the same id, which receivers use to drop the second copy.
+
+use std::sync::Arc;
+
+use time::Duration;
+use uuid::Uuid;
+
+use super::{Actor, Hub, Stamp};
+use crate::error::{CoreError, Result};
+use crate::jobs::{Job, JobCounts, JobQuery, JobState, RetryPolicy, Rules};
+use crate::model::{Event, EventKind};
+use crate::ports::Durability;
+
+impl Hub {
+    /// Sets the rules that turn events into jobs and the retry policy of failed jobs. Call it
+    /// before the Hub is shared.
+    pub fn with_jobs(mut self, rules: Rules, retry: RetryPolicy) -> Hub {
+        self.stamp = Stamp {
+            rules: Arc::new(rules),
+            ..self.stamp
+        };
+        self.retry = retry;
+        self
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.stamp.rules
+    }
+
+    /// Waits until a unit queues a job (or returns at once if one did since the last wait).
+    pub async fn job_queued(&self) {
+        self.stamp.queued.notified().await;
+    }
+
+    /// Wakes the worker waiting in [`Hub::job_queued`] (a slot freed, a job may be due).
+    pub fn wake_jobs(&self) {
+        self.stamp.queued.notify_one();
+    }
+
+    /// Claims up to `limit` due jobs for `lease`: each one's attempt is counted and its due
+    /// time moved to the lease's end, in one commit. Returns each job with its event; a job
+    /// whose event is gone is given up at once.
+    pub async fn claim_jobs(&self, limit: u32, lease: Duration) -> Result<Vec<(Job, Event)>> {
+        let stamp = self.stamp.clone();
+        self.write(Durability::Relaxed, move |tx| {
+            let now = stamp.now();
+            let mut claimed = Vec::new();
+            for mut job in tx.due_jobs(now, limit)? {
+                job.attempts = job.attempts.saturating_add(1);
+                job.due = now + lease;
+                job.updated = now;
+                let event = tx.event(&job.event)?;
+                if event.is_none() {
+                    job.state = JobState::Dead;
+                    job.last_error = Some("its event is not in the audit trail".to_owned());
+                }
+                if !tx.update_job(&job, &[JobState::Queued])? {
+                    continue;
+                }
+                match event {
+                    Some(event) => claimed.push((job, event)),
+                    None => tx.record(&[stamp.job_dead(&job)])?,
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    /// Records that `job` (as claimed) succeeded. A job an operator dropped meanwhile stays
+    /// dropped.
+    pub async fn job_done(&self, job: &Job) -> Result<()> {
+        let (stamp, mut job) = (self.stamp.clone(), job.clone());
+        self.write(Durability::Relaxed, move |tx| {
+            job.state = JobState::Done;
+            job.updated = stamp.now();
+            job.last_error = None;
+            tx.update_job(&job, &[JobState::Queued])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that `job` (as claimed) failed with `error`: it runs again after the retry
+    /// policy's backoff (scaled by `jitter`, drawn in `[0, 1)` by the caller), or, after its
+    /// last attempt, is dead, with a `job.dead` event that rules may turn into an alert (but
+    /// not for a job that was itself about a dead job, so a broken handler cannot feed
+    /// itself).
+    pub async fn job_failed(
+        &self,
+        job: &Job,
+        event: &Event,
+        error: &str,
+        jitter: f64,
+    ) -> Result<()> {
+        let (stamp, retry, mut job) = (self.stamp.clone(), self.retry, job.clone());
+        let about_dead_job = event.kind == EventKind::JobDead;
+        let error = printable_error(error);
+        let gives_up = !retry.may_retry(job.attempts);
+        let durability = if gives_up {
+            Durability::Flush
+        } else {
+            Durability::Relaxed
+        };
+        self.write(durability, move |tx| {
+            let now = stamp.now();
+            job.updated = now;
+            job.last_error = Some(error);
+            if gives_up {
+                job.state = JobState::Dead;
+            } else {
+                job.due = now + retry.backoff(job.attempts, jitter);
+            }
+            if !tx.update_job(&job, &[JobState::Queued])? || !gives_up {
+                return Ok(());
+            }
+            let dead = [stamp.job_dead(&job)];
+            if about_dead_job {
+                tx.record(&dead)
+            } else {
+                stamp.record(tx, &dead)
+            }
+        })
+        .await
+    }
+
+    /// Jobs matching the query, newest first.
+    pub async fn jobs(&self, query: JobQuery) -> Result<Vec<Job>> {
+        self.read(move |tx| tx.jobs(&query)).await
+    }
+
+    /// One job and its event.
+    pub async fn job(&self, id: Uuid) -> Result<(Job, Option<Event>)> {
+        self.read(move |tx| {
+            let job = tx
+                .job(&id)?
+                .ok_or_else(|| CoreError::not_found(format!("no job {id}")))?;
+            let event = tx.event(&job.event)?;
+            Ok((job, event))
+        })
+        .await
+    }
+
+    /// How many jobs are in each state.
+    pub async fn job_counts(&self) -> Result<JobCounts> {
+        self.read(|tx| tx.job_counts()).await
+    }
+
+    /// An operator runs a job again now, from its first attempt: a dead or dropped job, or a
+    /// queued one waiting for its backoff. A job that is done is refused (Conflict).
+    pub async fn retry_job(&self, actor: &Actor, id: Uuid) -> Result<Job> {
+        self.operate_job(actor, id, "retried", |job, now| {
+            if job.state == JobState::Done {
+                return Err(CoreError::conflict(format!("job {} is done", job.id)));
+            }
+            job.state = JobState::Queued;
+            job.attempts = 0;
+            job.due = now;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An operator drops a queued or dead job. A job that is done or dropped is refused
+    /// (Conflict).
+    pub async fn drop_job(&self, actor: &Actor, id: Uuid) -> Result<Job> {
+        self.operate_job(actor, id, "dropped", |job, _| {
+            if matches!(job.state, JobState::Done | JobState::Dropped) {
+                return Err(CoreError::conflict(format!(
+                    "job {} is {} already",
+                    job.id, job.state
+                )));
+            }
+            job.state = JobState::Dropped;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An operator's change of one job, with its admin event, in one unit.
+    async fn operate_job(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        verb: &'static str,
+        change: impl FnOnce(&mut Job, time::OffsetDateTime) -> Result<()> + Send + 'static,
+    ) -> Result<Job> {
+        let (stamp, actor) = (self.stamp.clone(), actor.clone());
+        let job = self
+            .write(Durability::Flush, move |tx| {
+                let mut job = tx
+                    .job(&id)?
+                    .ok_or_else(|| CoreError::not_found(format!("no job {id}")))?;
+                let was = job.state;
+                let now = stamp.now();
+                change(&mut job, now)?;
+                job.updated = now;
+                if !tx.update_job(&job, &[was])? {
+                    return Err(CoreError::conflict(format!(
+                        "job {id} changed meanwhile; try again"
+                    )));
+                }
+                let event = stamp.admin(
+                    &actor,
+                    format!("job:{id}"),
+                    format!("{verb} ({} of rule {}, was {was})", job.handler, job.rule),
+                );
+                tx.record(&[event])?;
+                Ok(job)
+            })
+            .await?;
+        if job.state == JobState::Queued {
+            self.stamp.queued.notify_one();
+        }
+        Ok(job)
+    }
+}
+
+/// A handler's error as stored: one line, control characters replaced, at most 500
+/// characters (a receiver's answer is not ours to trust).
+fn printable_error(error: &str) -> String {
+    error
+        .chars()
+        .take(500)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}

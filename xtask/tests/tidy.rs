@@ -61,6 +61,11 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "mailroom-web",
             set(&["mailroom-core", "mailroom-api", "mailroom-https"]),
         ),
+        // Events that act: the job worker and its handlers (webhooks), onto the Hub.
+        (
+            "mailroom-events",
+            set(&["mailroom-core", "mailroom-api", "mailroom-net"]),
+        ),
         (
             "mailroom-test-support",
             set(&[
@@ -86,6 +91,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "mailroom-ftps",
                 "mailroom-https",
                 "mailroom-web",
+                "mailroom-events",
             ]),
         ),
         ("xtask", set(&[])),

@@ -16,7 +16,7 @@ pub struct EventView {
     #[schema(format = DateTime)]
     pub time: String,
     /// login, upload, download, delivery.* (stored, delivered, picked-up, acknowledged,
-    /// recalled, renamed, expired), ban, session.closed, admin or sweep.
+    /// recalled, renamed, expired), ban, session.closed, admin, sweep or job.dead.
     pub kind: String,
     /// Who: an account name, `cli:<os user>` or `system`.
     pub actor: String,

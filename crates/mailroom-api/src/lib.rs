@@ -48,12 +48,14 @@
 mod account;
 mod audit;
 mod delivery;
+mod jobs;
 mod policy;
 mod security;
 
 pub use account::{AccountView, KeyView, LimitsView, RightsView, TotpView};
 pub use audit::{BrokenView, CheckpointView, EventView, HeadView, VerifyView, checkpoint_status};
 pub use delivery::DeliveryView;
+pub use jobs::{JobDetailView, JobView};
 pub use policy::{GroupView, RouteView};
 pub use security::{BanView, SessionView};
 

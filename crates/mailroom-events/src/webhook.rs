@@ -103,10 +103,11 @@ impl Webhooks {
         })
     }
 
-    /// Checks that `url` is one a webhook may use, without connecting: `https`, a host, and,
-    /// for an address literal, an address that may be reached. Rules are checked with it at
-    /// start; names are checked again each time they resolve.
-    pub fn check_url(url: &str, allowed: &[IpNet]) -> Result<reqwest::Url, WebhookError> {
+    /// Checks that `url` is one a webhook may use, without connecting: `https`, a host, no
+    /// credentials, and, for an address literal, an address that may be reached (checked only
+    /// when `allowed` is given). Rules are checked with it when the configuration is read and
+    /// at start; names are checked again each time they resolve.
+    pub fn check_url(url: &str, allowed: Option<&[IpNet]>) -> Result<reqwest::Url, WebhookError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|err| WebhookError::Refused(format!("{url:?} is not a URL: {err}")))?;
         if parsed.scheme() != "https" {
@@ -119,17 +120,21 @@ impl Webhooks {
                 "{url:?}: credentials in a webhook URL would be logged; use the signature"
             )));
         }
-        match parsed.host() {
-            None => Err(WebhookError::Refused(format!("{url:?} names no host"))),
-            Some(url::Host::Ipv4(v4)) => reachable(IpAddr::V4(v4), allowed).map(|()| parsed),
-            Some(url::Host::Ipv6(v6)) => reachable(IpAddr::V6(v6), allowed).map(|()| parsed),
-            Some(url::Host::Domain(_)) => Ok(parsed),
+        let literal = match parsed.host() {
+            None => return Err(WebhookError::Refused(format!("{url:?} names no host"))),
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) => None,
+        };
+        match (literal, allowed) {
+            (Some(ip), Some(allowed)) => reachable(ip, allowed).map(|()| parsed),
+            _ => Ok(parsed),
         }
     }
 
     /// POSTs `event` to `url` for `job`; Ok once the receiver answers 2xx.
     pub async fn send(&self, url: &str, job: &Job, event: &Event) -> Result<(), WebhookError> {
-        let parsed = Webhooks::check_url(url, &self.allowed)?;
+        let parsed = Webhooks::check_url(url, Some(&self.allowed))?;
         let body = serde_json::to_vec(&Payload {
             kind: event.kind.as_str(),
             timestamp: EventView::from(event).time,
@@ -308,12 +313,18 @@ mod tests {
             "not a url",
         ] {
             assert!(
-                matches!(Webhooks::check_url(url, &[]), Err(WebhookError::Refused(_))),
+                matches!(
+                    Webhooks::check_url(url, Some(&[])),
+                    Err(WebhookError::Refused(_))
+                ),
                 "{url}"
             );
         }
-        assert!(Webhooks::check_url("https://hooks.example.test/mailroom", &[]).is_ok());
+        assert!(Webhooks::check_url("https://hooks.example.test/mailroom", Some(&[])).is_ok());
         let loopback: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
-        assert!(Webhooks::check_url("https://127.0.0.1:8443/x", &loopback).is_ok());
+        assert!(Webhooks::check_url("https://127.0.0.1:8443/x", Some(&loopback)).is_ok());
+        // Without the allow list only the form is checked (as the configuration is read).
+        assert!(Webhooks::check_url("https://127.0.0.1:8443/x", None).is_ok());
+        assert!(Webhooks::check_url("http://hooks.example.test/x", None).is_err());
     }
 }

@@ -62,6 +62,38 @@ pub enum Command {
     /// The local certificate authorities: issue client certificates, show the CAs.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The job queue: what rules made of events (webhooks, mails), and its dead letters.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+/// `mailroom jobs …`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first, with the queue's counts.
+    List {
+        /// Only jobs in this state: queued, done, dead or dropped.
+        #[arg(long)]
+        state: Option<String>,
+        /// Show at most this many jobs.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one job and the event it acts on.
+    Show {
+        /// The job's id.
+        id: String,
+    },
+    /// Run a dead, dropped or waiting job again now, from its first attempt (audited).
+    Retry {
+        /// The job's id.
+        id: String,
+    },
+    /// Drop a queued or dead job: it never runs again (audited).
+    Drop {
+        /// The job's id.
+        id: String,
+    },
 }
 
 /// `mailroom ca …`.

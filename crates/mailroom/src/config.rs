@@ -51,6 +51,13 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The local PKI of the TLS front ends.
     pub tls: crate::ca::TlsConfig,
+    /// The job queue: retries, bound, concurrency.
+    pub jobs: mailroom_events::JobsConfig,
+    /// Webhooks: signing secret, trusted CAs, reachable networks.
+    pub webhooks: mailroom_events::WebhooksConfig,
+    /// The rules that turn events into jobs (`[[rules]]`, an array of tables, not a section).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::rules::RuleConfig>,
 }
 
 mailroom_net::config_section! {
@@ -330,7 +337,7 @@ impl Section {
 /// Every section in file order, as its owner declared it: the template and the names of the
 /// environment overrides come from here. A unit test checks that it lists exactly the fields
 /// of [`Config`] and, for each, exactly the fields serde knows.
-const SECTIONS: [Section; 8] = [
+const SECTIONS: [Section; 10] = [
     Section::of::<ServerConfig>(),
     Section::of::<mailroom_sftp::Config>(),
     Section::of::<mailroom_ftps::Config>(),
@@ -339,7 +346,28 @@ const SECTIONS: [Section; 8] = [
     Section::of::<crate::syslog::AuditConfig>(),
     Section::of::<RetentionConfig>(),
     Section::of::<crate::ca::TlsConfig>(),
+    Section::of::<mailroom_events::JobsConfig>(),
+    Section::of::<mailroom_events::WebhooksConfig>(),
 ];
+
+/// The commented example of `[[rules]]` that closes the template.
+const RULES_EXAMPLE: &str = "
+# Rules turn events into jobs: each event a rule selects queues one job per handler, in the
+# same commit as the event, and `mailroom jobs` shows them. A rule selects by event type
+# (on), account (actor or party), sender, recipient (an account, or a group it fanned out
+# from), outcome (ok, refused, failed) and file name (a glob); its handlers are webhook URLs
+# (https only, signed) and e-mail addresses. Event types: login, upload, download,
+# delivery.stored, delivery.delivered, delivery.picked-up, delivery.acknowledged,
+# delivery.recalled, delivery.renamed, delivery.expired, ban, session.closed, admin, sweep,
+# job.dead.
+#
+# [[rules]]
+# name = \"pdf-alert\"
+# on = [\"delivery.delivered\"]
+# recipient = \"bob\"
+# file = \"*.pdf\"
+# webhook = [\"https://hooks.example.test/mailroom\"]
+";
 
 /// The commented template `init` writes: every section and every setting with its doc comment,
 /// each commented out and showing its default, so the file parses to the defaults as it is.
@@ -376,6 +404,7 @@ pub fn template() -> String {
             }
         }
     }
+    out.push_str(RULES_EXAMPLE);
     out
 }
 
@@ -621,9 +650,14 @@ mod tests {
     #[test]
     fn template_lists_exactly_the_fields_serde_knows() {
         let names: Vec<&str> = SECTIONS.iter().map(|section| section.name).collect();
+        // `[[rules]]` is an array of tables, shown as the template's closing example.
+        let sections: Vec<&str> = field_names::<Config>()
+            .iter()
+            .copied()
+            .filter(|name| *name != "rules")
+            .collect();
         assert_eq!(
-            field_names::<Config>(),
-            names,
+            sections, names,
             "every field of Config needs its place in SECTIONS, in the same order"
         );
         let serde_fields = [
@@ -635,6 +669,8 @@ mod tests {
             serde_fields::<crate::syslog::AuditConfig>(),
             serde_fields::<RetentionConfig>(),
             serde_fields::<crate::ca::TlsConfig>(),
+            serde_fields::<mailroom_events::JobsConfig>(),
+            serde_fields::<mailroom_events::WebhooksConfig>(),
         ];
         assert_eq!(serde_fields.map(|(name, _)| name), SECTIONS.map(|s| s.name));
         let defaults = toml::Table::try_from(Config::default()).unwrap();

@@ -86,7 +86,7 @@ impl DataDir {
             .await
             .with_context(|| format!("cannot open the blob store {}", blobs.display()))?;
         Ok(OpenHub {
-            hub: wire(meta.clone(), blobs, &config),
+            hub: wire(meta.clone(), blobs, &config, &self.config_file())?,
             meta,
         })
     }
@@ -115,10 +115,18 @@ impl DataDir {
 }
 
 /// The Hub on the embedded engines (SQLite metadata and local blobs) with the configured
-/// authentication settings.
-pub fn wire(meta: SqliteStore, blobs: LocalBlobStore, config: &crate::config::Config) -> Arc<Hub> {
-    Arc::new(
+/// authentication settings and rules (`config_file` is where they were read, for errors).
+/// The admin commands run on it too, so their events make jobs as the server's do.
+pub fn wire(
+    meta: SqliteStore,
+    blobs: LocalBlobStore,
+    config: &crate::config::Config,
+    config_file: &Path,
+) -> Result<Arc<Hub>> {
+    let rules = crate::rules::build(&config.rules, config.jobs.max_queued, config_file)?;
+    Ok(Arc::new(
         Hub::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock))
-            .with_auth(config.auth.to_core()),
-    )
+            .with_auth(config.auth.to_core())
+            .with_jobs(rules, config.jobs.retry()),
+    ))
 }

@@ -149,7 +149,7 @@ pub async fn open_stores(
         }
     }));
 
-    let hub = data::wire(meta.clone(), blobs, config);
+    let hub = data::wire(meta.clone(), blobs, config, &data.config_file())?;
     let first_admin = create_first_admin(&hub, actor).await?;
     if let Some(admin) = &first_admin {
         created.push(format!("admin account {}", admin.name));

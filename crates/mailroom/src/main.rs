@@ -13,8 +13,10 @@ mod cli;
 mod config;
 mod data;
 mod init;
+mod jobs;
 mod logging;
 mod output;
+mod rules;
 mod security;
 mod serve;
 mod syslog;
@@ -98,6 +100,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Ca(command) => {
             logging::install_for_cli()?;
             ca::run(&data, out, command).await
+        }
+        Command::Jobs(command) => {
+            logging::install_for_cli()?;
+            jobs::run(&data, out, command).await
         }
     }
 }

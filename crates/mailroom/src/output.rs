@@ -16,11 +16,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use mailroom_api::{
-    AccountView, BanView, EventView, GroupView, HeadView, RouteView, VerifyView, rfc3339,
+    AccountView, BanView, EventView, GroupView, HeadView, JobDetailView, JobView, RouteView,
+    VerifyView, rfc3339,
 };
 use mailroom_core::{
     AccessPolicy, Account, AuditRecord, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
-    Event, Group, Route, TotpSetup, format_size,
+    Event, Group, Job, JobCounts, Route, TotpSetup, format_size,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -292,6 +293,88 @@ impl Output {
         text.push_str(&format!(
             "\nTo require it: mailroom account set {account} --require password,totp (or publickey,totp)\n"
         ));
+        self.text(&text)
+    }
+
+    /// `jobs list`: the jobs, then the queue's counts (JSON: the jobs only, as the API lists
+    /// them).
+    pub fn jobs(&self, jobs: &[Job], counts: &JobCounts) -> Result<()> {
+        if self.json {
+            let out: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+            return self.json_line(&out);
+        }
+        let rows = jobs
+            .iter()
+            .map(|job| {
+                let view = JobView::from(job);
+                vec![
+                    view.id,
+                    clean(&view.rule),
+                    view.state,
+                    view.attempts.to_string(),
+                    short_time(job.due),
+                    format!("{} {}", view.handler, clean(&view.target)),
+                    clean(view.last_error.as_deref().unwrap_or("-")),
+                ]
+            })
+            .collect();
+        let mut text = if jobs.is_empty() {
+            "no jobs\n".to_owned()
+        } else {
+            table(
+                &[
+                    "ID",
+                    "RULE",
+                    "STATE",
+                    "ATTEMPTS",
+                    "DUE",
+                    "HANDLER",
+                    "LAST ERROR",
+                ],
+                rows,
+            )
+        };
+        text.push_str(&format!(
+            "queued {}, done {}, dead {}, dropped {}\n",
+            counts.queued, counts.done, counts.dead, counts.dropped
+        ));
+        self.text(&text)
+    }
+
+    /// `jobs show`.
+    pub fn job(&self, job: &Job, event: Option<&Event>) -> Result<()> {
+        if self.json {
+            return self.json_line(&JobDetailView::new(job, event));
+        }
+        let view = JobView::from(job);
+        let mut text = format!(
+            "job       {}\nrule      {}\nhandler   {} {}\nstate     {}\nattempts  {}\ndue       {}\ncreated   {}\nupdated   {}\nerror     {}\n",
+            view.id,
+            clean(&view.rule),
+            view.handler,
+            clean(&view.target),
+            view.state,
+            view.attempts,
+            view.due,
+            view.created,
+            view.updated,
+            clean(view.last_error.as_deref().unwrap_or("-")),
+        );
+        match event {
+            Some(e) => text.push_str(&format!(
+                "event     {} {} by {} on {}: {} ({})\n",
+                e.id,
+                e.kind.as_str(),
+                clean(&e.actor),
+                clean(&e.object),
+                e.outcome.as_str(),
+                clean(&e.detail)
+            )),
+            None => text.push_str(&format!(
+                "event     {} (not in the audit trail)\n",
+                job.event
+            )),
+        }
         self.text(&text)
     }
 

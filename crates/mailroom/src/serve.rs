@@ -5,7 +5,7 @@
 //! shutdown token. On SIGTERM or SIGINT the token is cancelled (front ends stop accepting),
 //! running sessions get `[server] shutdown_grace_seconds` to finish, and the process exits 0.
 //! Beside the front ends it runs the retention pass, at start and every
-//! `[retention] interval_seconds`, until shutdown.
+//! `[retention] interval_seconds`, and the job worker (`[[rules]]`), until shutdown.
 //! Protocol work lives in the front-end crates; this module only wires and waits.
 
 use std::io;
@@ -78,6 +78,8 @@ async fn serve(
     data: &DataDir,
     out: &Output,
 ) -> Result<()> {
+    // The rules' names, addresses and handlers are checked before anything changes.
+    let handlers = job_handlers(hub, config, data).await?;
     let swept = hub
         .sweep()
         .await
@@ -181,6 +183,14 @@ async fn serve(
         Duration::from_secs(config.retention.interval_seconds.get()),
         shutdown.clone(),
     ));
+    // The job worker stops taking jobs at the token; running ones finish within their
+    // handler's timeout, and a job cut short runs again after its lease.
+    let worker = tokio::spawn(mailroom_events::run(
+        hub.clone(),
+        handlers,
+        config.jobs.clone(),
+        shutdown.clone(),
+    ));
 
     let early_end = tokio::select! {
         _ = terminate.recv() => { info!(signal = "SIGTERM", "shutting down"); None }
@@ -195,6 +205,9 @@ async fn serve(
     if let Err(err) = retention.await {
         error!(error = %err, "the retention task ended abnormally");
     }
+    if let Err(err) = worker.await {
+        error!(error = %err, "the job worker ended abnormally");
+    }
     if let Some(ended) = early_end {
         // A front end stopped on its own: that is a failure even if it says Ok.
         let failure = front_end_result(ended)
@@ -205,6 +218,32 @@ async fn serve(
     }
     drain(&mut front_ends, config).await;
     Ok(())
+}
+
+/// Checks the rules against the store and the handlers' settings, and sets up the handlers
+/// they use (webhooks: the client and the signing secret, created on first use).
+async fn job_handlers(
+    hub: &Hub,
+    config: &Config,
+    data: &DataDir,
+) -> Result<mailroom_events::Handlers> {
+    let allowed = config
+        .webhooks
+        .allowed_networks()
+        .map_err(|err| anyhow!("invalid configuration: {err}"))?;
+    crate::rules::check(&config.rules, hub, &allowed, false, &data.config_file()).await?;
+    let webhooks = if config.rules.iter().any(|rule| !rule.webhook.is_empty()) {
+        Some(
+            mailroom_events::Webhooks::new(&config.webhooks, data.root())
+                .map_err(|err| anyhow!("webhooks: {err}"))?,
+        )
+    } else {
+        None
+    };
+    if !config.rules.is_empty() {
+        info!(rules = config.rules.len(), "rules loaded");
+    }
+    Ok(mailroom_events::Handlers { webhooks })
 }
 
 /// How often live sessions are checked against their accounts.

@@ -354,6 +354,13 @@ impl Hub {
         .await
     }
 
+    /// Whether an account or a group has this name.
+    pub async fn principal_exists(&self, name: &AccountName) -> Result<bool> {
+        let name = name.clone();
+        self.read(move |tx| Ok(tx.account(&name)?.is_some() || tx.group(&name)?.is_some()))
+            .await
+    }
+
     /// Every group.
     pub async fn groups(&self) -> Result<Vec<Group>> {
         self.read(|tx| tx.groups()).await

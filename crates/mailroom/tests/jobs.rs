@@ -1,0 +1,258 @@
+//! Rules and the job queue on the real binary: every bad rule refused at start with the file,
+//! the line and the reason (and the data folder left as it was), jobs made by the admin
+//! commands' own events, and `mailroom jobs list|show|retry|drop` with their refusals, each
+//! checked to change nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+
+/// An initialised data folder in a temporary folder.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        let site = Site {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let out = site.run(&["init"]);
+        assert!(out.status.success(), "{}", text(&out));
+        site
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.data().join("mailroom.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        common::mailroom(&self.data(), args)
+            .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap()
+    }
+
+    /// A command that must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A command that must fail with exit code 1; its one stderr line.
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "mailroom {args:?}: {}",
+            text(&out)
+        );
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    }
+
+    /// Appends `rules` to the configuration.
+    fn with_rules(&self, rules: &str) {
+        let mut config = std::fs::read_to_string(self.config()).unwrap();
+        config.push_str(rules);
+        std::fs::write(self.config(), config).unwrap();
+    }
+
+    /// What a refused start must leave alone: the audit trail and the folder's files.
+    fn snapshot(&self) -> (String, Vec<String>) {
+        (
+            self.ok(&["audit", "list", "--json", "--limit", "1000"]),
+            files(&self.data()),
+        )
+    }
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        // The database is compared by its content; the lock file is the start's own.
+        .filter(|name| !name.starts_with("meta.db") && name != "serve.lock")
+        .collect();
+    names.sort();
+    names
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The line of `needle` in `text`, 1-based.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
+    let site = Site::new();
+    site.ok(&["account", "add", "bob"]);
+    let template = std::fs::read_to_string(site.config()).unwrap();
+    let cases: [(&str, &str, &str); 9] = [
+        (
+            "an unknown event type",
+            "[[rules]]\nname = \"a\"\non = [\"delivery.created\"]\nwebhook = [\"https://hooks.example.test/a\"]\n",
+            "unknown event type \"delivery.created\"",
+        ),
+        (
+            "an unknown account",
+            "[[rules]]\nname = \"a\"\non = [\"delivery.delivered\"]\nrecipient = \"bobb\"\nwebhook = [\"https://hooks.example.test/a\"]\n",
+            "no account or group is named \"bobb\"",
+        ),
+        (
+            "a plain-http webhook",
+            "[[rules]]\nname = \"a\"\non = [\"delivery.delivered\"]\nwebhook = [\"http://hooks.example.test/a\"]\n",
+            "https only",
+        ),
+        (
+            "a webhook into the hub's own network",
+            "[[rules]]\nname = \"a\"\non = [\"delivery.delivered\"]\nwebhook = [\"https://169.254.169.254/latest\"]\n",
+            "not a public address",
+        ),
+        (
+            "a rule without a handler",
+            "[[rules]]\nname = \"a\"\non = [\"delivery.delivered\"]\n",
+            "names no handler",
+        ),
+        (
+            "a name used twice",
+            "[[rules]]\nname = \"a\"\non = [\"login\"]\nwebhook = [\"https://hooks.example.test/a\"]\n\n[[rules]]\nname = \"a\"\non = [\"login\"]\nwebhook = [\"https://hooks.example.test/b\"]\n",
+            "taken by an earlier rule",
+        ),
+        (
+            "a bad outcome",
+            "[[rules]]\nname = \"a\"\non = [\"login\"]\noutcome = \"maybe\"\nwebhook = [\"https://hooks.example.test/a\"]\n",
+            "unknown outcome \"maybe\"",
+        ),
+        (
+            "an unknown handler",
+            "[[rules]]\nname = \"a\"\non = [\"login\"]\nexec = [\"/bin/sh\"]\n",
+            "unknown field `exec`",
+        ),
+        (
+            "e-mail with no server",
+            "[[rules]]\nname = \"a\"\non = [\"login\"]\nemail = [\"ops@example.test\"]\n",
+            "[smtp] names no server",
+        ),
+    ];
+    for (what, rules, reason) in cases {
+        std::fs::write(site.config(), &template).unwrap();
+        let before = site.snapshot();
+        site.with_rules(rules);
+        let config = std::fs::read_to_string(site.config()).unwrap();
+        let err = site.refused(&["serve"]);
+        let shown = site.config().display().to_string();
+        assert!(err.contains(&shown), "{what}: {err}");
+        assert!(err.contains(reason), "{what}: {err:?} lacks {reason:?}");
+        // The line of the offending rule (the last `[[rules]]`) or of the bad value.
+        let table = config.rfind("[[rules]]").unwrap();
+        let first_line = config[..table].lines().count() + 1;
+        let last_line = config.lines().count();
+        let line: usize = err
+            .split("line ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no line in {err:?}"));
+        assert!(
+            (first_line..=last_line).contains(&line),
+            "{what}: line {line} is not in the rule ({first_line}-{last_line}): {err}"
+        );
+        std::fs::write(site.config(), &template).unwrap();
+        assert_eq!(
+            site.snapshot(),
+            before,
+            "{what}: the refused start changed something"
+        );
+    }
+    // The template's own example is a comment, and parses to no rule.
+    assert!(template.contains("# [[rules]]"));
+    let _ = line_of(&template, "# [[rules]]");
+}
+
+#[test]
+fn admin_commands_queue_jobs_and_operators_list_show_retry_and_drop_them() {
+    let site = Site::new();
+    site.with_rules(
+        "\n[[rules]]\nname = \"accounts\"\non = [\"admin\"]\nwebhook = [\"https://hooks.example.test/accounts\"]\n",
+    );
+    site.ok(&["account", "add", "carol"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&site.ok(&["jobs", "list", "--json"])).unwrap();
+    let jobs = listed.as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{listed}");
+    let job = &jobs[0];
+    assert_eq!(job["rule"], "accounts");
+    assert_eq!(job["handler"], "webhook");
+    assert_eq!(job["target"], "https://hooks.example.test/accounts");
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["attempts"], 0);
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    let shown: serde_json::Value =
+        serde_json::from_str(&site.ok(&["jobs", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["job"]["id"], id.as_str());
+    assert_eq!(shown["event"]["kind"], "admin");
+    assert_eq!(shown["event"]["object"], "account carol");
+    let table = site.ok(&["jobs", "list"]);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains("queued 1, done 0, dead 0, dropped 0"),
+        "{table}"
+    );
+
+    // Refusals change nothing (the jobs, and the audit trail but for nothing).
+    let before = (
+        site.ok(&["jobs", "list", "--json"]),
+        site.ok(&["audit", "list", "--json"]),
+    );
+    let err = site.refused(&["jobs", "show", "not-a-uuid"]);
+    assert!(err.contains("is not a job id"), "{err}");
+    let unknown = "0190f000-0000-7000-8000-000000000000";
+    for command in ["show", "retry", "drop"] {
+        let err = site.refused(&["jobs", command, unknown]);
+        assert!(err.contains("no job"), "{command}: {err}");
+    }
+    let err = site.refused(&["jobs", "list", "--state", "lost"]);
+    assert!(err.contains("unknown job state"), "{err}");
+    assert_eq!(
+        (
+            site.ok(&["jobs", "list", "--json"]),
+            site.ok(&["audit", "list", "--json"])
+        ),
+        before
+    );
+
+    // Drop, then retry: each an audited change (which the rule, on admin events, turns into
+    // jobs of its own).
+    let dropped = site.ok(&["jobs", "drop", &id]);
+    assert!(dropped.contains("dropped"), "{dropped}");
+    let err = site.refused(&["jobs", "drop", &id]);
+    assert!(err.contains("dropped already"), "{err}");
+    let retried = site.ok(&["jobs", "retry", &id]);
+    assert!(retried.contains("queued to run now"), "{retried}");
+    let audit = site.ok(&["audit", "list"]);
+    assert!(audit.contains(&format!("job:{id}")), "{audit}");
+    let state: serde_json::Value =
+        serde_json::from_str(&site.ok(&["jobs", "show", &id, "--json"])).unwrap();
+    assert_eq!(state["job"]["state"], "queued");
+}

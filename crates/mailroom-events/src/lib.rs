@@ -4,15 +4,18 @@
 //! events; see `mailroom_core::Rules`), so no committed event loses its work to a crash. This
 //! crate takes the jobs out again: [`worker::run`] claims due jobs under a lease and runs
 //! each handler beside the transfers, [`webhook`] sends signed webhooks over verified TLS to
-//! public addresses only, and [`config`] owns the `[jobs]` and `[webhooks]` sections.
+//! public addresses only, [`email`] sends mails over SMTP (and owns `[smtp]`), and
+//! [`config`] owns the `[jobs]` and `[webhooks]` sections.
 //!
 //! It knows HTTP and timing; what a job is, when it is due and when it is dead are the
 //! Hub's.
 
 pub mod config;
+pub mod email;
 pub mod webhook;
 pub mod worker;
 
 pub use config::{JobsConfig, WebhooksConfig, webhook_may_reach};
+pub use email::{Mailer, SmtpConfig, SmtpSecurity};
 pub use webhook::{Payload, WebhookError, Webhooks, secret_key, sign};
 pub use worker::{Handlers, run};

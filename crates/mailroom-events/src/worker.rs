@@ -14,13 +14,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::JobsConfig;
+use crate::email::Mailer;
 use crate::webhook::Webhooks;
 
 /// What runs the jobs of each handler kind.
 #[derive(Clone)]
 pub struct Handlers {
-    /// Webhooks, when configured.
+    /// Webhooks, when a rule uses them.
     pub webhooks: Option<Webhooks>,
+    /// E-mail, when `[smtp]` names a server.
+    pub mailer: Option<Mailer>,
 }
 
 impl Handlers {
@@ -34,7 +37,10 @@ impl Handlers {
                     .map_err(|err| err.to_string()),
                 None => Err("webhooks are not configured".to_owned()),
             },
-            Handler::Email(_) => Err("e-mail is not configured ([smtp])".to_owned()),
+            Handler::Email(address) => match &self.mailer {
+                Some(mailer) => mailer.send(address, job, event).await,
+                None => Err("e-mail is not configured ([smtp] server)".to_owned()),
+            },
         }
     }
 }

@@ -179,6 +179,7 @@ fn worker(hub: &Arc<Hub>, data: &Path, config: &WebhooksConfig) -> CancellationT
         hub.clone(),
         Handlers {
             webhooks: Some(webhooks),
+            mailer: None,
         },
         JobsConfig::default(),
         shutdown.clone(),

@@ -786,6 +786,13 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
 /// The Python interpreter with paramiko: `$MAILROOM_TEST_PYTHON`, else `.venv-test` at the
 /// workspace root, else `python3`. `None` (and a [`skip`]) when paramiko is missing.
 pub fn paramiko_python() -> Option<PathBuf> {
+    python_with("paramiko")
+}
+
+/// A Python that can import `module` (`.ci/run` installs the test modules into
+/// `.venv-test`): `MAILROOM_TEST_PYTHON`, the repository's `.venv-test`, or `python3`;
+/// [`skip`]s (fails under `CI`) when none can.
+pub fn python_with(module: &str) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let candidates = [
         std::env::var_os("MAILROOM_TEST_PYTHON").map(PathBuf::from),
@@ -794,7 +801,7 @@ pub fn paramiko_python() -> Option<PathBuf> {
     ];
     for python in candidates.into_iter().flatten() {
         let ok = std::process::Command::new(&python)
-            .args(["-c", "import paramiko"])
+            .args(["-c", &format!("import {module}")])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
@@ -802,7 +809,9 @@ pub fn paramiko_python() -> Option<PathBuf> {
             return Some(python);
         }
     }
-    skip("Python with paramiko not found (set MAILROOM_TEST_PYTHON)");
+    skip(&format!(
+        "Python with {module} not found (set MAILROOM_TEST_PYTHON)"
+    ));
     None
 }
 

@@ -55,6 +55,8 @@ pub struct Config {
     pub jobs: mailroom_events::JobsConfig,
     /// Webhooks: signing secret, trusted CAs, reachable networks.
     pub webhooks: mailroom_events::WebhooksConfig,
+    /// E-mail: the SMTP server of the rules' mails.
+    pub smtp: mailroom_events::SmtpConfig,
     /// The rules that turn events into jobs (`[[rules]]`, an array of tables, not a section).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::rules::RuleConfig>,
@@ -337,7 +339,7 @@ impl Section {
 /// Every section in file order, as its owner declared it: the template and the names of the
 /// environment overrides come from here. A unit test checks that it lists exactly the fields
 /// of [`Config`] and, for each, exactly the fields serde knows.
-const SECTIONS: [Section; 10] = [
+const SECTIONS: [Section; 11] = [
     Section::of::<ServerConfig>(),
     Section::of::<mailroom_sftp::Config>(),
     Section::of::<mailroom_ftps::Config>(),
@@ -348,6 +350,7 @@ const SECTIONS: [Section; 10] = [
     Section::of::<crate::ca::TlsConfig>(),
     Section::of::<mailroom_events::JobsConfig>(),
     Section::of::<mailroom_events::WebhooksConfig>(),
+    Section::of::<mailroom_events::SmtpConfig>(),
 ];
 
 /// The commented example of `[[rules]]` that closes the template.
@@ -671,6 +674,7 @@ mod tests {
             serde_fields::<crate::ca::TlsConfig>(),
             serde_fields::<mailroom_events::JobsConfig>(),
             serde_fields::<mailroom_events::WebhooksConfig>(),
+            serde_fields::<mailroom_events::SmtpConfig>(),
         ];
         assert_eq!(serde_fields.map(|(name, _)| name), SECTIONS.map(|s| s.name));
         let defaults = toml::Table::try_from(Config::default()).unwrap();

@@ -231,7 +231,16 @@ async fn job_handlers(
         .webhooks
         .allowed_networks()
         .map_err(|err| anyhow!("invalid configuration: {err}"))?;
-    crate::rules::check(&config.rules, hub, &allowed, false, &data.config_file()).await?;
+    let mailer = mailroom_events::Mailer::new(&config.smtp, data.root())
+        .map_err(|err| anyhow!("invalid configuration: {err}"))?;
+    crate::rules::check(
+        &config.rules,
+        hub,
+        &allowed,
+        mailer.is_some(),
+        &data.config_file(),
+    )
+    .await?;
     let webhooks = if config.rules.iter().any(|rule| !rule.webhook.is_empty()) {
         Some(
             mailroom_events::Webhooks::new(&config.webhooks, data.root())
@@ -243,7 +252,7 @@ async fn job_handlers(
     if !config.rules.is_empty() {
         info!(rules = config.rules.len(), "rules loaded");
     }
-    Ok(mailroom_events::Handlers { webhooks })
+    Ok(mailroom_events::Handlers { webhooks, mailer })
 }
 
 /// How often live sessions are checked against their accounts.

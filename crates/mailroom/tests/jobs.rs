@@ -256,3 +256,118 @@ fn admin_commands_queue_jobs_and_operators_list_show_retry_and_drop_them() {
         serde_json::from_str(&site.ok(&["jobs", "show", &id, "--json"])).unwrap();
     assert_eq!(state["job"]["state"], "queued");
 }
+
+/// Polls `check` every 50 ms for up to 60 s (states another process reaches on its own).
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+/// The jobs as `jobs list --json` prints them.
+fn jobs(site: &Site) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&site.ok(&["jobs", "list", "--json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `serve` in the background, its output discarded.
+fn serve(site: &Site) -> std::process::Child {
+    common::mailroom(&site.data(), &["serve"])
+        .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_by_its_job() {
+    let Some(python) = mailroom_test_support::python_with("aiosmtpd") else {
+        return;
+    };
+    let site = Site::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Mail to a relay that is not there yet; retries every second; short leases.
+    let config = std::fs::read_to_string(site.config())
+        .unwrap()
+        .replace(
+            "\n[jobs]\n",
+            "\n[jobs]\nbackoff_seconds = 1\nmax_backoff_seconds = 1\nlease_seconds = 2\nmax_attempts = 1000\n",
+        )
+        .replace(
+            "\n[smtp]\n",
+            &format!(
+                "\n[smtp]\nserver = \"127.0.0.1:{port}\"\nsecurity = \"none\"\nfrom = \"mailroom@example.test\"\n"
+            ),
+        );
+    std::fs::write(site.config(), config).unwrap();
+    site.with_rules(
+        "\n[[rules]]\nname = \"accounts\"\non = [\"admin\"]\nemail = [\"ops@example.test\"]\n",
+    );
+    let mut server = serve(&site);
+    // Five admin changes by another process: five jobs, which the server's worker takes up.
+    for i in 0..5 {
+        site.ok(&["account", "add", &format!("user{i}")]);
+    }
+    assert!(
+        eventually(|| {
+            let jobs = jobs(&site);
+            jobs.len() == 5 && jobs.iter().all(|j| j["attempts"].as_u64().unwrap() >= 1)
+        }),
+        "the server did not try the jobs: {:?}",
+        jobs(&site)
+    );
+    // kill -9, with every job queued and failing.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(jobs(&site).iter().all(|j| j["state"] == "queued"));
+    let ids: std::collections::BTreeSet<String> = jobs(&site)
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // The relay comes up, the hub restarts: every job completes.
+    let maildir = site.dir.path().join("maildir");
+    let mut relay = std::process::Command::new(&python)
+        .args(["-m", "aiosmtpd", "-n", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = serve(&site);
+    let all_done = eventually(|| jobs(&site).iter().all(|j| j["state"] == "done"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(all_done, "jobs left: {:?}", jobs(&site));
+    // A receiver tells copies apart by Message-ID: each is a job's id, and every job's id is
+    // there (a job cut short by the kill may have been mailed twice; never a job lost).
+    let mut seen = std::collections::BTreeSet::new();
+    for mail in std::fs::read_dir(maildir.join("new")).unwrap() {
+        let text = std::fs::read_to_string(mail.unwrap().path()).unwrap();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: <"))
+            .and_then(|rest| rest.strip_suffix("@mailroom>"))
+            .unwrap_or_else(|| panic!("no Message-ID: {text}"))
+            .to_owned();
+        seen.insert(id);
+    }
+    assert_eq!(seen, ids);
+}

@@ -547,8 +547,12 @@ class Mailroom(Server):
         values["ctx"] = context_switches(self.pid)
         return values
 
+    def configure(self):
+        """After `init`, before anything else: a subclass's changes to mailroom.toml."""
+
     def start(self):
         self.admin("init")
+        self.configure()
         pw = (self.password + "\n").encode()
         self.admin("account", "add", "alice", "--password-stdin", "--authorized-key", self.alice_key + ".pub", input=pw)
         self.admin("account", "add", "bob", "--password-stdin", "--authorized-key", self.bob_key + ".pub", input=pw)

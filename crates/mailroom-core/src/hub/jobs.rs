@@ -67,7 +67,7 @@ impl Hub {
                 }
                 match event {
                     Some(event) => claimed.push((job, event)),
-                    None => tx.record(&[stamp.job_dead(&job)])?,
+                    None => stamp.record(tx, &[stamp.job_dead(&job)])?,
                 }
             }
             Ok(claimed)
@@ -213,7 +213,7 @@ impl Hub {
                     format!("job:{id}"),
                     format!("{verb} ({} of rule {}, was {was})", job.handler, job.rule),
                 );
-                tx.record(&[event])?;
+                stamp.record(tx, &[event])?;
                 Ok(job)
             })
             .await?;

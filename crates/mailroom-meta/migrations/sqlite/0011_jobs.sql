@@ -21,7 +21,6 @@ CREATE TABLE jobs (
 ) STRICT, WITHOUT ROWID;
 
 -- The worker's question, "which queued jobs are due", and the queue depth, read from the
--- queued jobs only.
+-- queued jobs only. It is the one index: every page a job's row dirties is written in the
+-- commit of a transfer or of the worker, so operators' listings (rare) scan instead.
 CREATE INDEX jobs_queued_by_due ON jobs (due) WHERE state = 'queued';
--- Listings, newest first, by state.
-CREATE INDEX jobs_by_state ON jobs (state, created);

@@ -40,9 +40,9 @@ pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{
     AccountChange, Actor, AuthConfig, ClientSession, Credential, Entry, Hub, IssuedTokens,
-    LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, ReadHandle, ResumableInfo,
-    ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord,
-    TotpSetup, Upload, source_ip, token_hash, totp_code,
+    JobOutcome, LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, ReadHandle,
+    ResumableInfo, ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes,
+    TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
 };
 pub use ipnet::IpNet;
 pub use jobs::{

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_core::{Event, Handler, Hub, Job};
-use tokio::sync::Semaphore;
+use mailroom_core::{Event, Handler, Hub, Job, JobOutcome};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,7 +46,13 @@ impl Handlers {
 }
 
 /// Runs the job queue until `shutdown`; running jobs get to finish (each within its
-/// handler's timeout) before it returns.
+/// handler's timeout) and their outcomes are recorded before it returns.
+///
+/// A job holds its slot until its outcome is committed. Outcomes go to one reporter, which
+/// records all those that arrived while its last report was being committed in one unit
+/// (group commit, as the store does for transfers), and then frees their slots together, so
+/// the next claim takes several jobs in one unit too: the queue's bookkeeping costs the store
+/// a few commits per batch of jobs, not two per job.
 pub async fn run(
     hub: Arc<Hub>,
     handlers: Handlers,
@@ -57,6 +63,8 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(concurrency));
     let tasks = TaskTracker::new();
     let lease = time::Duration::seconds(i64::try_from(config.lease_seconds.max(1)).unwrap_or(120));
+    let (outcomes, reports) = mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report(hub.clone(), reports));
     loop {
         let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
         let claimed = if free == 0 {
@@ -70,34 +78,33 @@ pub async fn run(
                 }
             }
         };
-        let full = claimed.len() >= usize::try_from(free).unwrap_or(usize::MAX) && free > 0;
+        let full = free > 0 && claimed.len() >= usize::try_from(free).unwrap_or(usize::MAX);
         for (job, event) in claimed {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (hub, handlers) = (hub.clone(), handlers.clone());
+            let (handlers, outcomes) = (handlers.clone(), outcomes.clone());
             tasks.spawn(async move {
-                let _permit = permit;
-                let outcome = handlers.run(&job, &event).await;
-                let recorded = match &outcome {
+                let result = handlers.run(&job, &event).await;
+                match &result {
                     Ok(()) => {
-                        tracing::info!(job = %job.id, rule = %job.rule, handler = job.handler.kind(), attempt = job.attempts, "job done");
-                        hub.job_done(&job).await
+                        tracing::debug!(job = %job.id, rule = %job.rule, handler = job.handler.kind(), attempt = job.attempts, "job done");
                     }
                     Err(error) => {
                         tracing::warn!(job = %job.id, rule = %job.rule, handler = job.handler.kind(), attempt = job.attempts, error = %error, "job failed");
-                        hub.job_failed(&job, &event, error, rand::random::<f64>())
-                            .await
                     }
-                };
-                if let Err(err) = recorded {
-                    // The lease runs out and the job runs again: a receiver sees its id twice.
-                    tracing::warn!(job = %job.id, error = %err, "could not record a job's outcome");
                 }
-                hub.wake_jobs();
+                let outcome = JobOutcome {
+                    job,
+                    event_kind: Some(event.kind),
+                    error: result.err(),
+                    jitter: rand::random::<f64>(),
+                };
+                // The reporter outlives every job task (it ends when they all have).
+                let _ = outcomes.send((outcome, permit));
             });
         }
-        if full {
+        if full || free == 0 {
             // More may be due: look again as soon as a slot is free.
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -113,4 +120,32 @@ pub async fn run(
     }
     tasks.close();
     tasks.wait().await;
+    drop(outcomes);
+    let _ = reporter.await;
+}
+
+/// Records job outcomes in batches: everything that arrived while the last batch was being
+/// committed goes in the next unit; the batch's slots are freed once it is committed.
+async fn report(
+    hub: Arc<Hub>,
+    mut reports: mpsc::UnboundedReceiver<(JobOutcome, OwnedSemaphorePermit)>,
+) {
+    const MAX_BATCH: usize = 256;
+    while let Some(first) = reports.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match reports.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (outcomes, permits): (Vec<JobOutcome>, Vec<OwnedSemaphorePermit>) =
+            batch.into_iter().unzip();
+        if let Err(err) = hub.settle_jobs(outcomes).await {
+            // The leases run out and the jobs run again: a receiver sees their ids twice.
+            tracing::warn!(error = %err, "could not record the outcomes of jobs");
+        }
+        drop(permits);
+        hub.wake_jobs();
+    }
 }

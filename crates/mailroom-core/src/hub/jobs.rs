@@ -78,14 +78,12 @@ impl Hub {
     /// Records that `job` (as claimed) succeeded. A job an operator dropped meanwhile stays
     /// dropped.
     pub async fn job_done(&self, job: &Job) -> Result<()> {
-        let (stamp, mut job) = (self.stamp.clone(), job.clone());
-        self.write(Durability::Relaxed, move |tx| {
-            job.state = JobState::Done;
-            job.updated = stamp.now();
-            job.last_error = None;
-            tx.update_job(&job, &[JobState::Queued])?;
-            Ok(())
-        })
+        self.settle_jobs(vec![JobOutcome {
+            job: job.clone(),
+            event_kind: None,
+            error: None,
+            jitter: 0.0,
+        }])
         .await
     }
 
@@ -101,33 +99,67 @@ impl Hub {
         error: &str,
         jitter: f64,
     ) -> Result<()> {
-        let (stamp, retry, mut job) = (self.stamp.clone(), self.retry, job.clone());
-        let about_dead_job = event.kind == EventKind::JobDead;
-        let error = printable_error(error);
-        let gives_up = !retry.may_retry(job.attempts);
-        let durability = if gives_up {
+        self.settle_jobs(vec![JobOutcome {
+            job: job.clone(),
+            event_kind: Some(event.kind),
+            error: Some(error.to_owned()),
+            jitter,
+        }])
+        .await
+    }
+
+    /// Records the outcomes of several claimed jobs in one unit (what [`Hub::job_done`] and
+    /// [`Hub::job_failed`] do for one): a worker reports the jobs that ended while its last
+    /// report was being committed together, so the queue's bookkeeping costs the store one
+    /// commit per batch, not per job. Flushed when a job dies (its `job.dead` event is an
+    /// alarm), relaxed otherwise.
+    pub async fn settle_jobs(&self, outcomes: Vec<JobOutcome>) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (stamp, retry) = (self.stamp.clone(), self.retry);
+        let gives_up = move |o: &JobOutcome| o.error.is_some() && !retry.may_retry(o.job.attempts);
+        let durability = if outcomes.iter().any(gives_up) {
             Durability::Flush
         } else {
             Durability::Relaxed
         };
         self.write(durability, move |tx| {
             let now = stamp.now();
-            job.updated = now;
-            job.last_error = Some(error);
-            if gives_up {
-                job.state = JobState::Dead;
-            } else {
-                job.due = now + retry.backoff(job.attempts, jitter);
+            for outcome in outcomes {
+                let dies = gives_up(&outcome);
+                let JobOutcome {
+                    mut job,
+                    event_kind,
+                    error,
+                    jitter,
+                } = outcome;
+                job.updated = now;
+                match error {
+                    None => {
+                        job.state = JobState::Done;
+                        job.last_error = None;
+                    }
+                    Some(error) => {
+                        job.last_error = Some(printable_error(&error));
+                        if dies {
+                            job.state = JobState::Dead;
+                        } else {
+                            job.due = now + retry.backoff(job.attempts, jitter);
+                        }
+                    }
+                }
+                if !tx.update_job(&job, &[JobState::Queued])? || !dies {
+                    continue;
+                }
+                let dead = [stamp.job_dead(&job)];
+                if event_kind == Some(EventKind::JobDead) {
+                    tx.record(&dead)?;
+                } else {
+                    stamp.record(tx, &dead)?;
+                }
             }
-            if !tx.update_job(&job, &[JobState::Queued])? || !gives_up {
-                return Ok(());
-            }
-            let dead = [stamp.job_dead(&job)];
-            if about_dead_job {
-                tx.record(&dead)
-            } else {
-                stamp.record(tx, &dead)
-            }
+            Ok(())
         })
         .await
     }
@@ -222,6 +254,20 @@ impl Hub {
         }
         Ok(job)
     }
+}
+
+/// How one claimed job ended, for [`Hub::settle_jobs`].
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// The job as claimed.
+    pub job: Job,
+    /// The kind of the event it acted on (a failed job about a `job.dead` event raises no
+    /// alert of its own when it dies).
+    pub event_kind: Option<EventKind>,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// In `[0, 1)`: where in its backoff step a failed job runs again.
+    pub jitter: f64,
 }
 
 /// A handler's error as stored: one line, control characters replaced, at most 500

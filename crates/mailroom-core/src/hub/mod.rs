@@ -30,6 +30,7 @@ mod upload;
 
 pub use admin::AccountChange;
 pub use download::ReadHandle;
+pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
 pub use resumable::{MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease};
 pub use tokens::{

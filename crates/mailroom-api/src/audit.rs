@@ -15,8 +15,9 @@ pub struct EventView {
     /// When it happened (RFC 3339, UTC).
     #[schema(format = DateTime)]
     pub time: String,
-    /// login, upload, download, delivery.* (stored, delivered, picked-up, acknowledged,
-    /// recalled, renamed, expired), ban, session.closed, admin, sweep or job.dead.
+    /// login, transfer.started, upload, download, delivery.* (stored, delivered, picked-up,
+    /// acknowledged, recalled, renamed, expired), ban, session.closed, admin, sweep or
+    /// job.dead.
     pub kind: String,
     /// Who: an account name, `cli:<os user>` or `system`.
     pub actor: String,

@@ -471,6 +471,10 @@ impl Outcome {
 pub enum EventKind {
     /// A login attempt (ok or refused, with the reason in the detail).
     Login,
+    /// An upload began: its route, rights and name were accepted and its first byte may
+    /// come. Recorded only while a rule selects it (it would otherwise cost every upload a
+    /// commit); it names the path, not yet a delivery.
+    TransferStarted,
     /// An upload attempt; on success it is followed by the state events of its deliveries.
     Upload,
     /// A download (complete or not, with the byte count in the detail).
@@ -504,8 +508,9 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order of the list above.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Login,
+        EventKind::TransferStarted,
         EventKind::Upload,
         EventKind::Download,
         EventKind::DeliveryStored,
@@ -526,6 +531,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Login => "login",
+            EventKind::TransferStarted => "transfer.started",
             EventKind::Upload => "upload",
             EventKind::Download => "download",
             EventKind::DeliveryStored => "delivery.stored",
@@ -547,6 +553,7 @@ impl EventKind {
     pub fn parse(input: &str) -> Result<Self> {
         Ok(match input {
             "login" => EventKind::Login,
+            "transfer.started" => EventKind::TransferStarted,
             "upload" => EventKind::Upload,
             "download" => EventKind::Download,
             "delivery.stored" => EventKind::DeliveryStored,

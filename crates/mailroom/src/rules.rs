@@ -170,6 +170,13 @@ pub fn build(rules: &[RuleConfig], max_queued: u64, path: &Path) -> Result<Rules
             ))
         } else if rule.on.is_empty() {
             Some("it selects no event type (on = [\"delivery.delivered\"], for one)".to_owned())
+        } else if rule.on.iter().any(|k| k.0 == EventKind::TransferStarted)
+            && (rule.sender.is_some() || rule.recipient.is_some() || rule.file.is_some())
+        {
+            Some(
+                "transfer.started comes before any delivery: select it by account or outcome, not by sender, recipient or file"
+                    .to_owned(),
+            )
         } else if rule.email.is_empty() && rule.webhook.is_empty() {
             Some("it names no handler (email = [...] or webhook = [...])".to_owned())
         } else {

@@ -107,7 +107,12 @@ fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
     let site = Site::new();
     site.ok(&["account", "add", "bob"]);
     let template = std::fs::read_to_string(site.config()).unwrap();
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            "a transfer start selected by file",
+            "[[rules]]\nname = \"a\"\non = [\"transfer.started\"]\nfile = \"*.pdf\"\nwebhook = [\"https://hooks.example.test/a\"]\n",
+            "comes before any delivery",
+        ),
         (
             "an unknown event type",
             "[[rules]]\nname = \"a\"\non = [\"delivery.created\"]\nwebhook = [\"https://hooks.example.test/a\"]\n",

@@ -193,6 +193,20 @@ impl Hub {
                 plan_upload(tx, &policy, &sender, &wanted, &file_name)
             })
             .await?;
+        if self.stamp.rules.watches(EventKind::TransferStarted) {
+            let to: Vec<&str> = plan.targets.iter().map(AccountName::as_str).collect();
+            let event = self.stamp.event(
+                &session.actor(),
+                EventKind::TransferStarted,
+                path.to_string(),
+                Outcome::Ok,
+                format!("{} -> {} {name}", session.account, to.join(", ")),
+            );
+            // Accounting, like a login's: the upload goes on if it cannot be recorded.
+            if let Err(err) = self.record(vec![event], Durability::Relaxed).await {
+                tracing::warn!(error = %err, "could not record a transfer's start");
+            }
+        }
         let writer = self.blobs.create().await?;
         Ok(Upload {
             session: session.clone(),

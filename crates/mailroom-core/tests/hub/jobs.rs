@@ -334,3 +334,73 @@ async fn operators_retry_and_drop_jobs_and_their_refusals_change_nothing() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_transfer_start_is_recorded_only_while_a_rule_selects_it() {
+    // No rule on it: an upload's start writes nothing (its begin stays a read).
+    let quiet = bed(
+        vec![rule("files", &[EventKind::DeliveryDelivered], &[HOOK])],
+        100,
+    )
+    .await;
+    let writes = quiet.meta.stats().writes;
+    let upload = quiet
+        .hub
+        .begin_upload(
+            &crate::bed::client("alice"),
+            &crate::bed::path("/outbox/bob/a.txt"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(quiet.meta.stats().writes, writes);
+    quiet.hub.abort_upload(upload, "test").await;
+    assert!(
+        quiet
+            .events_of(EventKind::TransferStarted, Outcome::Ok)
+            .await
+            .is_empty()
+    );
+
+    // A rule on it: the start is an event with its job, before a byte is stored.
+    let watched = bed(
+        vec![rule("starts", &[EventKind::TransferStarted], &[OPS])],
+        100,
+    )
+    .await;
+    let upload = watched
+        .hub
+        .begin_upload(
+            &crate::bed::client("alice"),
+            &crate::bed::path("/outbox/team/b.txt"),
+        )
+        .await
+        .unwrap();
+    let started = watched
+        .events_of(EventKind::TransferStarted, Outcome::Ok)
+        .await;
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].object, "/outbox/team/b.txt");
+    assert_eq!(started[0].detail, "alice -> team b.txt");
+    let jobs = watched.jobs().await;
+    assert_eq!((jobs.len(), jobs[0].event), (1, started[0].id));
+    watched.hub.abort_upload(upload, "test").await;
+    // A refused start records its refusal, not a start.
+    let refused = watched
+        .hub
+        .begin_upload(
+            &crate::bed::client("alice"),
+            &crate::bed::path("/outbox/dave/c.txt"),
+        )
+        .await;
+    assert_eq!(
+        refused.err().map(|e| e.kind()),
+        Some(ErrorKind::RouteDenied)
+    );
+    assert_eq!(
+        watched
+            .events_of(EventKind::TransferStarted, Outcome::Ok)
+            .await
+            .len(),
+        1
+    );
+}

@@ -1,4 +1,4 @@
-//! Administration over HTTP (admin tokens only): accounts, groups, routes, bans, live
+//! Administration over HTTP (admin tokens only): accounts, groups, routes, bans, jobs, live
 //! sessions and the audit trail. Each handler parses its input with the core's parsers and
 //! makes the Hub call the admin CLI makes for the same command, with the admin account as the
 //! actor of the audit event. Nothing here reads a mailbox.
@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use mailroom_core::{
     AccountKind, AccountName, AuthorizedKey, BanSubject, Checkpoint, CoreError, EventKind,
-    EventQuery, Factor, FactorSet, Outcome, Rights, RouteEffect, Secret,
+    EventQuery, Factor, FactorSet, JobQuery, JobState, Outcome, Rights, RouteEffect, Secret,
 };
 use mailroom_core::{parse_globs, parse_networks};
 use serde::Deserialize;
@@ -23,8 +23,8 @@ use crate::auth::AdminAuth;
 use crate::problem::Problem;
 use crate::server::{ApiJson, AppState};
 use crate::wire::{
-    AccountChange, AccountView, BanView, EventView, GroupView, KeyRequest, MemberRequest,
-    NewAccount, NewBan, NewGroup, RouteView, SessionView, VerifyView,
+    AccountChange, AccountView, BanView, EventView, GroupView, JobDetailView, JobView, KeyRequest,
+    MemberRequest, NewAccount, NewBan, NewGroup, RouteView, SessionView, VerifyView,
 };
 
 /// A value the core's parser refused: 422 with its sentence.
@@ -452,11 +452,97 @@ pub(crate) async fn kick_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Filters of the job listing (as `mailroom jobs list`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct JobFilter {
+    /// Only jobs in this state: queued, done, dead or dropped.
+    state: Option<String>,
+    /// At most this many, newest first (1 to 10,000; default 100).
+    limit: Option<u32>,
+}
+
+/// Jobs of the queue, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/jobs", tag = "admin", security(("bearer" = [])),
+    params(JobFilter),
+    responses((status = 200, description = "Jobs", body = [JobView]), Refusals))]
+pub(crate) async fn jobs(
+    State(state): State<Arc<AppState>>,
+    _auth: AdminAuth,
+    query: Result<Query<JobFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<JobView>>, Problem> {
+    let Query(filter) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+    let query = JobQuery {
+        state: filter
+            .state
+            .as_deref()
+            .map(JobState::parse)
+            .transpose()
+            .map_err(invalid)?,
+        limit: filter.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let jobs = state.hub.jobs(query).await?;
+    Ok(Json(jobs.iter().map(JobView::from).collect()))
+}
+
+/// A job id from the path; anything else is a job that does not exist.
+fn job_id(text: &str) -> Result<uuid::Uuid, Problem> {
+    uuid::Uuid::parse_str(text).map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no such job"))
+}
+
+/// One job and the event it acts on.
+#[utoipa::path(get, path = "/api/v1/admin/jobs/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses((status = 200, description = "The job", body = JobDetailView), Refusals))]
+pub(crate) async fn job(
+    State(state): State<Arc<AppState>>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetailView>, Problem> {
+    let (job, event) = state.hub.job(job_id(&id)?).await?;
+    Ok(Json(JobDetailView::new(&job, event.as_ref())))
+}
+
+/// Runs a dead, dropped or waiting job again now, from its first attempt (audited). A job
+/// that is done is refused (409).
+#[utoipa::path(post, path = "/api/v1/admin/jobs/{id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses((status = 200, description = "Queued again", body = JobView), Refusals))]
+pub(crate) async fn retry_job(
+    State(state): State<Arc<AppState>>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Problem> {
+    let job = state
+        .hub
+        .retry_job(&auth.identity.actor(), job_id(&id)?)
+        .await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// Drops a queued or dead job: it never runs again (audited). A job that is done or dropped
+/// is refused (409).
+#[utoipa::path(post, path = "/api/v1/admin/jobs/{id}/drop", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses((status = 200, description = "Dropped", body = JobView), Refusals))]
+pub(crate) async fn drop_job(
+    State(state): State<Arc<AppState>>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Problem> {
+    let job = state
+        .hub
+        .drop_job(&auth.identity.actor(), job_id(&id)?)
+        .await?;
+    Ok(Json(JobView::from(&job)))
+}
+
 /// Filters of the audit query (as `mailroom audit list`).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditFilter {
-    /// Event kind: login, upload, download, delivery.*, ban, session.closed, admin, sweep.
+    /// Event kind: login, transfer.started, upload, download, delivery.*, ban,
+    /// session.closed, admin, sweep, job.dead.
     kind: Option<String>,
     /// ok, refused or failed.
     outcome: Option<String>,

@@ -107,7 +107,7 @@ pub(crate) enum Refusals {
 #[openapi(
     info(
         title = "Mailroom HTTPS API",
-        description = "Store-and-forward file exchange: log in for a bearer token, list and download your inbox, send files with resumable uploads, read receipts; administrators manage accounts, groups, routes, bans, sessions and the audit trail. Errors are RFC 9457 problem documents."
+        description = "Store-and-forward file exchange: log in for a bearer token, list and download your inbox, send files with resumable uploads, read receipts; administrators manage accounts, groups, routes, bans, sessions, the job queue and the audit trail. Errors are RFC 9457 problem documents."
     ),
     paths(
         token, proxy_token, refresh, logout, openapi_json,
@@ -123,6 +123,7 @@ pub(crate) enum Refusals {
         admin::bans, admin::add_ban, admin::remove_ban,
         admin::sessions, admin::kick_session,
         admin::audit, admin::verify,
+        admin::jobs, admin::job, admin::retry_job, admin::drop_job,
     ),
     modifiers(&BearerScheme),
     tags(
@@ -207,6 +208,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/admin/sessions/{id}", delete(admin::kick_session))
         .route("/api/v1/admin/audit", get(admin::audit))
         .route("/api/v1/admin/audit/verify", get(admin::verify))
+        .route("/api/v1/admin/jobs", get(admin::jobs))
+        .route("/api/v1/admin/jobs/{id}", get(admin::job))
+        .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry_job))
+        .route("/api/v1/admin/jobs/{id}/drop", post(admin::drop_job))
 }
 
 /// The OpenAPI 3 document of this API.

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 pub use mailroom_api::{
     AccountView, BanView, BrokenView, CheckpointView, DeliveryView, EventView, GroupView, HeadView,
-    KeyView, LimitsView, RightsView, RouteView, SessionView, TotpView, VerifyView, rfc3339,
+    JobDetailView, JobView, KeyView, LimitsView, RightsView, RouteView, SessionView, TotpView,
+    VerifyView, rfc3339,
 };
 
 /// `POST /api/v1/token`: a login. Give the password, and the TOTP code when the account

@@ -1423,3 +1423,125 @@ async fn client_certificates_prove_the_certificate_factor() {
     assert_eq!(response.status(), StatusCode::OK);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn admins_list_show_retry_and_drop_jobs_and_refusals_change_nothing() {
+    use mailroom_core::{Handler, Job, JobQuery, JobState, MetaStoreExt};
+    let hub = start().await;
+    let root = hub.admin_account("root").await;
+    let (alice, _bob) = pair(&hub).await;
+    let admin_token = access(&login_scope(&hub, &root, "admin").await);
+    // A dead job, as the worker would leave one (the Hub here has no rules).
+    let event = hub.events(EventKind::Admin, Outcome::Ok).await.remove(0);
+    let now = time::OffsetDateTime::now_utc();
+    let dead = Job {
+        id: uuid::Uuid::now_v7(),
+        rule: "hook".to_owned(),
+        handler: Handler::Webhook("https://hooks.example.test/x".to_owned()),
+        event: event.id,
+        state: JobState::Dead,
+        attempts: 8,
+        due: now,
+        created: now,
+        updated: now,
+        last_error: Some("the receiver answered 500 Internal Server Error".to_owned()),
+    };
+    let stored = dead.clone();
+    hub.meta
+        .write_with(mailroom_core::Durability::Flush, move |tx| {
+            tx.insert_jobs(std::slice::from_ref(&stored))
+        })
+        .await
+        .unwrap();
+    let id = dead.id.to_string();
+
+    let listed: Value = get(&hub, &admin_token, "/api/v1/admin/jobs?state=dead")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["state"], "dead");
+    assert_eq!(listed[0]["target"], "https://hooks.example.test/x");
+    let shown: Value = get(&hub, &admin_token, &format!("/api/v1/admin/jobs/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["event"]["id"], event.id.to_string().as_str());
+
+    // Refusals: a client's token, an unknown or malformed id, a bad state; nothing changes.
+    let jobs_now = async || {
+        hub.meta
+            .read_with(|tx| {
+                tx.jobs(&JobQuery {
+                    state: None,
+                    limit: 100,
+                })
+            })
+            .await
+            .unwrap()
+    };
+    let before = (
+        jobs_now().await,
+        hub.events(EventKind::Admin, Outcome::Ok).await,
+    );
+    let client_token = access(&login(&hub, &alice).await);
+    let post = async |token: &str, path: &str| {
+        client(&hub)
+            .post(url(&hub, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    problem(
+        post(&client_token, &format!("/api/v1/admin/jobs/{id}/retry")).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    for path in [
+        "/api/v1/admin/jobs/0190f000-0000-7000-8000-000000000000/retry".to_owned(),
+        "/api/v1/admin/jobs/not-a-job/drop".to_owned(),
+    ] {
+        problem(post(&admin_token, &path).await, StatusCode::NOT_FOUND).await;
+    }
+    problem(
+        get(&hub, &admin_token, "/api/v1/admin/jobs?state=lost").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(
+        (
+            jobs_now().await,
+            hub.events(EventKind::Admin, Outcome::Ok).await
+        ),
+        before
+    );
+
+    // Retry, then drop; dropping twice conflicts.
+    let retried: Value = post(&admin_token, &format!("/api/v1/admin/jobs/{id}/retry"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried["state"].clone(), retried["attempts"].clone()),
+        (json!("queued"), json!(0))
+    );
+    let dropped = post(&admin_token, &format!("/api/v1/admin/jobs/{id}/drop")).await;
+    assert_eq!(dropped.status(), StatusCode::OK);
+    problem(
+        post(&admin_token, &format!("/api/v1/admin/jobs/{id}/drop")).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let admin_events = hub.events(EventKind::Admin, Outcome::Ok).await;
+    assert!(
+        admin_events
+            .iter()
+            .any(|e| e.actor == root.name && e.object == format!("job:{id}")),
+        "the retry and drop are audited under the admin's name"
+    );
+    hub.stop().await;
+}

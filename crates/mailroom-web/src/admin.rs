@@ -16,10 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailroom_core::{
     AccountChange, AccountKind, AccountName, AuthorizedKey, BanSubject, CoreError, EventKind,
-    EventQuery, FactorSet, Outcome, Rights, RouteEffect, Secret,
+    EventQuery, FactorSet, JobCounts, JobQuery, JobState, Outcome, Rights, RouteEffect, Secret,
 };
 use mailroom_core::{parse_globs, parse_networks, parse_size};
-use mailroom_https::wire::{AccountView, BanView, SessionView};
+use mailroom_https::wire::{AccountView, BanView, JobView, SessionView};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -54,6 +54,8 @@ impl Done {
             "banned" => "Ban placed.",
             "unbanned" => "Ban lifted.",
             "kicked" => "Session closed.",
+            "job-retried" => "Job queued to run now.",
+            "job-dropped" => "Job dropped: it will not run again.",
             _ => return None,
         };
         Some(Flash::ok(text))
@@ -849,6 +851,121 @@ pub(crate) async fn remove_ban(
     }
     .await;
     after_bans(&web, &admin, result).await
+}
+
+// ----- jobs -------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "admin_jobs.html")]
+struct JobsPage {
+    page: Page,
+    csrf: String,
+    jobs: Vec<JobView>,
+    counts: JobCounts,
+    /// The state shown ("" for every state).
+    state: String,
+}
+
+/// Which jobs to show.
+#[derive(Deserialize, Default)]
+pub(crate) struct JobsFilter {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    done: Option<String>,
+}
+
+/// The job queue: counts, and the newest 200 jobs (of one state, if asked).
+pub(crate) async fn jobs(
+    State(web): State<Arc<Web>>,
+    admin: Admin,
+    Query(filter): Query<JobsFilter>,
+) -> Response {
+    let flash = Done {
+        done: filter.done.clone(),
+    }
+    .flash();
+    jobs_with(&web, &admin, &filter.state, StatusCode::OK, flash).await
+}
+
+async fn jobs_with(
+    web: &Web,
+    admin: &Admin,
+    state: &str,
+    status: StatusCode,
+    flash: Option<Flash>,
+) -> Response {
+    let parsed = match state.trim() {
+        "" => Ok(None),
+        other => JobState::parse(other).map(Some),
+    };
+    let (status, flash, state) = match parsed {
+        Ok(state) => (status, flash, state),
+        Err(err) => {
+            let (status, flash) = refused(&err);
+            (status, flash, None)
+        }
+    };
+    let listed = web.app.hub.jobs(JobQuery { state, limit: 200 }).await;
+    let (status, flash, jobs) = pages::listed(listed, status, flash);
+    let counts = web.app.hub.job_counts().await.unwrap_or_default();
+    let page = JobsPage {
+        page: Page::new("Jobs", Some(&admin.session), "/admin/jobs").with_flash(flash),
+        csrf: admin.session.csrf.clone(),
+        jobs: jobs.iter().map(JobView::from).collect(),
+        counts,
+        state: state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+    };
+    render(status, &page)
+}
+
+async fn after_jobs(web: &Web, admin: &Admin, result: Result<&str, CoreError>) -> Response {
+    match result {
+        Ok(done) => Redirect::to(&format!("/admin/jobs?done={done}")).into_response(),
+        Err(err) => {
+            let (status, flash) = refused(&err);
+            jobs_with(web, admin, "", status, flash).await
+        }
+    }
+}
+
+/// A job id from the path (anything else is a job that does not exist).
+fn job_id(text: &str) -> Result<uuid::Uuid, CoreError> {
+    uuid::Uuid::parse_str(text).map_err(|_| CoreError::not_found("no such job"))
+}
+
+/// Runs a job again now, from its first attempt.
+pub(crate) async fn retry_job(
+    State(web): State<Arc<Web>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        web.app
+            .hub
+            .retry_job(&admin.session.identity.actor(), job_id(&id)?)
+            .await?;
+        Ok("job-retried")
+    }
+    .await;
+    after_jobs(&web, &admin, result).await
+}
+
+/// Drops a job.
+pub(crate) async fn drop_job(
+    State(web): State<Arc<Web>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        web.app
+            .hub
+            .drop_job(&admin.session.identity.actor(), job_id(&id)?)
+            .await?;
+        Ok("job-dropped")
+    }
+    .await;
+    after_jobs(&web, &admin, result).await
 }
 
 // ----- sessions ---------------------------------------------------------------------------

@@ -87,12 +87,13 @@ const CLIENT_NAV: [(&str, &str); 4] = [
     ("/security", "Security"),
 ];
 
-const ADMIN_NAV: [(&str, &str); 6] = [
+const ADMIN_NAV: [(&str, &str); 7] = [
     ("/admin/accounts", "Accounts"),
     ("/admin/groups", "Groups"),
     ("/admin/routes", "Routes"),
     ("/admin/bans", "Bans"),
     ("/admin/sessions", "Sessions"),
+    ("/admin/jobs", "Jobs"),
     ("/admin/audit", "Audit"),
 ];
 

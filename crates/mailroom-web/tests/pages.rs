@@ -650,3 +650,84 @@ async fn totp_enrolment_then_sign_in_with_the_code() {
     assert_eq!(fresh.get("/inbox").await.status, StatusCode::OK);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn admin_retries_and_drops_jobs_from_the_jobs_page() {
+    use mailroom_core::{EventKind, Handler, Job, JobState, MetaStoreExt, Outcome};
+    let hub = start().await;
+    let root = hub.admin_account("root").await;
+    let mut admin = Browser::new(&hub);
+    admin.login(&root).await;
+    let empty = admin.get("/admin/jobs").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.body.contains("No jobs"), "{}", empty.body);
+
+    // A dead job, as the worker leaves one (this Hub has no rules).
+    let event = hub.events(EventKind::Admin, Outcome::Ok).await.remove(0);
+    let now = time::OffsetDateTime::now_utc();
+    let job = Job {
+        id: uuid::Uuid::now_v7(),
+        rule: "hook".to_owned(),
+        handler: Handler::Webhook("https://hooks.example.test/<x>".to_owned()),
+        event: event.id,
+        state: JobState::Dead,
+        attempts: 8,
+        due: now,
+        created: now,
+        updated: now,
+        last_error: Some("the receiver answered <b>500</b>".to_owned()),
+    };
+    let stored = job.clone();
+    hub.meta
+        .write_with(mailroom_core::Durability::Flush, move |tx| {
+            tx.insert_jobs(std::slice::from_ref(&stored))
+        })
+        .await
+        .unwrap();
+    let page = admin.get("/admin/jobs?state=dead").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&job.id.to_string()));
+    assert!(page.body.contains("dead 1"), "{}", page.body);
+    // What a receiver wrote is shown as text, never as markup.
+    assert!(
+        page.body.contains("&#60;b&#62;500&#60;/b&#62;"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<b>500</b>"));
+    let csrf = page.csrf();
+
+    // A bad state filter is refused with a page, and nothing changes.
+    let bad = admin.get("/admin/jobs?state=lost").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    // Without the CSRF token nothing happens.
+    let forged = admin
+        .post(&format!("/admin/jobs/{}/retry", job.id), &[])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(hub.hub.job(job.id).await.unwrap().0.state, JobState::Dead);
+
+    let retried = admin
+        .post(&format!("/admin/jobs/{}/retry", job.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(retried.location(), "/admin/jobs?done=job-retried");
+    assert_eq!(hub.hub.job(job.id).await.unwrap().0.state, JobState::Queued);
+    let dropped = admin
+        .post(&format!("/admin/jobs/{}/drop", job.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(dropped.location(), "/admin/jobs?done=job-dropped");
+    assert_eq!(
+        hub.hub.job(job.id).await.unwrap().0.state,
+        JobState::Dropped
+    );
+    // Dropping twice is refused on the page; the job stays dropped.
+    let again = admin
+        .post(&format!("/admin/jobs/{}/drop", job.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(
+        hub.hub.job(job.id).await.unwrap().0.state,
+        JobState::Dropped
+    );
+    hub.stop().await;
+}

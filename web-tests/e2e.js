@@ -187,6 +187,11 @@ async function main() {
     await root.page.goto(`${base}/admin/sessions`);
     await root.page.locator('#sessions-table', { hasText: recipient.name }).waitFor();
     await shot(root.page, 'admin-sessions');
+    // The job queue: empty here (no rules), and it says what fills it.
+    await root.page.getByRole('link', { name: 'Jobs' }).click();
+    await root.page.locator('#job-counts', { hasText: 'Queued 0' }).waitFor();
+    await root.page.getByText('No jobs').waitFor();
+    await shot(root.page, 'admin-jobs');
     // An admin is refused a mailbox page.
     const refused = await root.page.goto(`${base}/inbox`);
     check(refused.status() === 403, 'an admin is refused the inbox');

@@ -6,17 +6,15 @@
 //! readable text part and the event as JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_core::testing::{MemoryBlobs, MemoryMeta};
-use mailroom_core::{
-    AccountKind, AccountName, Actor, ClientSession, EventKind, Handler, Hub, JobQuery, JobState,
-    Protocol, RetryPolicy, RouteEffect, Rule, Rules, SystemClock, VirtualPath,
-};
-use mailroom_events::{Handlers, JobsConfig, Mailer, SmtpConfig, SmtpSecurity};
+use mailroom_core::{Handler, Hub, JobQuery, JobState, RetryPolicy};
+use mailroom_events::{Handlers, Mailer, SmtpConfig, SmtpSecurity};
 use mailroom_test_support::{eventually, python_with};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -64,63 +62,24 @@ async fn smtp(python: &Path, dir: &Path, tls: Option<(&Path, &Path)>) -> Smtp {
     }
 }
 
-fn name_of(name: &str) -> AccountName {
-    AccountName::parse(name).unwrap()
-}
-
 /// A Hub whose rule mails every delivery to ops@example.test, with the worker running on
 /// `mailer`; alice may send to bob.
 async fn hub_mailing(mailer: Mailer) -> (Arc<Hub>, CancellationToken) {
-    let rule = Rule {
-        name: "mail-ops".to_owned(),
-        on: vec![EventKind::DeliveryDelivered],
-        account: None,
-        sender: None,
-        recipient: None,
-        outcome: None,
-        file: None,
-        handlers: vec![Handler::Email("ops@example.test".to_owned())],
-    };
-    let hub = Hub::new(
-        Arc::new(MemoryMeta::new()),
-        Arc::new(MemoryBlobs::new()),
-        Arc::new(SystemClock),
-    )
-    .with_jobs(Rules::new(vec![rule], 100).unwrap(), RetryPolicy::default());
-    let admin = Actor::cli("test");
-    for name in ["alice", "bob"] {
-        hub.add_account(&admin, name_of(name), AccountKind::Client, None, Vec::new())
-            .await
-            .unwrap();
-    }
-    hub.set_route(&admin, name_of("alice"), name_of("bob"), RouteEffect::Allow)
-        .await
-        .unwrap();
-    let hub = Arc::new(hub);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(mailroom_events::run(
-        hub.clone(),
+    let handler = Handler::Email("ops@example.test".to_owned());
+    let hub = common::hub("mail-ops", handler, RetryPolicy::default()).await;
+    let shutdown = common::worker(
+        &hub,
         Handlers {
             webhooks: None,
             mailer: Some(mailer),
         },
-        JobsConfig::default(),
-        shutdown.clone(),
-    ));
+    );
     (hub, shutdown)
 }
 
-/// alice sends bob `invoice.pdf`; returns the delivery's id.
+/// alice sends bob `invoice.pdf` from 192.0.2.10; returns the delivery's id.
 async fn send(hub: &Hub) -> String {
-    let session = ClientSession {
-        account: name_of("alice"),
-        source: Some("192.0.2.10:50000".to_owned()),
-        protocol: Protocol::Sftp,
-    };
-    let path = VirtualPath::parse("/outbox/bob/invoice.pdf").unwrap();
-    let mut upload = hub.begin_upload(&session, &path).await.unwrap();
-    upload.write_at(0, b"%PDF-1.7").await.unwrap();
-    hub.finish_upload(upload).await.unwrap()[0].id.to_string()
+    common::send(hub, "invoice.pdf", Some("192.0.2.10:50000")).await
 }
 
 /// The one mail in the maildir, once there.

@@ -14,16 +14,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+mod common;
+
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mailroom_core::testing::{MemoryBlobs, MemoryMeta};
-use mailroom_core::{
-    AccountKind, AccountName, Actor, ClientSession, Handler, Hub, Job, JobState, Protocol,
-    RetryPolicy, RouteEffect, Rule, Rules, SystemClock, VirtualPath,
-};
-use mailroom_events::{Handlers, JobsConfig, Webhooks, WebhooksConfig, secret_key, sign};
+use mailroom_core::{Handler, Hub, Job, JobState, RetryPolicy};
+use mailroom_events::{Handlers, Webhooks, WebhooksConfig, secret_key, sign};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -119,72 +117,31 @@ async fn check(key: &[u8], request: Request<Incoming>) -> Received {
     }
 }
 
-/// A Hub with one rule, `hook`, sending every delivery to `url`; alice may send to bob.
+/// A Hub with one rule, `hook`, sending every delivery to `url`, retried fast.
 async fn hub(url: &str) -> Arc<Hub> {
-    let rule = Rule {
-        name: "hook".to_owned(),
-        on: vec![mailroom_core::EventKind::DeliveryDelivered],
-        account: None,
-        sender: None,
-        recipient: None,
-        outcome: None,
-        file: None,
-        handlers: vec![Handler::Webhook(url.to_owned())],
-    };
     let retry = RetryPolicy {
         max_attempts: 3,
         base: time::Duration::milliseconds(200),
         cap: time::Duration::seconds(1),
     };
-    let hub = Hub::new(
-        Arc::new(MemoryMeta::new()),
-        Arc::new(MemoryBlobs::new()),
-        Arc::new(SystemClock),
-    )
-    .with_jobs(Rules::new(vec![rule], 100).unwrap(), retry);
-    let admin = Actor::cli("test");
-    for name in ["alice", "bob"] {
-        hub.add_account(&admin, name_of(name), AccountKind::Client, None, Vec::new())
-            .await
-            .unwrap();
-    }
-    hub.set_route(&admin, name_of("alice"), name_of("bob"), RouteEffect::Allow)
-        .await
-        .unwrap();
-    Arc::new(hub)
-}
-
-fn name_of(name: &str) -> AccountName {
-    AccountName::parse(name).unwrap()
+    common::hub("hook", Handler::Webhook(url.to_owned()), retry).await
 }
 
 /// alice sends bob `report.pdf`; returns the delivery's id.
 async fn send(hub: &Hub) -> String {
-    let session = ClientSession {
-        account: name_of("alice"),
-        source: None,
-        protocol: Protocol::Sftp,
-    };
-    let path = VirtualPath::parse("/outbox/bob/report.pdf").unwrap();
-    let mut upload = hub.begin_upload(&session, &path).await.unwrap();
-    upload.write_at(0, b"%PDF-1.7").await.unwrap();
-    hub.finish_upload(upload).await.unwrap()[0].id.to_string()
+    common::send(hub, "report.pdf", None).await
 }
 
 /// The worker over `hub` with webhooks set up in `data` by `config`.
 fn worker(hub: &Arc<Hub>, data: &Path, config: &WebhooksConfig) -> CancellationToken {
     let webhooks = Webhooks::new(config, data).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(mailroom_events::run(
-        hub.clone(),
+    common::worker(
+        hub,
         Handlers {
             webhooks: Some(webhooks),
             mailer: None,
         },
-        JobsConfig::default(),
-        shutdown.clone(),
-    ));
-    shutdown
+    )
 }
 
 /// The one job of the hub, once it has left the queue or failed its `attempts`-th attempt

@@ -513,11 +513,7 @@ pub(crate) async fn retry_job(
     auth: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Problem> {
-    let job = state
-        .hub
-        .retry_job(&auth.identity.actor(), job_id(&id)?)
-        .await?;
-    Ok(Json(JobView::from(&job)))
+    operate_job(&state, &auth, &id, true).await
 }
 
 /// Drops a queued or dead job: it never runs again (audited). A job that is done or dropped
@@ -530,10 +526,22 @@ pub(crate) async fn drop_job(
     auth: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Problem> {
-    let job = state
-        .hub
-        .drop_job(&auth.identity.actor(), job_id(&id)?)
-        .await?;
+    operate_job(&state, &auth, &id, false).await
+}
+
+/// Retries (`retry`) or drops a job, as the admin.
+async fn operate_job(
+    state: &AppState,
+    auth: &AdminAuth,
+    id: &str,
+    retry: bool,
+) -> Result<Json<JobView>, Problem> {
+    let (id, actor) = (job_id(id)?, auth.identity.actor());
+    let job = if retry {
+        state.hub.retry_job(&actor, id).await?
+    } else {
+        state.hub.drop_job(&actor, id).await?
+    };
     Ok(Json(JobView::from(&job)))
 }
 

@@ -1426,33 +1426,17 @@ async fn client_certificates_prove_the_certificate_factor() {
 
 #[tokio::test]
 async fn admins_list_show_retry_and_drop_jobs_and_refusals_change_nothing() {
-    use mailroom_core::{Handler, Job, JobQuery, JobState, MetaStoreExt};
+    use mailroom_core::{JobQuery, MetaStoreExt};
     let hub = start().await;
     let root = hub.admin_account("root").await;
     let (alice, _bob) = pair(&hub).await;
     let admin_token = access(&login_scope(&hub, &root, "admin").await);
-    // A dead job, as the worker would leave one (the Hub here has no rules).
-    let event = hub.events(EventKind::Admin, Outcome::Ok).await.remove(0);
-    let now = time::OffsetDateTime::now_utc();
-    let dead = Job {
-        id: uuid::Uuid::now_v7(),
-        rule: "hook".to_owned(),
-        handler: Handler::Webhook("https://hooks.example.test/x".to_owned()),
-        event: event.id,
-        state: JobState::Dead,
-        attempts: 8,
-        due: now,
-        created: now,
-        updated: now,
-        last_error: Some("the receiver answered 500 Internal Server Error".to_owned()),
-    };
-    let stored = dead.clone();
-    hub.meta
-        .write_with(mailroom_core::Durability::Flush, move |tx| {
-            tx.insert_jobs(std::slice::from_ref(&stored))
-        })
-        .await
-        .unwrap();
+    let dead = hub
+        .dead_job(
+            "https://hooks.example.test/x",
+            "the receiver answered 500 Internal Server Error",
+        )
+        .await;
     let id = dead.id.to_string();
 
     let listed: Value = get(&hub, &admin_token, "/api/v1/admin/jobs?state=dead")
@@ -1468,7 +1452,7 @@ async fn admins_list_show_retry_and_drop_jobs_and_refusals_change_nothing() {
         .json()
         .await
         .unwrap();
-    assert_eq!(shown["event"]["id"], event.id.to_string().as_str());
+    assert_eq!(shown["event"]["id"], dead.event.to_string().as_str());
 
     // Refusals: a client's token, an unknown or malformed id, a bad state; nothing changes.
     let jobs_now = async || {

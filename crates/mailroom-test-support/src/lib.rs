@@ -384,6 +384,33 @@ impl TestHub {
             .expect("events")
     }
 
+    /// Stores a dead webhook job to `url`, failed with `error`, about the hub's first admin
+    /// event, as the job worker leaves one (a test hub has no rules), and returns it.
+    pub async fn dead_job(&self, url: &str, error: &str) -> mailroom_core::Job {
+        let event = self.events(EventKind::Admin, Outcome::Ok).await.remove(0);
+        let now = self.clock.now();
+        let job = mailroom_core::Job {
+            id: uuid::Uuid::now_v7(),
+            rule: "hook".to_owned(),
+            handler: mailroom_core::Handler::Webhook(url.to_owned()),
+            event: event.id,
+            state: mailroom_core::JobState::Dead,
+            attempts: 8,
+            due: now,
+            created: now,
+            updated: now,
+            last_error: Some(error.to_owned()),
+        };
+        let stored = job.clone();
+        self.meta
+            .write_with(mailroom_core::Durability::Flush, move |tx| {
+                tx.insert_jobs(std::slice::from_ref(&stored))
+            })
+            .await
+            .expect("store a job");
+        job
+    }
+
     /// Allows `from` to send to `to`.
     pub async fn allow(&self, from: &str, to: &str) {
         self.hub

@@ -934,35 +934,30 @@ fn job_id(text: &str) -> Result<uuid::Uuid, CoreError> {
     uuid::Uuid::parse_str(text).map_err(|_| CoreError::not_found("no such job"))
 }
 
-/// Runs a job again now, from its first attempt.
-pub(crate) async fn retry_job(
+/// Retries (runs again now, from its first attempt) or drops a job: `/admin/jobs/{id}/retry`
+/// or `/admin/jobs/{id}/drop`.
+pub(crate) async fn job_action(
     State(web): State<Arc<Web>>,
     admin: Admin,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
 ) -> Response {
     let result = async {
-        web.app
-            .hub
-            .retry_job(&admin.session.identity.actor(), job_id(&id)?)
-            .await?;
-        Ok("job-retried")
-    }
-    .await;
-    after_jobs(&web, &admin, result).await
-}
-
-/// Drops a job.
-pub(crate) async fn drop_job(
-    State(web): State<Arc<Web>>,
-    admin: Admin,
-    Path(id): Path<String>,
-) -> Response {
-    let result = async {
-        web.app
-            .hub
-            .drop_job(&admin.session.identity.actor(), job_id(&id)?)
-            .await?;
-        Ok("job-dropped")
+        let (id, actor) = (job_id(&id)?, admin.session.identity.actor());
+        match action.as_str() {
+            "retry" => web
+                .app
+                .hub
+                .retry_job(&actor, id)
+                .await
+                .map(|_| "job-retried"),
+            "drop" => web
+                .app
+                .hub
+                .drop_job(&actor, id)
+                .await
+                .map(|_| "job-dropped"),
+            _ => Err(CoreError::not_found("no such action")),
+        }
     }
     .await;
     after_jobs(&web, &admin, result).await

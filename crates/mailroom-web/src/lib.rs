@@ -90,8 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/sessions", get(admin::sessions))
         .route("/admin/sessions/{id}/kick", post(admin::kick))
         .route("/admin/jobs", get(admin::jobs))
-        .route("/admin/jobs/{id}/retry", post(admin::retry_job))
-        .route("/admin/jobs/{id}/drop", post(admin::drop_job))
+        .route("/admin/jobs/{id}/{action}", post(admin::job_action))
         .route("/admin/audit", get(admin::audit))
         .route("/assets/{name}", get(assets::asset))
         .layer(middleware::from_fn_with_state(

@@ -653,7 +653,7 @@ async fn totp_enrolment_then_sign_in_with_the_code() {
 
 #[tokio::test]
 async fn admin_retries_and_drops_jobs_from_the_jobs_page() {
-    use mailroom_core::{EventKind, Handler, Job, JobState, MetaStoreExt, Outcome};
+    use mailroom_core::JobState;
     let hub = start().await;
     let root = hub.admin_account("root").await;
     let mut admin = Browser::new(&hub);
@@ -662,28 +662,13 @@ async fn admin_retries_and_drops_jobs_from_the_jobs_page() {
     assert_eq!(empty.status, StatusCode::OK);
     assert!(empty.body.contains("No jobs"), "{}", empty.body);
 
-    // A dead job, as the worker leaves one (this Hub has no rules).
-    let event = hub.events(EventKind::Admin, Outcome::Ok).await.remove(0);
-    let now = time::OffsetDateTime::now_utc();
-    let job = Job {
-        id: uuid::Uuid::now_v7(),
-        rule: "hook".to_owned(),
-        handler: Handler::Webhook("https://hooks.example.test/<x>".to_owned()),
-        event: event.id,
-        state: JobState::Dead,
-        attempts: 8,
-        due: now,
-        created: now,
-        updated: now,
-        last_error: Some("the receiver answered <b>500</b>".to_owned()),
-    };
-    let stored = job.clone();
-    hub.meta
-        .write_with(mailroom_core::Durability::Flush, move |tx| {
-            tx.insert_jobs(std::slice::from_ref(&stored))
-        })
-        .await
-        .unwrap();
+    // A dead job, as the worker leaves one, with what a hostile receiver might answer.
+    let job = hub
+        .dead_job(
+            "https://hooks.example.test/<x>",
+            "the receiver answered <b>500</b>",
+        )
+        .await;
     let page = admin.get("/admin/jobs?state=dead").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(&job.id.to_string()));

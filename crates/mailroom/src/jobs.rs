@@ -33,33 +33,33 @@ pub async fn run(data: &DataDir, out: &Output, command: JobsCommand) -> Result<(
             .await?;
             out.job(&job, event.as_ref())
         }
-        JobsCommand::Retry { id } => {
-            let id = parse_id(&id)?;
-            let job = with_hub(data, async |hub| {
-                hub.retry_job(&cli_actor(), id)
-                    .await
-                    .with_context(|| format!("cannot retry job {id}"))
-            })
-            .await?;
-            out.done(&format!(
-                "job {} ({} of rule {}) queued to run now",
-                job.id, job.handler, job.rule
-            ))
-        }
-        JobsCommand::Drop { id } => {
-            let id = parse_id(&id)?;
-            let job = with_hub(data, async |hub| {
-                hub.drop_job(&cli_actor(), id)
-                    .await
-                    .with_context(|| format!("cannot drop job {id}"))
-            })
-            .await?;
-            out.done(&format!(
-                "job {} ({} of rule {}) dropped; it will not run again",
-                job.id, job.handler, job.rule
-            ))
-        }
+        JobsCommand::Retry { id } => operate(data, out, &id, true).await,
+        JobsCommand::Drop { id } => operate(data, out, &id, false).await,
     }
+}
+
+/// `jobs retry` (`retry`) or `jobs drop`, as the OS user running the command.
+async fn operate(data: &DataDir, out: &Output, id: &str, retry: bool) -> Result<()> {
+    let id = parse_id(id)?;
+    let (verb, outcome) = if retry {
+        ("retry", "queued to run now")
+    } else {
+        ("drop", "dropped; it will not run again")
+    };
+    let job = with_hub(data, async |hub| {
+        let actor = cli_actor();
+        let job = if retry {
+            hub.retry_job(&actor, id).await
+        } else {
+            hub.drop_job(&actor, id).await
+        };
+        job.with_context(|| format!("cannot {verb} job {id}"))
+    })
+    .await?;
+    out.done(&format!(
+        "job {} ({} of rule {}) {outcome}",
+        job.id, job.handler, job.rule
+    ))
 }
 
 fn parse_id(input: &str) -> Result<Uuid> {

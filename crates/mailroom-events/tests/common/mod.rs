@@ -1,0 +1,73 @@
+//! What the handler tests share: a Hub on the in-memory test bed whose one rule sends every
+//! delivery to one handler, the worker over it, and an upload from alice to bob.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use mailroom_core::testing::{MemoryBlobs, MemoryMeta};
+use mailroom_core::{
+    AccountKind, AccountName, Actor, ClientSession, EventKind, Handler, Hub, Protocol, RetryPolicy,
+    RouteEffect, Rule, Rules, SystemClock, VirtualPath,
+};
+use mailroom_events::{Handlers, JobsConfig};
+use tokio_util::sync::CancellationToken;
+
+/// A Hub whose rule `rule` sends every delivery to `handler`, retried by `retry`; alice may
+/// send to bob.
+pub async fn hub(rule: &str, handler: Handler, retry: RetryPolicy) -> Arc<Hub> {
+    let rule = Rule {
+        name: rule.to_owned(),
+        on: vec![EventKind::DeliveryDelivered],
+        account: None,
+        sender: None,
+        recipient: None,
+        outcome: None,
+        file: None,
+        handlers: vec![handler],
+    };
+    let hub = Hub::new(
+        Arc::new(MemoryMeta::new()),
+        Arc::new(MemoryBlobs::new()),
+        Arc::new(SystemClock),
+    )
+    .with_jobs(Rules::new(vec![rule], 100).unwrap(), retry);
+    let admin = Actor::cli("test");
+    for name in ["alice", "bob"] {
+        hub.add_account(&admin, name_of(name), AccountKind::Client, None, Vec::new())
+            .await
+            .unwrap();
+    }
+    hub.set_route(&admin, name_of("alice"), name_of("bob"), RouteEffect::Allow)
+        .await
+        .unwrap();
+    Arc::new(hub)
+}
+
+/// Runs the worker over `hub` with `handlers` until the returned token is cancelled.
+pub fn worker(hub: &Arc<Hub>, handlers: Handlers) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(mailroom_events::run(
+        hub.clone(),
+        handlers,
+        JobsConfig::default(),
+        shutdown.clone(),
+    ));
+    shutdown
+}
+
+pub fn name_of(name: &str) -> AccountName {
+    AccountName::parse(name).unwrap()
+}
+
+/// alice, connecting from `source`, sends bob `name`; returns the delivery's id.
+pub async fn send(hub: &Hub, name: &str, source: Option<&str>) -> String {
+    let session = ClientSession {
+        account: name_of("alice"),
+        source: source.map(str::to_owned),
+        protocol: Protocol::Sftp,
+    };
+    let path = VirtualPath::parse(&format!("/outbox/bob/{name}")).unwrap();
+    let mut upload = hub.begin_upload(&session, &path).await.unwrap();
+    upload.write_at(0, b"%PDF-1.7").await.unwrap();
+    hub.finish_upload(upload).await.unwrap()[0].id.to_string()
+}

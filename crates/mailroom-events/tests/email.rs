@@ -82,6 +82,17 @@ async fn send(hub: &Hub) -> String {
     common::send(hub, "invoice.pdf", Some("192.0.2.10:50000")).await
 }
 
+/// A hub mailing through `config` sends one delivery's mail to `server`, which is checked;
+/// returns the mail and the worker's token.
+async fn round_trip(config: &SmtpConfig, dir: &Path, server: &Smtp) -> (String, CancellationToken) {
+    let mailer = Mailer::new(config, dir).unwrap().unwrap();
+    let (hub, shutdown) = hub_mailing(mailer).await;
+    let delivery = send(&hub).await;
+    let mail = the_mail(&server.maildir).await;
+    check_mail(&hub, &mail, &delivery).await;
+    (mail, shutdown)
+}
+
 /// The one mail in the maildir, once there.
 async fn the_mail(maildir: &Path) -> String {
     let new = maildir.join("new");
@@ -146,11 +157,7 @@ async fn a_mail_goes_plain_to_a_loopback_relay() {
         from: "mailroom@example.test".to_owned(),
         ..SmtpConfig::default()
     };
-    let mailer = Mailer::new(&config, dir.path()).unwrap().unwrap();
-    let (hub, shutdown) = hub_mailing(mailer).await;
-    let delivery = send(&hub).await;
-    let mail = the_mail(&server.maildir).await;
-    check_mail(&hub, &mail, &delivery).await;
+    let (mail, shutdown) = round_trip(&config, dir.path(), &server).await;
     assert!(mail.contains("From: mailroom@example.test"), "{mail}");
     shutdown.cancel();
 }
@@ -180,11 +187,7 @@ async fn a_mail_goes_over_starttls_verified_against_the_ca() {
         ca_file: pki.server_ca.cert_path.clone(),
         ..SmtpConfig::default()
     };
-    let mailer = Mailer::new(&config, dir.path()).unwrap().unwrap();
-    let (hub, shutdown) = hub_mailing(mailer).await;
-    let delivery = send(&hub).await;
-    let mail = the_mail(&server.maildir).await;
-    check_mail(&hub, &mail, &delivery).await;
+    let (_mail, shutdown) = round_trip(&config, dir.path(), &server).await;
     shutdown.cancel();
 
     // The same server, but a hub that does not trust its CA: nothing is sent, and the job

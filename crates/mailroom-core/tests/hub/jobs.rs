@@ -50,6 +50,15 @@ async fn bed(rules: Vec<Rule>, max_queued: u64) -> Bed {
     bed
 }
 
+/// A bed whose one rule sends every delivery to [`HOOK`], the queue bounded at `max_queued`.
+async fn hooked(max_queued: u64) -> Bed {
+    bed(
+        vec![rule("files", &[EventKind::DeliveryDelivered], &[HOOK])],
+        max_queued,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_selected_event_queues_a_job_per_handler_in_its_own_unit() {
     let pdf = Rule {
@@ -184,11 +193,7 @@ async fn a_failed_job_backs_off_then_dies_with_an_alert_that_cannot_feed_itself(
 
 #[tokio::test]
 async fn a_lease_that_runs_out_lets_the_job_run_again_with_its_id() {
-    let bed = bed(
-        vec![rule("files", &[EventKind::DeliveryDelivered], &[HOOK])],
-        100,
-    )
-    .await;
+    let bed = hooked(100).await;
     bed.send("alice", "/outbox/bob/a.txt", b"x").await;
     let (first, _) = bed
         .hub
@@ -229,11 +234,7 @@ async fn a_lease_that_runs_out_lets_the_job_run_again_with_its_id() {
 
 #[tokio::test]
 async fn beyond_the_queue_bound_jobs_are_dead_on_arrival_and_say_so() {
-    let bed = bed(
-        vec![rule("files", &[EventKind::DeliveryDelivered], &[HOOK])],
-        2,
-    )
-    .await;
+    let bed = hooked(2).await;
     for name in ["a", "b", "c"] {
         bed.send("alice", &format!("/outbox/bob/{name}.txt"), b"x")
             .await;
@@ -267,11 +268,7 @@ async fn beyond_the_queue_bound_jobs_are_dead_on_arrival_and_say_so() {
 
 #[tokio::test]
 async fn operators_retry_and_drop_jobs_and_their_refusals_change_nothing() {
-    let bed = bed(
-        vec![rule("files", &[EventKind::DeliveryDelivered], &[HOOK])],
-        100,
-    )
-    .await;
+    let bed = hooked(100).await;
     bed.send("alice", "/outbox/bob/a.txt", b"x").await;
     let lease = Duration::seconds(60);
     let mut claimed = None;

@@ -178,8 +178,11 @@ pub struct Rule {
     pub outcome: Option<Outcome>,
     /// Only deliveries whose name matches this glob (`*` and `?`).
     pub file: Option<String>,
-    /// What each selected event makes a job for (at least one).
+    /// What each selected event makes a job for.
     pub handlers: Vec<Handler>,
+    /// Accounts or groups that get a copy of each selected delivery (dispatch), made in the
+    /// unit that delivers the original. Only for `delivery.delivered`.
+    pub copy_to: Vec<AccountName>,
 }
 
 impl Rule {
@@ -251,9 +254,15 @@ impl Rules {
                     rule.name
                 )));
             }
-            if rule.handlers.is_empty() {
+            if rule.handlers.is_empty() && rule.copy_to.is_empty() {
                 return Err(CoreError::invalid(format!(
-                    "rule {:?} names no handler (email or webhook)",
+                    "rule {:?} names no handler (email, webhook or copy_to)",
+                    rule.name
+                )));
+            }
+            if !rule.copy_to.is_empty() && rule.on != [EventKind::DeliveryDelivered] {
+                return Err(CoreError::invalid(format!(
+                    "rule {:?}: copy_to dispatches deliveries, so it selects on = [\"delivery.delivered\"] only",
                     rule.name
                 )));
             }
@@ -284,11 +293,28 @@ impl Rules {
         self.rules.iter().any(|rule| rule.on.contains(&kind))
     }
 
-    /// Whether some rule selecting `kind` needs the event's delivery to decide.
+    /// Whether some rule selecting `kind` needs the event's delivery to decide or to act.
     pub fn needs_delivery(&self, kind: EventKind) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.on.contains(&kind) && (rule.needs_delivery() || !rule.copy_to.is_empty())
+        })
+    }
+
+    /// Whether some rule dispatches copies.
+    pub fn dispatches(&self) -> bool {
+        self.rules.iter().any(|rule| !rule.copy_to.is_empty())
+    }
+
+    /// The rules that copy `delivery` (its `delivery.delivered` event being `event`), with
+    /// the names they copy it to.
+    pub fn copies_for<'a>(
+        &'a self,
+        event: &'a Event,
+        delivery: &'a Delivery,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules
             .iter()
-            .any(|rule| rule.on.contains(&kind) && rule.needs_delivery())
+            .filter(move |rule| !rule.copy_to.is_empty() && rule.selects(event, Some(delivery)))
     }
 
     /// The jobs `event` makes, queued at `now`; one per (rule, handler) that selects it.

@@ -359,10 +359,11 @@ const RULES_EXAMPLE: &str = "
 # same commit as the event, and `mailroom jobs` shows them. A rule selects by event type
 # (on), account (actor or party), sender, recipient (an account, or a group it fanned out
 # from), outcome (ok, refused, failed) and file name (a glob); its handlers are webhook URLs
-# (https only, signed) and e-mail addresses. Event types: login, transfer.started, upload,
-# download, delivery.stored, delivery.delivered, delivery.picked-up, delivery.acknowledged,
-# delivery.recalled, delivery.renamed, delivery.expired, ban, session.closed, admin, sweep,
-# job.dead.
+# (https only, signed) and e-mail addresses, and copy_to = [accounts or groups] gives each
+# delivered file a copy of its own (dispatch; on = [\"delivery.delivered\"] only).
+# Event types: login, transfer.started, upload, download, delivery.stored,
+# delivery.delivered, delivery.picked-up, delivery.acknowledged, delivery.recalled,
+# delivery.renamed, delivery.expired, ban, session.closed, admin, sweep, job.dead.
 #
 # [[rules]]
 # name = \"pdf-alert\"

@@ -41,6 +41,10 @@ pub struct RuleConfig {
     /// `https://` URLs to POST the event to, signed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhook: Vec<WebhookSetting>,
+    /// Accounts or groups that get a copy of each selected delivery (dispatch; only with
+    /// `on = ["delivery.delivered"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_to: Vec<NameSetting>,
 }
 
 /// Declares a setting type that is a checked string: `TryFrom<String>` runs `$check`, whose
@@ -152,6 +156,7 @@ impl RuleConfig {
             outcome: self.outcome.as_ref().map(|o| o.0),
             file: self.file.as_ref().map(|g| g.0.clone()),
             handlers,
+            copy_to: self.copy_to.iter().map(|n| n.0.clone()).collect(),
         }
     }
 }
@@ -177,8 +182,16 @@ pub fn build(rules: &[RuleConfig], max_queued: u64, path: &Path) -> Result<Rules
                 "transfer.started comes before any delivery: select it by account or outcome, not by sender, recipient or file"
                     .to_owned(),
             )
-        } else if rule.email.is_empty() && rule.webhook.is_empty() {
-            Some("it names no handler (email = [...] or webhook = [...])".to_owned())
+        } else if rule.email.is_empty() && rule.webhook.is_empty() && rule.copy_to.is_empty() {
+            Some(
+                "it names no handler (email = [...], webhook = [...] or copy_to = [...])"
+                    .to_owned(),
+            )
+        } else if !rule.copy_to.is_empty() && !only_deliveries(rule) {
+            Some(
+                "copy_to dispatches deliveries: it takes on = [\"delivery.delivered\"] only"
+                    .to_owned(),
+            )
         } else {
             None
         };
@@ -191,6 +204,11 @@ pub fn build(rules: &[RuleConfig], max_queued: u64, path: &Path) -> Result<Rules
         rules.iter().map(RuleConfig::to_rule).collect(),
         max_queued,
     )?)
+}
+
+/// Whether the rule selects `delivery.delivered` and nothing else.
+fn only_deliveries(rule: &RuleConfig) -> bool {
+    matches!(rule.on.as_slice(), [kind] if kind.0 == EventKind::DeliveryDelivered)
 }
 
 /// What `serve` checks before it starts: every account or group a rule names exists, every
@@ -207,6 +225,7 @@ pub async fn check(
         for name in [&rule.account, &rule.sender, &rule.recipient]
             .into_iter()
             .flatten()
+            .chain(&rule.copy_to)
         {
             if !hub.principal_exists(&name.0).await? {
                 bail!(

@@ -107,7 +107,17 @@ fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
     let site = Site::new();
     site.ok(&["account", "add", "bob"]);
     let template = std::fs::read_to_string(site.config()).unwrap();
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 12] = [
+        (
+            "a copy to an unknown account",
+            "[[rules]]\nname = \"a\"\non = [\"delivery.delivered\"]\ncopy_to = [\"nobody\"]\n",
+            "no account or group is named \"nobody\"",
+        ),
+        (
+            "a copy of something that is not a delivery",
+            "[[rules]]\nname = \"a\"\non = [\"login\"]\ncopy_to = [\"bob\"]\n",
+            "copy_to dispatches deliveries",
+        ),
         (
             "a transfer start selected by file",
             "[[rules]]\nname = \"a\"\non = [\"transfer.started\"]\nfile = \"*.pdf\"\nwebhook = [\"https://hooks.example.test/a\"]\n",

@@ -286,11 +286,92 @@ impl Stamp {
         }
     }
 
-    /// Records `events` in the unit's transaction, and with them the jobs the rules make of
-    /// them: a committed event never lacks its jobs, and a unit that fails leaves neither.
+    /// Records `events` in the unit's transaction, and with them what the rules make of them:
+    /// the copies of dispatch rules (deliveries of their own, with their own events) and the
+    /// jobs. A committed event never lacks its jobs or copies, and a unit that fails leaves
+    /// none. The copies' events make jobs but never copies, so no rule can loop.
     fn record(&self, tx: &mut dyn Tx, events: &[Event]) -> Result<()> {
         tx.record(events)?;
-        self.queue_jobs(tx, events)
+        let copied = self.dispatch(tx, events)?;
+        self.queue_jobs(tx, events)?;
+        if !copied.is_empty() {
+            tx.record(&copied)?;
+            self.queue_jobs(tx, &copied)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the copies dispatch rules ask for of the deliveries `events` delivered, and
+    /// returns their events (to record). A copy comes from the original's sender, carries the
+    /// same content (the blob is shared) under a name free between that sender and its
+    /// recipient, and is addressed to the account or group the rule names (a group's
+    /// members, but for the original's sender and recipient). Operators write these rules:
+    /// routes, rights and quotas do not stop a copy.
+    fn dispatch(&self, tx: &mut dyn Tx, events: &[Event]) -> Result<Vec<Event>> {
+        if !self.rules.dispatches() {
+            return Ok(Vec::new());
+        }
+        let mut copied = Vec::new();
+        for event in events {
+            if event.kind != EventKind::DeliveryDelivered || event.outcome != Outcome::Ok {
+                continue;
+            }
+            let Ok(id) = DeliveryId::parse(&event.object) else {
+                continue;
+            };
+            let Some(original) = tx.delivery(&id)? else {
+                continue;
+            };
+            let rules: Vec<_> = self.rules.copies_for(event, &original).collect();
+            for rule in rules {
+                for target in &rule.copy_to {
+                    let members = match tx.group(target)? {
+                        Some(group) => group.members,
+                        None => vec![target.clone()],
+                    };
+                    let recipients: Vec<AccountName> = members
+                        .into_iter()
+                        .filter(|r| *r != original.recipient && *r != original.sender)
+                        .collect();
+                    if recipients.is_empty() {
+                        continue;
+                    }
+                    let name = upload::free_name(
+                        tx,
+                        &original.sender,
+                        std::slice::from_ref(target),
+                        &recipients,
+                        &original.name,
+                    )?;
+                    let (batch_id, now) = (DeliveryId::new(), self.now());
+                    let copies: Vec<Delivery> = recipients
+                        .iter()
+                        .map(|recipient| Delivery {
+                            id: DeliveryId::new(),
+                            batch_id,
+                            recipient: recipient.clone(),
+                            target: target.clone(),
+                            name: name.clone(),
+                            created: now,
+                            updated: now,
+                            ..original.clone()
+                        })
+                        .collect();
+                    tx.insert_deliveries(&copies, None)?;
+                    for copy in &copies {
+                        for kind in [EventKind::DeliveryStored, EventKind::DeliveryDelivered] {
+                            let mut event = self.delivery(&Actor::system(), kind, copy);
+                            event.detail.push_str(&format!(
+                                ", copied by rule {} from {}",
+                                rule.name, original.id
+                            ));
+                            copied.push(event);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(copied)
     }
 
     /// Queues the jobs `events` make. Beyond the queue bound a job is stored dead, with the

@@ -488,7 +488,7 @@ pub(super) fn session_policy<'a>(
 
 /// Picks the first name (`name`, `name~2`, …) that is free between the sender and every
 /// recipient and, for a group, among the sender's pending fan-outs to that group.
-fn free_name(
+pub(super) fn free_name(
     tx: &mut dyn Tx,
     sender: &AccountName,
     targets: &[AccountName],

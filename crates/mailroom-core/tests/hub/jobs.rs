@@ -22,6 +22,7 @@ fn rule(name: &str, on: &[EventKind], handlers: &[&str]) -> Rule {
         recipient: None,
         outcome: None,
         file: None,
+        copy_to: Vec::new(),
         handlers: handlers
             .iter()
             .map(|h| Handler::parse(h).unwrap())
@@ -400,4 +401,77 @@ async fn a_transfer_start_is_recorded_only_while_a_rule_selects_it() {
             .len(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_dispatch_rule_copies_a_delivery_in_its_own_commit_and_never_loops() {
+    // alice's PDFs to bob are copied to the group team (bob, carol) and to dave; dave's own
+    // copy matches a second rule that would copy back to bob, which must not run on a copy.
+    let pdfs = Rule {
+        sender: Some(account("alice")),
+        recipient: Some(account("bob")),
+        file: Some("*.pdf".to_owned()),
+        copy_to: vec![account("team"), account("dave")],
+        ..rule("pdf-copies", &[EventKind::DeliveryDelivered], &[])
+    };
+    let back = Rule {
+        recipient: Some(account("dave")),
+        copy_to: vec![account("bob")],
+        ..rule("dave-to-bob", &[EventKind::DeliveryDelivered], &[])
+    };
+    let alerts = rule("every-delivery", &[EventKind::DeliveryDelivered], &[HOOK]);
+    let bed = bed(vec![pdfs, back, alerts], 100).await;
+    let writes = bed.meta.stats().writes;
+    let original = bed
+        .send("alice", "/outbox/bob/report.pdf", b"%PDF-1.7")
+        .await;
+    assert_eq!(
+        bed.meta.stats().writes,
+        writes + 1,
+        "copies ride the upload's commit"
+    );
+    let mut all: Vec<(String, String, String)> = bed
+        .deliveries()
+        .await
+        .into_iter()
+        .map(|d| {
+            (
+                d.recipient.to_string(),
+                d.target.to_string(),
+                d.sender.to_string(),
+            )
+        })
+        .collect();
+    all.sort();
+    // bob has the original (not a second copy through team); carol through team; dave.
+    assert_eq!(
+        all,
+        [
+            ("bob".to_owned(), "bob".to_owned(), "alice".to_owned()),
+            ("carol".to_owned(), "team".to_owned(), "alice".to_owned()),
+            ("dave".to_owned(), "dave".to_owned(), "alice".to_owned()),
+        ]
+    );
+    // Same content: carol downloads the bytes alice sent.
+    assert_eq!(
+        bed.download("carol", "/inbox/alice/report.pdf").await,
+        b"%PDF-1.7"
+    );
+    // Each copy has its own events, naming the rule and the original, by the system.
+    let delivered = bed
+        .events_of(EventKind::DeliveryDelivered, Outcome::Ok)
+        .await;
+    assert_eq!(delivered.len(), 3);
+    let copies: Vec<_> = delivered.iter().filter(|e| e.actor == "system").collect();
+    assert_eq!(copies.len(), 2);
+    for copy in copies {
+        let detail = &copy.detail;
+        assert!(detail.contains("copied by rule pdf-copies"), "{detail}");
+        assert!(detail.contains(&original[0].id.to_string()), "{detail}");
+    }
+    // Every delivery, copies included, made its job.
+    assert_eq!(bed.jobs().await.len(), 3);
+    // Not a PDF: no copies.
+    bed.send("alice", "/outbox/bob/notes.txt", b"x").await;
+    assert_eq!(bed.deliveries().await.len(), 4);
 }

@@ -24,6 +24,7 @@ pub async fn hub(rule: &str, handler: Handler, retry: RetryPolicy) -> Arc<Hub> {
         outcome: None,
         file: None,
         handlers: vec![handler],
+        copy_to: Vec::new(),
     };
     let hub = Hub::new(
         Arc::new(MemoryMeta::new()),

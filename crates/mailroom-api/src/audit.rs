@@ -16,8 +16,8 @@ pub struct EventView {
     #[schema(format = DateTime)]
     pub time: String,
     /// login, transfer.started, upload, download, delivery.* (stored, delivered, picked-up,
-    /// acknowledged, recalled, renamed, expired), ban, session.closed, admin, sweep or
-    /// job.dead.
+    /// acknowledged, recalled, renamed, expired), ban, session.closed, admin, sweep, job.dead
+    /// or quota.warning.
     pub kind: String,
     /// Who: an account name, `cli:<os user>` or `system`.
     pub actor: String,

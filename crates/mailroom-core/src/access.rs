@@ -344,6 +344,40 @@ pub struct Limits {
     pub max_sessions: Option<u32>,
 }
 
+/// The share of a quota, in percent, at which operators are warned (`quota.warning`).
+pub const QUOTA_WARNING_PERCENT: u64 = 90;
+
+/// Whether adding one file of `size` bytes to an inbox holding `bytes` in `files` takes it
+/// across [`QUOTA_WARNING_PERCENT`] of one of its quotas; the sentence that says so. Crossing
+/// only: an inbox already past the mark warns no more until it has gone below it again.
+pub fn quota_warning(limits: &Limits, bytes: u64, files: u64, size: u64) -> Option<String> {
+    let mark = |quota: u64| {
+        u64::try_from(u128::from(quota) * u128::from(QUOTA_WARNING_PERCENT) / 100).unwrap_or(quota)
+    };
+    let crosses = |used: u64, added: u64, quota: u64| {
+        let mark = mark(quota);
+        used < mark && used.saturating_add(added) >= mark
+    };
+    if let Some(quota) = limits.quota_bytes
+        && crosses(bytes, size, quota)
+    {
+        return Some(format!(
+            "at {QUOTA_WARNING_PERCENT} % of its byte quota: {} of {}",
+            format_size(bytes.saturating_add(size)),
+            format_size(quota)
+        ));
+    }
+    if let Some(quota) = limits.quota_files
+        && crosses(files, 1, quota)
+    {
+        return Some(format!(
+            "at {QUOTA_WARNING_PERCENT} % of its file quota: {} of {quota} files",
+            files.saturating_add(1)
+        ));
+    }
+    None
+}
+
 /// How an account may log in and what it may do: everything beyond its name, kind and
 /// credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

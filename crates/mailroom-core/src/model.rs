@@ -504,11 +504,13 @@ pub enum EventKind {
     /// A job of the queue failed as often as its retry policy allows, or found the queue
     /// full; it waits for an operator.
     JobDead,
+    /// A delivery took an inbox across 90 % of its byte or file quota.
+    QuotaWarning,
 }
 
 impl EventKind {
     /// Every kind, in the order of the list above.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Login,
         EventKind::TransferStarted,
         EventKind::Upload,
@@ -525,6 +527,7 @@ impl EventKind {
         EventKind::Admin,
         EventKind::Sweep,
         EventKind::JobDead,
+        EventKind::QuotaWarning,
     ];
 
     /// Stable dotted label.
@@ -546,6 +549,7 @@ impl EventKind {
             EventKind::Admin => "admin",
             EventKind::Sweep => "sweep",
             EventKind::JobDead => "job.dead",
+            EventKind::QuotaWarning => "quota.warning",
         }
     }
 
@@ -568,6 +572,7 @@ impl EventKind {
             "admin" => EventKind::Admin,
             "sweep" => EventKind::Sweep,
             "job.dead" => EventKind::JobDead,
+            "quota.warning" => EventKind::QuotaWarning,
             other => return Err(CoreError::invalid(format!("unknown event kind {other:?}"))),
         })
     }

@@ -550,7 +550,7 @@ async fn operate_job(
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditFilter {
     /// Event kind: login, transfer.started, upload, download, delivery.*, ban,
-    /// session.closed, admin, sweep, job.dead.
+    /// session.closed, admin, sweep, job.dead, quota.warning.
     kind: Option<String>,
     /// ok, refused or failed.
     outcome: Option<String>,

@@ -363,7 +363,8 @@ const RULES_EXAMPLE: &str = "
 # delivered file a copy of its own (dispatch; on = [\"delivery.delivered\"] only).
 # Event types: login, transfer.started, upload, download, delivery.stored,
 # delivery.delivered, delivery.picked-up, delivery.acknowledged, delivery.recalled,
-# delivery.renamed, delivery.expired, ban, session.closed, admin, sweep, job.dead.
+# delivery.renamed, delivery.expired, ban, session.closed, admin, sweep, job.dead,
+# quota.warning.
 #
 # [[rules]]
 # name = \"pdf-alert\"

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::policy_cache::{AccountPolicy, Policy};
-use super::{ClientSession, Hub};
+use super::{Actor, ClientSession, Hub};
 use crate::access::{self, ByteLimit, Limits, Mailbox};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{AccountKind, Delivery, DeliveryId, DeliveryState, EventKind, Outcome};
@@ -270,7 +270,9 @@ impl Hub {
             .write(Durability::Flush, move |tx| {
                 let policy = cache.get(tx)?;
                 // The quota is checked again inside the transaction that commits: another
-                // upload may have filled the inbox since this one opened.
+                // upload may have filled the inbox since this one opened. An inbox this file
+                // takes across 90 % of a quota gets a `quota.warning` event.
+                let mut warnings = Vec::new();
                 for name in &quota_recipients {
                     let Some(account) = policy.account(name) else {
                         continue;
@@ -286,6 +288,11 @@ impl Hub {
                         usage,
                     }
                     .admit(stored.size)?;
+                    if let Some(detail) =
+                        access::quota_warning(limits, usage.bytes, usage.files, stored.size)
+                    {
+                        warnings.push((name.clone(), detail));
+                    }
                 }
                 let recipient_names: Vec<AccountName> =
                     recipients.iter().map(|(r, _)| r.clone()).collect();
@@ -325,6 +332,15 @@ impl Hub {
                 for delivery in &deliveries {
                     events.push(stamp.delivery(&actor, EventKind::DeliveryStored, delivery));
                     events.push(stamp.delivery(&actor, EventKind::DeliveryDelivered, delivery));
+                }
+                for (name, detail) in warnings {
+                    events.push(stamp.event(
+                        &Actor::system(),
+                        EventKind::QuotaWarning,
+                        format!("account {name}"),
+                        Outcome::Ok,
+                        format!("{name}'s inbox is {detail}"),
+                    ));
                 }
                 let inline = stored
                     .inline

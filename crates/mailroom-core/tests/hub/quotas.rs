@@ -4,7 +4,7 @@
 //! upload finishes, for an inbox another upload filled meanwhile; and resumable uploads, whose
 //! announced size meets the same limits before a byte is sent.
 
-use mailroom_core::{AccountChange, CoreError, ErrorKind, EventKind, Outcome, Upload};
+use mailroom_core::{AccountChange, CoreError, ErrorKind, EventKind, MetaStore, Outcome, Upload};
 use sha2::{Digest, Sha256};
 
 use crate::bed::{Bed, account, client, data, file, path};
@@ -467,4 +467,70 @@ async fn resumable_uploads_meet_the_same_limits_and_deliver_only_whole_files() {
     )
     .await;
     assert_eq!(bed.deliveries().await.len(), 1);
+}
+
+#[tokio::test]
+async fn crossing_ninety_percent_of_a_quota_warns_once() {
+    let bed = Bed::new();
+    bed.clients(&["alice", "bob"]).await;
+    bed.allow("alice", "bob").await;
+    bed.change(
+        "bob",
+        AccountChange {
+            quota_files: Some(Some(10)),
+            quota_bytes: Some(Some(100 * KIB)),
+            ..AccountChange::default()
+        },
+    )
+    .await;
+    let warnings = async || bed.events_of(EventKind::QuotaWarning, Outcome::Ok).await;
+    // Eight small files: 80 % of the file quota, no warning.
+    for i in 0..8 {
+        bed.send("alice", &format!("/outbox/bob/f{i}"), b"x").await;
+    }
+    assert!(warnings().await.is_empty());
+    // The ninth crosses 90 %: one warning, in the delivery's own commit, by the system.
+    let writes = bed.meta.stats().writes;
+    bed.send("alice", "/outbox/bob/f8", b"x").await;
+    assert_eq!(bed.meta.stats().writes, writes + 1);
+    let warned = warnings().await;
+    assert_eq!(warned.len(), 1);
+    assert_eq!(
+        (warned[0].actor.as_str(), warned[0].object.as_str()),
+        ("system", "account bob")
+    );
+    assert_eq!(
+        warned[0].detail,
+        "bob's inbox is at 90 % of its file quota: 9 of 10 files"
+    );
+    // Past the mark: no second warning.
+    bed.send("alice", "/outbox/bob/f9", b"x").await;
+    assert_eq!(warnings().await.len(), 1);
+
+    // By bytes: carol's 100 KiB quota, crossed by one 95 KiB file.
+    bed.clients(&["carol"]).await;
+    bed.allow("alice", "carol").await;
+    bed.change(
+        "carol",
+        AccountChange {
+            quota_bytes: Some(Some(100 * KIB)),
+            ..AccountChange::default()
+        },
+    )
+    .await;
+    bed.send(
+        "alice",
+        "/outbox/carol/big",
+        &data(usize::try_from(95 * KIB).unwrap(), 3),
+    )
+    .await;
+    let warned = warnings().await;
+    assert_eq!(warned.len(), 2);
+    assert!(
+        warned[1]
+            .detail
+            .contains("byte quota: 95.0 KiB of 100.0 KiB"),
+        "{}",
+        warned[1].detail
+    );
 }

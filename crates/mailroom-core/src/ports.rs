@@ -384,7 +384,8 @@ pub trait Tx {
     fn update_job(&mut self, job: &Job, from: &[JobState]) -> Result<bool>;
     /// How many jobs are in each state.
     fn job_counts(&mut self) -> Result<JobCounts>;
-    /// How many jobs are queued (the queue's depth), read from the queued jobs only.
+    /// How many jobs are queued (the queue's depth); read by every unit that queues jobs, so
+    /// it must not cost more with a longer queue.
     fn queued_jobs(&mut self) -> Result<u64>;
 
     // ----- bearer tokens ---------------------------------------------------------------------

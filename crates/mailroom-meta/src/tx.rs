@@ -1226,7 +1226,7 @@ impl Tx for SqliteTx<'_> {
     fn queued_jobs(&mut self) -> Result<u64> {
         let queued: Option<i64> = self.query_one(
             "queued_jobs",
-            "SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'",
+            "SELECT queued AS n FROM job_depth WHERE id = 1",
             [],
             |row| column(row, "n"),
         )?;

@@ -1643,6 +1643,17 @@ async fn jobs_queue_lease_and_finish(h: &mut Harness<'_>) {
             dropped: 0
         }
     );
+    // A dead job queued again counts again, and leaving the queue again uncounts it.
+    let mut again = h.read(move |tx| tx.job(&second.id)).await.unwrap();
+    again.state = JobState::Queued;
+    let requeued = again.clone();
+    h.write(move |tx| tx.update_job(&requeued, &[JobState::Dead]))
+        .await;
+    assert_eq!(h.read(|tx| tx.queued_jobs()).await, 1);
+    again.state = JobState::Dead;
+    h.write(move |tx| tx.update_job(&again, &[JobState::Queued]))
+        .await;
+    assert_eq!(h.read(|tx| tx.queued_jobs()).await, 0);
     let listed = h
         .read(|tx| {
             tx.jobs(&JobQuery {

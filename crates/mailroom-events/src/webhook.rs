@@ -135,11 +135,12 @@ impl Webhooks {
     /// POSTs `event` to `url` for `job`; Ok once the receiver answers 2xx.
     pub async fn send(&self, url: &str, job: &Job, event: &Event) -> Result<(), WebhookError> {
         let parsed = Webhooks::check_url(url, Some(&self.allowed))?;
+        let data = EventView::from(event);
         let body = serde_json::to_vec(&Payload {
             kind: event.kind.as_str(),
-            timestamp: EventView::from(event).time,
+            timestamp: data.time.clone(),
             rule: &job.rule,
-            data: EventView::from(event),
+            data,
         })
         .map_err(|err| WebhookError::Failed(format!("event as JSON: {err}")))?;
         let id = job.id.to_string();

@@ -141,9 +141,12 @@ async fn report(
         }
         let (outcomes, permits): (Vec<JobOutcome>, Vec<OwnedSemaphorePermit>) =
             batch.into_iter().unzip();
+        let count = outcomes.len();
         if let Err(err) = hub.settle_jobs(outcomes).await {
             // The leases run out and the jobs run again: a receiver sees their ids twice.
             tracing::warn!(error = %err, "could not record the outcomes of jobs");
+        } else {
+            tracing::debug!(jobs = count, "job outcomes recorded");
         }
         drop(permits);
         hub.wake_jobs();

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_core::{Handler, Hub, JobQuery, JobState, RetryPolicy};
+use mailroom_core::{Handler, Hub, JobState, RetryPolicy};
 use mailroom_events::{Handlers, Mailer, SmtpConfig, SmtpSecurity};
 use mailroom_test_support::{eventually, python_with};
 use tokio::process::{Child, Command};
@@ -88,19 +88,16 @@ async fn round_trip(config: &SmtpConfig, dir: &Path, server: &Smtp) -> (String, 
     let mailer = Mailer::new(config, dir).unwrap().unwrap();
     let (hub, shutdown) = hub_mailing(mailer).await;
     let delivery = send(&hub).await;
-    let mail = the_mail(&server.maildir).await;
+    common::jobs_when(&hub, |jobs| jobs[0].state == JobState::Done).await;
+    let mail = the_mail(&server.maildir);
     check_mail(&hub, &mail, &delivery).await;
     (mail, shutdown)
 }
 
-/// The one mail in the maildir, once there.
-async fn the_mail(maildir: &Path) -> String {
+/// The one mail in the maildir. aiosmtpd writes a mail before it answers 250, so once the
+/// job is done the mail is there.
+fn the_mail(maildir: &Path) -> String {
     let new = maildir.join("new");
-    let arrived = eventually(Duration::from_secs(30), async || {
-        std::fs::read_dir(&new).is_ok_and(|mut d| d.next().is_some())
-    })
-    .await;
-    assert!(arrived, "no mail arrived in {}", new.display());
     let mut mails: Vec<_> = std::fs::read_dir(&new)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -111,12 +108,9 @@ async fn the_mail(maildir: &Path) -> String {
 
 /// Checks a mail: headers, the text part and the JSON part, against the job and delivery.
 async fn check_mail(hub: &Hub, mail: &str, delivery: &str) {
-    let done = eventually(Duration::from_secs(30), async || {
-        hub.jobs(JobQuery::default()).await.unwrap()[0].state == JobState::Done
-    })
-    .await;
-    assert!(done, "the job is not done");
-    let job = hub.jobs(JobQuery::default()).await.unwrap().remove(0);
+    let job = common::jobs_when(hub, |jobs| jobs[0].state == JobState::Done)
+        .await
+        .remove(0);
     assert!(
         mail.contains(&format!("Message-ID: <{}@mailroom>", job.id)),
         "{mail}"
@@ -199,16 +193,10 @@ async fn a_mail_goes_over_starttls_verified_against_the_ca() {
     let mailer = Mailer::new(&untrusted, dir.path()).unwrap().unwrap();
     let (hub, shutdown) = hub_mailing(mailer).await;
     send(&hub).await;
-    let failed = eventually(Duration::from_secs(30), async || {
-        hub.jobs(JobQuery::default()).await.unwrap()[0]
-            .last_error
-            .is_some()
-    })
-    .await;
-    assert!(failed);
-    let error = hub.jobs(JobQuery::default()).await.unwrap()[0]
+    let error = common::jobs_when(&hub, |jobs| jobs[0].last_error.is_some())
+        .await
+        .remove(0)
         .last_error
-        .clone()
         .unwrap()
         .to_lowercase();
     assert!(

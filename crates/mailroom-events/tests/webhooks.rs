@@ -146,17 +146,13 @@ fn worker(hub: &Arc<Hub>, data: &Path, config: &WebhooksConfig) -> CancellationT
 
 /// The one job of the hub, once it has left the queue or failed its `attempts`-th attempt
 /// (`u32::MAX`: once it has left the queue).
-/// The worker reports outcomes to the store only, so this asks the store again every few
-/// milliseconds (up to 30 s) until the job is there; it waits for a state, never for time.
 async fn settled(hub: &Hub, attempts: u32) -> Job {
-    for _ in 0..3000 {
-        let job = hub.jobs(mailroom_core::JobQuery::default()).await.unwrap()[0].clone();
-        if job.state != JobState::Queued || (job.attempts >= attempts && job.last_error.is_some()) {
-            return job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the job did not settle within 30 s");
+    common::jobs_when(hub, |jobs| {
+        let job = &jobs[0];
+        job.state != JobState::Queued || (job.attempts >= attempts && job.last_error.is_some())
+    })
+    .await
+    .remove(0)
 }
 
 fn trusting(data: &Path, allow_loopback: bool) -> WebhooksConfig {

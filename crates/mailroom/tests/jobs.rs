@@ -272,18 +272,6 @@ fn admin_commands_queue_jobs_and_operators_list_show_retry_and_drop_them() {
     assert_eq!(state["job"]["state"], "queued");
 }
 
-/// Polls `check` every 50 ms for up to 60 s (states another process reaches on its own).
-fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    false
-}
-
 /// The jobs as `jobs list --json` prints them.
 fn jobs(site: &Site) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&site.ok(&["jobs", "list", "--json"]))
@@ -293,14 +281,58 @@ fn jobs(site: &Site) -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// `serve` in the background, its output discarded.
-fn serve(site: &Site) -> std::process::Child {
-    common::mailroom(&site.data(), &["serve"])
-        .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+/// `serve` in the background, with the lines its job worker logs when it has committed the
+/// outcomes of jobs: the signal the test waits on.
+struct Server {
+    child: std::process::Child,
+    recorded: std::sync::mpsc::Receiver<()>,
+}
+
+impl Server {
+    fn start(site: &Site) -> Server {
+        let mut child = common::mailroom(&site.data(), &["serve"])
+            .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+            .env("MAILROOM_LOG", "warn,mailroom_events=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, recorded) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if line.contains("job outcomes recorded") && tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        Server { child, recorded }
+    }
+
+    /// Waits until `check` holds, checking again each time the worker has recorded job
+    /// outcomes; false if it has not held after 60 s without one.
+    fn until(&self, mut check: impl FnMut() -> bool) -> bool {
+        loop {
+            if check() {
+                return true;
+            }
+            if self
+                .recorded
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .is_err()
+            {
+                return check();
+            }
+        }
+    }
+
+    /// kill -9.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -331,13 +363,13 @@ fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_b
     site.with_rules(
         "\n[[rules]]\nname = \"accounts\"\non = [\"admin\"]\nemail = [\"ops@example.test\"]\n",
     );
-    let mut server = serve(&site);
+    let server = Server::start(&site);
     // Five admin changes by another process: five jobs, which the server's worker takes up.
     for i in 0..5 {
         site.ok(&["account", "add", &format!("user{i}")]);
     }
     assert!(
-        eventually(|| {
+        server.until(|| {
             let jobs = jobs(&site);
             jobs.len() == 5 && jobs.iter().all(|j| j["attempts"].as_u64().unwrap() >= 1)
         }),
@@ -345,8 +377,7 @@ fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_b
         jobs(&site)
     );
     // kill -9, with every job queued and failing.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     assert!(jobs(&site).iter().all(|j| j["state"] == "queued"));
     let ids: std::collections::BTreeSet<String> = jobs(&site)
         .iter()
@@ -364,10 +395,9 @@ fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_b
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut server = serve(&site);
-    let all_done = eventually(|| jobs(&site).iter().all(|j| j["state"] == "done"));
-    let _ = server.kill();
-    let _ = server.wait();
+    let server = Server::start(&site);
+    let all_done = server.until(|| jobs(&site).iter().all(|j| j["state"] == "done"));
+    server.kill();
     let _ = relay.kill();
     let _ = relay.wait();
     assert!(all_done, "jobs left: {:?}", jobs(&site));

@@ -124,44 +124,57 @@ impl Hub {
         } else {
             Durability::Relaxed
         };
-        self.write(durability, move |tx| {
-            let now = stamp.now();
-            for outcome in outcomes {
-                let dies = gives_up(&outcome);
-                let JobOutcome {
-                    mut job,
-                    event_kind,
-                    error,
-                    jitter,
-                } = outcome;
-                job.updated = now;
-                match error {
-                    None => {
-                        job.state = JobState::Done;
-                        job.last_error = None;
-                    }
-                    Some(error) => {
-                        job.last_error = Some(printable_error(&error));
-                        if dies {
-                            job.state = JobState::Dead;
-                        } else {
-                            job.due = now + retry.backoff(job.attempts, jitter);
+        let settled = self
+            .write(durability, move |tx| {
+                let now = stamp.now();
+                for outcome in outcomes {
+                    let dies = gives_up(&outcome);
+                    let JobOutcome {
+                        mut job,
+                        event_kind,
+                        error,
+                        jitter,
+                    } = outcome;
+                    job.updated = now;
+                    match error {
+                        None => {
+                            job.state = JobState::Done;
+                            job.last_error = None;
+                        }
+                        Some(error) => {
+                            job.last_error = Some(printable_error(&error));
+                            if dies {
+                                job.state = JobState::Dead;
+                            } else {
+                                job.due = now + retry.backoff(job.attempts, jitter);
+                            }
                         }
                     }
+                    if !tx.update_job(&job, &[JobState::Queued])? || !dies {
+                        continue;
+                    }
+                    let dead = [stamp.job_dead(&job)];
+                    if event_kind == Some(EventKind::JobDead) {
+                        tx.record(&dead)?;
+                    } else {
+                        stamp.record(tx, &dead)?;
+                    }
                 }
-                if !tx.update_job(&job, &[JobState::Queued])? || !dies {
-                    continue;
-                }
-                let dead = [stamp.job_dead(&job)];
-                if event_kind == Some(EventKind::JobDead) {
-                    tx.record(&dead)?;
-                } else {
-                    stamp.record(tx, &dead)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await;
+        if settled.is_ok() {
+            self.settled
+                .send_modify(|batches| *batches = batches.wrapping_add(1));
+        }
+        settled
+    }
+
+    /// A receiver that changes each time job outcomes are committed: what waits for a job to
+    /// be done or to fail (an operator's view, a test) awaits it instead of asking the store
+    /// over and over.
+    pub fn watch_settled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.settled.subscribe()
     }
 
     /// Jobs matching the query, newest first.

@@ -125,6 +125,8 @@ pub struct Hub {
     file_operations: AtomicU64,
     /// When a failed job runs again (see [`jobs`]).
     retry: RetryPolicy,
+    /// Counts the batches of job outcomes committed (see [`Hub::watch_settled`]).
+    settled: tokio::sync::watch::Sender<u64>,
 }
 
 impl Hub {
@@ -140,6 +142,7 @@ impl Hub {
             resumables: resumable::Resumables::default(),
             file_operations: AtomicU64::new(0),
             retry: RetryPolicy::default(),
+            settled: tokio::sync::watch::Sender::new(0),
         }
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use mailroom_core::testing::{MemoryBlobs, MemoryMeta};
 use mailroom_core::{
-    AccountKind, AccountName, Actor, ClientSession, EventKind, Handler, Hub, Protocol, RetryPolicy,
-    RouteEffect, Rule, Rules, SystemClock, VirtualPath,
+    AccountKind, AccountName, Actor, ClientSession, EventKind, Handler, Hub, Job, JobQuery,
+    Protocol, RetryPolicy, RouteEffect, Rule, Rules, SystemClock, VirtualPath,
 };
 use mailroom_events::{Handlers, JobsConfig};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,25 @@ pub fn worker(hub: &Arc<Hub>, handlers: Handlers) -> CancellationToken {
         shutdown.clone(),
     ));
     shutdown
+}
+
+/// The hub's jobs once `done` holds for them, awaited on the hub's signal of committed job
+/// outcomes (at most 30 s).
+pub async fn jobs_when(hub: &Hub, mut done: impl FnMut(&[Job]) -> bool) -> Vec<Job> {
+    let mut outcomes = hub.watch_settled();
+    let wait = async {
+        loop {
+            // Subscribed before reading: an outcome committed after this read wakes the wait.
+            let jobs = hub.jobs(JobQuery::default()).await.unwrap();
+            if done(&jobs) {
+                return jobs;
+            }
+            outcomes.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .expect("the jobs did not reach the state within 30 s")
 }
 
 pub fn name_of(name: &str) -> AccountName {

@@ -345,12 +345,12 @@ pub struct Limits {
 }
 
 /// The share of a quota, in percent, at which operators are warned (`quota.warning`).
-pub const QUOTA_WARNING_PERCENT: u64 = 90;
+pub(crate) const QUOTA_WARNING_PERCENT: u64 = 90;
 
 /// Whether adding one file of `size` bytes to an inbox holding `bytes` in `files` takes it
 /// across [`QUOTA_WARNING_PERCENT`] of one of its quotas; the sentence that says so. Crossing
 /// only: an inbox already past the mark warns no more until it has gone below it again.
-pub fn quota_warning(limits: &Limits, bytes: u64, files: u64, size: u64) -> Option<String> {
+pub(crate) fn quota_warning(limits: &Limits, bytes: u64, files: u64, size: u64) -> Option<String> {
     let mark = |quota: u64| {
         u64::try_from(u128::from(quota) * u128::from(QUOTA_WARNING_PERCENT) / 100).unwrap_or(quota)
     };

@@ -278,11 +278,6 @@ impl Rules {
         self.rules.is_empty()
     }
 
-    /// The rules.
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-
     /// The queue bound.
     pub fn max_queued(&self) -> u64 {
         self.max_queued

@@ -28,9 +28,9 @@ mod sessions;
 pub mod testing;
 
 pub use access::{
-    AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox,
-    QUOTA_WARNING_PERCENT, Rights, TotpEnrolment, format_size, glob_matches, in_networks,
-    parse_globs, parse_network, parse_networks, parse_size, quota_warning, recovery_code_hash,
+    AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
+    TotpEnrolment, format_size, glob_matches, in_networks, parse_globs, parse_network,
+    parse_networks, parse_size, recovery_code_hash,
 };
 pub use audit::{
     AuditRecord, ChainBreak, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint,

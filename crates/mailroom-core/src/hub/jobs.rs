@@ -30,11 +30,6 @@ impl Hub {
         self
     }
 
-    /// The rules in force.
-    pub fn rules(&self) -> &Rules {
-        &self.stamp.rules
-    }
-
     /// Waits until a unit queues a job (or returns at once if one did since the last wait).
     pub async fn job_queued(&self) {
         self.stamp.queued.notified().await;

@@ -333,6 +333,13 @@ async fn operators_retry_and_drop_jobs_and_their_refusals_change_nothing() {
     .await;
 }
 
+/// alice begins an upload to `to`.
+async fn begin(bed: &Bed, to: &str) -> mailroom_core::Result<mailroom_core::Upload> {
+    bed.hub
+        .begin_upload(&crate::bed::client("alice"), &crate::bed::path(to))
+        .await
+}
+
 #[tokio::test]
 async fn a_transfer_start_is_recorded_only_while_a_rule_selects_it() {
     // No rule on it: an upload's start writes nothing (its begin stays a read).
@@ -342,14 +349,7 @@ async fn a_transfer_start_is_recorded_only_while_a_rule_selects_it() {
     )
     .await;
     let writes = quiet.meta.stats().writes;
-    let upload = quiet
-        .hub
-        .begin_upload(
-            &crate::bed::client("alice"),
-            &crate::bed::path("/outbox/bob/a.txt"),
-        )
-        .await
-        .unwrap();
+    let upload = begin(&quiet, "/outbox/bob/a.txt").await.unwrap();
     assert_eq!(quiet.meta.stats().writes, writes);
     quiet.hub.abort_upload(upload, "test").await;
     assert!(
@@ -365,14 +365,7 @@ async fn a_transfer_start_is_recorded_only_while_a_rule_selects_it() {
         100,
     )
     .await;
-    let upload = watched
-        .hub
-        .begin_upload(
-            &crate::bed::client("alice"),
-            &crate::bed::path("/outbox/team/b.txt"),
-        )
-        .await
-        .unwrap();
+    let upload = begin(&watched, "/outbox/team/b.txt").await.unwrap();
     let started = watched
         .events_of(EventKind::TransferStarted, Outcome::Ok)
         .await;
@@ -383,13 +376,7 @@ async fn a_transfer_start_is_recorded_only_while_a_rule_selects_it() {
     assert_eq!((jobs.len(), jobs[0].event), (1, started[0].id));
     watched.hub.abort_upload(upload, "test").await;
     // A refused start records its refusal, not a start.
-    let refused = watched
-        .hub
-        .begin_upload(
-            &crate::bed::client("alice"),
-            &crate::bed::path("/outbox/dave/c.txt"),
-        )
-        .await;
+    let refused = begin(&watched, "/outbox/dave/c.txt").await;
     assert_eq!(
         refused.err().map(|e| e.kind()),
         Some(ErrorKind::RouteDenied)

@@ -1525,6 +1525,19 @@ def reprint(path):
     print(report(results, saved, a))
 
 
+def print_log_tails(tmp, names, size=3000):
+    """Prints the last `size` characters of each log `names` (relative to `tmp`) that exists
+    and says something, on standard error: what the servers said before a failed run's
+    folder goes."""
+    for name in names:
+        path = os.path.join(tmp, name)
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                tail = f.read()[-size:]
+            if tail.strip():
+                print(f"--- last lines of {name}:\n{tail}", file=sys.stderr)
+
+
 def main():
     a = parse_args()
     if a.from_json:
@@ -1636,13 +1649,7 @@ def main():
         kill_all()
         if not ok:
             # Show what the servers said before the folder goes.
-            for name in ("mailroom.log", "sshd/sshd.log", "vsftpd/vsftpd.log"):
-                path = os.path.join(tmp, name)
-                if os.path.exists(path):
-                    with open(path, errors="replace") as f:
-                        tail = f.read()[-3000:]
-                    if tail.strip():
-                        print(f"--- last lines of {name}:\n{tail}", file=sys.stderr)
+            print_log_tails(tmp, ("mailroom.log", "sshd/sshd.log", "vsftpd/vsftpd.log"))
         if a.keep:
             log(f"kept {tmp}")
         else:

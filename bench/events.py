@@ -285,13 +285,7 @@ def main():
         for receiver in receivers:
             receiver.shutdown()
         if not ok:
-            for name in ("plain/mailroom.log", "ruled/mailroom.log"):
-                path = os.path.join(tmp, name)
-                if os.path.exists(path):
-                    with open(path, errors="replace") as f:
-                        tail = f.read()[-2000:]
-                    if tail.strip():
-                        print(f"--- last lines of {name}:\n{tail}", file=sys.stderr)
+            bench.print_log_tails(tmp, ("plain/mailroom.log", "ruled/mailroom.log"), 2000)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

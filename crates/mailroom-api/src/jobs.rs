@@ -13,9 +13,9 @@ pub struct JobView {
     pub id: String,
     /// The rule that made it.
     pub rule: String,
-    /// `webhook` or `email`.
+    /// `webhook`, `email`, or `check` (the hub's own check of an upload before delivery).
     pub handler: String,
-    /// The URL or the address.
+    /// The URL, the address, or the checked upload's batch id.
     pub target: String,
     /// The id of the event it acts on.
     pub event: String,
@@ -42,6 +42,7 @@ impl From<&Job> for JobView {
         let target = match &job.handler {
             mailroom_core::Handler::Webhook(url) => url.clone(),
             mailroom_core::Handler::Email(address) => address.clone(),
+            mailroom_core::Handler::Check(batch) => batch.to_string(),
         };
         JobView {
             id: job.id.to_string(),

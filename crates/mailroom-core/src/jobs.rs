@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::access::glob_matches;
 use crate::error::{CoreError, Result};
-use crate::model::{Delivery, Event, EventKind, Outcome};
+use crate::model::{Delivery, DeliveryId, Event, EventKind, Outcome};
 use crate::names::AccountName;
 
 /// What a job does with its event.
@@ -22,7 +22,14 @@ pub enum Handler {
     Webhook(String),
     /// Mail the event to this address.
     Email(String),
+    /// Check the content of this upload (its batch) before it is delivered: a job the Hub
+    /// queues itself while a scanner is configured, never a rule.
+    Check(DeliveryId),
 }
+
+/// The rule name of the jobs the Hub queues itself to check uploads. Rules written in the
+/// configuration cannot take it (their names never start with `@`).
+pub const CHECK_RULE: &str = "@check";
 
 impl Handler {
     /// The stored and printed form: `webhook:<url>` or `email:<address>`.
@@ -30,6 +37,7 @@ impl Handler {
         match self {
             Handler::Webhook(url) => format!("webhook:{url}"),
             Handler::Email(address) => format!("email:{address}"),
+            Handler::Check(batch) => format!("check:{batch}"),
         }
     }
 
@@ -38,6 +46,7 @@ impl Handler {
         match input.split_once(':') {
             Some(("webhook", url)) => Ok(Handler::Webhook(url.to_owned())),
             Some(("email", address)) => Ok(Handler::Email(address.to_owned())),
+            Some(("check", batch)) => Ok(Handler::Check(DeliveryId::parse(batch)?)),
             _ => Err(CoreError::invalid(format!("unknown job handler {input:?}"))),
         }
     }
@@ -47,6 +56,7 @@ impl Handler {
         match self {
             Handler::Webhook(_) => "webhook",
             Handler::Email(_) => "email",
+            Handler::Check(_) => "check",
         }
     }
 }
@@ -242,6 +252,12 @@ impl Rules {
             if rule.name.is_empty() {
                 return Err(CoreError::invalid("a rule needs a name"));
             }
+            if rule.name.starts_with('@') {
+                return Err(CoreError::invalid(format!(
+                    "rule {:?}: names starting with @ are the hub's own",
+                    rule.name
+                )));
+            }
             if rules[..i].iter().any(|earlier| earlier.name == rule.name) {
                 return Err(CoreError::invalid(format!(
                     "rule {:?} is named twice",
@@ -409,6 +425,7 @@ mod tests {
         for handler in [
             Handler::Webhook("https://hooks.example.test/a?b=c".into()),
             Handler::Email("ops@example.test".into()),
+            Handler::Check(DeliveryId::new()),
         ] {
             assert_eq!(Handler::parse(&handler.target()).unwrap(), handler);
         }

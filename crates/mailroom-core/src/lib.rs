@@ -39,14 +39,15 @@ pub use audit::{
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{
-    AccountChange, Actor, AuthConfig, ClientSession, Credential, Entry, Hub, IssuedTokens,
-    JobOutcome, LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, ReadHandle,
-    ResumableInfo, ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes,
-    TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
+    AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Credential, Entry, Hub,
+    IssuedTokens, JobOutcome, LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS,
+    ReadHandle, ResumableInfo, ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind,
+    TokenLifetimes, TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
 };
 pub use ipnet::IpNet;
 pub use jobs::{
-    DEFAULT_MAX_QUEUED, Handler, Job, JobCounts, JobQuery, JobState, RetryPolicy, Rule, Rules,
+    CHECK_RULE, DEFAULT_MAX_QUEUED, Handler, Job, JobCounts, JobQuery, JobState, RetryPolicy, Rule,
+    Rules,
 };
 pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,

@@ -295,8 +295,11 @@ pub enum DeliveryState {
     Recalled,
     /// Removed by retention. Terminal.
     Expired,
-    /// Failed a check. Terminal.
+    /// Failed a check (or could not be checked): hidden from the recipient, its content kept
+    /// until an operator releases or deletes it.
     Quarantined,
+    /// Deleted from quarantine by an operator. Terminal.
+    Deleted,
 }
 
 impl DeliveryState {
@@ -306,6 +309,16 @@ impl DeliveryState {
         DeliveryState::Checking,
         DeliveryState::Delivered,
         DeliveryState::PickedUp,
+    ];
+
+    /// States in which the delivery's blob is kept: the live ones, and quarantine (an
+    /// operator may release a quarantined file).
+    pub const KEPT: [DeliveryState; 5] = [
+        DeliveryState::Stored,
+        DeliveryState::Checking,
+        DeliveryState::Delivered,
+        DeliveryState::PickedUp,
+        DeliveryState::Quarantined,
     ];
 
     /// States in which the recipient sees the delivery in its inbox.
@@ -329,6 +342,7 @@ impl DeliveryState {
             DeliveryState::Recalled => "recalled",
             DeliveryState::Expired => "expired",
             DeliveryState::Quarantined => "quarantined",
+            DeliveryState::Deleted => "deleted",
         }
     }
 
@@ -343,6 +357,7 @@ impl DeliveryState {
             "recalled" => DeliveryState::Recalled,
             "expired" => DeliveryState::Expired,
             "quarantined" => DeliveryState::Quarantined,
+            "deleted" => DeliveryState::Deleted,
             other => {
                 return Err(CoreError::invalid(format!(
                     "unknown delivery state {other:?}"
@@ -351,9 +366,14 @@ impl DeliveryState {
         })
     }
 
-    /// Whether the blob must be kept for this state.
+    /// Whether the delivery is live: pending, its name taken, counted in its inbox.
     pub fn is_live(self) -> bool {
         Self::LIVE.contains(&self)
+    }
+
+    /// Whether the blob must be kept for this state ([`DeliveryState::KEPT`]).
+    pub fn is_kept(self) -> bool {
+        Self::KEPT.contains(&self)
     }
 }
 
@@ -403,6 +423,8 @@ pub enum Protocol {
     Cli,
     /// The hub itself (start-up sweeps, schedules).
     System,
+    /// A drop folder on the hub's host (files a local system put there).
+    Drop,
 }
 
 impl Protocol {
@@ -416,6 +438,7 @@ impl Protocol {
             Protocol::Https => "https",
             Protocol::Cli => "cli",
             Protocol::System => "system",
+            Protocol::Drop => "drop",
         }
     }
 
@@ -429,6 +452,7 @@ impl Protocol {
             "https" => Protocol::Https,
             "cli" => Protocol::Cli,
             "system" => Protocol::System,
+            "drop" => Protocol::Drop,
             other => return Err(CoreError::invalid(format!("unknown protocol {other:?}"))),
         })
     }
@@ -493,6 +517,9 @@ pub enum EventKind {
     DeliveryRenamed,
     /// Retention removed a delivery nobody acknowledged in time.
     DeliveryExpired,
+    /// A check found something in a delivery (the signature is in the detail), or could not
+    /// check it; the delivery is hidden until an operator releases it.
+    DeliveryQuarantined,
     /// The defender or an administrator banned or unbanned an address or an account.
     Ban,
     /// The hub closed a live session (account disabled, deleted or moved out of its networks).
@@ -510,7 +537,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order of the list above.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::Login,
         EventKind::TransferStarted,
         EventKind::Upload,
@@ -522,6 +549,7 @@ impl EventKind {
         EventKind::DeliveryRecalled,
         EventKind::DeliveryRenamed,
         EventKind::DeliveryExpired,
+        EventKind::DeliveryQuarantined,
         EventKind::Ban,
         EventKind::SessionClosed,
         EventKind::Admin,
@@ -544,6 +572,7 @@ impl EventKind {
             EventKind::DeliveryRecalled => "delivery.recalled",
             EventKind::DeliveryRenamed => "delivery.renamed",
             EventKind::DeliveryExpired => "delivery.expired",
+            EventKind::DeliveryQuarantined => "delivery.quarantined",
             EventKind::Ban => "ban",
             EventKind::SessionClosed => "session.closed",
             EventKind::Admin => "admin",
@@ -567,6 +596,7 @@ impl EventKind {
             "delivery.recalled" => EventKind::DeliveryRecalled,
             "delivery.renamed" => EventKind::DeliveryRenamed,
             "delivery.expired" => EventKind::DeliveryExpired,
+            "delivery.quarantined" => EventKind::DeliveryQuarantined,
             "ban" => EventKind::Ban,
             "session.closed" => EventKind::SessionClosed,
             "admin" => EventKind::Admin,

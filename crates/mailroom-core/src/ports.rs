@@ -40,6 +40,8 @@ pub struct DeliveryQuery {
     pub target: Option<AccountName>,
     /// With this visible name.
     pub name: Option<FileName>,
+    /// Of this upload (its deliveries share the batch id).
+    pub batch: Option<DeliveryId>,
     /// In one of these states; empty means any state.
     pub states: Vec<DeliveryState>,
     /// Created before this time.

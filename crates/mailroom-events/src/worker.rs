@@ -41,6 +41,7 @@ impl Handlers {
                 Some(mailer) => mailer.send(address, job, event).await,
                 None => Err("e-mail is not configured ([smtp] server)".to_owned()),
             },
+            Handler::Check(_) => Err("no scanner is configured ([check])".to_owned()),
         }
     }
 }

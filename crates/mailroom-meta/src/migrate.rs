@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "job queue",
         sql: include_str!("../migrations/sqlite/0011_jobs.sql"),
     },
+    Migration {
+        version: 12,
+        description: "quarantine",
+        sql: include_str!("../migrations/sqlite/0012_quarantine.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -780,8 +780,8 @@ impl Tx for SqliteTx<'_> {
             }
             Err(error) => return Err(storage(OP)(error)),
         };
-        if moved && !to.is_live() {
-            // The last live delivery of an inline blob takes its content with it.
+        if moved && !to.is_kept() {
+            // The last delivery that keeps an inline blob takes its content with it.
             self.execute(
                 OP,
                 concat!(
@@ -790,7 +790,8 @@ impl Tx for SqliteTx<'_> {
                     "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.blob_id = inline_blobs.blob_id ",
                     "AND d.state IN ",
                     live_states!(),
-                    ")"
+                    ") AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.blob_id = inline_blobs.blob_id ",
+                    "AND d.state = 'quarantined')"
                 ),
                 [id.to_string()],
             )?;
@@ -825,8 +826,9 @@ impl Tx for SqliteTx<'_> {
             .query(
                 "live_blobs",
                 concat!(
-                    "SELECT DISTINCT blob_id FROM deliveries WHERE state IN ",
-                    live_states!()
+                    "SELECT blob_id FROM deliveries WHERE state IN ",
+                    live_states!(),
+                    " UNION SELECT blob_id FROM deliveries WHERE state = 'quarantined'"
                 ),
                 [],
                 |row| convert::parsed(row, "blob_id", BlobId::parse),
@@ -842,6 +844,7 @@ impl Tx for SqliteTx<'_> {
                 concat!(
                     "SELECT 1 FROM deliveries WHERE blob_id = ?1 AND state IN ",
                     live_states!(),
+                    " UNION ALL SELECT 1 FROM deliveries WHERE blob_id = ?1 AND state = 'quarantined'",
                     " LIMIT 1"
                 ),
                 [blob_id.as_str()],
@@ -1409,7 +1412,16 @@ fn delivery_select(select: &'static str, query: &DeliveryQuery) -> Result<(Strin
     if let Some(name) = &query.name {
         text(&mut sql, "name", name.as_str());
     }
+    if let Some(batch) = &query.batch {
+        text(&mut sql, "batch_id", &batch.to_string());
+    }
     push_states(&mut sql, &mut values, &query.states);
+    // The partial indexes of the check's queue and of the quarantine, likewise.
+    if query.states == [DeliveryState::Checking] {
+        sql.push_str(" AND state = 'checking'");
+    } else if query.states == [DeliveryState::Quarantined] {
+        sql.push_str(" AND state = 'quarantined'");
+    }
     // The partial indexes hold live deliveries only; SQLite uses one when the query names
     // their condition literally (a bound list proves nothing to the planner).
     if live {
@@ -1608,6 +1620,15 @@ mod tests {
                 },
                 "deliveries_sender_history",
             ),
+            // An upload waiting for its check, and the quarantine.
+            (
+                DeliveryQuery {
+                    batch: Some(DeliveryId::new()),
+                    states: vec![DeliveryState::Checking],
+                    ..DeliveryQuery::default()
+                },
+                "deliveries_checking_batch",
+            ),
         ]
         .into()
     }
@@ -1621,6 +1642,19 @@ mod tests {
         }
     }
 
+    /// The quarantine's list reads the quarantine's own small index, not the table.
+    #[test]
+    fn the_quarantine_is_listed_from_its_index() {
+        let plan = plan(&DeliveryQuery {
+            states: vec![DeliveryState::Quarantined],
+            ..DeliveryQuery::default()
+        });
+        assert!(
+            plan.contains("SCAN deliveries USING INDEX deliveries_quarantined_blob"),
+            "{plan}"
+        );
+    }
+
     #[test]
     fn live_states_match_the_core() {
         let core: Vec<String> = DeliveryState::LIVE
@@ -1628,8 +1662,12 @@ mod tests {
             .map(|state| format!("'{}'", state.as_str()))
             .collect();
         assert_eq!(live_states!(), format!("({})", core.join(", ")));
-        let migration = include_str!("../migrations/sqlite/0001_initial.sql");
-        assert!(migration.contains(concat!("WHERE state IN ", live_states!())));
+        for migration in [
+            include_str!("../migrations/sqlite/0001_initial.sql"),
+            include_str!("../migrations/sqlite/0012_quarantine.sql"),
+        ] {
+            assert!(migration.contains(concat!("WHERE state IN ", live_states!())));
+        }
     }
 
     /// A delivery query is prepared once per connection and then only bound and run: without

@@ -934,10 +934,23 @@ async fn live_blobs_and_blob_in_use(h: &mut Harness<'_>) {
     assert!(!h.blob_in_use(&gone).await);
     assert!(!h.blob_in_use(&BlobId::new()).await);
 
+    // Quarantine keeps the content (an operator may release it); deleting it from there
+    // does not.
     h.transition(
         &checked,
         &[DeliveryState::Checking],
         DeliveryState::Quarantined,
+    )
+    .await;
+    assert!(h.blob_in_use(&single).await);
+    assert_eq!(
+        h.live_blobs().await,
+        HashSet::from([shared.clone(), single.clone()])
+    );
+    h.transition(
+        &checked,
+        &[DeliveryState::Quarantined],
+        DeliveryState::Deleted,
     )
     .await;
     assert!(!h.blob_in_use(&single).await);
@@ -1051,6 +1064,32 @@ async fn inline_blobs_live_with_their_deliveries(h: &mut Harness<'_>) {
     )
     .await;
     assert_eq!(h.inline_blob(&blob).await, None);
+
+    // A quarantined delivery keeps its inline content; deleted from quarantine, it does not.
+    let held = BlobId::new();
+    let checked = h.delivery("alice", "bob", "held.txt", &held, DeliveryState::Checking);
+    let (stored, id) = (vec![checked.clone()], held.clone());
+    h.change(Vec::new(), move |tx| {
+        tx.insert_deliveries(&stored, Some((&id, &b"held inline"[..])))
+    })
+    .await;
+    h.transition(
+        &checked,
+        &[DeliveryState::Checking],
+        DeliveryState::Quarantined,
+    )
+    .await;
+    assert_eq!(
+        h.inline_blob(&held).await.as_deref(),
+        Some(&b"held inline"[..])
+    );
+    h.transition(
+        &checked,
+        &[DeliveryState::Quarantined],
+        DeliveryState::Deleted,
+    )
+    .await;
+    assert_eq!(h.inline_blob(&held).await, None);
 }
 
 async fn delivery_queries(h: &mut Harness<'_>) {
@@ -1191,6 +1230,7 @@ async fn delivery_queries(h: &mut Harness<'_>) {
             sender: Some(name("alice")),
             recipient: Some(name("bob")),
             target: Some(name("bob")),
+            batch: Some(early.batch_id),
             name: Some(file("early")),
             states: vec![DeliveryState::PickedUp],
             created_before: Some(late.created),

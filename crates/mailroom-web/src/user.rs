@@ -264,6 +264,7 @@ fn state_label(state: DeliveryState) -> &'static str {
         DeliveryState::Recalled => "Recalled",
         DeliveryState::Expired => "Expired",
         DeliveryState::Quarantined => "Quarantined",
+        DeliveryState::Deleted => "Deleted from quarantine",
     }
 }
 

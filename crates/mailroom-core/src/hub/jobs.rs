@@ -12,9 +12,9 @@ use std::sync::Arc;
 use time::Duration;
 use uuid::Uuid;
 
-use super::{Actor, Hub, Stamp};
+use super::{Actor, CheckVerdict, Hub, Stamp};
 use crate::error::{CoreError, Result};
-use crate::jobs::{Job, JobCounts, JobQuery, JobState, RetryPolicy, Rules};
+use crate::jobs::{Handler, Job, JobCounts, JobQuery, JobState, RetryPolicy, Rules};
 use crate::model::{Event, EventKind};
 use crate::ports::Durability;
 
@@ -147,6 +147,20 @@ impl Hub {
                     }
                     if !tx.update_job(&job, &[JobState::Queued])? || !dies {
                         continue;
+                    }
+                    if let Handler::Check(batch) = &job.handler {
+                        // Fail closed: what could not be checked is not delivered.
+                        let reason = format!(
+                            "no verdict after {} attempt(s): {}",
+                            job.attempts,
+                            job.last_error.as_deref().unwrap_or("no error recorded")
+                        );
+                        super::check::settle_check(
+                            tx,
+                            &stamp,
+                            batch,
+                            &CheckVerdict::Unchecked { reason },
+                        )?;
                     }
                     let dead = [stamp.job_dead(&job)];
                     if event_kind == Some(EventKind::JobDead) {

@@ -8,13 +8,15 @@
 //! One module per concern: [`tree`] (stat, list), [`download`], [`upload`], [`remove`]
 //! (acknowledge, recall, rename), [`retention`] (expiry, start-up sweep), [`admin`] (accounts,
 //! groups, routes, audit reads), [`login`] (admission and logins), [`bans`], [`sessions`],
-//! [`totp`], [`tokens`], [`resumable`], [`by_id`] and [`jobs`] (the job queue). This file
+//! [`totp`], [`tokens`], [`resumable`], [`by_id`], [`jobs`] (the job queue) and [`check`]
+//! (checking before delivery, the quarantine). This file
 //! holds the service itself, who
 //! acts ([`Actor`], [`ClientSession`]) and the event helpers every module shares.
 
 mod admin;
 mod bans;
 mod by_id;
+mod check;
 mod download;
 mod jobs;
 mod login;
@@ -29,6 +31,7 @@ mod tree;
 mod upload;
 
 pub use admin::AccountChange;
+pub use check::CheckVerdict;
 pub use download::ReadHandle;
 pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
@@ -127,6 +130,8 @@ pub struct Hub {
     retry: RetryPolicy,
     /// Counts the batches of job outcomes committed (see [`Hub::watch_settled`]).
     settled: tokio::sync::watch::Sender<u64>,
+    /// Whether uploads wait in `checking` for a check job (see [`check`]).
+    check: bool,
 }
 
 impl Hub {
@@ -143,6 +148,7 @@ impl Hub {
             file_operations: AtomicU64::new(0),
             retry: RetryPolicy::default(),
             settled: tokio::sync::watch::Sender::new(0),
+            check: false,
         }
     }
 
@@ -424,6 +430,25 @@ impl Stamp {
             );
             tx.record(&dead)?;
         }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Queues the check of upload `batch`, whose `upload` event was recorded in this unit.
+    fn queue_check(&self, tx: &mut dyn Tx, batch: DeliveryId, upload: Uuid) -> Result<()> {
+        let now = self.now();
+        tx.insert_jobs(&[Job {
+            id: Uuid::now_v7(),
+            rule: crate::jobs::CHECK_RULE.to_owned(),
+            handler: crate::jobs::Handler::Check(batch),
+            event: upload,
+            state: JobState::Queued,
+            attempts: 0,
+            due: now,
+            created: now,
+            updated: now,
+            last_error: None,
+        }])?;
         self.queued.notify_one();
         Ok(())
     }

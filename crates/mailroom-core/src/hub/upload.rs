@@ -266,6 +266,7 @@ impl Hub {
         let stamp = self.stamp.clone();
         let sender = session.clone();
         let stored = blob.clone();
+        let check = self.check;
         let committed = self
             .write(Durability::Flush, move |tx| {
                 let policy = cache.get(tx)?;
@@ -311,7 +312,11 @@ impl Hub {
                         size: stored.size,
                         sha256: stored.sha256.clone(),
                         blob_id: stored.id.clone(),
-                        state: DeliveryState::Delivered,
+                        state: if check {
+                            DeliveryState::Checking
+                        } else {
+                            DeliveryState::Delivered
+                        },
                         created: now,
                         updated: now,
                     })
@@ -331,7 +336,9 @@ impl Hub {
                 )];
                 for delivery in &deliveries {
                     events.push(stamp.delivery(&actor, EventKind::DeliveryStored, delivery));
-                    events.push(stamp.delivery(&actor, EventKind::DeliveryDelivered, delivery));
+                    if !check {
+                        events.push(stamp.delivery(&actor, EventKind::DeliveryDelivered, delivery));
+                    }
                 }
                 for (name, detail) in warnings {
                     events.push(stamp.event(
@@ -348,6 +355,11 @@ impl Hub {
                     .map(|content| (&stored.id, content));
                 tx.insert_deliveries(&deliveries, inline)?;
                 stamp.record(tx, &events)?;
+                if check {
+                    // One check for the upload, whatever its fan-out; queued whatever the
+                    // queue's bound, or the deliveries would wait for ever.
+                    stamp.queue_check(tx, batch_id, events[0].id)?;
+                }
                 Ok(deliveries)
             })
             .await;

@@ -509,7 +509,7 @@ impl Tx for MemoryTx<'_> {
         moved.updated = at;
         let blob_id = moved.blob_id.clone();
         self.state.deliveries.insert(*id, moved);
-        if !to.is_live() && !self.blob_in_use(&blob_id)? {
+        if !to.is_kept() && !self.blob_in_use(&blob_id)? {
             self.state.inline.remove(&blob_id);
         }
         Ok(true)
@@ -539,7 +539,7 @@ impl Tx for MemoryTx<'_> {
             .state
             .deliveries
             .values()
-            .filter(|d| d.state.is_live())
+            .filter(|d| d.state.is_kept())
             .map(|d| d.blob_id.clone())
             .collect())
     }
@@ -549,7 +549,7 @@ impl Tx for MemoryTx<'_> {
             .state
             .deliveries
             .values()
-            .any(|d| d.state.is_live() && d.blob_id == *blob_id))
+            .any(|d| d.state.is_kept() && d.blob_id == *blob_id))
     }
 
     fn inbox_usage(&mut self, recipient: &AccountName) -> Result<InboxUsage> {
@@ -846,6 +846,7 @@ fn matches(query: &DeliveryQuery, d: &Delivery) -> bool {
         && query.recipient.as_ref().is_none_or(|r| *r == d.recipient)
         && query.target.as_ref().is_none_or(|t| *t == d.target)
         && query.name.as_ref().is_none_or(|n| *n == d.name)
+        && query.batch.as_ref().is_none_or(|b| *b == d.batch_id)
         && (query.states.is_empty() || query.states.contains(&d.state))
         && query.created_before.is_none_or(|before| d.created < before)
 }

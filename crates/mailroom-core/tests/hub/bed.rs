@@ -57,6 +57,18 @@ impl Bed {
         }
     }
 
+    /// [`Bed::with_jobs`] whose Hub holds every upload for its check ([`Hub::with_check`]).
+    pub fn checked(rules: Rules, retry: RetryPolicy) -> Bed {
+        let bed = Bed::new();
+        let hub = Hub::new(bed.meta.clone(), bed.blobs.clone(), bed.clock.clone())
+            .with_jobs(rules, retry)
+            .with_check(true);
+        Bed {
+            hub: Arc::new(hub),
+            ..bed
+        }
+    }
+
     fn with_blobs(blobs: MemoryBlobs) -> Bed {
         let meta = Arc::new(MemoryMeta::new());
         Bed::on(meta.clone(), meta, Arc::new(blobs))

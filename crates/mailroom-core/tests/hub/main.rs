@@ -1,7 +1,8 @@
 //! The Hub's rules, tested on the in-memory test bed (`MemoryMeta`, `MemoryBlobs`,
 //! `ManualClock`; feature `testing`) with no socket, disk or database: route policy and
 //! rights, sizes and quotas, file names, group fan-outs, retention, tokens and sessions,
-//! atomic admin changes, one store hop per operation, and a policy cache that is never stale.
+//! atomic admin changes, one store hop per operation, a policy cache that is never stale, and
+//! checking before delivery with its quarantine.
 //!
 //! Every refusal is checked for its error kind and for changing nothing (accounts, groups,
 //! routes, deliveries, blobs and events, but for the one refusal event a client refusal
@@ -11,6 +12,7 @@
 mod admin;
 mod bed;
 mod cache;
+mod check;
 mod fanout;
 mod hops;
 mod jobs;

@@ -393,6 +393,85 @@ pub struct AccessPolicy {
     pub rights: Rights,
     /// Its limits.
     pub limits: Limits,
+    /// How it hears of files: "you have files" mails and receipts.
+    pub notices: Notices,
+}
+
+/// How an account hears of files by e-mail (sent only while `[smtp]` names a server).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notices {
+    /// Where its mails go; required for any of them.
+    pub email: Option<String>,
+    /// When it is told of new files in its inbox.
+    pub mode: NotifyMode,
+    /// Whether it is told when a file it sent is picked up or acknowledged.
+    pub receipts: bool,
+}
+
+/// When an account is told of new files in its inbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum NotifyMode {
+    /// Never.
+    #[default]
+    Off,
+    /// One mail per file, as it is delivered.
+    Instant,
+    /// One mail per digest period listing the files waiting.
+    Digest,
+}
+
+impl NotifyMode {
+    /// Stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyMode::Off => "off",
+            NotifyMode::Instant => "instant",
+            NotifyMode::Digest => "digest",
+        }
+    }
+
+    /// Parses the label written by [`NotifyMode::as_str`].
+    pub fn parse(input: &str) -> Result<NotifyMode> {
+        match input.trim() {
+            "off" => Ok(NotifyMode::Off),
+            "instant" => Ok(NotifyMode::Instant),
+            "digest" => Ok(NotifyMode::Digest),
+            other => Err(CoreError::invalid(format!(
+                "unknown notification mode {other:?} (instant, digest or off)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for NotifyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks an e-mail address as the hub takes it: `local@domain`, at most 254 characters, no
+/// spaces, control characters, display name or angle brackets. Returns it trimmed.
+pub fn parse_email(input: &str) -> Result<String> {
+    let text = input.trim();
+    let well_formed = text.len() <= 254
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"(),;:[]\\".contains(c))
+        && text.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.is_empty()
+                && domain.contains('.')
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if well_formed {
+        Ok(text.to_owned())
+    } else {
+        Err(CoreError::invalid(format!(
+            "{text:?} is not an e-mail address (local@domain)"
+        )))
+    }
 }
 
 /// Whether a glob (`*` any run, `?` one character; case-insensitive) matches a name.

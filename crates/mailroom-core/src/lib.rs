@@ -28,9 +28,9 @@ mod sessions;
 pub mod testing;
 
 pub use access::{
-    AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Rights,
-    TotpEnrolment, format_size, glob_matches, in_networks, parse_globs, parse_network,
-    parse_networks, parse_size, recovery_code_hash,
+    AccessPolicy, Ban, BanSubject, ByteLimit, Factor, FactorSet, Limits, Mailbox, Notices,
+    NotifyMode, Rights, TotpEnrolment, format_size, glob_matches, in_networks, parse_email,
+    parse_globs, parse_network, parse_networks, parse_size, recovery_code_hash,
 };
 pub use audit::{
     AuditRecord, ChainBreak, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint,
@@ -39,10 +39,11 @@ pub use audit::{
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
 pub use hub::{
-    AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Credential, Entry, Hub,
-    IssuedTokens, JobOutcome, LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS,
-    ReadHandle, ResumableInfo, ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind,
-    TokenLifetimes, TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
+    AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Credential, DIGEST_RULE, Entry,
+    Hub, IssuedTokens, JobOutcome, LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT,
+    MAX_TARGETS, NOTIFY_RULE, RECEIPT_RULE, ReadHandle, ResumableInfo, ResumableLease, Scope,
+    TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, TotpSetup, Upload,
+    source_ip, token_hash, totp_code,
 };
 pub use ipnet::IpNet;
 pub use jobs::{

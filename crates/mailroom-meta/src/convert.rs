@@ -7,8 +7,8 @@
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject,
     BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet,
-    FileName, Handler, Job, JobState, Limits, Outcome, Protocol, Result, Rights, Scope, Secret,
-    TokenKind, TokenRecord, TotpEnrolment,
+    FileName, Handler, Job, JobState, Limits, Notices, NotifyMode, Outcome, Protocol, Result,
+    Rights, Scope, Secret, TokenKind, TokenRecord, TotpEnrolment,
 };
 use rusqlite::Row;
 use rusqlite::types::FromSql;
@@ -178,6 +178,10 @@ struct AccessJson {
     quota_files: Option<u64>,
     retention_days: Option<u32>,
     max_sessions: Option<u32>,
+    /// The notices' address, mode (absent: off) and receipts.
+    email: Option<String>,
+    notify: Option<String>,
+    receipts: bool,
 }
 
 /// Encodes an account's access policy for `accounts.access`.
@@ -199,6 +203,10 @@ pub(crate) fn access_to_json(access: &AccessPolicy) -> String {
         quota_files: access.limits.quota_files,
         retention_days: access.limits.retention_days,
         max_sessions: access.limits.max_sessions,
+        email: access.notices.email.clone(),
+        notify: (access.notices.mode != NotifyMode::Off)
+            .then(|| access.notices.mode.as_str().to_owned()),
+        receipts: access.notices.receipts,
     };
     serde_json::to_string(&json).unwrap_or_else(|_| "{}".to_owned())
 }
@@ -236,6 +244,14 @@ pub(crate) fn access_from_json(text: &str) -> Result<AccessPolicy> {
             quota_files: json.quota_files,
             retention_days: json.retention_days,
             max_sessions: json.max_sessions,
+        },
+        notices: Notices {
+            email: json.email,
+            mode: match json.notify {
+                Some(mode) => NotifyMode::parse(&mode)?,
+                None => NotifyMode::Off,
+            },
+            receipts: json.receipts,
         },
     })
 }

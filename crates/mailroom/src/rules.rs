@@ -114,18 +114,7 @@ checked_setting!(
 checked_setting!(
     /// An e-mail address (`local@domain`, no spaces, no display name).
     EmailSetting(String),
-    |text| {
-        let ok = text.len() <= 254
-            && !text.chars().any(|c| c.is_whitespace() || c.is_control() || "<>\"(),;".contains(c))
-            && text
-                .split_once('@')
-                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
-        if ok {
-            Ok(text.to_owned())
-        } else {
-            Err(format!("{text:?} is not an e-mail address (local@domain)"))
-        }
-    },
+    |text| mailroom_core::parse_email(text).map_err(|err| err.message().to_owned()),
     Clone::clone
 );
 

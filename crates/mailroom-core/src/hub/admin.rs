@@ -3,7 +3,9 @@
 use ipnet::IpNet;
 
 use super::{Actor, Hub};
-use crate::access::{AccessPolicy, Factor, FactorSet, Rights, format_size};
+use crate::access::{
+    AccessPolicy, Factor, FactorSet, NotifyMode, Rights, format_size, parse_email,
+};
 use crate::audit::{AuditRecord, ChainHead, ChainReport, ChainVerifier, Checkpoint};
 use crate::error::{CoreError, Result};
 use crate::model::{Account, AccountKind, AuthorizedKey, Event, Group, Route, RouteEffect};
@@ -42,6 +44,12 @@ pub struct AccountChange {
     pub retention_days: Option<Option<u32>>,
     /// Most sessions at once; `Some(None)`: no limit.
     pub max_sessions: Option<Option<u32>>,
+    /// The address of its mails ([`crate::parse_email`]); `Some(None)`: none.
+    pub email: Option<Option<String>>,
+    /// When it is told of new files (needs an address unless off).
+    pub notify: Option<NotifyMode>,
+    /// Whether it is told when its files are picked up or acknowledged (needs an address).
+    pub receipts: Option<bool>,
 }
 
 impl AccountChange {
@@ -63,6 +71,9 @@ impl AccountChange {
             || self.quota_files.is_some()
             || self.retention_days.is_some()
             || self.max_sessions.is_some()
+            || self.email.is_some()
+            || self.notify.is_some()
+            || self.receipts.is_some()
     }
 
     /// `access` with this change's fields applied.
@@ -102,6 +113,16 @@ impl AccountChange {
         if let Some(sessions) = self.max_sessions {
             limits.max_sessions = sessions;
         }
+        let notices = &mut new.notices;
+        if let Some(email) = &self.email {
+            notices.email = email.clone();
+        }
+        if let Some(mode) = self.notify {
+            notices.mode = mode;
+        }
+        if let Some(receipts) = self.receipts {
+            notices.receipts = receipts;
+        }
         new
     }
 }
@@ -121,6 +142,9 @@ impl AccessPolicy {
             quota_files: Some(self.limits.quota_files),
             retention_days: Some(self.limits.retention_days),
             max_sessions: Some(self.limits.max_sessions),
+            email: Some(self.notices.email.clone()),
+            notify: Some(self.notices.mode),
+            receipts: Some(self.notices.receipts),
             ..AccountChange::default()
         }
     }
@@ -189,6 +213,10 @@ impl Hub {
         name: &AccountName,
         change: AccountChange,
     ) -> Result<Account> {
+        let mut change = change;
+        if let Some(Some(email)) = &change.email {
+            change.email = Some(Some(parse_email(email)?));
+        }
         // Checked and hashed before the transaction: Argon2 takes tens of milliseconds, and
         // the unit writes only the hash, so a disable or a spent recovery code committed
         // meanwhile is kept.
@@ -207,6 +235,13 @@ impl Hub {
                 if access.factors.factors().contains(&Factor::Totp) && account.totp.is_none() {
                     return Err(CoreError::conflict(format!(
                         "{name} has no TOTP enrolment; enroll TOTP first: mailroom account totp enroll {name}"
+                    )));
+                }
+                let notices = &access.notices;
+                if (notices.mode != NotifyMode::Off || notices.receipts) && notices.email.is_none()
+                {
+                    return Err(CoreError::invalid(format!(
+                        "{name} has no e-mail address for its notifications; set one (--email)"
                     )));
                 }
                 events.push(stamp.admin(
@@ -671,6 +706,7 @@ fn describe_access_change(old: &AccessPolicy, new: &AccessPolicy) -> String {
     if old.rights != new.rights {
         parts.push(format!("rights {}", new.rights));
     }
+    let (old_notices, new_notices) = (&old.notices, &new.notices);
     let (old, new) = (&old.limits, &new.limits);
     if old.name_allow != new.name_allow {
         parts.push(format!("allow names {}", globs(&new.name_allow, "any")));
@@ -696,6 +732,19 @@ fn describe_access_change(old: &AccessPolicy, new: &AccessPolicy) -> String {
     }
     if old.max_sessions != new.max_sessions {
         parts.push(format!("max sessions {}", number(new.max_sessions)));
+    }
+    let (old, new) = (&old_notices, &new_notices);
+    if old.email != new.email {
+        parts.push(format!("email {}", new.email.as_deref().unwrap_or("none")));
+    }
+    if old.mode != new.mode {
+        parts.push(format!("notify {}", new.mode));
+    }
+    if old.receipts != new.receipts {
+        parts.push(format!(
+            "receipts {}",
+            if new.receipts { "on" } else { "off" }
+        ));
     }
     if parts.is_empty() {
         "set access: no change".to_owned()

@@ -8,8 +8,9 @@
 //! One module per concern: [`tree`] (stat, list), [`download`], [`upload`], [`remove`]
 //! (acknowledge, recall, rename), [`retention`] (expiry, start-up sweep), [`admin`] (accounts,
 //! groups, routes, audit reads), [`login`] (admission and logins), [`bans`], [`sessions`],
-//! [`totp`], [`tokens`], [`resumable`], [`by_id`], [`jobs`] (the job queue) and [`check`]
-//! (checking before delivery, the quarantine). This file
+//! [`totp`], [`tokens`], [`resumable`], [`by_id`], [`jobs`] (the job queue), [`check`]
+//! (checking before delivery, the quarantine) and [`notices`] (accounts' "you have files"
+//! mails and receipts). This file
 //! holds the service itself, who
 //! acts ([`Actor`], [`ClientSession`]) and the event helpers every module shares.
 
@@ -20,6 +21,7 @@ mod check;
 mod download;
 mod jobs;
 mod login;
+mod notices;
 mod policy_cache;
 mod remove;
 mod resumable;
@@ -35,6 +37,7 @@ pub use check::CheckVerdict;
 pub use download::ReadHandle;
 pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
+pub use notices::{DIGEST_RULE, NOTIFY_RULE, RECEIPT_RULE};
 pub use resumable::{MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease};
 pub use tokens::{
     IssuedTokens, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, token_hash,
@@ -284,6 +287,9 @@ struct Stamp {
     rules: Arc<Rules>,
     /// Woken when a unit queues a job, so the worker need not wait for its next look.
     queued: Arc<Notify>,
+    /// The digest period of accounts' notices, while notices can be sent (see
+    /// [`Hub::with_notices`]); `None`: no notices are queued.
+    notices: Option<time::Duration>,
 }
 
 impl Stamp {
@@ -292,6 +298,7 @@ impl Stamp {
             clock,
             rules: Arc::new(Rules::default()),
             queued: Arc::new(Notify::new()),
+            notices: None,
         }
     }
 
@@ -387,23 +394,32 @@ impl Stamp {
     /// reason and a `job.dead` event of its own, for an operator to retry: never lost silently,
     /// never growing the queue without end.
     fn queue_jobs(&self, tx: &mut dyn Tx, events: &[Event]) -> Result<()> {
-        if self.rules.is_empty() {
+        if self.rules.is_empty() && self.notices.is_none() {
             return Ok(());
         }
         let now = self.now();
         let mut jobs = Vec::new();
         for event in events {
-            if !self.rules.watches(event.kind) {
+            let watched = self.rules.watches(event.kind);
+            let noticed = self.notices.is_some()
+                && notices::NOTICED.contains(&event.kind)
+                && event.outcome == Outcome::Ok;
+            if !watched && !noticed {
                 continue;
             }
-            let delivery = match self.rules.needs_delivery(event.kind) {
+            let delivery = match noticed || self.rules.needs_delivery(event.kind) {
                 true => match DeliveryId::parse(&event.object) {
                     Ok(id) => tx.delivery(&id)?,
                     Err(_) => None,
                 },
                 false => None,
             };
-            jobs.extend(self.rules.jobs_for(event, delivery.as_ref(), now));
+            if watched {
+                jobs.extend(self.rules.jobs_for(event, delivery.as_ref(), now));
+            }
+            if let (Some(period), Some(delivery)) = (self.notices, &delivery) {
+                notices::queue(tx, event, delivery, period, now, &mut jobs)?;
+            }
         }
         if jobs.is_empty() {
             return Ok(());

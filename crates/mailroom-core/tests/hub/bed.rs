@@ -69,6 +69,17 @@ impl Bed {
         }
     }
 
+    /// A bed whose Hub queues accounts' notices, digests grouped by `period`.
+    pub fn noticed(period: time::Duration) -> Bed {
+        let bed = Bed::new();
+        let hub =
+            Hub::new(bed.meta.clone(), bed.blobs.clone(), bed.clock.clone()).with_notices(period);
+        Bed {
+            hub: Arc::new(hub),
+            ..bed
+        }
+    }
+
     fn with_blobs(blobs: MemoryBlobs) -> Bed {
         let meta = Arc::new(MemoryMeta::new());
         Bed::on(meta.clone(), meta, Arc::new(blobs))

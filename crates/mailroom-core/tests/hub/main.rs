@@ -2,7 +2,7 @@
 //! `ManualClock`; feature `testing`) with no socket, disk or database: route policy and
 //! rights, sizes and quotas, file names, group fan-outs, retention, tokens and sessions,
 //! atomic admin changes, one store hop per operation, a policy cache that is never stale, and
-//! checking before delivery with its quarantine.
+//! checking before delivery with its quarantine, and accounts' notices.
 //!
 //! Every refusal is checked for its error kind and for changing nothing (accounts, groups,
 //! routes, deliveries, blobs and events, but for the one refusal event a client refusal
@@ -17,6 +17,7 @@ mod fanout;
 mod hops;
 mod jobs;
 mod names;
+mod notices;
 mod quotas;
 mod retention;
 mod routes;

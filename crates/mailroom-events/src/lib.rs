@@ -7,15 +7,21 @@
 //! public addresses only, [`email`] sends mails over SMTP (and owns `[smtp]`), and
 //! [`config`] owns the `[jobs]` and `[webhooks]` sections.
 //!
-//! It knows HTTP and timing; what a job is, when it is due and when it is dead are the
-//! Hub's.
+//! [`scan`] checks a delivery's content before it is delivered: it asks clamd over INSTREAM,
+//! or runs a scanner command, for a [`Verdict`], and owns `[check]`. An answer it cannot
+//! trust is an error, never a clean verdict.
+//!
+//! It knows HTTP, SMTP, the scanners and timing; what a job is, when it is due and when it is
+//! dead, and what a verdict does to a delivery, are the Hub's.
 
 pub mod config;
 pub mod email;
+pub mod scan;
 pub mod webhook;
 pub mod worker;
 
 pub use config::{JobsConfig, WebhooksConfig, webhook_may_reach};
 pub use email::{Mailer, SmtpConfig, SmtpSecurity};
+pub use scan::{CheckConfig, Content, Scanner, Verdict};
 pub use webhook::{Payload, WebhookError, Webhooks, secret_key, sign};
 pub use worker::{Handlers, run};

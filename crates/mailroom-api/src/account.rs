@@ -1,7 +1,7 @@
 //! An account as an administrator sees it: name, kind, state, access policy, limits, keys and
 //! TOTP enrolment, never a secret (no password hash, no TOTP secret, no recovery code).
 
-use mailroom_core::{Account, AuthorizedKey, Limits, Rights, TotpEnrolment};
+use mailroom_core::{Account, AuthorizedKey, Limits, Notices, Rights, TotpEnrolment};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -37,6 +37,8 @@ pub struct AccountView {
     pub keys: Vec<KeyView>,
     /// Its TOTP enrolment.
     pub totp: TotpView,
+    /// How it hears of files by e-mail.
+    pub notices: NoticesView,
 }
 
 impl From<&Account> for AccountView {
@@ -60,6 +62,7 @@ impl From<&Account> for AccountView {
             limits: LimitsView::from(&access.limits),
             keys: account.keys.iter().map(KeyView::from).collect(),
             totp: TotpView::from(account.totp.as_ref()),
+            notices: NoticesView::from(&access.notices),
         }
     }
 }
@@ -139,6 +142,37 @@ impl From<&Limits> for LimitsView {
             max_sessions: limits.max_sessions,
             allow_names: limits.name_allow.clone(),
             deny_names: limits.name_deny.clone(),
+        }
+    }
+}
+
+/// How an account hears of files by e-mail. Also the `notices` of the API's account change,
+/// where the object given replaces the current settings (a field left out: none, off).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoticesView {
+    /// Where its notices go; null: nowhere (then notify is "off" and receipts false).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub email: Option<String>,
+    /// When it is told of new files: "instant", "digest" or "off".
+    #[serde(default = "off")]
+    pub notify: String,
+    /// Whether it is told when a file it sent is picked up or acknowledged.
+    #[serde(default)]
+    pub receipts: bool,
+}
+
+fn off() -> String {
+    "off".to_owned()
+}
+
+impl From<&Notices> for NoticesView {
+    fn from(notices: &Notices) -> NoticesView {
+        NoticesView {
+            email: notices.email.clone(),
+            notify: notices.mode.as_str().to_owned(),
+            receipts: notices.receipts,
         }
     }
 }

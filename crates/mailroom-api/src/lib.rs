@@ -52,7 +52,7 @@ mod jobs;
 mod policy;
 mod security;
 
-pub use account::{AccountView, KeyView, LimitsView, RightsView, TotpView};
+pub use account::{AccountView, KeyView, LimitsView, NoticesView, RightsView, TotpView};
 pub use audit::{BrokenView, CheckpointView, EventView, HeadView, VerifyView, checkpoint_status};
 pub use delivery::DeliveryView;
 pub use jobs::{JobDetailView, JobView};

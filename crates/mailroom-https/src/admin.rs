@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use mailroom_core::{
     AccountKind, AccountName, AuthorizedKey, BanSubject, Checkpoint, CoreError, EventKind,
-    EventQuery, Factor, FactorSet, JobQuery, JobState, Outcome, Rights, RouteEffect, Secret,
+    EventQuery, Factor, FactorSet, JobQuery, JobState, NotifyMode, Outcome, Rights, RouteEffect,
+    Secret,
 };
 use mailroom_core::{parse_globs, parse_networks};
 use serde::Deserialize;
@@ -102,7 +103,7 @@ pub(crate) async fn account(
 }
 
 /// Changes an account: enable or disable, reset its password, required factors, networks,
-/// rights, certificate subject, limits. Only the fields given change.
+/// rights, certificate subject, limits, e-mail notices. Only the fields given change.
 #[utoipa::path(patch, path = "/api/v1/admin/accounts/{name}", tag = "admin", security(("bearer" = [])),
     params(("name" = String, Path, description = "Account name")),
     request_body = AccountChange,
@@ -148,6 +149,11 @@ pub(crate) async fn change_account(
         core.max_sessions = Some(limits.max_sessions);
         core.name_allow = Some(parse_globs(&limits.allow_names.join(",")).map_err(invalid)?);
         core.name_deny = Some(parse_globs(&limits.deny_names.join(",")).map_err(invalid)?);
+    }
+    if let Some(notices) = &change.notices {
+        core.email = Some(notices.email.clone());
+        core.notify = Some(NotifyMode::parse(&notices.notify).map_err(invalid)?);
+        core.receipts = Some(notices.receipts);
     }
     let account = state.hub.change_account(&actor, &name, core).await?;
     Ok(Json(AccountView::from(&account)))

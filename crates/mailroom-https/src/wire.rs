@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 
 pub use mailroom_api::{
     AccountView, BanView, BrokenView, CheckpointView, DeliveryView, EventView, GroupView, HeadView,
-    JobDetailView, JobView, KeyView, LimitsView, RightsView, RouteView, SessionView, TotpView,
-    VerifyView, rfc3339,
+    JobDetailView, JobView, KeyView, LimitsView, NoticesView, RightsView, RouteView, SessionView,
+    TotpView, VerifyView, rfc3339,
 };
 
 /// `POST /api/v1/token`: a login. Give the password, and the TOTP code when the account
@@ -215,6 +215,10 @@ pub struct AccountChange {
     #[serde(default, deserialize_with = "object")]
     #[schema(value_type = Option<LimitsView>)]
     pub limits: Option<LimitsView>,
+    /// E-mail notices, replacing the current settings when given.
+    #[serde(default, deserialize_with = "object")]
+    #[schema(value_type = Option<NoticesView>)]
+    pub notices: Option<NoticesView>,
 }
 
 /// An optional JSON object as `T`: serde would also take an array for a struct, which the

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use mailroom_core::{
     AccountChange, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
-    FactorSet, Hub, MetaStoreExt, Rights, RouteEffect, Secret, parse_size,
+    FactorSet, Hub, MetaStoreExt, NotifyMode, Rights, RouteEffect, Secret, parse_email, parse_size,
 };
 use mailroom_core::{parse_globs, parse_networks};
 
@@ -220,6 +220,19 @@ fn access_change(args: &SetArgs) -> Result<AccountChange> {
             Ok(days)
         })?,
         max_sessions: each(&args.max_sessions, "max-sessions", count_or_none::<u32>)?,
+        email: each(&args.email, "email", |v| {
+            Ok(if v == "none" {
+                None
+            } else {
+                Some(parse_email(v)?)
+            })
+        })?,
+        notify: each(&args.notify, "notify", |v| Ok(NotifyMode::parse(v)?))?,
+        receipts: each(&args.receipts, "receipts", |v| match v {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            other => bail!("{other:?}: on or off"),
+        })?,
         ..AccountChange::default()
     };
     if change.is_empty() {

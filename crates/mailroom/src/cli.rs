@@ -240,6 +240,17 @@ pub struct SetArgs {
     /// Most sessions the account may have open at once, or `none`.
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<String>,
+    /// The address of the account's notices, or `none`.
+    #[arg(long, value_name = "ADDRESS")]
+    pub email: Option<String>,
+    /// When the account is told of new files in its inbox: `instant` (a mail per file),
+    /// `digest` (one mail per `[notifications] digest_minutes` listing what waits) or `off`.
+    #[arg(long, value_name = "MODE")]
+    pub notify: Option<String>,
+    /// Whether the account is told when a file it sent is picked up or acknowledged: `on` or
+    /// `off`.
+    #[arg(long, value_name = "on|off")]
+    pub receipts: Option<String>,
 }
 
 /// `mailroom retention …`.

@@ -176,6 +176,19 @@ impl Output {
                     .map_or_else(|| "none".to_owned(), |d| format!("{d} days")),
             ),
             ("max sessions", number_or_none(limits.max_sessions)),
+            (
+                "email",
+                access
+                    .notices
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| "none".to_owned()),
+            ),
+            ("notify", access.notices.mode.to_string()),
+            (
+                "receipts",
+                if access.notices.receipts { "on" } else { "off" }.to_owned(),
+            ),
             ("keys", account.keys.len().to_string()),
         ];
         let mut text = String::new();

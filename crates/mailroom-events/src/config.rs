@@ -191,3 +191,32 @@ mod tests {
         assert!(!webhook_may_reach("10.0.0.1".parse().unwrap(), &allowed));
     }
 }
+
+mailroom_net::config_section! {
+    [notifications]
+    /// Accounts' e-mail notices (`mailroom account set NAME --email ADDRESS --notify
+    /// instant|digest|off --receipts on|off`): "you have files" mails to recipients and
+    /// receipts to senders, sent through `[smtp]` (none without it).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct NotificationsConfig {
+        /// Minutes a digest gathers: an account set to `digest` gets at most one mail per
+        /// period, at its end, listing the files that wait in its inbox.
+        pub digest_minutes: u64,
+    }
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig { digest_minutes: 60 }
+    }
+}
+
+impl NotificationsConfig {
+    /// The digest period.
+    pub fn digest_period(&self) -> time::Duration {
+        time::Duration::minutes(
+            i64::try_from(self.digest_minutes.clamp(1, 7 * 24 * 60)).unwrap_or(60),
+        )
+    }
+}

@@ -1,4 +1,5 @@
-//! E-mail: the `[smtp]` section and the mailer that sends an event to an address.
+//! E-mail: the `[smtp]` section and the mailer that sends an event to an address, or an
+//! account's notice (a new file, a receipt, a digest) as plain text.
 //!
 //! A mail carries a readable text part and the event as JSON (the form the API and the
 //! webhooks use), and its `Message-ID` is the job's id, so a mail sent twice after a crash
@@ -15,7 +16,10 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use mailroom_api::EventView;
-use mailroom_core::{Event, Job};
+use mailroom_core::{
+    AccountName, DIGEST_RULE, Delivery, Event, EventKind, Hub, Job, NOTIFY_RULE, RECEIPT_RULE,
+    format_size,
+};
 use serde::{Deserialize, Serialize};
 
 mailroom_net::config_section! {
@@ -203,6 +207,122 @@ impl Mailer {
                             .body(json),
                     ),
             )
+            .map_err(|err| format!("building the mail: {err}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|err| format!("SMTP: {err}"))
+    }
+}
+
+/// What an account's notice says (see `mailroom_core`'s notices): a new file, a receipt, or
+/// a digest of the files waiting.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A file was delivered to the account.
+    NewFile(Delivery),
+    /// A file the account sent was picked up or acknowledged.
+    Receipt(Delivery, EventKind),
+    /// The files waiting in the account's inbox.
+    Digest(AccountName, Vec<Delivery>),
+}
+
+impl Notice {
+    /// The notice `job` (about `event`) sends: `None` when the job is a rule's, not a
+    /// notice; `Some(None)` when there is nothing left to say (the file is gone, no file
+    /// waits).
+    pub async fn of(hub: &Hub, job: &Job, event: &Event) -> Result<Option<Option<Notice>>, String> {
+        let rule = job.rule.as_str();
+        if ![NOTIFY_RULE, RECEIPT_RULE, DIGEST_RULE].contains(&rule) {
+            return Ok(None);
+        }
+        let Some(delivery) = hub
+            .event_delivery(event)
+            .await
+            .map_err(|err| err.to_string())?
+        else {
+            return Ok(Some(None));
+        };
+        Ok(Some(match rule {
+            NOTIFY_RULE => Some(Notice::NewFile(delivery)),
+            RECEIPT_RULE => Some(Notice::Receipt(delivery, event.kind)),
+            _ => {
+                let files = hub
+                    .waiting_files(&delivery.recipient)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                (!files.is_empty()).then(|| Notice::Digest(delivery.recipient, files))
+            }
+        }))
+    }
+
+    /// The subject and the text of its mail.
+    fn mail(&self) -> (String, String) {
+        let file =
+            |d: &Delivery| format!("{} ({}, SHA-256 {})", d.name, format_size(d.size), d.sha256);
+        match self {
+            Notice::NewFile(d) => (
+                format!("New file from {}: {}", d.sender, d.name),
+                format!(
+                    "{} sent you {}.\n\nIt waits in your inbox at /inbox/{}/{}.\n\nDelivery {}.\n",
+                    d.sender,
+                    file(d),
+                    d.sender,
+                    d.name,
+                    d.id
+                ),
+            ),
+            Notice::Receipt(d, kind) => {
+                let did = if *kind == EventKind::DeliveryAcknowledged {
+                    "acknowledged"
+                } else {
+                    "picked up"
+                };
+                (
+                    format!("{} {did} {}", d.recipient, d.name),
+                    format!(
+                        "{} {did} {}, which you sent.\n\nDelivery {}.\n",
+                        d.recipient,
+                        file(d),
+                        d.id
+                    ),
+                )
+            }
+            Notice::Digest(account, files) => {
+                let mut text = format!(
+                    "{} file(s) wait in the inbox of {account}:\n\n",
+                    files.len()
+                );
+                for d in files {
+                    text.push_str(&format!(
+                        "  from {:<16} {:<40} {:>10}  {}\n",
+                        d.sender.as_str(),
+                        d.name.as_str(),
+                        format_size(d.size),
+                        mailroom_api::rfc3339(d.created)
+                    ));
+                }
+                (format!("{} file(s) wait in your inbox", files.len()), text)
+            }
+        }
+    }
+}
+
+impl Mailer {
+    /// Mails an account's notice (for `job`, whose id is its Message-ID) to `to`; Ok once
+    /// the server accepted it.
+    pub async fn send_notice(&self, to: &str, job: &Job, notice: &Notice) -> Result<(), String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|err| format!("{to:?} is not an address: {err}"))?;
+        let (subject, text) = notice.mail();
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .message_id(Some(format!("<{}@mailroom>", job.id)))
+            .subject(format!("[Mailroom] {}", one_line(&subject)))
+            .singlepart(SinglePart::plain(text))
             .map_err(|err| format!("building the mail: {err}"))?;
         self.transport
             .send(message)

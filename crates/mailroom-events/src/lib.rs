@@ -5,7 +5,8 @@
 //! crate takes the jobs out again: [`worker::run`] claims due jobs under a lease and runs
 //! each handler beside the transfers, [`webhook`] sends signed webhooks over verified TLS to
 //! public addresses only, [`email`] sends mails over SMTP (and owns `[smtp]`), and
-//! [`config`] owns the `[jobs]` and `[webhooks]` sections.
+//! [`config`] owns the `[jobs]`, `[webhooks]` and `[notifications]` sections. The e-mails
+//! include accounts' notices: "you have files" (one per file or a digest) and receipts.
 //!
 //! [`scan`] checks a delivery's content before it is delivered: it asks clamd over INSTREAM,
 //! or runs a scanner command, for a [`Verdict`], and owns `[check]`. An answer it cannot
@@ -20,8 +21,8 @@ pub mod scan;
 pub mod webhook;
 pub mod worker;
 
-pub use config::{JobsConfig, WebhooksConfig, webhook_may_reach};
-pub use email::{Mailer, SmtpConfig, SmtpSecurity};
+pub use config::{JobsConfig, NotificationsConfig, WebhooksConfig, webhook_may_reach};
+pub use email::{Mailer, Notice, SmtpConfig, SmtpSecurity};
 pub use scan::{CheckConfig, Content, Scanner, Verdict};
 pub use webhook::{Payload, WebhookError, Webhooks, secret_key, sign};
 pub use worker::{Handlers, run};

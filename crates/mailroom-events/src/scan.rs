@@ -50,6 +50,13 @@ mailroom_net::config_section! {
     }
 }
 
+impl CheckConfig {
+    /// Whether a scanner is named at all (then every upload waits for its check).
+    pub fn enabled(&self) -> bool {
+        self.clamd.is_some() || self.command.is_some()
+    }
+}
+
 impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {

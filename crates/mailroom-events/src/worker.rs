@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_core::{Event, Handler, Hub, Job, JobOutcome};
+use mailroom_core::{CheckVerdict, DeliveryId, Event, Handler, Hub, Job, JobOutcome, ReadHandle};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::JobsConfig;
-use crate::email::Mailer;
+use crate::email::{Mailer, Notice};
+use crate::scan::{Content, Scanner, Verdict};
 use crate::webhook::Webhooks;
 
 /// What runs the jobs of each handler kind.
@@ -24,11 +25,13 @@ pub struct Handlers {
     pub webhooks: Option<Webhooks>,
     /// E-mail, when `[smtp]` names a server.
     pub mailer: Option<Mailer>,
+    /// The check of uploads before delivery, when `[check]` names a scanner.
+    pub scanner: Option<Scanner>,
 }
 
 impl Handlers {
     /// Runs one job; the error is what the job's record will say.
-    async fn run(&self, job: &Job, event: &Event) -> Result<(), String> {
+    async fn run(&self, hub: &Hub, job: &Job, event: &Event) -> Result<(), String> {
         match &job.handler {
             Handler::Webhook(url) => match &self.webhooks {
                 Some(webhooks) => webhooks
@@ -38,11 +41,59 @@ impl Handlers {
                 None => Err("webhooks are not configured".to_owned()),
             },
             Handler::Email(address) => match &self.mailer {
-                Some(mailer) => mailer.send(address, job, event).await,
+                Some(mailer) => match Notice::of(hub, job, event).await? {
+                    Some(Some(notice)) => mailer.send_notice(address, job, &notice).await,
+                    // A notice with nothing left to say (the file is gone, the inbox empty).
+                    Some(None) => Ok(()),
+                    None => mailer.send(address, job, event).await,
+                },
                 None => Err("e-mail is not configured ([smtp] server)".to_owned()),
             },
-            Handler::Check(_) => Err("no scanner is configured ([check])".to_owned()),
+            Handler::Check(batch) => match &self.scanner {
+                Some(scanner) => check(hub, scanner, *batch).await,
+                None => Err("no scanner is configured ([check])".to_owned()),
+            },
         }
+    }
+}
+
+/// Checks upload `batch` and records the verdict; nothing to do when it waits no more.
+async fn check(hub: &Hub, scanner: &Scanner, batch: DeliveryId) -> Result<(), String> {
+    let Some(handle) = hub
+        .check_content(batch)
+        .await
+        .map_err(|err| err.to_string())?
+    else {
+        return Ok(());
+    };
+    let by = scanner.to_string();
+    let verdict = match scanner.scan(&Held(handle)).await? {
+        Verdict::Clean => CheckVerdict::Clean { by },
+        Verdict::Found(signature) => {
+            tracing::warn!(batch = %batch, signature = %signature, "check found malware; quarantined");
+            CheckVerdict::Found { by, signature }
+        }
+    };
+    hub.finish_check(batch, verdict)
+        .await
+        .map(|_| ())
+        .map_err(|err| err.to_string())
+}
+
+/// An upload's content, as the scanner reads it.
+struct Held(ReadHandle);
+
+#[async_trait::async_trait]
+impl Content for Held {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+        self.0
+            .read_at(offset, len)
+            .await
+            .map_err(|err| err.to_string())
     }
 }
 
@@ -84,9 +135,9 @@ pub async fn run(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (handlers, outcomes) = (handlers.clone(), outcomes.clone());
+            let (handlers, outcomes, hub) = (handlers.clone(), outcomes.clone(), hub.clone());
             tasks.spawn(async move {
-                let result = handlers.run(&job, &event).await;
+                let result = handlers.run(&hub, &job, &event).await;
                 match &result {
                     Ok(()) => {
                         tracing::debug!(job = %job.id, rule = %job.rule, handler = job.handler.kind(), attempt = job.attempts, "job done");

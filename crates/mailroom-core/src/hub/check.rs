@@ -16,7 +16,7 @@ use super::{Actor, Hub, Stamp};
 use crate::error::{CoreError, Result};
 use crate::model::{Delivery, DeliveryId, DeliveryState, EventKind, Outcome};
 use crate::path::{Area, VirtualPath};
-use crate::ports::{DeliveryQuery, Durability, Tx};
+use crate::ports::{DeliveryQuery, Durability, EventQuery, Tx};
 
 /// What a check found in an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +86,39 @@ impl Hub {
         .await
     }
 
-    /// The quarantined deliveries, oldest first.
-    pub async fn quarantine(&self) -> Result<Vec<Delivery>> {
+    /// The quarantined deliveries, oldest first, each with why it is there (the detail of
+    /// its `delivery.quarantined` event: what was found, or why it could not be checked).
+    pub async fn quarantine(&self) -> Result<Vec<(Delivery, String)>> {
         self.read(|tx| {
-            tx.deliveries(&DeliveryQuery {
+            let held = tx.deliveries(&DeliveryQuery {
                 states: vec![DeliveryState::Quarantined],
                 ..DeliveryQuery::default()
-            })
+            })?;
+            let Some(oldest) = held.iter().map(|d| d.updated).min() else {
+                return Ok(Vec::new());
+            };
+            let events = tx.events(&EventQuery {
+                kind: Some(EventKind::DeliveryQuarantined),
+                since: Some(oldest - time::Duration::seconds(1)),
+                ..EventQuery::default()
+            })?;
+            Ok(held
+                .into_iter()
+                .map(|delivery| {
+                    let id = delivery.id.to_string();
+                    let reason = events
+                        .iter()
+                        .rev()
+                        .find(|e| e.object == id)
+                        .and_then(|e| {
+                            e.detail
+                                .split_once(" bytes): ")
+                                .map(|(_, why)| why.to_owned())
+                        })
+                        .unwrap_or_default();
+                    (delivery, reason)
+                })
+                .collect())
         })
         .await
     }

@@ -156,7 +156,8 @@ async fn a_finding_quarantines_the_upload_keeps_its_content_and_an_operator_may_
     assert!(bed.listing("bob", "/inbox").await.is_empty());
     let listed = bed.hub.quarantine().await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].id, sent[0].id);
+    assert_eq!(listed[0].0.id, sent[0].id);
+    assert_eq!(listed[0].1, "clamd found Eicar-Test-Signature");
     assert!(bed.blobs.ids().contains(&sent[0].blob_id), "content kept");
 
     // Refusals change nothing: no reason, a delivery that is not quarantined, none at all.

@@ -49,17 +49,26 @@ pub struct Config {
     pub audit: crate::syslog::AuditConfig,
     /// When `serve` expires deliveries past their recipient's retention.
     pub retention: RetentionConfig,
+    /// The free-space floor of the data folder's file system.
+    pub disk: DiskConfig,
     /// The local PKI of the TLS front ends.
     pub tls: crate::ca::TlsConfig,
     /// The job queue: retries, bound, concurrency.
     pub jobs: mailroom_events::JobsConfig,
     /// Webhooks: signing secret, trusted CAs, reachable networks.
     pub webhooks: mailroom_events::WebhooksConfig,
-    /// E-mail: the SMTP server of the rules' mails.
+    /// E-mail: the SMTP server of the rules' mails and of accounts' notices.
     pub smtp: mailroom_events::SmtpConfig,
+    /// Accounts' notices: the digest period.
+    pub notifications: mailroom_events::NotificationsConfig,
+    /// The check of uploads before delivery: the scanner.
+    pub check: mailroom_events::CheckConfig,
     /// The rules that turn events into jobs (`[[rules]]`, an array of tables, not a section).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::rules::RuleConfig>,
+    /// The drop folders (`[[drop]]`, an array of tables, not a section).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<crate::drop::DropConfig>,
 }
 
 mailroom_net::config_section! {
@@ -79,6 +88,31 @@ impl Default for RetentionConfig {
         RetentionConfig {
             // One hour (1 + 3599 s), built without a fallible constructor.
             interval_seconds: NonZeroU64::MIN.saturating_add(3599),
+        }
+    }
+}
+
+mailroom_net::config_section! {
+    [disk]
+    /// The data folder's free space: `serve` looks every `check_seconds`, and when the file
+    /// system holding it falls below `min_free_percent` it records a `disk.low` event (once
+    /// per crossing), which rules turn into alerts (`on = ["disk.low"]`).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct DiskConfig {
+        /// The floor, in percent of the file system's size (0 to 100; 0: never alert).
+        pub min_free_percent: u8,
+        /// Seconds between looks (at least 1).
+        pub check_seconds: NonZeroU64,
+    }
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            min_free_percent: 5,
+            // One minute (1 + 59 s), built without a fallible constructor.
+            check_seconds: NonZeroU64::MIN.saturating_add(59),
         }
     }
 }
@@ -339,7 +373,7 @@ impl Section {
 /// Every section in file order, as its owner declared it: the template and the names of the
 /// environment overrides come from here. A unit test checks that it lists exactly the fields
 /// of [`Config`] and, for each, exactly the fields serde knows.
-const SECTIONS: [Section; 11] = [
+const SECTIONS: [Section; 14] = [
     Section::of::<ServerConfig>(),
     Section::of::<mailroom_sftp::Config>(),
     Section::of::<mailroom_ftps::Config>(),
@@ -347,10 +381,13 @@ const SECTIONS: [Section; 11] = [
     Section::of::<crate::auth::AuthSection>(),
     Section::of::<crate::syslog::AuditConfig>(),
     Section::of::<RetentionConfig>(),
+    Section::of::<DiskConfig>(),
     Section::of::<crate::ca::TlsConfig>(),
     Section::of::<mailroom_events::JobsConfig>(),
     Section::of::<mailroom_events::WebhooksConfig>(),
     Section::of::<mailroom_events::SmtpConfig>(),
+    Section::of::<mailroom_events::NotificationsConfig>(),
+    Section::of::<mailroom_events::CheckConfig>(),
 ];
 
 /// The commented example of `[[rules]]` that closes the template.
@@ -363,8 +400,8 @@ const RULES_EXAMPLE: &str = "
 # delivered file a copy of its own (dispatch; on = [\"delivery.delivered\"] only).
 # Event types: login, transfer.started, upload, download, delivery.stored,
 # delivery.delivered, delivery.picked-up, delivery.acknowledged, delivery.recalled,
-# delivery.renamed, delivery.expired, ban, session.closed, admin, sweep, job.dead,
-# quota.warning.
+# delivery.renamed, delivery.expired, delivery.quarantined, ban, session.closed, admin,
+# sweep, job.dead, quota.warning, disk.low.
 #
 # [[rules]]
 # name = \"pdf-alert\"
@@ -410,6 +447,7 @@ pub fn template() -> String {
         }
     }
     out.push_str(RULES_EXAMPLE);
+    out.push_str(crate::drop::TEMPLATE_EXAMPLE);
     out
 }
 
@@ -655,11 +693,12 @@ mod tests {
     #[test]
     fn template_lists_exactly_the_fields_serde_knows() {
         let names: Vec<&str> = SECTIONS.iter().map(|section| section.name).collect();
-        // `[[rules]]` is an array of tables, shown as the template's closing example.
+        // `[[rules]]` and `[[drop]]` are arrays of tables, shown as the template's closing
+        // examples.
         let sections: Vec<&str> = field_names::<Config>()
             .iter()
             .copied()
-            .filter(|name| *name != "rules")
+            .filter(|name| *name != "rules" && *name != "drop")
             .collect();
         assert_eq!(
             sections, names,
@@ -673,10 +712,13 @@ mod tests {
             serde_fields::<crate::auth::AuthSection>(),
             serde_fields::<crate::syslog::AuditConfig>(),
             serde_fields::<RetentionConfig>(),
+            serde_fields::<DiskConfig>(),
             serde_fields::<crate::ca::TlsConfig>(),
             serde_fields::<mailroom_events::JobsConfig>(),
             serde_fields::<mailroom_events::WebhooksConfig>(),
             serde_fields::<mailroom_events::SmtpConfig>(),
+            serde_fields::<mailroom_events::NotificationsConfig>(),
+            serde_fields::<mailroom_events::CheckConfig>(),
         ];
         assert_eq!(serde_fields.map(|(name, _)| name), SECTIONS.map(|s| s.name));
         let defaults = toml::Table::try_from(Config::default()).unwrap();

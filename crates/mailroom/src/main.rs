@@ -12,10 +12,12 @@ mod ca;
 mod cli;
 mod config;
 mod data;
+mod drop;
 mod init;
 mod jobs;
 mod logging;
 mod output;
+mod quarantine;
 mod rules;
 mod security;
 mod serve;
@@ -104,6 +106,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Jobs(command) => {
             logging::install_for_cli()?;
             jobs::run(&data, out, command).await
+        }
+        Command::Quarantine(command) => {
+            logging::install_for_cli()?;
+            quarantine::run(&data, out, command).await
         }
     }
 }

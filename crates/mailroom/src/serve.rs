@@ -5,7 +5,9 @@
 //! shutdown token. On SIGTERM or SIGINT the token is cancelled (front ends stop accepting),
 //! running sessions get `[server] shutdown_grace_seconds` to finish, and the process exits 0.
 //! Beside the front ends it runs the retention pass, at start and every
-//! `[retention] interval_seconds`, and the job worker (`[[rules]]`), until shutdown.
+//! `[retention] interval_seconds`, the free-space watch (`[disk]`), the job worker
+//! (`[[rules]]`, checks before delivery, accounts' notices) and the drop folders (`[[drop]]`),
+//! until shutdown.
 //! Protocol work lives in the front-end crates; this module only wires and waits.
 
 use std::io;
@@ -80,6 +82,8 @@ async fn serve(
 ) -> Result<()> {
     // The rules' names, addresses and handlers are checked before anything changes.
     let handlers = job_handlers(hub, config, data).await?;
+    // So are the drop folders: each is ours, not world-writable, and names accounts that exist.
+    let drop_folders = crate::drop::check(&config.drop, hub, &data.config_file()).await?;
     let swept = hub
         .sweep()
         .await
@@ -183,12 +187,27 @@ async fn serve(
         Duration::from_secs(config.retention.interval_seconds.get()),
         shutdown.clone(),
     ));
+    // The free-space watch: a `disk.low` event when the data folder's file system runs low.
+    let disk = tokio::spawn(disk_watch(
+        hub.clone(),
+        data.root().to_owned(),
+        config.disk.clone(),
+        shutdown.clone(),
+    ));
     // The job worker stops taking jobs at the token; running ones finish within their
     // handler's timeout, and a job cut short runs again after its lease.
     let worker = tokio::spawn(mailroom_events::run(
         hub.clone(),
         handlers,
         config.jobs.clone(),
+        shutdown.clone(),
+    ));
+    // The drop folders: files that systems on this host write there are delivered as their
+    // accounts. At the token an upload under way is aborted, and its file stays for the next
+    // start.
+    let drops = tokio::spawn(crate::drop::run(
+        hub.clone(),
+        drop_folders,
         shutdown.clone(),
     ));
 
@@ -200,6 +219,7 @@ async fn serve(
     shutdown.cancel();
     let _ = housekeeping.await;
     let _ = stats.await;
+    let _ = disk.await;
     // The retention loop stops at the token; a pass cut short leaves at most a blob that the
     // next start-up sweep removes (each expiry itself commits atomically).
     if let Err(err) = retention.await {
@@ -207,6 +227,9 @@ async fn serve(
     }
     if let Err(err) = worker.await {
         error!(error = %err, "the job worker ended abnormally");
+    }
+    if let Err(err) = drops.await {
+        error!(error = %err, "the drop folders' task ended abnormally");
     }
     if let Some(ended) = early_end {
         // A front end stopped on its own: that is a failure even if it says Ok.
@@ -252,7 +275,16 @@ async fn job_handlers(
     if !config.rules.is_empty() {
         info!(rules = config.rules.len(), "rules loaded");
     }
-    Ok(mailroom_events::Handlers { webhooks, mailer })
+    let scanner = mailroom_events::Scanner::from_config(&config.check, &data.root().join("check"))
+        .map_err(|err| anyhow!("invalid configuration: {err}"))?;
+    if let Some(scanner) = &scanner {
+        info!(scanner = %scanner, "uploads are checked before delivery");
+    }
+    Ok(mailroom_events::Handlers {
+        webhooks,
+        mailer,
+        scanner,
+    })
 }
 
 /// How often live sessions are checked against their accounts.
@@ -289,6 +321,61 @@ async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(closed) => info!(closed, "closed sessions that may no longer run"),
             Err(err) => warn!(error = %err, "could not check live sessions"),
+        }
+    }
+}
+
+/// Watches the free space of the data folder's file system until `shutdown`: at once and
+/// every `[disk] check_seconds`, a `disk.low` event when it falls below the floor (once per
+/// crossing; a log line when it is back above).
+async fn disk_watch(
+    hub: Arc<Hub>,
+    root: std::path::PathBuf,
+    config: crate::config::DiskConfig,
+    shutdown: CancellationToken,
+) {
+    if config.min_free_percent == 0 {
+        return;
+    }
+    let mut ticks = tokio::time::interval(Duration::from_secs(config.check_seconds.get()));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut low = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let (free, total) = match rustix::fs::statvfs(&root) {
+            Ok(stat) => (
+                stat.f_bavail.saturating_mul(stat.f_frsize),
+                stat.f_blocks.saturating_mul(stat.f_frsize),
+            ),
+            Err(err) => {
+                warn!(error = %err, "cannot read the data folder's free space");
+                continue;
+            }
+        };
+        let floor = u128::from(total) * u128::from(config.min_free_percent) / 100;
+        let below = u128::from(free) < floor || (config.min_free_percent >= 100);
+        if below && !low {
+            let detail = format!(
+                "{} free of {} on the data folder's file system ({}), below the floor of {} %",
+                mailroom_core::format_size(free),
+                mailroom_core::format_size(total),
+                root.display(),
+                config.min_free_percent
+            );
+            warn!(free, total, "disk low: {detail}");
+            match hub.record_disk_low(detail).await {
+                Ok(()) => low = true,
+                Err(err) => warn!(error = %err, "could not record the disk.low event"),
+            }
+        } else if !below && low {
+            info!(
+                free,
+                total, "the data folder's file system is above its free-space floor again"
+            );
+            low = false;
         }
     }
 }

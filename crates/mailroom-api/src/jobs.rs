@@ -13,9 +13,10 @@ pub struct JobView {
     pub id: String,
     /// The rule that made it.
     pub rule: String,
-    /// `webhook`, `email`, or `check` (the hub's own check of an upload before delivery).
+    /// `webhook`, `email`, `export` (a copy into a local folder), or `check` (the hub's own
+    /// check of an upload before delivery).
     pub handler: String,
-    /// The URL, the address, or the checked upload's batch id.
+    /// The URL, the address, the folder, or the checked upload's batch id.
     pub target: String,
     /// The id of the event it acts on.
     pub event: String,
@@ -43,6 +44,7 @@ impl From<&Job> for JobView {
             mailroom_core::Handler::Webhook(url) => url.clone(),
             mailroom_core::Handler::Email(address) => address.clone(),
             mailroom_core::Handler::Check(batch) => batch.to_string(),
+            mailroom_core::Handler::Export(folder) => folder.clone(),
         };
         JobView {
             id: job.id.to_string(),

@@ -6,8 +6,8 @@
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
     ChainHead, ChainReport, Checkpoint, CheckpointStatus, Delivery, DeliveryId, DeliveryState,
-    Event, EventKind, FactorSet, FileName, Group, Limits, Outcome, Protocol, Rights, Route,
-    RouteEffect, Secret, SessionInfo, TotpEnrolment, parse_networks,
+    Event, EventKind, FactorSet, FileName, Group, Limits, Notices, NotifyMode, Outcome, Protocol,
+    Rights, Route, RouteEffect, Secret, SessionInfo, TotpEnrolment, parse_networks,
 };
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -47,6 +47,11 @@ fn alice() -> Account {
                 quota_files: Some(10),
                 retention_days: Some(30),
                 max_sessions: None,
+            },
+            notices: Notices {
+                email: Some("alice@example.test".to_owned()),
+                mode: NotifyMode::Instant,
+                receipts: true,
             },
         },
         totp: Some(TotpEnrolment {
@@ -90,6 +95,7 @@ fn an_account_has_one_shape_and_no_secret() {
                 "line": KEY,
             }],
             "totp": {"enrolled": true, "recovery_codes_left": 2},
+            "notices": {"email": "alice@example.test", "notify": "instant", "receipts": true},
         })
     );
     let text = json.to_string();

@@ -25,6 +25,9 @@ pub enum Handler {
     /// Check the content of this upload (its batch) before it is delivered: a job the Hub
     /// queues itself while a scanner is configured, never a rule.
     Check(DeliveryId),
+    /// Write the delivered file into this local folder (an absolute path), under
+    /// `<recipient>/<name>`: dispatch to a system on the hub's host.
+    Export(String),
 }
 
 /// The rule name of the jobs the Hub queues itself to check uploads. Rules written in the
@@ -38,6 +41,7 @@ impl Handler {
             Handler::Webhook(url) => format!("webhook:{url}"),
             Handler::Email(address) => format!("email:{address}"),
             Handler::Check(batch) => format!("check:{batch}"),
+            Handler::Export(folder) => format!("export:{folder}"),
         }
     }
 
@@ -47,6 +51,7 @@ impl Handler {
             Some(("webhook", url)) => Ok(Handler::Webhook(url.to_owned())),
             Some(("email", address)) => Ok(Handler::Email(address.to_owned())),
             Some(("check", batch)) => Ok(Handler::Check(DeliveryId::parse(batch)?)),
+            Some(("export", folder)) => Ok(Handler::Export(folder.to_owned())),
             _ => Err(CoreError::invalid(format!("unknown job handler {input:?}"))),
         }
     }
@@ -57,6 +62,7 @@ impl Handler {
             Handler::Webhook(_) => "webhook",
             Handler::Email(_) => "email",
             Handler::Check(_) => "check",
+            Handler::Export(_) => "export",
         }
     }
 }
@@ -276,9 +282,13 @@ impl Rules {
                     rule.name
                 )));
             }
-            if !rule.copy_to.is_empty() && rule.on != [EventKind::DeliveryDelivered] {
+            let exports = rule
+                .handlers
+                .iter()
+                .any(|h| matches!(h, Handler::Export(_)));
+            if (!rule.copy_to.is_empty() || exports) && rule.on != [EventKind::DeliveryDelivered] {
                 return Err(CoreError::invalid(format!(
-                    "rule {:?}: copy_to dispatches deliveries, so it selects on = [\"delivery.delivered\"] only",
+                    "rule {:?}: copy_to and export dispatch deliveries, so it selects on = [\"delivery.delivered\"] only",
                     rule.name
                 )));
             }
@@ -426,6 +436,7 @@ mod tests {
             Handler::Webhook("https://hooks.example.test/a?b=c".into()),
             Handler::Email("ops@example.test".into()),
             Handler::Check(DeliveryId::new()),
+            Handler::Export("/srv/export/erp".into()),
         ] {
             assert_eq!(Handler::parse(&handler.target()).unwrap(), handler);
         }

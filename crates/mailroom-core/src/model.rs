@@ -533,11 +533,13 @@ pub enum EventKind {
     JobDead,
     /// A delivery took an inbox across 90 % of its byte or file quota.
     QuotaWarning,
+    /// The data folder's file system fell below its free-space floor (`[disk]`).
+    DiskLow,
 }
 
 impl EventKind {
     /// Every kind, in the order of the list above.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Login,
         EventKind::TransferStarted,
         EventKind::Upload,
@@ -556,6 +558,7 @@ impl EventKind {
         EventKind::Sweep,
         EventKind::JobDead,
         EventKind::QuotaWarning,
+        EventKind::DiskLow,
     ];
 
     /// Stable dotted label.
@@ -579,6 +582,7 @@ impl EventKind {
             EventKind::Sweep => "sweep",
             EventKind::JobDead => "job.dead",
             EventKind::QuotaWarning => "quota.warning",
+            EventKind::DiskLow => "disk.low",
         }
     }
 
@@ -603,6 +607,7 @@ impl EventKind {
             "sweep" => EventKind::Sweep,
             "job.dead" => EventKind::JobDead,
             "quota.warning" => EventKind::QuotaWarning,
+            "disk.low" => EventKind::DiskLow,
             other => return Err(CoreError::invalid(format!("unknown event kind {other:?}"))),
         })
     }

@@ -252,7 +252,7 @@ impl Notice {
                     .waiting_files(&delivery.recipient)
                     .await
                     .map_err(|err| err.to_string())?;
-                (!files.is_empty()).then(|| Notice::Digest(delivery.recipient, files))
+                (!files.is_empty()).then_some(Notice::Digest(delivery.recipient, files))
             }
         }))
     }

@@ -8,6 +8,8 @@
 //! [`config`] owns the `[jobs]`, `[webhooks]` and `[notifications]` sections. The e-mails
 //! include accounts' notices: "you have files" (one per file or a digest) and receipts.
 //!
+//! [`export`] writes delivered files into local folders (dispatch to a system on the host).
+//!
 //! [`scan`] checks a delivery's content before it is delivered: it asks clamd over INSTREAM,
 //! or runs a scanner command, for a [`Verdict`], and owns `[check]`. An answer it cannot
 //! trust is an error, never a clean verdict.
@@ -17,6 +19,7 @@
 
 pub mod config;
 pub mod email;
+pub mod export;
 pub mod scan;
 pub mod webhook;
 pub mod worker;

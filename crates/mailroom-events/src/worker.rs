@@ -5,6 +5,7 @@
 //! backoff or lease ran out). A handler's failure is the job's, never the worker's: it is
 //! recorded with the error and retried by the Hub's policy.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ impl Handlers {
                 },
                 None => Err("e-mail is not configured ([smtp] server)".to_owned()),
             },
+            Handler::Export(folder) => crate::export::export(hub, Path::new(folder), event).await,
             Handler::Check(batch) => match &self.scanner {
                 Some(scanner) => check(hub, scanner, *batch).await,
                 None => Err("no scanner is configured ([check])".to_owned()),

@@ -72,6 +72,7 @@ async fn hub_mailing(mailer: Mailer) -> (Arc<Hub>, CancellationToken) {
         Handlers {
             webhooks: None,
             mailer: Some(mailer),
+            scanner: None,
         },
     );
     (hub, shutdown)

@@ -140,6 +140,7 @@ fn worker(hub: &Arc<Hub>, data: &Path, config: &WebhooksConfig) -> CancellationT
         Handlers {
             webhooks: Some(webhooks),
             mailer: None,
+            scanner: None,
         },
     )
 }

@@ -37,8 +37,9 @@ use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AccountUpdate, AuthorizedKey, Ban, BanSubject,
     BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, ErrorKind,
     Event, EventKind, EventQuery, Factor, FactorSet, FileName, Group, Handler, InboxUsage, Job,
-    JobCounts, JobQuery, JobState, Limits, MetaStore, MetaStoreExt, Outcome, Protocol, Result,
-    Rights, Route, RouteEffect, Scope, Secret, TokenKind, TokenRecord, TotpEnrolment, Tx,
+    JobCounts, JobQuery, JobState, Limits, MetaStore, MetaStoreExt, Notices, NotifyMode, Outcome,
+    Protocol, Result, Rights, Route, RouteEffect, Scope, Secret, TokenKind, TokenRecord,
+    TotpEnrolment, Tx,
 };
 use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
@@ -3628,6 +3629,11 @@ fn restricted_access() -> AccessPolicy {
             quota_files: Some(100),
             retention_days: Some(30),
             max_sessions: Some(2),
+        },
+        notices: Notices {
+            email: Some("alice@example.test".to_owned()),
+            mode: NotifyMode::Digest,
+            receipts: true,
         },
     }
 }

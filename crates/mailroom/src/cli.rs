@@ -65,6 +65,32 @@ pub enum Command {
     /// The job queue: what rules made of events (webhooks, mails), and its dead letters.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// What the check before delivery held back: list, release or delete it (audited).
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `mailroom quarantine …`.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List the quarantined deliveries, oldest first, with what the check found.
+    List,
+    /// Deliver a quarantined file to its recipient after all (a false positive).
+    Release {
+        /// The delivery's id.
+        id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Delete a quarantined file: its content goes, the record stays.
+    Delete {
+        /// The delivery's id.
+        id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// `mailroom jobs …`.

@@ -115,7 +115,8 @@ impl DataDir {
 }
 
 /// The Hub on the embedded engines (SQLite metadata and local blobs) with the configured
-/// authentication settings and rules (`config_file` is where they were read, for errors).
+/// authentication settings, rules, check before delivery and accounts' notices (`config_file`
+/// is where they were read, for errors).
 /// The admin commands run on it too, so their events make jobs as the server's do.
 pub fn wire(
     meta: SqliteStore,
@@ -124,9 +125,12 @@ pub fn wire(
     config_file: &Path,
 ) -> Result<Arc<Hub>> {
     let rules = crate::rules::build(&config.rules, config.jobs.max_queued, config_file)?;
-    Ok(Arc::new(
-        Hub::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock))
-            .with_auth(config.auth.to_core())
-            .with_jobs(rules, config.jobs.retry()),
-    ))
+    let mut hub = Hub::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock))
+        .with_auth(config.auth.to_core())
+        .with_jobs(rules, config.jobs.retry())
+        .with_check(config.check.enabled());
+    if config.smtp.enabled() {
+        hub = hub.with_notices(config.notifications.digest_period());
+    }
+    Ok(Arc::new(hub))
 }

@@ -16,12 +16,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use mailroom_api::{
-    AccountView, BanView, EventView, GroupView, HeadView, JobDetailView, JobView, RouteView,
-    VerifyView, rfc3339,
+    AccountView, BanView, DeliveryView, EventView, GroupView, HeadView, JobDetailView, JobView,
+    RouteView, VerifyView, rfc3339,
 };
 use mailroom_core::{
     AccessPolicy, Account, AuditRecord, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
-    Event, Group, Job, JobCounts, Route, TotpSetup, format_size,
+    Delivery, Event, Group, Job, JobCounts, Route, TotpSetup, format_size,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -311,6 +311,41 @@ impl Output {
 
     /// `jobs list`: the jobs, then the queue's counts (JSON: the jobs only, as the API lists
     /// them).
+    /// `quarantine list`: the held deliveries and why.
+    pub fn quarantine(&self, held: &[(Delivery, String)]) -> Result<()> {
+        if self.json {
+            let out: Vec<QuarantinedView> = held
+                .iter()
+                .map(|(delivery, reason)| QuarantinedView {
+                    delivery: DeliveryView::from(delivery),
+                    reason: reason.clone(),
+                })
+                .collect();
+            return self.json_line(&out);
+        }
+        if held.is_empty() {
+            return self.text("the quarantine is empty\n");
+        }
+        let rows = held
+            .iter()
+            .map(|(d, reason)| {
+                vec![
+                    d.id.to_string(),
+                    d.sender.to_string(),
+                    d.recipient.to_string(),
+                    clean(d.name.as_str()),
+                    format_size(d.size),
+                    short_time(d.updated),
+                    clean(reason),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &["ID", "SENDER", "RECIPIENT", "NAME", "SIZE", "SINCE", "WHY"],
+            rows,
+        ))
+    }
+
     pub fn jobs(&self, jobs: &[Job], counts: &JobCounts) -> Result<()> {
         if self.json {
             let out: Vec<JobView> = jobs.iter().map(JobView::from).collect();
@@ -585,6 +620,15 @@ impl Output {
 }
 
 /// One line of `audit export`: the event with its place in the chain.
+/// One held delivery in `quarantine list --json`: the delivery as the API shows it, and why.
+#[derive(Serialize)]
+struct QuarantinedView {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    /// What the check found, or why it could not check.
+    reason: String,
+}
+
 #[derive(Serialize)]
 struct RecordOut {
     seq: u64,

@@ -45,6 +45,10 @@ pub struct RuleConfig {
     /// `on = ["delivery.delivered"]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_to: Vec<NameSetting>,
+    /// Local folders (absolute paths) each selected delivery is written into, under
+    /// `<recipient>/<name>` (export; only with `on = ["delivery.delivered"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<ExportSetting>,
 }
 
 /// Declares a setting type that is a checked string: `TryFrom<String>` runs `$check`, whose
@@ -119,6 +123,25 @@ checked_setting!(
 );
 
 checked_setting!(
+    /// An export folder: an absolute path, without `..`.
+    ExportSetting(String),
+    |text| {
+        let path = Path::new(text);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            || text.chars().any(char::is_control)
+        {
+            Err(format!("{text:?}: an export folder is an absolute path without .."))
+        } else {
+            Ok(text.trim_end_matches('/').to_owned())
+        }
+    },
+    Clone::clone
+);
+
+checked_setting!(
     /// A webhook URL: `https://` with a host and no credentials.
     WebhookSetting(String),
     |text| mailroom_events::Webhooks::check_url(text, None)
@@ -135,6 +158,7 @@ impl RuleConfig {
             .iter()
             .map(|e| Handler::Email(e.0.clone()))
             .chain(self.webhook.iter().map(|w| Handler::Webhook(w.0.clone())))
+            .chain(self.export_to.iter().map(|f| Handler::Export(f.0.clone())))
             .collect();
         Rule {
             name: self.name.clone(),
@@ -171,14 +195,19 @@ pub fn build(rules: &[RuleConfig], max_queued: u64, path: &Path) -> Result<Rules
                 "transfer.started comes before any delivery: select it by account or outcome, not by sender, recipient or file"
                     .to_owned(),
             )
-        } else if rule.email.is_empty() && rule.webhook.is_empty() && rule.copy_to.is_empty() {
+        } else if rule.email.is_empty()
+            && rule.webhook.is_empty()
+            && rule.copy_to.is_empty()
+            && rule.export_to.is_empty()
+        {
             Some(
-                "it names no handler (email = [...], webhook = [...] or copy_to = [...])"
+                "it names no handler (email = [...], webhook = [...], copy_to = [...] or export_to = [...])"
                     .to_owned(),
             )
-        } else if !rule.copy_to.is_empty() && !only_deliveries(rule) {
+        } else if (!rule.copy_to.is_empty() || !rule.export_to.is_empty()) && !only_deliveries(rule)
+        {
             Some(
-                "copy_to dispatches deliveries: it takes on = [\"delivery.delivered\"] only"
+                "copy_to and export_to dispatch deliveries: they take on = [\"delivery.delivered\"] only"
                     .to_owned(),
             )
         } else {
@@ -229,6 +258,15 @@ pub async fn check(
                 bail!("{}: webhook {err}", at(path, text, i, &rule.name));
             }
         }
+        for folder in &rule.export_to {
+            if let Err(err) = export_folder(Path::new(&folder.0)) {
+                bail!(
+                    "{}: export folder {}: {err}",
+                    at(path, text, i, &rule.name),
+                    folder.0
+                );
+            }
+        }
         if !rule.email.is_empty() && !has_email {
             bail!(
                 "{}: it sends e-mail, but [smtp] names no server",
@@ -237,6 +275,26 @@ pub async fn check(
         }
     }
     Ok(())
+}
+
+/// Checks an export folder: a directory of the user the hub runs as, which others may not
+/// write to (or they could plant files where a local system takes deliveries from).
+fn export_folder(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = std::fs::metadata(path).map_err(|err| format!("cannot be read: {err}"))?;
+    let user = rustix::process::geteuid().as_raw();
+    if !metadata.is_dir() {
+        Err("it is not a directory".to_owned())
+    } else if metadata.uid() != user {
+        Err(format!(
+            "it is owned by user id {}, not by the user the hub runs as ({user})",
+            metadata.uid()
+        ))
+    } else if metadata.permissions().mode() & 0o002 != 0 {
+        Err("it is world-writable; remove the write permission of others (chmod o-w)".to_owned())
+    } else {
+        Ok(())
+    }
 }
 
 /// `mailroom.toml, line N, rule "name"`: where the `i`-th `[[rules]]` table starts.

@@ -416,3 +416,145 @@ fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_b
     }
     assert_eq!(seen, ids);
 }
+
+#[test]
+fn a_data_folder_below_its_free_space_floor_raises_one_disk_low_alert() {
+    let site = Site::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A floor of 100 % is never met: the first look records the crossing. The alert's mail
+    // goes to a relay that is not there, so its job is tried (and logged) again and again.
+    let config = std::fs::read_to_string(site.config())
+        .unwrap()
+        .replace(
+            "\n[disk]\n",
+            "\n[disk]\nmin_free_percent = 100\ncheck_seconds = 1\n",
+        )
+        .replace(
+            "\n[jobs]\n",
+            "\n[jobs]\nbackoff_seconds = 1\nmax_backoff_seconds = 1\nmax_attempts = 1000\n",
+        )
+        .replace(
+            "\n[smtp]\n",
+            &format!(
+                "\n[smtp]\nserver = \"127.0.0.1:{port}\"\nsecurity = \"none\"\nfrom = \"mailroom@example.test\"\n"
+            ),
+        );
+    std::fs::write(site.config(), config).unwrap();
+    site.with_rules(
+        "\n[[rules]]\nname = \"disk\"\non = [\"disk.low\"]\nemail = [\"ops@example.test\"]\n",
+    );
+    let disk_low = || -> Vec<serde_json::Value> {
+        let out = site.ok(&["audit", "list", "--json", "--limit", "1000"]);
+        let events: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        events
+            .into_iter()
+            .filter(|e| e["kind"] == "disk.low")
+            .collect()
+    };
+    let server = Server::start(&site);
+    // Several outcomes recorded means the worker tried the alert's job several times, and
+    // the watch looked again meanwhile (every second).
+    let mut tries = 0;
+    let seen = server.until(|| {
+        tries += 1;
+        tries > 3 && jobs(&site).iter().any(|j| j["rule"] == "disk")
+    });
+    server.kill();
+    assert!(seen, "no alert job: {:?}", jobs(&site));
+    let events = disk_low();
+    assert_eq!(events.len(), 1, "one event per crossing: {events:?}");
+    assert_eq!(events[0]["outcome"], "failed");
+    assert!(
+        events[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("below the floor of 100 %"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_refuses_a_shared_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    for account in ["erp", "bob"] {
+        site.ok(&["account", "add", account]);
+    }
+    site.ok(&["route", "allow", "erp", "bob"]);
+    let (drop, export) = (site.dir.path().join("drop"), site.dir.path().join("export"));
+    for dir in [&drop, &export] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::create_dir(drop.join("bob")).unwrap();
+    let base = std::fs::read_to_string(site.config()).unwrap();
+
+    // A world-writable export folder is refused at start, naming the rule and the folder.
+    std::fs::set_permissions(&export, std::fs::Permissions::from_mode(0o777)).unwrap();
+    site.with_rules(&format!(
+        "\n[[rules]]\nname = \"to-erp-host\"\non = [\"delivery.delivered\"]\nexport_to = [\"{}\"]\n",
+        export.display()
+    ));
+    let before = site.snapshot();
+    let err = site.refused(&["serve"]);
+    assert!(
+        err.contains("rule \"to-erp-host\"") && err.contains("world-writable"),
+        "{err}"
+    );
+    assert_eq!(site.snapshot(), before);
+    // So is a relative folder, and an export of anything but deliveries, at read.
+    std::fs::write(
+        site.config(),
+        format!("{base}\n[[rules]]\nname = \"rel\"\non = [\"delivery.delivered\"]\nexport_to = [\"out\"]\n"),
+    )
+    .unwrap();
+    assert!(site.refused(&["serve"]).contains("absolute path"));
+    std::fs::write(
+        site.config(),
+        format!(
+            "{base}\n[[rules]]\nname = \"logins\"\non = [\"login\"]\nexport_to = [\"{}\"]\n",
+            export.display()
+        ),
+    )
+    .unwrap();
+    assert!(site.refused(&["serve"]).contains("delivery.delivered"));
+
+    // Files dropped for bob are delivered, and the rule exports each as bob/<name>.
+    std::fs::set_permissions(&export, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        site.config(),
+        format!(
+            "{base}\n[[rules]]\nname = \"to-erp-host\"\non = [\"delivery.delivered\"]\nexport_to = [\"{}\"]\n\n[[drop]]\npath = \"{}\"\nmode = \"private\"\naccount = \"erp\"\nsettle_seconds = 1\n",
+            export.display(),
+            drop.display()
+        ),
+    )
+    .unwrap();
+    let big = mailroom_test_support::write_random(&drop.join("bob").join("big.bin"), 700_000, 7);
+    let small = mailroom_test_support::write_random(&drop.join("bob").join("small.csv"), 100, 8);
+    let server = Server::start(&site);
+    let exported = |name: &str| export.join("bob").join(name);
+    let done =
+        server.until(|| jobs(&site).len() == 2 && jobs(&site).iter().all(|j| j["state"] == "done"));
+    server.kill();
+    assert!(done, "{:?}", jobs(&site));
+    assert_eq!(
+        mailroom_test_support::sha256_file(&exported("big.bin")),
+        big
+    );
+    assert_eq!(
+        mailroom_test_support::sha256_file(&exported("small.csv")),
+        small
+    );
+    let mode = std::fs::metadata(exported("big.bin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Nothing half-written is left beside them.
+    assert_eq!(files(&export.join("bob")).len(), 2, "{:?}", files(&export));
+}

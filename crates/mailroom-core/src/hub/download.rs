@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::tree::{no_such_file, receipt, receipt_text, visible_query};
 use super::{ClientSession, Hub};
 use crate::error::{CoreError, Result};
-use crate::model::{Delivery, DeliveryState, EventKind, Outcome};
+use crate::model::{Delivery, DeliveryId, DeliveryState, EventKind, Outcome};
 use crate::path::{Area, VirtualPath};
 use crate::ports::{BlobReader, Durability};
 
@@ -104,6 +104,31 @@ impl ReadHandle {
 
 impl Hub {
     // ----- downloads -------------------------------------------------------------------------
+
+    /// Opens the content of a delivery that is delivered (and not yet acknowledged, recalled
+    /// or expired) for the hub's own use, such as an export rule; `None` when it is no more.
+    /// Reading it marks nothing picked up.
+    pub async fn open_delivered(&self, id: &DeliveryId) -> Result<Option<(Delivery, ReadHandle)>> {
+        let id = *id;
+        let found = self
+            .read_short(move |tx| {
+                let Some(delivery) = tx.delivery(&id)? else {
+                    return Ok(None);
+                };
+                if !DeliveryState::VISIBLE.contains(&delivery.state) {
+                    return Ok(None);
+                }
+                let inline = tx.inline_blob(&delivery.blob_id)?;
+                Ok(Some((delivery, inline)))
+            })
+            .await?;
+        let Some((delivery, inline)) = found else {
+            return Ok(None);
+        };
+        let path = VirtualPath::File(Area::Inbox, delivery.sender.clone(), delivery.name.clone());
+        let handle = self.read_handle(path, delivery.clone(), inline).await?;
+        Ok(Some((delivery, handle)))
+    }
 
     /// Opens an inbox file or a receipt for reading.
     pub async fn open_read(

@@ -1,5 +1,6 @@
-//! Housekeeping of what is stored: the start-up sweep of unreferenced blobs and the expiry of
-//! deliveries past their recipient's retention.
+//! Housekeeping of what is stored: the start-up sweep of unreferenced blobs, the expiry of
+//! deliveries past their recipient's retention, and the alert of a storage running out of
+//! space.
 
 use time::OffsetDateTime;
 
@@ -14,6 +15,20 @@ use crate::ports::{DeliveryQuery, Durability, SweepReport};
 const EXPIRE_BATCH: u32 = 500;
 
 impl Hub {
+    /// Records that the storage under the data folder fell below its free-space floor
+    /// (`detail` says how far): a `disk.low` event, which rules turn into alerts. The caller
+    /// records a crossing, not every look.
+    pub async fn record_disk_low(&self, detail: String) -> Result<()> {
+        let event = self.stamp.event(
+            &Actor::system(),
+            EventKind::DiskLow,
+            "data folder".to_owned(),
+            Outcome::Failed,
+            detail,
+        );
+        self.record(vec![event], Durability::Flush).await
+    }
+
     // ----- start-up --------------------------------------------------------------------------
 
     /// Removes staging files and blobs that no live delivery references (left by a crash or by

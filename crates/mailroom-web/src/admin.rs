@@ -16,7 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailroom_core::{
     AccountChange, AccountKind, AccountName, AuthorizedKey, BanSubject, CoreError, EventKind,
-    EventQuery, FactorSet, JobCounts, JobQuery, JobState, Outcome, Rights, RouteEffect, Secret,
+    EventQuery, FactorSet, JobCounts, JobQuery, JobState, NotifyMode, Outcome, Rights, RouteEffect,
+    Secret,
 };
 use mailroom_core::{parse_globs, parse_networks, parse_size};
 use mailroom_https::wire::{AccountView, BanView, JobView, SessionView};
@@ -362,6 +363,13 @@ pub(crate) struct AccessForm {
     allow_names: String,
     #[serde(default)]
     deny_names: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    notify: String,
+    /// "on" when the box is ticked; absent otherwise.
+    #[serde(default)]
+    receipts: String,
 }
 
 fn optional<T>(
@@ -378,7 +386,7 @@ fn optional<T>(
         .ok_or_else(|| CoreError::invalid(format!("{field}: {value:.40} is not a number")))
 }
 
-/// Sets required factors, networks, rights, certificate subject and limits: everything is
+/// Sets required factors, networks, rights, certificate subject, limits and notices: everything is
 /// parsed first, so one bad field changes nothing.
 pub(crate) async fn set_access(
     State(web): State<Arc<Web>>,
@@ -414,6 +422,12 @@ pub(crate) async fn set_access(
             })?),
             name_allow: Some(parse_globs(&form.allow_names)?),
             name_deny: Some(parse_globs(&form.deny_names)?),
+            email: Some(Some(form.email.trim().to_owned()).filter(|e| !e.is_empty())),
+            notify: Some(match form.notify.trim() {
+                "" => NotifyMode::Off,
+                mode => NotifyMode::parse(mode)?,
+            }),
+            receipts: Some(form.receipts == "on"),
             ..AccountChange::default()
         };
         web.app

@@ -586,6 +586,57 @@ async fn admin_manages_accounts_and_disabling_ends_the_users_session() {
         page.contains(r#"name="max_file_size" value="10485760""#),
         "{page}"
     );
+    // Notices: refused without an address (nothing changes), kept with one, shown again.
+    let access = &[
+        ("csrf", csrf.as_str()),
+        ("require", "publickey,password"),
+        ("networks", "127.0.0.0/8"),
+        ("rights", "all"),
+        ("max_file_size", "10M"),
+    ];
+    let before = hub.account("dave").await;
+    let no_address = admin
+        .post(
+            "/admin/accounts/dave/access",
+            &[access.as_slice(), &[("notify", "instant")]].concat(),
+        )
+        .await;
+    assert_eq!(no_address.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        no_address.body.contains("no e-mail address"),
+        "{}",
+        no_address.body
+    );
+    assert_eq!(hub.account("dave").await.access, before.access);
+    let noticed = admin
+        .post(
+            "/admin/accounts/dave/access",
+            &[
+                access.as_slice(),
+                &[
+                    ("email", "dave@example.test"),
+                    ("notify", "digest"),
+                    ("receipts", "on"),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+    assert_eq!(noticed.status, StatusCode::SEE_OTHER, "{}", noticed.body);
+    let notices = hub.account("dave").await.access.notices;
+    assert_eq!(notices.email.as_deref(), Some("dave@example.test"));
+    assert_eq!(notices.mode, mailroom_core::NotifyMode::Digest);
+    assert!(notices.receipts);
+    let page = admin.get("/admin/accounts/dave").await.body;
+    assert!(page.contains(r#"value="dave@example.test""#), "{page}");
+    assert!(
+        page.contains(r#"<option value="digest" selected>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"name="receipts" value="on" checked"#),
+        "{page}"
+    );
 
     let disabled = admin
         .post(

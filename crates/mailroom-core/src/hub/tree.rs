@@ -267,11 +267,22 @@ fn receipt_name(delivery: &Delivery) -> String {
     format!("{}@{}", delivery.name, delivery.id.short())
 }
 
-/// The text of a receipt, one `key: value` per line.
+/// The text of a receipt, one `key: value` per line; the `note` line says in words what a
+/// state means to the sender, for the states that hold a file back.
 pub(super) fn receipt_text(delivery: &Delivery) -> String {
     let time = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    let note = match delivery.state {
+        DeliveryState::Checking => {
+            "note: being checked; the recipient sees it once it is found clean\n"
+        }
+        DeliveryState::Quarantined => {
+            "note: quarantined by the check; the recipient does not see it, and an operator decides\n"
+        }
+        DeliveryState::Deleted => "note: deleted from quarantine by an operator\n",
+        _ => "",
+    };
     format!(
-        "delivery: {}\nsender: {}\nrecipient: {}\nvia: {}\nname: {}\nsize: {}\nsha256: {}\nstate: {}\ncreated: {}\nupdated: {}\n",
+        "delivery: {}\nsender: {}\nrecipient: {}\nvia: {}\nname: {}\nsize: {}\nsha256: {}\nstate: {}\n{note}created: {}\nupdated: {}\n",
         delivery.id,
         delivery.sender,
         delivery.recipient,

@@ -108,10 +108,10 @@ async fn a_group_upload_waits_hidden_for_one_check_and_is_delivered_when_clean()
     let receipt = bed
         .download("alice", &format!("/sent/bob/{}", receipts[0]))
         .await;
+    let receipt = String::from_utf8(receipt).unwrap();
     assert!(
-        String::from_utf8(receipt)
-            .unwrap()
-            .contains("state: checking\n")
+        receipt.contains("state: checking\nnote: being checked"),
+        "{receipt}"
     );
 
     // The check reads the content, once for the fan-out.

@@ -8,6 +8,10 @@ receiver in this process (Python's http.server on the ruled hub's own server cer
 answering 204). Each round uploads --files × 4 KiB in one OpenSSH sftp session to each hub,
 alternating which goes first, then waits for the ruled hub's queue to drain.
 
+A third hub checks every upload with a clamd of the bench's own (a one-signature database
+written here) before delivery: the scan cost per file (wall time per check, the hub's CPU and
+clamd's) and the time from upload to delivery while a file is held for its check.
+
 Figures: upload rate with rules over without (target ≥ 0.9×); the hub's CPU per file,
 with rules counted once the file's jobs are done; jobs done per second (from
 the first job queued to the last one done); the time from an event to its job being done
@@ -129,6 +133,67 @@ webhook = ["https://127.0.0.1:{port}/mailroom"]
             f.write(config)
 
 
+class CheckedMailroom(Mailroom):
+    """A Mailroom that checks every upload with a clamd of the bench's own before delivery."""
+
+    label = "Mailroom+check"
+
+    def __init__(self, binary, tmp, clamd_port):
+        super().__init__(binary, tmp)
+        self.clamd_port = clamd_port
+
+    def configure(self):
+        path = os.path.join(self.data, "mailroom.toml")
+        with open(path) as f:
+            config = f.read()
+        config = config.replace("\n[check]\n", f'\n[check]\nclamd = "tcp://127.0.0.1:{self.clamd_port}"\n')
+        with open(path, "w") as f:
+            f.write(config)
+
+
+def clamd_binary():
+    for candidate in ("/usr/sbin/clamd", shutil.which("clamd") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise BenchError("clamd is not installed (apt-get install clamav-daemon; .ci/run does)")
+
+
+def start_clamd(tmp):
+    """clamd on loopback with a one-signature database written here (no download): a body
+    signature of the bench's own, so every file is really scanned and none is found."""
+    base = os.path.join(tmp, "clamd")
+    db = os.path.join(base, "db")
+    os.makedirs(db)
+    marker = b"MAILROOM-BENCH-NEVER-PRESENT-MARKER"
+    with open(os.path.join(db, "bench.ndb"), "w") as f:
+        f.write(f"Mailroom-Bench-Marker:0:*:{marker.hex()}\n")
+    port = bench.free_port()
+    conf = os.path.join(base, "clamd.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"Foreground yes\nDatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
+            f"LogFile {os.path.join(base, 'clamd.log')}\nPidFile {os.path.join(base, 'clamd.pid')}\n"
+        )
+    proc = bench.spawn([clamd_binary(), "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"zPING\0")
+                if s.recv(16).startswith(b"PONG"):
+                    return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchError("clamd did not start")
+        time.sleep(0.05)
+
+
+def cpu_ticks(pid):
+    _, utime, stime, _, _ = bench.proc_stat(pid)
+    return utime + stime
+
+
 def jobs(server):
     _, out, _ = bench.run([server.binary, "--json", "jobs", "list", "--limit", "1000000"], env=server.env, timeout=120)
     return json.loads(out)
@@ -244,6 +309,49 @@ def main():
             if j["handler"] == "email"
         )
         log(f"  paced: {paced_n} uploads at 50/s; e-mail event to acceptance p50 {percentile(paced, 50):.0f} ms p99 {percentile(paced, 99):.0f} ms")
+        # The check before delivery: one clamd scan per upload, the file hidden until then.
+        clamd, clamd_port = start_clamd(tmp)
+        checked = CheckedMailroom(binary, os.path.join(tmp, "checked"), clamd_port)
+        os.makedirs(os.path.dirname(checked.data), exist_ok=True)
+        checked.alice_key = checked.up_key = os.path.join(tmp, "keys", "alice")
+        checked.bob_key = checked.down_key = os.path.join(tmp, "keys", "bob")
+        checked.start()
+        ticks = os.sysconf("SC_CLK_TCK")
+        scan_rates, scan_waits, check_rates, hub_cpu, clamd_cpu = [], [], [], [], []
+        for r in range(a.rounds):
+            local = os.path.join(tmp, f"scan{r}")
+            make_small_dir(local, a.files, f"s{r}-")
+            before = len(jobs(checked))
+            checked.settle()
+            cpu0, clamd0 = checked.counters()["cpu"], cpu_ticks(clamd.pid)
+            t = client.run(checked, "up", [f"lcd {local}", f"cd {checked.up_dir}", "put *"])
+            check_rates.append(a.files / t)
+            deadline = time.monotonic() + 600
+            while True:
+                listed = jobs(checked)
+                if len(listed) >= before + a.files and all(j["state"] == "done" for j in listed):
+                    break
+                stuck = [j for j in listed if j["state"] not in ("queued", "done")]
+                if stuck or time.monotonic() > deadline:
+                    raise BenchError(f"check jobs did not drain: {stuck[:3] or listed[:3]}")
+                time.sleep(0.2)
+            fresh = listed[: a.files]
+            first = min(parse_time(j["created"]) for j in fresh)
+            last = max(parse_time(j["updated"]) for j in fresh)
+            scan_rates.append(len(fresh) / max((last - first).total_seconds(), 1e-6))
+            scan_waits.extend((parse_time(j["updated"]) - parse_time(j["created"])).total_seconds() * 1000 for j in fresh)
+            hub_cpu.append((checked.counters()["cpu"] - cpu0) * 1000 / a.files)
+            clamd_cpu.append((cpu_ticks(clamd.pid) - clamd0) * 1000 / ticks / a.files)
+            log(f"  {checked.label:15} {a.files} × 4 KiB upload {a.files / t:8.1f} files/s; {scan_rates[-1]:.0f} scans/s")
+            shutil.rmtree(local)
+        # Every checked file was delivered: bob downloads them all.
+        fetched = os.path.join(tmp, "fetched")
+        os.makedirs(fetched)
+        client.run(checked, "down", [f"lcd {fetched}", f"cd {checked.down_dir}", "get *"])
+        if len(os.listdir(fetched)) != a.files * a.rounds:
+            raise BenchError(f"only {len(os.listdir(fetched))} of {a.files * a.rounds} checked files were delivered")
+        scan_waits.sort()
+
         mails = len(os.listdir(os.path.join(maildir, "new")))
         expected = a.files * a.rounds + paced_n
         if mails < expected or Receiver.received < expected:
@@ -270,6 +378,12 @@ def main():
             f"| Event to SMTP acceptance at 50 uploads/s, p99 (ms) | {q99:,.0f} | < 1,000 ms | {'met' if q99 < 1000 else 'NOT met'} |",
             f"| Event to SMTP acceptance in the bursts above, p50 (ms) | {p50:,.0f} | | |",
             f"| Event to SMTP acceptance in the bursts above, p99 (ms) | {p99:,.0f} | | |",
+            f"| Upload rate with the clamd check on (files/s) | {statistics.median(check_rates):,.0f} | | |",
+            f"| Checks done per second (clamd INSTREAM, 4 KiB files) | {statistics.median(scan_rates):,.0f} | | |",
+            f"| Scan cost per file: wall time per check at that rate (ms) | {1000 / statistics.median(scan_rates):.2f} | | |",
+            f"| Scan cost per file: hub CPU, upload and check (ms) | {statistics.median(hub_cpu):.2f} | | |",
+            f"| Scan cost per file: clamd CPU (ms) | {statistics.median(clamd_cpu):.2f} | | |",
+            f"| Upload committed to delivered (hidden while checked), p50 / p99 (ms) | {percentile(scan_waits, 50):,.0f} / {percentile(scan_waits, 99):,.0f} | | |",
             "",
             "Per round: without rules " + " / ".join(f"{x:,.0f}" for x in rates[plain.label])
             + "; with rules " + " / ".join(f"{x:,.0f}" for x in rates[ruled.label])
@@ -278,14 +392,14 @@ def main():
         print("\n".join(lines), flush=True)
         if a.json:
             with open(a.json, "w") as f:
-                json.dump({"rates": rates, "cpu_ms_per_file": cpu_ms, "jobs_per_s": jobs_per_s, "burst_ms": latencies, "paced_ms": paced}, f, indent=2)
+                json.dump({"rates": rates, "cpu_ms_per_file": cpu_ms, "jobs_per_s": jobs_per_s, "burst_ms": latencies, "paced_ms": paced, "check_rates": check_rates, "scans_per_s": scan_rates, "scan_hub_cpu_ms": hub_cpu, "scan_clamd_cpu_ms": clamd_cpu, "check_wait_ms": scan_waits}, f, indent=2)
         ok = True
     finally:
         bench.kill_all()
         for receiver in receivers:
             receiver.shutdown()
         if not ok:
-            bench.print_log_tails(tmp, ("plain/mailroom.log", "ruled/mailroom.log"), 2000)
+            bench.print_log_tails(tmp, ("plain/mailroom.log", "ruled/mailroom.log", "checked/mailroom.log"), 2000)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -82,6 +82,12 @@ async fn serve(
 ) -> Result<()> {
     // The rules' names, addresses and handlers are checked before anything changes.
     let handlers = job_handlers(hub, config, data).await?;
+    if config.disk.min_free_percent > 100 {
+        return Err(anyhow!(
+            "invalid configuration: [disk] min_free_percent = {}: a share of the file system, 0 to 100",
+            config.disk.min_free_percent
+        ));
+    }
     // So are the drop folders: each is ours, not world-writable, and names accounts that exist.
     let drop_folders = crate::drop::check(&config.drop, hub, &data.config_file()).await?;
     let swept = hub
@@ -356,7 +362,7 @@ async fn disk_watch(
             }
         };
         let floor = u128::from(total) * u128::from(config.min_free_percent) / 100;
-        let below = u128::from(free) < floor || (config.min_free_percent >= 100);
+        let below = u128::from(free) < floor || config.min_free_percent == 100;
         if below && !low {
             let detail = format!(
                 "{} free of {} on the data folder's file system ({}), below the floor of {} %",

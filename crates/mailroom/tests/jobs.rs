@@ -116,7 +116,7 @@ fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
         (
             "a copy of something that is not a delivery",
             "[[rules]]\nname = \"a\"\non = [\"login\"]\ncopy_to = [\"bob\"]\n",
-            "copy_to dispatches deliveries",
+            "copy_to and export_to dispatch deliveries",
         ),
         (
             "a transfer start selected by file",
@@ -202,6 +202,54 @@ fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
     // The template's own example is a comment, and parses to no rule.
     assert!(template.contains("# [[rules]]"));
     let _ = line_of(&template, "# [[rules]]");
+}
+
+#[test]
+fn every_bad_check_notice_or_disk_setting_is_refused_at_start_and_changes_nothing() {
+    let site = Site::new();
+    let template = std::fs::read_to_string(site.config()).unwrap();
+    let cases = [
+        (
+            "[check]\n",
+            "[check]\nclamd = \"clamd.example.test:3310\"\n",
+            "clamd.example.test:3310",
+        ),
+        (
+            "[check]\n",
+            "[check]\nclamd = \"tcp://127.0.0.1:3310\"\ncommand = \"scan {path}\"\n",
+            "either",
+        ),
+        (
+            "[check]\n",
+            "[check]\ncommand = \"scan-without-a-path\"\n",
+            "{path}",
+        ),
+        (
+            "[notifications]\n",
+            "[notifications]\ndigest_minutes = \"hourly\"\n",
+            "digest_minutes",
+        ),
+        (
+            "[disk]\n",
+            "[disk]\nmin_free_percent = 101\n",
+            "min_free_percent",
+        ),
+    ];
+    for (section, replacement, reason) in cases {
+        let before = site.snapshot();
+        std::fs::write(site.config(), template.replacen(section, replacement, 1)).unwrap();
+        let err = site.refused(&["serve"]);
+        assert!(
+            err.contains(reason),
+            "{replacement}: {err:?} lacks {reason:?}"
+        );
+        std::fs::write(site.config(), &template).unwrap();
+        assert_eq!(
+            site.snapshot(),
+            before,
+            "{replacement}: the refused start changed something"
+        );
+    }
 }
 
 #[test]

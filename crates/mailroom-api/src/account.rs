@@ -153,7 +153,6 @@ impl From<&Limits> for LimitsView {
 pub struct NoticesView {
     /// Where its notices go; null: nowhere (then notify is "off" and receipts false).
     #[serde(default)]
-    #[schema(required = true)]
     pub email: Option<String>,
     /// When it is told of new files: "instant", "digest" or "off".
     #[serde(default = "off")]

@@ -42,6 +42,10 @@ impl BlobReader for LocalBlobReader {
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_at_after(offset, len, 0).await
+    }
+
+    async fn read_at_after(&self, offset: u64, len: usize, room: usize) -> Result<Vec<u8>> {
         let available = self.size.saturating_sub(offset);
         // Invariant: the result is at most MAX_READ_LEN, so it fits a usize.
         let wanted = usize::try_from(available)
@@ -49,22 +53,23 @@ impl BlobReader for LocalBlobReader {
             .min(len)
             .min(MAX_READ_LEN);
         if wanted == 0 {
-            return Ok(Vec::new());
+            return Ok(vec![0u8; room]);
         }
         let file = Arc::clone(&self.file);
         let path = Arc::clone(&self.path);
         blocking("read", move || {
-            let mut buffer = vec![0u8; wanted];
+            // The data lands after the caller's room: read once, never copied here.
+            let mut buffer = vec![0u8; room + wanted];
             let mut filled = 0;
             while filled < wanted {
-                match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+                match file.read_at(&mut buffer[room + filled..], offset + filled as u64) {
                     Ok(0) => break,
                     Ok(read) => filled += read,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(storage_error("read blob", &path, &err)),
                 }
             }
-            buffer.truncate(filled);
+            buffer.truncate(room + filled);
             Ok(buffer)
         })
         .await

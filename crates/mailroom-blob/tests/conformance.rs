@@ -238,6 +238,20 @@ mod suite {
         assert!(reader.read_at(11, 100).await.unwrap().is_empty());
         assert!(reader.read_at(u64::MAX, 100).await.unwrap().is_empty());
         assert!(reader.read_at(0, 0).await.unwrap().is_empty());
+        // Reads framed for a reply: the room first (zeros), then the same bytes.
+        assert_eq!(
+            reader.read_at_after(7, 100, 13).await.unwrap(),
+            [&[0_u8; 13][..], b"789"].concat()
+        );
+        assert_eq!(
+            reader.read_at_after(2, 3, 4).await.unwrap(),
+            [&[0_u8; 4][..], b"234"].concat()
+        );
+        assert_eq!(reader.read_at_after(10, 100, 13).await.unwrap(), [0_u8; 13]);
+        assert_eq!(
+            reader.read_at_after(u64::MAX, 100, 5).await.unwrap(),
+            [0_u8; 5]
+        );
     }
 
     pub async fn large_reads_return_a_prefix(store: &dyn BlobStore) {

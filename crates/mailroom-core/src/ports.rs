@@ -466,6 +466,16 @@ pub trait BlobReader: Send + Sync {
     fn size(&self) -> u64;
     /// Reads up to `len` bytes at `offset`; an empty result means end of file.
     async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// [`BlobReader::read_at`] into a buffer that begins with `room` zero bytes for the
+    /// caller's header, so a protocol reply can be framed around the data without copying
+    /// it again: the data is `result[room..]`, empty at end of file. A store that cannot do
+    /// better copies (this default).
+    async fn read_at_after(&self, offset: u64, len: usize, room: usize) -> Result<Vec<u8>> {
+        let data = self.read_at(offset, len).await?;
+        let mut framed = vec![0_u8; room];
+        framed.extend_from_slice(&data);
+        Ok(framed)
+    }
 }
 
 /// The source of time, so tests can hold the clock.

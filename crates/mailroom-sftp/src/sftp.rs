@@ -21,8 +21,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use russh::ChannelMsg;
 use russh::server::Msg;
 use russh_sftp::protocol::{
-    self as sftp, Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags,
-    Packet, StatusCode, Version,
+    self as sftp, Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet,
+    StatusCode, Version,
 };
 use tokio::sync::mpsc;
 
@@ -229,19 +229,26 @@ async fn process(
     };
     while let Some(mut raw) = requests.recv().await {
         let id = request_id(&raw);
-        let reply = if raw.first() == Some(&SSH_FXP_WRITE) {
+        let reply: Result<Bytes, Packet> = if raw.first() == Some(&SSH_FXP_READ) {
+            // Reads are answered with the file's bytes read straight into the framed DATA
+            // reply (russh-sftp's encoder would copy them once more).
+            match ReadRequest::parse(&raw) {
+                Some(read) => processor.read_framed(read).await,
+                None => Err(status(id, StatusCode::BadMessage, "malformed read request")),
+            }
+        } else if raw.first() == Some(&SSH_FXP_WRITE) {
             // Writes carry the file's bytes: parsed here so the data stays a slice of the
             // packet until the blob writer copies it once (russh-sftp's parser copies it
             // into a Vec first).
-            match WriteRequest::parse(&raw) {
+            Err(match WriteRequest::parse(&raw) {
                 Some(write) => processor
                     .write(write.id, write.handle, write.offset, write.data)
                     .await
                     .unwrap_or_else(|err| error_status(write.id, &err)),
                 None => status(id, StatusCode::BadMessage, "malformed write request"),
-            }
+            })
         } else {
-            match Packet::try_from(&mut raw) {
+            Err(match Packet::try_from(&mut raw) {
                 Ok(packet) => processor.handle(packet).await,
                 // russh-sftp refuses names that are not UTF-8 while decoding; say so plainly.
                 Err(_) => status(
@@ -249,17 +256,20 @@ async fn process(
                     StatusCode::BadMessage,
                     "malformed request (names must be valid UTF-8)",
                 ),
-            }
+            })
         };
-        let bytes = match Bytes::try_from(reply) {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                tracing::error!(error = %err, "encoding an sftp reply failed");
-                match Bytes::try_from(status(id, StatusCode::Failure, "internal error")) {
-                    Ok(bytes) => bytes,
-                    Err(_) => break,
+        let bytes = match reply {
+            Ok(framed) => framed,
+            Err(packet) => match Bytes::try_from(packet) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    tracing::error!(error = %err, "encoding an sftp reply failed");
+                    match Bytes::try_from(status(id, StatusCode::Failure, "internal error")) {
+                        Ok(bytes) => bytes,
+                        Err(_) => break,
+                    }
                 }
-            }
+            },
         };
         let finished_transfers = processor.report_activity();
         let reply = Reply {
@@ -282,8 +292,59 @@ async fn process(
     processor.activity.add(-(finished as isize));
 }
 
-/// The packet type of `SSH_FXP_WRITE` (draft-ietf-secsh-filexfer-02, section 3).
+/// The packet types of `SSH_FXP_READ`, `SSH_FXP_WRITE` and `SSH_FXP_DATA`
+/// (draft-ietf-secsh-filexfer-02, section 3).
+const SSH_FXP_READ: u8 = 5;
 const SSH_FXP_WRITE: u8 = 6;
+const SSH_FXP_DATA: u8 = 103;
+
+/// The bytes of a DATA reply before its data: `uint32 length, byte type, uint32 id,
+/// uint32 data length`.
+const DATA_HEADER: usize = 13;
+
+/// An `SSH_FXP_READ` request, borrowed from its packet: `byte type, uint32 id, string handle,
+/// uint64 offset, uint32 len`.
+#[derive(Debug, PartialEq)]
+struct ReadRequest<'a> {
+    id: u32,
+    handle: &'a str,
+    offset: u64,
+    len: u32,
+}
+
+impl<'a> ReadRequest<'a> {
+    /// Parses a raw packet (its length prefix already taken off). `None` when it is not a
+    /// read, is cut short, or its handle is not UTF-8 (ours always are).
+    fn parse(raw: &'a [u8]) -> Option<ReadRequest<'a>> {
+        let (&kind, rest) = raw.split_first()?;
+        if kind != SSH_FXP_READ {
+            return None;
+        }
+        let (id, rest) = take_u32(rest)?;
+        let (handle, rest) = take_string(rest)?;
+        let (offset, rest) = rest.split_first_chunk::<8>()?;
+        let (len, _) = take_u32(rest)?;
+        Some(ReadRequest {
+            id,
+            handle: std::str::from_utf8(handle).ok()?,
+            offset: u64::from_be_bytes(*offset),
+            len,
+        })
+    }
+}
+
+/// Frames `buffer`, whose first [`DATA_HEADER`] bytes are room left for it, as the DATA
+/// reply to request `id`; `None` if it is too long for a packet (never: reads are capped).
+fn frame_data(id: u32, mut buffer: Vec<u8>) -> Option<Bytes> {
+    let data = u32::try_from(buffer.len().checked_sub(DATA_HEADER)?).ok()?;
+    let length = data.checked_add(9)?;
+    let header = buffer.get_mut(..DATA_HEADER)?;
+    header[..4].copy_from_slice(&length.to_be_bytes());
+    header[4] = SSH_FXP_DATA;
+    header[5..9].copy_from_slice(&id.to_be_bytes());
+    header[9..13].copy_from_slice(&data.to_be_bytes());
+    Some(Bytes::from(buffer))
+}
 
 /// An `SSH_FXP_WRITE` request, borrowed from its packet: `byte type, uint32 id,
 /// string handle, uint64 offset, string data`.
@@ -370,7 +431,11 @@ impl Processor {
             Packet::OpenDir(p) => self.opendir(p.id, &p.path),
             Packet::ReadDir(p) => self.readdir(p.id, &p.handle).await,
             Packet::Open(p) => self.open(p.id, &p.filename, p.pflags).await,
-            Packet::Read(p) => self.read(p.id, &p.handle, p.offset, p.len).await,
+            // Reads never get here: `process` answers them itself (`read_framed`).
+            Packet::Read(p) => Err(CoreError::internal(format!(
+                "read request {} reached the generic path",
+                p.id
+            ))),
             Packet::Close(p) => self.close(p.id, &p.handle).await,
             Packet::Remove(p) => self.remove(p.id, &p.filename).await,
             Packet::RmDir(p) => self.remove(p.id, &p.path).await,
@@ -561,22 +626,22 @@ impl Processor {
         self.insert(id, handle)
     }
 
-    async fn read(
-        &mut self,
-        id: u32,
-        handle: &str,
-        offset: u64,
-        len: u32,
-    ) -> Result<Packet, CoreError> {
-        let Some(OpenHandle::Read(read)) = self.handles.get(handle) else {
-            return Err(bad_handle());
+    /// Answers a read: the DATA reply, framed around the bytes as they were read; or the
+    /// status to send instead (end of file, a bad handle, an error).
+    async fn read_framed(&mut self, read: ReadRequest<'_>) -> Result<Bytes, Packet> {
+        let id = read.id;
+        let Some(OpenHandle::Read(handle)) = self.handles.get(read.handle) else {
+            return Err(error_status(id, &bad_handle()));
         };
-        let len = u64::from(len).min(MAX_IO) as usize;
-        let data = read.read_at(offset, len).await?;
-        if data.is_empty() {
-            return Ok(status(id, StatusCode::Eof, "end of file"));
+        let len = u64::from(read.len).min(MAX_IO) as usize;
+        let buffer = handle
+            .read_at_after(read.offset, len, DATA_HEADER)
+            .await
+            .map_err(|err| error_status(id, &err))?;
+        if buffer.len() <= DATA_HEADER {
+            return Err(status(id, StatusCode::Eof, "end of file"));
         }
-        Ok(Packet::Data(Data { id, data }))
+        frame_data(id, buffer).ok_or_else(|| status(id, StatusCode::Failure, "reply too long"))
     }
 
     async fn write(
@@ -795,6 +860,49 @@ mod tests {
         raw.extend_from_slice(&(data.len() as u32).to_be_bytes());
         raw.extend_from_slice(data);
         raw
+    }
+
+    #[test]
+    fn a_read_request_parses_as_russh_sftp_reads_it_and_its_reply_is_framed_the_same() {
+        let mut raw = vec![SSH_FXP_READ];
+        raw.extend_from_slice(&9_u32.to_be_bytes());
+        raw.extend_from_slice(&2_u32.to_be_bytes());
+        raw.extend_from_slice(b"h4");
+        raw.extend_from_slice(&(5_u64 << 32).to_be_bytes());
+        raw.extend_from_slice(&32768_u32.to_be_bytes());
+        let read = ReadRequest::parse(&raw).unwrap();
+        assert_eq!(
+            read,
+            ReadRequest {
+                id: 9,
+                handle: "h4",
+                offset: 5 << 32,
+                len: 32768,
+            }
+        );
+        match Packet::try_from(&mut Bytes::from(raw.clone())).unwrap() {
+            Packet::Read(p) => {
+                assert_eq!(
+                    (p.id, p.handle.as_str(), p.offset, p.len),
+                    (9, "h4", 5 << 32, 32768)
+                );
+            }
+            other => panic!("not a read: {other:?}"),
+        }
+        // Cut short anywhere, or another type: not a read.
+        for end in 0..raw.len() {
+            assert_eq!(ReadRequest::parse(&raw[..end]), None, "{end}");
+        }
+        assert_eq!(ReadRequest::parse(&write_packet(1, b"h0", 0, b"x")), None);
+
+        // Our DATA framing is byte for byte what russh-sftp's encoder makes.
+        let data = b"the file's bytes".to_vec();
+        let mut buffer = vec![0_u8; DATA_HEADER];
+        buffer.extend_from_slice(&data);
+        let ours = frame_data(9, buffer).unwrap();
+        let theirs = Bytes::try_from(Packet::Data(sftp::Data { id: 9, data })).unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(frame_data(1, vec![0; 3]), None);
     }
 
     #[test]

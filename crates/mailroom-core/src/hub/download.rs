@@ -73,22 +73,33 @@ enum ReadSource {
 impl ReadHandle {
     /// Reads up to `len` bytes at `offset`; empty at end of file.
     pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let data = match &self.source {
-            ReadSource::Blob(reader) => reader.read_at(offset, len).await?,
+        self.read_at_after(offset, len, 0).await
+    }
+
+    /// [`ReadHandle::read_at`] into a buffer that begins with `room` zero bytes, for a front
+    /// end to write its reply's header into: the data is `result[room..]` (empty at end of
+    /// file), read from storage straight into the reply, with no copy of its own.
+    pub async fn read_at_after(&self, offset: u64, len: usize, room: usize) -> Result<Vec<u8>> {
+        let framed = match &self.source {
+            ReadSource::Blob(reader) => reader.read_at_after(offset, len, room).await?,
             ReadSource::Memory(bytes) => {
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
                 let end = start.saturating_add(len).min(bytes.len());
-                bytes[start..end].to_vec()
+                let mut framed = Vec::with_capacity(room + end - start);
+                framed.resize(room, 0);
+                framed.extend_from_slice(&bytes[start..end]);
+                framed
             }
         };
-        let end = offset.saturating_add(data.len() as u64);
+        let read = framed.len().saturating_sub(room);
+        let end = offset.saturating_add(read as u64);
         self.covered
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .add(offset, end);
-        Ok(data)
+        Ok(framed)
     }
 
     /// The file's size.

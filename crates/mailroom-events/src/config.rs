@@ -30,6 +30,11 @@ mailroom_net::config_section! {
         /// Seconds a running job is leased for; a job whose process died runs again after it.
         /// It must exceed the longest a handler may take (`[webhooks] timeout_seconds`).
         pub lease_seconds: u64,
+        /// The niceness of the threads that run jobs (0 to 19, as nice(1) counts): jobs run
+        /// on two threads of their own, which the kernel schedules after the transfers' when
+        /// the CPU is busy, so a burst of uploads is not slowed by the work it causes; an
+        /// idle hub runs jobs at once. 0: the same priority as transfers.
+        pub nice: u8,
     }
 }
 
@@ -42,6 +47,7 @@ impl Default for JobsConfig {
             max_queued: mailroom_core::DEFAULT_MAX_QUEUED,
             concurrency: 8,
             lease_seconds: 120,
+            nice: 10,
         }
     }
 }

@@ -82,6 +82,12 @@ async fn serve(
 ) -> Result<()> {
     // The rules' names, addresses and handlers are checked before anything changes.
     let handlers = job_handlers(hub, config, data).await?;
+    if config.jobs.nice > 19 {
+        return Err(anyhow!(
+            "invalid configuration: [jobs] nice = {}: 0 to 19, as nice(1) counts",
+            config.jobs.nice
+        ));
+    }
     if config.disk.min_free_percent > 100 {
         return Err(anyhow!(
             "invalid configuration: [disk] min_free_percent = {}: a share of the file system, 0 to 100",
@@ -200,9 +206,11 @@ async fn serve(
         config.disk.clone(),
         shutdown.clone(),
     ));
-    // The job worker stops taking jobs at the token; running ones finish within their
-    // handler's timeout, and a job cut short runs again after its lease.
-    let worker = tokio::spawn(mailroom_events::run(
+    // The job worker runs on a runtime of its own, whose threads the kernel schedules after
+    // the transfers' ([jobs] nice). It stops taking jobs at the token; running ones finish
+    // within their handler's timeout, and a job cut short runs again after its lease.
+    let jobs_runtime = jobs_runtime(config.jobs.nice)?;
+    let worker = jobs_runtime.spawn(mailroom_events::run(
         hub.clone(),
         handlers,
         config.jobs.clone(),
@@ -234,6 +242,8 @@ async fn serve(
     if let Err(err) = worker.await {
         error!(error = %err, "the job worker ended abnormally");
     }
+    // The worker has returned: nothing of it is left to wait for.
+    jobs_runtime.shutdown_background();
     if let Err(err) = drops.await {
         error!(error = %err, "the drop folders' task ended abnormally");
     }
@@ -291,6 +301,27 @@ async fn job_handlers(
         mailer,
         scanner,
     })
+}
+
+/// The runtime of the job worker: two threads named `mailroom-jobs`, each lowered to `nice`
+/// (0 to 19, checked at start; the kernel then runs them after the transfers' threads when
+/// the CPU is busy; Linux applies a thread's niceness to that thread alone).
+fn jobs_runtime(nice: u8) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mailroom-jobs")
+        .enable_all()
+        .on_thread_start(move || {
+            if nice == 0 {
+                return;
+            }
+            let thread = rustix::thread::gettid();
+            if let Err(err) = rustix::process::setpriority_process(Some(thread), i32::from(nice)) {
+                warn!(error = %err, "cannot lower the priority of a job thread");
+            }
+        })
+        .build()
+        .context("cannot start the job worker's runtime")
 }
 
 /// How often live sessions are checked against their accounts.

@@ -205,7 +205,7 @@ fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
 }
 
 #[test]
-fn every_bad_check_notice_or_disk_setting_is_refused_at_start_and_changes_nothing() {
+fn every_bad_check_notice_disk_or_jobs_setting_is_refused_at_start_and_changes_nothing() {
     let site = Site::new();
     let template = std::fs::read_to_string(site.config()).unwrap();
     let cases = [
@@ -234,6 +234,7 @@ fn every_bad_check_notice_or_disk_setting_is_refused_at_start_and_changes_nothin
             "[disk]\nmin_free_percent = 101\n",
             "min_free_percent",
         ),
+        ("[jobs]\n", "[jobs]\nnice = 20\n", "[jobs] nice = 20"),
     ];
     for (section, replacement, reason) in cases {
         let before = site.snapshot();
@@ -605,4 +606,43 @@ fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_refuses_a
     assert_eq!(mode & 0o777, 0o600);
     // Nothing half-written is left beside them.
     assert_eq!(files(&export.join("bob")).len(), 2, "{:?}", files(&export));
+}
+
+#[test]
+fn jobs_run_on_threads_of_their_own_scheduled_after_the_transfers() {
+    let site = Site::new();
+    let server = Server::start(&site);
+    let pid = server.child.id();
+    // The threads named mailroom-jobs, each with its niceness (field 19 of its stat line).
+    let jobs_threads = || -> Vec<i64> {
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = task.unwrap().path();
+            let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            if !comm.starts_with("mailroom-jobs") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            nices.push(fields[16].parse().unwrap());
+        }
+        nices
+    };
+    // Another process: polled, with a deadline (as `eventually` does for async tests).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let found = loop {
+        if jobs_threads().len() == 2 {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let nices = jobs_threads();
+    server.kill();
+    assert!(found, "job threads: {nices:?}");
+    assert_eq!(nices, [10, 10]);
 }

@@ -35,6 +35,15 @@ mailroom_net::config_section! {
         /// the CPU is busy, so a burst of uploads is not slowed by the work it causes; an
         /// idle hub runs jobs at once. 0: the same priority as transfers.
         pub nice: u8,
+        /// While the hub serves more file operations per second than this (a burst of
+        /// transfers), the worker waits before it takes more jobs, so the queue's own
+        /// commits stay out of the transfers' way; 0: never wait. A steady trickle of files
+        /// is far below it, and its jobs run at once.
+        pub busy_operations_per_second: u64,
+        /// The longest the worker waits for a burst to end before it takes jobs anyway, in
+        /// milliseconds; and it never waits while more than `max_queued / 10` jobs wait, so
+        /// a long busy spell delays jobs, never starves them.
+        pub max_yield_ms: u64,
     }
 }
 
@@ -48,6 +57,8 @@ impl Default for JobsConfig {
             concurrency: 8,
             lease_seconds: 120,
             nice: 10,
+            busy_operations_per_second: 300,
+            max_yield_ms: 3000,
         }
     }
 }

@@ -2,7 +2,10 @@
 //! `concurrency` at once), and reports each outcome back, until shutdown.
 //!
 //! It wakes when a unit queues a job and otherwise looks once a second (for jobs whose
-//! backoff or lease ran out). A handler's failure is the job's, never the worker's: it is
+//! backoff or lease ran out). Transfers come first: while the hub serves a burst of file
+//! operations the worker waits before it claims more (`[jobs] busy_operations_per_second`,
+//! at most `max_yield_ms`, never while the queue is deep), and the binary runs it on threads
+//! of lower priority (`[jobs] nice`). A handler's failure is the job's, never the worker's: it is
 //! recorded with the error and retried by the Hub's policy.
 
 use std::path::Path;
@@ -119,7 +122,11 @@ pub async fn run(
     let lease = time::Duration::seconds(i64::try_from(config.lease_seconds.max(1)).unwrap_or(120));
     let (outcomes, reports) = mpsc::unbounded_channel();
     let reporter = tokio::spawn(report(hub.clone(), reports));
+    let mut pace = Pace::new(&hub, &config);
     loop {
+        if slots.available_permits() > 0 {
+            pace.yield_to_transfers(&hub, &shutdown).await;
+        }
         let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
         let claimed = if free == 0 {
             Vec::new()
@@ -178,6 +185,78 @@ pub async fn run(
     let _ = reporter.await;
 }
 
+/// Transfers first: how the worker keeps its claims and their commits out of a burst of
+/// transfers. It measures the hub's file operations per second between two looks; while they
+/// exceed the busy mark it waits, up to a bound, and never while the queue is deep.
+struct Pace {
+    busy_per_second: f64,
+    max_wait: Duration,
+    deep_queue: u64,
+    last_operations: u64,
+    last_look: tokio::time::Instant,
+}
+
+/// The shortest span a rate is measured over.
+const PACE_WINDOW: Duration = Duration::from_millis(20);
+/// How long the worker waits before it looks again while the hub is busy.
+const PACE_STEP: Duration = Duration::from_millis(50);
+
+impl Pace {
+    fn new(hub: &Hub, config: &JobsConfig) -> Pace {
+        Pace {
+            busy_per_second: config.busy_operations_per_second as f64,
+            max_wait: Duration::from_millis(config.max_yield_ms),
+            deep_queue: (config.max_queued / 10).max(1),
+            last_operations: hub.file_operations(),
+            last_look: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Returns once the hub is not busy with transfers, or the bound is reached, or the
+    /// queue is deep, or at shutdown.
+    async fn yield_to_transfers(&mut self, hub: &Hub, shutdown: &CancellationToken) {
+        if self.busy_per_second <= 0.0 || self.max_wait.is_zero() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let since = self.last_look.elapsed();
+            if since < PACE_WINDOW {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(PACE_WINDOW - since) => {}
+                }
+            }
+            let (now, operations) = (tokio::time::Instant::now(), hub.file_operations());
+            let rate = operations.saturating_sub(self.last_operations) as f64
+                / (now - self.last_look).as_secs_f64().max(1e-3);
+            self.last_operations = operations;
+            self.last_look = now;
+            let waited = started.elapsed();
+            if !busy(rate, self.busy_per_second, waited, self.max_wait) {
+                return;
+            }
+            match hub.queue_depth().await {
+                Ok(depth) if depth < self.deep_queue => {}
+                _ => return,
+            }
+            if waited.is_zero() {
+                tracing::debug!(rate, "transfers are busy: jobs wait");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PACE_STEP) => {}
+            }
+        }
+    }
+}
+
+/// Whether the worker should go on waiting: the hub serves file operations at `rate` per
+/// second, above the busy mark, and it has waited less than `max_wait` so far.
+fn busy(rate: f64, busy_per_second: f64, waited: Duration, max_wait: Duration) -> bool {
+    rate > busy_per_second && waited < max_wait
+}
+
 /// Records job outcomes in batches: everything that arrived while the last batch was being
 /// committed goes in the next unit; the batch's slots are freed once it is committed.
 async fn report(
@@ -204,5 +283,22 @@ async fn report(
         }
         drop(permits);
         hub.wake_jobs();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_waits_only_while_transfers_are_busy_and_never_past_its_bound() {
+        let max = Duration::from_millis(3000);
+        // A burst of uploads (hundreds of files per second, two or three operations each).
+        assert!(busy(1600.0, 300.0, Duration::ZERO, max));
+        assert!(busy(1600.0, 300.0, Duration::from_millis(2950), max));
+        assert!(!busy(1600.0, 300.0, max, max));
+        // A steady trickle of 50 files per second, and an idle hub.
+        assert!(!busy(150.0, 300.0, Duration::ZERO, max));
+        assert!(!busy(0.0, 300.0, Duration::ZERO, max));
     }
 }

@@ -203,6 +203,11 @@ impl Hub {
         .await
     }
 
+    /// How many jobs are queued (one row read, however long the queue).
+    pub async fn queue_depth(&self) -> Result<u64> {
+        self.read_short(|tx| tx.queued_jobs()).await
+    }
+
     /// How many jobs are in each state.
     pub async fn job_counts(&self) -> Result<JobCounts> {
         self.read(|tx| tx.job_counts()).await

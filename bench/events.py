@@ -164,6 +164,9 @@ class CheckedMailroom(Mailroom):
     def __init__(self, binary, tmp, clamd_port):
         super().__init__(binary, tmp)
         self.clamd_port = clamd_port
+        # The scan's own cost: checks start at once, not after a burst ([jobs] max_yield_ms;
+        # by default a check, like every job, waits up to 3 s for a burst of uploads to end).
+        self.env["MAILROOM_JOBS_MAX_YIELD_MS"] = "0"
 
     def configure(self):
         path = os.path.join(self.data, "mailroom.toml")

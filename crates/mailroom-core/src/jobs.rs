@@ -146,6 +146,31 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
+impl Job {
+    /// A new job of `rule` doing `handler` with `event`, queued at `now` and due at `due`.
+    pub fn queued(
+        id: Uuid,
+        rule: &str,
+        handler: Handler,
+        event: Uuid,
+        due: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Job {
+        Job {
+            id,
+            rule: rule.to_owned(),
+            handler,
+            event,
+            state: JobState::Queued,
+            attempts: 0,
+            due,
+            created: now,
+            updated: now,
+            last_error: None,
+        }
+    }
+}
+
 /// Which jobs to list, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobQuery {
@@ -349,17 +374,15 @@ impl Rules {
             .iter()
             .filter(|rule| rule.selects(event, delivery))
             .flat_map(|rule| {
-                rule.handlers.iter().map(move |handler| Job {
-                    id: Uuid::now_v7(),
-                    rule: rule.name.clone(),
-                    handler: handler.clone(),
-                    event: event.id,
-                    state: JobState::Queued,
-                    attempts: 0,
-                    due: now,
-                    created: now,
-                    updated: now,
-                    last_error: None,
+                rule.handlers.iter().map(move |handler| {
+                    Job::queued(
+                        Uuid::now_v7(),
+                        &rule.name,
+                        handler.clone(),
+                        event.id,
+                        now,
+                        now,
+                    )
                 })
             })
             .collect()

@@ -157,9 +157,6 @@ impl Mailer {
 
     /// Mails `event` (for `job`) to `to`; Ok once the server accepted it.
     pub async fn send(&self, to: &str, job: &Job, event: &Event) -> Result<(), String> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|err| format!("{to:?} is not an address: {err}"))?;
         let view = EventView::from(event);
         let json =
             serde_json::to_string_pretty(&view).map_err(|err| format!("event as JSON: {err}"))?;
@@ -185,10 +182,8 @@ impl Mailer {
             detail = view.detail,
             job = job.id,
         );
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .message_id(Some(format!("<{}@mailroom>", job.id)))
+        let message = self
+            .envelope(to, job)?
             .subject(format!(
                 "[Mailroom] {} {}: {}",
                 view.kind,
@@ -208,6 +203,22 @@ impl Mailer {
                     ),
             )
             .map_err(|err| format!("building the mail: {err}"))?;
+        self.deliver(message).await
+    }
+
+    /// A mail to `to` from the hub, its Message-ID the job's id.
+    fn envelope(&self, to: &str, job: &Job) -> Result<lettre::message::MessageBuilder, String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|err| format!("{to:?} is not an address: {err}"))?;
+        Ok(Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .message_id(Some(format!("<{}@mailroom>", job.id))))
+    }
+
+    /// Hands a mail to the server; Ok once it accepted it.
+    async fn deliver(&self, message: Message) -> Result<(), String> {
         self.transport
             .send(message)
             .await
@@ -313,22 +324,13 @@ impl Mailer {
     /// Mails an account's notice (for `job`, whose id is its Message-ID) to `to`; Ok once
     /// the server accepted it.
     pub async fn send_notice(&self, to: &str, job: &Job, notice: &Notice) -> Result<(), String> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|err| format!("{to:?} is not an address: {err}"))?;
         let (subject, text) = notice.mail();
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .message_id(Some(format!("<{}@mailroom>", job.id)))
+        let message = self
+            .envelope(to, job)?
             .subject(format!("[Mailroom] {}", one_line(&subject)))
             .singlepart(SinglePart::plain(text))
             .map_err(|err| format!("building the mail: {err}"))?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|err| format!("SMTP: {err}"))
+        self.deliver(message).await
     }
 }
 

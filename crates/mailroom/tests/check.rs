@@ -48,17 +48,12 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        common::mailroom(&self.data(), args)
-            .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap()
+        common::run(&self.data(), args)
     }
 
     /// A command that must succeed; its standard output.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
-        String::from_utf8(out.stdout).unwrap()
+        common::ok(&self.data(), args)
     }
 
     /// A command with `--json` that must succeed; its output parsed.
@@ -83,7 +78,7 @@ impl Site {
             out.status.code(),
             Some(1),
             "mailroom {args:?}: {}",
-            text(&out)
+            common::text(&out)
         );
         let err = String::from_utf8(out.stderr).unwrap();
         let lines: Vec<&str> = err.lines().collect();
@@ -177,15 +172,6 @@ impl Site {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `mailroom serve` in the background with its log in a file; killed on drop.
 struct Server {
     child: std::process::Child,
@@ -261,7 +247,11 @@ impl Server {
                 &format!("put {} {remote}\n", local.display()),
             )
             .await;
-        assert!(out.status.success(), "{user} put {remote}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "{user} put {remote}: {}",
+            common::text(&out)
+        );
     }
 
     /// Downloads `remote` as `user` into `local`; the client's output.
@@ -286,7 +276,11 @@ impl Server {
         let out = self
             .sftp(site, user, key, &format!("-ls -1 {folder}\n"))
             .await;
-        assert!(out.status.success(), "{user} ls {folder}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "{user} ls {folder}: {}",
+            common::text(&out)
+        );
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|line| !line.starts_with("sftp>") && !line.trim().is_empty())
@@ -315,7 +309,11 @@ impl Server {
         let out = self
             .get(site, sender, &format!("{folder}/{entry}"), &local)
             .await;
-        assert!(out.status.success(), "get receipt {entry}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "get receipt {entry}: {}",
+            common::text(&out)
+        );
         std::fs::read_to_string(local).unwrap()
     }
 }
@@ -343,6 +341,15 @@ fn field<'a>(receipt: &'a str, key: &str) -> &'a str {
 }
 
 /// A site with alice (may send to bob) and bob, and the check on `clamd`.
+/// A real clamd, when OpenSSH's sftp (the tests' client) and clamd are both here; `None`
+/// after a skip (which fails under CI) otherwise.
+async fn sftp_and_clamd() -> Option<Clamd> {
+    if !have("sftp") {
+        return None;
+    }
+    Clamd::start().await
+}
+
 fn alice_and_bob(clamd: &Clamd, max_attempts: u32) -> (Site, PathBuf, PathBuf) {
     let site = Site::new();
     let alice = site.client("alice");
@@ -354,10 +361,7 @@ fn alice_and_bob(clamd: &Clamd, max_attempts: u32) -> (Site, PathBuf, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clamd_holds_every_upload_until_checked_quarantines_malware_and_delivers_clean_files() {
-    if !have("sftp") {
-        return;
-    }
-    let Some(clamd) = Clamd::start().await else {
+    let Some(clamd) = sftp_and_clamd().await else {
         return;
     };
     let (site, alice_key, bob_key) = alice_and_bob(&clamd, 8);
@@ -395,7 +399,7 @@ async fn clamd_holds_every_upload_until_checked_quarantines_malware_and_delivers
     );
     let got = site.path("got-clean.bin");
     let out = server.get(&site, bob, "/inbox/alice/clean.bin", &got).await;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(sha256_file(&got), clean_sum);
     let delivered = site.events("delivery.delivered");
     assert_eq!(delivered.len(), 1, "{delivered:?}");
@@ -453,7 +457,7 @@ async fn clamd_holds_every_upload_until_checked_quarantines_malware_and_delivers
     assert!(
         !out.status.success(),
         "bob downloaded a quarantined file: {}",
-        text(&out)
+        common::text(&out)
     );
     assert!(!blocked.exists());
 
@@ -473,7 +477,7 @@ async fn clamd_holds_every_upload_until_checked_quarantines_malware_and_delivers
     let out = server
         .get(&site, bob, "/inbox/alice/eicar.txt", &released)
         .await;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(std::fs::read_to_string(&released).unwrap(), EICAR);
     let admin = site.events("admin");
     assert!(
@@ -487,10 +491,7 @@ async fn clamd_holds_every_upload_until_checked_quarantines_malware_and_delivers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_scanner_keeps_files_hidden_until_it_is_back() {
-    if !have("sftp") {
-        return;
-    }
-    let Some(mut clamd) = Clamd::start().await else {
+    let Some(mut clamd) = sftp_and_clamd().await else {
         return;
     };
     // Enough attempts that the job is never given up while the scanner is down.
@@ -541,7 +542,7 @@ async fn a_stopped_scanner_keeps_files_hidden_until_it_is_back() {
     assert!(
         !out.status.success(),
         "bob downloaded an unchecked file: {}",
-        text(&out)
+        common::text(&out)
     );
     assert!(site.quarantine().is_empty());
     assert!(site.events("delivery.delivered").is_empty());
@@ -562,7 +563,7 @@ async fn a_stopped_scanner_keeps_files_hidden_until_it_is_back() {
     let out = server
         .get(&site, bob, "/inbox/alice/ledger.csv", &got)
         .await;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(sha256_file(&got), sum);
     let jobs = site.jobs_of("@check");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -571,10 +572,7 @@ async fn a_stopped_scanner_keeps_files_hidden_until_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_upload_is_scanned_once() {
-    if !have("sftp") {
-        return;
-    }
-    let Some(clamd) = Clamd::start().await else {
+    let Some(clamd) = sftp_and_clamd().await else {
         return;
     };
     let site = Site::new();
@@ -608,7 +606,7 @@ async fn a_group_upload_is_scanned_once() {
         let out = server
             .get(&site, (user, key), "/inbox/alice/plan.pdf", &got)
             .await;
-        assert!(out.status.success(), "{user}: {}", text(&out));
+        assert!(out.status.success(), "{user}: {}", common::text(&out));
         assert_eq!(sha256_file(&got), sum, "{user}");
     }
     let checks = site.jobs_of("@check");
@@ -630,10 +628,7 @@ async fn a_group_upload_is_scanned_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_delete_removes_the_content_and_refusals_change_nothing() {
-    if !have("sftp") {
-        return;
-    }
-    let Some(clamd) = Clamd::start().await else {
+    let Some(clamd) = sftp_and_clamd().await else {
         return;
     };
     let (site, alice_key, bob_key) = alice_and_bob(&clamd, 8);
@@ -744,13 +739,13 @@ async fn quarantine_delete_removes_the_content_and_refusals_change_nothing() {
     }
     let got = site.path("got-fine.bin");
     let out = server.get(&site, bob, "/inbox/alice/fine.bin", &got).await;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(sha256_file(&got), sha256_file(&good));
     let gone = site.path("got-payload.bin");
     let out = server
         .get(&site, bob, "/inbox/alice/payload.bin", &gone)
         .await;
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", common::text(&out));
 }
 
 /// One mail aiosmtpd stored, decoded by Python's `email` package.
@@ -786,7 +781,11 @@ print(json.dumps(out))
         .arg(maildir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "reading the maildir: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "reading the maildir: {}",
+        common::text(&out)
+    );
     let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
     parsed
         .as_array()
@@ -936,12 +935,12 @@ async fn notices_reach_recipients_and_senders_over_smtp() {
             ),
         )
         .await;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::text(&out));
     let got = site.path("got-report.pdf");
     let out = server
         .get(&site, bob, "/inbox/alice/report.pdf", &got)
         .await;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(sha256_file(&got), report_sum);
 
     // The digest is due at the end of the minute: wait up to 90 s for all three mails and for
@@ -1040,7 +1039,7 @@ async fn notices_reach_recipients_and_senders_over_smtp() {
                 &got,
             )
             .await;
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", common::text(&out));
         assert_eq!(&sha256_file(&got), sum);
     }
 }

@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +38,7 @@ impl Site {
         let out = common::mailroom(&dir.path().join("data"), &["init"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", common::text(&out));
         let template = std::fs::read_to_string(dir.path().join("data/mailroom.toml")).unwrap();
         let site = Site { dir, template };
         std::fs::create_dir(site.drop_folder()).unwrap();
@@ -79,17 +79,12 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        common::mailroom(&self.data(), args)
-            .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap()
+        common::run(&self.data(), args)
     }
 
     /// A command that must succeed; its standard output.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
-        String::from_utf8(out.stdout).unwrap()
+        common::ok(&self.data(), args)
     }
 
     /// The upload events of the audit trail, oldest first.
@@ -136,7 +131,7 @@ impl Site {
     fn snapshot(&self) -> (String, Vec<String>, Vec<PathBuf>) {
         (
             self.ok(&["audit", "list", "--json", "--limit", "10000"]),
-            data_files(&self.data()),
+            common::data_files(&self.data()),
             mailroom_test_support::files_under(&self.drop_folder()),
         )
     }
@@ -150,26 +145,6 @@ struct UploadEvent {
     object: String,
     outcome: String,
     detail: String,
-}
-
-fn data_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        // The database is compared by its content; the lock file is the start's own.
-        .filter(|name| !name.starts_with("meta.db") && name != "serve.lock")
-        .collect();
-    names.sort();
-    names
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `len` bytes that differ from one seed to the next.
@@ -609,7 +584,7 @@ fn every_bad_drop_is_refused_at_start_with_its_line_and_changes_nothing() {
             std::fs::set_permissions(site.drop_folder(), std::fs::Permissions::from_mode(0o750))
                 .unwrap();
         }
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", common::text(&out));
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{what}: {err}");
         assert!(

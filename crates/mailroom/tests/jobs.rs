@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 mod common;
@@ -21,7 +21,7 @@ impl Site {
             dir: tempfile::tempdir().unwrap(),
         };
         let out = site.run(&["init"]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", common::text(&out));
         site
     }
 
@@ -34,17 +34,12 @@ impl Site {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        common::mailroom(&self.data(), args)
-            .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap()
+        common::run(&self.data(), args)
     }
 
     /// A command that must succeed; its standard output.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
-        String::from_utf8(out.stdout).unwrap()
+        common::ok(&self.data(), args)
     }
 
     /// A command that must fail with exit code 1; its one stderr line.
@@ -54,7 +49,7 @@ impl Site {
             out.status.code(),
             Some(1),
             "mailroom {args:?}: {}",
-            text(&out)
+            common::text(&out)
         );
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -72,29 +67,9 @@ impl Site {
     fn snapshot(&self) -> (String, Vec<String>) {
         (
             self.ok(&["audit", "list", "--json", "--limit", "1000"]),
-            files(&self.data()),
+            common::data_files(&self.data()),
         )
     }
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        // The database is compared by its content; the lock file is the start's own.
-        .filter(|name| !name.starts_with("meta.db") && name != "serve.lock")
-        .collect();
-    names.sort();
-    names
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The line of `needle` in `text`, 1-based.
@@ -605,7 +580,12 @@ fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_refuses_a
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     // Nothing half-written is left beside them.
-    assert_eq!(files(&export.join("bob")).len(), 2, "{:?}", files(&export));
+    assert_eq!(
+        common::data_files(&export.join("bob")).len(),
+        2,
+        "{:?}",
+        common::data_files(&export)
+    );
 }
 
 #[test]

@@ -133,31 +133,8 @@ impl Hub {
         id: &DeliveryId,
         reason: &str,
     ) -> Result<Delivery> {
-        let reason = operator_reason(reason)?;
-        let (stamp, actor, id) = (self.stamp.clone(), actor.clone(), *id);
-        self.write(Durability::Flush, move |tx| {
-            let delivery = quarantined(tx, &id)?;
-            let now = stamp.now();
-            tx.transition(
-                &id,
-                &[DeliveryState::Quarantined],
-                DeliveryState::Delivered,
-                now,
-            )?;
-            let admin = stamp.admin(
-                &actor,
-                format!("delivery:{id}"),
-                format!("released from quarantine: {reason}"),
-            );
-            let delivered = stamp.delivery(&actor, EventKind::DeliveryDelivered, &delivery);
-            stamp.record(tx, &[admin, delivered])?;
-            Ok(Delivery {
-                state: DeliveryState::Delivered,
-                updated: now,
-                ..delivery
-            })
-        })
-        .await
+        self.leave_quarantine(actor, id, reason, DeliveryState::Delivered)
+            .await
     }
 
     /// An operator deletes a quarantined delivery, stating why: it moves to `deleted` with an
@@ -169,36 +146,50 @@ impl Hub {
         id: &DeliveryId,
         reason: &str,
     ) -> Result<Delivery> {
+        self.leave_quarantine(actor, id, reason, DeliveryState::Deleted)
+            .await
+    }
+
+    /// Moves a quarantined delivery to `to` (delivered or deleted) with its events in one
+    /// unit, then deletes content nothing keeps any more.
+    async fn leave_quarantine(
+        &self,
+        actor: &Actor,
+        id: &DeliveryId,
+        reason: &str,
+        to: DeliveryState,
+    ) -> Result<Delivery> {
         let reason = operator_reason(reason)?;
         let (stamp, actor, id) = (self.stamp.clone(), actor.clone(), *id);
         let (delivery, unused) = self
             .write(Durability::Flush, move |tx| {
                 let delivery = quarantined(tx, &id)?;
                 let now = stamp.now();
-                tx.transition(
-                    &id,
-                    &[DeliveryState::Quarantined],
-                    DeliveryState::Deleted,
-                    now,
-                )?;
-                let admin = stamp.admin(
-                    &actor,
-                    format!("delivery:{id}"),
-                    format!(
+                tx.transition(&id, &[DeliveryState::Quarantined], to, now)?;
+                let object = format!("delivery:{id}");
+                let mut events = Vec::new();
+                if to == DeliveryState::Delivered {
+                    let detail = format!("released from quarantine: {reason}");
+                    events.push(stamp.admin(&actor, object, detail));
+                    events.push(stamp.delivery(&actor, EventKind::DeliveryDelivered, &delivery));
+                } else {
+                    let detail = format!(
                         "deleted from quarantine ({} -> {} {}): {reason}",
                         delivery.sender, delivery.recipient, delivery.name
-                    ),
-                );
-                stamp.record(tx, &[admin])?;
-                let unused = unused_blobs(tx, std::slice::from_ref(&delivery))?;
-                Ok((
-                    Delivery {
-                        state: DeliveryState::Deleted,
-                        updated: now,
-                        ..delivery
-                    },
-                    unused,
-                ))
+                    );
+                    events.push(stamp.admin(&actor, object, detail));
+                }
+                stamp.record(tx, &events)?;
+                let unused = match to.is_kept() {
+                    true => Vec::new(),
+                    false => unused_blobs(tx, std::slice::from_ref(&delivery))?,
+                };
+                let moved = Delivery {
+                    state: to,
+                    updated: now,
+                    ..delivery
+                };
+                Ok((moved, unused))
             })
             .await?;
         self.delete_blobs(&unused).await;

@@ -453,18 +453,14 @@ impl Stamp {
     /// Queues the check of upload `batch`, whose `upload` event was recorded in this unit.
     fn queue_check(&self, tx: &mut dyn Tx, batch: DeliveryId, upload: Uuid) -> Result<()> {
         let now = self.now();
-        tx.insert_jobs(&[Job {
-            id: Uuid::now_v7(),
-            rule: crate::jobs::CHECK_RULE.to_owned(),
-            handler: crate::jobs::Handler::Check(batch),
-            event: upload,
-            state: JobState::Queued,
-            attempts: 0,
-            due: now,
-            created: now,
-            updated: now,
-            last_error: None,
-        }])?;
+        tx.insert_jobs(&[Job::queued(
+            Uuid::now_v7(),
+            crate::jobs::CHECK_RULE,
+            crate::jobs::Handler::Check(batch),
+            upload,
+            now,
+            now,
+        )])?;
         self.queued.notify_one();
         Ok(())
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::Hub;
 use crate::access::NotifyMode;
 use crate::error::Result;
-use crate::jobs::{Handler, Job, JobState};
+use crate::jobs::{Handler, Job};
 use crate::model::{Delivery, DeliveryId, DeliveryState, Event, EventKind};
 use crate::names::AccountName;
 use crate::ports::{DeliveryQuery, Tx};
@@ -89,17 +89,8 @@ pub(super) fn queue(
     let Some(email) = notices.email else {
         return Ok(());
     };
-    let job = |id: Uuid, rule: &str, due: OffsetDateTime| Job {
-        id,
-        rule: rule.to_owned(),
-        handler: Handler::Email(email.clone()),
-        event: event.id,
-        state: JobState::Queued,
-        attempts: 0,
-        due,
-        created: now,
-        updated: now,
-        last_error: None,
+    let job = |id: Uuid, rule: &str, due: OffsetDateTime| {
+        Job::queued(id, rule, Handler::Email(email.clone()), event.id, due, now)
     };
     match (event.kind, notices.mode) {
         (EventKind::DeliveryDelivered, NotifyMode::Instant) => {

@@ -1,8 +1,10 @@
 //! What the binary's integration tests share: how to run `mailroom` on a data folder with a
-//! clean environment.
+//! clean environment, what a command must answer, and what a refused start must leave alone.
+//! (Each test binary uses its own part of it.)
+#![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
@@ -25,4 +27,41 @@ pub fn mailroom(data: &Path, args: &[&str]) -> Command {
         .env("MAILROOM_HTTPS_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null());
     command
+}
+
+/// Runs `mailroom --data DATA ARGS…` to its end, the SFTP front end on a free port.
+pub fn run(data: &Path, args: &[&str]) -> Output {
+    mailroom(data, args)
+        .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap()
+}
+
+/// [`run`] of a command that must succeed; its standard output.
+pub fn ok(data: &Path, args: &[&str]) -> String {
+    let out = run(data, args);
+    assert!(out.status.success(), "mailroom {args:?}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A finished command's status and both streams, for an assertion's message.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The names in a data folder that a refused start must leave as they were: all but the
+/// database (compared by its content) and the lock file (the start's own).
+pub fn data_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("meta.db") && name != "serve.lock")
+        .collect();
+    names.sort();
+    names
 }

@@ -48,20 +48,6 @@ impl Content for Bytes {
     }
 }
 
-/// `len` pseudo-random bytes (xorshift, seeded): no signature matches them by chance.
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005) | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    data
-}
-
 const CHUNK: usize = 64 * 1024;
 
 fn scanner(config: CheckConfig, work_dir: &Path) -> Scanner {
@@ -96,7 +82,7 @@ async fn check_clamd_verdicts(scanner: &Scanner, clamd: &Clamd) {
 
     // The marker straddles the boundary of the second and third chunk of a 200 KiB file, and
     // no piece asked for is longer than a chunk.
-    let mut data = random(200 * 1024, 1);
+    let mut data = mailroom_test_support::random_bytes(200 * 1024, 1);
     let at = 2 * CHUNK - MARKER.len() / 2;
     data[at..at + MARKER.len()].copy_from_slice(MARKER.as_bytes());
     let marked = Bytes::new(data);
@@ -104,7 +90,7 @@ async fn check_clamd_verdicts(scanner: &Scanner, clamd: &Clamd) {
     assert_eq!(name, format!("{MARKER_SIGNATURE}.UNOFFICIAL"));
     assert_eq!(marked.largest_read.load(Ordering::SeqCst), CHUNK);
 
-    let clean = Bytes::new(random(300 * 1024, 2));
+    let clean = Bytes::new(mailroom_test_support::random_bytes(300 * 1024, 2));
     assert_eq!(scanner.scan(&clean).await, Ok(Verdict::Clean));
     assert_eq!(
         scanner.scan(&Bytes::new(Vec::new())).await,
@@ -113,7 +99,7 @@ async fn check_clamd_verdicts(scanner: &Scanner, clamd: &Clamd) {
 
     // A file that ends before its size is not half-scanned and called clean; the error comes
     // at once, not after clamd's wait for the rest.
-    let mut short = Bytes::new(random(CHUNK + 10, 3));
+    let mut short = Bytes::new(mailroom_test_support::random_bytes(CHUNK + 10, 3));
     short.size = 3 * CHUNK as u64;
     let started = Instant::now();
     let err = scanner.scan(&short).await.unwrap_err();
@@ -164,7 +150,9 @@ async fn a_stopped_clamd_is_an_error_naming_it_and_a_restarted_one_answers_again
     clamd.restart().await;
     assert!(found(tcp.scan(&Bytes::new(EICAR)).await).starts_with("Hub-Test-EICAR-"));
     assert_eq!(
-        socket.scan(&Bytes::new(random(1000, 4))).await,
+        socket
+            .scan(&Bytes::new(mailroom_test_support::random_bytes(1000, 4)))
+            .await,
         Ok(Verdict::Clean)
     );
 }
@@ -176,7 +164,10 @@ async fn a_stream_beyond_clamds_limit_is_an_error_that_says_which_setting() {
     };
     // Four times the limit: clamd answers and closes long before the end, and the rest of
     // the stream meets a closed socket.
-    let big = Bytes::new(random(4 * STREAM_MAX_BYTES as usize, 5));
+    let big = Bytes::new(mailroom_test_support::random_bytes(
+        4 * STREAM_MAX_BYTES as usize,
+        5,
+    ));
     let err = clamd_at(&clamd.tcp_url()).scan(&big).await.unwrap_err();
     assert!(
         err.contains("INSTREAM size limit exceeded (raise StreamMaxLength in clamd.conf)"),
@@ -207,7 +198,7 @@ async fn fake_clamd(reply: Option<Vec<u8>>) -> String {
 
 #[tokio::test]
 async fn a_silent_endless_or_hostile_answer_is_never_clean() {
-    let data = || Bytes::new(random(100 * 1024, 6));
+    let data = || Bytes::new(mailroom_test_support::random_bytes(100 * 1024, 6));
 
     let silent = fake_clamd(None).await;
     let config = CheckConfig {
@@ -301,7 +292,7 @@ async fn a_scanner_command_judges_a_private_copy_by_its_exit_status() {
     );
     let scanner = command_scanner(command, 60, &work);
 
-    let mut data = random(150 * 1024, 7);
+    let mut data = mailroom_test_support::random_bytes(150 * 1024, 7);
     data[CHUNK - 3..CHUNK + 7].copy_from_slice(b"EVIL-BYTES");
     let evil = Bytes::new(data);
     assert_eq!(
@@ -315,7 +306,9 @@ async fn a_scanner_command_judges_a_private_copy_by_its_exit_status() {
     assert!(!copy.exists(), "the copy is removed after the scan");
 
     assert_eq!(
-        scanner.scan(&Bytes::new(random(1000, 8))).await,
+        scanner
+            .scan(&Bytes::new(mailroom_test_support::random_bytes(1000, 8)))
+            .await,
         Ok(Verdict::Clean)
     );
     let (_, copy, mode) = recorded(dir.path());

@@ -752,12 +752,13 @@ pub fn skip(why: &str) {
     }
 }
 
-/// Writes `len` pseudo-random bytes (seeded) to `path` and returns their SHA-256 hex.
-pub fn write_random(path: &Path, len: usize, seed: u64) -> String {
+/// `len` pseudo-random bytes (xorshift, seeded): the same for a seed, different between
+/// seeds, and matching no scanner signature by chance.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
-    let mut data = Vec::with_capacity(len);
+    let mut data = Vec::with_capacity(len + 8);
     while data.len() < len {
         state ^= state << 13;
         state ^= state >> 7;
@@ -765,6 +766,12 @@ pub fn write_random(path: &Path, len: usize, seed: u64) -> String {
         data.extend_from_slice(&state.to_le_bytes());
     }
     data.truncate(len);
+    data
+}
+
+/// Writes [`random_bytes`] to `path` and returns their SHA-256 hex.
+pub fn write_random(path: &Path, len: usize, seed: u64) -> String {
+    let data = random_bytes(len, seed);
     std::fs::write(path, &data).expect("write file");
     hex::encode(Sha256::digest(&data))
 }

@@ -2,16 +2,19 @@
 //! `<folder>/<recipient>/<name>`, for a system on the hub's host to take.
 //!
 //! A file appears whole or not at all: it is written under a hidden temporary name, synced,
-//! and renamed into place, and the folder is synced. A job run twice (after a crash) finds its
+//! and linked into place, and the folder is synced. Every step below the configured folder
+//! works relative to directory handles opened without following links (`openat`, `linkat`),
+//! so a link planted there (by whoever may write to the folder) cannot redirect a write. A job run twice (after a crash) finds its
 //! file there with the same SHA-256 and does nothing; another file of that name is never
 //! overwritten: the export takes `name (2)`, `name (3)`, and so on. Folders it makes are
 //! private to the hub's user (0700), files too (0600).
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use mailroom_core::{Event, Hub};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 /// Reads per step.
@@ -32,98 +35,134 @@ pub async fn export(hub: &Hub, folder: &Path, event: &Event) -> Result<(), Strin
     else {
         return Ok(());
     };
-    let dir = folder.join(delivery.recipient.as_str());
-    let temp = dir.join(format!(".{}.{}.part", delivery.id, std::process::id()));
-    let (dir_c, temp_c) = (dir.clone(), temp.clone());
-    let mut file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir_c)?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp_c)
-    })
-    .await
-    .map_err(|err| err.to_string())?
-    .map_err(|err| format!("export to {}: {err}", dir.display()))?;
+    let shown = folder.join(delivery.recipient.as_str());
+    let fail = |err: std::io::Error| format!("export to {}: {err}", shown.display());
+    let (folder_c, recipient) = (folder.to_owned(), delivery.recipient.as_str().to_owned());
+    let temp = format!(".{}.{}.part", delivery.id, std::process::id());
+    let temp_c = temp.clone();
+    let (dir, file) =
+        tokio::task::spawn_blocking(move || open_target(&folder_c, &recipient, &temp_c))
+            .await
+            .map_err(|err| err.to_string())?
+            .map_err(fail)?;
+    let dir = std::sync::Arc::new(dir);
+    let mut file = file;
     let mut offset = 0_u64;
     loop {
-        let chunk = content
-            .read_at(offset, CHUNK)
-            .await
-            .map_err(|err| err.to_string())?;
+        let chunk = match content.read_at(offset, CHUNK).await {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                discard(&dir, &temp);
+                return Err(err.to_string());
+            }
+        };
         if chunk.is_empty() {
             break;
         }
         offset += chunk.len() as u64;
-        file = tokio::task::spawn_blocking(move || file.write_all(&chunk).map(|()| file))
+        let written = tokio::task::spawn_blocking(move || file.write_all(&chunk).map(|()| file))
             .await
-            .map_err(|err| err.to_string())?
-            .map_err(|err| format!("export to {}: {err}", temp.display()))?;
+            .map_err(|err| err.to_string())?;
+        file = match written {
+            Ok(file) => file,
+            Err(err) => {
+                discard(&dir, &temp);
+                return Err(fail(err));
+            }
+        };
     }
     if offset != delivery.size {
-        let _ = std::fs::remove_file(&temp);
+        discard(&dir, &temp);
         return Err(format!(
             "the content ended at {offset} of {} bytes",
             delivery.size
         ));
     }
     let (name, sha256) = (delivery.name.as_str().to_owned(), delivery.sha256.clone());
-    let placed = tokio::task::spawn_blocking(move || place(file, &temp, &dir, &name, &sha256))
+    let dir_c = dir.clone();
+    let placed = tokio::task::spawn_blocking(move || place(file, &dir_c, &temp, &name, &sha256))
         .await
-        .map_err(|err| err.to_string())?;
-    placed.map(|path| {
-        tracing::info!(delivery = %delivery.id, path = %path.display(), "exported");
-    })
+        .map_err(|err| err.to_string())?
+        .map_err(fail)?;
+    tracing::info!(delivery = %delivery.id, path = %shown.join(&placed).display(), "exported");
+    Ok(())
 }
 
-/// Syncs `file`, then renames `temp` to the first free variant of `name` in `dir` (or drops
-/// it when that name holds the same content already), and syncs `dir`.
+/// Opens `<folder>/<recipient>` (made 0700 if missing) without following a link, and creates
+/// the hidden temporary file `temp` in it (0600, never over anything): every later step works
+/// relative to that folder's handle, so a link planted in the export folder cannot send the
+/// hub's writes elsewhere.
+fn open_target(
+    folder: &Path,
+    recipient: &str,
+    temp: &str,
+) -> std::io::Result<(OwnedFd, std::fs::File)> {
+    // The configured folder was checked at start (ours, not world-writable); below it,
+    // nothing is followed.
+    let top = rustix::fs::open(
+        folder,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let directory = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::mkdirat(&top, recipient, Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let dir = rustix::fs::openat(&top, recipient, directory, Mode::empty())?;
+    let file = rustix::fs::openat(
+        &dir,
+        temp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok((dir, std::fs::File::from(file)))
+}
+
+/// Removes the temporary file after a failure; a failure to remove it is left to the
+/// operator (it is hidden, and named after its delivery).
+fn discard(dir: &OwnedFd, temp: &str) {
+    let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+}
+
+/// Syncs `file`, then links `temp` in `dir` to the first free variant of `name` (or drops it
+/// when that name holds the same content already), unlinks `temp`, and syncs `dir`. Returns
+/// the name it took.
 fn place(
     file: std::fs::File,
-    temp: &Path,
-    dir: &Path,
+    dir: &OwnedFd,
+    temp: &str,
     name: &str,
     sha256: &str,
-) -> Result<PathBuf, String> {
-    let fail = |err: std::io::Error| format!("export to {}: {err}", dir.display());
-    file.sync_all().map_err(fail)?;
+) -> std::io::Result<String> {
+    file.sync_all()?;
     drop(file);
     for n in 1..=MAX_VARIANTS {
-        let candidate = dir.join(variant(name, n));
-        match std::fs::symlink_metadata(&candidate) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                // No rename over a file that appeared meanwhile: hard-link, then unlink.
-                match std::fs::hard_link(temp, &candidate) {
-                    Ok(()) => {
-                        std::fs::remove_file(temp).map_err(fail)?;
-                        std::fs::File::open(dir)
-                            .and_then(|d| d.sync_all())
-                            .map_err(fail)?;
-                        return Ok(candidate);
-                    }
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(err) => return Err(fail(err)),
-                }
-            }
-            Err(err) => return Err(fail(err)),
-            Ok(meta) if meta.is_file() && same_content(&candidate, sha256) => {
-                // Exported before (a job run again after a crash).
-                std::fs::remove_file(temp).map_err(fail)?;
+        let candidate = variant(name, n);
+        // linkat never follows or replaces: an existing name (a file, a link) is EEXIST.
+        match rustix::fs::linkat(dir, temp, dir, &candidate, AtFlags::empty()) {
+            Ok(()) => {
+                rustix::fs::unlinkat(dir, temp, AtFlags::empty())?;
+                rustix::fs::fsync(dir)?;
                 return Ok(candidate);
             }
-            Ok(_) => continue,
+            Err(rustix::io::Errno::EXIST) if same_content(dir, &candidate, sha256) => {
+                // Exported before (a job run again after a crash).
+                rustix::fs::unlinkat(dir, temp, AtFlags::empty())?;
+                return Ok(candidate);
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(err) => {
+                discard(dir, temp);
+                return Err(err.into());
+            }
         }
     }
-    let _ = std::fs::remove_file(temp);
-    Err(format!(
-        "export to {}: {MAX_VARIANTS} files named like {name} are there already",
-        dir.display()
-    ))
+    discard(dir, temp);
+    Err(std::io::Error::other(format!(
+        "{MAX_VARIANTS} files named like {name} are there already"
+    )))
 }
 
 /// `name`, or `stem (n).ext` for n > 1.
@@ -137,11 +176,20 @@ fn variant(name: &str, n: u32) -> String {
     }
 }
 
-/// Whether the file at `path` has this SHA-256.
-fn same_content(path: &Path, sha256: &str) -> bool {
-    let Ok(mut file) = std::fs::File::open(path) else {
+/// Whether the regular file `name` in `dir` (not a link) has this SHA-256.
+fn same_content(dir: &OwnedFd, name: &str, sha256: &str) -> bool {
+    let Ok(fd) = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return false;
     };
+    let mut file = std::fs::File::from(fd);
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut hasher = Sha256::new();
     let mut buffer = vec![0_u8; CHUNK];
     loop {

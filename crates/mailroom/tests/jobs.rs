@@ -502,19 +502,24 @@ fn a_data_folder_below_its_free_space_floor_raises_one_disk_low_alert() {
 }
 
 #[test]
-fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_refuses_a_shared_one() {
+fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_follows_no_planted_link() {
     use std::os::unix::fs::PermissionsExt;
     let site = Site::new();
-    for account in ["erp", "bob"] {
+    for account in ["erp", "bob", "carol"] {
         site.ok(&["account", "add", account]);
     }
     site.ok(&["route", "allow", "erp", "bob"]);
+    site.ok(&["route", "allow", "erp", "carol"]);
     let (drop, export) = (site.dir.path().join("drop"), site.dir.path().join("export"));
-    for dir in [&drop, &export] {
+    let outside = site.dir.path().join("outside");
+    for dir in [&drop, &export, &outside] {
         std::fs::create_dir(dir).unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
     std::fs::create_dir(drop.join("bob")).unwrap();
+    std::fs::create_dir(drop.join("carol")).unwrap();
+    // Whoever may write to the export folder plants a link where carol's folder would be.
+    std::os::unix::fs::symlink(&outside, export.join("carol")).unwrap();
     let base = std::fs::read_to_string(site.config()).unwrap();
 
     // A world-writable export folder is refused at start, naming the rule and the folder.
@@ -560,12 +565,27 @@ fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_refuses_a
     .unwrap();
     let big = mailroom_test_support::write_random(&drop.join("bob").join("big.bin"), 700_000, 7);
     let small = mailroom_test_support::write_random(&drop.join("bob").join("small.csv"), 100, 8);
+    mailroom_test_support::write_random(&drop.join("carol").join("lured.csv"), 100, 9);
     let server = Server::start(&site);
     let exported = |name: &str| export.join("bob").join(name);
-    let done =
-        server.until(|| jobs(&site).len() == 2 && jobs(&site).iter().all(|j| j["state"] == "done"));
+    let settled = server.until(|| {
+        let jobs = jobs(&site);
+        let done = jobs.iter().filter(|j| j["state"] == "done").count();
+        let refused = jobs
+            .iter()
+            .filter(|j| j["state"] == "queued" && j["attempts"].as_u64().unwrap() >= 1)
+            .filter(|j| {
+                j["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("carol"))
+            })
+            .count();
+        jobs.len() == 3 && done == 2 && refused == 1
+    });
     server.kill();
-    assert!(done, "{:?}", jobs(&site));
+    assert!(settled, "{:?}", jobs(&site));
+    // The link was not followed: nothing reached the folder it points to.
+    assert!(common::data_files(&outside).is_empty());
     assert_eq!(
         mailroom_test_support::sha256_file(&exported("big.bin")),
         big

@@ -41,7 +41,8 @@ mailroom_net::config_section! {
         /// its words split at spaces (no quoting, no shell), `{path}` standing for a copy of
         /// the file made for the scan (mode 0600, in the data folder, removed afterwards).
         /// Exit status 0: clean; 1: malware, named by the first line of its output; anything
-        /// else: not judged. Empty: not used.
+        /// else: not judged. It inherits only PATH, HOME, LANG, LC_ALL and TZ of the hub's
+        /// environment. Empty: not used.
         #[serde(deserialize_with = "none_if_empty", serialize_with = "empty_if_none")]
         pub command: Option<String>,
         /// Seconds one scan may take (connecting, sending and the answer, or the program's
@@ -137,6 +138,9 @@ impl fmt::Display for Scanner {
         }
     }
 }
+
+/// The variables of the hub's environment a scanner command inherits; the rest stay out.
+const SCANNER_ENVIRONMENT: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
 
 /// The size of one piece of content: one INSTREAM chunk, one write of a command's copy.
 const CHUNK: usize = 64 * 1024;
@@ -486,6 +490,14 @@ impl ScanCommand {
         let program = &self.program;
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            // The hub's environment may hold secrets (configuration overrides, credentials):
+            // the scanner gets a search path, a locale and a home, nothing else.
+            .env_clear()
+            .envs(
+                SCANNER_ENVIRONMENT
+                    .iter()
+                    .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -245,6 +245,7 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
          echo $$ > {dir}/pid\n\
          echo \"$1\" > {dir}/path\n\
          stat -c %a \"$1\" > {dir}/mode\n\
+         env > {dir}/env\n\
          {body}\n",
         dir = dir.display()
     );
@@ -304,6 +305,12 @@ async fn a_scanner_command_judges_a_private_copy_by_its_exit_status() {
     assert!(copy.starts_with(&work), "{}", copy.display());
     assert_eq!(mode, "600");
     assert!(!copy.exists(), "the copy is removed after the scan");
+    // The scanner sees a search path, not the hub's environment (cargo sets
+    // CARGO_MANIFEST_DIR for this test process, and so for the hub's).
+    let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    assert!(!env.contains("CARGO_MANIFEST_DIR"), "{env}");
 
     assert_eq!(
         scanner

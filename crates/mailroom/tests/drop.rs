@@ -600,12 +600,7 @@ fn every_bad_drop_is_refused_at_start_with_its_line_and_changes_nothing() {
         }
         let last_table = config.rfind("[[drop]]").unwrap();
         let first_line = config[..last_table].lines().count() + 1;
-        let line: usize = err
-            .split("line ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{what}: no line in {err:?}"));
+        let line = common::error_line(&err).unwrap_or_else(|| panic!("{what}: no line in {err:?}"));
         assert!(
             (first_line..=config.lines().count()).contains(&line),
             "{what}: line {line} is not in the [[drop]] table at {first_line}: {err}"

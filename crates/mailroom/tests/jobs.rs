@@ -57,6 +57,31 @@ impl Site {
     }
 
     /// Appends `rules` to the configuration.
+    /// Sends the rules' mail to a plain SMTP relay on a free loopback port (none listens
+    /// there until a test starts one), retries failed jobs every second, never gives them up,
+    /// and adds `jobs` to `[jobs]`; returns the port.
+    fn mail_to_loopback(&self, jobs: &str) -> u16 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = std::fs::read_to_string(self.config())
+            .unwrap()
+            .replace(
+                "\n[jobs]\n",
+                &format!("\n[jobs]\nbackoff_seconds = 1\nmax_backoff_seconds = 1\nmax_attempts = 1000\n{jobs}"),
+            )
+            .replace(
+                "\n[smtp]\n",
+                &format!(
+                    "\n[smtp]\nserver = \"127.0.0.1:{port}\"\nsecurity = \"none\"\nfrom = \"mailroom@example.test\"\n"
+                ),
+            );
+        std::fs::write(self.config(), config).unwrap();
+        port
+    }
+
     fn with_rules(&self, rules: &str) {
         let mut config = std::fs::read_to_string(self.config()).unwrap();
         config.push_str(rules);
@@ -157,12 +182,7 @@ fn every_bad_rule_is_refused_at_start_with_its_line_and_changes_nothing() {
         let table = config.rfind("[[rules]]").unwrap();
         let first_line = config[..table].lines().count() + 1;
         let last_line = config.lines().count();
-        let line: usize = err
-            .split("line ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{what}: no line in {err:?}"));
+        let line = common::error_line(&err).unwrap_or_else(|| panic!("{what}: no line in {err:?}"));
         assert!(
             (first_line..=last_line).contains(&line),
             "{what}: line {line} is not in the rule ({first_line}-{last_line}): {err}"
@@ -365,25 +385,8 @@ fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_b
         return;
     };
     let site = Site::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // Mail to a relay that is not there yet; retries every second; short leases.
-    let config = std::fs::read_to_string(site.config())
-        .unwrap()
-        .replace(
-            "\n[jobs]\n",
-            "\n[jobs]\nbackoff_seconds = 1\nmax_backoff_seconds = 1\nlease_seconds = 2\nmax_attempts = 1000\n",
-        )
-        .replace(
-            "\n[smtp]\n",
-            &format!(
-                "\n[smtp]\nserver = \"127.0.0.1:{port}\"\nsecurity = \"none\"\nfrom = \"mailroom@example.test\"\n"
-            ),
-        );
-    std::fs::write(site.config(), config).unwrap();
+    let port = site.mail_to_loopback("lease_seconds = 2\n");
     site.with_rules(
         "\n[[rules]]\nname = \"accounts\"\non = [\"admin\"]\nemail = [\"ops@example.test\"]\n",
     );
@@ -444,29 +447,13 @@ fn jobs_queued_when_the_hub_is_killed_complete_after_a_restart_each_mail_keyed_b
 #[test]
 fn a_data_folder_below_its_free_space_floor_raises_one_disk_low_alert() {
     let site = Site::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // A floor of 100 % is never met: the first look records the crossing. The alert's mail
     // goes to a relay that is not there, so its job is tried (and logged) again and again.
-    let config = std::fs::read_to_string(site.config())
-        .unwrap()
-        .replace(
-            "\n[disk]\n",
-            "\n[disk]\nmin_free_percent = 100\ncheck_seconds = 1\n",
-        )
-        .replace(
-            "\n[jobs]\n",
-            "\n[jobs]\nbackoff_seconds = 1\nmax_backoff_seconds = 1\nmax_attempts = 1000\n",
-        )
-        .replace(
-            "\n[smtp]\n",
-            &format!(
-                "\n[smtp]\nserver = \"127.0.0.1:{port}\"\nsecurity = \"none\"\nfrom = \"mailroom@example.test\"\n"
-            ),
-        );
+    site.mail_to_loopback("");
+    let config = std::fs::read_to_string(site.config()).unwrap().replace(
+        "\n[disk]\n",
+        "\n[disk]\nmin_free_percent = 100\ncheck_seconds = 1\n",
+    );
     std::fs::write(site.config(), config).unwrap();
     site.with_rules(
         "\n[[rules]]\nname = \"disk\"\non = [\"disk.low\"]\nemail = [\"ops@example.test\"]\n",
@@ -608,8 +595,8 @@ fn an_export_rule_writes_each_delivered_file_whole_into_its_folder_and_follows_n
     );
 }
 
-#[test]
-fn jobs_run_on_threads_of_their_own_scheduled_after_the_transfers() {
+#[tokio::test]
+async fn jobs_run_on_threads_of_their_own_scheduled_after_the_transfers() {
     let site = Site::new();
     let server = Server::start(&site);
     let pid = server.child.id();
@@ -630,17 +617,11 @@ fn jobs_run_on_threads_of_their_own_scheduled_after_the_transfers() {
         }
         nices
     };
-    // Another process: polled, with a deadline (as `eventually` does for async tests).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let found = loop {
-        if jobs_threads().len() == 2 {
-            break true;
-        }
-        if std::time::Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    // Another process's threads: looked at until they are there (as for any other process).
+    let found = mailroom_test_support::eventually(std::time::Duration::from_secs(30), async || {
+        jobs_threads().len() == 2
+    })
+    .await;
     let nices = jobs_threads();
     server.kill();
     assert!(found, "job threads: {nices:?}");

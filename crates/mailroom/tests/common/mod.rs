@@ -65,3 +65,11 @@ pub fn data_files(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The line number an error names (`…, line N, …`), if it names one.
+pub fn error_line(err: &str) -> Option<usize> {
+    err.split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+}

@@ -1,10 +1,13 @@
 //! Errors of opening the store, and the one mapping from database errors to core error kinds.
 //!
-//! [`MetaError`] is for the operator who starts the hub: it names the database file. Errors
-//! inside units of work are [`CoreError`]s whose messages reach clients, so they never carry
-//! SQL, paths or driver text; the cause is logged here instead.
+//! [`MetaError`] is for the operator who starts the hub: it names the database file, or the
+//! PostgreSQL host and database (never the URL, which may hold a password). Errors inside units
+//! of work are [`CoreError`]s whose messages reach clients, so they never carry SQL, paths or
+//! driver text; the cause is logged here instead. SQLite's errors go through [`classify`],
+//! PostgreSQL's through [`classify_pg`], to the same kinds.
 
 use mailroom_core::CoreError;
+use postgres::error::SqlState;
 use rusqlite::ErrorCode;
 
 /// Opening or migrating the metadata database failed.
@@ -54,6 +57,22 @@ pub enum MetaError {
     /// A thread of the store could not be started.
     #[error("cannot start the metadata store's threads")]
     Thread(#[source] std::io::Error),
+    /// The PostgreSQL settings cannot be used: the URL does not parse, or the CA file cannot
+    /// be read.
+    #[error("unusable PostgreSQL settings for the metadata store: {reason}")]
+    Settings {
+        /// What is wrong (without the URL's password).
+        reason: String,
+    },
+    /// The PostgreSQL server could not be reached, or refused the connection.
+    #[error("cannot connect to the metadata database {location}")]
+    Connect {
+        /// Host, port and database.
+        location: String,
+        /// What the driver said.
+        #[source]
+        source: postgres::Error,
+    },
 }
 
 /// SQLite extended result code of a UNIQUE constraint violation.
@@ -122,4 +141,65 @@ fn is_transient(error: &rusqlite::Error) -> bool {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull
             )
     )
+}
+
+/// Maps a PostgreSQL error to a core error, logging the cause. `operation` names the store
+/// method for the log line.
+pub(crate) fn pg_storage(operation: &'static str) -> impl FnOnce(postgres::Error) -> CoreError {
+    move |error| classify_pg(operation, &error)
+}
+
+/// Maps a PostgreSQL error to a core error as [`classify`] does SQLite's: unique violations are
+/// Conflict; a lost connection, an unreachable server, a serialization failure, a deadlock or
+/// a server short of resources Transient; everything else Internal.
+pub(crate) fn classify_pg(operation: &'static str, error: &postgres::Error) -> CoreError {
+    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        tracing::warn!(operation, error = %error, "metadata store refused a duplicate");
+        return CoreError::conflict("the change conflicts with data stored meanwhile");
+    }
+    if is_pg_transient(error) {
+        tracing::warn!(operation, error = %error, "metadata store unavailable");
+        return CoreError::transient("the metadata store is unavailable; try again later");
+    }
+    tracing::error!(operation, error = %error, "metadata store error");
+    CoreError::internal("metadata store error")
+}
+
+/// Whether the connection itself is gone (closed, reset, terminated by the server): the
+/// connection must be replaced, and trying again on a new one may succeed.
+pub(crate) fn is_pg_connection_lost(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    if let Some(code) = error.code() {
+        // Class 08: connection exception; 57P01..57P03: the server shut down or terminated us.
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code);
+    }
+    // No SQLSTATE: an I/O error on the socket, or a connection that never opened.
+    std::error::Error::source(error)
+        .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some())
+}
+
+/// Whether trying again later may succeed.
+fn is_pg_transient(error: &postgres::Error) -> bool {
+    if is_pg_connection_lost(error) {
+        return true;
+    }
+    error.code().is_some_and(|code| {
+        // Class 53: insufficient resources (disk full, too many connections).
+        code.code().starts_with("53")
+            || [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::QUERY_CANCELED,
+            ]
+            .contains(code)
+    })
 }

@@ -5,16 +5,21 @@
 //! edited after release is refused instead of silently differing between databases, and a
 //! database written by a newer build is refused instead of misread. Databases from before
 //! this table (the sqlx era, `_sqlx_migrations`) are adopted: the versions sqlx applied are
-//! recorded as applied, with the text this build has for them.
+//! recorded as applied, with the text this build has for them. The record and its checks
+//! ([`Migration`], [`checksum`], [`check_applied`]) serve the PostgreSQL store too
+//! (`pg/migrate.rs`), whose migrations are a list of their own.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 /// One migration: its version, a description and its SQL.
-struct Migration {
-    version: i64,
-    description: &'static str,
-    sql: &'static str,
+pub(crate) struct Migration {
+    /// Its number, from 1, in the order of application.
+    pub(crate) version: i64,
+    /// A few words, recorded in `schema_migrations`.
+    pub(crate) description: &'static str,
+    /// Its SQL, whose SHA-256 is recorded.
+    pub(crate) sql: &'static str,
 }
 
 /// Every migration, oldest first.
@@ -104,26 +109,8 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), String> {
             .collect::<Result<_, _>>()
             .map_err(sql)?
     };
-    for (version, sha256) in &applied {
-        match MIGRATIONS.iter().find(|m| m.version == *version) {
-            None => {
-                return Err(format!(
-                    "it was written by a newer Mailroom (schema version {version}); run that version or restore a backup"
-                ));
-            }
-            Some(migration) if checksum(migration.sql) != *sha256 => {
-                return Err(format!(
-                    "migration {version} ({}) differs from the one applied to this database",
-                    migration.description
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    for migration in MIGRATIONS
-        .iter()
-        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
-    {
+    check_applied(MIGRATIONS, &applied)?;
+    for migration in pending(MIGRATIONS, &applied) {
         apply(conn, migration).map_err(|e| {
             format!(
                 "migration {} ({}) failed: {e}",
@@ -189,7 +176,43 @@ fn adopt_sqlx(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Refuses a database that recorded a migration this build does not have (a newer build wrote
+/// it) or one whose text differs from ours (edited after it was applied). `applied` is the
+/// `(version, sha256)` of every recorded migration.
+pub(crate) fn check_applied(
+    migrations: &[Migration],
+    applied: &[(i64, String)],
+) -> Result<(), String> {
+    for (version, sha256) in applied {
+        match migrations.iter().find(|m| m.version == *version) {
+            None => {
+                return Err(format!(
+                    "it was written by a newer Mailroom (schema version {version}); run that version or restore a backup"
+                ));
+            }
+            Some(migration) if checksum(migration.sql) != *sha256 => {
+                return Err(format!(
+                    "migration {version} ({}) differs from the one applied to this database",
+                    migration.description
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The migrations not recorded in `applied`, oldest first.
+pub(crate) fn pending<'m>(
+    migrations: &'m [Migration],
+    applied: &[(i64, String)],
+) -> impl Iterator<Item = &'m Migration> {
+    migrations
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+}
+
 /// SHA-256 of a migration's text, lower-case hex.
-fn checksum(sql: &str) -> String {
+pub(crate) fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }

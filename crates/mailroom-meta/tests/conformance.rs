@@ -1,8 +1,10 @@
 //! The `MetaStore` conformance suite: one set of scenarios written against `&dyn MetaStore` and
 //! its units of work, run on every backend: the in-memory test bed the Hub's own tests use
-//! (`mailroom_core::testing::MemoryMeta`), SQLite in memory and SQLite in a file. A PostgreSQL
-//! store joins by adding itself to [`backends`]. SQLite is the reference: where the two differ,
-//! the test bed is wrong.
+//! (`mailroom_core::testing::MemoryMeta`), SQLite in memory, SQLite in a file, and PostgreSQL
+//! (`PgStore`, on a database of its own created on the server `MAILROOM_TEST_PG_URL` names, and
+//! dropped afterwards; without the variable the PostgreSQL store is skipped, except in CI, where
+//! its absence fails the suite). SQLite is the reference: where another backend differs, that
+//! backend is wrong.
 //!
 //! The scenarios drive the store the way the Hub does: one unit of work per operation, the
 //! change and the audit events that describe it in the same unit. After each change they check
@@ -24,7 +26,10 @@
 //!
 //! The last tests are SQLite-only: tampering found by the chain walk, the event tap, group
 //! commit under many concurrent units, durability settings, file permissions, reopening a
-//! file, and two stores (two processes) on one file.
+//! file, and two stores (two processes) on one file; then PostgreSQL-only: two nodes writing at
+//! once keep one chain, relaxed units commit without waiting for the log, a killed connection
+//! is replaced, a changed or newer migration is refused, the event tap, and the round trips of
+//! a unit.
 
 // Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -45,16 +50,18 @@ use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
     GENESIS_HASH, chain_hash,
 };
-use mailroom_meta::SqliteStore;
+use mailroom_meta::{MetaError, PgOptions, PgStore, SqliteStore};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-/// A store under test; `_dir` keeps a file store's folder alive.
+/// A store under test; `_dir` keeps a file store's folder alive, `_database` a PostgreSQL
+/// store's database (dropped after the store, being declared after it).
 struct Backend {
     name: &'static str,
     store: Box<dyn MetaStore>,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<PgDatabase>,
 }
 
 /// A fresh, empty store of every kind.
@@ -63,23 +70,154 @@ async fn backends() -> Vec<Backend> {
     let file = SqliteStore::open(&dir.path().join("meta.db"))
         .await
         .unwrap();
-    vec![
+    let mut backends = vec![
         Backend {
             name: "memory",
             store: Box::new(MemoryMeta::new()),
             _dir: None,
+            _database: None,
         },
         Backend {
             name: "sqlite-memory",
             store: Box::new(SqliteStore::open_in_memory().await.unwrap()),
             _dir: None,
+            _database: None,
         },
         Backend {
             name: "sqlite-file",
             store: Box::new(file),
             _dir: Some(dir),
+            _database: None,
         },
-    ]
+    ];
+    if let Some(server) = pg_server() {
+        let database = PgDatabase::create(&server).await;
+        backends.push(Backend {
+            name: "postgres",
+            // More than one connection, so reads after a write may run on another.
+            store: Box::new(database.store(3).await),
+            _dir: None,
+            _database: Some(database),
+        });
+    }
+    backends
+}
+
+/// The variable naming the PostgreSQL server to test on: a URL of a role that may create
+/// databases, such as `postgres://mailroom@127.0.0.1:55432/postgres`.
+const PG_SERVER: &str = "MAILROOM_TEST_PG_URL";
+
+/// The PostgreSQL server to test on, if any. In CI (`CI` set) its absence fails the test, so
+/// the PostgreSQL store cannot go untested by accident; elsewhere it is skipped.
+fn pg_server() -> Option<String> {
+    match std::env::var(PG_SERVER) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "CI must test the PostgreSQL store: set {PG_SERVER} to the URL of a role that may CREATE DATABASE"
+        ),
+        _ => {
+            eprintln!("{PG_SERVER} is not set: the PostgreSQL store is not tested");
+            None
+        }
+    }
+}
+
+/// An empty database of its own on the test server, `mr_<uuid>`, dropped (best effort, its
+/// connections terminated) when this goes.
+struct PgDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create(server: &str) -> PgDatabase {
+        let name = format!("mr_{}", Uuid::new_v4().simple());
+        let (on, created) = (server.to_owned(), name.clone());
+        // The synchronous driver blocks on a runtime of its own: never on the test's.
+        tokio::task::spawn_blocking(move || {
+            let mut admin = postgres::Client::connect(&on, postgres::NoTls).unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {created}"))
+                .unwrap();
+        })
+        .await
+        .unwrap();
+        PgDatabase {
+            url: with_database(server, &name),
+            server: server.to_owned(),
+            name,
+        }
+    }
+
+    /// A store (a node) on this database.
+    async fn store(&self, connections: usize) -> PgStore {
+        PgStore::connect(self.options(connections)).await.unwrap()
+    }
+
+    fn options(&self, connections: usize) -> PgOptions {
+        PgOptions {
+            url: self.url.clone(),
+            ca_file: None,
+            connections,
+        }
+    }
+
+    /// Runs `sql` on this database from a client of its own (another process, as it were), and
+    /// returns the first column of each row as text.
+    async fn admin(&self, sql: &'static str) -> Vec<String> {
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            admin
+                .simple_query(sql)
+                .unwrap()
+                .into_iter()
+                .filter_map(|message| match message {
+                    postgres::SimpleQueryMessage::Row(row) => {
+                        Some(row.get(0).unwrap_or_default().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // On a thread of its own: the driver must not block the test's runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut admin) = postgres::Client::connect(&server, postgres::NoTls) {
+                let dropped =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                if let Err(error) = dropped {
+                    eprintln!("could not drop the test database {name}: {error}");
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// `server` with its database replaced by `name`.
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[start..].find('/') {
+        Some(slash) => &base[..start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
 }
 
 /// One `#[tokio::test]` per scenario, running it on every backend.
@@ -3055,6 +3193,366 @@ async fn two_processes_share_one_file() {
     let report = on_cli.verify(None).await;
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.checked, 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only (each skipped without MAILROOM_TEST_PG_URL, as the backend is)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_nodes_writing_at_once_keep_one_chain() {
+    // Two stores on one database are two nodes of one hub. Both start at once (one migrates,
+    // the other waits for the migration lock), then many units of both record events at the
+    // same time: every unit is answered, and the trail is one intact chain without a gap,
+    // because each unit read the head under the cluster-wide write lock.
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let (a, b) = tokio::join!(database.store(4), database.store(4));
+    let nodes = [Arc::new(a), Arc::new(b)];
+    let mut h = Harness::new(&*nodes[0]);
+
+    const TASKS: usize = 8;
+    const UNITS: usize = 50;
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    let mut expected = HashSet::new();
+    for task in 0..TASKS {
+        let events: Vec<Event> = (0..UNITS)
+            .map(|unit| h.event(EventKind::Login, &format!("task {task} unit {unit}")))
+            .collect();
+        expected.extend(events.iter().map(|e| e.id));
+        let (node, start) = (nodes[task % 2].clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            for (unit, event) in events.into_iter().enumerate() {
+                // Both durabilities take the same lock.
+                let durability = if unit % 2 == 0 {
+                    Durability::Flush
+                } else {
+                    Durability::Relaxed
+                };
+                node.write_with(durability, move |tx| tx.record(&[event]))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let on_b = Harness::new(&*nodes[1]);
+    let all = on_b.events(EventQuery::default()).await;
+    assert_eq!(all.len(), TASKS * UNITS);
+    assert_eq!(all.iter().map(|e| e.id).collect::<HashSet<_>>(), expected);
+    let report = on_b.verify(None).await;
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.checked, (TASKS * UNITS) as u64);
+    let seqs: Vec<u64> = on_b
+        .read(|tx| tx.audit_records(&EventQuery::default(), 0, u32::MAX))
+        .await
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (1..=(TASKS * UNITS) as u64).collect::<Vec<_>>());
+    for node in &nodes {
+        node.close().await;
+    }
+}
+
+#[tokio::test]
+async fn pg_relaxed_units_commit_without_waiting_for_the_log() {
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(2).await;
+    // Asked several times, so both connections answer.
+    for _ in 0..3 {
+        let relaxed = store
+            .setting_in_write(Durability::Relaxed, "synchronous_commit")
+            .await
+            .unwrap();
+        assert_eq!(relaxed, "off");
+        let flushed = store
+            .setting_in_write(Durability::Flush, "synchronous_commit")
+            .await
+            .unwrap();
+        assert_eq!(flushed, "on", "a flushed unit waits for the log");
+    }
+    // The relaxed setting lasts for its own transaction only.
+    let read = store.read_with(|_| Ok(())).await.map(|()| "read unit ran");
+    assert_eq!(read, Ok("read unit ran"));
+    assert_eq!(
+        store
+            .setting_in_write(Durability::Flush, "synchronous_commit")
+            .await
+            .unwrap(),
+        "on"
+    );
+    // A setting the server does not know is an error, not an answer.
+    let error = store
+        .setting_in_write(Durability::Flush, "no_such_setting")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Internal);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn pg_a_killed_connection_is_replaced() {
+    // The server terminates the store's connection between units (a restart, a failover, an
+    // operator): the next unit is retried on a new connection or answered Transient, never
+    // anything else, and the one after it works.
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(1).await;
+    let mut h = Harness::new(&store);
+    let alice = h.client("alice");
+    h.insert_account(&alice).await;
+    const KILL: &str = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+                        WHERE datname = current_database() AND pid <> pg_backend_pid()";
+
+    assert_eq!(database.admin(KILL).await, ["t"], "one connection killed");
+    match store.read_with(|tx| tx.accounts()).await {
+        Ok(accounts) => assert_eq!(accounts.len(), 1),
+        Err(error) => assert_eq!(error.kind(), ErrorKind::Transient, "{error}"),
+    }
+    assert_eq!(h.accounts().await.len(), 1);
+
+    assert_eq!(database.admin(KILL).await, ["t"]);
+    let bob = h.client("bob");
+    let event = h.admin_event("bob");
+    let recorded = event.clone();
+    let written = store
+        .write_with(Durability::Flush, move |tx| {
+            tx.insert_account(&bob)?;
+            tx.record(&[recorded])
+        })
+        .await;
+    match &written {
+        Ok(()) => h.expect_events(&[event]).await,
+        Err(error) => assert_eq!(error.kind(), ErrorKind::Transient, "{error}"),
+    }
+    let carol = h.client("carol");
+    h.insert_account(&carol).await;
+    let names: Vec<String> = h
+        .accounts()
+        .await
+        .into_iter()
+        .map(|a| a.name.as_str().to_owned())
+        .collect();
+    let expected: &[&str] = if written.is_ok() {
+        &["alice", "bob", "carol"]
+    } else {
+        &["alice", "carol"]
+    };
+    assert_eq!(names, expected);
+    let report = h.verify(None).await;
+    assert!(report.is_intact(), "{report:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn pg_a_changed_or_newer_migration_is_refused() {
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(1).await;
+    store.close().await;
+    drop(store);
+    // Connecting again finds everything applied and changes nothing.
+    database.store(1).await.close().await;
+
+    let original = database
+        .admin("SELECT sha256 FROM schema_migrations WHERE version = 1")
+        .await;
+    assert_eq!(original.len(), 1);
+    database
+        .admin("UPDATE schema_migrations SET sha256 = 'stale' WHERE version = 1")
+        .await;
+    let refused = PgStore::connect(database.options(1)).await.unwrap_err();
+    let MetaError::Migrate { reason, .. } = &refused else {
+        panic!("{refused:?}");
+    };
+    assert!(reason.contains("differs"), "{refused}");
+
+    database
+        .admin("DELETE FROM schema_migrations WHERE version = 1")
+        .await;
+    database
+        .admin(
+            "INSERT INTO schema_migrations (version, description, sha256, applied) \
+             VALUES (999, 'future', 'x', 0)",
+        )
+        .await;
+    let refused = PgStore::connect(database.options(1)).await.unwrap_err();
+    assert!(refused.to_string().contains("newer Mailroom"), "{refused}");
+}
+
+#[tokio::test]
+async fn pg_a_unit_that_goes_on_after_a_failed_statement_keeps_nothing() {
+    // The store's own calls never rely on a statement failing, but a statement may fail all
+    // the same (here a trigger from outside refuses one ban). PostgreSQL has then aborted the
+    // transaction, and its COMMIT would quietly roll back: a unit that looks at the error and
+    // goes on must get that error back, and nothing of it may be kept.
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(1).await;
+    let mut h = Harness::new(&store);
+    let alice = h.client("alice");
+    h.insert_account(&alice).await;
+    database
+        .admin(
+            "CREATE FUNCTION refuse_ban() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'refused by a trigger'; END $$; \
+             CREATE TRIGGER refuse_ban BEFORE INSERT ON bans FOR EACH ROW \
+             WHEN (NEW.subject = '192.0.2.66') EXECUTE FUNCTION refuse_ban()",
+        )
+        .await;
+    let before = h.snapshot().await;
+    let ban = Ban {
+        subject: BanSubject::parse("192.0.2.66").unwrap(),
+        until: h.tick() + Duration::minutes(5),
+        level: 1,
+        reason: "r".to_owned(),
+        created: h.tick(),
+    };
+    let bob = h.client("bob");
+    let event = h.admin_event("bob");
+    let error = store
+        .write_with(Durability::Flush, move |tx| {
+            let refused = tx.put_ban(&ban).map_err(|e| e.kind());
+            // Later calls answer the same error without reaching the database.
+            let later = tx.insert_account(&bob).map_err(|e| e.kind());
+            let _ = tx.record(&[event]);
+            Ok((refused, later))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Internal, "{error}");
+    assert_eq!(error.message(), "metadata store error");
+    assert_eq!(h.snapshot().await, before);
+    // The connection is fine for the next unit.
+    let bob = h.client("bob");
+    h.insert_account(&bob).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn pg_unreachable_server_is_refused_without_its_password() {
+    // No server needed: nothing listens on port 1.
+    let options = PgOptions {
+        url: "postgres://mailroom:s3cret@127.0.0.1:1/hub?connect_timeout=2".to_owned(),
+        ca_file: None,
+        connections: 1,
+    };
+    let error = PgStore::connect(options).await.unwrap_err();
+    assert!(matches!(error, MetaError::Connect { .. }), "{error:?}");
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("127.0.0.1:1/hub"), "{shown}");
+}
+
+#[tokio::test]
+async fn pg_the_event_tap_gets_committed_events_only() {
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(2).await;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(3);
+    assert!(store.set_event_tap(sender.clone()));
+    assert!(!store.set_event_tap(sender), "a second tap is refused");
+    let mut h = Harness::new(&store);
+    let (first, second) = (
+        h.event(EventKind::Login, "a"),
+        h.event(EventKind::Login, "b"),
+    );
+    let event = first.clone();
+    store
+        .write_with(Durability::Flush, move |tx| tx.record(&[event]))
+        .await
+        .unwrap();
+    let event = second.clone();
+    store
+        .write_with(Durability::Relaxed, move |tx| tx.record(&[event]))
+        .await
+        .unwrap();
+    // A refused change hands nothing over, nor does a unit that recorded and then failed.
+    let (fresh, repeated) = (h.event(EventKind::Login, "c"), first.clone());
+    store
+        .write_with(Durability::Flush, move |tx| tx.record(&[fresh, repeated]))
+        .await
+        .unwrap_err();
+    let dropped = h.event(EventKind::Login, "d");
+    store
+        .write_with(Durability::Flush, move |tx| -> Result<()> {
+            tx.record(&[dropped])?;
+            Err(CoreError::invalid("changed its mind"))
+        })
+        .await
+        .unwrap_err();
+    let got = [receiver.try_recv().unwrap(), receiver.try_recv().unwrap()];
+    assert!(receiver.try_recv().is_err(), "only committed events");
+    assert_eq!((got[0].seq, &got[0].event), (1, &first));
+    assert_eq!((got[1].seq, &got[1].event), (2, &second));
+    assert_eq!(got[1].prev_hash, got[0].hash);
+    // A full channel never stalls a commit: the overflow is dropped and counted.
+    let flood: Vec<Event> = (0..5)
+        .map(|i| h.event(EventKind::Login, &i.to_string()))
+        .collect();
+    store
+        .write_with(Durability::Flush, move |tx| tx.record(&flood))
+        .await
+        .unwrap();
+    assert_eq!(store.dropped_events(), 2);
+    assert_eq!(h.events(EventQuery::default()).await.len(), 7);
+    // Inline blobs, as the diagnostics list them.
+    assert_eq!(store.inline_blob_ids().await.unwrap(), Vec::<BlobId>::new());
+    store.close().await;
+    let error = store.read_with(|tx| tx.accounts()).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient);
+}
+
+#[tokio::test]
+async fn pg_units_cost_few_round_trips() {
+    // What the bench prints per file operation, pinned for the two kinds of unit a transfer
+    // makes, once every statement is prepared on the (one) connection: a read unit of one
+    // lookup is BEGIN, the lookup and COMMIT; an upload's write unit (a delivery with its
+    // inline blob and two events) is the BEGIN batch with the lock, the chain head, the
+    // events, the delivery with its blob, and COMMIT.
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(1).await;
+    let mut h = Harness::new(&store);
+    let alice = h.client("alice");
+    h.insert_account(&alice).await;
+    let upload = |h: &mut Harness<'_>, name: &str| {
+        let blob = BlobId::new();
+        let delivery = h.delivery("alice", "bob", name, &blob, DeliveryState::Delivered);
+        let events = vec![
+            h.event(EventKind::Upload, name),
+            h.event(EventKind::DeliveryStored, name),
+        ];
+        move |tx: &mut dyn Tx| {
+            tx.record(&events)?;
+            tx.insert_deliveries(&[delivery], Some((&blob, &b"small"[..])))
+        }
+    };
+    let lookup = |tx: &mut dyn Tx| tx.account(&name("alice"));
+
+    // Prepared by the first use.
+    store
+        .write_with(Durability::Flush, upload(&mut h, "a.txt"))
+        .await
+        .unwrap();
+    store.read_with(lookup).await.unwrap();
+
+    let before = store.round_trips();
+    store.read_with(lookup).await.unwrap();
+    assert_eq!(store.round_trips() - before, 3, "a read unit of one lookup");
+
+    let unit = upload(&mut h, "b.txt");
+    let before = store.round_trips();
+    store.write_with(Durability::Flush, unit).await.unwrap();
+    assert_eq!(store.round_trips() - before, 5, "an upload's write unit");
+    assert_eq!(store.inline_blob_ids().await.unwrap().len(), 2);
+    store.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,30 +1,61 @@
 //! The [`BlobStore`] conformance suite: one set of checks every backend must pass.
 //!
 //! Each check in [`suite`] takes a fresh, empty store as `&dyn BlobStore` and uses nothing
-//! but the trait, so a later backend (S3) runs the same suite by adding a module like
-//! [`local`] with its own `fresh` function. File-system details (modes, layout, junk names)
-//! are the local backend's own unit tests, not part of the contract.
+//! but the trait; each backend runs all of them from a module with its own `fresh` function
+//! ([`local`], and [`s3`] on the bucket the `MAILROOM_TEST_S3_*` variables name). What only
+//! one backend promises (the local staging folder, S3's parts and ranged reads) is checked in
+//! that backend's module. File-system details (modes, layout, junk names) are the local
+//! backend's own unit tests, not part of the contract.
 
 // Tests may unwrap (CONTRIBUTING.md): a failed unwrap is a failed check.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 
-use mailroom_blob::LocalBlobStore;
+use mailroom_blob::{LocalBlobStore, S3BlobStore, S3Options};
 use mailroom_core::{BlobReader, BlobStore, BlobWriter, ErrorKind, StoredBlob};
 use sha2::{Digest, Sha256};
 
 /// Generates one `#[tokio::test]` per check, each on a fresh store from `$fresh`, which
-/// returns the store and a guard to keep alive for the test's duration.
+/// returns the store and a guard to keep alive for the test's duration, or `None` when the
+/// backend cannot be reached here (the test is then skipped). `$finish` tidies up after a
+/// check that passed.
 macro_rules! conformance {
-    ($fresh:path; $($check:ident),* $(,)?) => {
+    ($fresh:path, $finish:path; $($check:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $check() {
-                let (store, _guard) = $fresh().await;
+                let Some((store, guard)) = $fresh().await else {
+                    return;
+                };
                 crate::suite::$check(&*store).await;
+                $finish(&*store, guard).await;
             }
         )*
+    };
+}
+
+/// Every check of [`suite`], for each backend's module.
+macro_rules! every_check {
+    ($fresh:path, $finish:path) => {
+        conformance!($fresh, $finish;
+            round_trip,
+            empty_blob,
+            streams_multi_mib_in_small_chunks,
+            out_of_order_writes,
+            overlapping_rewrites,
+            sparse_write,
+            refused_write_changes_nothing,
+            abort_leaves_nothing,
+            dropped_writer_commits_nothing,
+            sweep_keeps_live_blobs_only,
+            open_missing_is_not_found,
+            delete_is_idempotent,
+            reads_past_end_are_empty,
+            large_reads_return_a_prefix,
+            concurrent_writers_are_independent,
+            concurrent_reads_share_a_reader,
+        );
     };
 }
 
@@ -33,33 +64,293 @@ mod local {
 
     /// Every blob as a file: the suite reads committed blobs back through `open`. The inline
     /// path (small blobs handed to the metadata store) is tested in the crate's unit tests.
-    async fn fresh() -> (Box<dyn BlobStore>, tempfile::TempDir) {
+    async fn fresh() -> Option<(Box<dyn BlobStore>, tempfile::TempDir)> {
         let temp = tempfile::tempdir().unwrap();
         let store = LocalBlobStore::open(&temp.path().join("blobs"))
             .await
             .unwrap()
             .with_inline_limit(0);
-        (Box::new(store), temp)
+        Some((Box::new(store), temp))
     }
 
-    conformance!(fresh;
-        round_trip,
-        empty_blob,
-        streams_multi_mib_in_small_chunks,
-        out_of_order_writes,
-        overlapping_rewrites,
-        sparse_write,
-        refused_write_changes_nothing,
-        abort_leaves_nothing,
-        dropped_writer_is_swept,
-        sweep_keeps_live_blobs_only,
-        open_missing_is_not_found,
-        delete_is_idempotent,
-        reads_past_end_are_empty,
-        large_reads_return_a_prefix,
-        concurrent_writers_are_independent,
-        concurrent_reads_share_a_reader,
-    );
+    /// Nothing to tidy: the folder goes with its guard.
+    async fn finish(_store: &dyn BlobStore, _guard: tempfile::TempDir) {}
+
+    every_check!(fresh, finish);
+
+    /// A dropped writer leaves its staging file, which the next sweep removes and counts.
+    #[tokio::test]
+    async fn dropped_writer_is_swept() {
+        let (store, _guard) = fresh().await.unwrap();
+        let store = &*store;
+        let kept = suite::commit_bytes(store, b"kept").await;
+        let mut writer = store.create().await.unwrap();
+        writer
+            .write_at(0, &suite::pattern(suite::MIB + 1, 7))
+            .await
+            .unwrap();
+        drop(writer);
+        let live = HashSet::from([kept.id.clone()]);
+        let report = store.sweep(&live).await.unwrap();
+        assert_eq!(report.staging_removed, 1);
+        assert_eq!(report.orphans_removed, 0);
+        assert_eq!(store.sweep(&live).await.unwrap().staging_removed, 0);
+        let reader = store.open(&kept.id).await.unwrap();
+        assert_eq!(suite::read_all(&*reader, 64).await, b"kept");
+    }
+}
+
+mod s3 {
+    //! The suite on S3, each check under a fresh prefix `t-<uuid>` of the test bucket, and
+    //! what only S3 promises: parts, bounded memory, ranged reads, aborted uploads, and
+    //! `open` failing clearly (and without the secret) when the bucket cannot be reached.
+
+    use std::time::Duration;
+
+    use mailroom_blob::{PART_SIZE, PARTS_IN_FLIGHT, READ_WINDOW};
+
+    use super::suite::{KIB, MIB, pattern, read_all, write_chunks};
+    use super::*;
+
+    /// The variables that name the test bucket; the first is required.
+    const URL: &str = "MAILROOM_TEST_S3_URL";
+    const ENDPOINT: &str = "MAILROOM_TEST_S3_ENDPOINT";
+    const KEY: &str = "MAILROOM_TEST_S3_KEY";
+    const SECRET: &str = "MAILROOM_TEST_S3_SECRET";
+
+    /// The options of a fresh prefix in the test bucket, or `None` (skipped) when the
+    /// variables are unset.
+    fn options() -> Option<S3Options> {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let Some(url) = var(URL) else {
+            skip(&format!(
+                "no S3 test bucket: set {URL} (e.g. s3://mailroom-test), {ENDPOINT}, {KEY} \
+                 and {SECRET}"
+            ));
+            return None;
+        };
+        let endpoint = var(ENDPOINT);
+        Some(S3Options {
+            url: format!(
+                "{}/t-{}",
+                url.trim_end_matches('/'),
+                uuid::Uuid::new_v4().simple()
+            ),
+            allow_http: endpoint
+                .as_deref()
+                .is_some_and(|endpoint| endpoint.starts_with("http://")),
+            endpoint,
+            region: None,
+            access_key_id: var(KEY),
+            secret_access_key: var(SECRET),
+        })
+    }
+
+    /// As `mailroom_test_support::skip`, which this crate does not depend on: with `CI` set,
+    /// a missing bucket fails the test; else it prints `skipped: why` and records the skip
+    /// for `scripts/test`.
+    fn skip(why: &str) {
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
+        if std::env::var_os("CI").is_some() {
+            panic!("{test} cannot run: {why}; CI must start an S3 server (.ci/run)");
+        }
+        eprintln!("skipped: {why}");
+        if let Some(path) = std::env::var_os("MAILROOM_TEST_SKIPS") {
+            use std::io::Write;
+            let line = format!("{test}\t{}\n", why.replace(['\n', '\t'], " "));
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    /// A store on a fresh prefix that writes every blob to the bucket and sweeps without a
+    /// grace period (nobody else writes under the prefix).
+    async fn store() -> Option<S3BlobStore> {
+        let store = S3BlobStore::open(options()?).await.unwrap();
+        Some(store.with_inline_limit(0).with_sweep_grace(Duration::ZERO))
+    }
+
+    async fn fresh() -> Option<(Box<dyn BlobStore>, ())> {
+        Some((Box::new(store().await?), ()))
+    }
+
+    /// Deletes what a check left under its prefix.
+    async fn finish(store: &dyn BlobStore, _guard: ()) {
+        store.sweep(&HashSet::new()).await.unwrap();
+    }
+
+    every_check!(fresh, finish);
+
+    /// Bigger than three parts, and not a whole number of them.
+    const LARGE: usize = 3 * PART_SIZE + 4 * MIB + 12_345;
+
+    async fn write_large(store: &S3BlobStore, data: &[u8]) -> StoredBlob {
+        let mut writer = store.create().await.unwrap();
+        write_chunks(&mut *writer, 0, data, 32 * KIB).await;
+        writer.commit().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_large_blob_streams_in_parts_with_bounded_memory() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let data = pattern(LARGE, 21);
+        let stored = write_large(&store, &data).await;
+        suite::check_stored(&stored, &data);
+        let stats = store.stats();
+        assert_eq!((stats.multipart_uploads, stats.puts), (1, 0), "{stats:?}");
+        assert_eq!(stats.parts, LARGE.div_ceil(PART_SIZE) as u64, "{stats:?}");
+        // Parts in flight, the one filling, and one client write: never the whole file.
+        let bound = ((PARTS_IN_FLIGHT + 1) * PART_SIZE + 32 * KIB) as u64;
+        assert!(stats.peak_writer_bytes <= bound, "{stats:?}");
+        let reader = store.open(&stored.id).await.unwrap();
+        assert_eq!(reader.size(), LARGE as u64);
+        assert!(read_all(&*reader, 256 * KIB).await == data);
+        finish(&store, ()).await;
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_cost_one_get_per_window() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let data = pattern(LARGE, 22);
+        let stored = write_large(&store, &data).await;
+        let before = store.stats().range_gets;
+        let reader = store.open(&stored.id).await.unwrap();
+        assert!(read_all(&*reader, 32 * KIB).await == data);
+        let gets = store.stats().range_gets - before;
+        assert!(
+            gets <= (LARGE.div_ceil(READ_WINDOW) + 1) as u64,
+            "{gets} GETs"
+        );
+        // A resumed transfer (a new reader) fetches one window from its offset, not the
+        // whole object.
+        let before = store.stats();
+        let reader = store.open(&stored.id).await.unwrap();
+        let middle = LARGE / 2;
+        let piece = reader.read_at(middle as u64, 64 * KIB).await.unwrap();
+        assert!(piece == data[middle..middle + 64 * KIB]);
+        let after = store.stats();
+        assert_eq!(after.range_gets - before.range_gets, 1);
+        assert_eq!(
+            after.bytes_fetched - before.bytes_fetched,
+            READ_WINDOW as u64
+        );
+        finish(&store, ()).await;
+    }
+
+    #[tokio::test]
+    async fn an_aborted_or_dropped_upload_leaves_no_object() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let data = pattern(2 * PART_SIZE + MIB, 23);
+        for dropped in [false, true] {
+            let mut writer = store.create().await.unwrap();
+            write_chunks(&mut *writer, 0, &data, 256 * KIB).await;
+            assert!(writer.size() == data.len() as u64);
+            if dropped {
+                drop(writer);
+            } else {
+                writer.abort().await;
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.multipart_uploads, 2, "{stats:?}");
+        assert!(stats.parts >= 4, "{stats:?}");
+        // The dropped writer aborts from a task of its own.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while store.stats().aborted_uploads < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                store.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let report = store.sweep(&HashSet::new()).await.unwrap();
+        assert_eq!((report.staging_removed, report.orphans_removed), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_of_sent_data_is_refused_and_changes_nothing() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let data = pattern(PART_SIZE + 2 * MIB, 24);
+        let mut writer = store.create().await.unwrap();
+        write_chunks(&mut *writer, 0, &data[..PART_SIZE + MIB], 64 * KIB).await;
+        // The first part has gone; its bytes cannot change any more.
+        let err = writer.write_at(10, b"late").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(writer.size(), (PART_SIZE + MIB) as u64);
+        write_chunks(
+            &mut *writer,
+            PART_SIZE + MIB,
+            &data[PART_SIZE + MIB..],
+            64 * KIB,
+        )
+        .await;
+        let stored = writer.commit().await.unwrap();
+        suite::check_stored(&stored, &data);
+        finish(&store, ()).await;
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_fail_open_without_the_secret() {
+        let Some(mut options) = options() else {
+            return;
+        };
+        let secret = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+        options.secret_access_key = Some(secret.clone());
+        let err = S3BlobStore::open(options.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        assert!(!err.to_string().contains(&secret), "{err}");
+        assert!(!format!("{err:?}").contains(&secret));
+        assert!(!format!("{options:?}").contains(&secret));
+        // A store that opened shows its bucket, never its secret.
+        let Some(good) = self::options() else {
+            return;
+        };
+        let real = good.secret_access_key.clone();
+        let store = S3BlobStore::open(good).await.unwrap();
+        let debug = format!("{store:?}");
+        assert!(debug.contains("t-"), "{debug}");
+        if let Some(real) = real {
+            assert!(!debug.contains(&real), "{debug}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_or_endpoint_fails_open() {
+        let Some(options) = options() else {
+            return;
+        };
+        let missing = S3Options {
+            url: format!("s3://mailroom-missing-{}", uuid::Uuid::new_v4().simple()),
+            ..options.clone()
+        };
+        let err = S3BlobStore::open(missing).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains("mailroom-missing-"), "{err}");
+        if options.endpoint.is_some() {
+            // Nothing listens on port 9 of loopback (discard, never run here).
+            let nowhere = S3Options {
+                endpoint: Some("http://127.0.0.1:9".into()),
+                allow_http: true,
+                ..options
+            };
+            let err = S3BlobStore::open(nowhere).await.unwrap_err();
+            assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+        }
+    }
 }
 
 mod suite {
@@ -173,14 +464,15 @@ mod suite {
         );
     }
 
-    pub async fn dropped_writer_is_swept(store: &dyn BlobStore) {
+    pub async fn dropped_writer_commits_nothing(store: &dyn BlobStore) {
         let kept = commit_bytes(store, b"kept").await;
         let mut writer = store.create().await.unwrap();
         writer.write_at(0, &pattern(MIB + 1, 7)).await.unwrap();
         drop(writer);
+        // Whatever a backend leaves of it (a staging file, an unfinished upload), nothing of
+        // it is a committed blob, and the sweep keeps the live one.
         let live = HashSet::from([kept.id.clone()]);
         let report = store.sweep(&live).await.unwrap();
-        assert_eq!(report.staging_removed, 1);
         assert_eq!(report.orphans_removed, 0);
         assert_eq!(store.sweep(&live).await.unwrap().staging_removed, 0);
         let reader = store.open(&kept.id).await.unwrap();
@@ -303,11 +595,11 @@ mod suite {
         assert_eq!(tail.unwrap(), &data[2 * MIB - 1000..]);
     }
 
-    const KIB: usize = 1024;
-    const MIB: usize = 1024 * KIB;
+    pub const KIB: usize = 1024;
+    pub const MIB: usize = 1024 * KIB;
 
     /// Deterministic bytes that do not repeat with any short period (xorshift).
-    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
@@ -319,7 +611,7 @@ mod suite {
             .collect()
     }
 
-    fn check_stored(stored: &StoredBlob, content: &[u8]) {
+    pub fn check_stored(stored: &StoredBlob, content: &[u8]) {
         assert_eq!(stored.size, content.len() as u64);
         assert_eq!(stored.sha256, hex::encode(Sha256::digest(content)));
         assert_eq!(
@@ -328,7 +620,7 @@ mod suite {
         );
     }
 
-    async fn commit_bytes(store: &dyn BlobStore, content: &[u8]) -> StoredBlob {
+    pub async fn commit_bytes(store: &dyn BlobStore, content: &[u8]) -> StoredBlob {
         let mut writer = store.create().await.unwrap();
         writer.write_at(0, content).await.unwrap();
         let stored = writer.commit().await.unwrap();
@@ -336,14 +628,14 @@ mod suite {
         stored
     }
 
-    async fn write_chunks(writer: &mut dyn BlobWriter, base: usize, data: &[u8], chunk: usize) {
+    pub async fn write_chunks(writer: &mut dyn BlobWriter, base: usize, data: &[u8], chunk: usize) {
         for (index, piece) in data.chunks(chunk).enumerate() {
             let offset = (base + index * chunk) as u64;
             writer.write_at(offset, piece).await.unwrap();
         }
     }
 
-    async fn read_all(reader: &dyn BlobReader, chunk: usize) -> Vec<u8> {
+    pub async fn read_all(reader: &dyn BlobReader, chunk: usize) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
             let piece = reader.read_at(out.len() as u64, chunk).await.unwrap();

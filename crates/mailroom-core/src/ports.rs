@@ -436,17 +436,24 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>>;
     /// Deletes a committed blob; a missing blob is not an error.
     async fn delete(&self, id: &BlobId) -> Result<()>;
-    /// Removes every staging file and every committed blob not in `live`. Call it only while
-    /// no upload is under way (at start, before serving).
+    /// Removes what no delivery will reference: unfinished uploads and committed blobs not in
+    /// `live`. A store of this node alone (the local folder) removes all of them, so call it
+    /// only while none of its uploads is under way (at start, before serving); a store that
+    /// several nodes share (S3) removes only what is older than any upload still being
+    /// delivered, so it may run while other nodes serve.
     async fn sweep(&self, live: &HashSet<BlobId>) -> Result<SweepReport>;
 }
 
-/// A blob being written. Dropping it without `commit` leaves a staging file that the next
-/// sweep removes; call `abort` to remove it at once.
+/// A blob being written. Dropping it without `commit` leaves nothing visible: a staging file
+/// that the next sweep removes (local folder) or an upload the store abandons (S3); call
+/// `abort` to discard it at once.
 #[async_trait]
 pub trait BlobWriter: Send + Sync {
-    /// Writes `data` at `offset`. In-order writes are hashed as they stream; out-of-order ones
-    /// are allowed and make `commit` hash the file once more.
+    /// Writes `data` at `offset`. In-order writes are hashed as they stream; out-of-order and
+    /// overlapping ones are allowed (a store may have to hash the file once more at `commit`).
+    /// A store that sends the blob on while it is written (S3) may refuse a rewrite of data it
+    /// has already sent on (Conflict), or out-of-order data past the window of unsent data it
+    /// keeps (QuotaExceeded); a refused write changes nothing. Real clients write in order.
     async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
     /// The size written so far (highest offset + length).
     fn size(&self) -> u64;

@@ -66,6 +66,7 @@ impl Sessions {
         }
         state.next += 1;
         let id = state.next;
+        metrics::gauge!("mailroom_sessions", "protocol" => info.protocol.as_str()).increment(1);
         let (close, closed) = watch::channel(None);
         let info = SessionInfo { id, ..info };
         state.live.insert(
@@ -145,5 +146,7 @@ impl std::fmt::Debug for LiveSession {
 impl Drop for LiveSession {
     fn drop(&mut self) {
         self.sessions.lock().live.remove(&self.info.id);
+        metrics::gauge!("mailroom_sessions", "protocol" => self.info.protocol.as_str())
+            .decrement(1);
     }
 }

@@ -13,10 +13,14 @@
 //! [`auth::authenticate`] turns a token (from a header or a cookie) into a
 //! [`mailroom_core::TokenIdentity`]; [`server::router`] is an axum `Router` that more routes
 //! can be merged into.
+//!
+//! Apart from the clients' listener, [`ops::serve_ops`] answers a load balancer's probes
+//! (`/healthz`, `/readyz`) and a Prometheus scrape (`/metrics`) on an address of its own.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod ops;
 pub mod problem;
 pub mod proxy;
 pub mod server;

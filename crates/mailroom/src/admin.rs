@@ -403,6 +403,7 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
         // A read-only count straight from the store: the Hub has no admin view of deliveries.
         let live = open
             .meta
+            .port()
             .read_with(|tx| {
                 tx.deliveries(&DeliveryQuery {
                     states: DeliveryState::LIVE.to_vec(),

@@ -40,6 +40,12 @@ mailroom_net::config_section! {
         /// Days a newly issued server certificate is valid (1 to 398; Mozilla's intermediate
         /// profile allows at most 365).
         pub server_cert_days: u32,
+        /// A server certificate chain (PEM, the server's certificate first) issued by a CA
+        /// your clients already trust, served instead of ours; set with `key_file`. Every
+        /// node of a cluster serves the same one. Empty for the local PKI's.
+        pub cert_file: PathBuf,
+        /// The private key (PEM) of `cert_file`; readable by the hub's user only.
+        pub key_file: PathBuf,
     }
 }
 
@@ -52,6 +58,8 @@ impl Default for TlsConfig {
             client_ca_bundle: PathBuf::new(),
             crl: PathBuf::new(),
             server_cert_days: pki.server_cert_days,
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
         }
     }
 }
@@ -65,6 +73,16 @@ impl TlsConfig {
         }
     }
 
+    /// Refuses `cert_file` without `key_file` or the other way round.
+    pub fn check_server_files(&self) -> Result<()> {
+        if self.cert_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
+            bail!(
+                "invalid configuration: [tls] cert_file and key_file are set together (a certificate from your CA and its key) or not at all"
+            );
+        }
+        Ok(())
+    }
+
     /// Whether client certificates are verified against an external CA bundle.
     pub fn external_client_ca(&self) -> bool {
         !self.client_ca_bundle.as_os_str().is_empty()
@@ -72,8 +90,14 @@ impl TlsConfig {
 
     /// What a TLS front end serves with, client authentication off; the front end sets its
     /// ALPN list and client authentication mode.
+    /// A server certificate set in `cert_file` and `key_file` replaces the PKI's (both or
+    /// neither: `check_server_files`).
     pub fn settings(&self, data: &DataDir, pki: &mailroom_tls::Pki) -> mailroom_tls::TlsSettings {
         let mut settings = mailroom_tls::TlsSettings::from_pki(pki);
+        if !self.cert_file.as_os_str().is_empty() {
+            settings.cert_chain = data.resolve(&self.cert_file);
+            settings.key = data.resolve(&self.key_file);
+        }
         if self.external_client_ca() {
             settings.client_ca = data.resolve(&self.client_ca_bundle);
         }

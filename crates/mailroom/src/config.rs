@@ -51,6 +51,12 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The free-space floor of the data folder's file system.
     pub disk: DiskConfig,
+    /// Where the metadata lives: SQLite in the data folder or PostgreSQL.
+    pub meta: crate::engines::MetaConfig,
+    /// Where file content lives: the data folder or an S3-compatible bucket.
+    pub blob: crate::engines::BlobConfig,
+    /// The operations listener: probes and metrics.
+    pub ops: crate::ops::OpsConfig,
     /// The local PKI of the TLS front ends.
     pub tls: crate::ca::TlsConfig,
     /// The job queue: retries, bound, concurrency.
@@ -373,7 +379,7 @@ impl Section {
 /// Every section in file order, as its owner declared it: the template and the names of the
 /// environment overrides come from here. A unit test checks that it lists exactly the fields
 /// of [`Config`] and, for each, exactly the fields serde knows.
-const SECTIONS: [Section; 14] = [
+const SECTIONS: [Section; 17] = [
     Section::of::<ServerConfig>(),
     Section::of::<mailroom_sftp::Config>(),
     Section::of::<mailroom_ftps::Config>(),
@@ -382,6 +388,9 @@ const SECTIONS: [Section; 14] = [
     Section::of::<crate::syslog::AuditConfig>(),
     Section::of::<RetentionConfig>(),
     Section::of::<DiskConfig>(),
+    Section::of::<crate::engines::MetaConfig>(),
+    Section::of::<crate::engines::BlobConfig>(),
+    Section::of::<crate::ops::OpsConfig>(),
     Section::of::<crate::ca::TlsConfig>(),
     Section::of::<mailroom_events::JobsConfig>(),
     Section::of::<mailroom_events::WebhooksConfig>(),
@@ -713,6 +722,9 @@ mod tests {
             serde_fields::<crate::syslog::AuditConfig>(),
             serde_fields::<RetentionConfig>(),
             serde_fields::<DiskConfig>(),
+            serde_fields::<crate::engines::MetaConfig>(),
+            serde_fields::<crate::engines::BlobConfig>(),
+            serde_fields::<crate::ops::OpsConfig>(),
             serde_fields::<crate::ca::TlsConfig>(),
             serde_fields::<mailroom_events::JobsConfig>(),
             serde_fields::<mailroom_events::WebhooksConfig>(),

@@ -4,9 +4,11 @@
 //! <data>/               0700
 //!   mailroom.toml       the configuration (written by init, never rewritten)
 //!   ssh_host_ed25519_key  (or wherever [sftp] host_key points)
-//!   meta.db             SQLite metadata, WAL (plus meta.db-wal, meta.db-shm)
-//!   blobs/              the local blob store
-//!   serve.lock          held by the one `mailroom serve` running on the folder
+//!   meta.db             SQLite metadata, WAL (plus meta.db-wal, meta.db-shm), unless
+//!                       [meta] url names PostgreSQL
+//!   blobs/              the local blob store, unless [blob] url names a bucket
+//!   serve.lock          held by the one `mailroom serve` running on the folder while
+//!                       either engine is embedded
 //!   tls/                the PKI of the TLS front ends (or wherever [tls] dir points;
 //!                       see `mailroom_tls`): server CA, server certificate, client CA
 //! ```
@@ -18,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mailroom_blob::LocalBlobStore;
-use mailroom_core::{Hub, SystemClock};
-use mailroom_meta::SqliteStore;
+use mailroom_core::{BlobStore, Hub, MetaStore, SystemClock};
+
+use crate::engines::Meta;
 
 /// The data folder given by `--data`.
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ pub struct OpenHub {
     /// The mailbox service on those stores.
     pub hub: Arc<Hub>,
     /// The metadata store, kept to close it cleanly and for read-only counts.
-    pub meta: SqliteStore,
+    pub meta: Meta,
 }
 
 impl DataDir {
@@ -70,24 +72,24 @@ impl DataDir {
     /// Opens the stores of an initialised folder and builds the Hub on them. Refuses a folder
     /// without a metadata database rather than create an empty one.
     pub async fn open_hub(&self) -> Result<OpenHub> {
-        let meta_db = self.meta_db();
-        if !meta_db.exists() {
+        if !self.config_file().exists() {
             bail!(
-                "{} is not an initialised mailroom data folder (no meta.db); run `mailroom init` first or pass --data",
+                "{} is not an initialised mailroom data folder (no mailroom.toml); run `mailroom init` first or pass --data",
                 self.root.display()
             );
         }
         // The admin commands honour the configuration too (the safe list, for one).
         let config = crate::config::load(&self.config_file(), &crate::config::env_overrides()?)
             .context("invalid configuration")?;
-        let meta = SqliteStore::open(&meta_db).await?;
-        let blobs = self.blobs();
-        let blobs = LocalBlobStore::open(&blobs)
-            .await
-            .with_context(|| format!("cannot open the blob store {}", blobs.display()))?;
+        let (engines, _) = crate::engines::open(self, &config.meta, &config.blob, false).await?;
         Ok(OpenHub {
-            hub: wire(meta.clone(), blobs, &config, &self.config_file())?,
-            meta,
+            hub: wire(
+                engines.meta.port(),
+                engines.blobs,
+                &config,
+                &self.config_file(),
+            )?,
+            meta: engines.meta,
         })
     }
 
@@ -114,18 +116,20 @@ impl DataDir {
     }
 }
 
-/// The Hub on the embedded engines (SQLite metadata and local blobs) with the configured
-/// authentication settings, rules, check before delivery and accounts' notices (`config_file`
-/// is where they were read, for errors).
-/// The admin commands run on it too, so their events make jobs as the server's do.
+/// The Hub on the configured engines with the configured authentication settings, rules,
+/// check before delivery and accounts' notices (`config_file` is where they were read, for
+/// errors). The admin commands run on it too, so their events make jobs as the server's do.
 pub fn wire(
-    meta: SqliteStore,
-    blobs: LocalBlobStore,
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
     config: &crate::config::Config,
     config_file: &Path,
 ) -> Result<Arc<Hub>> {
     let rules = crate::rules::build(&config.rules, config.jobs.max_queued, config_file)?;
-    let mut hub = Hub::new(Arc::new(meta), Arc::new(blobs), Arc::new(SystemClock))
+    // Both engines timed for the metrics (a no-op without a recorder, as in admin commands).
+    let meta = Arc::new(crate::ops::MeteredMeta::new(meta));
+    let blobs = Arc::new(crate::ops::MeteredBlobs::new(blobs));
+    let mut hub = Hub::new(meta, blobs, Arc::new(SystemClock))
         .with_auth(config.auth.to_core())
         .with_jobs(rules, config.jobs.retry())
         .with_check(config.check.enabled());

@@ -15,9 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use mailroom_blob::LocalBlobStore;
 use mailroom_core::{AccountKind, AccountName, Actor, EventQuery, Hub, Secret};
-use mailroom_meta::SqliteStore;
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 use russh::keys::PrivateKey;
@@ -56,7 +54,7 @@ pub struct Stores {
     /// The mailbox service.
     pub hub: Arc<Hub>,
     /// The metadata store, for closing it cleanly.
-    pub meta: SqliteStore,
+    pub meta: crate::engines::Meta,
     /// The SSH host key.
     pub host_key: PrivateKey,
     /// The TLS certificates of the data folder (server CA and certificate, client CA).
@@ -123,21 +121,14 @@ pub async fn open_stores(
         created.push(relative_name(data, &host_key_path));
     }
 
-    let blobs_path = data.blobs();
-    let blobs_existed = blobs_path.exists();
-    let blobs = LocalBlobStore::open(&blobs_path)
-        .await
-        .with_context(|| format!("cannot open the blob store {}", blobs_path.display()))?;
-    if !blobs_existed {
+    let (engines, made) = crate::engines::open(data, &config.meta, &config.blob, true).await?;
+    if made.blobs {
         created.push("blobs/".to_owned());
     }
-
-    let meta_path = data.meta_db();
-    let meta_existed = meta_path.exists();
-    let meta = SqliteStore::open(&meta_path).await?;
-    if !meta_existed {
+    if made.meta_db {
         created.push("meta.db".to_owned());
     }
+    let meta = engines.meta;
 
     let pki = crate::ca::ensure(data, config).await?;
     created.extend(pki.created.iter().map(|path| {
@@ -149,7 +140,7 @@ pub async fn open_stores(
         }
     }));
 
-    let hub = data::wire(meta.clone(), blobs, config, &data.config_file())?;
+    let hub = data::wire(meta.port(), engines.blobs, config, &data.config_file())?;
     let first_admin = create_first_admin(&hub, actor).await?;
     if let Some(admin) = &first_admin {
         created.push(format!("admin account {}", admin.name));

@@ -37,7 +37,15 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     let config = config::load(&data.config_file(), &config::env_overrides()?)
         .context("invalid configuration")?;
     logging::install_for_server(&config.server)?;
-    let _lock = data.lock_for_serve()?;
+    // One server per folder while an engine lives in it (the start-up sweep of one would
+    // delete the other's uploads); nodes on the cluster engines share none of it.
+    let _lock = if config.meta.url.is_empty() || config.blob.url.is_empty() {
+        Some(data.lock_for_serve()?)
+    } else {
+        None
+    };
+    // Before the Hub exists, so its gauges and counters land in the recorder.
+    let metrics = crate::ops::install_recorder()?;
     let (stores, first_admin) =
         init::open_stores(data, &config, &cli_actor(), &mut created).await?;
     if !created.is_empty() {
@@ -49,19 +57,26 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
         })?;
     }
 
-    // The syslog sink taps the store before anything is served, and stops after the store
-    // has closed, so every event committed while serving is handed over.
-    let sink = syslog::start(&config.audit, &stores.meta).await?;
+    // The store's tap is counted for the metrics and shared with the syslog sink before
+    // anything is served; the sink stops after the store has closed, so every event committed
+    // while serving is handed over.
+    let (sink, subscribers) = match syslog::start(&config.audit).await? {
+        Some((sink, sender)) => (Some(sink), vec![sender]),
+        None => (None, Vec::new()),
+    };
+    let fan_out = crate::ops::fan_out(&stores.meta, subscribers)?;
     let result = serve(
         &stores.hub,
         &config,
         stores.host_key,
         &stores.pki,
         data,
+        metrics,
         out,
     )
     .await;
     stores.meta.close().await;
+    fan_out.stop().await;
     if let Some(sink) = sink {
         sink.stop().await;
     }
@@ -78,6 +93,7 @@ async fn serve(
     host_key: russh::keys::PrivateKey,
     pki: &mailroom_tls::Pki,
     data: &DataDir,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     out: &Output,
 ) -> Result<()> {
     // The rules' names, addresses and handlers are checked before anything changes.
@@ -111,6 +127,7 @@ async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
     // TLS first: a bad certificate stops the start before anything listens.
+    config.tls.check_server_files()?;
     let ftps_tls = if config.ftps.enabled {
         let mut settings = config.tls.settings(data, pki);
         settings.alpn = vec!["ftp".to_owned()];
@@ -137,6 +154,25 @@ async fn serve(
         None
     };
     let shutdown = CancellationToken::new();
+    // The operations listener outlives the drain, answering "not ready" while sessions end.
+    let ops_stop = CancellationToken::new();
+    let ops = match config.ops.listen {
+        Some(address) => {
+            let listener = listen("ops", address, "[ops] listen", out).await?;
+            let state = mailroom_https::ops::OpsState {
+                hub: hub.clone(),
+                draining: shutdown.clone(),
+                metrics: Arc::new(move || metrics.render()),
+            };
+            Some(tokio::spawn(mailroom_https::ops::serve_ops(
+                listener,
+                state,
+                ops_stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let queue_gauges = tokio::spawn(crate::ops::watch_queue(hub.clone(), shutdown.clone()));
     let mut front_ends: JoinSet<(&'static str, io::Result<()>)> = JoinSet::new();
     if config.sftp.enabled {
         let listener = listen("sftp", config.sftp.listen, "[sftp] listen", out).await?;
@@ -231,6 +267,7 @@ async fn serve(
         Some(ended) = front_ends.join_next() => Some(ended),
     };
     shutdown.cancel();
+    let _ = queue_gauges.await;
     let _ = housekeeping.await;
     let _ = stats.await;
     let _ = disk.await;
@@ -253,10 +290,24 @@ async fn serve(
             .err()
             .unwrap_or_else(|| anyhow!("a front end stopped unexpectedly"));
         drain(&mut front_ends, config).await;
+        stop_ops(ops_stop, ops).await;
         return Err(failure);
     }
     drain(&mut front_ends, config).await;
+    stop_ops(ops_stop, ops).await;
     Ok(())
+}
+
+/// Stops the operations listener once the drain is over.
+async fn stop_ops(stop: CancellationToken, ops: Option<tokio::task::JoinHandle<io::Result<()>>>) {
+    stop.cancel();
+    if let Some(ops) = ops {
+        match ops.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => error!(error = %err, "the operations listener failed"),
+            Err(err) => error!(error = %err, "the operations listener ended abnormally"),
+        }
+    }
 }
 
 /// Checks the rules against the store and the handlers' settings, and sets up the handlers

@@ -3,8 +3,8 @@
 //! configures it.
 //!
 //! The metadata store hands committed records to a bounded channel without ever waiting
-//! ([`SqliteStore::set_event_tap`]); one task here formats and sends them. A message that
-//! cannot be sent is logged and dropped: the database stays the audit record, syslog is a
+//! (its event tap, shared out by `ops::fan_out`); one task here formats and sends them. A
+//! message that cannot be sent is logged and dropped: the database stays the audit record, syslog is a
 //! copy for a collector elsewhere. The formatter is written by hand (it is small) so that the
 //! structured data carries every field of the event, escaped as RFC 5424 §6.3.3 says.
 //! Events of admin commands run as separate processes are not sent (they have no sink);
@@ -16,7 +16,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use mailroom_core::{AuditRecord, Outcome};
-use mailroom_meta::SqliteStore;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -208,27 +207,20 @@ impl TryFrom<String> for AppName {
 pub struct Sink {
     stop: CancellationToken,
     task: JoinHandle<()>,
-    store: SqliteStore,
 }
 
 impl Sink {
-    /// Sends what is queued, then ends the task; logs how many records the tap dropped.
+    /// Sends what is queued, then ends the task.
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
-        let dropped = self.store.dropped_events();
-        if dropped > 0 {
-            warn!(
-                dropped,
-                "audit events not sent to syslog because its queue was full"
-            );
-        }
     }
 }
 
 /// Starts the sink if `[audit] syslog` is set: opens the socket (so a wrong path fails at
-/// start, naming the setting), taps the store, and spawns the sending task.
-pub async fn start(config: &AuditConfig, store: &SqliteStore) -> Result<Option<Sink>> {
+/// start, naming the setting) and spawns the sending task; committed records go to the
+/// returned sender (the store's tap, through `ops::fan_out`).
+pub async fn start(config: &AuditConfig) -> Result<Option<(Sink, mpsc::Sender<AuditRecord>)>> {
     let transport = match &config.syslog {
         SyslogTarget::Off => return Ok(None),
         SyslogTarget::Udp(address) => {
@@ -264,17 +256,10 @@ pub async fn start(config: &AuditConfig, store: &SqliteStore) -> Result<Option<S
         procid: std::process::id(),
     };
     let (sender, receiver) = mpsc::channel(QUEUE);
-    if !store.set_event_tap(sender) {
-        anyhow::bail!("the metadata store already has an event tap");
-    }
     let stop = CancellationToken::new();
     let task = tokio::spawn(send_all(receiver, transport, header, stop.clone()));
     info!(target = %config.syslog.to_setting(), facility = config.syslog_facility.as_str(), "sending audit events to syslog");
-    Ok(Some(Sink {
-        stop,
-        task,
-        store: store.clone(),
-    }))
+    Ok(Some((Sink { stop, task }, sender)))
 }
 
 /// The fixed fields of every message.

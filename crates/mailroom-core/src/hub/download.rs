@@ -219,6 +219,8 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .covers(delivery.size);
         let complete = bytes >= delivery.size;
+        metrics::counter!("mailroom_transfer_bytes_total", "direction" => "download", "protocol" => session.protocol.as_str())
+            .increment(bytes);
         let actor = session.actor();
         let download = self.stamp.event(
             &actor,

@@ -19,6 +19,7 @@ mod bans;
 mod by_id;
 mod check;
 mod download;
+mod health;
 mod jobs;
 mod login;
 mod notices;

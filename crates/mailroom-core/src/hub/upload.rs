@@ -364,7 +364,11 @@ impl Hub {
             })
             .await;
         match committed {
-            Ok(deliveries) => Ok(deliveries),
+            Ok(deliveries) => {
+                metrics::counter!("mailroom_transfer_bytes_total", "direction" => "upload", "protocol" => session.protocol.as_str())
+                    .increment(blob.size);
+                Ok(deliveries)
+            }
             Err(err) => {
                 // The blob is durable but no delivery references it: remove it now (the
                 // start-up sweep would otherwise).

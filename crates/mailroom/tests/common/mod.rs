@@ -3,6 +3,8 @@
 //! (Each test binary uses its own part of it.)
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use mailroom_net::MaxStartups;
+use mailroom_net::{MaxStartups, Networks};
 use mailroom_tls::ClientAuth;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -67,6 +67,10 @@ mailroom_net::config_section! {
         /// is asked for; "optional": asked for, a client without one logs in otherwise;
         /// "required": the TLS handshake fails without one.
         pub client_certificates: ClientAuth,
+        /// Load balancers that send the PROXY protocol (v1 or v2) on the control ports and
+        /// the passive data ports (see `[sftp] proxy_protocol_from`). A data connection from
+        /// one must name the control connection's client in its header. Empty: off.
+        pub proxy_protocol_from: Networks,
     }
 }
 
@@ -92,6 +96,7 @@ impl Default for Config {
             max_startups_per_address: 10,
             allow_plaintext: false,
             client_certificates: ClientAuth::Off,
+            proxy_protocol_from: Networks::default(),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! byte of a file crosses it: it must come from (passive) or go to (active) the control
 //! connection's address; with TLS it must complete its handshake within the data timeout and,
 //! by default, resume the control connection's TLS session, which only the client that holds
-//! that session's keys can do (data-connection stealing). A failed check or handshake is an
+//! that session's keys can do (data-connection stealing). Behind a load balancer
+//! (`proxy_protocol_from`), a passive connection from it must carry a PROXY header naming the
+//! control connection's client. A failed check or handshake is an
 //! error value that becomes a 425 reply; nothing here panics on what a peer sends.
 //!
 //! Transfers stream in large chunks on the blob store's I/O path (the Hub's `write_at` and
@@ -25,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use mailroom_core::{self as core, CoreError};
+use mailroom_net::ProxyProtocol;
 
 use crate::control::Stream;
 
@@ -70,21 +73,38 @@ pub(crate) struct Refused(pub(crate) String);
 
 /// Makes the TCP part of the data connection: accepts the client's connection (passive) or
 /// connects to it (active), within `timeout`. A passive connection from any address other
-/// than `peer` is refused: it is someone else racing the client to the port.
+/// than `peer` is refused: it is someone else racing the client to the port. A passive
+/// connection from a load balancer `proxy` names must open with a PROXY header, and the
+/// address checked is the one the header names.
 pub(crate) async fn open(
     plan: Plan,
     peer: IpAddr,
+    proxy: &ProxyProtocol,
     timeout: Duration,
 ) -> Result<TcpStream, Refused> {
     let connect = async {
         match plan {
             Plan::Passive(listener) => {
-                let (socket, from) = listener
+                let (mut socket, from) = listener
                     .accept()
                     .await
                     .map_err(|err| Refused(format!("data connection failed: {err}")))?;
-                if from.ip() != peer {
-                    tracing::warn!(from = %from, "data connection from another address refused");
+                let client = if proxy.expects_header(from.ip()) {
+                    proxy
+                        .client_address(&mut socket, from)
+                        .await
+                        .map_err(|err| {
+                            tracing::warn!(balancer = %from, error = %err, "data connection from a load balancer refused");
+                            Refused(
+                                "data connection refused: no valid PROXY header from the load balancer"
+                                    .to_owned(),
+                            )
+                        })?
+                } else {
+                    from
+                };
+                if client.ip().to_canonical() != peer.to_canonical() {
+                    tracing::warn!(from = %client, "data connection from another address refused");
                     return Err(Refused(
                         "data connection refused: it did not come from the control connection's address"
                             .to_owned(),
@@ -256,6 +276,7 @@ mod tests {
         let refused = open(
             Plan::Passive(listener),
             "192.0.2.1".parse().unwrap(),
+            &ProxyProtocol::default(),
             Duration::from_secs(10),
         )
         .await
@@ -273,10 +294,89 @@ mod tests {
         let refused = open(
             Plan::Passive(listener),
             "127.0.0.1".parse().unwrap(),
+            &ProxyProtocol::default(),
             Duration::from_millis(50),
         )
         .await
         .unwrap_err();
         assert!(refused.0.contains("no data connection"), "{refused:?}");
+    }
+
+    /// Opens a passive data connection for the control client `control` while a peer at
+    /// `source` connects and sends `first`; what the server reads after the check, or why it
+    /// refused.
+    async fn through(
+        proxy: &ProxyProtocol,
+        control: &str,
+        source: &str,
+        first: &str,
+    ) -> Result<Vec<u8>, String> {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first = first.as_bytes().to_vec();
+        let source: IpAddr = source.parse().unwrap();
+        let client = tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(source, 0)).unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            // The server may have refused and closed already: a failed write is its answer.
+            let _ = stream
+                .write_all(&[first.as_slice(), b"DATA"].concat())
+                .await;
+            stream
+        });
+        let opened = open(
+            Plan::Passive(listener),
+            control.parse().unwrap(),
+            proxy,
+            Duration::from_secs(10),
+        )
+        .await;
+        let _client = client.await.unwrap();
+        let mut socket = opened.map_err(|refused| refused.0)?;
+        let mut data = [0u8; 4];
+        socket.read_exact(&mut data).await.unwrap();
+        Ok(data.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_passive_connection_through_the_balancer_must_name_the_control_client() {
+        let proxy = ProxyProtocol::new("127.0.0.3".parse().unwrap());
+        let client = "203.0.113.7";
+        let header = "PROXY TCP4 203.0.113.7 127.0.0.1 4242 50000\r\n";
+        assert_eq!(
+            through(&proxy, client, "127.0.0.3", header).await.unwrap(),
+            b"DATA",
+            "the header is read, and not a byte more"
+        );
+        let cases = [
+            // Another client of the same balancer.
+            (
+                "PROXY TCP4 203.0.113.8 127.0.0.1 4242 50000\r\n",
+                "control connection's address",
+            ),
+            // The balancer's own connection is not the client's.
+            ("PROXY UNKNOWN\r\n", "control connection's address"),
+            // No header at all.
+            ("DATA", "no valid PROXY header"),
+        ];
+        for (first, expect) in cases {
+            let refused = through(&proxy, client, "127.0.0.3", first)
+                .await
+                .unwrap_err();
+            assert!(refused.contains(expect), "{first:?}: {refused}");
+        }
+        // From outside the balancer's networks nothing is read for a header: the TCP peer is
+        // what the check sees, and a header claiming the client does not help.
+        let refused = through(&proxy, client, "127.0.0.1", header)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.contains("control connection's address"),
+            "{refused}"
+        );
+        let direct = through(&proxy, "127.0.0.1", "127.0.0.1", "").await.unwrap();
+        assert_eq!(direct, b"DATA");
     }
 }

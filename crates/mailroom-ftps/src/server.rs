@@ -2,9 +2,11 @@
 //!
 //! We own the listeners, so the same admission as SSH applies before a byte is answered:
 //! connection limits and unauthenticated-connection limits (`mailroom_net`, shared by the
-//! explicit and implicit ports) and `Hub::admit` (deny list, bans). Each admitted connection
-//! becomes one [`Session`] task; at shutdown the loops stop accepting and `serve` returns
-//! when every session has ended (a running transfer is left to finish).
+//! explicit and implicit ports) and `Hub::admit` (deny list, bans), all on the client's
+//! address, which behind a load balancer (`proxy_protocol_from`) is the one its PROXY header
+//! names (`mailroom_net::Acceptor`). Each admitted connection becomes one [`Session`] task;
+//! at shutdown the loops stop accepting and `serve` returns when every session has ended (a
+//! running transfer is left to finish).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use mailroom_core::{Hub, Protocol, RefusalRecorder};
-use mailroom_net::{ConnectionLimits, ConnectionPermit, StartupLimits, StartupPermit};
+use mailroom_net::{
+    Acceptor, ConnectionLimits, ConnectionPermit, ProxyProtocol, StartupLimits, StartupPermit,
+};
 
 use crate::config::Config;
 use crate::session::Session;
@@ -56,6 +60,7 @@ pub async fn serve(
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_address),
         startups: StartupLimits::new(config.max_startups, config.max_startups_per_address),
         recorder: RefusalRecorder::new(hub.clone(), Protocol::Ftps, tracker.clone()),
+        proxy: ProxyProtocol::new(config.proxy_protocol_from.clone()),
         hub,
         config,
         tls,
@@ -83,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) recorder: RefusalRecorder,
+    /// The load balancers whose PROXY headers are believed, on control and data ports.
+    pub(crate) proxy: ProxyProtocol,
     limits: Arc<ConnectionLimits>,
     startups: Arc<StartupLimits>,
     tracker: TaskTracker,
@@ -90,20 +97,29 @@ pub(crate) struct Shared {
 
 impl Shared {
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, mode: Mode) {
+        let mut acceptor = Acceptor::new(
+            listener,
+            self.limits.clone(),
+            self.startups.clone(),
+            self.proxy.clone(),
+        );
         loop {
-            let admitted = mailroom_net::accept(
-                &listener,
-                &self.limits,
-                &self.startups,
-                &self.shutdown,
-                |peer, reason| self.recorder.record(peer, reason),
-            )
-            .await;
+            let admitted = acceptor
+                .accept(&self.shutdown, |peer, reason| {
+                    self.recorder.record(peer, reason)
+                })
+                .await;
             let Some(admitted) = admitted else {
                 break;
             };
             let peer = admitted.peer;
-            let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ftps", peer = %peer);
+            let span = tracing::info_span!(
+                "session",
+                id = %mailroom_net::session_id(),
+                proto = "ftps",
+                peer = %peer,
+                via = admitted.via.map(tracing::field::display),
+            );
             self.tracker.spawn(
                 self.clone()
                     .connection(

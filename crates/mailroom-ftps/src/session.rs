@@ -789,7 +789,7 @@ impl Session {
         let config = &self.shared.config;
         let timeout = Duration::from_secs(config.data_timeout_seconds);
         let require_resumption = config.require_tls_resumption;
-        let socket = match data::open(plan, self.peer.ip(), timeout).await {
+        let socket = match data::open(plan, self.peer.ip(), &self.shared.proxy, timeout).await {
             Ok(socket) => socket,
             Err(Refused(text)) => {
                 self.reply(425, &text).await?;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mailroom_core::TokenLifetimes;
+use mailroom_net::Networks;
 use serde::{Deserialize, Serialize};
 
 mailroom_net::config_section! {
@@ -60,6 +61,10 @@ mailroom_net::config_section! {
         /// The networks the trusted proxy connects from (CIDR); its headers are believed
         /// from nowhere else.
         pub trusted_proxy_networks: Vec<String>,
+        /// Load balancers that send the PROXY protocol (v1 or v2) before TLS (see `[sftp]
+        /// proxy_protocol_from`): the client address in the header is the one admission,
+        /// bans, the login limit and events see. Empty: off.
+        pub proxy_protocol_from: Networks,
     }
 }
 
@@ -82,6 +87,7 @@ impl Default for Config {
             idle_timeout_seconds: 120,
             trusted_proxy_key_file: PathBuf::new(),
             trusted_proxy_networks: Vec::new(),
+            proxy_protocol_from: Networks::default(),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The accept loop, the life of one connection, and what every request goes through.
 //!
 //! We own the listener, so the same admission as the file protocols applies before a byte of
-//! HTTP: connection limits per listener and per address (`mailroom_net`), then the TLS
-//! handshake (rustls, ALPN `h2` and `http/1.1`, an optional client certificate verified
-//! against the client CA) under a deadline. hyper then serves HTTP/1.1 or HTTP/2 on the
+//! HTTP: the PROXY header from a configured load balancer (`proxy_protocol_from`), whose
+//! client address is then the peer of everything below (`ConnInfo::peer`), connection limits
+//! per listener and per address (`mailroom_net`), then the TLS handshake (rustls, ALPN `h2`
+//! and `http/1.1`, an optional client certificate verified against the client CA) under a
+//! deadline. hyper then serves HTTP/1.1 or HTTP/2 on the
 //! connection, handing each request to the axum [`router`] with the connection's
 //! [`ConnInfo`]. Every request is admitted again by `Hub::admit` (a ban placed while a
 //! connection is open takes effect at its next request, with a 403 problem), carries the
@@ -25,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use mailroom_core::{Hub, Protocol};
-use mailroom_net::{ConnectionLimits, StartupLimits};
+use mailroom_net::{Acceptor, ConnectionLimits, ProxyProtocol, StartupLimits};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +83,8 @@ impl AppState {
 /// The connection a request came on, as a request extension.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The peer address.
+    /// The client's address: the TCP peer, or behind a load balancer the source its PROXY
+    /// header named.
     pub peer: SocketAddr,
     /// The common name of the client certificate rustls verified in the handshake, if any.
     pub certificate_cn: Option<String>,
@@ -130,13 +133,13 @@ pub async fn serve_with(
     let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));
     let idle = Duration::from_secs(config.idle_timeout_seconds.max(1));
     let state = AppState::new(hub, config, tls.is_some()).map_err(std::io::Error::other)?;
+    let proxy = ProxyProtocol::new(state.config.proxy_protocol_from.clone());
     let app = router(state.clone()).merge(pages(state));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut connections = Acceptor::new(listener, limits, startups, proxy);
     let tracker = TaskTracker::new();
     loop {
-        let Some(admitted) =
-            mailroom_net::accept(&listener, &limits, &startups, &shutdown, |_, _| false).await
-        else {
+        let Some(admitted) = connections.accept(&shutdown, |_, _| false).await else {
             break;
         };
         let (socket, peer) = (admitted.socket, admitted.peer);
@@ -144,7 +147,13 @@ pub async fn serve_with(
         let app = app.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
-        let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "https", peer = %peer);
+        let span = tracing::info_span!(
+            "session",
+            id = %mailroom_net::session_id(),
+            proto = "https",
+            peer = %peer,
+            via = admitted.via.map(tracing::field::display),
+        );
         tracker.spawn(
             async move {
                 let _permit = permit;

@@ -1,4 +1,5 @@
-//! Listener plumbing shared by the front ends: connection limits per listener and per
+//! Listener plumbing shared by the front ends: the accept step ([`Acceptor`]) with the PROXY
+//! protocol from configured load balancers (`proxy`), connection limits per listener and per
 //! source address, limits on unauthenticated connections (`startup`, after OpenSSH's
 //! `MaxStartups`), and session ids for log spans. It also holds the small mechanism by which
 //! each crate describes its section of the configuration ([`config_section!`],
@@ -12,11 +13,13 @@ use std::sync::{Arc, Mutex};
 
 mod accept;
 mod activity;
+pub mod proxy;
 mod section;
 mod startup;
 
-pub use accept::{Admitted, accept};
+pub use accept::{Acceptor, Admitted, MAX_PENDING_HEADERS};
 pub use activity::{Activity, Transfer};
+pub use proxy::{Networks, ProxyProtocol};
 pub use section::{ConfigSection, SettingDoc};
 pub use startup::{
     MaxStartups, MaxStartupsError, StartupLimits, StartupPermit, StartupRefusals, StartupRefused,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use mailroom_net::MaxStartups;
+use mailroom_net::{MaxStartups, Networks};
 use serde::{Deserialize, Serialize};
 
 mailroom_net::config_section! {
@@ -42,6 +42,12 @@ mailroom_net::config_section! {
         /// Requests one SFTP session may have waiting for an answer; a client past this is
         /// misbehaving and is disconnected. OpenSSH's client keeps at most 64.
         pub max_requests_in_flight: u32,
+        /// Load balancers that send the PROXY protocol (v1 or v2, HAProxy's send-proxy-v2):
+        /// networks in CIDR form, e.g. ["10.0.0.5/32"]. A connection from one of them must
+        /// open with a PROXY header within 5 s, and its client address (for limits, bans,
+        /// account networks and events) is the one in the header; one without is dropped.
+        /// Connections from elsewhere are never read for a header. Empty: off.
+        pub proxy_protocol_from: Networks,
     }
 }
 
@@ -60,6 +66,7 @@ impl Default for Config {
             max_startups: MaxStartups::default(),
             max_startups_per_address: 10,
             max_requests_in_flight: 256,
+            proxy_protocol_from: Networks::default(),
         }
     }
 }

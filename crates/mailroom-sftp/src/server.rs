@@ -7,6 +7,9 @@
 //! the socket is closed (`preauth::PreauthStream`); and unauthenticated connections are
 //! counted (`mailroom_net::StartupLimits`), a newcomer past those limits being closed before
 //! any SSH byte is sent. Every such refusal is logged and recorded as a refused login.
+//!
+//! Behind a load balancer (`proxy_protocol_from`), `mailroom_net::Acceptor` reads the PROXY
+//! header first, and the client's address it names is the peer of everything here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,7 +31,9 @@ use mailroom_core::{
     ClientSession, Credential, Factor, Hub, LiveSession, LoginProgress, LoginStep, Protocol,
     RefusalRecorder, Secret,
 };
-use mailroom_net::{Activity, ConnectionLimits, ConnectionPermit, StartupLimits};
+use mailroom_net::{
+    Acceptor, Activity, ConnectionLimits, ConnectionPermit, ProxyProtocol, StartupLimits,
+};
 
 use crate::config::Config;
 use crate::preauth::{PreauthStream, StartupSlot, Violation};
@@ -49,20 +54,26 @@ pub async fn serve(
     let ssh_config = Arc::new(ssh_config(&config, host_key));
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
     let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
+    let proxy = ProxyProtocol::new(config.proxy_protocol_from.clone());
+    let mut acceptor = Acceptor::new(listener, limits, startups, proxy);
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     let recorder = RefusalRecorder::new(hub.clone(), Protocol::Ssh, tracker.clone());
     loop {
-        let Some(admitted) =
-            mailroom_net::accept(&listener, &limits, &startups, &shutdown, |peer, reason| {
-                recorder.record(peer, reason)
-            })
+        let Some(admitted) = acceptor
+            .accept(&shutdown, |peer, reason| recorder.record(peer, reason))
             .await
         else {
             break;
         };
         let (socket, peer) = (admitted.socket, admitted.peer);
-        let span = tracing::info_span!("session", id = %mailroom_net::session_id(), proto = "ssh", peer = %peer);
+        let span = tracing::info_span!(
+            "session",
+            id = %mailroom_net::session_id(),
+            proto = "ssh",
+            peer = %peer,
+            via = admitted.via.map(tracing::field::display),
+        );
         let connection = Connection {
             hub: hub.clone(),
             config: config.clone(),

@@ -1,8 +1,10 @@
 //! Dev-only test support: a [`TestHub`] serving SSH (and, with [`TestHub::start_ftps`], FTPS,
 //! with [`TestHub::start_https`], the HTTPS API) on port 0 over real storage (SQLite file, local blob folder, in a temp dir), and drivers
 //! for the real clients users use (OpenSSH `sftp` and `scp`, curl, lftp, Python paramiko and
-//! ftplib). Also [`Snapshot`], to check that a refusal changed nothing, and [`Clamd`] (module
-//! [`clamd`]), a throwaway ClamAV daemon on loopback with test signatures of our own.
+//! ftplib). Also [`Snapshot`], to check that a refusal changed nothing, [`Clamd`] (module
+//! [`clamd`]), a throwaway ClamAV daemon on loopback with test signatures of our own, and
+//! [`HaProxy`] (module [`haproxy`]), HAProxy in front of the listeners with the PROXY
+//! protocol, beside hand-made PROXY headers.
 //!
 //! A test that needs a client which is not installed calls [`skip`]: on a developer's machine
 //! it prints `skipped: <why>`, records the skip for `scripts/test` (which counts skipped tests
@@ -27,8 +29,10 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 pub mod clamd;
+pub mod haproxy;
 
 pub use clamd::{Clamd, EICAR};
+pub use haproxy::HaProxy;
 
 /// How often a TestHub checks live sessions against their accounts (`mailroom serve`: 2 s).
 pub const HOUSEKEEPING: std::time::Duration = std::time::Duration::from_millis(500);

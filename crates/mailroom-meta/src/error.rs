@@ -54,6 +54,9 @@ pub enum MetaError {
         /// The value SQLite reported.
         actual: String,
     },
+    /// Copying a database into PostgreSQL failed or was refused; the target is unchanged.
+    #[error("cannot copy the metadata into PostgreSQL: {0}")]
+    Copy(String),
     /// A thread of the store could not be started.
     #[error("cannot start the metadata store's threads")]
     Thread(#[source] std::io::Error),

@@ -10,9 +10,10 @@
 //!
 //! It deliberately knows nothing of policy (who may send to whom, which transitions are legal):
 //! that is `mailroom-core`'s, in the units. Rows are private; only domain types cross the
-//! boundary.
+//! boundary. [`copy_to_postgres`] moves an embedded install's rows to PostgreSQL.
 
 mod convert;
+mod copy;
 mod error;
 mod migrate;
 mod pg;
@@ -20,6 +21,7 @@ mod store;
 mod tap;
 mod tx;
 
+pub use copy::{CopyReport, copy_to_postgres};
 pub use error::MetaError;
 pub use pg::{PgOptions, PgStore};
 pub use store::{SqliteStore, StoreSettings};

@@ -68,6 +68,19 @@ pub enum Command {
     /// What the check before delivery held back: list, release or delete it (audited).
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Move this embedded install (meta.db, blobs/) to the cluster engines: every blob to the
+    /// bucket under its id with its SHA-256 checked, then every row to PostgreSQL in one
+    /// transaction. Both targets must be empty; a run cut short resumes. The bucket's endpoint,
+    /// region and credentials come from [blob] (or AWS_*), TLS for PostgreSQL from [meta].
+    Migrate {
+        /// The target database, postgres://user@host/db (the password here or in PGPASSWORD
+        /// is never printed).
+        #[arg(long, value_name = "URL")]
+        meta: String,
+        /// The target bucket and prefix, s3://bucket/prefix.
+        #[arg(long, value_name = "URL")]
+        blob: String,
+    },
 }
 
 /// `mailroom quarantine …`.

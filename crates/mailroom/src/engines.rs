@@ -196,6 +196,18 @@ pub async fn open(
     Ok((Engines { meta, blobs }, created))
 }
 
+/// The options of both cluster engines as `meta` and `blob` name them (both must be set).
+pub fn cluster_options(
+    data: &crate::data::DataDir,
+    meta: &MetaConfig,
+    blob: &BlobConfig,
+) -> Result<(PgOptions, S3Options)> {
+    if !blob.url.starts_with("s3://") {
+        bail!("the blob store must be an s3://bucket/prefix URL");
+    }
+    Ok((pg_options(data.root(), meta)?, s3_options(data.root(), blob)?))
+}
+
 /// `[meta]` as the PostgreSQL store takes it.
 fn pg_options(data: &Path, meta: &MetaConfig) -> Result<PgOptions> {
     if !meta.url.starts_with("postgres://") && !meta.url.starts_with("postgresql://") {

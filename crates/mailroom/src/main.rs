@@ -17,6 +17,7 @@ mod engines;
 mod init;
 mod jobs;
 mod logging;
+mod migrate;
 mod ops;
 mod output;
 mod quarantine;
@@ -112,6 +113,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Quarantine(command) => {
             logging::install_for_cli()?;
             quarantine::run(&data, out, command).await
+        }
+        Command::Migrate { meta, blob } => {
+            logging::install_for_cli()?;
+            migrate::run(&data, out, &meta, &blob).await
         }
     }
 }

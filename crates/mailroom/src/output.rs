@@ -102,6 +102,57 @@ impl Output {
         self.text(&text)
     }
 
+    /// One blob of `migrate` copied: a progress line on standard error when it is a terminal
+    /// (every blob) and nothing otherwise, so scripts and logs get only the report.
+    pub fn migrate_progress(&self, done: usize, total: usize, bytes: u64) -> Result<()> {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprint!("\rmailroom: copied {done}/{total} blobs ({} MiB)", bytes >> 20);
+            if done == total {
+                eprintln!();
+            }
+        }
+        Ok(())
+    }
+
+    /// What `migrate` moved.
+    pub fn migrated(&self, report: &crate::migrate::MigrateReport) -> Result<()> {
+        if self.json {
+            return self.json_line(&serde_json::json!({
+                "blobs_copied": report.blobs_copied,
+                "bytes_copied": report.bytes_copied,
+                "blobs_resumed": report.blobs_resumed,
+                "rows": report.rows.iter().map(|(table, rows)| serde_json::json!({"table": table, "rows": rows})).collect::<Vec<_>>(),
+                "chain_head": report.chain_head,
+            }));
+        }
+        let rows: u64 = report.rows.iter().map(|(_, rows)| rows).sum();
+        let mut text = format!(
+            "mailroom: moved {} blobs ({} bytes, SHA-256 checked){} and {rows} rows ({}).\n",
+            report.blobs_copied,
+            report.bytes_copied,
+            if report.blobs_resumed > 0 {
+                format!(", {} more copied by an earlier run", report.blobs_resumed)
+            } else {
+                String::new()
+            },
+            report
+                .rows
+                .iter()
+                .map(|(table, rows)| format!("{table} {rows}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !report.chain_head.is_empty() {
+            text.push_str(&format!(
+                "mailroom: the audit trail ends at {} on both sides.\n",
+                report.chain_head
+            ));
+        }
+        text.push_str("mailroom: now set [meta] url and [blob] url in mailroom.toml (or MAILROOM_META_URL and MAILROOM_BLOB_URL) and start the nodes.\n");
+        self.text(&text)
+    }
+
     /// The line a test harness or supervisor reads to learn the bound address, flushed at once.
     pub fn listening(&self, protocol: &str, address: SocketAddr) -> Result<()> {
         if self.json {

@@ -8,12 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use mailroom_test_support::{sha256_file, write_random};
 
 mod common;
-use common::cluster::{Engines, Node, client, probe, sftp};
+use common::cluster::{Engines, Node, client, probe, sftp, stop};
 
 #[tokio::test]
 async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
@@ -112,17 +110,7 @@ async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
     );
 
     for child in [&mut node_a, &mut node_b, &mut node_a2] {
-        let pid = child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(exit.success(), "a node did not stop cleanly: {exit:?}");
+        stop(child).await;
     }
     // Three processes wrote events; the trail is one chain.
     let verdict = b.run(&["audit", "verify"], &engines).await;

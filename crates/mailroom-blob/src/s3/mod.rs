@@ -214,6 +214,29 @@ impl S3BlobStore {
         self
     }
 
+    /// Whether the store's prefix holds no blob at all (one listing request).
+    pub async fn is_empty(&self) -> Result<bool> {
+        use futures::StreamExt;
+        let objects = &self.shared.objects;
+        let mut listing = self.shared.client.list(Some(objects));
+        match listing.next().await {
+            None => Ok(true),
+            Some(Ok(_)) => Ok(false),
+            Some(Err(err)) => Err(s3_error("list blobs", objects, &err)),
+        }
+    }
+
+    /// A writer of the blob `id`, which the caller chose: copying a blob in from another
+    /// store keeps its id, so the deliveries that name it stay true. Everything else is as
+    /// [`BlobStore::create`] (nothing is visible before `commit`).
+    pub fn create_with_id(&self, id: BlobId) -> Box<dyn BlobWriter> {
+        Box::new(S3BlobWriter::new(
+            id,
+            Arc::clone(&self.shared),
+            self.inline_limit,
+        ))
+    }
+
     /// What the store has done since it opened.
     pub fn stats(&self) -> S3Stats {
         self.shared.counters.snapshot()

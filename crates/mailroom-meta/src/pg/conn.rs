@@ -200,6 +200,11 @@ impl Conn {
         self.discarded || self.client.is_closed()
     }
 
+    /// The client itself, for work outside units (copying a database in).
+    pub(crate) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     /// Marks the connection for replacement before the next unit.
     pub(crate) fn discard(&mut self) {
         self.discarded = true;

@@ -209,8 +209,7 @@ impl PgStore {
     }
 
     fn connect_blocking(options: &PgOptions) -> Result<PgStore, MetaError> {
-        let connector = Connector::new(&options.url, options.ca_file.as_deref())?;
-        let counters = Counters::default();
+        let (connector, counters, first) = connect_migrated(options)?;
         let connect = || {
             connector
                 .connect(counters.round_trips.clone())
@@ -219,11 +218,6 @@ impl PgStore {
                     source,
                 })
         };
-        let mut first = connect()?;
-        migrate::migrate(&mut first).map_err(|reason| MetaError::Migrate {
-            location: connector.location().to_owned(),
-            reason,
-        })?;
         let mut connections = vec![first];
         for _ in 1..options.connections.max(1) {
             connections.push(connect()?);
@@ -387,6 +381,30 @@ impl MetaStore for PgStore {
             flushes: c.flushes.load(Ordering::Relaxed),
         }
     }
+}
+
+/// One connection to the database of `options`, with the schema brought up to date (under
+/// the migration lock), and the connector and counters for more.
+fn connect_migrated(options: &PgOptions) -> Result<(Connector, Counters, Conn), MetaError> {
+    let connector = Connector::new(&options.url, options.ca_file.as_deref())?;
+    let counters = Counters::default();
+    let mut conn = connector
+        .connect(counters.round_trips.clone())
+        .map_err(|source| MetaError::Connect {
+            location: connector.location().to_owned(),
+            source,
+        })?;
+    migrate::migrate(&mut conn).map_err(|reason| MetaError::Migrate {
+        location: connector.location().to_owned(),
+        reason,
+    })?;
+    Ok((connector, counters, conn))
+}
+
+/// A connection to the database of `options` outside any store, its schema up to date: what
+/// copying a database in works on.
+pub(crate) fn connect_for_copy(options: &PgOptions) -> Result<Conn, MetaError> {
+    connect_migrated(options).map(|(_, _, conn)| conn)
 }
 
 /// A store thread: runs jobs until the queue closes, replacing its connection when lost.

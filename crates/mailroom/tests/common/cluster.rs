@@ -92,13 +92,27 @@ impl Drop for Engines {
 pub struct Node {
     /// Its data folder.
     pub data: PathBuf,
+    /// Whether it runs on the shared engines (else on the embedded ones, with the bucket's
+    /// settings at hand for `migrate`).
+    pub cluster: bool,
 }
 
 impl Node {
     /// `mailroom init` of a node's folder on the shared engines.
     pub async fn init(root: &Path, name: &str, engines: &Engines) -> Node {
+        Node::init_as(root, name, engines, true).await
+    }
+
+    /// `mailroom init` of an embedded install (SQLite, blobs/), the bucket's endpoint and
+    /// credentials configured but not used.
+    pub async fn init_embedded(root: &Path, name: &str, engines: &Engines) -> Node {
+        Node::init_as(root, name, engines, false).await
+    }
+
+    async fn init_as(root: &Path, name: &str, engines: &Engines, cluster: bool) -> Node {
         let node = Node {
             data: root.join(name),
+            cluster,
         };
         std::fs::create_dir_all(&node.data).unwrap();
         std::fs::write(node.data.join("s3-secret"), &engines.secret).unwrap();
@@ -106,7 +120,8 @@ impl Node {
         node
     }
 
-    /// `mailroom ARGS` on this node's folder with the engines in its environment.
+    /// `mailroom ARGS` on this node's folder with the engines in its environment (the
+    /// bucket's settings always, the engines' URLs on a cluster node).
     pub fn command(&self, args: &[&str], engines: &Engines) -> Command {
         let mut command = Command::new(BIN);
         for (name, _) in std::env::vars_os() {
@@ -114,11 +129,14 @@ impl Node {
                 command.env_remove(name);
             }
         }
+        if self.cluster {
+            command
+                .env("MAILROOM_META_URL", &engines.meta_url)
+                .env("MAILROOM_BLOB_URL", &engines.blob_url);
+        }
         command
             .args(args)
             .env("MAILROOM_DATA", &self.data)
-            .env("MAILROOM_META_URL", &engines.meta_url)
-            .env("MAILROOM_BLOB_URL", &engines.blob_url)
             .env("MAILROOM_BLOB_ENDPOINT", &engines.endpoint)
             .env("MAILROOM_BLOB_REGION", "us-east-1")
             .env("MAILROOM_BLOB_ACCESS_KEY_ID", &engines.key)
@@ -231,3 +249,28 @@ pub async fn probe(address: &str, path: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
+/// SIGTERM to a node, which must exit 0 within a minute.
+pub async fn stop(child: &mut Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "a node did not stop cleanly: {exit:?}");
+}
+
+/// `psql -tAc SQL` on the test's database: the answer, trimmed.
+pub fn psql(engines: &Engines, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .arg(&engines.meta_url)
+        .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

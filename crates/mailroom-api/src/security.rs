@@ -48,11 +48,17 @@ impl From<(&Ban, OffsetDateTime)> for BanView {
     }
 }
 
-/// A live session of this server, any protocol.
+/// A live session of any node of the hub, any protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SessionView {
-    /// Its id (the API closes it with `DELETE /api/v1/admin/sessions/{id}`).
-    pub id: u64,
+    /// Its id, `NODE:NUMBER` (the number is unique on its node only); the API closes it with
+    /// `DELETE /api/v1/admin/sessions/{id}`. A session of a process that is no node (a test
+    /// hub) is `NUMBER` alone.
+    pub id: String,
+    /// The id of the node (`mailroom serve` process) that holds it; null for a process that
+    /// is no node.
+    #[schema(required = true)]
+    pub node: Option<String>,
     /// The logged-in account.
     pub account: String,
     /// The peer address; null when not known.
@@ -68,7 +74,8 @@ pub struct SessionView {
 impl From<&SessionInfo> for SessionView {
     fn from(session: &SessionInfo) -> SessionView {
         SessionView {
-            id: session.id,
+            id: session.reference().to_string(),
+            node: session.node.map(|node| node.to_string()),
             account: session.account.to_string(),
             source: session.source.clone(),
             protocol: session.protocol.as_str().to_owned(),

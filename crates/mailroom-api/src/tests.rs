@@ -6,8 +6,8 @@
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuthorizedKey, Ban, BanSubject, BlobId,
     ChainHead, ChainReport, Checkpoint, CheckpointStatus, Delivery, DeliveryId, DeliveryState,
-    Event, EventKind, FactorSet, FileName, Group, Limits, Notices, NotifyMode, Outcome, Protocol,
-    Rights, Route, RouteEffect, Secret, SessionInfo, TotpEnrolment, parse_networks,
+    Event, EventKind, FactorSet, FileName, Group, Limits, NodeId, Notices, NotifyMode, Outcome,
+    Protocol, Rights, Route, RouteEffect, Secret, SessionInfo, TotpEnrolment, parse_networks,
 };
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -218,7 +218,9 @@ fn bans_say_whether_they_are_in_force() {
 
 #[test]
 fn sessions_and_deliveries() {
+    let node = NodeId::parse("0b6c3c2e-51a4-4c4e-9f0e-2d1f5d0f3a11").unwrap();
     let session = SessionInfo {
+        node: Some(node),
         id: 7,
         account: name("alice"),
         source: Some("192.0.2.7:50000".to_owned()),
@@ -229,9 +231,27 @@ fn sessions_and_deliveries() {
     assert_eq!(
         to_json(&SessionView::from(&session)),
         json!({
-            "id": 7,
+            "id": "0b6c3c2e-51a4-4c4e-9f0e-2d1f5d0f3a11:7",
+            "node": "0b6c3c2e-51a4-4c4e-9f0e-2d1f5d0f3a11",
             "account": "alice",
             "source": "192.0.2.7:50000",
+            "protocol": "https",
+            "started": "2030-01-31T12:00:00Z",
+        })
+    );
+    // A session of a process that is no node: its number alone.
+    let alone = SessionInfo {
+        node: None,
+        source: None,
+        ..session
+    };
+    assert_eq!(
+        to_json(&SessionView::from(&alone)),
+        json!({
+            "id": "7",
+            "node": null,
+            "account": "alice",
+            "source": null,
             "protocol": "https",
             "started": "2030-01-31T12:00:00Z",
         })

@@ -1,19 +1,21 @@
 //! The defender: scores failed logins and protocol abuse per source address and per account,
 //! and decides when a subject has earned a ban and for how long.
 //!
-//! Scores are kept in memory over a sliding window (they are cheap to lose: a restart forgives
-//! at most one window); bans are decided here and stored by the Hub in the metadata store, so
-//! they survive restarts and, later, are shared by every node.
+//! The scores live in the metadata store, one row per offence, so that a brute force spread
+//! over several nodes is summed as one: the unit that records a refusal adds its offences,
+//! sums each subject's score over the sliding window, and bans a subject that reached the
+//! threshold, all in one transaction. What an offence is worth, the window, the threshold and
+//! the length of a ban are decided here; the bans too live in the metadata store, so they
+//! survive restarts and hold on every node.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
 use crate::access::{BanSubject, in_networks};
+use crate::names::AccountName;
 
 /// What a client did wrong, and so how many points it scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +57,10 @@ pub struct DefenderConfig {
     pub safe: Vec<IpNet>,
     /// Networks refused outright, before any protocol exchange.
     pub deny: Vec<IpNet>,
-    /// Most subjects scored at once; the oldest are forgotten past it, so a flood of
-    /// addresses cannot grow memory without bound.
+    /// Most offences kept in the metadata store, across the cluster: past it the oldest are
+    /// pruned (a few by each unit that adds one), so a flood of addresses cannot grow the
+    /// table without bound. Offences older than `window` are pruned the same way, and a
+    /// subject never keeps more than `threshold` of them (reaching it bans and forgets them).
     pub max_tracked: usize,
 }
 
@@ -115,27 +119,25 @@ impl DefenderConfig {
     }
 }
 
-/// Points one subject scored, oldest first.
-#[derive(Debug, Default)]
-struct Score {
-    points: VecDeque<(OffsetDateTime, u32)>,
-    total: u32,
-}
+/// Offences the unit that adds some prunes at most, of each kind (older than the window,
+/// beyond `max_tracked`): more than a unit adds (two at most), so the table never grows past
+/// its bounds for long.
+pub(crate) const PRUNE_PER_UNIT: u32 = 8;
 
-/// The in-memory scores.
-#[derive(Debug)]
+/// The defender's decisions: which subjects an offence scores and how many points, the window
+/// a score is summed over, and when a score bans. The scores themselves live in the metadata
+/// store ([`crate::Tx::add_offence`], [`crate::Tx::offence_score`]), so that every node adds
+/// to and sums the same offences; the Hub adds them, sums them and places the ban in one unit
+/// (`hub/bans.rs`).
+#[derive(Debug, Clone)]
 pub(crate) struct Defender {
     config: DefenderConfig,
-    scores: Mutex<HashMap<BanSubject, Score>>,
 }
 
 impl Defender {
-    /// A defender with these settings and no scores.
+    /// A defender with these settings.
     pub(crate) fn new(config: DefenderConfig) -> Self {
-        Defender {
-            config,
-            scores: Mutex::new(HashMap::new()),
-        }
+        Defender { config }
     }
 
     /// Its settings.
@@ -143,80 +145,44 @@ impl Defender {
         &self.config
     }
 
-    /// Scores an offence against each subject; returns the subjects that reached the
-    /// threshold with it (their scores start again from zero).
-    pub(crate) fn score(
+    /// The subjects an offence from `ip` scores, with its points: the address and, for an
+    /// existing account, the account. None when the defender is off, the offence is worth
+    /// nothing, or the address is on the safe list.
+    pub(crate) fn offences(
         &self,
-        subjects: &[BanSubject],
+        ip: IpAddr,
+        account: Option<AccountName>,
         offence: Offence,
-        now: OffsetDateTime,
-    ) -> Vec<BanSubject> {
+    ) -> Vec<(BanSubject, u32)> {
         let points = self.config.points(offence);
-        if !self.config.enabled || points == 0 {
+        if !self.config.enabled || points == 0 || self.config.is_safe(ip) {
             return Vec::new();
         }
-        let window = time::Duration::try_from(self.config.window).unwrap_or(time::Duration::DAY);
-        let mut scores = self
-            .scores
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if scores.len() >= self.config.max_tracked {
-            // Forget subjects whose points have all aged out; if that is not enough, forget
-            // everything rather than grow: a flood of addresses is not worth the memory.
-            scores.retain(|_, score| {
-                score
-                    .points
-                    .back()
-                    .is_some_and(|(time, _)| *time + window > now)
-            });
-            if scores.len() >= self.config.max_tracked {
-                scores.clear();
-            }
+        let mut subjects = vec![(BanSubject::Address(ip), points)];
+        if let Some(name) = account {
+            subjects.push((BanSubject::Account(name), points));
         }
-        let mut reached = Vec::new();
-        for subject in subjects {
-            let score = scores.entry(subject.clone()).or_default();
-            while let Some(&(time, old)) = score.points.front() {
-                if time + window > now {
-                    break;
-                }
-                score.points.pop_front();
-                score.total -= old;
-            }
-            score.points.push_back((now, points));
-            score.total += points;
-            if score.total >= self.config.threshold {
-                reached.push(subject.clone());
-                scores.remove(subject);
-            }
-        }
-        reached
+        subjects
     }
 
-    /// The current score of a subject, for status output and tests.
-    #[cfg(test)]
-    pub(crate) fn score_of(&self, subject: &BanSubject, now: OffsetDateTime) -> u32 {
+    /// Where the window of a score ends at `now`: offences dated at or after it count.
+    pub(crate) fn window_start(&self, now: OffsetDateTime) -> OffsetDateTime {
         let window = time::Duration::try_from(self.config.window).unwrap_or(time::Duration::DAY);
-        let scores = self
-            .scores
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        scores.get(subject).map_or(0, |score| {
-            score
-                .points
-                .iter()
-                .filter(|(time, _)| *time + window > now)
-                .map(|(_, p)| p)
-                .sum()
-        })
+        now.checked_sub(window).unwrap_or(now)
     }
 
-    /// Forgets a subject's score (after an administrator lifts its ban).
-    pub(crate) fn forgive(&self, subject: &BanSubject) {
-        self.scores
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(subject);
+    /// Whether a score (summed over the window) earns a ban.
+    pub(crate) fn reached(&self, score: u64) -> bool {
+        score >= u64::from(self.config.threshold.max(1))
+    }
+
+    /// The reason a ban by the defender gives.
+    pub(crate) fn ban_reason(&self) -> String {
+        format!(
+            "{} points in {} min",
+            self.config.threshold,
+            self.config.window.as_secs() / 60
+        )
     }
 }
 
@@ -225,53 +191,75 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn address(text: &str) -> BanSubject {
-        BanSubject::parse(text).unwrap_or_else(|_| unreachable!())
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|_| unreachable!())
+    }
+
+    fn name(text: &str) -> AccountName {
+        AccountName::parse(text).unwrap_or_else(|_| unreachable!())
     }
 
     #[test]
-    fn threshold_within_the_window() {
+    fn an_offence_scores_the_address_and_an_existing_account() {
         let defender = Defender::new(DefenderConfig::default());
-        let ip = address("192.0.2.1");
-        let start = datetime!(2026-01-01 00:00 UTC);
-        // Seven unknown-account attempts: 14 points, no ban.
-        for i in 0..7 {
-            let now = start + time::Duration::seconds(i);
-            assert!(
-                defender
-                    .score(std::slice::from_ref(&ip), Offence::UnknownAccount, now)
-                    .is_empty()
-            );
-        }
-        assert_eq!(defender.score_of(&ip, start), 14);
-        // The fifteenth point bans.
-        let reached = defender.score(std::slice::from_ref(&ip), Offence::BadCredentials, start);
-        assert_eq!(reached, vec![ip.clone()]);
-        assert_eq!(defender.score_of(&ip, start), 0);
+        assert_eq!(
+            defender.offences(ip("192.0.2.1"), None, Offence::UnknownAccount),
+            vec![(BanSubject::Address(ip("192.0.2.1")), 2)]
+        );
+        assert_eq!(
+            defender.offences(
+                ip("192.0.2.1"),
+                Some(name("alice")),
+                Offence::BadCredentials
+            ),
+            vec![
+                (BanSubject::Address(ip("192.0.2.1")), 1),
+                (BanSubject::Account(name("alice")), 1)
+            ]
+        );
     }
 
     #[test]
-    fn old_points_age_out() {
-        let defender = Defender::new(DefenderConfig::default());
-        let ip = address("192.0.2.2");
-        let start = datetime!(2026-01-01 00:00 UTC);
-        for i in 0..14 {
-            let now = start + time::Duration::minutes(i * 3);
-            assert!(
-                defender
-                    .score(std::slice::from_ref(&ip), Offence::BadCredentials, now)
-                    .is_empty(),
-                "{i}"
-            );
-        }
-        // 14 points spread over 39 minutes: only those of the last 30 minutes count.
-        let now = start + time::Duration::minutes(42);
+    fn nothing_is_scored_when_off_worthless_or_safe() {
+        let off = Defender::new(DefenderConfig {
+            enabled: false,
+            ..DefenderConfig::default()
+        });
         assert!(
-            defender
-                .score(std::slice::from_ref(&ip), Offence::BadCredentials, now)
+            off.offences(ip("192.0.2.1"), None, Offence::ProtocolError)
                 .is_empty()
         );
-        assert!(defender.score_of(&ip, now) < 15);
+        let worthless = Defender::new(DefenderConfig {
+            score_no_authentication: 0,
+            ..DefenderConfig::default()
+        });
+        assert!(
+            worthless
+                .offences(ip("192.0.2.1"), None, Offence::NoAuthentication)
+                .is_empty()
+        );
+        let safe = Defender::new(DefenderConfig {
+            safe: vec!["192.0.2.0/24".parse().unwrap_or_else(|_| unreachable!())],
+            ..DefenderConfig::default()
+        });
+        assert!(
+            safe.offences(
+                ip("192.0.2.1"),
+                Some(name("alice")),
+                Offence::BadCredentials
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_threshold_and_the_window() {
+        let defender = Defender::new(DefenderConfig::default());
+        assert!(!defender.reached(14));
+        assert!(defender.reached(15));
+        let now = datetime!(2026-01-01 00:30 UTC);
+        assert_eq!(defender.window_start(now), datetime!(2026-01-01 00:00 UTC));
+        assert_eq!(defender.ban_reason(), "15 points in 30 min");
     }
 
     #[test]
@@ -281,24 +269,5 @@ mod tests {
         assert_eq!(config.ban_length(2), Duration::from_secs(2700));
         assert_eq!(config.ban_length(3), Duration::from_secs(4050));
         assert_eq!(config.ban_length(1000), config.max_ban);
-    }
-
-    #[test]
-    fn memory_is_bounded() {
-        let defender = Defender::new(DefenderConfig {
-            max_tracked: 100,
-            ..DefenderConfig::default()
-        });
-        let now = datetime!(2026-01-01 00:00 UTC);
-        for i in 0..1000u32 {
-            let ip = BanSubject::Address(IpAddr::from(i.to_be_bytes()));
-            defender.score(&[ip], Offence::BadCredentials, now);
-        }
-        let tracked = defender
-            .scores
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len();
-        assert!(tracked <= 100, "{tracked}");
     }
 }

@@ -66,4 +66,7 @@ pub use ports::{
 };
 pub use refusals::RefusalRecorder;
 pub use secret::Secret;
-pub use sessions::{LiveSession, SessionInfo};
+pub use sessions::{
+    LiveSession, LiveSessionRecord, NODE_FORGOTTEN_AFTER, NODE_TIMEOUT, NodeId, NodeInfo,
+    NodeRecord, SessionInfo, SessionRef,
+};

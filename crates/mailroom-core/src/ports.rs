@@ -28,6 +28,7 @@ use crate::model::{
     Outcome, Route,
 };
 use crate::names::{AccountName, FileName};
+use crate::sessions::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 
 /// Which deliveries to fetch. Every field that is set must match.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +158,13 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn write(&self, durability: Durability, unit: Unit) -> Result<UnitOutput>;
     /// What the store has done so far.
     fn stats(&self) -> StoreStats;
+    /// Woken (`notify_one`) when another process may have asked this one to act: a live
+    /// session asked to close, or a change of accounts, groups, routes or bans committed. A
+    /// store that cannot tell (the default: `None`) is polled instead. Asking for it may start
+    /// the store's listener, so only a process that acts on it (a serving node) asks.
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Typed units over any [`MetaStore`]: the unit returns its own type, and the boxing the port
@@ -348,6 +356,24 @@ pub trait Tx {
     /// Removes the ban of `subject` (its history too). NotFound if there is none.
     fn delete_ban(&mut self, subject: &BanSubject) -> Result<()>;
 
+    // ----- the defender's offences -----------------------------------------------------------
+
+    /// Adds an offence of `subject` at `at`, worth `weight` points (the defender's score is
+    /// the sum of a subject's recent offences, whichever node added them). An offence worth
+    /// no points is not kept.
+    fn add_offence(&mut self, subject: &BanSubject, at: OffsetDateTime, weight: u32) -> Result<()>;
+    /// The points of `subject`'s offences dated at or after `since`, as committed (or as
+    /// this unit added them).
+    fn offence_score(&mut self, subject: &BanSubject, since: OffsetDateTime) -> Result<u64>;
+    /// Deletes every offence of `subject` (a ban was placed or lifted); returns how many.
+    fn forget_offences(&mut self, subject: &BanSubject) -> Result<u64>;
+    /// Deletes offences no score needs: of those dated before `before`, the `limit` oldest
+    /// (by date); and of those added before the last `keep` additions, the `limit` added
+    /// first (an addition rolled back with its unit may count as one). Returns how many went.
+    /// Called with a small `limit` by every unit that adds offences, it keeps the table at
+    /// about `keep` rows at most, however many subjects offend.
+    fn prune_offences(&mut self, before: OffsetDateTime, keep: u64, limit: u32) -> Result<u64>;
+
     // ----- the audit trail -------------------------------------------------------------------
 
     /// Appends events to the audit trail, chained in order. Conflict if an event id is
@@ -402,6 +428,39 @@ pub trait Tx {
     fn delete_token_session(&mut self, session: &str) -> Result<u64>;
     /// Deletes the tokens expired at `now`; returns how many, and the logins left with none.
     fn delete_expired_tokens(&mut self, now: OffsetDateTime) -> Result<(u64, Vec<String>)>;
+
+    // ----- nodes and their live sessions -----------------------------------------------------
+
+    /// Registers `node`, or writes its heartbeat (and what it registered) if it is
+    /// registered already.
+    fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()>;
+    /// Every registered node with its last heartbeat, alive or dead, by id.
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>>;
+    /// Removes a node and every live session of it (a node that stops, or one long dead);
+    /// returns whether the node was registered.
+    fn delete_node(&mut self, node: &NodeId) -> Result<bool>;
+    /// Inserts a live session unless its account already has `max` of them: those of
+    /// `session.node` and of every node whose heartbeat is at or after `alive_since` (the
+    /// sessions of dead and unknown nodes do not count; closing ones do, until their node
+    /// closes them). Returns false, inserting nothing, when the count reached `max`. Conflict
+    /// if the node already has a session of this id.
+    fn insert_live_session(
+        &mut self,
+        session: &LiveSessionRecord,
+        max: Option<u32>,
+        alive_since: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Deletes one live session; returns whether it was there.
+    fn delete_live_session(&mut self, node: &NodeId, id: u64) -> Result<bool>;
+    /// Every live session of every node, by node then id.
+    fn live_session_list(&mut self) -> Result<Vec<LiveSessionRecord>>;
+    /// Asks one live session to close, with `reason`, for its node to act on; a session
+    /// asked already keeps its first reason. Returns whether the session is there. On a
+    /// store that can tell other processes of changes ([`MetaStore::changes`]), the commit
+    /// tells them.
+    fn close_live_session(&mut self, node: &NodeId, id: u64, reason: &str) -> Result<bool>;
+    /// The sessions of `node` asked to close, with their reasons, by id.
+    fn closing_sessions(&mut self, node: &NodeId) -> Result<Vec<(u64, String)>>;
 }
 
 /// A committed blob: durable under `id`, or, when `inline` holds its content, to be made

@@ -13,7 +13,7 @@ use mailroom_core::{
     EventQuery, Factor, FactorSet, JobQuery, JobState, NotifyMode, Outcome, Rights, RouteEffect,
     Secret,
 };
-use mailroom_core::{parse_globs, parse_networks};
+use mailroom_core::{SessionRef, parse_globs, parse_networks};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -425,7 +425,7 @@ pub(crate) async fn remove_ban(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The live sessions of this server, every protocol.
+/// The live sessions of every live node of the hub, every protocol.
 #[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "Sessions", body = [SessionView]), Refusals))]
 pub(crate) async fn sessions(
@@ -436,25 +436,29 @@ pub(crate) async fn sessions(
         state
             .hub
             .live_sessions()
+            .await?
             .iter()
             .map(SessionView::from)
             .collect(),
     ))
 }
 
-/// Closes a live session (a token login's tokens stop working).
+/// Closes a live session (a token login's tokens stop working). A session of another node is
+/// closed by that node within two seconds.
 #[utoipa::path(delete, path = "/api/v1/admin/sessions/{id}", tag = "admin", security(("bearer" = [])),
-    params(("id" = u64, Path, description = "Session id")),
-    responses((status = 204, description = "Closed"), Refusals))]
+    params(("id" = String, Path, description = "Session id: NODE:NUMBER, or NUMBER for this node's")),
+    responses((status = 204, description = "Closed, or asked to close"), Refusals))]
 pub(crate) async fn kick_session(
     State(state): State<Arc<AppState>>,
     auth: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let id: u64 = id
-        .parse()
+    let target = SessionRef::parse(&id)
         .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "no such session"))?;
-    state.hub.kick_session(&auth.identity.actor(), id).await?;
+    state
+        .hub
+        .kick_session(&auth.identity.actor(), &target)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

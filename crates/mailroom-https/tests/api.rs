@@ -496,8 +496,9 @@ async fn scopes_keep_clients_and_admins_apart() {
         .iter()
         .find(|s| s["account"] == "alice" && s["protocol"] == "https")
         .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+        .as_str()
+        .unwrap()
+        .to_owned();
     let response = client(&hub)
         .delete(url(
             &hub,

@@ -361,6 +361,50 @@ pub(crate) fn job(row: &Row<'_>) -> Result<Job> {
     })
 }
 
+/// The columns [`node`] reads.
+macro_rules! node_columns {
+    () => {
+        "id, host, pid, started, heartbeat"
+    };
+}
+pub(crate) use node_columns;
+
+/// A row of `SELECT node_columns!() FROM nodes`.
+pub(crate) fn node(row: &Row<'_>) -> Result<mailroom_core::NodeRecord> {
+    let pid: i64 = column(row, "pid")?;
+    Ok(mailroom_core::NodeRecord {
+        node: mailroom_core::NodeInfo {
+            id: parsed(row, "id", mailroom_core::NodeId::parse)?,
+            host: column(row, "host")?,
+            pid: u32::try_from(pid).map_err(|_| corrupt("pid", &CoreError::invalid("range")))?,
+            started: time_from_nanos("started", column(row, "started")?)?,
+        },
+        heartbeat: time_from_nanos("heartbeat", column(row, "heartbeat")?)?,
+    })
+}
+
+/// The columns [`live_session`] reads.
+macro_rules! live_session_columns {
+    () => {
+        "node, id, account, protocol, source, started, closing"
+    };
+}
+pub(crate) use live_session_columns;
+
+/// A row of `SELECT live_session_columns!() FROM live_sessions`.
+pub(crate) fn live_session(row: &Row<'_>) -> Result<mailroom_core::LiveSessionRecord> {
+    let id: i64 = column(row, "id")?;
+    Ok(mailroom_core::LiveSessionRecord {
+        node: parsed(row, "node", mailroom_core::NodeId::parse)?,
+        id: u64::try_from(id).map_err(|_| corrupt("id", &CoreError::invalid("negative")))?,
+        account: account_name(row, "account")?,
+        protocol: parsed(row, "protocol", Protocol::parse)?,
+        source: column(row, "source")?,
+        started: time_from_nanos("started", column(row, "started")?)?,
+        closing: column(row, "closing")?,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap (CONTRIBUTING.md).
 mod tests {

@@ -84,6 +84,16 @@ const MIGRATIONS: &[Migration] = &[
         description: "quarantine",
         sql: include_str!("../migrations/sqlite/0012_quarantine.sql"),
     },
+    Migration {
+        version: 13,
+        description: "nodes",
+        sql: include_str!("../migrations/sqlite/0013_nodes.sql"),
+    },
+    Migration {
+        version: 14,
+        description: "offences",
+        sql: include_str!("../migrations/sqlite/0014_offences.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

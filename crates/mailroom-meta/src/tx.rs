@@ -14,6 +14,7 @@ use mailroom_core::{
     FileName, GENESIS_HASH, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
     RouteEffect, TokenRecord, Tx, chain_hash,
 };
+use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
@@ -23,6 +24,7 @@ use crate::convert::{
     self, account_columns, account_name, audit_columns, column, delivery_columns, event_columns,
     job_columns, nanos, size_to_db, token_columns,
 };
+use crate::convert::{live_session_columns, nanos_saturating, node_columns};
 use crate::error::{corrupt, is_unique_violation, storage, violates};
 
 /// The states of `DeliveryState::LIVE` as an SQL list, for `concat!`. It must be the list of
@@ -958,6 +960,59 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn add_offence(&mut self, subject: &BanSubject, at: OffsetDateTime, weight: u32) -> Result<()> {
+        self.writing()?;
+        if weight == 0 {
+            return Ok(());
+        }
+        self.execute(
+            "add_offence",
+            "INSERT INTO offences (subject, at, weight) VALUES (?1, ?2, ?3)",
+            params![subject.key(), nanos(at)?, i64::from(weight)],
+        )?;
+        Ok(())
+    }
+
+    fn offence_score(&mut self, subject: &BanSubject, since: OffsetDateTime) -> Result<u64> {
+        let score: Option<i64> = self.query_one(
+            "offence_score",
+            "SELECT COALESCE(SUM(weight), 0) AS score FROM offences \
+             WHERE subject = ?1 AND at >= ?2",
+            params![subject.key(), nanos(since)?],
+            |row| column(row, "score"),
+        )?;
+        Ok(score.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    fn forget_offences(&mut self, subject: &BanSubject) -> Result<u64> {
+        self.writing()?;
+        let deleted = self.execute(
+            "forget_offences",
+            "DELETE FROM offences WHERE subject = ?1",
+            [subject.key()],
+        )?;
+        Ok(deleted as u64)
+    }
+
+    fn prune_offences(&mut self, before: OffsetDateTime, keep: u64, limit: u32) -> Result<u64> {
+        self.writing()?;
+        // Two bounded lookups, each on an index: by time, and by the order of addition (ids
+        // are never reused: AUTOINCREMENT).
+        let deleted = self.execute(
+            "prune_offences",
+            "DELETE FROM offences WHERE id IN \
+             (SELECT id FROM offences WHERE at < ?1 ORDER BY at, id LIMIT ?3) \
+             OR id IN (SELECT id FROM offences \
+             WHERE id <= (SELECT MAX(id) FROM offences) - ?2 ORDER BY id LIMIT ?3)",
+            params![
+                nanos(before)?,
+                i64::try_from(keep).unwrap_or(i64::MAX),
+                i64::from(limit)
+            ],
+        )?;
+        Ok(deleted as u64)
+    }
+
     fn record(&mut self, events: &[Event]) -> Result<()> {
         const OP: &str = "record";
         self.writing()?;
@@ -1355,6 +1410,156 @@ impl Tx for SqliteTx<'_> {
             }
         }
         Ok((deleted as u64, ended))
+    }
+
+    fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {
+        self.writing()?;
+        self.execute(
+            "put_node",
+            "INSERT INTO nodes (id, host, pid, started, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
+             started = excluded.started, heartbeat = excluded.heartbeat",
+            params![
+                node.id.to_string(),
+                node.host,
+                i64::from(node.pid),
+                nanos(node.started)?,
+                nanos(heartbeat)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>> {
+        self.query(
+            "nodes",
+            concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"),
+            [],
+            convert::node,
+        )
+    }
+
+    fn delete_node(&mut self, node: &NodeId) -> Result<bool> {
+        self.writing()?;
+        let id = node.to_string();
+        self.execute(
+            "delete_node",
+            "DELETE FROM live_sessions WHERE node = ?1",
+            [id.as_str()],
+        )?;
+        let deleted = self.execute("delete_node", "DELETE FROM nodes WHERE id = ?1", [id])?;
+        Ok(deleted > 0)
+    }
+
+    fn insert_live_session(
+        &mut self,
+        session: &LiveSessionRecord,
+        max: Option<u32>,
+        alive_since: OffsetDateTime,
+    ) -> Result<bool> {
+        const OP: &str = "insert_live_session";
+        self.writing()?;
+        let node = session.node.to_string();
+        let (id, started) = (size_to_db(session.id)?, nanos(session.started)?);
+        if let Some(max) = max {
+            let open: i64 = self
+                .conn
+                .prepare_cached(
+                    "SELECT count(*) FROM live_sessions AS s WHERE s.account = ?1 AND \
+                     (s.node = ?2 OR EXISTS (SELECT 1 FROM nodes AS n \
+                      WHERE n.id = s.node AND n.heartbeat >= ?3))",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row(
+                        params![
+                            session.account.as_str(),
+                            node,
+                            nanos_saturating(alive_since)
+                        ],
+                        |row| row.get(0),
+                    )
+                })
+                .map_err(storage(OP))?;
+            if open >= i64::from(max) {
+                return Ok(false);
+            }
+        }
+        self.conn
+            .prepare_cached(concat!(
+                "INSERT INTO live_sessions (",
+                live_session_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    node,
+                    id,
+                    session.account.as_str(),
+                    session.protocol.as_str(),
+                    session.source,
+                    started,
+                    session.closing
+                ])
+            })
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    CoreError::conflict(format!(
+                        "node {} already has a session {}",
+                        session.node, session.id
+                    ))
+                } else {
+                    storage(OP)(error)
+                }
+            })?;
+        Ok(true)
+    }
+
+    fn delete_live_session(&mut self, node: &NodeId, id: u64) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_live_session",
+            "DELETE FROM live_sessions WHERE node = ?1 AND id = ?2",
+            params![node.to_string(), size_to_db(id)?],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn live_session_list(&mut self) -> Result<Vec<LiveSessionRecord>> {
+        self.query(
+            "live_session_list",
+            concat!(
+                "SELECT ",
+                live_session_columns!(),
+                " FROM live_sessions ORDER BY node, id"
+            ),
+            [],
+            convert::live_session,
+        )
+    }
+
+    fn close_live_session(&mut self, node: &NodeId, id: u64, reason: &str) -> Result<bool> {
+        self.writing()?;
+        let found = self.execute(
+            "close_live_session",
+            "UPDATE live_sessions SET closing = coalesce(closing, ?3) WHERE node = ?1 AND id = ?2",
+            params![node.to_string(), size_to_db(id)?, reason],
+        )?;
+        Ok(found > 0)
+    }
+
+    fn closing_sessions(&mut self, node: &NodeId) -> Result<Vec<(u64, String)>> {
+        self.query(
+            "closing_sessions",
+            "SELECT id, closing FROM live_sessions WHERE node = ?1 AND closing IS NOT NULL \
+             ORDER BY id",
+            [node.to_string()],
+            |row| {
+                let id: i64 = column(row, "id")?;
+                let id = u64::try_from(id)
+                    .map_err(|_| corrupt("id", &CoreError::invalid("negative")))?;
+                Ok((id, column(row, "closing")?))
+            },
+        )
     }
 }
 

@@ -50,6 +50,7 @@ use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
     GENESIS_HASH, chain_hash,
 };
+use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use mailroom_meta::{MetaError, PgOptions, PgStore, SqliteStore};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -263,6 +264,7 @@ conformance!(
     access_policy_and_totp_round_trip,
     totp_steps_and_recovery_codes_work_once,
     bans_put_replace_delete,
+    offences_add_score_forget_and_prune,
     inbox_usage_counts_live_deliveries,
     audit_records_form_a_chain,
     tokens_store_take_and_expire,
@@ -273,6 +275,8 @@ conformance!(
     policy_version_moves_with_policy_changes_only,
     stats_count_every_unit,
     jobs_queue_lease_and_finish,
+    nodes_register_beat_and_leave,
+    live_sessions_count_close_and_end,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2084,6 +2088,146 @@ async fn bans_put_replace_delete(h: &mut Harness<'_>) {
     assert_eq!(h.ban(&address).await, Some(Ban { level: 1, ..zero }));
 }
 
+/// The points of `subject`'s offences at or after `since`, as committed.
+async fn score(h: &Harness<'_>, subject: &BanSubject, since: OffsetDateTime) -> u64 {
+    let subject = subject.clone();
+    h.read(move |tx| tx.offence_score(&subject, since)).await
+}
+
+async fn offences_add_score_forget_and_prune(h: &mut Harness<'_>) {
+    let address = BanSubject::parse("192.0.2.9").unwrap();
+    let other = BanSubject::parse("2001:db8::7").unwrap();
+    let account = BanSubject::Account(name("alice"));
+    let start = h.tick();
+    let at = move |seconds: i64| start + Duration::seconds(seconds);
+    assert_eq!(score(h, &address, at(0)).await, 0, "no offence yet");
+    let policy = h.policy_version().await;
+
+    // Added in the unit that records the refusal, as the Hub does; the unit sees its own.
+    let (a, b, c) = (address.clone(), other.clone(), account.clone());
+    let event = h.event(EventKind::Login, "alice");
+    let seen = h
+        .change_with(Durability::Relaxed, vec![event], move |tx| {
+            tx.add_offence(&a, at(0), 1)?;
+            tx.add_offence(&a, at(10), 2)?;
+            tx.add_offence(&a, at(20), 1)?;
+            // Worth nothing: not kept.
+            tx.add_offence(&a, at(20), 0)?;
+            tx.add_offence(&c, at(10), 1)?;
+            tx.add_offence(&b, at(5), 3)?;
+            tx.offence_score(&a, at(0))
+        })
+        .await;
+    assert_eq!(seen, 4);
+    // The window starts at `since`, inclusive; subjects are apart (an account is not an
+    // address of the same text).
+    assert_eq!(score(h, &address, at(0)).await, 4);
+    assert_eq!(score(h, &address, at(10)).await, 3);
+    assert_eq!(score(h, &address, at(11)).await, 1);
+    assert_eq!(score(h, &address, at(21)).await, 0);
+    assert_eq!(score(h, &account, at(0)).await, 1);
+    assert_eq!(score(h, &other, at(0)).await, 3);
+    assert_eq!(score(h, &BanSubject::Account(name("bob")), at(0)).await, 0);
+    assert_eq!(h.policy_version().await, policy, "offences are no policy");
+
+    // A refused unit leaves no offence, and neither does a read unit.
+    let a = address.clone();
+    h.refused(ErrorKind::Conflict, move |tx| -> Result<()> {
+        tx.add_offence(&a, at(30), 5)?;
+        tx.forget_offences(&BanSubject::Account(name("alice")))?;
+        tx.prune_offences(at(100), 0, 100)?;
+        Err(CoreError::conflict("a later check failed"))
+    })
+    .await;
+    let a = address.clone();
+    let refused = h
+        .store
+        .read_with(move |tx| tx.add_offence(&a, at(30), 5))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Internal);
+    assert_eq!(score(h, &address, at(0)).await, 4);
+    assert_eq!(score(h, &account, at(0)).await, 1);
+    assert_eq!(score(h, &other, at(0)).await, 3);
+
+    // Large weights add up past 32 bits.
+    let b = other.clone();
+    h.write(move |tx| {
+        tx.add_offence(&b, at(6), u32::MAX)?;
+        tx.add_offence(&b, at(7), u32::MAX)
+    })
+    .await;
+    assert_eq!(score(h, &other, at(0)).await, 3 + 2 * u64::from(u32::MAX));
+
+    // Forgotten: the subject's offences only, counted.
+    let a = address.clone();
+    assert_eq!(h.write(move |tx| tx.forget_offences(&a)).await, 3);
+    assert_eq!(score(h, &address, at(0)).await, 0);
+    assert_eq!(score(h, &account, at(0)).await, 1);
+    let a = address.clone();
+    assert_eq!(h.write(move |tx| tx.forget_offences(&a)).await, 0);
+    let b = other.clone();
+    assert_eq!(h.write(move |tx| tx.forget_offences(&b)).await, 3);
+
+    // Pruned by date: the oldest first, at most `limit`.
+    let a = address.clone();
+    h.write(move |tx| {
+        for seconds in [2, 0, 3, 1] {
+            tx.add_offence(&a, at(seconds), 1)?;
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(
+        h.write(move |tx| tx.prune_offences(at(3), u64::MAX, 2))
+            .await,
+        2
+    );
+    assert_eq!(score(h, &address, at(0)).await, 2, "@0 and @1 went");
+    assert_eq!(score(h, &address, at(2)).await, 2);
+    assert_eq!(
+        h.write(move |tx| tx.prune_offences(at(3), u64::MAX, 10))
+            .await,
+        1
+    );
+    assert_eq!(score(h, &address, at(0)).await, 1, "@2 went, @3 stays");
+    assert_eq!(
+        h.write(move |tx| tx.prune_offences(at(0), u64::MAX, 10))
+            .await,
+        0
+    );
+    assert_eq!(score(h, &account, at(0)).await, 1, "@10 is not old");
+
+    // Pruned by number: of those added before the last `keep` additions, the first added.
+    // Left now, in the order added: alice's @10, then the address's @3 (the newest).
+    assert_eq!(h.write(move |tx| tx.prune_offences(at(0), 1, 1)).await, 1);
+    assert_eq!(
+        score(h, &account, at(0)).await,
+        0,
+        "added first, went first"
+    );
+    assert_eq!(score(h, &address, at(0)).await, 1);
+    assert_eq!(
+        h.write(move |tx| tx.prune_offences(at(0), 1, 10)).await,
+        0,
+        "the newest is kept"
+    );
+    // Five more: keeping two leaves the two added last.
+    let a = address.clone();
+    h.write(move |tx| {
+        for seconds in 40..45 {
+            tx.add_offence(&a, at(seconds), 1)?;
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(h.write(move |tx| tx.prune_offences(at(0), 2, 100)).await, 4);
+    assert_eq!(score(h, &address, at(0)).await, 2);
+    assert_eq!(score(h, &address, at(43)).await, 2);
+    // Offences are bookkeeping of the defender: their own units record no events.
+    h.expect_events(&[]).await;
+}
+
 fn token_record(
     hash: &str,
     kind: TokenKind,
@@ -2151,6 +2295,268 @@ async fn tokens_store_take_and_expire(h: &mut Harness<'_>) {
     h.write(move |tx| tx.insert_tokens(&[ff])).await;
     h.delete_account("alice").await;
     assert_eq!(h.token("ff").await, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes and their live sessions
+
+fn node_info(h: &mut Harness<'_>, host: &str) -> NodeInfo {
+    NodeInfo {
+        id: NodeId::new(),
+        host: host.to_owned(),
+        pid: 4242,
+        started: h.tick(),
+    }
+}
+
+fn live_session(
+    node: &NodeInfo,
+    id: u64,
+    account: &str,
+    started: OffsetDateTime,
+) -> LiveSessionRecord {
+    LiveSessionRecord {
+        node: node.id,
+        id,
+        account: name(account),
+        protocol: Protocol::Sftp,
+        source: Some("192.0.2.10:50022".to_owned()),
+        started,
+        closing: None,
+    }
+}
+
+impl Harness<'_> {
+    async fn nodes(&self) -> Vec<NodeRecord> {
+        self.read(|tx| tx.nodes()).await
+    }
+
+    async fn live_sessions(&self) -> Vec<LiveSessionRecord> {
+        self.read(|tx| tx.live_session_list()).await
+    }
+
+    /// Inserts a live session in a unit of its own, as a login does; whether it went in.
+    async fn insert_live_session(
+        &self,
+        session: &LiveSessionRecord,
+        max: Option<u32>,
+        alive_since: OffsetDateTime,
+    ) -> bool {
+        let session = session.clone();
+        self.write(move |tx| tx.insert_live_session(&session, max, alive_since))
+            .await
+    }
+}
+
+async fn nodes_register_beat_and_leave(h: &mut Harness<'_>) {
+    assert!(h.nodes().await.is_empty());
+    let policy = h.policy_version().await;
+    let (a, b) = (node_info(h, "a.example"), node_info(h, "b.example"));
+    let (first, second) = (h.tick(), h.tick());
+    let (x, y) = (a.clone(), b.clone());
+    h.write(move |tx| {
+        tx.put_node(&x, first)?;
+        tx.put_node(&y, second)?;
+        // A unit sees its own writes.
+        assert_eq!(tx.nodes()?.len(), 2);
+        Ok(())
+    })
+    .await;
+    let by_id = |mut nodes: Vec<NodeRecord>| {
+        nodes.sort_by_key(|n| n.node.id.to_string());
+        nodes
+    };
+    let beat = |node: &NodeInfo, heartbeat| NodeRecord {
+        node: node.clone(),
+        heartbeat,
+    };
+    assert_eq!(
+        h.nodes().await,
+        by_id(vec![beat(&a, first), beat(&b, second)]),
+        "every node, by id"
+    );
+    // A heartbeat is the same call: the row is written again, nothing else moves.
+    let a = NodeInfo {
+        pid: 4343,
+        host: "a2.example".to_owned(),
+        ..a
+    };
+    let later = h.tick();
+    let x = a.clone();
+    h.write(move |tx| tx.put_node(&x, later)).await;
+    assert_eq!(
+        h.nodes().await,
+        by_id(vec![beat(&a, later), beat(&b, second)])
+    );
+
+    // A node leaves with its sessions, and only its own.
+    let started = h.tick();
+    for session in [
+        live_session(&a, 1, "alice", started),
+        live_session(&a, 2, "bob", started),
+        live_session(&b, 1, "alice", started),
+    ] {
+        assert!(h.insert_live_session(&session, None, started).await);
+    }
+    let gone = a.id;
+    assert!(h.write(move |tx| tx.delete_node(&gone)).await);
+    assert_eq!(h.nodes().await, vec![beat(&b, second)]);
+    assert_eq!(
+        h.live_sessions().await,
+        vec![live_session(&b, 1, "alice", started)]
+    );
+    assert!(
+        !h.write(move |tx| tx.delete_node(&gone)).await,
+        "gone already"
+    );
+    // Bookkeeping of nodes records no event and is no policy.
+    h.expect_events(&[]).await;
+    assert_eq!(h.policy_version().await, policy);
+}
+
+async fn live_sessions_count_close_and_end(h: &mut Harness<'_>) {
+    let now = h.tick();
+    let alive_since = now - Duration::seconds(15);
+    let (a, b, dead) = (
+        node_info(h, "a.example"),
+        node_info(h, "b.example"),
+        node_info(h, "dead.example"),
+    );
+    let unknown = node_info(h, "unknown.example");
+    let (x, y, z) = (a.clone(), b.clone(), dead.clone());
+    h.write(move |tx| {
+        tx.put_node(&x, now)?;
+        // At the limit: a heartbeat exactly at `alive_since` is alive.
+        tx.put_node(&y, alive_since)?;
+        tx.put_node(&z, now - Duration::seconds(20))
+    })
+    .await;
+    let policy = h.policy_version().await;
+    let started = h.tick();
+    let session = |node: &NodeInfo, id, account| live_session(node, id, account, started);
+    // Without a limit every session goes in, whatever its node.
+    for s in [
+        session(&a, 1, "alice"),
+        session(&b, 1, "alice"),
+        session(&dead, 1, "alice"),
+        session(&unknown, 1, "alice"),
+        session(&a, 2, "bob"),
+    ] {
+        assert!(h.insert_live_session(&s, None, alive_since).await);
+    }
+    // alice has two on live nodes (a, b): the dead and the unknown node's do not count.
+    assert!(
+        h.insert_live_session(&session(&a, 3, "alice"), Some(3), alive_since)
+            .await
+    );
+    let before = h.live_sessions().await;
+    assert_eq!(before.len(), 6);
+    // Three now: refused, and nothing inserted.
+    assert!(
+        !h.insert_live_session(&session(&b, 2, "alice"), Some(3), alive_since)
+            .await
+    );
+    assert_eq!(
+        h.live_sessions().await,
+        before,
+        "a refused session left a row"
+    );
+    // A node's own sessions count even when its heartbeat is old: the dead node sees four.
+    assert!(
+        !h.insert_live_session(&session(&dead, 2, "alice"), Some(4), alive_since)
+            .await
+    );
+    assert_eq!(h.live_sessions().await, before);
+    assert!(
+        h.insert_live_session(&session(&dead, 2, "alice"), Some(5), alive_since)
+            .await
+    );
+    // Other accounts count apart; a limit of 0 refuses all.
+    assert!(
+        !h.insert_live_session(&session(&b, 3, "bob"), Some(1), alive_since)
+            .await
+    );
+    assert!(
+        !h.insert_live_session(&session(&b, 3, "carol"), Some(0), alive_since)
+            .await
+    );
+    assert!(
+        h.insert_live_session(&session(&b, 3, "carol"), Some(1), alive_since)
+            .await
+    );
+    // A node has one session of an id: Conflict, changing nothing.
+    let taken = session(&a, 1, "carol");
+    h.refused(ErrorKind::Conflict, move |tx| {
+        tx.insert_live_session(&taken, None, alive_since)
+    })
+    .await;
+    let taken = session(&a, 1, "carol");
+    h.refused(ErrorKind::Conflict, move |tx| {
+        tx.insert_live_session(&taken, Some(100), alive_since)
+    })
+    .await;
+    // Listed by node, then id; a unit reads its own inserts.
+    let mut expect = vec![
+        session(&a, 1, "alice"),
+        session(&a, 2, "bob"),
+        session(&a, 3, "alice"),
+        session(&b, 1, "alice"),
+        session(&b, 3, "carol"),
+        session(&dead, 1, "alice"),
+        session(&dead, 2, "alice"),
+        session(&unknown, 1, "alice"),
+    ];
+    expect.sort_by_key(|s| (s.node.to_string(), s.id));
+    assert_eq!(h.live_sessions().await, expect);
+
+    // Asked to close: the first reason stays; a session that is not there is not found.
+    let (node_a, node_b) = (a.id, b.id);
+    assert!(
+        h.write(move |tx| tx.close_live_session(&node_a, 1, "closed by an administrator"))
+            .await
+    );
+    assert!(
+        h.write(move |tx| tx.close_live_session(&node_a, 1, "account disabled"))
+            .await
+    );
+    assert!(
+        !h.write(move |tx| tx.close_live_session(&node_a, 9, "x"))
+            .await
+    );
+    assert_eq!(
+        h.read(move |tx| tx.closing_sessions(&node_a)).await,
+        vec![(1, "closed by an administrator".to_owned())]
+    );
+    assert!(
+        h.read(move |tx| tx.closing_sessions(&node_b))
+            .await
+            .is_empty()
+    );
+    let listed = h.live_sessions().await;
+    let closing: Vec<_> = listed.iter().filter(|s| s.closing.is_some()).collect();
+    assert_eq!(closing.len(), 1);
+    assert_eq!((closing[0].node, closing[0].id), (a.id, 1));
+    // A closing session still counts until its node ends it (a:1, a:3 and b:1 are live).
+    assert!(
+        !h.insert_live_session(&session(&b, 4, "alice"), Some(3), alive_since)
+            .await
+    );
+
+    // Ended: deleted once.
+    assert!(h.write(move |tx| tx.delete_live_session(&node_a, 1)).await);
+    assert!(!h.write(move |tx| tx.delete_live_session(&node_a, 1)).await);
+    assert!(
+        h.read(move |tx| tx.closing_sessions(&node_a))
+            .await
+            .is_empty()
+    );
+    assert!(
+        h.insert_live_session(&session(&b, 4, "alice"), Some(3), alive_since)
+            .await
+    );
+    // Sessions record no events of their own and are no policy.
+    h.expect_events(&[]).await;
+    assert_eq!(h.policy_version().await, policy);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2349,6 +2755,16 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
     let carol = h.client("carol");
     let event = h.admin_event("read");
     let later = h.tick() + Duration::days(1);
+    let node = node_info(h, "a.example");
+    let session = live_session(&node, 1, "alice", h.tick());
+    let (stored_node, stored_session) = (node.clone(), session.clone());
+    let (node_id, beating) = (node.id, node.clone());
+    h.write(move |tx| {
+        tx.put_node(&stored_node, later)?;
+        tx.insert_live_session(&stored_session, None, later)
+            .map(drop)
+    })
+    .await;
     let ops: Vec<(&str, Op)> = vec![
         ("insert_account", op(move |tx| tx.insert_account(&carol))),
         (
@@ -2424,6 +2840,21 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
             "delete_ban",
             op(|tx| tx.delete_ban(&BanSubject::parse("192.0.2.9").unwrap())),
         ),
+        (
+            "add_offence",
+            op(move |tx| tx.add_offence(&BanSubject::parse("192.0.2.9").unwrap(), later, 1)),
+        ),
+        (
+            "forget_offences",
+            op(|tx| {
+                tx.forget_offences(&BanSubject::parse("192.0.2.9").unwrap())
+                    .map(drop)
+            }),
+        ),
+        (
+            "prune_offences",
+            op(move |tx| tx.prune_offences(later, 0, 10).map(drop)),
+        ),
         ("record", op(move |tx| tx.record(&[event]))),
         (
             "insert_tokens",
@@ -2442,6 +2873,23 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
         (
             "delete_expired_tokens",
             op(move |tx| tx.delete_expired_tokens(later).map(drop)),
+        ),
+        ("put_node", op(move |tx| tx.put_node(&beating, later))),
+        (
+            "delete_node",
+            op(move |tx| tx.delete_node(&node_id).map(drop)),
+        ),
+        (
+            "insert_live_session",
+            op(move |tx| tx.insert_live_session(&session, None, later).map(drop)),
+        ),
+        (
+            "delete_live_session",
+            op(move |tx| tx.delete_live_session(&node_id, 1).map(drop)),
+        ),
+        (
+            "close_live_session",
+            op(move |tx| tx.close_live_session(&node_id, 1, "kicked").map(drop)),
         ),
     ];
     let before = h.snapshot().await;
@@ -3259,6 +3707,179 @@ async fn pg_two_nodes_writing_at_once_keep_one_chain() {
     }
 }
 
+/// Queued jobs on `event`, all due at `due`.
+fn queued_jobs(event: Uuid, due: OffsetDateTime, n: usize) -> Vec<Job> {
+    (0..n)
+        .map(|i| Job {
+            id: Uuid::now_v7(),
+            rule: "pdf-alert".to_owned(),
+            handler: Handler::parse(&format!("webhook:https://hooks.example.test/{i}")).unwrap(),
+            event,
+            state: JobState::Queued,
+            attempts: 0,
+            due,
+            created: due,
+            updated: due,
+            last_error: None,
+        })
+        .collect()
+}
+
+/// The worker's claim as the Hub makes it (`Hub::claim_jobs`): the due jobs, each leased
+/// until `now + lease` with its attempt counted, in one write unit.
+async fn claim(node: &PgStore, now: OffsetDateTime, limit: u32, lease: Duration) -> Vec<Job> {
+    node.write_with(Durability::Relaxed, move |tx| {
+        let mut claimed = Vec::new();
+        for mut job in tx.due_jobs(now, limit)? {
+            job.attempts += 1;
+            job.due = now + lease;
+            job.updated = now;
+            if tx.update_job(&job, &[JobState::Queued])? {
+                claimed.push(job);
+            }
+        }
+        Ok(claimed)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_nodes_claim_each_job_once_and_take_over_a_lapsed_lease() {
+    // Two nodes' workers claim from one queue at once: every job is claimed exactly once.
+    // Nobody takes a leased job until its lease runs out; then another node takes it over,
+    // the same job with its attempt counted again.
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let (a, b) = tokio::join!(database.store(3), database.store(3));
+    let nodes = [Arc::new(a), Arc::new(b)];
+    let mut h = Harness::new(&*nodes[0]);
+    let event = h.event(EventKind::DeliveryDelivered, "d1");
+    let event_id = event.id;
+    h.record(std::slice::from_ref(&event)).await;
+    let at = h.tick();
+    const JOBS: usize = 40;
+    let jobs = queued_jobs(event_id, at, JOBS);
+    let ids: HashSet<Uuid> = jobs.iter().map(|j| j.id).collect();
+    h.write(move |tx| tx.insert_jobs(&jobs)).await;
+
+    let lease = Duration::seconds(60);
+    let mut workers = Vec::new();
+    for worker in 0..6 {
+        let node = nodes[worker % 2].clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = claim(&node, at, 3, lease).await;
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed.into_iter().map(|j| (j.id, j.attempts)));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for worker in workers {
+        claimed.extend(worker.await.unwrap());
+    }
+    assert_eq!(claimed.len(), JOBS, "each job claimed once: {claimed:?}");
+    assert_eq!(
+        claimed.iter().map(|(id, _)| *id).collect::<HashSet<_>>(),
+        ids
+    );
+    assert!(claimed.iter().all(|(_, attempts)| *attempts == 1));
+
+    // Within the lease, neither node takes any; after it, node B takes them all over.
+    assert!(
+        claim(&nodes[1], at + Duration::seconds(59), 100, lease)
+            .await
+            .is_empty()
+    );
+    assert!(
+        claim(&nodes[0], at + Duration::seconds(59), 100, lease)
+            .await
+            .is_empty()
+    );
+    let again = claim(&nodes[1], at + lease, 100, lease).await;
+    assert_eq!(again.iter().map(|j| j.id).collect::<HashSet<_>>(), ids);
+    assert!(
+        again
+            .iter()
+            .all(|j| j.attempts == 2 && j.due == at + lease + lease)
+    );
+    assert!(claim(&nodes[0], at + lease, 100, lease).await.is_empty());
+    for node in &nodes {
+        node.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_claim_skips_the_jobs_another_transaction_holds() {
+    // The claim's select locks what it returns (`FOR UPDATE SKIP LOCKED`) and passes over
+    // rows another transaction holds, so two claims never take one job even without the
+    // write lock; a read unit locks nothing and sees every due job.
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    let store = database.store(2).await;
+    let mut h = Harness::new(&store);
+    let event = h.event(EventKind::DeliveryDelivered, "d1");
+    let event_id = event.id;
+    h.record(std::slice::from_ref(&event)).await;
+    let at = h.tick();
+    let jobs = queued_jobs(event_id, at, 2);
+    let (held, free) = (jobs[0].id, jobs[1].id);
+    h.write(move |tx| tx.insert_jobs(&jobs)).await;
+
+    // Another client (another node's transaction, outside the write lock) holds one row.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let url = database.url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = client.transaction().unwrap();
+        let rows = tx
+            .query(
+                "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
+                &[&held.to_string()],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        tx.rollback().unwrap();
+    });
+    locked_rx.recv().unwrap();
+
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let claimed = store
+        .write_with(Durability::Relaxed, move |tx| tx.due_jobs(at, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(claimed),
+        [free],
+        "the held job is skipped, not waited for"
+    );
+    let listed = store
+        .read_with(move |tx| tx.due_jobs(at, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(listed).len(),
+        2,
+        "a read unit sees both and waits for nothing"
+    );
+
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let claimed = store
+        .write_with(Durability::Relaxed, move |tx| tx.due_jobs(at, 10))
+        .await
+        .unwrap();
+    assert_eq!(ids(claimed).len(), 2, "released, it is claimed again");
+    store.close().await;
+}
+
 #[tokio::test]
 async fn pg_relaxed_units_commit_without_waiting_for_the_log() {
     let Some(server) = pg_server() else { return };
@@ -3555,6 +4176,105 @@ async fn pg_units_cost_few_round_trips() {
     store.close().await;
 }
 
+#[tokio::test]
+async fn pg_a_session_asked_to_close_wakes_the_listening_nodes() {
+    // Only PostgreSQL tells other processes of changes; the others are polled.
+    assert!(MemoryMeta::new().changes().is_none());
+    assert!(
+        SqliteStore::open_in_memory()
+            .await
+            .unwrap()
+            .changes()
+            .is_none()
+    );
+    let Some(server) = pg_server() else { return };
+    let database = PgDatabase::create(&server).await;
+    // Two nodes: one asks, the other listens.
+    let (asking, listening) = (database.store(1).await, database.store(1).await);
+    let changes = listening.changes().unwrap();
+    let same = listening.changes().unwrap();
+    assert!(Arc::ptr_eq(&changes, &same), "one listener per store");
+    // The listener wakes once when it starts listening (it may have missed something).
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.notified())
+        .await
+        .expect("the listener never started");
+    let quiet = std::time::Duration::from_millis(500);
+    let woken = std::time::Duration::from_secs(2);
+
+    let mut h = Harness::new(&asking);
+    let node = node_info(&mut h, "a.example");
+    let session = live_session(&node, 1, "alice", h.tick());
+    let (x, y, since) = (node.clone(), session.clone(), h.tick());
+    h.write(move |tx| {
+        tx.put_node(&x, since)?;
+        tx.insert_live_session(&y, None, since).map(drop)
+    })
+    .await;
+    // Inserting sessions and heartbeats tells nobody.
+    assert!(
+        tokio::time::timeout(quiet, changes.notified())
+            .await
+            .is_err()
+    );
+    // A unit that asked and then failed tells nobody either: nothing of it committed.
+    let id = node.id;
+    let error = asking
+        .write_with(Durability::Flush, move |tx| -> Result<()> {
+            tx.close_live_session(&id, 1, "closed by an administrator")?;
+            Err(CoreError::conflict("a later check failed"))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Conflict);
+    assert!(
+        tokio::time::timeout(quiet, changes.notified())
+            .await
+            .is_err(),
+        "a rolled-back unit woke the listener"
+    );
+    // Committed, it wakes the listener.
+    assert!(
+        h.write(move |tx| tx.close_live_session(&id, 1, "closed by an administrator"))
+            .await
+    );
+    tokio::time::timeout(woken, changes.notified())
+        .await
+        .expect("a session asked to close did not wake the listener");
+    // So do changes of accounts (a disable, say) and of bans.
+    let alice = h.client("alice");
+    h.insert_account(&alice).await;
+    tokio::time::timeout(woken, changes.notified())
+        .await
+        .expect("an account change did not wake the listener");
+    let ban = Ban {
+        subject: BanSubject::parse("192.0.2.9").unwrap(),
+        until: h.tick() + Duration::minutes(5),
+        level: 1,
+        reason: "r".to_owned(),
+        created: h.tick(),
+    };
+    h.put_ban(&ban).await;
+    tokio::time::timeout(woken, changes.notified())
+        .await
+        .expect("a ban did not wake the listener");
+
+    // A killed listening connection is opened again, and wakes the node once it is back.
+    const KILL: &str = "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+                        WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                        AND query = 'LISTEN mailroom_sessions'";
+    assert_eq!(database.admin(KILL).await, ["1"]);
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.notified())
+        .await
+        .expect("the listener did not come back");
+    let bob = h.client("bob");
+    h.insert_account(&bob).await;
+    tokio::time::timeout(woken, changes.notified())
+        .await
+        .expect("the listener that came back hears changes");
+    asking.close().await;
+    listening.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The harness
 
@@ -3579,6 +4299,8 @@ struct Snapshot {
     live_blobs: HashSet<BlobId>,
     bans: Vec<Ban>,
     jobs: Vec<Job>,
+    nodes: Vec<NodeRecord>,
+    live_sessions: Vec<LiveSessionRecord>,
     records: Vec<AuditRecord>,
     head: Option<ChainHead>,
 }
@@ -3842,6 +4564,8 @@ impl<'a> Harness<'a> {
                     state: None,
                     limit: u32::MAX,
                 })?,
+                nodes: tx.nodes()?,
+                live_sessions: tx.live_session_list()?,
                 records: tx.audit_records(&EventQuery::default(), 0, u32::MAX)?,
                 head: tx.audit_head()?,
             })

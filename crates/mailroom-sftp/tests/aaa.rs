@@ -112,6 +112,8 @@ async fn idle_sftp(
         eventually(Duration::from_secs(20), async || hub
             .hub
             .live_sessions()
+            .await
+            .unwrap()
             .len()
             == sessions)
         .await,
@@ -156,7 +158,7 @@ async fn openssh_logs_in_with_key_password_and_a_totp_code_that_works_once() {
     // The key alone is not enough: a partial success, then no way on in batch mode.
     let key_only = hub.sftp(&alice, "ls /\n").await;
     assert!(!key_only.status.success(), "{}", text(&key_only));
-    assert!(hub.hub.live_sessions().is_empty());
+    assert!(hub.hub.live_sessions().await.unwrap().is_empty());
 
     // Key, then password and code through keyboard-interactive, answered by askpass.
     let code = code_now(&setup.secret);
@@ -320,6 +322,8 @@ async fn a_disabled_account_loses_its_live_session_within_seconds() {
         eventually(Duration::from_secs(5), async || hub
             .hub
             .live_sessions()
+            .await
+            .unwrap()
             .is_empty())
         .await
     );
@@ -361,6 +365,8 @@ async fn the_session_limit_refuses_one_more_session() {
         eventually(Duration::from_secs(20), async || hub
             .hub
             .live_sessions()
+            .await
+            .unwrap()
             .is_empty())
         .await
     );
@@ -621,6 +627,8 @@ async fn an_idle_session_is_closed_after_the_idle_timeout() {
         eventually(Duration::from_secs(15), async || hub
             .hub
             .live_sessions()
+            .await
+            .unwrap()
             .is_empty())
         .await,
         "an idle session was not closed"

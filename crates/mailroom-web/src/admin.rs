@@ -19,7 +19,7 @@ use mailroom_core::{
     EventQuery, FactorSet, JobCounts, JobQuery, JobState, NotifyMode, Outcome, Rights, RouteEffect,
     Secret,
 };
-use mailroom_core::{parse_globs, parse_networks, parse_size};
+use mailroom_core::{SessionRef, parse_globs, parse_networks, parse_size};
 use mailroom_https::wire::{AccountView, BanView, JobView, SessionView};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -993,18 +993,31 @@ pub(crate) async fn sessions(
     admin: Admin,
     Query(done): Query<Done>,
 ) -> Response {
-    sessions_with(&web, &admin, StatusCode::OK, done.flash())
+    sessions_with(&web, &admin, StatusCode::OK, done.flash()).await
 }
 
-fn sessions_with(web: &Web, admin: &Admin, status: StatusCode, flash: Option<Flash>) -> Response {
-    let mut sessions: Vec<SessionView> = web
-        .app
-        .hub
-        .live_sessions()
-        .iter()
-        .map(SessionView::from)
-        .collect();
-    sessions.sort_by_key(|s| s.id);
+async fn sessions_with(
+    web: &Web,
+    admin: &Admin,
+    status: StatusCode,
+    flash: Option<Flash>,
+) -> Response {
+    // Every live node's, by node and number.
+    let sessions: Vec<SessionView> = match web.app.hub.live_sessions().await {
+        Ok(sessions) => sessions.iter().map(SessionView::from).collect(),
+        Err(err) => {
+            let (status, flash) = refused(&err);
+            return render(
+                status,
+                &SessionsPage {
+                    page: Page::new("Live sessions", Some(&admin.session), "/admin/sessions")
+                        .with_flash(flash),
+                    csrf: admin.session.csrf.clone(),
+                    sessions: Vec::new(),
+                },
+            );
+        }
+    };
     let page = SessionsPage {
         page: Page::new("Live sessions", Some(&admin.session), "/admin/sessions").with_flash(flash),
         csrf: admin.session.csrf.clone(),
@@ -1019,11 +1032,11 @@ pub(crate) async fn kick(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Response {
-    let result = match id.parse::<u64>() {
-        Ok(id) => {
+    let result = match SessionRef::parse(&id) {
+        Ok(target) => {
             web.app
                 .hub
-                .kick_session(&admin.session.identity.actor(), id)
+                .kick_session(&admin.session.identity.actor(), &target)
                 .await
         }
         Err(_) => Err(CoreError::not_found("no such session")),
@@ -1032,7 +1045,7 @@ pub(crate) async fn kick(
         Ok(()) => Redirect::to("/admin/sessions?done=kicked").into_response(),
         Err(err) => {
             let (status, flash) = refused(&err);
-            sessions_with(&web, &admin, status, flash)
+            sessions_with(&web, &admin, status, flash).await
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::cli::{
     SetArgs,
 };
 use crate::data::{DataDir, OpenHub};
-use crate::output::{Output, Status};
+use crate::output::{NodeStatus, Output, Status};
 
 /// Largest key file read; a public key line is a few hundred bytes (RSA 16384: about 3 KiB).
 const MAX_KEY_FILE: u64 = 64 * 1024;
@@ -411,6 +411,8 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
                 })
             })
             .await?;
+        let nodes = open.hub.nodes().await?;
+        let now = open.hub.now();
         let count = |kind| accounts.iter().filter(|a| a.kind == kind).count();
         Ok::<_, mailroom_core::CoreError>(Status {
             clients: count(AccountKind::Client),
@@ -419,6 +421,7 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
             groups: groups.len(),
             routes: routes.len(),
             live_deliveries: live.len(),
+            nodes: nodes.iter().map(|n| NodeStatus::new(n, now)).collect(),
         })
     }
     .await

@@ -68,6 +68,9 @@ pub enum Command {
     /// What the check before delivery held back: list, release or delete it (audited).
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// The live sessions of every node: list them, or close one (audited).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Move this embedded install (meta.db, blobs/) to the cluster engines: every blob to the
     /// bucket under its id with its SHA-256 checked, then every row to PostgreSQL in one
     /// transaction. Both targets must be empty; a run cut short resumes. The bucket's endpoint,
@@ -80,6 +83,19 @@ pub enum Command {
         /// The target bucket and prefix, s3://bucket/prefix.
         #[arg(long, value_name = "URL")]
         blob: String,
+    },
+}
+
+/// `mailroom session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List the live sessions of every live node, any protocol, by node and number.
+    List,
+    /// Close a live session, whichever node holds it (audited): the node closes it within two
+    /// seconds, and a token login's tokens stop working.
+    Kick {
+        /// The session's id as `mailroom session list` shows it: NODE:NUMBER.
+        id: String,
     },
 }
 

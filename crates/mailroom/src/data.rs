@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mailroom_core::{BlobStore, Hub, MetaStore, SystemClock};
+use mailroom_core::{BlobStore, Hub, MetaStore, NodeInfo, SystemClock};
 
 use crate::engines::Meta;
 
@@ -88,6 +88,7 @@ impl DataDir {
                 engines.blobs,
                 &config,
                 &self.config_file(),
+                None,
             )?,
             meta: engines.meta,
         })
@@ -119,11 +120,13 @@ impl DataDir {
 /// The Hub on the configured engines with the configured authentication settings, rules,
 /// check before delivery and accounts' notices (`config_file` is where they were read, for
 /// errors). The admin commands run on it too, so their events make jobs as the server's do.
+/// `node` makes the Hub a node of the cluster (`serve`; the admin commands are none).
 pub fn wire(
     meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
     config: &crate::config::Config,
     config_file: &Path,
+    node: Option<NodeInfo>,
 ) -> Result<Arc<Hub>> {
     let rules = crate::rules::build(&config.rules, config.jobs.max_queued, config_file)?;
     // Both engines timed for the metrics (a no-op without a recorder, as in admin commands).
@@ -135,6 +138,9 @@ pub fn wire(
         .with_check(config.check.enabled());
     if config.smtp.enabled() {
         hub = hub.with_notices(config.notifications.digest_period());
+    }
+    if let Some(node) = node {
+        hub = hub.with_node(node);
     }
     Ok(Arc::new(hub))
 }

@@ -126,6 +126,15 @@ impl Meta {
         }
     }
 
+    /// Requests sent to PostgreSQL so far (0 on SQLite, which has no server to ask): what
+    /// the bench divides by file operations.
+    pub fn round_trips(&self) -> u64 {
+        match self {
+            Meta::Sqlite(_) => 0,
+            Meta::Postgres(store) => store.round_trips(),
+        }
+    }
+
     /// Finishes what is queued and closes the store.
     pub async fn close(&self) {
         match self {
@@ -205,7 +214,10 @@ pub fn cluster_options(
     if !blob.url.starts_with("s3://") {
         bail!("the blob store must be an s3://bucket/prefix URL");
     }
-    Ok((pg_options(data.root(), meta)?, s3_options(data.root(), blob)?))
+    Ok((
+        pg_options(data.root(), meta)?,
+        s3_options(data.root(), blob)?,
+    ))
 }
 
 /// `[meta]` as the PostgreSQL store takes it.

@@ -66,7 +66,7 @@ pub async fn run(data: &DataDir, actor: &Actor) -> Result<InitReport> {
     let mut created = prepare_folder(data)?;
     let config = crate::config::load(&data.config_file(), &crate::config::env_overrides()?)
         .context("invalid configuration")?;
-    let (stores, first_admin) = open_stores(data, &config, actor, &mut created).await?;
+    let (stores, first_admin) = open_stores(data, &config, actor, &mut created, None).await?;
     stores.meta.close().await;
     Ok(InitReport {
         data: data.root().to_owned(),
@@ -101,12 +101,14 @@ pub fn prepare_folder(data: &DataDir) -> Result<Vec<String>> {
 }
 
 /// Opens (creating where missing) the host key, the blob store and the metadata database,
-/// then creates the first admin account if the database is brand new.
+/// then creates the first admin account if the database is brand new. `node` makes the Hub a
+/// node of the cluster (`serve`).
 pub async fn open_stores(
     data: &DataDir,
     config: &Config,
     actor: &Actor,
     created: &mut Vec<String>,
+    node: Option<mailroom_core::NodeInfo>,
 ) -> Result<(Stores, Option<FirstAdmin>)> {
     let host_key_path = data.resolve(&config.sftp.host_key);
     let host_key_existed = host_key_path.exists();
@@ -140,7 +142,13 @@ pub async fn open_stores(
         }
     }));
 
-    let hub = data::wire(meta.port(), engines.blobs, config, &data.config_file())?;
+    let hub = data::wire(
+        meta.port(),
+        engines.blobs,
+        config,
+        &data.config_file(),
+        node,
+    )?;
     let first_admin = create_first_admin(&hub, actor).await?;
     if let Some(admin) = &first_admin {
         created.push(format!("admin account {}", admin.name));

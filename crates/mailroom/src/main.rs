@@ -24,6 +24,7 @@ mod quarantine;
 mod rules;
 mod security;
 mod serve;
+mod session;
 mod syslog;
 
 use std::process::ExitCode;
@@ -113,6 +114,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Quarantine(command) => {
             logging::install_for_cli()?;
             quarantine::run(&data, out, command).await
+        }
+        Command::Session(command) => {
+            logging::install_for_cli()?;
+            session::run(&data, out, command).await
         }
         Command::Migrate { meta, blob } => {
             logging::install_for_cli()?;

@@ -71,6 +71,15 @@ fn empty_if_none<S: serde::Serializer>(
     }
 }
 
+/// What `serve` reports from: the metrics recorder's rendering and the metadata store (its
+/// counters on SIGUSR1).
+pub struct Telemetry {
+    /// Renders the metrics for `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The metadata store.
+    pub meta: crate::engines::Meta,
+}
+
 /// The queue between the store's tap and the fan-out, in records.
 const TAP_QUEUE: usize = 4096;
 
@@ -243,6 +252,10 @@ impl MetaStore for MeteredMeta {
 
     fn stats(&self) -> StoreStats {
         self.inner.stats()
+    }
+
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.changes()
     }
 }
 

@@ -17,11 +17,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use mailroom_api::{
     AccountView, BanView, DeliveryView, EventView, GroupView, HeadView, JobDetailView, JobView,
-    RouteView, VerifyView, rfc3339,
+    RouteView, SessionView, VerifyView, rfc3339,
 };
 use mailroom_core::{
     AccessPolicy, Account, AuditRecord, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
-    Delivery, Event, Group, Job, JobCounts, Route, TotpSetup, format_size,
+    Delivery, Event, Group, Job, JobCounts, NodeRecord, Route, SessionInfo, TotpSetup, format_size,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -51,6 +51,43 @@ pub struct Status {
     pub routes: usize,
     /// Deliveries whose content is kept (stored, delivered, picked up).
     pub live_deliveries: usize,
+    /// The nodes (`mailroom serve` processes) registered in the store, alive or dead.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Its id (new at every start).
+    pub id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// Its last heartbeat (RFC 3339, UTC).
+    pub heartbeat: String,
+    /// Whether it beat within the last 15 seconds; a dead node's sessions no longer count.
+    pub alive: bool,
+    /// The times themselves, for the table.
+    #[serde(skip)]
+    times: (OffsetDateTime, OffsetDateTime),
+}
+
+impl NodeStatus {
+    /// `node` as seen at `now`.
+    pub fn new(node: &NodeRecord, now: OffsetDateTime) -> NodeStatus {
+        NodeStatus {
+            id: node.node.id.to_string(),
+            host: node.node.host.clone(),
+            pid: node.node.pid,
+            started: rfc3339(node.node.started),
+            heartbeat: rfc3339(node.heartbeat),
+            alive: node.alive(now),
+            times: (node.node.started, node.heartbeat),
+        }
+    }
 }
 
 impl Output {
@@ -107,7 +144,10 @@ impl Output {
     pub fn migrate_progress(&self, done: usize, total: usize, bytes: u64) -> Result<()> {
         use std::io::IsTerminal;
         if std::io::stderr().is_terminal() {
-            eprint!("\rmailroom: copied {done}/{total} blobs ({} MiB)", bytes >> 20);
+            eprint!(
+                "\rmailroom: copied {done}/{total} blobs ({} MiB)",
+                bytes >> 20
+            );
             if done == total {
                 eprintln!();
             }
@@ -328,6 +368,33 @@ impl Output {
         ))
     }
 
+    /// `session list`: every live node's sessions.
+    pub fn sessions(&self, sessions: &[SessionInfo]) -> Result<()> {
+        if self.json {
+            let out: Vec<SessionView> = sessions.iter().map(SessionView::from).collect();
+            return self.json_line(&out);
+        }
+        if sessions.is_empty() {
+            return self.text("no live sessions\n");
+        }
+        let rows = sessions
+            .iter()
+            .map(|s| {
+                vec![
+                    s.reference().to_string(),
+                    s.account.to_string(),
+                    s.protocol.as_str().to_owned(),
+                    clean(s.source.as_deref().unwrap_or("-")),
+                    short_time(s.started),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &["ID", "ACCOUNT", "PROTOCOL", "FROM", "SINCE"],
+            rows,
+        ))
+    }
+
     /// `account totp enroll`: the URI, a QR code for the terminal, the secret and the
     /// recovery codes, shown this once.
     pub fn totp_setup(&self, account: &str, setup: &TotpSetup, qr: &str) -> Result<()> {
@@ -519,6 +586,30 @@ impl Output {
             status.groups,
             status.routes,
             status.live_deliveries
+        ))?;
+        if status.nodes.is_empty() {
+            return self.text("nodes:            none running\n");
+        }
+        let rows = status
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.clone(),
+                    clean(&n.host),
+                    n.pid.to_string(),
+                    short_time(n.times.0),
+                    short_time(n.times.1),
+                    if n.alive { "alive" } else { "dead" }.to_owned(),
+                ]
+            })
+            .collect();
+        self.text(&format!(
+            "\n{}",
+            table(
+                &["NODE", "HOST", "PID", "STARTED", "HEARTBEAT", "STATE"],
+                rows
+            )
         ))
     }
 

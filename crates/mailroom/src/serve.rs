@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use mailroom_core::Hub;
+use mailroom_core::{Hub, NodeId, NodeInfo};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
@@ -46,8 +46,15 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     };
     // Before the Hub exists, so its gauges and counters land in the recorder.
     let metrics = crate::ops::install_recorder()?;
+    // This process as a node of the hub: the embedded engines are a cluster of one.
+    let node = NodeInfo {
+        id: NodeId::new(),
+        host: syslog::hostname(),
+        pid: std::process::id(),
+        started: time::OffsetDateTime::now_utc(),
+    };
     let (stores, first_admin) =
-        init::open_stores(data, &config, &cli_actor(), &mut created).await?;
+        init::open_stores(data, &config, &cli_actor(), &mut created, Some(node)).await?;
     if !created.is_empty() {
         info!(data = %data.root().display(), created = ?created, "initialised the data folder");
         out.init(&InitReport {
@@ -71,10 +78,17 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
         stores.host_key,
         &stores.pki,
         data,
-        metrics,
+        crate::ops::Telemetry {
+            metrics,
+            meta: stores.meta.clone(),
+        },
         out,
     )
     .await;
+    // Its sessions have ended: the node leaves, with their rows.
+    if let Err(err) = stores.hub.leave_cluster().await {
+        warn!(error = %err, "could not remove this node from the store; it counts as dead in 15 s");
+    }
     stores.meta.close().await;
     fan_out.stop().await;
     if let Some(sink) = sink {
@@ -93,9 +107,10 @@ async fn serve(
     host_key: russh::keys::PrivateKey,
     pki: &mailroom_tls::Pki,
     data: &DataDir,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    telemetry: crate::ops::Telemetry,
     out: &Output,
 ) -> Result<()> {
+    let crate::ops::Telemetry { metrics, meta } = telemetry;
     // The rules' names, addresses and handlers are checked before anything changes.
     let handlers = job_handlers(hub, config, data).await?;
     if config.jobs.nice > 19 {
@@ -121,6 +136,14 @@ async fn serve(
         orphans_removed = swept.orphans_removed,
         "swept unfinished uploads and orphan blobs"
     );
+    // The node's first heartbeat, before any session can count against it.
+    let forgotten = hub
+        .join_cluster()
+        .await
+        .context("cannot register this node in the metadata store")?;
+    if let Some(node) = hub.node() {
+        info!(node = %node.id, host = %node.host, forgotten, "registered this node");
+    }
 
     // Signal handlers first, so a signal that arrives while we bind is not lost.
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -225,11 +248,14 @@ async fn serve(
         warn!("[sftp], [ftps] and [https] are all disabled: no front end is running");
     }
 
-    // Housekeeping: close sessions of accounts disabled, deleted, banned or moved out of their
-    // networks (also by another process, such as the admin CLI), and re-read the bans.
-    let housekeeping = tokio::spawn(housekeeping(hub.clone(), shutdown.clone()));
+    // Housekeeping: the node's heartbeat; close sessions of accounts disabled, deleted, banned
+    // or moved out of their networks (also by another process, such as the admin CLI or
+    // another node) and those another node's administrator kicked; re-read the bans. It runs
+    // until the front ends have drained, so the node's sessions count to their end.
+    let housekeeping_stop = CancellationToken::new();
+    let housekeeping = tokio::spawn(housekeeping(hub.clone(), housekeeping_stop.clone()));
     // `kill -USR1 <pid>` logs what the metadata store has done so far (the bench reads it).
-    let stats = tokio::spawn(stats_on_signal(hub.clone(), shutdown.clone()));
+    let stats = tokio::spawn(stats_on_signal(hub.clone(), meta, shutdown.clone()));
     let retention = tokio::spawn(retention_loop(
         hub.clone(),
         Duration::from_secs(config.retention.interval_seconds.get()),
@@ -268,7 +294,6 @@ async fn serve(
     };
     shutdown.cancel();
     let _ = queue_gauges.await;
-    let _ = housekeeping.await;
     let _ = stats.await;
     let _ = disk.await;
     // The retention loop stops at the token; a pass cut short leaves at most a blob that the
@@ -290,10 +315,14 @@ async fn serve(
             .err()
             .unwrap_or_else(|| anyhow!("a front end stopped unexpectedly"));
         drain(&mut front_ends, config).await;
+        housekeeping_stop.cancel();
+        let _ = housekeeping.await;
         stop_ops(ops_stop, ops).await;
         return Err(failure);
     }
     drain(&mut front_ends, config).await;
+    housekeeping_stop.cancel();
+    let _ = housekeeping.await;
     stop_ops(ops_stop, ops).await;
     Ok(())
 }
@@ -375,26 +404,35 @@ fn jobs_runtime(nice: u8) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the job worker's runtime")
 }
 
-/// How often live sessions are checked against their accounts.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the node writes its heartbeat and checks its live sessions against their accounts
+/// and what other processes asked: a kick or a disable made anywhere closes a session within
+/// about a second even when the store cannot tell at once (SQLite, or PostgreSQL while the
+/// listener reconnects).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Ticks of [`HOUSEKEEPING_INTERVAL`] between sweeps of expired tokens and unfinished
 /// resumable uploads (one minute).
-const SWEEP_TICKS: u32 = 30;
+const SWEEP_TICKS: u32 = 60;
 
-/// Runs [`Hub::enforce_sessions`] every [`HOUSEKEEPING_INTERVAL`] until shutdown, and every
-/// minute sweeps expired bearer tokens and aborts expired resumable uploads.
-async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
+/// Runs [`Hub::enforce_sessions`] every [`HOUSEKEEPING_INTERVAL`], and at once when the store
+/// tells of a change another process made ([`Hub::store_changes`]: PostgreSQL's
+/// LISTEN/NOTIFY), until `stop`; every minute it also sweeps expired bearer tokens and aborts
+/// expired resumable uploads.
+async fn housekeeping(hub: Arc<Hub>, stop: CancellationToken) {
+    let changes = hub.store_changes();
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+        let ticked = tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => true,
+            () = changed(changes.as_deref()) => false,
+        };
+        if ticked {
+            ticks = ticks.wrapping_add(1);
         }
-        ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(SWEEP_TICKS) {
+        if ticked && ticks.is_multiple_of(SWEEP_TICKS) {
             match hub.sweep_tokens().await {
                 Ok(0) => {}
                 Ok(deleted) => info!(deleted, "swept expired tokens"),
@@ -410,6 +448,14 @@ async fn housekeeping(hub: Arc<Hub>, shutdown: CancellationToken) {
             Ok(closed) => info!(closed, "closed sessions that may no longer run"),
             Err(err) => warn!(error = %err, "could not check live sessions"),
         }
+    }
+}
+
+/// Resolves when the store tells of a change; never without a store that can.
+async fn changed(changes: Option<&tokio::sync::Notify>) {
+    match changes {
+        Some(changes) => changes.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -542,7 +588,7 @@ async fn listen(
 
 /// Logs the metadata store's counters (units read and written, commits, flushed commits) each
 /// time SIGUSR1 arrives, as one line with target `mailroom::stats` at `info`, until shutdown.
-async fn stats_on_signal(hub: Arc<Hub>, shutdown: CancellationToken) {
+async fn stats_on_signal(hub: Arc<Hub>, meta: crate::engines::Meta, shutdown: CancellationToken) {
     let mut user1 = match signal(SignalKind::user_defined1()) {
         Ok(user1) => user1,
         Err(err) => {
@@ -563,6 +609,7 @@ async fn stats_on_signal(hub: Arc<Hub>, shutdown: CancellationToken) {
                     file_operations = hub.file_operations(),
                     commits = stats.commits,
                     flushes = stats.flushes,
+                    round_trips = meta.round_trips(),
                     "store statistics"
                 );
             }

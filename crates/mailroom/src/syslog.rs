@@ -411,8 +411,9 @@ fn timestamp(time: OffsetDateTime) -> String {
 }
 
 /// This machine's name as the kernel knows it, reduced to what HOSTNAME allows
-/// (printable ASCII, at most 255), or `-` (the NILVALUE) if there is none.
-fn hostname() -> String {
+/// (printable ASCII, at most 255), or `-` (the NILVALUE) if there is none. The node's
+/// registration names its host with it too.
+pub(crate) fn hostname() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();

@@ -1,5 +1,6 @@
-//! Bans: scoring offences, placing bans when a score reaches the threshold or an
-//! administrator asks, and the cache of bans in force that every admission reads.
+//! Bans: scoring offences in the metadata store (so every node's count), placing bans when a
+//! score reaches the threshold or an administrator asks, and the cache of bans in force that
+//! every admission reads.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,13 +8,13 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 
 use super::login::rfc3339;
-use super::{Actor, Hub, printable};
+use super::{Actor, Hub, Stamp, printable};
 use crate::access::{Ban, BanSubject};
-use crate::defender::Offence;
+use crate::defender::{Offence, PRUNE_PER_UNIT};
 use crate::error::{CoreError, Result};
-use crate::model::{EventKind, Outcome, Protocol};
+use crate::model::{Event, EventKind, Outcome, Protocol};
 use crate::names::AccountName;
-use crate::ports::Durability;
+use crate::ports::{Durability, Tx};
 
 /// How often the ban list is re-read from the metadata store, so bans placed by another
 /// process (the admin CLI, another node) take effect.
@@ -34,36 +35,65 @@ pub(super) struct BanCache {
 impl Hub {
     // ----- defence ---------------------------------------------------------------------------
 
-    /// Scores an offence from `ip` (and against `account`), banning what reaches the
-    /// threshold.
-    pub(super) async fn score(
+    /// Records `events` (a refusal's; may be none) and scores `offence` from `ip` (and against
+    /// `account`), in one relaxed unit: each subject's offence is added to the store and its
+    /// score summed over the window, counting every node's offences; a subject that reaches
+    /// the threshold is banned in the same unit (the ban and its `ban` event; its offences go,
+    /// so its score starts again). The unit also prunes a few old offences. Nothing is scored
+    /// from the safe list, without an address, or when the defender is off.
+    ///
+    /// The ban commits with the refusal's relaxed durability: should the machine crash before
+    /// the next flushed commit, the ban is lost only together with the offences that earned it.
+    pub(super) async fn record_and_score(
         &self,
-        ip: IpAddr,
+        events: Vec<Event>,
+        ip: Option<IpAddr>,
         account: Option<AccountName>,
         offence: Offence,
     ) -> Result<()> {
-        if self.auth.defender.config().is_safe(ip) {
-            return Ok(());
+        let scored = match ip {
+            Some(ip) => self.auth.defender.offences(ip, account, offence),
+            None => Vec::new(),
+        };
+        if scored.is_empty() {
+            return if events.is_empty() {
+                Ok(())
+            } else {
+                self.record(events, Durability::Relaxed).await
+            };
         }
-        let mut subjects = vec![BanSubject::Address(ip)];
-        if let Some(name) = account {
-            subjects.push(BanSubject::Account(name));
-        }
+        let defender = self.auth.defender.clone();
         let now = self.clock.now();
-        for subject in self.auth.defender.score(&subjects, offence, now) {
-            let config = self.auth.defender.config().clone();
-            let reason = format!(
-                "{} points in {} min",
-                config.threshold,
-                config.window.as_secs() / 60
-            );
-            self.place_ban(
-                &Actor::system(),
-                subject,
-                move |level| config.ban_length(level),
-                reason,
-            )
+        let since = defender.window_start(now);
+        let keep = u64::try_from(defender.config().max_tracked).unwrap_or(u64::MAX);
+        let stamp = self.stamp.clone();
+        let actor = Actor::system();
+        let bans = self
+            .write(Durability::Relaxed, move |tx| {
+                stamp.record(tx, &events)?;
+                let mut bans = Vec::new();
+                for (subject, points) in scored {
+                    tx.add_offence(&subject, now, points)?;
+                    if !defender.reached(tx.offence_score(&subject, since)?) {
+                        continue;
+                    }
+                    // Banned: the score starts again from nothing.
+                    tx.forget_offences(&subject)?;
+                    bans.push(ban_in_unit(
+                        tx,
+                        &stamp,
+                        &actor,
+                        subject,
+                        |level| defender.config().ban_length(level),
+                        defender.ban_reason(),
+                    )?);
+                }
+                tx.prune_offences(since, keep, PRUNE_PER_UNIT)?;
+                Ok(bans)
+            })
             .await?;
+        for ban in bans {
+            self.banned(&Actor::system(), ban);
         }
         Ok(())
     }
@@ -77,53 +107,28 @@ impl Hub {
         length: impl FnOnce(u32) -> std::time::Duration + Send + 'static,
         reason: String,
     ) -> Result<Ban> {
-        let (stamp, unit_actor, unit_subject) =
-            (self.stamp.clone(), actor.clone(), subject.clone());
+        let (stamp, unit_actor) = (self.stamp.clone(), actor.clone());
         let ban = self
             .write(Durability::Flush, move |tx| {
-                let level = tx
-                    .ban(&unit_subject)?
-                    .map_or(1, |b| b.level.saturating_add(1));
-                let length = length(level);
-                let now = stamp.now();
-                // A length past the calendar's end (a typo of many zeros) bans until its end.
-                let until = time::Duration::try_from(length)
-                    .ok()
-                    .and_then(|length| now.checked_add(length))
-                    .unwrap_or(MAX_BAN_END);
-                let event = stamp.event(
-                    &unit_actor,
-                    EventKind::Ban,
-                    unit_subject.key(),
-                    Outcome::Ok,
-                    format!(
-                        "banned until {} (ban #{level}, {} min): {reason}",
-                        rfc3339(until),
-                        length.as_secs() / 60
-                    ),
-                );
-                let ban = Ban {
-                    subject: unit_subject,
-                    until,
-                    level,
-                    reason,
-                    created: now,
-                };
-                tx.put_ban(&ban)?;
-                stamp.record(tx, &[event])?;
-                Ok(ban)
+                ban_in_unit(tx, &stamp, &unit_actor, subject, length, reason)
             })
             .await?;
+        self.banned(actor, ban.clone());
+        Ok(ban)
+    }
+
+    /// After a ban committed: logs one the defender placed, and puts it in this node's cache
+    /// at once (other nodes read it within [`BAN_REFRESH`]).
+    fn banned(&self, actor: &Actor, ban: Ban) {
         if actor.protocol == Protocol::System {
-            tracing::warn!(subject = %subject, until = %rfc3339(ban.until), level = ban.level, reason = %ban.reason, "ban");
+            tracing::warn!(subject = %ban.subject, until = %rfc3339(ban.until), level = ban.level, reason = %ban.reason, "ban");
         }
         self.auth
             .bans
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .active
-            .insert(subject, ban.until);
-        Ok(ban)
+            .insert(ban.subject, ban.until);
     }
 
     /// When the ban of `subject` ends, if one is in force. Reads a cache refreshed from the
@@ -231,10 +236,10 @@ impl Hub {
         let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
             tx.delete_ban(&unit_subject)?;
+            tx.forget_offences(&unit_subject)?;
             stamp.record(tx, &[event])
         })
         .await?;
-        self.auth.defender.forgive(subject);
         self.auth
             .bans
             .lock()
@@ -243,4 +248,46 @@ impl Hub {
             .remove(subject);
         Ok(())
     }
+}
+
+/// Places the next ban of `subject` inside a unit, with its `ban` event: its level is one more
+/// than the subject's last ban (so repeat bans grow), and `length` says how long a ban of that
+/// level lasts.
+fn ban_in_unit(
+    tx: &mut dyn Tx,
+    stamp: &Stamp,
+    actor: &Actor,
+    subject: BanSubject,
+    length: impl FnOnce(u32) -> std::time::Duration,
+    reason: String,
+) -> Result<Ban> {
+    let level = tx.ban(&subject)?.map_or(1, |b| b.level.saturating_add(1));
+    let length = length(level);
+    let now = stamp.now();
+    // A length past the calendar's end (a typo of many zeros) bans until its end.
+    let until = time::Duration::try_from(length)
+        .ok()
+        .and_then(|length| now.checked_add(length))
+        .unwrap_or(MAX_BAN_END);
+    let event = stamp.event(
+        actor,
+        EventKind::Ban,
+        subject.key(),
+        Outcome::Ok,
+        format!(
+            "banned until {} (ban #{level}, {} min): {reason}",
+            rfc3339(until),
+            length.as_secs() / 60
+        ),
+    );
+    let ban = Ban {
+        subject,
+        until,
+        level,
+        reason,
+        created: now,
+    };
+    tx.put_ban(&ban)?;
+    stamp.record(tx, &[event])?;
+    Ok(ban)
 }

@@ -24,7 +24,7 @@ use crate::names::AccountName;
 use crate::password;
 use crate::ports::Durability;
 use crate::secret::Secret;
-use crate::sessions::{LiveSession, SessionInfo, Sessions};
+use crate::sessions::{LiveSession, LiveSessionRecord, NODE_TIMEOUT, SessionInfo, Sessions};
 
 /// Settings of authentication and defence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +234,7 @@ impl Hub {
     /// Replaces the authentication and defence settings. Call before serving.
     pub fn with_auth(mut self, config: AuthConfig) -> Hub {
         self.auth = AuthState::new(config);
+        self.auth.sessions = self.session_registry();
         self
     }
 
@@ -348,20 +349,16 @@ impl Hub {
             Outcome::Refused,
             reason.to_owned(),
         );
-        self.record(vec![event], Durability::Relaxed).await?;
-        if let Some(ip) = ip {
-            self.score(ip, None, Offence::ProtocolError).await?;
-        }
-        Ok(())
+        self.record_and_score(vec![event], ip, None, Offence::ProtocolError)
+            .await
     }
 
     /// Scores a connection that ended without authenticating (no login attempted or none
-    /// completed), without an event of its own.
+    /// completed), without an event of its own: one relaxed unit, unless nothing is scored.
     pub async fn score_unauthenticated(&self, source: Option<String>) -> Result<()> {
-        match source_ip(source.as_deref()) {
-            Some(ip) => self.score(ip, None, Offence::NoAuthentication).await,
-            None => Ok(()),
-        }
+        let ip = source_ip(source.as_deref());
+        self.record_and_score(Vec::new(), ip, None, Offence::NoAuthentication)
+            .await
     }
 
     async fn login_candidate(&self, user: &str) -> Result<Option<Account>> {
@@ -510,7 +507,10 @@ impl Hub {
     }
 
     /// Registers the session of a completed login (within the account's session limit) and
-    /// records the login event with `detail` (the factors proved).
+    /// records the login event with `detail` (the factors proved). On a node the session's row
+    /// is inserted in the same relaxed unit as the event, its limit counted over every live
+    /// node, so the login costs no more hops than elsewhere; a refusal for the limit records
+    /// its event in that unit too, having inserted nothing.
     async fn open_session(
         &self,
         account: Account,
@@ -519,41 +519,67 @@ impl Hub {
         source: Option<String>,
         protocol: Protocol,
     ) -> Result<LoginStep> {
+        let now = self.clock.now();
         let info = SessionInfo {
+            node: None,
             id: 0,
             account: account.name.clone(),
             source: source.clone(),
             protocol,
-            started: self.clock.now(),
+            started: now,
             token_epoch: account.token_epoch,
         };
-        let Some(guard) = self
-            .auth
-            .sessions
-            .register(info, account.access.limits.max_sessions)
-        else {
-            // Not the client's fault: no score.
-            let event = self.stamp.event(
-                actor,
-                EventKind::Login,
-                account.name.to_string(),
-                Outcome::Refused,
-                format!(
-                    "{detail}: session limit reached ({} open)",
-                    account.access.limits.max_sessions.unwrap_or(0)
-                ),
-            );
-            self.record(vec![event], Durability::Relaxed).await?;
-            return Ok(LoginStep::Refused);
-        };
-        let event = self.stamp.event(
+        let max = account.access.limits.max_sessions;
+        let refused = self.stamp.event(
+            actor,
+            EventKind::Login,
+            account.name.to_string(),
+            Outcome::Refused,
+            format!(
+                "{detail}: session limit reached ({} open)",
+                max.unwrap_or(0)
+            ),
+        );
+        let accepted = self.stamp.event(
             actor,
             EventKind::Login,
             account.name.to_string(),
             Outcome::Ok,
             detail,
         );
-        self.record(vec![event], Durability::Relaxed).await?;
+        // On a node the store counts the sessions, this one's included.
+        let local_max = if self.node.is_some() { None } else { max };
+        let Some(mut guard) = self.auth.sessions.register(info, local_max) else {
+            // Not the client's fault: no score.
+            self.record(vec![refused], Durability::Relaxed).await?;
+            return Ok(LoginStep::Refused);
+        };
+        match &self.node {
+            None => self.record(vec![accepted], Durability::Relaxed).await?,
+            Some(node) => {
+                let record = LiveSessionRecord {
+                    node: node.id,
+                    id: guard.info().id,
+                    account: account.name.clone(),
+                    protocol,
+                    source: source.clone(),
+                    started: now,
+                    closing: None,
+                };
+                let stamp = self.stamp.clone();
+                let inserted = self
+                    .write(Durability::Relaxed, move |tx| {
+                        let inserted = tx.insert_live_session(&record, max, now - NODE_TIMEOUT)?;
+                        stamp.record(tx, &[if inserted { accepted } else { refused }])?;
+                        Ok(inserted)
+                    })
+                    .await?;
+                if !inserted {
+                    return Ok(LoginStep::Refused);
+                }
+                guard.mark_stored();
+            }
+        }
         Ok(LoginStep::Accepted(
             ClientSession {
                 account: account.name,
@@ -655,17 +681,18 @@ impl Hub {
             Outcome::Refused,
             format!("{factor}: {reason}"),
         );
-        self.record(vec![event], Durability::Relaxed).await?;
-        if let Some(ip) = ip
-            && !reason.contains("banned")
-            && !reason.contains("locked")
-        {
+        // The event, the offences and any ban they earn: one unit. A refusal because of a
+        // ban or a lock is not scored.
+        if reason.contains("banned") || reason.contains("locked") {
+            self.record(vec![event], Durability::Relaxed).await?;
+        } else {
             let offence = if account.is_some() {
                 Offence::BadCredentials
             } else {
                 Offence::UnknownAccount
             };
-            self.score(ip, account.as_ref().map(|a| a.name.clone()), offence)
+            let name = account.map(|a| a.name);
+            self.record_and_score(vec![event], ip, name, offence)
                 .await?;
         }
         Ok(LoginStep::Refused)

@@ -136,6 +136,10 @@ pub struct Hub {
     settled: tokio::sync::watch::Sender<u64>,
     /// Whether uploads wait in `checking` for a check job (see [`check`]).
     check: bool,
+    /// This process as a node of a cluster, if it is one (see [`sessions`]).
+    node: Option<crate::sessions::NodeInfo>,
+    /// Calls of [`Hub::enforce_sessions`] so far (see [`sessions`]).
+    enforced: AtomicU64,
 }
 
 impl Hub {
@@ -153,6 +157,8 @@ impl Hub {
             retry: RetryPolicy::default(),
             settled: tokio::sync::watch::Sender::new(0),
             check: false,
+            node: None,
+            enforced: AtomicU64::new(0),
         }
     }
 

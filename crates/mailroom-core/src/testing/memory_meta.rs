@@ -28,6 +28,7 @@ use crate::ports::{
     AccountUpdate, DeliveryQuery, Durability, EventQuery, InboxUsage, MetaStore, StoreStats, Tx,
     Unit, UnitOutput,
 };
+use crate::sessions::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 
 /// The metadata store in memory.
 #[derive(Default)]
@@ -129,8 +130,14 @@ struct State {
     deliveries: HashMap<DeliveryId, Delivery>,
     inline: HashMap<BlobId, Vec<u8>>,
     bans: BTreeMap<String, Ban>,
+    /// The defender's offences by the order they were added: (subject key, time, points).
+    offences: BTreeMap<u64, (String, OffsetDateTime, u32)>,
+    /// The last offence number given, so that none is reused (as SQLite's AUTOINCREMENT).
+    offence_seq: u64,
     tokens: BTreeMap<String, TokenRecord>,
     jobs: BTreeMap<Uuid, Job>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    live_sessions: BTreeMap<(NodeId, u64), LiveSessionRecord>,
     policy_version: u64,
     /// The highest `seq` ever given, so that none is reused.
     seq: u64,
@@ -622,6 +629,61 @@ impl Tx for MemoryTx<'_> {
         }
     }
 
+    fn add_offence(&mut self, subject: &BanSubject, at: OffsetDateTime, weight: u32) -> Result<()> {
+        self.writing()?;
+        if weight > 0 {
+            self.state.offence_seq += 1;
+            let id = self.state.offence_seq;
+            self.state.offences.insert(id, (subject.key(), at, weight));
+        }
+        Ok(())
+    }
+
+    fn offence_score(&mut self, subject: &BanSubject, since: OffsetDateTime) -> Result<u64> {
+        let key = subject.key();
+        Ok(self
+            .state
+            .offences
+            .values()
+            .filter(|(s, at, _)| *s == key && *at >= since)
+            .map(|(_, _, weight)| u64::from(*weight))
+            .sum())
+    }
+
+    fn forget_offences(&mut self, subject: &BanSubject) -> Result<u64> {
+        self.writing()?;
+        let key = subject.key();
+        let before = self.state.offences.len();
+        self.state.offences.retain(|_, (s, _, _)| *s != key);
+        Ok((before - self.state.offences.len()) as u64)
+    }
+
+    fn prune_offences(&mut self, before: OffsetDateTime, keep: u64, limit: u32) -> Result<u64> {
+        self.writing()?;
+        let limit = limit as usize;
+        let mut old: Vec<(OffsetDateTime, u64)> = self
+            .state
+            .offences
+            .iter()
+            .filter(|(_, (_, at, _))| *at < before)
+            .map(|(id, (_, at, _))| (*at, *id))
+            .collect();
+        old.sort_unstable();
+        let mut gone: HashSet<u64> = old.into_iter().take(limit).map(|(_, id)| id).collect();
+        let newest = self.state.offences.keys().next_back().copied().unwrap_or(0);
+        if let Some(last) = newest.checked_sub(keep) {
+            gone.extend(
+                self.state
+                    .offences
+                    .range(..=last)
+                    .take(limit)
+                    .map(|(id, _)| *id),
+            );
+        }
+        self.state.offences.retain(|id, _| !gone.contains(id));
+        Ok(gone.len() as u64)
+    }
+
     fn record(&mut self, events: &[Event]) -> Result<()> {
         self.writing()?;
         let ids: HashSet<Uuid> = self.events.iter().map(|r| r.event.id).collect();
@@ -837,6 +899,99 @@ impl Tx for MemoryTx<'_> {
             .filter(|s| !self.state.tokens.values().any(|t| t.session == *s))
             .collect();
         Ok((deleted, ended))
+    }
+
+    fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {
+        self.writing()?;
+        self.state.nodes.insert(
+            node.id,
+            NodeRecord {
+                node: node.clone(),
+                heartbeat,
+            },
+        );
+        Ok(())
+    }
+
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>> {
+        Ok(self.state.nodes.values().cloned().collect())
+    }
+
+    fn delete_node(&mut self, node: &NodeId) -> Result<bool> {
+        self.writing()?;
+        self.state.live_sessions.retain(|(n, _), _| n != node);
+        Ok(self.state.nodes.remove(node).is_some())
+    }
+
+    fn insert_live_session(
+        &mut self,
+        session: &LiveSessionRecord,
+        max: Option<u32>,
+        alive_since: OffsetDateTime,
+    ) -> Result<bool> {
+        self.writing()?;
+        if self
+            .state
+            .live_sessions
+            .contains_key(&(session.node, session.id))
+        {
+            return Err(CoreError::conflict(format!(
+                "node {} already has a session {}",
+                session.node, session.id
+            )));
+        }
+        if let Some(max) = max {
+            let nodes = &self.state.nodes;
+            let open = self
+                .state
+                .live_sessions
+                .values()
+                .filter(|s| s.account == session.account)
+                .filter(|s| {
+                    s.node == session.node
+                        || nodes
+                            .get(&s.node)
+                            .is_some_and(|n| n.heartbeat >= alive_since)
+                })
+                .count();
+            if open >= max as usize {
+                return Ok(false);
+            }
+        }
+        self.state
+            .live_sessions
+            .insert((session.node, session.id), session.clone());
+        Ok(true)
+    }
+
+    fn delete_live_session(&mut self, node: &NodeId, id: u64) -> Result<bool> {
+        self.writing()?;
+        Ok(self.state.live_sessions.remove(&(*node, id)).is_some())
+    }
+
+    fn live_session_list(&mut self) -> Result<Vec<LiveSessionRecord>> {
+        Ok(self.state.live_sessions.values().cloned().collect())
+    }
+
+    fn close_live_session(&mut self, node: &NodeId, id: u64, reason: &str) -> Result<bool> {
+        self.writing()?;
+        Ok(match self.state.live_sessions.get_mut(&(*node, id)) {
+            Some(session) => {
+                session.closing.get_or_insert_with(|| reason.to_owned());
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn closing_sessions(&mut self, node: &NodeId) -> Result<Vec<(u64, String)>> {
+        Ok(self
+            .state
+            .live_sessions
+            .values()
+            .filter(|s| s.node == *node)
+            .filter_map(|s| s.closing.clone().map(|reason| (s.id, reason)))
+            .collect())
     }
 }
 

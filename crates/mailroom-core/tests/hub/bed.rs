@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
+use mailroom_core::Clock;
 use mailroom_core::testing::{ManualClock, MemoryBlobs, MemoryMeta};
 use mailroom_core::{
     Account, AccountChange, AccountKind, AccountName, Actor, BlobId, ClientSession, CoreError,
     Credential, Delivery, DeliveryQuery, ErrorKind, Event, EventKind, EventQuery, FileName, Group,
-    Hub, IssuedTokens, Job, JobQuery, LoginProgress, LoginStep, MetaStore, MetaStoreExt, Outcome,
-    Protocol, Result, RetryPolicy, Route, RouteEffect, Rules, Scope, Secret, TokenLifetimes,
-    VirtualPath,
+    Hub, IssuedTokens, Job, JobQuery, LoginProgress, LoginStep, MetaStore, MetaStoreExt, NodeId,
+    NodeInfo, Outcome, Protocol, Result, RetryPolicy, Route, RouteEffect, Rules, Scope, Secret,
+    TokenLifetimes, VirtualPath,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -102,6 +103,25 @@ impl Bed {
     /// node) with its own policy cache.
     pub fn other_process(&self) -> Hub {
         Hub::new(self.meta.clone(), self.blobs.clone(), self.clock.clone())
+    }
+
+    /// A Hub on the same stores and clock that is a node of a cluster, on host `host`: its
+    /// sessions are kept in the store too ([`Hub::with_node`]).
+    pub fn node(&self, host: &str) -> Hub {
+        self.other_process().with_node(NodeInfo {
+            id: NodeId::new(),
+            host: host.to_owned(),
+            pid: 4242,
+            started: self.clock.now(),
+        })
+    }
+
+    /// This bed with [`Bed::node`] as its Hub.
+    pub fn into_node(self, host: &str) -> Bed {
+        Bed {
+            hub: Arc::new(self.node(host)),
+            ..self
+        }
     }
 
     // ----- administration ------------------------------------------------------------------

@@ -14,9 +14,12 @@
 
 use std::future::Future;
 
-use mailroom_core::{AccountChange, AuthorizedKey, Protocol, Result, RouteEffect, TokenCheck};
+use mailroom_core::{
+    AccountChange, AuthorizedKey, Credential, LoginProgress, LoginStep, Protocol, Result,
+    RouteEffect, TokenCheck,
+};
 
-use crate::bed::{Bed, account, admin, client, data, path};
+use crate::bed::{Bed, PASSWORD, account, admin, client, data, path, secret};
 
 /// A store's work over one call: (reads, writes, flushed commits).
 type Hops = (u64, u64, u64);
@@ -303,4 +306,53 @@ async fn one_hop_each(bed: Bed) {
     )
     .await;
     costs(&bed, "account", READ, bed.hub.account(&account("dave"))).await;
+}
+
+/// A login is one read (the account, and the bans when their cache is due) and one relaxed
+/// write (its event). On a node of a cluster the session's row, counted against
+/// `max_sessions` over every node, is inserted in that same write: no hop more, whether the
+/// login is accepted or refused for the limit. Dropping the session deletes its row in a
+/// relaxed write of its own, on a task (not part of the login).
+#[tokio::test]
+async fn a_login_is_one_read_and_one_relaxed_write_on_a_node_too() {
+    for on_node in [false, true] {
+        let bed = if on_node {
+            Bed::new().into_node("a.example")
+        } else {
+            Bed::new()
+        };
+        bed.clients_with_password(&["alice"]).await;
+        bed.change(
+            "alice",
+            AccountChange {
+                max_sessions: Some(Some(1)),
+                ..AccountChange::default()
+            },
+        )
+        .await;
+        bed.hub.join_cluster().await.unwrap();
+        let login = || async {
+            let mut progress = LoginProgress::default();
+            bed.hub
+                .login(
+                    &mut progress,
+                    "alice",
+                    Credential::Password(secret(PASSWORD)),
+                    None,
+                    Protocol::Sftp,
+                )
+                .await
+        };
+        let what = if on_node { "on a node" } else { "alone" };
+        let first = costs(&bed, &format!("a login {what}"), (1, 1, 0), login()).await;
+        assert!(matches!(first, LoginStep::Accepted(..)), "{what}");
+        let second = costs(
+            &bed,
+            &format!("a login over the limit {what}"),
+            (1, 1, 0),
+            login(),
+        )
+        .await;
+        assert!(matches!(second, LoginStep::Refused), "{what}");
+    }
 }

@@ -234,6 +234,33 @@ async fn a_lease_that_runs_out_lets_the_job_run_again_with_its_id() {
 }
 
 #[tokio::test]
+async fn a_lease_that_runs_out_on_one_node_is_taken_over_by_another() {
+    // Two nodes (two Hubs on one store) claim from one queue: a job claimed by A is not
+    // claimed by B while A's lease lasts; once it runs out (A died), B takes the same job
+    // over, its attempt counted again, and reports it done.
+    let bed = hooked(100).await;
+    let b = bed.other_process();
+    bed.send("alice", "/outbox/bob/a.txt", b"x").await;
+    bed.send("alice", "/outbox/bob/b.txt", b"y").await;
+    let lease = Duration::seconds(60);
+    let (on_a, _) = bed.hub.claim_jobs(1, lease).await.unwrap().pop().unwrap();
+    let (other, _) = b.claim_jobs(10, lease).await.unwrap().pop().unwrap();
+    assert_ne!(other.id, on_a.id, "B claims the job A does not hold");
+    b.job_done(&other).await.unwrap();
+    bed.clock.advance(Duration::seconds(59));
+    assert!(b.claim_jobs(10, lease).await.unwrap().is_empty());
+    bed.clock.advance(Duration::seconds(1));
+    let (taken, event) = b.claim_jobs(10, lease).await.unwrap().pop().unwrap();
+    assert_eq!((taken.id, taken.attempts), (on_a.id, 2));
+    assert_eq!(event.kind, EventKind::DeliveryDelivered);
+    assert!(bed.hub.claim_jobs(10, lease).await.unwrap().is_empty());
+    b.job_done(&taken).await.unwrap();
+    for job in bed.jobs().await {
+        assert_eq!(job.state, JobState::Done, "{job:?}");
+    }
+}
+
+#[tokio::test]
 async fn beyond_the_queue_bound_jobs_are_dead_on_arrival_and_say_so() {
     let bed = hooked(2).await;
     for name in ["a", "b", "c"] {

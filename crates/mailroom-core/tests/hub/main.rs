@@ -1,7 +1,7 @@
 //! The Hub's rules, tested on the in-memory test bed (`MemoryMeta`, `MemoryBlobs`,
 //! `ManualClock`; feature `testing`) with no socket, disk or database: route policy and
-//! rights, sizes and quotas, file names, group fan-outs, retention, tokens and sessions,
-//! atomic admin changes, one store hop per operation, a policy cache that is never stale, and
+//! rights, sizes and quotas, file names, group fan-outs, retention, tokens and sessions (across
+//! the nodes of a cluster too), atomic admin changes, one store hop per operation, a policy cache that is never stale, and
 //! checking before delivery with its quarantine, and accounts' notices.
 //!
 //! Every refusal is checked for its error kind and for changing nothing (accounts, groups,
@@ -13,6 +13,7 @@ mod admin;
 mod bed;
 mod cache;
 mod check;
+mod defence;
 mod fanout;
 mod hops;
 mod jobs;
@@ -21,4 +22,5 @@ mod notices;
 mod quotas;
 mod retention;
 mod routes;
+mod sessions;
 mod tokens;

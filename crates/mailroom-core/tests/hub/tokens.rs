@@ -199,7 +199,7 @@ async fn token_logins_count_against_max_sessions() {
     )
     .await;
     let tokens = bed.tokens("alice").await;
-    let live = bed.hub.live_sessions();
+    let live = bed.hub.live_sessions().await.unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].protocol, Protocol::Https);
 
@@ -215,18 +215,18 @@ async fn token_logins_count_against_max_sessions() {
     );
     // A refresh continues the same login: no new session.
     let renewed = refresh(&bed, &tokens).await.unwrap();
-    assert_eq!(bed.hub.live_sessions().len(), 1);
+    assert_eq!(bed.hub.live_sessions().await.unwrap().len(), 1);
 
     // Logout frees the place.
     let identity = valid(&bed, &renewed).await;
     bed.hub.logout(&identity).await.unwrap();
-    assert!(bed.hub.live_sessions().is_empty());
+    assert!(bed.hub.live_sessions().await.unwrap().is_empty());
     bed.tokens("alice").await;
 
     // An administrator's kick ends a token login too.
-    let id = bed.hub.live_sessions()[0].id;
-    bed.hub.kick_session(&admin(), id).await.unwrap();
-    assert!(bed.hub.live_sessions().is_empty());
+    let id = bed.hub.live_sessions().await.unwrap()[0].reference();
+    bed.hub.kick_session(&admin(), &id).await.unwrap();
+    assert!(bed.hub.live_sessions().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -324,7 +324,7 @@ async fn enforcing_sessions_closes_those_of_a_disabled_account_and_ends_its_toke
     };
     let tokens = bed.tokens("alice").await;
     bed.tokens("bob").await;
-    assert_eq!(bed.hub.live_sessions().len(), 3);
+    assert_eq!(bed.hub.live_sessions().await.unwrap().len(), 3);
     assert_eq!(bed.hub.enforce_sessions().await.unwrap(), 0);
     bed.hub
         .set_disabled(&admin(), &account("alice"), true)
@@ -334,7 +334,7 @@ async fn enforcing_sessions_closes_those_of_a_disabled_account_and_ends_its_toke
     // The connection's guard fires with the reason; the token login is gone with its tokens.
     assert_eq!(guard.closed().await, "account disabled");
     drop(guard);
-    let live = bed.hub.live_sessions();
+    let live = bed.hub.live_sessions().await.unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].account, account("bob"));
     assert_eq!(

@@ -210,6 +210,11 @@ impl Conn {
         self.discarded = true;
     }
 
+    /// The notifications (`LISTEN`/`NOTIFY`) this connection receives.
+    pub(crate) fn notifications(&mut self) -> postgres::Notifications<'_> {
+        self.client.notifications()
+    }
+
     /// Runs one or more statements without parameters in one round trip (the simple query
     /// protocol): transaction control.
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), postgres::Error> {

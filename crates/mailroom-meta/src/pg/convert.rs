@@ -190,3 +190,30 @@ pub(crate) fn job(row: &Row) -> Result<Job> {
         last_error: column(row, "last_error")?,
     })
 }
+
+/// A row of `SELECT node_columns!() FROM nodes`.
+pub(crate) fn node(row: &Row) -> Result<mailroom_core::NodeRecord> {
+    let pid: i64 = column(row, "pid")?;
+    Ok(mailroom_core::NodeRecord {
+        node: mailroom_core::NodeInfo {
+            id: parsed(row, "id", mailroom_core::NodeId::parse)?,
+            host: column(row, "host")?,
+            pid: u32::try_from(pid).map_err(|_| corrupt("pid", &CoreError::invalid("range")))?,
+            started: time(row, "started")?,
+        },
+        heartbeat: time(row, "heartbeat")?,
+    })
+}
+
+/// A row of `SELECT live_session_columns!() FROM live_sessions`.
+pub(crate) fn live_session(row: &Row) -> Result<mailroom_core::LiveSessionRecord> {
+    Ok(mailroom_core::LiveSessionRecord {
+        node: parsed(row, "node", mailroom_core::NodeId::parse)?,
+        id: unsigned(row, "id")?,
+        account: account_name(row, "account")?,
+        protocol: parsed(row, "protocol", Protocol::parse)?,
+        source: column(row, "source")?,
+        started: time(row, "started")?,
+        closing: column(row, "closing")?,
+    })
+}

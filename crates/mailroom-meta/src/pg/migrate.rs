@@ -13,11 +13,23 @@ use crate::migrate::{Migration, check_applied, checksum, pending};
 use super::conn::Conn;
 
 /// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "nodes",
+        sql: include_str!("../../migrations/postgres/0002_nodes.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "offences",
+        sql: include_str!("../../migrations/postgres/0003_offences.sql"),
+    },
+];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(7881696737288087410)";

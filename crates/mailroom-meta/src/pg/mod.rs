@@ -39,9 +39,15 @@
 //! first use on a connection adds one to prepare it). Rows of one call go in one statement, so
 //! recording events costs two round trips however many there are. [`PgStore::round_trips`]
 //! counts them all, for the bench.
+//!
+//! **Changes from other nodes.** [`MetaStore::changes`] starts one more thread, with a
+//! connection of its own, that `LISTEN`s for what the triggers of migration 0002 send on
+//! commit (a live session asked to close, a change of policy or bans) and wakes the node's
+//! housekeeping (`listen.rs`).
 
 mod conn;
 mod convert;
+mod listen;
 mod migrate;
 mod tx;
 
@@ -144,6 +150,8 @@ struct Inner {
     /// The threads' queue; `None` once closed.
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Woken by the listener thread, started by the first [`MetaStore::changes`].
+    changes: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 /// What the store's threads share.
@@ -239,6 +247,7 @@ impl PgStore {
                 shared: shared.clone(),
                 queue: Mutex::new(Some(queue)),
                 threads: Mutex::new(Vec::new()),
+                changes: std::sync::OnceLock::new(),
             }),
         };
         for (i, conn) in connections.into_iter().enumerate() {
@@ -380,6 +389,25 @@ impl MetaStore for PgStore {
             commits: c.commits.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Woken by a thread that listens on a connection of its own (`LISTEN mailroom_sessions`),
+    /// started at the first call: see `listen.rs`.
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let inner = &self.inner;
+        let changes = inner.changes.get_or_init(|| {
+            let changes = Arc::new(tokio::sync::Notify::new());
+            if !inner.shared.closing.load(Ordering::Acquire) {
+                match listen::start(inner, changes.clone()) {
+                    Ok(thread) => lock(&inner.threads).push(thread),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot start the listener thread; polling instead");
+                    }
+                }
+            }
+            changes
+        });
+        Some(changes.clone())
     }
 }
 

@@ -32,6 +32,7 @@ use mailroom_core::{
     FileName, GENESIS_HASH, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
     RouteEffect, TokenRecord, Tx, chain_hash,
 };
+use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use postgres::Row;
 use postgres::types::ToSql;
 use time::OffsetDateTime;
@@ -43,6 +44,7 @@ use crate::convert::{
     access_to_json, account_columns, audit_columns, delivery_columns, event_columns, job_columns,
     nanos, nanos_saturating, seq_from_db, seq_to_db, size_to_db, time_from_nanos, token_columns,
 };
+use crate::convert::{live_session_columns, node_columns};
 use crate::error::{classify_pg, corrupt};
 
 /// The states of `DeliveryState::LIVE` as an SQL list, for `concat!`. It must be the list of
@@ -1175,6 +1177,57 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
+    fn add_offence(&mut self, subject: &BanSubject, at: OffsetDateTime, weight: u32) -> Result<()> {
+        self.writing()?;
+        if weight == 0 {
+            return Ok(());
+        }
+        self.execute(
+            "add_offence",
+            "INSERT INTO offences (subject, at, weight) VALUES ($1, $2, $3)",
+            &[&subject.key(), &nanos(at)?, &i64::from(weight)],
+        )?;
+        Ok(())
+    }
+
+    fn offence_score(&mut self, subject: &BanSubject, since: OffsetDateTime) -> Result<u64> {
+        let score: i64 = self.one(
+            "offence_score",
+            "SELECT COALESCE(SUM(weight), 0)::bigint AS score FROM offences \
+             WHERE subject = $1 AND at >= $2",
+            &[&subject.key(), &nanos(since)?],
+            |row| column(row, "score"),
+        )?;
+        Ok(u64::try_from(score).unwrap_or(0))
+    }
+
+    fn forget_offences(&mut self, subject: &BanSubject) -> Result<u64> {
+        self.writing()?;
+        self.execute(
+            "forget_offences",
+            "DELETE FROM offences WHERE subject = $1",
+            &[&subject.key()],
+        )
+    }
+
+    fn prune_offences(&mut self, before: OffsetDateTime, keep: u64, limit: u32) -> Result<u64> {
+        self.writing()?;
+        // Two bounded lookups, each on an index: by time, and by the order of addition (the
+        // identity's order; writers are serialised, so it is the order of commits too).
+        self.execute(
+            "prune_offences",
+            "DELETE FROM offences WHERE id IN \
+             (SELECT id FROM offences WHERE at < $1 ORDER BY at, id LIMIT $3) \
+             OR id IN (SELECT id FROM offences \
+             WHERE id <= (SELECT MAX(id) FROM offences) - $2 ORDER BY id LIMIT $3)",
+            &[
+                &nanos(before)?,
+                &i64::try_from(keep).unwrap_or(i64::MAX),
+                &i64::from(limit),
+            ],
+        )
+    }
+
     fn record(&mut self, events: &[Event]) -> Result<()> {
         const OP: &str = "record";
         self.writing()?;
@@ -1409,13 +1462,27 @@ impl Tx for PgTx<'_> {
     }
 
     fn due_jobs(&mut self, now: OffsetDateTime, limit: u32) -> Result<Vec<Job>> {
-        self.rows(
-            "due_jobs",
+        // In a write unit this is the worker's claim: the rows are locked until the unit
+        // commits the lease, and rows another transaction holds are skipped, so two nodes
+        // never claim one job even were writers not serialised by the advisory lock. A read
+        // unit (listings, a snapshot) locks nothing.
+        let sql = if self.writable {
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE state = 'queued' AND due <= $1 ORDER BY due, id LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            )
+        } else {
             concat!(
                 "SELECT ",
                 job_columns!(),
                 " FROM jobs WHERE state = 'queued' AND due <= $1 ORDER BY due, id LIMIT $2"
-            ),
+            )
+        };
+        self.rows(
+            "due_jobs",
+            sql,
             &[&nanos(now)?, &i64::from(limit)],
             convert::job,
         )
@@ -1551,7 +1618,140 @@ impl Tx for PgTx<'_> {
         )?;
         Ok((u64::try_from(deleted).unwrap_or(0), ended))
     }
+
+    fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {
+        self.writing()?;
+        self.execute(
+            "put_node",
+            "INSERT INTO nodes (id, host, pid, started, heartbeat) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
+             started = excluded.started, heartbeat = excluded.heartbeat",
+            &[
+                &node.id.to_string(),
+                &node.host,
+                &i64::from(node.pid),
+                &nanos(node.started)?,
+                &nanos(heartbeat)?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>> {
+        self.rows(
+            "nodes",
+            concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"),
+            &[],
+            convert::node,
+        )
+    }
+
+    fn delete_node(&mut self, node: &NodeId) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_node",
+            "WITH sessions AS (DELETE FROM live_sessions WHERE node = $1) \
+             DELETE FROM nodes WHERE id = $1",
+            &[&node.to_string()],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn insert_live_session(
+        &mut self,
+        session: &LiveSessionRecord,
+        max: Option<u32>,
+        alive_since: OffsetDateTime,
+    ) -> Result<bool> {
+        self.writing()?;
+        let (taken, added): (bool, i64) = self.one(
+            "insert_live_session",
+            INSERT_LIVE_SESSION,
+            &[
+                &session.node.to_string(),
+                &size_to_db(session.id)?,
+                &session.account.as_str(),
+                &session.protocol.as_str(),
+                &session.source,
+                &nanos(session.started)?,
+                &session.closing,
+                &nanos_saturating(alive_since),
+                &max.map(i64::from),
+            ],
+            |row| Ok((column(row, "taken")?, column(row, "added")?)),
+        )?;
+        if taken {
+            return Err(CoreError::conflict(format!(
+                "node {} already has a session {}",
+                session.node, session.id
+            )));
+        }
+        Ok(added > 0)
+    }
+
+    fn delete_live_session(&mut self, node: &NodeId, id: u64) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_live_session",
+            "DELETE FROM live_sessions WHERE node = $1 AND id = $2",
+            &[&node.to_string(), &size_to_db(id)?],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn live_session_list(&mut self) -> Result<Vec<LiveSessionRecord>> {
+        self.rows(
+            "live_session_list",
+            concat!(
+                "SELECT ",
+                live_session_columns!(),
+                " FROM live_sessions ORDER BY node, id"
+            ),
+            &[],
+            convert::live_session,
+        )
+    }
+
+    fn close_live_session(&mut self, node: &NodeId, id: u64, reason: &str) -> Result<bool> {
+        self.writing()?;
+        // A trigger tells the node (NOTIFY mailroom_sessions) when this commits.
+        let found = self.execute(
+            "close_live_session",
+            "UPDATE live_sessions SET closing = coalesce(closing, $3) WHERE node = $1 AND id = $2",
+            &[&node.to_string(), &size_to_db(id)?, &reason],
+        )?;
+        Ok(found > 0)
+    }
+
+    fn closing_sessions(&mut self, node: &NodeId) -> Result<Vec<(u64, String)>> {
+        self.rows(
+            "closing_sessions",
+            "SELECT id, closing FROM live_sessions WHERE node = $1 AND closing IS NOT NULL \
+             ORDER BY id",
+            &[&node.to_string()],
+            |row| {
+                let id: i64 = column(row, "id")?;
+                let id = u64::try_from(id)
+                    .map_err(|_| corrupt("id", &CoreError::invalid("negative")))?;
+                Ok((id, column(row, "closing")?))
+            },
+        )
+    }
 }
+
+/// Inserts a live session ($1 to $7: its columns) unless its node already has one of its id
+/// (`taken`) or its account has `$9` sessions (NULL: no limit) on its own node and the nodes
+/// whose heartbeat is at or after `$8`: one round trip, exact under the write lock.
+const INSERT_LIVE_SESSION: &str = concat!(
+    "WITH open AS (SELECT count(*) AS n FROM live_sessions AS s WHERE s.account = $3 AND ",
+    "(s.node = $1 OR EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = s.node AND n.heartbeat >= $8))), ",
+    "taken AS (SELECT EXISTS (SELECT 1 FROM live_sessions WHERE node = $1 AND id = $2) AS t), ",
+    "added AS (INSERT INTO live_sessions (",
+    live_session_columns!(),
+    ") SELECT $1, $2, $3, $4, $5, $6, $7 FROM open, taken ",
+    "WHERE NOT taken.t AND ($9::bigint IS NULL OR open.n < $9::bigint) RETURNING 1) ",
+    "SELECT (SELECT t FROM taken) AS taken, (SELECT count(*) FROM added) AS added"
+);
 
 /// The rows of one `record` call, column by column, as `unnest` takes them.
 struct EventColumns<'e> {

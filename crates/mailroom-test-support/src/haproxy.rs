@@ -55,24 +55,33 @@ impl SendProxy {
     }
 }
 
-/// One frontend of [`HaProxy`]: ports on [`FRONT_IP`] relayed to a backend.
+/// One frontend of [`HaProxy`]: ports on [`FRONT_IP`] relayed to one backend, or to several
+/// in turn (round robin).
 #[derive(Debug, Clone)]
 pub struct Forward {
     ports: RangeInclusive<u16>,
-    backend_ip: IpAddr,
-    /// `None`: the port the client connected to (a passive port range).
-    backend_port: Option<u16>,
+    /// Each server's address and port; `None`: the port the client connected to (a passive
+    /// port range).
+    servers: Vec<(IpAddr, Option<u16>)>,
     send: SendProxy,
 }
 
 impl Forward {
     /// A free port on [`FRONT_IP`] relayed to `backend`.
     pub fn to(backend: SocketAddr, send: SendProxy) -> Forward {
+        Forward::round_robin(&[backend], send)
+    }
+
+    /// A free port on [`FRONT_IP`] relayed to each of `backends` in turn, one connection
+    /// after the other: the layout of several nodes behind one balancer.
+    pub fn round_robin(backends: &[SocketAddr], send: SendProxy) -> Forward {
         let port = free_port(FRONT_IP);
         Forward {
             ports: port..=port,
-            backend_ip: backend.ip(),
-            backend_port: Some(backend.port()),
+            servers: backends
+                .iter()
+                .map(|backend| (backend.ip(), Some(backend.port())))
+                .collect(),
             send,
         }
     }
@@ -82,8 +91,7 @@ impl Forward {
     pub fn same_ports(ports: RangeInclusive<u16>, backend_ip: IpAddr, send: SendProxy) -> Forward {
         Forward {
             ports,
-            backend_ip,
-            backend_port: None,
+            servers: vec![(backend_ip, None)],
             send,
         }
     }
@@ -198,15 +206,20 @@ impl HaProxy {
             } else {
                 format!("{FRONT_IP}:{first}-{last}")
             };
-            let server = match forward.backend_port {
-                Some(port) => format!("{}:{port}", forward.backend_ip),
-                None => forward.backend_ip.to_string(),
-            };
             config.push_str(&format!(
                 "\nfrontend front{index}\n    bind {bind}\n    default_backend back{index}\n\n\
-                 backend back{index}\n    server hub {server} {} source {BALANCER_IP}\n",
-                forward.send.keyword()
+                 backend back{index}\n    balance roundrobin\n"
             ));
+            for (number, (ip, port)) in forward.servers.iter().enumerate() {
+                let server = match port {
+                    Some(port) => format!("{ip}:{port}"),
+                    None => ip.to_string(),
+                };
+                config.push_str(&format!(
+                    "    server hub{number} {server} {} source {BALANCER_IP}\n",
+                    forward.send.keyword()
+                ));
+            }
         }
         config
     }

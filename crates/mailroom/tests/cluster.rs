@@ -4,11 +4,18 @@
 //! s3s-fs from crates.io). A file uploaded with OpenSSH sftp through node A is listed and
 //! downloaded intact through node B at once; both nodes' events form one chain; neither node
 //! takes the data folder's serve lock; and the operations listener answers the probes and
-//! the metrics scrape.
+//! the metrics scrape. Behind HAProxy (Debian's package) with the PROXY protocol, SFTP and
+//! HTTPS go round robin to both nodes, and every login event names the client's address, not
+//! the balancer's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mailroom_test_support::{sha256_file, write_random};
+use std::process::Stdio;
+
+use mailroom_test_support::haproxy::{CLIENT_IP, Forward, HaProxy, SendProxy};
+use mailroom_test_support::{sha256_file, ssh_options, text, write_random};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 
 mod common;
 use common::cluster::{Engines, Node, client, probe, sftp, stop};
@@ -115,4 +122,140 @@ async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
     // Three processes wrote events; the trail is one chain.
     let verdict = b.run(&["audit", "verify"], &engines).await;
     assert!(verdict.starts_with("audit trail intact: "), "{verdict}");
+}
+
+#[tokio::test]
+async fn behind_haproxy_both_nodes_serve_and_events_show_the_client() {
+    let Some(engines) = Engines::fresh() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let a = Node::init(root.path(), "node-a", &engines).await;
+    let b = Node::init(root.path(), "node-b", &engines).await;
+    let alice = client(&a, &engines, root.path(), "alice").await;
+    // carol logs in with a password over HTTPS.
+    let mut add = a
+        .command(&["account", "add", "carol", "--password-stdin"], &engines)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = add.stdin.take().unwrap();
+    stdin
+        .write_all(b"Vq7-tundra-ferret-94-lamp\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let added = add.wait_with_output().await.unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+
+    // Both nodes serve node A's certificate (a certificate from "your CA", [tls] cert_file),
+    // and believe the PROXY header from the balancer's address only.
+    let tls = a.data.join("tls");
+    let cert = tls.join("server.crt");
+    let key = tls.join("server.key");
+    let settings = [
+        ("MAILROOM_SFTP_PROXY_PROTOCOL_FROM", "[\"127.0.0.3/32\"]"),
+        ("MAILROOM_HTTPS_PROXY_PROTOCOL_FROM", "[\"127.0.0.3/32\"]"),
+        ("MAILROOM_TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("MAILROOM_TLS_KEY_FILE", key.to_str().unwrap()),
+    ];
+    let (mut node_a, a_at) = a.serve_with(&engines, &settings).await;
+    let (mut node_b, b_at) = b.serve_with(&engines, &settings).await;
+    let address = |at: &std::collections::HashMap<String, String>, protocol: &str| {
+        at[protocol].parse::<std::net::SocketAddr>().unwrap()
+    };
+    let Some(haproxy) = HaProxy::start(&[
+        Forward::round_robin(
+            &[address(&a_at, "sftp"), address(&b_at, "sftp")],
+            SendProxy::V2,
+        ),
+        Forward::round_robin(
+            &[address(&a_at, "https"), address(&b_at, "https")],
+            SendProxy::V2,
+        ),
+    ])
+    .await
+    else {
+        return;
+    };
+
+    // Two SFTP sessions and two HTTPS logins through the balancer, from 127.0.0.2.
+    let sftp_front = haproxy.frontend(0);
+    for _ in 0..2 {
+        let out = Command::new("sftp")
+            .args(ssh_options())
+            .args(["-o", &format!("BindAddress={CLIENT_IP}")])
+            .arg("-i")
+            .arg(&alice)
+            .arg("-P")
+            .arg(sftp_front.port().to_string())
+            .arg("-b")
+            .arg("-")
+            .arg(format!("alice@{}", sftp_front.ip()))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let https_front = haproxy.frontend(1);
+    let ca = tls.join("server-ca.crt");
+    for _ in 0..2 {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--fail", "--cacert"])
+            .arg(&ca)
+            .arg("--interface")
+            .arg(CLIENT_IP.to_string())
+            .arg("--resolve")
+            .arg(format!(
+                "localhost:{}:{}",
+                https_front.port(),
+                https_front.ip()
+            ))
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(r#"{"username":"carol","password":"Vq7-tundra-ferret-94-lamp","scope":"client"}"#)
+            .arg(format!(
+                "https://localhost:{}/api/v1/token",
+                https_front.port()
+            ))
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("access_token"));
+    }
+    assert_eq!(haproxy.connections(0).await, 2, "{}", haproxy.log());
+    assert_eq!(haproxy.connections(1).await, 2, "{}", haproxy.log());
+
+    // Each node served one of each (round robin), as its own metrics count.
+    for at in [&a_at, &b_at] {
+        let (_, metrics) = probe(&at["ops"], "/metrics").await;
+        for protocol in ["ssh", "https"] {
+            let line = format!("mailroom_logins_total{{protocol=\"{protocol}\",outcome=\"ok\"}} 1");
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+    }
+    // And every login event, on either node, names the client, not the balancer.
+    let logins = a
+        .run(&["audit", "export", "--type", "login"], &engines)
+        .await;
+    let sources: Vec<String> = logins
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            event["source"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(sources.len(), 4, "{logins}");
+    assert!(
+        sources
+            .iter()
+            .all(|source| source.starts_with("127.0.0.2:")),
+        "{sources:?}"
+    );
+    drop(haproxy);
+    stop(&mut node_a).await;
+    stop(&mut node_b).await;
 }

@@ -159,9 +159,19 @@ impl Node {
 
     /// Starts `mailroom serve`; returns the child and the address of each listener.
     pub async fn serve(&self, engines: &Engines) -> (Child, HashMap<String, String>) {
+        self.serve_with(engines, &[]).await
+    }
+
+    /// [`Node::serve`] with more settings in the environment (`MAILROOM_…` overrides).
+    pub async fn serve_with(
+        &self,
+        engines: &Engines,
+        settings: &[(&str, &str)],
+    ) -> (Child, HashMap<String, String>) {
         let log = self.data.with_extension("log");
-        let mut child = self
-            .command(&["serve"], engines)
+        let mut command = self.command(&["serve"], engines);
+        command.envs(settings.iter().copied());
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)

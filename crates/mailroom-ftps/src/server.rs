@@ -57,7 +57,11 @@ pub async fn serve(
     }
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
-        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_address),
+        limits: ConnectionLimits::for_listener(
+            "ftps",
+            config.max_connections,
+            config.max_connections_per_address,
+        ),
         startups: StartupLimits::new(config.max_startups, config.max_startups_per_address),
         recorder: RefusalRecorder::new(hub.clone(), Protocol::Ftps, tracker.clone()),
         proxy: ProxyProtocol::new(config.proxy_protocol_from.clone()),

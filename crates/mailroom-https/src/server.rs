@@ -124,7 +124,11 @@ pub async fn serve_with(
             "[https] allow_plaintext = true: serving plain HTTP; passwords and tokens cross the network in clear text unless a TLS-terminating proxy is in front"
         );
     }
-    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
+    let limits = ConnectionLimits::for_listener(
+        "https",
+        config.max_connections,
+        config.max_connections_per_address,
+    );
     // TLS handshakes under way, per address: the "startup" phase of this protocol.
     let startups = StartupLimits::new(
         mailroom_net::MaxStartups::default(),

@@ -43,9 +43,11 @@ impl std::fmt::Display for LimitExceeded {
     }
 }
 
-/// Counts open connections, globally and per source address.
+/// Counts open connections, globally and per source address, and reports how many are open
+/// as the gauge `mailroom_connections{listener}`.
 #[derive(Debug)]
 pub struct ConnectionLimits {
+    listener: &'static str,
     max_total: u32,
     max_per_address: u32,
     state: Mutex<Counts>,
@@ -60,7 +62,14 @@ struct Counts {
 impl ConnectionLimits {
     /// Limits of `max_total` connections, at most `max_per_address` from one address.
     pub fn new(max_total: u32, max_per_address: u32) -> Arc<Self> {
+        ConnectionLimits::for_listener("unnamed", max_total, max_per_address)
+    }
+
+    /// [`ConnectionLimits::new`] of the listener the metrics call `listener` (`sftp`,
+    /// `ftps`, `https`).
+    pub fn for_listener(listener: &'static str, max_total: u32, max_per_address: u32) -> Arc<Self> {
         Arc::new(ConnectionLimits {
+            listener,
             max_total,
             max_per_address,
             state: Mutex::new(Counts::default()),
@@ -83,6 +92,7 @@ impl ConnectionLimits {
         }
         *count += 1;
         state.total += 1;
+        metrics::gauge!("mailroom_connections", "listener" => self.listener).increment(1);
         Ok(ConnectionPermit {
             limits: self.clone(),
             address,
@@ -113,6 +123,7 @@ impl Drop for ConnectionPermit {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.total = state.total.saturating_sub(1);
+        metrics::gauge!("mailroom_connections", "listener" => self.limits.listener).decrement(1);
         if let Some(count) = state.per_address.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {

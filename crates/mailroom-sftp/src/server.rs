@@ -52,7 +52,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ssh_config = Arc::new(ssh_config(&config, host_key));
-    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_address);
+    let limits = ConnectionLimits::for_listener(
+        "sftp",
+        config.max_connections,
+        config.max_connections_per_address,
+    );
     let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
     let proxy = ProxyProtocol::new(config.proxy_protocol_from.clone());
     let mut acceptor = Acceptor::new(listener, limits, startups, proxy);

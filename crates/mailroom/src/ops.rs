@@ -11,6 +11,8 @@
 //! - Bytes moved and live sessions: counted in the Hub where they happen
 //!   (`mailroom_transfer_bytes_total{direction,protocol}`, `mailroom_sessions{protocol}`).
 //! - The job queue's depth (`mailroom_jobs{state}`), read every few seconds.
+//! - Open connections by listener (`mailroom_connections{listener}`), counted by the
+//!   listeners' connection limits.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -11,14 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use mailroom_test_support::haproxy::{CLIENT_IP, Forward, HaProxy, SendProxy};
-use mailroom_test_support::{sha256_file, ssh_options, text, write_random};
-use tokio::io::AsyncWriteExt;
+use mailroom_test_support::{eventually, sha256_file, ssh_options, text, write_random};
 use tokio::process::Command;
 
 mod common;
-use common::cluster::{Engines, Node, client, probe, sftp, stop};
+use common::cluster::{Engines, Node, client, probe, sftp, stop, with_password};
 
 #[tokio::test]
 async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
@@ -40,7 +40,7 @@ async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
     let (mut node_a, a_at) = a.serve(&engines).await;
     let (mut node_b, b_at) = b.serve(&engines).await;
     // A second node on A's own folder starts too: the cluster engines take no lock.
-    let (mut node_a2, _) = a.serve(&engines).await;
+    let (mut node_a2, a2_at) = a.serve(&engines).await;
 
     // Large enough for several multipart parts, and a small one kept inline in PostgreSQL.
     let big = root.path().join("big.bin");
@@ -105,10 +105,14 @@ async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
         metrics.contains("mailroom_transfer_bytes_total{direction=\"upload\",protocol=\"sftp\"}"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("mailroom_store_seconds_bucket"),
-        "{metrics}"
-    );
+    for series in [
+        "mailroom_store_seconds_bucket",
+        "mailroom_blob_seconds_bucket",
+        "mailroom_connections{listener=\"sftp\"}",
+        "mailroom_events_total{kind=\"upload\",protocol=\"sftp\",outcome=\"ok\"} 2",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
     let (_, metrics_b) = probe(&b_at["ops"], "/metrics").await;
     assert!(
         metrics_b
@@ -116,7 +120,69 @@ async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
         "{metrics_b}"
     );
 
-    for child in [&mut node_a, &mut node_b, &mut node_a2] {
+    // Draining: the third node, asked to stop while a transfer runs, answers "not ready" (a
+    // balancer takes it out) and stays alive until the transfer ends.
+    let slow = root.path().join("slow.bin");
+    write_random(&slow, 16 * 1024 * 1024, 9);
+    let (host, port) = a2_at["sftp"].rsplit_once(':').unwrap();
+    let batch = root.path().join("slow.batch");
+    std::fs::write(
+        &batch,
+        format!("put {} /outbox/bob/slow.bin\n", slow.display()),
+    )
+    .unwrap();
+    let mut transfer = Command::new("sftp")
+        .args(ssh_options())
+        .args(["-l", "800", "-i"])
+        .arg(&alice)
+        .args(["-P", port, "-b"])
+        .arg(&batch)
+        .arg(format!("alice@{host}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let under_way = eventually(Duration::from_secs(60), async || {
+        let (_, metrics) = probe(&a2_at["ops"], "/metrics").await;
+        metrics.contains("mailroom_blob_seconds_count{call=\"create\"} 1")
+    })
+    .await;
+    assert!(under_way, "the slow upload did not start");
+    let pid = node_a2.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let draining = eventually(Duration::from_secs(10), async || {
+        probe(&a2_at["ops"], "/readyz").await == (503, "draining\n".to_owned())
+    })
+    .await;
+    assert!(draining, "a draining node still says it is ready");
+    assert_eq!(
+        probe(&a2_at["ops"], "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    assert!(
+        node_a2.try_wait().unwrap().is_none(),
+        "the node did not wait for the transfer"
+    );
+    transfer.start_kill().unwrap();
+    let _ = transfer.wait().await;
+    let exit = tokio::time::timeout(Duration::from_secs(60), node_a2.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "the drained node did not stop cleanly: {exit:?}"
+    );
+
+    for child in [&mut node_a, &mut node_b] {
         stop(child).await;
     }
     // Three processes wrote events; the trail is one chain.
@@ -134,21 +200,7 @@ async fn behind_haproxy_both_nodes_serve_and_events_show_the_client() {
     let b = Node::init(root.path(), "node-b", &engines).await;
     let alice = client(&a, &engines, root.path(), "alice").await;
     // carol logs in with a password over HTTPS.
-    let mut add = a
-        .command(&["account", "add", "carol", "--password-stdin"], &engines)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = add.stdin.take().unwrap();
-    stdin
-        .write_all(b"Vq7-tundra-ferret-94-lamp\n")
-        .await
-        .unwrap();
-    drop(stdin);
-    let added = add.wait_with_output().await.unwrap();
-    assert!(added.status.success(), "{}", text(&added));
+    with_password(&a, &engines, "carol", "Vq7-tundra-ferret-94-lamp").await;
 
     // Both nodes serve node A's certificate (a certificate from "your CA", [tls] cert_file),
     // and believe the PROXY header from the balancer's address only.

@@ -204,34 +204,6 @@ impl Drop for Server {
     }
 }
 
-/// One paramiko login (with an SFTP listing when it succeeds) as `user` from the local
-/// address `from`; returns the driver's `{ok, error, seconds}`.
-async fn login(
-    python: &Path,
-    port: u16,
-    user: &str,
-    password: &str,
-    from: &str,
-    code: Option<&str>,
-) -> Value {
-    let port = port.to_string();
-    let mut args = vec![
-        "login",
-        "127.0.0.1",
-        &port,
-        user,
-        "--password",
-        password,
-        "--bind",
-        from,
-    ];
-    if let Some(code) = code {
-        args.extend(["--code", code]);
-    }
-    let answer = mailroom_test_support::paramiko(python, &args).await;
-    serde_json::from_str(&answer).unwrap()
-}
-
 fn text(output: &Output) -> String {
     mailroom_test_support::text(output)
 }
@@ -277,7 +249,8 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     while subjects(&site.json(&["ban", "list"])).is_empty() {
         attempts += 1;
         assert!(attempts <= 4, "not banned after 4 wrong passwords");
-        let answer = login(&python, server.port, "alice", WRONG, "127.0.0.1", None).await;
+        let answer =
+            common::paramiko_login(&python, server.port, "alice", WRONG, "127.0.0.1", None).await;
         assert_eq!(answer["ok"], false, "{answer}");
     }
     let banned = site.json(&["ban", "list"]);
@@ -286,7 +259,8 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     assert_eq!(banned[0]["level"], 1);
 
     // The right password is refused now: the connection is closed before SSH.
-    let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
+    let answer =
+        common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
     assert!(refused_at_connect(&answer), "{answer}");
     let refusals: Vec<Value> = site
         .events("login")
@@ -304,7 +278,8 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     // A restart reads the ban from the store.
     server.stop();
     let server = Server::start(&site, &site.path("log2"), &env);
-    let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
+    let answer =
+        common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
     assert!(refused_at_connect(&answer), "{answer}");
     assert_eq!(site.json(&["ban", "list"]), banned);
 
@@ -313,7 +288,9 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     assert_eq!(out, "lifted the ban of 127.0.0.1\n");
     assert_eq!(site.bans(), serde_json::json!([]));
     let works = eventually(Duration::from_secs(15), async || {
-        let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
+        let answer =
+            common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None)
+                .await;
         if answer["ok"] != true {
             assert!(refused_at_connect(&answer), "{answer}");
         }
@@ -390,10 +367,12 @@ async fn the_safe_list_is_never_banned() {
     ];
     let server = Server::start(&site, &site.path("log"), &env);
     for _ in 0..10 {
-        let answer = login(&python, server.port, "alice", WRONG, "127.0.0.1", None).await;
+        let answer =
+            common::paramiko_login(&python, server.port, "alice", WRONG, "127.0.0.1", None).await;
         assert!(refused_at_login(&answer), "{answer}");
     }
-    let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
+    let answer =
+        common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(site.bans(), serde_json::json!([]));
 
@@ -414,7 +393,8 @@ async fn the_deny_list_is_refused_before_ssh() {
     site.client("alice");
     let env = [("MAILROOM_AUTH_DENY_NETWORKS", r#"["127.0.0.0/8"]"#)];
     let server = Server::start(&site, &site.path("log"), &env);
-    let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
+    let answer =
+        common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
     assert!(refused_at_connect(&answer), "{answer}");
     // Recorded before the socket is dropped; polled all the same, since another process reads.
     let deny_refusal = || {
@@ -447,7 +427,7 @@ async fn wrong_passwords_from_many_addresses_lock_the_account_only() {
     // One wrong password from each of four addresses: 4 points for the account, 2 for each
     // address (the wrong password and the connection that never logged in).
     for from in ["127.0.0.1", "127.0.0.2", "127.0.0.4", "127.0.0.5"] {
-        let answer = login(&python, server.port, "alice", WRONG, from, None).await;
+        let answer = common::paramiko_login(&python, server.port, "alice", WRONG, from, None).await;
         assert!(refused_at_login(&answer), "{from}: {answer}");
     }
     let bans = site.json(&["ban", "list"]);
@@ -456,7 +436,8 @@ async fn wrong_passwords_from_many_addresses_lock_the_account_only() {
 
     // Locked: the right password from a fresh address is refused at login, and says why in
     // the trail; another account logs in from an address that tried before.
-    let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.3", None).await;
+    let answer =
+        common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.3", None).await;
     assert!(refused_at_login(&answer), "{answer}");
     let locked = site.events("login").into_iter().any(|e| {
         e["source"].as_str().unwrap_or("").starts_with("127.0.0.3:")
@@ -467,7 +448,8 @@ async fn wrong_passwords_from_many_addresses_lock_the_account_only() {
                 .contains("account locked by the defender")
     });
     assert!(locked, "no 'account locked' login event from 127.0.0.3");
-    let answer = login(&python, server.port, "bob", PASSWORD, "127.0.0.1", None).await;
+    let answer =
+        common::paramiko_login(&python, server.port, "bob", PASSWORD, "127.0.0.1", None).await;
     assert_eq!(answer["ok"], true, "{answer}");
     server.stop();
 }
@@ -548,12 +530,14 @@ async fn totp_enrolment_its_refusals_and_a_login_that_logs_no_secret() {
             .unwrap()
             .as_secs();
         let code = mailroom_core::totp_code(&secret, now).unwrap();
-        let answer = login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
+        let answer =
+            common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None)
+                .await;
         assert_eq!(
             answer["ok"], false,
             "the password alone let alice in: {answer}"
         );
-        let answer = login(
+        let answer = common::paramiko_login(
             &python,
             server.port,
             "alice",
@@ -563,7 +547,7 @@ async fn totp_enrolment_its_refusals_and_a_login_that_logs_no_secret() {
         )
         .await;
         assert_eq!(answer["ok"], true, "{answer}");
-        let answer = login(
+        let answer = common::paramiko_login(
             &python,
             server.port,
             "alice",

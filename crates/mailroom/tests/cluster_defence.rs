@@ -16,16 +16,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use mailroom_test_support::{paramiko, paramiko_python, text, write_random};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
 mod common;
-use common::cluster::{Engines, Node, client, sftp};
+use common::cluster::{Engines, Node, client, sftp, stop};
 
 /// The right password of the password accounts here.
 const PASSWORD: &str = "Correct-Horse-Battery-9";
@@ -133,17 +131,7 @@ impl Cluster {
     /// SIGTERM to both nodes, which must stop cleanly; then the trail must be one chain.
     async fn stop(mut self) {
         for child in &mut self.children {
-            let pid = child.id().unwrap().to_string();
-            let status = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(exit.success(), "a node did not stop cleanly: {exit:?}");
+            stop(child).await;
         }
         let verdict = self.b.run(&["audit", "verify"], &self.engines).await;
         assert!(verdict.starts_with("audit trail intact: "), "{verdict}");
@@ -167,48 +155,7 @@ fn configure(node: &Node, settings: &[(&str, &str)]) {
 
 /// Adds a client account that logs in with [`PASSWORD`].
 async fn with_password(node: &Node, engines: &Engines, name: &str) {
-    let mut child = node
-        .command(&["account", "add", name, "--password-stdin"], engines)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "account add {name}: {}", text(&out));
-}
-
-/// One paramiko login (an SFTP listing when it succeeds) from `from`, with a keyboard-
-/// interactive `code` after the password if given; the driver's `{ok, error, seconds}`.
-async fn login(
-    python: &Path,
-    port: u16,
-    user: &str,
-    password: &str,
-    from: &str,
-    code: Option<&str>,
-) -> Value {
-    let port = port.to_string();
-    let mut args = vec![
-        "login",
-        "127.0.0.1",
-        &port,
-        user,
-        "--password",
-        password,
-        "--bind",
-        from,
-    ];
-    if let Some(code) = code {
-        args.extend(["--code", code]);
-    }
-    serde_json::from_str(&paramiko(python, &args).await).unwrap()
+    common::cluster::with_password(node, engines, name, PASSWORD).await;
 }
 
 /// Whether a login was refused before SSH: paramiko never read a server banner.
@@ -267,7 +214,7 @@ async fn a_brute_force_over_both_nodes_is_banned_on_both() {
     // node has seen two at most, and will have seen two when B sees the fourth: with scores
     // per node there would be no ban at all.
     for (attempt, port) in [port_a, port_b, port_a].into_iter().enumerate() {
-        let answer = login(&python, port, "alice", WRONG, ATTACKER, None).await;
+        let answer = common::paramiko_login(&python, port, "alice", WRONG, ATTACKER, None).await;
         assert!(refused_at_login(&answer), "attempt {attempt}: {answer}");
         assert_eq!(
             cluster.bans().await,
@@ -276,7 +223,7 @@ async fn a_brute_force_over_both_nodes_is_banned_on_both() {
             attempt + 1
         );
     }
-    let answer = login(&python, port_b, "alice", WRONG, ATTACKER, None).await;
+    let answer = common::paramiko_login(&python, port_b, "alice", WRONG, ATTACKER, None).await;
     let banned_at = tokio::time::Instant::now();
     assert!(refused_at_login(&answer), "{answer}");
 
@@ -308,12 +255,12 @@ async fn a_brute_force_over_both_nodes_is_banned_on_both() {
         if port == port_a {
             tokio::time::sleep_until(banned_at + Duration::from_millis(2100)).await;
         }
-        let answer = login(&python, port, "alice", PASSWORD, ATTACKER, None).await;
+        let answer = common::paramiko_login(&python, port, "alice", PASSWORD, ATTACKER, None).await;
         assert!(refused_at_connect(&answer), "port {port}: {answer}");
         // From elsewhere, alice is locked out on both nodes, and bob is not.
-        let answer = login(&python, port, "alice", PASSWORD, OTHER, None).await;
+        let answer = common::paramiko_login(&python, port, "alice", PASSWORD, OTHER, None).await;
         assert!(refused_at_login(&answer), "{answer}");
-        let answer = login(&python, port, "bob", PASSWORD, OTHER, None).await;
+        let answer = common::paramiko_login(&python, port, "bob", PASSWORD, OTHER, None).await;
         assert_eq!(answer["ok"], true, "{answer}");
     }
 
@@ -366,14 +313,16 @@ async fn a_totp_code_used_through_one_node_is_refused_through_the_other() {
         .unwrap()
         .as_secs();
     let code = mailroom_core::totp_code(&secret, now).unwrap();
-    let answer = login(&python, port_a, "carol", PASSWORD, OTHER, Some(&code)).await;
+    let answer =
+        common::paramiko_login(&python, port_a, "carol", PASSWORD, OTHER, Some(&code)).await;
     assert_eq!(answer["ok"], true, "the code through A: {answer}");
 
     // The same code through B: the password passes, the code is a replay.
     let before = cluster.snapshot().await;
     let seen = cluster.events().await.len();
     let shown = cluster.json(&["account", "show", "carol"]).await;
-    let answer = login(&python, port_b, "carol", PASSWORD, OTHER, Some(&code)).await;
+    let answer =
+        common::paramiko_login(&python, port_b, "carol", PASSWORD, OTHER, Some(&code)).await;
     assert!(refused_at_login(&answer), "the replay through B: {answer}");
     let refusals = cluster.refusals_after(seen).await;
     assert_eq!(refusals.len(), 1, "{refusals:?}");
@@ -391,7 +340,8 @@ async fn a_totp_code_used_through_one_node_is_refused_through_the_other() {
     assert_eq!(cluster.json(&["account", "show", "carol"]).await, shown);
 
     // B itself is fine: a recovery code lets carol in through it.
-    let answer = login(&python, port_b, "carol", PASSWORD, OTHER, Some(&recovery)).await;
+    let answer =
+        common::paramiko_login(&python, port_b, "carol", PASSWORD, OTHER, Some(&recovery)).await;
     assert_eq!(answer["ok"], true, "a recovery code through B: {answer}");
     cluster.stop().await;
 }

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 
 mod common;
-use common::cluster::{Engines, Node, client};
+use common::cluster::{Engines, Node, client, stop};
 
 /// How soon a kick or a disable made on one node must close a session held on another.
 const WITHIN: Duration = Duration::from_secs(2);
@@ -160,21 +160,6 @@ async fn events(node: &Node, engines: &Engines, kind: &str, outcome: &str) -> Ve
 /// What `node`'s server wrote on standard error so far.
 fn log(node: &Node) -> String {
     std::fs::read_to_string(node.data.with_extension("log")).unwrap_or_default()
-}
-
-/// Stops a node with SIGTERM; it must exit cleanly.
-async fn stop(child: &mut Child) {
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "a node did not stop cleanly: {exit:?}");
 }
 
 #[tokio::test]

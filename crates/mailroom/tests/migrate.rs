@@ -54,20 +54,7 @@ async fn an_embedded_install_moves_to_the_cluster_engines_with_every_blob_checke
     let damaged_id = damaged.file_name().unwrap().to_string_lossy().into_owned();
     let original = flip_byte(&damaged, 1000, None);
 
-    let refused = site
-        .command(
-            &[
-                "migrate",
-                "--meta",
-                &engines.meta_url,
-                "--blob",
-                &engines.blob_url,
-            ],
-            &engines,
-        )
-        .output()
-        .await
-        .unwrap();
+    let refused = migrate(&site, &engines).await;
     assert!(!refused.status.success());
     let said = text(&refused);
     assert!(
@@ -111,20 +98,7 @@ async fn an_embedded_install_moves_to_the_cluster_engines_with_every_blob_checke
 
     // Again into the full target: refused, and nothing changes there.
     let events = psql(&engines, "SELECT count(*) FROM events");
-    let again = site
-        .command(
-            &[
-                "migrate",
-                "--meta",
-                &engines.meta_url,
-                "--blob",
-                &engines.blob_url,
-            ],
-            &engines,
-        )
-        .output()
-        .await
-        .unwrap();
+    let again = migrate(&site, &engines).await;
     assert!(!again.status.success());
     assert!(text(&again).contains("not empty"), "{}", text(&again));
     assert_eq!(psql(&engines, "SELECT count(*) FROM events"), events);
@@ -154,6 +128,23 @@ async fn an_embedded_install_moves_to_the_cluster_engines_with_every_blob_checke
         .run(&["audit", "verify", "--expect", &seq_hash], &engines)
         .await;
     assert!(verdict.starts_with("audit trail intact: "), "{verdict}");
+}
+
+/// `mailroom migrate` of `site` to the test's engines, to its end.
+async fn migrate(site: &Node, engines: &Engines) -> std::process::Output {
+    site.command(
+        &[
+            "migrate",
+            "--meta",
+            &engines.meta_url,
+            "--blob",
+            &engines.blob_url,
+        ],
+        engines,
+    )
+    .output()
+    .await
+    .unwrap()
 }
 
 /// Flips (or, given the original, restores) the byte at `offset`; returns the original.

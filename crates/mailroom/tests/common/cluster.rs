@@ -259,6 +259,26 @@ pub async fn probe(address: &str, path: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
+/// Adds a client account through `node` that logs in with `password`.
+pub async fn with_password(node: &Node, engines: &Engines, name: &str, password: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = node
+        .command(&["account", "add", name, "--password-stdin"], engines)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "account add {name}: {}", text(&out));
+}
+
 /// SIGTERM to a node, which must exit 0 within a minute.
 pub async fn stop(child: &mut Child) {
     let pid = child.id().unwrap().to_string();

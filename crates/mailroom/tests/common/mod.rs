@@ -75,3 +75,32 @@ pub fn error_line(err: &str) -> Option<usize> {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
 }
+
+/// One paramiko login (with an SFTP listing when it succeeds) as `user` on `127.0.0.1:port`
+/// from the local address `from`, with a keyboard-interactive `code` after the password if
+/// given; the test-support driver's `{ok, error, seconds}`.
+pub async fn paramiko_login(
+    python: &Path,
+    port: u16,
+    user: &str,
+    password: &str,
+    from: &str,
+    code: Option<&str>,
+) -> serde_json::Value {
+    let port = port.to_string();
+    let mut args = vec![
+        "login",
+        "127.0.0.1",
+        &port,
+        user,
+        "--password",
+        password,
+        "--bind",
+        from,
+    ];
+    if let Some(code) = code {
+        args.extend(["--code", code]);
+    }
+    let answer = mailroom_test_support::paramiko(python, &args).await;
+    serde_json::from_str(&answer).unwrap()
+}

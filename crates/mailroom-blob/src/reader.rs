@@ -1,4 +1,6 @@
-//! Reading a committed blob with positional reads (`pread`) on the blocking pool.
+//! Reading a committed blob with positional reads (`pread`) on the blocking pool, and what
+//! every reader of the crate shares (the S3 one in `s3/reader.rs` too): how much of a read is
+//! answered ([`read_len`]) and the reply framed after the caller's room ([`framed`]).
 //!
 //! Blobs are write-once, so the size taken at open stays true for the life of the reader and
 //! reads past it are answered without touching the disk. One reader may serve concurrent
@@ -15,6 +17,25 @@ use mailroom_core::{BlobReader, Result};
 
 use crate::MAX_READ_LEN;
 use crate::fsio::{blocking, storage_error};
+
+/// How many bytes a read of `len` at `offset` answers in a blob of `size` bytes: none past
+/// the end, and never more than [`MAX_READ_LEN`] (so it fits a `usize`).
+pub(crate) fn read_len(size: u64, offset: u64, len: usize) -> usize {
+    let available = size.saturating_sub(offset);
+    usize::try_from(available)
+        .unwrap_or(usize::MAX)
+        .min(len)
+        .min(MAX_READ_LEN)
+}
+
+/// `data` after `room` zero bytes for the caller's header
+/// ([`mailroom_core::BlobReader::read_at_after`]).
+pub(crate) fn framed(room: usize, data: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(room + data.len());
+    framed.resize(room, 0);
+    framed.extend_from_slice(data);
+    framed
+}
 
 /// An open committed blob.
 pub(crate) struct LocalBlobReader {
@@ -46,14 +67,9 @@ impl BlobReader for LocalBlobReader {
     }
 
     async fn read_at_after(&self, offset: u64, len: usize, room: usize) -> Result<Vec<u8>> {
-        let available = self.size.saturating_sub(offset);
-        // Invariant: the result is at most MAX_READ_LEN, so it fits a usize.
-        let wanted = usize::try_from(available)
-            .unwrap_or(usize::MAX)
-            .min(len)
-            .min(MAX_READ_LEN);
+        let wanted = read_len(self.size, offset, len);
         if wanted == 0 {
-            return Ok(vec![0u8; room]);
+            return Ok(framed(room, &[]));
         }
         let file = Arc::clone(&self.file);
         let path = Arc::clone(&self.path);
@@ -73,5 +89,20 @@ impl BlobReader for LocalBlobReader {
             Ok(buffer)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_clamped_to_the_blob_and_the_limit() {
+        assert_eq!(read_len(10, 4, 100), 6);
+        assert_eq!(read_len(10, 10, 100), 0);
+        assert_eq!(read_len(10, u64::MAX, 100), 0);
+        assert_eq!(read_len(u64::MAX, 0, usize::MAX), MAX_READ_LEN);
+        assert_eq!(framed(2, b"ab"), b"\0\0ab");
+        assert_eq!(framed(3, &[]), [0, 0, 0]);
     }
 }

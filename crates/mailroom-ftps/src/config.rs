@@ -25,7 +25,7 @@ mailroom_net::config_section! {
         pub listen: SocketAddr,
         /// Address and port for implicit FTPS (TLS from the first byte, `ftps://` URLs);
         /// empty: not offered.
-        #[serde(deserialize_with = "optional_address", serialize_with = "empty_if_none")]
+        #[serde(with = "mailroom_net::serde_optional_address")]
         pub implicit_listen: Option<SocketAddr>,
         /// Ports offered for passive data connections, `"FIRST-LAST"`.
         #[serde(deserialize_with = "from_text", serialize_with = "as_text")]
@@ -210,22 +210,6 @@ fn passive_address<'de, D: Deserializer<'de>>(
     text.parse().map(Some).map_err(|_| {
         serde::de::Error::custom(format!(
             "passive_address {:?}: expected an IPv4 address or \"\"",
-            text.chars().take(64).collect::<String>()
-        ))
-    })
-}
-
-/// `implicit_listen`: empty for "not offered", else a socket address.
-fn optional_address<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<SocketAddr>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "implicit_listen {:?}: expected an address such as \"127.0.0.1:9990\" or \"\"",
             text.chars().take(64).collect::<String>()
         ))
     })

@@ -1,5 +1,10 @@
-//! Rows to domain types and back: times, sizes, names and labels.
+//! Rows to domain types and back, for both engines: times, sizes, names, labels and the
+//! JSON columns, and the conversion of each kind of row.
 //!
+//! The PostgreSQL schema keeps SQLite's columns and representations (times in nanoseconds,
+//! ids and labels as text, the access policy as JSON), so a row converts the same way from
+//! either; only reading one column differs, which each driver's row does through
+//! [`Columns`] (implemented here for SQLite's rows, in `pg/convert.rs` for PostgreSQL's).
 //! Every value read from the database goes through its domain type's `parse`, so a row this
 //! version did not write surfaces as a logged Internal error instead of a wrong answer. This
 //! module does not run queries.
@@ -17,6 +22,33 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{classify, corrupt, unstorable};
+
+/// A value both drivers decode from a column: text, integers, booleans, bytes and their
+/// `Option`s (NULL).
+pub(crate) trait Stored: FromSql + for<'r> postgres::types::FromSql<'r> {}
+
+impl<T: FromSql + for<'r> postgres::types::FromSql<'r>> Stored for T {}
+
+/// A row of either driver, read column by column: what the conversions below need of it.
+pub(crate) trait Columns {
+    /// One column, with decoding failures logged as Internal.
+    fn read<T: Stored>(&self, name: &'static str) -> Result<T>;
+
+    /// A text column handed to `parse` (borrowed where the driver allows), with decoding
+    /// failures logged as Internal.
+    fn read_text<T>(&self, name: &'static str, parse: impl FnOnce(&str) -> Result<T>) -> Result<T>;
+}
+
+impl Columns for Row<'_> {
+    fn read<T: Stored>(&self, name: &'static str) -> Result<T> {
+        column(self, name)
+    }
+
+    fn read_text<T>(&self, name: &'static str, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+        let text: String = column(self, name)?;
+        parse(&text)
+    }
+}
 
 /// The columns [`delivery`] reads, in a form `concat!` can splice into static SQL.
 macro_rules! delivery_columns {
@@ -77,24 +109,36 @@ pub(crate) fn size_to_db(size: u64) -> Result<i64> {
     i64::try_from(size).map_err(|_| unstorable("size"))
 }
 
-/// One column of a row, with decoding failures logged as Internal.
+/// One column of a SQLite row, with decoding failures logged as Internal.
 pub(crate) fn column<T: FromSql>(row: &Row<'_>, name: &'static str) -> Result<T> {
     row.get(name).map_err(|error| classify("decode", error))
 }
 
 /// A text column parsed into its domain type.
 pub(crate) fn parsed<T>(
-    row: &Row<'_>,
+    row: &impl Columns,
     name: &'static str,
     parse: impl FnOnce(&str) -> Result<T>,
 ) -> Result<T> {
-    let text: String = column(row, name)?;
-    parse(&text).map_err(|error| corrupt(name, &error))
+    row.read_text(name, |text| {
+        parse(text).map_err(|error| corrupt(name, &error))
+    })
 }
 
 /// An account name column.
-pub(crate) fn account_name(row: &Row<'_>, name: &'static str) -> Result<AccountName> {
+pub(crate) fn account_name(row: &impl Columns, name: &'static str) -> Result<AccountName> {
     parsed(row, name, AccountName::parse)
+}
+
+/// A time column (nanoseconds).
+fn time(row: &impl Columns, name: &'static str) -> Result<OffsetDateTime> {
+    time_from_nanos(name, row.read(name)?)
+}
+
+/// A column that must hold a non-negative number.
+pub(crate) fn unsigned(row: &impl Columns, name: &'static str) -> Result<u64> {
+    let value: i64 = row.read(name)?;
+    u64::try_from(value).map_err(|_| corrupt(name, &CoreError::invalid("negative")))
 }
 
 /// The columns [`token`] reads.
@@ -106,20 +150,18 @@ macro_rules! token_columns {
 pub(crate) use token_columns;
 
 /// A row of `SELECT token_columns!() FROM tokens`.
-pub(crate) fn token(row: &Row<'_>) -> Result<TokenRecord> {
-    let epoch: i64 = column(row, "epoch")?;
+pub(crate) fn token(row: &impl Columns) -> Result<TokenRecord> {
     Ok(TokenRecord {
-        hash: column(row, "hash")?,
+        hash: row.read("hash")?,
         kind: parsed(row, "kind", TokenKind::parse)?,
-        session: column(row, "session")?,
+        session: row.read("session")?,
         account: account_name(row, "account")?,
         scope: parsed(row, "scope", Scope::parse)?,
-        epoch: u64::try_from(epoch)
-            .map_err(|_| corrupt("epoch", &CoreError::invalid("negative")))?,
-        source: column(row, "source")?,
+        epoch: unsigned(row, "epoch")?,
+        source: row.read("source")?,
         protocol: parsed(row, "protocol", Protocol::parse)?,
-        created: time_from_nanos("created", column(row, "created")?)?,
-        expires: time_from_nanos("expires", column(row, "expires")?)?,
+        created: time(row, "created")?,
+        expires: time(row, "expires")?,
     })
 }
 
@@ -132,18 +174,15 @@ macro_rules! account_columns {
 pub(crate) use account_columns;
 
 /// A row of `SELECT account_columns!() FROM accounts`, with its keys.
-pub(crate) fn account(row: &Row<'_>, keys: Vec<AuthorizedKey>) -> Result<Account> {
-    let totp_secret: Option<String> = column(row, "totp_secret")?;
+pub(crate) fn account(row: &impl Columns, keys: Vec<AuthorizedKey>) -> Result<Account> {
+    let totp_secret: Option<String> = row.read("totp_secret")?;
     let totp = match totp_secret {
         Some(secret) => {
-            let last_step: Option<i64> = column(row, "totp_last_step")?;
-            let recovery: String = column(row, "totp_recovery")?;
+            let last_step: Option<i64> = row.read("totp_last_step")?;
             Some(TotpEnrolment {
                 secret: Secret::new(secret),
                 last_step: last_step.and_then(|s| u64::try_from(s).ok()),
-                recovery: serde_json::from_str(&recovery).map_err(|_| {
-                    corrupt("totp_recovery", &CoreError::invalid("not a JSON list"))
-                })?,
+                recovery: parsed(row, "totp_recovery", recovery_from_json)?,
             })
         }
         None => None,
@@ -151,15 +190,50 @@ pub(crate) fn account(row: &Row<'_>, keys: Vec<AuthorizedKey>) -> Result<Account
     Ok(Account {
         name: account_name(row, "name")?,
         kind: parsed(row, "kind", AccountKind::parse)?,
-        disabled: column(row, "disabled")?,
-        password_hash: column(row, "password_hash")?,
+        disabled: row.read("disabled")?,
+        password_hash: row.read("password_hash")?,
         keys,
-        created: time_from_nanos("created", column(row, "created")?)?,
+        created: time(row, "created")?,
         access: parsed(row, "access", access_from_json)?,
         totp,
-        token_epoch: u64::try_from(column::<i64>(row, "token_epoch")?)
-            .map_err(|_| corrupt("token_epoch", &CoreError::invalid("negative")))?,
+        token_epoch: unsigned(row, "token_epoch")?,
     })
+}
+
+/// An account's token generation as stored.
+pub(crate) fn epoch_to_db(epoch: u64) -> Result<i64> {
+    i64::try_from(epoch).map_err(|_| CoreError::invalid("token generation out of range"))
+}
+
+/// An enrolment (or none) as `accounts` holds it.
+pub(crate) struct TotpColumns {
+    /// `totp_secret`: NULL without an enrolment.
+    pub(crate) secret: Option<String>,
+    /// `totp_last_step`: NULL until a code is used.
+    pub(crate) last_step: Option<i64>,
+    /// `totp_recovery`: the recovery-code hashes, an empty list without an enrolment.
+    pub(crate) recovery: String,
+}
+
+/// Encodes an enrolment (or none) for `accounts`.
+pub(crate) fn totp_to_db(totp: Option<&TotpEnrolment>) -> TotpColumns {
+    TotpColumns {
+        secret: totp.map(|t| t.secret.expose().clone()),
+        last_step: totp
+            .and_then(|t| t.last_step)
+            .and_then(|s| i64::try_from(s).ok()),
+        recovery: recovery_json(totp.map(|t| t.recovery.as_slice())),
+    }
+}
+
+/// The recovery-code hashes of an enrolment, as the JSON list `accounts.totp_recovery` holds.
+pub(crate) fn recovery_json(codes: Option<&[String]>) -> String {
+    serde_json::to_string(codes.unwrap_or(&[])).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Decodes `accounts.totp_recovery`.
+pub(crate) fn recovery_from_json(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|_| CoreError::invalid("not a JSON list"))
 }
 
 /// [`AccessPolicy`] as stored in `accounts.access`. Absent fields take their defaults, so a
@@ -257,29 +331,29 @@ pub(crate) fn access_from_json(text: &str) -> Result<AccessPolicy> {
 }
 
 /// A row of `SELECT subject, until, level, reason, created FROM bans`.
-pub(crate) fn ban(row: &Row<'_>) -> Result<Ban> {
-    let level: i64 = column(row, "level")?;
+pub(crate) fn ban(row: &impl Columns) -> Result<Ban> {
+    let level: i64 = row.read("level")?;
     Ok(Ban {
         subject: parsed(row, "subject", BanSubject::parse)?,
-        until: time_from_nanos("until", column(row, "until")?)?,
+        until: time(row, "until")?,
         level: u32::try_from(level).unwrap_or(u32::MAX),
-        reason: column(row, "reason")?,
-        created: time_from_nanos("created", column(row, "created")?)?,
+        reason: row.read("reason")?,
+        created: time(row, "created")?,
     })
 }
 
 /// A row of `SELECT algorithm, blob, comment FROM account_keys`.
-pub(crate) fn key(row: &Row<'_>) -> Result<AuthorizedKey> {
+pub(crate) fn key(row: &impl Columns) -> Result<AuthorizedKey> {
     Ok(AuthorizedKey {
-        algorithm: column(row, "algorithm")?,
-        blob: column(row, "blob")?,
-        comment: column(row, "comment")?,
+        algorithm: row.read("algorithm")?,
+        blob: row.read("blob")?,
+        comment: row.read("comment")?,
     })
 }
 
 /// A row of `SELECT delivery_columns!() FROM deliveries`.
-pub(crate) fn delivery(row: &Row<'_>) -> Result<Delivery> {
-    let size: i64 = column(row, "size")?;
+pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery> {
+    let size: i64 = row.read("size")?;
     Ok(Delivery {
         id: parsed(row, "id", DeliveryId::parse)?,
         batch_id: parsed(row, "batch_id", DeliveryId::parse)?,
@@ -289,21 +363,21 @@ pub(crate) fn delivery(row: &Row<'_>) -> Result<Delivery> {
         name: parsed(row, "name", FileName::parse)?,
         size: u64::try_from(size)
             .map_err(|_| corrupt("size", &CoreError::invalid("negative size")))?,
-        sha256: column(row, "sha256")?,
+        sha256: row.read("sha256")?,
         blob_id: parsed(row, "blob_id", BlobId::parse)?,
         state: parsed(row, "state", DeliveryState::parse)?,
-        created: time_from_nanos("created", column(row, "created")?)?,
-        updated: time_from_nanos("updated", column(row, "updated")?)?,
+        created: time(row, "created")?,
+        updated: time(row, "updated")?,
     })
 }
 
 /// A row of `SELECT audit_columns!() FROM events`.
-pub(crate) fn audit_record(row: &Row<'_>) -> Result<AuditRecord> {
+pub(crate) fn audit_record(row: &impl Columns) -> Result<AuditRecord> {
     Ok(AuditRecord {
-        seq: seq_from_db(column(row, "seq")?)?,
+        seq: seq_from_db(row.read("seq")?)?,
         event: event(row)?,
-        prev_hash: column(row, "prev_hash")?,
-        hash: column(row, "hash")?,
+        prev_hash: row.read("prev_hash")?,
+        hash: row.read("hash")?,
     })
 }
 
@@ -323,41 +397,41 @@ pub(crate) fn seq_to_db(seq: u64) -> Result<i64> {
 }
 
 /// A row of `SELECT event_columns!() FROM events`.
-pub(crate) fn event(row: &Row<'_>) -> Result<Event> {
+pub(crate) fn event(row: &impl Columns) -> Result<Event> {
     Ok(Event {
         id: parsed(row, "id", |text| {
             Uuid::parse_str(text).map_err(|_| CoreError::invalid("not an event id"))
         })?,
-        time: time_from_nanos("time", column(row, "time")?)?,
+        time: time(row, "time")?,
         kind: parsed(row, "kind", EventKind::parse)?,
-        actor: column(row, "actor")?,
-        source: column(row, "source")?,
+        actor: row.read("actor")?,
+        source: row.read("source")?,
         protocol: parsed(row, "protocol", Protocol::parse)?,
-        object: column(row, "object")?,
+        object: row.read("object")?,
         outcome: parsed(row, "outcome", Outcome::parse)?,
-        detail: column(row, "detail")?,
+        detail: row.read("detail")?,
     })
 }
 
 /// A row of `SELECT job_columns!() FROM jobs`.
-pub(crate) fn job(row: &Row<'_>) -> Result<Job> {
+pub(crate) fn job(row: &impl Columns) -> Result<Job> {
     let uuid = |what: &'static str| {
         move |text: &str| {
             Uuid::parse_str(text).map_err(|_| CoreError::invalid(format!("not a {what} id")))
         }
     };
-    let attempts: i64 = column(row, "attempts")?;
+    let attempts: i64 = row.read("attempts")?;
     Ok(Job {
         id: parsed(row, "id", uuid("job"))?,
-        rule: column(row, "rule")?,
+        rule: row.read("rule")?,
         handler: parsed(row, "handler", Handler::parse)?,
         event: parsed(row, "event", uuid("event"))?,
         state: parsed(row, "state", JobState::parse)?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        due: time_from_nanos("due", column(row, "due")?)?,
-        created: time_from_nanos("created", column(row, "created")?)?,
-        updated: time_from_nanos("updated", column(row, "updated")?)?,
-        last_error: column(row, "last_error")?,
+        due: time(row, "due")?,
+        created: time(row, "created")?,
+        updated: time(row, "updated")?,
+        last_error: row.read("last_error")?,
     })
 }
 
@@ -370,16 +444,16 @@ macro_rules! node_columns {
 pub(crate) use node_columns;
 
 /// A row of `SELECT node_columns!() FROM nodes`.
-pub(crate) fn node(row: &Row<'_>) -> Result<mailroom_core::NodeRecord> {
-    let pid: i64 = column(row, "pid")?;
+pub(crate) fn node(row: &impl Columns) -> Result<mailroom_core::NodeRecord> {
+    let pid: i64 = row.read("pid")?;
     Ok(mailroom_core::NodeRecord {
         node: mailroom_core::NodeInfo {
             id: parsed(row, "id", mailroom_core::NodeId::parse)?,
-            host: column(row, "host")?,
+            host: row.read("host")?,
             pid: u32::try_from(pid).map_err(|_| corrupt("pid", &CoreError::invalid("range")))?,
-            started: time_from_nanos("started", column(row, "started")?)?,
+            started: time(row, "started")?,
         },
-        heartbeat: time_from_nanos("heartbeat", column(row, "heartbeat")?)?,
+        heartbeat: time(row, "heartbeat")?,
     })
 }
 
@@ -392,16 +466,15 @@ macro_rules! live_session_columns {
 pub(crate) use live_session_columns;
 
 /// A row of `SELECT live_session_columns!() FROM live_sessions`.
-pub(crate) fn live_session(row: &Row<'_>) -> Result<mailroom_core::LiveSessionRecord> {
-    let id: i64 = column(row, "id")?;
+pub(crate) fn live_session(row: &impl Columns) -> Result<mailroom_core::LiveSessionRecord> {
     Ok(mailroom_core::LiveSessionRecord {
         node: parsed(row, "node", mailroom_core::NodeId::parse)?,
-        id: u64::try_from(id).map_err(|_| corrupt("id", &CoreError::invalid("negative")))?,
+        id: unsigned(row, "id")?,
         account: account_name(row, "account")?,
         protocol: parsed(row, "protocol", Protocol::parse)?,
-        source: column(row, "source")?,
-        started: time_from_nanos("started", column(row, "started")?)?,
-        closing: column(row, "closing")?,
+        source: row.read("source")?,
+        started: time(row, "started")?,
+        closing: row.read("closing")?,
     })
 }
 

@@ -17,6 +17,8 @@ mod copy;
 mod error;
 mod migrate;
 mod pg;
+mod runner;
+mod shared;
 mod store;
 mod tap;
 mod tx;

@@ -5,9 +5,9 @@
 //! edited after release is refused instead of silently differing between databases, and a
 //! database written by a newer build is refused instead of misread. Databases from before
 //! this table (the sqlx era, `_sqlx_migrations`) are adopted: the versions sqlx applied are
-//! recorded as applied, with the text this build has for them. The record and its checks
-//! ([`Migration`], [`checksum`], [`check_applied`]) serve the PostgreSQL store too
-//! (`pg/migrate.rs`), whose migrations are a list of their own.
+//! recorded as applied, with the text this build has for them. The record, its checks and the
+//! order of application ([`Migration`], [`checksum`], [`apply_pending`]) serve the PostgreSQL
+//! store too (`pg/migrate.rs`), whose migrations are a list of their own.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -119,16 +119,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), String> {
             .collect::<Result<_, _>>()
             .map_err(sql)?
     };
-    check_applied(MIGRATIONS, &applied)?;
-    for migration in pending(MIGRATIONS, &applied) {
-        apply(conn, migration).map_err(|e| {
-            format!(
-                "migration {} ({}) failed: {e}",
-                migration.version, migration.description
-            )
-        })?;
-    }
-    Ok(())
+    apply_pending(MIGRATIONS, &applied, |migration| apply(conn, migration))
 }
 
 /// Applies one migration and records it, in one transaction.
@@ -186,13 +177,30 @@ fn adopt_sqlx(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Checks what the database recorded (`applied`: the `(version, sha256)` of every recorded
+/// migration) against `migrations` ([`check_applied`]), then applies the migrations it lacks
+/// with `apply`, oldest first. The error says which migration failed and why.
+pub(crate) fn apply_pending<E: std::fmt::Display>(
+    migrations: &[Migration],
+    applied: &[(i64, String)],
+    mut apply: impl FnMut(&Migration) -> Result<(), E>,
+) -> Result<(), String> {
+    check_applied(migrations, applied)?;
+    for migration in pending(migrations, applied) {
+        apply(migration).map_err(|e| {
+            format!(
+                "migration {} ({}) failed: {e}",
+                migration.version, migration.description
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Refuses a database that recorded a migration this build does not have (a newer build wrote
 /// it) or one whose text differs from ours (edited after it was applied). `applied` is the
 /// `(version, sha256)` of every recorded migration.
-pub(crate) fn check_applied(
-    migrations: &[Migration],
-    applied: &[(i64, String)],
-) -> Result<(), String> {
+fn check_applied(migrations: &[Migration], applied: &[(i64, String)]) -> Result<(), String> {
     for (version, sha256) in applied {
         match migrations.iter().find(|m| m.version == *version) {
             None => {
@@ -213,7 +221,7 @@ pub(crate) fn check_applied(
 }
 
 /// The migrations not recorded in `applied`, oldest first.
-pub(crate) fn pending<'m>(
+fn pending<'m>(
     migrations: &'m [Migration],
     applied: &[(i64, String)],
 ) -> impl Iterator<Item = &'m Migration> {

@@ -26,7 +26,6 @@
 //! millisecond of CPU per small file). Here SQLite's own work is the cost.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -39,6 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{MetaError, storage};
 use crate::migrate::migrate;
+use crate::runner::{Counters, closing, lock, run_unit, send};
 use crate::tap::EventTap;
 use crate::tx::SqliteTx;
 
@@ -91,14 +91,6 @@ struct Inner {
     short_reads: Mutex<Vec<Connection>>,
     /// The database file, to open more short-read connections; `None` in memory.
     path: Option<std::path::PathBuf>,
-}
-
-#[derive(Default)]
-struct Counters {
-    reads: AtomicU64,
-    writes: AtomicU64,
-    commits: AtomicU64,
-    flushes: AtomicU64,
 }
 
 /// The connection settings SQLite reports, for diagnostics and tests.
@@ -293,12 +285,7 @@ impl SqliteStore {
         lock(&self.inner.readers).take();
         lock(&self.inner.short_reads).clear();
         let threads = std::mem::take(&mut *lock(&self.inner.threads));
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
-            }
-        })
-        .await;
+        crate::runner::join(threads).await;
     }
 
     /// Sends every audit record to `sender` once the transaction holding it has committed, in
@@ -367,7 +354,7 @@ impl SqliteStore {
 #[async_trait]
 impl MetaStore for SqliteStore {
     async fn read(&self, unit: Unit) -> Result<UnitOutput> {
-        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.read();
         self.submit(None, unit).await
     }
 
@@ -379,7 +366,7 @@ impl MetaStore for SqliteStore {
             // In memory, or no connection to be had: the reader threads.
             return self.read(unit).await;
         };
-        self.inner.counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.read();
         let result = read_unit(&conn, unit);
         let mut pool = lock(&self.inner.short_reads);
         if pool.len() < SHORT_READERS {
@@ -389,37 +376,13 @@ impl MetaStore for SqliteStore {
     }
 
     async fn write(&self, durability: Durability, unit: Unit) -> Result<UnitOutput> {
-        self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.write();
         self.submit(Some(durability), unit).await
     }
 
     fn stats(&self) -> StoreStats {
-        let c = &self.inner.counters;
-        StoreStats {
-            reads: c.reads.load(Ordering::Relaxed),
-            writes: c.writes.load(Ordering::Relaxed),
-            commits: c.commits.load(Ordering::Relaxed),
-            flushes: c.flushes.load(Ordering::Relaxed),
-        }
+        self.inner.counters.stats()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn closing() -> CoreError {
-    CoreError::transient("the metadata store is closing")
-}
-
-fn send(queue: &Mutex<Option<mpsc::Sender<Job>>>, job: Job) -> Result<()> {
-    let queue = lock(queue);
-    let Some(sender) = queue.as_ref() else {
-        return Err(closing());
-    };
-    sender.send(job).map_err(|_| closing())
 }
 
 /// Opens one connection to the database file with the settings every connection needs.
@@ -531,17 +494,6 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// A unit's answer: its own result, or Internal if it panicked (the panic is logged).
-fn run_unit(unit: Unit, tx: &mut SqliteTx<'_>) -> Result<UnitOutput> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unit(tx))) {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::error!("a unit of work panicked; its transaction is rolled back");
-            Err(CoreError::internal("metadata store error"))
-        }
-    }
-}
-
 /// A read unit in one read transaction.
 fn read_unit(conn: &Connection, unit: Unit) -> Result<UnitOutput> {
     run(conn, "BEGIN").map_err(storage("read"))?;
@@ -595,9 +547,9 @@ fn run_writer(
     tap: Arc<EventTap>,
     store: std::sync::Weak<Inner>,
 ) {
-    let count = |f: fn(&Counters) -> &AtomicU64, n: u64| {
+    let count_commit = |flushed: bool| {
         if let Some(inner) = store.upgrade() {
-            f(&inner.counters).fetch_add(n, Ordering::Relaxed);
+            inner.counters.committed(flushed);
         }
     };
     while let Ok(first) = jobs.recv() {
@@ -625,16 +577,16 @@ fn run_writer(
                     unit,
                     reply,
                 } => {
-                    commit_batch(&conn, std::mem::take(&mut batch), &tap, &count);
+                    commit_batch(&conn, std::mem::take(&mut batch), &tap, &count_commit);
                     let _ = reply.send(read_unit(&conn, unit));
                 }
                 Job::Raw(work) => {
-                    commit_batch(&conn, std::mem::take(&mut batch), &tap, &count);
+                    commit_batch(&conn, std::mem::take(&mut batch), &tap, &count_commit);
                     work(&conn);
                 }
             }
         }
-        commit_batch(&conn, batch, &tap, &count);
+        commit_batch(&conn, batch, &tap, &count_commit);
     }
 }
 
@@ -645,7 +597,7 @@ fn commit_batch(
     conn: &Connection,
     batch: Vec<Pending>,
     tap: &EventTap,
-    count: &impl Fn(fn(&Counters) -> &AtomicU64, u64),
+    count_commit: &impl Fn(bool),
 ) {
     if batch.is_empty() {
         return;
@@ -707,10 +659,7 @@ fn commit_batch(
         Ok(()) if !(alone && all_failed) => {
             // A batch whose units all failed committed nothing worth counting.
             if !all_failed {
-                count(|c| &c.commits, 1);
-                if flush {
-                    count(|c| &c.flushes, 1);
-                }
+                count_commit(flush);
             }
             tap.committed(recorded);
             for (reply, result) in answers {

@@ -4,15 +4,17 @@
 //! Every statement is prepared once per connection and cached (`prepare_cached`), and every
 //! value is a bound parameter; the only SQL built at run time joins fixed fragments. Policy is
 //! not decided here: which transitions are allowed, who may rename, and which events to write
-//! all come from the unit.
+//! all come from the unit. What `PgTx` says and decides alike (the words of refusals, the
+//! principal kinds, the audit chain's next records) is `shared.rs`'s; this file holds the
+//! SQLite statements.
 
 use std::collections::{BTreeMap, HashSet};
 
 use mailroom_core::{
     Account, AccountName, AccountUpdate, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId,
     ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event, EventQuery,
-    FileName, GENESIS_HASH, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
-    RouteEffect, TokenRecord, Tx, chain_hash,
+    FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
+    TokenRecord, Tx,
 };
 use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use rusqlite::types::Value;
@@ -21,20 +23,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::convert::{
-    self, account_columns, account_name, audit_columns, column, delivery_columns, event_columns,
-    job_columns, nanos, size_to_db, token_columns,
+    self, account_columns, account_name, audit_columns, column, delivery_columns, epoch_to_db,
+    event_columns, job_columns, nanos, size_to_db, token_columns, totp_to_db, unsigned,
 };
 use crate::convert::{live_session_columns, nanos_saturating, node_columns};
 use crate::error::{corrupt, is_unique_violation, storage, violates};
-
-/// The states of `DeliveryState::LIVE` as an SQL list, for `concat!`. It must be the list of
-/// the core and of the partial index `deliveries_live_name` in the migration, or "live" would
-/// mean one thing for names and another for blobs; a unit test checks all three agree.
-macro_rules! live_states {
-    () => {
-        "('stored', 'checking', 'delivered', 'picked-up')"
-    };
-}
+use crate::shared::{self, Principal, live_states, no_account, no_group};
 
 /// A unit's transaction on one connection.
 pub(crate) struct SqliteTx<'c> {
@@ -56,11 +50,7 @@ impl<'c> SqliteTx<'c> {
     }
 
     fn writing(&self) -> Result<()> {
-        if self.writable {
-            Ok(())
-        } else {
-            Err(CoreError::internal("a read unit tried to write"))
-        }
+        shared::writing(self.writable)
     }
 
     /// Runs one cached statement that changes rows; returns how many.
@@ -89,13 +79,7 @@ impl<'c> SqliteTx<'c> {
     /// Fails with Conflict naming what holds `name` in the shared namespace, if anything.
     fn name_free(&self, name: &AccountName, operation: &'static str) -> Result<()> {
         if let Some(holder) = self.name_kind(name, operation)? {
-            let holder = match holder {
-                Principal::Account => "an account",
-                Principal::Group => "a group",
-            };
-            return Err(CoreError::conflict(format!(
-                "the name {name} is already taken by {holder}"
-            )));
+            return Err(shared::name_held(name, holder));
         }
         Ok(())
     }
@@ -114,7 +98,7 @@ impl<'c> SqliteTx<'c> {
             .and_then(|mut s| s.execute([name.as_str(), kind.as_str()]))
             .map_err(|error| {
                 if is_unique_violation(&error) {
-                    CoreError::conflict(format!("the name {name} is already taken"))
+                    shared::name_taken(name)
                 } else {
                     storage(operation)(error)
                 }
@@ -177,9 +161,7 @@ impl<'c> SqliteTx<'c> {
     fn check_members(&self, group: &AccountName, members: &[AccountName]) -> Result<()> {
         for member in members {
             if self.name_kind(member, "check_members")? != Some(Principal::Account) {
-                return Err(CoreError::not_found(format!(
-                    "cannot add {member} to group {group}: there is no account by that name"
-                )));
+                return Err(shared::no_member(group, member));
             }
         }
         Ok(())
@@ -313,6 +295,7 @@ impl Tx for SqliteTx<'_> {
         const OP: &str = "insert_account";
         self.writing()?;
         self.claim_name(&account.name, Principal::Account, OP)?;
+        let totp = totp_to_db(account.totp.as_ref());
         self.execute(
             OP,
             "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
@@ -325,13 +308,9 @@ impl Tx for SqliteTx<'_> {
                 account.password_hash.as_deref(),
                 nanos(account.created)?,
                 convert::access_to_json(&account.access),
-                account.totp.as_ref().map(|t| t.secret.expose().clone()),
-                account
-                    .totp
-                    .as_ref()
-                    .and_then(|t| t.last_step)
-                    .and_then(|s| i64::try_from(s).ok()),
-                recovery_json(account.totp.as_ref().map(|t| t.recovery.as_slice())),
+                totp.secret,
+                totp.last_step,
+                totp.recovery,
                 epoch_to_db(account.token_epoch)?,
             ],
         )?;
@@ -385,15 +364,12 @@ impl Tx for SqliteTx<'_> {
         }
         if let Some(totp) = &update.totp {
             // A new enrolment starts with no step used; its secret and codes replace the old.
+            let totp = totp_to_db(totp.as_ref());
             self.execute(
                 OP,
                 "UPDATE accounts SET totp_secret = ?1, totp_recovery = ?2, totp_last_step = NULL \
                  WHERE name = ?3",
-                params![
-                    totp.as_ref().map(|t| t.secret.expose().clone()),
-                    recovery_json(totp.as_ref().map(|t| t.recovery.as_slice())),
-                    name.as_str()
-                ],
+                params![totp.secret, totp.recovery, name.as_str()],
             )?;
         }
         if update.revoke_tokens {
@@ -422,9 +398,7 @@ impl Tx for SqliteTx<'_> {
             .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)))
             .map_err(storage(OP))?;
         if live > 0 {
-            return Err(CoreError::conflict(format!(
-                "{name} still has {live} deliveries waiting to or from it; disable the account instead"
-            )));
+            return Err(shared::deliveries_live(name, live));
         }
         let deleted = self.delete_principal(
             name,
@@ -589,9 +563,7 @@ impl Tx for SqliteTx<'_> {
         self.writing()?;
         for name in [&route.from, &route.to] {
             if self.name_kind(name, OP)?.is_none() {
-                return Err(CoreError::not_found(format!(
-                    "no account or group is named {name}"
-                )));
+                return Err(shared::no_principal(name));
             }
         }
         self.execute(
@@ -616,9 +588,7 @@ impl Tx for SqliteTx<'_> {
             [from.as_str(), to.as_str()],
         )?;
         if deleted == 0 {
-            return Err(CoreError::not_found(format!(
-                "there is no route rule from {from} to {to}"
-            )));
+            return Err(shared::no_route(from, to));
         }
         Ok(())
     }
@@ -662,18 +632,10 @@ impl Tx for SqliteTx<'_> {
             match inserted {
                 Ok(_) => {}
                 Err(error) if is_unique_violation(&error) && violates(&error, "deliveries.id") => {
-                    return Err(CoreError::conflict(format!(
-                        "a delivery with id {} exists already",
-                        delivery.id
-                    )));
+                    return Err(shared::delivery_exists(&delivery.id));
                 }
                 Err(error) if is_unique_violation(&error) => {
-                    return Err(CoreError::conflict(format!(
-                        "{} already has a live delivery named {:?} from {}",
-                        delivery.recipient,
-                        delivery.name.as_str(),
-                        delivery.sender
-                    )));
+                    return Err(shared::live_name_taken(delivery));
                 }
                 Err(error) => return Err(storage(OP)(error)),
             }
@@ -697,7 +659,7 @@ impl Tx for SqliteTx<'_> {
                 " FROM deliveries WHERE id = ?1"
             ),
             [id.to_string()],
-            convert::delivery,
+            |row| convert::delivery(row),
         )
     }
 
@@ -706,12 +668,9 @@ impl Tx for SqliteTx<'_> {
             concat!("SELECT ", delivery_columns!(), " FROM deliveries"),
             query,
         )?;
-        self.query(
-            "deliveries",
-            &sql,
-            params_from_iter(values.iter()),
-            convert::delivery,
-        )
+        self.query("deliveries", &sql, params_from_iter(values.iter()), |row| {
+            convert::delivery(row)
+        })
     }
 
     fn first_delivery_with_content(
@@ -776,9 +735,7 @@ impl Tx for SqliteTx<'_> {
             // Moving a terminal delivery back to a live state can collide with a newer live
             // delivery of the same name.
             Err(error) if is_unique_violation(&error) => {
-                return Err(CoreError::conflict(
-                    "another live delivery between the same sender and recipient has this name",
-                ));
+                return Err(shared::transition_clash());
             }
             Err(error) => return Err(storage(OP)(error)),
         };
@@ -811,14 +768,9 @@ impl Tx for SqliteTx<'_> {
             ))
             .and_then(|mut s| s.execute([name.as_str().to_owned(), id.to_string()]));
         match renamed {
-            Ok(0) => Err(CoreError::not_found(format!(
-                "no pending delivery has the id {id}"
-            ))),
+            Ok(0) => Err(shared::no_pending_delivery(id)),
             Ok(_) => Ok(()),
-            Err(error) if is_unique_violation(&error) => Err(CoreError::conflict(format!(
-                "the name {:?} is taken by another live delivery between the same sender and recipient",
-                name.as_str()
-            ))),
+            Err(error) if is_unique_violation(&error) => Err(shared::rename_clash(name)),
             Err(error) => Err(storage("rename_delivery")(error)),
         }
     }
@@ -873,7 +825,7 @@ impl Tx for SqliteTx<'_> {
 
     fn use_totp_step(&mut self, name: &AccountName, step: u64) -> Result<bool> {
         self.writing()?;
-        let step = i64::try_from(step).map_err(|_| CoreError::invalid("TOTP step out of range"))?;
+        let step = shared::step_to_db(step)?;
         // One statement: two logins racing with the same code cannot both pass.
         let updated = self.execute(
             "use_totp_step",
@@ -896,17 +848,13 @@ impl Tx for SqliteTx<'_> {
         else {
             return Ok(false);
         };
-        let mut codes: Vec<String> = serde_json::from_str(&text)
-            .map_err(|_| corrupt("totp_recovery", &CoreError::invalid("not a JSON list")))?;
-        let before = codes.len();
-        codes.retain(|c| c != code_hash);
-        if codes.len() == before {
+        let Some(left) = shared::spend_recovery_code(&text, code_hash)? else {
             return Ok(false);
-        }
+        };
         self.execute(
             OP,
             "UPDATE accounts SET totp_recovery = ?1 WHERE name = ?2",
-            [recovery_json(Some(&codes)), name.as_str().to_owned()],
+            [left, name.as_str().to_owned()],
         )?;
         Ok(true)
     }
@@ -916,7 +864,7 @@ impl Tx for SqliteTx<'_> {
             "bans",
             "SELECT subject, until, level, reason, created FROM bans ORDER BY subject",
             [],
-            convert::ban,
+            |row| convert::ban(row),
         )
     }
 
@@ -925,7 +873,7 @@ impl Tx for SqliteTx<'_> {
             "ban",
             "SELECT subject, until, level, reason, created FROM bans WHERE subject = ?1",
             [subject.key()],
-            convert::ban,
+            |row| convert::ban(row),
         )
     }
 
@@ -955,7 +903,7 @@ impl Tx for SqliteTx<'_> {
             [subject.key()],
         )?;
         if deleted == 0 {
-            return Err(CoreError::not_found(format!("{subject} is not banned")));
+            return Err(shared::not_banned(subject));
         }
         Ok(())
     }
@@ -1021,8 +969,8 @@ impl Tx for SqliteTx<'_> {
         }
         // The head, read inside the write transaction, which holds SQLite's write lock: it is
         // still the head when the rows go in, even with a second process writing.
-        // `sqlite_sequence` holds the highest seq ever used (the newest row may have gone),
-        // and seqs are set here so the hash can include them.
+        // `sqlite_sequence` holds the highest seq ever used (the newest row may have gone);
+        // `shared::chain` numbers and chains the records after it.
         let (last_seq, last_hash, used_seq): (Option<i64>, Option<String>, Option<i64>) = self
             .conn
             .prepare_cached(
@@ -1032,8 +980,7 @@ impl Tx for SqliteTx<'_> {
             )
             .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
             .map_err(storage(OP))?;
-        let mut prev_hash = last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned());
-        let mut seq = convert::seq_from_db(last_seq.unwrap_or(0).max(used_seq.unwrap_or(0)))?;
+        let records = shared::chain(events, last_seq, last_hash, used_seq)?;
         let mut statement = self
             .conn
             .prepare_cached(concat!(
@@ -1042,12 +989,11 @@ impl Tx for SqliteTx<'_> {
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))
             .map_err(storage(OP))?;
-        for event in events {
-            seq += 1;
-            let hash = chain_hash(&prev_hash, seq, event);
+        for record in records {
+            let event = &record.event;
             statement
                 .execute(params![
-                    convert::seq_to_db(seq)?,
+                    convert::seq_to_db(record.seq)?,
                     event.id.hyphenated().to_string(),
                     nanos(event.time)?,
                     event.kind.as_str(),
@@ -1057,22 +1003,17 @@ impl Tx for SqliteTx<'_> {
                     event.object,
                     event.outcome.as_str(),
                     event.detail,
-                    prev_hash,
-                    hash,
+                    record.prev_hash,
+                    record.hash,
                 ])
                 .map_err(|error| {
                     if is_unique_violation(&error) {
-                        CoreError::conflict("an event of this change is already recorded")
+                        shared::event_recorded()
                     } else {
                         storage(OP)(error)
                     }
                 })?;
-            self.recorded.push(AuditRecord {
-                seq,
-                event: event.clone(),
-                prev_hash: Some(std::mem::replace(&mut prev_hash, hash.clone())),
-                hash: Some(hash),
-            });
+            self.recorded.push(record);
         }
         Ok(())
     }
@@ -1096,12 +1037,9 @@ impl Tx for SqliteTx<'_> {
             }
             None => sql.push_str(" ORDER BY seq"),
         }
-        let mut events = self.query(
-            "events",
-            &sql,
-            params_from_iter(values.iter()),
-            convert::event,
-        )?;
+        let mut events = self.query("events", &sql, params_from_iter(values.iter()), |row| {
+            convert::event(row)
+        })?;
         if query.limit.is_some() {
             events.reverse();
         }
@@ -1128,7 +1066,7 @@ impl Tx for SqliteTx<'_> {
             "audit_records",
             &sql,
             params_from_iter(values.iter()),
-            convert::audit_record,
+            |row| convert::audit_record(row),
         )
     }
 
@@ -1166,7 +1104,7 @@ impl Tx for SqliteTx<'_> {
             "event",
             concat!("SELECT ", event_columns!(), " FROM events WHERE id = ?1"),
             [id.to_string()],
-            convert::event,
+            |row| convert::event(row),
         )
     }
 
@@ -1198,7 +1136,7 @@ impl Tx for SqliteTx<'_> {
                 })
                 .map_err(|error| {
                     if is_unique_violation(&error) {
-                        CoreError::conflict(format!("job {} exists", job.id))
+                        shared::job_exists(job.id)
                     } else {
                         storage(OP)(error)
                     }
@@ -1212,7 +1150,7 @@ impl Tx for SqliteTx<'_> {
             "job",
             concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1"),
             [id.to_string()],
-            convert::job,
+            |row| convert::job(row),
         )
     }
 
@@ -1227,7 +1165,7 @@ impl Tx for SqliteTx<'_> {
                     " FROM jobs WHERE state = ?1 ORDER BY created DESC, id DESC LIMIT ?2"
                 ),
                 params![state.as_str(), limit],
-                convert::job,
+                |row| convert::job(row),
             ),
             None => self.query(
                 "jobs",
@@ -1237,7 +1175,7 @@ impl Tx for SqliteTx<'_> {
                     " FROM jobs ORDER BY created DESC, id DESC LIMIT ?1"
                 ),
                 [limit],
-                convert::job,
+                |row| convert::job(row),
             ),
         }
     }
@@ -1251,7 +1189,7 @@ impl Tx for SqliteTx<'_> {
                 " FROM jobs WHERE state = 'queued' AND due <= ?1 ORDER BY due, id LIMIT ?2"
             ),
             params![nanos(now)?, i64::from(limit)],
-            convert::job,
+            |row| convert::job(row),
         )
     }
 
@@ -1298,18 +1236,7 @@ impl Tx for SqliteTx<'_> {
             [],
             |row| Ok((column(row, "state")?, column(row, "n")?)),
         )?;
-        let mut counts = JobCounts::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match JobState::parse(&state) {
-                Ok(JobState::Queued) => counts.queued = n,
-                Ok(JobState::Done) => counts.done = n,
-                Ok(JobState::Dead) => counts.dead = n,
-                Ok(JobState::Dropped) => counts.dropped = n,
-                Err(err) => return Err(corrupt("jobs.state", &err)),
-            }
-        }
-        Ok(counts)
+        shared::job_counts(rows)
     }
 
     fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
@@ -1343,7 +1270,7 @@ impl Tx for SqliteTx<'_> {
                 })
                 .map_err(|error| {
                     if is_unique_violation(&error) {
-                        CoreError::conflict("token already stored")
+                        shared::token_stored()
                     } else {
                         storage(OP)(error)
                     }
@@ -1357,7 +1284,7 @@ impl Tx for SqliteTx<'_> {
             "token",
             concat!("SELECT ", token_columns!(), " FROM tokens WHERE hash = ?1"),
             [hash],
-            convert::token,
+            |row| convert::token(row),
         )
     }
 
@@ -1370,7 +1297,7 @@ impl Tx for SqliteTx<'_> {
                 token_columns!()
             ),
             [hash],
-            convert::token,
+            |row| convert::token(row),
         )
     }
 
@@ -1435,7 +1362,7 @@ impl Tx for SqliteTx<'_> {
             "nodes",
             concat!("SELECT ", node_columns!(), " FROM nodes ORDER BY id"),
             [],
-            convert::node,
+            |row| convert::node(row),
         )
     }
 
@@ -1503,10 +1430,7 @@ impl Tx for SqliteTx<'_> {
             })
             .map_err(|error| {
                 if is_unique_violation(&error) {
-                    CoreError::conflict(format!(
-                        "node {} already has a session {}",
-                        session.node, session.id
-                    ))
+                    shared::session_taken(session)
                 } else {
                     storage(OP)(error)
                 }
@@ -1533,7 +1457,7 @@ impl Tx for SqliteTx<'_> {
                 " FROM live_sessions ORDER BY node, id"
             ),
             [],
-            convert::live_session,
+            |row| convert::live_session(row),
         )
     }
 
@@ -1553,34 +1477,9 @@ impl Tx for SqliteTx<'_> {
             "SELECT id, closing FROM live_sessions WHERE node = ?1 AND closing IS NOT NULL \
              ORDER BY id",
             [node.to_string()],
-            |row| {
-                let id: i64 = column(row, "id")?;
-                let id = u64::try_from(id)
-                    .map_err(|_| corrupt("id", &CoreError::invalid("negative")))?;
-                Ok((id, column(row, "closing")?))
-            },
+            |row| Ok((unsigned(row, "id")?, column(row, "closing")?)),
         )
     }
-}
-
-/// An account's token generation as stored.
-fn epoch_to_db(epoch: u64) -> Result<i64> {
-    i64::try_from(epoch).map_err(|_| CoreError::invalid("token generation out of range"))
-}
-
-/// The recovery-code hashes of an enrolment, as the JSON list `accounts.totp_recovery` holds.
-fn recovery_json(codes: Option<&[String]>) -> String {
-    serde_json::to_string(codes.unwrap_or(&[])).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// NotFound for an account.
-fn no_account(name: &AccountName) -> CoreError {
-    CoreError::not_found(format!("there is no account named {name}"))
-}
-
-/// NotFound for a group.
-fn no_group(name: &AccountName) -> CoreError {
-    CoreError::not_found(format!("there is no group named {name}"))
 }
 
 /// `select` (which must read `FROM deliveries`) with the query's conditions, oldest first, as
@@ -1697,37 +1596,6 @@ fn push_event_filters(sql: &mut String, values: &mut Vec<Value>, query: &EventQu
     if let Some(until) = query.until {
         sql.push_str(" AND time < ?");
         values.push(Value::Integer(convert::nanos_saturating(until)));
-    }
-}
-
-/// What a name in the shared namespace belongs to: `principals.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Principal {
-    /// An account.
-    Account,
-    /// A group.
-    Group,
-}
-
-impl Principal {
-    /// The label stored in `principals.kind`.
-    fn as_str(self) -> &'static str {
-        match self {
-            Principal::Account => "account",
-            Principal::Group => "group",
-        }
-    }
-
-    /// Parses a stored label.
-    fn parse(label: &str) -> Result<Self> {
-        match label {
-            "account" => Ok(Principal::Account),
-            "group" => Ok(Principal::Group),
-            other => Err(corrupt(
-                "principals.kind",
-                &CoreError::invalid(format!("unknown principal kind {other:?}")),
-            )),
-        }
     }
 }
 
@@ -1858,21 +1726,6 @@ mod tests {
             plan.contains("SCAN deliveries USING INDEX deliveries_quarantined_blob"),
             "{plan}"
         );
-    }
-
-    #[test]
-    fn live_states_match_the_core() {
-        let core: Vec<String> = DeliveryState::LIVE
-            .iter()
-            .map(|state| format!("'{}'", state.as_str()))
-            .collect();
-        assert_eq!(live_states!(), format!("({})", core.join(", ")));
-        for migration in [
-            include_str!("../migrations/sqlite/0001_initial.sql"),
-            include_str!("../migrations/sqlite/0012_quarantine.sql"),
-        ] {
-            assert!(migration.contains(concat!("WHERE state IN ", live_states!())));
-        }
     }
 
     /// A delivery query is prepared once per connection and then only bound and run: without

@@ -3,7 +3,8 @@
 //! source address, limits on unauthenticated connections (`startup`, after OpenSSH's
 //! `MaxStartups`), and session ids for log spans. It also holds the small mechanism by which
 //! each crate describes its section of the configuration ([`config_section!`],
-//! [`ConfigSection`]), since every crate that owns a section depends on this one.
+//! [`ConfigSection`]) and the serde form of settings several sections share
+//! ([`serde_optional_address`]), since every crate that owns a section depends on this one.
 //!
 //! It knows sockets and counts, nothing of protocols or of the mailbox service.
 
@@ -15,6 +16,7 @@ mod accept;
 mod activity;
 pub mod proxy;
 mod section;
+pub mod serde_optional_address;
 mod startup;
 
 pub use accept::{Acceptor, Admitted, MAX_PENDING_HEADERS};

@@ -892,6 +892,17 @@ mod tests {
                 "`off`, `optional`, `required`",
             ],
         );
+        // Listeners that are off until given an address (`mailroom_net::serde_optional_address`).
+        check_err(
+            "[ops]\nlisten = \"9180\"\n",
+            &[],
+            &["line 2", "key ops.listen", "\"9180\" is not an address"],
+        );
+        check_err(
+            "[ftps]\nimplicit_listen = \"localhost\"\n",
+            &[],
+            &["line 2", "key ftps.implicit_listen", "\"localhost\" is not"],
+        );
         check_err("[sftp\nlisten = 1", &[], &["line 1", "/d/mailroom.toml"]);
         // The env is not consulted when the file is already wrong.
         check_err(
@@ -907,6 +918,15 @@ mod tests {
             "",
             &[("MAILROOM_SFTP_LISTEN", "nope")],
             &["MAILROOM_SFTP_LISTEN", "sftp.listen", "socket address"],
+        );
+        check_err(
+            "",
+            &[("MAILROOM_OPS_LISTEN", "nope")],
+            &[
+                "MAILROOM_OPS_LISTEN",
+                "ops.listen",
+                "\"nope\" is not an address",
+            ],
         );
         check_err(
             "",

@@ -41,35 +41,8 @@ mailroom_net::config_section! {
     #[serde(deny_unknown_fields, default)]
     pub struct OpsConfig {
         /// Address of the operations listener, e.g. "127.0.0.1:9180"; empty: off.
-        #[serde(deserialize_with = "optional_address", serialize_with = "empty_if_none")]
+        #[serde(with = "mailroom_net::serde_optional_address")]
         pub listen: Option<SocketAddr>,
-    }
-}
-
-/// `listen`: empty for off, else a socket address.
-fn optional_address<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<SocketAddr>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "listen {:?}: expected an address such as \"127.0.0.1:9180\" or \"\"",
-            text.chars().take(64).collect::<String>()
-        ))
-    })
-}
-
-/// `listen` as written: the address, or empty.
-fn empty_if_none<S: serde::Serializer>(
-    address: &Option<SocketAddr>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match address {
-        Some(address) => serializer.collect_str(address),
-        None => serializer.serialize_str(""),
     }
 }
 

@@ -19,7 +19,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use super::{Counters, READ_WINDOW, Shared, s3_error};
-use crate::MAX_READ_LEN;
+use crate::reader::{framed, read_len};
 
 /// An open committed blob in S3.
 pub(crate) struct S3BlobReader {
@@ -96,24 +96,16 @@ impl BlobReader for S3BlobReader {
     }
 
     async fn read_at_after(&self, offset: u64, len: usize, room: usize) -> Result<Vec<u8>> {
-        let available = self.size.saturating_sub(offset);
-        // Invariant: the result is at most MAX_READ_LEN, so it fits a usize.
-        let wanted = usize::try_from(available)
-            .unwrap_or(usize::MAX)
-            .min(len)
-            .min(MAX_READ_LEN);
-        let mut framed = Vec::with_capacity(room + wanted);
-        framed.resize(room, 0);
+        let wanted = read_len(self.size, offset, len);
         if wanted == 0 {
-            return Ok(framed);
+            return Ok(framed(room, &[]));
         }
         let mut window = self.window.lock().await;
         let cached = window
             .as_ref()
             .and_then(|window| window.slice(offset, wanted));
         if let Some(data) = cached {
-            framed.extend_from_slice(data);
-            return Ok(framed);
+            return Ok(framed(room, data));
         }
         let fresh = self.fetch(offset, wanted).await?;
         // fetch checked the length, so the window holds the read; never answer short here,
@@ -121,9 +113,9 @@ impl BlobReader for S3BlobReader {
         let Some(data) = fresh.slice(offset, wanted) else {
             return Err(CoreError::internal("storage failure"));
         };
-        framed.extend_from_slice(data);
+        let answer = framed(room, data);
         *window = Some(fresh);
-        Ok(framed)
+        Ok(answer)
     }
 }
 

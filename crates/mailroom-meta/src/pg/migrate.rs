@@ -2,13 +2,13 @@
 //! binary and applied in order, each in its own transaction, at connect.
 //!
 //! They are recorded in `schema_migrations` with the SHA-256 of their text, as on SQLite, and
-//! checked the same way (`crate::migrate::check_applied`): a database with a migration this
-//! build does not have, or whose text differs from ours, is refused. Several nodes may start
+//! checked and applied the same way (`crate::migrate::apply_pending`): a database with a
+//! migration this build does not have, or whose text differs from ours, is refused. Several nodes may start
 //! at once: the whole check-and-apply runs under a session-level advisory lock, so one node
 //! migrates and the others wait, then find nothing left to do. A node that dies while
 //! migrating releases the lock with its connection.
 
-use crate::migrate::{Migration, check_applied, checksum, pending};
+use crate::migrate::{Migration, apply_pending, checksum};
 
 use super::conn::Conn;
 
@@ -65,16 +65,7 @@ fn migrate_locked(conn: &mut Conn) -> Result<(), String> {
         .map(|row| Ok((row.try_get("version")?, row.try_get("sha256")?)))
         .collect::<Result<_, postgres::Error>>()
         .map_err(sql)?;
-    check_applied(MIGRATIONS, &applied)?;
-    for migration in pending(MIGRATIONS, &applied) {
-        apply(conn, migration).map_err(|e| {
-            format!(
-                "migration {} ({}) failed: {e}",
-                migration.version, migration.description
-            )
-        })?;
-    }
-    Ok(())
+    apply_pending(MIGRATIONS, &applied, |migration| apply(conn, migration))
 }
 
 /// Applies one migration and records it, in one transaction.

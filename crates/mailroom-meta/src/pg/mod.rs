@@ -64,6 +64,7 @@ use tokio::sync::oneshot;
 use self::conn::{Conn, Connector};
 use self::tx::PgTx;
 use crate::error::{MetaError, classify_pg, is_pg_connection_lost, pg_storage};
+use crate::runner::{closing, lock, run_unit, send};
 use crate::tap::EventTap;
 
 /// The key of the write lock: "mailroom" in ASCII, as one bigint. Every node takes the same.
@@ -165,10 +166,8 @@ struct Shared {
 
 #[derive(Default)]
 struct Counters {
-    reads: AtomicU64,
-    writes: AtomicU64,
-    commits: AtomicU64,
-    flushes: AtomicU64,
+    /// Units, commits and flushes, as [`MetaStore::stats`] reports them.
+    units: crate::runner::Counters,
     /// Requests sent to the server, shared with every connection.
     round_trips: Arc<AtomicU64>,
 }
@@ -279,7 +278,7 @@ impl PgStore {
                 .query("SELECT blob_id FROM inline_blobs ORDER BY blob_id", &[])
                 .map_err(pg_storage("inline_blob_ids"))?;
             rows.iter()
-                .map(|row| convert::parsed(row, "blob_id", BlobId::parse))
+                .map(|row| crate::convert::parsed(row, "blob_id", BlobId::parse))
                 .collect()
         })
         .await
@@ -312,12 +311,7 @@ impl PgStore {
         self.inner.shared.closing.store(true, Ordering::Release);
         lock(&self.inner.queue).take();
         let threads = std::mem::take(&mut *lock(&self.inner.threads));
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
-            }
-        })
-        .await;
+        crate::runner::join(threads).await;
     }
 
     /// Sends every audit record to `sender` once the transaction holding it has committed, in
@@ -353,42 +347,24 @@ impl PgStore {
     }
 
     fn send(&self, job: Job) -> Result<()> {
-        let queue = lock(&self.inner.queue);
-        let Some(sender) = queue.as_ref() else {
-            return Err(closing());
-        };
-        sender.send(job).map_err(|_| closing())
+        send(&self.inner.queue, job)
     }
 }
 
 #[async_trait]
 impl MetaStore for PgStore {
     async fn read(&self, unit: Unit) -> Result<UnitOutput> {
-        self.inner
-            .shared
-            .counters
-            .reads
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.shared.counters.units.read();
         self.submit(Kind::Read, unit).await
     }
 
     async fn write(&self, durability: Durability, unit: Unit) -> Result<UnitOutput> {
-        self.inner
-            .shared
-            .counters
-            .writes
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.shared.counters.units.write();
         self.submit(Kind::Write(durability), unit).await
     }
 
     fn stats(&self) -> StoreStats {
-        let c = &self.inner.shared.counters;
-        StoreStats {
-            reads: c.reads.load(Ordering::Relaxed),
-            writes: c.writes.load(Ordering::Relaxed),
-            commits: c.commits.load(Ordering::Relaxed),
-            flushes: c.flushes.load(Ordering::Relaxed),
-        }
+        self.inner.shared.counters.units.stats()
     }
 
     /// Woken by a thread that listens on a connection of its own (`LISTEN mailroom_sessions`),
@@ -536,10 +512,9 @@ impl Shared {
             rollback(conn);
             return Err(classify_pg("commit", &error));
         }
-        self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        if durability == Durability::Flush {
-            self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters
+            .units
+            .committed(durability == Durability::Flush);
         self.tap.committed(records);
         Ok(output)
     }
@@ -564,17 +539,6 @@ fn read_unit(conn: &mut Conn, unit: Unit) -> Result<UnitOutput> {
     result
 }
 
-/// A unit's answer: its own result, or Internal if it panicked (the panic is logged).
-fn run_unit(unit: Unit, tx: &mut PgTx<'_>) -> Result<UnitOutput> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unit(tx))) {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::error!("a unit of work panicked; its transaction is rolled back");
-            Err(CoreError::internal("metadata store error"))
-        }
-    }
-}
-
 /// A unit that succeeded although one of its statements failed (it went on after the error)
 /// fails with that error: PostgreSQL aborted its transaction, so nothing of it can commit.
 fn settle(result: Result<UnitOutput>, failed: Option<CoreError>) -> Result<UnitOutput> {
@@ -591,16 +555,6 @@ fn rollback(conn: &mut Conn) {
         tracing::warn!(error = %error, "rollback failed; the connection is replaced");
         conn.discard();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn closing() -> CoreError {
-    CoreError::transient("the metadata store is closing")
 }
 
 #[cfg(test)]

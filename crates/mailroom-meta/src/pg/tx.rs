@@ -1,7 +1,9 @@
 //! [`PgTx`]: a unit of work's view of the PostgreSQL database, inside the transaction the
 //! store opened for it. It answers exactly as `SqliteTx` does (SQLite is the reference): the
 //! same errors, orderings and rules for live states, inline blobs, the policy version, the job
-//! queue's depth and the audit chain.
+//! queue's depth and the audit chain. What the two say and decide alike (the words of
+//! refusals, the principal kinds, the audit chain's next records) is `shared.rs`'s; this file
+//! holds the PostgreSQL statements.
 //!
 //! Every statement is prepared once per connection and cached, and every value is bound; the
 //! only SQL built at run time joins fixed fragments (the filters of delivery and event
@@ -29,8 +31,8 @@ use std::collections::HashSet;
 use mailroom_core::{
     Account, AccountName, AccountUpdate, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId,
     ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event, EventQuery,
-    FileName, GENESIS_HASH, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
-    RouteEffect, TokenRecord, Tx, chain_hash,
+    FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
+    TokenRecord, Tx,
 };
 use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use postgres::Row;
@@ -39,22 +41,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::conn::Conn;
-use super::convert::{self, account_name, column, parsed};
+use super::convert::{column, joined_key};
 use crate::convert::{
-    access_to_json, account_columns, audit_columns, delivery_columns, event_columns, job_columns,
-    nanos, nanos_saturating, seq_from_db, seq_to_db, size_to_db, time_from_nanos, token_columns,
+    self, access_to_json, account_columns, account_name, audit_columns, delivery_columns,
+    epoch_to_db, event_columns, job_columns, nanos, nanos_saturating, parsed, seq_from_db,
+    seq_to_db, size_to_db, time_from_nanos, token_columns, totp_to_db, unsigned,
 };
 use crate::convert::{live_session_columns, node_columns};
 use crate::error::{classify_pg, corrupt};
-
-/// The states of `DeliveryState::LIVE` as an SQL list, for `concat!`. It must be the list of
-/// the core and of the partial index `deliveries_live_name` in the PostgreSQL migration; a unit
-/// test checks all three agree.
-macro_rules! live_states {
-    () => {
-        "('stored', 'checking', 'delivered', 'picked-up')"
-    };
-}
+use crate::shared::{self, Principal, live_states, no_account, no_group};
 
 /// A bound parameter.
 type Param<'a> = &'a (dyn ToSql + Sync);
@@ -83,11 +78,7 @@ impl<'c> PgTx<'c> {
     }
 
     fn writing(&self) -> Result<()> {
-        if self.writable {
-            Ok(())
-        } else {
-            Err(CoreError::internal("a read unit tried to write"))
-        }
+        shared::writing(self.writable)
     }
 
     /// Sends one statement, unless an earlier one failed; a failure is classified, logged and
@@ -200,13 +191,7 @@ impl<'c> PgTx<'c> {
     /// Fails with Conflict naming what holds `name` in the shared namespace, if anything.
     fn name_free(&mut self, name: &AccountName, operation: &'static str) -> Result<()> {
         if let Some(holder) = self.name_kind(name, operation)? {
-            let holder = match holder {
-                Principal::Account => "an account",
-                Principal::Group => "a group",
-            };
-            return Err(CoreError::conflict(format!(
-                "the name {name} is already taken by {holder}"
-            )));
+            return Err(shared::name_held(name, holder));
         }
         Ok(())
     }
@@ -226,9 +211,7 @@ impl<'c> PgTx<'c> {
             &[&name.as_str(), &kind.as_str()],
         )?;
         if claimed == 0 {
-            return Err(CoreError::conflict(format!(
-                "the name {name} is already taken"
-            )));
+            return Err(shared::name_taken(name));
         }
         Ok(())
     }
@@ -298,9 +281,7 @@ impl<'c> PgTx<'c> {
             .into_iter()
             .collect();
         match members.iter().find(|m| !accounts.contains(m.as_str())) {
-            Some(member) => Err(CoreError::not_found(format!(
-                "cannot add {member} to group {group}: there is no account by that name"
-            ))),
+            Some(member) => Err(shared::no_member(group, member)),
             None => Ok(()),
         }
     }
@@ -339,14 +320,9 @@ impl<'c> PgTx<'c> {
             &[&delivery.id.to_string()],
         )?;
         Ok(if id_taken {
-            CoreError::conflict(format!("a delivery with id {} exists already", delivery.id))
+            shared::delivery_exists(&delivery.id)
         } else {
-            CoreError::conflict(format!(
-                "{} already has a live delivery named {:?} from {}",
-                delivery.recipient,
-                delivery.name.as_str(),
-                delivery.sender
-            ))
+            shared::live_name_taken(delivery)
         })
     }
 }
@@ -373,7 +349,7 @@ fn accounts_from_rows(rows: &[Row]) -> Result<Vec<Account>> {
         {
             accounts.push(convert::account(row, Vec::new())?);
         }
-        if let (Some(key), Some(last)) = (convert::joined_key(row)?, accounts.last_mut()) {
+        if let (Some(key), Some(last)) = (joined_key(row)?, accounts.last_mut()) {
             last.keys.push(key);
         }
     }
@@ -595,13 +571,7 @@ impl Tx for PgTx<'_> {
         self.claim_name(&account.name, Principal::Account, OP)?;
         let (created, epoch) = (nanos(account.created)?, epoch_to_db(account.token_epoch)?);
         let access = access_to_json(&account.access);
-        let secret = account.totp.as_ref().map(|t| t.secret.expose().clone());
-        let last_step = account
-            .totp
-            .as_ref()
-            .and_then(|t| t.last_step)
-            .and_then(|s| i64::try_from(s).ok());
-        let recovery = recovery_json(account.totp.as_ref().map(|t| t.recovery.as_slice()));
+        let totp = totp_to_db(account.totp.as_ref());
         self.execute(
             OP,
             "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
@@ -614,9 +584,9 @@ impl Tx for PgTx<'_> {
                 &account.password_hash.as_deref(),
                 &created,
                 &access,
-                &secret,
-                &last_step,
-                &recovery,
+                &totp.secret,
+                &totp.last_step,
+                &totp.recovery,
                 &epoch,
             ],
         )?;
@@ -666,15 +636,12 @@ impl Tx for PgTx<'_> {
         }
         if let Some(totp) = &update.totp {
             // A new enrolment starts with no step used; its secret and codes replace the old.
+            let totp = totp_to_db(totp.as_ref());
             self.execute(
                 OP,
                 "UPDATE accounts SET totp_secret = $1, totp_recovery = $2, totp_last_step = NULL \
                  WHERE name = $3",
-                &[
-                    &totp.as_ref().map(|t| t.secret.expose().clone()),
-                    &recovery_json(totp.as_ref().map(|t| t.recovery.as_slice())),
-                    &name.as_str(),
-                ],
+                &[&totp.secret, &totp.recovery, &name.as_str()],
             )?;
         }
         if update.revoke_tokens {
@@ -703,9 +670,7 @@ impl Tx for PgTx<'_> {
             |row| column(row, "n"),
         )?;
         if live > 0 {
-            return Err(CoreError::conflict(format!(
-                "{name} still has {live} deliveries waiting to or from it; disable the account instead"
-            )));
+            return Err(shared::deliveries_live(name, live));
         }
         let deleted = self.delete_principal(
             name,
@@ -844,9 +809,7 @@ impl Tx for PgTx<'_> {
         self.writing()?;
         for name in [&route.from, &route.to] {
             if self.name_kind(name, OP)?.is_none() {
-                return Err(CoreError::not_found(format!(
-                    "no account or group is named {name}"
-                )));
+                return Err(shared::no_principal(name));
             }
         }
         self.execute(
@@ -871,9 +834,7 @@ impl Tx for PgTx<'_> {
             &[&from.as_str(), &to.as_str()],
         )?;
         if deleted == 0 {
-            return Err(CoreError::not_found(format!(
-                "there is no route rule from {from} to {to}"
-            )));
+            return Err(shared::no_route(from, to));
         }
         Ok(())
     }
@@ -1011,11 +972,7 @@ impl Tx for PgTx<'_> {
             |row| Ok((column(row, "moved")?, column(row, "clash")?)),
         )?;
         if clash {
-            // Moving a terminal delivery back to a live state collides with a newer live
-            // delivery of the same name.
-            return Err(CoreError::conflict(
-                "another live delivery between the same sender and recipient has this name",
-            ));
+            return Err(shared::transition_clash());
         }
         Ok(moved > 0)
     }
@@ -1029,15 +986,10 @@ impl Tx for PgTx<'_> {
             |row| Ok((column(row, "found")?, column(row, "clash")?)),
         )?;
         if found == 0 {
-            return Err(CoreError::not_found(format!(
-                "no pending delivery has the id {id}"
-            )));
+            return Err(shared::no_pending_delivery(id));
         }
         if clash {
-            return Err(CoreError::conflict(format!(
-                "the name {:?} is taken by another live delivery between the same sender and recipient",
-                name.as_str()
-            )));
+            return Err(shared::rename_clash(name));
         }
         Ok(())
     }
@@ -1090,7 +1042,7 @@ impl Tx for PgTx<'_> {
 
     fn use_totp_step(&mut self, name: &AccountName, step: u64) -> Result<bool> {
         self.writing()?;
-        let step = i64::try_from(step).map_err(|_| CoreError::invalid("TOTP step out of range"))?;
+        let step = shared::step_to_db(step)?;
         // One statement: two logins racing with the same code cannot both pass.
         let updated = self.execute(
             "use_totp_step",
@@ -1113,17 +1065,13 @@ impl Tx for PgTx<'_> {
         else {
             return Ok(false);
         };
-        let mut codes: Vec<String> = serde_json::from_str(&text)
-            .map_err(|_| corrupt("totp_recovery", &CoreError::invalid("not a JSON list")))?;
-        let before = codes.len();
-        codes.retain(|c| c != code_hash);
-        if codes.len() == before {
+        let Some(left) = shared::spend_recovery_code(&text, code_hash)? else {
             return Ok(false);
-        }
+        };
         self.execute(
             OP,
             "UPDATE accounts SET totp_recovery = $1 WHERE name = $2",
-            &[&recovery_json(Some(&codes)), &name.as_str()],
+            &[&left, &name.as_str()],
         )?;
         Ok(true)
     }
@@ -1172,7 +1120,7 @@ impl Tx for PgTx<'_> {
             &[&subject.key()],
         )?;
         if deleted == 0 {
-            return Err(CoreError::not_found(format!("{subject} is not banned")));
+            return Err(shared::not_banned(subject));
         }
         Ok(())
     }
@@ -1241,8 +1189,8 @@ impl Tx for PgTx<'_> {
         let taken_twice = ids.iter().collect::<HashSet<_>>().len() < ids.len();
         // The head, read inside the write transaction, which holds the store's advisory lock:
         // it is still the head when the rows go in, whichever node writes. `audit_chain`
-        // holds the highest seq ever used (the newest row may have gone), and seqs are set
-        // here so the hash can include them.
+        // holds the highest seq ever used (the newest row may have gone); `shared::chain`
+        // numbers and chains the records after it.
         let (last_seq, last_hash, used_seq, taken): (
             Option<i64>,
             Option<String>,
@@ -1257,25 +1205,15 @@ impl Tx for PgTx<'_> {
             ))
         })?;
         if taken || taken_twice {
-            return Err(CoreError::conflict(
-                "an event of this change is already recorded",
-            ));
+            return Err(shared::event_recorded());
         }
-        let mut prev_hash = last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned());
-        let mut seq = seq_from_db(last_seq.unwrap_or(0).max(used_seq.unwrap_or(0)))?;
-        let mut rows = EventColumns::with_capacity(events.len());
-        for (event, id) in events.iter().zip(ids) {
-            seq += 1;
-            let hash = chain_hash(&prev_hash, seq, event);
-            rows.push(seq, id, event, &prev_hash, &hash)?;
-            self.recorded.push(AuditRecord {
-                seq,
-                event: event.clone(),
-                prev_hash: Some(std::mem::replace(&mut prev_hash, hash.clone())),
-                hash: Some(hash),
-            });
+        let records = shared::chain(events, last_seq, last_hash, used_seq)?;
+        let mut rows = EventColumns::with_capacity(records.len());
+        for (record, id) in records.iter().zip(ids) {
+            rows.push(record, id)?;
         }
-        let recorded = self.execute(
+        let seq = records.last().map_or(0, |record| record.seq);
+        self.execute(
             OP,
             INSERT_EVENTS,
             &[
@@ -1293,13 +1231,10 @@ impl Tx for PgTx<'_> {
                 &rows.hash,
                 &seq_to_db(seq)?,
             ],
-        );
-        if recorded.is_err() {
-            // Nothing of this call was written; the unit cannot commit anyway.
-            let keep = self.recorded.len() - events.len();
-            self.recorded.truncate(keep);
-        }
-        recorded.map(drop)
+        )?;
+        // Kept only once written: a failed statement writes nothing of this call.
+        self.recorded.extend(records);
+        Ok(())
     }
 
     fn events(&mut self, query: &EventQuery) -> Result<Vec<Event>> {
@@ -1423,7 +1358,7 @@ impl Tx for PgTx<'_> {
             .get(refused)
             .map(|job| job.id.to_string())
             .unwrap_or_default();
-        Err(CoreError::conflict(format!("job {id} exists")))
+        Err(shared::job_exists(id))
     }
 
     fn job(&mut self, id: &Uuid) -> Result<Option<Job>> {
@@ -1518,18 +1453,7 @@ impl Tx for PgTx<'_> {
             &[],
             |row| Ok((column(row, "state")?, column(row, "n")?)),
         )?;
-        let mut counts = JobCounts::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match JobState::parse(&state) {
-                Ok(JobState::Queued) => counts.queued = n,
-                Ok(JobState::Done) => counts.done = n,
-                Ok(JobState::Dead) => counts.dead = n,
-                Ok(JobState::Dropped) => counts.dropped = n,
-                Err(err) => return Err(corrupt("jobs.state", &err)),
-            }
-        }
-        Ok(counts)
+        shared::job_counts(rows)
     }
 
     fn queued_jobs(&mut self) -> Result<u64> {
@@ -1574,7 +1498,7 @@ impl Tx for PgTx<'_> {
             "DELETE FROM tokens WHERE hash = ANY($1::text[])",
             &added,
         )?;
-        Err(CoreError::conflict("token already stored"))
+        Err(shared::token_stored())
     }
 
     fn token(&mut self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -1681,10 +1605,7 @@ impl Tx for PgTx<'_> {
             |row| Ok((column(row, "taken")?, column(row, "added")?)),
         )?;
         if taken {
-            return Err(CoreError::conflict(format!(
-                "node {} already has a session {}",
-                session.node, session.id
-            )));
+            return Err(shared::session_taken(session));
         }
         Ok(added > 0)
     }
@@ -1729,12 +1650,7 @@ impl Tx for PgTx<'_> {
             "SELECT id, closing FROM live_sessions WHERE node = $1 AND closing IS NOT NULL \
              ORDER BY id",
             &[&node.to_string()],
-            |row| {
-                let id: i64 = column(row, "id")?;
-                let id = u64::try_from(id)
-                    .map_err(|_| corrupt("id", &CoreError::invalid("negative")))?;
-                Ok((id, column(row, "closing")?))
-            },
+            |row| Ok((unsigned(row, "id")?, column(row, "closing")?)),
         )
     }
 }
@@ -1765,8 +1681,8 @@ struct EventColumns<'e> {
     object: Vec<&'e str>,
     outcome: Vec<&'static str>,
     detail: Vec<&'e str>,
-    prev_hash: Vec<String>,
-    hash: Vec<String>,
+    prev_hash: Vec<Option<&'e str>>,
+    hash: Vec<Option<&'e str>>,
 }
 
 impl<'e> EventColumns<'e> {
@@ -1787,15 +1703,10 @@ impl<'e> EventColumns<'e> {
         }
     }
 
-    fn push(
-        &mut self,
-        seq: u64,
-        id: String,
-        event: &'e Event,
-        prev: &str,
-        hash: &str,
-    ) -> Result<()> {
-        self.seq.push(seq_to_db(seq)?);
+    /// Adds the row of `record`, whose event id is `id` as text.
+    fn push(&mut self, record: &'e AuditRecord, id: String) -> Result<()> {
+        let event = &record.event;
+        self.seq.push(seq_to_db(record.seq)?);
         self.id.push(id);
         self.time.push(nanos(event.time)?);
         self.kind.push(event.kind.as_str());
@@ -1805,8 +1716,8 @@ impl<'e> EventColumns<'e> {
         self.object.push(&event.object);
         self.outcome.push(event.outcome.as_str());
         self.detail.push(&event.detail);
-        self.prev_hash.push(prev.to_owned());
-        self.hash.push(hash.to_owned());
+        self.prev_hash.push(record.prev_hash.as_deref());
+        self.hash.push(record.hash.as_deref());
         Ok(())
     }
 }
@@ -2022,72 +1933,10 @@ fn event_filters(s: &mut Select, query: &EventQuery) {
     }
 }
 
-/// An account's token generation as stored.
-fn epoch_to_db(epoch: u64) -> Result<i64> {
-    i64::try_from(epoch).map_err(|_| CoreError::invalid("token generation out of range"))
-}
-
-/// The recovery-code hashes of an enrolment, as the JSON list `accounts.totp_recovery` holds.
-fn recovery_json(codes: Option<&[String]>) -> String {
-    serde_json::to_string(codes.unwrap_or(&[])).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// NotFound for an account.
-fn no_account(name: &AccountName) -> CoreError {
-    CoreError::not_found(format!("there is no account named {name}"))
-}
-
-/// NotFound for a group.
-fn no_group(name: &AccountName) -> CoreError {
-    CoreError::not_found(format!("there is no group named {name}"))
-}
-
-/// What a name in the shared namespace belongs to: `principals.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Principal {
-    /// An account.
-    Account,
-    /// A group.
-    Group,
-}
-
-impl Principal {
-    /// The label stored in `principals.kind`.
-    fn as_str(self) -> &'static str {
-        match self {
-            Principal::Account => "account",
-            Principal::Group => "group",
-        }
-    }
-
-    /// Parses a stored label.
-    fn parse(label: &str) -> Result<Self> {
-        match label {
-            "account" => Ok(Principal::Account),
-            "group" => Ok(Principal::Group),
-            other => Err(corrupt(
-                "principals.kind",
-                &CoreError::invalid(format!("unknown principal kind {other:?}")),
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap.
 mod tests {
     use super::*;
-
-    #[test]
-    fn live_states_match_the_core_and_the_schema() {
-        let core: Vec<String> = DeliveryState::LIVE
-            .iter()
-            .map(|state| format!("'{}'", state.as_str()))
-            .collect();
-        assert_eq!(live_states!(), format!("({})", core.join(", ")));
-        let schema = include_str!("../../migrations/postgres/0001_initial.sql");
-        assert!(schema.contains(concat!("WHERE state IN ", live_states!())));
-    }
 
     #[test]
     fn refused_rows_are_found_in_order() {

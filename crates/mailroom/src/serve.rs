@@ -148,6 +148,9 @@ async fn serve(
     // Signal handlers first, so a signal that arrives while we bind is not lost.
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    // SIGUSR1 too: its default action ends the process, so a supervisor's (or the bench's)
+    // first request for statistics must not arrive before it is watched.
+    let user1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
 
     // TLS first: a bad certificate stops the start before anything listens.
     config.tls.check_server_files()?;
@@ -255,7 +258,7 @@ async fn serve(
     let housekeeping_stop = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(hub.clone(), housekeeping_stop.clone()));
     // `kill -USR1 <pid>` logs what the metadata store has done so far (the bench reads it).
-    let stats = tokio::spawn(stats_on_signal(hub.clone(), meta, shutdown.clone()));
+    let stats = tokio::spawn(stats_on_signal(hub.clone(), meta, user1, shutdown.clone()));
     let retention = tokio::spawn(retention_loop(
         hub.clone(),
         Duration::from_secs(config.retention.interval_seconds.get()),
@@ -588,14 +591,12 @@ async fn listen(
 
 /// Logs the metadata store's counters (units read and written, commits, flushed commits) each
 /// time SIGUSR1 arrives, as one line with target `mailroom::stats` at `info`, until shutdown.
-async fn stats_on_signal(hub: Arc<Hub>, meta: crate::engines::Meta, shutdown: CancellationToken) {
-    let mut user1 = match signal(SignalKind::user_defined1()) {
-        Ok(user1) => user1,
-        Err(err) => {
-            warn!(error = %err, "cannot watch SIGUSR1; store statistics are not available");
-            return;
-        }
-    };
+async fn stats_on_signal(
+    hub: Arc<Hub>,
+    meta: crate::engines::Meta,
+    mut user1: tokio::signal::unix::Signal,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

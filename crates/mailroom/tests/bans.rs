@@ -217,22 +217,6 @@ fn subjects(bans: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Whether a refused login was refused before SSH: paramiko never read a server banner.
-fn refused_at_connect(answer: &Value) -> bool {
-    answer["ok"] == false
-        && answer["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("SSH protocol banner"))
-}
-
-/// Whether a refused login got as far as authentication and was refused there.
-fn refused_at_login(answer: &Value) -> bool {
-    answer["ok"] == false
-        && answer["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("AuthenticationException"))
-}
-
 #[tokio::test]
 async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     let Some(python) = mailroom_test_support::paramiko_python() else {
@@ -261,7 +245,7 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     // The right password is refused now: the connection is closed before SSH.
     let answer =
         common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
-    assert!(refused_at_connect(&answer), "{answer}");
+    assert!(common::refused_at_connect(&answer), "{answer}");
     let refusals: Vec<Value> = site
         .events("login")
         .into_iter()
@@ -280,7 +264,7 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
     let server = Server::start(&site, &site.path("log2"), &env);
     let answer =
         common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
-    assert!(refused_at_connect(&answer), "{answer}");
+    assert!(common::refused_at_connect(&answer), "{answer}");
     assert_eq!(site.json(&["ban", "list"]), banned);
 
     // Lifted by the CLI while the server runs: it re-reads the bans every 2 s.
@@ -292,7 +276,7 @@ async fn a_ban_survives_a_restart_and_lifting_it_takes_effect_within_seconds() {
             common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None)
                 .await;
         if answer["ok"] != true {
-            assert!(refused_at_connect(&answer), "{answer}");
+            assert!(common::refused_at_connect(&answer), "{answer}");
         }
         answer["ok"] == true
     })
@@ -369,7 +353,7 @@ async fn the_safe_list_is_never_banned() {
     for _ in 0..10 {
         let answer =
             common::paramiko_login(&python, server.port, "alice", WRONG, "127.0.0.1", None).await;
-        assert!(refused_at_login(&answer), "{answer}");
+        assert!(common::refused_at_login(&answer), "{answer}");
     }
     let answer =
         common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
@@ -395,7 +379,7 @@ async fn the_deny_list_is_refused_before_ssh() {
     let server = Server::start(&site, &site.path("log"), &env);
     let answer =
         common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.1", None).await;
-    assert!(refused_at_connect(&answer), "{answer}");
+    assert!(common::refused_at_connect(&answer), "{answer}");
     // Recorded before the socket is dropped; polled all the same, since another process reads.
     let deny_refusal = || {
         site.events("login").into_iter().find(|e| {
@@ -428,7 +412,7 @@ async fn wrong_passwords_from_many_addresses_lock_the_account_only() {
     // address (the wrong password and the connection that never logged in).
     for from in ["127.0.0.1", "127.0.0.2", "127.0.0.4", "127.0.0.5"] {
         let answer = common::paramiko_login(&python, server.port, "alice", WRONG, from, None).await;
-        assert!(refused_at_login(&answer), "{from}: {answer}");
+        assert!(common::refused_at_login(&answer), "{from}: {answer}");
     }
     let bans = site.json(&["ban", "list"]);
     assert_eq!(subjects(&bans), ["account:alice"], "{bans}");
@@ -438,7 +422,7 @@ async fn wrong_passwords_from_many_addresses_lock_the_account_only() {
     // the trail; another account logs in from an address that tried before.
     let answer =
         common::paramiko_login(&python, server.port, "alice", PASSWORD, "127.0.0.3", None).await;
-    assert!(refused_at_login(&answer), "{answer}");
+    assert!(common::refused_at_login(&answer), "{answer}");
     let locked = site.events("login").into_iter().any(|e| {
         e["source"].as_str().unwrap_or("").starts_with("127.0.0.3:")
             && e["outcome"] == "refused"

@@ -18,7 +18,7 @@ use mailroom_test_support::{eventually, sha256_file, ssh_options, text, write_ra
 use tokio::process::Command;
 
 mod common;
-use common::cluster::{Engines, Node, client, probe, sftp, stop, with_password};
+use common::cluster::{Engines, Node, client, probe, sftp, slow_put, stop, with_password};
 
 #[tokio::test]
 async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
@@ -124,26 +124,14 @@ async fn a_file_sent_through_one_node_is_fetched_through_the_other() {
     // balancer takes it out) and stays alive until the transfer ends.
     let slow = root.path().join("slow.bin");
     write_random(&slow, 16 * 1024 * 1024, 9);
-    let (host, port) = a2_at["sftp"].rsplit_once(':').unwrap();
-    let batch = root.path().join("slow.batch");
-    std::fs::write(
-        &batch,
-        format!("put {} /outbox/bob/slow.bin\n", slow.display()),
-    )
-    .unwrap();
-    let mut transfer = Command::new("sftp")
-        .args(ssh_options())
-        .args(["-l", "800", "-i"])
-        .arg(&alice)
-        .args(["-P", port, "-b"])
-        .arg(&batch)
-        .arg(format!("alice@{host}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut transfer = slow_put(
+        root.path(),
+        &a2_at["sftp"],
+        "alice",
+        &alice,
+        (&slow, "/outbox/bob/slow.bin"),
+        800,
+    );
     let under_way = eventually(Duration::from_secs(60), async || {
         let (_, metrics) = probe(&a2_at["ops"], "/metrics").await;
         metrics.contains("mailroom_blob_seconds_count{call=\"create\"} 1")
@@ -254,9 +242,17 @@ async fn behind_haproxy_both_nodes_serve_and_events_show_the_client() {
     }
     let https_front = haproxy.frontend(1);
     let ca = tls.join("server-ca.crt");
-    for _ in 0..2 {
+    // curl through the balancer from the client's address: the HTTP status and the body.
+    let curl = async |path: &str, args: &[&str]| {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "60", "--fail", "--cacert"])
+            .args([
+                "-sS",
+                "--max-time",
+                "60",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+            ])
             .arg(&ca)
             .arg("--interface")
             .arg(CLIENT_IP.to_string())
@@ -266,17 +262,31 @@ async fn behind_haproxy_both_nodes_serve_and_events_show_the_client() {
                 https_front.port(),
                 https_front.ip()
             ))
-            .args(["-H", "Content-Type: application/json", "--data"])
-            .arg(r#"{"username":"carol","password":"Vq7-tundra-ferret-94-lamp","scope":"client"}"#)
-            .arg(format!(
-                "https://localhost:{}/api/v1/token",
-                https_front.port()
-            ))
+            .args(args)
+            .arg(format!("https://localhost:{}{path}", https_front.port()))
             .output()
             .await
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("access_token"));
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = out.rsplit_once('\n').unwrap();
+        (status.parse::<u16>().unwrap(), body.to_owned())
+    };
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = curl(
+            "/api/v1/token",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                r#"{"username":"carol","password":"Vq7-tundra-ferret-94-lamp","scope":"client"}"#,
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        tokens.push(answer["access_token"].as_str().unwrap().to_owned());
     }
     assert_eq!(haproxy.connections(0).await, 2, "{}", haproxy.log());
     assert_eq!(haproxy.connections(1).await, 2, "{}", haproxy.log());
@@ -307,6 +317,22 @@ async fn behind_haproxy_both_nodes_serve_and_events_show_the_client() {
             .all(|source| source.starts_with("127.0.0.2:")),
         "{sources:?}"
     );
+
+    // Token revocation holds on every node: both tokens work through either node, and once
+    // carol is disabled through node B's CLI, neither does, on either node.
+    for token in &tokens {
+        for _ in 0..2 {
+            let auth = format!("Authorization: Bearer {token}");
+            assert_eq!(curl("/api/v1/inbox", &["-H", &auth]).await.0, 200);
+        }
+    }
+    b.run(&["account", "disable", "carol"], &engines).await;
+    for token in &tokens {
+        for _ in 0..2 {
+            let auth = format!("Authorization: Bearer {token}");
+            assert_eq!(curl("/api/v1/inbox", &["-H", &auth]).await.0, 401);
+        }
+    }
     drop(haproxy);
     stop(&mut node_a).await;
     stop(&mut node_b).await;

@@ -10,11 +10,10 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use mailroom_test_support::{eventually, python_with, sha256_file, ssh_options, write_random};
-use tokio::process::Command;
+use mailroom_test_support::{eventually, python_with, sha256_file, write_random};
 
 mod common;
-use common::cluster::{Engines, Node, client, probe, sftp, stop};
+use common::cluster::{Engines, Node, client, probe, sftp, slow_put, stop};
 
 /// Sends the rules' mail to a plain SMTP relay on `port` of loopback, retries every second,
 /// never gives a job up, with short leases; and mails every admin change to ops.
@@ -106,30 +105,16 @@ async fn a_node_killed_mid_work_loses_nothing_and_its_jobs_finish_elsewhere() {
     )
     .await;
     let big = root.path().join("big.bin");
-    write_random(&big, 400 * 1024 * 1024, 12);
-    let (host, sftp_port) = a_at["sftp"].rsplit_once(':').unwrap();
-    let batch = root.path().join("big.batch");
-    std::fs::write(
-        &batch,
-        format!("put {} /outbox/bob/cut.bin\n", big.display()),
-    )
-    .unwrap();
-    let mut cut = Command::new("sftp")
-        .args(ssh_options())
-        .args(["-l", "8000"]) // 1 MB/s: the upload is under way for minutes
-        .arg("-i")
-        .arg(&alice)
-        .arg("-P")
-        .arg(sftp_port)
-        .arg("-b")
-        .arg(&batch)
-        .arg(format!("alice@{host}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    write_random(&big, 64 * 1024 * 1024, 12);
+    // 1 MB/s: the upload is under way for a minute.
+    let mut cut = slow_put(
+        root.path(),
+        &a_at["sftp"],
+        "alice",
+        &alice,
+        (&big, "/outbox/bob/cut.bin"),
+        8000,
+    );
     // Under way: node A has opened its third blob (its metrics count the blob store's calls).
     let started = eventually(Duration::from_secs(60), async || {
         let (_, metrics) = probe(&a_at["ops"], "/metrics").await;

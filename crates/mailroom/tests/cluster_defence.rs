@@ -158,22 +158,6 @@ async fn with_password(node: &Node, engines: &Engines, name: &str) {
     common::cluster::with_password(node, engines, name, PASSWORD).await;
 }
 
-/// Whether a login was refused before SSH: paramiko never read a server banner.
-fn refused_at_connect(answer: &Value) -> bool {
-    answer["ok"] == false
-        && answer["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("SSH protocol banner"))
-}
-
-/// Whether a login got as far as authentication and was refused there.
-fn refused_at_login(answer: &Value) -> bool {
-    answer["ok"] == false
-        && answer["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("AuthenticationException"))
-}
-
 /// The subjects of a `ban list` answer.
 fn subjects(bans: &Value) -> Vec<String> {
     bans.as_array()
@@ -215,7 +199,10 @@ async fn a_brute_force_over_both_nodes_is_banned_on_both() {
     // per node there would be no ban at all.
     for (attempt, port) in [port_a, port_b, port_a].into_iter().enumerate() {
         let answer = common::paramiko_login(&python, port, "alice", WRONG, ATTACKER, None).await;
-        assert!(refused_at_login(&answer), "attempt {attempt}: {answer}");
+        assert!(
+            common::refused_at_login(&answer),
+            "attempt {attempt}: {answer}"
+        );
         assert_eq!(
             cluster.bans().await,
             serde_json::json!([]),
@@ -225,7 +212,7 @@ async fn a_brute_force_over_both_nodes_is_banned_on_both() {
     }
     let answer = common::paramiko_login(&python, port_b, "alice", WRONG, ATTACKER, None).await;
     let banned_at = tokio::time::Instant::now();
-    assert!(refused_at_login(&answer), "{answer}");
+    assert!(common::refused_at_login(&answer), "{answer}");
 
     // Four over both nodes: the address is banned and the account locked, by the node that
     // saw the fourth, with a `ban` event each.
@@ -256,10 +243,10 @@ async fn a_brute_force_over_both_nodes_is_banned_on_both() {
             tokio::time::sleep_until(banned_at + Duration::from_millis(2100)).await;
         }
         let answer = common::paramiko_login(&python, port, "alice", PASSWORD, ATTACKER, None).await;
-        assert!(refused_at_connect(&answer), "port {port}: {answer}");
+        assert!(common::refused_at_connect(&answer), "port {port}: {answer}");
         // From elsewhere, alice is locked out on both nodes, and bob is not.
         let answer = common::paramiko_login(&python, port, "alice", PASSWORD, OTHER, None).await;
-        assert!(refused_at_login(&answer), "{answer}");
+        assert!(common::refused_at_login(&answer), "{answer}");
         let answer = common::paramiko_login(&python, port, "bob", PASSWORD, OTHER, None).await;
         assert_eq!(answer["ok"], true, "{answer}");
     }
@@ -323,7 +310,10 @@ async fn a_totp_code_used_through_one_node_is_refused_through_the_other() {
     let shown = cluster.json(&["account", "show", "carol"]).await;
     let answer =
         common::paramiko_login(&python, port_b, "carol", PASSWORD, OTHER, Some(&code)).await;
-    assert!(refused_at_login(&answer), "the replay through B: {answer}");
+    assert!(
+        common::refused_at_login(&answer),
+        "the replay through B: {answer}"
+    );
     let refusals = cluster.refusals_after(seen).await;
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(refusals[0]["object"], "carol", "{}", refusals[0]);

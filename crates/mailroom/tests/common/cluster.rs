@@ -250,6 +250,34 @@ pub async fn sftp(root: &Path, address: &str, user: &str, key: &Path, commands: 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Starts OpenSSH sftp putting `local` to `remote` as `user` at most `kbit` kbit/s (`-l`), so
+/// that the upload is under way for as long as the test needs; killed on drop.
+pub fn slow_put(
+    root: &Path,
+    address: &str,
+    user: &str,
+    key: &Path,
+    (local, remote): (&Path, &str),
+    kbit: u32,
+) -> Child {
+    let batch = root.join(format!("slow-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&batch, format!("put {} {remote}\n", local.display())).unwrap();
+    let (host, port) = address.rsplit_once(':').unwrap();
+    Command::new("sftp")
+        .args(ssh_options())
+        .args(["-l", &kbit.to_string(), "-i"])
+        .arg(key)
+        .args(["-P", port, "-b"])
+        .arg(&batch)
+        .arg(format!("{user}@{host}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// A GET on the operations listener: status code and body.
 pub async fn probe(address: &str, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("http://{address}{path}"))

@@ -104,3 +104,19 @@ pub async fn paramiko_login(
     let answer = mailroom_test_support::paramiko(python, &args).await;
     serde_json::from_str(&answer).unwrap()
 }
+
+/// Whether a paramiko login was refused before SSH: it never read a server banner.
+pub fn refused_at_connect(answer: &serde_json::Value) -> bool {
+    answer["ok"] == false
+        && answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("SSH protocol banner"))
+}
+
+/// Whether a paramiko login got as far as authentication and was refused there.
+pub fn refused_at_login(answer: &serde_json::Value) -> bool {
+    answer["ok"] == false
+        && answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("AuthenticationException"))
+}

@@ -3366,10 +3366,26 @@ async fn chain_walk_names_the_first_tampered_event() {
 #[tokio::test]
 async fn the_event_tap_gets_committed_events_only() {
     let store = SqliteStore::open_in_memory().await.unwrap();
+    event_tap_scenario(
+        &store,
+        |store, sender| store.set_event_tap(sender),
+        |store| store.dropped_events(),
+    )
+    .await;
+}
+
+/// The event tap's promises, on either store: one tap only; committed records only, in order
+/// with their chain fields, whatever the durability; a full channel drops and counts, never
+/// stalling a commit.
+async fn event_tap_scenario<S: MetaStore>(
+    store: &S,
+    set_tap: impl Fn(&S, tokio::sync::mpsc::Sender<AuditRecord>) -> bool,
+    dropped: impl Fn(&S) -> u64,
+) {
     let (sender, mut receiver) = tokio::sync::mpsc::channel(3);
-    assert!(store.set_event_tap(sender.clone()));
-    assert!(!store.set_event_tap(sender), "a second tap is refused");
-    let mut h = Harness::new(&store);
+    assert!(set_tap(store, sender.clone()));
+    assert!(!set_tap(store, sender), "a second tap is refused");
+    let mut h = Harness::new(store);
     let first = h.event(EventKind::Login, "a");
     let second = h.event(EventKind::Login, "b");
     let event = first.clone();
@@ -3388,10 +3404,10 @@ async fn the_event_tap_gets_committed_events_only() {
         .write_with(Durability::Flush, move |tx| tx.record(&[fresh, repeated]))
         .await
         .unwrap_err();
-    let dropped = h.event(EventKind::Login, "d");
+    let failed = h.event(EventKind::Login, "d");
     store
         .write_with(Durability::Flush, move |tx| -> Result<()> {
-            tx.record(&[dropped])?;
+            tx.record(&[failed])?;
             Err(CoreError::invalid("changed its mind"))
         })
         .await
@@ -3409,7 +3425,7 @@ async fn the_event_tap_gets_committed_events_only() {
         .write_with(Durability::Flush, move |tx| tx.record(&flood))
         .await
         .unwrap();
-    assert_eq!(store.dropped_events(), 2);
+    assert_eq!(dropped(store), 2);
     assert_eq!(h.events(EventQuery::default()).await.len(), 7);
 }
 
@@ -4136,53 +4152,12 @@ async fn pg_the_event_tap_gets_committed_events_only() {
     let Some(server) = pg_server() else { return };
     let database = PgDatabase::create(&server).await;
     let store = database.store(2).await;
-    let (sender, mut receiver) = tokio::sync::mpsc::channel(3);
-    assert!(store.set_event_tap(sender.clone()));
-    assert!(!store.set_event_tap(sender), "a second tap is refused");
-    let mut h = Harness::new(&store);
-    let (first, second) = (
-        h.event(EventKind::Login, "a"),
-        h.event(EventKind::Login, "b"),
-    );
-    let event = first.clone();
-    store
-        .write_with(Durability::Flush, move |tx| tx.record(&[event]))
-        .await
-        .unwrap();
-    let event = second.clone();
-    store
-        .write_with(Durability::Relaxed, move |tx| tx.record(&[event]))
-        .await
-        .unwrap();
-    // A refused change hands nothing over, nor does a unit that recorded and then failed.
-    let (fresh, repeated) = (h.event(EventKind::Login, "c"), first.clone());
-    store
-        .write_with(Durability::Flush, move |tx| tx.record(&[fresh, repeated]))
-        .await
-        .unwrap_err();
-    let dropped = h.event(EventKind::Login, "d");
-    store
-        .write_with(Durability::Flush, move |tx| -> Result<()> {
-            tx.record(&[dropped])?;
-            Err(CoreError::invalid("changed its mind"))
-        })
-        .await
-        .unwrap_err();
-    let got = [receiver.try_recv().unwrap(), receiver.try_recv().unwrap()];
-    assert!(receiver.try_recv().is_err(), "only committed events");
-    assert_eq!((got[0].seq, &got[0].event), (1, &first));
-    assert_eq!((got[1].seq, &got[1].event), (2, &second));
-    assert_eq!(got[1].prev_hash, got[0].hash);
-    // A full channel never stalls a commit: the overflow is dropped and counted.
-    let flood: Vec<Event> = (0..5)
-        .map(|i| h.event(EventKind::Login, &i.to_string()))
-        .collect();
-    store
-        .write_with(Durability::Flush, move |tx| tx.record(&flood))
-        .await
-        .unwrap();
-    assert_eq!(store.dropped_events(), 2);
-    assert_eq!(h.events(EventQuery::default()).await.len(), 7);
+    event_tap_scenario(
+        &store,
+        |store, sender| store.set_event_tap(sender),
+        |store| store.dropped_events(),
+    )
+    .await;
     // Inline blobs, as the diagnostics list them.
     assert_eq!(store.inline_blob_ids().await.unwrap(), Vec::<BlobId>::new());
     store.close().await;

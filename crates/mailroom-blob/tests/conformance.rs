@@ -266,15 +266,10 @@ mod s3 {
         assert_eq!(stats.multipart_uploads, 2, "{stats:?}");
         assert!(stats.parts >= 4, "{stats:?}");
         // The dropped writer aborts from a task of its own.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while store.stats().aborted_uploads < 2 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{:?}",
-                store.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        tokio::time::timeout(Duration::from_secs(20), store.settled())
+            .await
+            .expect("the dropped writer's abort did not finish");
+        assert_eq!(store.stats().aborted_uploads, 2, "{:?}", store.stats());
         let report = store.sweep(&HashSet::new()).await.unwrap();
         assert_eq!((report.staging_removed, report.orphans_removed), (0, 0));
     }

@@ -66,8 +66,11 @@ impl Held {
         if let Some(stdin) = self.stdin.as_mut() {
             let _ = stdin.write_all(b"ls /\n").await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.child.try_wait().unwrap().is_some()
+        // The process's exit is the signal; a look that sees none within a moment says "not
+        // yet", and `eventually` looks again.
+        tokio::time::timeout(Duration::from_millis(200), self.child.wait())
+            .await
+            .is_ok()
     }
 
     /// Ends the session as a client does: end of input, and sftp quits.

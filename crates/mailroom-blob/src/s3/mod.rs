@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     pub(crate) objects: Path,
     /// What the store has done, for [`S3BlobStore::stats`].
     pub(crate) counters: Counters,
+    /// The aborts of writers dropped without `commit` or `abort`, which run on tasks of their
+    /// own ([`S3BlobStore::settled`] waits for them).
+    pub(crate) background: tokio_util::task::TaskTracker,
     /// Where the bucket is, for `Debug` and log lines.
     location: Location,
     /// The endpoint, for `Debug` and log lines; `None` for AWS.
@@ -192,6 +195,7 @@ impl S3BlobStore {
                 client,
                 objects,
                 counters: Counters::default(),
+                background: tokio_util::task::TaskTracker::new(),
                 location,
                 endpoint,
             }),
@@ -235,6 +239,15 @@ impl S3BlobStore {
             Arc::clone(&self.shared),
             self.inline_limit,
         ))
+    }
+
+    /// Returns once the aborts of every writer dropped so far (without `commit` or `abort`)
+    /// have finished: a clean shutdown, or a test, waits here instead of guessing.
+    pub async fn settled(&self) {
+        let background = &self.shared.background;
+        background.close();
+        background.wait().await;
+        background.reopen();
     }
 
     /// What the store has done since it opened.

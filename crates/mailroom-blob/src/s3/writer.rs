@@ -404,7 +404,8 @@ impl Drop for S3BlobWriter {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let shared = Arc::clone(&self.shared);
-                runtime.spawn(abort(upload, shared, self.id.clone()));
+                let background = shared.background.clone();
+                background.spawn_on(abort(upload, shared, self.id.clone()), &runtime);
             }
             Err(_) => warn!(
                 blob_id = %self.id,

@@ -25,6 +25,7 @@ use mailroom_core::{
     AuditRecord, BlobId, BlobReader, BlobStore, BlobWriter, Durability, EventKind, Hub, MetaStore,
     Result as CoreResult, StoreStats, StoredBlob, SweepReport, Unit, UnitOutput,
 };
+use metrics::Histogram;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -181,45 +182,65 @@ pub async fn watch_queue(hub: Arc<Hub>, shutdown: CancellationToken) {
     }
 }
 
+/// The latency histograms of both engines, registered once (a no-op without a recorder, as
+/// in admin commands) so that a timed call costs no registry lookup.
+struct Timings {
+    store_read: Histogram,
+    store_write: Histogram,
+    blob_create: Histogram,
+    blob_open: Histogram,
+    blob_delete: Histogram,
+    blob_commit: Histogram,
+    blob_read: Histogram,
+}
+
+impl Timings {
+    fn register() -> Arc<Timings> {
+        let store =
+            |unit: &'static str| metrics::histogram!("mailroom_store_seconds", "unit" => unit);
+        let blob =
+            |call: &'static str| metrics::histogram!("mailroom_blob_seconds", "call" => call);
+        Arc::new(Timings {
+            store_read: store("read"),
+            store_write: store("write"),
+            blob_create: blob("create"),
+            blob_open: blob("open"),
+            blob_delete: blob("delete"),
+            blob_commit: blob("commit"),
+            blob_read: blob("read"),
+        })
+    }
+}
+
 /// The metadata store, timed: `mailroom_store_seconds{unit="read"|"write"}`.
 pub struct MeteredMeta {
     inner: Arc<dyn MetaStore>,
+    timings: Arc<Timings>,
 }
 
 impl MeteredMeta {
     /// Times every unit `inner` runs.
     pub fn new(inner: Arc<dyn MetaStore>) -> MeteredMeta {
-        MeteredMeta { inner }
+        MeteredMeta {
+            inner,
+            timings: Timings::register(),
+        }
     }
 }
 
 #[async_trait]
 impl MetaStore for MeteredMeta {
     async fn read(&self, unit: Unit) -> CoreResult<UnitOutput> {
-        timed(
-            "mailroom_store_seconds",
-            "unit",
-            "read",
-            self.inner.read(unit),
-        )
-        .await
+        timed(&self.timings.store_read, self.inner.read(unit)).await
     }
 
     async fn read_short(&self, unit: Unit) -> CoreResult<UnitOutput> {
-        timed(
-            "mailroom_store_seconds",
-            "unit",
-            "read",
-            self.inner.read_short(unit),
-        )
-        .await
+        timed(&self.timings.store_read, self.inner.read_short(unit)).await
     }
 
     async fn write(&self, durability: Durability, unit: Unit) -> CoreResult<UnitOutput> {
         timed(
-            "mailroom_store_seconds",
-            "unit",
-            "write",
+            &self.timings.store_write,
             self.inner.write(durability, unit),
         )
         .await
@@ -238,41 +259,39 @@ impl MetaStore for MeteredMeta {
 /// every read.
 pub struct MeteredBlobs {
     inner: Arc<dyn BlobStore>,
+    timings: Arc<Timings>,
 }
 
 impl MeteredBlobs {
     /// Times every call to `inner`.
     pub fn new(inner: Arc<dyn BlobStore>) -> MeteredBlobs {
-        MeteredBlobs { inner }
+        MeteredBlobs {
+            inner,
+            timings: Timings::register(),
+        }
     }
 }
 
 #[async_trait]
 impl BlobStore for MeteredBlobs {
     async fn create(&self) -> CoreResult<Box<dyn BlobWriter>> {
-        let writer = timed(
-            "mailroom_blob_seconds",
-            "call",
-            "create",
-            self.inner.create(),
-        )
-        .await?;
-        Ok(Box::new(MeteredWriter { inner: writer }))
+        let writer = timed(&self.timings.blob_create, self.inner.create()).await?;
+        Ok(Box::new(MeteredWriter {
+            inner: writer,
+            timings: self.timings.clone(),
+        }))
     }
 
     async fn open(&self, id: &BlobId) -> CoreResult<Arc<dyn BlobReader>> {
-        let reader = timed("mailroom_blob_seconds", "call", "open", self.inner.open(id)).await?;
-        Ok(Arc::new(MeteredReader { inner: reader }))
+        let reader = timed(&self.timings.blob_open, self.inner.open(id)).await?;
+        Ok(Arc::new(MeteredReader {
+            inner: reader,
+            timings: self.timings.clone(),
+        }))
     }
 
     async fn delete(&self, id: &BlobId) -> CoreResult<()> {
-        timed(
-            "mailroom_blob_seconds",
-            "call",
-            "delete",
-            self.inner.delete(id),
-        )
-        .await
+        timed(&self.timings.blob_delete, self.inner.delete(id)).await
     }
 
     async fn sweep(&self, live: &HashSet<BlobId>) -> CoreResult<SweepReport> {
@@ -282,6 +301,7 @@ impl BlobStore for MeteredBlobs {
 
 struct MeteredWriter {
     inner: Box<dyn BlobWriter>,
+    timings: Arc<Timings>,
 }
 
 #[async_trait]
@@ -295,13 +315,7 @@ impl BlobWriter for MeteredWriter {
     }
 
     async fn commit(self: Box<Self>) -> CoreResult<StoredBlob> {
-        timed(
-            "mailroom_blob_seconds",
-            "call",
-            "commit",
-            self.inner.commit(),
-        )
-        .await
+        timed(&self.timings.blob_commit, self.inner.commit()).await
     }
 
     async fn abort(self: Box<Self>) {
@@ -311,6 +325,7 @@ impl BlobWriter for MeteredWriter {
 
 struct MeteredReader {
     inner: Arc<dyn BlobReader>,
+    timings: Arc<Timings>,
 }
 
 #[async_trait]
@@ -320,35 +335,22 @@ impl BlobReader for MeteredReader {
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> CoreResult<Vec<u8>> {
-        timed(
-            "mailroom_blob_seconds",
-            "call",
-            "read",
-            self.inner.read_at(offset, len),
-        )
-        .await
+        timed(&self.timings.blob_read, self.inner.read_at(offset, len)).await
     }
 
     async fn read_at_after(&self, offset: u64, len: usize, room: usize) -> CoreResult<Vec<u8>> {
         timed(
-            "mailroom_blob_seconds",
-            "call",
-            "read",
+            &self.timings.blob_read,
             self.inner.read_at_after(offset, len, room),
         )
         .await
     }
 }
 
-/// Awaits `call` and records how long it took in the histogram `name{label=value}`.
-async fn timed<T>(
-    name: &'static str,
-    label: &'static str,
-    value: &'static str,
-    call: impl Future<Output = T>,
-) -> T {
+/// Awaits `call` and records how long it took in `histogram`.
+async fn timed<T>(histogram: &Histogram, call: impl Future<Output = T>) -> T {
     let start = Instant::now();
     let result = call.await;
-    metrics::histogram!(name, label => value).record(start.elapsed().as_secs_f64());
+    histogram.record(start.elapsed().as_secs_f64());
     result
 }

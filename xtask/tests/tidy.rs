@@ -38,6 +38,8 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("mailroom-core", set(&[])),
         ("mailroom-net", set(&[])),
         ("mailroom-tls", set(&[])),
+        // Negotiated methods: pure data, so the agent can link it without the server.
+        ("mailroom-ace", set(&[])),
         ("mailroom-meta", set(&["mailroom-core"])),
         // The wire types shared by the API, the web UI and the CLI's --json.
         ("mailroom-api", set(&["mailroom-core"])),

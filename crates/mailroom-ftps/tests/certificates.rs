@@ -5,7 +5,8 @@
 //! `alice` requires `password,certificate`. A good certificate (CN alice, our client CA) logs
 //! her in; one naming bob (our client CA, so the handshake succeeds) is refused at login; an
 //! expired one and one from a foreign CA are refused by the TLS handshake, before any login;
-//! none at all is refused at login because the certificate factor is missing. Every refusal
+//! none at all is refused at login because the certificate factor is missing. An account
+//! that also requires TOTP logs in with the certificate and `password:CODE`. Every refusal
 //! is checked at the client, in the audit events, and against a snapshot of the store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use mailroom_core::{
-    AuthConfig, DefenderConfig, EventKind, FactorSet, Outcome, Protocol, parse_network,
+    AccountName, AuthConfig, Clock, DefenderConfig, EventKind, FactorSet, Outcome, Protocol,
+    parse_network, totp_code,
 };
 use mailroom_test_support::{TestClient, TestHub, have, text};
 use serde_json::Value;
@@ -280,5 +282,59 @@ async fn expired_and_foreign_certificates_are_refused_by_the_handshake() {
     let good = issue_ours(&hub, "alice");
     let output = curl_list(&hub, &alice, Some(&good)).await;
     assert!(output.status.success(), "{}", text(&output));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_and_the_password_with_its_code_log_in_an_account_that_needs_all_three() {
+    if !have("curl") {
+        return;
+    }
+    let (hub, alice) = hub_with_certificate_account().await;
+    let setup = hub
+        .hub
+        .enroll_totp(&TestHub::admin(), &AccountName::parse("alice").unwrap())
+        .await
+        .unwrap();
+    hub.set_access("alice", |access| {
+        access.factors = FactorSet::parse("password,certificate,totp").unwrap();
+    })
+    .await;
+    let good = issue_ours(&hub, "alice");
+
+    // The certificate and the password, but no code: 530, the reason says how, nothing spent.
+    let before = hub.snapshot().await;
+    let output = curl_list(&hub, &alice, Some(&good)).await;
+    assert_eq!(output.status.code(), Some(67), "{}", text(&output));
+    assert!(text(&output).contains("530"), "{}", text(&output));
+    let refused = login_events(&hub, "alice", Outcome::Refused).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        refused[0].detail,
+        "ftps needs the one-time code appended to the password (PASS password:123456)"
+    );
+    assert_eq!(hub.snapshot().await, before);
+    assert_eq!(hub.account("alice").await.totp.unwrap().last_step, None);
+
+    // With the code after the password (curl splits --user at the first colon).
+    let now = u64::try_from(hub.clock.now().unix_timestamp()).unwrap();
+    let coded = TestClient {
+        password: format!(
+            "{}:{}",
+            alice.password,
+            totp_code(setup.secret.expose(), now).unwrap()
+        ),
+        ..alice.clone()
+    };
+    let output = curl_list(&hub, &coded, Some(&good)).await;
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("inbox"),
+        "{}",
+        text(&output)
+    );
+    let ok = login_events(&hub, "alice", Outcome::Ok).await;
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert_eq!(ok[0].detail, "password+totp+certificate");
     hub.stop().await;
 }

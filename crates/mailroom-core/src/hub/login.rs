@@ -5,6 +5,10 @@
 //! the same and takes the same work whether or not the account exists (unknown accounts pay
 //! an Argon2 verification against a dummy hash; a key offered for an unknown account is
 //! refused like an unknown key). The reason of a refusal goes to the audit trail only.
+//!
+//! A protocol with one secret per login (FTP) passes the one-time code appended to the
+//! password, `secret:123456`; [`Hub::login_password_with_code`] decides whether and where to
+//! split it, so the front end decides nothing.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -603,9 +607,94 @@ impl Hub {
         protocol: Protocol,
     ) -> Result<LoginStep> {
         progress.bind(user);
+        let account = self.login_candidate(user).await?;
+        self.login_step(progress, user, account, credential, source, protocol)
+            .await
+    }
+
+    /// A password login step whose password may carry the account's one-time code after it,
+    /// `secret:123456`, for protocols with one secret per login (FTP's `PASS`, as SFTPGo
+    /// takes it). The string is split at its last colon only when the account exists, its
+    /// factors still need [`Factor::Totp`] on this `progress`, and the string ends in `:`
+    /// and exactly six ASCII digits; otherwise all of it is the password, so an account
+    /// without TOTP whose password ends in `:123456` logs in with it as before.
+    ///
+    /// Then the ordinary steps of [`Hub::login`], on the one read of the account: the
+    /// password (one Argon2 verification, against a dummy hash for an unknown account, with
+    /// the same opaque refusal), and, when it is right and a code was split off while TOTP
+    /// is still missing, the code in the same `progress` (spent when checked; a wrong or
+    /// reused one is refused, recorded and scored like any code). A right password without
+    /// its code answers [`LoginStep::Continue`] naming [`Factor::Totp`], and records
+    /// nothing: the caller refuses and says why.
+    pub async fn login_password_with_code(
+        &self,
+        progress: &mut LoginProgress,
+        user: &str,
+        combined: Secret<String>,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginStep> {
+        progress.bind(user);
+        let account = self.login_candidate(user).await?;
+        let needs_code = account.as_ref().is_some_and(|account| {
+            account
+                .access
+                .factors
+                .remaining(&progress.passed)
+                .contains(&Factor::Totp)
+        });
+        let split = if needs_code {
+            split_code(combined.expose())
+                .map(|(password, code)| (Secret::new(password.to_owned()), code.to_owned()))
+        } else {
+            None
+        };
+        let (password, code) = match split {
+            Some((password, code)) => (password, Some(Secret::new(code))),
+            None => (combined, None),
+        };
+        // The code's step checks the account as read for the password: no second read.
+        let for_code = code.as_ref().and_then(|_| account.clone());
+        let step = self
+            .login_step(
+                progress,
+                user,
+                account,
+                Credential::Password(password),
+                source.clone(),
+                protocol,
+            )
+            .await?;
+        match (step, code, for_code) {
+            (LoginStep::Continue(remaining), Some(code), Some(account))
+                if remaining.contains(&Factor::Totp) =>
+            {
+                self.login_step(
+                    progress,
+                    user,
+                    Some(account),
+                    Credential::Code(code),
+                    source,
+                    protocol,
+                )
+                .await
+            }
+            (step, _, _) => Ok(step),
+        }
+    }
+
+    /// One login step on the candidate `account` already read for `user` (`None`: unknown).
+    async fn login_step(
+        &self,
+        progress: &mut LoginProgress,
+        user: &str,
+        account: Option<Account>,
+        credential: Credential,
+        source: Option<String>,
+        protocol: Protocol,
+    ) -> Result<LoginStep> {
         let factor = credential.factor();
         let ip = source_ip(source.as_deref());
-        let account = self.login_candidate(user).await?;
         let mut refusal = match &account {
             None => Some("unknown account".to_owned()),
             Some(account) if progress.passed.contains(&factor) => {
@@ -712,6 +801,13 @@ impl Hub {
     }
 }
 
+/// `password:123456` split at its last colon into the password and the code, when what
+/// follows the colon is exactly six ASCII digits.
+fn split_code(combined: &str) -> Option<(&str, &str)> {
+    let (password, code) = combined.rsplit_once(':')?;
+    (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())).then_some((password, code))
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -740,5 +836,24 @@ mod tests {
             Some("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()))
         );
         assert_eq!(source_ip(Some("nonsense")), None);
+    }
+
+    #[test]
+    fn a_code_splits_off_only_as_six_digits_after_the_last_colon() {
+        assert_eq!(split_code("secret:123456"), Some(("secret", "123456")));
+        assert_eq!(split_code("a:b:123456"), Some(("a:b", "123456")));
+        assert_eq!(split_code(":123456"), Some(("", "123456")));
+        for whole in [
+            "secret",
+            "secret123456",
+            "secret:12345",
+            "secret:1234567",
+            "secret:12345a",
+            "secret:123456:",
+            "secret:１２３４５６",
+            "secret: 123456",
+        ] {
+            assert_eq!(split_code(whole), None, "{whole:?}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! `ManualClock`; feature `testing`) with no socket, disk or database: route policy and
 //! rights, sizes and quotas, file names, group fan-outs, retention, tokens and sessions (across
 //! the nodes of a cluster too), atomic admin changes, one store hop per operation, a policy cache that is never stale, and
-//! checking before delivery with its quarantine, and accounts' notices.
+//! checking before delivery with its quarantine, accounts' notices, and logins with the
+//! one-time code appended to the password (FTP's).
 //!
 //! Every refusal is checked for its error kind and for changing nothing (accounts, groups,
 //! routes, deliveries, blobs and events, but for the one refusal event a client refusal
@@ -13,6 +14,7 @@ mod admin;
 mod bed;
 mod cache;
 mod check;
+mod codes;
 mod defence;
 mod fanout;
 mod hops;

@@ -37,22 +37,31 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     BTreeMap::from([
         ("mailroom-core", set(&[])),
         ("mailroom-net", set(&[])),
-        ("mailroom-tls", set(&[])),
+        ("mailroom-tls", set(&["mailroom-ace"])),
         // Negotiated methods: pure data, so the agent can link it without the server.
         ("mailroom-ace", set(&[])),
         ("mailroom-meta", set(&["mailroom-core"])),
         // The wire types shared by the API, the web UI and the CLI's --json.
         ("mailroom-api", set(&["mailroom-core"])),
         ("mailroom-blob", set(&["mailroom-core"])),
-        ("mailroom-sftp", set(&["mailroom-core", "mailroom-net"])),
+        (
+            "mailroom-sftp",
+            set(&["mailroom-core", "mailroom-ace", "mailroom-net"]),
+        ),
         (
             "mailroom-ftps",
-            set(&["mailroom-core", "mailroom-net", "mailroom-tls"]),
+            set(&[
+                "mailroom-core",
+                "mailroom-ace",
+                "mailroom-net",
+                "mailroom-tls",
+            ]),
         ),
         (
             "mailroom-https",
             set(&[
                 "mailroom-core",
+                "mailroom-ace",
                 "mailroom-api",
                 "mailroom-net",
                 "mailroom-tls",
@@ -72,6 +81,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "mailroom-test-support",
             set(&[
                 "mailroom-core",
+                "mailroom-ace",
                 "mailroom-meta",
                 "mailroom-blob",
                 "mailroom-sftp",
@@ -84,6 +94,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "mailroom",
             set(&[
                 "mailroom-core",
+                "mailroom-ace",
                 "mailroom-api",
                 "mailroom-meta",
                 "mailroom-blob",

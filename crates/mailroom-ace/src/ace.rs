@@ -316,8 +316,38 @@ impl Ace {
     /// What a TLS listener offers; refused when it would be left without a version, or
     /// without a suite for one of its versions.
     pub fn tls(&self, link: Link) -> Result<TlsMethods, AceError> {
+        self.tls_for(link, &[])
+    }
+
+    /// [`Ace::tls`] narrowed to the listener's own list (its `encryption` setting): TLS
+    /// versions and suites among the supported ones, in the hub's order. Empty: all of them.
+    pub fn tls_for(&self, link: Link, narrowed: &[Method]) -> Result<TlsMethods, AceError> {
+        let offer = self.offer(link, Category::Encryption);
+        let setting = format!("[{link}] encryption");
+        for method in narrowed {
+            let refuse = |what: &str| AceError::Incomplete {
+                link,
+                what: format!("{setting}: {method} {what}"),
+            };
+            match role(Category::Encryption, method) {
+                Ok(Role::TlsVersion(_) | Role::TlsSuite(_)) => {}
+                Ok(_) => return Err(refuse("is not a TLS version or suite")),
+                Err(Unusable::BelowFloor(reason)) => {
+                    return Err(refuse(&format!(
+                        "is weaker than the hub's floor ({reason})"
+                    )));
+                }
+                Err(Unusable::Unknown) => return Err(refuse("is not a known TLS method")),
+            }
+            if !offer.iter().any(|entry| &entry.method == method) {
+                return Err(refuse("is not in [ace.encryption] supported"));
+            }
+        }
         let mut methods = TlsMethods::default();
-        for entry in self.offer(link, Category::Encryption) {
+        let kept = offer
+            .into_iter()
+            .filter(|entry| narrowed.is_empty() || narrowed.contains(&entry.method));
+        for entry in kept {
             match entry.role {
                 Role::TlsVersion(version) => methods.versions.push(version),
                 Role::TlsSuite(suite) => methods.suites.push(suite),

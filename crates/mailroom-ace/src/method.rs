@@ -292,9 +292,8 @@ impl Role {
             }
             Role::BodyCompression(_) => matches!(link, Link::Https | Link::Agent),
             Role::Transport(_) => link == Link::Agent,
-            Role::TlsVersion(_) | Role::TlsSuite(_) => {
-                matches!(link, Link::Ftps | Link::Https | Link::Agent)
-            }
+            // The agent's sessions run over the HTTPS listener's TLS.
+            Role::TlsVersion(_) | Role::TlsSuite(_) => matches!(link, Link::Ftps | Link::Https),
         }
     }
 }

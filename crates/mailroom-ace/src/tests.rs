@@ -384,3 +384,50 @@ fn before_login_only_what_needs_no_login() {
     assert!(ace.body_coding_supported(Link::Https, BodyCoding::Gzip));
     assert!(!ace.body_coding_supported(Link::Ftps, BodyCoding::Gzip));
 }
+
+#[test]
+fn a_listener_narrows_its_tls_to_a_subset() {
+    let ace = Ace::default();
+    let tls = ace
+        .tls_for(
+            Link::Ftps,
+            &methods(&["tls:1.3", "tls-suite:TLS13_AES_256_GCM_SHA384"]),
+        )
+        .unwrap();
+    assert_eq!(tls.versions, [TlsVersion::V13]);
+    assert_eq!(tls.suites, ["TLS13_AES_256_GCM_SHA384"]);
+    for (list, message) in [
+        (&["tls:1.2"][..], "ftps: no cipher suite left for TLS 1.2"),
+        (
+            &["zstd"][..],
+            "ftps: [ftps] encryption: zstd is not a known TLS method",
+        ),
+        (
+            &["tls+e2e"][..],
+            "ftps: [ftps] encryption: tls+e2e is not a TLS version or suite",
+        ),
+        (
+            &["tls:1.0"][..],
+            "ftps: [ftps] encryption: tls:1.0 is weaker than the hub's floor (TLS before 1.2)",
+        ),
+    ] {
+        let err = ace.tls_for(Link::Ftps, &methods(list)).unwrap_err();
+        assert!(err.to_string().starts_with(message), "{list:?}: {err}");
+    }
+    let mut encryption = default_lists(Category::Encryption);
+    encryption
+        .supported
+        .retain(|m| m.to_string() != "tls-suite:TLS13_AES_128_GCM_SHA256");
+    let err = with(Category::Encryption, encryption)
+        .unwrap()
+        .tls_for(
+            Link::Https,
+            &methods(&["tls-suite:TLS13_AES_128_GCM_SHA256"]),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not in [ace.encryption] supported"),
+        "{err}"
+    );
+}

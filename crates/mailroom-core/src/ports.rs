@@ -418,7 +418,8 @@ pub trait Tx {
 
     // ----- bearer tokens ---------------------------------------------------------------------
 
-    /// Stores bearer tokens (their hashes). Conflict if a hash is taken.
+    /// Stores bearer tokens (their hashes), each with every field of its record (its
+    /// negotiated methods too). Conflict if a hash is taken.
     fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()>;
     /// One token by its hash.
     fn token(&mut self, hash: &str) -> Result<Option<TokenRecord>>;

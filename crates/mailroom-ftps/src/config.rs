@@ -67,6 +67,10 @@ mailroom_net::config_section! {
         /// is asked for; "optional": asked for, a client without one logs in otherwise;
         /// "required": the TLS handshake fails without one.
         pub client_certificates: ClientAuth,
+        /// This listener's TLS versions and cipher suites ("tls:1.3", "tls-suite:NAME"), a
+        /// subset of [ace.encryption] supported, offered in that list's order. Empty: all of
+        /// them.
+        pub encryption: Vec<mailroom_ace::Method>,
         /// Load balancers that send the PROXY protocol (v1 or v2) on the control ports and
         /// the passive data ports (see `[sftp] proxy_protocol_from`). A data connection from
         /// one must name the control connection's client in its header. Empty: off.
@@ -96,6 +100,7 @@ impl Default for Config {
             max_startups_per_address: 10,
             allow_plaintext: false,
             client_certificates: ClientAuth::Off,
+            encryption: Vec::new(),
             proxy_protocol_from: Networks::default(),
         }
     }

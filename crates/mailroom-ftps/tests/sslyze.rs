@@ -99,3 +99,73 @@ async fn scan(hub: &TestHub, sslyze: &Path, starttls: &[&str], target: &str) {
         assert!(!accepted.is_empty(), "{new}: nothing accepted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_sees_exactly_the_configured_tls_versions_and_suites() {
+    let Some(sslyze) = sslyze() else {
+        return;
+    };
+    let auth = AuthConfig {
+        defender: DefenderConfig {
+            safe: vec![parse_network("127.0.0.0/8").unwrap()],
+            ..DefenderConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let config = mailroom_ftps::Config {
+        encryption: [
+            "tls:1.3",
+            "tls-suite:TLS13_CHACHA20_POLY1305_SHA256",
+            "tls-suite:TLS13_AES_256_GCM_SHA384",
+        ]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect(),
+        ..mailroom_ftps::Config::default()
+    };
+    let hub = TestHub::start_ftps_full(config, auth).await;
+    let target = format!("127.0.0.1:{}", hub.ftps().implicit.port());
+    let json = hub.local_dir("sslyze-narrow").join("report.json");
+    let mut command = tokio::process::Command::new(&sslyze);
+    command
+        .args([
+            "--tlsv1",
+            "--tlsv1_1",
+            "--tlsv1_2",
+            "--tlsv1_3",
+            "--json_out",
+        ])
+        .arg(&json)
+        .arg(&target);
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let scans = &report["server_scan_results"][0]["scan_result"];
+    let accepted = |scan: &str| -> Vec<String> {
+        assert_eq!(
+            scans[scan]["status"], "COMPLETED",
+            "{scan}: {:#}",
+            scans[scan]
+        );
+        let mut names: Vec<String> = scans[scan]["result"]["accepted_cipher_suites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cipher_suite"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for old in [
+        "tls_1_0_cipher_suites",
+        "tls_1_1_cipher_suites",
+        "tls_1_2_cipher_suites",
+    ] {
+        assert_eq!(accepted(old), Vec::<String>::new(), "{old}");
+    }
+    assert_eq!(
+        accepted("tls_1_3_cipher_suites"),
+        ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+    );
+    hub.stop().await;
+}

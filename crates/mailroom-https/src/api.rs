@@ -110,7 +110,7 @@ pub(crate) enum Refusals {
         description = "Store-and-forward file exchange: log in for a bearer token, list and download your inbox, send files with resumable uploads, read receipts; administrators manage accounts, groups, routes, bans, sessions, the job queue and the audit trail. Errors are RFC 9457 problem documents."
     ),
     paths(
-        token, proxy_token, refresh, logout, openapi_json,
+        token, proxy_token, refresh, logout, openapi_json, crate::ace::published,
         client::inbox, client::inbox_item, client::content, client::acknowledge,
         client::sent, client::recall,
         client::create_upload, client::upload_status, client::upload_offset, client::upload_patch,
@@ -150,6 +150,7 @@ impl Modify for BearerScheme {
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/ace", get(crate::ace::published))
         .route("/api/v1/token", post(token))
         .route("/api/v1/token/proxy", post(proxy_token))
         .route("/api/v1/token/refresh", post(refresh))
@@ -253,11 +254,36 @@ pub(crate) async fn token(
         .check(conn.peer.ip(), state.hub_now())
         .map_err(too_many)?;
     let scope = request.scope.map_or(Scope::Client, Scope::from);
+    // An agent names its methods first: no agreement, or credentials that are not the agreed
+    // method, is a 400 before any credential is checked, so nothing is recorded or changed.
+    let agreed = match &request.ace {
+        Some(wanted) => {
+            // Naming no authentication method means the one presented.
+            let mut wanted = wanted.clone();
+            if wanted.authentication.is_empty() {
+                let presented = if request.password.is_some() {
+                    "password"
+                } else {
+                    "certificate"
+                };
+                wanted.authentication = presented.parse().into_iter().collect();
+            }
+            let agreed = crate::ace::agree(&state.ace, &wanted)?;
+            crate::ace::check_credentials(
+                &agreed,
+                request.password.is_some(),
+                conn.certificate_cn.is_some(),
+            )?;
+            Some(agreed)
+        }
+        None => None,
+    };
     let form = LoginForm {
         username: request.username,
         password: request.password.map(Secret::new),
         code: request.totp.map(Secret::new),
         scope,
+        methods: agreed.as_ref().map(ToString::to_string),
     };
     let issued = auth::login(
         &state.hub,
@@ -322,6 +348,7 @@ pub(crate) async fn proxy_token(
             guard,
             Scope::Client,
             &state.config.token_lifetimes(),
+            None,
         )
         .await?;
     Ok(Json(TokenResponse::new(issued, state.hub_now())))

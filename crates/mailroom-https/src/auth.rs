@@ -32,6 +32,9 @@ pub struct LoginForm {
     pub code: Option<Secret<String>>,
     /// Client or admin.
     pub scope: Scope,
+    /// The negotiated methods the login agreed on (an agent's), written into its event and
+    /// bound to its tokens.
+    pub methods: Option<String>,
 }
 
 /// Logs in through the Hub's login steps and issues a token pair. `certificate_cn` is the
@@ -48,6 +51,9 @@ pub async fn login(
 ) -> Result<IssuedTokens, Problem> {
     let source = Some(peer.to_string());
     let mut progress = LoginProgress::for_scope(form.scope);
+    if let Some(methods) = &form.methods {
+        progress.set_methods(methods.clone());
+    }
     let mut password = form.password;
     let mut code = form.code;
     let mut certificate = certificate_cn.map(str::to_owned);
@@ -83,7 +89,7 @@ pub async fn login(
         match step {
             LoginStep::Accepted(session, guard) => {
                 return Ok(hub
-                    .issue_tokens(&session, guard, form.scope, lifetimes)
+                    .issue_tokens(&session, guard, form.scope, lifetimes, form.methods)
                     .await?);
             }
             LoginStep::Refused => return Err(Problem::unauthorized()),

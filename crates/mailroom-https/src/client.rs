@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
+use futures::StreamExt;
 use mailroom_core::{AccountName, ClientSession, DeliveryId, FileName, Hub, ReadHandle};
 
 use crate::api::Refusals;
@@ -164,14 +164,27 @@ pub(crate) async fn content(
             Err(err) => Some((Err(std::io::Error::other(err.to_string())), download)),
         }
     });
-    let mut response = Response::new(Body::from_stream(stream));
+    let coding = crate::ace::response_coding(&auth.identity, &headers);
+    let mut response = match coding {
+        Some(coding) => Response::new(crate::ace::encoded(stream, coding)),
+        None => Response::new(Body::from_stream(stream)),
+    };
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    match coding {
+        // The length of the compressed stream is not known before it is made.
+        Some(coding) => {
+            headers.insert(header::CONTENT_ENCODING, crate::ace::header_value(coding));
+        }
+        None => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+        }
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", delivery.sha256)) {
         headers.insert(header::ETAG, etag);
@@ -393,7 +406,13 @@ pub(crate) async fn upload_patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (lease, offset) = match patch_checks(&state, &auth, &id, &headers).await {
+    let checked = match crate::ace::request_coding(&state.ace, &auth.identity, &headers) {
+        Ok(coding) => patch_checks(&state, &auth, &id, &headers)
+            .await
+            .map(|(lease, offset)| (lease, offset, coding)),
+        Err(problem) => Err(problem),
+    };
+    let (lease, offset, coding) = match checked {
         Ok(checked) => checked,
         Err(problem) => {
             crate::server::drain(body).await;
@@ -401,7 +420,7 @@ pub(crate) async fn upload_patch(
         }
     };
     let limit = state.config.max_chunk_bytes;
-    write_body(lease, &id, offset, limit, body).await
+    write_body(lease, &id, offset, limit, crate::ace::decoded(body, coding)).await
 }
 
 /// What a PATCH must pass before its body is read: the offset header, the size, the upload
@@ -442,18 +461,25 @@ async fn patch_checks(
     Ok((lease, offset))
 }
 
-/// Streams a PATCH body into the upload, chunk by chunk.
+/// Streams a PATCH body (decoded, when it came compressed) into the upload, chunk by chunk.
 async fn write_body(
     mut lease: mailroom_core::ResumableLease,
     id: &str,
     offset: u64,
     limit: u64,
-    mut body: Body,
+    mut body: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
 ) -> Result<Response, Problem> {
     let mut position = offset;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
+    while let Some(data) = body.next().await {
+        let data = match data {
+            Ok(data) => data,
+            Err(err) if err.kind() != std::io::ErrorKind::ConnectionAborted => {
+                // A compressed body that does not decode: what decoded before stays.
+                tracing::info!(upload = %id, received = position - offset, error = %err, "upload body does not decode");
+                return Err(Problem::bad_request(
+                    "the request body does not decode with its Content-Encoding; resume from the upload's offset",
+                ));
+            }
             Err(err) => {
                 // The client went away: what arrived stays, for a resume from HEAD's offset.
                 tracing::info!(upload = %id, received = position - offset, error = %err, "upload body interrupted");
@@ -461,9 +487,6 @@ async fn write_body(
                     "the request body ended early; resume from the upload's offset",
                 ));
             }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
         };
         if data.is_empty() {
             continue;

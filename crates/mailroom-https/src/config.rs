@@ -32,6 +32,10 @@ mailroom_net::config_section! {
         /// asked for; "optional": asked for, a client without one logs in otherwise;
         /// "required": the TLS handshake fails without one.
         pub client_certificates: mailroom_tls::ClientAuth,
+        /// This listener's TLS versions and cipher suites ("tls:1.3", "tls-suite:NAME"), a
+        /// subset of [ace.encryption] supported, offered in that list's order. Empty: all of
+        /// them.
+        pub encryption: Vec<mailroom_ace::Method>,
         /// Seconds an access token works.
         pub access_token_seconds: u64,
         /// Seconds a refresh token works (and so a login, unless refreshed).
@@ -75,6 +79,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             allow_plaintext: false,
             client_certificates: mailroom_tls::ClientAuth::Off,
+            encryption: Vec::new(),
             access_token_seconds: 15 * 60,
             refresh_token_seconds: 12 * 3600,
             upload_expiry_seconds: 24 * 3600,

@@ -14,9 +14,13 @@
 //! [`mailroom_core::TokenIdentity`]; [`server::router`] is an axum `Router` that more routes
 //! can be merged into.
 //!
+//! Negotiated methods ([`ace`]): `/api/v1/ace` publishes them, an agent's login agrees on
+//! one per category, and bodies are compressed as agreed.
+//!
 //! Apart from the clients' listener, [`ops::serve_ops`] answers a load balancer's probes
 //! (`/healthz`, `/readyz`) and a Prometheus scrape (`/metrics`) on an address of its own.
 
+pub mod ace;
 pub mod api;
 pub mod auth;
 pub mod config;

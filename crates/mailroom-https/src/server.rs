@@ -51,12 +51,20 @@ pub struct AppState {
     pub(crate) tls: bool,
     /// The reverse proxy that may vouch for users, when configured.
     pub(crate) proxy: Option<TrustedProxy>,
+    /// The negotiated methods (`[ace.*]`), checked.
+    pub ace: Arc<mailroom_ace::Ace>,
 }
 
 impl AppState {
-    /// The state for `hub` with `config`; `tls` says whether connections are HTTPS. Fails
-    /// when the trusted proxy's settings are unusable (see [`TrustedProxy::from_settings`]).
-    pub fn new(hub: Arc<Hub>, config: Config, tls: bool) -> Result<Arc<AppState>, String> {
+    /// The state for `hub` with `config` and the negotiated methods `ace`; `tls` says whether
+    /// connections are HTTPS. Fails when the trusted proxy's settings are unusable (see
+    /// [`TrustedProxy::from_settings`]).
+    pub fn new(
+        hub: Arc<Hub>,
+        config: Config,
+        ace: Arc<mailroom_ace::Ace>,
+        tls: bool,
+    ) -> Result<Arc<AppState>, String> {
         let proxy = TrustedProxy::from_settings(
             &config.trusted_proxy_key_file,
             &config.trusted_proxy_networks,
@@ -67,6 +75,7 @@ impl AppState {
             config,
             tls,
             proxy,
+            ace,
         }))
     }
 }
@@ -97,10 +106,11 @@ pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     config: Config,
+    ace: Arc<mailroom_ace::Ace>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, hub, config, tls, |_| Router::new(), shutdown).await
+    serve_with(listener, hub, config, ace, tls, |_| Router::new(), shutdown).await
 }
 
 /// [`serve`] with more routes beside the API: `pages` gets the shared state and returns a
@@ -110,6 +120,7 @@ pub async fn serve_with(
     listener: TcpListener,
     hub: Arc<Hub>,
     config: Config,
+    ace: Arc<mailroom_ace::Ace>,
     tls: Option<Arc<rustls::ServerConfig>>,
     pages: impl FnOnce(Arc<AppState>) -> Router,
     shutdown: CancellationToken,
@@ -136,7 +147,7 @@ pub async fn serve_with(
     );
     let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));
     let idle = Duration::from_secs(config.idle_timeout_seconds.max(1));
-    let state = AppState::new(hub, config, tls.is_some()).map_err(std::io::Error::other)?;
+    let state = AppState::new(hub, config, ace, tls.is_some()).map_err(std::io::Error::other)?;
     let proxy = ProxyProtocol::new(state.config.proxy_protocol_from.clone());
     let app = router(state.clone()).merge(pages(state));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);

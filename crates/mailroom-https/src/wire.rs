@@ -32,6 +32,11 @@ pub struct TokenRequest {
     /// "client" (the default) or "admin".
     #[serde(default)]
     pub scope: Option<ScopeName>,
+    /// The methods this session wants, per category in order of preference (see `GET
+    /// /api/v1/ace`); the hub agrees on one each or answers 400 naming both lists. Absent: no
+    /// negotiation, the HTTPS link's defaults.
+    #[serde(default)]
+    pub ace: Option<mailroom_ace::Wanted>,
 }
 
 /// The kind of account a token is for.
@@ -80,6 +85,9 @@ pub struct TokenResponse {
     pub account: String,
     /// The login's id (also in the admin session list).
     pub session: String,
+    /// The methods the login agreed on, when it negotiated (`null` otherwise); they hold
+    /// for every request made with these tokens.
+    pub ace: Option<mailroom_ace::Agreed>,
 }
 
 impl TokenResponse {
@@ -94,6 +102,7 @@ impl TokenResponse {
             scope: issued.scope.as_str().to_owned(),
             account: issued.account.to_string(),
             session: issued.session,
+            ace: issued.methods.and_then(|methods| methods.parse().ok()),
         }
     }
 }

@@ -144,7 +144,7 @@ pub(crate) fn unsigned(row: &impl Columns, name: &'static str) -> Result<u64> {
 /// The columns [`token`] reads.
 macro_rules! token_columns {
     () => {
-        "hash, kind, session, account, scope, epoch, source, protocol, created, expires"
+        "hash, kind, session, account, scope, epoch, source, protocol, created, expires, methods"
     };
 }
 pub(crate) use token_columns;
@@ -162,6 +162,7 @@ pub(crate) fn token(row: &impl Columns) -> Result<TokenRecord> {
         protocol: parsed(row, "protocol", Protocol::parse)?,
         created: time(row, "created")?,
         expires: time(row, "expires")?,
+        methods: row.read("methods")?,
     })
 }
 

@@ -94,6 +94,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "offences",
         sql: include_str!("../migrations/sqlite/0014_offences.sql"),
     },
+    Migration {
+        version: 15,
+        description: "token methods",
+        sql: include_str!("../migrations/sqlite/0015_token_methods.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -1252,7 +1252,7 @@ impl Tx for SqliteTx<'_> {
                 .prepare_cached(concat!(
                     "INSERT INTO tokens (",
                     token_columns!(),
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ))
                 .and_then(|mut s| {
                     s.execute(params![
@@ -1266,6 +1266,7 @@ impl Tx for SqliteTx<'_> {
                         token.protocol.as_str(),
                         created,
                         expires,
+                        token.methods.as_deref(),
                     ])
                 })
                 .map_err(|error| {

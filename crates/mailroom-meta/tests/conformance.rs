@@ -2247,6 +2247,18 @@ fn token_record(
         protocol: Protocol::Https,
         created: datetime!(2030-01-01 00:00 UTC),
         expires,
+        methods: None,
+    }
+}
+
+/// The negotiated methods of a login, as the API writes them.
+const METHODS: &str = "authentication=password compression=zstd encryption=tls";
+
+/// `token` carrying `methods`.
+fn with_methods(token: TokenRecord, methods: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        methods: methods.map(str::to_owned),
+        ..token
     }
 }
 
@@ -2255,12 +2267,25 @@ async fn tokens_store_take_and_expire(h: &mut Harness<'_>) {
     h.insert_account(&alice).await;
     let soon = datetime!(2030-01-01 00:15 UTC);
     let later = datetime!(2030-01-01 12:00 UTC);
-    let access = token_record("aa", TokenKind::Access, "s1", "alice", soon);
-    let refresh = token_record("bb", TokenKind::Refresh, "s1", "alice", later);
+    // Login s1 negotiated methods; s2 did not.
+    let access = with_methods(
+        token_record("aa", TokenKind::Access, "s1", "alice", soon),
+        Some(METHODS),
+    );
+    let refresh = with_methods(
+        token_record("bb", TokenKind::Refresh, "s1", "alice", later),
+        Some(METHODS),
+    );
     let other = token_record("cc", TokenKind::Access, "s2", "alice", soon);
     let tokens = vec![access.clone(), refresh.clone(), other.clone()];
     h.write(move |tx| tx.insert_tokens(&tokens)).await;
     assert_eq!(h.token("aa").await, Some(access.clone()));
+    assert_eq!(h.token("cc").await, Some(other.clone()));
+    assert_eq!(
+        h.token("aa").await.and_then(|t| t.methods).as_deref(),
+        Some(METHODS)
+    );
+    assert_eq!(h.token("cc").await.and_then(|t| t.methods), None);
     assert_eq!(h.token("zz").await, None);
     // A hash is stored once; a batch with a taken hash stores nothing.
     let clash = vec![
@@ -2279,6 +2304,38 @@ async fn tokens_store_take_and_expire(h: &mut Harness<'_>) {
     assert_eq!(deleted, 2);
     assert_eq!(ended, ["s1", "s2"]);
     assert_eq!(h.token("aa").await, None);
+    // A refresh, as the Hub makes it: the refresh token taken in one unit, the login's next
+    // pair stored in another with the methods the taken token carried, or none.
+    for (session, hashes, methods) in [
+        ("s6", ["ga", "gb", "gc"], Some(METHODS)),
+        ("s7", ["ha", "hb", "hc"], None),
+    ] {
+        let [first, next_access, next_refresh] = hashes;
+        let stored = with_methods(
+            token_record(first, TokenKind::Refresh, session, "alice", later),
+            methods,
+        );
+        h.write(move |tx| tx.insert_tokens(&[stored])).await;
+        let taken = h.write(move |tx| tx.take_token(first)).await.unwrap();
+        assert_eq!(taken.methods.as_deref(), methods, "{session}");
+        let pair = [
+            (next_access, TokenKind::Access),
+            (next_refresh, TokenKind::Refresh),
+        ]
+        .map(|(hash, kind)| TokenRecord {
+            methods: taken.methods.clone(),
+            ..token_record(hash, kind, session, "alice", later)
+        });
+        h.write(move |tx| {
+            tx.delete_token_session(session)?;
+            tx.insert_tokens(&pair)
+        })
+        .await;
+        for hash in [next_access, next_refresh] {
+            let token = h.token(hash).await.unwrap();
+            assert_eq!(token.methods.as_deref(), methods, "{session} {hash}");
+        }
+    }
     // Token bookkeeping records no events of its own.
     h.expect_events(&[]).await;
     // Logout of a session deletes its tokens and records its event in the same unit.

@@ -22,7 +22,9 @@ pub struct SettingDoc {
 /// [`config_section!`](crate::config_section), never by hand, so that a field cannot be added
 /// without its doc comment reaching the template.
 pub trait ConfigSection: Default + serde::Serialize + serde::de::DeserializeOwned {
-    /// The section's name in the file: `sftp` for `[sftp]`.
+    /// The section's name in the file: `sftp` for `[sftp]`, `ace.compression` for a
+    /// sub-table `[ace.compression]` (whose environment overrides are
+    /// `MAILROOM_ACE_COMPRESSION_<KEY>`).
     const NAME: &'static str;
     /// The struct's doc comment, one entry per line: what the section is for.
     const DOC: &'static [&'static str];
@@ -65,8 +67,21 @@ pub trait ConfigSection: Default + serde::Serialize + serde::de::DeserializeOwne
 /// ```
 #[macro_export]
 macro_rules! config_section {
+    // A sub-table of a section, `[ace.compression]`: its name holds the dot.
+    (
+        [$section:ident . $sub:ident]
+        $($rest:tt)*
+    ) => {
+        $crate::config_section! { @named concat!(stringify!($section), ".", stringify!($sub)); $($rest)* }
+    };
     (
         [$section:ident]
+        $($rest:tt)*
+    ) => {
+        $crate::config_section! { @named stringify!($section); $($rest)* }
+    };
+    (
+        @named $section_name:expr;
         $(#[$($attr:tt)*])*
         $vis:vis struct $name:ident {
             $(
@@ -84,7 +99,7 @@ macro_rules! config_section {
         }
 
         impl $crate::ConfigSection for $name {
-            const NAME: &'static str = stringify!($section);
+            const NAME: &'static str = $section_name;
             const DOC: &'static [&'static str] =
                 $crate::__config_doc!($name; []; $([$($attr)*])*);
             const SETTINGS: &'static [$crate::SettingDoc] = &[$(

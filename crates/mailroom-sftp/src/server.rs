@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, Msg, Session};
-use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
+use std::borrow::Cow;
+
+use mailroom_ace::{AuthMethod, SshMethods};
+use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, kex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -49,9 +52,11 @@ pub async fn serve(
     hub: Arc<Hub>,
     config: Config,
     host_key: PrivateKey,
+    methods: SshMethods,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ssh_config = Arc::new(ssh_config(&config, host_key));
+    let logins = Logins::of(&methods);
+    let ssh_config = Arc::new(ssh_config(&config, host_key, &methods)?);
     let limits = ConnectionLimits::for_listener(
         "sftp",
         config.max_connections,
@@ -82,6 +87,7 @@ pub async fn serve(
             hub: hub.clone(),
             config: config.clone(),
             ssh_config: ssh_config.clone(),
+            logins,
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
             recorder: recorder.clone(),
@@ -102,11 +108,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// The russh configuration: our host key, modern algorithms only, our limits.
-fn ssh_config(config: &Config, host_key: PrivateKey) -> russh::server::Config {
-    russh::server::Config {
+/// The russh configuration: our host key, the algorithms of `[ace.encryption]` and
+/// `[ace.compression]` in their order (the strict-kex and ext-info markers added), our limits.
+/// A name russh does not know is refused here, naming it (the ACE check knows only names
+/// russh offers, so this is a guard, not a path).
+fn ssh_config(
+    config: &Config,
+    host_key: PrivateKey,
+    methods: &SshMethods,
+) -> std::io::Result<russh::server::Config> {
+    fn names<N: for<'a> TryFrom<&'a str>>(kind: &str, list: &[&str]) -> std::io::Result<Vec<N>> {
+        list.iter()
+            .map(|name| {
+                N::try_from(name).map_err(|_| {
+                    std::io::Error::other(format!("the SSH library does not offer {kind} {name}"))
+                })
+            })
+            .collect()
+    }
+    let mut kex: Vec<kex::Name> = names("key exchange", &methods.kex)?;
+    kex.extend([
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ]);
+    Ok(russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-Mailroom".into()),
-        methods: all_methods(),
+        methods: Logins::of(methods).all(),
         auth_rejection_time: Duration::from_millis(config.auth_rejection_ms),
         // OpenSSH probes with "none" first; answering it at once costs nothing.
         auth_rejection_time_initial: Some(Duration::ZERO),
@@ -116,14 +143,8 @@ fn ssh_config(config: &Config, host_key: PrivateKey) -> russh::server::Config {
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
         preferred: Preferred {
-            kex: std::borrow::Cow::Borrowed(&[
-                kex::MLKEM768X25519_SHA256,
-                kex::CURVE25519,
-                kex::CURVE25519_PRE_RFC_8731,
-                kex::EXTENSION_SUPPORT_AS_SERVER,
-                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-            ]),
-            key: std::borrow::Cow::Borrowed(&[
+            kex: Cow::Owned(kex),
+            key: Cow::Borrowed(&[
                 Algorithm::Ed25519,
                 Algorithm::Rsa {
                     hash: Some(HashAlg::Sha512),
@@ -132,27 +153,13 @@ fn ssh_config(config: &Config, host_key: PrivateKey) -> russh::server::Config {
                     hash: Some(HashAlg::Sha256),
                 },
             ]),
-            cipher: std::borrow::Cow::Borrowed(&[
-                cipher::CHACHA20_POLY1305,
-                cipher::AES_256_GCM,
-                cipher::AES_128_GCM,
-                // CTR with encrypt-then-MAC for clients without AEAD ciphers (libssh2, as in
-                // curl's sftp://, and older paramiko).
-                cipher::AES_256_CTR,
-                cipher::AES_128_CTR,
-            ]),
-            mac: std::borrow::Cow::Borrowed(&[
-                mac::HMAC_SHA512_ETM,
-                mac::HMAC_SHA256_ETM,
-                // libssh2 before 1.11 (Debian 12's curl) knows no etm MACs.
-                mac::HMAC_SHA512,
-                mac::HMAC_SHA256,
-            ]),
-            compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+            cipher: Cow::Owned(names("cipher", &methods.ciphers)?),
+            mac: Cow::Owned(names("MAC", &methods.macs)?),
+            compression: Cow::Owned(names("compression", &methods.compression)?),
             ..Preferred::default()
         },
         ..russh::server::Config::default()
-    }
+    })
 }
 
 /// What one connection needs.
@@ -160,6 +167,7 @@ struct Connection {
     hub: Arc<Hub>,
     config: Arc<Config>,
     ssh_config: Arc<russh::server::Config>,
+    logins: Logins,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     recorder: RefusalRecorder,
@@ -193,6 +201,7 @@ impl Connection {
             peer,
             session: None,
             progress: LoginProgress::default(),
+            logins: self.logins,
             interactive: None,
             session_guard: Some(session_sender),
             channels: HashMap::new(),
@@ -312,6 +321,8 @@ struct SshHandler {
     session: Option<ClientSession>,
     /// Factors proved so far in this connection.
     progress: LoginProgress,
+    /// The login methods allowed on SSH.
+    logins: Logins,
     /// What the keyboard-interactive prompt in flight asked for.
     interactive: Option<Factor>,
     /// Hands the registered session to [`Connection::run`] once the login completes.
@@ -323,30 +334,58 @@ struct SshHandler {
     tracker: TaskTracker,
 }
 
-/// Every method a first attempt may use. Always the same list, whatever the account, so the
-/// list tells nothing about it. Keyboard-interactive asks for the password first, then, when
-/// the account requires it, a one-time code.
-fn all_methods() -> MethodSet {
-    let mut methods = MethodSet::empty();
-    methods.push(MethodKind::PublicKey);
-    methods.push(MethodKind::Password);
-    methods.push(MethodKind::KeyboardInteractive);
-    methods
+/// The login methods `[ace.authentication]` allows on SSH: a method left out is neither
+/// offered nor accepted, whatever the client tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Logins {
+    password: bool,
+    publickey: bool,
+    totp: bool,
 }
 
-/// The SSH methods that can prove the remaining factors.
-fn methods_for(factors: &[Factor]) -> MethodSet {
-    let mut methods = MethodSet::empty();
-    if factors.contains(&Factor::PublicKey) {
-        methods.push(MethodKind::PublicKey);
+impl Logins {
+    fn of(methods: &SshMethods) -> Logins {
+        let has = |method| methods.authentication.contains(&method);
+        Logins {
+            password: has(AuthMethod::Password),
+            publickey: has(AuthMethod::PublicKey),
+            totp: has(AuthMethod::Totp),
+        }
     }
-    if factors.contains(&Factor::Password) {
-        methods.push(MethodKind::Password);
+
+    /// Every method a first attempt may use. Always the same list, whatever the account, so
+    /// the list tells nothing about it. Keyboard-interactive asks for the password first,
+    /// then, when the account requires it, a one-time code.
+    fn all(self) -> MethodSet {
+        self.for_factors(&[Factor::PublicKey, Factor::Password, Factor::Totp])
     }
-    if factors.contains(&Factor::Password) || factors.contains(&Factor::Totp) {
-        methods.push(MethodKind::KeyboardInteractive);
+
+    /// The SSH methods that can prove the remaining factors.
+    fn for_factors(self, factors: &[Factor]) -> MethodSet {
+        let mut methods = MethodSet::empty();
+        let password = self.password && factors.contains(&Factor::Password);
+        let totp = self.totp && factors.contains(&Factor::Totp);
+        if self.publickey && factors.contains(&Factor::PublicKey) {
+            methods.push(MethodKind::PublicKey);
+        }
+        if password {
+            methods.push(MethodKind::Password);
+        }
+        if password || totp {
+            methods.push(MethodKind::KeyboardInteractive);
+        }
+        methods
     }
-    methods
+
+    /// Whether a factor may be proved on SSH.
+    fn allows(self, factor: Factor) -> bool {
+        match factor {
+            Factor::Password => self.password,
+            Factor::PublicKey => self.publickey,
+            Factor::Totp => self.totp,
+            Factor::Certificate => false,
+        }
+    }
 }
 
 impl SshHandler {
@@ -367,7 +406,7 @@ impl SshHandler {
                 let names: Vec<&str> = remaining.iter().map(|f| f.as_str()).collect();
                 tracing::info!(remaining = %names.join(","), "factor accepted; more required");
                 Auth::Reject {
-                    proceed_with_methods: Some(methods_for(&remaining)),
+                    proceed_with_methods: Some(self.logins.for_factors(&remaining)),
                     partial_success: true,
                 }
             }
@@ -388,9 +427,9 @@ impl SshHandler {
     /// `auth_rejection_ms`, with "Authentication failed".
     fn reject(&self) -> Auth {
         let methods = if self.progress.passed().is_empty() {
-            all_methods()
+            self.logins.all()
         } else {
-            methods_for(self.progress.remaining())
+            self.logins.for_factors(self.progress.remaining())
         };
         Auth::Reject {
             proceed_with_methods: Some(methods),
@@ -419,6 +458,9 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if !self.logins.password {
+            return Ok(self.reject());
+        }
         let source = self.source();
         let outcome = self
             .hub
@@ -438,6 +480,9 @@ impl russh::server::Handler for SshHandler {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !self.logins.publickey {
+            return Ok(self.reject());
+        }
         let Ok(blob) = offer.public_key.to_bytes() else {
             return Ok(self.reject());
         };
@@ -460,6 +505,9 @@ impl russh::server::Handler for SshHandler {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !self.logins.publickey {
+            return Ok(self.reject());
+        }
         let Ok(blob) = key.public_key.to_bytes() else {
             return Ok(self.reject());
         };
@@ -491,6 +539,9 @@ impl russh::server::Handler for SshHandler {
             } else {
                 self.progress.interactive_factor()
             };
+            if !self.logins.allows(factor) {
+                return Ok(self.reject());
+            }
             self.interactive = Some(factor);
             let prompt = match factor {
                 Factor::Totp => "Verification code: ",
@@ -526,6 +577,7 @@ impl russh::server::Handler for SshHandler {
         if let Ok(LoginStep::Continue(remaining)) = &outcome
             && factor == Factor::Password
             && remaining.contains(&Factor::Totp)
+            && self.logins.totp
         {
             let _entered = self.span.clone().entered();
             tracing::info!("password accepted; asking for the one-time code");

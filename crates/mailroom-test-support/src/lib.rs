@@ -135,6 +135,18 @@ impl TestHub {
     /// runs the session housekeeping (closing sessions of disabled accounts) every
     /// [`HOUSEKEEPING`].
     pub async fn start_full(config: mailroom_sftp::Config, auth: AuthConfig) -> TestHub {
+        let methods = mailroom_ace::Ace::default()
+            .ssh()
+            .expect("the default SSH methods");
+        Self::start_ssh_methods(config, auth, methods).await
+    }
+
+    /// [`TestHub::start_full`] with SSH offering `methods` (from an `Ace` the test built).
+    pub async fn start_ssh_methods(
+        config: mailroom_sftp::Config,
+        auth: AuthConfig,
+        methods: mailroom_ace::SshMethods,
+    ) -> TestHub {
         let dir = tempfile::tempdir().expect("temp dir");
         let meta = Arc::new(
             mailroom_meta::SqliteStore::open(&dir.path().join("meta.db"))
@@ -160,6 +172,7 @@ impl TestHub {
             hub.clone(),
             config,
             host_key,
+            methods,
             shutdown.clone(),
         ));
         let housekeeping_hub = hub.clone();
@@ -214,6 +227,9 @@ impl TestHub {
             .map(|p| (*p).to_owned())
             .collect();
         settings.client_auth = config.client_certificates;
+        settings.methods = mailroom_ace::Ace::default()
+            .tls_for(mailroom_ace::Link::Https, &config.encryption)
+            .expect("[https] encryption");
         let tls = if config.allow_plaintext {
             None
         } else {
@@ -227,6 +243,7 @@ impl TestHub {
             listener,
             hub.hub.clone(),
             config.clone(),
+            Arc::new(mailroom_ace::Ace::default()),
             tls,
             pages,
             hub.shutdown.clone(),
@@ -275,6 +292,10 @@ impl TestHub {
         let mut settings = mailroom_tls::TlsSettings::from_pki(&pki);
         settings.alpn = vec!["ftp".to_owned()];
         settings.client_auth = config.client_certificates;
+        // The listener's TLS methods, as `mailroom serve` takes them from `[ftps] encryption`.
+        settings.methods = mailroom_ace::Ace::default()
+            .tls_for(mailroom_ace::Link::Ftps, &config.encryption)
+            .expect("[ftps] encryption");
         let tls = mailroom_tls::server_config(&settings).expect("ftps tls config");
         let explicit = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -487,9 +508,20 @@ impl TestHub {
     /// An OpenSSH `sftp` command logged in as `client` by key, for tests that drive the
     /// process themselves: in batch mode over `commands`, or interactive when `None`.
     pub fn sftp_command(&self, client: &TestClient, commands: Option<&str>) -> Command {
+        self.sftp_command_with(client, commands, &[])
+    }
+
+    /// [`TestHub::sftp_command`] with more `sftp` options (`-C`, `-v`) before the destination.
+    pub fn sftp_command_with(
+        &self,
+        client: &TestClient,
+        commands: Option<&str>,
+        options: &[&str],
+    ) -> Command {
         let mut command = Command::new("sftp");
         command
             .args(ssh_options())
+            .args(options)
             .arg("-i")
             .arg(&client.key)
             .arg("-P")

@@ -46,6 +46,9 @@ pub enum TlsError {
     /// A setting or argument was refused: a host name, an account name, a validity.
     #[error("{0}")]
     Setting(String),
+    /// The listener's TLS versions or suites cannot be offered.
+    #[error("the TLS methods are refused: {0}")]
+    Methods(String),
     /// rcgen could not make a key, certificate or CRL.
     #[error("cannot make the certificate: {0}")]
     Generate(#[from] rcgen::Error),

@@ -1,8 +1,8 @@
-//! The rustls `ServerConfig` of a TLS front end: aws-lc-rs explicitly, TLS 1.2 and 1.3 only,
-//! the provider's default cipher suites (TLS 1.3 AES-GCM and ChaCha20-Poly1305; TLS 1.2 only
-//! ECDHE with AES-GCM or ChaCha20-Poly1305, which is Mozilla's "intermediate" profile), the
-//! front end's ALPN list, and client certificates checked against a client CA with an
-//! optional CRL.
+//! The rustls `ServerConfig` of a TLS front end: aws-lc-rs explicitly, the TLS versions and
+//! cipher suites of the listener's negotiated methods (by default TLS 1.3 and 1.2 with the
+//! provider's suites: TLS 1.3 AES-GCM and ChaCha20-Poly1305; TLS 1.2 only ECDHE with AES-GCM
+//! or ChaCha20-Poly1305, which is Mozilla's "intermediate" profile), the front end's ALPN
+//! list, and client certificates checked against a client CA with an optional CRL.
 //!
 //! This module builds configs; it does not accept connections, and it does not map a verified
 //! certificate to an account (see [`crate::client_identity`] and the Hub's login).
@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use rustls::server::{WebPkiClientVerifier, danger::ClientCertVerifier};
 use rustls::{RootCertStore, ServerConfig};
+
+use mailroom_ace::{TlsMethods, TlsVersion};
 
 use crate::disk;
 use crate::error::TlsError;
@@ -67,6 +69,8 @@ pub struct TlsSettings {
     /// A CRL file (PEM or DER) of the client CA; a listed client certificate is refused.
     /// When set, a client certificate whose issuer it does not cover is refused too.
     pub crl: Option<PathBuf>,
+    /// The TLS versions and cipher suites offered (the listener's negotiated methods).
+    pub methods: TlsMethods,
 }
 
 impl TlsSettings {
@@ -80,18 +84,52 @@ impl TlsSettings {
             client_auth: ClientAuth::Off,
             client_ca: pki.client_ca.cert_path.clone(),
             crl: None,
+            methods: default_methods(),
         }
     }
 }
 
+/// The methods of the default `[ace.encryption]`: every version and suite the hub offers.
+pub fn default_methods() -> TlsMethods {
+    // Invariant: the default lists pass their own checks (mailroom-ace's tests run them).
+    mailroom_ace::Ace::default()
+        .tls(mailroom_ace::Link::Https)
+        .unwrap_or_default()
+}
+
 /// Builds the server config described by `settings`, reading its files now.
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = crate::provider();
+    let mut provider = (*crate::provider()).clone();
+    // The listener's suites, in its order; a name the provider lacks is an error, never
+    // silently dropped (the ACE check knows only names this provider offers).
+    let mut suites = Vec::new();
+    for name in &settings.methods.suites {
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find(|suite| suite.suite().as_str() == Some(*name))
+            .ok_or_else(|| TlsError::Methods(format!("the TLS library does not offer {name}")))?;
+        suites.push(*suite);
+    }
+    provider.cipher_suites = suites;
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = settings
+        .methods
+        .versions
+        .iter()
+        .map(|version| match version {
+            TlsVersion::V13 => &rustls::version::TLS13,
+            TlsVersion::V12 => &rustls::version::TLS12,
+        })
+        .collect();
+    if versions.is_empty() {
+        return Err(TlsError::Methods("no TLS version to offer".to_owned()));
+    }
+    let provider = Arc::new(provider);
     let chain = disk::read_certs(&settings.cert_chain)?;
     let key = disk::read_key(&settings.key)?;
     let verifier = client_verifier(settings, &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(&versions)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = settings

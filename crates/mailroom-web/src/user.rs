@@ -144,6 +144,7 @@ pub(crate) async fn login_submit(
         password: (!fields.password.is_empty()).then(|| Secret::new(fields.password.clone())),
         code: (!fields.code.trim().is_empty()).then(|| Secret::new(fields.code.trim().to_owned())),
         scope,
+        methods: None,
     };
     let lifetimes = web.app.config.token_lifetimes();
     match mailroom_https::auth::login(

@@ -45,6 +45,8 @@ pub struct Config {
     pub https: mailroom_https::Config,
     /// Authentication and defence: scores, bans, safe and deny lists.
     pub auth: crate::auth::AuthSection,
+    /// Negotiated methods: `[ace.authentication]`, `[ace.compression]`, `[ace.encryption]`.
+    pub ace: crate::ace::AceConfig,
     /// Copies of the audit trail sent elsewhere (syslog).
     pub audit: crate::syslog::AuditConfig,
     /// When `serve` expires deliveries past their recipient's retention.
@@ -379,12 +381,15 @@ impl Section {
 /// Every section in file order, as its owner declared it: the template and the names of the
 /// environment overrides come from here. A unit test checks that it lists exactly the fields
 /// of [`Config`] and, for each, exactly the fields serde knows.
-const SECTIONS: [Section; 17] = [
+const SECTIONS: [Section; 20] = [
     Section::of::<ServerConfig>(),
     Section::of::<mailroom_sftp::Config>(),
     Section::of::<mailroom_ftps::Config>(),
     Section::of::<mailroom_https::Config>(),
     Section::of::<crate::auth::AuthSection>(),
+    Section::of::<crate::ace::AuthenticationSection>(),
+    Section::of::<crate::ace::CompressionSection>(),
+    Section::of::<crate::ace::EncryptionSection>(),
     Section::of::<crate::syslog::AuditConfig>(),
     Section::of::<RetentionConfig>(),
     Section::of::<DiskConfig>(),
@@ -436,7 +441,7 @@ pub fn template() -> String {
          # The log filter can be overridden with MAILROOM_LOG.\n",
     );
     for section in SECTIONS {
-        let values = defaults.get(section.name).and_then(toml::Value::as_table);
+        let values = table_at(&defaults, section.name);
         out.push('\n');
         write_comment(&mut out, section.doc);
         let _ = writeln!(out, "[{}]", section.name);
@@ -486,7 +491,7 @@ fn split_variable(variable: &str) -> Result<(String, String), ConfigError> {
     let mut sections = SECTIONS;
     sections.sort_by_key(|section| std::cmp::Reverse(section.name.len()));
     let Some((section, key)) = sections.iter().find_map(|section| {
-        rest.strip_prefix(section.name)
+        rest.strip_prefix(&section.name.replace('.', "_"))
             .and_then(|tail| tail.strip_prefix('_'))
             .map(|key| (section, key))
     }) else {
@@ -525,16 +530,29 @@ fn value_of(raw: &str) -> toml::Value {
 }
 
 fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = table
-        .entry(section.to_owned())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if !entry.is_table() {
-        // The file's own check refuses a non-table section before overrides are applied.
-        *entry = toml::Value::Table(toml::Table::new());
+    let mut table = table;
+    // A sub-table's name holds its path: `ace.compression`.
+    for part in section.split('.') {
+        let entry = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            // The file's own check refuses a non-table section before overrides are applied.
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(inner) = entry else {
+            return;
+        };
+        table = inner;
     }
-    if let toml::Value::Table(section) = entry {
-        section.insert(key.to_owned(), value);
-    }
+    table.insert(key.to_owned(), value);
+}
+
+/// The table at a section's dotted name (`ace.compression`) in `table`, if there is one.
+fn table_at<'a>(table: &'a toml::Table, section: &str) -> Option<&'a toml::Table> {
+    section
+        .split('.')
+        .try_fold(table, |table, part| table.get(part)?.as_table())
 }
 
 /// A file error with its line, column and, where the span falls on a setting, its key.
@@ -674,7 +692,7 @@ mod tests {
         check_ok(&uncommented, &[], |_| {});
         let table: toml::Table = uncommented.parse().unwrap();
         for section in SECTIONS {
-            let listed = table[section.name].as_table().unwrap();
+            let listed = table_at(&table, section.name).unwrap();
             let keys: BTreeSet<&str> = listed.keys().map(String::as_str).collect();
             assert_eq!(
                 keys,
@@ -701,7 +719,12 @@ mod tests {
 
     #[test]
     fn template_lists_exactly_the_fields_serde_knows() {
-        let names: Vec<&str> = SECTIONS.iter().map(|section| section.name).collect();
+        // A sub-table (`ace.compression`) is a field of its parent (`ace`), listed once.
+        let mut names: Vec<&str> = SECTIONS
+            .iter()
+            .map(|section| section.name.split('.').next().unwrap())
+            .collect();
+        names.dedup();
         // `[[rules]]` and `[[drop]]` are arrays of tables, shown as the template's closing
         // examples.
         let sections: Vec<&str> = field_names::<Config>()
@@ -719,6 +742,9 @@ mod tests {
             serde_fields::<mailroom_ftps::Config>(),
             serde_fields::<mailroom_https::Config>(),
             serde_fields::<crate::auth::AuthSection>(),
+            serde_fields::<crate::ace::AuthenticationSection>(),
+            serde_fields::<crate::ace::CompressionSection>(),
+            serde_fields::<crate::ace::EncryptionSection>(),
             serde_fields::<crate::syslog::AuditConfig>(),
             serde_fields::<RetentionConfig>(),
             serde_fields::<DiskConfig>(),
@@ -738,8 +764,7 @@ mod tests {
             let listed: Vec<&str> = section.settings.iter().map(|s| s.key).collect();
             assert_eq!(listed, fields, "[{}]", section.name);
             // Every setting has a default value, so the template can show it.
-            let values: BTreeSet<&str> = defaults[section.name]
-                .as_table()
+            let values: BTreeSet<&str> = table_at(&defaults, section.name)
                 .unwrap()
                 .keys()
                 .map(String::as_str)
@@ -827,6 +852,42 @@ mod tests {
                 "MAILROOM_RETENTION_INTERVAL_SECONDS",
                 "retention.interval_seconds",
             ],
+        );
+    }
+
+    #[test]
+    fn ace_sub_tables_in_the_file_and_the_environment() {
+        let zstd: mailroom_ace::Method = "zstd".parse().unwrap();
+        check_ok("[ace.compression]\ndefault = [\"zstd\"]\n", &[], |c| {
+            c.ace.compression.default = vec![zstd.clone()]
+        });
+        check_ok(
+            "",
+            &[("MAILROOM_ACE_COMPRESSION_DEFAULT", "[\"zstd\"]")],
+            |c| c.ace.compression.default = vec![zstd.clone()],
+        );
+        check_ok(
+            "[ace.encryption]\nsupported = [\"tls\"]\n",
+            &[("MAILROOM_ACE_ENCRYPTION_DEFAULT", "[]")],
+            |c| {
+                c.ace.encryption.supported = vec!["tls".parse().unwrap()];
+                c.ace.encryption.default = Vec::new();
+            },
+        );
+        check_err(
+            "[ace.compression]\nsupported = [\"Zstd\"]\n",
+            &[],
+            &["line 2", "\"Zstd\" is not a method keyword"],
+        );
+        check_err(
+            "[ace.authentication]\nservice_default = []\n",
+            &[],
+            &["line 2", "service_default"],
+        );
+        check_err(
+            "",
+            &[("MAILROOM_ACE_COMPRESSION_LEVEL", "3")],
+            &["MAILROOM_ACE_COMPRESSION_LEVEL", "supported"],
         );
     }
 

@@ -5,6 +5,7 @@
 //! turns its result into an exit code: 0 on success, 1 with one sentence on standard error
 //! when a command is refused or fails, 2 for a malformed command line (clap's own).
 
+mod ace;
 mod admin;
 mod audit;
 mod auth;

@@ -37,6 +37,9 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     let config = config::load(&data.config_file(), &config::env_overrides()?)
         .context("invalid configuration")?;
     logging::install_for_server(&config.server)?;
+    // The negotiated methods: an unknown method or one below the floor stops the start here,
+    // named, before anything is opened or listens.
+    methods(&config)?;
     // One server per folder while an engine lives in it (the start-up sweep of one would
     // delete the other's uploads); nodes on the cluster engines share none of it.
     let _lock = if config.meta.url.is_empty() || config.blob.url.is_empty() {
@@ -100,6 +103,49 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     result
 }
 
+/// The checked negotiated methods, and what each enabled front end offers: refused, naming
+/// the setting and the method, when a method is unknown, below the floor, or leaves an
+/// enabled front end without one it needs.
+fn methods(config: &Config) -> Result<Methods> {
+    let invalid = |err: mailroom_ace::AceError| anyhow!("invalid configuration: {err}");
+    let ace = config.ace.check().map_err(invalid)?;
+    let ssh = if config.sftp.enabled {
+        Some(ace.ssh().map_err(invalid)?)
+    } else {
+        None
+    };
+    let ftps = if config.ftps.enabled {
+        Some(
+            ace.tls_for(mailroom_ace::Link::Ftps, &config.ftps.encryption)
+                .map_err(invalid)?,
+        )
+    } else {
+        None
+    };
+    let https = if config.https.enabled && !config.https.allow_plaintext {
+        Some(
+            ace.tls_for(mailroom_ace::Link::Https, &config.https.encryption)
+                .map_err(invalid)?,
+        )
+    } else {
+        None
+    };
+    Ok(Methods {
+        ace: Arc::new(ace),
+        ssh,
+        ftps,
+        https,
+    })
+}
+
+/// The negotiated methods, checked, and what each enabled front end offers.
+struct Methods {
+    ace: Arc<mailroom_ace::Ace>,
+    ssh: Option<mailroom_ace::SshMethods>,
+    ftps: Option<mailroom_ace::TlsMethods>,
+    https: Option<mailroom_ace::TlsMethods>,
+}
+
 /// Sweeps, starts the front ends, waits for a signal or a front end's failure, then drains.
 async fn serve(
     hub: &Arc<Hub>,
@@ -111,6 +157,7 @@ async fn serve(
     out: &Output,
 ) -> Result<()> {
     let crate::ops::Telemetry { metrics, meta } = telemetry;
+    let methods = methods(config)?;
     // The rules' names, addresses and handlers are checked before anything changes.
     let handlers = job_handlers(hub, config, data).await?;
     if config.jobs.nice > 19 {
@@ -158,6 +205,7 @@ async fn serve(
         let mut settings = config.tls.settings(data, pki);
         settings.alpn = vec!["ftp".to_owned()];
         settings.client_auth = config.ftps.client_certificates;
+        settings.methods = methods.ftps.clone().unwrap_or_default();
         Some(
             mailroom_tls::server_config(&settings)
                 .context("cannot build the FTPS TLS configuration ([tls], [ftps])")?,
@@ -172,6 +220,7 @@ async fn serve(
             .map(|p| (*p).to_owned())
             .collect();
         settings.client_auth = config.https.client_certificates;
+        settings.methods = methods.https.clone().unwrap_or_default();
         Some(
             mailroom_tls::server_config(&settings)
                 .context("cannot build the HTTPS TLS configuration ([tls], [https])")?,
@@ -207,6 +256,7 @@ async fn serve(
             hub.clone(),
             config.sftp.clone(),
             host_key,
+            methods.ssh.clone().unwrap_or_default(),
             shutdown.clone(),
         );
         front_ends.spawn(async move { ("sftp", run.await) });
@@ -241,6 +291,7 @@ async fn serve(
             listener,
             hub.clone(),
             https,
+            methods.ace.clone(),
             https_tls,
             mailroom_web::router,
             shutdown.clone(),

@@ -717,6 +717,59 @@ fn serve_refused(site: &Site, env: &[(&str, &str)]) -> String {
     err
 }
 
+/// Every file under `dir` with its size and modification time.
+fn folder_state(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn weak_unknown_or_missing_methods_refuse_the_start_by_name_and_change_nothing() {
+    let (site, _) = Site::initialised();
+    // Only the section under test: the template lists every section's header already.
+    let config = site.data().join("mailroom.toml");
+    for (ace, expected) in [
+        (
+            "[ace.encryption]\nsupported = [\"tls\", \"ssh-kex:curve25519-sha256\", \"ssh-cipher:aes128-cbc\", \"ssh-mac:hmac-sha2-256\"]\ndefault = [\"tls\"]\n",
+            "[ace.encryption] supported: ssh-cipher:aes128-cbc is weaker than the hub's floor (CBC mode); remove it",
+        ),
+        (
+            "[ace.encryption]\nsupported = [\"tls\", \"ssh-mac:hmac-sha1\"]\n",
+            "[ace.encryption] supported: ssh-mac:hmac-sha1 is weaker than the hub's floor (SHA-1 MAC)",
+        ),
+        (
+            "[ace.compression]\nsupported = [\"none\", \"brotli\"]\n",
+            "[ace.compression] supported: brotli is not a known compression method (known: none, zstd, gzip",
+        ),
+        (
+            "[ftps]\nenabled = true\nencryption = [\"tls:1.1\"]\n",
+            "ftps: [ftps] encryption: tls:1.1 is weaker than the hub's floor (TLS before 1.2)",
+        ),
+        (
+            "[ace.encryption]\nsupported = [\"tls\", \"tls+e2e\", \"tls:1.3\", \"tls-suite:TLS13_AES_256_GCM_SHA384\"]\n",
+            "ssh: no key exchange (ssh-kex:…) left: add one to [ace.encryption] supported",
+        ),
+    ] {
+        std::fs::write(&config, ace).unwrap();
+        let before = folder_state(&site.data());
+        let err = serve_refused(&site, &[]);
+        assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        assert_eq!(folder_state(&site.data()), before, "{ace}");
+    }
+}
+
 #[test]
 fn bad_configuration_is_refused_with_file_line_key_and_reason() {
     let (site, _) = Site::initialised();

@@ -138,6 +138,8 @@ pub struct LoginProgress {
     passed: Vec<Factor>,
     remaining: Vec<Factor>,
     scope: Scope,
+    /// The negotiated methods the front end says this login agreed on.
+    methods: Option<String>,
 }
 
 impl LoginProgress {
@@ -155,11 +157,24 @@ impl LoginProgress {
         self.scope
     }
 
+    /// Says which negotiated methods this login agreed on (as the front end writes them,
+    /// `authentication=password compression=zstd …`), before [`Hub::login`]: the accepted
+    /// login's event names them. They stay when a new user name starts the login over.
+    pub fn set_methods(&mut self, methods: String) {
+        self.methods = Some(methods);
+    }
+
+    /// The negotiated methods set by [`LoginProgress::set_methods`], if any.
+    pub fn methods(&self) -> Option<&str> {
+        self.methods.as_deref()
+    }
+
     fn bind(&mut self, user: &str) {
         if self.user.as_deref() != Some(user) {
             *self = LoginProgress {
                 user: Some(user.to_owned()),
                 scope: self.scope,
+                methods: self.methods.take(),
                 ..LoginProgress::default()
             };
         }
@@ -490,6 +505,7 @@ impl Hub {
                     account,
                     &actor,
                     format!("vouched by {voucher}"),
+                    None,
                     source,
                     protocol,
                 )
@@ -511,7 +527,8 @@ impl Hub {
     }
 
     /// Registers the session of a completed login (within the account's session limit) and
-    /// records the login event with `detail` (the factors proved). On a node the session's row
+    /// records the login event with `detail` (the factors proved), which an accepted login
+    /// ends with `; methods: …` when it negotiated `methods`. On a node the session's row
     /// is inserted in the same relaxed unit as the event, its limit counted over every live
     /// node, so the login costs no more hops than elsewhere; a refusal for the limit records
     /// its event in that unit too, having inserted nothing.
@@ -520,6 +537,7 @@ impl Hub {
         account: Account,
         actor: &Actor,
         detail: String,
+        methods: Option<&str>,
         source: Option<String>,
         protocol: Protocol,
     ) -> Result<LoginStep> {
@@ -549,7 +567,10 @@ impl Hub {
             EventKind::Login,
             account.name.to_string(),
             Outcome::Ok,
-            detail,
+            match methods {
+                Some(methods) => format!("{detail}; methods: {methods}"),
+                None => detail,
+            },
         );
         // On a node the store counts the sessions, this one's included.
         let local_max = if self.node.is_some() { None } else { max };
@@ -754,7 +775,14 @@ impl Hub {
                 }
                 let proved: Vec<&str> = progress.passed.iter().map(|f| f.as_str()).collect();
                 let step = self
-                    .open_session(account, &actor, proved.join("+"), source, protocol)
+                    .open_session(
+                        account,
+                        &actor,
+                        proved.join("+"),
+                        progress.methods.as_deref(),
+                        source,
+                        protocol,
+                    )
                     .await?;
                 if matches!(step, LoginStep::Refused) {
                     progress.passed.clear();

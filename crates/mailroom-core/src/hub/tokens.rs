@@ -9,7 +9,9 @@
 //! networks, other kind) and the account's token generation, which a new password or a
 //! disable moves on, so such a change revokes every token in the same commit. Logout, a
 //! session closed by the hub or an administrator, and a refresh remove tokens; expired ones are
-//! swept by [`Hub::sweep_tokens`].
+//! swept by [`Hub::sweep_tokens`]. The negotiated methods a login agreed on (plain text, as the
+//! front end wrote them) are stored on each of its tokens and carried over by a refresh, so
+//! every node that checks a token knows them.
 //!
 //! The session registry sees one session per login (a token "session"), held by the Hub
 //! while its tokens live, so `max_sessions`, the live-session list and kicks work as for the
@@ -82,6 +84,10 @@ pub struct TokenRecord {
     pub created: OffsetDateTime,
     /// When it stops working.
     pub expires: OffsetDateTime,
+    /// The negotiated methods the login agreed on, as the API wrote them
+    /// (`authentication=password compression=zstd …`); `None` for clients that did not
+    /// negotiate. Every token of one login carries the same.
+    pub methods: Option<String>,
 }
 
 /// How long issued tokens live; the front end's configuration.
@@ -119,6 +125,8 @@ pub struct IssuedTokens {
     pub refresh: Secret<String>,
     /// When the refresh token expires.
     pub refresh_expires: OffsetDateTime,
+    /// The negotiated methods the login agreed on, as the front end wrote them.
+    pub methods: Option<String>,
 }
 
 /// Who a valid access token acts for.
@@ -136,6 +144,9 @@ pub struct TokenIdentity {
     pub source: Option<String>,
     /// The protocol of the request.
     pub protocol: Protocol,
+    /// The negotiated methods the login agreed on, as the API wrote them; `None` for clients
+    /// that did not negotiate.
+    pub methods: Option<String>,
 }
 
 impl TokenIdentity {
@@ -197,13 +208,16 @@ impl Hub {
 
     /// Issues the first token pair of a login that [`Hub::login`] accepted. The Hub keeps
     /// `guard` (the registered session) until the login ends: logout, a close by the hub or an
-    /// administrator, or the expiry of its refresh token.
+    /// administrator, or the expiry of its refresh token. `methods` are the negotiated methods
+    /// the login agreed on (`None`: the client did not negotiate); both tokens carry them, and
+    /// so do the pairs of later refreshes, so every node that checks a token knows them.
     pub async fn issue_tokens(
         &self,
         session: &ClientSession,
         guard: LiveSession,
         scope: Scope,
         lifetimes: &TokenLifetimes,
+        methods: Option<String>,
     ) -> Result<IssuedTokens> {
         let login = Login {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -211,6 +225,7 @@ impl Hub {
             scope,
             source: session.source.clone(),
             protocol: session.protocol,
+            methods,
         };
         let (now, lifetimes) = (self.clock.now(), *lifetimes);
         let epoch = guard.info().token_epoch;
@@ -287,6 +302,7 @@ impl Hub {
             expires: record.expires,
             source,
             protocol,
+            methods: record.methods,
         }))
     }
 
@@ -313,9 +329,10 @@ impl Hub {
             .await
     }
 
-    /// Trades a refresh token for a new pair of the same login. The refresh token works
-    /// once; the login's earlier access tokens stop working. `None` when the token is
-    /// unknown, used, expired or revoked, or the account may no longer act.
+    /// Trades a refresh token for a new pair of the same login, with the login's negotiated
+    /// methods. The refresh token works once; the login's earlier access tokens stop working.
+    /// `None` when the token is unknown, used, expired or revoked, or the account may no
+    /// longer act.
     pub async fn refresh_tokens(
         &self,
         refresh: &str,
@@ -358,6 +375,7 @@ impl Hub {
             scope: record.scope,
             source,
             protocol: record.protocol,
+            methods: record.methods.clone(),
         };
         let (now, lifetimes) = (self.clock.now(), *lifetimes);
         let issued = self
@@ -434,6 +452,8 @@ struct Login {
     scope: Scope,
     source: Option<String>,
     protocol: Protocol,
+    /// The negotiated methods it agreed on, if any.
+    methods: Option<String>,
 }
 
 /// Stores a fresh access and refresh token of `login` in the unit's transaction and returns
@@ -460,6 +480,7 @@ fn store_pair(
         protocol: login.protocol,
         created: now,
         expires,
+        methods: login.methods.clone(),
     };
     let (access_expires, refresh_expires) = (later(lifetimes.access), later(lifetimes.refresh));
     tx.insert_tokens(&[
@@ -474,6 +495,7 @@ fn store_pair(
         access_expires,
         refresh,
         refresh_expires,
+        methods: login.methods.clone(),
     })
 }
 

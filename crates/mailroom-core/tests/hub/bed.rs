@@ -269,7 +269,13 @@ impl Bed {
             panic!("{user} could not log in");
         };
         self.hub
-            .issue_tokens(&session, guard, Scope::Client, &TokenLifetimes::default())
+            .issue_tokens(
+                &session,
+                guard,
+                Scope::Client,
+                &TokenLifetimes::default(),
+                None,
+            )
             .await
             .unwrap()
     }

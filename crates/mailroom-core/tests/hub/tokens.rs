@@ -1,12 +1,13 @@
 //! Bearer tokens and sessions of token logins: issue, check, refresh (a refresh token works
 //! once, and ends the login's earlier access token), logout; expiry on the hub's clock; a
 //! password change or a disable revokes every token of the account (and enabling again does
-//! not revive them); token logins count against `max_sessions`; and admin accounts own no
-//! mailbox, so a client login refuses them.
+//! not revive them); token logins count against `max_sessions`; admin accounts own no
+//! mailbox, so a client login refuses them; and the negotiated methods of a login are named
+//! in its event and bound to its tokens, refreshes included.
 
 use mailroom_core::{
-    AccountChange, EventKind, IssuedTokens, LoginStep, Outcome, Protocol, Scope, TokenCheck,
-    TokenIdentity, TokenLifetimes,
+    AccountChange, Credential, EventKind, IssuedTokens, LoginProgress, LoginStep, Outcome,
+    Protocol, Scope, TokenCheck, TokenIdentity, TokenLifetimes,
 };
 use time::Duration;
 
@@ -257,7 +258,13 @@ async fn admin_accounts_own_no_mailbox_and_clients_are_not_admins() {
     };
     let tokens = bed
         .hub
-        .issue_tokens(&session, guard, Scope::Admin, &TokenLifetimes::default())
+        .issue_tokens(
+            &session,
+            guard,
+            Scope::Admin,
+            &TokenLifetimes::default(),
+            None,
+        )
         .await
         .unwrap();
     let identity = valid(&bed, &tokens).await;
@@ -297,7 +304,13 @@ async fn a_login_accepted_before_a_revoking_change_gets_no_working_tokens() {
         bed.change(name, change).await;
         let issued = bed
             .hub
-            .issue_tokens(&session, guard, Scope::Client, &TokenLifetimes::default())
+            .issue_tokens(
+                &session,
+                guard,
+                Scope::Client,
+                &TokenLifetimes::default(),
+                None,
+            )
             .await;
         bed.hub
             .set_disabled(&admin(), &account(name), false)
@@ -348,4 +361,84 @@ async fn enforcing_sessions_closes_those_of_a_disabled_account_and_ends_its_toke
             .iter()
             .all(|e| e.detail.ends_with("account disabled"))
     );
+}
+
+/// One password login step of `user` over HTTPS, on a connection's `progress`.
+async fn password_step(
+    bed: &Bed,
+    progress: &mut LoginProgress,
+    user: &str,
+    password: &str,
+) -> LoginStep {
+    bed.hub
+        .login(
+            progress,
+            user,
+            Credential::Password(secret(password)),
+            None,
+            Protocol::Https,
+        )
+        .await
+        .unwrap()
+}
+
+/// What an API login that negotiated methods (ACE) writes, as the API writes it.
+const METHODS: &str = "authentication=password compression=zstd encryption=tls";
+
+/// The negotiated methods an API login agreed on are named in its accepted login event (not in
+/// its refusals), kept when the same connection starts over with another user name, and bound
+/// to its tokens: every check of them knows the methods, and so does the pair a refresh gives.
+/// A login that did not negotiate has none, and its event names none.
+#[tokio::test]
+async fn negotiated_methods_are_in_the_login_event_and_bound_to_the_tokens() {
+    let bed = alice_and_bob().await;
+    let mut progress = LoginProgress::for_scope(Scope::Client);
+    progress.set_methods(METHODS.to_owned());
+    for user in ["alice", "bob"] {
+        let step = password_step(&bed, &mut progress, user, "wrong").await;
+        assert!(matches!(step, LoginStep::Refused), "{user}: {step:?}");
+    }
+    let LoginStep::Accepted(session, guard) =
+        password_step(&bed, &mut progress, "alice", PASSWORD).await
+    else {
+        panic!("alice could not log in");
+    };
+    assert_eq!(progress.methods(), Some(METHODS));
+    let refusals = bed.events_of(EventKind::Login, Outcome::Refused).await;
+    let details: Vec<&str> = refusals.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(details, ["password: wrong password"; 2]);
+    let accepted = bed.events_of(EventKind::Login, Outcome::Ok).await;
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].object, "alice");
+    assert_eq!(accepted[0].detail, format!("password; methods: {METHODS}"));
+
+    let tokens = bed
+        .hub
+        .issue_tokens(
+            &session,
+            guard,
+            Scope::Client,
+            &TokenLifetimes::default(),
+            progress.methods().map(str::to_owned),
+        )
+        .await
+        .unwrap();
+    assert_eq!(valid(&bed, &tokens).await.methods.as_deref(), Some(METHODS));
+    let renewed = refresh(&bed, &tokens).await.unwrap();
+    assert_eq!(
+        valid(&bed, &renewed).await.methods.as_deref(),
+        Some(METHODS)
+    );
+    let again = refresh(&bed, &renewed).await.unwrap();
+    assert_eq!(valid(&bed, &again).await.methods.as_deref(), Some(METHODS));
+
+    // Without negotiation: no methods, on the tokens or in the event.
+    let plain = bed.tokens("bob").await;
+    assert_eq!(valid(&bed, &plain).await.methods, None);
+    let renewed = refresh(&bed, &plain).await.unwrap();
+    assert_eq!(valid(&bed, &renewed).await.methods, None);
+    let accepted = bed.events_of(EventKind::Login, Outcome::Ok).await;
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[1].object, "bob");
+    assert_eq!(accepted[1].detail, "password");
 }

@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "offences",
         sql: include_str!("../../migrations/postgres/0003_offences.sql"),
     },
+    Migration {
+        version: 4,
+        description: "token methods",
+        sql: include_str!("../../migrations/postgres/0004_token_methods.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

@@ -508,7 +508,7 @@ const INSERT_TOKENS: &str = concat!(
     "INSERT INTO tokens (",
     token_columns!(),
     ") SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-     $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::bigint[]) \
+     $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) \
      ON CONFLICT DO NOTHING RETURNING hash"
 );
 
@@ -1487,6 +1487,7 @@ impl Tx for PgTx<'_> {
                 &c.protocol,
                 &c.created,
                 &c.expires,
+                &c.methods,
             ],
             |row| column(row, "hash"),
         )?;
@@ -1778,6 +1779,7 @@ struct TokenColumns<'t> {
     protocol: Vec<&'static str>,
     created: Vec<i64>,
     expires: Vec<i64>,
+    methods: Vec<Option<&'t str>>,
 }
 
 impl<'t> TokenColumns<'t> {
@@ -1793,6 +1795,7 @@ impl<'t> TokenColumns<'t> {
             protocol: Vec::with_capacity(tokens.len()),
             created: Vec::with_capacity(tokens.len()),
             expires: Vec::with_capacity(tokens.len()),
+            methods: Vec::with_capacity(tokens.len()),
         };
         for token in tokens {
             c.hash.push(&token.hash);
@@ -1805,6 +1808,7 @@ impl<'t> TokenColumns<'t> {
             c.protocol.push(token.protocol.as_str());
             c.created.push(nanos(token.created)?);
             c.expires.push(nanos(token.expires)?);
+            c.methods.push(token.methods.as_deref());
         }
         Ok(c)
     }

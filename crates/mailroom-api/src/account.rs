@@ -1,11 +1,12 @@
-//! An account as an administrator sees it: name, kind, state, access policy, limits, keys and
-//! TOTP enrolment, never a secret (no password hash, no TOTP secret, no recovery code).
+//! An account as an administrator sees it: name, kind, state, access policy, limits, keys
+//! (SSH and end-to-end) and TOTP enrolment, never a secret (no password hash, no TOTP secret,
+//! no recovery code).
 
 use mailroom_core::{Account, AuthorizedKey, Limits, Notices, Rights, TotpEnrolment};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::rfc3339;
+use crate::{E2eKeyView, rfc3339};
 
 /// An account as an administrator sees it (never a secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -35,6 +36,8 @@ pub struct AccountView {
     pub limits: LimitsView,
     /// Its SSH public keys.
     pub keys: Vec<KeyView>,
+    /// Its end-to-end encryption keys (age recipients), in the order added.
+    pub e2e_keys: Vec<E2eKeyView>,
     /// Its TOTP enrolment.
     pub totp: TotpView,
     /// How it hears of files by e-mail.
@@ -61,6 +64,7 @@ impl From<&Account> for AccountView {
             rights: RightsView::from(&access.rights),
             limits: LimitsView::from(&access.limits),
             keys: account.keys.iter().map(KeyView::from).collect(),
+            e2e_keys: account.e2e_keys.iter().map(E2eKeyView::from).collect(),
             totp: TotpView::from(account.totp.as_ref()),
             notices: NoticesView::from(&access.notices),
         }

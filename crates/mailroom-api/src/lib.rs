@@ -30,6 +30,10 @@
 //!   `retention_days`, `max_sessions`, `allow_names`, `deny_names`.
 //! - **Keys are objects.** `{"algorithm", "fingerprint", "comment", "line"}`: the fingerprint to
 //!   compare with `ssh-keygen -lf`, and the `authorized_keys` line the API's key removal takes.
+//! - **End-to-end keys are objects.** `{"recipient", "fingerprint", "comment", "added"}`: the
+//!   `age1…` recipient an agent encrypts to, and its 16-hex-digit fingerprint to compare and
+//!   to remove it by. An account's are its `e2e_keys`; a sender asking for a recipient's gets
+//!   `[{"account", "keys"}]`, one entry per account its file would reach.
 //! - **TOTP is an object.** `totp: {"enrolled": bool, "recovery_codes_left": n}`, never the
 //!   secret.
 //! - **Times are RFC 3339 strings in UTC** (`2030-01-31T12:00:00Z`, fractions of a second when
@@ -40,21 +44,28 @@
 //!   also takes with fields left out). Empty lists are `[]`, not `null`.
 //! - **Names and states are plain strings** (`kind`, `state`, `effect`, `protocol`,
 //!   `outcome`), the labels the CLI's options and the API's filters take.
+//! - **API keys never show their secret**, but once, when made (`NewApiKeyView`: the key and
+//!   `secret`); listed, a key is `{"id", "account", "label", "scopes", "created", "expires",
+//!   "last_used"}`, its scopes a list of labels as factor sets are.
 //! - **The audit verdict is structured.** `head` is an object with the `checkpoint` string to
 //!   note down, `broken` names the first bad event with a stable `problem` code and a sentence,
 //!   and `checkpoints` lists every expected checkpoint with its status.
 #![warn(unreachable_pub)]
 
 mod account;
+mod api_key;
 mod audit;
 mod delivery;
+mod e2e;
 mod jobs;
 mod policy;
 mod security;
 
 pub use account::{AccountView, KeyView, LimitsView, NoticesView, RightsView, TotpView};
+pub use api_key::{ApiKeyView, NewApiKeyView};
 pub use audit::{BrokenView, CheckpointView, EventView, HeadView, VerifyView, checkpoint_status};
 pub use delivery::DeliveryView;
+pub use e2e::{E2eKeyView, RecipientKeysView};
 pub use jobs::{JobDetailView, JobView};
 pub use policy::{GroupView, RouteView};
 pub use security::{BanView, SessionView};

@@ -9,6 +9,7 @@ use mailroom_core::{
     Event, EventKind, FactorSet, FileName, Group, Limits, NodeId, Notices, NotifyMode, Outcome,
     Protocol, Rights, Route, RouteEffect, Secret, SessionInfo, TotpEnrolment, parse_networks,
 };
+use mailroom_core::{E2eKey, RecipientE2eKeys};
 use serde_json::{Value, json};
 use time::macros::datetime;
 use utoipa::PartialSchema;
@@ -17,6 +18,13 @@ use super::*;
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOCkXmD9wMs5AuUB9tetdUfxG0Yqxz2bFBbSrIBwG1uY alice@laptop";
+
+/// An age X25519 recipient (the example of age's own documentation).
+const E2E: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+/// Its fingerprint, written out (`printf %s RECIPIENT | sha256sum`, the first 16 digits) so
+/// that a change of the fingerprint's definition fails here.
+const E2E_FINGERPRINT: &str = "cf7e568231315068";
 
 fn name(text: &str) -> AccountName {
     AccountName::parse(text).unwrap()
@@ -33,6 +41,7 @@ fn alice() -> Account {
         disabled: false,
         password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()),
         keys: vec![AuthorizedKey::parse(KEY).unwrap()],
+        e2e_keys: vec![E2eKey::new(E2E, "laptop", datetime!(2030-01-31 12:30:00.5 UTC)).unwrap()],
         created: datetime!(2030-01-31 13:00:00 +01:00),
         access: AccessPolicy {
             factors: FactorSet::parse("totp,password").unwrap(),
@@ -94,6 +103,12 @@ fn an_account_has_one_shape_and_no_secret() {
                 "comment": "alice@laptop",
                 "line": KEY,
             }],
+            "e2e_keys": [{
+                "recipient": E2E,
+                "fingerprint": E2E_FINGERPRINT,
+                "comment": "laptop",
+                "added": "2030-01-31T12:30:00.5Z",
+            }],
             "totp": {"enrolled": true, "recovery_codes_left": 2},
             "notices": {"email": "alice@example.test", "notify": "instant", "receipts": true},
         })
@@ -102,6 +117,31 @@ fn an_account_has_one_shape_and_no_secret() {
     for secret in ["argon2", "JBSWY3DPEHPK3PXP", &"a".repeat(64), "token_epoch"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
+}
+
+#[test]
+fn recipients_keys_are_labelled_by_account() {
+    let keys = RecipientE2eKeys {
+        account: name("bob"),
+        keys: vec![E2eKey::new(E2E, "", datetime!(2030-01-31 12:00 UTC)).unwrap()],
+    };
+    let none = RecipientE2eKeys {
+        account: name("carol"),
+        keys: Vec::new(),
+    };
+    let json = to_json(&[&keys, &none].map(RecipientKeysView::from));
+    assert_eq!(
+        json,
+        json!([
+            {"account": "bob", "keys": [{
+                "recipient": E2E,
+                "fingerprint": E2E_FINGERPRINT,
+                "comment": "",
+                "added": "2030-01-31T12:00:00Z",
+            }]},
+            {"account": "carol", "keys": []},
+        ])
+    );
 }
 
 #[test]
@@ -365,9 +405,52 @@ fn schemas_require_every_field_of_an_answer() {
     check(&EventView::from(&event()));
     check(&RightsView::from(&Rights::default()));
     check(&TotpView::from(None));
+    check(&E2eKeyView::from(&alice().e2e_keys[0]));
+    check(&RecipientKeysView::from(&RecipientE2eKeys {
+        account: name("bob"),
+        keys: Vec::new(),
+    }));
     // Times are marked as such.
     let (properties, _) = schema_of::<AccountView>();
     assert_eq!(properties["created"]["format"], "date-time");
     let (properties, _) = schema_of::<EventView>();
     assert_eq!(properties["time"]["format"], "date-time");
+}
+
+#[test]
+fn an_api_key_shows_everything_but_its_secret_and_its_secret_once() {
+    let key = mailroom_core::ApiKeyInfo {
+        id: "0123456789abcdef0123456789abcdef".to_owned(),
+        account: name("alice"),
+        label: "backup agent".to_owned(),
+        scopes: mailroom_core::KeyScopes::parse("receive").unwrap(),
+        created: datetime!(2030-01-31 12:00 UTC),
+        expires: Some(datetime!(2030-04-30 12:00 UTC)),
+        last_used: None,
+    };
+    let view = ApiKeyView::from(&key);
+    assert_eq!(
+        to_json(&view),
+        json!({
+            "id": "0123456789abcdef0123456789abcdef",
+            "account": "alice",
+            "label": "backup agent",
+            "scopes": ["receive"],
+            "created": "2030-01-31T12:00:00Z",
+            "expires": "2030-04-30T12:00:00Z",
+            "last_used": null,
+        })
+    );
+    let secret = Secret::new(format!("mrk_{}_{}", key.id, "ab".repeat(32)));
+    let made = to_json(&NewApiKeyView::new(&key, &secret));
+    assert_eq!(made["secret"], json!(secret.expose()));
+    assert_eq!(made["key"], to_json(&view));
+    // Every field always written, described and required, times marked as such.
+    let (properties, required) = schema_of::<ApiKeyView>();
+    let fields = to_json(&view);
+    for field in fields.as_object().unwrap().keys() {
+        assert!(required.contains(field), "{field} is not required");
+        assert!(properties[field]["description"].is_string(), "{field}");
+    }
+    assert_eq!(properties["created"]["format"], "date-time");
 }

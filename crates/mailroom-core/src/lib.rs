@@ -38,6 +38,11 @@ pub use audit::{
 };
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
+pub use hub::RecipientE2eKeys;
+pub use hub::{
+    API_KEY_PREFIX, ApiKeyInfo, ApiKeyRecord, KeyScope, KeyScopes, MAX_API_KEY_LABEL,
+    MAX_API_KEYS_PER_ACCOUNT, is_api_key,
+};
 pub use hub::{
     AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Credential, DIGEST_RULE, Entry,
     Hub, IssuedTokens, JobOutcome, LoginProgress, LoginStep, MAX_RESUMABLE_PER_ACCOUNT,
@@ -54,6 +59,7 @@ pub use model::{
     Account, AccountKind, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event,
     EventKind, Group, Outcome, Protocol, Route, RouteEffect,
 };
+pub use model::{E2E_FINGERPRINT_LEN, E2eKey, MAX_E2E_COMMENT, MAX_E2E_KEYS};
 pub use names::{AccountName, FileName, MAX_ACCOUNT_NAME, MAX_FILE_NAME};
 pub use password::{
     MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, check_strength as check_password_strength,

@@ -56,6 +56,9 @@ pub struct Account {
     pub password_hash: Option<String>,
     /// SSH public keys that may log in as this account.
     pub keys: Vec<AuthorizedKey>,
+    /// End-to-end encryption keys: the age recipients senders' agents encrypt files for this
+    /// account to, in the order added.
+    pub e2e_keys: Vec<E2eKey>,
     /// When the account was created.
     pub created: OffsetDateTime,
     /// Required factors, source networks, rights and limits.
@@ -146,6 +149,102 @@ impl fmt::Debug for AuthorizedKey {
             self.fingerprint()
         )
     }
+}
+
+/// Most end-to-end encryption keys one account may hold.
+pub const MAX_E2E_KEYS: usize = 16;
+
+/// Longest comment of an end-to-end encryption key, in characters.
+pub const MAX_E2E_COMMENT: usize = 200;
+
+/// The length of a recipient's fingerprint ([`E2eKey::fingerprint`]), in hex digits.
+pub const E2E_FINGERPRINT_LEN: usize = 16;
+
+/// One end-to-end encryption key of an account: an age X25519 recipient (`age1…`) that a
+/// sender's agent encrypts files to, so that the hub only ever stores ciphertext. The hub
+/// holds the public half only; it never sees an identity (a private key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct E2eKey {
+    /// The recipient in its canonical form: lower-case `age1` and 58 bech32 characters.
+    pub recipient: String,
+    /// The free-text comment, possibly empty: at most [`MAX_E2E_COMMENT`] characters, no
+    /// control characters.
+    pub comment: String,
+    /// When it was added.
+    pub added: OffsetDateTime,
+}
+
+impl E2eKey {
+    /// A key of `recipient` (see [`E2eKey::parse_recipient`]) with `comment` (see
+    /// [`E2eKey::check_comment`]), added at `added`. Refused (InvalidName) when either is.
+    pub fn new(recipient: &str, comment: &str, added: OffsetDateTime) -> Result<E2eKey> {
+        let recipient = E2eKey::parse_recipient(recipient)?;
+        E2eKey::check_comment(comment)?;
+        Ok(E2eKey {
+            recipient,
+            comment: comment.to_owned(),
+            added,
+        })
+    }
+
+    /// Checks an age X25519 recipient string by parsing it (surrounding white space is
+    /// ignored) and returns its canonical form. Anything else (an SSH key, a plugin recipient,
+    /// an identity `AGE-SECRET-KEY-1…`, a bad checksum) is refused, and the refusal does not
+    /// echo the input: a pasted identity must not end up in a log.
+    pub fn parse_recipient(input: &str) -> Result<String> {
+        let input = input.trim();
+        // A recipient is 62 characters; longer input is refused before parsing.
+        if input.len() > 100 {
+            return Err(not_a_recipient());
+        }
+        let recipient = input
+            .parse::<age::x25519::Recipient>()
+            .map_err(|_| not_a_recipient())?;
+        Ok(recipient.to_string())
+    }
+
+    /// Checks a comment: at most [`MAX_E2E_COMMENT`] characters and no control characters.
+    pub fn check_comment(comment: &str) -> Result<()> {
+        if comment.chars().count() > MAX_E2E_COMMENT {
+            return Err(CoreError::invalid(format!(
+                "the comment is longer than {MAX_E2E_COMMENT} characters"
+            )));
+        }
+        if comment.chars().any(char::is_control) {
+            return Err(CoreError::invalid(
+                "the comment holds a control character (a line break, a tab…)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fingerprint shown for this key: the first [`E2E_FINGERPRINT_LEN`] hex digits of
+    /// the SHA-256 of its recipient string.
+    pub fn fingerprint(&self) -> String {
+        e2e_fingerprint(&self.recipient)
+    }
+
+    /// Whether `wanted` names this key: its recipient (in any case, white space around it
+    /// ignored) or its fingerprint (in either case).
+    pub fn is_named_by(&self, wanted: &str) -> bool {
+        let wanted = wanted.trim();
+        self.recipient.eq_ignore_ascii_case(wanted)
+            || self.fingerprint().eq_ignore_ascii_case(wanted)
+    }
+}
+
+/// The fingerprint of a canonical recipient string ([`E2eKey::fingerprint`]).
+fn e2e_fingerprint(recipient: &str) -> String {
+    let mut hex = hex::encode(Sha256::digest(recipient.as_bytes()));
+    hex.truncate(E2E_FINGERPRINT_LEN);
+    hex
+}
+
+/// InvalidName for input that is no age X25519 recipient.
+fn not_a_recipient() -> CoreError {
+    CoreError::invalid(
+        "not an age X25519 recipient: expected \"age1\" followed by 58 characters (what `age-keygen -y` prints)",
+    )
 }
 
 /// A named set of accounts; sending to a group fans out to each member.
@@ -718,6 +817,73 @@ mod tests {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
         ] {
             assert!(AuthorizedKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn e2e_recipients_are_parsed_and_made_canonical() {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public().to_string();
+        let added = OffsetDateTime::UNIX_EPOCH;
+        let key = E2eKey::new(&recipient, "laptop", added).unwrap();
+        assert_eq!(key.recipient, recipient);
+        assert_eq!(key.recipient.len(), 62);
+        // Upper case and white space around it name the same recipient.
+        let shouted = format!("  {}\n", recipient.to_uppercase());
+        assert_eq!(E2eKey::parse_recipient(&shouted).unwrap(), recipient);
+        // The fingerprint: 16 hex digits of SHA-256 of the recipient string.
+        let fingerprint = key.fingerprint();
+        assert_eq!(fingerprint.len(), E2E_FINGERPRINT_LEN);
+        assert_eq!(
+            fingerprint,
+            hex::encode(Sha256::digest(recipient.as_bytes()))[..16]
+        );
+        assert!(key.is_named_by(&recipient));
+        assert!(key.is_named_by(&fingerprint.to_uppercase()));
+        assert!(!key.is_named_by(&fingerprint[..15]));
+        assert!(!key.is_named_by(""));
+
+        let secret = identity.to_string();
+        let mut bad_checksum = recipient.clone();
+        let last = if bad_checksum.ends_with('q') {
+            "p"
+        } else {
+            "q"
+        };
+        bad_checksum.replace_range(61.., last);
+        for bad in [
+            "",
+            "age1",
+            recipient[..61].to_owned().as_str(),
+            bad_checksum.as_str(),
+            secret.expose_secret(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+            "age1yubikey1q2w6cuhmhfqvazx6wmnrmvfsvy4s8hd0r3sqlcmn5dhg2svsdtunvwnlzml",
+            &format!("{recipient}{}", "q".repeat(100)),
+        ] {
+            let err = E2eKey::parse_recipient(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidName, "{bad:?}");
+            assert!(!err.message().contains("AGE-SECRET-KEY"), "{err}");
+        }
+    }
+
+    #[test]
+    fn e2e_comments_are_bounded_and_printable() {
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let added = OffsetDateTime::UNIX_EPOCH;
+        let longest = "é".repeat(MAX_E2E_COMMENT);
+        assert!(E2eKey::new(&recipient, &longest, added).is_ok());
+        assert!(E2eKey::new(&recipient, "", added).is_ok());
+        for bad in [
+            format!("{longest}x"),
+            "two\nlines".to_owned(),
+            "tab\there".to_owned(),
+            "bell\u{7}".to_owned(),
+            "del\u{7f}".to_owned(),
+        ] {
+            let err = E2eKey::new(&recipient, &bad, added).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidName, "{bad:?}");
         }
     }
 

@@ -21,11 +21,11 @@ use uuid::Uuid;
 use crate::access::{AccessPolicy, Ban, BanSubject, TotpEnrolment};
 use crate::audit::{AuditRecord, ChainHead};
 use crate::error::Result;
-use crate::hub::TokenRecord;
+use crate::hub::{ApiKeyRecord, TokenRecord};
 use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
-    Account, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, Event, EventKind, Group,
-    Outcome, Route,
+    Account, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, E2eKey, Event, EventKind,
+    Group, Outcome, Route,
 };
 use crate::names::{AccountName, FileName};
 use crate::sessions::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
@@ -135,8 +135,8 @@ impl StoreStats {
     }
 }
 
-/// The metadata store: accounts, groups, routes, deliveries, bans, tokens and the audit trail,
-/// reached only through units of work.
+/// The metadata store: accounts, groups, routes, deliveries, bans, tokens, API keys and the
+/// audit trail, reached only through units of work.
 ///
 /// Errors: a unit's own errors come back unchanged (and its writes are undone); a busy or
 /// unreachable database is [`crate::ErrorKind::Transient`]; a store that is closing too.
@@ -226,6 +226,9 @@ pub struct AccountUpdate {
     pub access: Option<AccessPolicy>,
     /// The SSH keys, in order (the unit added or removed one of the stored ones).
     pub keys: Option<Vec<AuthorizedKey>>,
+    /// The end-to-end encryption keys, in order (the unit added or removed one of the stored
+    /// ones).
+    pub e2e_keys: Option<Vec<E2eKey>>,
     /// A new TOTP enrolment (its last step unset), or `Some(None)` to remove it.
     pub totp: Option<Option<TotpEnrolment>>,
     /// Moves the account's token generation on by one, revoking every token issued before.
@@ -239,6 +242,7 @@ impl AccountUpdate {
             && self.password_hash.is_none()
             && self.access.is_none()
             && self.keys.is_none()
+            && self.e2e_keys.is_none()
             && self.totp.is_none()
             && !self.revoke_tokens
     }
@@ -270,8 +274,8 @@ pub trait Tx {
     fn insert_account(&mut self, account: &Account) -> Result<()>;
     /// Writes the fields an update sets. NotFound if the account is absent.
     fn update_account(&mut self, name: &AccountName, update: &AccountUpdate) -> Result<()>;
-    /// Removes an account, its keys, its group memberships, its tokens and the routes that
-    /// name it. NotFound if absent; Conflict while a live delivery is addressed to it or sent
+    /// Removes an account, its keys, its group memberships, its tokens, its API keys and the
+    /// routes that name it. NotFound if absent; Conflict while a live delivery is addressed to it or sent
     /// by it.
     fn delete_account(&mut self, name: &AccountName) -> Result<()>;
 
@@ -429,6 +433,22 @@ pub trait Tx {
     fn delete_token_session(&mut self, session: &str) -> Result<u64>;
     /// Deletes the tokens expired at `now`; returns how many, and the logins left with none.
     fn delete_expired_tokens(&mut self, now: OffsetDateTime) -> Result<(u64, Vec<String>)>;
+
+    // ----- API keys --------------------------------------------------------------------------
+
+    /// Stores an API key (the hash of its secret) with every field of its record. NotFound if
+    /// its account does not exist; Conflict if its id is taken. Deleting the account deletes
+    /// its keys.
+    fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
+    /// One API key by its id.
+    fn api_key(&mut self, id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// The API keys of one account, oldest first (by creation, then id).
+    fn api_keys(&mut self, account: &AccountName) -> Result<Vec<ApiKeyRecord>>;
+    /// Deletes API key `id` of `account`; returns whether it was there (a key of another
+    /// account is not).
+    fn delete_api_key(&mut self, account: &AccountName, id: &str) -> Result<bool>;
+    /// Records when API key `id` was last used; returns whether the key is there.
+    fn touch_api_key(&mut self, id: &str, at: OffsetDateTime) -> Result<bool>;
 
     // ----- nodes and their live sessions -----------------------------------------------------
 

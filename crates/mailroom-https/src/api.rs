@@ -13,8 +13,10 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::admin;
+use crate::api_keys;
 use crate::auth::{self, AnyAuth, LoginForm};
 use crate::client;
+use crate::e2e;
 use crate::problem::Problem;
 use crate::server::{ApiJson, AppState, ConnInfo};
 use crate::wire::{RefreshRequest, TokenRequest, TokenResponse};
@@ -115,6 +117,7 @@ pub(crate) enum Refusals {
         client::sent, client::recall,
         client::create_upload, client::upload_status, client::upload_offset, client::upload_patch,
         client::finish_upload, client::abort_upload,
+        e2e::list, e2e::add, e2e::remove, e2e::of_recipient,
         admin::accounts, admin::create_account, admin::account, admin::change_account,
         admin::delete_account, admin::add_key, admin::remove_key,
         admin::groups, admin::create_group, admin::delete_group, admin::add_member,
@@ -124,6 +127,8 @@ pub(crate) enum Refusals {
         admin::sessions, admin::kick_session,
         admin::audit, admin::verify,
         admin::jobs, admin::job, admin::retry_job, admin::drop_job,
+        api_keys::create_own, api_keys::list_own, api_keys::revoke_own,
+        api_keys::create_for, api_keys::list_for, api_keys::revoke_for,
     ),
     modifiers(&BearerScheme),
     tags(
@@ -170,6 +175,9 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
                 .delete(client::abort_upload),
         )
         .route("/api/v1/uploads/{id}/finish", post(client::finish_upload))
+        .route("/api/v1/e2e-keys", get(e2e::list).post(e2e::add))
+        .route("/api/v1/e2e-keys/{fingerprint}", delete(e2e::remove))
+        .route("/api/v1/recipients/{name}/e2e-keys", get(e2e::of_recipient))
         .route(
             "/api/v1/admin/accounts",
             get(admin::accounts).post(admin::create_account),
@@ -213,6 +221,19 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/admin/jobs/{id}", get(admin::job))
         .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry_job))
         .route("/api/v1/admin/jobs/{id}/drop", post(admin::drop_job))
+        .route(
+            "/api/v1/api-keys",
+            get(api_keys::list_own).post(api_keys::create_own),
+        )
+        .route("/api/v1/api-keys/{id}", delete(api_keys::revoke_own))
+        .route(
+            "/api/v1/admin/accounts/{name}/api-keys",
+            get(api_keys::list_for).post(api_keys::create_for),
+        )
+        .route(
+            "/api/v1/admin/accounts/{name}/api-keys/{id}",
+            delete(api_keys::revoke_for),
+        )
 }
 
 /// The OpenAPI 3 document of this API.

@@ -5,7 +5,10 @@
 //! token is good. Both are plain functions over a [`Hub`] so that other front ends on this
 //! crate (the web pages, with a cookie carrying the same token) reuse them as they are. The
 //! axum extractors [`ClientAuth`] and [`AdminAuth`] wrap [`authenticate`] for the API's
-//! handlers and refuse the other scope with 403.
+//! handlers and refuse the other scope with 403. An `Authorization: Bearer mrk_…` header is an
+//! API key of a client account ([`authenticate_api_key`]): accepted wherever a client token
+//! is, within its scopes ([`Receiving`], [`Sending`]), but never to manage keys
+//! ([`LoginAuth`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use mailroom_core::{
     ClientSession, Credential, Factor, Hub, IssuedTokens, LoginProgress, LoginStep, Protocol,
     Scope, Secret, TokenCheck, TokenIdentity,
 };
+use mailroom_core::{KeyScope, is_api_key};
 
 use crate::problem::Problem;
 use crate::server::{AppState, ConnInfo};
@@ -155,16 +159,42 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Checks an API key (`mrk_…`) for a request from `peer`: the identity it acts for, with the
+/// key's scopes, or the same opaque 401 as for a token.
+pub async fn authenticate_api_key(
+    hub: &Hub,
+    key: &str,
+    peer: SocketAddr,
+) -> Result<TokenIdentity, Problem> {
+    match hub
+        .check_api_key(key, Some(peer.to_string()), Protocol::Https)
+        .await?
+    {
+        TokenCheck::Valid(identity) => Ok(identity),
+        TokenCheck::Refused(reason) => {
+            tracing::info!(peer = %peer, reason = %reason, "API key refused");
+            Err(Problem::unauthorized())
+        }
+    }
+}
+
+/// The identity of a request's bearer secret: an API key when it has the key prefix, else an
+/// access token. (Only the API's header takes keys; the web pages' cookie does not.)
 async fn identity(parts: &Parts, state: &Arc<AppState>) -> Result<TokenIdentity, Problem> {
     let conn = parts
         .extensions
         .get::<ConnInfo>()
         .ok_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no connection"))?;
     let token = bearer_token(parts).ok_or_else(Problem::unauthorized)?;
+    if is_api_key(token) {
+        return authenticate_api_key(&state.hub, token, conn.peer).await;
+    }
     authenticate(&state.hub, token, conn.peer).await
 }
 
-/// A request made with a client-scope access token.
+/// A request made with a client-scope access token, or with an API key of a client account
+/// whatever its scopes: mailbox handlers take [`Receiving`] or [`Sending`] instead, which
+/// check the key's scope, and the handlers of the account's own keys [`LoginAuth`].
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
     /// Who the token acts for.
@@ -188,6 +218,65 @@ impl FromRequestParts<Arc<AppState>> for ClientAuth {
             ));
         };
         Ok(ClientAuth { identity, session })
+    }
+}
+
+/// A client request to the inbox (list, read, download, acknowledge): a client token, or an
+/// API key with the `receive` scope (else 403 naming the scope).
+#[derive(Debug, Clone)]
+pub struct Receiving(pub ClientAuth);
+
+impl FromRequestParts<Arc<AppState>> for Receiving {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = ClientAuth::from_request_parts(parts, state).await?;
+        auth.identity.require_key_scope(KeyScope::Receive)?;
+        Ok(Receiving(auth))
+    }
+}
+
+/// A client request that sends (uploads, the sent list, recalls): a client token, or an API
+/// key with the `send` scope (else 403 naming the scope).
+#[derive(Debug, Clone)]
+pub struct Sending(pub ClientAuth);
+
+impl FromRequestParts<Arc<AppState>> for Sending {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = ClientAuth::from_request_parts(parts, state).await?;
+        auth.identity.require_key_scope(KeyScope::Send)?;
+        Ok(Sending(auth))
+    }
+}
+
+/// A client request made with the tokens of a login, not an API key: what an account does to
+/// its own API keys (a key cannot make or revoke keys).
+#[derive(Debug, Clone)]
+pub struct LoginAuth(pub ClientAuth);
+
+impl FromRequestParts<Arc<AppState>> for LoginAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = ClientAuth::from_request_parts(parts, state).await?;
+        if auth.identity.is_api_key() {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "an API key cannot manage API keys; log in with the account (POST /api/v1/token)",
+            ));
+        }
+        Ok(LoginAuth(auth))
     }
 }
 

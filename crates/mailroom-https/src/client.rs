@@ -1,6 +1,8 @@
 //! A client's mailbox over HTTP: inbox, download with `Range`, acknowledge, receipts, recall,
 //! and resumable sends. Each handler is one or two Hub calls on the token's session; ids of
-//! other accounts are NotFound in the Hub, so they answer 404 and change nothing.
+//! other accounts are NotFound in the Hub, so they answer 404 and change nothing. The inbox's
+//! handlers take [`Receiving`] and the sending ones [`Sending`], so an API key reaches only
+//! what its scopes allow.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use futures::StreamExt;
 use mailroom_core::{AccountName, ClientSession, DeliveryId, FileName, Hub, ReadHandle};
 
 use crate::api::Refusals;
-use crate::auth::ClientAuth;
+use crate::auth::{ClientAuth, Receiving, Sending};
 use crate::problem::Problem;
 use crate::server::{ApiJson, AppState};
 use crate::wire::{Delivered, DeliveryView, FinishUpload, NewUpload, UploadView};
@@ -36,7 +38,7 @@ fn delivery_id(text: &str) -> Result<DeliveryId, Problem> {
     responses((status = 200, description = "Your inbox", body = [DeliveryView]), Refusals))]
 pub(crate) async fn inbox(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Receiving(auth): Receiving,
 ) -> Result<Json<Vec<DeliveryView>>, Problem> {
     let deliveries = state.hub.inbox(&auth.session).await?;
     Ok(Json(deliveries.iter().map(DeliveryView::from).collect()))
@@ -48,7 +50,7 @@ pub(crate) async fn inbox(
     responses((status = 200, description = "The delivery", body = DeliveryView), Refusals))]
 pub(crate) async fn inbox_item(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Receiving(auth): Receiving,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryView>, Problem> {
     let delivery = state
@@ -127,7 +129,7 @@ fn wanted(headers: &HeaderMap, size: u64) -> Wanted {
         Refusals))]
 pub(crate) async fn content(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Receiving(auth): Receiving,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -272,7 +274,7 @@ impl Drop for Download {
     responses((status = 204, description = "Acknowledged"), Refusals))]
 pub(crate) async fn acknowledge(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Receiving(auth): Receiving,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     state
@@ -287,7 +289,7 @@ pub(crate) async fn acknowledge(
     responses((status = 200, description = "Your receipts", body = [DeliveryView]), Refusals))]
 pub(crate) async fn sent(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
 ) -> Result<Json<Vec<DeliveryView>>, Problem> {
     let deliveries = state.hub.sent(&auth.session).await?;
     Ok(Json(deliveries.iter().map(DeliveryView::from).collect()))
@@ -299,7 +301,7 @@ pub(crate) async fn sent(
     responses((status = 204, description = "Recalled"), Refusals))]
 pub(crate) async fn recall(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     state.hub.recall(&auth.session, &delivery_id(&id)?).await?;
@@ -318,7 +320,7 @@ fn problem_422(err: mailroom_core::CoreError) -> Problem {
         headers(("Location" = String, description = "The upload's URL"))), Refusals))]
 pub(crate) async fn create_upload(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     ApiJson(request): ApiJson<NewUpload>,
 ) -> Result<Response, Problem> {
     let name = FileName::parse(&request.name).map_err(problem_422)?;
@@ -359,7 +361,7 @@ fn set_offset(response: &mut Response, offset: u64, size: u64) {
     responses((status = 200, description = "The upload", body = UploadView), Refusals))]
 pub(crate) async fn upload_status(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let lease = state.hub.lease_resumable(&auth.session, &id).await?;
@@ -379,7 +381,7 @@ pub(crate) async fn upload_status(
                 ("Upload-Length" = u64, description = "Bytes announced"))), Refusals))]
 pub(crate) async fn upload_offset(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let lease = state.hub.lease_resumable(&auth.session, &id).await?;
@@ -401,7 +403,7 @@ pub(crate) async fn upload_offset(
         headers(("Upload-Offset" = u64, description = "Bytes received"))), Refusals))]
 pub(crate) async fn upload_patch(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -514,7 +516,7 @@ async fn write_body(
     responses((status = 201, description = "Delivered", body = Delivered), Refusals))]
 pub(crate) async fn finish_upload(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<FinishUpload>,
 ) -> Result<Response, Problem> {
@@ -532,7 +534,7 @@ pub(crate) async fn finish_upload(
     responses((status = 204, description = "Aborted"), Refusals))]
 pub(crate) async fn abort_upload(
     State(state): State<Arc<AppState>>,
-    auth: ClientAuth,
+    Sending(auth): Sending,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let lease = state.hub.lease_resumable(&auth.session, &id).await?;

@@ -3,8 +3,10 @@
 //!
 //! Like the file protocols it is a thin adapter: every endpoint is one or a few
 //! [`mailroom_core::Hub`] calls. Logins go through the Hub's login steps and end in bearer
-//! tokens the Hub issues and checks on every request ([`auth`]); a client's inbox, receipts and
-//! resumable sends are [`client`]; administration is [`admin`] (admin tokens only). Errors are
+//! tokens the Hub issues and checks on every request ([`auth`]), or in the API keys of
+//! unattended clients ([`api_keys`]); a client's inbox, receipts and
+//! resumable sends are [`client`], its end-to-end encryption keys and the keys of those it
+//! sends to [`e2e`]; administration is [`admin`] (admin tokens only). Errors are
 //! RFC 9457 problem documents ([`problem`]). [`server::serve`] owns the accept loop: connection
 //! limits, TLS (rustls with aws-lc-rs, ALPN `h2` and `http/1.1`, optional client certificates),
 //! per-request admission (bans), security headers and body limits.
@@ -31,7 +33,9 @@ pub mod server;
 pub mod wire;
 
 mod admin;
+mod api_keys;
 mod client;
+mod e2e;
 
 pub use config::Config;
 pub use problem::Problem;

@@ -14,6 +14,8 @@ pub use mailroom_api::{
     JobDetailView, JobView, KeyView, LimitsView, NoticesView, RightsView, RouteView, SessionView,
     TotpView, VerifyView, rfc3339,
 };
+pub use mailroom_api::{ApiKeyView, NewApiKeyView};
+pub use mailroom_api::{E2eKeyView, RecipientKeysView};
 
 /// `POST /api/v1/token`: a login. Give the password, and the TOTP code when the account
 /// requires one; a client certificate presented in the TLS handshake proves the
@@ -252,6 +254,31 @@ where
 pub struct KeyRequest {
     /// One `authorized_keys` line.
     pub key: String,
+}
+
+/// `POST /api/v1/e2e-keys`: an end-to-end encryption key of the caller's account.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct E2eKeyRequest {
+    /// An age X25519 recipient, "age1…" (what `age-keygen -y` prints).
+    pub recipient: String,
+    /// A comment (at most 200 characters, no control characters); empty when left out.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// `POST /api/v1/api-keys` and `POST /api/v1/admin/accounts/{name}/api-keys`: a new API key.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// What to call it: 1 to 64 printable characters.
+    pub label: String,
+    /// What it may do: "send" (uploads, the sent list, recalls), "receive" (the inbox,
+    /// downloads, acknowledgements), or both.
+    pub scopes: Vec<String>,
+    /// Days until it stops working (1 to 3650); absent or null: never.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
 }
 
 /// `POST /api/v1/admin/groups`.

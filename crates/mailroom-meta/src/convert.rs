@@ -11,10 +11,11 @@
 
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AuditRecord, AuthorizedKey, Ban, BanSubject,
-    BlobId, CoreError, Delivery, DeliveryId, DeliveryState, Event, EventKind, Factor, FactorSet,
-    FileName, Handler, Job, JobState, Limits, Notices, NotifyMode, Outcome, Protocol, Result,
-    Rights, Scope, Secret, TokenKind, TokenRecord, TotpEnrolment,
+    BlobId, CoreError, Delivery, DeliveryId, DeliveryState, E2eKey, Event, EventKind, Factor,
+    FactorSet, FileName, Handler, Job, JobState, Limits, Notices, NotifyMode, Outcome, Protocol,
+    Result, Rights, Scope, Secret, TokenKind, TokenRecord, TotpEnrolment,
 };
+use mailroom_core::{ApiKeyRecord, KeyScopes};
 use rusqlite::Row;
 use rusqlite::types::FromSql;
 use serde::{Deserialize, Serialize};
@@ -166,10 +167,38 @@ pub(crate) fn token(row: &impl Columns) -> Result<TokenRecord> {
     })
 }
 
+/// The columns [`api_key`] reads.
+macro_rules! api_key_columns {
+    () => {
+        "id, account, label, hash, scopes, created, expires, last_used"
+    };
+}
+pub(crate) use api_key_columns;
+
+/// A row of `SELECT api_key_columns!() FROM api_keys`.
+pub(crate) fn api_key(row: &impl Columns) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.read("id")?,
+        account: account_name(row, "account")?,
+        label: row.read("label")?,
+        hash: row.read("hash")?,
+        scopes: parsed(row, "scopes", KeyScopes::parse)?,
+        created: time(row, "created")?,
+        expires: optional_time(row, "expires")?,
+        last_used: optional_time(row, "last_used")?,
+    })
+}
+
+/// A time column that may be NULL.
+fn optional_time(row: &impl Columns, name: &'static str) -> Result<Option<OffsetDateTime>> {
+    let nanos: Option<i64> = row.read(name)?;
+    nanos.map(|nanos| time_from_nanos(name, nanos)).transpose()
+}
+
 /// The columns [`account`] reads.
 macro_rules! account_columns {
     () => {
-        "name, kind, disabled, password_hash, created, access, totp_secret, totp_last_step, totp_recovery, token_epoch"
+        "name, kind, disabled, password_hash, created, access, totp_secret, totp_last_step, totp_recovery, token_epoch, e2e_keys"
     };
 }
 pub(crate) use account_columns;
@@ -194,6 +223,7 @@ pub(crate) fn account(row: &impl Columns, keys: Vec<AuthorizedKey>) -> Result<Ac
         disabled: row.read("disabled")?,
         password_hash: row.read("password_hash")?,
         keys,
+        e2e_keys: parsed(row, "e2e_keys", e2e_keys_from_json)?,
         created: time(row, "created")?,
         access: parsed(row, "access", access_from_json)?,
         totp,
@@ -235,6 +265,44 @@ pub(crate) fn recovery_json(codes: Option<&[String]>) -> String {
 /// Decodes `accounts.totp_recovery`.
 pub(crate) fn recovery_from_json(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|_| CoreError::invalid("not a JSON list"))
+}
+
+/// One [`E2eKey`] as stored in the list of `accounts.e2e_keys`.
+#[derive(Serialize, Deserialize)]
+struct E2eKeyJson {
+    recipient: String,
+    comment: String,
+    /// When it was added, in nanoseconds (as every time is stored).
+    added: i64,
+}
+
+/// Encodes an account's end-to-end keys for `accounts.e2e_keys`.
+pub(crate) fn e2e_keys_to_json(keys: &[E2eKey]) -> Result<String> {
+    let json = keys
+        .iter()
+        .map(|key| {
+            Ok(E2eKeyJson {
+                recipient: key.recipient.clone(),
+                comment: key.comment.clone(),
+                added: nanos(key.added)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    serde_json::to_string(&json).map_err(|_| unstorable("e2e keys"))
+}
+
+/// Decodes `accounts.e2e_keys`; each key goes through [`E2eKey::new`], so a recipient or
+/// comment this version would refuse surfaces as corrupt.
+pub(crate) fn e2e_keys_from_json(text: &str) -> Result<Vec<E2eKey>> {
+    let json: Vec<E2eKeyJson> = serde_json::from_str(text)
+        .map_err(|e| CoreError::invalid(format!("e2e keys are not valid JSON: {e}")))?;
+    json.into_iter()
+        .map(|key| {
+            let added = OffsetDateTime::from_unix_timestamp_nanos(i128::from(key.added))
+                .map_err(|_| CoreError::invalid(format!("{} is not a valid time", key.added)))?;
+            E2eKey::new(&key.recipient, &key.comment, added)
+        })
+        .collect()
 }
 
 /// [`AccessPolicy`] as stored in `accounts.access`. Absent fields take their defaults, so a

@@ -21,7 +21,7 @@ use crate::error::MetaError;
 use crate::pg::PgOptions;
 
 /// The tables copied, parents before children (foreign keys).
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "principals",
     "accounts",
     "account_keys",
@@ -33,6 +33,7 @@ const TABLES: [&str; 12] = [
     "events",
     "bans",
     "tokens",
+    "api_keys",
     "jobs",
 ];
 

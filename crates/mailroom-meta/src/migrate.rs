@@ -99,6 +99,16 @@ const MIGRATIONS: &[Migration] = &[
         description: "token methods",
         sql: include_str!("../migrations/sqlite/0015_token_methods.sql"),
     },
+    Migration {
+        version: 16,
+        description: "e2e keys",
+        sql: include_str!("../migrations/sqlite/0016_e2e_keys.sql"),
+    },
+    Migration {
+        version: 17,
+        description: "api keys",
+        sql: include_str!("../migrations/sqlite/0017_api_keys.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -167,6 +167,11 @@ pub(crate) fn token_stored() -> CoreError {
     CoreError::conflict("token already stored")
 }
 
+/// Conflict: an API key id taken.
+pub(crate) fn api_key_stored() -> CoreError {
+    CoreError::conflict("API key already stored")
+}
+
 /// Conflict: a live session's node already has one of its id.
 pub(crate) fn session_taken(session: &LiveSessionRecord) -> CoreError {
     CoreError::conflict(format!(

@@ -16,7 +16,7 @@ use mailroom_core::{
     FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
     TokenRecord, Tx,
 };
-use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
+use mailroom_core::{ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
@@ -26,7 +26,7 @@ use crate::convert::{
     self, account_columns, account_name, audit_columns, column, delivery_columns, epoch_to_db,
     event_columns, job_columns, nanos, size_to_db, token_columns, totp_to_db, unsigned,
 };
-use crate::convert::{live_session_columns, nanos_saturating, node_columns};
+use crate::convert::{api_key_columns, live_session_columns, nanos_saturating, node_columns};
 use crate::error::{corrupt, is_unique_violation, storage, violates};
 use crate::shared::{self, Principal, live_states, no_account, no_group};
 
@@ -299,8 +299,8 @@ impl Tx for SqliteTx<'_> {
         self.execute(
             OP,
             "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
-             totp_secret, totp_last_step, totp_recovery, token_epoch) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             totp_secret, totp_last_step, totp_recovery, token_epoch, e2e_keys) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 account.name.as_str(),
                 account.kind.as_str(),
@@ -312,6 +312,7 @@ impl Tx for SqliteTx<'_> {
                 totp.last_step,
                 totp.recovery,
                 epoch_to_db(account.token_epoch)?,
+                convert::e2e_keys_to_json(&account.e2e_keys)?,
             ],
         )?;
         self.insert_keys(&account.name, &account.keys)
@@ -362,6 +363,13 @@ impl Tx for SqliteTx<'_> {
             )?;
             self.insert_keys(name, keys)?;
         }
+        if let Some(keys) = &update.e2e_keys {
+            self.execute(
+                OP,
+                "UPDATE accounts SET e2e_keys = ?1 WHERE name = ?2",
+                params![convert::e2e_keys_to_json(keys)?, name.as_str()],
+            )?;
+        }
         if let Some(totp) = &update.totp {
             // A new enrolment starts with no step used; its secret and codes replace the old.
             let totp = totp_to_db(totp.as_ref());
@@ -408,6 +416,7 @@ impl Tx for SqliteTx<'_> {
                 "DELETE FROM account_keys WHERE account = ?1",
                 // A later account of the same name must not inherit a token.
                 "DELETE FROM tokens WHERE account = ?1",
+                "DELETE FROM api_keys WHERE account = ?1",
                 "DELETE FROM accounts WHERE name = ?1",
             ],
             Principal::Account,
@@ -1338,6 +1347,93 @@ impl Tx for SqliteTx<'_> {
             }
         }
         Ok((deleted as u64, ended))
+    }
+
+    fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()> {
+        const OP: &str = "insert_api_key";
+        self.writing()?;
+        let (created, expires, last_used) = (
+            nanos(key.created)?,
+            key.expires.map(nanos).transpose()?,
+            key.last_used.map(nanos).transpose()?,
+        );
+        let inserted = self
+            .conn
+            .prepare_cached(concat!(
+                "INSERT INTO api_keys (",
+                api_key_columns!(),
+                ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 ",
+                "WHERE EXISTS (SELECT 1 FROM accounts WHERE name = ?2)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    key.id,
+                    key.account.as_str(),
+                    key.label,
+                    key.hash,
+                    key.scopes.to_string(),
+                    created,
+                    expires,
+                    last_used,
+                ])
+            })
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    shared::api_key_stored()
+                } else {
+                    storage(OP)(error)
+                }
+            })?;
+        if inserted == 0 {
+            return Err(no_account(&key.account));
+        }
+        Ok(())
+    }
+
+    fn api_key(&mut self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        self.query_one(
+            "api_key",
+            concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE id = ?1"
+            ),
+            [id],
+            |row| convert::api_key(row),
+        )
+    }
+
+    fn api_keys(&mut self, account: &AccountName) -> Result<Vec<ApiKeyRecord>> {
+        self.query(
+            "api_keys",
+            concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE account = ?1 ORDER BY created, id"
+            ),
+            [account.as_str()],
+            |row| convert::api_key(row),
+        )
+    }
+
+    fn delete_api_key(&mut self, account: &AccountName, id: &str) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_api_key",
+            "DELETE FROM api_keys WHERE id = ?1 AND account = ?2",
+            [id, account.as_str()],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn touch_api_key(&mut self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        self.writing()?;
+        let touched = self.execute(
+            "touch_api_key",
+            "UPDATE api_keys SET last_used = ?2 WHERE id = ?1",
+            params![id, nanos(at)?],
+        )?;
+        Ok(touched > 0)
     }
 
     fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {

@@ -41,12 +41,13 @@ use std::sync::Arc;
 use mailroom_core::testing::MemoryMeta;
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AccountUpdate, AuthorizedKey, Ban, BanSubject,
-    BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, ErrorKind,
-    Event, EventKind, EventQuery, Factor, FactorSet, FileName, Group, Handler, InboxUsage, Job,
-    JobCounts, JobQuery, JobState, Limits, MetaStore, MetaStoreExt, Notices, NotifyMode, Outcome,
-    Protocol, Result, Rights, Route, RouteEffect, Scope, Secret, TokenKind, TokenRecord,
-    TotpEnrolment, Tx,
+    BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, E2eKey,
+    ErrorKind, Event, EventKind, EventQuery, Factor, FactorSet, FileName, Group, Handler,
+    InboxUsage, Job, JobCounts, JobQuery, JobState, Limits, MetaStore, MetaStoreExt, Notices,
+    NotifyMode, Outcome, Protocol, Result, Rights, Route, RouteEffect, Scope, Secret, TokenKind,
+    TokenRecord, TotpEnrolment, Tx,
 };
+use mailroom_core::{ApiKeyRecord, KeyScopes};
 use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
     GENESIS_HASH, chain_hash,
@@ -243,6 +244,7 @@ macro_rules! conformance {
 conformance!(
     short_reads_see_commits_and_refuse_writes,
     accounts_round_trip_with_keys,
+    e2e_keys_round_trip_and_update_alone,
     accounts_and_groups_share_one_namespace,
     update_account_writes_only_the_fields_it_sets,
     field_level_updates_keep_changes_made_meanwhile,
@@ -269,6 +271,7 @@ conformance!(
     inbox_usage_counts_live_deliveries,
     audit_records_form_a_chain,
     tokens_store_take_and_expire,
+    api_keys_store_list_touch_and_delete,
     a_failed_unit_changes_nothing,
     a_panicking_unit_is_internal_and_changes_nothing,
     writes_in_a_read_unit_are_refused,
@@ -309,6 +312,76 @@ async fn accounts_round_trip_with_keys(h: &mut Harness<'_>) {
         })
         .await;
     assert_eq!(seen, (Some(carol), 3));
+}
+
+async fn e2e_keys_round_trip_and_update_alone(h: &mut Harness<'_>) {
+    let mut alice = h.client("alice");
+    alice.keys = vec![ed25519_key()];
+    alice.e2e_keys = vec![e2e_key("laptop", h.tick())];
+    alice.totp = Some(enrolment("JBSWY3DPEHPK3PXP", &["aa"]));
+    h.insert_account(&alice).await;
+    let bob = h.client("bob");
+    h.insert_account(&bob).await;
+    assert_eq!(h.account("alice").await, Some(alice.clone()));
+    assert_eq!(h.accounts().await, vec![alice.clone(), bob.clone()]);
+    assert!(h.account("bob").await.unwrap().e2e_keys.is_empty());
+
+    // The update writes the list, in its order, and nothing else: not the SSH keys, not the
+    // enrolment, not another account.
+    let keys = vec![
+        e2e_key("", h.tick()),
+        e2e_key("desk \"2\" ü ✓", h.tick()),
+        alice.e2e_keys[0].clone(),
+    ];
+    h.update_account(
+        "alice",
+        AccountUpdate {
+            e2e_keys: Some(keys.clone()),
+            ..AccountUpdate::default()
+        },
+    )
+    .await;
+    alice.e2e_keys = keys;
+    assert_eq!(h.account("alice").await, Some(alice.clone()));
+    assert_eq!(h.account("bob").await, Some(bob.clone()));
+
+    // Updates of other fields leave the list as it is, and the SSH keys are their own.
+    h.update_account(
+        "alice",
+        AccountUpdate {
+            keys: Some(Vec::new()),
+            disabled: Some(true),
+            ..AccountUpdate::default()
+        },
+    )
+    .await;
+    alice.keys = Vec::new();
+    alice.disabled = true;
+    assert_eq!(h.account("alice").await, Some(alice.clone()));
+
+    // Emptied.
+    h.update_account(
+        "alice",
+        AccountUpdate {
+            e2e_keys: Some(Vec::new()),
+            ..AccountUpdate::default()
+        },
+    )
+    .await;
+    alice.e2e_keys = Vec::new();
+    assert_eq!(h.account("alice").await, Some(alice));
+
+    // Only accounts have them.
+    h.refused(ErrorKind::NotFound, |tx| {
+        tx.update_account(
+            &name("ghost"),
+            &AccountUpdate {
+                e2e_keys: Some(Vec::new()),
+                ..AccountUpdate::default()
+            },
+        )
+    })
+    .await;
 }
 
 async fn accounts_and_groups_share_one_namespace(h: &mut Harness<'_>) {
@@ -2356,6 +2429,128 @@ async fn tokens_store_take_and_expire(h: &mut Harness<'_>) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// API keys
+
+fn api_key_record(id: &str, account: &str, created: OffsetDateTime) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.to_owned(),
+        account: name(account),
+        label: "backup agent on srv-1 é".to_owned(),
+        hash: format!("{id:0>64}"),
+        scopes: KeyScopes::ALL,
+        created,
+        expires: None,
+        last_used: None,
+    }
+}
+
+async fn api_keys_store_list_touch_and_delete(h: &mut Harness<'_>) {
+    for who in ["alice", "bob"] {
+        let account = h.client(who);
+        h.insert_account(&account).await;
+    }
+    h.insert_group(&group("team", &["alice"])).await;
+    let (first, second) = (h.tick(), h.tick());
+    // k2 is older than k1: listings go by creation, then id.
+    let k1 = ApiKeyRecord {
+        scopes: KeyScopes::parse("receive").unwrap(),
+        expires: Some(second + Duration::days(30)),
+        ..api_key_record("k1", "alice", second)
+    };
+    let k2 = ApiKeyRecord {
+        scopes: KeyScopes::parse("send").unwrap(),
+        last_used: Some(second),
+        ..api_key_record("k2", "alice", first)
+    };
+    let k3 = api_key_record("k3", "bob", first);
+    // Adding a key is no policy change; its event commits with it.
+    for key in [&k1, &k2, &k3] {
+        let key = key.clone();
+        h.policy_stays("add an api key", move |tx| tx.insert_api_key(&key))
+            .await;
+    }
+    assert_eq!(h.api_key("k1").await, Some(k1.clone()));
+    assert_eq!(h.api_key("k2").await, Some(k2.clone()));
+    assert_eq!(h.api_key("zz").await, None);
+    assert_eq!(h.api_keys("alice").await, vec![k2.clone(), k1.clone()]);
+    assert_eq!(h.api_keys("bob").await, vec![k3.clone()]);
+    assert_eq!(h.api_keys("carol").await, vec![]);
+
+    // Refused, changing nothing: a taken id (even for another account), an account that does
+    // not exist, a group.
+    for (kind, key) in [
+        (ErrorKind::Conflict, api_key_record("k1", "bob", second)),
+        (ErrorKind::NotFound, api_key_record("k9", "ghost", second)),
+        (ErrorKind::NotFound, api_key_record("k9", "team", second)),
+    ] {
+        h.refused(kind, move |tx| tx.insert_api_key(&key)).await;
+        assert_eq!(h.api_keys("alice").await, vec![k2.clone(), k1.clone()]);
+        assert_eq!(h.api_keys("bob").await, vec![k3.clone()]);
+        assert_eq!(h.api_key("k9").await, None);
+    }
+    // A unit that goes on after a refused insert commits the rest, and nothing of the refused
+    // key.
+    let (taken, k4) = (
+        api_key_record("k3", "alice", second),
+        api_key_record("k4", "bob", second),
+    );
+    let stored = k4.clone();
+    let refused = h
+        .write(move |tx| {
+            let refused = tx.insert_api_key(&taken).map_err(|e| e.kind());
+            tx.insert_api_key(&stored)?;
+            Ok(refused)
+        })
+        .await;
+    assert_eq!(refused, Err(ErrorKind::Conflict));
+    assert_eq!(h.api_keys("bob").await, vec![k3.clone(), k4.clone()]);
+    assert_eq!(h.api_keys("alice").await, vec![k2.clone(), k1.clone()]);
+
+    // A use writes when, and nothing else; of an unknown key, nothing.
+    let version = h.policy_version().await;
+    let used = h.tick();
+    assert!(h.write(move |tx| tx.touch_api_key("k1", used)).await);
+    assert!(!h.write(move |tx| tx.touch_api_key("zz", used)).await);
+    assert_eq!(
+        h.api_key("k1").await,
+        Some(ApiKeyRecord {
+            last_used: Some(used),
+            ..k1.clone()
+        })
+    );
+    assert_eq!(
+        h.policy_version().await,
+        version,
+        "a use is no policy change"
+    );
+    // Key bookkeeping records no events of its own.
+    h.expect_events(&[]).await;
+
+    // A key is deleted by its account only; its event commits with it.
+    assert!(
+        !h.write(|tx| tx.delete_api_key(&name("bob"), "k1")).await,
+        "bob deleted alice's key"
+    );
+    assert!(h.api_key("k1").await.is_some());
+    let revoke = h.admin_event("account alice");
+    let deleted = h
+        .change(vec![revoke], |tx| tx.delete_api_key(&name("alice"), "k1"))
+        .await;
+    assert!(deleted);
+    assert_eq!(h.api_key("k1").await, None);
+    assert!(!h.write(|tx| tx.delete_api_key(&name("alice"), "k1")).await);
+    assert_eq!(h.api_keys("alice").await, vec![k2]);
+
+    // Deleting the account deletes its keys, so a later account of the name has none.
+    h.delete_account("alice").await;
+    assert_eq!(h.api_key("k2").await, None);
+    let new_alice = h.client("alice");
+    h.insert_account(&new_alice).await;
+    assert_eq!(h.api_keys("alice").await, vec![]);
+    assert_eq!(h.api_keys("bob").await, vec![k3, k4]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Nodes and their live sessions
 
 fn node_info(h: &mut Harness<'_>, host: &str) -> NodeInfo {
@@ -2805,6 +3000,9 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
     let token = token_record("aa", TokenKind::Access, "s1", "alice", h.tick());
     let stored = token.clone();
     h.write(move |tx| tx.insert_tokens(&[stored])).await;
+    let key = api_key_record("ka", "alice", h.tick());
+    let stored = key.clone();
+    h.write(move |tx| tx.insert_api_key(&stored)).await;
 
     assert!(h.write(|tx| Ok(tx.writable())).await);
     assert!(!h.read(|tx| Ok(tx.writable())).await);
@@ -2932,6 +3130,18 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
             "delete_expired_tokens",
             op(move |tx| tx.delete_expired_tokens(later).map(drop)),
         ),
+        (
+            "insert_api_key",
+            op(move |tx| tx.insert_api_key(&api_key_record("kb", "alice", later))),
+        ),
+        (
+            "delete_api_key",
+            op(|tx| tx.delete_api_key(&name("alice"), "ka").map(drop)),
+        ),
+        (
+            "touch_api_key",
+            op(move |tx| tx.touch_api_key("ka", later).map(drop)),
+        ),
         ("put_node", op(move |tx| tx.put_node(&beating, later))),
         (
             "delete_node",
@@ -2972,6 +3182,7 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
                 disabled: false,
                 password_hash: None,
                 keys: Vec::new(),
+                e2e_keys: Vec::new(),
                 created: datetime!(2026-03-01 00:00 UTC),
                 access: AccessPolicy::default(),
                 totp: None,
@@ -2984,6 +3195,8 @@ async fn writes_in_a_read_unit_are_refused(h: &mut Harness<'_>) {
     assert_eq!(h.snapshot().await, before);
     assert_eq!(h.token("aa").await.map(|t| t.hash), Some("aa".to_owned()));
     assert_eq!(h.token("bb").await, None);
+    assert_eq!(h.api_key("ka").await, Some(key));
+    assert_eq!(h.api_key("kb").await, None);
     assert!(
         h.use_totp_step("alice", 7).await,
         "the step was spent by a read"
@@ -3203,6 +3416,15 @@ async fn policy_version_moves_with_policy_changes_only(h: &mut Harness<'_>) {
         "change the keys",
         update(AccountUpdate {
             keys: Some(vec![ed25519_key()]),
+            ..AccountUpdate::default()
+        }),
+    )
+    .await;
+    let e2e = e2e_key("laptop", h.tick());
+    h.policy_stays(
+        "change the e2e keys",
+        update(AccountUpdate {
+            e2e_keys: Some(vec![e2e]),
             ..AccountUpdate::default()
         }),
     )
@@ -4465,6 +4687,7 @@ impl<'a> Harness<'a> {
             disabled: false,
             password_hash: None,
             keys: Vec::new(),
+            e2e_keys: Vec::new(),
             created: self.tick(),
             access: AccessPolicy::default(),
             totp: None,
@@ -4758,6 +4981,15 @@ impl<'a> Harness<'a> {
         self.read(move |tx| tx.token(hash)).await
     }
 
+    async fn api_key(&self, id: &'static str) -> Option<ApiKeyRecord> {
+        self.read(move |tx| tx.api_key(id)).await
+    }
+
+    async fn api_keys(&self, who: &str) -> Vec<ApiKeyRecord> {
+        let who = name(who);
+        self.read(move |tx| tx.api_keys(&who)).await
+    }
+
     // ----- one-operation changes -------------------------------------------------------------
 
     async fn insert_account(&mut self, account: &Account) {
@@ -4960,6 +5192,12 @@ fn ed25519_key() -> AuthorizedKey {
 }
 
 /// A key whose blob holds every awkward byte (NUL, 0xFF) so BLOB storage is exercised.
+/// An end-to-end key of a fresh age X25519 recipient.
+fn e2e_key(comment: &str, added: OffsetDateTime) -> E2eKey {
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    E2eKey::new(&recipient, comment, added).unwrap()
+}
+
 fn odd_key(seed: u8) -> AuthorizedKey {
     AuthorizedKey {
         algorithm: "ssh-rsa".to_owned(),

@@ -13,8 +13,10 @@ use mailroom_core::{
     AccountChange, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
     FactorSet, Hub, MetaStoreExt, NotifyMode, Rights, RouteEffect, Secret, parse_email, parse_size,
 };
+use mailroom_core::{KeyScope, KeyScopes};
 use mailroom_core::{parse_globs, parse_networks};
 
+use crate::cli::ApiKeyCommand;
 use crate::cli::{
     AccountCommand, GroupCommand, KeyCommand, MemberCommand, RetentionCommand, RouteCommand,
     SetArgs,
@@ -136,6 +138,8 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
             out.done(&format!("set a new password for {name}"))
         }
         AccountCommand::Totp(command) => crate::security::totp(data, out, &actor, command).await,
+        AccountCommand::ApiKey(command) => api_key(data, out, &actor, command).await,
+        AccountCommand::E2eKey(command) => crate::e2e::e2e_key(data, out, &actor, command).await,
         AccountCommand::Key(KeyCommand::Add(args)) => {
             let name = parse_name(&args.name)?;
             let key = read_key(&args.file)?;
@@ -159,6 +163,66 @@ pub async fn account(data: &DataDir, out: &Output, command: AccountCommand) -> R
             })
             .await?;
             out.done(&format!("removed key {fingerprint} from {name}"))
+        }
+    }
+}
+
+/// The longest life `account api-key add --expires-days` may give a key: ten years.
+const MAX_KEY_DAYS: u32 = 3650;
+
+/// `mailroom account api-key …`: one Hub call each; a new key's secret is printed once.
+async fn api_key(
+    data: &DataDir,
+    out: &Output,
+    actor: &Actor,
+    command: ApiKeyCommand,
+) -> Result<()> {
+    match command {
+        ApiKeyCommand::Add(args) => {
+            let name = parse_name(&args.name)?;
+            let scopes = if args.scopes.is_empty() {
+                KeyScopes::ALL
+            } else {
+                KeyScopes::of(
+                    args.scopes
+                        .iter()
+                        .map(|scope| KeyScope::parse(scope))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            };
+            let days = match args.expires_days {
+                Some(days @ 1..=MAX_KEY_DAYS) => Some(days),
+                Some(_) => bail!("--expires-days must be between 1 and {MAX_KEY_DAYS}"),
+                None => None,
+            };
+            let (key, secret) = with_hub(data, async |hub| {
+                let expires = days.map(|days| hub.now() + time::Duration::days(i64::from(days)));
+                hub.create_api_key(actor, &name, &args.label, scopes, expires)
+                    .await
+                    .with_context(|| format!("cannot add an API key to {name}"))
+            })
+            .await?;
+            out.api_key_made(&key, &secret)
+        }
+        ApiKeyCommand::List(arg) => {
+            let name = parse_name(&arg.name)?;
+            let keys = with_hub(data, async |hub| {
+                hub.api_keys(&name)
+                    .await
+                    .with_context(|| format!("cannot list the API keys of {name}"))
+            })
+            .await?;
+            out.api_keys(&keys)
+        }
+        ApiKeyCommand::Revoke { name, id } => {
+            let name = parse_name(&name)?;
+            with_hub(data, async |hub| {
+                hub.revoke_api_key(actor, &name, &id)
+                    .await
+                    .with_context(|| format!("cannot revoke an API key of {name}"))
+            })
+            .await?;
+            out.done(&format!("revoked API key {id} of {name}"))
         }
     }
 }

@@ -212,6 +212,14 @@ pub enum AccountCommand {
     /// Add or remove an SSH public key.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Add, remove or list end-to-end encryption keys: age X25519 recipients (`age1…`) that
+    /// senders' agents encrypt files for the account to.
+    #[command(subcommand, name = "e2e-key")]
+    E2eKey(E2eKeyCommand),
+    /// Make, list or revoke API keys: secrets with which unattended clients (the agent on a
+    /// server, scripts) call the HTTPS API as the account, within the keys' scopes.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Enrol an account in TOTP (one-time codes from an authenticator app) or remove it.
     #[command(subcommand)]
     Totp(TotpCommand),
@@ -339,6 +347,65 @@ pub struct KeyArgs {
     pub name: String,
     /// A file holding one OpenSSH public key line ('-' for standard input).
     pub file: PathBuf,
+}
+
+/// `mailroom account e2e-key …`.
+#[derive(Debug, Subcommand)]
+pub enum E2eKeyCommand {
+    /// Register an age X25519 recipient (what `age-keygen -y` prints) as one of the account's
+    /// end-to-end encryption keys (at most 16).
+    Add {
+        /// The account name.
+        name: String,
+        /// The recipient, `age1…`.
+        recipient: String,
+        /// A comment (at most 200 characters), e.g. the device holding the identity.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove one of the account's end-to-end encryption keys.
+    Remove {
+        /// The account name.
+        name: String,
+        /// The key's recipient (`age1…`) or its fingerprint (16 hex digits, as `list` shows).
+        key: String,
+    },
+    /// List the account's end-to-end encryption keys.
+    List(NameArg),
+}
+
+/// `mailroom account api-key …`.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make an API key for a client account and print its secret, this once (at most 20 keys
+    /// per account).
+    Add(ApiKeyAddArgs),
+    /// List an account's API keys: id, label, scopes, expiry, last use (never a secret).
+    List(NameArg),
+    /// Revoke an API key of the account: it stops working at once.
+    Revoke {
+        /// The account name.
+        name: String,
+        /// The key's id (as `list` shows it; the secret carries it after `mrk_`).
+        id: String,
+    },
+}
+
+/// `mailroom account api-key add`.
+#[derive(Debug, Args)]
+pub struct ApiKeyAddArgs {
+    /// The account name (a client account).
+    pub name: String,
+    /// What to call the key (1 to 64 printable characters), e.g. the host it runs on.
+    #[arg(long)]
+    pub label: String,
+    /// What the key may do: `send` (uploads, the sent list, recalls) or `receive` (the inbox,
+    /// downloads, acknowledgements); give it twice for both. Without it, both.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Days until the key stops working (1 to 3650); without it, the key does not expire.
+    #[arg(long, value_name = "N")]
+    pub expires_days: Option<u32>,
 }
 
 /// `mailroom group …`.

@@ -14,6 +14,7 @@ mod cli;
 mod config;
 mod data;
 mod drop;
+mod e2e;
 mod engines;
 mod init;
 mod jobs;

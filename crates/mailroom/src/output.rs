@@ -15,14 +15,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use mailroom_api::E2eKeyView;
 use mailroom_api::{
     AccountView, BanView, DeliveryView, EventView, GroupView, HeadView, JobDetailView, JobView,
     RouteView, SessionView, VerifyView, rfc3339,
 };
+use mailroom_api::{ApiKeyView, NewApiKeyView};
+use mailroom_core::E2eKey;
 use mailroom_core::{
     AccessPolicy, Account, AuditRecord, Ban, ChainHead, ChainReport, Checkpoint, CheckpointStatus,
     Delivery, Event, Group, Job, JobCounts, NodeRecord, Route, SessionInfo, TotpSetup, format_size,
 };
+use mailroom_core::{ApiKeyInfo, Secret};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -281,6 +285,7 @@ impl Output {
                 if access.notices.receipts { "on" } else { "off" }.to_owned(),
             ),
             ("keys", account.keys.len().to_string()),
+            ("e2e keys", account.e2e_keys.len().to_string()),
         ];
         let mut text = String::new();
         for (label, value) in rows.drain(..) {
@@ -294,7 +299,38 @@ impl Output {
                 clean(&key.comment)
             ));
         }
+        for key in &account.e2e_keys {
+            text.push_str(&format!(
+                "  e2e {} {} {}\n",
+                key.fingerprint(),
+                key.recipient,
+                clean(&key.comment)
+            ));
+        }
         self.text(&text)
+    }
+
+    /// `account e2e-key list`: an account's end-to-end keys, in the order added.
+    pub fn e2e_keys(&self, keys: &[E2eKey]) -> Result<()> {
+        if self.json {
+            let out: Vec<E2eKeyView> = keys.iter().map(E2eKeyView::from).collect();
+            return self.json_line(&out);
+        }
+        let rows = keys
+            .iter()
+            .map(|k| {
+                vec![
+                    k.fingerprint(),
+                    k.recipient.clone(),
+                    short_time(k.added),
+                    k.comment.clone(),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &["FINGERPRINT", "RECIPIENT", "ADDED", "COMMENT"],
+            rows,
+        ))
     }
 
     /// `retention run`: how many deliveries expired.
@@ -391,6 +427,54 @@ impl Output {
             .collect();
         self.text(&table(
             &["ID", "ACCOUNT", "PROTOCOL", "FROM", "SINCE"],
+            rows,
+        ))
+    }
+
+    /// `account api-key add`: the key and its secret, shown this once.
+    pub fn api_key_made(&self, key: &ApiKeyInfo, secret: &Secret<String>) -> Result<()> {
+        if self.json {
+            return self.json_line(&NewApiKeyView::new(key, secret));
+        }
+        let expires = key.expires.map_or_else(|| "never".to_owned(), short_time);
+        self.text(&format!(
+            "added API key {} ({}) to {}: scopes {}, expires {expires}\n\n{}\n\n\
+             This secret will not be shown again: only its hash is stored. Hand it to the client \
+             now; it sends it as \"Authorization: Bearer <secret>\".\n",
+            key.id,
+            clean(&key.label),
+            key.account,
+            key.scopes,
+            secret.expose()
+        ))
+    }
+
+    /// `account api-key list`: an account's API keys, oldest first, never a secret.
+    pub fn api_keys(&self, keys: &[ApiKeyInfo]) -> Result<()> {
+        if self.json {
+            let out: Vec<ApiKeyView> = keys.iter().map(ApiKeyView::from).collect();
+            return self.json_line(&out);
+        }
+        if keys.is_empty() {
+            return self.text("no API keys\n");
+        }
+        let never =
+            |time: Option<OffsetDateTime>| time.map_or_else(|| "never".to_owned(), short_time);
+        let rows = keys
+            .iter()
+            .map(|k| {
+                vec![
+                    k.id.clone(),
+                    clean(&k.label),
+                    k.scopes.to_string(),
+                    short_time(k.created),
+                    never(k.expires),
+                    never(k.last_used),
+                ]
+            })
+            .collect();
+        self.text(&table(
+            &["ID", "LABEL", "SCOPES", "CREATED", "EXPIRES", "LAST USED"],
             rows,
         ))
     }

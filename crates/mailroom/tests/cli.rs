@@ -1068,6 +1068,325 @@ fn account_set_changes_only_what_is_given_and_show_tells_all() {
     );
 }
 
+/// A fresh age X25519 recipient, `age1…`.
+fn e2e_recipient() -> String {
+    age::x25519::Identity::generate().to_public().to_string()
+}
+
+#[test]
+fn e2e_keys_are_added_listed_and_removed_and_refusals_change_nothing() {
+    let (site, _) = Site::initialised();
+    site.ok(&["account", "add", "alice"], None);
+    let (laptop, desk) = (e2e_recipient(), e2e_recipient());
+
+    let added = site.ok(
+        &[
+            "account",
+            "e2e-key",
+            "add",
+            "alice",
+            &laptop,
+            "--comment",
+            "laptop",
+        ],
+        None,
+    );
+    assert!(added.starts_with("added e2e key "), "{added}");
+    let done = site.json(&["account", "e2e-key", "add", "alice", &desk]);
+    assert_eq!(done["ok"], true);
+
+    // --json: the objects the API writes, in the order added; the same as in `account show`.
+    let listed = site.json(&["account", "e2e-key", "list", "alice"]);
+    let keys = listed.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{listed}");
+    assert_eq!(keys[0]["recipient"], laptop.as_str());
+    assert_eq!(keys[0]["comment"], "laptop");
+    assert_eq!(keys[1]["recipient"], desk.as_str());
+    assert_eq!(keys[1]["comment"], "");
+    let fingerprint = keys[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(fingerprint.len(), 16);
+    assert!(added.contains(&fingerprint), "{added}");
+    assert_eq!(site.json(&["account", "show", "alice"])["e2e_keys"], listed);
+
+    // The table and `account show` name them.
+    let table = site.ok(&["account", "e2e-key", "list", "alice"], None);
+    assert!(table.starts_with("FINGERPRINT "), "{table}");
+    assert!(
+        table.contains(&fingerprint) && table.contains(&laptop) && table.contains("laptop"),
+        "{table}"
+    );
+    let show = site.ok(&["account", "show", "alice"], None);
+    assert!(show.contains("e2e keys:      2"), "{show}");
+    assert!(show.contains(&desk), "{show}");
+
+    // Refusals: one sentence, nothing changed, no event.
+    let audit = |site: &Site| site.json(&["audit", "list", "--limit", "10000"]);
+    let events = audit(&site);
+    let too_long = "x".repeat(201);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["account", "e2e-key", "add", "alice", "age1nope"],
+            "not an age X25519 recipient",
+        ),
+        (
+            vec!["account", "e2e-key", "add", "alice", KEY_A],
+            "not an age X25519 recipient",
+        ),
+        (
+            vec!["account", "e2e-key", "add", "alice", &laptop],
+            "already has the e2e key",
+        ),
+        (
+            vec![
+                "account",
+                "e2e-key",
+                "add",
+                "alice",
+                &desk,
+                "--comment",
+                "again",
+            ],
+            "already has the e2e key",
+        ),
+        (
+            vec![
+                "account",
+                "e2e-key",
+                "add",
+                "alice",
+                &laptop,
+                "--comment",
+                &too_long,
+            ],
+            "longer than 200",
+        ),
+        (
+            vec!["account", "e2e-key", "add", "nobody", &laptop],
+            "no account named nobody",
+        ),
+        (
+            vec!["account", "e2e-key", "add", "admin", &laptop],
+            "admin account",
+        ),
+        (
+            vec!["account", "e2e-key", "remove", "alice", "0123456789abcdef"],
+            "has no such e2e key",
+        ),
+        (
+            vec!["account", "e2e-key", "list", "nobody"],
+            "no account named nobody",
+        ),
+    ];
+    for (args, expect) in cases {
+        site.refused(&args, None, expect);
+    }
+    assert_eq!(audit(&site), events, "a refusal recorded an event");
+
+    // Removed by fingerprint, then by recipient; each change is an admin event.
+    site.ok(
+        &["account", "e2e-key", "remove", "alice", &fingerprint],
+        None,
+    );
+    site.ok(&["account", "e2e-key", "remove", "alice", &desk], None);
+    assert_eq!(
+        site.json(&["account", "e2e-key", "list", "alice"]),
+        serde_json::json!([])
+    );
+    let details: Vec<String> = audit(&site)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["object"] == "account alice")
+        .map(|e| e["detail"].as_str().unwrap().to_owned())
+        .filter(|d| d.contains("e2e key"))
+        .collect();
+    assert_eq!(details.len(), 4, "{details:?}");
+    assert_eq!(details[0], format!("add e2e key {fingerprint}"));
+    assert_eq!(details[2], format!("remove e2e key {fingerprint}"));
+}
+
+/// The keys of `who`, as `account api-key list --json` prints them.
+fn api_keys(site: &Site, who: &str) -> serde_json::Value {
+    site.json(&["account", "api-key", "list", who])
+}
+
+#[test]
+fn api_keys_are_made_listed_and_revoked_and_refusals_change_nothing() {
+    let (site, password) = Site::initialised();
+    site.ok(&["account", "add", "alice"], None);
+    site.ok(&["account", "add", "bob"], None);
+
+    // Made: the secret printed once, with the warning that it will not be shown again.
+    let made = site.ok(
+        &[
+            "account",
+            "api-key",
+            "add",
+            "alice",
+            "--label",
+            "backup on srv-1",
+            "--scope",
+            "receive",
+            "--expires-days",
+            "30",
+        ],
+        None,
+    );
+    assert!(made.contains("will not be shown again"), "{made}");
+    let secret = made
+        .lines()
+        .find(|line| line.starts_with("mrk_"))
+        .unwrap_or_else(|| panic!("no secret in {made}"))
+        .to_owned();
+    let json = site.json(&[
+        "account", "api-key", "add", "alice", "--label", "script", "--scope", "send", "--scope",
+        "receive",
+    ]);
+    let second = json["key"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        json["secret"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("mrk_{second}_")),
+        "{json}"
+    );
+    assert_eq!(
+        json["key"]["scopes"],
+        serde_json::json!(["send", "receive"])
+    );
+    assert_eq!(json["key"]["expires"], serde_json::Value::Null);
+
+    // Listed without secrets, oldest first.
+    let listed = api_keys(&site, "alice");
+    let keys = listed.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{listed}");
+    let first = keys[0]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with(&format!("mrk_{first}_")), "{secret}");
+    assert_eq!(keys[0]["label"], "backup on srv-1");
+    assert_eq!(keys[0]["scopes"], serde_json::json!(["receive"]));
+    assert!(keys[0]["expires"].is_string(), "{listed}");
+    assert_eq!(keys[1]["id"], second.as_str());
+    assert!(!listed.to_string().contains(&secret[37..]));
+    let table = site.ok(&["account", "api-key", "list", "alice"], None);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains(&first) && table.contains("backup on srv-1") && table.contains("never"),
+        "{table}"
+    );
+    assert!(!table.contains(&secret[37..]));
+    assert_eq!(
+        site.ok(&["account", "api-key", "list", "bob"], None),
+        "no API keys\n"
+    );
+
+    // Refusals: one sentence, nothing changed (the keys included), no event.
+    let audit = |site: &Site| site.json(&["audit", "list", "--limit", "10000"]);
+    let (events, alices, bobs) = (
+        audit(&site),
+        api_keys(&site, "alice"),
+        api_keys(&site, "bob"),
+    );
+    let zeros = "0".repeat(32);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["account", "api-key", "add", "nobody", "--label", "x"],
+            "no account named nobody",
+        ),
+        (
+            vec!["account", "api-key", "add", "admin", "--label", "x"],
+            "admin account",
+        ),
+        (
+            vec!["account", "api-key", "add", "alice", "--label", ""],
+            "1 to 64",
+        ),
+        (
+            vec![
+                "account", "api-key", "add", "alice", "--label", "x", "--scope", "delete",
+            ],
+            "unknown API key scope",
+        ),
+        (
+            vec![
+                "account",
+                "api-key",
+                "add",
+                "alice",
+                "--label",
+                "x",
+                "--expires-days",
+                "0",
+            ],
+            "--expires-days must be between 1 and 3650",
+        ),
+        (
+            vec!["account", "api-key", "revoke", "alice", &zeros],
+            "alice has no API key",
+        ),
+        (
+            vec!["account", "api-key", "revoke", "bob", &first],
+            "bob has no API key",
+        ),
+        (
+            vec!["account", "api-key", "list", "nobody"],
+            "no account named nobody",
+        ),
+    ];
+    for (args, expect) in cases {
+        site.refused(&args, None, expect);
+        assert_eq!(
+            (api_keys(&site, "alice"), api_keys(&site, "bob")),
+            (alices.clone(), bobs.clone()),
+            "{args:?} changed the keys"
+        );
+    }
+    assert_eq!(audit(&site), events, "a refusal recorded an event");
+
+    // On a running server the key works (the API lists what the CLI does), and revoked from
+    // the command line beside it, it stops working at once.
+    let (server, base) = serve_https(&site);
+    let api = Api::login(&site, &base, "admin", &password);
+    assert_eq!(api.get("/admin/accounts/alice/api-keys"), listed);
+    let inbox = |key: &str| {
+        api.runtime.block_on(async {
+            let response = api
+                .client
+                .get(format!("{base}/inbox"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        })
+    };
+    assert_eq!(inbox(&secret), 200);
+    let revoked = site.ok(&["account", "api-key", "revoke", "alice", &first], None);
+    assert!(revoked.contains(&first), "{revoked}");
+    assert_eq!(inbox(&secret), 401);
+    drop(server);
+    assert_eq!(api_keys(&site, "alice").as_array().unwrap().len(), 1);
+
+    // Each change is an admin event of the account; no event holds a secret.
+    let trail = audit(&site);
+    let details: Vec<String> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["object"] == "account alice")
+        .map(|e| e["detail"].as_str().unwrap().to_owned())
+        .filter(|d| d.contains("api key"))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            format!("add api key {first} backup on srv-1"),
+            format!("add api key {second} script"),
+            format!("revoke api key {first}"),
+        ]
+    );
+    assert!(!trail.to_string().contains(&secret[37..]));
+}
+
 #[test]
 fn retention_run_prints_the_count() {
     let (site, _password) = Site::initialised();
@@ -1299,6 +1618,19 @@ fn json_output_is_what_the_https_api_returns() {
         None,
     );
     site.ok(&["account", "set", "bob", "--require", "password"], None);
+    let recipient = e2e_recipient();
+    site.ok(
+        &[
+            "account",
+            "e2e-key",
+            "add",
+            "alice",
+            &recipient,
+            "--comment",
+            "laptop",
+        ],
+        None,
+    );
     site.ok(&["group", "add", "team"], None);
     site.ok(&["group", "member", "add", "team", "bob"], None);
     site.ok(&["route", "allow", "alice", "team"], None);
@@ -1323,6 +1655,15 @@ fn json_output_is_what_the_https_api_returns() {
     assert_eq!(site.json(&["account", "show", "alice"]), alice);
     assert_eq!(alice["rights"]["send"], true, "{alice}");
     assert_eq!(alice["keys"][0]["line"], KEY_A, "{alice}");
+    assert_eq!(
+        alice["e2e_keys"][0]["recipient"],
+        recipient.as_str(),
+        "{alice}"
+    );
+    assert_eq!(
+        site.json(&["account", "e2e-key", "list", "alice"]),
+        alice["e2e_keys"]
+    );
     assert_eq!(
         site.json(&["account", "show", "bob"]),
         api.get("/admin/accounts/bob")

@@ -1,9 +1,9 @@
 //! `mailroom migrate` end to end: an embedded install with files sent through OpenSSH sftp
 //! moves to PostgreSQL and s3s-fs (as scripts/services starts them), then serves from the
-//! cluster engines with every file intact and the same audit chain. A damaged blob stops the
-//! move with nothing of it in the database and the blob's copy gone; the next run resumes
-//! from the blobs already checked; a second move into the now full target is refused and
-//! changes nothing.
+//! cluster engines with every file intact, the same accounts' end-to-end keys and the same
+//! audit chain. A damaged blob stops the move with nothing of it in the database and the
+//! blob's copy gone; the next run resumes from the blobs already checked; a second move into
+//! the now full target is refused and changes nothing. An API key moves with the rest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +25,27 @@ async fn an_embedded_install_moves_to_the_cluster_engines_with_every_blob_checke
     let bob = client(&site, &engines, root.path(), "bob").await;
     site.run(&["route", "allow", "alice", "bob"], &engines)
         .await;
+    // An end-to-end key (a column of its own), read back from PostgreSQL after the move.
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let add = [
+        "account",
+        "e2e-key",
+        "add",
+        "alice",
+        &recipient,
+        "--comment",
+        "laptop",
+    ];
+    site.run(&add, &engines).await;
+    let list = ["--json", "account", "e2e-key", "list", "alice"];
+    let e2e_keys = site.run(&list, &engines).await;
+    assert!(e2e_keys.contains(&recipient), "{e2e_keys}");
+    // An API key of alice, whose row moves too.
+    site.run(
+        &["account", "api-key", "add", "alice", "--label", "agent"],
+        &engines,
+    )
+    .await;
 
     // Two files large enough to be blob files (one of them in two parts of the bucket's
     // multipart upload), and a small one kept inline in meta.db.
@@ -95,6 +116,10 @@ async fn an_embedded_install_moves_to_the_cluster_engines_with_every_blob_checke
         "{moved}\n{head_before}"
     );
     assert!(!site.data.join("migrate-progress").exists());
+    assert_eq!(
+        psql(&engines, "SELECT account || ' ' || label FROM api_keys"),
+        "alice agent"
+    );
 
     // Again into the full target: refused, and nothing changes there.
     let events = psql(&engines, "SELECT count(*) FROM events");
@@ -128,6 +153,7 @@ async fn an_embedded_install_moves_to_the_cluster_engines_with_every_blob_checke
         .run(&["audit", "verify", "--expect", &seq_hash], &engines)
         .await;
     assert!(verdict.starts_with("audit trail intact: "), "{verdict}");
+    assert_eq!(cluster.run(&list, &engines).await, e2e_keys);
 }
 
 /// `mailroom migrate` of `site` to the test's engines, to its end.

@@ -182,6 +182,7 @@ impl Hub {
             disabled: false,
             password_hash,
             keys,
+            e2e_keys: Vec::new(),
             created: self.clock.now(),
             access: AccessPolicy::default(),
             totp: None,

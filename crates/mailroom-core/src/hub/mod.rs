@@ -8,17 +8,21 @@
 //! One module per concern: [`tree`] (stat, list), [`download`], [`upload`], [`remove`]
 //! (acknowledge, recall, rename), [`retention`] (expiry, start-up sweep), [`admin`] (accounts,
 //! groups, routes, audit reads), [`login`] (admission and logins), [`bans`], [`sessions`],
-//! [`totp`], [`tokens`], [`resumable`], [`by_id`], [`jobs`] (the job queue), [`check`]
-//! (checking before delivery, the quarantine) and [`notices`] (accounts' "you have files"
+//! [`totp`], [`tokens`], [`api_keys`] (unattended clients' keys), [`e2e`] (accounts'
+//! end-to-end encryption keys), [`resumable`], [`by_id`],
+//! [`jobs`] (the job queue), [`check`] (checking before delivery, the quarantine) and
+//! [`notices`] (accounts' "you have files"
 //! mails and receipts). This file
 //! holds the service itself, who
 //! acts ([`Actor`], [`ClientSession`]) and the event helpers every module shares.
 
 mod admin;
+mod api_keys;
 mod bans;
 mod by_id;
 mod check;
 mod download;
+mod e2e;
 mod health;
 mod jobs;
 mod login;
@@ -34,8 +38,13 @@ mod tree;
 mod upload;
 
 pub use admin::AccountChange;
+pub use api_keys::{
+    API_KEY_PREFIX, ApiKeyInfo, ApiKeyRecord, KeyScope, KeyScopes, MAX_API_KEY_LABEL,
+    MAX_API_KEYS_PER_ACCOUNT, is_api_key,
+};
 pub use check::CheckVerdict;
 pub use download::ReadHandle;
+pub use e2e::RecipientE2eKeys;
 pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
 pub use notices::{DIGEST_RULE, NOTIFY_RULE, RECEIPT_RULE};

@@ -147,6 +147,11 @@ pub struct TokenIdentity {
     /// The negotiated methods the login agreed on, as the API wrote them; `None` for clients
     /// that did not negotiate.
     pub methods: Option<String>,
+    /// The scopes of the API key presented (see [`super::api_keys`]), which bound what the
+    /// request may do; `None` for the tokens of a login, which may do all their account may.
+    /// For a key, `session` is the key's id and `expires` its expiry (the end of time when it
+    /// has none).
+    pub key_scopes: Option<super::api_keys::KeyScopes>,
 }
 
 impl TokenIdentity {
@@ -303,6 +308,7 @@ impl Hub {
             source,
             protocol,
             methods: record.methods,
+            key_scopes: None,
         }))
     }
 
@@ -389,8 +395,14 @@ impl Hub {
     }
 
     /// Ends the login of `identity` (logout): its tokens are deleted with a `session.closed`
-    /// event, and its place in the session registry is freed.
+    /// event, and its place in the session registry is freed. An API key's identity is
+    /// refused (PermissionDenied): revoking a key is [`Hub::revoke_api_key`].
     pub async fn logout(&self, identity: &TokenIdentity) -> Result<()> {
+        if identity.is_api_key() {
+            return Err(CoreError::denied(
+                "an API key is no login and cannot log out; revoke it instead",
+            ));
+        }
         let event = self.stamp.event(
             &identity.actor(),
             EventKind::SessionClosed,

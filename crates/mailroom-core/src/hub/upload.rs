@@ -580,7 +580,7 @@ fn name_taken(
 /// it silently would tell the sender the group got the file when part of it did not. (Members
 /// denied by route policy, disabled or admin are skipped, as before: the sender was never
 /// meant to reach them through the group.)
-fn recipients_of(
+pub(super) fn recipients_of(
     policy: &Policy,
     sender: &AccountName,
     target: &AccountName,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::access::{Ban, BanSubject};
 use crate::audit::{AuditRecord, ChainHead, GENESIS_HASH, chain_hash};
 use crate::error::{CoreError, Result};
-use crate::hub::TokenRecord;
+use crate::hub::{ApiKeyRecord, TokenRecord};
 use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, Group, Route, RouteEffect,
@@ -135,6 +135,8 @@ struct State {
     /// The last offence number given, so that none is reused (as SQLite's AUTOINCREMENT).
     offence_seq: u64,
     tokens: BTreeMap<String, TokenRecord>,
+    /// API keys by id.
+    api_keys: BTreeMap<String, ApiKeyRecord>,
     jobs: BTreeMap<Uuid, Job>,
     nodes: BTreeMap<NodeId, NodeRecord>,
     live_sessions: BTreeMap<(NodeId, u64), LiveSessionRecord>,
@@ -258,6 +260,9 @@ impl Tx for MemoryTx<'_> {
         if let Some(keys) = &update.keys {
             account.keys = keys.clone();
         }
+        if let Some(keys) = &update.e2e_keys {
+            account.e2e_keys = keys.clone();
+        }
         if let Some(totp) = &update.totp {
             account.totp = totp.clone().map(|mut enrolment| {
                 enrolment.last_step = None;
@@ -301,6 +306,7 @@ impl Tx for MemoryTx<'_> {
             members.retain(|m| m != name);
         }
         self.state.tokens.retain(|_, t| t.account != *name);
+        self.state.api_keys.retain(|_, k| k.account != *name);
         self.state.accounts.remove(name);
         self.bump_policy();
         Ok(())
@@ -899,6 +905,58 @@ impl Tx for MemoryTx<'_> {
             .filter(|s| !self.state.tokens.values().any(|t| t.session == *s))
             .collect();
         Ok((deleted, ended))
+    }
+
+    fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()> {
+        self.writing()?;
+        if !self.state.accounts.contains_key(&key.account) {
+            return Err(CoreError::not_found(format!(
+                "there is no account named {}",
+                key.account
+            )));
+        }
+        if self.state.api_keys.contains_key(&key.id) {
+            return Err(CoreError::conflict("API key already stored"));
+        }
+        self.state.api_keys.insert(key.id.clone(), key.clone());
+        Ok(())
+    }
+
+    fn api_key(&mut self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        Ok(self.state.api_keys.get(id).cloned())
+    }
+
+    fn api_keys(&mut self, account: &AccountName) -> Result<Vec<ApiKeyRecord>> {
+        let mut keys: Vec<ApiKeyRecord> = self
+            .state
+            .api_keys
+            .values()
+            .filter(|k| k.account == *account)
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(keys)
+    }
+
+    fn delete_api_key(&mut self, account: &AccountName, id: &str) -> Result<bool> {
+        self.writing()?;
+        let keys = &mut self.state.api_keys;
+        let theirs = keys.get(id).is_some_and(|k| k.account == *account);
+        if theirs {
+            keys.remove(id);
+        }
+        Ok(theirs)
+    }
+
+    fn touch_api_key(&mut self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        self.writing()?;
+        Ok(match self.state.api_keys.get_mut(id) {
+            Some(key) => {
+                key.last_used = Some(at);
+                true
+            }
+            None => false,
+        })
     }
 
     fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {

@@ -306,6 +306,31 @@ async fn one_hop_each(bed: Bed) {
     )
     .await;
     costs(&bed, "account", READ, bed.hub.account(&account("dave"))).await;
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    costs(
+        &bed,
+        "add_e2e_key",
+        WRITE,
+        bed.hub
+            .add_e2e_key(&admin, &account("carol"), &recipient, "laptop"),
+    )
+    .await;
+    costs(&bed, "e2e_keys", READ, bed.hub.e2e_keys(&account("carol"))).await;
+    costs(
+        &bed,
+        "recipient_e2e_keys of a group",
+        READ,
+        bed.hub.recipient_e2e_keys(&alice, &account("team")),
+    )
+    .await;
+    costs(
+        &bed,
+        "remove_e2e_key",
+        WRITE,
+        bed.hub
+            .remove_e2e_key(&admin, &account("carol"), &recipient),
+    )
+    .await;
 }
 
 /// A login is one read (the account, and the bans when their cache is due) and one relaxed

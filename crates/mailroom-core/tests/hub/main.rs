@@ -11,11 +11,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod api_keys;
 mod bed;
 mod cache;
 mod check;
 mod codes;
 mod defence;
+mod e2e;
 mod fanout;
 mod hops;
 mod jobs;

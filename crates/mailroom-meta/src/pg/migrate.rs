@@ -34,6 +34,16 @@ const MIGRATIONS: &[Migration] = &[
         description: "token methods",
         sql: include_str!("../../migrations/postgres/0004_token_methods.sql"),
     },
+    Migration {
+        version: 5,
+        description: "e2e keys",
+        sql: include_str!("../../migrations/postgres/0005_e2e_keys.sql"),
+    },
+    Migration {
+        version: 6,
+        description: "api keys",
+        sql: include_str!("../../migrations/postgres/0006_api_keys.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

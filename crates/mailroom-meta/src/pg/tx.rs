@@ -34,7 +34,7 @@ use mailroom_core::{
     FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
     TokenRecord, Tx,
 };
-use mailroom_core::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
+use mailroom_core::{ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 use postgres::Row;
 use postgres::types::ToSql;
 use time::OffsetDateTime;
@@ -47,7 +47,7 @@ use crate::convert::{
     epoch_to_db, event_columns, job_columns, nanos, nanos_saturating, parsed, seq_from_db,
     seq_to_db, size_to_db, time_from_nanos, token_columns, totp_to_db, unsigned,
 };
-use crate::convert::{live_session_columns, node_columns};
+use crate::convert::{api_key_columns, live_session_columns, node_columns};
 use crate::error::{classify_pg, corrupt};
 use crate::shared::{self, Principal, live_states, no_account, no_group};
 
@@ -512,6 +512,15 @@ const INSERT_TOKENS: &str = concat!(
      ON CONFLICT DO NOTHING RETURNING hash"
 );
 
+/// Stores an API key when its account exists and its id is free; answers its id if stored.
+const INSERT_API_KEY: &str = concat!(
+    "INSERT INTO api_keys (",
+    api_key_columns!(),
+    ") SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint, \
+     $8::bigint WHERE EXISTS (SELECT 1 FROM accounts WHERE name = $2::text) \
+     ON CONFLICT DO NOTHING RETURNING id"
+);
+
 /// Deletes the tokens expired at `$1`; answers how many, and the logins left with none (the
 /// statement sees the tokens as they were, so the ones left are those expiring later).
 const DELETE_EXPIRED_TOKENS: &str = "WITH gone AS (DELETE FROM tokens WHERE expires <= $1 \
@@ -572,11 +581,12 @@ impl Tx for PgTx<'_> {
         let (created, epoch) = (nanos(account.created)?, epoch_to_db(account.token_epoch)?);
         let access = access_to_json(&account.access);
         let totp = totp_to_db(account.totp.as_ref());
+        let e2e_keys = convert::e2e_keys_to_json(&account.e2e_keys)?;
         self.execute(
             OP,
             "INSERT INTO accounts (name, kind, disabled, password_hash, created, access, \
-             totp_secret, totp_last_step, totp_recovery, token_epoch) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             totp_secret, totp_last_step, totp_recovery, token_epoch, e2e_keys) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &account.name.as_str(),
                 &account.kind.as_str(),
@@ -588,6 +598,7 @@ impl Tx for PgTx<'_> {
                 &totp.last_step,
                 &totp.recovery,
                 &epoch,
+                &e2e_keys,
             ],
         )?;
         self.insert_keys(&account.name, &account.keys)
@@ -633,6 +644,13 @@ impl Tx for PgTx<'_> {
                 &[&name.as_str()],
             )?;
             self.insert_keys(name, keys)?;
+        }
+        if let Some(keys) = &update.e2e_keys {
+            self.execute(
+                OP,
+                "UPDATE accounts SET e2e_keys = $1 WHERE name = $2",
+                &[&convert::e2e_keys_to_json(keys)?, &name.as_str()],
+            )?;
         }
         if let Some(totp) = &update.totp {
             // A new enrolment starts with no step used; its secret and codes replace the old.
@@ -680,6 +698,7 @@ impl Tx for PgTx<'_> {
                 "DELETE FROM account_keys WHERE account = $1",
                 // A later account of the same name must not inherit a token.
                 "DELETE FROM tokens WHERE account = $1",
+                "DELETE FROM api_keys WHERE account = $1",
                 "DELETE FROM accounts WHERE name = $1",
             ],
             Principal::Account,
@@ -1542,6 +1561,89 @@ impl Tx for PgTx<'_> {
             |row| Ok((column(row, "deleted")?, column(row, "ended")?)),
         )?;
         Ok((u64::try_from(deleted).unwrap_or(0), ended))
+    }
+
+    fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()> {
+        const OP: &str = "insert_api_key";
+        self.writing()?;
+        let (created, expires, last_used) = (
+            nanos(key.created)?,
+            key.expires.map(nanos).transpose()?,
+            key.last_used.map(nanos).transpose()?,
+        );
+        let stored: Option<String> = self.row(
+            OP,
+            INSERT_API_KEY,
+            &[
+                &key.id,
+                &key.account.as_str(),
+                &key.label,
+                &key.hash,
+                &key.scopes.to_string(),
+                &created,
+                &expires,
+                &last_used,
+            ],
+            |row| column(row, "id"),
+        )?;
+        if stored.is_some() {
+            return Ok(());
+        }
+        // Nothing was written: the account is missing, or the id is taken.
+        if !self.exists(
+            OP,
+            "SELECT 1 FROM accounts WHERE name = $1",
+            &[&key.account.as_str()],
+        )? {
+            return Err(no_account(&key.account));
+        }
+        Err(shared::api_key_stored())
+    }
+
+    fn api_key(&mut self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        self.row(
+            "api_key",
+            concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE id = $1"
+            ),
+            &[&id],
+            convert::api_key,
+        )
+    }
+
+    fn api_keys(&mut self, account: &AccountName) -> Result<Vec<ApiKeyRecord>> {
+        self.rows(
+            "api_keys",
+            concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE account = $1 ORDER BY created, id"
+            ),
+            &[&account.as_str()],
+            convert::api_key,
+        )
+    }
+
+    fn delete_api_key(&mut self, account: &AccountName, id: &str) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_api_key",
+            "DELETE FROM api_keys WHERE id = $1 AND account = $2",
+            &[&id, &account.as_str()],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn touch_api_key(&mut self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        self.writing()?;
+        let touched = self.execute(
+            "touch_api_key",
+            "UPDATE api_keys SET last_used = $2 WHERE id = $1",
+            &[&id, &nanos(at)?],
+        )?;
+        Ok(touched > 0)
     }
 
     fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {

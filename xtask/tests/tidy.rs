@@ -40,6 +40,8 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("mailroom-tls", set(&["mailroom-ace"])),
         // Negotiated methods: pure data, so the agent can link it without the server.
         ("mailroom-ace", set(&[])),
+        // The client agent speaks only the public API: it never links the server.
+        ("mailroom-agent", set(&["mailroom-ace"])),
         ("mailroom-meta", set(&["mailroom-core"])),
         // The wire types shared by the API, the web UI and the CLI's --json.
         ("mailroom-api", set(&["mailroom-core"])),

@@ -1,0 +1,249 @@
+//! The hub's public HTTPS API as the agent uses it: one request at a time, retried with
+//! backoff when the network or the hub fails for a while, the access token refreshed once
+//! when it has expired, and every refusal turned into a [`Failure`] with the hub's own words
+//! and the exit code a script can rely on.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+
+use crate::session::Session;
+use crate::tls;
+
+/// Exit codes: what a script may rely on.
+pub mod exit {
+    /// Everything asked was done.
+    pub const OK: i32 = 0;
+    /// A local problem: bad arguments, files, the config folder.
+    pub const LOCAL: i32 = 1;
+    /// Not logged in, or the hub refused the login or the session.
+    pub const AUTH: i32 = 2;
+    /// The hub refused the request (not allowed, not found, too large, conflict).
+    pub const REFUSED: i32 = 3;
+    /// The hub could not be reached, or kept failing, after every retry.
+    pub const UNREACHABLE: i32 = 4;
+    /// A file did not match its SHA-256.
+    pub const INTEGRITY: i32 = 5;
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process exit code.
+    pub code: i32,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A failure with `code`.
+pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// An RFC 9457 problem document's detail.
+#[derive(Deserialize)]
+struct Problem {
+    detail: Option<String>,
+    title: Option<String>,
+}
+
+/// The detail of a refusal: the hub's problem document, else the status.
+pub async fn refusal(response: Response) -> String {
+    let status = response.status();
+    match response.json::<Problem>().await {
+        Ok(Problem {
+            detail: Some(detail),
+            ..
+        }) => detail,
+        Ok(Problem {
+            title: Some(title), ..
+        }) => title,
+        _ => format!("the hub answered {status}"),
+    }
+}
+
+/// A logged-in hub.
+pub struct Hub {
+    http: reqwest::Client,
+    /// The saved login, updated when its tokens are refreshed.
+    pub session: Session,
+    retries: u32,
+}
+
+impl Hub {
+    /// The hub of the saved session.
+    pub fn open(retries: u32) -> Result<Hub> {
+        let session = Session::load().map_err(|err| fail(exit::AUTH, err.to_string()))?;
+        let http = tls::client(&session.trust)?;
+        Ok(Hub {
+            http,
+            session,
+            retries,
+        })
+    }
+
+    /// The URL of `path` on the hub.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.session.url.trim_end_matches('/'))
+    }
+
+    /// Sends the request `build` makes (called again for each attempt), with the bearer
+    /// token: retried with backoff on network errors and 502/503/504, refreshed once on a
+    /// 401. Answers any other status as it is.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            let request = self
+                .http
+                .request(method.clone(), self.url(path))
+                .bearer_auth(&self.session.access_token);
+            match build(request)?.send().await {
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !refreshed => {
+                    refreshed = true;
+                    self.refresh().await?;
+                }
+                Ok(response) if retryable(response.status()) && attempt < self.retries => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                    let detail = refusal(response).await;
+                    return Err(fail(
+                        exit::AUTH,
+                        format!("the hub refused the session ({detail}); log in again"),
+                    ));
+                }
+                Ok(response) => return Ok(response),
+                Err(err) if attempt < self.retries && !is_tls(&err) => {
+                    attempt += 1;
+                    tracing_line(&format!("retrying after: {}", chain(&err)));
+                    backoff(attempt).await;
+                }
+                Err(err) => {
+                    return Err(fail(
+                        exit::UNREACHABLE,
+                        format!("cannot reach the hub: {}", chain(&err)),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// [`Hub::request`] that must succeed: any other status is a refusal.
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let response = self.request(method, path, build).await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            let status = response.status();
+            let detail = refusal(response).await;
+            Err(fail(exit::REFUSED, format!("{detail} ({status})")))
+        }
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        let response = self
+            .http
+            .post(self.url("/api/v1/token/refresh"))
+            .json(&serde_json::json!({"refresh_token": self.session.refresh_token}))
+            .send()
+            .await
+            .map_err(|err| {
+                fail(
+                    exit::UNREACHABLE,
+                    format!("cannot reach the hub: {}", chain(&err)),
+                )
+            })?;
+        if !response.status().is_success() {
+            let detail = refusal(response).await;
+            return Err(fail(
+                exit::AUTH,
+                format!("the session has ended ({detail}); log in again"),
+            ));
+        }
+        let tokens: Tokens = response.json().await?;
+        self.session.access_token = tokens.access_token;
+        self.session.refresh_token = tokens.refresh_token;
+        self.session.ace = tokens.ace;
+        self.session.save()
+    }
+}
+
+/// The answer of a token request.
+#[derive(Debug, Deserialize)]
+pub struct Tokens {
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// The account.
+    pub account: String,
+    /// The agreed methods.
+    pub ace: Option<mailroom_ace::Agreed>,
+}
+
+fn retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// A certificate refusal is not transient: retrying would only repeat it.
+fn is_tls(err: &reqwest::Error) -> bool {
+    chain(err).contains("certificate")
+}
+
+/// An error with its causes, one line.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Waits before attempt `n` (1, 2, …): 0.5 s doubling up to 8 s.
+pub async fn backoff(n: u32) {
+    let millis = 500u64.saturating_mul(1 << n.saturating_sub(1).min(4));
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
+/// A progress note on standard error (never standard output, which scripts read).
+pub fn tracing_line(line: &str) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("mailroom-agent: {line}");
+    }
+}

@@ -1,0 +1,257 @@
+//! `sync`: an outbox folder whose files are sent and an inbox folder that receives, safely
+//! across a kill of the agent or a restart of the hub, with nothing lost and nothing
+//! delivered twice.
+//!
+//! Outbox: a file in `OUTBOX/<recipient>/` (an account or a group) is sent, then moved to
+//! `OUTBOX/.sent/<recipient>/` only once the hub has confirmed it durable. Before its upload
+//! opens, a journal entry (`OUTBOX/.mailroom-sync/<entry>.json`: the file, its size, SHA-256
+//! and the upload's id) is written; after a kill, the entry says what to do: resume the upload
+//! if the hub still has it, else look for the file among the sender's receipts (name and
+//! SHA-256, since the journal was written) and only send it again when the hub never
+//! delivered it. Hidden files and names ending in `.part` or `.tmp` are left alone: write a
+//! file under such a name and rename it into the folder when it is complete.
+//!
+//! Inbox: each delivery is written under a temporary name, checked against its SHA-256,
+//! renamed, and then acknowledged; a journal entry (`INBOX/.mailroom-sync/<id>`) written after
+//! the rename and removed after the acknowledgement means a kill between the two only leads
+//! to the acknowledgement, never to a second copy.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{Hub, tracing_line};
+use crate::transfer::{self, Outgoing};
+
+/// The journal folder in a synced folder.
+const JOURNAL: &str = ".mailroom-sync";
+
+/// What one pass did.
+#[derive(Debug, Default, Serialize)]
+pub struct Pass {
+    /// Files sent (moved to `.sent`).
+    pub sent: Vec<String>,
+    /// Files received (written and acknowledged).
+    pub received: Vec<String>,
+}
+
+/// An outbox file between the opening of its upload and its move to `.sent`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    file: Outgoing,
+    recipient: String,
+    upload: Option<String>,
+    /// When the entry was written (the hub's receipts at or after it may be this file's).
+    since: u64,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether a name is one sync leaves alone.
+fn ignored(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".part") || name.ends_with(".tmp")
+}
+
+/// Runs one pass over both folders (either may be absent).
+pub async fn pass(
+    hub: &mut Hub,
+    outbox: Option<&Path>,
+    inbox: Option<&Path>,
+    identities: Option<&[age::x25519::Identity]>,
+) -> Result<Pass> {
+    let mut done = Pass::default();
+    if let Some(outbox) = outbox {
+        send_outbox(hub, outbox, &mut done).await?;
+    }
+    if let Some(inbox) = inbox {
+        receive_inbox(hub, inbox, identities, &mut done).await?;
+    }
+    Ok(done)
+}
+
+/// Runs passes every `interval` until the process is stopped; `report` is called per pass.
+pub async fn watch(
+    hub: &mut Hub,
+    outbox: Option<&Path>,
+    inbox: Option<&Path>,
+    identities: Option<&[age::x25519::Identity]>,
+    interval: Duration,
+    mut report: impl FnMut(&Pass) -> Result<()>,
+) -> Result<()> {
+    loop {
+        match pass(hub, outbox, inbox, identities).await {
+            Ok(done) => report(&done)?,
+            // A pass that fails (the hub away) is tried again at the next tick: nothing is
+            // lost, the journals say where each file stands.
+            Err(err) => tracing_line(&format!("sync pass failed: {err:#}; retrying")),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn send_outbox(hub: &mut Hub, outbox: &Path, done: &mut Pass) -> Result<()> {
+    let journal = outbox.join(JOURNAL);
+    std::fs::create_dir_all(&journal)
+        .with_context(|| format!("cannot create {}", journal.display()))?;
+    // First what a kill interrupted.
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&journal)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let entry: Entry = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("{} is not a sync journal entry", path.display()))?;
+        complete(hub, outbox, &path, entry, done).await?;
+    }
+    // Then what is new.
+    let mut recipients: Vec<PathBuf> = std::fs::read_dir(outbox)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !ignored(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    recipients.sort();
+    for folder in recipients {
+        let recipient = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| !ignored(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for file in files {
+            let outgoing = Outgoing::read(&file)?;
+            let entry = Entry {
+                file: outgoing,
+                recipient: recipient.clone(),
+                upload: None,
+                since: now().saturating_sub(1),
+            };
+            let key = format!(
+                "{}-{}.json",
+                entry.since,
+                &entry.file.sha256[..16.min(entry.file.sha256.len())]
+            );
+            let path = journal.join(key);
+            write_atomically(&path, &serde_json::to_string(&entry)?)?;
+            complete(hub, outbox, &path, entry, done).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes one journalled file to `.sent`: resumes its upload, or finds it delivered, or sends
+/// it (again, only when the hub never delivered it).
+async fn complete(
+    hub: &mut Hub,
+    outbox: &Path,
+    journal: &Path,
+    mut entry: Entry,
+    done: &mut Pass,
+) -> Result<()> {
+    if !entry.file.path.exists() {
+        // Moved to .sent already; only the journal was left.
+        std::fs::remove_file(journal)?;
+        return Ok(());
+    }
+    let open = match &entry.upload {
+        Some(id) => transfer::upload_open(hub, id).await?,
+        None => false,
+    };
+    if !open && entry.upload.is_some() && delivered_already(hub, &entry).await? {
+        return moved_to_sent(outbox, journal, &entry, done);
+    }
+    let id = match (&entry.upload, open) {
+        (Some(id), true) => id.clone(),
+        _ => {
+            let id = transfer::begin(
+                hub,
+                &entry.file,
+                std::slice::from_ref(&entry.recipient),
+                false,
+            )
+            .await?;
+            entry.upload = Some(id.clone());
+            write_atomically(journal, &serde_json::to_string(&entry)?)?;
+            id
+        }
+    };
+    transfer::upload(hub, &id, &entry.file).await?;
+    transfer::finish(hub, &id, &entry.file).await?;
+    moved_to_sent(outbox, journal, &entry, done)
+}
+
+/// Whether the sender's receipts hold this file (same name and SHA-256) since the entry.
+async fn delivered_already(hub: &mut Hub, entry: &Entry) -> Result<bool> {
+    let sent = transfer::sent_list(hub).await?;
+    Ok(sent.iter().any(|delivery| {
+        delivery.name == entry.file.name
+            && delivery.sha256 == entry.file.sha256
+            && delivery.created_unix().is_none_or(|t| t >= entry.since)
+    }))
+}
+
+fn moved_to_sent(outbox: &Path, journal: &Path, entry: &Entry, done: &mut Pass) -> Result<()> {
+    let sent = outbox.join(".sent").join(&entry.recipient);
+    std::fs::create_dir_all(&sent)?;
+    let target = sent.join(&entry.file.name);
+    let target = if target.exists() {
+        sent.join(format!("{}.{}", entry.file.name, now()))
+    } else {
+        target
+    };
+    std::fs::rename(&entry.file.path, &target)
+        .with_context(|| format!("cannot move {} to .sent", entry.file.path.display()))?;
+    if let Some(dir) = entry.file.path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    std::fs::remove_file(journal)?;
+    done.sent
+        .push(format!("{}/{}", entry.recipient, entry.file.name));
+    Ok(())
+}
+
+async fn receive_inbox(
+    hub: &mut Hub,
+    inbox: &Path,
+    identities: Option<&[age::x25519::Identity]>,
+    done: &mut Pass,
+) -> Result<()> {
+    let journal = inbox.join(JOURNAL);
+    std::fs::create_dir_all(&journal)
+        .with_context(|| format!("cannot create {}", journal.display()))?;
+    for delivery in transfer::inbox(hub).await? {
+        let mark = journal.join(&delivery.id);
+        if !mark.exists() {
+            let fetched = transfer::fetch(hub, &delivery, inbox, false, identities).await?;
+            write_atomically(&mark, &fetched.path.display().to_string())?;
+            done.received.push(delivery.name.clone());
+        }
+        transfer::acknowledge(hub, &delivery.id).await?;
+        std::fs::remove_file(&mark)?;
+    }
+    Ok(())
+}

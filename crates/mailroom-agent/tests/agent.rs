@@ -1,0 +1,337 @@
+//! The agent binary against a real hub over TLS: login with a CA or a pinned certificate
+//! trusted on first use, send, inbox, fetch with checksums and acknowledgement, and every
+//! refusal with its exit code and nothing changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use mailroom_core::{AuthConfig, DeliveryState};
+use mailroom_test_support::{TestClient, TestHub, random_bytes, sha256_file};
+use serde_json::Value;
+use sha2::Digest as _;
+use tokio::io::AsyncWriteExt as _;
+
+/// One agent: its own config folder.
+struct Agent {
+    config: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        Agent {
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailroom-agent"));
+        command
+            .args(args)
+            .env("MAILROOM_AGENT_CONFIG", self.config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let output = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("the agent hung")
+        .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    async fn login_ca(&self, hub: &TestHub, who: &TestClient) {
+        let ca = hub.https().ca.display().to_string();
+        let run = self
+            .run(
+                &[
+                    "login",
+                    &hub.https().base,
+                    "--user",
+                    &who.name,
+                    "--password-stdin",
+                    "--ca",
+                    &ca,
+                ],
+                Some(&format!("{}\n", who.password)),
+            )
+            .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stdout.contains("compression=zstd"),
+            "the agent asks for zstd first: {}",
+            run.stdout
+        );
+    }
+
+    fn session(&self) -> PathBuf {
+        self.config.path().join("session.json")
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+async fn hub_with_pair() -> (TestHub, TestClient, TestClient) {
+    let hub = TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.allow("alice", "bob").await;
+    (hub, alice, bob)
+}
+
+fn write(path: &Path, data: &[u8]) -> String {
+    std::fs::write(path, data).unwrap();
+    sha256_file(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_inbox_and_fetch_with_checksums_and_acknowledgement() {
+    let (hub, alice, bob) = hub_with_pair().await;
+    let (sender, receiver) = (Agent::new(), Agent::new());
+    sender.login_ca(&hub, &alice).await;
+    receiver.login_ca(&hub, &bob).await;
+    // The tokens are the user's alone.
+    let mode = std::fs::metadata(sender.session())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let outbox = hub.local_dir("outbox");
+    let mut csv = String::new();
+    for line in 0..120_000 {
+        csv.push_str(&format!("INV-{line:08};ACME;{}.00\n", line * 7 % 9_973));
+    }
+    let ledger = outbox.join("ledger.csv");
+    let ledger_sha = write(&ledger, csv.as_bytes());
+    let photo = outbox.join("photo.bin");
+    let photo_sha = write(&photo, &random_bytes(9 << 20, 7));
+    let run = sender
+        .run(
+            &[
+                "--json",
+                "send",
+                "--to",
+                "bob",
+                ledger.to_str().unwrap(),
+                photo.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = json_lines(&run.stdout);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["sha256"], ledger_sha);
+    assert_eq!(sent[1]["sha256"], photo_sha);
+    assert_eq!(sent[1]["delivered_to"], serde_json::json!(["bob"]));
+
+    let run = receiver.run(&["--json", "inbox"], None).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let inbox = json_lines(&run.stdout);
+    assert_eq!(inbox.len(), 2);
+    assert!(inbox.iter().all(|d| d["sender"] == "alice"));
+
+    let down = hub.local_dir("down");
+    let run = receiver
+        .run(
+            &[
+                "--json",
+                "fetch",
+                "--all",
+                "--to",
+                down.to_str().unwrap(),
+                "--ack",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json_lines(&run.stdout).len(), 2);
+    assert_eq!(sha256_file(&down.join("ledger.csv")), ledger_sha);
+    assert_eq!(sha256_file(&down.join("photo.bin")), photo_sha);
+    // Nothing half-written stays behind.
+    let names: Vec<String> = std::fs::read_dir(&down)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        hub.deliveries()
+            .await
+            .iter()
+            .all(|d| d.state == DeliveryState::Acknowledged)
+    );
+    let run = receiver.run(&["--json", "inbox"], None).await;
+    assert_eq!(run.stdout, "");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_use_shows_the_fingerprint_and_pins_it() {
+    let (hub, alice, _) = hub_with_pair().await;
+    let agent = Agent::new();
+    let base = hub.https().base.clone();
+    let password = format!("{}\n", alice.password);
+    let login = |extra: Vec<String>| {
+        let mut args = vec![
+            "login".to_owned(),
+            base.clone(),
+            "--user".to_owned(),
+            "alice".to_owned(),
+            "--password-stdin".to_owned(),
+        ];
+        args.extend(extra);
+        args
+    };
+    // No terminal and no fingerprint: refused, with the fingerprint to check.
+    let args = login(Vec::new());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = agent.run(&args, Some(&password)).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let fingerprint = run
+        .stderr
+        .split("--trust-fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", run.stderr))
+        .trim_end_matches(',')
+        .to_owned();
+    assert_eq!(fingerprint.len(), 64);
+    assert!(!agent.session().exists(), "nothing saved");
+    // The server certificate's own fingerprint.
+    let pem = std::fs::read_to_string(hub.https().tls_dir.join("server.crt")).unwrap();
+    let der: Vec<u8> = {
+        use base64::Engine as _;
+        let body: String = pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    };
+    assert_eq!(fingerprint, hex::encode(sha2::Sha256::digest(&der)));
+
+    // A different fingerprint: refused.
+    let args = login(vec!["--trust-fingerprint".to_owned(), "ab".repeat(32)]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = agent.run(&args, Some(&password)).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not the one given"), "{}", run.stderr);
+    assert!(!agent.session().exists());
+
+    // The right one: pinned, and the session works.
+    let args = login(vec!["--trust-fingerprint".to_owned(), fingerprint.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = agent.run(&args, Some(&password)).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(agent.run(&["inbox"], None).await.code, 0);
+
+    // Another certificate than the pinned one: refused, never retried, nothing sent.
+    let text = std::fs::read_to_string(agent.session()).unwrap();
+    std::fs::write(
+        agent.session(),
+        text.replace(&fingerprint, &"cd".repeat(32)),
+    )
+    .unwrap();
+    let run = agent.run(&["inbox"], None).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("certificate changed"), "{}", run.stderr);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_exit_with_their_codes_and_change_nothing() {
+    let (hub, alice, _) = hub_with_pair().await;
+    hub.client("carol").await;
+    let agent = Agent::new();
+    // Not logged in.
+    let run = agent.run(&["inbox"], None).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("not logged in"), "{}", run.stderr);
+    // A wrong password.
+    let ca = hub.https().ca.display().to_string();
+    let base = hub.https().base.clone();
+    let run = agent
+        .run(
+            &[
+                "login",
+                &base,
+                "--user",
+                "alice",
+                "--password-stdin",
+                "--ca",
+                &ca,
+            ],
+            Some("Wrong-horse-battery-9\n"),
+        )
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!agent.session().exists());
+    // A compression the hub does not know: 400 naming both lists, exit 3.
+    let run = agent
+        .run(
+            &[
+                "login",
+                &base,
+                "--user",
+                "alice",
+                "--password-stdin",
+                "--ca",
+                &ca,
+                "--compression",
+                "brotli",
+            ],
+            Some(&format!("{}\n", alice.password)),
+        )
+        .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the client offered [brotli], the hub supports [none, zstd, gzip]"),
+        "{}",
+        run.stderr
+    );
+    agent.login_ca(&hub, &alice).await;
+    // No route to carol: refused, nothing delivered.
+    let file = hub.local_dir("refused").join("a.txt");
+    std::fs::write(&file, b"not for carol").unwrap();
+    let before = hub.snapshot().await;
+    let run = agent
+        .run(&["send", "--to", "carol", file.to_str().unwrap()], None)
+        .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(hub.snapshot().await, before);
+    // An unknown delivery.
+    let run = agent.run(&["fetch", "0000"], None).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    hub.stop().await;
+}

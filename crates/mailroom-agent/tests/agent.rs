@@ -335,3 +335,157 @@ async fn refusals_exit_with_their_codes_and_change_nothing() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     hub.stop().await;
 }
+
+/// Every 32-byte block of `plain` at a multiple of 32: a 64-byte run of `plain` anywhere in
+/// another text holds one of them whole, so finding none proves no such run is there.
+fn blocks(plain: &[u8]) -> std::collections::HashSet<&[u8]> {
+    plain.chunks_exact(32).collect()
+}
+
+/// Whether any block of `blocks` occurs in `stored`.
+fn holds_any(stored: &[u8], blocks: &std::collections::HashSet<&[u8]>) -> bool {
+    stored.windows(32).any(|w| blocks.contains(w))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_files_reach_only_their_recipients_keys() {
+    let hub = TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    let carol = hub.client("carol").await;
+    hub.client("dave").await;
+    hub.group("team", &["bob", "carol"]).await;
+    for to in ["team", "dave"] {
+        hub.allow("alice", to).await;
+    }
+    // alice -> bob carries only end-to-end encrypted files.
+    hub.hub
+        .set_route_rule(
+            &TestHub::admin(),
+            mailroom_core::Route {
+                from: mailroom_core::AccountName::parse("alice").unwrap(),
+                to: mailroom_core::AccountName::parse("bob").unwrap(),
+                effect: mailroom_core::RouteEffect::Allow,
+                require_e2e: true,
+            },
+        )
+        .await
+        .unwrap();
+    let (sender, for_bob, for_carol) = (Agent::new(), Agent::new(), Agent::new());
+    sender.login_ca(&hub, &alice).await;
+    for_bob.login_ca(&hub, &bob).await;
+    for_carol.login_ca(&hub, &carol).await;
+    // Each recipient makes an identity; its public half goes to the hub.
+    for agent in [&for_bob, &for_carol] {
+        let run = agent.run(&["key", "generate"], None).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let identity = agent.config.path().join("identity.txt");
+        let mode = std::fs::metadata(&identity).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(hub.account("bob").await.e2e_keys.len(), 1);
+
+    // A text that compresses well and repeats no 32-byte block.
+    let mut text = String::new();
+    for line in 0..40_000 {
+        text.push_str(&format!(
+            "{line:06} {}\n",
+            hex::encode(sha2::Sha256::digest(line.to_string()))
+        ));
+    }
+    let outbox = hub.local_dir("e2e-out");
+    let report = outbox.join("report.txt");
+    let report_sha = write(&report, text.as_bytes());
+    let report = report.to_str().unwrap();
+
+    // Plain to bob: refused by the route, nothing delivered.
+    let before = hub.snapshot().await;
+    let run = sender.run(&["send", "--to", "bob", report], None).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("requires end-to-end encryption"),
+        "{}",
+        run.stderr
+    );
+    // To dave, who has no key: refused before a byte is sent.
+    let run = sender
+        .run(&["send", "--e2e", "--to", "dave", report], None)
+        .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("dave has no end-to-end key"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(hub.snapshot().await, before);
+
+    // To the group, end to end: one ciphertext, for both members' keys.
+    let run = sender
+        .run(&["--json", "send", "--e2e", "--to", "team", report], None)
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let deliveries = hub.deliveries().await;
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|d| d.e2e), "{deliveries:?}");
+    assert!(deliveries.iter().all(|d| d.sha256 != report_sha));
+    // Nothing the hub stored holds the text, or any 64-byte run of it: not the blob, not
+    // the database, not its journal.
+    let plain = blocks(text.as_bytes());
+    // (The test's own folders, `local-…`, live beside the hub's.)
+    let stored: Vec<_> = mailroom_test_support::files_under(hub.dir.path())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/local-"))
+        .collect();
+    assert!(!stored.is_empty());
+    for path in &stored {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(
+            !holds_any(&bytes, &plain),
+            "{} holds plaintext",
+            path.display()
+        );
+    }
+
+    // Each member's agent decrypts with its own identity; the inbox marks the file.
+    for agent in [&for_bob, &for_carol] {
+        let run = agent.run(&["--json", "inbox"], None).await;
+        assert_eq!(json_lines(&run.stdout)[0]["e2e"], true, "{}", run.stdout);
+        let down = hub.local_dir("e2e-in");
+        let run = agent
+            .run(&["fetch", "--all", "--to", down.to_str().unwrap()], None)
+            .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(sha256_file(&down.join("report.txt")), report_sha);
+    }
+    // Another identity does not decrypt it, and nothing is written.
+    let stranger = Agent::new();
+    let identity = stranger.config.path().join("stranger.txt");
+    std::fs::write(
+        &identity,
+        format!(
+            "{}\n",
+            age::secrecy::ExposeSecret::expose_secret(
+                &age::x25519::Identity::generate().to_string()
+            )
+        ),
+    )
+    .unwrap();
+    let down = hub.local_dir("e2e-stranger");
+    let run = for_bob
+        .run(
+            &[
+                "fetch",
+                "--all",
+                "--to",
+                down.to_str().unwrap(),
+                "--identity",
+                identity.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("cannot decrypt"), "{}", run.stderr);
+    assert!(!down.join("report.txt").exists());
+    hub.stop().await;
+}

@@ -31,6 +31,9 @@ pub struct DeliveryView {
     /// When its state last changed (RFC 3339, UTC).
     #[schema(format = DateTime)]
     pub updated: String,
+    /// The content is end-to-end encrypted: age ciphertext for the recipient's keys, which
+    /// the hub cannot read (and did not scan); decrypt it with the recipient's identity.
+    pub e2e: bool,
 }
 
 impl From<&Delivery> for DeliveryView {
@@ -46,6 +49,7 @@ impl From<&Delivery> for DeliveryView {
             state: d.state.as_str().to_owned(),
             created: rfc3339(d.created),
             updated: rfc3339(d.updated),
+            e2e: d.e2e,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct RouteView {
     pub to: String,
     /// "allow" or "deny".
     pub effect: String,
+    /// An allow rule that admits only end-to-end encrypted uploads.
+    #[serde(default)]
+    pub require_e2e: bool,
 }
 
 impl From<&Route> for RouteView {
@@ -40,6 +43,7 @@ impl From<&Route> for RouteView {
             from: route.from.to_string(),
             to: route.to.to_string(),
             effect: route.effect.as_str().to_owned(),
+            require_e2e: route.require_e2e,
         }
     }
 }

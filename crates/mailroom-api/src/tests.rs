@@ -184,15 +184,20 @@ fn groups_and_routes() {
     let route = Route {
         from: name("alice"),
         to: name("team"),
-        effect: RouteEffect::Deny,
+        effect: RouteEffect::Allow,
+        require_e2e: true,
     };
     let view = RouteView::from(&route);
     assert_eq!(
         to_json(&view),
-        json!({"from": "alice", "to": "team", "effect": "deny"})
+        json!({"from": "alice", "to": "team", "effect": "allow", "require_e2e": true})
     );
     let back: RouteView = serde_json::from_value(to_json(&view)).unwrap();
     assert_eq!(back, view);
+    // As a request body, the flag may be left out: no requirement.
+    let plain: RouteView =
+        serde_json::from_value(json!({"from": "alice", "to": "team", "effect": "deny"})).unwrap();
+    assert!(!plain.require_e2e);
 }
 
 fn event() -> Event {
@@ -310,6 +315,7 @@ fn sessions_and_deliveries() {
         state: DeliveryState::PickedUp,
         created: datetime!(2030-01-31 12:00 UTC),
         updated: datetime!(2030-01-31 12:05 UTC),
+        e2e: true,
     };
     assert_eq!(
         to_json(&DeliveryView::from(&delivery)),
@@ -324,6 +330,7 @@ fn sessions_and_deliveries() {
             "state": "picked-up",
             "created": "2030-01-31T12:00:00Z",
             "updated": "2030-01-31T12:05:00Z",
+            "e2e": true,
         })
     );
 }

@@ -296,6 +296,9 @@ pub struct Route {
     pub to: AccountName,
     /// Allow or deny.
     pub effect: RouteEffect,
+    /// An allow rule that admits only end-to-end encrypted uploads: plaintext sent along it
+    /// (by any protocol) is refused.
+    pub require_e2e: bool,
 }
 
 /// Identifies a delivery (UUID v7: sortable by creation time).
@@ -503,6 +506,9 @@ pub struct Delivery {
     pub created: OffsetDateTime,
     /// When the state last changed.
     pub updated: OffsetDateTime,
+    /// The content is end-to-end encrypted (age ciphertext the sender's agent made for the
+    /// recipients' keys): the hub cannot read it, so it was not scanned.
+    pub e2e: bool,
 }
 
 /// The protocol or channel an action came through.

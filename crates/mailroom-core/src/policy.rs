@@ -51,6 +51,27 @@ pub(crate) fn decide(
     }
 }
 
+/// Whether a rule that lets `sender` send to `target` demands end-to-end encryption: any
+/// matching allow rule with `require_e2e` does, whatever other rules allow.
+pub(crate) fn requires_e2e(
+    routes: &[Route],
+    groups: &[Group],
+    sender: &AccountName,
+    target: &AccountName,
+) -> bool {
+    let member_of = |account: &AccountName, name: &AccountName| {
+        groups
+            .iter()
+            .any(|g| &g.name == name && g.members.contains(account))
+    };
+    routes.iter().any(|r| {
+        r.require_e2e
+            && r.effect == RouteEffect::Allow
+            && (&r.from == sender || member_of(sender, &r.from))
+            && (&r.to == target || member_of(target, &r.to))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +85,7 @@ mod tests {
             from: name(from),
             to: name(to),
             effect,
+            require_e2e: false,
         }
     }
 
@@ -101,5 +123,25 @@ mod tests {
         check("alice", "branches", Decision::Allowed);
         check("alice", "rome", Decision::Denied);
         check("carol", "bob", Decision::NoRule);
+    }
+
+    #[test]
+    fn a_rule_requiring_e2e_binds_whoever_it_matches() {
+        let groups = vec![Group {
+            name: name("branches"),
+            members: vec![name("paris"), name("rome")],
+        }];
+        let mut strict = route("alice", "branches", RouteEffect::Allow);
+        strict.require_e2e = true;
+        let routes = vec![route("alice", "paris", RouteEffect::Allow), strict];
+        let requires =
+            |from: &str, to: &str| requires_e2e(&routes, &groups, &name(from), &name(to));
+        // The group itself, and each member through the group's rule, even one a plain rule
+        // also allows: the stricter rule wins.
+        assert!(requires("alice", "branches"));
+        assert!(requires("alice", "paris"));
+        assert!(requires("alice", "rome"));
+        assert!(!requires("paris", "rome"));
+        assert!(!requires("alice", "bob"));
     }
 }

@@ -13,7 +13,7 @@ use mailroom_core::{
     EventQuery, Factor, FactorSet, JobQuery, JobState, NotifyMode, Outcome, Rights, RouteEffect,
     Secret,
 };
-use mailroom_core::{SessionRef, parse_globs, parse_networks};
+use mailroom_core::{Route, SessionRef, parse_globs, parse_networks};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -330,9 +330,15 @@ pub(crate) async fn set_route(
     let from = AccountName::parse(&route.from).map_err(invalid)?;
     let to = AccountName::parse(&route.to).map_err(invalid)?;
     let effect = RouteEffect::parse(&route.effect).map_err(invalid)?;
+    let rule = Route {
+        from,
+        to,
+        effect,
+        require_e2e: route.require_e2e,
+    };
     state
         .hub
-        .set_route(&auth.identity.actor(), from, to, effect)
+        .set_route_rule(&auth.identity.actor(), rule)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

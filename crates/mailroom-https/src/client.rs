@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use mailroom_core::{AccountName, ClientSession, DeliveryId, FileName, Hub, ReadHandle};
+use mailroom_core::{AccountName, ClientSession, Content, DeliveryId, FileName, Hub, ReadHandle};
 
 use crate::api::Refusals;
 use crate::auth::{ClientAuth, Receiving, Sending};
@@ -338,6 +338,11 @@ pub(crate) async fn create_upload(
             &name,
             request.size,
             request.sha256.as_deref(),
+            if request.e2e {
+                Content::EndToEnd
+            } else {
+                Content::Plain
+            },
             state.config.upload_expiry(),
         )
         .await?;

@@ -4,7 +4,7 @@
 //! [`mailroom_api`]'s, re-exported here: one shape per object wherever it is written. Domain
 //! types never cross the wire themselves, and times are RFC 3339 strings in UTC.
 
-use mailroom_core::{IssuedTokens, ResumableInfo};
+use mailroom_core::{Content, IssuedTokens, ResumableInfo};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -131,6 +131,10 @@ pub struct NewUpload {
     #[serde(default)]
     #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: Option<String>,
+    /// The bytes are age ciphertext for every recipient's end-to-end keys (the client agent's
+    /// `--e2e`): each recipient must have a key, and the content must begin as an age file.
+    #[serde(default)]
+    pub e2e: bool,
 }
 
 /// A resumable upload.
@@ -150,6 +154,8 @@ pub struct UploadView {
     pub offset: u64,
     /// When it is aborted unless finished.
     pub expires: String,
+    /// Whether it is end-to-end encrypted.
+    pub e2e: bool,
 }
 
 impl From<&ResumableInfo> for UploadView {
@@ -162,6 +168,7 @@ impl From<&ResumableInfo> for UploadView {
             size: info.size,
             offset: info.offset,
             expires: rfc3339(info.expires),
+            e2e: info.content == Content::EndToEnd,
         }
     }
 }

@@ -54,7 +54,7 @@ impl Columns for Row<'_> {
 /// The columns [`delivery`] reads, in a form `concat!` can splice into static SQL.
 macro_rules! delivery_columns {
     () => {
-        "id, batch_id, sender, recipient, target, name, size, sha256, blob_id, state, created, updated"
+        "id, batch_id, sender, recipient, target, name, size, sha256, blob_id, state, created, updated, e2e"
     };
 }
 pub(crate) use delivery_columns;
@@ -437,6 +437,7 @@ pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery> {
         state: parsed(row, "state", DeliveryState::parse)?,
         created: time(row, "created")?,
         updated: time(row, "updated")?,
+        e2e: row.read("e2e")?,
     })
 }
 

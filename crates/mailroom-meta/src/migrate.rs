@@ -109,6 +109,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "api keys",
         sql: include_str!("../migrations/sqlite/0017_api_keys.sql"),
     },
+    Migration {
+        version: 18,
+        description: "e2e deliveries",
+        sql: include_str!("../migrations/sqlite/0018_e2e_deliveries.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -555,13 +555,14 @@ impl Tx for SqliteTx<'_> {
     fn routes(&mut self) -> Result<Vec<Route>> {
         self.query(
             "routes",
-            "SELECT from_name, to_name, effect FROM routes ORDER BY from_name, to_name",
+            "SELECT from_name, to_name, effect, require_e2e FROM routes ORDER BY from_name, to_name",
             [],
             |row| {
                 Ok(Route {
                     from: account_name(row, "from_name")?,
                     to: account_name(row, "to_name")?,
                     effect: convert::parsed(row, "effect", RouteEffect::parse)?,
+                    require_e2e: column(row, "require_e2e")?,
                 })
             },
         )
@@ -577,13 +578,15 @@ impl Tx for SqliteTx<'_> {
         }
         self.execute(
             OP,
-            "INSERT INTO routes (from_name, to_name, effect) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (from_name, to_name) DO UPDATE SET effect = excluded.effect \
-             WHERE effect != excluded.effect",
-            [
+            "INSERT INTO routes (from_name, to_name, effect, require_e2e) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (from_name, to_name) DO UPDATE SET effect = excluded.effect, \
+             require_e2e = excluded.require_e2e \
+             WHERE effect != excluded.effect OR require_e2e != excluded.require_e2e",
+            params![
                 route.from.as_str(),
                 route.to.as_str(),
                 route.effect.as_str(),
+                route.require_e2e,
             ],
         )?;
         Ok(())
@@ -620,7 +623,7 @@ impl Tx for SqliteTx<'_> {
                 .prepare_cached(concat!(
                     "INSERT INTO deliveries (",
                     delivery_columns!(),
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))
                 .and_then(|mut s| {
                     s.execute(params![
@@ -636,6 +639,7 @@ impl Tx for SqliteTx<'_> {
                         delivery.state.as_str(),
                         created,
                         updated,
+                        delivery.e2e,
                     ])
                 });
             match inserted {

@@ -254,7 +254,9 @@ conformance!(
     groups_and_members,
     delete_group_cascades,
     routes_put_replace_delete,
+    routes_keep_whether_they_require_e2e,
     insert_deliveries_is_all_or_nothing,
+    deliveries_keep_their_e2e_mark,
     live_names_are_unique_until_terminal,
     transition_is_conditional,
     rename_delivery,
@@ -893,8 +895,58 @@ async fn routes_put_replace_delete(h: &mut Harness<'_>) {
     .await;
 }
 
+async fn routes_keep_whether_they_require_e2e(h: &mut Harness<'_>) {
+    for account in ["alice", "bob"] {
+        let account = h.client(account);
+        h.insert_account(&account).await;
+    }
+    let strict = Route {
+        require_e2e: true,
+        ..route("alice", "bob", RouteEffect::Allow)
+    };
+    h.put_route(strict.clone()).await;
+    assert_eq!(h.routes().await, vec![strict.clone()]);
+    // The flag alone changing is a change of policy, and is kept.
+    let version = h.policy_version().await;
+    h.put_route(route("alice", "bob", RouteEffect::Allow)).await;
+    assert_eq!(
+        h.routes().await,
+        vec![route("alice", "bob", RouteEffect::Allow)]
+    );
+    assert!(h.policy_version().await > version);
+    let version = h.policy_version().await;
+    h.put_route(strict.clone()).await;
+    assert_eq!(h.routes().await, vec![strict.clone()]);
+    assert!(h.policy_version().await > version);
+    // The same rule again changes nothing.
+    let version = h.policy_version().await;
+    h.put_route(strict).await;
+    assert_eq!(h.policy_version().await, version);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deliveries
+
+async fn deliveries_keep_their_e2e_mark(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let plain = h.delivery("alice", "bob", "plain.txt", &blob, DeliveryState::Delivered);
+    let sealed = Delivery {
+        e2e: true,
+        ..h.delivery(
+            "alice",
+            "bob",
+            "sealed.age",
+            &blob,
+            DeliveryState::Delivered,
+        )
+    };
+    h.insert_deliveries(&[plain.clone(), sealed.clone()]).await;
+    for delivery in [plain, sealed] {
+        let id = delivery.id;
+        let read = h.read(move |tx| tx.delivery(&id)).await;
+        assert_eq!(read, Some(delivery));
+    }
+}
 
 async fn insert_deliveries_is_all_or_nothing(h: &mut Harness<'_>) {
     let blob = BlobId::new();
@@ -4725,6 +4777,7 @@ impl<'a> Harness<'a> {
             state,
             created,
             updated: created,
+            e2e: false,
         }
     }
 
@@ -5135,6 +5188,7 @@ fn route(from: &str, to: &str, effect: RouteEffect) -> Route {
         from: name(from),
         to: name(to),
         effect,
+        require_e2e: false,
     }
 }
 

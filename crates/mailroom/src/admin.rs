@@ -13,7 +13,7 @@ use mailroom_core::{
     AccountChange, AccountKind, AccountName, Actor, AuthorizedKey, DeliveryQuery, DeliveryState,
     FactorSet, Hub, MetaStoreExt, NotifyMode, Rights, RouteEffect, Secret, parse_email, parse_size,
 };
-use mailroom_core::{KeyScope, KeyScopes};
+use mailroom_core::{KeyScope, KeyScopes, Route};
 use mailroom_core::{parse_globs, parse_networks};
 
 use crate::cli::ApiKeyCommand;
@@ -422,7 +422,7 @@ pub async fn group(data: &DataDir, out: &Output, command: GroupCommand) -> Resul
 /// `mailroom route …`.
 pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Result<()> {
     let actor = cli_actor();
-    let (args, effect) = match command {
+    let (args, effect, require_e2e) = match command {
         RouteCommand::List => {
             return out.routes(
                 &with_hub(data, async |hub| {
@@ -442,19 +442,30 @@ pub async fn route(data: &DataDir, out: &Output, command: RouteCommand) -> Resul
             .await?;
             return out.done(&format!("removed the route {from} -> {to}"));
         }
-        RouteCommand::Allow(args) => (args, RouteEffect::Allow),
-        RouteCommand::Deny(args) => (args, RouteEffect::Deny),
+        RouteCommand::Allow(args) => (args.ends, RouteEffect::Allow, args.require_e2e),
+        RouteCommand::Deny(args) => (args, RouteEffect::Deny, false),
     };
     let from = parse_name(&args.from)?;
     let to = parse_name(&args.to)?;
     let verb = effect.as_str();
+    let rule = Route {
+        from: from.clone(),
+        to: to.clone(),
+        effect,
+        require_e2e,
+    };
     with_hub(data, async |hub| {
-        hub.set_route(&actor, from.clone(), to.clone(), effect)
+        hub.set_route_rule(&actor, rule)
             .await
             .with_context(|| format!("cannot {verb} {from} -> {to}"))
     })
     .await?;
-    out.done(&format!("route {from} -> {to}: {verb}"))
+    let required = if require_e2e {
+        " (end-to-end encryption required)"
+    } else {
+        ""
+    };
+    out.done(&format!("route {from} -> {to}: {verb}{required}"))
 }
 
 /// `mailroom status`.

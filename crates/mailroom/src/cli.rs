@@ -454,13 +454,25 @@ pub struct MemberArgs {
 #[derive(Debug, Subcommand)]
 pub enum RouteCommand {
     /// Allow FROM to send to TO (accounts or groups).
-    Allow(RouteArgs),
+    Allow(AllowArgs),
     /// Deny FROM sending to TO, whatever allow rules say.
     Deny(RouteArgs),
     /// Remove the rule for FROM and TO.
     Remove(RouteArgs),
     /// List every rule.
     List,
+}
+
+/// `route allow`: the two ends, and whether the route carries only end-to-end encrypted files.
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    /// The two ends.
+    #[command(flatten)]
+    pub ends: RouteArgs,
+    /// Admit only end-to-end encrypted uploads (the client agent's --e2e) on this route:
+    /// plain files sent along it by any protocol are refused.
+    #[arg(long)]
+    pub require_e2e: bool,
 }
 
 /// Two ends of a route.

@@ -371,10 +371,11 @@ impl Output {
                     r.from.to_string(),
                     r.to.to_string(),
                     r.effect.as_str().to_owned(),
+                    if r.require_e2e { "required" } else { "-" }.to_owned(),
                 ]
             })
             .collect();
-        self.text(&table(&["FROM", "TO", "EFFECT"], rows))
+        self.text(&table(&["FROM", "TO", "EFFECT", "E2E"], rows))
     }
 
     /// `ban list`: each ban with whether it is in force at `now`.

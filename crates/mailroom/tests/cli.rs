@@ -293,8 +293,19 @@ fn admin_commands_work_and_print_tables_and_json() {
     site.ok(&["group", "add", "team"], None);
     site.ok(&["group", "member", "add", "team", "bob"], None);
     site.ok(&["group", "member", "add", "team", "carol"], None);
-    site.ok(&["route", "allow", "alice", "team"], None);
+    let done = site.ok(&["route", "allow", "alice", "team", "--require-e2e"], None);
+    assert!(done.contains("(end-to-end encryption required)"), "{done}");
     site.ok(&["route", "deny", "alice", "carol"], None);
+    // A deny rule has nothing to encrypt: the flag is not one of its arguments.
+    let before = site.snapshot();
+    let out = site.run(&["route", "deny", "alice", "bob", "--require-e2e"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("unexpected argument '--require-e2e'"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.snapshot(), before);
     site.ok(&["account", "key", "add", "bob", key_b], None);
     site.ok(&["account", "key", "add", "carol", "-"], Some(KEY_A));
     site.ok(&["account", "key", "remove", "carol", key_a], None);
@@ -322,6 +333,8 @@ fn admin_commands_work_and_print_tables_and_json() {
     assert!(site.ok(&["group", "list"], None).contains("team"));
     let routes = site.ok(&["route", "list"], None);
     assert!(routes.contains("alice") && routes.contains("team") && routes.contains("deny"));
+    assert!(routes.lines().next().unwrap().ends_with("E2E"), "{routes}");
+    assert!(routes.contains("required"), "{routes}");
 
     // account show: fingerprints and whether a password is set, never the hash.
     let show = site.ok(&["account", "show", "bob"], None);
@@ -355,8 +368,8 @@ fn admin_commands_work_and_print_tables_and_json() {
     assert_eq!(
         site.json(&["route", "list"]),
         serde_json::json!([
-            {"from": "alice", "to": "carol", "effect": "deny"},
-            {"from": "alice", "to": "team", "effect": "allow"},
+            {"from": "alice", "to": "carol", "effect": "deny", "require_e2e": false},
+            {"from": "alice", "to": "team", "effect": "allow", "require_e2e": true},
         ])
     );
     let done = site.json(&["account", "enable", "carol"]);

@@ -525,7 +525,8 @@ impl Hub {
         self.read(|tx| tx.routes()).await
     }
 
-    /// Allows or denies sending from `from` to `to` (accounts or groups).
+    /// Allows or denies sending from `from` to `to` (accounts or groups), without requiring
+    /// end-to-end encryption (see [`Hub::set_route_rule`]).
     pub async fn set_route(
         &self,
         actor: &Actor,
@@ -533,17 +534,43 @@ impl Hub {
         to: AccountName,
         effect: RouteEffect,
     ) -> Result<()> {
+        self.set_route_rule(
+            actor,
+            Route {
+                from,
+                to,
+                effect,
+                require_e2e: false,
+            },
+        )
+        .await
+    }
+
+    /// Sets the rule for (`route.from`, `route.to`), replacing one there was. An allow rule
+    /// with `require_e2e` admits only end-to-end encrypted uploads; a deny rule cannot require
+    /// it (Invalid: there is nothing to encrypt on a route that carries nothing).
+    pub async fn set_route_rule(&self, actor: &Actor, route: Route) -> Result<()> {
+        if route.require_e2e && route.effect == RouteEffect::Deny {
+            return Err(CoreError::invalid(
+                "only an allow rule can require end-to-end encryption",
+            ));
+        }
+        let detail = if route.require_e2e {
+            format!("{} (end-to-end encryption required)", route.effect.as_str())
+        } else {
+            route.effect.as_str().to_owned()
+        };
         let event = self.stamp.admin(
             actor,
-            format!("route {from} -> {to}"),
-            effect.as_str().to_owned(),
+            format!("route {} -> {}", route.from, route.to),
+            detail,
         );
         let stamp = self.stamp.clone();
         self.write(Durability::Flush, move |tx| {
-            for name in [&from, &to] {
+            for name in [&route.from, &route.to] {
                 principal_exists(tx, name)?;
             }
-            tx.put_route(&Route { from, to, effect })?;
+            tx.put_route(&route)?;
             stamp.record(tx, &[event])
         })
         .await

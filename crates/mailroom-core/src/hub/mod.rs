@@ -54,7 +54,7 @@ pub use tokens::{
 };
 pub use totp::{TotpSetup, totp_code};
 pub use tree::Entry;
-pub use upload::{MAX_TARGETS, Upload};
+pub use upload::{Content, MAX_TARGETS, Upload};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -533,8 +533,16 @@ impl Stamp {
             delivery.id.to_string(),
             Outcome::Ok,
             format!(
-                "{} -> {} {} ({} bytes)",
-                delivery.sender, delivery.recipient, delivery.name, delivery.size
+                "{} -> {} {} ({} bytes{})",
+                delivery.sender,
+                delivery.recipient,
+                delivery.name,
+                delivery.size,
+                if delivery.e2e {
+                    ", end-to-end encrypted"
+                } else {
+                    ""
+                }
             ),
         )
     }

@@ -94,6 +94,11 @@ impl Policy {
     pub(super) fn decide(&self, sender: &AccountName, target: &AccountName) -> Decision {
         policy::decide(&self.routes, &self.groups, sender, target)
     }
+
+    /// Whether a rule that lets `sender` send to `target` demands end-to-end encryption.
+    pub(super) fn requires_e2e(&self, sender: &AccountName, target: &AccountName) -> bool {
+        policy::requires_e2e(&self.routes, &self.groups, sender, target)
+    }
 }
 
 /// The newest policy a read unit has seen.

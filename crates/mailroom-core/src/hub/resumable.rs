@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{ClientSession, Hub, Upload};
+use super::{ClientSession, Content, Hub, Upload};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::Delivery;
 use crate::names::{AccountName, FileName};
@@ -42,6 +42,8 @@ pub struct ResumableInfo {
     pub offset: u64,
     /// The SHA-256 announced when it began, if one was.
     pub sha256: Option<String>,
+    /// Plain, or end-to-end encrypted.
+    pub content: Content,
     /// When it began.
     pub created: OffsetDateTime,
     /// When it is aborted unless finished.
@@ -126,7 +128,9 @@ impl Hub {
     /// Begins a resumable upload of `size` bytes named `name` to `targets` (accounts or
     /// groups), checked like any upload ([`Hub::begin_send`]); a size over the sender's or
     /// recipients' limits is refused now, before a byte is sent. `sha256`, when given, must
-    /// match at the end. It is aborted unless finished within `lifetime`.
+    /// match at the end. It is aborted unless finished within `lifetime`. `content` says
+    /// whether the bytes are the file or age ciphertext of it ([`Content`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn open_resumable(
         &self,
         session: &ClientSession,
@@ -134,6 +138,7 @@ impl Hub {
         name: &FileName,
         size: u64,
         sha256: Option<&str>,
+        content: Content,
         lifetime: std::time::Duration,
     ) -> Result<ResumableInfo> {
         let sha256 = sha256.map(parse_sha256).transpose()?;
@@ -152,7 +157,7 @@ impl Hub {
                 ),
             ));
         }
-        let mut upload = self.begin_send(session, targets, name).await?;
+        let mut upload = self.begin_send(session, targets, name, content).await?;
         if let Err(err) = upload.announce_size(size) {
             self.abort_upload(upload, "size announced over the limit")
                 .await;
@@ -170,6 +175,7 @@ impl Hub {
             size,
             offset: 0,
             sha256,
+            content,
             created: now,
             expires: now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::DAY),
         };

@@ -16,6 +16,20 @@ use crate::ports::{BlobWriter, DeliveryQuery, Durability, StoredBlob, Tx};
 /// How many collision suffixes to try before giving up on a name.
 const MAX_SUFFIX: u32 = 10_000;
 
+/// What every age v1 file begins with: the first line of its header.
+const AGE_HEADER: &[u8] = b"age-encryption.org/v1\n";
+
+/// What a client says it is sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// The file itself (every protocol; the hub may scan it).
+    Plain,
+    /// Age ciphertext the sender's agent made for every recipient's end-to-end keys: each
+    /// recipient must have a key, the content must begin as an age file, and the hub
+    /// delivers it unscanned, marked end-to-end encrypted.
+    EndToEnd,
+}
+
 /// An upload in progress. Nothing of it is visible to anyone until [`Hub::finish_upload`].
 pub struct Upload {
     session: ClientSession,
@@ -35,6 +49,11 @@ pub struct Upload {
     limit: Option<ByteLimit>,
     /// Set when a write was refused for the limit: the upload can then only be aborted.
     refusal: Option<CoreError>,
+    /// Plain, or end-to-end encrypted.
+    content: Content,
+    /// The first bytes written in order (up to the age header's length), kept to check that
+    /// end-to-end content is an age file.
+    head: Vec<u8>,
     writer: Box<dyn BlobWriter>,
 }
 
@@ -52,6 +71,13 @@ impl Upload {
         {
             self.refusal = Some(limit.error.clone());
             return Err(limit.error.clone());
+        }
+        if self.content == Content::EndToEnd
+            && offset == self.head.len() as u64
+            && self.head.len() < AGE_HEADER.len()
+        {
+            let take = (AGE_HEADER.len() - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
         }
         self.writer.write_at(offset, data).await
     }
@@ -82,6 +108,11 @@ impl Upload {
     /// The path being written.
     pub fn path(&self) -> &VirtualPath {
         &self.path
+    }
+
+    /// Plain, or end-to-end encrypted.
+    pub fn content(&self) -> Content {
+        self.content
     }
 
     /// The accounts and groups it is addressed to.
@@ -137,19 +168,28 @@ impl Hub {
                 _ => CoreError::denied(format!("{path} is a folder, not a file")),
             });
         };
-        self.begin_targets(session, std::slice::from_ref(target), name, path.clone())
-            .await
+        self.begin_targets(
+            session,
+            std::slice::from_ref(target),
+            name,
+            path.clone(),
+            Content::Plain,
+        )
+        .await
     }
 
     /// Starts one upload named `name` to several accounts or groups at once (the HTTPS API's
     /// send): each target is checked as [`Hub::begin_upload`] checks its one, and any refusal
     /// refuses the whole upload. An account reached through several targets receives one
     /// delivery. The deliveries share one name, free between the sender and every recipient.
+    /// `content` says whether the client sends the file or age ciphertext of it
+    /// ([`Content`]).
     pub async fn begin_send(
         &self,
         session: &ClientSession,
         targets: &[AccountName],
         name: &FileName,
+        content: Content,
     ) -> Result<Upload> {
         self.file_operation();
         let Some(first) = targets.first() else {
@@ -161,7 +201,7 @@ impl Hub {
                 "at most {MAX_TARGETS} recipients per upload"
             )))
         } else {
-            self.begin_targets(session, targets, name, path.clone())
+            self.begin_targets(session, targets, name, path.clone(), content)
                 .await
         };
         if let Err(err) = &result {
@@ -182,6 +222,7 @@ impl Hub {
         targets: &[AccountName],
         name: &FileName,
         path: VirtualPath,
+        content: Content,
     ) -> Result<Upload> {
         let cache = self.policy.clone();
         let sender = session.account.clone();
@@ -190,7 +231,7 @@ impl Hub {
         let plan = self
             .read_short(move |tx| {
                 let policy = cache.get(tx)?;
-                plan_upload(tx, &policy, &sender, &wanted, &file_name)
+                plan_upload(tx, &policy, &sender, &wanted, &file_name, content)
             })
             .await?;
         if self.stamp.rules.watches(EventKind::TransferStarted) {
@@ -218,6 +259,8 @@ impl Hub {
             quota_recipients: plan.quota_recipients,
             limit: plan.limit,
             refusal: None,
+            content,
+            head: Vec::new(),
             writer,
         })
     }
@@ -240,11 +283,24 @@ impl Hub {
             quota_recipients,
             limit: _,
             refusal,
+            content,
+            head,
             writer,
         } = upload;
+        let e2e = content == Content::EndToEnd;
         let object = outbox_object(&targets, name.as_str());
         if let Some(err) = refusal {
             writer.abort().await;
+            self.record_refusal_of(&session, EventKind::Upload, object, &err)
+                .await;
+            return Err(err);
+        }
+        if e2e && head != AGE_HEADER {
+            writer.abort().await;
+            let err = CoreError::invalid(
+                "an end-to-end encrypted upload must be an age file \
+                 (age-encryption.org/v1): nothing was delivered",
+            );
             self.record_refusal_of(&session, EventKind::Upload, object, &err)
                 .await;
             return Err(err);
@@ -266,7 +322,10 @@ impl Hub {
         let stamp = self.stamp.clone();
         let sender = session.clone();
         let stored = blob.clone();
-        let check = self.check;
+        // End-to-end content is delivered at once: the hub cannot read it, so there is
+        // nothing to scan.
+        let check = self.check && !e2e;
+        let skipped_check = self.check && e2e;
         let committed = self
             .write(Durability::Flush, move |tx| {
                 let policy = cache.get(tx)?;
@@ -319,6 +378,7 @@ impl Hub {
                         },
                         created: now,
                         updated: now,
+                        e2e,
                     })
                     .collect();
                 let actor = sender.actor();
@@ -328,10 +388,15 @@ impl Hub {
                     outbox_object(&targets, free.as_str()),
                     Outcome::Ok,
                     format!(
-                        "batch {batch_id} {} bytes sha256 {} to {} recipient(s)",
+                        "batch {batch_id} {} bytes sha256 {} to {} recipient(s){}",
                         stored.size,
                         stored.sha256,
-                        deliveries.len()
+                        deliveries.len(),
+                        match (e2e, skipped_check) {
+                            (true, true) => "; end-to-end encrypted, so not scanned",
+                            (true, false) => "; end-to-end encrypted",
+                            (false, _) => "",
+                        }
                     ),
                 )];
                 for delivery in &deliveries {
@@ -444,6 +509,7 @@ fn plan_upload(
     sender: &AccountName,
     targets: &[AccountName],
     name: &FileName,
+    content: Content,
 ) -> Result<Plan> {
     let sender_policy = may_send(policy, sender)?;
     if let Some(reason) = sender_policy.access.limits.name_refusal(name.as_str()) {
@@ -461,6 +527,47 @@ fn plan_upload(
         for account in recipients_of(policy, sender, target)? {
             if !recipients.iter().any(|(a, _)| *a == account) {
                 recipients.push((account, target.clone()));
+            }
+        }
+    }
+    match content {
+        // A rule requiring end-to-end encryption binds a recipient however it is reached,
+        // through its own name or a group's.
+        Content::Plain => {
+            for (recipient, target) in &recipients {
+                for to in [target, recipient] {
+                    if policy.requires_e2e(sender, to) {
+                        return Err(CoreError::new(
+                            ErrorKind::RouteDenied,
+                            format!(
+                                "the route from {sender} to {to} requires end-to-end encryption: \
+                                 send with the client agent's --e2e (plain content is refused)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Content::EndToEnd => {
+            let mut keyless = Vec::new();
+            for (recipient, _) in &recipients {
+                let keys = tx
+                    .account(recipient)?
+                    .map(|a| a.e2e_keys)
+                    .unwrap_or_default();
+                if keys.is_empty() {
+                    keyless.push(recipient.as_str());
+                }
+            }
+            if !keyless.is_empty() {
+                return Err(CoreError::new(
+                    ErrorKind::RouteDenied,
+                    format!(
+                        "cannot send end-to-end encrypted: {} {} no end-to-end key",
+                        keyless.join(", "),
+                        if keyless.len() == 1 { "has" } else { "have" }
+                    ),
+                ));
             }
         }
     }

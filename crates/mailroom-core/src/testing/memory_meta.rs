@@ -126,7 +126,8 @@ struct Store {
 struct State {
     accounts: BTreeMap<AccountName, Account>,
     groups: BTreeMap<AccountName, Vec<AccountName>>,
-    routes: BTreeMap<(AccountName, AccountName), RouteEffect>,
+    /// Each rule's effect and whether it requires end-to-end encryption.
+    routes: BTreeMap<(AccountName, AccountName), (RouteEffect, bool)>,
     deliveries: HashMap<DeliveryId, Delivery>,
     inline: HashMap<BlobId, Vec<u8>>,
     bans: BTreeMap<String, Ban>,
@@ -381,10 +382,11 @@ impl Tx for MemoryTx<'_> {
             .state
             .routes
             .iter()
-            .map(|((from, to), effect)| Route {
+            .map(|((from, to), (effect, require_e2e))| Route {
                 from: from.clone(),
                 to: to.clone(),
                 effect: *effect,
+                require_e2e: *require_e2e,
             })
             .collect())
     }
@@ -399,11 +401,12 @@ impl Tx for MemoryTx<'_> {
             }
         }
         // The same rule again is no change, and does not move the policy version.
+        let rule = (route.effect, route.require_e2e);
         let earlier = self
             .state
             .routes
-            .insert((route.from.clone(), route.to.clone()), route.effect);
-        if earlier != Some(route.effect) {
+            .insert((route.from.clone(), route.to.clone()), rule);
+        if earlier != Some(rule) {
             self.bump_policy();
         }
         Ok(())

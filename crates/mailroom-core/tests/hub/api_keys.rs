@@ -138,7 +138,9 @@ async fn keys_are_made_listed_checked_and_revoked_with_audited_changes() {
     assert!(identity.is_api_key());
     assert_eq!(identity.client_session().unwrap().account, account("alice"));
 
-    // The account itself makes a second key (as the API's own endpoint does), no expiry.
+    // The account itself makes a second key (as the API's own endpoint does), no expiry, a
+    // moment later (keys are listed by when they were made).
+    bed.clock.advance(time::Duration::seconds(1));
     let own = identity.actor();
     let (second, second_key) = bed
         .hub

@@ -114,6 +114,7 @@ async fn a_change_written_straight_into_the_store_applies_to_the_next_operation(
                     from: alice.clone(),
                     to: bob.clone(),
                     effect,
+                    require_e2e: false,
                 };
                 let update = |edit: &dyn Fn(&mut AccountUpdate)| {
                     let mut update = AccountUpdate::default();

@@ -2,15 +2,17 @@
 //! (each change one unit with its `admin` event), every refusal with its error and nothing
 //! changed (no event either), and what a sender learns of a recipient's keys: for an account
 //! its own, for a group every member an upload would reach, each labelled, and for a
-//! recipient it may not send to exactly the refusal that upload would get.
+//! recipient it may not send to exactly the refusal that upload would get. Then the uploads
+//! that use them: end-to-end content goes only to recipients with keys, must look like an
+//! age file, is delivered unscanned and marked so; a route may require it.
 
 use age::secrecy::ExposeSecret;
 use mailroom_core::{
-    AccountChange, E2eKey, ErrorKind, EventKind, MAX_E2E_COMMENT, MAX_E2E_KEYS, Outcome,
-    RecipientE2eKeys, Rights,
+    AccountChange, Content, DeliveryState, E2eKey, ErrorKind, EventKind, MAX_E2E_COMMENT,
+    MAX_E2E_KEYS, Outcome, RecipientE2eKeys, RetryPolicy, Rights, Route, RouteEffect, Rules,
 };
 
-use crate::bed::{Bed, T0, account, admin, client};
+use crate::bed::{Bed, T0, account, admin, client, file};
 
 /// A fresh age X25519 recipient, `age1…`.
 fn recipient() -> String {
@@ -544,4 +546,232 @@ async fn a_recipient_out_of_reach_is_refused_as_an_upload_would_be() {
             }
         }
     }
+}
+
+// ----- end-to-end encrypted uploads ------------------------------------------------------------
+
+/// What an age file looks like to the hub: its header line, then bytes it cannot read.
+fn ciphertext(len: usize) -> Vec<u8> {
+    let mut bytes = b"age-encryption.org/v1\n".to_vec();
+    bytes.extend(crate::bed::data(len, 7));
+    bytes
+}
+
+/// Sends `bytes` from `from` to `targets` through the API's path, as `content`.
+async fn send_as(
+    bed: &Bed,
+    from: &str,
+    targets: &[&str],
+    bytes: &[u8],
+    content: Content,
+) -> mailroom_core::Result<Vec<mailroom_core::Delivery>> {
+    let targets: Vec<_> = targets.iter().map(|t| account(t)).collect();
+    let mut upload = bed
+        .hub
+        .begin_send(&client(from), &targets, &file("f.bin"), content)
+        .await?;
+    // In two writes, the first shorter than the age header, as a client may cut them.
+    let cut = bytes.len().min(5);
+    upload.write_at(0, &bytes[..cut]).await?;
+    upload.write_at(cut as u64, &bytes[cut..]).await?;
+    bed.hub.finish_upload(upload).await
+}
+
+/// alice may send to bob and to `team` (bob, carol); bob and carol have keys, dave none.
+async fn keyed(bed: &Bed) {
+    bed.clients(&["alice", "bob", "carol", "dave"]).await;
+    bed.group("team", &["bob", "carol"]).await;
+    for to in ["bob", "team", "dave"] {
+        bed.allow("alice", to).await;
+    }
+    for who in ["bob", "carol"] {
+        bed.hub
+            .add_e2e_key(&admin(), &account(who), &recipient(), "")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_end_to_end_upload_is_delivered_unscanned_and_marked() {
+    // A hub that checks every upload before delivery: ciphertext is not held for it.
+    let bed = Bed::checked(
+        Rules::new(vec![], 100).unwrap(),
+        RetryPolicy {
+            max_attempts: 2,
+            base: time::Duration::seconds(10),
+            cap: time::Duration::seconds(60),
+        },
+    );
+    keyed(&bed).await;
+    let bytes = ciphertext(5000);
+    let deliveries = send_as(&bed, "alice", &["team"], &bytes, Content::EndToEnd)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 2);
+    for delivery in &deliveries {
+        assert!(delivery.e2e);
+        assert_eq!(delivery.state, DeliveryState::Delivered);
+    }
+    assert!(bed.jobs().await.is_empty(), "no check was queued");
+    assert_eq!(bed.download("bob", "/inbox/alice/f.bin").await, bytes);
+    let upload = bed.events_of(EventKind::Upload, Outcome::Ok).await;
+    assert!(
+        upload[0]
+            .detail
+            .ends_with("; end-to-end encrypted, so not scanned"),
+        "{}",
+        upload[0].detail
+    );
+    let delivered = bed
+        .events_of(EventKind::DeliveryDelivered, Outcome::Ok)
+        .await;
+    assert_eq!(delivered.len(), 2);
+    assert!(
+        delivered
+            .iter()
+            .all(|e| e.detail.contains("end-to-end encrypted"))
+    );
+
+    // A plain upload on the same hub still waits for its check, unmarked.
+    let plain = send_as(&bed, "alice", &["bob"], b"hello", Content::Plain)
+        .await
+        .unwrap();
+    assert!(!plain[0].e2e);
+    assert_eq!(plain[0].state, DeliveryState::Checking);
+}
+
+#[tokio::test]
+async fn a_recipient_without_a_key_cannot_be_sent_end_to_end() {
+    let bed = Bed::new();
+    keyed(&bed).await;
+    let err = bed
+        .refused(
+            ErrorKind::RouteDenied,
+            Some(EventKind::Upload),
+            send_as(
+                &bed,
+                "alice",
+                &["bob", "dave"],
+                &ciphertext(10),
+                Content::EndToEnd,
+            ),
+        )
+        .await;
+    assert_eq!(
+        err.message(),
+        "cannot send end-to-end encrypted: dave has no end-to-end key"
+    );
+    // A group whose members all have keys is fine; adding a keyless member is not.
+    bed.hub
+        .add_member(&admin(), &account("team"), &account("dave"))
+        .await
+        .unwrap();
+    let err = bed
+        .refused(
+            ErrorKind::RouteDenied,
+            Some(EventKind::Upload),
+            send_as(&bed, "alice", &["team"], &ciphertext(10), Content::EndToEnd),
+        )
+        .await;
+    assert!(
+        err.message().contains("dave has no end-to-end key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn end_to_end_content_that_is_not_an_age_file_is_refused() {
+    let bed = Bed::new();
+    keyed(&bed).await;
+    for bytes in [b"hello, plain world".to_vec(), b"age".to_vec(), Vec::new()] {
+        let err = bed
+            .refused(
+                ErrorKind::InvalidName,
+                Some(EventKind::Upload),
+                send_as(&bed, "alice", &["bob"], &bytes, Content::EndToEnd),
+            )
+            .await;
+        assert!(err.message().contains("must be an age file"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_route_requiring_end_to_end_encryption_refuses_plain_files() {
+    let bed = Bed::new();
+    keyed(&bed).await;
+    bed.allow("carol", "bob").await;
+    bed.hub
+        .set_route_rule(
+            &admin(),
+            Route {
+                from: account("alice"),
+                to: account("bob"),
+                effect: RouteEffect::Allow,
+                require_e2e: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(bed.snapshot().await.routes.iter().any(|r| r.require_e2e));
+
+    // Plain to bob, by the file protocols' path or the API's, directly or through a group
+    // that holds him: refused, naming the rule.
+    let message = "the route from alice to bob requires end-to-end encryption: \
+                   send with the client agent's --e2e (plain content is refused)";
+    let err = bed
+        .refused(
+            ErrorKind::RouteDenied,
+            Some(EventKind::Upload),
+            bed.upload("alice", "/outbox/bob/plain.txt", b"plain"),
+        )
+        .await;
+    assert_eq!(err.message(), message);
+    for targets in [&["bob"][..], &["team"][..]] {
+        let err = bed
+            .refused(
+                ErrorKind::RouteDenied,
+                Some(EventKind::Upload),
+                send_as(&bed, "alice", targets, b"plain", Content::Plain),
+            )
+            .await;
+        assert_eq!(err.message(), message);
+    }
+    // Encrypted, it goes; other routes are untouched.
+    let sent = send_as(&bed, "alice", &["bob"], &ciphertext(64), Content::EndToEnd)
+        .await
+        .unwrap();
+    assert!(sent[0].e2e);
+    bed.send("carol", "/outbox/bob/carol.txt", b"plain from carol")
+        .await;
+
+    // Allowing it again without the flag lifts the requirement.
+    bed.allow("alice", "bob").await;
+    bed.send("alice", "/outbox/bob/again.txt", b"plain again")
+        .await;
+}
+
+#[tokio::test]
+async fn only_an_allow_rule_can_require_end_to_end_encryption() {
+    let bed = Bed::new();
+    keyed(&bed).await;
+    let err = bed
+        .refused(
+            ErrorKind::InvalidName,
+            None,
+            bed.hub.set_route_rule(
+                &admin(),
+                Route {
+                    from: account("alice"),
+                    to: account("carol"),
+                    effect: RouteEffect::Deny,
+                    require_e2e: true,
+                },
+            ),
+        )
+        .await;
+    assert_eq!(
+        err.message(),
+        "only an allow rule can require end-to-end encryption"
+    );
 }

@@ -4,7 +4,9 @@
 //! upload finishes, for an inbox another upload filled meanwhile; and resumable uploads, whose
 //! announced size meets the same limits before a byte is sent.
 
-use mailroom_core::{AccountChange, CoreError, ErrorKind, EventKind, MetaStore, Outcome, Upload};
+use mailroom_core::{
+    AccountChange, Content, CoreError, ErrorKind, EventKind, MetaStore, Outcome, Upload,
+};
 use sha2::{Digest, Sha256};
 
 use crate::bed::{Bed, account, client, data, file, path};
@@ -392,8 +394,15 @@ async fn resumable_uploads_meet_the_same_limits_and_deliver_only_whole_files() {
         .refused(
             ErrorKind::QuotaExceeded,
             Some(EventKind::Upload),
-            bed.hub
-                .open_resumable(&alice, &bob, &file("big.bin"), 5000, None, lifetime),
+            bed.hub.open_resumable(
+                &alice,
+                &bob,
+                &file("big.bin"),
+                5000,
+                None,
+                Content::Plain,
+                lifetime,
+            ),
         )
         .await;
     assert!(err.message().contains("alice's limit"), "{err}");
@@ -407,6 +416,7 @@ async fn resumable_uploads_meet_the_same_limits_and_deliver_only_whole_files() {
             &file("x.bin"),
             1,
             None,
+            Content::Plain,
             lifetime,
         ),
     )
@@ -415,7 +425,15 @@ async fn resumable_uploads_meet_the_same_limits_and_deliver_only_whole_files() {
     let content = data(800, 5);
     let info = bed
         .hub
-        .open_resumable(&alice, &bob, &file("doc.bin"), 800, None, lifetime)
+        .open_resumable(
+            &alice,
+            &bob,
+            &file("doc.bin"),
+            800,
+            None,
+            Content::Plain,
+            lifetime,
+        )
         .await
         .unwrap();
     let mut lease = bed.hub.lease_resumable(&alice, &info.id).await.unwrap();
@@ -455,7 +473,15 @@ async fn resumable_uploads_meet_the_same_limits_and_deliver_only_whole_files() {
     // A checksum that does not match delivers nothing.
     let info = bed
         .hub
-        .open_resumable(&alice, &bob, &file("bad.bin"), 10, None, lifetime)
+        .open_resumable(
+            &alice,
+            &bob,
+            &file("bad.bin"),
+            10,
+            None,
+            Content::Plain,
+            lifetime,
+        )
         .await
         .unwrap();
     let mut lease = bed.hub.lease_resumable(&alice, &info.id).await.unwrap();

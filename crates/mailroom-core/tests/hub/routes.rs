@@ -7,8 +7,8 @@
 
 use mailroom_core::RouteEffect::{self, Allow, Deny};
 use mailroom_core::{
-    AccountChange, Durability, ErrorKind, EventKind, Group, MAX_TARGETS, MetaStoreExt, Outcome,
-    Rights,
+    AccountChange, Content, Durability, ErrorKind, EventKind, Group, MAX_TARGETS, MetaStoreExt,
+    Outcome, Rights,
 };
 
 use crate::bed::{Bed, account, admin, client, data, file, path, recipients};
@@ -464,27 +464,27 @@ async fn one_upload_to_several_targets_is_checked_target_by_target() {
         ErrorKind::RouteDenied,
         Some(EventKind::Upload),
         bed.hub
-            .begin_send(&alice, &targets(&["bob", "dave"]), &name),
+            .begin_send(&alice, &targets(&["bob", "dave"]), &name, Content::Plain),
     )
     .await;
     // With no target named there is no upload to account for: refused, nothing recorded.
     bed.refused(
         ErrorKind::InvalidName,
         None,
-        bed.hub.begin_send(&alice, &[], &name),
+        bed.hub.begin_send(&alice, &[], &name, Content::Plain),
     )
     .await;
     let many = vec![account("bob"); MAX_TARGETS + 1];
     bed.refused(
         ErrorKind::InvalidName,
         Some(EventKind::Upload),
-        bed.hub.begin_send(&alice, &many, &name),
+        bed.hub.begin_send(&alice, &many, &name, Content::Plain),
     )
     .await;
     // bob, named alone and through the group, receives one delivery.
     let mut upload = bed
         .hub
-        .begin_send(&alice, &targets(&["bob", "team"]), &name)
+        .begin_send(&alice, &targets(&["bob", "team"]), &name, Content::Plain)
         .await
         .unwrap();
     upload.write_at(0, b"%PDF").await.unwrap();

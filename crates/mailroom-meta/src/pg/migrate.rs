@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "api keys",
         sql: include_str!("../../migrations/postgres/0006_api_keys.sql"),
     },
+    Migration {
+        version: 7,
+        description: "e2e deliveries",
+        sql: include_str!("../../migrations/postgres/0007_e2e_deliveries.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

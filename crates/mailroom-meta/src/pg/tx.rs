@@ -390,6 +390,7 @@ struct DeliveryColumns<'d> {
     state: Vec<&'static str>,
     created: Vec<i64>,
     updated: Vec<i64>,
+    e2e: Vec<bool>,
 }
 
 impl<'d> DeliveryColumns<'d> {
@@ -407,6 +408,7 @@ impl<'d> DeliveryColumns<'d> {
             state: Vec::with_capacity(deliveries.len()),
             created: Vec::with_capacity(deliveries.len()),
             updated: Vec::with_capacity(deliveries.len()),
+            e2e: Vec::with_capacity(deliveries.len()),
         };
         for delivery in deliveries {
             columns.id.push(delivery.id.to_string());
@@ -421,6 +423,7 @@ impl<'d> DeliveryColumns<'d> {
             columns.state.push(delivery.state.as_str());
             columns.created.push(nanos(delivery.created)?);
             columns.updated.push(nanos(delivery.updated)?);
+            columns.e2e.push(delivery.e2e);
         }
         Ok(columns)
     }
@@ -433,9 +436,9 @@ const INSERT_DELIVERIES: &str = concat!(
     delivery_columns!(),
     ") SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
-     $12::bigint[]) ON CONFLICT DO NOTHING RETURNING id), \
-     kept AS (INSERT INTO inline_blobs (blob_id, content) SELECT $13::text, $14::bytea \
-     WHERE $13::text IS NOT NULL AND (SELECT count(*) FROM added) = $15::bigint \
+     $12::bigint[], $13::boolean[]) ON CONFLICT DO NOTHING RETURNING id), \
+     kept AS (INSERT INTO inline_blobs (blob_id, content) SELECT $14::text, $15::bytea \
+     WHERE $14::text IS NOT NULL AND (SELECT count(*) FROM added) = $16::bigint \
      ON CONFLICT DO NOTHING RETURNING blob_id) \
      SELECT ARRAY(SELECT id FROM added) AS added, (SELECT count(*) FROM kept) AS kept"
 );
@@ -811,13 +814,14 @@ impl Tx for PgTx<'_> {
     fn routes(&mut self) -> Result<Vec<Route>> {
         self.rows(
             "routes",
-            "SELECT from_name, to_name, effect FROM routes ORDER BY from_name, to_name",
+            "SELECT from_name, to_name, effect, require_e2e FROM routes ORDER BY from_name, to_name",
             &[],
             |row| {
                 Ok(Route {
                     from: account_name(row, "from_name")?,
                     to: account_name(row, "to_name")?,
                     effect: parsed(row, "effect", RouteEffect::parse)?,
+                    require_e2e: column(row, "require_e2e")?,
                 })
             },
         )
@@ -833,13 +837,15 @@ impl Tx for PgTx<'_> {
         }
         self.execute(
             OP,
-            "INSERT INTO routes (from_name, to_name, effect) VALUES ($1, $2, $3) \
-             ON CONFLICT (from_name, to_name) DO UPDATE SET effect = excluded.effect \
-             WHERE routes.effect <> excluded.effect",
+            "INSERT INTO routes (from_name, to_name, effect, require_e2e) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (from_name, to_name) DO UPDATE SET effect = excluded.effect, \
+             require_e2e = excluded.require_e2e \
+             WHERE routes.effect <> excluded.effect OR routes.require_e2e <> excluded.require_e2e",
             &[
                 &route.from.as_str(),
                 &route.to.as_str(),
                 &route.effect.as_str(),
+                &route.require_e2e,
             ],
         )?;
         Ok(())
@@ -887,6 +893,7 @@ impl Tx for PgTx<'_> {
                 &c.state,
                 &c.created,
                 &c.updated,
+                &c.e2e,
                 &blob_id,
                 &content,
                 &count,

@@ -1,0 +1,4 @@
+-- End-to-end encrypted deliveries: the content is age ciphertext the sender's agent made for
+-- the recipients' keys, so the hub neither reads nor scans it. A route rule may require it.
+ALTER TABLE deliveries ADD COLUMN e2e INTEGER NOT NULL DEFAULT 0 CHECK (e2e IN (0, 1));
+ALTER TABLE routes ADD COLUMN require_e2e INTEGER NOT NULL DEFAULT 0 CHECK (require_e2e IN (0, 1));

@@ -90,6 +90,10 @@ enum Command {
         /// config folder's identity.txt, when there is one).
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Send the outbox's files end to end, encrypted to each recipient's keys. The
+        /// default when the login agreed on tls+e2e.
+        #[arg(long)]
+        e2e: bool,
     },
     /// Download files from your inbox: checked against their SHA-256 before they take
     /// their name.
@@ -283,9 +287,11 @@ async fn run(cli: Cli) -> Result<()> {
             watch,
             interval,
             identity,
+            e2e,
         } => {
             let identities = identities(identity)?;
             let mut hub = Hub::open(cli.retries)?;
+            let e2e = e2e || hub.session.ace.as_ref().is_some_and(|ace| ace.end_to_end());
             let json = cli.json;
             let report = |done: &sync::Pass| -> Result<()> {
                 for name in &done.sent {
@@ -310,6 +316,7 @@ async fn run(cli: Cli) -> Result<()> {
                     outbox.as_deref(),
                     inbox.as_deref(),
                     identities.as_deref(),
+                    e2e,
                     std::time::Duration::from_secs(interval.max(1)),
                     report,
                 )
@@ -320,6 +327,7 @@ async fn run(cli: Cli) -> Result<()> {
                     outbox.as_deref(),
                     inbox.as_deref(),
                     identities.as_deref(),
+                    e2e,
                 )
                 .await?;
                 report(&done)

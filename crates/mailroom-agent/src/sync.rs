@@ -2,6 +2,11 @@
 //! across a kill of the agent or a restart of the hub, with nothing lost and nothing
 //! delivered twice.
 //!
+//! With end-to-end encryption on, each outbox file is first encrypted to its recipients' keys
+//! into a spool file beside its journal entry (`<entry>.age`), and that ciphertext is what is
+//! uploaded, resumed and looked for among the receipts, so a resume after a kill sends the
+//! very bytes it began with.
+//!
 //! Outbox: a file in `OUTBOX/<recipient>/` (an account or a group) is sent, then moved to
 //! `OUTBOX/.sent/<recipient>/` only once the hub has confirmed it durable. Before its upload
 //! opens, a journal entry (`OUTBOX/.mailroom-sync/<entry>.json`: the file, its size, SHA-256
@@ -41,6 +46,9 @@ pub struct Pass {
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     file: Outgoing,
+    /// The ciphertext sent instead of the file, when sent end to end.
+    #[serde(default)]
+    sealed: Option<Outgoing>,
     recipient: String,
     upload: Option<String>,
     /// When the entry was written (the hub's receipts at or after it may be this file's).
@@ -70,15 +78,17 @@ fn ignored(name: &str) -> bool {
 }
 
 /// Runs one pass over both folders (either may be absent).
+/// `e2e`: send the outbox's files end to end.
 pub async fn pass(
     hub: &mut Hub,
     outbox: Option<&Path>,
     inbox: Option<&Path>,
     identities: Option<&[age::x25519::Identity]>,
+    e2e: bool,
 ) -> Result<Pass> {
     let mut done = Pass::default();
     if let Some(outbox) = outbox {
-        send_outbox(hub, outbox, &mut done).await?;
+        send_outbox(hub, outbox, e2e, &mut done).await?;
     }
     if let Some(inbox) = inbox {
         receive_inbox(hub, inbox, identities, &mut done).await?;
@@ -92,11 +102,12 @@ pub async fn watch(
     outbox: Option<&Path>,
     inbox: Option<&Path>,
     identities: Option<&[age::x25519::Identity]>,
+    e2e: bool,
     interval: Duration,
     mut report: impl FnMut(&Pass) -> Result<()>,
 ) -> Result<()> {
     loop {
-        match pass(hub, outbox, inbox, identities).await {
+        match pass(hub, outbox, inbox, identities, e2e).await {
             Ok(done) => report(&done)?,
             // A pass that fails (the hub away) is tried again at the next tick: nothing is
             // lost, the journals say where each file stands.
@@ -106,7 +117,7 @@ pub async fn watch(
     }
 }
 
-async fn send_outbox(hub: &mut Hub, outbox: &Path, done: &mut Pass) -> Result<()> {
+async fn send_outbox(hub: &mut Hub, outbox: &Path, e2e: bool, done: &mut Pass) -> Result<()> {
     let journal = outbox.join(JOURNAL);
     std::fs::create_dir_all(&journal)
         .with_context(|| format!("cannot create {}", journal.display()))?;
@@ -120,7 +131,7 @@ async fn send_outbox(hub: &mut Hub, outbox: &Path, done: &mut Pass) -> Result<()
     for path in entries {
         let entry: Entry = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("{} is not a sync journal entry", path.display()))?;
-        complete(hub, outbox, &path, entry, done).await?;
+        complete(hub, outbox, &path, entry, e2e, done).await?;
     }
     // Then what is new.
     let mut recipients: Vec<PathBuf> = std::fs::read_dir(outbox)?
@@ -146,6 +157,7 @@ async fn send_outbox(hub: &mut Hub, outbox: &Path, done: &mut Pass) -> Result<()
             let outgoing = Outgoing::read(&file)?;
             let entry = Entry {
                 file: outgoing,
+                sealed: None,
                 recipient: recipient.clone(),
                 upload: None,
                 since: now().saturating_sub(1),
@@ -157,7 +169,7 @@ async fn send_outbox(hub: &mut Hub, outbox: &Path, done: &mut Pass) -> Result<()
             );
             let path = journal.join(key);
             write_atomically(&path, &serde_json::to_string(&entry)?)?;
-            complete(hub, outbox, &path, entry, done).await?;
+            complete(hub, outbox, &path, entry, e2e, done).await?;
         }
     }
     Ok(())
@@ -170,10 +182,12 @@ async fn complete(
     outbox: &Path,
     journal: &Path,
     mut entry: Entry,
+    e2e: bool,
     done: &mut Pass,
 ) -> Result<()> {
     if !entry.file.path.exists() {
-        // Moved to .sent already; only the journal was left.
+        // Moved to .sent already; only the journal (and a spool) was left.
+        remove_spool(&entry)?;
         std::fs::remove_file(journal)?;
         return Ok(());
     }
@@ -187,11 +201,16 @@ async fn complete(
     let id = match (&entry.upload, open) {
         (Some(id), true) => id.clone(),
         _ => {
+            // A file begun end to end stays so (its spool is what the hub may hold).
+            let spool_lost = entry.sealed.as_ref().is_some_and(|s| !s.path.exists());
+            if (e2e && entry.sealed.is_none()) || spool_lost {
+                entry.sealed = Some(seal(hub, journal, &entry).await?);
+            }
             let id = transfer::begin(
                 hub,
-                &entry.file,
+                entry.sealed.as_ref().unwrap_or(&entry.file),
                 std::slice::from_ref(&entry.recipient),
-                false,
+                entry.sealed.is_some(),
             )
             .await?;
             entry.upload = Some(id.clone());
@@ -199,17 +218,39 @@ async fn complete(
             id
         }
     };
-    transfer::upload(hub, &id, &entry.file).await?;
-    transfer::finish(hub, &id, &entry.file).await?;
+    let wire = entry.sealed.as_ref().unwrap_or(&entry.file);
+    transfer::upload(hub, &id, wire).await?;
+    transfer::finish(hub, &id, wire).await?;
     moved_to_sent(outbox, journal, &entry, done)
+}
+
+/// Encrypts an entry's file to its recipient's keys (a group's: every member's) into the
+/// spool beside its journal entry: the ciphertext to send, under the file's name.
+async fn seal(hub: &mut Hub, journal: &Path, entry: &Entry) -> Result<Outgoing> {
+    let keys = crate::e2e::recipient_keys(hub, std::slice::from_ref(&entry.recipient)).await?;
+    let spool = journal.with_extension("age");
+    crate::e2e::encrypt(&entry.file.path, &keys, &spool)?;
+    let mut sealed = Outgoing::read(&spool)?;
+    sealed.name = entry.file.name.clone();
+    Ok(sealed)
+}
+
+fn remove_spool(entry: &Entry) -> Result<()> {
+    if let Some(sealed) = &entry.sealed
+        && sealed.path.exists()
+    {
+        std::fs::remove_file(&sealed.path)?;
+    }
+    Ok(())
 }
 
 /// Whether the sender's receipts hold this file (same name and SHA-256) since the entry.
 async fn delivered_already(hub: &mut Hub, entry: &Entry) -> Result<bool> {
     let sent = transfer::sent_list(hub).await?;
+    let wire = entry.sealed.as_ref().unwrap_or(&entry.file);
     Ok(sent.iter().any(|delivery| {
-        delivery.name == entry.file.name
-            && delivery.sha256 == entry.file.sha256
+        delivery.name == wire.name
+            && delivery.sha256 == wire.sha256
             && delivery.created_unix().is_none_or(|t| t >= entry.since)
     }))
 }
@@ -228,6 +269,7 @@ fn moved_to_sent(outbox: &Path, journal: &Path, entry: &Entry, done: &mut Pass) 
     if let Some(dir) = entry.file.path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }
+    remove_spool(entry)?;
     std::fs::remove_file(journal)?;
     done.sent
         .push(format!("{}/{}", entry.recipient, entry.file.name));

@@ -235,3 +235,59 @@ async fn the_inbox_receives_each_delivery_once() {
     assert_eq!((code, text.as_str()), (0, ""));
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_to_end_outbox_resumes_the_same_ciphertext_after_a_kill() {
+    let hub = TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.allow("alice", "bob").await;
+    let (alice_config, bob_config) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    login(&hub, alice_config.path(), &alice).await;
+    login(&hub, bob_config.path(), &bob).await;
+    let mut command = agent(bob_config.path());
+    command.args(["key", "generate"]);
+    let (code, text) = finish(command, None).await;
+    assert_eq!(code, 0, "{text}");
+
+    // Killed mid-upload of a big file, sent end to end.
+    let outbox = hub.local_dir("sealed-out");
+    let big = drop_file(&outbox.join("bob"), "big.bin", &random_bytes(64 << 20, 4));
+    let mut command = agent(alice_config.path());
+    command
+        .args(["sync", "--e2e", "--watch", "--interval", "1", "--outbox"])
+        .arg(&outbox);
+    let mut watcher = command.spawn().unwrap();
+    let staged = eventually(Duration::from_secs(60), async || {
+        hub.staged_bytes() > 0 || deliveries_named(&hub, "big.bin").await > 0
+    })
+    .await;
+    assert!(staged);
+    watcher.kill().await.unwrap();
+    // Again: the journal's spool is resumed (or found delivered), once, and removed.
+    let mut command = agent(alice_config.path());
+    command.args(["sync", "--e2e", "--outbox"]).arg(&outbox);
+    let (code, text) = finish(command, None).await;
+    assert_eq!(code, 0, "{text}");
+    let deliveries = hub.deliveries().await;
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert!(deliveries[0].e2e);
+    assert_ne!(deliveries[0].sha256, big, "the hub holds ciphertext");
+    assert!(outbox.join(".sent/bob/big.bin").exists());
+    assert_eq!(
+        std::fs::read_dir(outbox.join(".mailroom-sync"))
+            .unwrap()
+            .count(),
+        0,
+        "journal or spool left behind"
+    );
+
+    // bob's inbox decrypts it with his identity.
+    let inbox = hub.local_dir("sealed-in");
+    let mut command = agent(bob_config.path());
+    command.args(["sync", "--inbox"]).arg(&inbox);
+    let (code, text) = finish(command, None).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(sha256_file(&inbox.join("big.bin")), big);
+    hub.stop().await;
+}

@@ -111,6 +111,16 @@ impl BlobStore for LocalBlobStore {
         Ok(Box::new(LocalBlobWriter::new(id, paths, self.inline_limit)))
     }
 
+    async fn resume(&self, staging: &BlobId) -> Result<Option<Box<dyn BlobWriter>>> {
+        let (id, paths, limit) = (
+            staging.clone(),
+            self.layout.paths(staging),
+            self.inline_limit,
+        );
+        let writer = blocking("resume", move || LocalBlobWriter::resumed(id, paths, limit)).await?;
+        Ok(Some(Box::new(writer)))
+    }
+
     async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>> {
         let path = self.layout.object_path(id);
         blocking("open", move || {

@@ -1,5 +1,6 @@
-//! The start-up sweep: removes staging files of uploads that never finished, committed blobs
-//! no live delivery names, and anything else that has no business in the blob folder.
+//! The start-up sweep: removes staging files of uploads that never finished (except those of
+//! resumable uploads the caller names, to be taken up again), committed blobs no live
+//! delivery names, and anything else that has no business in the blob folder.
 //!
 //! It never follows a symbolic link (a link is removed, its target left alone), never
 //! removes a directory (an unexpected one is logged and left for the operator), and never
@@ -16,7 +17,8 @@ use tracing::{debug, error, info, warn};
 use crate::fsio::storage_error;
 use crate::store::{Layout, STAGING_SUFFIX, shard_name};
 
-/// Sweeps `layout`, keeping the committed blobs in `live`. Blocking.
+/// Sweeps `layout`, keeping the committed blobs and the stagings (of resumable uploads) in
+/// `live`. Blocking.
 pub(crate) fn sweep(layout: &Layout, live: &HashSet<BlobId>) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     for entry in read_dir(&layout.staging)? {
@@ -29,11 +31,15 @@ pub(crate) fn sweep(layout: &Layout, live: &HashSet<BlobId>) -> Result<SweepRepo
             warn!(path = %path.display(), "unexpected directory in blob staging; leaving it");
             continue;
         }
-        let is_staging_file = kind == Kind::File
-            && name
-                .strip_suffix(STAGING_SUFFIX)
-                .is_some_and(|id| BlobId::parse(id).is_ok());
-        if is_staging_file {
+        let staged = (kind == Kind::File)
+            .then(|| name.strip_suffix(STAGING_SUFFIX))
+            .flatten()
+            .and_then(|id| BlobId::parse(id).ok());
+        if staged.as_ref().is_some_and(|id| live.contains(id)) {
+            debug!(path = %path.display(), "keeping the staging of a resumable upload");
+            continue;
+        }
+        if staged.is_some() {
             debug!(path = %path.display(), "removing unfinished upload");
         } else {
             warn!(path = %path.display(), "removing unexpected entry in blob staging");

@@ -90,6 +90,35 @@ impl LocalBlobWriter {
         }
     }
 
+    /// Takes up blob `id`'s staging file after a restart (blocking): the bytes it holds are
+    /// hashed again and the writer goes on after them. A staging file that is not there (the
+    /// upload's bytes were all still in memory) is taken up empty.
+    pub(crate) fn resumed(id: BlobId, paths: BlobPaths, inline_limit: usize) -> Result<Self> {
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&paths.staging)
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Ok(LocalBlobWriter::new(id, paths, inline_limit));
+            }
+            Err(err) => return Err(storage_error("open staging file", &paths.staging, &err)),
+        };
+        let io_error = |operation, err: io::Error| storage_error(operation, &paths.staging, &err);
+        let size = file
+            .metadata()
+            .map_err(|err| io_error("stat staging file", err))?
+            .len();
+        let hasher = hash_prefix(&file, size).map_err(|err| io_error("hash staging file", err))?;
+        let mut writer = LocalBlobWriter::new(id, paths, inline_limit);
+        writer.file = Some(Arc::new(file));
+        writer.buffer_start = size;
+        writer.size = size;
+        writer.hasher = Some(hasher);
+        Ok(writer)
+    }
+
     /// Waits for the run in flight, if any, and takes back its buffer, hash state and file.
     /// A failed run fails this writer for good.
     async fn settle(&mut self) -> Result<Option<Vec<u8>>> {
@@ -280,6 +309,10 @@ impl BlobWriter for LocalBlobWriter {
         self.size
     }
 
+    fn staging_id(&self) -> Option<BlobId> {
+        Some(self.id.clone())
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<StoredBlob> {
         if self.in_flight.is_none()
             && self.failure.is_none()
@@ -365,6 +398,11 @@ fn write_run(
 
 /// Hashes the first `size` bytes of `file` from disk.
 fn rehash(file: &File, size: u64) -> io::Result<sha2::digest::Output<Sha256>> {
+    Ok(hash_prefix(file, size)?.finalize())
+}
+
+/// The hash state after the first `size` bytes of `file`.
+fn hash_prefix(file: &File, size: u64) -> io::Result<Sha256> {
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; REHASH_CHUNK];
     let mut offset = 0u64;
@@ -388,7 +426,7 @@ fn rehash(file: &File, size: u64) -> io::Result<sha2::digest::Output<Sha256>> {
         hasher.update(&chunk[..wanted]);
         offset += wanted as u64;
     }
-    Ok(hasher.finalize())
+    Ok(hasher)
 }
 
 /// Renames the synced staging file to `objects/<aa>/<id>` and syncs that folder: after this

@@ -98,6 +98,61 @@ mod local {
         let reader = store.open(&kept.id).await.unwrap();
         assert_eq!(suite::read_all(&*reader, 64).await, b"kept");
     }
+
+    /// A resumable upload's staging outlives the store (a restart): the sweep spares it when
+    /// named live, and `resume` goes on after what reached the disk, whatever the old writer
+    /// still held in memory; the blob committed is the whole content, hashed right.
+    #[tokio::test]
+    async fn a_staging_is_taken_up_after_a_restart() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("blobs");
+        let content = suite::pattern(3 * suite::MIB + 4321, 9);
+        let staging = {
+            let store = LocalBlobStore::open(&root).await.unwrap();
+            let mut writer = store.create().await.unwrap();
+            for (i, chunk) in content[..2 * suite::MIB + 100]
+                .chunks(64 * 1024)
+                .enumerate()
+            {
+                writer
+                    .write_at((i * 64 * 1024) as u64, chunk)
+                    .await
+                    .unwrap();
+            }
+            writer.staging_id().unwrap()
+            // Dropped here without a commit, as a killed process would.
+        };
+        let store = LocalBlobStore::open(&root).await.unwrap();
+        let report = store
+            .sweep(&HashSet::from([staging.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(report.staging_removed, 0);
+        let mut writer = store.resume(&staging).await.unwrap().unwrap();
+        let held = usize::try_from(writer.size()).unwrap();
+        assert!(held > 0 && held <= 2 * suite::MIB + 100, "{held}");
+        assert_eq!(writer.staging_id(), Some(staging.clone()));
+        writer
+            .write_at(held as u64, &content[held..])
+            .await
+            .unwrap();
+        let stored = writer.commit().await.unwrap();
+        assert_eq!(stored.size, content.len() as u64);
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&content)));
+        let reader = store.open(&stored.id).await.unwrap();
+        assert_eq!(suite::read_all(&*reader, suite::MIB).await, content);
+        // Not named live, a staging goes; one that is gone is taken up empty.
+        let mut other = store.create().await.unwrap();
+        other.write_at(0, &content).await.unwrap();
+        let lost = other.staging_id().unwrap();
+        drop(other);
+        assert_eq!(
+            store.sweep(&HashSet::new()).await.unwrap().staging_removed,
+            1
+        );
+        let empty = store.resume(&lost).await.unwrap().unwrap();
+        assert_eq!(empty.size(), 0);
+    }
 }
 
 mod s3 {
@@ -185,6 +240,21 @@ mod s3 {
     }
 
     every_check!(fresh, finish);
+
+    /// S3 cannot take an upload up after a restart (its multipart upload's hash state is
+    /// gone): it says so, and its writers name no staging to record.
+    #[tokio::test]
+    async fn a_staging_cannot_be_taken_up() {
+        let Some((store, ())) = fresh().await else {
+            return;
+        };
+        let writer = store.create().await.unwrap();
+        assert_eq!(writer.staging_id(), None);
+        writer.abort().await;
+        let id = mailroom_core::BlobId::new();
+        assert!(store.resume(&id).await.unwrap().is_none());
+        finish(&*store, ()).await;
+    }
 
     /// Bigger than three parts, and not a whole number of them.
     const LARGE: usize = 3 * PART_SIZE + 4 * MIB + 12_345;

@@ -47,8 +47,8 @@ pub use hub::{
     AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Content, Credential,
     DIGEST_RULE, Entry, Hub, IssuedTokens, JobOutcome, LoginProgress, LoginStep,
     MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, NOTIFY_RULE, RECEIPT_RULE, ReadHandle, ResumableInfo,
-    ResumableLease, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord,
-    TotpSetup, Upload, source_ip, token_hash, totp_code,
+    ResumableLease, ResumableRecord, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes,
+    TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
 };
 pub use ipnet::IpNet;
 pub use jobs::{

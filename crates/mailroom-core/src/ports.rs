@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::access::{AccessPolicy, Ban, BanSubject, TotpEnrolment};
 use crate::audit::{AuditRecord, ChainHead};
 use crate::error::Result;
-use crate::hub::{ApiKeyRecord, TokenRecord};
+use crate::hub::{ApiKeyRecord, ResumableRecord, TokenRecord};
 use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
     Account, AuthorizedKey, BlobId, Delivery, DeliveryId, DeliveryState, E2eKey, Event, EventKind,
@@ -450,6 +450,19 @@ pub trait Tx {
     /// Records when API key `id` was last used; returns whether the key is there.
     fn touch_api_key(&mut self, id: &str, at: OffsetDateTime) -> Result<bool>;
 
+    // ----- resumable uploads -----------------------------------------------------------------
+
+    /// Records an unfinished resumable upload, so that it outlives a restart. Conflict if its
+    /// id is taken.
+    fn insert_resumable(&mut self, upload: &ResumableRecord) -> Result<()>;
+    /// One unfinished resumable upload by its id.
+    fn resumable(&mut self, id: &str) -> Result<Option<ResumableRecord>>;
+    /// Every unfinished resumable upload, by id.
+    fn resumables(&mut self) -> Result<Vec<ResumableRecord>>;
+    /// Forgets a resumable upload (finished, aborted or expired); returns whether it was
+    /// there.
+    fn delete_resumable(&mut self, id: &str) -> Result<bool>;
+
     // ----- nodes and their live sessions -----------------------------------------------------
 
     /// Registers `node`, or writes its heartbeat (and what it registered) if it is
@@ -512,12 +525,20 @@ pub struct SweepReport {
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob in a staging area; nothing is visible until [`BlobWriter::commit`].
     async fn create(&self) -> Result<Box<dyn BlobWriter>>;
+    /// Takes up again, after a restart, the unfinished blob whose staging is `staging`
+    /// ([`BlobWriter::staging_id`]): a writer holding what reached the staging (maybe less
+    /// than was written before, never other bytes), to be written on from its size. `None`
+    /// from a store that cannot (the default); a staging that is gone is taken up empty.
+    async fn resume(&self, staging: &BlobId) -> Result<Option<Box<dyn BlobWriter>>> {
+        let _ = staging;
+        Ok(None)
+    }
     /// Opens a committed blob for reading. NotFound if absent.
     async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>>;
     /// Deletes a committed blob; a missing blob is not an error.
     async fn delete(&self, id: &BlobId) -> Result<()>;
     /// Removes what no delivery will reference: unfinished uploads and committed blobs not in
-    /// `live`. A store of this node alone (the local folder) removes all of them, so call it
+    /// `live` (which also names the stagings of resumable uploads to keep). A store of this node alone (the local folder) removes all of them, so call it
     /// only while none of its uploads is under way (at start, before serving); a store that
     /// several nodes share (S3) removes only what is older than any upload still being
     /// delivered, so it may run while other nodes serve.
@@ -537,6 +558,11 @@ pub trait BlobWriter: Send + Sync {
     async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
     /// The size written so far (highest offset + length).
     fn size(&self) -> u64;
+    /// The id under which [`BlobStore::resume`] takes this blob up again after a restart;
+    /// `None` (the default) for a store that cannot.
+    fn staging_id(&self) -> Option<BlobId> {
+        None
+    }
     /// Makes the blob durable (data synced, renamed into place, directory synced) and returns
     /// its id, size and SHA-256; or, for a small blob the store keeps in memory, returns its
     /// content in [`StoredBlob::inline`] for the metadata store to keep. Only after this

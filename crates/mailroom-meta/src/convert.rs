@@ -15,7 +15,7 @@ use mailroom_core::{
     FactorSet, FileName, Handler, Job, JobState, Limits, Notices, NotifyMode, Outcome, Protocol,
     Result, Rights, Scope, Secret, TokenKind, TokenRecord, TotpEnrolment,
 };
-use mailroom_core::{ApiKeyRecord, KeyScopes};
+use mailroom_core::{ApiKeyRecord, KeyScopes, ResumableRecord};
 use rusqlite::Row;
 use rusqlite::types::FromSql;
 use serde::{Deserialize, Serialize};
@@ -187,6 +187,43 @@ pub(crate) fn api_key(row: &impl Columns) -> Result<ApiKeyRecord> {
         expires: optional_time(row, "expires")?,
         last_used: optional_time(row, "last_used")?,
     })
+}
+
+/// The columns [`resumable`] reads.
+macro_rules! resumable_columns {
+    () => {
+        "id, owner, targets, name, size, sha256, e2e, staging, created, expires"
+    };
+}
+pub(crate) use resumable_columns;
+
+/// A row of `SELECT resumable_columns!() FROM resumable_uploads`.
+pub(crate) fn resumable(row: &impl Columns) -> Result<ResumableRecord> {
+    let size: i64 = row.read("size")?;
+    Ok(ResumableRecord {
+        id: row.read("id")?,
+        owner: account_name(row, "owner")?,
+        targets: parsed(row, "targets", |text| {
+            text.split(',').map(AccountName::parse).collect()
+        })?,
+        name: parsed(row, "name", FileName::parse)?,
+        size: u64::try_from(size)
+            .map_err(|_| corrupt("size", &CoreError::invalid("negative size")))?,
+        sha256: row.read("sha256")?,
+        e2e: row.read("e2e")?,
+        staging: parsed(row, "staging", BlobId::parse)?,
+        created: time(row, "created")?,
+        expires: time(row, "expires")?,
+    })
+}
+
+/// A resumable upload's targets as its `targets` column holds them.
+pub(crate) fn targets_to_db(targets: &[AccountName]) -> String {
+    targets
+        .iter()
+        .map(AccountName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A time column that may be NULL.

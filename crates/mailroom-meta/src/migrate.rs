@@ -114,6 +114,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "e2e deliveries",
         sql: include_str!("../migrations/sqlite/0018_e2e_deliveries.sql"),
     },
+    Migration {
+        version: 19,
+        description: "resumable uploads",
+        sql: include_str!("../migrations/sqlite/0019_resumable_uploads.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -172,6 +172,11 @@ pub(crate) fn api_key_stored() -> CoreError {
     CoreError::conflict("API key already stored")
 }
 
+/// Conflict: a resumable upload of this id is recorded already.
+pub(crate) fn resumable_stored() -> CoreError {
+    CoreError::conflict("resumable upload already stored")
+}
+
 /// Conflict: a live session's node already has one of its id.
 pub(crate) fn session_taken(session: &LiveSessionRecord) -> CoreError {
     CoreError::conflict(format!(

@@ -16,7 +16,9 @@ use mailroom_core::{
     FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
     TokenRecord, Tx,
 };
-use mailroom_core::{ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
+use mailroom_core::{
+    ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord, ResumableRecord,
+};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
@@ -26,7 +28,9 @@ use crate::convert::{
     self, account_columns, account_name, audit_columns, column, delivery_columns, epoch_to_db,
     event_columns, job_columns, nanos, size_to_db, token_columns, totp_to_db, unsigned,
 };
-use crate::convert::{api_key_columns, live_session_columns, nanos_saturating, node_columns};
+use crate::convert::{
+    api_key_columns, live_session_columns, nanos_saturating, node_columns, resumable_columns,
+};
 use crate::error::{corrupt, is_unique_violation, storage, violates};
 use crate::shared::{self, Principal, live_states, no_account, no_group};
 
@@ -1438,6 +1442,77 @@ impl Tx for SqliteTx<'_> {
             params![id, nanos(at)?],
         )?;
         Ok(touched > 0)
+    }
+
+    fn insert_resumable(&mut self, upload: &ResumableRecord) -> Result<()> {
+        const OP: &str = "insert_resumable";
+        self.writing()?;
+        let size = size_to_db(upload.size)?;
+        let (created, expires) = (nanos(upload.created)?, nanos(upload.expires)?);
+        self.conn
+            .prepare_cached(concat!(
+                "INSERT INTO resumable_uploads (",
+                resumable_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    upload.id,
+                    upload.owner.as_str(),
+                    convert::targets_to_db(&upload.targets),
+                    upload.name.as_str(),
+                    size,
+                    upload.sha256,
+                    upload.e2e,
+                    upload.staging.as_str(),
+                    created,
+                    expires,
+                ])
+            })
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    shared::resumable_stored()
+                } else {
+                    storage(OP)(error)
+                }
+            })?;
+        Ok(())
+    }
+
+    fn resumable(&mut self, id: &str) -> Result<Option<ResumableRecord>> {
+        self.query_one(
+            "resumable",
+            concat!(
+                "SELECT ",
+                resumable_columns!(),
+                " FROM resumable_uploads WHERE id = ?1"
+            ),
+            [id],
+            |row| convert::resumable(row),
+        )
+    }
+
+    fn resumables(&mut self) -> Result<Vec<ResumableRecord>> {
+        self.query(
+            "resumables",
+            concat!(
+                "SELECT ",
+                resumable_columns!(),
+                " FROM resumable_uploads ORDER BY id"
+            ),
+            [],
+            |row| convert::resumable(row),
+        )
+    }
+
+    fn delete_resumable(&mut self, id: &str) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_resumable",
+            "DELETE FROM resumable_uploads WHERE id = ?1",
+            [id],
+        )?;
+        Ok(deleted > 0)
     }
 
     fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {

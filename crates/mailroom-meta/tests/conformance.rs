@@ -47,7 +47,7 @@ use mailroom_core::{
     NotifyMode, Outcome, Protocol, Result, Rights, Route, RouteEffect, Scope, Secret, TokenKind,
     TokenRecord, TotpEnrolment, Tx,
 };
-use mailroom_core::{ApiKeyRecord, KeyScopes};
+use mailroom_core::{ApiKeyRecord, KeyScopes, ResumableRecord};
 use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
     GENESIS_HASH, chain_hash,
@@ -274,6 +274,7 @@ conformance!(
     audit_records_form_a_chain,
     tokens_store_take_and_expire,
     api_keys_store_list_touch_and_delete,
+    resumable_uploads_are_recorded_read_and_forgotten,
     a_failed_unit_changes_nothing,
     a_panicking_unit_is_internal_and_changes_nothing,
     writes_in_a_read_unit_are_refused,
@@ -2494,6 +2495,62 @@ fn api_key_record(id: &str, account: &str, created: OffsetDateTime) -> ApiKeyRec
         expires: None,
         last_used: None,
     }
+}
+
+async fn resumable_uploads_are_recorded_read_and_forgotten(h: &mut Harness<'_>) {
+    let created = h.tick();
+    let first = ResumableRecord {
+        id: "b".repeat(32),
+        owner: name("alice"),
+        targets: vec![name("bob"), name("team")],
+        name: file("ledger.csv"),
+        size: 5 << 30,
+        sha256: Some("ab".repeat(32)),
+        e2e: false,
+        staging: BlobId::new(),
+        created,
+        expires: created + Duration::days(1),
+    };
+    let second = ResumableRecord {
+        id: "a".repeat(32),
+        targets: vec![name("carol")],
+        sha256: None,
+        e2e: true,
+        staging: BlobId::new(),
+        ..first.clone()
+    };
+    for record in [&first, &second] {
+        let record = record.clone();
+        h.write(move |tx| tx.insert_resumable(&record)).await;
+    }
+    let id = first.id.clone();
+    assert_eq!(
+        h.read(move |tx| tx.resumable(&id)).await,
+        Some(first.clone())
+    );
+    assert_eq!(h.read(|tx| tx.resumable("none")).await, None);
+    assert_eq!(
+        h.read(|tx| tx.resumables()).await,
+        vec![second.clone(), first.clone()]
+    );
+    // An id recorded already: refused, the record as it was.
+    let clash = ResumableRecord {
+        size: 1,
+        ..first.clone()
+    };
+    h.refused(ErrorKind::Conflict, move |tx| tx.insert_resumable(&clash))
+        .await;
+    let id = first.id.clone();
+    assert_eq!(
+        h.read(move |tx| tx.resumable(&id)).await,
+        Some(first.clone())
+    );
+    // Forgotten once.
+    let id = first.id.clone();
+    assert!(h.write(move |tx| tx.delete_resumable(&id)).await);
+    let id = first.id.clone();
+    assert!(!h.write(move |tx| tx.delete_resumable(&id)).await);
+    assert_eq!(h.read(|tx| tx.resumables()).await, vec![second]);
 }
 
 async fn api_keys_store_list_touch_and_delete(h: &mut Harness<'_>) {

@@ -282,6 +282,16 @@ impl BlobStore for MeteredBlobs {
         }))
     }
 
+    async fn resume(&self, staging: &BlobId) -> CoreResult<Option<Box<dyn BlobWriter>>> {
+        let writer = self.inner.resume(staging).await?;
+        Ok(writer.map(|inner| {
+            Box::new(MeteredWriter {
+                inner,
+                timings: self.timings.clone(),
+            }) as Box<dyn BlobWriter>
+        }))
+    }
+
     async fn open(&self, id: &BlobId) -> CoreResult<Arc<dyn BlobReader>> {
         let reader = timed(&self.timings.blob_open, self.inner.open(id)).await?;
         Ok(Arc::new(MeteredReader {
@@ -312,6 +322,10 @@ impl BlobWriter for MeteredWriter {
 
     fn size(&self) -> u64 {
         self.inner.size()
+    }
+
+    fn staging_id(&self) -> Option<BlobId> {
+        self.inner.staging_id()
     }
 
     async fn commit(self: Box<Self>) -> CoreResult<StoredBlob> {

@@ -1,7 +1,8 @@
 //! End to end on the real binary: `kill -9` of the server during uploads and during a group
 //! fan-out, then a restart. Every upload whose close returned OK must be intact (SHA-256),
-//! no partial file may be visible, and orphans must be swept. Also: SIGTERM exits 0, and
-//! passwords never reach the log.
+//! no partial file may be visible, and orphans must be swept. The client agent's sync across
+//! a `kill -9` of the hub: its resumable upload is taken up after the restart and delivered
+//! once. Also: SIGTERM exits 0, and passwords never reach the log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,11 +73,16 @@ impl Site {
 
     /// Starts `mailroom serve` on a free port; returns the child, its port and its stderr log.
     async fn serve(&self, log: &Path) -> (Child, u16) {
+        self.serve_https_on(log, "127.0.0.1:0").await
+    }
+
+    /// [`Site::serve`] with the HTTPS API on `https` (kept across a restart).
+    async fn serve_https_on(&self, log: &Path, https: &str) -> (Child, u16) {
         let mut child = Command::new(BIN)
             .arg("serve")
             .env("MAILROOM_DATA", self.data())
             .env("MAILROOM_SFTP_LISTEN", "127.0.0.1:0")
-            .env("MAILROOM_HTTPS_LISTEN", "127.0.0.1:0")
+            .env("MAILROOM_HTTPS_LISTEN", https)
             .env("MAILROOM_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -436,4 +442,155 @@ async fn sigterm_exits_zero_and_passwords_never_reach_the_log() {
     for secret in [good, admin_password.as_str()] {
         assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
     }
+}
+
+/// The client agent, built beside this binary by `cargo test --workspace`.
+fn agent_binary() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("mailroom-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with cargo build -p mailroom-agent (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs the agent with its config in `config`, `input` on its stdin; its exit code and output.
+async fn agent(config: &Path, args: &[&str], input: &str) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(agent_binary())
+        .args(args)
+        .env("MAILROOM_AGENT_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .expect("the agent hung")
+        .unwrap();
+    (out.status.code().unwrap_or(-1), text(&out))
+}
+
+/// Bytes staged under the blob folder: uploads under way.
+fn staged(site: &Site) -> u64 {
+    site.files_under("blobs/staging")
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agents_upload_is_taken_up_after_a_kill_9_of_the_hub() {
+    let site = Site::new();
+    site.admin(&["init"]).await;
+    for who in ["alice", "bob"] {
+        let out = Command::new(BIN)
+            .args(["account", "add", who, "--password-stdin"])
+            .env("MAILROOM_DATA", site.data())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = out;
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = out.stdin.take().unwrap();
+            stdin.write_all(b"Sunflower-over-9-rivers\n").await.unwrap();
+        }
+        assert!(out.wait().await.unwrap().success());
+    }
+    site.admin(&["route", "allow", "alice", "bob"]).await;
+    let port = *mailroom_test_support::free_port_range(1).start();
+    let https = format!("127.0.0.1:{port}");
+    let base = format!("https://localhost:{port}");
+    let (mut server, _) = site.serve_https_on(&site.path("log-1"), &https).await;
+
+    let (config, bob_config) = (site.path("agent-alice"), site.path("agent-bob"));
+    let ca = site.data().join("tls/server-ca.crt");
+    let ca = ca.to_str().unwrap();
+    for (dir, who) in [(&config, "alice"), (&bob_config, "bob")] {
+        let (code, out) = agent(
+            dir,
+            &[
+                "login",
+                &base,
+                "--user",
+                who,
+                "--password-stdin",
+                "--ca",
+                ca,
+            ],
+            "Sunflower-over-9-rivers\n",
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+    }
+    let outbox = site.path("outbox");
+    std::fs::create_dir_all(outbox.join("bob")).unwrap();
+    let sha = write_random(&outbox.join("bob/big.bin"), 256 << 20, 11);
+
+    // The agent syncs; the hub dies (SIGKILL) once part of the file is staged.
+    let mut watcher = Command::new(agent_binary())
+        .args(["sync", "--watch", "--interval", "1", "--outbox"])
+        .arg(&outbox)
+        .env("MAILROOM_AGENT_CONFIG", &config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        mailroom_test_support::eventually(Duration::from_secs(120), async || staged(&site)
+            > (16 << 20))
+        .await,
+        "the upload never began"
+    );
+    server.start_kill().unwrap();
+    let _ = server.wait().await;
+    let held = staged(&site);
+    let status: serde_json::Value =
+        serde_json::from_str(&site.admin(&["--json", "status"]).await).unwrap();
+    assert_eq!(
+        status["live_deliveries"], 0,
+        "the kill came too late to interrupt the upload"
+    );
+    assert!(held < 256 << 20);
+
+    // The restart keeps the staging; the agent, still running, resumes and finishes.
+    let log = site.path("log-2");
+    let (mut server, _) = site.serve_https_on(&log, &https).await;
+    assert!(
+        mailroom_test_support::eventually(Duration::from_secs(240), async || outbox
+            .join(".sent/bob/big.bin")
+            .exists())
+        .await,
+        "not sent after the restart"
+    );
+    watcher.kill().await.unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("resumable upload taken up after a restart"),
+        "the upload began again instead of resuming: {log_text}"
+    );
+    // Delivered once, whole.
+    let (code, out) = agent(&bob_config, &["--json", "inbox"], "").await;
+    assert_eq!(code, 0, "{out}");
+    let inbox: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(inbox.len(), 1, "{out}");
+    assert_eq!(inbox[0]["sha256"], sha);
+    assert!(site.files_under("blobs/staging").is_empty());
+    server.start_kill().unwrap();
+    let _ = server.wait().await;
 }

@@ -48,7 +48,9 @@ pub use e2e::RecipientE2eKeys;
 pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
 pub use notices::{DIGEST_RULE, NOTIFY_RULE, RECEIPT_RULE};
-pub use resumable::{MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease};
+pub use resumable::{
+    MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease, ResumableRecord,
+};
 pub use tokens::{
     IssuedTokens, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, token_hash,
 };
@@ -137,6 +139,8 @@ pub struct Hub {
     auth: AuthState,
     /// Resumable uploads under way (see [`resumable`]).
     resumables: resumable::Resumables,
+    /// Held while a recorded resumable upload is taken up after a restart.
+    taking_up: tokio::sync::Mutex<()>,
     /// File operations begun (see [`Hub::file_operations`]).
     file_operations: AtomicU64,
     /// When a failed job runs again (see [`jobs`]).
@@ -162,6 +166,7 @@ impl Hub {
             policy: Arc::new(PolicyCache::default()),
             auth: AuthState::new(AuthConfig::default()),
             resumables: resumable::Resumables::default(),
+            taking_up: tokio::sync::Mutex::new(()),
             file_operations: AtomicU64::new(0),
             retry: RetryPolicy::default(),
             settled: tokio::sync::watch::Sender::new(0),

@@ -8,8 +8,15 @@
 //! [`Hub::begin_send`], so routes, rights, name rules, sizes and quotas are the Hub's rules as
 //! for every protocol, and it becomes deliveries only through [`Hub::finish_upload`], after
 //! the SHA-256 the client names matches. One that is neither finished nor aborted in time is
-//! aborted by [`Hub::expire_resumable`]; a restart loses them all (the staging files are swept
-//! at start), so a client then starts again.
+//! aborted by [`Hub::expire_resumable`].
+//!
+//! Where the blob store can take a staging up again ([`crate::BlobStore::resume`]: the local
+//! folder), each upload is also recorded in the metadata store ([`ResumableRecord`]) and its
+//! staging is spared by the start-up sweep, so it outlives a restart: the first request for
+//! it afterwards takes it up, checked again against today's routes and limits, at the offset
+//! its staging holds (which a client learns with `HEAD`, as after any dropped connection). The
+//! record goes in the same unit as the deliveries the upload makes, so a finished upload can
+//! never be taken up again and sent twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,11 +26,39 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::{ClientSession, Content, Hub, Upload};
 use crate::error::{CoreError, ErrorKind, Result};
-use crate::model::Delivery;
+use crate::model::{BlobId, Delivery};
 use crate::names::{AccountName, FileName};
+use crate::path::{Area, VirtualPath};
+use crate::ports::Durability;
 
 /// Resumable uploads one account may have open at once.
 pub const MAX_PER_ACCOUNT: usize = 32;
+
+/// A resumable upload as the metadata store keeps it, so that it outlives a restart: what
+/// it was begun with, and where its bytes are staged. Its offset is what the staging holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumableRecord {
+    /// Its id.
+    pub id: String,
+    /// The account that began it.
+    pub owner: AccountName,
+    /// The accounts and groups it is addressed to.
+    pub targets: Vec<AccountName>,
+    /// The file name.
+    pub name: FileName,
+    /// The size announced.
+    pub size: u64,
+    /// The SHA-256 announced, if one was.
+    pub sha256: Option<String>,
+    /// Whether it is end-to-end encrypted.
+    pub e2e: bool,
+    /// Its blob store staging ([`crate::BlobStore::resume`]).
+    pub staging: BlobId,
+    /// When it began.
+    pub created: OffsetDateTime,
+    /// When it is aborted unless finished.
+    pub expires: OffsetDateTime,
+}
 
 /// What a client learns about one of its resumable uploads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +202,33 @@ impl Hub {
             upload.expect_sha256(hash.clone());
         }
         let now = self.clock.now();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let expires = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::DAY);
+        if let Some(staging) = upload.staging_id() {
+            let record = ResumableRecord {
+                id: id.clone(),
+                owner: session.account.clone(),
+                targets: upload.targets().to_vec(),
+                name: name.clone(),
+                size,
+                sha256: sha256.clone(),
+                e2e: content == Content::EndToEnd,
+                staging,
+                created: now,
+                expires,
+            };
+            let recorded = self
+                .write(Durability::Flush, move |tx| tx.insert_resumable(&record))
+                .await;
+            if let Err(err) = recorded {
+                self.abort_upload(upload, "could not record the upload")
+                    .await;
+                return Err(err);
+            }
+            upload.set_resumable(id.clone());
+        }
         let info = ResumableInfo {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             name: name.clone(),
             targets: upload.targets().to_vec(),
             recipients: upload.recipients(),
@@ -177,7 +237,7 @@ impl Hub {
             sha256,
             content,
             created: now,
-            expires: now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::DAY),
+            expires,
         };
         let slot = Slot {
             owner: session.account.clone(),
@@ -203,13 +263,15 @@ impl Hub {
         id: &str,
     ) -> Result<ResumableLease> {
         let not_found = || CoreError::not_found(format!("no unfinished upload {id}"));
-        let slot = self
+        let held = self
             .resumables
             .lock()
             .get(id)
-            .filter(|entry| entry.owner == session.account)
-            .map(|entry| entry.slot.clone())
-            .ok_or_else(not_found)?;
+            .map(|entry| (entry.owner == session.account).then(|| entry.slot.clone()));
+        let slot = match held {
+            Some(slot) => slot.ok_or_else(not_found)?,
+            None => self.take_up(session, id).await?.ok_or_else(not_found)?,
+        };
         let slot = slot.try_lock_owned().map_err(|_| {
             CoreError::conflict("another request is writing this upload; try again when it ends")
         })?;
@@ -248,17 +310,140 @@ impl Hub {
         let Some(mut upload) = lease.slot.upload.take() else {
             return Err(CoreError::not_found("the upload has ended"));
         };
-        self.resumables.lock().remove(&lease.slot.info.id);
+        let id = lease.slot.info.id.clone();
+        self.resumables.lock().remove(&id);
         upload.expect_sha256(sha256);
-        self.finish_upload(upload).await
+        let finished = self.finish_upload(upload).await;
+        if finished.is_err() {
+            // Refused or failed: the bytes are gone, and so must its record be.
+            self.forget_resumable(&id).await;
+        }
+        finished
     }
 
     /// Aborts a resumable upload: nothing is delivered and its bytes are discarded.
     pub async fn abort_resumable(&self, mut lease: ResumableLease, reason: &str) {
-        self.resumables.lock().remove(&lease.slot.info.id);
+        let id = lease.slot.info.id.clone();
+        self.resumables.lock().remove(&id);
         if let Some(upload) = lease.slot.upload.take() {
             self.abort_upload(upload, reason).await;
         }
+        self.forget_resumable(&id).await;
+    }
+
+    /// Removes a resumable upload's record; a failure is left to its expiry.
+    async fn forget_resumable(&self, id: &str) {
+        let id = id.to_owned();
+        if let Err(err) = self
+            .write(Durability::Relaxed, move |tx| tx.delete_resumable(&id))
+            .await
+        {
+            tracing::warn!(error = %err, "could not forget a resumable upload; its expiry will");
+        }
+    }
+
+    /// Takes up, after a restart, the recorded upload `id` of `session`'s account: its
+    /// staging reopened, its targets checked again (a route removed meanwhile refuses it),
+    /// registered as if it had never left. `None` when there is no such record for this
+    /// account, when it has expired, or when the blob store cannot take it up.
+    async fn take_up(
+        &self,
+        session: &ClientSession,
+        id: &str,
+    ) -> Result<Option<Arc<tokio::sync::Mutex<Slot>>>> {
+        // One take-up at a time, so two requests never reopen one staging twice.
+        let _one = self.taking_up.lock().await;
+        if let Some(entry) = self.resumables.lock().get(id) {
+            return Ok((entry.owner == session.account).then(|| entry.slot.clone()));
+        }
+        let wanted = id.to_owned();
+        let Some(record) = self.read(move |tx| tx.resumable(&wanted)).await? else {
+            return Ok(None);
+        };
+        if record.owner != session.account || record.expires <= self.clock.now() {
+            return Ok(None);
+        }
+        let Some(writer) = self.blobs.resume(&record.staging).await? else {
+            return Ok(None);
+        };
+        let content = if record.e2e {
+            Content::EndToEnd
+        } else {
+            Content::Plain
+        };
+        let Some(first) = record.targets.first() else {
+            return Ok(None);
+        };
+        let path = VirtualPath::File(Area::Outbox, first.clone(), record.name.clone());
+        let begun = self
+            .begin_targets(
+                session,
+                &record.targets,
+                &record.name,
+                path,
+                content,
+                Some(writer),
+            )
+            .await;
+        let mut upload = match begun {
+            Ok(upload) => upload,
+            Err(err) => {
+                // Today's rules refuse it: it can never be finished, so it ends now.
+                if let Some(writer) = self.blobs.resume(&record.staging).await? {
+                    writer.abort().await;
+                }
+                self.forget_resumable(id).await;
+                self.record_refusal_of(
+                    session,
+                    crate::model::EventKind::Upload,
+                    format!("/outbox/{first}/{}", record.name),
+                    &err,
+                )
+                .await;
+                return Err(err);
+            }
+        };
+        if let Err(err) = upload.announce_size(record.size) {
+            self.abort_upload(upload, "size announced over the limit")
+                .await;
+            self.forget_resumable(id).await;
+            return Err(err);
+        }
+        if let Some(hash) = &record.sha256 {
+            upload.expect_sha256(hash.clone());
+        }
+        upload.set_resumable(record.id.clone());
+        let info = ResumableInfo {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            targets: upload.targets().to_vec(),
+            recipients: upload.recipients(),
+            size: record.size,
+            offset: 0,
+            sha256: record.sha256.clone(),
+            content,
+            created: record.created,
+            expires: record.expires,
+        };
+        tracing::info!(
+            account = %session.account,
+            upload = %record.id,
+            offset = upload.size(),
+            "resumable upload taken up after a restart"
+        );
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot {
+            owner: session.account.clone(),
+            upload: Some(upload),
+            info,
+        }));
+        self.resumables.lock().insert(
+            record.id,
+            Entry {
+                owner: session.account.clone(),
+                slot: slot.clone(),
+            },
+        );
+        Ok(Some(slot))
     }
 
     /// Aborts every resumable upload past its expiry that no request holds now. Returns how
@@ -277,11 +462,30 @@ impl Hub {
             });
             due
         };
-        let count = due.len();
+        let mut count = due.len();
         for mut slot in due {
             if let Some(upload) = slot.upload.take() {
                 self.abort_upload(upload, "expired unfinished").await;
             }
+            self.forget_resumable(&slot.info.id).await;
+        }
+        // And the recorded ones no request took up since a restart.
+        let recorded = match self.read(|tx| tx.resumables()).await {
+            Ok(recorded) => recorded,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the resumable uploads to expire");
+                return count;
+            }
+        };
+        for record in recorded.into_iter().filter(|r| r.expires <= now) {
+            if self.resumables.lock().contains_key(&record.id) {
+                continue;
+            }
+            if let Ok(Some(writer)) = self.blobs.resume(&record.staging).await {
+                writer.abort().await;
+            }
+            self.forget_resumable(&record.id).await;
+            count += 1;
         }
         count
     }

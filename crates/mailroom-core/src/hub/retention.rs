@@ -34,7 +34,14 @@ impl Hub {
     /// Removes staging files and blobs that no live delivery references (left by a crash or by
     /// a deletion interrupted between commit and unlink). Run it before serving.
     pub async fn sweep(&self) -> Result<SweepReport> {
-        let live = self.read(|tx| tx.live_blobs()).await?;
+        // The stagings of recorded resumable uploads are kept, to be taken up again.
+        let live = self
+            .read(|tx| {
+                let mut live = tx.live_blobs()?;
+                live.extend(tx.resumables()?.into_iter().map(|r| r.staging));
+                Ok(live)
+            })
+            .await?;
         let report = self.blobs.sweep(&live).await?;
         if report.staging_removed + report.orphans_removed > 0 {
             let event = self.stamp.event(

@@ -54,6 +54,12 @@ pub struct Upload {
     /// The first bytes written in order (up to the age header's length), kept to check that
     /// end-to-end content is an age file.
     head: Vec<u8>,
+    /// Set for an upload taken up after a restart with bytes already staged: its first bytes
+    /// were checked by no one this process knows of, and are not checked again.
+    head_unknown: bool,
+    /// The id of the resumable upload it is, whose record the commit removes with the
+    /// deliveries it makes.
+    resumable: Option<String>,
     writer: Box<dyn BlobWriter>,
 }
 
@@ -115,6 +121,18 @@ impl Upload {
         self.content
     }
 
+    /// Where the blob store stages it, for a resume after a restart.
+    pub(super) fn staging_id(&self) -> Option<crate::model::BlobId> {
+        self.writer.staging_id()
+    }
+
+    /// Makes it the resumable upload `id`, whose record the commit removes.
+    pub(super) fn set_resumable(&mut self, id: String) {
+        self.resumable = Some(id);
+        // Taken up after a restart, it may hold bytes this process never saw.
+        self.head_unknown = self.size() > 0;
+    }
+
     /// The accounts and groups it is addressed to.
     pub fn targets(&self) -> &[AccountName] {
         &self.targets
@@ -174,6 +192,7 @@ impl Hub {
             name,
             path.clone(),
             Content::Plain,
+            None,
         )
         .await
     }
@@ -201,7 +220,7 @@ impl Hub {
                 "at most {MAX_TARGETS} recipients per upload"
             )))
         } else {
-            self.begin_targets(session, targets, name, path.clone(), content)
+            self.begin_targets(session, targets, name, path.clone(), content, None)
                 .await
         };
         if let Err(err) = &result {
@@ -216,13 +235,14 @@ impl Hub {
         result
     }
 
-    async fn begin_targets(
+    pub(super) async fn begin_targets(
         &self,
         session: &ClientSession,
         targets: &[AccountName],
         name: &FileName,
         path: VirtualPath,
         content: Content,
+        resumed: Option<Box<dyn BlobWriter>>,
     ) -> Result<Upload> {
         let cache = self.policy.clone();
         let sender = session.account.clone();
@@ -248,7 +268,10 @@ impl Hub {
                 tracing::warn!(error = %err, "could not record a transfer's start");
             }
         }
-        let writer = self.blobs.create().await?;
+        let writer = match resumed {
+            Some(writer) => writer,
+            None => self.blobs.create().await?,
+        };
         Ok(Upload {
             session: session.clone(),
             path,
@@ -261,6 +284,8 @@ impl Hub {
             refusal: None,
             content,
             head: Vec::new(),
+            head_unknown: false,
+            resumable: None,
             writer,
         })
     }
@@ -285,6 +310,8 @@ impl Hub {
             refusal,
             content,
             head,
+            head_unknown,
+            resumable,
             writer,
         } = upload;
         let e2e = content == Content::EndToEnd;
@@ -295,7 +322,7 @@ impl Hub {
                 .await;
             return Err(err);
         }
-        if e2e && head != AGE_HEADER {
+        if e2e && !head_unknown && head != AGE_HEADER {
             writer.abort().await;
             let err = CoreError::invalid(
                 "an end-to-end encrypted upload must be an age file \
@@ -419,6 +446,9 @@ impl Hub {
                     .as_deref()
                     .map(|content| (&stored.id, content));
                 tx.insert_deliveries(&deliveries, inline)?;
+                if let Some(id) = &resumable {
+                    tx.delete_resumable(id)?;
+                }
                 stamp.record(tx, &events)?;
                 if check {
                     // One check for the upload, whatever its fan-out; queued whatever the

@@ -2,7 +2,10 @@
 //!
 //! Blobs are write-once byte vectors under server-made ids, hashed with SHA-256 on commit,
 //! like the folder store's; small ones can be handed back inline for the metadata store to
-//! keep, as the folder store does, so both paths of the Hub are exercised.
+//! keep, as the folder store does, so both paths of the Hub are exercised. Unfinished blobs
+//! are staged under their own ids, outside any writer, so a Hub made again on the same store
+//! (a restart) can take them up with [`BlobStore::resume`], as the folder store's staging
+//! files are.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,8 @@ use crate::ports::{BlobReader, BlobStore, BlobWriter, StoredBlob, SweepReport};
 #[derive(Default)]
 pub struct MemoryBlobs {
     blobs: Arc<Mutex<HashMap<BlobId, Arc<Vec<u8>>>>>,
+    /// Unfinished blobs by staging id.
+    staging: Arc<Mutex<HashMap<BlobId, Vec<u8>>>>,
     /// Blobs up to this size are returned inline instead of stored.
     inline_up_to: Option<u64>,
 }
@@ -40,24 +45,37 @@ impl MemoryBlobs {
     pub fn ids(&self) -> HashSet<BlobId> {
         lock(&self.blobs).keys().cloned().collect()
     }
+
+    /// The ids of the unfinished blobs it stages.
+    pub fn staged(&self) -> HashSet<BlobId> {
+        lock(&self.staging).keys().cloned().collect()
+    }
+
+    fn writer(&self, id: BlobId) -> MemoryWriter {
+        MemoryWriter {
+            id,
+            blobs: self.blobs.clone(),
+            staging: self.staging.clone(),
+            inline_up_to: self.inline_up_to,
+        }
+    }
 }
 
-fn lock(
-    blobs: &Mutex<HashMap<BlobId, Arc<Vec<u8>>>>,
-) -> std::sync::MutexGuard<'_, HashMap<BlobId, Arc<Vec<u8>>>> {
-    blobs
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
 impl BlobStore for MemoryBlobs {
     async fn create(&self) -> Result<Box<dyn BlobWriter>> {
-        Ok(Box::new(MemoryWriter {
-            blobs: self.blobs.clone(),
-            inline_up_to: self.inline_up_to,
-            data: Vec::new(),
-        }))
+        let id = BlobId::new();
+        lock(&self.staging).insert(id.clone(), Vec::new());
+        Ok(Box::new(self.writer(id)))
+    }
+
+    async fn resume(&self, staging: &BlobId) -> Result<Option<Box<dyn BlobWriter>>> {
+        lock(&self.staging).entry(staging.clone()).or_default();
+        Ok(Some(Box::new(self.writer(staging.clone()))))
     }
 
     async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>> {
@@ -74,20 +92,25 @@ impl BlobStore for MemoryBlobs {
     }
 
     async fn sweep(&self, live: &HashSet<BlobId>) -> Result<SweepReport> {
+        let mut staging = lock(&self.staging);
+        let staged = staging.len();
+        staging.retain(|id, _| live.contains(id));
         let mut blobs = lock(&self.blobs);
         let before = blobs.len();
         blobs.retain(|id, _| live.contains(id));
         Ok(SweepReport {
-            staging_removed: 0,
+            staging_removed: (staged - staging.len()) as u64,
             orphans_removed: (before - blobs.len()) as u64,
         })
     }
 }
 
+/// Writes through to the store's staging map, where a restart finds what was written.
 struct MemoryWriter {
+    id: BlobId,
     blobs: Arc<Mutex<HashMap<BlobId, Arc<Vec<u8>>>>>,
+    staging: Arc<Mutex<HashMap<BlobId, Vec<u8>>>>,
     inline_up_to: Option<u64>,
-    data: Vec<u8>,
 }
 
 #[async_trait]
@@ -97,30 +120,43 @@ impl BlobWriter for MemoryWriter {
         let end = start
             .checked_add(data.len())
             .ok_or_else(|| CoreError::invalid("offset too large"))?;
-        if self.data.len() < end {
-            self.data.resize(end, 0);
+        let mut staging = lock(&self.staging);
+        let staged = staging
+            .get_mut(&self.id)
+            .ok_or_else(|| CoreError::not_found("the staging is gone"))?;
+        if staged.len() < end {
+            staged.resize(end, 0);
         }
-        self.data[start..end].copy_from_slice(data);
+        staged[start..end].copy_from_slice(data);
         Ok(())
     }
 
     fn size(&self) -> u64 {
-        self.data.len() as u64
+        lock(&self.staging)
+            .get(&self.id)
+            .map_or(0, |staged| staged.len() as u64)
+    }
+
+    fn staging_id(&self) -> Option<BlobId> {
+        Some(self.id.clone())
     }
 
     async fn commit(self: Box<Self>) -> Result<StoredBlob> {
+        let data = lock(&self.staging)
+            .remove(&self.id)
+            .ok_or_else(|| CoreError::not_found("the staging is gone"))?;
         let id = BlobId::new();
-        let size = self.data.len() as u64;
-        let sha256 = hex::encode(Sha256::digest(&self.data));
+        let size = data.len() as u64;
+        let sha256 = hex::encode(Sha256::digest(&data));
         if self.inline_up_to.is_some_and(|limit| size <= limit) {
             return Ok(StoredBlob {
                 id,
                 size,
                 sha256,
-                inline: Some(self.data),
+                inline: Some(data),
             });
         }
-        lock(&self.blobs).insert(id.clone(), Arc::new(self.data));
+        lock(&self.blobs).insert(id.clone(), Arc::new(data));
         Ok(StoredBlob {
             id,
             size,
@@ -129,7 +165,9 @@ impl BlobWriter for MemoryWriter {
         })
     }
 
-    async fn abort(self: Box<Self>) {}
+    async fn abort(self: Box<Self>) {
+        lock(&self.staging).remove(&self.id);
+    }
 }
 
 struct MemoryReader {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::access::{Ban, BanSubject};
 use crate::audit::{AuditRecord, ChainHead, GENESIS_HASH, chain_hash};
 use crate::error::{CoreError, Result};
-use crate::hub::{ApiKeyRecord, TokenRecord};
+use crate::hub::{ApiKeyRecord, ResumableRecord, TokenRecord};
 use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
     Account, BlobId, Delivery, DeliveryId, DeliveryState, Event, Group, Route, RouteEffect,
@@ -138,6 +138,7 @@ struct State {
     tokens: BTreeMap<String, TokenRecord>,
     /// API keys by id.
     api_keys: BTreeMap<String, ApiKeyRecord>,
+    resumables: BTreeMap<String, ResumableRecord>,
     jobs: BTreeMap<Uuid, Job>,
     nodes: BTreeMap<NodeId, NodeRecord>,
     live_sessions: BTreeMap<(NodeId, u64), LiveSessionRecord>,
@@ -960,6 +961,30 @@ impl Tx for MemoryTx<'_> {
             }
             None => false,
         })
+    }
+
+    fn insert_resumable(&mut self, upload: &ResumableRecord) -> Result<()> {
+        self.writing()?;
+        if self.state.resumables.contains_key(&upload.id) {
+            return Err(CoreError::conflict("resumable upload already stored"));
+        }
+        self.state
+            .resumables
+            .insert(upload.id.clone(), upload.clone());
+        Ok(())
+    }
+
+    fn resumable(&mut self, id: &str) -> Result<Option<ResumableRecord>> {
+        Ok(self.state.resumables.get(id).cloned())
+    }
+
+    fn resumables(&mut self) -> Result<Vec<ResumableRecord>> {
+        Ok(self.state.resumables.values().cloned().collect())
+    }
+
+    fn delete_resumable(&mut self, id: &str) -> Result<bool> {
+        self.writing()?;
+        Ok(self.state.resumables.remove(id).is_some())
     }
 
     fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {

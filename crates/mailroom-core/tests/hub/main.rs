@@ -24,6 +24,7 @@ mod jobs;
 mod names;
 mod notices;
 mod quotas;
+mod resumable;
 mod retention;
 mod routes;
 mod sessions;

@@ -49,6 +49,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "e2e deliveries",
         sql: include_str!("../../migrations/postgres/0007_e2e_deliveries.sql"),
     },
+    Migration {
+        version: 8,
+        description: "resumable uploads",
+        sql: include_str!("../../migrations/postgres/0008_resumable_uploads.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

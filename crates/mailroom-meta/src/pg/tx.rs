@@ -34,7 +34,9 @@ use mailroom_core::{
     FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
     TokenRecord, Tx,
 };
-use mailroom_core::{ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
+use mailroom_core::{
+    ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord, ResumableRecord,
+};
 use postgres::Row;
 use postgres::types::ToSql;
 use time::OffsetDateTime;
@@ -47,7 +49,7 @@ use crate::convert::{
     epoch_to_db, event_columns, job_columns, nanos, nanos_saturating, parsed, seq_from_db,
     seq_to_db, size_to_db, time_from_nanos, token_columns, totp_to_db, unsigned,
 };
-use crate::convert::{api_key_columns, live_session_columns, node_columns};
+use crate::convert::{api_key_columns, live_session_columns, node_columns, resumable_columns};
 use crate::error::{classify_pg, corrupt};
 use crate::shared::{self, Principal, live_states, no_account, no_group};
 
@@ -1651,6 +1653,76 @@ impl Tx for PgTx<'_> {
             &[&id, &nanos(at)?],
         )?;
         Ok(touched > 0)
+    }
+
+    fn insert_resumable(&mut self, upload: &ResumableRecord) -> Result<()> {
+        const OP: &str = "insert_resumable";
+        self.writing()?;
+        let size = size_to_db(upload.size)?;
+        let targets = convert::targets_to_db(&upload.targets);
+        let (created, expires) = (nanos(upload.created)?, nanos(upload.expires)?);
+        let stored: Option<String> = self.row(
+            OP,
+            concat!(
+                "INSERT INTO resumable_uploads (",
+                resumable_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            &[
+                &upload.id,
+                &upload.owner.as_str(),
+                &targets,
+                &upload.name.as_str(),
+                &size,
+                &upload.sha256,
+                &upload.e2e,
+                &upload.staging.as_str(),
+                &created,
+                &expires,
+            ],
+            |row| column(row, "id"),
+        )?;
+        match stored {
+            Some(_) => Ok(()),
+            None => Err(shared::resumable_stored()),
+        }
+    }
+
+    fn resumable(&mut self, id: &str) -> Result<Option<ResumableRecord>> {
+        self.row(
+            "resumable",
+            concat!(
+                "SELECT ",
+                resumable_columns!(),
+                " FROM resumable_uploads WHERE id = $1"
+            ),
+            &[&id],
+            convert::resumable,
+        )
+    }
+
+    fn resumables(&mut self) -> Result<Vec<ResumableRecord>> {
+        self.rows(
+            "resumables",
+            concat!(
+                "SELECT ",
+                resumable_columns!(),
+                " FROM resumable_uploads ORDER BY id"
+            ),
+            &[],
+            convert::resumable,
+        )
+    }
+
+    fn delete_resumable(&mut self, id: &str) -> Result<bool> {
+        self.writing()?;
+        let deleted = self.execute(
+            "delete_resumable",
+            "DELETE FROM resumable_uploads WHERE id = $1",
+            &[&id],
+        )?;
+        Ok(deleted > 0)
     }
 
     fn put_node(&mut self, node: &NodeInfo, heartbeat: OffsetDateTime) -> Result<()> {

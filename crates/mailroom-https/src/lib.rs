@@ -37,6 +37,7 @@ mod api_keys;
 mod client;
 mod e2e;
 
+pub use api_keys::MAX_EXPIRES_IN_DAYS;
 pub use config::Config;
 pub use problem::Problem;
 pub use server::{AppState, ConnInfo, router, serve, serve_with};

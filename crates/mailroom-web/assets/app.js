@@ -7,4 +7,19 @@ document.addEventListener('DOMContentLoaded', () => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
     });
   }
+  // A button that copies the text of the element it names (a secret shown once). Hidden
+  // until this script runs, so a page without it shows no dead button.
+  for (const button of document.querySelectorAll('button[data-copy]')) {
+    const source = document.getElementById(button.dataset.copy);
+    if (!source || !navigator.clipboard) continue;
+    button.hidden = false;
+    button.addEventListener('click', async () => {
+      try {
+        await navigator.clipboard.writeText(source.textContent.trim());
+        button.textContent = 'Copied';
+      } catch {
+        button.textContent = 'Select and copy by hand';
+      }
+    });
+  }
 });

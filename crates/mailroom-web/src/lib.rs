@@ -1,6 +1,6 @@
 //! The browser UI of the HTTPS front end: server-rendered pages for users (inbox, send,
-//! receipts, TOTP enrolment) and for administrators (accounts, groups, routes, bans, live
-//! sessions, the audit trail).
+//! receipts, their API keys and end-to-end encryption keys, TOTP enrolment) and for
+//! administrators (accounts, groups, routes, bans, live sessions, the audit trail).
 //!
 //! It is a thin adapter like the API beside it, and reuses the API's pieces rather than
 //! repeating them: a sign-in is `mailroom_https::auth::login` (the Hub's login steps, the same
@@ -23,6 +23,7 @@ use mailroom_https::AppState;
 mod admin;
 mod assets;
 mod bridge;
+mod keys;
 mod page_checks;
 mod pages;
 mod qr;
@@ -44,6 +45,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/send", get(user::send))
         .route("/sent", get(user::sent))
         .route("/sent/{id}/recall", post(user::recall))
+        .route("/keys", get(keys::keys))
+        .route("/keys/api", post(keys::create_api_key))
+        .route("/keys/api/{id}/revoke", post(keys::revoke_api_key))
+        .route("/keys/e2e", post(keys::add_e2e_key))
+        .route("/keys/e2e/{fingerprint}/remove", post(keys::remove_e2e_key))
         .route("/security", get(user::security))
         .route("/security/totp", post(user::enroll_totp))
         .route("/app/api/v1/uploads", post(bridge::upload))

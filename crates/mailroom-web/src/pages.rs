@@ -80,10 +80,11 @@ impl Flash {
     }
 }
 
-const CLIENT_NAV: [(&str, &str); 4] = [
+const CLIENT_NAV: [(&str, &str); 5] = [
     ("/inbox", "Inbox"),
     ("/send", "Send"),
     ("/sent", "Sent"),
+    ("/keys", "Keys"),
     ("/security", "Security"),
 ];
 

@@ -442,7 +442,7 @@ async fn admin_pages_refuse_clients_and_mailbox_pages_refuse_admins() {
     let landed = admin.login(&root).await;
     assert_eq!(landed.status, StatusCode::SEE_OTHER, "{}", landed.body);
     assert_eq!(admin.get("/").await.location(), "/admin/accounts");
-    for path in ["/inbox", "/send", "/sent", "/security"] {
+    for path in ["/inbox", "/send", "/sent", "/keys", "/security"] {
         let page = admin.get(path).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
         assert!(page.body.contains("Administrators own no mailbox"));
@@ -765,5 +765,364 @@ async fn admin_retries_and_drops_jobs_from_the_jobs_page() {
         hub.hub.job(job.id).await.unwrap().0.state,
         JobState::Dropped
     );
+    hub.stop().await;
+}
+
+/// The status of `GET /api/v1/{path}` with `bearer` (an API key or an access token), and its
+/// body.
+async fn api_get(browser: &Browser, path: &str, bearer: &str) -> (StatusCode, String) {
+    let response = browser
+        .http
+        .get(format!("{}/api/v1/{path}", browser.base))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// An access token of `who` from the API's own login.
+async fn api_token(browser: &Browser, who: &TestClient) -> String {
+    let response = browser
+        .http
+        .post(format!("{}/api/v1/token", browser.base))
+        .json(&serde_json::json!({"username": who.name, "password": who.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The text of the element with `id` (up to its first tag).
+fn text_of(body: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id}:\n{body}"))
+        + marker.len();
+    body[start..start + body[start..].find('<').unwrap()].to_owned()
+}
+
+/// The ids of an account's API keys, as the Hub has them.
+async fn api_key_ids(hub: &TestHub, name: &str) -> Vec<String> {
+    let name = mailroom_core::AccountName::parse(name).unwrap();
+    let keys = hub.hub.api_keys(&name).await.unwrap();
+    keys.into_iter().map(|k| k.id).collect()
+}
+
+#[tokio::test]
+async fn an_api_key_made_on_the_keys_page_works_its_secret_shown_once_until_revoked() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let empty = browser.get("/keys").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_page_headers(&empty);
+    assert!(
+        empty.body.contains("You have no API keys."),
+        "{}",
+        empty.body
+    );
+    assert!(empty.body.contains(r#"href="/keys" aria-current="page""#));
+    let csrf = empty.csrf();
+
+    // Refusals show the Hub's sentence and make no key.
+    let refusals: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("label", "  "), ("scope_send", "on")],
+            "label has 1 to 64 characters",
+        ),
+        (&[("label", "cron")], "needs at least one scope"),
+        (
+            &[
+                ("label", "cron"),
+                ("scope_receive", "on"),
+                ("expires_in_days", "0"),
+            ],
+            "expires in 1 to 3650 days",
+        ),
+        (
+            &[
+                ("label", "cron"),
+                ("scope_receive", "on"),
+                ("expires_in_days", "soon"),
+            ],
+            "expires in 1 to 3650 days",
+        ),
+    ];
+    for (fields, message) in refusals {
+        let fields = [[("csrf", csrf.as_str())].as_slice(), fields].concat();
+        let page = browser.post("/keys/api", &fields).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{fields:?}");
+        assert!(page.body.contains("flash-error"), "{}", page.body);
+        assert!(page.body.contains(message), "{message}: {}", page.body);
+        assert!(!page.body.contains("api-key-secret"));
+    }
+    // Without the page's token, nothing is made either.
+    let forged = browser
+        .post("/keys/api", &[("label", "forged"), ("scope_receive", "on")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(forged.headers["x-mailroom-refusal"], "csrf");
+    assert!(api_key_ids(&hub, "alice").await.is_empty(), "no key made");
+
+    let made = browser
+        .post(
+            "/keys/api",
+            &[
+                ("csrf", &csrf),
+                ("label", "backup <b>agent</b>"),
+                ("scope_receive", "on"),
+                ("scope_send", "on"),
+                ("expires_in_days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    assert_eq!(made.headers["cache-control"], "no-store");
+    assert!(made.body.contains("shown only once"), "{}", made.body);
+    assert!(made.body.contains("It is not shown again"));
+    let secret = text_of(&made.body, "api-key-secret");
+    assert!(secret.starts_with("mrk_"), "{secret}");
+    // The label is text, never markup.
+    assert!(made.body.contains("backup &#60;b&#62;agent&#60;/b&#62;"));
+    assert!(!made.body.contains("<b>agent</b>"));
+    let ids = api_key_ids(&hub, "alice").await;
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].clone();
+    assert!(secret.contains(&id));
+
+    // The secret is a bearer credential of the API on the same hub.
+    let (status, body) = api_get(&browser, "inbox", &secret).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The list shows the key, and never its secret again.
+    let list = browser.get("/keys").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(&id), "{}", list.body);
+    assert!(list.body.contains("send, receive"));
+    assert!(list.body.contains("backup &#60;b&#62;agent&#60;/b&#62;"));
+    assert!(
+        !list.body.contains(&secret),
+        "the secret is shown once only"
+    );
+    assert!(!list.body.contains("api-key-secret"));
+    assert!(!list.body.contains(&secret[secret.len() - 64..]));
+
+    // Another account's key is no key of alice's: refused, and it still works.
+    let bobs_name = mailroom_core::AccountName::parse(&bob.name).unwrap();
+    let (bobs, bobs_secret) = hub
+        .hub
+        .create_api_key(
+            &TestHub::admin(),
+            &bobs_name,
+            "bob's cron",
+            mailroom_core::KeyScopes::ALL,
+            None,
+        )
+        .await
+        .unwrap();
+    let bobs_secret = bobs_secret.expose().clone();
+    let refused = browser
+        .post(&format!("/keys/api/{}/revoke", bobs.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert!(refused.body.contains("flash-error"));
+    assert!(
+        refused.body.contains("Alice has no API key"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        !refused.body.contains("bob&#39;s cron"),
+        "nothing of bob's key"
+    );
+    assert_eq!(
+        api_key_ids(&hub, "bob").await,
+        std::slice::from_ref(&bobs.id)
+    );
+    assert_eq!(
+        api_get(&browser, "inbox", &bobs_secret).await.0,
+        StatusCode::OK
+    );
+
+    // A revocation without the token changes nothing; with it, the key stops at once.
+    let forged = browser.post(&format!("/keys/api/{id}/revoke"), &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(api_get(&browser, "inbox", &secret).await.0, StatusCode::OK);
+    let revoked = browser
+        .post(&format!("/keys/api/{id}/revoke"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    assert_eq!(revoked.location(), "/keys?done=api-key-revoked");
+    assert_eq!(
+        api_get(&browser, "inbox", &secret).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let after = browser.get("/keys?done=api-key-revoked").await;
+    assert!(after.body.contains("API key revoked"));
+    assert!(after.body.contains("You have no API keys."));
+    assert!(api_key_ids(&hub, "alice").await.is_empty());
+
+    let audit = hub.events(EventKind::Admin, Outcome::Ok).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.detail == format!("revoke api key {id}"))
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn e2e_keys_added_on_the_keys_page_are_the_apis_and_refusals_change_nothing() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let empty = browser.get("/keys").await;
+    assert!(
+        empty
+            .body
+            .contains("You have no end-to-end encryption keys.")
+    );
+    let csrf = empty.csrf();
+
+    // Without the page's token nothing is added.
+    let forged = browser
+        .post(
+            "/keys/e2e",
+            &[("recipient", &recipient), ("comment", "laptop")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(hub.account("alice").await.e2e_keys.is_empty());
+
+    let added = browser
+        .post(
+            "/keys/e2e",
+            &[
+                ("csrf", &csrf),
+                ("recipient", &recipient),
+                ("comment", "laptop <i>home</i>"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(added.location(), "/keys?done=e2e-key-added");
+    let keys = hub.account("alice").await.e2e_keys;
+    assert_eq!(keys.len(), 1);
+    let fingerprint = keys[0].fingerprint();
+    let list = browser.get("/keys?done=e2e-key-added").await;
+    assert!(list.body.contains("Encryption key added"), "{}", list.body);
+    assert!(list.body.contains(&fingerprint));
+    assert!(list.body.contains(&recipient));
+    assert!(list.body.contains("laptop &#60;i&#62;home&#60;/i&#62;"));
+    assert!(!list.body.contains("<i>home</i>"));
+
+    // The API shows the same key.
+    let token = api_token(&browser, &alice).await;
+    let (status, body) = api_get(&browser, "e2e-keys", &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed[0]["recipient"], recipient.as_str());
+    assert_eq!(listed[0]["fingerprint"], fingerprint.as_str());
+    assert_eq!(listed[0]["comment"], "laptop <i>home</i>");
+
+    // Refusals: the Hub's sentence, no change, and a malformed recipient is not echoed.
+    let before = hub.account("alice").await.e2e_keys;
+    let malformed = "age1thisisnotarecipient";
+    let refusals = [
+        (
+            malformed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not an age X25519 recipient",
+        ),
+        (
+            recipient.as_str(),
+            StatusCode::CONFLICT,
+            "Alice already has the e2e key",
+        ),
+    ];
+    for (candidate, status, message) in refusals {
+        let page = browser
+            .post(
+                "/keys/e2e",
+                &[("csrf", &csrf), ("recipient", candidate), ("comment", "x")],
+            )
+            .await;
+        assert_eq!(page.status, status, "{candidate}: {}", page.body);
+        assert!(page.body.contains("flash-error"));
+        assert!(page.body.contains(message), "{message}: {}", page.body);
+        assert_eq!(hub.account("alice").await.e2e_keys, before);
+        if candidate == malformed {
+            assert!(!page.body.contains(malformed), "not echoed");
+        }
+    }
+    let control = browser
+        .post(
+            "/keys/e2e",
+            &[
+                ("csrf", &csrf),
+                (
+                    "recipient",
+                    &age::x25519::Identity::generate().to_public().to_string(),
+                ),
+                ("comment", "line\nbreak"),
+            ],
+        )
+        .await;
+    assert_eq!(control.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        control.body.contains("control character"),
+        "{}",
+        control.body
+    );
+    assert_eq!(hub.account("alice").await.e2e_keys, before);
+
+    // Removal: refused without the token, then done; an unknown fingerprint is refused.
+    let path = format!("/keys/e2e/{fingerprint}/remove");
+    let forged = browser.post(&path, &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(hub.account("alice").await.e2e_keys, before);
+    let removed = browser.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    assert_eq!(removed.location(), "/keys?done=e2e-key-removed");
+    assert!(hub.account("alice").await.e2e_keys.is_empty());
+    let (_, body) = api_get(&browser, "e2e-keys", &token).await;
+    assert_eq!(body.trim(), "[]");
+    let again = browser.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.body.contains("no such e2e key"), "{}", again.body);
+
+    // A key beyond the most an account may hold is refused, and nothing changes.
+    let name = mailroom_core::AccountName::parse("alice").unwrap();
+    let held = hub.account("alice").await.e2e_keys.len();
+    for _ in held..mailroom_core::MAX_E2E_KEYS {
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        hub.hub
+            .add_e2e_key(&TestHub::admin(), &name, &recipient, "")
+            .await
+            .unwrap();
+    }
+    let full = hub.account("alice").await.e2e_keys;
+    let extra = age::x25519::Identity::generate().to_public().to_string();
+    let refused = browser
+        .post(
+            "/keys/e2e",
+            &[("csrf", &csrf), ("recipient", &extra), ("comment", "")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        refused.body.contains("the most an account may hold"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(hub.account("alice").await.e2e_keys, full);
     hub.stop().await;
 }

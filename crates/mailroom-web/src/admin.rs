@@ -1,5 +1,6 @@
 //! The administration pages: accounts (create, disable and enable, reset password, SSH keys,
-//! required factors, networks, rights, limits, delete), groups, routes, bans, live sessions
+//! a client's API keys (revoke) and end-to-end encryption keys (remove), required factors,
+//! networks, rights, limits, delete), groups, routes, bans, live sessions
 //! (kick) and the audit trail with filters and the hash chain's verification status.
 //!
 //! Each form is parsed with the core's parsers before anything changes and makes the Hub
@@ -24,6 +25,7 @@ use mailroom_https::wire::{AccountView, BanView, JobView, SessionView};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::keys::{ApiKeyRow, E2eKeyRow};
 use crate::pages::{self, Flash, Page, render};
 use crate::session::{Admin, Web};
 
@@ -45,6 +47,8 @@ impl Done {
             "access" => "Access policy saved.",
             "key-added" => "Key added.",
             "key-removed" => "Key removed.",
+            "api-key-revoked" => "API key revoked: it no longer works.",
+            "e2e-key-removed" => "Encryption key removed.",
             "deleted" => "Account deleted.",
             "group-created" => "Group created.",
             "group-deleted" => "Group deleted.",
@@ -179,6 +183,10 @@ struct AccountPage {
     account: AccountView,
     access: AccessFields,
     limits: LimitFields,
+    /// Whether it is a client account (only those have API and encryption keys).
+    client: bool,
+    api_keys: Vec<ApiKeyRow>,
+    e2e_keys: Vec<E2eKeyRow>,
 }
 
 /// Required factors and rights as the access form takes them.
@@ -232,13 +240,15 @@ async fn account_with(
         Ok(name) => web.app.hub.account(&name).await,
         Err(_) => Err(CoreError::not_found("no such account")),
     };
-    let (account, access) = match account {
+    let (account, access, client, e2e_keys) = match account {
         Ok(account) => (
             AccountView::from(&account),
             AccessFields {
                 require: require_field(&account.access.factors),
                 rights: account.access.rights.to_string(),
             },
+            account.kind == AccountKind::Client,
+            account.e2e_keys.iter().map(E2eKeyRow::new).collect(),
         ),
         Err(err) => {
             let (status, flash) = refused(&err);
@@ -255,6 +265,16 @@ async fn account_with(
         allow_names: l.allow_names.join(", "),
         deny_names: l.deny_names.join(", "),
     };
+    let (status, flash, api_keys) = if client {
+        let keys = match name_of(name) {
+            Ok(name) => web.app.hub.api_keys(&name).await,
+            Err(err) => Err(err),
+        };
+        pages::listed(keys, status, flash)
+    } else {
+        (status, flash, Vec::new())
+    };
+    let now = web.app.hub.now();
     let page = AccountPage {
         page: Page::new(
             format!("Account {}", account.name),
@@ -266,6 +286,9 @@ async fn account_with(
         account,
         access,
         limits,
+        client,
+        api_keys: api_keys.iter().map(|k| ApiKeyRow::new(k, now)).collect(),
+        e2e_keys,
     };
     render(status, &page)
 }
@@ -482,6 +505,42 @@ pub(crate) async fn remove_key(
             .remove_key(&admin.session.identity.actor(), &account, &key)
             .await?;
         Ok("key-removed")
+    }
+    .await;
+    after(&web, &admin, &name, result).await
+}
+
+/// Revokes an API key of a client account: it stops working at once.
+pub(crate) async fn revoke_api_key(
+    State(web): State<Arc<Web>>,
+    admin: Admin,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let account = name_of(&name)?;
+        web.app
+            .hub
+            .revoke_api_key(&admin.session.identity.actor(), &account, &id)
+            .await?;
+        Ok("api-key-revoked")
+    }
+    .await;
+    after(&web, &admin, &name, result).await
+}
+
+/// Removes an end-to-end encryption key of a client account, named by its fingerprint.
+pub(crate) async fn remove_e2e_key(
+    State(web): State<Arc<Web>>,
+    admin: Admin,
+    Path((name, fingerprint)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let account = name_of(&name)?;
+        web.app
+            .hub
+            .remove_e2e_key(&admin.session.identity.actor(), &account, &fingerprint)
+            .await?;
+        Ok("e2e-key-removed")
     }
     .await;
     after(&web, &admin, &name, result).await

@@ -2,7 +2,7 @@
 //! the answer to the form, revoke) and its end-to-end encryption keys (age recipients: list,
 //! add, remove). Each form is one Hub call on the session's own account, the calls the API's
 //! `/api/v1/api-keys` and `/api/v1/e2e-keys` make; a refusal re-renders the page with the
-//! Hub's sentence and changes nothing.
+//! Hub's sentence and changes nothing. The rows are shared with the admin's account page.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! The browser UI of the HTTPS front end: server-rendered pages for users (inbox, send,
 //! receipts, their API keys and end-to-end encryption keys, TOTP enrolment) and for
-//! administrators (accounts, groups, routes, bans, live sessions, the audit trail).
+//! administrators (accounts with their keys, groups, routes, bans, live sessions, the audit
+//! trail).
 //!
 //! It is a thin adapter like the API beside it, and reuses the API's pieces rather than
 //! repeating them: a sign-in is `mailroom_https::auth::login` (the Hub's login steps, the same
@@ -77,6 +78,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/admin/accounts/{name}/keys/remove",
             post(admin::remove_key),
+        )
+        .route(
+            "/admin/accounts/{name}/api-keys/{id}/revoke",
+            post(admin::revoke_api_key),
+        )
+        .route(
+            "/admin/accounts/{name}/e2e-keys/{fingerprint}/remove",
+            post(admin::remove_e2e_key),
         )
         .route("/admin/accounts/{name}/delete", post(admin::delete_account))
         .route(

@@ -817,6 +817,7 @@ async fn an_api_key_made_on_the_keys_page_works_its_secret_shown_once_until_revo
     let hub = start().await;
     let alice = hub.client("alice").await;
     let bob = hub.client("bob").await;
+    let root = hub.admin_account("root").await;
     let mut browser = Browser::new(&hub);
     browser.login(&alice).await;
     let empty = browser.get("/keys").await;
@@ -968,6 +969,51 @@ async fn an_api_key_made_on_the_keys_page_works_its_secret_shown_once_until_revo
     assert!(after.body.contains("You have no API keys."));
     assert!(api_key_ids(&hub, "alice").await.is_empty());
 
+    // The admin sees bob's key on his account page (never a secret) and revokes it.
+    let mut admin = Browser::new(&hub);
+    admin.login(&root).await;
+    let page = admin.get("/admin/accounts/bob").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&bobs.id), "{}", page.body);
+    assert!(page.body.contains("bob&#39;s cron"), "{}", page.body);
+    assert!(!page.body.contains(&bobs_secret));
+    let admin_csrf = page.csrf();
+    let forged = admin
+        .post(
+            &format!("/admin/accounts/bob/api-keys/{}/revoke", bobs.id),
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        api_get(&admin, "inbox", &bobs_secret).await.0,
+        StatusCode::OK
+    );
+    let revoked = admin
+        .post(
+            &format!("/admin/accounts/bob/api-keys/{}/revoke", bobs.id),
+            &[("csrf", &admin_csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    assert_eq!(
+        revoked.location(),
+        "/admin/accounts/bob?done=api-key-revoked"
+    );
+    assert_eq!(
+        api_get(&admin, "inbox", &bobs_secret).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(api_key_ids(&hub, "bob").await.is_empty());
+    // Revoking it again is refused on the page.
+    let again = admin
+        .post(
+            &format!("/admin/accounts/bob/api-keys/{}/revoke", bobs.id),
+            &[("csrf", &admin_csrf)],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.body.contains("flash-error"));
     let audit = hub.events(EventKind::Admin, Outcome::Ok).await;
     assert!(
         audit
@@ -981,6 +1027,7 @@ async fn an_api_key_made_on_the_keys_page_works_its_secret_shown_once_until_revo
 async fn e2e_keys_added_on_the_keys_page_are_the_apis_and_refusals_change_nothing() {
     let hub = start().await;
     let alice = hub.client("alice").await;
+    let root = hub.admin_account("root").await;
     let recipient = age::x25519::Identity::generate().to_public().to_string();
     let mut browser = Browser::new(&hub);
     browser.login(&alice).await;
@@ -1084,6 +1131,17 @@ async fn e2e_keys_added_on_the_keys_page_are_the_apis_and_refusals_change_nothin
     );
     assert_eq!(hub.account("alice").await.e2e_keys, before);
 
+    // The admin's account page lists it.
+    let mut admin = Browser::new(&hub);
+    admin.login(&root).await;
+    let page = admin.get("/admin/accounts/alice").await;
+    assert!(page.body.contains(&fingerprint), "{}", page.body);
+    assert!(page.body.contains(&recipient));
+    // An admin account has neither kind of key: its page shows no such section.
+    let own = admin.get("/admin/accounts/root").await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert!(!own.body.contains("e2e-title") && !own.body.contains("api-keys-title"));
+
     // Removal: refused without the token, then done; an unknown fingerprint is refused.
     let path = format!("/keys/e2e/{fingerprint}/remove");
     let forged = browser.post(&path, &[]).await;
@@ -1098,6 +1156,30 @@ async fn e2e_keys_added_on_the_keys_page_are_the_apis_and_refusals_change_nothin
     let again = browser.post(&path, &[("csrf", &csrf)]).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     assert!(again.body.contains("no such e2e key"), "{}", again.body);
+
+    // An admin removes a key of the account from its page.
+    let second = age::x25519::Identity::generate().to_public().to_string();
+    let added = browser
+        .post(
+            "/keys/e2e",
+            &[("csrf", &csrf), ("recipient", &second), ("comment", "")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let fingerprint = hub.account("alice").await.e2e_keys[0].fingerprint();
+    let page = admin.get("/admin/accounts/alice").await;
+    let removed = admin
+        .post(
+            &format!("/admin/accounts/alice/e2e-keys/{fingerprint}/remove"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    assert_eq!(
+        removed.location(),
+        "/admin/accounts/alice?done=e2e-key-removed"
+    );
+    assert!(hub.account("alice").await.e2e_keys.is_empty());
 
     // A key beyond the most an account may hold is refused, and nothing changes.
     let name = mailroom_core::AccountName::parse("alice").unwrap();

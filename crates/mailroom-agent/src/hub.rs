@@ -1,7 +1,8 @@
 //! The hub's public HTTPS API as the agent uses it: one request at a time, retried with
 //! backoff when the network or the hub fails for a while, the access token refreshed once
-//! when it has expired, and every refusal turned into a [`Failure`] with the hub's own words
-//! and the exit code a script can rely on.
+//! when it has expired (an API key is never refreshed: a 401 means it was refused), and every
+//! refusal turned into a [`Failure`] with the hub's own words and the exit code a script can
+//! rely on.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::Result;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::session::Session;
+use crate::session::{Credentials, Session, api_key_id};
 use crate::tls;
 
 /// Exit codes: what a script may rely on.
@@ -88,6 +89,11 @@ impl Hub {
     /// The hub of the saved session.
     pub fn open(retries: u32) -> Result<Hub> {
         let session = Session::load().map_err(|err| fail(exit::AUTH, err.to_string()))?;
+        Hub::new(session, retries)
+    }
+
+    /// The hub of `session` (saved or not).
+    pub fn new(session: Session, retries: u32) -> Result<Hub> {
         let http = tls::client(&session.trust)?;
         Ok(Hub {
             http,
@@ -102,8 +108,8 @@ impl Hub {
     }
 
     /// Sends the request `build` makes (called again for each attempt), with the bearer
-    /// token: retried with backoff on network errors and 502/503/504, refreshed once on a
-    /// 401. Answers any other status as it is.
+    /// token or API key: retried with backoff on network errors and 502/503/504, a token
+    /// refreshed once on a 401 (a key's 401 is final). Answers any other status as it is.
     pub async fn request(
         &mut self,
         method: Method,
@@ -116,22 +122,25 @@ impl Hub {
             let request = self
                 .http
                 .request(method.clone(), self.url(path))
-                .bearer_auth(&self.session.access_token);
+                .bearer_auth(self.session.credentials.bearer());
             match build(request)?.send().await {
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !refreshed => {
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                    if let Credentials::ApiKey { api_key } = &self.session.credentials {
+                        return Err(key_refused(api_key));
+                    }
+                    if refreshed {
+                        let detail = refusal(response).await;
+                        return Err(fail(
+                            exit::AUTH,
+                            format!("the hub refused the session ({detail}); log in again"),
+                        ));
+                    }
                     refreshed = true;
                     self.refresh().await?;
                 }
                 Ok(response) if retryable(response.status()) && attempt < self.retries => {
                     attempt += 1;
                     backoff(attempt).await;
-                }
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
-                    let detail = refusal(response).await;
-                    return Err(fail(
-                        exit::AUTH,
-                        format!("the hub refused the session ({detail}); log in again"),
-                    ));
                 }
                 Ok(response) => return Ok(response),
                 Err(err) if attempt < self.retries && !is_tls(&err) => {
@@ -167,10 +176,13 @@ impl Hub {
     }
 
     async fn refresh(&mut self) -> Result<()> {
+        let Credentials::Tokens { refresh_token, .. } = &self.session.credentials else {
+            return Err(fail(exit::AUTH, "an API key cannot be refreshed"));
+        };
         let response = self
             .http
             .post(self.url("/api/v1/token/refresh"))
-            .json(&serde_json::json!({"refresh_token": self.session.refresh_token}))
+            .json(&serde_json::json!({"refresh_token": refresh_token}))
             .send()
             .await
             .map_err(|err| {
@@ -187,8 +199,10 @@ impl Hub {
             ));
         }
         let tokens: Tokens = response.json().await?;
-        self.session.access_token = tokens.access_token;
-        self.session.refresh_token = tokens.refresh_token;
+        self.session.credentials = Credentials::Tokens {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+        };
         self.session.ace = tokens.ace;
         self.session.save()
     }
@@ -217,6 +231,17 @@ fn retryable(status: StatusCode) -> bool {
 /// A certificate refusal is not transient: retrying would only repeat it.
 fn is_tls(err: &reqwest::Error) -> bool {
     chain(err).contains("certificate")
+}
+
+/// The refusal of API key `key` (a 401): final, exit code 2.
+pub fn key_refused(key: &str) -> anyhow::Error {
+    fail(
+        exit::AUTH,
+        format!(
+            "the hub refused the API key {}: it was revoked, has expired or is not known to this hub, or its account may not connect now; log in again with a valid key",
+            api_key_id(key)
+        ),
+    )
 }
 
 /// An error with its causes, one line.

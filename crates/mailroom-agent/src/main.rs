@@ -4,7 +4,8 @@
 //!
 //! `login` pins the hub (a CA file, or the hub's certificate trusted on first use with its
 //! fingerprint shown), negotiates the session's methods (`GET /api/v1/ace`, then the login
-//! names what it wants) and keeps the tokens in the config folder, 0600 (`session`). `send`,
+//! names what it wants) and keeps the tokens in the config folder, 0600 (`session`); or it
+//! keeps an API key, checked once, as the bearer of every request instead of tokens. `send`,
 //! `inbox` and `fetch` are the transfers (`transfer`), through the API client (`hub`), which
 //! retries, refreshes and turns refusals into exit codes a script can rely on
 //! (`hub::exit`). Standard output carries results (one JSON object per line with `--json`);
@@ -26,7 +27,7 @@ use clap::{Parser, Subcommand};
 use mailroom_ace::{Method, Wanted};
 
 use crate::hub::{Failure, Hub, Tokens, exit, fail};
-use crate::session::Session;
+use crate::session::{Credentials, Session, api_key_id};
 use crate::tls::Trust;
 
 /// The Mailroom client agent: send and fetch files through a hub's HTTPS API.
@@ -45,8 +46,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Log in to a hub and keep the session (tokens, the pinned certificate, the agreed
-    /// methods) in the config folder.
+    /// Log in to a hub and keep the session (tokens or an API key, the pinned certificate,
+    /// the agreed methods) in the config folder.
     Login(LoginArgs),
     /// Forget the saved session (and end it on the hub).
     Logout,
@@ -149,10 +150,17 @@ struct LoginArgs {
     url: String,
     /// The account name.
     #[arg(long)]
-    user: String,
+    user: Option<String>,
     /// Read the password as one line from standard input.
     #[arg(long)]
     password_stdin: bool,
+    /// Read an API key (mrk_…) as one line from standard input, and use it instead of a
+    /// login: it is kept in the session and sent with every request, never refreshed.
+    #[arg(long, conflicts_with_all = ["password_stdin", "user", "totp", "api_key_env"])]
+    api_key_stdin: bool,
+    /// Take the API key from this environment variable instead of standard input.
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["password_stdin", "user", "totp"])]
+    api_key_env: Option<String>,
     /// A one-time code, when the account requires one (asked for on a terminal otherwise).
     #[arg(long)]
     totp: Option<String>,
@@ -204,12 +212,19 @@ fn out(json: bool, value: &impl serde::Serialize, text: &str) -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Login(args) => login(args, cli.json).await,
+        Command::Login(args) => login(args, cli.json, cli.retries).await,
         Command::Logout => {
             if let Ok(mut hub) = Hub::open(0) {
-                let _ = hub
-                    .request(reqwest::Method::POST, "/api/v1/logout", Ok)
-                    .await;
+                if let Credentials::ApiKey { api_key } = &hub.session.credentials {
+                    hub::tracing_line(&format!(
+                        "forgot API key {}; it works until it is revoked on the hub",
+                        api_key_id(api_key)
+                    ));
+                } else {
+                    let _ = hub
+                        .request(reqwest::Method::POST, "/api/v1/logout", Ok)
+                        .await;
+                }
             }
             Session::remove()
         }
@@ -387,7 +402,37 @@ fn ask(question: &str) -> Option<String> {
     Some(line.trim().to_owned())
 }
 
-async fn login(args: LoginArgs, json: bool) -> Result<()> {
+/// One line of standard input, without its line end.
+fn stdin_line() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// The API key of `--api-key-env VAR` or `--api-key-stdin`, if either was given, checked to
+/// be one.
+fn api_key(args: &LoginArgs) -> Result<Option<String>> {
+    let key = match (&args.api_key_env, args.api_key_stdin) {
+        (Some(var), _) => std::env::var(var).map_err(|_| {
+            fail(
+                exit::LOCAL,
+                format!("the environment variable {var} holds no API key"),
+            )
+        })?,
+        (None, true) => stdin_line()?,
+        (None, false) => return Ok(None),
+    };
+    let key = key.trim().to_owned();
+    if !key.starts_with("mrk_") || api_key_id(&key).is_empty() {
+        return Err(fail(
+            exit::LOCAL,
+            "that is not an API key: a key reads mrk_<id>_<secret>, as `mailroom account api-key add` prints it",
+        ));
+    }
+    Ok(Some(key))
+}
+
+async fn login(args: LoginArgs, json: bool, retries: u32) -> Result<()> {
     let url = args.url.trim_end_matches('/').to_owned();
     if !url.starts_with("https://") {
         return Err(fail(
@@ -395,15 +440,23 @@ async fn login(args: LoginArgs, json: bool) -> Result<()> {
             format!("{url}: the agent speaks https:// only"),
         ));
     }
+    // Every credential is read and checked before anything crosses the network.
+    let api_key = api_key(&args)?;
     let password = if args.password_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        line.trim_end_matches(['\r', '\n']).to_owned()
+        Some(stdin_line()?)
     } else {
+        None
+    };
+    if api_key.is_none() && password.is_none() {
         return Err(fail(
             exit::LOCAL,
-            "give the password on standard input with --password-stdin",
+            "give the password on standard input with --password-stdin, or an API key with --api-key-stdin (or --api-key-env VAR)",
         ));
+    }
+    let user = match &args.user {
+        _ if api_key.is_some() => String::new(),
+        Some(user) => user.clone(),
+        None => return Err(fail(exit::LOCAL, "give the account name with --user")),
     };
     let trust = match (&args.ca, &args.trust_fingerprint) {
         (Some(ca), _) => Trust::Ca(
@@ -428,14 +481,51 @@ async fn login(args: LoginArgs, json: bool) -> Result<()> {
         .json()
         .await
         .context("the hub did not publish its methods (GET /api/v1/ace)")?;
-    let choose = |category: &str, ours: &[Method]| -> Vec<Method> {
-        let theirs = &published["agent"][category]["supported"];
-        let supported = |method: &Method| {
-            theirs
-                .as_array()
-                .is_some_and(|list| list.iter().any(|m| m.as_str() == Some(&method.to_string())))
+    let supported = |link: &str, category: &str, method: &Method| {
+        published[link][category]["supported"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|m| m.as_str() == Some(&method.to_string())))
+    };
+    if let Some(api_key) = api_key {
+        // A key negotiates nothing: its requests take what the hub's HTTPS link supports.
+        let compression = args
+            .compression
+            .iter()
+            .find(|method| supported("https", "compression", method))
+            .cloned()
+            .ok_or_else(|| {
+                let theirs: Vec<&str> = published["https"]["compression"]["supported"]
+                    .as_array()
+                    .map(|list| list.iter().filter_map(|m| m.as_str()).collect())
+                    .unwrap_or_default();
+                let ours: Vec<String> = args.compression.iter().map(ToString::to_string).collect();
+                fail(
+                    exit::REFUSED,
+                    format!(
+                        "no compression in common: the client offered [{}], the hub supports [{}]",
+                        ours.join(", "),
+                        theirs.join(", ")
+                    ),
+                )
+            })?;
+        let session = Session {
+            url: url.clone(),
+            account: None,
+            trust,
+            credentials: Credentials::ApiKey { api_key },
+            ace: Some(mailroom_ace::Agreed {
+                authentication: "token".parse()?,
+                compression,
+                encryption: "tls".parse()?,
+            }),
         };
-        match ours.iter().find(|method| supported(method)) {
+        return key_login(session, json, retries).await;
+    }
+    let choose = |category: &str, ours: &[Method]| -> Vec<Method> {
+        match ours
+            .iter()
+            .find(|method| supported("agent", category, method))
+        {
             Some(method) => vec![method.clone()],
             None => ours.to_vec(),
         }
@@ -446,10 +536,12 @@ async fn login(args: LoginArgs, json: bool) -> Result<()> {
         ..Wanted::default()
     };
     let mut body = serde_json::json!({
-        "username": args.user,
-        "password": password,
+        "username": user,
         "ace": wanted,
     });
+    if let Some(password) = password {
+        body["password"] = serde_json::Value::String(password);
+    }
     let mut code = args.totp.clone();
     loop {
         if let Some(code) = &code {
@@ -471,10 +563,12 @@ async fn login(args: LoginArgs, json: bool) -> Result<()> {
             let tokens: Tokens = response.json().await?;
             let session = Session {
                 url: url.clone(),
-                account: tokens.account.clone(),
+                account: Some(tokens.account.clone()),
                 trust: trust.clone(),
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token,
+                credentials: Credentials::Tokens {
+                    access_token: tokens.access_token,
+                    refresh_token: tokens.refresh_token,
+                },
                 ace: tokens.ace.clone(),
             };
             session.save()?;
@@ -505,6 +599,25 @@ async fn login(args: LoginArgs, json: bool) -> Result<()> {
         };
         return Err(fail(code, format!("login refused: {detail}")));
     }
+}
+
+/// Keeps an API key as the session once the hub took it for an authenticated request that
+/// any key's scope allows (the account's own end-to-end keys): a refused key is exit code 2
+/// and nothing is saved.
+async fn key_login(session: Session, json: bool, retries: u32) -> Result<()> {
+    let url = session.url.clone();
+    let id = api_key_id(session.credentials.bearer()).to_owned();
+    let mut hub = Hub::new(session, retries)?;
+    hub.expect(reqwest::Method::GET, "/api/v1/e2e-keys", Ok)
+        .await?;
+    hub.session.save()?;
+    let ace = hub.session.ace.clone();
+    let methods = ace.as_ref().map(ToString::to_string).unwrap_or_default();
+    out(
+        json,
+        &serde_json::json!({"api_key": id, "url": url, "ace": ace}),
+        &format!("logged in to {url} with API key {id} ({methods})"),
+    )
 }
 
 /// Trust on first use: shows the hub's certificate fingerprint and pins it once the operator

@@ -1,7 +1,8 @@
-//! The saved login: the hub's URL, how it is trusted, the tokens and the agreed methods, in
-//! `session.json` of the agent's config folder. The folder is made 0700 and the file written
-//! 0600 through a temporary file and a rename, so a crash never leaves half a session and no
-//! other user can read the tokens.
+//! The saved login: the hub's URL, how it is trusted, the credentials every request carries
+//! (a login's tokens, or an API key) and the agreed methods, in `session.json` of the agent's
+//! config folder. The folder is made 0700 and the file written 0600 through a temporary file
+//! and a rename, so a crash never leaves half a session and no other user can read the tokens
+//! or the key.
 //!
 //! The folder is `$MAILROOM_AGENT_CONFIG` when set, else `$XDG_CONFIG_HOME/mailroom-agent`,
 //! else `~/.config/mailroom-agent`.
@@ -21,16 +22,61 @@ use crate::tls::Trust;
 pub struct Session {
     /// The hub's base URL, `https://host:port`.
     pub url: String,
-    /// The account logged in.
-    pub account: String,
+    /// The account logged in; `None` for an API key, which does not name its account.
+    #[serde(default)]
+    pub account: Option<String>,
     /// How the hub's certificate is trusted.
     pub trust: Trust,
-    /// The bearer token of requests.
-    pub access_token: String,
-    /// The token traded for a new pair when the access token expires.
-    pub refresh_token: String,
-    /// The methods the login agreed on.
+    /// What every request carries.
+    #[serde(flatten)]
+    pub credentials: Credentials,
+    /// The methods the login agreed on (for an API key, which negotiates nothing: those of
+    /// the hub's HTTPS link that the agent chose).
     pub ace: Option<Agreed>,
+}
+
+/// The bearer secret of requests (`Debug` shows which kind, never the secret).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Credentials {
+    /// An API key (`mrk_…`): never refreshed, refused once revoked or expired.
+    ApiKey {
+        /// The key's secret.
+        api_key: String,
+    },
+    /// The tokens of a login.
+    Tokens {
+        /// The bearer token of requests.
+        access_token: String,
+        /// The token traded for a new pair when the access token expires.
+        refresh_token: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::ApiKey { api_key } => write!(f, "ApiKey({} ***)", api_key_id(api_key)),
+            Credentials::Tokens { .. } => f.write_str("Tokens(***)"),
+        }
+    }
+}
+
+impl Credentials {
+    /// The secret sent as `Authorization: Bearer`.
+    pub fn bearer(&self) -> &str {
+        match self {
+            Credentials::ApiKey { api_key } => api_key,
+            Credentials::Tokens { access_token, .. } => access_token,
+        }
+    }
+}
+
+/// The id an API key's secret carries (`mrk_<id>_<random>`), safe to show.
+pub fn api_key_id(key: &str) -> &str {
+    key.strip_prefix("mrk_")
+        .and_then(|rest| rest.split('_').next())
+        .unwrap_or("")
 }
 
 /// The agent's config folder.
@@ -59,7 +105,7 @@ impl Session {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(anyhow!(
-                    "not logged in: run `mailroom-agent login URL --user NAME` first"
+                    "not logged in: run `mailroom-agent login URL` first (with --user NAME --password-stdin, or --api-key-stdin)"
                 ));
             }
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
@@ -100,5 +146,45 @@ impl Session {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(err.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_keep_tokens_or_a_key_and_read_what_older_agents_wrote() {
+        // A session written before API keys and client certificates.
+        let old = r#"{"url": "https://hub:8443", "account": "alice",
+            "trust": {"pinned": "ab"}, "access_token": "a", "refresh_token": "r", "ace": null}"#;
+        let session: Session = serde_json::from_str(old).unwrap();
+        assert_eq!(session.account.as_deref(), Some("alice"));
+        assert!(matches!(
+            &session.credentials,
+            Credentials::Tokens { access_token, refresh_token }
+                if access_token == "a" && refresh_token == "r"
+        ));
+
+        let key = format!("mrk_{}_{}", "0f".repeat(16), "e1".repeat(32));
+        let keyed = Session {
+            account: None,
+            credentials: Credentials::ApiKey {
+                api_key: key.clone(),
+            },
+            ..session
+        };
+        let text = serde_json::to_string(&keyed).unwrap();
+        assert!(!text.contains("access_token"), "{text}");
+        let back: Session = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.credentials.bearer(), key);
+        assert!(matches!(back.credentials, Credentials::ApiKey { .. }));
+        assert_eq!(api_key_id(&key), "0f".repeat(16));
+        assert_eq!(api_key_id("not a key"), "");
+        let shown = format!("{back:?}");
+        assert!(
+            !shown.contains(&key) && shown.contains(&"0f".repeat(16)),
+            "{shown}"
+        );
     }
 }

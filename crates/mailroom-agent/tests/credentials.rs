@@ -1,0 +1,249 @@
+//! The agent's other credentials against a real hub over TLS: an API key kept instead of
+//! tokens (sends and receives within its scopes, refused with exit code 2 once revoked and
+//! never refreshed), each refusal with its exit code and nothing sent or saved.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use mailroom_core::{AccountName, AuthConfig, DeliveryState, KeyScope, KeyScopes};
+use mailroom_test_support::{TestHub, random_bytes, sha256_file};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt as _;
+
+/// One agent: its own config folder.
+struct Agent {
+    config: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        Agent {
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailroom-agent"));
+        command
+            .args(args)
+            .env("MAILROOM_AGENT_CONFIG", self.config.path())
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let output = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("the agent hung")
+        .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.run_with(args, stdin, &[]).await
+    }
+
+    fn session(&self) -> PathBuf {
+        self.config.path().join("session.json")
+    }
+
+    /// The saved session, checked to be the user's alone.
+    fn saved(&self) -> Value {
+        let mode = std::fs::metadata(self.session())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        serde_json::from_str(&std::fs::read_to_string(self.session()).unwrap()).unwrap()
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn name(text: &str) -> AccountName {
+    AccountName::parse(text).unwrap()
+}
+
+/// Makes an API key for `account`, as `mailroom account api-key add` does (one Hub call):
+/// its id and its secret.
+async fn api_key(hub: &TestHub, account: &str, scopes: &[KeyScope]) -> (String, String) {
+    let (key, secret) = hub
+        .hub
+        .create_api_key(
+            &TestHub::admin(),
+            &name(account),
+            "agent on srv-1",
+            KeyScopes::of(scopes.iter().copied()),
+            None,
+        )
+        .await
+        .unwrap();
+    (key.id, secret.expose().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_sends_and_receives_within_its_scopes_until_it_is_revoked() {
+    let hub = TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await;
+    hub.client("alice").await;
+    hub.client("bob").await;
+    hub.allow("alice", "bob").await;
+    hub.allow("bob", "alice").await;
+    let base = hub.https().base.clone();
+    let ca = hub.https().ca.display().to_string();
+    let (alice_id, alice_key) = api_key(&hub, "alice", &[KeyScope::Send, KeyScope::Receive]).await;
+    let (bob_id, bob_key) = api_key(&hub, "bob", &[KeyScope::Receive]).await;
+
+    // A key the hub does not know: refused at login, exit 2, nothing saved.
+    let stranger = Agent::new();
+    let unknown = format!("mrk_{}_{}", "0".repeat(32), "a".repeat(64));
+    let run = stranger
+        .run(
+            &["login", &base, "--api-key-stdin", "--ca", &ca],
+            Some(&format!("{unknown}\n")),
+        )
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("refused the API key"), "{}", run.stderr);
+    assert!(!stranger.session().exists());
+    // Something that is not a key at all: a local mistake, said before any request.
+    let run = stranger
+        .run(
+            &["login", &base, "--api-key-stdin", "--ca", &ca],
+            Some("hunter2\n"),
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not an API key"), "{}", run.stderr);
+    assert!(!stranger.session().exists());
+
+    // The sender's key from standard input: kept instead of tokens, 0600.
+    let sender = Agent::new();
+    let run = sender
+        .run(
+            &["--json", "login", &base, "--api-key-stdin", "--ca", &ca],
+            Some(&format!("{alice_key}\n")),
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let shown = &json_lines(&run.stdout)[0];
+    assert_eq!(shown["api_key"], alice_id.as_str());
+    assert_eq!(shown["ace"]["compression"], "zstd", "{shown}");
+    assert!(
+        !run.stdout.contains(&alice_key),
+        "the secret is never shown"
+    );
+    let saved = sender.saved();
+    assert_eq!(saved["api_key"], alice_key.as_str());
+    assert!(saved.get("access_token").is_none(), "{saved}");
+    assert!(saved.get("refresh_token").is_none(), "{saved}");
+
+    // The receiver's key (receive only) from an environment variable.
+    let receiver = Agent::new();
+    let run = receiver
+        .run_with(
+            &["login", &base, "--api-key-env", "BOB_KEY", "--ca", &ca],
+            None,
+            &[("BOB_KEY", &bob_key)],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(&bob_id), "{}", run.stdout);
+    assert_eq!(receiver.saved()["api_key"], bob_key.as_str());
+
+    // Send, inbox and fetch work with the keys.
+    let outbox = hub.local_dir("outbox");
+    let report = outbox.join("report.bin");
+    std::fs::write(&report, random_bytes(3 << 20, 11)).unwrap();
+    let report_sha = sha256_file(&report);
+    let run = sender
+        .run(
+            &["--json", "send", "--to", "bob", report.to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json_lines(&run.stdout)[0]["sha256"], report_sha.as_str());
+    let run = receiver.run(&["--json", "inbox"], None).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let inbox = json_lines(&run.stdout);
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["sender"], "alice");
+    let down = hub.local_dir("down");
+    let run = receiver
+        .run(
+            &["fetch", "--all", "--ack", "--to", down.to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(sha256_file(&down.join("report.bin")), report_sha);
+    let deliveries = hub.deliveries().await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].state, DeliveryState::Acknowledged);
+
+    // A receive-only key cannot send: the hub's words, exit 3, nothing delivered.
+    let reply = outbox.join("reply.txt");
+    std::fs::write(&reply, b"thanks").unwrap();
+    let before = hub.snapshot().await;
+    let run = receiver
+        .run(&["send", "--to", "alice", reply.to_str().unwrap()], None)
+        .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("lacks the send scope"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(hub.snapshot().await, before);
+
+    // Revoked, as `mailroom account api-key revoke alice ID` does: the next command is
+    // refused at once (exit 2, no refresh), naming the key, and nothing reaches bob.
+    hub.hub
+        .revoke_api_key(&TestHub::admin(), &name("alice"), &alice_id)
+        .await
+        .unwrap();
+    let before = hub.snapshot().await;
+    let run = sender
+        .run(&["send", "--to", "bob", report.to_str().unwrap()], None)
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("the hub refused the API key {alice_id}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(hub.snapshot().await, before);
+    let run = receiver.run(&["--json", "inbox"], None).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "", "bob's inbox is as it was: empty");
+    // The key stays in the session (a key is not refreshed or replaced behind one's back).
+    assert_eq!(sender.saved()["api_key"], alice_key.as_str());
+    hub.stop().await;
+}

@@ -2,7 +2,8 @@
 //! backoff when the network or the hub fails for a while, the access token refreshed once
 //! when it has expired (an API key is never refreshed: a 401 means it was refused), and every
 //! refusal turned into a [`Failure`] with the hub's own words and the exit code a script can
-//! rely on.
+//! rely on. A client certificate the hub refuses in the handshake is a refused login, not an
+//! unreachable hub.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::session::{Credentials, Session, api_key_id};
-use crate::tls;
+use crate::tls::{self, ClientCertificate, Trust};
 
 /// Exit codes: what a script may rely on.
 pub mod exit {
@@ -94,7 +95,7 @@ impl Hub {
 
     /// The hub of `session` (saved or not).
     pub fn new(session: Session, retries: u32) -> Result<Hub> {
-        let http = tls::client(&session.trust)?;
+        let http = tls::client(&session.trust, session.client_certificate.as_ref())?;
         Ok(Hub {
             http,
             session,
@@ -143,16 +144,19 @@ impl Hub {
                     backoff(attempt).await;
                 }
                 Ok(response) => return Ok(response),
-                Err(err) if attempt < self.retries && !is_tls(&err) => {
+                Err(err) => {
+                    // A refused client certificate is final; so is a server certificate
+                    // that is not the one trusted.
+                    let failure = self.unreachable(&err).await;
+                    let refused = failure
+                        .downcast_ref::<Failure>()
+                        .is_some_and(|failure| failure.code == exit::AUTH);
+                    if refused || attempt >= self.retries || is_tls(&err) {
+                        return Err(failure);
+                    }
                     attempt += 1;
                     tracing_line(&format!("retrying after: {}", chain(&err)));
                     backoff(attempt).await;
-                }
-                Err(err) => {
-                    return Err(fail(
-                        exit::UNREACHABLE,
-                        format!("cannot reach the hub: {}", chain(&err)),
-                    ));
                 }
             }
         }
@@ -175,6 +179,18 @@ impl Hub {
         }
     }
 
+    /// [`unreachable`] for this session's hub.
+    async fn unreachable(&self, err: &reqwest::Error) -> anyhow::Error {
+        let session = &self.session;
+        unreachable(
+            err,
+            &session.url,
+            &session.trust,
+            session.client_certificate.as_ref(),
+        )
+        .await
+    }
+
     async fn refresh(&mut self) -> Result<()> {
         let Credentials::Tokens { refresh_token, .. } = &self.session.credentials else {
             return Err(fail(exit::AUTH, "an API key cannot be refreshed"));
@@ -184,13 +200,11 @@ impl Hub {
             .post(self.url("/api/v1/token/refresh"))
             .json(&serde_json::json!({"refresh_token": refresh_token}))
             .send()
-            .await
-            .map_err(|err| {
-                fail(
-                    exit::UNREACHABLE,
-                    format!("cannot reach the hub: {}", chain(&err)),
-                )
-            })?;
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => return Err(self.unreachable(&err).await),
+        };
         if !response.status().is_success() {
             let detail = refusal(response).await;
             return Err(fail(
@@ -230,7 +244,8 @@ fn retryable(status: StatusCode) -> bool {
 
 /// A certificate refusal is not transient: retrying would only repeat it.
 fn is_tls(err: &reqwest::Error) -> bool {
-    chain(err).contains("certificate")
+    let text = chain(err);
+    text.contains("certificate") || text.contains("fatal alert")
 }
 
 /// The refusal of API key `key` (a 401): final, exit code 2.
@@ -242,6 +257,40 @@ pub fn key_refused(key: &str) -> anyhow::Error {
             api_key_id(key)
         ),
     )
+}
+
+/// A request that failed before the hub answered, to the hub at `url` trusted by `trust`,
+/// presenting `certificate`: a hub that refused the client certificate, or wants one, in the
+/// handshake (its TLS alert, in the error or read by [`tls::certificate_refusal`]) is a
+/// refused login, exit code 2; anything else an unreachable hub.
+pub async fn unreachable(
+    err: &reqwest::Error,
+    url: &str,
+    trust: &Trust,
+    certificate: Option<&ClientCertificate>,
+) -> anyhow::Error {
+    let text = chain(err);
+    let alert = match tls::certificate_alert(&text) {
+        Some(alert) => Some(alert),
+        None if !err.is_timeout() => tls::certificate_refusal(url, trust, certificate).await,
+        None => None,
+    };
+    match (alert, certificate) {
+        (Some(alert), Some(certificate)) => fail(
+            exit::AUTH,
+            format!(
+                "the hub refused the client certificate {} in the TLS handshake (fatal alert {alert})",
+                certificate.cert.display()
+            ),
+        ),
+        (Some(alert), None) => fail(
+            exit::AUTH,
+            format!(
+                "the hub requires a client certificate (fatal alert {alert}): log in with --cert FILE --key FILE"
+            ),
+        ),
+        (None, _) => fail(exit::UNREACHABLE, format!("cannot reach the hub: {text}")),
+    }
 }
 
 /// An error with its causes, one line.

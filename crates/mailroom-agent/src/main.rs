@@ -4,8 +4,10 @@
 //!
 //! `login` pins the hub (a CA file, or the hub's certificate trusted on first use with its
 //! fingerprint shown), negotiates the session's methods (`GET /api/v1/ace`, then the login
-//! names what it wants) and keeps the tokens in the config folder, 0600 (`session`); or it
-//! keeps an API key, checked once, as the bearer of every request instead of tokens. `send`,
+//! names what it wants) and keeps the tokens in the config folder, 0600 (`session`). It logs
+//! in with a password (and a one-time code), a client certificate presented in every
+//! handshake (`tls::ClientCertificate`), or both; or it keeps an API key, checked once, as
+//! the bearer of every request instead of tokens. `send`,
 //! `inbox` and `fetch` are the transfers (`transfer`), through the API client (`hub`), which
 //! retries, refreshes and turns refusals into exit codes a script can rely on
 //! (`hub::exit`). Standard output carries results (one JSON object per line with `--json`);
@@ -28,7 +30,7 @@ use mailroom_ace::{Method, Wanted};
 
 use crate::hub::{Failure, Hub, Tokens, exit, fail};
 use crate::session::{Credentials, Session, api_key_id};
-use crate::tls::Trust;
+use crate::tls::{ClientCertificate, Trust};
 
 /// The Mailroom client agent: send and fetch files through a hub's HTTPS API.
 #[derive(Debug, Parser)]
@@ -148,7 +150,7 @@ fn identities(given: Option<PathBuf>) -> Result<Option<Vec<age::x25519::Identity
 struct LoginArgs {
     /// The hub's HTTPS address, e.g. https://hub.example.org:8443.
     url: String,
-    /// The account name.
+    /// The account name (with --cert, the certificate's CN when not given).
     #[arg(long)]
     user: Option<String>,
     /// Read the password as one line from standard input.
@@ -161,6 +163,13 @@ struct LoginArgs {
     /// Take the API key from this environment variable instead of standard input.
     #[arg(long, value_name = "VAR", conflicts_with_all = ["password_stdin", "user", "totp"])]
     api_key_env: Option<String>,
+    /// Present this client certificate (PEM) in every TLS handshake: a login factor where the
+    /// hub asks for one. Its path is kept in the session, not a copy.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
     /// A one-time code, when the account requires one (asked for on a terminal otherwise).
     #[arg(long)]
     totp: Option<String>,
@@ -442,21 +451,34 @@ async fn login(args: LoginArgs, json: bool, retries: u32) -> Result<()> {
     }
     // Every credential is read and checked before anything crosses the network.
     let api_key = api_key(&args)?;
+    let certificate = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(ClientCertificate::new(cert, key)?),
+        _ => None,
+    };
     let password = if args.password_stdin {
         Some(stdin_line()?)
     } else {
         None
     };
-    if api_key.is_none() && password.is_none() {
+    if api_key.is_none() && password.is_none() && certificate.is_none() {
         return Err(fail(
             exit::LOCAL,
-            "give the password on standard input with --password-stdin, or an API key with --api-key-stdin (or --api-key-env VAR)",
+            "give the password on standard input with --password-stdin, an API key with --api-key-stdin (or --api-key-env VAR), or a client certificate with --cert FILE --key FILE",
         ));
     }
-    let user = match &args.user {
+    let user = match (&args.user, &certificate) {
         _ if api_key.is_some() => String::new(),
-        Some(user) => user.clone(),
-        None => return Err(fail(exit::LOCAL, "give the account name with --user")),
+        (Some(user), _) => user.clone(),
+        (None, Some(certificate)) => certificate.common_name()?.ok_or_else(|| {
+            fail(
+                exit::LOCAL,
+                format!(
+                    "{} names no account (its subject has no CN): give --user",
+                    certificate.cert.display()
+                ),
+            )
+        })?,
+        (None, None) => return Err(fail(exit::LOCAL, "give the account name with --user")),
     };
     let trust = match (&args.ca, &args.trust_fingerprint) {
         (Some(ca), _) => Trust::Ca(
@@ -464,23 +486,19 @@ async fn login(args: LoginArgs, json: bool, retries: u32) -> Result<()> {
         ),
         (None, given) => Trust::Pinned(first_use(&url, given.as_deref()).await?),
     };
-    let http = tls::client(&trust)?;
+    let http = tls::client(&trust, certificate.as_ref())?;
     // What the hub supports for agents: the first of our choices it has is what we ask for
     // (the hub would otherwise prefer its own default); none of them, and we ask for all, so
     // the refusal names both lists.
-    let published: serde_json::Value = http
-        .get(format!("{url}/api/v1/ace"))
-        .send()
-        .await
-        .map_err(|err| {
-            fail(
-                exit::UNREACHABLE,
-                format!("cannot reach the hub: {}", hub::chain(&err)),
-            )
-        })?
-        .json()
-        .await
-        .context("the hub did not publish its methods (GET /api/v1/ace)")?;
+    let published: serde_json::Value = match http.get(format!("{url}/api/v1/ace")).send().await {
+        Ok(response) => response,
+        Err(err) => {
+            return Err(hub::unreachable(&err, &url, &trust, certificate.as_ref()).await);
+        }
+    }
+    .json()
+    .await
+    .context("the hub did not publish its methods (GET /api/v1/ace)")?;
     let supported = |link: &str, category: &str, method: &Method| {
         published[link][category]["supported"]
             .as_array()
@@ -513,6 +531,7 @@ async fn login(args: LoginArgs, json: bool, retries: u32) -> Result<()> {
             account: None,
             trust,
             credentials: Credentials::ApiKey { api_key },
+            client_certificate: certificate,
             ace: Some(mailroom_ace::Agreed {
                 authentication: "token".parse()?,
                 compression,
@@ -547,17 +566,17 @@ async fn login(args: LoginArgs, json: bool, retries: u32) -> Result<()> {
         if let Some(code) = &code {
             body["totp"] = serde_json::Value::String(code.clone());
         }
-        let response = http
+        let response = match http
             .post(format!("{url}/api/v1/token"))
             .json(&body)
             .send()
             .await
-            .map_err(|err| {
-                fail(
-                    exit::UNREACHABLE,
-                    format!("cannot reach the hub: {}", hub::chain(&err)),
-                )
-            })?;
+        {
+            Ok(response) => response,
+            Err(err) => {
+                return Err(hub::unreachable(&err, &url, &trust, certificate.as_ref()).await);
+            }
+        };
         let status = response.status();
         if status.is_success() {
             let tokens: Tokens = response.json().await?;
@@ -569,6 +588,7 @@ async fn login(args: LoginArgs, json: bool, retries: u32) -> Result<()> {
                     access_token: tokens.access_token,
                     refresh_token: tokens.refresh_token,
                 },
+                client_certificate: certificate,
                 ace: tokens.ace.clone(),
             };
             session.save()?;
@@ -624,21 +644,20 @@ async fn key_login(session: Session, json: bool, retries: u32) -> Result<()> {
 /// agrees (or gave the same fingerprint). Nothing but `GET /api/v1/ace` crosses the probe.
 async fn first_use(url: &str, given: Option<&str>) -> Result<String> {
     let (probe, seen) = tls::probe()?;
-    probe
-        .get(format!("{url}/api/v1/ace"))
-        .send()
-        .await
-        .map_err(|err| {
-            fail(
+    let reached = probe.get(format!("{url}/api/v1/ace")).send().await;
+    // A hub that requires a client certificate ends the probe's handshake after presenting
+    // its own (the probe presents none): what it presented is all the probe needs.
+    let seen = seen.lock().ok().and_then(|seen| seen.clone());
+    let presented = match (seen, reached) {
+        (Some(presented), _) => presented,
+        (None, Err(err)) => {
+            return Err(fail(
                 exit::UNREACHABLE,
                 format!("cannot reach the hub: {}", hub::chain(&err)),
-            )
-        })?;
-    let presented = seen
-        .lock()
-        .ok()
-        .and_then(|seen| seen.clone())
-        .ok_or_else(|| fail(exit::UNREACHABLE, "the hub presented no certificate"))?;
+            ));
+        }
+        (None, Ok(_)) => return Err(fail(exit::UNREACHABLE, "the hub presented no certificate")),
+    };
     let shown = tls::shown(&presented);
     match given {
         Some(given) => {

@@ -1,8 +1,9 @@
 //! The saved login: the hub's URL, how it is trusted, the credentials every request carries
-//! (a login's tokens, or an API key) and the agreed methods, in `session.json` of the agent's
-//! config folder. The folder is made 0700 and the file written 0600 through a temporary file
-//! and a rename, so a crash never leaves half a session and no other user can read the tokens
-//! or the key.
+//! (a login's tokens, or an API key) with the client certificate presented in each handshake,
+//! and the agreed methods, in `session.json` of the agent's config folder. The folder is made
+//! 0700 and the file written 0600 through a temporary file and a rename, so a crash never
+//! leaves half a session and no other user can read the tokens or the key. A client
+//! certificate is kept as the paths of its PEM files: its private key is never copied.
 //!
 //! The folder is `$MAILROOM_AGENT_CONFIG` when set, else `$XDG_CONFIG_HOME/mailroom-agent`,
 //! else `~/.config/mailroom-agent`.
@@ -15,7 +16,7 @@ use anyhow::{Context, Result, anyhow};
 use mailroom_ace::Agreed;
 use serde::{Deserialize, Serialize};
 
-use crate::tls::Trust;
+use crate::tls::{ClientCertificate, Trust};
 
 /// A login the agent keeps between runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ pub struct Session {
     /// What every request carries.
     #[serde(flatten)]
     pub credentials: Credentials,
+    /// The client certificate presented in every TLS handshake, when the login used one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
     /// The methods the login agreed on (for an API key, which negotiates nothing: those of
     /// the hub's HTTPS link that the agent chose).
     pub ace: Option<Agreed>,
@@ -105,7 +109,7 @@ impl Session {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(anyhow!(
-                    "not logged in: run `mailroom-agent login URL` first (with --user NAME --password-stdin, or --api-key-stdin)"
+                    "not logged in: run `mailroom-agent login URL` first (with --user NAME --password-stdin, --api-key-stdin, or --cert FILE --key FILE)"
                 ));
             }
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
@@ -165,6 +169,7 @@ mod tests {
             Credentials::Tokens { access_token, refresh_token }
                 if access_token == "a" && refresh_token == "r"
         ));
+        assert_eq!(session.client_certificate, None);
 
         let key = format!("mrk_{}_{}", "0f".repeat(16), "e1".repeat(32));
         let keyed = Session {
@@ -172,6 +177,10 @@ mod tests {
             credentials: Credentials::ApiKey {
                 api_key: key.clone(),
             },
+            client_certificate: Some(ClientCertificate {
+                cert: "/etc/agent/me.crt".into(),
+                key: "/etc/agent/me.key".into(),
+            }),
             ..session
         };
         let text = serde_json::to_string(&keyed).unwrap();
@@ -179,6 +188,7 @@ mod tests {
         let back: Session = serde_json::from_str(&text).unwrap();
         assert_eq!(back.credentials.bearer(), key);
         assert!(matches!(back.credentials, Credentials::ApiKey { .. }));
+        assert_eq!(back.client_certificate, keyed.client_certificate);
         assert_eq!(api_key_id(&key), "0f".repeat(16));
         assert_eq!(api_key_id("not a key"), "");
         let shown = format!("{back:?}");

@@ -191,8 +191,16 @@ pub(crate) async fn content(
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", delivery.sha256)) {
         headers.insert(header::ETAG, etag);
     }
+    // End-to-end content is age ciphertext: saved as such, and typed so.
+    let suffix = if delivery.e2e { ".age" } else { "" };
+    if delivery.e2e {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.age"),
+        );
+    }
     if let Ok(disposition) = HeaderValue::from_str(&format!(
-        "attachment; filename*=UTF-8''{}",
+        "attachment; filename*=UTF-8''{}{suffix}",
         percent_encode(delivery.name.as_str())
     )) {
         headers.insert(header::CONTENT_DISPOSITION, disposition);

@@ -223,6 +223,8 @@ pub(crate) struct Row {
     state: &'static str,
     state_label: &'static str,
     recallable: bool,
+    /// End-to-end encrypted: the hub holds only ciphertext, which the page offers as is.
+    e2e: bool,
 }
 
 impl Row {
@@ -242,6 +244,7 @@ impl Row {
             state: d.state.as_str(),
             state_label: state_label(d.state),
             recallable: DeliveryState::RECALLABLE.contains(&d.state),
+            e2e: d.e2e,
         }
     }
 

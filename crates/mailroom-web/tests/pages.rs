@@ -1208,3 +1208,73 @@ async fn e2e_keys_added_on_the_keys_page_are_the_apis_and_refusals_change_nothin
     assert_eq!(hub.account("alice").await.e2e_keys, full);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn an_end_to_end_file_shows_as_encrypted_and_downloads_as_its_ciphertext() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.allow("bob", "alice").await;
+    let key = age::x25519::Identity::generate().to_public().to_string();
+    hub.hub
+        .add_e2e_key(&TestHub::admin(), &name("alice"), &key, "laptop")
+        .await
+        .unwrap();
+    // What bob's agent uploads: an age file (its header, then bytes no one here can read).
+    let mut sealed = b"age-encryption.org/v1\n".to_vec();
+    sealed.extend((0..4000u32).map(|i| b'a' + (i % 26) as u8));
+    let session = mailroom_core::ClientSession {
+        account: name("bob"),
+        source: Some("127.0.0.1".to_owned()),
+        protocol: Protocol::Https,
+    };
+    let mut upload = hub
+        .hub
+        .begin_send(
+            &session,
+            &[name("alice")],
+            &mailroom_core::FileName::parse("plan.pdf").unwrap(),
+            mailroom_core::Content::EndToEnd,
+        )
+        .await
+        .unwrap();
+    upload.write_at(0, &sealed).await.unwrap();
+    let id = hub.hub.finish_upload(upload).await.unwrap()[0]
+        .id
+        .to_string();
+
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let inbox = browser.get("/inbox").await;
+    assert!(inbox.body.contains("plan.pdf"));
+    assert!(inbox.body.contains("badge-e2e"), "{}", inbox.body);
+    assert!(inbox.body.contains("Download encrypted"));
+    let file = browser.get(&format!("/inbox/{id}/download")).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body.as_bytes(), sealed, "the ciphertext, as stored");
+    assert_eq!(file.headers["content-type"], "application/vnd.age");
+    assert!(
+        file.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .ends_with("plan.pdf.age"),
+        "{:?}",
+        file.headers["content-disposition"]
+    );
+    // A plain file beside it is neither.
+    let plain = delivered(&hub, &alice, &bob, "notes.txt").await;
+    let file = browser.get(&format!("/inbox/{plain}/download")).await;
+    assert_eq!(file.headers["content-type"], "application/octet-stream");
+    let inbox = browser.get("/inbox").await;
+    assert_eq!(inbox.body.matches("badge-e2e").count(), 1);
+    // The sender's receipts mark it too.
+    let mut sender = Browser::new(&hub);
+    sender.login(&bob).await;
+    let sent = sender.get("/sent").await;
+    assert_eq!(sent.body.matches("badge-e2e").count(), 1, "{}", sent.body);
+    hub.stop().await;
+}
+
+fn name(text: &str) -> mailroom_core::AccountName {
+    mailroom_core::AccountName::parse(text).unwrap()
+}

@@ -4,97 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use common::{Agent, json_lines};
 use mailroom_core::{AuthConfig, DeliveryState};
 use mailroom_test_support::{TestClient, TestHub, random_bytes, sha256_file};
-use serde_json::Value;
 use sha2::Digest as _;
-use tokio::io::AsyncWriteExt as _;
-
-/// One agent: its own config folder.
-struct Agent {
-    config: tempfile::TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Agent {
-    fn new() -> Agent {
-        Agent {
-            config: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailroom-agent"));
-        command
-            .args(args)
-            .env("MAILROOM_AGENT_CONFIG", self.config.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).await.unwrap();
-        }
-        drop(input);
-        let output = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            child.wait_with_output(),
-        )
-        .await
-        .expect("the agent hung")
-        .unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    async fn login_ca(&self, hub: &TestHub, who: &TestClient) {
-        let ca = hub.https().ca.display().to_string();
-        let run = self
-            .run(
-                &[
-                    "login",
-                    &hub.https().base,
-                    "--user",
-                    &who.name,
-                    "--password-stdin",
-                    "--ca",
-                    &ca,
-                ],
-                Some(&format!("{}\n", who.password)),
-            )
-            .await;
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        assert!(
-            run.stdout.contains("compression=zstd"),
-            "the agent asks for zstd first: {}",
-            run.stdout
-        );
-    }
-
-    fn session(&self) -> PathBuf {
-        self.config.path().join("session.json")
-    }
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
 
 async fn hub_with_pair() -> (TestHub, TestClient, TestClient) {
     let hub = TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await;

@@ -6,87 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod common;
 
+use std::path::Path;
+
+use common::{Agent, json_lines};
 use mailroom_core::{AccountName, AuthConfig, DeliveryState, FactorSet, KeyScope, KeyScopes};
 use mailroom_test_support::{TestHub, random_bytes, sha256_file};
-use serde_json::Value;
-use tokio::io::AsyncWriteExt as _;
-
-/// One agent: its own config folder.
-struct Agent {
-    config: tempfile::TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Agent {
-    fn new() -> Agent {
-        Agent {
-            config: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn run_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailroom-agent"));
-        command
-            .args(args)
-            .env("MAILROOM_AGENT_CONFIG", self.config.path())
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).await.unwrap();
-        }
-        drop(input);
-        let output = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            child.wait_with_output(),
-        )
-        .await
-        .expect("the agent hung")
-        .unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        self.run_with(args, stdin, &[]).await
-    }
-
-    fn session(&self) -> PathBuf {
-        self.config.path().join("session.json")
-    }
-
-    /// The saved session, checked to be the user's alone.
-    fn saved(&self) -> Value {
-        let mode = std::fs::metadata(self.session())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        serde_json::from_str(&std::fs::read_to_string(self.session()).unwrap()).unwrap()
-    }
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
 
 fn name(text: &str) -> AccountName {
     AccountName::parse(text).unwrap()

@@ -4,35 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::Write as _;
-use std::time::Duration;
 
-use mailroom_core::{AuthConfig, EventKind, Outcome};
+use common::{client, sha256, start, url};
+use mailroom_core::{EventKind, Outcome};
 use mailroom_test_support::{TestClient, TestHub, have, run, text};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-async fn start() -> TestHub {
-    TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await
-}
-
-fn client(hub: &TestHub) -> Client {
-    let pem = std::fs::read(&hub.https().ca).unwrap();
-    Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn url(hub: &TestHub, path: &str) -> String {
-    format!("{}{path}", hub.https().base)
-}
-
-fn sha256(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// Logs `who` in with `ace` (or no negotiation); the raw answer.
 async fn token(hub: &TestHub, who: &TestClient, ace: Option<Value>) -> Response {

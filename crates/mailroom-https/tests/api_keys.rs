@@ -7,79 +7,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::pin::Pin;
 use std::time::Duration;
 
-use mailroom_core::{AccountName, AuthConfig, Clock, EventKind, KeyScopes, Outcome};
-use mailroom_test_support::{TestClient, TestHub, have, run, text};
-use reqwest::{Client, Response, StatusCode};
+use common::{client, delete, get, post, sha256, start, token as login, url};
+use mailroom_core::{AccountName, Clock, EventKind, KeyScopes, Outcome};
+use mailroom_test_support::{TestHub, have, run, text};
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-async fn start() -> TestHub {
-    TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await
-}
-
-fn client(hub: &TestHub) -> Client {
-    let pem = std::fs::read(&hub.https().ca).unwrap();
-    Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn url(hub: &TestHub, path: &str) -> String {
-    format!("{}{path}", hub.https().base)
-}
-
-fn sha256(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 fn name(text: &str) -> AccountName {
     AccountName::parse(text).unwrap()
-}
-
-/// The access token of a password login of `who` in `scope`.
-async fn login(hub: &TestHub, who: &TestClient, scope: &str) -> String {
-    let response = client(hub)
-        .post(url(hub, "/api/v1/token"))
-        .json(&json!({"username": who.name, "password": who.password, "scope": scope}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn get(hub: &TestHub, bearer: &str, path: &str) -> Response {
-    client(hub)
-        .get(url(hub, path))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn post(hub: &TestHub, bearer: &str, path: &str, body: Value) -> Response {
-    client(hub)
-        .post(url(hub, path))
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn delete(hub: &TestHub, bearer: &str, path: &str) -> Response {
-    client(hub)
-        .delete(url(hub, path))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Checks an answer is a problem document with `status`; returns its detail.

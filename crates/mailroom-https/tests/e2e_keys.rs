@@ -7,51 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
-use mailroom_core::{AuthConfig, EventKind, Outcome, Protocol};
-use mailroom_test_support::{TestClient, TestHub};
-use reqwest::{Client, Response, StatusCode};
+use common::{client, get, start, token, url};
+use mailroom_core::{EventKind, Outcome, Protocol};
+use mailroom_test_support::TestHub;
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-
-async fn start() -> TestHub {
-    TestHub::start_https(mailroom_https::Config::default(), AuthConfig::default()).await
-}
-
-fn client(hub: &TestHub) -> Client {
-    let pem = std::fs::read(&hub.https().ca).unwrap();
-    Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn url(hub: &TestHub, path: &str) -> String {
-    format!("{}{path}", hub.https().base)
-}
-
-/// An access token of `who` in `scope`.
-async fn token(hub: &TestHub, who: &TestClient, scope: &str) -> String {
-    let response = client(hub)
-        .post(url(hub, "/api/v1/token"))
-        .json(&json!({"username": who.name, "password": who.password, "scope": scope}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn get(hub: &TestHub, token: &str, path: &str) -> Response {
-    client(hub)
-        .get(url(hub, path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn add(hub: &TestHub, token: &str, body: Value) -> Response {
     client(hub)

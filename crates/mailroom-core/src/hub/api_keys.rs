@@ -399,22 +399,10 @@ impl Hub {
         let Some(id) = key_id(secret) else {
             return Ok(TokenCheck::Refused("malformed API key".to_owned()));
         };
-        let (id, hash, cache) = (id.to_owned(), token_hash(secret), self.policy.clone());
-        // The bans, when their cache is due, come with the key: still one hop.
-        let stale = self.bans_stale();
-        let (found, bans) = self
-            .read_short(move |tx| {
-                let bans = if stale { Some(tx.bans()?) } else { None };
-                let Some(record) = tx.api_key(&id)? else {
-                    return Ok((None, bans));
-                };
-                let account = cache.get(tx)?.account(&record.account).cloned();
-                Ok((Some((record, account)), bans))
-            })
+        let (id, hash) = (id.to_owned(), token_hash(secret));
+        let found = self
+            .credential_with_account(move |tx| tx.api_key(&id), |r| &r.account)
             .await?;
-        if let Some(bans) = bans {
-            self.cache_bans(bans);
-        }
         let Some((record, account)) = found else {
             return Ok(TokenCheck::Refused("unknown or revoked API key".to_owned()));
         };

@@ -164,6 +164,32 @@ impl Hub {
             .is_none_or(|at| at + BAN_REFRESH <= now || at > now)
     }
 
+    /// Finds a bearer credential with `find` and its account's policy (named by `account`) in
+    /// one short read, the bans riding along when their cache is due: still one hop per
+    /// request. `None` when `find` found nothing.
+    pub(super) async fn credential_with_account<R: Send + 'static>(
+        &self,
+        find: impl FnOnce(&mut dyn crate::ports::Tx) -> Result<Option<R>> + Send + 'static,
+        account: fn(&R) -> &crate::names::AccountName,
+    ) -> Result<Option<(R, Option<super::policy_cache::AccountPolicy>)>> {
+        let cache = self.policy.clone();
+        let stale = self.bans_stale();
+        let (found, bans) = self
+            .read_short(move |tx| {
+                let bans = if stale { Some(tx.bans()?) } else { None };
+                let Some(record) = find(tx)? else {
+                    return Ok((None, bans));
+                };
+                let policy = cache.get(tx)?.account(account(&record)).cloned();
+                Ok((Some((record, policy)), bans))
+            })
+            .await?;
+        if let Some(bans) = bans {
+            self.cache_bans(bans);
+        }
+        Ok(found)
+    }
+
     /// Re-reads the bans in force from the metadata store.
     pub async fn refresh_bans(&self) -> Result<()> {
         let bans = self.read(|tx| tx.bans()).await?;

@@ -270,22 +270,10 @@ impl Hub {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Ok(TokenCheck::Refused("malformed token".to_owned()));
         }
-        let (hash, cache) = (token_hash(token), self.policy.clone());
-        // The bans, when their cache is due, come with the token: still one hop.
-        let stale = self.bans_stale();
-        let (found, bans) = self
-            .read_short(move |tx| {
-                let bans = if stale { Some(tx.bans()?) } else { None };
-                let Some(record) = tx.token(&hash)? else {
-                    return Ok((None, bans));
-                };
-                let account = cache.get(tx)?.account(&record.account).cloned();
-                Ok((Some((record, account)), bans))
-            })
+        let hash = token_hash(token);
+        let found = self
+            .credential_with_account(move |tx| tx.token(&hash), |r| &r.account)
             .await?;
-        if let Some(bans) = bans {
-            self.cache_bans(bans);
-        }
         let Some((record, account)) = found else {
             return Ok(TokenCheck::Refused("unknown or revoked token".to_owned()));
         };

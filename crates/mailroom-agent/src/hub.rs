@@ -5,6 +5,7 @@
 //! rely on. A client certificate the hub refuses in the handshake is a refused login, not an
 //! unreachable hub.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -84,6 +85,9 @@ pub struct Hub {
     /// The saved login, updated when its tokens are refreshed.
     pub session: Session,
     retries: u32,
+    /// The newest credentials and methods, shared with this Hub's forks ([`Hub::fork`]): a
+    /// refresh made by one (a refresh token works once) is taken up by the others.
+    latest: Arc<tokio::sync::Mutex<Session>>,
 }
 
 impl Hub {
@@ -98,9 +102,21 @@ impl Hub {
         let http = tls::client(&session.trust, session.client_certificate.as_ref())?;
         Ok(Hub {
             http,
+            latest: Arc::new(tokio::sync::Mutex::new(session.clone())),
             session,
             retries,
         })
+    }
+
+    /// Another handle on the same hub and connection pool, for requests made at the same time
+    /// (HTTP/2 carries them on one connection); the handles share their token refreshes.
+    pub fn fork(&self) -> Hub {
+        Hub {
+            http: self.http.clone(),
+            session: self.session.clone(),
+            retries: self.retries,
+            latest: Arc::clone(&self.latest),
+        }
     }
 
     /// The URL of `path` on the hub.
@@ -117,13 +133,37 @@ impl Hub {
         path: &str,
         build: impl Fn(RequestBuilder) -> Result<RequestBuilder>,
     ) -> Result<Response> {
+        self.attempts(method, path, build, self.retries).await
+    }
+
+    /// [`Hub::request`] sent once: a network error or a 502/503/504 is not retried, for a
+    /// request that may have taken effect without its answer arriving (a one-request send).
+    /// A 401 still refreshes the token and sends again (the hub did nothing with it), and so
+    /// does a connection that could not be made (nothing was sent).
+    pub async fn request_once(
+        &mut self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        self.attempts(method, path, build, 0).await
+    }
+
+    async fn attempts(
+        &mut self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> Result<RequestBuilder>,
+        retries: u32,
+    ) -> Result<Response> {
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
+            let bearer = self.session.credentials.bearer().to_owned();
             let request = self
                 .http
                 .request(method.clone(), self.url(path))
-                .bearer_auth(self.session.credentials.bearer());
+                .bearer_auth(&bearer);
             match build(request)?.send().await {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
                     if let Credentials::ApiKey { api_key } = &self.session.credentials {
@@ -137,9 +177,9 @@ impl Hub {
                         ));
                     }
                     refreshed = true;
-                    self.refresh().await?;
+                    self.refresh(&bearer).await?;
                 }
-                Ok(response) if retryable(response.status()) && attempt < self.retries => {
+                Ok(response) if retryable(response.status()) && attempt < retries => {
                     attempt += 1;
                     backoff(attempt).await;
                 }
@@ -151,7 +191,8 @@ impl Hub {
                     let refused = failure
                         .downcast_ref::<Failure>()
                         .is_some_and(|failure| failure.code == exit::AUTH);
-                    if refused || attempt >= self.retries || is_tls(&err) {
+                    let unsent = err.is_connect() && attempt < self.retries;
+                    if refused || (attempt >= retries && !unsent) || is_tls(&err) {
                         return Err(failure);
                     }
                     attempt += 1;
@@ -191,7 +232,14 @@ impl Hub {
         .await
     }
 
-    async fn refresh(&mut self) -> Result<()> {
+    /// Trades the refresh token for new tokens, unless another handle already did since
+    /// `used` (the access token refused) was sent: then its tokens are taken.
+    async fn refresh(&mut self, used: &str) -> Result<()> {
+        let mut latest = self.latest.lock().await;
+        if latest.credentials.bearer() != used {
+            self.session = latest.clone();
+            return Ok(());
+        }
         let Credentials::Tokens { refresh_token, .. } = &self.session.credentials else {
             return Err(fail(exit::AUTH, "an API key cannot be refreshed"));
         };
@@ -218,6 +266,7 @@ impl Hub {
             refresh_token: tokens.refresh_token,
         };
         self.session.ace = tokens.ace;
+        *latest = self.session.clone();
         self.session.save()
     }
 }

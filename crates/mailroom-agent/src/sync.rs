@@ -22,6 +22,7 @@
 //! to the acknowledgement, never to a second copy.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -32,6 +33,10 @@ use crate::transfer::{self, Outgoing};
 
 /// The journal folder in a synced folder.
 const JOURNAL: &str = ".mailroom-sync";
+
+/// New outbox files sent at the same time, each with a handle of its own on the hub (one
+/// HTTP/2 connection carries them).
+const IN_FLIGHT: usize = 16;
 
 /// What one pass did.
 #[derive(Debug, Default, Serialize)]
@@ -131,9 +136,14 @@ async fn send_outbox(hub: &mut Hub, outbox: &Path, e2e: bool, done: &mut Pass) -
     for path in entries {
         let entry: Entry = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("{} is not a sync journal entry", path.display()))?;
-        complete(hub, outbox, &path, entry, e2e, done).await?;
+        if let Some(sent) = complete(hub, outbox, &path, entry, e2e, false).await? {
+            done.sent.push(sent);
+        }
     }
-    // Then what is new.
+    // Then what is new, several files at a time, on one connection made first.
+    transfer::warm(hub).await?;
+    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut tasks = tokio::task::JoinSet::new();
     let mut recipients: Vec<PathBuf> = std::fs::read_dir(outbox)?
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -154,49 +164,75 @@ async fn send_outbox(hub: &mut Hub, outbox: &Path, e2e: bool, done: &mut Pass) -
             .collect();
         files.sort();
         for file in files {
-            let outgoing = Outgoing::read(&file)?;
-            let entry = Entry {
-                file: outgoing,
-                sealed: None,
-                recipient: recipient.clone(),
-                upload: None,
-                since: now().saturating_sub(1),
-            };
-            let key = format!(
-                "{}-{}.json",
-                entry.since,
-                &entry.file.sha256[..16.min(entry.file.sha256.len())]
-            );
-            let path = journal.join(key);
-            write_atomically(&path, &serde_json::to_string(&entry)?)?;
-            complete(hub, outbox, &path, entry, e2e, done).await?;
+            let permit = Arc::clone(&limit).acquire_owned().await?;
+            let (mut worker, recipient) = (hub.fork(), recipient.clone());
+            let (outbox, journal) = (outbox.to_owned(), journal.clone());
+            tasks.spawn(async move {
+                let _permit = permit;
+                let file = Outgoing::read(&file)?;
+                // A small plain file goes in one request: the journal says so at once.
+                let upload = (!e2e && transfer::direct(&file)).then(|| transfer::DIRECT.to_owned());
+                let entry = Entry {
+                    file,
+                    sealed: None,
+                    recipient,
+                    upload,
+                    since: now().saturating_sub(1),
+                };
+                let path = journal.join(entry_name(&entry));
+                write_atomically(&path, &serde_json::to_string(&entry)?)?;
+                complete(&mut worker, &outbox, &path, entry, e2e, true).await
+            });
+            while let Some(finished) = tasks.try_join_next() {
+                if let Some(sent) = finished?? {
+                    done.sent.push(sent);
+                }
+            }
+        }
+    }
+    while let Some(finished) = tasks.join_next().await {
+        if let Some(sent) = finished?? {
+            done.sent.push(sent);
         }
     }
     Ok(())
 }
 
+/// A journal entry's file name: when it was written, and a digest of its recipient, name and
+/// content, so two files never share one.
+fn entry_name(entry: &Entry) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!(
+        "{}/{}/{}",
+        entry.recipient, entry.file.name, entry.file.sha256
+    ));
+    format!("{}-{}.json", entry.since, &hex::encode(digest)[..24])
+}
+
 /// Takes one journalled file to `.sent`: resumes its upload, or finds it delivered, or sends
-/// it (again, only when the hub never delivered it).
+/// it (again, only when the hub never delivered it). Answers `recipient/name` once moved.
+/// `fresh`: the entry was just written, so there is nothing on the hub to look for.
 async fn complete(
     hub: &mut Hub,
     outbox: &Path,
     journal: &Path,
     mut entry: Entry,
     e2e: bool,
-    done: &mut Pass,
-) -> Result<()> {
+    fresh: bool,
+) -> Result<Option<String>> {
     if !entry.file.path.exists() {
         // Moved to .sent already; only the journal (and a spool) was left.
         remove_spool(&entry)?;
         std::fs::remove_file(journal)?;
-        return Ok(());
+        return Ok(None);
     }
-    let open = match &entry.upload {
+    let open = match entry.upload.as_deref() {
+        _ if fresh => false,
+        Some(transfer::DIRECT) | None => false,
         Some(id) => transfer::upload_open(hub, id).await?,
-        None => false,
     };
-    if !open && entry.upload.is_some() && delivered_already(hub, &entry).await? {
-        return moved_to_sent(outbox, journal, &entry, done);
+    if !fresh && !open && entry.upload.is_some() && delivered_already(hub, &entry).await? {
+        return moved_to_sent(outbox, journal, &entry).map(Some);
     }
     let id = match (&entry.upload, open) {
         (Some(id), true) => id.clone(),
@@ -205,6 +241,18 @@ async fn complete(
             let spool_lost = entry.sealed.as_ref().is_some_and(|s| !s.path.exists());
             if (e2e && entry.sealed.is_none()) || spool_lost {
                 entry.sealed = Some(seal(hub, journal, &entry).await?);
+            }
+            let wire = entry.sealed.as_ref().unwrap_or(&entry.file);
+            if transfer::direct(wire) {
+                // One request; the journal says so first, for the receipts to be asked
+                // after an interruption.
+                if entry.upload.as_deref() != Some(transfer::DIRECT) {
+                    entry.upload = Some(transfer::DIRECT.to_owned());
+                    write_atomically(journal, &serde_json::to_string(&entry)?)?;
+                }
+                let wire = entry.sealed.as_ref().unwrap_or(&entry.file);
+                transfer::send_direct(hub, wire, &entry.recipient, entry.sealed.is_some()).await?;
+                return moved_to_sent(outbox, journal, &entry).map(Some);
             }
             let id = transfer::begin(
                 hub,
@@ -221,7 +269,7 @@ async fn complete(
     let wire = entry.sealed.as_ref().unwrap_or(&entry.file);
     transfer::upload(hub, &id, wire).await?;
     transfer::finish(hub, &id, wire).await?;
-    moved_to_sent(outbox, journal, &entry, done)
+    moved_to_sent(outbox, journal, &entry).map(Some)
 }
 
 /// Encrypts an entry's file to its recipient's keys (a group's: every member's) into the
@@ -255,7 +303,7 @@ async fn delivered_already(hub: &mut Hub, entry: &Entry) -> Result<bool> {
     }))
 }
 
-fn moved_to_sent(outbox: &Path, journal: &Path, entry: &Entry, done: &mut Pass) -> Result<()> {
+fn moved_to_sent(outbox: &Path, journal: &Path, entry: &Entry) -> Result<String> {
     let sent = outbox.join(".sent").join(&entry.recipient);
     std::fs::create_dir_all(&sent)?;
     let target = sent.join(&entry.file.name);
@@ -271,9 +319,7 @@ fn moved_to_sent(outbox: &Path, journal: &Path, entry: &Entry, done: &mut Pass) 
     }
     remove_spool(entry)?;
     std::fs::remove_file(journal)?;
-    done.sent
-        .push(format!("{}/{}", entry.recipient, entry.file.name));
-    Ok(())
+    Ok(format!("{}/{}", entry.recipient, entry.file.name))
 }
 
 async fn receive_inbox(

@@ -266,7 +266,78 @@ pub async fn finish(hub: &mut Hub, id: &str, file: &Outgoing) -> Result<Sent> {
         .await?
         .json()
         .await?;
-    let delivered_to = finished["deliveries"]
+    Ok(sent(file, &finished))
+}
+
+/// Opens the connection to the hub (one cheap request), so that requests made at once by
+/// several handles share it rather than each opening its own.
+pub async fn warm(hub: &mut Hub) -> Result<()> {
+    hub.expect(Method::GET, "/api/v1/ace", Ok).await?;
+    Ok(())
+}
+
+/// What a sync journal records for a file sent in one request ([`send_direct`]): there is no
+/// upload to resume, so after an interruption the receipts say whether it arrived.
+pub const DIRECT: &str = "direct";
+
+/// Whether a file is small enough to go in one request ([`send_direct`]).
+pub fn direct(file: &Outgoing) -> bool {
+    file.size <= PART as u64
+}
+
+/// Sends a small `file` to `target` in one request (`PUT /api/v1/outbox/{target}/{name}`,
+/// compressed when agreed), as ciphertext for `e2e`. Sent once: after a network error it may
+/// or may not have arrived, which only the receipts can tell (the sync journal looks there).
+pub async fn send_direct(hub: &mut Hub, file: &Outgoing, target: &str, e2e: bool) -> Result<Sent> {
+    let data = std::fs::read(&file.path)
+        .with_context(|| format!("cannot read {}", file.path.display()))?;
+    if data.len() as u64 != file.size {
+        return Err(fail(
+            exit::LOCAL,
+            format!("{} changed while it was sent", file.path.display()),
+        ));
+    }
+    let coding = hub.session.ace.as_ref().and_then(|ace| ace.body_coding());
+    let body = match coding {
+        Some(BodyCoding::Zstd) => zstd::encode_all(&data[..], 3)?,
+        _ => data,
+    };
+    let mut url = reqwest::Url::parse("https://hub/api/v1/outbox")?;
+    url.path_segments_mut()
+        .map_err(|()| fail(exit::LOCAL, "cannot build the request's path"))?
+        .push(target)
+        .push(&file.name);
+    let path = format!(
+        "{}?sha256={}{}",
+        url.path(),
+        file.sha256,
+        if e2e { "&e2e=true" } else { "" }
+    );
+    let response = hub
+        .request_once(Method::PUT, &path, |r| {
+            let r = r.header("Content-Type", "application/octet-stream");
+            let r = match coding {
+                Some(coding) => r.header("Content-Encoding", coding.as_str()),
+                None => r,
+            };
+            Ok(r.body(body.clone()))
+        })
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let detail = crate::hub::refusal(response).await;
+        return Err(fail(
+            exit::REFUSED,
+            format!("{}: {detail} ({status})", file.name),
+        ));
+    }
+    let delivered: serde_json::Value = response.json().await?;
+    Ok(sent(file, &delivered))
+}
+
+/// What a finished send answers: the file and who it went to.
+fn sent(file: &Outgoing, delivered: &serde_json::Value) -> Sent {
+    let delivered_to = delivered["deliveries"]
         .as_array()
         .map(|list| {
             list.iter()
@@ -274,13 +345,13 @@ pub async fn finish(hub: &mut Hub, id: &str, file: &Outgoing) -> Result<Sent> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Sent {
+    Sent {
         file: file.path.clone(),
         name: file.name.clone(),
         size: file.size,
         sha256: file.sha256.clone(),
         delivered_to,
-    })
+    }
 }
 
 /// Whether upload `id` is still open on the hub (a restart of the hub, or its expiry, ends

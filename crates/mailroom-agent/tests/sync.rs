@@ -162,6 +162,38 @@ async fn the_outbox_is_sent_once_whatever_kills_the_agent() {
     assert_eq!(code, 0, "{text}");
     assert_eq!(deliveries_named(&hub, "again.csv").await, 1, "sent twice");
     assert!(outbox.join(".sent/bob/again.csv").exists());
+
+    // Killed around a one-request send of a small file: the journal says `direct`. One that
+    // arrived is found among the receipts and moved; one that did not is sent, once.
+    let arrived = drop_file(&outbox.join("bob"), "arrived.csv", b"p;q\n");
+    let mut command = agent(config.path());
+    command
+        .args(["send", "--to", "bob"])
+        .arg(outbox.join("bob/arrived.csv"));
+    let (code, text) = finish(command, None).await;
+    assert_eq!(code, 0, "{text}");
+    let lost = drop_file(&outbox.join("bob"), "lost.csv", b"r;s\n");
+    for (name, sha) in [("arrived.csv", &arrived), ("lost.csv", &lost)] {
+        let entry = serde_json::json!({
+            "file": {"path": outbox.join("bob").join(name), "name": name, "size": 4, "sha256": sha},
+            "recipient": "bob",
+            "upload": "direct",
+            "since": 0,
+        });
+        std::fs::write(
+            outbox.join(format!(".mailroom-sync/0-{name}.json")),
+            serde_json::to_string(&entry).unwrap(),
+        )
+        .unwrap();
+    }
+    let mut command = agent(config.path());
+    command.args(["sync", "--outbox"]).arg(&outbox);
+    let (code, text) = finish(command, None).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(deliveries_named(&hub, "arrived.csv").await, 1, "sent twice");
+    assert_eq!(deliveries_named(&hub, "lost.csv").await, 1, "not sent");
+    assert!(outbox.join(".sent/bob/arrived.csv").exists());
+    assert!(outbox.join(".sent/bob/lost.csv").exists());
     assert_eq!(
         std::fs::read_dir(outbox.join(".mailroom-sync"))
             .unwrap()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use mailroom_core::{LoginStep, Protocol, Scope, Secret};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -116,7 +116,7 @@ pub(crate) enum Refusals {
         client::inbox, client::inbox_item, client::content, client::acknowledge,
         client::sent, client::recall,
         client::create_upload, client::upload_status, client::upload_offset, client::upload_patch,
-        client::finish_upload, client::abort_upload,
+        client::finish_upload, client::abort_upload, client::send_file,
         e2e::list, e2e::add, e2e::remove, e2e::of_recipient,
         admin::accounts, admin::create_account, admin::account, admin::change_account,
         admin::delete_account, admin::add_key, admin::remove_key,
@@ -175,6 +175,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
                 .delete(client::abort_upload),
         )
         .route("/api/v1/uploads/{id}/finish", post(client::finish_upload))
+        .route("/api/v1/outbox/{target}/{name}", put(client::send_file))
         .route("/api/v1/e2e-keys", get(e2e::list).post(e2e::add))
         .route("/api/v1/e2e-keys/{fingerprint}", delete(e2e::remove))
         .route("/api/v1/recipients/{name}/e2e-keys", get(e2e::of_recipient))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -535,6 +535,106 @@ pub(crate) async fn finish_upload(
 ) -> Result<Response, Problem> {
     let lease = state.hub.lease_resumable(&auth.session, &id).await?;
     let deliveries = state.hub.finish_resumable(lease, &request.sha256).await?;
+    let body = Delivered {
+        deliveries: deliveries.iter().map(DeliveryView::from).collect(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// What `PUT /api/v1/outbox/{target}/{name}` is told beside the bytes.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SendParams {
+    /// The SHA-256 of the whole file (64 hex digits): anything else is not delivered.
+    sha256: String,
+    /// The bytes are age ciphertext for the recipients' end-to-end keys.
+    #[serde(default)]
+    e2e: bool,
+}
+
+/// Sends a file in one request, as an SFTP `put` does: the body is the file (in the agreed
+/// coding), and it becomes one delivery per recipient of `target` (an account or a group) only
+/// when the body ended and its SHA-256 is the one named. Nothing is kept of a request that
+/// fails; for large files, or to resume, use `POST /api/v1/uploads`.
+#[utoipa::path(put, path = "/api/v1/outbox/{target}/{name}", tag = "client", security(("bearer" = [])),
+    params(("target" = String, Path, description = "Account or group"),
+           ("name" = String, Path, description = "File name"), SendParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file"),
+    responses((status = 201, description = "Delivered", body = Delivered), Refusals))]
+pub(crate) async fn send_file(
+    State(state): State<Arc<AppState>>,
+    Sending(auth): Sending,
+    Path((target, name)): Path<(String, String)>,
+    query: Result<Query<SendParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let checked = async {
+        let Query(params) = query.map_err(|r| Problem::bad_request(r.body_text()))?;
+        let sha256 = params.sha256.trim().to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a SHA-256 must be 64 hexadecimal digits",
+            ));
+        }
+        let target = AccountName::parse(&target).map_err(problem_422)?;
+        let name = FileName::parse(&name).map_err(problem_422)?;
+        let coding = crate::ace::request_coding(&state.ace, &auth.identity, &headers)?;
+        let content = if params.e2e {
+            Content::EndToEnd
+        } else {
+            Content::Plain
+        };
+        let mut upload = state
+            .hub
+            .begin_send(&auth.session, &[target], &name, content)
+            .await?;
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if coding.is_none()
+            && let Some(size) = announced
+            && let Err(err) = upload.announce_size(size)
+        {
+            state.hub.abort_upload(upload, "size over the limit").await;
+            return Err(Problem::from(err));
+        }
+        Ok::<_, Problem>((upload, sha256, coding))
+    }
+    .await;
+    let (mut upload, sha256, coding) = match checked {
+        Ok(checked) => checked,
+        Err(problem) => {
+            crate::server::drain(body).await;
+            return Err(problem);
+        }
+    };
+    let mut body = crate::ace::decoded(body, coding);
+    let mut position = 0u64;
+    while let Some(data) = body.next().await {
+        let data = match data {
+            Ok(data) => data,
+            Err(err) => {
+                tracing::info!(received = position, error = %err, "file body ended early or did not decode");
+                state
+                    .hub
+                    .abort_upload(upload, "the request body ended early")
+                    .await;
+                return Err(Problem::bad_request(
+                    "the request body ended early or does not decode: nothing was delivered",
+                ));
+            }
+        };
+        if let Err(err) = upload.write_at(position, &data).await {
+            state.hub.abort_upload(upload, "a write was refused").await;
+            return Err(err.into());
+        }
+        position += data.len() as u64;
+    }
+    upload.expect_sha256(sha256);
+    let deliveries = state.hub.finish_upload(upload).await?;
     let body = Delivered {
         deliveries: deliveries.iter().map(DeliveryView::from).collect(),
     };

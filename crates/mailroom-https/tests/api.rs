@@ -1530,3 +1530,100 @@ async fn admins_list_show_retry_and_drop_jobs_and_refusals_change_nothing() {
     );
     hub.stop().await;
 }
+
+/// `PUT /api/v1/outbox/{target}/{name}?sha256=…`: the whole file in one request.
+async fn put_file(hub: &TestHub, token: &str, path: &str, body: Vec<u8>) -> Response {
+    client(hub)
+        .put(url(hub, path))
+        .bearer_auth(token)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_file_sent_in_one_request_is_delivered_only_whole_and_checked() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.client("carol").await;
+    hub.allow("alice", "bob").await;
+    let a = access(&login(&hub, &alice).await);
+    let b = access(&login(&hub, &bob).await);
+    let data = b"INV-0001;ACME;12.00\n".repeat(300);
+    let sha = sha256(&data);
+
+    // Refused before a byte is kept: a malformed SHA-256, a route that does not exist, a
+    // name that is not one, end-to-end content that is not an age file.
+    let before = hub.snapshot().await;
+    let refusals = [
+        (
+            "/api/v1/outbox/bob/a.csv?sha256=abc".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/outbox/bob/a.csv".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/v1/outbox/carol/a.csv?sha256={sha}"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!("/api/v1/outbox/bob/a%2Fb.csv?sha256={sha}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            format!("/api/v1/outbox/bob/a.csv?sha256={sha}&e2e=true"),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (path, status) in refusals {
+        let detail = problem(put_file(&hub, &a, &path, data.clone()).await, status).await;
+        eprintln!("{path}: {detail}");
+    }
+    // Another SHA-256 than the content's: nothing delivered, nothing left behind.
+    let other = sha256(b"something else");
+    let detail = problem(
+        put_file(
+            &hub,
+            &a,
+            &format!("/api/v1/outbox/bob/a.csv?sha256={other}"),
+            data.clone(),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(detail.contains("nothing was delivered"), "{detail}");
+    assert_eq!(hub.snapshot().await, before);
+
+    // The right one: delivered, and the name travels percent-encoded.
+    let response = put_file(
+        &hub,
+        &a,
+        &format!(
+            "/api/v1/outbox/bob/Q1%20report%20%231.csv?sha256={}",
+            sha.to_uppercase()
+        ),
+        data.clone(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let delivered: Value = response.json().await.unwrap();
+    assert_eq!(delivered["deliveries"][0]["name"], "Q1 report #1.csv");
+    assert_eq!(delivered["deliveries"][0]["sha256"], sha);
+    let id = delivered["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = get(&hub, &b, &format!("/api/v1/inbox/{id}/content"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], &data[..]);
+    hub.stop().await;
+}

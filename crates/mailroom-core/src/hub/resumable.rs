@@ -217,8 +217,11 @@ impl Hub {
                 created: now,
                 expires,
             };
+            // Relaxed: a record lost with the last moment before a crash only means the
+            // client begins again; what must be durable is its removal, which goes with the
+            // deliveries.
             let recorded = self
-                .write(Durability::Flush, move |tx| tx.insert_resumable(&record))
+                .write(Durability::Relaxed, move |tx| tx.insert_resumable(&record))
                 .await;
             if let Err(err) = recorded {
                 self.abort_upload(upload, "could not record the upload")

@@ -12,7 +12,9 @@ loopback, against one release-built hub:
   - sync of FILES × 4 KiB: one `mailroom-agent sync` pass over an outbox folder against one
     OpenSSH `sftp -b` session putting the same files into the same hub (target ≥ 1.0×);
   - SSH compression: `sftp -C` (zlib@openssh.com) against plain `sftp` putting BIG MiB of
-    random (incompressible) bytes (target: compression costs at most 10 % throughput).
+    random (incompressible) bytes (target: compression costs at most 10 % throughput), on the
+    hub and on OpenSSH's own sshd side by side (bench.py's private sshd), with the hub's CPU
+    seconds for each: what compression costs the server, apart from what it costs the client.
 
 It prints one table with the ratios and writes JSON with --json. Numbers are for reading,
 never for passing or failing: a loaded machine moves them. Standard library only.
@@ -28,6 +30,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bench as peers  # noqa: E402  (the private sshd of bench/run)
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / peers.CLK_TCK
 
 
 def log(message):
@@ -216,18 +227,38 @@ def main():
         log(f"{args.big} MiB of random bytes over sftp: -C against none")
         random_file = os.path.join(tmp, "random-ssh.bin")
         run(["dd", "if=/dev/urandom", f"of={random_file}", "bs=1M", f"count={args.big}", "status=none"])
-        times = {}
+        times, cpu = {}, {}
         for label, extra in (("plain", []), ("compressed", ["-C"])):
             batch = os.path.join(tmp, f"batch-{label}")
             with open(batch, "w") as f:
                 f.write(f"put {random_file} /outbox/bob/{label}.bin\n")
+            before = cpu_seconds(hub.proc.pid)
             times[label], _ = timed(["sftp", "-q", *extra, "-o", "StrictHostKeyChecking=no",
                                      "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
                                      "-i", os.path.join(hub.keys, "alice"), "-P", str(hub.sftp),
                                      "-b", batch, "alice@127.0.0.1"])
+            cpu[label] = cpu_seconds(hub.proc.pid) - before
+        log(f"{args.big} MiB of random bytes to OpenSSH's sshd: -C against none")
+        sshd = peers.OpenSSH(tmp, os.path.join(hub.keys, "alice"), os.path.join(hub.keys, "bob"))
+        sshd_times = {}
+        try:
+            sshd.start()
+            for label, extra in (("plain", []), ("compressed", ["-C"])):
+                batch = os.path.join(tmp, f"batch-sshd-{label}")
+                with open(batch, "w") as f:
+                    f.write(f"put {random_file} {sshd.target}/{label}.bin\n")
+                sshd_times[label], _ = timed(["sftp", "-q", *extra, "-o", "StrictHostKeyChecking=no",
+                                              "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                                              "-i", sshd.up_key, "-P", str(sshd.port), "-b", batch,
+                                              f"{sshd.up_user}@127.0.0.1"])
+        finally:
+            if sshd.proc is not None:
+                peers.kill_group(sshd.proc)
         os.remove(random_file)
         figures["ssh_compression"] = {"plain_s": times["plain"], "compressed_s": times["compressed"],
-                                      "ratio": times["plain"] / times["compressed"]}
+                                      "ratio": times["plain"] / times["compressed"],
+                                      "hub_cpu_plain_s": cpu["plain"], "hub_cpu_compressed_s": cpu["compressed"],
+                                      "sshd_plain_s": sshd_times["plain"], "sshd_compressed_s": sshd_times["compressed"]}
     finally:
         hub.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -243,6 +274,8 @@ def main():
     files = y["files"]
     print(f"{f'sync {files} x 4 KiB (files/s; peer sftp -b)':44} {files / y['agent_s']:12.1f} {files / y['sftp_s']:12.1f} {y['ratio']:7.2f}x")
     print(f"{f'sftp put {mib} MiB random, -C vs none (MiB/s)':44} {mib / c['compressed_s']:12.1f} {mib / c['plain_s']:12.1f} {c['ratio']:7.2f}x")
+    print(f"{'  the same to OpenSSH sshd (MiB/s)':44} {mib / c['sshd_compressed_s']:12.1f} {mib / c['sshd_plain_s']:12.1f} {c['sshd_plain_s'] / c['sshd_compressed_s']:7.2f}x")
+    print(f"{'  hub CPU seconds, -C vs none':44} {c['hub_cpu_compressed_s']:12.2f} {c['hub_cpu_plain_s']:12.2f} {c['hub_cpu_plain_s'] / max(c['hub_cpu_compressed_s'], 1e-9):7.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

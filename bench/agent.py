@@ -11,8 +11,8 @@ loopback, against one release-built hub:
     upload) against the plain `send` of the same BIG MiB;
   - sync of FILES × 4 KiB: one `mailroom-agent sync` pass over an outbox folder against one
     OpenSSH `sftp -b` session putting the same files into the same hub (target ≥ 1.0×);
-  - SSH compression: `sftp -C` (zlib@openssh.com) against plain `sftp` putting BIG MiB of
-    random (incompressible) bytes (target: compression costs at most 10 % throughput), on the
+  - SSH compression: `sftp -C` (zlib@openssh.com) against plain `sftp` putting, then
+    getting, BIG MiB of random (incompressible) bytes (target: compression costs at most 10 % throughput), on the
     hub and on OpenSSH's own sshd side by side (bench.py's private sshd), with the hub's CPU
     seconds for each: what compression costs the server, apart from what it costs the client.
 
@@ -238,9 +238,21 @@ def main():
                                      "-i", os.path.join(hub.keys, "alice"), "-P", str(hub.sftp),
                                      "-b", batch, "alice@127.0.0.1"])
             cpu[label] = cpu_seconds(hub.proc.pid) - before
+        log(f"{args.big} MiB of random bytes from the hub over sftp (the hub compresses): -C against none")
+        down, down_cpu = {}, {}
+        for label, extra in (("plain", []), ("compressed", ["-C"])):
+            batch = os.path.join(tmp, f"batch-get-{label}")
+            with open(batch, "w") as f:
+                f.write(f"get /inbox/alice/{label}.bin /dev/null\n")
+            before = cpu_seconds(hub.proc.pid)
+            down[label], _ = timed(["sftp", "-q", *extra, "-o", "StrictHostKeyChecking=no",
+                                    "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                                    "-i", os.path.join(hub.keys, "bob"), "-P", str(hub.sftp),
+                                    "-b", batch, "bob@127.0.0.1"])
+            down_cpu[label] = cpu_seconds(hub.proc.pid) - before
         log(f"{args.big} MiB of random bytes to OpenSSH's sshd: -C against none")
         sshd = peers.OpenSSH(tmp, os.path.join(hub.keys, "alice"), os.path.join(hub.keys, "bob"))
-        sshd_times = {}
+        sshd_times, sshd_down = {}, {}
         try:
             sshd.start()
             for label, extra in (("plain", []), ("compressed", ["-C"])):
@@ -251,6 +263,14 @@ def main():
                                               "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
                                               "-i", sshd.up_key, "-P", str(sshd.port), "-b", batch,
                                               f"{sshd.up_user}@127.0.0.1"])
+            for label, extra in (("plain", []), ("compressed", ["-C"])):
+                batch = os.path.join(tmp, f"batch-sshd-get-{label}")
+                with open(batch, "w") as f:
+                    f.write(f"get {sshd.target}/{label}.bin /dev/null\n")
+                sshd_down[label], _ = timed(["sftp", "-q", *extra, "-o", "StrictHostKeyChecking=no",
+                                             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                                             "-i", sshd.up_key, "-P", str(sshd.port), "-b", batch,
+                                             f"{sshd.up_user}@127.0.0.1"])
         finally:
             if sshd.proc is not None:
                 peers.kill_group(sshd.proc)
@@ -258,7 +278,12 @@ def main():
         figures["ssh_compression"] = {"plain_s": times["plain"], "compressed_s": times["compressed"],
                                       "ratio": times["plain"] / times["compressed"],
                                       "hub_cpu_plain_s": cpu["plain"], "hub_cpu_compressed_s": cpu["compressed"],
-                                      "sshd_plain_s": sshd_times["plain"], "sshd_compressed_s": sshd_times["compressed"]}
+                                      "sshd_plain_s": sshd_times["plain"], "sshd_compressed_s": sshd_times["compressed"],
+                                      "get_plain_s": down["plain"], "get_compressed_s": down["compressed"],
+                                      "get_hub_cpu_plain_s": down_cpu["plain"],
+                                      "get_hub_cpu_compressed_s": down_cpu["compressed"],
+                                      "sshd_get_plain_s": sshd_down["plain"],
+                                      "sshd_get_compressed_s": sshd_down["compressed"]}
     finally:
         hub.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -276,6 +301,9 @@ def main():
     print(f"{f'sftp put {mib} MiB random, -C vs none (MiB/s)':44} {mib / c['compressed_s']:12.1f} {mib / c['plain_s']:12.1f} {c['ratio']:7.2f}x")
     print(f"{'  the same to OpenSSH sshd (MiB/s)':44} {mib / c['sshd_compressed_s']:12.1f} {mib / c['sshd_plain_s']:12.1f} {c['sshd_plain_s'] / c['sshd_compressed_s']:7.2f}x")
     print(f"{'  hub CPU seconds, -C vs none':44} {c['hub_cpu_compressed_s']:12.2f} {c['hub_cpu_plain_s']:12.2f} {c['hub_cpu_plain_s'] / max(c['hub_cpu_compressed_s'], 1e-9):7.2f}x")
+    print(f"{f'sftp get {mib} MiB random, -C vs none (MiB/s)':44} {mib / c['get_compressed_s']:12.1f} {mib / c['get_plain_s']:12.1f} {c['get_plain_s'] / c['get_compressed_s']:7.2f}x")
+    print(f"{'  the same from OpenSSH sshd (MiB/s)':44} {mib / c['sshd_get_compressed_s']:12.1f} {mib / c['sshd_get_plain_s']:12.1f} {c['sshd_get_plain_s'] / c['sshd_get_compressed_s']:7.2f}x")
+    print(f"{'  hub CPU seconds, -C vs none':44} {c['get_hub_cpu_compressed_s']:12.2f} {c['get_hub_cpu_plain_s']:12.2f} {c['get_hub_cpu_plain_s'] / max(c['get_hub_cpu_compressed_s'], 1e-9):7.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod site;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

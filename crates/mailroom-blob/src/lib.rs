@@ -35,7 +35,7 @@ pub use s3::{
     DEFAULT_SWEEP_GRACE, MAX_BLOB_SIZE, MAX_PENDING, PART_SIZE, PARTS_IN_FLIGHT, READ_WINDOW,
     S3BlobStore, S3Options, S3Stats,
 };
-pub use store::{DEFAULT_INLINE_LIMIT, LocalBlobStore};
+pub use store::{DEFAULT_INLINE_LIMIT, LocalBlobStore, SET_ASIDE};
 
 /// The longest single [`mailroom_core::BlobWriter::write_at`] accepted; a longer one is
 /// refused with [`mailroom_core::ErrorKind::QuotaExceeded`] before anything is written.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mailroom_core::{BlobId, BlobReader, BlobStore, BlobWriter, CoreError, Result, SweepReport};
+use mailroom_core::{
+    BlobId, BlobReader, BlobStore, BlobWriter, CoreError, ListedBlob, Result, SweepReport,
+};
 use tracing::{error, warn};
 
 use crate::fsio::{self, blocking, storage_error};
@@ -157,6 +159,78 @@ impl BlobStore for LocalBlobStore {
         let live = live.clone();
         blocking("sweep", move || crate::sweep::sweep(&layout, &live)).await
     }
+
+    /// Every regular file of `objects/<aa>/` named by a blob id (a misplaced one too: a
+    /// check reports it rather than miss it). Symbolic links are not followed or listed.
+    async fn list(&self) -> Result<Vec<ListedBlob>> {
+        let objects = self.layout.objects.clone();
+        blocking("list", move || list_objects(&objects)).await
+    }
+
+    /// Renames the blob's file to `set-aside/<id>` beside `objects/` and syncs both folders.
+    async fn set_aside(&self, id: &BlobId) -> Result<String> {
+        let from = self.layout.object_path(id);
+        let aside = self.layout.root.join(SET_ASIDE);
+        let to = aside.join(id.as_str());
+        blocking("set aside", move || {
+            fsio::ensure_dir(&aside).map_err(|err| storage_error("create", &aside, &err))?;
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    return Err(CoreError::not_found("no such blob"));
+                }
+                Err(err) => return Err(storage_error("set aside blob", &from, &err)),
+            }
+            for dir in [from.parent(), Some(aside.as_path())].into_iter().flatten() {
+                fsio::sync_dir(dir).map_err(|err| storage_error("sync", dir, &err))?;
+            }
+            Ok(to.display().to_string())
+        })
+        .await
+    }
+}
+
+/// The folder beside `staging/` and `objects/` where blobs set aside go.
+pub const SET_ASIDE: &str = "set-aside";
+
+/// The blob files under `objects`. Blocking.
+fn list_objects(objects: &Path) -> Result<Vec<ListedBlob>> {
+    let read = |dir: &Path| std::fs::read_dir(dir).map_err(|err| storage_error("list", dir, &err));
+    let mut listed = Vec::new();
+    for shard in read(objects)? {
+        let shard = shard.map_err(|err| storage_error("list", objects, &err))?;
+        let shard_path = shard.path();
+        if !shard.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        for entry in read(&shard_path)? {
+            let entry = entry.map_err(|err| storage_error("list", &shard_path, &err))?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| BlobId::parse(name).ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => meta,
+                Ok(_) => continue,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(storage_error("stat", &path, &err)),
+            };
+            let modified = meta
+                .modified()
+                .map(time::OffsetDateTime::from)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            listed.push(ListedBlob {
+                id,
+                size: meta.len(),
+                modified,
+            });
+        }
+    }
+    Ok(listed)
 }
 
 /// Where things are under the root.

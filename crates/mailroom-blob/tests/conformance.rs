@@ -51,6 +51,7 @@ macro_rules! every_check {
             sweep_keeps_live_blobs_only,
             open_missing_is_not_found,
             delete_is_idempotent,
+            list_names_committed_blobs_and_set_aside_moves_one,
             reads_past_end_are_empty,
             large_reads_return_a_prefix,
             concurrent_writers_are_independent,
@@ -585,6 +586,38 @@ mod suite {
         assert_eq!(err.kind(), ErrorKind::NotFound);
         let reader = store.open(&other.id).await.unwrap();
         assert_eq!(read_all(&*reader, 64).await, b"stays");
+    }
+
+    pub async fn list_names_committed_blobs_and_set_aside_moves_one(store: &dyn BlobStore) {
+        let one = commit_bytes(store, b"first blob").await;
+        let two = commit_bytes(store, b"second, longer blob").await;
+        let mut unfinished = store.create().await.unwrap();
+        unfinished.write_at(0, b"not yet committed").await.unwrap();
+        let sizes = |listed: Vec<mailroom_core::ListedBlob>| {
+            listed
+                .into_iter()
+                .map(|blob| (blob.id, blob.size))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let listed = sizes(store.list().await.unwrap());
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert_eq!(listed.get(&one.id), Some(&10));
+        assert_eq!(listed.get(&two.id), Some(&19));
+
+        let place = store.set_aside(&one.id).await.unwrap();
+        assert!(place.contains(one.id.as_str()), "{place}");
+        let err = store.open(&one.id).await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let listed = sizes(store.list().await.unwrap());
+        assert_eq!(listed.keys().collect::<Vec<_>>(), [&two.id]);
+        // Twice, or a blob that never was: NotFound, and nothing else moves.
+        for id in [one.id.clone(), mailroom_core::BlobId::new()] {
+            let err = store.set_aside(&id).await.err().unwrap();
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+        }
+        let reader = store.open(&two.id).await.unwrap();
+        assert_eq!(read_all(&*reader, 64).await, b"second, longer blob");
+        unfinished.abort().await;
     }
 
     pub async fn reads_past_end_are_empty(store: &dyn BlobStore) {

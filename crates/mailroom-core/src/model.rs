@@ -402,6 +402,8 @@ pub enum DeliveryState {
     Quarantined,
     /// Deleted from quarantine by an operator. Terminal.
     Deleted,
+    /// Its content was found missing or damaged (`mailroom fsck --repair`). Terminal.
+    Failed,
 }
 
 impl DeliveryState {
@@ -445,6 +447,7 @@ impl DeliveryState {
             DeliveryState::Expired => "expired",
             DeliveryState::Quarantined => "quarantined",
             DeliveryState::Deleted => "deleted",
+            DeliveryState::Failed => "failed",
         }
     }
 
@@ -460,6 +463,7 @@ impl DeliveryState {
             "expired" => DeliveryState::Expired,
             "quarantined" => DeliveryState::Quarantined,
             "deleted" => DeliveryState::Deleted,
+            "failed" => DeliveryState::Failed,
             other => {
                 return Err(CoreError::invalid(format!(
                     "unknown delivery state {other:?}"

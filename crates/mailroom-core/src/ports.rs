@@ -520,6 +520,17 @@ pub struct SweepReport {
     pub orphans_removed: u64,
 }
 
+/// A committed blob as its store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBlob {
+    /// Its id.
+    pub id: BlobId,
+    /// Its size in bytes, as stored.
+    pub size: u64,
+    /// When it was last written.
+    pub modified: OffsetDateTime,
+}
+
 /// Content storage: write-once blobs under server-made ids.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -543,6 +554,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// several nodes share (S3) removes only what is older than any upload still being
     /// delivered, so it may run while other nodes serve.
     async fn sweep(&self, live: &HashSet<BlobId>) -> Result<SweepReport>;
+    /// Every committed blob, in no particular order (a consistency check, a backup). What
+    /// is not a blob under its own id is not listed; unfinished uploads are not either.
+    async fn list(&self) -> Result<Vec<ListedBlob>>;
+    /// Moves the committed blob `id` out of the store's blobs into its set-aside area, where
+    /// no reader, writer or sweep touches it and an operator may look at it; returns where
+    /// it went, for the report. NotFound if there is no such blob.
+    async fn set_aside(&self, id: &BlobId) -> Result<String>;
 }
 
 /// A blob being written. Dropping it without `commit` leaves nothing visible: a staging file

@@ -119,6 +119,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "resumable uploads",
         sql: include_str!("../migrations/sqlite/0019_resumable_uploads.sql"),
     },
+    Migration {
+        version: 20,
+        description: "failed deliveries",
+        sql: include_str!("../migrations/sqlite/0020_failed_deliveries.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -269,6 +269,7 @@ fn state_label(state: DeliveryState) -> &'static str {
         DeliveryState::Expired => "Expired",
         DeliveryState::Quarantined => "Quarantined",
         DeliveryState::Deleted => "Deleted from quarantine",
+        DeliveryState::Failed => "Lost (content missing or damaged)",
     }
 }
 

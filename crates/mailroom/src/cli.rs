@@ -71,6 +71,33 @@ pub enum Command {
     /// The live sessions of every node: list them, or close one (audited).
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Back up this embedded install while it serves: a consistent snapshot of meta.db, every
+    /// blob it keeps (hard-linked where the file system allows), the configuration and keys,
+    /// and a manifest with every blob's SHA-256 and the audit chain's head.
+    Backup {
+        /// The backup folder: new, or empty.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// An earlier backup: blobs it holds are linked from it rather than copied.
+        #[arg(long, value_name = "PREV")]
+        base: Option<PathBuf>,
+    },
+    /// Restore a backup into --data, which must be new or empty; every blob and file is
+    /// checked against the manifest, and the audit chain against its head.
+    Restore {
+        /// The backup folder.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Check that the stores hold what the metadata records: every blob's size and SHA-256,
+    /// missing and orphan blobs, inline blobs, and the audit chain. Runs beside a serving hub;
+    /// exits 1 when a problem is left.
+    Fsck {
+        /// Set orphans and damaged blobs aside (never delete them) and mark the deliveries of
+        /// damaged or missing content failed, each with an audited event.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Move this embedded install (meta.db, blobs/) to the cluster engines: every blob to the
     /// bucket under its id with its SHA-256 checked, then every row to PostgreSQL in one
     /// transaction. Both targets must be empty; a run cut short resumes. The bucket's endpoint,

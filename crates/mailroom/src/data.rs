@@ -36,6 +36,8 @@ pub struct OpenHub {
     pub hub: Arc<Hub>,
     /// The metadata store, kept to close it cleanly and for read-only counts.
     pub meta: Meta,
+    /// The blob store the Hub writes to, for the commands that walk it (fsck, backup).
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 impl DataDir {
@@ -85,12 +87,13 @@ impl DataDir {
         Ok(OpenHub {
             hub: wire(
                 engines.meta.port(),
-                engines.blobs,
+                engines.blobs.clone(),
                 &config,
                 &self.config_file(),
                 None,
             )?,
             meta: engines.meta,
+            blobs: engines.blobs,
         })
     }
 

@@ -9,6 +9,7 @@ mod ace;
 mod admin;
 mod audit;
 mod auth;
+mod backup;
 mod ca;
 mod cli;
 mod config;
@@ -16,6 +17,7 @@ mod data;
 mod drop;
 mod e2e;
 mod engines;
+mod fsck;
 mod init;
 mod jobs;
 mod logging;
@@ -120,6 +122,18 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Session(command) => {
             logging::install_for_cli()?;
             session::run(&data, out, command).await
+        }
+        Command::Backup { dir, base } => {
+            logging::install_for_cli()?;
+            backup::backup(&data, out, &dir, base.as_deref()).await
+        }
+        Command::Restore { dir } => {
+            logging::install_for_cli()?;
+            backup::restore(&data, out, &dir).await
+        }
+        Command::Fsck { repair } => {
+            logging::install_for_cli()?;
+            fsck::run(&data, out, repair).await
         }
         Command::Migrate { meta, blob } => {
             logging::install_for_cli()?;

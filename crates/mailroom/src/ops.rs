@@ -307,6 +307,14 @@ impl BlobStore for MeteredBlobs {
     async fn sweep(&self, live: &HashSet<BlobId>) -> CoreResult<SweepReport> {
         self.inner.sweep(live).await
     }
+
+    async fn list(&self) -> CoreResult<Vec<mailroom_core::ListedBlob>> {
+        self.inner.list().await
+    }
+
+    async fn set_aside(&self, id: &BlobId) -> CoreResult<String> {
+        self.inner.set_aside(id).await
+    }
 }
 
 struct MeteredWriter {

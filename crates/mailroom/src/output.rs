@@ -159,6 +159,122 @@ impl Output {
         Ok(())
     }
 
+    /// Progress of a long walk over blobs (`fsck`, `backup`, `restore`): a line on standard
+    /// error rewritten in place when it is a terminal, nothing otherwise.
+    pub fn progress(&self, verb: &str, bytes: u64, total: u64) -> Result<()> {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            let percent = (bytes.saturating_mul(100))
+                .checked_div(total)
+                .unwrap_or(100);
+            eprint!(
+                "\rmailroom: {verb} {} of {} MiB ({percent} %)",
+                bytes >> 20,
+                total >> 20
+            );
+            if bytes >= total {
+                eprintln!();
+            }
+        }
+        Ok(())
+    }
+
+    /// What `fsck` found (and repaired).
+    pub fn fsck(&self, report: &crate::fsck::FsckReport) -> Result<()> {
+        if self.json {
+            return self.json_line(report);
+        }
+        let mut text = format!(
+            "checked {} blobs ({} bytes) and {} inline blobs in {:.1} s\n",
+            report.blobs_checked, report.bytes_checked, report.inline_checked, report.seconds
+        );
+        match &report.chain_broken {
+            None => text.push_str(&format!(
+                "audit chain intact: {} events, head {}\n",
+                report.events_checked,
+                if report.chain_head.is_empty() {
+                    "(none)"
+                } else {
+                    &report.chain_head
+                }
+            )),
+            Some(broken) => text.push_str(&format!(
+                "AUDIT CHAIN BROKEN at {broken} ({} events intact before it)\n",
+                report.events_checked
+            )),
+        }
+        if report.recent_unreferenced > 0 {
+            text.push_str(&format!(
+                "{} unreferenced blobs written in the last {} minutes were not judged (an upload may be recording them)\n",
+                report.recent_unreferenced,
+                crate::fsck::ORPHAN_GRACE.as_secs() / 60
+            ));
+        }
+        for problem in &report.problems {
+            let kind = serde_json::to_value(problem.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "{kind} blob {}: {}\n",
+                problem.blob, problem.detail
+            ));
+            if !problem.deliveries.is_empty() {
+                text.push_str(&format!(
+                    "  deliveries: {}\n",
+                    problem.deliveries.join(", ")
+                ));
+            }
+            if let Some(repaired) = &problem.repaired {
+                text.push_str(&format!("  repaired: {repaired}\n"));
+            }
+        }
+        if report.problems.is_empty() && report.chain_broken.is_none() {
+            text.push_str("no problems found\n");
+        }
+        self.text(&text)
+    }
+
+    /// What `backup` wrote or `restore` restored.
+    pub fn backup(&self, report: &crate::backup::BackupReport, restored: bool) -> Result<()> {
+        if self.json {
+            return self.json_line(report);
+        }
+        let rate = (report.bytes as f64 / 1e6) / report.seconds.max(1e-3);
+        let text = match restored {
+            false => format!(
+                "backed up into {}: {} blobs ({} bytes; {} linked, {} copied, {} from the base backup), {} other files, audit chain head {}, in {:.1} s ({rate:.0} MB/s)\n",
+                report.dir,
+                report.blobs,
+                report.bytes,
+                report.linked,
+                report.copied,
+                report.from_base,
+                report.files,
+                if report.chain_head.is_empty() {
+                    "(none)"
+                } else {
+                    &report.chain_head
+                },
+                report.seconds
+            ),
+            true => format!(
+                "restored into {}: {} blobs ({} bytes, each SHA-256 checked), {} other files, audit chain verified to {}, in {:.1} s ({rate:.0} MB/s)\n",
+                report.dir,
+                report.blobs,
+                report.bytes,
+                report.files,
+                if report.chain_head.is_empty() {
+                    "(none)"
+                } else {
+                    &report.chain_head
+                },
+                report.seconds
+            ),
+        };
+        self.text(&text)
+    }
+
     /// What `migrate` moved.
     pub fn migrated(&self, report: &crate::migrate::MigrateReport) -> Result<()> {
         if self.json {

@@ -33,7 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailroom_core::{BlobId, BlobReader, BlobStore, BlobWriter, CoreError, Result, SweepReport};
+use mailroom_core::{
+    BlobId, BlobReader, BlobStore, BlobWriter, CoreError, ListedBlob, Result, SweepReport,
+};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{error, info};
@@ -356,6 +358,47 @@ impl BlobStore for S3BlobStore {
     /// crashed node could not abort.
     async fn sweep(&self, live: &HashSet<BlobId>) -> Result<SweepReport> {
         sweep::sweep(&self.shared, live, self.sweep_grace).await
+    }
+
+    /// Every object `<prefix>/objects/<aa>/<id>` named by a blob id.
+    async fn list(&self) -> Result<Vec<ListedBlob>> {
+        use futures::StreamExt;
+        let objects = &self.shared.objects;
+        let mut listing = self.shared.client.list(Some(objects));
+        let mut listed = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|err| s3_error("list blobs", objects, &err))?;
+            let Some(id) = meta
+                .location
+                .filename()
+                .and_then(|name| BlobId::parse(name).ok())
+            else {
+                continue;
+            };
+            let modified =
+                time::OffsetDateTime::from_unix_timestamp(meta.last_modified.timestamp())
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            listed.push(ListedBlob {
+                id,
+                size: meta.size,
+                modified,
+            });
+        }
+        Ok(listed)
+    }
+
+    /// Renames the object to `<prefix>/set-aside/<id>` (a copy, then a delete).
+    async fn set_aside(&self, id: &BlobId) -> Result<String> {
+        let from = self.shared.key(id);
+        let to = match self.shared.location.prefix.as_str() {
+            "" => Path::from(format!("{}/{}", crate::SET_ASIDE, id.as_str())),
+            prefix => Path::from(format!("{prefix}/{}/{}", crate::SET_ASIDE, id.as_str())),
+        };
+        match self.shared.client.rename(&from, &to).await {
+            Ok(()) => Ok(to.to_string()),
+            Err(object_store::Error::NotFound { .. }) => Err(CoreError::not_found("no such blob")),
+            Err(err) => Err(s3_error("set aside blob", &from, &err)),
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod by_id;
 mod check;
 mod download;
 mod e2e;
+mod fsck;
 mod health;
 mod jobs;
 mod login;
@@ -45,6 +46,7 @@ pub use api_keys::{
 pub use check::CheckVerdict;
 pub use download::ReadHandle;
 pub use e2e::RecipientE2eKeys;
+pub use fsck::KeptBlob;
 pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
 pub use notices::{DIGEST_RULE, NOTIFY_RULE, RECEIPT_RULE};

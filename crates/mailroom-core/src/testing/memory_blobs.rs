@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CoreError, Result};
 use crate::model::BlobId;
-use crate::ports::{BlobReader, BlobStore, BlobWriter, StoredBlob, SweepReport};
+use crate::ports::{BlobReader, BlobStore, BlobWriter, ListedBlob, StoredBlob, SweepReport};
 
 /// The blob store in memory.
 #[derive(Default)]
@@ -23,6 +23,8 @@ pub struct MemoryBlobs {
     blobs: Arc<Mutex<HashMap<BlobId, Arc<Vec<u8>>>>>,
     /// Unfinished blobs by staging id.
     staging: Arc<Mutex<HashMap<BlobId, Vec<u8>>>>,
+    /// Blobs set aside, by id.
+    aside: Arc<Mutex<HashMap<BlobId, Arc<Vec<u8>>>>>,
     /// Blobs up to this size are returned inline instead of stored.
     inline_up_to: Option<u64>,
 }
@@ -44,6 +46,22 @@ impl MemoryBlobs {
     /// The ids of the blobs it holds, for checks that nothing leaked.
     pub fn ids(&self) -> HashSet<BlobId> {
         lock(&self.blobs).keys().cloned().collect()
+    }
+
+    /// The ids of the blobs set aside.
+    pub fn set_aside_ids(&self) -> HashSet<BlobId> {
+        lock(&self.aside).keys().cloned().collect()
+    }
+
+    /// Replaces the content of a committed blob, as damage on a disk would (tests of the
+    /// consistency check). NotFound if there is no such blob.
+    pub fn damage(&self, id: &BlobId, content: Vec<u8>) -> Result<()> {
+        let mut blobs = lock(&self.blobs);
+        let blob = blobs
+            .get_mut(id)
+            .ok_or_else(|| CoreError::not_found(format!("no blob {id}")))?;
+        *blob = Arc::new(content);
+        Ok(())
     }
 
     /// The ids of the unfinished blobs it stages.
@@ -102,6 +120,26 @@ impl BlobStore for MemoryBlobs {
             staging_removed: (staged - staging.len()) as u64,
             orphans_removed: (before - blobs.len()) as u64,
         })
+    }
+
+    async fn list(&self) -> Result<Vec<ListedBlob>> {
+        let modified = time::OffsetDateTime::UNIX_EPOCH;
+        Ok(lock(&self.blobs)
+            .iter()
+            .map(|(id, data)| ListedBlob {
+                id: id.clone(),
+                size: data.len() as u64,
+                modified,
+            })
+            .collect())
+    }
+
+    async fn set_aside(&self, id: &BlobId) -> Result<String> {
+        let data = lock(&self.blobs)
+            .remove(id)
+            .ok_or_else(|| CoreError::not_found(format!("no blob {id}")))?;
+        lock(&self.aside).insert(id.clone(), data);
+        Ok(format!("set-aside/{id}"))
     }
 }
 

@@ -19,6 +19,7 @@ mod codes;
 mod defence;
 mod e2e;
 mod fanout;
+mod fsck;
 mod hops;
 mod jobs;
 mod names;

@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "resumable uploads",
         sql: include_str!("../../migrations/postgres/0008_resumable_uploads.sql"),
     },
+    Migration {
+        version: 9,
+        description: "failed deliveries",
+        sql: include_str!("../../migrations/postgres/0009_failed_deliveries.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

@@ -38,7 +38,15 @@ pub enum Command {
     /// (its one-time password is printed once). Changes nothing if already initialised.
     Init,
     /// Run the hub (initialising the data folder first if it is fresh) until SIGTERM or Ctrl-C.
+    /// Refuses a data folder, configuration or key file that group or others may write.
     Serve,
+    /// Check the running binary's SHA-256 against the manifest the release build wrote
+    /// (mailroom-<version>.sha256 beside the binary); exit 1 on a mismatch or a missing one.
+    VerifyInstall {
+        /// The manifest to check against, in sha256sum's format (`<hex>  mailroom`).
+        #[arg(long, value_name = "PATH")]
+        manifest: Option<PathBuf>,
+    },
     /// Manage accounts.
     #[command(subcommand)]
     Account(AccountCommand),

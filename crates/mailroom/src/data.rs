@@ -13,9 +13,13 @@
 //!                       see `mailroom_tls`): server CA, server certificate, client CA
 //! ```
 //!
+//! Nothing in it may be written by group or others: `serve` refuses to start otherwise
+//! (`crate::strict`).
+//!
 //! This module knows paths and wiring; it does not create the folder (see [`crate::init`]).
 
 use std::fs::{File, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -102,6 +106,7 @@ impl DataDir {
     pub fn lock_for_serve(&self) -> Result<File> {
         let path = self.root.join("serve.lock");
         let file = File::options()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)

@@ -63,6 +63,9 @@ pub struct Stores {
 
 /// `mailroom init`: creates what is missing and reports it.
 pub async fn run(data: &DataDir, actor: &Actor) -> Result<InitReport> {
+    // Everything created here is private to the hub's user, whatever the umask, so that
+    // `serve`'s check of modes passes on a fresh folder.
+    let _private_files = crate::strict::PrivateFiles::new();
     let mut created = prepare_folder(data)?;
     let config = crate::config::load(&data.config_file(), &crate::config::env_overrides()?)
         .context("invalid configuration")?;

@@ -19,6 +19,7 @@ mod e2e;
 mod engines;
 mod fsck;
 mod init;
+mod install;
 mod jobs;
 mod logging;
 mod migrate;
@@ -29,6 +30,7 @@ mod rules;
 mod security;
 mod serve;
 mod session;
+mod strict;
 mod syslog;
 
 use std::process::ExitCode;
@@ -74,6 +76,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
     let data = DataDir::new(cli.data);
     match cli.command {
         Command::Serve => serve::run(&data, out).await,
+        Command::VerifyInstall { manifest } => {
+            let check = install::verify(manifest.as_deref())?;
+            out.install_verified(&check)
+        }
         Command::Init => {
             logging::install_for_cli()?;
             let report = init::run(&data, &admin::cli_actor()).await?;

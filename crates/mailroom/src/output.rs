@@ -774,6 +774,27 @@ impl Output {
         ))
     }
 
+    /// `verify-install` that found the binary as its manifest records it.
+    pub fn install_verified(&self, check: &crate::install::InstallCheck) -> Result<()> {
+        let binary = check.binary.display().to_string();
+        let manifest = check.manifest.display().to_string();
+        if self.json {
+            return self.json_line(&InstallOut {
+                ok: true,
+                binary: &binary,
+                manifest: &manifest,
+                sha256: &check.sha256,
+            });
+        }
+        self.text(&format!(
+            "{}  {}\nmailroom: {} matches {}\n",
+            check.sha256,
+            clean(&binary),
+            clean(&binary),
+            clean(&manifest)
+        ))
+    }
+
     /// `status`.
     pub fn status(&self, status: &Status) -> Result<()> {
         if self.json {
@@ -1169,6 +1190,14 @@ struct TotpSetupOut<'a> {
 struct Done<'a> {
     ok: bool,
     message: &'a str,
+}
+
+#[derive(Serialize)]
+struct InstallOut<'a> {
+    ok: bool,
+    binary: &'a str,
+    manifest: &'a str,
+    sha256: &'a str,
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,8 @@
 //! Beside the front ends it runs the retention pass, at start and every
 //! `[retention] interval_seconds`, the free-space watch (`[disk]`), the job worker
 //! (`[[rules]]`, checks before delivery, accounts' notices) and the drop folders (`[[drop]]`),
-//! until shutdown.
+//! until shutdown. Before any of it, the data folder, configuration and keys must pass the
+//! check of their modes (`strict`).
 //! Protocol work lives in the front-end crates; this module only wires and waits.
 
 use std::io;
@@ -33,9 +34,16 @@ use crate::syslog;
 
 /// Runs the hub until a signal asks it to stop.
 pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
+    // StrictModes: a folder, configuration or key that others may write is refused, named,
+    // before anything is created or locked.
+    crate::strict::check_folder(data)?;
+    // What the setup creates (the folder, meta.db, keys, serve.lock) is private to the hub's
+    // user whatever the umask, so the next start passes the check.
+    let private_files = crate::strict::PrivateFiles::new();
     let mut created = init::prepare_folder(data)?;
     let config = config::load(&data.config_file(), &config::env_overrides()?)
         .context("invalid configuration")?;
+    crate::strict::check_files(data, &config)?;
     logging::install_for_server(&config.server)?;
     // The negotiated methods: an unknown method or one below the floor stops the start here,
     // named, before anything is opened or listens.
@@ -58,6 +66,7 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     };
     let (stores, first_admin) =
         init::open_stores(data, &config, &cli_actor(), &mut created, Some(node)).await?;
+    drop(private_files);
     if !created.is_empty() {
         info!(data = %data.root().display(), created = ?created, "initialised the data folder");
         out.init(&InitReport {

@@ -1,7 +1,8 @@
 //! Tidy checks: the rules of CONTRIBUTING.md that a machine can check. Dependency direction
 //! between workspace crates, no OpenSSL, native-tls or ring anywhere in the built graph, a
-//! `//!` module doc on every source file, no I/O crates or modules in the core, and no
-//! citation of a file outside the repository.
+//! `//!` module doc on every source file, no I/O crates or modules in the core, no
+//! citation of a file outside the repository, `unsafe` only in the clock probe, and no
+//! security-sensitive crate (russh) below its floor in Cargo.lock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -345,4 +346,157 @@ fn no_citation_of_files_outside_the_repository() {
          ARCHITECTURE.md instead, or say the idea in a few words:\n{}",
         citations.join("\n")
     );
+}
+
+/// `unsafe` is forbidden across the workspace (`[workspace.lints]`), with one exception: the
+/// binary denies it instead, so that `crates/mailroom/src/clock.rs` alone may allow it for
+/// its read-only `adjtimex(2)`. Every other crate takes the workspace's lints as they are, and
+/// the binary's own tables say the same as the workspace's but for that one lint.
+#[test]
+fn unsafe_code_is_allowed_only_in_the_clock_probe() {
+    let allowed_file = root().join("crates/mailroom/src/clock.rs");
+    let mut allowing = Vec::new();
+    let mut stack = vec![root().join("crates"), root().join("xtask")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && std::fs::read_to_string(&path)
+                    .unwrap()
+                    .contains(&format!("allow({}_code)", "unsafe"))
+            {
+                allowing.push(path);
+            }
+        }
+    }
+    let expected: Vec<PathBuf> = vec![allowed_file];
+    assert_eq!(
+        allowing
+            .iter()
+            .map(|p| p.canonicalize().unwrap())
+            .collect::<Vec<_>>(),
+        expected
+            .iter()
+            .map(|p| p.canonicalize().unwrap())
+            .collect::<Vec<_>>(),
+        "unsafe code is allowed only in clock.rs"
+    );
+
+    let manifest = |path: &Path| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let workspace = manifest(&root().join("Cargo.toml"));
+    let workspace_lints = workspace["workspace"]["lints"].as_table().unwrap().clone();
+    assert_eq!(
+        workspace_lints["rust"]["unsafe_code"].as_str(),
+        Some("forbid")
+    );
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().join("Cargo.toml"))
+        .filter(|path| path.is_file())
+        .collect();
+    crates.push(root().join("xtask/Cargo.toml"));
+    assert!(crates.len() > 10, "only {} crates found", crates.len());
+    for path in crates {
+        let lints = manifest(&path)["lints"].as_table().unwrap().clone();
+        if path.ends_with("crates/mailroom/Cargo.toml") {
+            let mut expected = workspace_lints.clone();
+            expected["rust"]
+                .as_table_mut()
+                .unwrap()
+                .insert("unsafe_code".to_owned(), "deny".into());
+            assert_eq!(lints, expected, "{}", path.display());
+        } else {
+            assert_eq!(
+                lints.get("workspace").and_then(toml::Value::as_bool),
+                Some(true),
+                "{} must take [workspace.lints]",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The lowest versions of security-sensitive crates Cargo.lock may hold: each floor is the
+/// first release with the fix of the advisory named beside it (the advisory database CI's
+/// `cargo audit` reads, .ci/rustsec-advisory-db.tgz). Raise a floor when a new advisory lands;
+/// never lower one.
+const FLOORS: [(&str, &str, &str); 2] = [
+    (
+        "russh",
+        "0.60.3",
+        "RUSTSEC-2026-0154: unbounded agent frame allocation (CVE-2026-46673)",
+    ),
+    (
+        "russh-cryptovec",
+        "0.60.3",
+        "RUSTSEC-2026-0153: unchecked CryptoVec allocation and growth",
+    ),
+];
+
+#[test]
+fn security_sensitive_crates_are_at_or_above_their_floor() {
+    let lock: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.lock")).unwrap()).unwrap();
+    let packages = lock["package"].as_array().unwrap();
+    for (name, floor, why) in FLOORS {
+        let versions: Vec<&str> = packages
+            .iter()
+            .filter(|package| package["name"].as_str() == Some(name))
+            .map(|package| package["version"].as_str().unwrap())
+            .collect();
+        assert!(!versions.is_empty(), "{name} is not in Cargo.lock");
+        for version in versions {
+            assert!(
+                !below(version, floor),
+                "Cargo.lock has {name} {version}, below its floor {floor} ({why}): cargo update -p {name}"
+            );
+        }
+    }
+}
+
+/// Whether `version` comes before `floor` (x.y.z; a pre-release of a version comes before
+/// it).
+fn below(version: &str, floor: &str) -> bool {
+    fn parts(version: &str) -> (Vec<u64>, bool) {
+        // Build metadata (+…) does not order; a pre-release (-…) comes before its release.
+        let version = version.split('+').next().unwrap_or(version);
+        let (release, pre) = match version.split_once('-') {
+            Some((release, _)) => (release, true),
+            None => (version, false),
+        };
+        let numbers = release
+            .split('.')
+            .map(|n| {
+                n.parse()
+                    .unwrap_or_else(|_| panic!("not a version: {version}"))
+            })
+            .collect();
+        (numbers, pre)
+    }
+    let (version, version_pre) = parts(version);
+    let (floor, _) = parts(floor);
+    version < floor || (version == floor && version_pre)
+}
+
+#[test]
+fn versions_compare_as_cargo_orders_them() {
+    for (version, floor, expect) in [
+        ("0.65.1", "0.60.3", false),
+        ("0.60.3", "0.60.3", false),
+        ("0.60.2", "0.60.3", true),
+        ("0.9.9", "0.60.3", true),
+        ("0.60.10", "0.60.3", false),
+        ("1.0.0", "0.60.3", false),
+        ("0.60.3-beta.1", "0.60.3", true),
+        ("0.60.3+build.5", "0.60.3", false),
+    ] {
+        assert_eq!(below(version, floor), expect, "{version} below {floor}");
+    }
 }

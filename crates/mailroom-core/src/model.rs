@@ -644,11 +644,14 @@ pub enum EventKind {
     QuotaWarning,
     /// The data folder's file system fell below its free-space floor (`[disk]`).
     DiskLow,
+    /// The host's clock stopped being synchronised (the kernel's NTP status): times in the
+    /// audit trail, tokens and one-time codes may drift.
+    ClockUnsynchronised,
 }
 
 impl EventKind {
     /// Every kind, in the order of the list above.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Login,
         EventKind::TransferStarted,
         EventKind::Upload,
@@ -668,6 +671,7 @@ impl EventKind {
         EventKind::JobDead,
         EventKind::QuotaWarning,
         EventKind::DiskLow,
+        EventKind::ClockUnsynchronised,
     ];
 
     /// Stable dotted label.
@@ -692,6 +696,7 @@ impl EventKind {
             EventKind::JobDead => "job.dead",
             EventKind::QuotaWarning => "quota.warning",
             EventKind::DiskLow => "disk.low",
+            EventKind::ClockUnsynchronised => "clock.unsynchronised",
         }
     }
 
@@ -717,6 +722,7 @@ impl EventKind {
             "job.dead" => EventKind::JobDead,
             "quota.warning" => EventKind::QuotaWarning,
             "disk.low" => EventKind::DiskLow,
+            "clock.unsynchronised" => EventKind::ClockUnsynchronised,
             other => return Err(CoreError::invalid(format!("unknown event kind {other:?}"))),
         })
     }

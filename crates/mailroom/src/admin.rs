@@ -22,7 +22,7 @@ use crate::cli::{
     SetArgs,
 };
 use crate::data::{DataDir, OpenHub};
-use crate::output::{NodeStatus, Output, Status};
+use crate::output::{ClockView, NodeStatus, Output, Status};
 
 /// Largest key file read; a public key line is a few hundred bytes (RSA 16384: about 3 KiB).
 const MAX_KEY_FILE: u64 = 64 * 1024;
@@ -497,6 +497,7 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
             routes: routes.len(),
             live_deliveries: live.len(),
             nodes: nodes.iter().map(|n| NodeStatus::new(n, now)).collect(),
+            clock: ClockView::new(&crate::clock::probe().status()),
         })
     }
     .await

@@ -415,7 +415,7 @@ const RULES_EXAMPLE: &str = "
 # Event types: login, transfer.started, upload, download, delivery.stored,
 # delivery.delivered, delivery.picked-up, delivery.acknowledged, delivery.recalled,
 # delivery.renamed, delivery.expired, delivery.quarantined, ban, session.closed, admin,
-# sweep, job.dead, quota.warning, disk.low.
+# sweep, job.dead, quota.warning, disk.low, clock.unsynchronised.
 #
 # [[rules]]
 # name = \"pdf-alert\"

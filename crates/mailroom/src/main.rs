@@ -12,6 +12,7 @@ mod auth;
 mod backup;
 mod ca;
 mod cli;
+mod clock;
 mod config;
 mod data;
 mod drop;

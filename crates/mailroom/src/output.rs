@@ -57,6 +57,27 @@ pub struct Status {
     pub live_deliveries: usize,
     /// The nodes (`mailroom serve` processes) registered in the store, alive or dead.
     pub nodes: Vec<NodeStatus>,
+    /// This host's clock, as the kernel reports it now.
+    pub clock: ClockView,
+}
+
+/// The clock as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockView {
+    /// `synchronised`, `unsynchronised` or `unknown`.
+    pub state: &'static str,
+    /// The maximum error, the kernel's reason, or why it could not be read.
+    pub detail: String,
+}
+
+impl ClockView {
+    /// The view of `status`.
+    pub fn new(status: &crate::clock::ClockStatus) -> ClockView {
+        ClockView {
+            state: status.label(),
+            detail: status.detail(),
+        }
+    }
 }
 
 /// One node as `status` shows it.
@@ -808,6 +829,11 @@ impl Output {
             status.groups,
             status.routes,
             status.live_deliveries
+        ))?;
+        self.text(&format!(
+            "clock:            {} ({})\n",
+            status.clock.state,
+            clean(&status.clock.detail)
         ))?;
         if status.nodes.is_empty() {
             return self.text("nodes:            none running\n");

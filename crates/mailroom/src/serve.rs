@@ -5,7 +5,8 @@
 //! shutdown token. On SIGTERM or SIGINT the token is cancelled (front ends stop accepting),
 //! running sessions get `[server] shutdown_grace_seconds` to finish, and the process exits 0.
 //! Beside the front ends it runs the retention pass, at start and every
-//! `[retention] interval_seconds`, the free-space watch (`[disk]`), the job worker
+//! `[retention] interval_seconds`, the free-space watch (`[disk]`), the clock check (at start
+//! and hourly, `clock`), the job worker
 //! (`[[rules]]`, checks before delivery, accounts' notices) and the drop folders (`[[drop]]`),
 //! until shutdown. Before any of it, the data folder, configuration and keys must pass the
 //! check of their modes (`strict`).
@@ -200,6 +201,17 @@ async fn serve(
     if let Some(node) = hub.node() {
         info!(node = %node.id, host = %node.host, forgotten, "registered this node");
     }
+    // The clock check at start, before anything is served (an unsynchronised clock is
+    // recorded, not refused), then every hour.
+    let clock_probe = crate::clock::probe();
+    let mut clock_watch = crate::clock::ClockWatch::default();
+    let clock_status = clock_watch
+        .look(clock_probe.as_ref(), async |detail| {
+            hub.record_clock_unsynchronised(detail).await?;
+            Ok(())
+        })
+        .await;
+    info!(clock = clock_status.label(), detail = %clock_status.detail(), "clock");
 
     // Signal handlers first, so a signal that arrives while we bind is not lost.
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -331,6 +343,12 @@ async fn serve(
         config.disk.clone(),
         shutdown.clone(),
     ));
+    let clock = tokio::spawn(clock_loop(
+        hub.clone(),
+        clock_probe,
+        clock_watch,
+        shutdown.clone(),
+    ));
     // The job worker runs on a runtime of its own, whose threads the kernel schedules after
     // the transfers' ([jobs] nice). It stops taking jobs at the token; running ones finish
     // within their handler's timeout, and a job cut short runs again after its lease.
@@ -359,6 +377,7 @@ async fn serve(
     let _ = queue_gauges.await;
     let _ = stats.await;
     let _ = disk.await;
+    let _ = clock.await;
     // The retention loop stops at the token; a pass cut short leaves at most a blob that the
     // next start-up sweep removes (each expiry itself commits atomically).
     if let Err(err) = retention.await {
@@ -574,6 +593,32 @@ async fn disk_watch(
             );
             low = false;
         }
+    }
+}
+
+/// Looks at the clock every [`crate::clock::CHECK_INTERVAL`] after the look at start, until
+/// `shutdown`: a `clock.unsynchronised` event per crossing, a warning in the log at every look
+/// while it lasts.
+async fn clock_loop(
+    hub: Arc<Hub>,
+    probe: Box<dyn crate::clock::ClockProbe>,
+    mut watch: crate::clock::ClockWatch,
+    shutdown: CancellationToken,
+) {
+    let first = tokio::time::Instant::now() + crate::clock::CHECK_INTERVAL;
+    let mut ticks = tokio::time::interval_at(first, crate::clock::CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        watch
+            .look(probe.as_ref(), async |detail| {
+                hub.record_clock_unsynchronised(detail).await?;
+                Ok(())
+            })
+            .await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Housekeeping of what is stored: the start-up sweep of unreferenced blobs, the expiry of
-//! deliveries past their recipient's retention, and the alert of a storage running out of
-//! space.
+//! deliveries past their recipient's retention, and the alerts about the host: a storage
+//! running out of space, a clock no longer synchronised. The binary looks; the core records.
 
 use time::OffsetDateTime;
 
@@ -23,6 +23,20 @@ impl Hub {
             &Actor::system(),
             EventKind::DiskLow,
             "data folder".to_owned(),
+            Outcome::Failed,
+            detail,
+        );
+        self.record(vec![event], Durability::Flush).await
+    }
+
+    /// Records that the host's clock is no longer synchronised (`detail` says what the kernel
+    /// reported): a `clock.unsynchronised` event, which rules turn into alerts. The caller
+    /// records a crossing, not every look.
+    pub async fn record_clock_unsynchronised(&self, detail: String) -> Result<()> {
+        let event = self.stamp.event(
+            &Actor::system(),
+            EventKind::ClockUnsynchronised,
+            "clock".to_owned(),
             Outcome::Failed,
             detail,
         );

@@ -63,9 +63,6 @@ pub struct Stores {
 
 /// `mailroom init`: creates what is missing and reports it.
 pub async fn run(data: &DataDir, actor: &Actor) -> Result<InitReport> {
-    // Everything created here is private to the hub's user, whatever the umask, so that
-    // `serve`'s check of modes passes on a fresh folder.
-    let _private_files = crate::strict::PrivateFiles::new();
     let mut created = prepare_folder(data)?;
     let config = crate::config::load(&data.config_file(), &crate::config::env_overrides()?)
         .context("invalid configuration")?;
@@ -126,7 +123,13 @@ pub async fn open_stores(
         created.push(relative_name(data, &host_key_path));
     }
 
-    let (engines, made) = crate::engines::open(data, &config.meta, &config.blob, true).await?;
+    // SQLite creates meta.db (and its journal, with the same mode) under the umask; the rest
+    // is written with explicit modes. A umask of 077 meanwhile keeps a loose umask from
+    // leaving a group-writable database that `serve`'s check of modes would refuse.
+    let private_files = crate::strict::PrivateFiles::new();
+    let opened = crate::engines::open(data, &config.meta, &config.blob, true).await;
+    drop(private_files);
+    let (engines, made) = opened?;
     if made.blobs {
         created.push("blobs/".to_owned());
     }

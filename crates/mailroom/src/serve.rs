@@ -38,9 +38,6 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     // StrictModes: a folder, configuration or key that others may write is refused, named,
     // before anything is created or locked.
     crate::strict::check_folder(data)?;
-    // What the setup creates (the folder, meta.db, keys, serve.lock) is private to the hub's
-    // user whatever the umask, so the next start passes the check.
-    let private_files = crate::strict::PrivateFiles::new();
     let mut created = init::prepare_folder(data)?;
     let config = config::load(&data.config_file(), &config::env_overrides()?)
         .context("invalid configuration")?;
@@ -67,7 +64,6 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     };
     let (stores, first_admin) =
         init::open_stores(data, &config, &cli_actor(), &mut created, Some(node)).await?;
-    drop(private_files);
     if !created.is_empty() {
         info!(data = %data.root().display(), created = ?created, "initialised the data folder");
         out.init(&InitReport {

@@ -8,9 +8,10 @@
 //! configuration names wherever it lives (SSH host key, `[tls] key_file`, the trusted proxy's
 //! key, the webhook secret, the SMTP password, the bucket's secret key). The check only
 //! reads: a refusal names the file and the fix (`chmod go-w PATH`) before the lock is taken
-//! or anything is created. [`PrivateFiles`] is how `init` and `serve` create what they make
-//! (`meta.db`, its journal, `serve.lock`) private whatever the caller's umask, so a fresh
-//! folder passes. Ownership is not checked.
+//! or anything is created. Everything the hub puts in a fresh folder is written with an
+//! explicit mode, except `meta.db`, which SQLite creates under the umask: [`PrivateFiles`]
+//! holds a umask of 077 while the engines open, so a fresh folder passes whatever the
+//! caller's umask. Ownership is not checked.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -85,8 +86,9 @@ pub fn check_files(data: &DataDir, config: &Config) -> Result<()> {
 }
 
 /// While alive, files and folders the process creates are private to its user (umask 077);
-/// the previous umask comes back when it drops. `serve` holds it through its setup only, so
-/// what the drop folders' tasks write later keeps the operator's umask.
+/// the previous umask comes back when it drops. Held only while the engines open (nothing
+/// else runs then), so what the hub writes later, such as the drop folders' `rejected/`,
+/// keeps the operator's umask.
 pub struct PrivateFiles {
     previous: Mode,
 }

@@ -1,8 +1,9 @@
 //! Tidy checks: the rules of CONTRIBUTING.md that a machine can check. Dependency direction
 //! between workspace crates, no OpenSSL, native-tls or ring anywhere in the built graph, a
 //! `//!` module doc on every source file, no I/O crates or modules in the core, no
-//! citation of a file outside the repository, `unsafe` only in the clock probe, and no
-//! security-sensitive crate (russh) below its floor in Cargo.lock.
+//! citation of a file outside the repository, `unsafe` only in the clock probe, no
+//! security-sensitive crate (russh) below its floor in Cargo.lock, and a reason and a review
+//! date for every advisory cargo audit ignores.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -498,5 +499,50 @@ fn versions_compare_as_cargo_orders_them() {
         ("0.60.3+build.5", "0.60.3", false),
     ] {
         assert_eq!(below(version, floor), expect, "{version} below {floor}");
+    }
+}
+
+/// Every advisory cargo audit is told to ignore (.cargo/audit.toml) has, in the comment just
+/// above it, a `reason:` and a `review: YYYY-MM-DD`, so that no exception stays unexplained
+/// or forgotten.
+#[test]
+fn every_audit_exception_has_a_reason_and_a_review_date() {
+    let text = std::fs::read_to_string(root().join(".cargo/audit.toml")).unwrap();
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    let ignored: Vec<&str> = config["advisories"]["ignore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for id in &ignored {
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with(&format!("\"{id}\"")))
+            .unwrap_or_else(|| panic!("{id} is not on a line of its own"));
+        let comment: Vec<&str> = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|line| line.starts_with('#'))
+            .copied()
+            .collect();
+        assert!(
+            comment.iter().any(|line| line.starts_with("# reason: ")),
+            "{id} has no `# reason:` line above it"
+        );
+        let review = comment
+            .iter()
+            .find_map(|line| line.strip_prefix("# review: "))
+            .unwrap_or_else(|| panic!("{id} has no `# review: YYYY-MM-DD` line above it"));
+        let date: Vec<&str> = review.get(..10).unwrap_or("").split('-').collect();
+        assert!(
+            date.len() == 3
+                && [4, 2, 2]
+                    .iter()
+                    .zip(&date)
+                    .all(|(len, part)| part.len() == *len && part.parse::<u32>().is_ok()),
+            "{id}: review {review:?} does not start with a YYYY-MM-DD date"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! expires (state `expired`, a `delivery.expired` event by `system`, the sender's receipt
 //! says so), its blob is released once no live delivery uses it (in the blob store, or inline
 //! in the metadata store), and younger deliveries and recipients without retention keep
-//! theirs.
+//! theirs. The host's alerts (disk low, clock unsynchronised) are system events.
 
 use mailroom_core::{AccountChange, DeliveryState, EventKind, MetaStoreExt, Outcome};
 use time::Duration;
@@ -136,4 +136,33 @@ async fn a_shared_blob_stays_while_a_member_without_retention_holds_it() {
         .await
         .unwrap();
     assert!(bed.blobs.ids().is_empty());
+}
+
+#[tokio::test]
+async fn the_host_alerts_are_recorded_as_failed_system_events_with_their_labels() {
+    for (kind, object) in [
+        (EventKind::DiskLow, "data folder"),
+        (EventKind::ClockUnsynchronised, "clock"),
+    ] {
+        let bed = Bed::new();
+        let before = bed.events().await.len();
+        let detail = format!("detail of {}", kind.as_str());
+        match kind {
+            EventKind::DiskLow => bed.hub.record_disk_low(detail.clone()).await.unwrap(),
+            _ => bed
+                .hub
+                .record_clock_unsynchronised(detail.clone())
+                .await
+                .unwrap(),
+        }
+        let events = bed.events().await;
+        assert_eq!(events.len(), before + 1, "{kind:?}");
+        let event = events.last().unwrap();
+        assert_eq!(event.kind, kind);
+        assert_eq!(event.outcome, Outcome::Failed);
+        assert_eq!(event.object, object);
+        assert_eq!(event.detail, detail);
+        assert_eq!(event.actor, "system");
+        assert_eq!(EventKind::parse(kind.as_str()).unwrap(), kind);
+    }
 }

@@ -38,6 +38,7 @@ pub use audit::{
 };
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
+pub use hub::{OwnSession, OwnUsage};
 pub use hub::{
     API_KEY_PREFIX, ApiKeyInfo, ApiKeyRecord, KeyScope, KeyScopes, MAX_API_KEY_LABEL,
     MAX_API_KEYS_PER_ACCOUNT, is_api_key,

@@ -28,6 +28,7 @@ mod health;
 mod jobs;
 mod login;
 mod notices;
+mod own;
 mod policy_cache;
 mod remove;
 mod resumable;
@@ -50,6 +51,7 @@ pub use fsck::KeptBlob;
 pub use jobs::JobOutcome;
 pub use login::{AuthConfig, Credential, LoginProgress, LoginStep, Scope, source_ip};
 pub use notices::{DIGEST_RULE, NOTIFY_RULE, RECEIPT_RULE};
+pub use own::{OwnSession, OwnUsage};
 pub use resumable::{
     MAX_PER_ACCOUNT as MAX_RESUMABLE_PER_ACCOUNT, ResumableInfo, ResumableLease, ResumableRecord,
 };

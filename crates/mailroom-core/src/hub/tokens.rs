@@ -23,7 +23,7 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::login::{Scope, source_ip};
+use super::login::{source_ip, Scope};
 use super::policy_cache::AccountPolicy;
 use super::{Actor, ClientSession, Hub};
 use crate::error::{CoreError, Result};
@@ -445,20 +445,20 @@ impl Hub {
 }
 
 /// One login's identity, which every token pair of it carries.
-struct Login {
+pub(super) struct Login {
     /// The login's id.
-    id: String,
-    account: AccountName,
-    scope: Scope,
-    source: Option<String>,
-    protocol: Protocol,
+    pub(super) id: String,
+    pub(super) account: AccountName,
+    pub(super) scope: Scope,
+    pub(super) source: Option<String>,
+    pub(super) protocol: Protocol,
     /// The negotiated methods it agreed on, if any.
-    methods: Option<String>,
+    pub(super) methods: Option<String>,
 }
 
 /// Stores a fresh access and refresh token of `login` in the unit's transaction and returns
 /// them, to hand to the client once.
-fn store_pair(
+pub(super) fn store_pair(
     tx: &mut dyn Tx,
     login: &Login,
     epoch: u64,

@@ -4,7 +4,7 @@
 use rand::RngExt;
 
 use super::{Actor, Hub};
-use crate::access::{Factor, TotpEnrolment, recovery_code_hash};
+use crate::access::{recovery_code_hash, Factor, TotpEnrolment};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Account, AccountKind};
 use crate::names::AccountName;
@@ -68,21 +68,7 @@ impl Hub {
     /// Enrols an account in TOTP with a fresh secret and fresh recovery codes, replacing an
     /// earlier enrolment. The secret and codes are returned once, to hand to the user.
     pub async fn enroll_totp(&self, actor: &Actor, name: &AccountName) -> Result<TotpSetup> {
-        let mut secret = [0u8; 20];
-        rand::rng().fill(&mut secret[..]);
-        let enrolment = TotpEnrolment {
-            secret: Secret::new(base32(&secret)),
-            last_step: None,
-            recovery: Vec::new(),
-        };
-        let uri = totp(&enrolment, name, &self.auth.config.totp_issuer)?
-            .to_url()
-            .map_err(|_| CoreError::internal("could not build the otpauth URI"))?;
-        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
-        let stored = TotpEnrolment {
-            recovery: codes.iter().map(|c| recovery_code_hash(c)).collect(),
-            ..enrolment.clone()
-        };
+        let (setup, stored) = fresh_enrolment(name, &self.auth.config.totp_issuer)?;
         let event = self.stamp.admin(
             actor,
             format!("account {name}"),
@@ -107,11 +93,7 @@ impl Hub {
             stamp.record(tx, &[event])
         })
         .await?;
-        Ok(TotpSetup {
-            uri: Secret::new(uri),
-            secret: enrolment.secret,
-            recovery_codes: codes.into_iter().map(Secret::new).collect(),
-        })
+        Ok(setup)
     }
 
     /// Removes an account's TOTP enrolment. Refused while its required factors include TOTP.
@@ -148,6 +130,35 @@ impl Hub {
         })
         .await
     }
+}
+
+/// A fresh enrolment of `name`: what to hand the user once, and what to store (the recovery
+/// codes only as hashes).
+pub(super) fn fresh_enrolment(
+    name: &AccountName,
+    issuer: &str,
+) -> Result<(TotpSetup, TotpEnrolment)> {
+    let mut secret = [0u8; 20];
+    rand::rng().fill(&mut secret[..]);
+    let enrolment = TotpEnrolment {
+        secret: Secret::new(base32(&secret)),
+        last_step: None,
+        recovery: Vec::new(),
+    };
+    let uri = totp(&enrolment, name, issuer)?
+        .to_url()
+        .map_err(|_| CoreError::internal("could not build the otpauth URI"))?;
+    let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
+    let stored = TotpEnrolment {
+        recovery: codes.iter().map(|c| recovery_code_hash(c)).collect(),
+        ..enrolment.clone()
+    };
+    let setup = TotpSetup {
+        uri: Secret::new(uri),
+        secret: enrolment.secret,
+        recovery_codes: codes.into_iter().map(Secret::new).collect(),
+    };
+    Ok((setup, stored))
 }
 
 /// The TOTP generator of an enrolment: SHA-1, 6 digits, 30 s steps, one step of skew (what

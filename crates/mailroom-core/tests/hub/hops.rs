@@ -19,7 +19,7 @@ use mailroom_core::{
     RouteEffect, TokenCheck,
 };
 
-use crate::bed::{Bed, PASSWORD, account, admin, client, data, path, secret};
+use crate::bed::{account, admin, client, data, path, secret, Bed, PASSWORD};
 
 /// A store's work over one call: (reads, writes, flushed commits).
 type Hops = (u64, u64, u64);
@@ -329,6 +329,65 @@ async fn one_hop_each(bed: Bed) {
         WRITE,
         bed.hub
             .remove_e2e_key(&admin, &account("carol"), &recipient),
+    )
+    .await;
+
+    // ----- self-service --------------------------------------------------------------------
+    let own_key = mailroom_core::AuthorizedKey {
+        comment: "own".to_owned(),
+        blob: [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[9; 32]].concat(),
+        algorithm: "ssh-ed25519".to_owned(),
+    };
+    let fingerprint = own_key.fingerprint();
+    costs(
+        &bed,
+        "add_own_key",
+        WRITE,
+        bed.hub.add_own_key(&bob, own_key),
+    )
+    .await;
+    costs(&bed, "own_keys", READ, bed.hub.own_keys(&bob)).await;
+    costs(
+        &bed,
+        "remove_own_key",
+        WRITE,
+        bed.hub.remove_own_key(&bob, &fingerprint),
+    )
+    .await;
+    costs(&bed, "own_usage", READ, bed.hub.own_usage(&bob)).await;
+    costs(
+        &bed,
+        "enroll_own_totp",
+        WRITE,
+        bed.hub.enroll_own_totp(&bob, None),
+    )
+    .await;
+    let identity = match bed
+        .hub
+        .check_token(tokens.access.expose(), None, Protocol::Https)
+        .await
+        .unwrap()
+    {
+        TokenCheck::Valid(identity) => identity,
+        TokenCheck::Refused(why) => panic!("{why}"),
+    };
+    costs(&bed, "own_sessions", READ, bed.hub.own_sessions(&identity)).await;
+    costs(
+        &bed,
+        "sign_out_other_sessions",
+        WRITE,
+        bed.hub
+            .sign_out_other_sessions(&identity, &mailroom_core::TokenLifetimes::default()),
+    )
+    .await;
+    // A password change is the login's shape: one read for the hash, Argon2 outside any
+    // unit, one write that commits only if the hash is still the one checked.
+    costs(
+        &bed,
+        "change_own_password",
+        (1, 1, 1),
+        bed.hub
+            .change_own_password(&bob, secret(PASSWORD), secret("Another-long-passphrase-77")),
     )
     .await;
 }

@@ -24,6 +24,7 @@ mod hops;
 mod jobs;
 mod names;
 mod notices;
+mod own;
 mod quotas;
 mod resumable;
 mod retention;

@@ -13,10 +13,10 @@
 //! `totp.rs`, and API keys and end-to-end keys have their own modules.
 
 use super::login::source_ip;
-use super::tokens::{store_pair, IssuedTokens, Login, TokenIdentity, TokenLifetimes};
-use super::totp::{fresh_enrolment, totp, TotpSetup};
+use super::tokens::{IssuedTokens, Login, TokenIdentity, TokenLifetimes, store_pair};
+use super::totp::{TotpSetup, fresh_enrolment, totp};
 use super::{ClientSession, Hub};
-use crate::access::{recovery_code_hash, Limits};
+use crate::access::{Limits, recovery_code_hash};
 use crate::defender::Offence;
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Account, AuthorizedKey, EventKind, Outcome};

@@ -23,7 +23,7 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::login::{source_ip, Scope};
+use super::login::{Scope, source_ip};
 use super::policy_cache::AccountPolicy;
 use super::{Actor, ClientSession, Hub};
 use crate::error::{CoreError, Result};

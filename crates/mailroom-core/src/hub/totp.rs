@@ -4,7 +4,7 @@
 use rand::RngExt;
 
 use super::{Actor, Hub};
-use crate::access::{recovery_code_hash, Factor, TotpEnrolment};
+use crate::access::{Factor, TotpEnrolment, recovery_code_hash};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Account, AccountKind};
 use crate::names::AccountName;

@@ -19,7 +19,7 @@ use mailroom_core::{
     RouteEffect, TokenCheck,
 };
 
-use crate::bed::{account, admin, client, data, path, secret, Bed, PASSWORD};
+use crate::bed::{Bed, PASSWORD, account, admin, client, data, path, secret};
 
 /// A store's work over one call: (reads, writes, flushed commits).
 type Hops = (u64, u64, u64);

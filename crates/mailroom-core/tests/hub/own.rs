@@ -4,11 +4,11 @@
 //! event, and each refusal for its error, its refusal event and that nothing else changed.
 
 use mailroom_core::{
-    totp_code, AccountChange, AuthorizedKey, Clock, ErrorKind, EventKind, Outcome, Protocol, Scope,
-    TokenCheck, TokenIdentity, TokenLifetimes,
+    AccountChange, AuthorizedKey, Clock, ErrorKind, EventKind, Outcome, Protocol, Scope,
+    TokenCheck, TokenIdentity, TokenLifetimes, totp_code,
 };
 
-use crate::bed::{account, admin, client, secret, Bed, NEW_PASSWORD, PASSWORD};
+use crate::bed::{Bed, NEW_PASSWORD, PASSWORD, account, admin, client, secret};
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
@@ -251,7 +251,9 @@ async fn signing_out_the_other_sessions_keeps_this_one_with_fresh_tokens() {
     let left = bed.hub.own_sessions(&fresh_identity).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].current);
-    assert!(admin_details(&bed, "alice")
-        .await
-        .contains(&"sign out other sessions (1 closed)".to_owned()));
+    assert!(
+        admin_details(&bed, "alice")
+            .await
+            .contains(&"sign out other sessions (1 closed)".to_owned())
+    );
 }

@@ -44,6 +44,9 @@
 //!   also takes with fields left out). Empty lists are `[]`, not `null`.
 //! - **Names and states are plain strings** (`kind`, `state`, `effect`, `protocol`,
 //!   `outcome`), the labels the CLI's options and the API's filters take.
+//! - **One's own account reads as an administrator's view of it.** Quota use is `{"inbox_bytes",
+//!   "inbox_files", "limits"}` with the account's `limits` object; one's own sessions are the
+//!   admin list's session objects with `current: true` on the asking one.
 //! - **API keys never show their secret**, but once, when made (`NewApiKeyView`: the key and
 //!   `secret`); listed, a key is `{"id", "account", "label", "scopes", "created", "expires",
 //!   "last_used"}`, its scopes a list of labels as factor sets are.
@@ -58,6 +61,7 @@ mod audit;
 mod delivery;
 mod e2e;
 mod jobs;
+mod me;
 mod policy;
 mod security;
 
@@ -67,6 +71,7 @@ pub use audit::{BrokenView, CheckpointView, EventView, HeadView, VerifyView, che
 pub use delivery::DeliveryView;
 pub use e2e::{E2eKeyView, RecipientKeysView};
 pub use jobs::{JobDetailView, JobView};
+pub use me::{OwnSessionView, UsageView};
 pub use policy::{GroupView, RouteView};
 pub use security::{BanView, SessionView};
 

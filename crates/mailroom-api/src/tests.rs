@@ -417,6 +417,25 @@ fn schemas_require_every_field_of_an_answer() {
         account: name("bob"),
         keys: Vec::new(),
     }));
+    check(&UsageView::from(&mailroom_core::OwnUsage {
+        limits: alice().access.limits,
+        inbox: mailroom_core::InboxUsage {
+            bytes: 12,
+            files: 1,
+        },
+    }));
+    check(&OwnSessionView::from(&mailroom_core::OwnSession {
+        info: mailroom_core::SessionInfo {
+            node: None,
+            id: 7,
+            account: name("alice"),
+            source: Some("192.0.2.1:5000".to_owned()),
+            protocol: mailroom_core::Protocol::Https,
+            started: datetime!(2030-01-31 12:00 UTC),
+            token_epoch: 0,
+        },
+        current: true,
+    }));
     // Times are marked as such.
     let (properties, _) = schema_of::<AccountView>();
     assert_eq!(properties["created"]["format"], "date-time");

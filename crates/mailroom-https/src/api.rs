@@ -17,6 +17,7 @@ use crate::api_keys;
 use crate::auth::{self, AnyAuth, LoginForm};
 use crate::client;
 use crate::e2e;
+use crate::me;
 use crate::problem::Problem;
 use crate::server::{ApiJson, AppState, ConnInfo};
 use crate::wire::{RefreshRequest, TokenRequest, TokenResponse};
@@ -118,6 +119,8 @@ pub(crate) enum Refusals {
         client::create_upload, client::upload_status, client::upload_offset, client::upload_patch,
         client::finish_upload, client::abort_upload, client::send_file,
         e2e::list, e2e::add, e2e::remove, e2e::of_recipient,
+        me::change_password, me::ssh_keys, me::add_ssh_key, me::remove_ssh_key,
+        me::enroll_totp, me::usage, me::sessions, me::sign_out_others,
         admin::accounts, admin::create_account, admin::account, admin::change_account,
         admin::delete_account, admin::add_key, admin::remove_key,
         admin::groups, admin::create_group, admin::delete_group, admin::add_member,
@@ -179,6 +182,22 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/e2e-keys", get(e2e::list).post(e2e::add))
         .route("/api/v1/e2e-keys/{fingerprint}", delete(e2e::remove))
         .route("/api/v1/recipients/{name}/e2e-keys", get(e2e::of_recipient))
+        .route("/api/v1/me/password", post(me::change_password))
+        .route(
+            "/api/v1/me/ssh-keys",
+            get(me::ssh_keys).post(me::add_ssh_key),
+        )
+        .route(
+            "/api/v1/me/ssh-keys/{fingerprint}",
+            delete(me::remove_ssh_key),
+        )
+        .route("/api/v1/me/totp", post(me::enroll_totp))
+        .route("/api/v1/me/usage", get(me::usage))
+        .route("/api/v1/me/sessions", get(me::sessions))
+        .route(
+            "/api/v1/me/sessions/sign-out-others",
+            post(me::sign_out_others),
+        )
         .route(
             "/api/v1/admin/accounts",
             get(admin::accounts).post(admin::create_account),

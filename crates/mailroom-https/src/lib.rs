@@ -6,7 +6,8 @@
 //! tokens the Hub issues and checks on every request ([`auth`]), or in the API keys of
 //! unattended clients ([`api_keys`]); a client's inbox, receipts and
 //! resumable sends are [`client`], its end-to-end encryption keys and the keys of those it
-//! sends to [`e2e`]; administration is [`admin`] (admin tokens only). Errors are
+//! sends to [`e2e`], its own account (password, SSH keys, TOTP, quota use,
+//! sessions) [`me`]; administration is [`admin`] (admin tokens only). Errors are
 //! RFC 9457 problem documents ([`problem`]). [`server::serve`] owns the accept loop: connection
 //! limits, TLS (rustls with aws-lc-rs, ALPN `h2` and `http/1.1`, optional client certificates),
 //! per-request admission (bans), security headers and body limits.
@@ -36,6 +37,7 @@ mod admin;
 mod api_keys;
 mod client;
 mod e2e;
+mod me;
 
 pub use api_keys::MAX_EXPIRES_IN_DAYS;
 pub use config::Config;

@@ -16,6 +16,7 @@ pub use mailroom_api::{
 };
 pub use mailroom_api::{ApiKeyView, NewApiKeyView};
 pub use mailroom_api::{E2eKeyView, RecipientKeysView};
+pub use mailroom_api::{OwnSessionView, UsageView};
 
 /// `POST /api/v1/token`: a login. Give the password, and the TOTP code when the account
 /// requires one; a client certificate presented in the TLS handshake proves the
@@ -261,6 +262,56 @@ where
 pub struct KeyRequest {
     /// One `authorized_keys` line.
     pub key: String,
+}
+
+/// `POST /api/v1/me/password`: a new password for the caller's own account.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The account's current password.
+    pub current_password: String,
+    /// The new password (the strength rules apply).
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange { *** }")
+    }
+}
+
+/// `POST /api/v1/me/totp`: enrols the caller's own account in TOTP anew.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrolRequest {
+    /// While enrolled: a current 6-digit code of the authenticator, or one of the recovery
+    /// codes (spent). Not needed for a first enrolment.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+impl std::fmt::Debug for TotpEnrolRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpEnrolRequest { *** }")
+    }
+}
+
+/// A fresh TOTP enrolment, answered once: the secret and the recovery codes are never shown
+/// again.
+#[derive(Serialize, ToSchema)]
+pub struct TotpSetupView {
+    /// The `otpauth://` URI for authenticator apps (it holds the secret).
+    pub uri: String,
+    /// The secret in base32, for typing into an app.
+    pub secret: String,
+    /// Single-use recovery codes.
+    pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for TotpSetupView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSetupView { *** }")
+    }
 }
 
 /// `POST /api/v1/e2e-keys`: an end-to-end encryption key of the caller's account.

@@ -217,7 +217,64 @@ impl TestHub {
         auth: AuthConfig,
         pages: impl FnOnce(Arc<mailroom_https::AppState>) -> axum::Router + Send + 'static,
     ) -> TestHub {
+        Self::start_https_in(config, auth, |state, _| pages(state)).await
+    }
+
+    /// [`TestHub::start_https_with`] whose `pages` also get the data folder (where the web
+    /// UI keeps its CSRF key, as `mailroom serve` does).
+    pub async fn start_https_in(
+        config: mailroom_https::Config,
+        auth: AuthConfig,
+        pages: impl FnOnce(Arc<mailroom_https::AppState>, &Path) -> axum::Router + Send + 'static,
+    ) -> TestHub {
         let mut hub = Self::start_full(mailroom_sftp::Config::default(), auth).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind https");
+        hub.serve_https(config, pages, listener);
+        hub
+    }
+
+    /// A restart of the hub: every front end stops (sessions drained), the data folder is
+    /// opened anew in a new `Hub` with `auth`, as `mailroom serve` opens it after a restart
+    /// (in-process state such as live sessions is gone; the store and the files stay), and
+    /// HTTPS is served again on the same port with `pages`. SSH and FTPS are not started
+    /// again.
+    pub async fn restart_https_in(
+        &mut self,
+        config: mailroom_https::Config,
+        auth: AuthConfig,
+        pages: impl FnOnce(Arc<mailroom_https::AppState>, &Path) -> axum::Router + Send + 'static,
+    ) {
+        let addr = self.https().addr;
+        self.drain().await;
+        let meta = Arc::new(
+            mailroom_meta::SqliteStore::open(&self.dir.path().join("meta.db"))
+                .await
+                .expect("open metadata again"),
+        );
+        let blobs = Arc::new(
+            mailroom_blob::LocalBlobStore::open(&self.dir.path().join("blobs"))
+                .await
+                .expect("open blobs again"),
+        );
+        self.hub = Arc::new(Hub::new(meta.clone(), blobs, self.clock.clone()).with_auth(auth));
+        self.meta = meta;
+        self.shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind https again on its port");
+        self.serve_https(config, pages, listener);
+    }
+
+    /// Serves the API and `pages` on `listener` with the data folder's PKI.
+    fn serve_https(
+        &mut self,
+        config: mailroom_https::Config,
+        pages: impl FnOnce(Arc<mailroom_https::AppState>, &Path) -> axum::Router + Send + 'static,
+        listener: tokio::net::TcpListener,
+    ) {
+        let hub = self;
         let tls_dir = hub.dir.path().join("tls");
         let pki = mailroom_tls::ensure_pki(&tls_dir, &mailroom_tls::PkiSettings::default())
             .expect("test PKI");
@@ -235,17 +292,15 @@ impl TestHub {
         } else {
             Some(mailroom_tls::server_config(&settings).expect("https tls config"))
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind https");
         let addr = listener.local_addr().expect("local addr");
+        let data = hub.dir.path().to_owned();
         hub.https_server = Some(tokio::spawn(mailroom_https::serve_with(
             listener,
             hub.hub.clone(),
             config.clone(),
             Arc::new(mailroom_ace::Ace::default()),
             tls,
-            pages,
+            move |state| pages(state, &data),
             hub.shutdown.clone(),
         )));
         let scheme = if config.allow_plaintext {
@@ -259,7 +314,6 @@ impl TestHub {
             ca: pki.server_ca.cert_path.clone(),
             tls_dir,
         });
-        hub
     }
 
     /// The HTTPS endpoint; panics when the hub was not started with [`TestHub::start_https`].

@@ -1132,8 +1132,7 @@ pub(crate) struct AuditFilter {
 
 /// One event as the audit page shows it.
 struct EventRow {
-    time: String,
-    time_machine: String,
+    time: pages::Time,
     kind: String,
     actor: String,
     source: String,
@@ -1241,8 +1240,7 @@ pub(crate) async fn audit(
         .iter()
         .rev()
         .map(|e| EventRow {
-            time: pages::when(e.time),
-            time_machine: pages::machine_time(e.time),
+            time: pages::time(e.time),
             kind: e.kind.as_str().to_owned(),
             actor: e.actor.clone(),
             source: e.source.clone().unwrap_or_default(),

@@ -3,11 +3,11 @@
 //! change only with the binary, so they may be cached for a day.
 
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 /// `(name, content type, body)` of every asset.
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 5] = [
     (
         "app.css",
         "text/css; charset=utf-8",
@@ -17,6 +17,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/app.js"),
+    ),
+    (
+        "time.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/time.js"),
     ),
     (
         "send.js",
@@ -30,10 +35,14 @@ const ASSETS: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// `/assets/{name}`.
-pub(crate) async fn asset(Path(name): Path<String>) -> Response {
+/// `/assets/{name}`; an unknown name is the pages' 404.
+pub(crate) async fn asset(
+    Path(name): Path<String>,
+    session: crate::session::MaybeSession,
+    uri: axum::http::Uri,
+) -> Response {
     let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return (StatusCode::NOT_FOUND, "no such asset").into_response();
+        return crate::pages::not_found(session, uri).await;
     };
     let mut response = (*body).into_response();
     let headers = response.headers_mut();

@@ -47,11 +47,12 @@ pub(crate) struct ApiKeyRow {
     pub(crate) id: String,
     pub(crate) label: String,
     pub(crate) scopes: String,
-    pub(crate) created: String,
-    pub(crate) created_machine: String,
-    pub(crate) expires: String,
+    pub(crate) created: pages::Time,
+    /// `None`: it never expires.
+    pub(crate) expires: Option<pages::Time>,
     pub(crate) expired: bool,
-    pub(crate) last_used: String,
+    /// `None`: never used.
+    pub(crate) last_used: Option<pages::Time>,
 }
 
 impl ApiKeyRow {
@@ -60,13 +61,10 @@ impl ApiKeyRow {
             id: key.id.clone(),
             label: key.label.clone(),
             scopes: key.scopes.labels().join(", "),
-            created: pages::when(key.created),
-            created_machine: pages::machine_time(key.created),
-            expires: key.expires.map_or_else(|| "never".to_owned(), pages::when),
+            created: pages::time(key.created),
+            expires: key.expires.map(pages::time),
             expired: key.expires.is_some_and(|e| e <= now),
-            last_used: key
-                .last_used
-                .map_or_else(|| "never".to_owned(), pages::when),
+            last_used: key.last_used.map(pages::time),
         }
     }
 }
@@ -76,8 +74,7 @@ pub(crate) struct E2eKeyRow {
     pub(crate) fingerprint: String,
     pub(crate) recipient: String,
     pub(crate) comment: String,
-    pub(crate) added: String,
-    pub(crate) added_machine: String,
+    pub(crate) added: pages::Time,
 }
 
 impl E2eKeyRow {
@@ -86,8 +83,7 @@ impl E2eKeyRow {
             fingerprint: key.fingerprint(),
             recipient: key.recipient.clone(),
             comment: key.comment.clone(),
-            added: pages::when(key.added),
-            added_machine: pages::machine_time(key.added),
+            added: pages::time(key.added),
         }
     }
 }

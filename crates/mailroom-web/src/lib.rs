@@ -1,5 +1,6 @@
 //! The browser UI of the HTTPS front end: server-rendered pages for users (inbox, send,
-//! receipts, their API keys and end-to-end encryption keys, TOTP enrolment) and for
+//! receipts, their API keys and end-to-end encryption keys, TOTP enrolment, their own account:
+//! quota use, password, SSH keys, sessions) and for
 //! administrators (accounts with their keys, groups, routes, bans, live sessions, the audit
 //! trail).
 //!
@@ -18,12 +19,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use mailroom_https::AppState;
 
+pub use csrf_key::{CSRF_KEY_FILE, CsrfKey, load_or_create_csrf_key};
+
+mod account;
 mod admin;
 mod assets;
 mod bridge;
+mod csrf_key;
 mod keys;
 mod page_checks;
 mod pages;
@@ -31,11 +36,20 @@ mod qr;
 mod session;
 mod user;
 
-/// The web UI's router, to merge beside the API (`mailroom_https::serve_with`). It serves `/`,
-/// the pages, `/assets/*` and `/app/api/v1/*` (the API's uploads for a signed-in browser); the
-/// API keeps `/api/v1/*`. It sets no fallback.
+/// [`router_with_key`] with a CSRF key drawn now: forms opened before a restart fail after it.
+/// For tests and callers without a data folder; `mailroom serve` keeps its key
+/// ([`load_or_create_csrf_key`]).
 pub fn router(state: Arc<AppState>) -> Router {
-    let web = Arc::new(session::Web::new(state));
+    router_with_key(state, CsrfKey::random())
+}
+
+/// The web UI's router, to merge beside the API (`mailroom_https::serve_with`), its CSRF
+/// tokens made under `csrf_key`. It serves `/`, the pages, `/assets/*` and `/app/api/v1/*`
+/// (the API's uploads for a signed-in browser); the API keeps `/api/v1/*`. It sets no
+/// fallback, so that it merges with the API's: a catch-all route answers every other path,
+/// with a 404 page, or under `/api/` with the API's 404 problem document.
+pub fn router_with_key(state: Arc<AppState>, csrf_key: CsrfKey) -> Router {
+    let web = Arc::new(session::Web::new(state, csrf_key));
     Router::new()
         .route("/", get(user::home))
         .route("/login", get(user::login_page).post(user::login_submit))
@@ -53,6 +67,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/keys/e2e/{fingerprint}/remove", post(keys::remove_e2e_key))
         .route("/security", get(user::security))
         .route("/security/totp", post(user::enroll_totp))
+        .route("/account", get(account::account))
+        .route("/account/password", post(account::change_password))
+        .route("/account/ssh-keys", post(account::add_key))
+        .route("/account/ssh-keys/remove", post(account::remove_key))
+        .route(
+            "/account/sessions/sign-out-others",
+            post(account::sign_out_others),
+        )
         .route("/app/api/v1/uploads", post(bridge::upload))
         .route(
             "/app/api/v1/uploads/{id}",
@@ -108,6 +130,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/jobs/{id}/{action}", post(admin::job_action))
         .route("/admin/audit", get(admin::audit))
         .route("/assets/{name}", get(assets::asset))
+        .route("/{*rest}", any(pages::not_found))
+        .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(middleware::from_fn_with_state(
             web.clone(),
             page_checks::csrf,

@@ -83,6 +83,13 @@ pub(crate) async fn admission(
         && let Err(err) = web.app.hub.admit(peer, Protocol::Https).await
     {
         tracing::info!(reason = %err, "page request refused at admission");
+        if request.uri().path().starts_with("/api/") {
+            return mailroom_https::Problem::new(
+                StatusCode::FORBIDDEN,
+                "requests from your address are refused for now",
+            )
+            .into_response();
+        }
         return pages::refusal(
             None,
             StatusCode::FORBIDDEN,
@@ -95,7 +102,11 @@ pub(crate) async fn admission(
 
 /// Checks the origin and CSRF token of every request other than GET and HEAD.
 pub(crate) async fn csrf(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
+    // Under `/api/` the pages serve only the API's 404 problem for paths the API lacks: it
+    // changes nothing and takes bearer tokens, not cookies.
+    if matches!(*request.method(), Method::GET | Method::HEAD)
+        || request.uri().path().starts_with("/api/")
+    {
         return next.run(request).await;
     }
     let session = request.extensions().get::<WebSession>().cloned();

@@ -80,12 +80,13 @@ impl Flash {
     }
 }
 
-const CLIENT_NAV: [(&str, &str); 5] = [
+const CLIENT_NAV: [(&str, &str); 6] = [
     ("/inbox", "Inbox"),
     ("/send", "Send"),
     ("/sent", "Sent"),
     ("/keys", "Keys"),
     ("/security", "Security"),
+    ("/account", "Account"),
 ];
 
 const ADMIN_NAV: [(&str, &str); 7] = [
@@ -178,6 +179,40 @@ pub(crate) fn refusal(
     )
 }
 
+/// The answer to a path nothing serves: under `/api/` the API's problem document (the API
+/// answers in JSON whatever the path), elsewhere a page that says so with a way back.
+pub(crate) async fn not_found(
+    crate::session::MaybeSession(session): crate::session::MaybeSession,
+    uri: axum::http::Uri,
+) -> Response {
+    if uri.path().starts_with("/api/") {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; the API is described at /api/v1/openapi.json",
+        )
+        .into_response();
+    }
+    refusal(
+        session.as_ref(),
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no page at this address. It may have moved, or the link may be mistyped.",
+    )
+}
+
+/// The answer to a page asked with a method it does not take (a form posted to a page that
+/// only shows, or the like).
+pub(crate) async fn method_not_allowed(
+    crate::session::MaybeSession(session): crate::session::MaybeSession,
+) -> Response {
+    refusal(
+        session.as_ref(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Not possible here",
+        "This page does not take that kind of request. Go back and use the page's own buttons.",
+    )
+}
+
 /// The status and the sentence of a Hub refusal (the API's mapping; internal errors say
 /// only that something failed).
 pub(crate) fn hub_error(err: &CoreError) -> (StatusCode, Flash) {
@@ -210,6 +245,37 @@ pub(crate) fn capitalise(text: &str) -> String {
     }
 }
 
+/// A moment as every page shows it: a `<time>` element whose `datetime` is RFC 3339 in UTC to
+/// the second (no fractions) and whose text and `title` are `2030-01-31 12:00 UTC`. The
+/// `time.js` asset rewrites the text in the viewer's time zone and keeps UTC in the title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Time {
+    /// `2030-01-31T12:00:00Z`, for the `datetime` attribute.
+    pub(crate) machine: String,
+    /// `2030-01-31 12:00 UTC`, the text without script and the title.
+    pub(crate) text: String,
+}
+
+/// The page form of `time`.
+pub(crate) fn time(time: OffsetDateTime) -> Time {
+    Time {
+        machine: machine_time(time),
+        text: when(time),
+    }
+}
+
+/// The page form of an RFC 3339 time a wire view carries; a string that is none is shown as
+/// it is (escaped, like everything).
+pub(crate) fn time_of(rfc3339: &str) -> Time {
+    match OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        Ok(parsed) => time(parsed),
+        Err(_) => Time {
+            machine: String::new(),
+            text: rfc3339.to_owned(),
+        },
+    }
+}
+
 /// A time as the pages show it: `2030-01-31 12:00 UTC`.
 pub(crate) fn when(time: OffsetDateTime) -> String {
     let t = time.to_offset(time::UtcOffset::UTC);
@@ -223,9 +289,19 @@ pub(crate) fn when(time: OffsetDateTime) -> String {
     )
 }
 
-/// A time in RFC 3339 (for `<time datetime>`).
+/// A time in RFC 3339, in UTC to the second (for `<time datetime>`): no fractions, whatever
+/// the store kept.
 pub(crate) fn machine_time(time: OffsetDateTime) -> String {
-    mailroom_https::wire::rfc3339(time)
+    let t = time.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// A byte count for people.
@@ -240,6 +316,16 @@ mod tests {
     #[test]
     fn times_and_sentences() {
         assert_eq!(when(OffsetDateTime::UNIX_EPOCH), "1970-01-01 00:00 UTC");
+        let precise = OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(90_123_456_789);
+        assert_eq!(
+            machine_time(precise),
+            "1970-01-01T00:01:30Z",
+            "no fractions"
+        );
+        let parsed = time_of("2030-01-31T13:00:00.123456789+01:00");
+        assert_eq!(parsed.machine, "2030-01-31T12:00:00Z");
+        assert_eq!(parsed.text, "2030-01-31 12:00 UTC");
+        assert_eq!(time_of("soon").text, "soon");
         assert_eq!(capitalise("no such delivery"), "No such delivery");
         assert_eq!(capitalise(""), "");
     }

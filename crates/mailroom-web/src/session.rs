@@ -9,8 +9,9 @@
 //! a password change, a disable, a ban or a kick revoke the tokens in the Hub's store, and so
 //! the session. Nothing about a session is kept here.
 //!
-//! The CSRF token of a session is an HMAC-SHA-256 of its login id under a key drawn at start;
-//! [`crate::page_checks::csrf`] checks it on every state-changing request.
+//! The CSRF token of a session is an HMAC-SHA-256 of its login id under the key of
+//! [`crate::csrf_key`] (kept in the data folder, so a token outlives a restart as the login
+//! does); [`crate::page_checks::csrf`] checks it on every state-changing request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +25,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, KeyInit, Mac};
 use mailroom_core::{ClientSession, IssuedTokens, Scope, Secret, TokenIdentity};
 use mailroom_https::{AppState, ConnInfo};
-use rand::RngExt;
 use sha2::Sha256;
 
+use crate::csrf_key::CsrfKey;
 use crate::pages;
 
 /// The cookie holding the access token.
@@ -42,14 +43,12 @@ pub(crate) struct Web {
     pub(crate) app: Arc<AppState>,
     /// The API's router, which the bridge hands browser uploads and downloads to.
     pub(crate) api: Router,
-    csrf_key: [u8; 32],
+    csrf_key: CsrfKey,
 }
 
 impl Web {
-    /// The pages' state over the API's.
-    pub(crate) fn new(app: Arc<AppState>) -> Web {
-        let mut csrf_key = [0u8; 32];
-        rand::rng().fill(&mut csrf_key[..]);
+    /// The pages' state over the API's, with the CSRF tokens made under `csrf_key`.
+    pub(crate) fn new(app: Arc<AppState>, csrf_key: CsrfKey) -> Web {
         Web {
             api: mailroom_https::router(app.clone()),
             app,
@@ -59,7 +58,7 @@ impl Web {
 
     fn mac(&self, login_id: &str) -> Hmac<Sha256> {
         // Invariant: HMAC takes a key of any length, so this never fails.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.csrf_key)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.csrf_key.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(b"mailroom-web csrf\0");
         mac.update(login_id.as_bytes());

@@ -33,6 +33,9 @@ impl Done {
     fn flash(&self) -> Option<Flash> {
         let text = match self.done.as_deref()? {
             "signed-out" => "You have signed out.",
+            "password-changed" => {
+                "Your password is changed and every session of yours signed out. Sign in with the new password."
+            }
             "acknowledged" => {
                 "Acknowledged: the file is gone from your inbox and the sender's receipt says so."
             }
@@ -217,9 +220,8 @@ pub(crate) struct Row {
     size: String,
     bytes: u64,
     sha256: String,
-    created: String,
-    created_machine: String,
-    updated: String,
+    created: pages::Time,
+    updated: pages::Time,
     state: &'static str,
     state_label: &'static str,
     recallable: bool,
@@ -238,9 +240,8 @@ impl Row {
             size: pages::size(d.size),
             bytes: d.size,
             sha256: d.sha256.clone(),
-            created: pages::when(d.created),
-            created_machine: pages::machine_time(d.created),
-            updated: pages::when(d.updated),
+            created: pages::time(d.created),
+            updated: pages::time(d.updated),
             state: d.state.as_str(),
             state_label: state_label(d.state),
             recallable: DeliveryState::RECALLABLE.contains(&d.state),
@@ -447,11 +448,25 @@ async fn security_with(
     render(status, &page)
 }
 
-/// Enrols this account in TOTP (replacing an earlier enrolment): the page shows the QR code,
-/// the secret and the recovery codes once.
-pub(crate) async fn enroll_totp(State(web): State<Arc<Web>>, user: User) -> Response {
-    let actor = user.session.identity.actor();
-    match web.app.hub.enroll_totp(&actor, &user.client.account).await {
+/// The field of the enrolment form: while enrolled, a current code or a recovery code.
+#[derive(Deserialize)]
+pub(crate) struct TotpFields {
+    #[serde(default)]
+    code: String,
+}
+
+/// Enrols this account in TOTP, or replaces its enrolment given a current code of the
+/// authenticator or a recovery code: the page shows the QR code, the secret and the recovery
+/// codes once.
+pub(crate) async fn enroll_totp(
+    State(web): State<Arc<Web>>,
+    user: User,
+    Form(fields): Form<TotpFields>,
+) -> Response {
+    let code = Some(fields.code.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .map(Secret::new);
+    match web.app.hub.enroll_own_totp(&user.client, code).await {
         Ok(setup) => {
             let uri = setup.uri.expose().clone();
             let view = TotpView {

@@ -1032,10 +1032,14 @@ async fn e2e_keys_added_on_the_keys_page_are_the_apis_and_refusals_change_nothin
     let mut browser = Browser::new(&hub);
     browser.login(&alice).await;
     let empty = browser.get("/keys").await;
+    // The empty state says what to do.
     assert!(
         empty
             .body
-            .contains("You have no end-to-end encryption keys.")
+            .contains("You have no end-to-end encryption keys")
+            && empty.body.contains("age-keygen"),
+        "{}",
+        empty.body
     );
     let csrf = empty.csrf();
 
@@ -1277,4 +1281,387 @@ async fn an_end_to_end_file_shows_as_encrypted_and_downloads_as_its_ciphertext()
 
 fn name(text: &str) -> mailroom_core::AccountName {
     mailroom_core::AccountName::parse(text).unwrap()
+}
+
+// ----- the account's own settings ------------------------------------------------------------
+
+const OTHER_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl laptop";
+
+/// What a refusal of the account page must leave alone: both accounts as stored (password
+/// hash, keys, TOTP, token generation), deliveries and blobs.
+async fn accounts_and_files(hub: &TestHub) -> (String, mailroom_test_support::Snapshot) {
+    (
+        format!(
+            "{:?} {:?}",
+            hub.account("alice").await,
+            hub.account("bob").await
+        ),
+        hub.snapshot().await,
+    )
+}
+
+/// Posts a form of the account page that must be refused with `status` and a notice
+/// containing `says`, and checks that nothing changed.
+async fn refused_form(
+    hub: &TestHub,
+    browser: &mut Browser,
+    path: &str,
+    fields: &[(&str, &str)],
+    status: StatusCode,
+    says: &str,
+) -> Page {
+    let before = accounts_and_files(hub).await;
+    let page = browser.post(path, fields).await;
+    assert_eq!(page.status, status, "{path}: {}", page.body);
+    assert!(
+        page.body.contains(says),
+        "{path} lacks {says:?}:\n{}",
+        page.body
+    );
+    assert_eq!(
+        accounts_and_files(hub).await,
+        before,
+        "{path} {status} changed something"
+    );
+    page
+}
+
+/// The `admin` events about `who`'s account.
+async fn admin_details(hub: &TestHub, who: &str) -> Vec<String> {
+    hub.events(EventKind::Admin, Outcome::Ok)
+        .await
+        .into_iter()
+        .filter(|e| e.object == format!("account {who}"))
+        .map(|e| e.detail)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_account_page_changes_only_ones_own_keys_and_refusals_change_nothing() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    hub.client("bob").await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_page_headers(&page);
+    let own = hub.account("alice").await.keys[0].fingerprint();
+    assert!(page.body.contains(&own), "alice's key is listed");
+    assert!(
+        page.body.contains("id=\"usage-files\">0 (no limit)"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+
+    // A malformed key is refused; the draft comes back escaped.
+    let hostile = "ssh-ed25519 <script>alert(1)</script>";
+    let refused = refused_form(
+        &hub,
+        &mut browser,
+        "/account/ssh-keys",
+        &[("csrf", &csrf), ("key", hostile)],
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "base64",
+    )
+    .await;
+    assert!(!refused.body.contains("<script>alert"), "escaped");
+    assert!(refused.body.contains("alert(1)"), "the draft comes back");
+    // Bob's key is not alice's to remove.
+    let bobs = hub.account("bob").await.keys[0].fingerprint();
+    refused_form(
+        &hub,
+        &mut browser,
+        "/account/ssh-keys/remove",
+        &[("csrf", &csrf), ("fingerprint", &bobs)],
+        StatusCode::NOT_FOUND,
+        "no SSH key with that fingerprint",
+    )
+    .await;
+    // Without the CSRF token nothing happens at all.
+    refused_form(
+        &hub,
+        &mut browser,
+        "/account/ssh-keys",
+        &[("key", OTHER_KEY)],
+        StatusCode::FORBIDDEN,
+        "",
+    )
+    .await;
+
+    let added = browser
+        .post("/account/ssh-keys", &[("csrf", &csrf), ("key", OTHER_KEY)])
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(added.location(), "/account?done=key-added");
+    let keys = hub.account("alice").await.keys;
+    assert_eq!(keys.len(), 2);
+    let new = keys[1].fingerprint();
+    refused_form(
+        &hub,
+        &mut browser,
+        "/account/ssh-keys",
+        &[("csrf", &csrf), ("key", OTHER_KEY)],
+        StatusCode::CONFLICT,
+        "already has the key",
+    )
+    .await;
+    let removed = browser
+        .post(
+            "/account/ssh-keys/remove",
+            &[("csrf", &csrf), ("fingerprint", &new)],
+        )
+        .await;
+    assert_eq!(removed.location(), "/account?done=key-removed");
+    assert_eq!(hub.account("alice").await.keys.len(), 1);
+    assert_eq!(hub.account("bob").await.keys.len(), 1);
+    let details = admin_details(&hub, "alice").await;
+    assert!(
+        details.contains(&format!("add own key {new}")),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&format!("remove own key {new}")),
+        "{details:?}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_changes_given_the_current_one_and_signs_out_everywhere() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    hub.client("bob").await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let csrf = browser.get("/account").await.csrf();
+    let new = "Another-long-passphrase-77";
+
+    refused_form(
+        &hub,
+        &mut browser,
+        "/account/password",
+        &[
+            ("csrf", &csrf),
+            ("current", "Wrong-password-12345"),
+            ("new", new),
+            ("confirm", new),
+        ],
+        StatusCode::FORBIDDEN,
+        "The current password is not right",
+    )
+    .await;
+    refused_form(
+        &hub,
+        &mut browser,
+        "/account/password",
+        &[
+            ("csrf", &csrf),
+            ("current", &alice.password),
+            ("new", new),
+            ("confirm", "Another-long-passphrase-78"),
+        ],
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "The two new passwords differ",
+    )
+    .await;
+    refused_form(
+        &hub,
+        &mut browser,
+        "/account/password",
+        &[
+            ("csrf", &csrf),
+            ("current", &alice.password),
+            ("new", "short"),
+            ("confirm", "short"),
+        ],
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "",
+    )
+    .await;
+
+    let changed = browser
+        .post(
+            "/account/password",
+            &[
+                ("csrf", &csrf),
+                ("current", &alice.password),
+                ("new", new),
+                ("confirm", new),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    assert_eq!(changed.location(), "/login?done=password-changed");
+    assert_eq!(browser.get("/inbox").await.location(), "/login");
+    let notice = browser.get("/login?done=password-changed").await;
+    assert!(notice.body.contains("Sign in with the new password"));
+    let again = browser.login_with("alice", new, "").await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert!(
+        admin_details(&hub, "alice")
+            .await
+            .contains(&"change own password".to_owned())
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn signing_out_the_other_sessions_keeps_this_browser_signed_in() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let mut here = Browser::new(&hub);
+    here.login(&alice).await;
+    let mut there = Browser::new(&hub);
+    there.login(&alice).await;
+    let page = here.get("/account").await;
+    assert_eq!(page.body.matches("<tr class=\"current\">").count(), 1);
+    assert_eq!(
+        page.body.matches("<td>https</td>").count(),
+        2,
+        "{}",
+        page.body
+    );
+    // Times to the second, no fractions, UTC in the title.
+    let marker = "<time datetime=\"";
+    let start = page.body.find(marker).unwrap() + marker.len();
+    let machine = &page.body[start..start + page.body[start..].find('"').unwrap()];
+    assert_eq!(machine.len(), 20, "{machine}");
+    assert!(
+        machine.ends_with('Z') && !machine.contains('.'),
+        "{machine}"
+    );
+    assert!(page.body.contains("\" title=\"20"), "{}", page.body);
+
+    let signed_out = here
+        .post(
+            "/account/sessions/sign-out-others",
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(signed_out.location(), "/account?done=signed-out-others");
+    assert!(
+        signed_out
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("__Host-mailroom=") && !c.contains("Max-Age=0")),
+        "this browser gets its fresh token"
+    );
+    assert_eq!(there.get("/inbox").await.location(), "/login");
+    let page = here.get("/account?done=signed-out-others").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Your other sessions are signed out"));
+    assert_eq!(
+        page.body.matches("<td>https</td>").count(),
+        1,
+        "{}",
+        page.body
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_totp_reenrolment_in_the_browser_needs_a_code() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    hub.client("bob").await;
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let csrf = browser.get("/security").await.csrf();
+    let first = browser.post("/security/totp", &[("csrf", &csrf)]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let page = browser.get("/security").await;
+    assert!(page.body.contains("Current code or recovery code"));
+    refused_form(
+        &hub,
+        &mut browser,
+        "/security/totp",
+        &[("csrf", &csrf)],
+        StatusCode::FORBIDDEN,
+        "one of your recovery codes",
+    )
+    .await;
+    refused_form(
+        &hub,
+        &mut browser,
+        "/security/totp",
+        &[("csrf", &csrf), ("code", "000000")],
+        StatusCode::FORBIDDEN,
+        "one of your recovery codes",
+    )
+    .await;
+    let marker = "<li><code>";
+    let start = first.body.find(marker).unwrap() + marker.len();
+    let recovery = &first.body[start..start + first.body[start..].find('<').unwrap()];
+    let before = hub.account("alice").await.totp.unwrap();
+    let second = browser
+        .post("/security/totp", &[("csrf", &csrf), ("code", recovery)])
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert!(second.body.contains("id=\"totp-setup\""));
+    assert_ne!(
+        hub.account("alice").await.totp.unwrap().secret.expose(),
+        before.secret.expose()
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_page_and_the_api_keeps_its_problems() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let mut browser = Browser::new(&hub);
+    for path in [
+        "/no-such-page",
+        "/inbox/x/y/z",
+        "/assets/nope.js",
+        "/%3Cscript%3E",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            page.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        assert!(page.body.contains("Page not found"), "{path}");
+        assert!(
+            !page.body.contains("<script>"),
+            "nothing of the path echoed"
+        );
+        assert_page_headers(&page);
+    }
+    browser.login(&alice).await;
+    let signed_in = browser.get("/no-such-page").await;
+    assert!(
+        signed_in.body.contains("Sign out"),
+        "the page keeps its navigation"
+    );
+    // A page asked with a method it does not take.
+    let csrf = browser.get("/inbox").await.csrf();
+    let wrong = browser.post("/inbox", &[("csrf", &csrf)]).await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong.body.contains("Not possible here"), "{}", wrong.body);
+    // Under /api/ a problem document, whatever the method and without a CSRF token.
+    for request in [
+        browser
+            .http
+            .get(format!("{}/api/v1/nothing-here", browser.base)),
+        browser
+            .http
+            .post(format!("{}/api/v1/nothing/here", browser.base))
+            .bearer_auth("whatever"),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    hub.stop().await;
 }

@@ -303,14 +303,18 @@ async fn serve(
         if https.allow_plaintext {
             info!(proto = "https", "plain HTTP ([https] allow_plaintext)");
         }
-        // The web UI's pages are served beside the API, on the same listener.
+        // The web UI's pages are served beside the API, on the same listener. Their CSRF key
+        // is kept in the data folder, so a form opened before a restart posts after it.
+        let csrf_path = data.root().join(mailroom_web::CSRF_KEY_FILE);
+        let csrf_key = mailroom_web::load_or_create_csrf_key(&csrf_path)
+            .with_context(|| format!("loading the web UI's CSRF key {}", csrf_path.display()))?;
         let run = mailroom_https::serve_with(
             listener,
             hub.clone(),
             https,
             methods.ace.clone(),
             https_tls,
-            mailroom_web::router,
+            move |state| mailroom_web::router_with_key(state, csrf_key),
             shutdown.clone(),
         );
         front_ends.spawn(async move { ("https", run.await) });

@@ -3,7 +3,8 @@
 //! and drop and a larger one with the file picker whose upload is cut off part-way and resumes;
 //! the recipient downloads (same SHA-256) and acknowledges; the sender sees the receipts
 //! change; the admin sees the events and the verified chain. With `MAILROOM_SCREENSHOTS=DIR`
-//! the script saves the screenshots of `docs/screenshots/`.
+//! the script saves the screenshots of `docs/screenshots/`. A second test runs
+//! `web-tests/account.js`: self-service, and a form that outlives a restart of the hub.
 //!
 //! Without chromium, node or `web-tests/node_modules` the test is skipped (counted apart by
 //! `scripts/test`), unless `CI` or `MAILROOM_TEST_BROWSER` is set, in which case it fails.
@@ -145,4 +146,127 @@ async fn a_file_goes_from_browser_to_browser_with_a_resumed_upload() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `web-tests/account.js`: self-service in a real browser (SSH keys, sessions, TOTP with a
+/// current code, the 404 page, times in the viewer's zone), then a password form opened
+/// before a restart of the hub and posted after it. The restart happens when the script asks
+/// for it (a `RESTART` line), and the script goes on when told (`restarted`): no sleep.
+#[tokio::test]
+async fn self_service_in_the_browser_and_a_form_that_outlives_a_restart() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let chromium = match prerequisites() {
+        Ok(chromium) => chromium,
+        Err(why) if std::env::var_os("MAILROOM_TEST_BROWSER").is_some() => {
+            panic!("MAILROOM_TEST_BROWSER is set but {why}")
+        }
+        Err(why) => {
+            mailroom_test_support::skip(&why);
+            return;
+        }
+    };
+    // The pages keep their CSRF key in the data folder, as `mailroom serve` does.
+    let pages = |state, data: &Path| {
+        let key =
+            mailroom_web::load_or_create_csrf_key(&data.join(mailroom_web::CSRF_KEY_FILE)).unwrap();
+        mailroom_web::router_with_key(state, key)
+    };
+    let mut hub = TestHub::start_https_in(
+        mailroom_https::Config::default(),
+        AuthConfig::default(),
+        pages,
+    )
+    .await;
+    let carol = hub.client("carol").await;
+    let new_password = "Brand-new-passphrase-2031";
+    let key_file = hub.dir.path().join(mailroom_web::CSRF_KEY_FILE);
+    let key_before = std::fs::read_to_string(&key_file).unwrap();
+
+    let mut child = tokio::process::Command::new("node")
+        .arg("account.js")
+        .current_dir(web_tests())
+        .env("MAILROOM_URL", &hub.https().base)
+        .env("MAILROOM_USER", &carol.name)
+        .env("MAILROOM_USER_PASSWORD", &carol.password)
+        .env("MAILROOM_NEW_PASSWORD", new_password)
+        .env(
+            "MAILROOM_OTHER_KEY",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl laptop",
+        )
+        .env("CHROMIUM", &chromium)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut restarted = false;
+    let mut last = String::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.trim() == "RESTART" {
+                hub.restart_https_in(
+                    mailroom_https::Config::default(),
+                    AuthConfig::default(),
+                    pages,
+                )
+                .await;
+                restarted = true;
+                stdin.write_all(b"restarted\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            } else {
+                last = line;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(300), run)
+        .await
+        .expect("the browser test finishes within 5 minutes");
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "account.js failed:\n{stderr}\n{last}"
+    );
+    assert!(restarted, "the script asked for the restart");
+    let result: serde_json::Value = serde_json::from_str(last.trim())
+        .unwrap_or_else(|_| panic!("no JSON from account.js:\n{last}\n{stderr}"));
+    eprintln!("account: {result}");
+    assert_eq!(result["formSurvivedRestart"], true);
+    assert_eq!(result["signedInWithNewPassword"], true);
+
+    // The key was made once, privately, and read again by the restarted hub.
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key_before);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // What the browser did, as the hub recorded it.
+    let details: Vec<String> = hub
+        .events(mailroom_core::EventKind::Admin, mailroom_core::Outcome::Ok)
+        .await
+        .into_iter()
+        .filter(|e| e.object == "account carol")
+        .map(|e| e.detail)
+        .collect();
+    for expected in [
+        "add own key",
+        "remove own key",
+        "sign out other sessions (1 closed)",
+        "enroll own totp",
+        "change own password",
+    ] {
+        assert!(
+            details.iter().any(|d| d.starts_with(expected)),
+            "{expected} not in {details:?}"
+        );
+    }
+    assert_eq!(
+        hub.account("carol").await.keys.len(),
+        1,
+        "the added key went again"
+    );
+    hub.stop().await;
 }

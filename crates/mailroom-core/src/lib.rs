@@ -38,7 +38,6 @@ pub use audit::{
 };
 pub use defender::{DefenderConfig, Offence};
 pub use error::{CoreError, ErrorKind, Result};
-pub use hub::{OwnSession, OwnUsage};
 pub use hub::{
     API_KEY_PREFIX, ApiKeyInfo, ApiKeyRecord, KeyScope, KeyScopes, MAX_API_KEY_LABEL,
     MAX_API_KEYS_PER_ACCOUNT, is_api_key,
@@ -50,7 +49,7 @@ pub use hub::{
     ResumableLease, ResumableRecord, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes,
     TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
 };
-pub use hub::{KeptBlob, RecipientE2eKeys};
+pub use hub::{KeptBlob, OwnSession, OwnUsage, RecipientE2eKeys};
 pub use ipnet::IpNet;
 pub use jobs::{
     CHECK_RULE, DEFAULT_MAX_QUEUED, Handler, Job, JobCounts, JobQuery, JobState, RetryPolicy, Rule,

@@ -646,7 +646,11 @@ impl Hub {
         self.read(|tx| tx.audit_head()).await
     }
 
-    pub(super) async fn hash_password(&self, name: &AccountName, password: Secret<String>) -> Result<String> {
+    pub(super) async fn hash_password(
+        &self,
+        name: &AccountName,
+        password: Secret<String>,
+    ) -> Result<String> {
         password::check_strength(&password, name.as_str())?;
         tokio::task::spawn_blocking(move || password::hash(&password))
             .await

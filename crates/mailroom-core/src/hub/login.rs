@@ -815,7 +815,11 @@ impl Hub {
         Ok(LoginStep::Refused)
     }
 
-    pub(super) async fn verify_password(&self, password: Secret<String>, phc: Option<String>) -> Result<bool> {
+    pub(super) async fn verify_password(
+        &self,
+        password: Secret<String>,
+        phc: Option<String>,
+    ) -> Result<bool> {
         let _permit = self
             .auth
             .hash_jobs

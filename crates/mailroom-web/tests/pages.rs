@@ -296,6 +296,12 @@ async fn sign_in_sets_strict_cookies_and_sign_out_revokes_the_tokens() {
     assert_eq!(inbox.status, StatusCode::OK);
     assert_page_headers(&inbox);
     assert!(inbox.body.contains("Your inbox is empty"));
+    assert!(
+        inbox
+            .body
+            .contains("give the sender your account name, <strong>alice</strong>"),
+        "the empty inbox says what to do"
+    );
     assert!(!inbox.body.contains("<script>"), "no inline script");
     assert!(!inbox.body.contains("style="), "no inline style");
 

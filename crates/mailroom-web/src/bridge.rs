@@ -8,13 +8,15 @@
 //!
 //! Upload requests are state-changing, so [`crate::page_checks::csrf`] has already checked their
 //! `X-CSRF-Token` header and origin; the offset queries (`HEAD`, `GET`) change nothing. A
-//! download is a GET, protected by the `SameSite=Strict` cookie and `Sec-Fetch-Site`.
+//! download is a GET, protected by the `SameSite=Strict` cookie and `Sec-Fetch-Site`; a
+//! download the API refuses is shown as a page with the Hub's sentence (a followed link is no
+//! place for a JSON document), while the upload script keeps the API's problem documents.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use mailroom_https::{ConnInfo, Problem};
 use tower::ServiceExt;
 
@@ -58,7 +60,39 @@ pub(crate) async fn download(
             "There is no such delivery in your inbox.",
         );
     }
-    forward(&web, request, &format!("/api/v1/inbox/{id}/content")).await
+    if request.extensions().get::<WebSession>().is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    let session = request.extensions().get::<WebSession>().cloned();
+    let response = forward(&web, request, &format!("/api/v1/inbox/{id}/content")).await;
+    as_page(session.as_ref(), response).await
+}
+
+/// A download the API refused, as a page: a link the browser followed shows the Hub's
+/// sentence, not a JSON document. Anything else passes unchanged.
+async fn as_page(session: Option<&WebSession>, response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || !is_problem {
+        return response;
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        detail: String,
+    }
+    // Problem documents are a few hundred bytes; a larger one is not read.
+    let detail = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Detail>(&bytes).ok())
+        .map_or_else(
+            || "The download was refused.".to_owned(),
+            |d| crate::pages::capitalise(&d.detail),
+        );
+    crate::pages::refusal(session, status, "Download refused", &detail)
 }
 
 /// Hands `request` to the API at `target` as the session's bearer.

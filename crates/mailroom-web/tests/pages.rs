@@ -1641,7 +1641,29 @@ async fn unknown_paths_get_a_page_and_the_api_keeps_its_problems() {
         );
         assert_page_headers(&page);
     }
+    // A download the API refuses is a page too, with the Hub's sentence.
+    let before = hub.snapshot().await;
+    let refused = browser
+        .get("/inbox/0123456789abcdef0123456789abcdef/download")
+        .await;
+    assert_eq!(refused.location(), "/login", "without a session: sign in");
     browser.login(&alice).await;
+    let refused = browser
+        .get("/inbox/0123456789abcdef0123456789abcdef/download")
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert!(
+        refused.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        refused.body.contains("Download refused"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(hub.snapshot().await, before, "nothing changed");
     let signed_in = browser.get("/no-such-page").await;
     assert!(
         signed_in.body.contains("Sign out"),

@@ -119,13 +119,16 @@ impl FileName {
     /// The name with a collision suffix: `report.pdf` and 2 give `report~2.pdf`.
     ///
     /// The suffix goes before the last extension so the file keeps its type; a name that
-    /// would grow past the limit is shortened in its stem.
+    /// would grow past the limit is shortened in its stem. An extension so long that the
+    /// suffix cannot fit beside it is not kept apart: the suffix then ends the name.
     pub fn with_suffix(&self, n: u32) -> FileName {
+        let suffix = format!("~{n}");
         let (stem, ext) = match self.0.rfind('.') {
-            Some(dot) if dot > 0 => self.0.split_at(dot),
+            Some(dot) if dot > 0 && self.0.len() - dot + suffix.len() <= MAX_FILE_NAME => {
+                self.0.split_at(dot)
+            }
             _ => (self.0.as_str(), ""),
         };
-        let suffix = format!("~{n}");
         let mut stem = stem.to_owned();
         while stem.len() + suffix.len() + ext.len() > MAX_FILE_NAME {
             stem.pop();
@@ -233,5 +236,29 @@ mod tests {
         let suffixed = long.with_suffix(12);
         assert!(suffixed.as_str().len() <= MAX_FILE_NAME);
         assert!(suffixed.as_str().ends_with("~12.txt"));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/core_names.rs): a name whose extension leaves no
+    /// room for the suffix emptied its stem and then looped for ever, which a client could
+    /// cause by sending such a name twice (the Hub suffixes the second one).
+    #[test]
+    fn a_suffix_fits_beside_an_extension_of_any_length() {
+        for text in [
+            format!("a.{}", "x".repeat(253)),
+            format!("+\u{345}.{}", "e".repeat(250)),
+            format!("ab.{}", "x".repeat(240)),
+            format!(".{}", "x".repeat(254)),
+        ] {
+            let name = FileName::parse(&text).unwrap();
+            for n in [2, 10, 12345, u32::MAX] {
+                let suffixed = name.with_suffix(n);
+                assert!(suffixed.as_str().len() <= MAX_FILE_NAME, "{suffixed}");
+                assert!(suffixed.as_str().contains(&format!("~{n}")), "{suffixed}");
+                assert_eq!(FileName::parse(suffixed.as_str()).unwrap(), suffixed);
+            }
+        }
+        // Where the suffix fits beside the extension, the extension is still kept.
+        let name = FileName::parse(&format!("ab.{}", "x".repeat(240))).unwrap();
+        assert!(name.with_suffix(2).as_str().starts_with("ab~2."));
     }
 }

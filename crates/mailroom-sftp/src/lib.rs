@@ -6,6 +6,9 @@
 //! It runs no shell, executes nothing, and forwards no ports, agents or X11.
 
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host_key;
 mod preauth;
 mod scp;

@@ -369,7 +369,7 @@ async fn receive_file(
 }
 
 /// Parses `C<4 octal digits> <size> <name>`.
-fn parse_record(line: &[u8]) -> Option<(u64, String)> {
+pub(crate) fn parse_record(line: &[u8]) -> Option<(u64, String)> {
     let text = std::str::from_utf8(line.get(1..)?).ok()?;
     let mut parts = text.splitn(3, ' ');
     let mode = parts.next()?;
@@ -386,7 +386,7 @@ fn parse_record(line: &[u8]) -> Option<(u64, String)> {
 
 /// Where a received file goes: into the target folder under its own name, or at the target
 /// path itself when that names a file.
-fn destination(target: &VirtualPath, name: &str) -> Result<VirtualPath, CoreError> {
+pub(crate) fn destination(target: &VirtualPath, name: &str) -> Result<VirtualPath, CoreError> {
     match target {
         VirtualPath::Folder(Area::Outbox, recipient) => Ok(VirtualPath::File(
             Area::Outbox,

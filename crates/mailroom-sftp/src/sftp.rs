@@ -31,7 +31,7 @@ use mailroom_core::{self as core, ClientSession, CoreError, ErrorKind, Hub, Virt
 use mailroom_net::Activity;
 
 /// Largest SFTP packet accepted from a client, length field excluded.
-const MAX_PACKET: usize = 256 * 1024 + 4096;
+pub(crate) const MAX_PACKET: usize = 256 * 1024 + 4096;
 /// Largest read or write payload we announce in `limits@openssh.com` (OpenSSH's own value).
 const MAX_IO: u64 = 261_120;
 /// Handles one session may hold open at once.
@@ -101,23 +101,14 @@ pub(crate) async fn run(
             ChannelMsg::Data { data } => {
                 buffer.extend_from_slice(&data);
                 loop {
-                    if buffer.len() < 4 {
-                        break;
-                    }
-                    let len =
-                        u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
-                    if len == 0 || len > MAX_PACKET {
-                        tracing::warn!(account = %session.account, len, "sftp packet length out of bounds; closing");
-                        break 'read;
-                    }
-                    if buffer.len() < 4 + len {
-                        // Room for the whole packet at once, rather than growing the buffer
-                        // (and copying what it holds) several times as the rest arrives.
-                        buffer.reserve(4 + len - buffer.len());
-                        break;
-                    }
-                    buffer.advance(4);
-                    let packet = buffer.split_to(len).freeze();
+                    let packet = match next_frame(&mut buffer) {
+                        Frame::Packet(packet) => packet,
+                        Frame::Incomplete => break,
+                        Frame::OutOfBounds(len) => {
+                            tracing::warn!(account = %session.account, len, "sftp packet length out of bounds; closing");
+                            break 'read;
+                        }
+                    };
                     if in_flight.fetch_add(1, Ordering::AcqRel) >= max_in_flight {
                         tracing::warn!(account = %session.account, "too many sftp requests in flight; closing");
                         break 'read;
@@ -140,6 +131,39 @@ pub(crate) async fn run(
     let _ = write_half.exit_status(0).await;
     let _ = write_half.eof().await;
     let _ = write_half.close().await;
+}
+
+/// What the bytes read so far hold next (draft-ietf-secsh-filexfer-02, section 3: each
+/// packet is a `uint32` length, then that many bytes).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Frame {
+    /// A whole packet, its length prefix taken off.
+    Packet(Bytes),
+    /// Not yet a whole packet: read more.
+    Incomplete,
+    /// The length prefix is 0 or over [`MAX_PACKET`]: the channel is closed.
+    OutOfBounds(usize),
+}
+
+/// Cuts the next packet off the front of `buffer`. The length from the wire is checked
+/// against [`MAX_PACKET`] before any room is reserved for it, so a lying prefix can make the
+/// buffer at most one packet's size.
+pub(crate) fn next_frame(buffer: &mut BytesMut) -> Frame {
+    let Some(prefix) = buffer.first_chunk::<4>() else {
+        return Frame::Incomplete;
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len == 0 || len > MAX_PACKET {
+        return Frame::OutOfBounds(len);
+    }
+    if buffer.len() < 4 + len {
+        // Room for the whole packet at once, rather than growing the buffer (and copying what
+        // it holds) several times as the rest arrives.
+        buffer.reserve(4 + len - buffer.len());
+        return Frame::Incomplete;
+    }
+    buffer.advance(4);
+    Frame::Packet(buffer.split_to(len).freeze())
 }
 
 /// Where replies go out. A small reply with nothing queued before it is sent by the processor
@@ -294,8 +318,8 @@ async fn process(
 
 /// The packet types of `SSH_FXP_READ`, `SSH_FXP_WRITE` and `SSH_FXP_DATA`
 /// (draft-ietf-secsh-filexfer-02, section 3).
-const SSH_FXP_READ: u8 = 5;
-const SSH_FXP_WRITE: u8 = 6;
+pub(crate) const SSH_FXP_READ: u8 = 5;
+pub(crate) const SSH_FXP_WRITE: u8 = 6;
 const SSH_FXP_DATA: u8 = 103;
 
 /// The bytes of a DATA reply before its data: `uint32 length, byte type, uint32 id,
@@ -305,17 +329,17 @@ const DATA_HEADER: usize = 13;
 /// An `SSH_FXP_READ` request, borrowed from its packet: `byte type, uint32 id, string handle,
 /// uint64 offset, uint32 len`.
 #[derive(Debug, PartialEq)]
-struct ReadRequest<'a> {
-    id: u32,
-    handle: &'a str,
-    offset: u64,
-    len: u32,
+pub(crate) struct ReadRequest<'a> {
+    pub(crate) id: u32,
+    pub(crate) handle: &'a str,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
 }
 
 impl<'a> ReadRequest<'a> {
     /// Parses a raw packet (its length prefix already taken off). `None` when it is not a
     /// read, is cut short, or its handle is not UTF-8 (ours always are).
-    fn parse(raw: &'a [u8]) -> Option<ReadRequest<'a>> {
+    pub(crate) fn parse(raw: &'a [u8]) -> Option<ReadRequest<'a>> {
         let (&kind, rest) = raw.split_first()?;
         if kind != SSH_FXP_READ {
             return None;
@@ -349,18 +373,18 @@ fn frame_data(id: u32, mut buffer: Vec<u8>) -> Option<Bytes> {
 /// An `SSH_FXP_WRITE` request, borrowed from its packet: `byte type, uint32 id,
 /// string handle, uint64 offset, string data`.
 #[derive(Debug, PartialEq)]
-struct WriteRequest<'a> {
-    id: u32,
-    handle: &'a str,
-    offset: u64,
-    data: &'a [u8],
+pub(crate) struct WriteRequest<'a> {
+    pub(crate) id: u32,
+    pub(crate) handle: &'a str,
+    pub(crate) offset: u64,
+    pub(crate) data: &'a [u8],
 }
 
 impl<'a> WriteRequest<'a> {
     /// Parses a raw packet (its length prefix already taken off). `None` when it is not a
     /// write, is cut short, or its handle is not UTF-8 (ours always are). Every length is
     /// checked against the bytes present; bytes after the data are ignored.
-    fn parse(raw: &'a [u8]) -> Option<WriteRequest<'a>> {
+    pub(crate) fn parse(raw: &'a [u8]) -> Option<WriteRequest<'a>> {
         let (&kind, rest) = raw.split_first()?;
         if kind != SSH_FXP_WRITE {
             return None;
@@ -395,7 +419,7 @@ fn take_string(raw: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The request id of a raw packet (type byte, then id), or 0 when it is too short.
-fn request_id(raw: &[u8]) -> u32 {
+pub(crate) fn request_id(raw: &[u8]) -> u32 {
     match raw.get(1..5) {
         Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
         None => 0,
@@ -903,6 +927,24 @@ mod tests {
         let theirs = Bytes::try_from(Packet::Data(sftp::Data { id: 9, data })).unwrap();
         assert_eq!(ours, theirs);
         assert_eq!(frame_data(1, vec![0; 3]), None);
+    }
+
+    #[test]
+    fn framing_checks_a_length_before_reserving_room_for_it() {
+        for len in [0, MAX_PACKET as u32 + 1, u32::MAX] {
+            let mut buffer = BytesMut::from(&len.to_be_bytes()[..]);
+            assert_eq!(next_frame(&mut buffer), Frame::OutOfBounds(len as usize));
+            assert!(buffer.capacity() < 64, "room reserved for {len}");
+        }
+        let mut buffer = BytesMut::from(&[0, 0, 0, 5, 1, 2][..]);
+        assert_eq!(next_frame(&mut buffer), Frame::Incomplete);
+        buffer.extend_from_slice(&[3, 4, 5, 0, 0]);
+        assert_eq!(
+            next_frame(&mut buffer),
+            Frame::Packet(Bytes::from_static(&[1, 2, 3, 4, 5]))
+        );
+        assert_eq!(next_frame(&mut buffer), Frame::Incomplete);
+        assert_eq!(&buffer[..], &[0, 0]);
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Control {
 
 /// Splits a line (with its line end) into verb and argument. Telnet commands in front of the
 /// verb (IAC IP, IAC DM: what ftplib and others send before ABOR) are skipped.
-fn parse(line: &[u8]) -> Command {
+pub(crate) fn parse(line: &[u8]) -> Command {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let mut line = line.strip_suffix(b"\r").unwrap_or(line);
     loop {

@@ -10,6 +10,9 @@
 //! call on a `VirtualPath`, and logins are the Hub's login steps.
 
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod auth;
 mod control;

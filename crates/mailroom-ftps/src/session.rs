@@ -558,16 +558,7 @@ impl Session {
 
     /// A command's path argument, relative to the current folder, through the core's parser.
     fn path(&self, arg: &[u8]) -> Result<VirtualPath, CoreError> {
-        if arg.is_empty() {
-            return Ok(self.cwd.clone());
-        }
-        if arg.starts_with(b"/") {
-            return VirtualPath::parse_bytes(arg);
-        }
-        let mut full = self.cwd.to_string().into_bytes();
-        full.push(b'/');
-        full.extend_from_slice(arg);
-        VirtualPath::parse_bytes(&full)
+        resolve_path(&self.cwd, arg)
     }
 
     /// The logged-in client and a command's path; `None` after replying with the refusal.
@@ -1046,8 +1037,23 @@ fn skip_list_options(mut arg: &[u8]) -> &[u8] {
     arg
 }
 
+/// A path argument taken from the current folder `cwd`: absolute as sent, relative joined
+/// to `cwd`, empty the folder itself; the core's parser decides the rest.
+pub(crate) fn resolve_path(cwd: &VirtualPath, arg: &[u8]) -> Result<VirtualPath, CoreError> {
+    if arg.is_empty() {
+        return Ok(cwd.clone());
+    }
+    if arg.starts_with(b"/") {
+        return VirtualPath::parse_bytes(arg);
+    }
+    let mut full = cwd.to_string().into_bytes();
+    full.push(b'/');
+    full.extend_from_slice(arg);
+    VirtualPath::parse_bytes(&full)
+}
+
 /// `PORT h1,h2,h3,h4,p1,p2` (RFC 959).
-fn parse_port(text: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_port(text: &str) -> Option<SocketAddr> {
     let numbers: Vec<u8> = text
         .split(',')
         .map(|n| n.trim().parse().ok())
@@ -1062,7 +1068,7 @@ fn parse_port(text: &str) -> Option<SocketAddr> {
 }
 
 /// `EPRT |1|132.235.1.2|6275|` (RFC 2428).
-fn parse_eprt(text: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_eprt(text: &str) -> Option<SocketAddr> {
     let delimiter = text.chars().next()?;
     let parts: Vec<&str> = text.split(delimiter).collect();
     let [_, family, address, port, _] = parts[..] else {

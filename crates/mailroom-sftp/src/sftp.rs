@@ -274,7 +274,9 @@ async fn process(
         } else {
             Err(match Packet::try_from(&mut raw) {
                 Ok(packet) => processor.handle(packet).await,
-                // russh-sftp refuses names that are not UTF-8 while decoding; say so plainly.
+                // A packet russh-sftp cannot decode. (It decodes a name that is not UTF-8
+                // lossily, to U+FFFD, which the core refuses in every name: such a request
+                // fails at its path, not here.)
                 Err(_) => status(
                     id,
                     StatusCode::BadMessage,
@@ -927,6 +929,25 @@ mod tests {
         let theirs = Bytes::try_from(Packet::Data(sftp::Data { id: 9, data })).unwrap();
         assert_eq!(ours, theirs);
         assert_eq!(frame_data(1, vec![0; 3]), None);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/sftp_packet.rs): russh-sftp does not refuse a name
+    /// that is not UTF-8, it decodes it lossily. What keeps such a name out is the core, which
+    /// refuses U+FFFD in every name; this test pins both halves.
+    #[test]
+    fn a_name_that_is_not_utf8_is_decoded_lossily_and_then_refused_by_the_core() {
+        for path in [&b"/inbox/al\xffce"[..], b"/outbox/bob/a\xff.txt"] {
+            let mut raw = vec![17_u8, 0, 0, 0, 1];
+            raw.extend_from_slice(&(path.len() as u32).to_be_bytes());
+            raw.extend_from_slice(path);
+            let decoded = match Packet::try_from(&mut Bytes::from(raw)).unwrap() {
+                Packet::Stat(stat) => stat.path,
+                other => panic!("not a stat: {other:?}"),
+            };
+            assert!(decoded.contains('\u{FFFD}'), "{decoded:?}");
+            assert!(VirtualPath::parse(&decoded).is_err(), "{decoded:?}");
+            assert!(VirtualPath::parse_bytes(path).is_err());
+        }
     }
 
     #[test]

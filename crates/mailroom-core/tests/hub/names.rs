@@ -102,6 +102,23 @@ async fn name_rules_apply_to_renames() {
     }
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/core_names.rs): a taken name whose extension left no
+/// room for the suffix made `FileName::with_suffix` loop for ever, so the second upload hung.
+/// Now the suffix ends such a name.
+#[tokio::test]
+async fn a_taken_name_with_an_extension_too_long_for_a_suffix_is_suffixed_at_its_end() {
+    let bed = Bed::new();
+    bed.clients(&["alice", "bob"]).await;
+    bed.allow("alice", "bob").await;
+    let name = format!("a.{}", "x".repeat(253));
+    let to = format!("/outbox/bob/{name}");
+    let first = bed.send("alice", &to, b"one").await;
+    assert_eq!(names(&first), [name.as_str()]);
+    let second = bed.send("alice", &to, b"two").await;
+    let suffixed = format!("a.{}~2", "x".repeat(251));
+    assert_eq!(names(&second), [suffixed.as_str()]);
+}
+
 #[tokio::test]
 async fn a_taken_name_gets_the_next_suffix_and_nothing_is_overwritten() {
     // (upload as alice to this path, the name it is stored under)

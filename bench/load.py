@@ -146,8 +146,9 @@ def worker_idle(port, user, key, count, parallel):
 
 
 def worker_transfer(port, mode, user, key, count, size_mib, first):
-    """COUNT sessions (logging in two at a time), each looping: mode up puts FILE to /outbox/bob/t-N-I, mode down gets
-    /inbox/alice/seed.bin. On a line: prints {"files", "bytes", "errors", "error_samples"}."""
+    """COUNT sessions (logging in two at a time), each looping: mode up puts FILE to
+    /outbox/bob/t-PID-N-I, mode down gets /inbox/alice/seed.bin. On a line: prints
+    {"files", "bytes", "errors", "error_samples"}."""
     count, size, first = int(count), int(size_mib) << 20, int(first)
     stop = stop_flag()
     data = os.urandom(size)
@@ -164,7 +165,7 @@ def worker_transfer(port, mode, user, key, count, size_mib, first):
                     with logins:
                         transport, sftp = open_transport(int(port), user, key=key)
                 if mode == "up":
-                    with sftp.open(f"/outbox/bob/t-{first + n:04d}-{i:05d}.bin", "wb") as f:
+                    with sftp.open(f"/outbox/bob/t-{os.getpid()}-{first + n:04d}-{i:05d}.bin", "wb") as f:
                         f.set_pipelined(True)
                         for off in range(0, size, 32768):
                             f.write(data[off:off + 32768])
@@ -281,15 +282,18 @@ def worker_storm(port, user, first_address, addresses, attempts):
     def run(index, share):
         address = f"127.0.0.{first_address + index}"
         mine = {"attempts": 0, "closed": 0, "refused": 0, "accepted": 0, "error": 0,
-                "first_closed": None, "last_refused": None, "errors": []}
+                "first_closed": None, "first_closed_s": None, "last_refused": None,
+                "last_refused_s": None, "errors": []}
         for k in range(share):
             outcome, error = attempt(address)
             mine["attempts"] += 1
             mine[outcome] += 1
             if outcome == "closed" and mine["first_closed"] is None:
                 mine["first_closed"] = k
+                mine["first_closed_s"] = time.monotonic() - start
             if outcome == "refused":
                 mine["last_refused"] = k
+                mine["last_refused_s"] = time.monotonic() - start
             if error and len(mine["errors"]) < 3:
                 mine["errors"].append(error)
         with lock:
@@ -486,14 +490,16 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def legit_summary(worker):
+def legit_summary(worker, t0=None):
+    """p50/p99 of the successful rounds; failures with when they began (s after t0)."""
     rounds = [o for o in worker.all if "seconds" in o and "ok" in o]
     ok = [o["seconds"] for o in rounds if o["ok"]]
     errors = [o["error"] for o in rounds if not o["ok"]]
     return {"rounds": len(rounds), "failures": len(errors), "error_samples": sorted(set(errors))[:5],
             "p50_ms": percentile(ok, 50) and percentile(ok, 50) * 1000,
             "p99_ms": percentile(ok, 99) and percentile(ok, 99) * 1000,
-            "max_ms": ok and max(ok) * 1000}
+            "max_ms": ok and max(ok) * 1000,
+            "failures_at_s": [round(o["t"] - t0, 1) for o in rounds if not o["ok"]] if t0 is not None else None}
 
 
 def legit_baseline(hub, rounds):
@@ -579,6 +585,7 @@ def phase_storm(hub, sampler, args):
     legit = Worker("legit", hub.port, "carol", hub.password, args.interval, "127.0.0.1")
     time.sleep(args.interval)
     log(f"login storm: {args.attempts} wrong passwords from {args.addresses} addresses")
+    storm_start = time.monotonic()
     groups = min(4, args.addresses)
     storm = []
     first = 2
@@ -596,6 +603,10 @@ def phase_storm(hub, sampler, args):
     for o in outs:
         per_address.update(o["addresses"])
     seconds = max(o["seconds"] for o in outs)
+    # When each address was first closed at connect (s after the storm began): its ban, or
+    # a startup drop before it.
+    lasts = sorted(a["last_refused_s"] for a in per_address.values() if a["last_refused_s"] is not None)
+    firsts = sorted(a["first_closed_s"] for a in per_address.values() if a["first_closed_s"] is not None)
     total = {k: sum(a[k] for a in per_address.values()) for k in ("attempts", "closed", "refused", "accepted", "error")}
     bans = json.loads(hub.cli("--json", "ban", "list"))
     subjects = [b.get("subject") for b in (bans if isinstance(bans, list) else bans.get("bans", []))]
@@ -613,10 +624,12 @@ def phase_storm(hub, sampler, args):
         "error_samples": sorted({e for a in per_address.values() for e in a["errors"]})[:5],
         "banned_addresses": len(storm_addresses & set(banned)),
         "other_banned": sorted(set(banned) - storm_addresses), "locked_accounts": locked,
+        "last_refused_s_median": percentile(lasts, 50), "last_refused_s_max": lasts and lasts[-1],
+        "first_closed_s_median": percentile(firsts, 50), "first_closed_s_max": firsts and firsts[-1],
         "refused_logins_per_address_max": max(refused_before_ban) if refused_before_ban else None,
         "probes": 3 * len(banned), "probes_closed_at_connect": closed_probes,
         "probe_other": sorted({o for v in probed.values() for o in v if o != "closed"})[:5],
-        "legit": legit_summary(legit),
+        "legit": legit_summary(legit, storm_start),
     }
     log(f"  {total['attempts']} attempts in {seconds:.1f} s ({result['attempts_per_s']:.0f}/s): {total}; "
         f"banned {result['banned_addresses']}/{args.addresses}, locked {locked}; "
@@ -631,7 +644,8 @@ def print_summary(f):
     def legit(label, x):
         p50 = "n/a" if x["p50_ms"] is None else f"{x['p50_ms']:.0f} ms"
         p99 = "n/a" if x["p99_ms"] is None else f"{x['p99_ms']:.0f} ms"
-        print(f"  legitimate client, {label}: {x['rounds']} rounds, p50 {p50}, p99 {p99}, failures {x['failures']}"
+        at = f" at {x['failures_at_s']} s" if x.get("failures_at_s") else ""
+        print(f"  legitimate client, {label}: {x['rounds']} rounds, p50 {p50}, p99 {p99}, failures {x['failures']}{at}"
               + (f" ({'; '.join(x['error_samples'])})" if x["error_samples"] else ""))
 
     print(f"hub: {f['hub']}")
@@ -644,12 +658,21 @@ def print_summary(f):
     print(f"storm: {s['attempts']} attempts from {s['addresses']} addresses in {s['seconds']:.1f} s "
           f"({s['attempts_per_s']:.0f}/s): {s['outcomes']['refused']} refused logins, "
           f"{s['outcomes']['closed']} closed at connect, {s['outcomes']['error']} errors, {s['outcomes']['accepted']} accepted")
+    print(f"  last refused login (s into the storm): median {s['last_refused_s_median']:.1f}, "
+          f"last {s['last_refused_s_max']:.1f}")
     print(f"  banned: {s['banned_addresses']}/{s['addresses']} addresses; locked: {', '.join(s['locked_accounts']) or 'none'}; "
           f"at most {s['refused_logins_per_address_max']} refused logins per address")
     print(f"  after the storm, {s['probes_closed_at_connect']}/{s['probes']} connections from banned addresses closed at connect")
     legit("during the storm", s["legit"])
     print(f"memory (VmRSS, MiB): baseline {mib(m['baseline_kib'])}, peak with sessions {mib(m['sessions_peak_kib'])}, "
           f"sessions closed {mib(m['between_kib'])}, peak in the storm {mib(m['storm_peak_kib'])}, after the load {mib(m['after_kib'])}")
+    if len(m["between_rounds_kib"]) > 1:
+        print(f"  VmRSS after each sessions round, sessions closed: "
+              f"{', '.join(mib(k) for k in m['between_rounds_kib'])} MiB")
+        for i, x in enumerate(f["sessions_rounds"][1:], 2):
+            print(f"  round {i}: {x['opened']}/{x['sessions']} opened, {x['alive_at_end']} answering at the end, "
+                  f"{x['files']} files, {x['transfer_errors']} transfer errors")
+            legit(f"round {i}", x["legit"])
     print(f"hub alive at the end: {f['hub_alive']}")
 
 
@@ -663,6 +686,7 @@ def main():
     parser.add_argument("--attempts", type=int, help="storm login attempts (default 10000; --quick 500)")
     parser.add_argument("--addresses", type=int, help="storm source addresses (default 50; --quick 10)")
     parser.add_argument("--seconds", type=int, help="how long the transfers run (default 60; --quick 10)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the sessions phase (default 1)")
     parser.add_argument("--file-mib", type=int, default=4, help="size of each transferred file (default 4)")
     parser.add_argument("--interval", type=float, default=1.0, help="the legitimate client's period (default 1 s)")
     parser.add_argument("--quick", action="store_true", help="50/5/500/10 and 10 s: proves the harness (CI)")
@@ -693,7 +717,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="mailroom-load-bench-")
     hub = Hub(binary, tmp, max(4096, 2 * (args.sessions + args.transferring) + 256))
     figures = {"args": {k: getattr(args, k) for k in ("sessions", "transferring", "attempts", "addresses",
-                                                      "seconds", "file_mib", "interval")}}
+                                                      "seconds", "file_mib", "interval", "rounds")}}
     sampler = None
     try:
         hub.start()
@@ -717,12 +741,21 @@ def main():
         time.sleep(2)
         log("the legitimate client on the quiet hub")
         figures["legit_quiet"] = legit_baseline(hub, 10 if args.quick else 30)
-        figures["sessions"] = phase_sessions(hub, sampler, args, tmp)
-        if not hub.alive():
-            raise SystemExit("the hub died during the sessions phase")
-        sampler.phase = "between"
-        time.sleep(5)
-        between = sampler.rss_kib()
+        # --rounds N repeats the sessions phase: the RSS after each round shows whether
+        # memory comes back or keeps growing.
+        figures["sessions_rounds"] = []
+        between_rounds = []
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                log(f"sessions round {round_ + 1} of {args.rounds}")
+            figures["sessions_rounds"].append(phase_sessions(hub, sampler, args, tmp))
+            if not hub.alive():
+                raise SystemExit("the hub died during the sessions phase")
+            sampler.phase = "between"
+            time.sleep(5)
+            between_rounds.append(sampler.rss_kib())
+        figures["sessions"] = figures["sessions_rounds"][0]
+        between = between_rounds[-1]
         figures["storm"] = phase_storm(hub, sampler, args)
         sampler.phase = "after"
         log("after the load: 15 s of quiet")
@@ -733,6 +766,7 @@ def main():
             "baseline_kib": min(sampler.of("baseline")),
             "sessions_peak_kib": max(sampler.of("sessions")),
             "between_kib": between,
+            "between_rounds_kib": between_rounds,
             "storm_peak_kib": max(sampler.of("storm")),
             "after_kib": after[-1] if after else None,
             "samples": len(sampler.samples),

@@ -101,7 +101,7 @@ impl LocalBlobWriter {
         {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return Ok(LocalBlobWriter::new(id, paths, inline_limit));
+                return Self::reclaimed(id, paths, inline_limit);
             }
             Err(err) => return Err(storage_error("open staging file", &paths.staging, &err)),
         };
@@ -117,6 +117,31 @@ impl LocalBlobWriter {
         writer.size = size;
         writer.hasher = Some(hasher);
         Ok(writer)
+    }
+
+    /// [`LocalBlobWriter::resumed`] of a staging that is gone. A kill between a commit's
+    /// rename and the metadata unit that records the upload (and forgets its resumable
+    /// record) leaves the whole blob committed under the staging's id, referenced by nothing
+    /// while the record still names it: it goes back to staging and is taken up as any
+    /// staging is, so the client's finish still succeeds. With neither, the upload starts
+    /// empty.
+    fn reclaimed(id: BlobId, paths: BlobPaths, inline_limit: usize) -> Result<Self> {
+        match fs::rename(&paths.object, &paths.staging) {
+            Ok(()) => {
+                warn!(blob = %id, "a committed blob its upload never recorded goes back to staging");
+                for dir in [paths.staging.parent(), Some(paths.shard.as_path())]
+                    .into_iter()
+                    .flatten()
+                {
+                    fsio::sync_dir(dir).map_err(|err| storage_error("sync", dir, &err))?;
+                }
+                Self::resumed(id, paths, inline_limit)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                Ok(LocalBlobWriter::new(id, paths, inline_limit))
+            }
+            Err(err) => Err(storage_error("reclaim committed blob", &paths.object, &err)),
+        }
     }
 
     /// Waits for the run in flight, if any, and takes back its buffer, hash state and file.

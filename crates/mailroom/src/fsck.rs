@@ -6,7 +6,8 @@
 //! - a blob the metadata references and the blob store lacks is *missing*, and each delivery
 //!   on it is named;
 //! - a blob file no kept delivery references is an *orphan*, unless it was written less than
-//!   [`ORPHAN_GRACE`] ago (a running hub records a blob just after writing it);
+//!   [`ORPHAN_GRACE`] ago (a running hub records a blob just after writing it) or a recorded
+//!   resumable upload names it (a finish cut short by a crash; its next request takes it up);
 //! - the audit chain is verified from its first event to its head.
 //!
 //! With `--repair`, orphans and damaged blobs are set aside (moved, never deleted; see
@@ -73,6 +74,9 @@ pub struct FsckReport {
     pub inline_checked: u64,
     /// Blob files too recent to judge as orphans.
     pub recent_unreferenced: u64,
+    /// Blob files a recorded resumable upload names (committed by a finish that a crash cut
+    /// short): taken up again by the upload's next request, swept when its record expires.
+    pub unfinished_uploads: u64,
     /// Chained audit events verified.
     pub events_checked: u64,
     /// The audit chain's head (`SEQ:HASH`), empty for an empty trail.
@@ -140,6 +144,12 @@ pub async fn check(
         .map(|blob| (blob.id.clone(), blob))
         .collect();
 
+    let unfinished: HashSet<BlobId> = hub
+        .unfinished_stagings()
+        .await
+        .context("cannot read the unfinished uploads")?
+        .into_iter()
+        .collect();
     let referenced: HashSet<&BlobId> = kept.iter().map(|blob| &blob.id).collect();
     let total: u64 = kept
         .iter()
@@ -192,6 +202,10 @@ pub async fn check(
         .collect();
     orphans.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     for orphan in orphans {
+        if unfinished.contains(&orphan.id) {
+            report.unfinished_uploads += 1;
+            continue;
+        }
         if orphan.modified > cutoff {
             report.recent_unreferenced += 1;
             continue;

@@ -231,6 +231,12 @@ impl Output {
                 crate::fsck::ORPHAN_GRACE.as_secs() / 60
             ));
         }
+        if report.unfinished_uploads > 0 {
+            text.push_str(&format!(
+                "{} unreferenced blobs belong to resumable uploads not finished yet (taken up by their next request)\n",
+                report.unfinished_uploads
+            ));
+        }
         for problem in &report.problems {
             let kind = serde_json::to_value(problem.kind)
                 .ok()

@@ -1,18 +1,16 @@
-//! Reproduction of a finding of `bench/crash-soak` (docs/reliability.md, "Crash soak"): a
-//! `kill -9` of the hub while an HTTPS resumable upload's `finish` runs, after its blob was
-//! committed (staging renamed into `objects/`) and before the metadata unit that inserts the
-//! deliveries and drops the upload's record, leaves a committed blob that no delivery
-//! references while the record still names it as its staging. The start-up sweep keeps
-//! every blob whose id a recorded resumable upload names (meant for stagings, but it spares
-//! the committed object too), so the blob survives every restart and `mailroom fsck` reports
-//! it as an orphan (exit 1) once it is 10 minutes old, until the record expires (24 h) and a
-//! later restart sweeps it. The soak met it twice in 100 cycles (seed 20261203, cycles 3 and
-//! 29; fsck failing from cycle 68 on, when the first of them turned 10 minutes old).
+//! A finding of `bench/crash-soak` (docs/reliability.md, "Crash soak"), kept as a regression
+//! test: a `kill -9` of the hub while an HTTPS resumable upload's `finish` runs, after its blob
+//! was committed (staging renamed into `objects/`) and before the metadata unit that inserts
+//! the deliveries and drops the upload's record, left a committed blob that no delivery
+//! references while the record still names it. fsck reported it as an orphan, and the
+//! client's finish after the restart failed with 409. Now fsck counts it as an unfinished
+//! upload's, and the upload's next request takes it back to staging, so the finish succeeds.
 //!
 //! The kill lands in a window of microseconds, so the test makes the state it leaves
 //! directly: a resumable upload fully PATCHed (its staging on disk), `kill -9`, then the
 //! staging renamed to `objects/<aa>/<id>` as finish's blob commit does, dated 11 minutes back
-//! (fsck's orphan age). After a restart, fsck must be clean.
+//! (fsck's orphan age). After a restart fsck is clean, the finish succeeds with the file's
+//! SHA-256, and fsck then checks the blob as a delivery's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use mailroom_test_support::{have, text, write_random};
+use mailroom_test_support::{have, sha256_file, skip, text, write_random};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -52,11 +50,9 @@ fn staged(site: &Site) -> Vec<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "reproduces an open bug found by bench/crash-soak (docs/reliability.md): a kill -9 \
-            inside a resumable upload's finish leaves an orphan blob the start-up sweep keeps; \
-            remove this line with the fix"]
-async fn kill_9_inside_a_resumable_finish_leaves_no_orphan_for_fsck() {
+async fn kill_9_inside_a_resumable_finish_leaves_no_orphan_and_the_upload_still_finishes() {
     if !have("curl") {
+        skip("curl is missing");
         return;
     }
     let site = Site::new();
@@ -172,8 +168,6 @@ async fn kill_9_inside_a_resumable_finish_leaves_no_orphan_for_fsck() {
         .output()
         .await
         .unwrap();
-    server.start_kill().unwrap();
-    let _ = server.wait().await;
     assert!(
         fsck.status.success(),
         "fsck after the restart: {} (the blob {} is {})",
@@ -185,4 +179,34 @@ async fn kill_9_inside_a_resumable_finish_leaves_no_orphan_for_fsck() {
             "gone"
         }
     );
+
+    // The upload's next request takes the blob back up: the finish succeeds with the file's
+    // SHA-256, and the blob is a delivery's now, no longer an unfinished upload's.
+    let finish = format!(r#"{{"sha256":"{}"}}"#, sha256_file(&file));
+    curl(
+        &ca,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &finish,
+            &format!("{api}/uploads/{upload}/finish"),
+        ],
+    )
+    .await;
+    server.start_kill().unwrap();
+    let _ = server.wait().await;
+    let out = Command::new(BIN)
+        .args(["--json", "fsck"])
+        .env("MAILROOM_DATA", site.data())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["unfinished_uploads"], 0, "{report}");
+    assert_eq!(report["blobs_checked"], 1, "{report}");
 }

@@ -125,6 +125,14 @@ impl Hub {
 }
 
 impl Hub {
+    /// The blob ids of the stagings that recorded resumable uploads hold (see
+    /// [`crate::ResumableRecord`]): such a blob is an upload under way, not an orphan, even
+    /// when a crash left it among the committed blobs.
+    pub async fn unfinished_stagings(&self) -> Result<Vec<BlobId>> {
+        self.read(|tx| Ok(tx.resumables()?.into_iter().map(|r| r.staging).collect()))
+            .await
+    }
+
     /// Records that the blob `id` of `size` bytes was set aside at `place` (by the
     /// consistency check's repair, which never deletes), with `reason`: one admin event.
     pub async fn record_set_aside(

@@ -546,3 +546,24 @@ fn every_audit_exception_has_a_reason_and_a_review_date() {
         );
     }
 }
+
+/// The binary's library target (`crates/mailroom/src/lib.rs`, for the fuzz targets) declares
+/// the same modules as `main.rs`: a module added to one alone breaks the fuzz build, which
+/// only CI's fuzz step would otherwise notice.
+#[test]
+fn the_fuzzing_library_declares_every_module_of_the_binary() {
+    let modules = |file: &str| -> BTreeSet<String> {
+        let text = std::fs::read_to_string(root().join("crates/mailroom/src").join(file)).unwrap();
+        text.lines()
+            .filter_map(|line| line.trim().strip_prefix("mod "))
+            .filter_map(|rest| rest.strip_suffix(';'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (binary, library) = (modules("main.rs"), modules("lib.rs"));
+    assert!(!binary.is_empty());
+    assert_eq!(
+        binary, library,
+        "crates/mailroom/src/lib.rs must declare exactly main.rs's modules (behind the fuzzing feature)"
+    );
+}

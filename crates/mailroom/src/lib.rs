@@ -20,9 +20,13 @@ mod audit;
 #[cfg(feature = "fuzzing")]
 mod auth;
 #[cfg(feature = "fuzzing")]
+mod backup;
+#[cfg(feature = "fuzzing")]
 mod ca;
 #[cfg(feature = "fuzzing")]
 mod cli;
+#[cfg(feature = "fuzzing")]
+mod clock;
 #[cfg(feature = "fuzzing")]
 mod config;
 #[cfg(feature = "fuzzing")]
@@ -34,7 +38,11 @@ mod e2e;
 #[cfg(feature = "fuzzing")]
 mod engines;
 #[cfg(feature = "fuzzing")]
+mod fsck;
+#[cfg(feature = "fuzzing")]
 mod init;
+#[cfg(feature = "fuzzing")]
+mod install;
 #[cfg(feature = "fuzzing")]
 mod jobs;
 #[cfg(feature = "fuzzing")]
@@ -55,6 +63,8 @@ mod security;
 mod serve;
 #[cfg(feature = "fuzzing")]
 mod session;
+#[cfg(feature = "fuzzing")]
+mod strict;
 #[cfg(feature = "fuzzing")]
 mod syslog;
 

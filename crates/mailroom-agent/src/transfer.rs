@@ -17,6 +17,12 @@ use sha2::{Digest, Sha256};
 
 use crate::hub::{Hub, backoff, exit, fail, tracing_line};
 
+/// Failures in a row, of a kind that may pass (the network, a busy hub's 5xx), before a
+/// transfer gives up and asks to be run again: with the backoff (0.5 s, doubling to 8 s),
+/// about 40 s of patience, enough for a hub under load to let go of a dead connection's
+/// upload.
+const MAX_RETRIES: u32 = 8;
+
 /// Bytes sent per PATCH: one part is read, compressed and sent at a time, so memory stays
 /// at about two parts whatever the file size.
 const PART: usize = 8 << 20;
@@ -237,7 +243,7 @@ pub async fn upload(hub: &mut Hub, id: &str, file: &Outgoing) -> Result<()> {
             }
             other => {
                 failures += 1;
-                if failures > 5 {
+                if failures > MAX_RETRIES {
                     return Err(fail(
                         exit::UNREACHABLE,
                         format!(
@@ -478,7 +484,7 @@ pub async fn fetch(
             Err(err) if err.downcast_ref::<crate::hub::Failure>().is_some() => return Err(err),
             Err(err) => {
                 failures += 1;
-                if failures > 5 {
+                if failures > MAX_RETRIES {
                     return Err(fail(
                         exit::UNREACHABLE,
                         format!(

@@ -44,10 +44,11 @@ pub use hub::{
 };
 pub use hub::{
     AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Content, Credential,
-    DIGEST_RULE, Entry, Hub, IssuedTokens, JobOutcome, LoginProgress, LoginStep,
-    MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, NOTIFY_RULE, RECEIPT_RULE, ReadHandle, ResumableInfo,
-    ResumableLease, ResumableRecord, Scope, TokenCheck, TokenIdentity, TokenKind, TokenLifetimes,
-    TokenRecord, TotpSetup, Upload, source_ip, token_hash, totp_code,
+    DIGEST_RULE, Entry, Hub, IssuedTokens, JobOutcome, ListedPage, Listing, LoginProgress,
+    LoginStep, MAX_NAME_FILTER, MAX_PAGE_SIZE, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, NOTIFY_RULE,
+    RECEIPT_RULE, ReadHandle, ResumableInfo, ResumableLease, ResumableRecord, Scope, TokenCheck,
+    TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, TotpSetup, Upload, source_ip,
+    token_hash, totp_code,
 };
 pub use hub::{KeptBlob, OwnSession, OwnUsage, RecipientE2eKeys};
 pub use ipnet::IpNet;
@@ -66,9 +67,9 @@ pub use password::{
 };
 pub use path::{Area, MAX_PATH, VirtualPath};
 pub use ports::{
-    AccountUpdate, BlobReader, BlobStore, BlobWriter, Clock, DeliveryQuery, Durability, EventQuery,
-    InboxUsage, ListedBlob, MetaStore, MetaStoreExt, StoreStats, StoredBlob, SweepReport,
-    SystemClock, Tx, Unit, UnitOutput,
+    AccountUpdate, BlobReader, BlobStore, BlobWriter, Clock, DeliveryOrder, DeliveryQuery,
+    DeliverySort, Durability, EventQuery, InboxUsage, ListedBlob, MetaStore, MetaStoreExt,
+    SortDirection, StoreStats, StoredBlob, SweepReport, SystemClock, Tx, Unit, UnitOutput,
 };
 pub use refusals::RefusalRecorder;
 pub use secret::Secret;

@@ -47,8 +47,98 @@ pub struct DeliveryQuery {
     pub states: Vec<DeliveryState>,
     /// Created before this time.
     pub created_before: Option<OffsetDateTime>,
-    /// At most this many, the oldest ones; `None` for all.
+    /// Whose visible name contains this text, ASCII letters matched without regard to case
+    /// (`rep` finds `Report.PDF`; other letters must match exactly). Stores match it as
+    /// plain text: `%` and `_` are no wildcards.
+    pub name_contains: Option<String>,
+    /// The order of the answer, and so which ones `offset` and `limit` take.
+    pub order: DeliveryOrder,
+    /// Skips this many matches first (with `limit`: one page of a listing).
+    pub offset: u32,
+    /// At most this many, the first ones in `order`; `None` for all.
     pub limit: Option<u32>,
+}
+
+/// The order of a delivery listing: a column, then the id to break ties, in one direction.
+/// The default, oldest first, is what every query had before listings could be sorted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryOrder {
+    /// The column sorted on.
+    pub sort: DeliverySort,
+    /// Which way.
+    pub direction: SortDirection,
+}
+
+/// The column a delivery listing is sorted on. Each has an index in the SQL stores, so a
+/// page is a seek, not a sort of the whole mailbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeliverySort {
+    /// When it was stored.
+    #[default]
+    Created,
+    /// The visible name (byte order).
+    Name,
+    /// The size in bytes.
+    Size,
+    /// The sending account.
+    Sender,
+    /// The receiving account.
+    Recipient,
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortDirection {
+    /// Smallest, oldest or first in the alphabet first.
+    #[default]
+    Ascending,
+    /// Largest, newest or last in the alphabet first.
+    Descending,
+}
+
+impl DeliverySort {
+    /// The name used on the wire and in SQL: `date`, `name`, `size`, `sender`, `recipient`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliverySort::Created => "date",
+            DeliverySort::Name => "name",
+            DeliverySort::Size => "size",
+            DeliverySort::Sender => "sender",
+            DeliverySort::Recipient => "recipient",
+        }
+    }
+
+    /// The sort named `text` ([`DeliverySort::as_str`]); `None` for anything else.
+    pub fn parse(text: &str) -> Option<DeliverySort> {
+        [
+            DeliverySort::Created,
+            DeliverySort::Name,
+            DeliverySort::Size,
+            DeliverySort::Sender,
+            DeliverySort::Recipient,
+        ]
+        .into_iter()
+        .find(|sort| sort.as_str() == text)
+    }
+}
+
+impl SortDirection {
+    /// `asc` or `desc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortDirection::Ascending => "asc",
+            SortDirection::Descending => "desc",
+        }
+    }
+
+    /// The direction named `text` (`asc`, `desc`); `None` for anything else.
+    pub fn parse(text: &str) -> Option<SortDirection> {
+        match text {
+            "asc" => Some(SortDirection::Ascending),
+            "desc" => Some(SortDirection::Descending),
+            _ => None,
+        }
+    }
 }
 
 impl EventQuery {

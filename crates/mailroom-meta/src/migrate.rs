@@ -124,6 +124,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "failed deliveries",
         sql: include_str!("../migrations/sqlite/0020_failed_deliveries.sql"),
     },
+    Migration {
+        version: 21,
+        description: "listing indexes",
+        sql: include_str!("../migrations/sqlite/0021_listing_indexes.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

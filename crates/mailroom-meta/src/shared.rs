@@ -4,8 +4,8 @@
 //! chain's next records, a recovery code used once, the job counts).
 //!
 //! PostgreSQL answers exactly as SQLite does, so what can be said once is said here, and each
-//! engine keeps only its statements. Nothing here runs a query or knows a dialect; the one SQL
-//! fragment, [`live_states!`], is the same text in both.
+//! engine keeps only its statements. Nothing here runs a query or knows a dialect; the SQL
+//! fragments, [`live_states!`] and [`order_by`], are the same text in both.
 
 use mailroom_core::{
     AccountName, AuditRecord, BanSubject, CoreError, Delivery, DeliveryId, Event, FileName,
@@ -305,4 +305,22 @@ mod tests {
         assert_eq!(first[0].seq, 1);
         assert_eq!(first[0].prev_hash.as_deref(), Some(GENESIS_HASH));
     }
+}
+
+/// ` ORDER BY <column> <direction>, id <direction>`: the order of a delivery query, the same
+/// text for SQLite and PostgreSQL. Only fixed fragments.
+pub(crate) fn order_by(order: mailroom_core::DeliveryOrder) -> String {
+    use mailroom_core::{DeliverySort, SortDirection};
+    let column = match order.sort {
+        DeliverySort::Created => "created",
+        DeliverySort::Name => "name",
+        DeliverySort::Size => "size",
+        DeliverySort::Sender => "sender",
+        DeliverySort::Recipient => "recipient",
+    };
+    let direction = match order.direction {
+        SortDirection::Ascending => "",
+        SortDirection::Descending => " DESC",
+    };
+    format!(" ORDER BY {column}{direction}, id{direction}")
 }

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use mailroom_core::{
     Account, AccountName, AccountUpdate, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId,
-    ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event, EventQuery,
-    FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
-    TokenRecord, Tx,
+    ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliverySort, DeliveryState, Event,
+    EventQuery, FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
+    RouteEffect, TokenRecord, Tx,
 };
 use mailroom_core::{
     ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord, ResumableRecord,
@@ -32,7 +32,7 @@ use crate::convert::{
     api_key_columns, live_session_columns, nanos_saturating, node_columns, resumable_columns,
 };
 use crate::error::{corrupt, is_unique_violation, storage, violates};
-use crate::shared::{self, Principal, live_states, no_account, no_group};
+use crate::shared::{self, Principal, live_states, no_account, no_group, order_by};
 
 /// A unit's transaction on one connection.
 pub(crate) struct SqliteTx<'c> {
@@ -1668,10 +1668,16 @@ fn delivery_select(select: &'static str, query: &DeliveryQuery) -> Result<(Strin
     // statistics the planner may take the sender's whole history instead (the plans are
     // checked by a test below).
     let live = !query.states.is_empty() && query.states.iter().all(|state| state.is_live());
-    if live && query.recipient.is_some() {
+    if let Some(index) = listing_index(query, live) {
+        sql.push_str(" INDEXED BY ");
+        sql.push_str(index);
+    } else if live && query.recipient.is_some() {
         sql.push_str(" INDEXED BY deliveries_live_name");
     } else if live && query.sender.is_some() {
         sql.push_str(" INDEXED BY deliveries_live_outbox");
+    } else if query.sender.is_some() && query.recipient.is_some() {
+        // A receipt: without statistics the planner would walk the sender's listing index.
+        sql.push_str(" INDEXED BY deliveries_sender_history");
     }
     sql.push_str(" WHERE 1 = 1");
     let mut text = |sql: &mut String, column: &str, value: &str| {
@@ -1711,12 +1717,45 @@ fn delivery_select(select: &'static str, query: &DeliveryQuery) -> Result<(Strin
         sql.push_str(" AND created < ?");
         values.push(Value::Integer(nanos(before)?));
     }
-    sql.push_str(" ORDER BY created, id");
-    if let Some(limit) = query.limit {
-        sql.push_str(" LIMIT ?");
-        values.push(Value::Integer(i64::from(limit)));
+    if let Some(needle) = &query.name_contains {
+        // instr, not LIKE: the text is matched as it is, wildcards and all. SQLite's lower()
+        // folds ASCII letters only, as the other stores do.
+        sql.push_str(" AND instr(lower(name), ?) > 0");
+        values.push(Value::Text(needle.to_ascii_lowercase()));
+    }
+    sql.push_str(&order_by(query.order));
+    if query.limit.is_some() || query.offset > 0 {
+        // SQLite wants a LIMIT before an OFFSET; -1 is none.
+        sql.push_str(" LIMIT ? OFFSET ?");
+        values.push(Value::Integer(query.limit.map_or(-1, i64::from)));
+        values.push(Value::Integer(i64::from(query.offset)));
     }
     Ok((sql, values))
+}
+
+/// The index that walks a listing (one recipient's live deliveries, or everything one
+/// account sent, and nothing narrower) in its order; named for the same reason as the
+/// others. `None` for any other query.
+fn listing_index(query: &DeliveryQuery, live: bool) -> Option<&'static str> {
+    let narrower = query.target.is_some() || query.name.is_some() || query.batch.is_some();
+    if narrower {
+        return None;
+    }
+    match (&query.recipient, &query.sender) {
+        (Some(_), None) if live => Some(match query.order.sort {
+            DeliverySort::Created => "deliveries_live_inbox_created",
+            DeliverySort::Name => "deliveries_live_inbox_name",
+            DeliverySort::Size => "deliveries_live_inbox_size",
+            DeliverySort::Sender | DeliverySort::Recipient => "deliveries_live_name",
+        }),
+        (None, Some(_)) if query.states.is_empty() => Some(match query.order.sort {
+            DeliverySort::Created => "deliveries_sent_created",
+            DeliverySort::Name => "deliveries_sent_name",
+            DeliverySort::Size => "deliveries_sent_size",
+            DeliverySort::Recipient | DeliverySort::Sender => "deliveries_sender_history",
+        }),
+        _ => None,
+    }
 }
 
 /// Appends ` AND state IN (?, ...)` for a non-empty list of states.
@@ -1779,6 +1818,7 @@ fn push_event_filters(sql: &mut String, values: &mut Vec<Value>, query: &EventQu
 #[allow(clippy::unwrap_used)] // Tests may unwrap.
 mod tests {
     use super::*;
+    use mailroom_core::{DeliveryOrder, SortDirection};
 
     /// The plan SQLite picks for a delivery query: one index seek, never a scan of the table.
     fn plan(query: &DeliveryQuery) -> String {
@@ -1826,7 +1866,7 @@ mod tests {
                     states: visible,
                     ..DeliveryQuery::default()
                 },
-                "deliveries_live_name",
+                "deliveries_live_inbox_created",
             ),
             // A free name: the same three columns, live.
             (
@@ -1888,6 +1928,70 @@ mod tests {
             let plan = plan(&query);
             assert!(plan.contains(index), "{query:?}: {plan}");
             assert!(!plan.contains("SCAN deliveries"), "{query:?}: {plan}");
+        }
+    }
+
+    /// A page of an inbox or of the sent items walks the index of its order, in either
+    /// direction, with no sort of the mailbox; the two orders by the other party walk the
+    /// name indexes and sort only what ties on that party (never the whole table).
+    #[test]
+    fn the_pages_of_a_listing_walk_their_index() {
+        let bob = AccountName::parse("bob").unwrap();
+        let cases = [
+            (
+                DeliverySort::Created,
+                "deliveries_live_inbox_created",
+                "deliveries_sent_created",
+            ),
+            (
+                DeliverySort::Name,
+                "deliveries_live_inbox_name",
+                "deliveries_sent_name",
+            ),
+            (
+                DeliverySort::Size,
+                "deliveries_live_inbox_size",
+                "deliveries_sent_size",
+            ),
+            (
+                DeliverySort::Sender,
+                "deliveries_live_name",
+                "deliveries_sender_history",
+            ),
+            (
+                DeliverySort::Recipient,
+                "deliveries_live_name",
+                "deliveries_sender_history",
+            ),
+        ];
+        for (sort, inbox_index, sent_index) in cases {
+            for direction in [SortDirection::Ascending, SortDirection::Descending] {
+                let page = DeliveryQuery {
+                    order: DeliveryOrder { sort, direction },
+                    name_contains: Some("rep".to_owned()),
+                    offset: 50,
+                    limit: Some(51),
+                    ..DeliveryQuery::default()
+                };
+                let inbox = DeliveryQuery {
+                    recipient: Some(bob.clone()),
+                    states: DeliveryState::VISIBLE.to_vec(),
+                    ..page.clone()
+                };
+                let sent = DeliveryQuery {
+                    sender: Some(bob.clone()),
+                    ..page
+                };
+                for (query, index) in [(inbox, inbox_index), (sent, sent_index)] {
+                    let plan = plan(&query);
+                    assert!(plan.contains(index), "{query:?}: {plan}");
+                    assert!(!plan.contains("SCAN deliveries"), "{query:?}: {plan}");
+                    let indexed = !matches!(sort, DeliverySort::Sender | DeliverySort::Recipient);
+                    if indexed {
+                        assert!(!plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
+                    }
+                }
+            }
         }
     }
 

@@ -41,11 +41,11 @@ use std::sync::Arc;
 use mailroom_core::testing::MemoryMeta;
 use mailroom_core::{
     AccessPolicy, Account, AccountKind, AccountName, AccountUpdate, AuthorizedKey, Ban, BanSubject,
-    BlobId, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Durability, E2eKey,
-    ErrorKind, Event, EventKind, EventQuery, Factor, FactorSet, FileName, Group, Handler,
-    InboxUsage, Job, JobCounts, JobQuery, JobState, Limits, MetaStore, MetaStoreExt, Notices,
-    NotifyMode, Outcome, Protocol, Result, Rights, Route, RouteEffect, Scope, Secret, TokenKind,
-    TokenRecord, TotpEnrolment, Tx,
+    BlobId, CoreError, Delivery, DeliveryId, DeliveryOrder, DeliveryQuery, DeliverySort,
+    DeliveryState, Durability, E2eKey, ErrorKind, Event, EventKind, EventQuery, Factor, FactorSet,
+    FileName, Group, Handler, InboxUsage, Job, JobCounts, JobQuery, JobState, Limits, MetaStore,
+    MetaStoreExt, Notices, NotifyMode, Outcome, Protocol, Result, Rights, Route, RouteEffect,
+    Scope, Secret, SortDirection, TokenKind, TokenRecord, TotpEnrolment, Tx,
 };
 use mailroom_core::{ApiKeyRecord, KeyScopes, ResumableRecord};
 use mailroom_core::{
@@ -264,6 +264,7 @@ conformance!(
     inline_blobs_live_with_their_deliveries,
     delivery_queries,
     delivery_query_limit_keeps_the_oldest,
+    delivery_listings_sort_filter_and_page,
     event_queries,
     record_is_all_or_nothing,
     access_policy_and_totp_round_trip,
@@ -1504,6 +1505,9 @@ async fn delivery_queries(h: &mut Harness<'_>) {
             name: Some(file("early")),
             states: vec![DeliveryState::PickedUp],
             created_before: Some(late.created),
+            name_contains: Some("ARL".to_owned()),
+            order: DeliveryOrder::default(),
+            offset: 0,
             limit: Some(1),
         },
         vec![&early],
@@ -1581,6 +1585,164 @@ async fn delivery_query_limit_keeps_the_oldest(h: &mut Harness<'_>) {
             "limit {limit:?}"
         );
     }
+}
+
+/// The listings of an inbox and of the sent items: every order in both directions, pages by
+/// offset and limit that add up to the whole, and the name filter (ASCII case folded,
+/// wildcards taken literally), done by the store and the same on every backend.
+async fn delivery_listings_sort_filter_and_page(h: &mut Harness<'_>) {
+    let blob = BlobId::new();
+    let made = |h: &mut Harness<'_>, sender: &str, file_name: &str, size: u64, state| Delivery {
+        size,
+        ..h.delivery(sender, "bob", file_name, &blob, state)
+    };
+    let (delivered, picked_up) = (DeliveryState::Delivered, DeliveryState::PickedUp);
+    let inbox = vec![
+        made(h, "carol", "Report-1.PDF", 300, delivered),
+        made(h, "alice", "notes.txt", 10, picked_up),
+        made(h, "dave", "report_2.pdf", 300, delivered),
+        made(h, "alice", "50%off.txt", 7, delivered),
+        made(h, "carol", "a_b", 1 << 41, picked_up),
+        made(h, "alice", "REPORT3", 0, delivered),
+        made(h, "bob", "Écrit.txt", 20, delivered),
+    ];
+    // Not in bob's inbox: acknowledged, or someone else's.
+    let gone = made(h, "alice", "report-old", 1, DeliveryState::Acknowledged);
+    let elsewhere = Delivery {
+        recipient: name("carol"),
+        target: name("carol"),
+        ..made(h, "alice", "report-x", 5, delivered)
+    };
+    let mut all = inbox.clone();
+    all.extend([gone.clone(), elsewhere.clone()]);
+    // Inserted newest first, so that no backend answers in insertion order by chance.
+    all.reverse();
+    h.insert_deliveries(&all).await;
+
+    let inbox_query = |order, offset, limit| DeliveryQuery {
+        recipient: Some(name("bob")),
+        states: DeliveryState::VISIBLE.to_vec(),
+        order,
+        offset,
+        limit,
+        ..DeliveryQuery::default()
+    };
+    let sorts = [
+        DeliverySort::Created,
+        DeliverySort::Name,
+        DeliverySort::Size,
+        DeliverySort::Sender,
+        DeliverySort::Recipient,
+    ];
+    for sort in sorts {
+        for direction in [SortDirection::Ascending, SortDirection::Descending] {
+            let order = DeliveryOrder { sort, direction };
+            let mut expected = inbox.clone();
+            expected.sort_by(|a, b| {
+                let column = match sort {
+                    DeliverySort::Created => a.created.cmp(&b.created),
+                    DeliverySort::Name => a.name.as_str().cmp(b.name.as_str()),
+                    DeliverySort::Size => a.size.cmp(&b.size),
+                    DeliverySort::Sender => a.sender.as_str().cmp(b.sender.as_str()),
+                    DeliverySort::Recipient => a.recipient.as_str().cmp(b.recipient.as_str()),
+                };
+                column.then(a.id.cmp(&b.id))
+            });
+            if direction == SortDirection::Descending {
+                expected.reverse();
+            }
+            let whole = h.deliveries(inbox_query(order, 0, None)).await;
+            assert_eq!(whole, expected, "{order:?}");
+            // Pages of three, then past the end.
+            let mut paged = Vec::new();
+            for page in 0..3 {
+                let rows = h.deliveries(inbox_query(order, page * 3, Some(3))).await;
+                assert!(rows.len() <= 3, "{order:?} page {page}");
+                paged.extend(rows);
+            }
+            assert_eq!(paged, expected, "{order:?} in pages");
+            assert_eq!(
+                h.deliveries(inbox_query(order, 7, Some(3))).await,
+                Vec::new(),
+                "{order:?} past the end"
+            );
+            // An offset without a limit skips and takes the rest.
+            assert_eq!(
+                h.deliveries(inbox_query(order, 5, None)).await,
+                expected[5..].to_vec(),
+                "{order:?} from the sixth"
+            );
+        }
+    }
+
+    let names = |rows: Vec<Delivery>| -> Vec<String> {
+        rows.iter().map(|d| d.name.as_str().to_owned()).collect()
+    };
+    let filtered = |needle: &str| DeliveryQuery {
+        name_contains: Some(needle.to_owned()),
+        order: DeliveryOrder {
+            sort: DeliverySort::Name,
+            direction: SortDirection::Ascending,
+        },
+        ..inbox_query(DeliveryOrder::default(), 0, None)
+    };
+    // ASCII letters in any case; acknowledged and other inboxes stay out.
+    assert_eq!(
+        names(h.deliveries(filtered("rEpOrT")).await),
+        ["REPORT3", "Report-1.PDF", "report_2.pdf"]
+    );
+    // `%` and `_` are text, not wildcards.
+    assert_eq!(names(h.deliveries(filtered("%")).await), ["50%off.txt"]);
+    assert_eq!(
+        names(h.deliveries(filtered("_")).await),
+        ["a_b", "report_2.pdf"]
+    );
+    // Letters beyond ASCII match exactly.
+    assert_eq!(names(h.deliveries(filtered("Écrit")).await), ["Écrit.txt"]);
+    assert_eq!(
+        names(h.deliveries(filtered("écrit")).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(h.deliveries(filtered("zzz")).await),
+        Vec::<String>::new()
+    );
+    // The filter, then the page.
+    assert_eq!(
+        names(
+            h.deliveries(DeliveryQuery {
+                offset: 1,
+                limit: Some(1),
+                ..filtered("report")
+            })
+            .await
+        ),
+        ["Report-1.PDF"]
+    );
+
+    // What alice sent, in every state, by recipient then id, newest id first.
+    let sent = h
+        .deliveries(DeliveryQuery {
+            sender: Some(name("alice")),
+            order: DeliveryOrder {
+                sort: DeliverySort::Recipient,
+                direction: SortDirection::Descending,
+            },
+            ..DeliveryQuery::default()
+        })
+        .await;
+    let mut expected: Vec<Delivery> = all
+        .iter()
+        .filter(|d| d.sender.as_str() == "alice")
+        .cloned()
+        .collect();
+    expected.sort_by(|a, b| {
+        (a.recipient.as_str(), a.id)
+            .cmp(&(b.recipient.as_str(), b.id))
+            .reverse()
+    });
+    assert_eq!(sent, expected);
+    assert_eq!(sent.first(), Some(&elsewhere));
 }
 
 async fn inbox_usage_counts_live_deliveries(h: &mut Harness<'_>) {

@@ -13,7 +13,36 @@ use crate::error::{CoreError, Result};
 use crate::model::{Delivery, DeliveryId, DeliveryState, EventKind};
 use crate::names::AccountName;
 use crate::path::{Area, VirtualPath};
-use crate::ports::{DeliveryQuery, Durability, Tx};
+use crate::ports::{DeliveryOrder, DeliveryQuery, DeliverySort, Durability, Tx};
+
+/// The most deliveries one page of a listing holds.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// The longest name filter a listing takes, in bytes (a file name's own limit).
+pub const MAX_NAME_FILTER: usize = 255;
+
+/// Which page of a listing to show: its order, a filter on the name, and where it starts.
+/// Front ends build it from their parameters; [`Hub::inbox_page`] and [`Hub::sent_page`]
+/// refuse one out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The order; the inbox cannot sort by recipient, nor the sent items by sender.
+    pub order: DeliveryOrder,
+    /// Only names that contain this text (ASCII letters without regard to case).
+    pub name_contains: Option<String>,
+    /// How many to skip: the page's first row.
+    pub offset: u32,
+    /// How many to show, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: u32,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct ListedPage {
+    /// The page's deliveries, in the listing's order.
+    pub deliveries: Vec<Delivery>,
+    /// Whether another page follows.
+    pub more: bool,
+}
 
 impl Hub {
     /// The deliveries in the session's inbox (delivered or picked up), oldest first.
@@ -35,6 +64,46 @@ impl Hub {
             ..DeliveryQuery::default()
         };
         self.read_as(session, move |tx| tx.deliveries(&query)).await
+    }
+
+    /// One page of the session's inbox (delivered or picked up), in the listing's order. The
+    /// store does the paging: one query for the page and one row more, to tell whether
+    /// another follows. InvalidName for a listing out of bounds, before anything is read.
+    pub async fn inbox_page(
+        &self,
+        session: &ClientSession,
+        listing: &Listing,
+    ) -> Result<ListedPage> {
+        check_listing(listing, DeliverySort::Recipient)?;
+        self.file_operation();
+        let query = DeliveryQuery {
+            recipient: Some(session.account.clone()),
+            states: DeliveryState::VISIBLE.to_vec(),
+            ..page_query(listing)
+        };
+        let deliveries = self
+            .read_as(session, move |tx| tx.deliveries(&query))
+            .await?;
+        Ok(page_of(deliveries, listing.limit))
+    }
+
+    /// One page of what the session's account sent, in any state, in the listing's order;
+    /// as [`Hub::inbox_page`].
+    pub async fn sent_page(
+        &self,
+        session: &ClientSession,
+        listing: &Listing,
+    ) -> Result<ListedPage> {
+        check_listing(listing, DeliverySort::Sender)?;
+        self.file_operation();
+        let query = DeliveryQuery {
+            sender: Some(session.account.clone()),
+            ..page_query(listing)
+        };
+        let deliveries = self
+            .read_as(session, move |tx| tx.deliveries(&query))
+            .await?;
+        Ok(page_of(deliveries, listing.limit))
     }
 
     /// One delivery of the session's inbox. NotFound for any other id.
@@ -159,6 +228,49 @@ impl Hub {
             }
         }
     }
+}
+
+/// Refuses a listing out of bounds, or sorted on the column every row shares (`same`).
+fn check_listing(listing: &Listing, same: DeliverySort) -> Result<()> {
+    if listing.limit == 0 || listing.limit > MAX_PAGE_SIZE {
+        return Err(CoreError::invalid(format!(
+            "a page holds 1 to {MAX_PAGE_SIZE} files, not {}",
+            listing.limit
+        )));
+    }
+    if listing.order.sort == same {
+        return Err(CoreError::invalid(format!(
+            "this listing cannot be sorted by {}",
+            listing.order.sort.as_str()
+        )));
+    }
+    if let Some(needle) = &listing.name_contains
+        && needle.len() > MAX_NAME_FILTER
+    {
+        return Err(CoreError::invalid(format!(
+            "a name filter is at most {MAX_NAME_FILTER} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The query of a listing's page, with one row more than the page to tell whether another
+/// follows. An empty filter filters nothing.
+fn page_query(listing: &Listing) -> DeliveryQuery {
+    DeliveryQuery {
+        name_contains: listing.name_contains.clone().filter(|n| !n.is_empty()),
+        order: listing.order,
+        offset: listing.offset,
+        limit: Some(listing.limit.saturating_add(1)),
+        ..DeliveryQuery::default()
+    }
+}
+
+/// The page, without the extra row that says another follows.
+fn page_of(mut deliveries: Vec<Delivery>, limit: u32) -> ListedPage {
+    let more = deliveries.len() > limit as usize;
+    deliveries.truncate(limit as usize);
+    ListedPage { deliveries, more }
 }
 
 /// The delivery `id` if it is in `account`'s inbox; NotFound for any other id.

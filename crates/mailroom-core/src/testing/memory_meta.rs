@@ -25,8 +25,8 @@ use crate::model::{
 };
 use crate::names::{AccountName, FileName};
 use crate::ports::{
-    AccountUpdate, DeliveryQuery, Durability, EventQuery, InboxUsage, MetaStore, StoreStats, Tx,
-    Unit, UnitOutput,
+    AccountUpdate, DeliveryOrder, DeliveryQuery, DeliverySort, Durability, EventQuery, InboxUsage,
+    MetaStore, SortDirection, StoreStats, Tx, Unit, UnitOutput,
 };
 use crate::sessions::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 
@@ -205,11 +205,6 @@ impl MemoryTx<'_> {
                 && d.sender == delivery.sender
                 && d.name == delivery.name
         })
-    }
-
-    fn sorted(mut deliveries: Vec<Delivery>) -> Vec<Delivery> {
-        deliveries.sort_by_key(|d| (d.created, d.id));
-        deliveries
     }
 }
 
@@ -475,11 +470,13 @@ impl Tx for MemoryTx<'_> {
             .filter(|d| matches(query, d))
             .cloned()
             .collect();
-        let mut sorted = Self::sorted(matching);
-        if let Some(limit) = query.limit {
-            sorted.truncate(limit as usize);
-        }
-        Ok(sorted)
+        let mut sorted = matching;
+        in_order(&mut sorted, query.order);
+        let page = sorted.into_iter().skip(query.offset as usize);
+        Ok(match query.limit {
+            Some(limit) => page.take(limit as usize).collect(),
+            None => page.collect(),
+        })
     }
 
     fn first_delivery_with_content(
@@ -1090,6 +1087,31 @@ fn matches(query: &DeliveryQuery, d: &Delivery) -> bool {
         && query.batch.as_ref().is_none_or(|b| *b == d.batch_id)
         && (query.states.is_empty() || query.states.contains(&d.state))
         && query.created_before.is_none_or(|before| d.created < before)
+        && query.name_contains.as_ref().is_none_or(|needle| {
+            // ASCII letters only, as SQLite's lower() and PostgreSQL's under "C" fold them.
+            d.name
+                .as_str()
+                .to_ascii_lowercase()
+                .contains(&needle.to_ascii_lowercase())
+        })
+}
+
+/// Sorts deliveries in a query's order: its column, then the id, both in its direction.
+fn in_order(deliveries: &mut [Delivery], order: DeliveryOrder) {
+    deliveries.sort_by(|a, b| {
+        let by_column = match order.sort {
+            DeliverySort::Created => a.created.cmp(&b.created),
+            DeliverySort::Name => a.name.as_str().cmp(b.name.as_str()),
+            DeliverySort::Size => a.size.cmp(&b.size),
+            DeliverySort::Sender => a.sender.as_str().cmp(b.sender.as_str()),
+            DeliverySort::Recipient => a.recipient.as_str().cmp(b.recipient.as_str()),
+        };
+        let both = by_column.then_with(|| a.id.cmp(&b.id));
+        match order.direction {
+            SortDirection::Ascending => both,
+            SortDirection::Descending => both.reverse(),
+        }
+    });
 }
 
 /// Whether an event matches every filter of the query but its limit.

@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "failed deliveries",
         sql: include_str!("../../migrations/postgres/0009_failed_deliveries.sql"),
     },
+    Migration {
+        version: 10,
+        description: "listing indexes",
+        sql: include_str!("../../migrations/postgres/0010_listing_indexes.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

@@ -51,7 +51,7 @@ use crate::convert::{
 };
 use crate::convert::{api_key_columns, live_session_columns, node_columns, resumable_columns};
 use crate::error::{classify_pg, corrupt};
-use crate::shared::{self, Principal, live_states, no_account, no_group};
+use crate::shared::{self, Principal, live_states, no_account, no_group, order_by};
 
 /// A bound parameter.
 type Param<'a> = &'a (dyn ToSql + Sync);
@@ -2077,10 +2077,21 @@ fn delivery_select(select: &'static str, query: &DeliveryQuery) -> Result<Select
         s.push(" AND created < ");
         s.bind(nanos(before)?);
     }
-    s.push(" ORDER BY created, id");
+    if let Some(needle) = &query.name_contains {
+        // strpos, not LIKE: the text is matched as it is, wildcards and all. Under the "C"
+        // collation lower() folds ASCII letters only, as the other stores do.
+        s.push(" AND strpos(lower(name COLLATE \"C\"), ");
+        s.bind(needle.to_ascii_lowercase());
+        s.push(") > 0");
+    }
+    s.push(&order_by(query.order));
     if let Some(limit) = query.limit {
         s.push(" LIMIT ");
         s.bind(i64::from(limit));
+    }
+    if query.offset > 0 {
+        s.push(" OFFSET ");
+        s.bind(i64::from(query.offset));
     }
     Ok(s)
 }

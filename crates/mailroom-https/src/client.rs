@@ -8,14 +8,19 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use mailroom_core::{AccountName, ClientSession, Content, DeliveryId, FileName, Hub, ReadHandle};
+use mailroom_core::{
+    AccountName, ClientSession, Content, DeliveryId, FileName, Hub, ListedPage, Listing,
+    ReadHandle, SortDirection,
+};
 
 use crate::api::Refusals;
 use crate::auth::{ClientAuth, Receiving, Sending};
+use crate::listing::{ListingOf, ListingParams, page_number, query_string};
 use crate::problem::Problem;
 use crate::server::{ApiJson, AppState};
 use crate::wire::{Delivered, DeliveryView, FinishUpload, NewUpload, UploadView};
@@ -33,15 +38,67 @@ fn delivery_id(text: &str) -> Result<DeliveryId, Problem> {
         .map_err(|_| Problem::new(StatusCode::NOT_FOUND, format!("no delivery {text:.64}")))
 }
 
-/// The deliveries waiting in your inbox.
+/// The deliveries waiting in your inbox: all of them, oldest first, or with any of `page`,
+/// `per_page`, `sort`, `order` and `q`, one page of at most 500, with a `Link` header (RFC
+/// 8288) to the next and previous pages.
 #[utoipa::path(get, path = "/api/v1/inbox", tag = "client", security(("bearer" = [])),
-    responses((status = 200, description = "Your inbox", body = [DeliveryView]), Refusals))]
+    params(ListingParams),
+    responses((status = 200, description = "Your inbox, or one page of it", body = [DeliveryView],
+        headers(("Link" = String, description = "rel=\"next\" and rel=\"prev\" pages, when paged"))),
+        Refusals))]
 pub(crate) async fn inbox(
     State(state): State<Arc<AppState>>,
     Receiving(auth): Receiving,
-) -> Result<Json<Vec<DeliveryView>>, Problem> {
-    let deliveries = state.hub.inbox(&auth.session).await?;
-    Ok(Json(deliveries.iter().map(DeliveryView::from).collect()))
+    params: Result<Query<ListingParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = params.map_err(|r| Problem::bad_request(r.body_text()))?;
+    if params.is_empty() {
+        let deliveries = state.hub.inbox(&auth.session).await?;
+        return Ok(Json(
+            deliveries
+                .iter()
+                .map(DeliveryView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response());
+    }
+    let listing = listing_of(&params, ListingOf::Inbox)?;
+    let page = state.hub.inbox_page(&auth.session, &listing).await?;
+    Ok(paged("/api/v1/inbox", &listing, &page))
+}
+
+/// The listing the parameters ask for; 422 with the sentence for a wrong value.
+fn listing_of(params: &ListingParams, of: ListingOf) -> Result<Listing, Problem> {
+    params
+        .listing(of, SortDirection::Ascending)
+        .map_err(|detail| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail))
+}
+
+/// One page as JSON, with a `Link` header to its neighbours.
+fn paged(path: &str, listing: &Listing, page: &ListedPage) -> Response {
+    let number = page_number(listing);
+    let mut links = Vec::new();
+    if page.more {
+        links.push(format!(
+            "<{path}?{}>; rel=\"next\"",
+            query_string(listing, number + 1)
+        ));
+    }
+    if number > 1 {
+        links.push(format!(
+            "<{path}?{}>; rel=\"prev\"",
+            query_string(listing, number - 1)
+        ));
+    }
+    let views: Vec<DeliveryView> = page.deliveries.iter().map(DeliveryView::from).collect();
+    let mut response = Json(views).into_response();
+    // Invariant: the links are ASCII (the filter is percent-encoded), so this always parses.
+    if !links.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&links.join(", "))
+    {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    response
 }
 
 /// One delivery of your inbox.
@@ -292,15 +349,33 @@ pub(crate) async fn acknowledge(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Your receipts: every delivery you sent, with its state.
+/// Your receipts: every delivery you sent, with its state, oldest first; or with any of
+/// `page`, `per_page`, `sort`, `order` and `q`, one page of at most 500, with a `Link`
+/// header, as the inbox.
 #[utoipa::path(get, path = "/api/v1/sent", tag = "client", security(("bearer" = [])),
-    responses((status = 200, description = "Your receipts", body = [DeliveryView]), Refusals))]
+    params(ListingParams),
+    responses((status = 200, description = "Your receipts, or one page of them", body = [DeliveryView],
+        headers(("Link" = String, description = "rel=\"next\" and rel=\"prev\" pages, when paged"))),
+        Refusals))]
 pub(crate) async fn sent(
     State(state): State<Arc<AppState>>,
     Sending(auth): Sending,
-) -> Result<Json<Vec<DeliveryView>>, Problem> {
-    let deliveries = state.hub.sent(&auth.session).await?;
-    Ok(Json(deliveries.iter().map(DeliveryView::from).collect()))
+    params: Result<Query<ListingParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = params.map_err(|r| Problem::bad_request(r.body_text()))?;
+    if params.is_empty() {
+        let deliveries = state.hub.sent(&auth.session).await?;
+        return Ok(Json(
+            deliveries
+                .iter()
+                .map(DeliveryView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response());
+    }
+    let listing = listing_of(&params, ListingOf::Sent)?;
+    let page = state.hub.sent_page(&auth.session, &listing).await?;
+    Ok(paged("/api/v1/sent", &listing, &page))
 }
 
 /// Recalls a delivery you sent that is not yet picked up (a group fan-out as a whole).

@@ -27,6 +27,7 @@ pub mod ace;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod listing;
 pub mod ops;
 pub mod problem;
 pub mod proxy;

@@ -10,9 +10,15 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use mailroom_core::{AccountKind, AccountName, Delivery, DeliveryId, DeliveryState, Scope, Secret};
+use mailroom_core::{
+    AccountKind, AccountName, Delivery, DeliveryId, DeliveryOrder, DeliverySort, DeliveryState,
+    Listing, Scope, Secret, SortDirection,
+};
 use mailroom_https::ConnInfo;
 use mailroom_https::auth::LoginForm;
+use mailroom_https::listing::{
+    DEFAULT_PER_PAGE, ListingOf, ListingParams, page_number, query_string,
+};
 use rand::RngExt;
 use serde::Deserialize;
 
@@ -281,21 +287,41 @@ struct InboxPage {
     csrf: String,
     rows: Vec<Row>,
     total: String,
+    pager: Pager,
 }
 
-/// The inbox: what was delivered to this account, newest first.
+/// The inbox: what was delivered to this account, one page at a time, newest first unless
+/// the page's parameters (`page`, `per_page`, `sort`, `order`, `q`) say otherwise.
 pub(crate) async fn inbox(
     State(web): State<Arc<Web>>,
     user: User,
     Query(done): Query<Done>,
+    Query(params): Query<ListingParams>,
 ) -> Response {
-    inbox_with(&web, &user, StatusCode::OK, done.flash()).await
+    let (status, flash, listing) = read_listing(&params, ListingOf::Inbox, done.flash());
+    inbox_with(&web, &user, status, flash, &listing).await
 }
 
-async fn inbox_with(web: &Web, user: &User, status: StatusCode, flash: Option<Flash>) -> Response {
-    let (status, flash, mut deliveries) =
-        pages::listed(web.app.hub.inbox(&user.client).await, status, flash);
-    deliveries.sort_by_key(|d| std::cmp::Reverse(d.created));
+async fn inbox_with(
+    web: &Web,
+    user: &User,
+    status: StatusCode,
+    flash: Option<Flash>,
+    listing: &Listing,
+) -> Response {
+    let (status, flash, listed) = pages::listed(
+        web.app
+            .hub
+            .inbox_page(&user.client, listing)
+            .await
+            .map(|page| vec![page]),
+        status,
+        flash,
+    );
+    let (deliveries, more) = listed
+        .into_iter()
+        .next()
+        .map_or((Vec::new(), false), |page| (page.deliveries, page.more));
     let rows: Vec<Row> = deliveries.iter().map(Row::new).collect();
     let total = pages::size(rows.iter().map(|r| r.bytes).sum());
     let page = InboxPage {
@@ -303,8 +329,143 @@ async fn inbox_with(web: &Web, user: &User, status: StatusCode, flash: Option<Fl
         csrf: user.session.csrf.clone(),
         rows,
         total,
+        pager: Pager::new("/inbox", ListingOf::Inbox, listing, more),
     };
     render(status, &page)
+}
+
+/// The listing a page's parameters ask for; a wrong value shows the first page with the
+/// sentence that says what it takes (422), rather than guessing.
+fn read_listing(
+    params: &ListingParams,
+    of: ListingOf,
+    flash: Option<Flash>,
+) -> (StatusCode, Option<Flash>, Listing) {
+    match params.listing(of, SortDirection::Descending) {
+        Ok(listing) => (StatusCode::OK, flash, listing),
+        Err(sentence) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(Flash::error(pages::capitalise(&sentence) + ".")),
+            default_listing(),
+        ),
+    }
+}
+
+/// The first page, newest first: what a page shows after an action.
+fn default_listing() -> Listing {
+    Listing {
+        order: DeliveryOrder {
+            sort: DeliverySort::Created,
+            direction: SortDirection::Descending,
+        },
+        name_contains: None,
+        offset: 0,
+        limit: DEFAULT_PER_PAGE,
+    }
+}
+
+/// What a listing page shows around its rows: the filter form's values, a link per column
+/// that sorts by it, and the links to the neighbouring pages. Every link spells out the
+/// whole listing, so it works without script and from the keyboard.
+struct Pager {
+    /// The page's own path (`/inbox`, `/sent`).
+    path: &'static str,
+    /// The filter as typed.
+    q: String,
+    /// The sort and direction shown.
+    sort: &'static str,
+    order: &'static str,
+    per_page: u32,
+    /// The page shown, from 1.
+    number: u32,
+    /// The sorts this listing offers.
+    sorts: Vec<&'static str>,
+    listing: Listing,
+    /// The previous and next pages, if any.
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+impl Pager {
+    fn new(path: &'static str, of: ListingOf, listing: &Listing, more: bool) -> Pager {
+        let number = page_number(listing);
+        let link = |page: u32| format!("{path}?{}", query_string(listing, page));
+        Pager {
+            path,
+            q: listing.name_contains.clone().unwrap_or_default(),
+            sort: listing.order.sort.as_str(),
+            order: listing.order.direction.as_str(),
+            per_page: listing.limit,
+            number,
+            sorts: of.sorts().iter().map(|s| s.as_str()).collect(),
+            listing: listing.clone(),
+            prev: (number > 1).then(|| link(number - 1)),
+            next: more.then(|| link(number + 1)),
+        }
+    }
+
+    /// Whether the rows are filtered or not the first page: then an empty page is no empty
+    /// mailbox.
+    fn narrowed(&self) -> bool {
+        !self.q.is_empty() || self.number > 1
+    }
+
+    /// The link that sorts by `sort`: the other way round if it is the sort shown, else
+    /// dates and sizes largest first and names in alphabetical order. Back to page 1.
+    fn sort_href(&self, sort: &str) -> String {
+        let Some(wanted) = DeliverySort::parse(sort) else {
+            return self.path.to_owned();
+        };
+        let direction = if wanted == self.listing.order.sort {
+            match self.listing.order.direction {
+                SortDirection::Ascending => SortDirection::Descending,
+                SortDirection::Descending => SortDirection::Ascending,
+            }
+        } else if matches!(wanted, DeliverySort::Created | DeliverySort::Size) {
+            SortDirection::Descending
+        } else {
+            SortDirection::Ascending
+        };
+        let listing = Listing {
+            order: DeliveryOrder {
+                sort: wanted,
+                direction,
+            },
+            offset: 0,
+            ..self.listing.clone()
+        };
+        format!("{}?{}", self.path, query_string(&listing, 1))
+    }
+
+    /// `aria-sort` of a column: `ascending`, `descending` or `none`.
+    fn aria_sort(&self, sort: &str) -> &'static str {
+        match (sort == self.sort, self.listing.order.direction) {
+            (false, _) => "none",
+            (true, SortDirection::Ascending) => "ascending",
+            (true, SortDirection::Descending) => "descending",
+        }
+    }
+
+    /// The arrow after a column's name: ▲, ▼ or nothing.
+    fn arrow(&self, sort: &str) -> &'static str {
+        match self.aria_sort(sort) {
+            "ascending" => " ▲",
+            "descending" => " ▼",
+            _ => "",
+        }
+    }
+
+    /// A sort's label in the form.
+    fn label(&self, sort: &str) -> &'static str {
+        match sort {
+            "date" => "Date",
+            "name" => "Name",
+            "size" => "Size",
+            "sender" => "Sender",
+            "recipient" => "Recipient",
+            _ => "",
+        }
+    }
 }
 
 /// Acknowledges a delivery of the inbox (deletes it).
@@ -323,7 +484,7 @@ pub(crate) async fn acknowledge(
         Ok(()) => Redirect::to("/inbox?done=acknowledged").into_response(),
         Err(err) => {
             let (status, flash) = pages::hub_error(&err);
-            inbox_with(&web, &user, status, Some(flash)).await
+            inbox_with(&web, &user, status, Some(flash), &default_listing()).await
         }
     }
 }
@@ -353,25 +514,46 @@ struct SentPage {
     page: Page,
     csrf: String,
     rows: Vec<Row>,
+    pager: Pager,
 }
 
-/// Sent items with their receipts: every delivery this account sent and its state.
+/// Sent items with their receipts: what this account sent and its state, one page at a
+/// time, as the inbox.
 pub(crate) async fn sent(
     State(web): State<Arc<Web>>,
     user: User,
     Query(done): Query<Done>,
+    Query(params): Query<ListingParams>,
 ) -> Response {
-    sent_with(&web, &user, StatusCode::OK, done.flash()).await
+    let (status, flash, listing) = read_listing(&params, ListingOf::Sent, done.flash());
+    sent_with(&web, &user, status, flash, &listing).await
 }
 
-async fn sent_with(web: &Web, user: &User, status: StatusCode, flash: Option<Flash>) -> Response {
-    let (status, flash, mut deliveries) =
-        pages::listed(web.app.hub.sent(&user.client).await, status, flash);
-    deliveries.sort_by_key(|d| std::cmp::Reverse(d.created));
+async fn sent_with(
+    web: &Web,
+    user: &User,
+    status: StatusCode,
+    flash: Option<Flash>,
+    listing: &Listing,
+) -> Response {
+    let (status, flash, listed) = pages::listed(
+        web.app
+            .hub
+            .sent_page(&user.client, listing)
+            .await
+            .map(|page| vec![page]),
+        status,
+        flash,
+    );
+    let (deliveries, more) = listed
+        .into_iter()
+        .next()
+        .map_or((Vec::new(), false), |page| (page.deliveries, page.more));
     let page = SentPage {
         page: Page::new("Sent", Some(&user.session), "/sent").with_flash(flash),
         csrf: user.session.csrf.clone(),
         rows: deliveries.iter().map(Row::new).collect(),
+        pager: Pager::new("/sent", ListingOf::Sent, listing, more),
     };
     render(status, &page)
 }
@@ -392,7 +574,7 @@ pub(crate) async fn recall(
         Ok(()) => Redirect::to("/sent?done=recalled").into_response(),
         Err(err) => {
             let (status, flash) = pages::hub_error(&err);
-            sent_with(&web, &user, status, Some(flash)).await
+            sent_with(&web, &user, status, Some(flash), &default_listing()).await
         }
     }
 }

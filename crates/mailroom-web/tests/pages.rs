@@ -1693,3 +1693,119 @@ async fn unknown_paths_get_a_page_and_the_api_keeps_its_problems() {
     }
     hub.stop().await;
 }
+
+/// The rows of a listing page: the file names in the order shown.
+fn row_names(body: &str) -> Vec<String> {
+    body.split("<span class=\"file-name\">")
+        .skip(1)
+        .map(|rest| rest.split('<').next().unwrap().to_owned())
+        .collect()
+}
+
+/// The href of the link with `rel` (`next`, `prev`), as a browser reads it.
+fn rel_href(body: &str, rel: &str) -> Option<String> {
+    let at = body.find(&format!("rel=\"{rel}\""))?;
+    let start = body[..at].rfind("href=\"")? + "href=\"".len();
+    let end = start + body[start..].find('"')?;
+    Some(unescape(&body[start..end]))
+}
+
+/// An attribute's text as a browser reads it (the escapes askama writes).
+fn unescape(text: &str) -> String {
+    text.replace("&#38;", "&").replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn inbox_and_sent_pages_page_sort_and_filter_with_links_alone() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.allow(&alice.name, &bob.name).await;
+    let mut sender = Browser::new(&hub);
+    sender.login(&alice).await;
+    for (name, size) in [
+        ("a-report.txt", 3),
+        ("b.txt", 9),
+        ("c-REPORT.txt", 1),
+        ("d.txt", 5),
+        ("e.txt", 7),
+    ] {
+        sender.send(&bob.name, name, &vec![b'x'; size]).await;
+    }
+    let mut browser = Browser::new(&hub);
+    browser.login(&bob).await;
+
+    // Newest first, two a page; the links walk the pages and back.
+    let first = browser.get("/inbox?per_page=2").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_page_headers(&first);
+    assert!(!first.body.contains("<script>"), "no inline script");
+    assert!(!first.body.contains("style="), "no inline style");
+    assert_eq!(row_names(&first.body), ["e.txt", "d.txt"]);
+    assert!(first.body.contains("aria-sort=\"descending\""));
+    assert_eq!(rel_href(&first.body, "prev"), None);
+    let next = rel_href(&first.body, "next").unwrap();
+    assert_eq!(next, "/inbox?page=2&per_page=2&sort=date&order=desc");
+    let second = browser.get(&next).await;
+    assert_eq!(row_names(&second.body), ["c-REPORT.txt", "b.txt"]);
+    let third = browser.get(&rel_href(&second.body, "next").unwrap()).await;
+    assert_eq!(row_names(&third.body), ["a-report.txt"]);
+    assert_eq!(rel_href(&third.body, "next"), None);
+    let back = browser.get(&rel_href(&third.body, "prev").unwrap()).await;
+    assert_eq!(row_names(&back.body), row_names(&second.body));
+
+    // A column's link sorts by it; the same link again turns the order round.
+    let by_size = browser.get("/inbox?sort=size&order=asc").await;
+    assert_eq!(
+        row_names(&by_size.body),
+        ["c-REPORT.txt", "a-report.txt", "d.txt", "e.txt", "b.txt"]
+    );
+    assert!(
+        unescape(&by_size.body).contains("href=\"/inbox?page=1&per_page=50&sort=size&order=desc\"")
+    );
+    // The form's filter: any case, and what is typed comes back escaped.
+    let reports = browser.get("/inbox?q=Report&sort=name&order=asc").await;
+    assert_eq!(row_names(&reports.body), ["a-report.txt", "c-REPORT.txt"]);
+    assert!(reports.body.contains("value=\"Report\""));
+    let hostile = browser.get("/inbox?q=%22%3E%3Cb%3E").await;
+    assert_eq!(hostile.status, StatusCode::OK);
+    assert!(!hostile.body.contains("\"><b>"), "the filter is escaped");
+    assert!(
+        hostile.body.contains("id=\"no-match\""),
+        "a filter that matches nothing is no empty inbox"
+    );
+    assert!(!hostile.body.contains("Your inbox is empty"));
+
+    // The sender's sent items, by recipient then name, filtered.
+    let sent = sender
+        .get("/sent?q=.TXT&sort=name&order=desc&per_page=3")
+        .await;
+    assert_eq!(row_names(&sent.body), ["e.txt", "d.txt", "c-REPORT.txt"]);
+    assert!(rel_href(&sent.body, "next").unwrap().contains("q=.TXT"));
+
+    // A wrong value is a page that says what it takes, and nothing changes.
+    let before = hub.snapshot().await;
+    for (path, sentence) in [
+        (
+            "/inbox?per_page=501",
+            "Per_page must be a whole number from 1 to 500.",
+        ),
+        (
+            "/inbox?sort=recipient",
+            "Sort must be one of date, name, size, sender.",
+        ),
+        ("/sent?order=sideways", "Order must be asc or desc."),
+        ("/sent?page=0", "Page must be a whole number from 1"),
+    ] {
+        let page = if path.starts_with("/sent") {
+            sender.get(path).await
+        } else {
+            browser.get(path).await
+        };
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert!(page.body.contains("flash-error"), "{path}");
+        assert!(page.body.contains(sentence), "{path}: {}", page.body);
+    }
+    assert_eq!(hub.snapshot().await, before, "nothing changed");
+    hub.stop().await;
+}

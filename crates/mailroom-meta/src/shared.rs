@@ -245,6 +245,24 @@ pub(crate) fn job_counts(rows: Vec<(String, i64)>) -> Result<JobCounts> {
     Ok(counts)
 }
 
+/// ` ORDER BY <column> <direction>, id <direction>`: the order of a delivery query, the same
+/// text for SQLite and PostgreSQL. Only fixed fragments.
+pub(crate) fn order_by(order: mailroom_core::DeliveryOrder) -> String {
+    use mailroom_core::{DeliverySort, SortDirection};
+    let column = match order.sort {
+        DeliverySort::Created => "created",
+        DeliverySort::Name => "name",
+        DeliverySort::Size => "size",
+        DeliverySort::Sender => "sender",
+        DeliverySort::Recipient => "recipient",
+    };
+    let direction = match order.direction {
+        SortDirection::Ascending => "",
+        SortDirection::Descending => " DESC",
+    };
+    format!(" ORDER BY {column}{direction}, id{direction}")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap.
 mod tests {
@@ -305,22 +323,4 @@ mod tests {
         assert_eq!(first[0].seq, 1);
         assert_eq!(first[0].prev_hash.as_deref(), Some(GENESIS_HASH));
     }
-}
-
-/// ` ORDER BY <column> <direction>, id <direction>`: the order of a delivery query, the same
-/// text for SQLite and PostgreSQL. Only fixed fragments.
-pub(crate) fn order_by(order: mailroom_core::DeliveryOrder) -> String {
-    use mailroom_core::{DeliverySort, SortDirection};
-    let column = match order.sort {
-        DeliverySort::Created => "created",
-        DeliverySort::Name => "name",
-        DeliverySort::Size => "size",
-        DeliverySort::Sender => "sender",
-        DeliverySort::Recipient => "recipient",
-    };
-    let direction = match order.direction {
-        SortDirection::Ascending => "",
-        SortDirection::Descending => " DESC",
-    };
-    format!(" ORDER BY {column}{direction}, id{direction}")
 }

@@ -15,8 +15,9 @@
 use std::future::Future;
 
 use mailroom_core::{
-    AccountChange, AuthorizedKey, Credential, LoginProgress, LoginStep, Protocol, Result,
-    RouteEffect, TokenCheck,
+    AccountChange, AuthorizedKey, Credential, DeliveryOrder, DeliverySort, ErrorKind, Listing,
+    LoginProgress, LoginStep, MAX_PAGE_SIZE, Protocol, Result, RouteEffect, SortDirection,
+    TokenCheck,
 };
 
 use crate::bed::{Bed, PASSWORD, account, admin, client, data, path, secret};
@@ -205,6 +206,53 @@ async fn one_hop_each(bed: Bed) {
     // ----- by id -------------------------------------------------------------------------
     let inbox = costs(&bed, "inbox", READ, bed.hub.inbox(&bob)).await;
     costs(&bed, "sent", READ, bed.hub.sent(&alice)).await;
+    let listing = Listing {
+        order: DeliveryOrder {
+            sort: DeliverySort::Size,
+            direction: SortDirection::Descending,
+        },
+        name_contains: Some(".BIN".to_owned()),
+        offset: 0,
+        limit: 1,
+    };
+    let page = costs(&bed, "inbox_page", READ, bed.hub.inbox_page(&bob, &listing)).await;
+    // The largest match first, and `more` exactly when another matches.
+    let matching: Vec<_> = inbox
+        .iter()
+        .filter(|d| d.name.as_str().to_ascii_lowercase().contains(".bin"))
+        .collect();
+    let largest = matching.iter().map(|d| d.size).max().unwrap();
+    assert_eq!(page.deliveries.len(), 1);
+    assert_eq!(page.deliveries[0].size, largest);
+    assert_eq!(page.more, matching.len() > 1, "{inbox:?}");
+    costs(&bed, "sent_page", READ, bed.hub.sent_page(&alice, &listing)).await;
+    // A listing out of bounds is refused before the store is asked.
+    for wrong in [
+        Listing {
+            limit: 0,
+            ..listing.clone()
+        },
+        Listing {
+            limit: MAX_PAGE_SIZE + 1,
+            ..listing.clone()
+        },
+        Listing {
+            name_contains: Some("x".repeat(256)),
+            ..listing.clone()
+        },
+        Listing {
+            order: DeliveryOrder {
+                sort: DeliverySort::Recipient,
+                direction: SortDirection::Ascending,
+            },
+            ..listing.clone()
+        },
+    ] {
+        let before = bed.hub.store_stats();
+        let err = bed.hub.inbox_page(&bob, &wrong).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName, "{wrong:?}");
+        assert_eq!(bed.hub.store_stats(), before, "{wrong:?} asked the store");
+    }
     let b = inbox
         .iter()
         .find(|d| d.name.as_str() == "b.bin")

@@ -92,7 +92,8 @@ fn paged(path: &str, listing: &Listing, page: &ListedPage) -> Response {
     }
     let views: Vec<DeliveryView> = page.deliveries.iter().map(DeliveryView::from).collect();
     let mut response = Json(views).into_response();
-    // Invariant: the links are ASCII (the filter is percent-encoded), so this always parses.
+    // The links are ASCII (the filter is percent-encoded), so the value parses; were it not
+    // to, the page would go without its links rather than fail.
     if !links.is_empty()
         && let Ok(value) = HeaderValue::from_str(&links.join(", "))
     {

@@ -309,19 +309,14 @@ async fn inbox_with(
     flash: Option<Flash>,
     listing: &Listing,
 ) -> Response {
-    let (status, flash, listed) = pages::listed(
-        web.app
-            .hub
-            .inbox_page(&user.client, listing)
-            .await
-            .map(|page| vec![page]),
-        status,
-        flash,
-    );
-    let (deliveries, more) = listed
-        .into_iter()
-        .next()
-        .map_or((Vec::new(), false), |page| (page.deliveries, page.more));
+    let (status, flash, deliveries, more) =
+        match web.app.hub.inbox_page(&user.client, listing).await {
+            Ok(page) => (status, flash, page.deliveries, page.more),
+            Err(err) => {
+                let (status, flash) = pages::hub_error(&err);
+                (status, Some(flash), Vec::new(), false)
+            }
+        };
     let rows: Vec<Row> = deliveries.iter().map(Row::new).collect();
     let total = pages::size(rows.iter().map(|r| r.bytes).sum());
     let page = InboxPage {
@@ -536,19 +531,14 @@ async fn sent_with(
     flash: Option<Flash>,
     listing: &Listing,
 ) -> Response {
-    let (status, flash, listed) = pages::listed(
-        web.app
-            .hub
-            .sent_page(&user.client, listing)
-            .await
-            .map(|page| vec![page]),
-        status,
-        flash,
-    );
-    let (deliveries, more) = listed
-        .into_iter()
-        .next()
-        .map_or((Vec::new(), false), |page| (page.deliveries, page.more));
+    let (status, flash, deliveries, more) = match web.app.hub.sent_page(&user.client, listing).await
+    {
+        Ok(page) => (status, flash, page.deliveries, page.more),
+        Err(err) => {
+            let (status, flash) = pages::hub_error(&err);
+            (status, Some(flash), Vec::new(), false)
+        }
+    };
     let page = SentPage {
         page: Page::new("Sent", Some(&user.session), "/sent").with_flash(flash),
         csrf: user.session.csrf.clone(),

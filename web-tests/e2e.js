@@ -144,6 +144,20 @@ async function main() {
     const bob = await signIn(browser, recipient, '/inbox');
     await bob.page.locator('#inbox-table tr', { hasText: 'big.bin' }).waitFor();
     await shot(bob.page, 'inbox');
+    // The find-and-sort form from the keyboard alone: type into the filter, Enter submits it,
+    // and only the matching file is listed; the column header's link sorts by its column.
+    await bob.page.getByLabel('Name contains').focus();
+    await bob.page.keyboard.type('BIG');
+    await Promise.all([bob.page.waitForURL(/q=BIG/), bob.page.keyboard.press('Enter')]);
+    await bob.page.locator('#inbox-table tr', { hasText: 'big.bin' }).waitFor();
+    check(await bob.page.locator('#inbox-table tr', { hasText: 'report.txt' }).count() === 0,
+      'the filter lists only the matching file');
+    await bob.page.getByRole('link', { name: /^Size/ }).focus();
+    await Promise.all([bob.page.waitForURL(/sort=size/), bob.page.keyboard.press('Enter')]);
+    check(await bob.page.locator('th[aria-sort="descending"]', { hasText: 'Size' }).count() === 1,
+      'the size column says it sorts the page, largest first');
+    await bob.page.goto(`${base}/inbox`);
+    await bob.page.locator('#inbox-table tr', { hasText: 'report.txt' }).waitFor();
     const [download] = await Promise.all([
       bob.page.waitForEvent('download'),
       bob.page.locator('#inbox-table tr', { hasText: 'big.bin' }).getByRole('link', { name: /Download/ }).click(),

@@ -21,9 +21,10 @@
 //!
 //! Deliberately not here: deciding which blobs are live (the metadata store knows that and
 //! passes the set to [`mailroom_core::BlobStore::sweep`]), choosing a backend (the binary
-//! does), and encryption at rest (a later backend behind the same trait, checked by the same
-//! `tests/conformance.rs`).
+//! does). Encryption at rest ([`at_rest`]) is a store over either of them, behind the same
+//! trait and checked by the same `tests/conformance.rs`.
 
+pub mod at_rest;
 mod fsio;
 mod reader;
 mod s3;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mailroom_core::{
-    BlobId, BlobReader, BlobStore, BlobWriter, CoreError, ListedBlob, Result, SweepReport,
+    AccountName, BlobId, BlobReader, BlobStore, BlobWriter, CoreError, ListedBlob, Result,
+    SweepReport,
 };
 use tracing::{error, warn};
 
@@ -37,6 +38,8 @@ pub(crate) const STAGING_SUFFIX: &str = ".part";
 pub struct LocalBlobStore {
     layout: Arc<Layout>,
     inline_limit: usize,
+    /// Whether commits hash the content (see [`LocalBlobStore::without_content_hash`]).
+    hash: bool,
 }
 
 /// Blobs up to this size, written in order, are kept in the metadata store by default.
@@ -91,6 +94,7 @@ impl LocalBlobStore {
         Ok(LocalBlobStore {
             inline_limit: DEFAULT_INLINE_LIMIT,
             layout: Arc::new(layout),
+            hash: true,
         })
     }
 }
@@ -102,24 +106,45 @@ impl LocalBlobStore {
         self.inline_limit = bytes;
         self
     }
+
+    /// Stops hashing what is written: commits report an empty SHA-256. Only for a layer
+    /// above that hashes the content it means (the sealing store of encryption at rest hashes
+    /// the plaintext, and the ciphertext's hash would be work thrown away).
+    pub fn without_content_hash(mut self) -> Self {
+        self.hash = false;
+        self
+    }
 }
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
-    async fn create(&self) -> Result<Box<dyn BlobWriter>> {
+    async fn create(&self, _owner: &AccountName) -> Result<Box<dyn BlobWriter>> {
         // No I/O yet: the staging file is made when data first has to go to disk.
         let id = BlobId::new();
         let paths = self.layout.paths(&id);
-        Ok(Box::new(LocalBlobWriter::new(id, paths, self.inline_limit)))
+        Ok(Box::new(LocalBlobWriter::new(
+            id,
+            paths,
+            self.inline_limit,
+            self.hash,
+        )))
     }
 
-    async fn resume(&self, staging: &BlobId) -> Result<Option<Box<dyn BlobWriter>>> {
-        let (id, paths, limit) = (
+    async fn resume(
+        &self,
+        staging: &BlobId,
+        _owner: &AccountName,
+    ) -> Result<Option<Box<dyn BlobWriter>>> {
+        let (id, paths, limit, hash) = (
             staging.clone(),
             self.layout.paths(staging),
             self.inline_limit,
+            self.hash,
         );
-        let writer = blocking("resume", move || LocalBlobWriter::resumed(id, paths, limit)).await?;
+        let writer = blocking("resume", move || {
+            LocalBlobWriter::resumed(id, paths, limit, hash)
+        })
+        .await?;
         Ok(Some(Box::new(writer)))
     }
 
@@ -291,6 +316,11 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
 
+    /// The account the test blobs come from.
+    fn owner() -> mailroom_core::AccountName {
+        mailroom_core::AccountName::parse("alice").unwrap()
+    }
+
     use mailroom_core::ErrorKind;
     use sha2::{Digest, Sha256};
 
@@ -320,7 +350,7 @@ mod tests {
     }
 
     async fn commit_bytes(store: &LocalBlobStore, content: &[u8]) -> BlobId {
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, content).await.unwrap();
         writer.commit().await.unwrap().id
     }
@@ -362,7 +392,7 @@ mod tests {
         // Two runs past the flush threshold: the second waits for the first, so the staging
         // file exists before the commit (smaller blobs stay in memory until then).
         let content = vec![b'c'; 4 * 1024 * 1024];
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, &content[..2 << 20]).await.unwrap();
         writer.write_at(2 << 20, &content[2 << 20..]).await.unwrap();
         let staged = names(&root.join("staging"));
@@ -383,7 +413,7 @@ mod tests {
     #[tokio::test]
     async fn abort_removes_the_staging_file() {
         let (store, _temp) = fresh().await;
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer
             .write_at(0, &vec![1u8; 3 * 1024 * 1024])
             .await
@@ -395,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_writer_leaves_staging_for_the_sweep() {
         let (store, _temp) = fresh().await;
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         // Two runs: the second waits for the first, which created the staging file.
         for run in 0..2u64 {
             writer
@@ -510,7 +540,7 @@ mod tests {
     async fn commit_recreates_a_missing_shard() {
         let (store, _temp) = fresh().await;
         let objects = store.root().join("objects");
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, b"x").await.unwrap();
         // The id is unknown until commit, so remove every (empty) shard.
         for shard in names(&objects) {

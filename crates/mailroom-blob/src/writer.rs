@@ -51,6 +51,10 @@ pub(crate) struct LocalBlobWriter {
     file: Option<Arc<File>>,
     /// Blobs up to this size, written in order, are returned inline instead of stored.
     inline_limit: usize,
+    /// Whether the content is hashed at all: not when a layer above hashes what it means
+    /// (the sealing layer of encryption at rest hashes the plaintext); the commit then
+    /// reports an empty SHA-256.
+    hash: bool,
     /// Bytes not yet written, meant for `buffer_start..buffer_start + buffer.len()`.
     buffer: Vec<u8>,
     /// The file offset of `buffer[0]`; with an empty buffer, where the current run goes on.
@@ -75,15 +79,16 @@ type RunDone = (Vec<u8>, Option<Sha256>, Arc<File>);
 
 impl LocalBlobWriter {
     /// A writer for blob `id`; its staging file is created on the first flush.
-    pub(crate) fn new(id: BlobId, paths: BlobPaths, inline_limit: usize) -> Self {
+    pub(crate) fn new(id: BlobId, paths: BlobPaths, inline_limit: usize, hash: bool) -> Self {
         LocalBlobWriter {
             id,
             paths: Arc::new(paths),
             file: None,
             inline_limit,
+            hash,
             buffer: Vec::new(),
             buffer_start: 0,
-            hasher: Some(Sha256::new()),
+            hasher: hash.then(Sha256::new),
             size: 0,
             failure: None,
             in_flight: None,
@@ -93,7 +98,12 @@ impl LocalBlobWriter {
     /// Takes up blob `id`'s staging file after a restart (blocking): the bytes it holds are
     /// hashed again and the writer goes on after them. A staging file that is not there (the
     /// upload's bytes were all still in memory) is taken up empty.
-    pub(crate) fn resumed(id: BlobId, paths: BlobPaths, inline_limit: usize) -> Result<Self> {
+    pub(crate) fn resumed(
+        id: BlobId,
+        paths: BlobPaths,
+        inline_limit: usize,
+        hash: bool,
+    ) -> Result<Self> {
         let file = match fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -101,7 +111,7 @@ impl LocalBlobWriter {
         {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return Self::reclaimed(id, paths, inline_limit);
+                return Self::reclaimed(id, paths, inline_limit, hash);
             }
             Err(err) => return Err(storage_error("open staging file", &paths.staging, &err)),
         };
@@ -110,12 +120,16 @@ impl LocalBlobWriter {
             .metadata()
             .map_err(|err| io_error("stat staging file", err))?
             .len();
-        let hasher = hash_prefix(&file, size).map_err(|err| io_error("hash staging file", err))?;
-        let mut writer = LocalBlobWriter::new(id, paths, inline_limit);
+        let hasher = if hash {
+            Some(hash_prefix(&file, size).map_err(|err| io_error("hash staging file", err))?)
+        } else {
+            None
+        };
+        let mut writer = LocalBlobWriter::new(id, paths, inline_limit, hash);
         writer.file = Some(Arc::new(file));
         writer.buffer_start = size;
         writer.size = size;
-        writer.hasher = Some(hasher);
+        writer.hasher = hasher;
         Ok(writer)
     }
 
@@ -125,7 +139,7 @@ impl LocalBlobWriter {
     /// while the record still names it: it goes back to staging and is taken up as any
     /// staging is, so the client's finish still succeeds. With neither, the upload starts
     /// empty.
-    fn reclaimed(id: BlobId, paths: BlobPaths, inline_limit: usize) -> Result<Self> {
+    fn reclaimed(id: BlobId, paths: BlobPaths, inline_limit: usize, hash: bool) -> Result<Self> {
         match fs::rename(&paths.object, &paths.staging) {
             Ok(()) => {
                 warn!(blob = %id, "a committed blob its upload never recorded goes back to staging");
@@ -135,10 +149,10 @@ impl LocalBlobWriter {
                 {
                     fsio::sync_dir(dir).map_err(|err| storage_error("sync", dir, &err))?;
                 }
-                Self::resumed(id, paths, inline_limit)
+                Self::resumed(id, paths, inline_limit, hash)
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                Ok(LocalBlobWriter::new(id, paths, inline_limit))
+                Ok(LocalBlobWriter::new(id, paths, inline_limit, hash))
             }
             Err(err) => Err(storage_error("reclaim committed blob", &paths.object, &err)),
         }
@@ -212,6 +226,7 @@ impl LocalBlobWriter {
             paths,
             file,
             inline_limit: _,
+            hash,
             buffer,
             buffer_start,
             mut hasher,
@@ -235,11 +250,12 @@ impl LocalBlobWriter {
             error!(path = %paths.staging.display(), length, size, "staging file has an unexpected length");
             return Err(CoreError::internal("storage failure"));
         }
-        let digest = match hasher {
-            Some(hasher) => hasher.finalize(),
+        let sha256 = match hasher {
+            _ if !hash => String::new(),
+            Some(hasher) => hex::encode(hasher.finalize()),
             None => {
                 debug!(blob_id = %id, "hashing blob again after out-of-order writes");
-                rehash(&file, size).map_err(|err| io_error("hash staging file", err))?
+                hex::encode(rehash(&file, size).map_err(|err| io_error("hash staging file", err))?)
             }
         };
         drop(file);
@@ -247,7 +263,7 @@ impl LocalBlobWriter {
         Ok(StoredBlob {
             id,
             size,
-            sha256: hex::encode(digest),
+            sha256,
             inline: None,
         })
     }
@@ -262,13 +278,20 @@ impl LocalBlobWriter {
         if !whole {
             return None;
         }
-        // Invariant: whole implies nothing was flushed, so the streaming hash is still there.
-        let mut hasher = self.hasher.take()?;
-        hasher.update(&self.buffer);
+        // Invariant: whole implies nothing was flushed, so the streaming hash is still there
+        // (when there is one).
+        let sha256 = match self.hasher.take() {
+            Some(mut hasher) => {
+                hasher.update(&self.buffer);
+                hex::encode(hasher.finalize())
+            }
+            None if !self.hash => String::new(),
+            None => return None,
+        };
         Some(StoredBlob {
             id: self.id.clone(),
             size: self.size,
-            sha256: hex::encode(hasher.finalize()),
+            sha256,
             inline: Some(std::mem::take(&mut self.buffer)),
         })
     }
@@ -336,6 +359,31 @@ impl BlobWriter for LocalBlobWriter {
 
     fn staging_id(&self) -> Option<BlobId> {
         Some(self.id.clone())
+    }
+
+    async fn truncate(&mut self, size: u64) -> Result<()> {
+        if size >= self.size {
+            return Ok(());
+        }
+        self.flush().await?;
+        self.settle().await?;
+        if let Some(err) = &self.failure {
+            return Err(err.clone());
+        }
+        if let Some(file) = self.file.clone() {
+            let paths = Arc::clone(&self.paths);
+            blocking("truncate", move || {
+                file.set_len(size)
+                    .map_err(|err| storage_error("truncate staging file", &paths.staging, &err))
+            })
+            .await?;
+        }
+        self.size = size;
+        self.buffer_start = size;
+        // The hash of what is left is needed again: from scratch when nothing is, else the
+        // commit reads the file once more.
+        self.hasher = (self.hash && size == 0).then(Sha256::new);
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<StoredBlob> {
@@ -489,6 +537,11 @@ mod tests {
     use crate::LocalBlobStore;
     use mailroom_core::BlobStore;
 
+    /// The account the test blobs come from.
+    fn owner() -> mailroom_core::AccountName {
+        mailroom_core::AccountName::parse("alice").unwrap()
+    }
+
     /// Bytes in the one staging file; 0 when none was created yet.
     fn staging_len(store: &LocalBlobStore) -> u64 {
         let mut entries = fs::read_dir(store.root().join("staging")).unwrap();
@@ -511,7 +564,7 @@ mod tests {
             staging: store.root().join("staging"),
             objects: store.root().join("objects"),
         };
-        let mut writer = LocalBlobWriter::new(BlobId::new(), layout.paths(&BlobId::new()), 0);
+        let mut writer = LocalBlobWriter::new(BlobId::new(), layout.paths(&BlobId::new()), 0, true);
         let chunk = vec![7u8; 32 * 1024];
         let chunks = FLUSH_THRESHOLD / chunk.len();
         for i in 0..chunks - 1 {
@@ -538,7 +591,7 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let store = LocalBlobStore::open(temp.path()).await.unwrap();
         let data = vec![5u8; 4096];
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, &data[..100]).await.unwrap();
         writer.write_at(100, &data[100..]).await.unwrap();
         let stored = writer.commit().await.unwrap();
@@ -553,7 +606,7 @@ mod tests {
         );
         // Past the limit, or out of order, a blob is a file as before.
         let big = vec![6u8; crate::DEFAULT_INLINE_LIMIT + 1];
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, &big).await.unwrap();
         let stored = writer.commit().await.unwrap();
         assert_eq!(stored.inline, None);
@@ -561,7 +614,7 @@ mod tests {
             store.open(&stored.id).await.unwrap().size(),
             big.len() as u64
         );
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(10, b"tail").await.unwrap();
         writer.write_at(0, b"head").await.unwrap();
         let stored = writer.commit().await.unwrap();
@@ -576,7 +629,7 @@ mod tests {
             .await
             .unwrap()
             .with_inline_limit(0);
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, b"kept").await.unwrap();
 
         let too_long = vec![0u8; MAX_WRITE_LEN + 1];
@@ -612,7 +665,7 @@ mod tests {
         fs::write(&paths.staging, b"").unwrap();
         // A read-only handle makes every write fail, as a broken disk would.
         let file = File::open(&paths.staging).unwrap();
-        let mut writer = LocalBlobWriter::new(id.clone(), paths, 0);
+        let mut writer = LocalBlobWriter::new(id.clone(), paths, 0, true);
         writer.file = Some(Arc::new(file));
         // The run goes to disk on the blocking pool while the next one fills: its failure
         // is found when it is settled (at the latest by the next flush or the commit).

@@ -67,9 +67,10 @@ pub use password::{
 };
 pub use path::{Area, MAX_PATH, VirtualPath};
 pub use ports::{
-    AccountUpdate, BlobReader, BlobStore, BlobWriter, Clock, DeliveryOrder, DeliveryQuery,
-    DeliverySort, Durability, EventQuery, InboxUsage, ListedBlob, MetaStore, MetaStoreExt,
-    SortDirection, StoreStats, StoredBlob, SweepReport, SystemClock, Tx, Unit, UnitOutput,
+    AccountUpdate, BlobReader, BlobStore, BlobWriter, Clock, DataKeyRecord, DeliveryOrder,
+    DeliveryQuery, DeliverySort, Durability, EventQuery, HUB_KEY_OWNER, InboxUsage, InlineReader,
+    ListedBlob, MetaStore, MetaStoreExt, SortDirection, StoreStats, StoredBlob, SweepReport,
+    SystemClock, Tx, Unit, UnitOutput, Vault,
 };
 pub use refusals::RefusalRecorder;
 pub use secret::Secret;

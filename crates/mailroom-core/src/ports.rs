@@ -11,6 +11,7 @@
 
 use std::any::Any;
 use std::collections::HashSet;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::access::{AccessPolicy, Ban, BanSubject, TotpEnrolment};
 use crate::audit::{AuditRecord, ChainHead};
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::hub::{ApiKeyRecord, ResumableRecord, TokenRecord};
 use crate::jobs::{Job, JobCounts, JobQuery, JobState};
 use crate::model::{
@@ -585,6 +586,58 @@ pub trait Tx {
     fn close_live_session(&mut self, node: &NodeId, id: u64, reason: &str) -> Result<bool>;
     /// The sessions of `node` asked to close, with their reasons, by id.
     fn closing_sessions(&mut self, node: &NodeId) -> Result<Vec<(u64, String)>>;
+
+    // ----- data keys (encryption at rest) -----
+    /// Every wrapped data key, by id.
+    fn data_keys(&mut self) -> Result<Vec<DataKeyRecord>>;
+    /// Inserts a data key unless its owner has one already; returns whether it was inserted
+    /// (false: another writer won, and its key is the owner's).
+    fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<bool>;
+    /// Replaces the wrapping of data key `id` (a master key rotation); returns whether the
+    /// key is there.
+    fn rewrap_data_key(&mut self, id: &str, wrapped: &[u8], master: &str) -> Result<bool>;
+}
+
+/// A data key of encryption at rest as the metadata store keeps it: wrapped (encrypted and
+/// authenticated) under the master key, which never reaches the store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataKeyRecord {
+    /// The key's id, 32 lower-case hex digits; sealed blobs name it in their header.
+    pub id: String,
+    /// Whose key it is: an account (its mailbox) or [`HUB_KEY_OWNER`].
+    pub owner: String,
+    /// The key wrapped under the master key.
+    pub wrapped: Vec<u8>,
+    /// The fingerprint of the master key that wrapped it.
+    pub master: String,
+    /// When it was made.
+    pub created: OffsetDateTime,
+}
+
+impl fmt::Debug for DataKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKeyRecord")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("master", &self.master)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The owner of the hub's own data key (TOTP secrets, the web UI's CSRF key): a name no
+/// account can have.
+pub const HUB_KEY_OWNER: &str = "@hub";
+
+/// Seals the small secrets the metadata store keeps (TOTP secrets) under the hub's data key,
+/// so they are not readable from a copy of the store without the master key. `context` binds
+/// a sealed value to where it belongs (an account's name): moved elsewhere it does not open.
+pub trait Vault: Send + Sync + 'static {
+    /// `plain` sealed, as text fit for a text column.
+    fn seal(&self, context: &str, plain: &str) -> Result<String>;
+    /// The text `sealed` was made from; Internal if it was altered, moved or sealed under
+    /// another key.
+    fn open(&self, context: &str, sealed: &str) -> Result<String>;
 }
 
 /// A committed blob: durable under `id`, or, when `inline` holds its content, to be made
@@ -625,13 +678,19 @@ pub struct ListedBlob {
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob in a staging area; nothing is visible until [`BlobWriter::commit`].
-    async fn create(&self) -> Result<Box<dyn BlobWriter>>;
+    /// `owner` is the account whose mailbox the content comes from (a store that encrypts at
+    /// rest seals it under that mailbox's data key).
+    async fn create(&self, owner: &AccountName) -> Result<Box<dyn BlobWriter>>;
     /// Takes up again, after a restart, the unfinished blob whose staging is `staging`
     /// ([`BlobWriter::staging_id`]): a writer holding what reached the staging (maybe less
     /// than was written before, never other bytes), to be written on from its size. `None`
     /// from a store that cannot (the default); a staging that is gone is taken up empty.
-    async fn resume(&self, staging: &BlobId) -> Result<Option<Box<dyn BlobWriter>>> {
-        let _ = staging;
+    async fn resume(
+        &self,
+        staging: &BlobId,
+        owner: &AccountName,
+    ) -> Result<Option<Box<dyn BlobWriter>>> {
+        let _ = (staging, owner);
         Ok(None)
     }
     /// Opens a committed blob for reading. NotFound if absent.
@@ -651,6 +710,31 @@ pub trait BlobStore: Send + Sync + 'static {
     /// no reader, writer or sweep touches it and an operator may look at it; returns where
     /// it went, for the report. NotFound if there is no such blob.
     async fn set_aside(&self, id: &BlobId) -> Result<String>;
+    /// A reader of the blob `id` that the metadata store kept inline, from the `content` it
+    /// kept ([`StoredBlob::inline`] as this store returned it): the content itself (this
+    /// default), or, from a store that encrypts at rest, the content opened.
+    async fn open_inline(&self, id: &BlobId, content: Vec<u8>) -> Result<Arc<dyn BlobReader>> {
+        let _ = id;
+        Ok(Arc::new(InlineReader(content)))
+    }
+}
+
+/// A reader of content held in memory (a blob kept inline).
+pub struct InlineReader(pub Vec<u8>);
+
+#[async_trait]
+impl BlobReader for InlineReader {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
+        let end = start.saturating_add(len).min(self.0.len());
+        Ok(self.0[start..end].to_vec())
+    }
 }
 
 /// A blob being written. Dropping it without `commit` leaves nothing visible: a staging file
@@ -670,6 +754,14 @@ pub trait BlobWriter: Send + Sync {
     /// `None` (the default) for a store that cannot.
     fn staging_id(&self) -> Option<BlobId> {
         None
+    }
+    /// Cuts what was written back to `size` bytes (a resumed writer dropping a torn tail).
+    /// Unsupported by default.
+    async fn truncate(&mut self, size: u64) -> Result<()> {
+        let _ = size;
+        Err(CoreError::internal(
+            "this blob store cannot cut a blob short",
+        ))
     }
     /// Makes the blob durable (data synced, renamed into place, directory synced) and returns
     /// its id, size and SHA-256; or, for a small blob the store keeps in memory, returns its

@@ -129,6 +129,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "listing indexes",
         sql: include_str!("../migrations/sqlite/0021_listing_indexes.sql"),
     },
+    Migration {
+        version: 22,
+        description: "data keys",
+        sql: include_str!("../migrations/sqlite/0022_data_keys.sql"),
+    },
 ];
 
 /// Brings the schema up to date. The error says which migration failed and why.

@@ -17,7 +17,7 @@ use mailroom_core::{
     RouteEffect, TokenRecord, Tx,
 };
 use mailroom_core::{
-    ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord, ResumableRecord,
+    ApiKeyRecord, DataKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord, ResumableRecord,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -1655,6 +1655,50 @@ impl Tx for SqliteTx<'_> {
             [node.to_string()],
             |row| Ok((unsigned(row, "id")?, column(row, "closing")?)),
         )
+    }
+
+    fn data_keys(&mut self) -> Result<Vec<DataKeyRecord>> {
+        self.query(
+            "data_keys",
+            "SELECT id, owner, wrapped, master, created FROM data_keys ORDER BY id",
+            [],
+            |row| {
+                Ok(DataKeyRecord {
+                    id: column(row, "id")?,
+                    owner: column(row, "owner")?,
+                    wrapped: column(row, "wrapped")?,
+                    master: column(row, "master")?,
+                    created: convert::time_from_nanos("created", column(row, "created")?)?,
+                })
+            },
+        )
+    }
+
+    fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<bool> {
+        self.writing()?;
+        let inserted = self.execute(
+            "insert_data_key",
+            "INSERT INTO data_keys (id, owner, wrapped, master, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![
+                key.id,
+                key.owner,
+                key.wrapped,
+                key.master,
+                nanos(key.created)?
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    fn rewrap_data_key(&mut self, id: &str, wrapped: &[u8], master: &str) -> Result<bool> {
+        self.writing()?;
+        let changed = self.execute(
+            "rewrap_data_key",
+            "UPDATE data_keys SET wrapped = ?2, master = ?3 WHERE id = ?1",
+            params![id, wrapped, master],
+        )?;
+        Ok(changed == 1)
     }
 }
 

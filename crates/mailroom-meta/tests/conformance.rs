@@ -47,7 +47,7 @@ use mailroom_core::{
     MetaStoreExt, Notices, NotifyMode, Outcome, Protocol, Result, Rights, Route, RouteEffect,
     Scope, Secret, SortDirection, TokenKind, TokenRecord, TotpEnrolment, Tx,
 };
-use mailroom_core::{ApiKeyRecord, KeyScopes, ResumableRecord};
+use mailroom_core::{ApiKeyRecord, DataKeyRecord, HUB_KEY_OWNER, KeyScopes, ResumableRecord};
 use mailroom_core::{
     AuditRecord, ChainHead, ChainProblem, ChainReport, ChainVerifier, Checkpoint, CheckpointStatus,
     GENESIS_HASH, chain_hash,
@@ -275,6 +275,7 @@ conformance!(
     audit_records_form_a_chain,
     tokens_store_take_and_expire,
     api_keys_store_list_touch_and_delete,
+    data_keys_insert_once_per_owner_and_rewrap,
     resumable_uploads_are_recorded_read_and_forgotten,
     a_failed_unit_changes_nothing,
     a_panicking_unit_is_internal_and_changes_nothing,
@@ -2713,6 +2714,47 @@ async fn resumable_uploads_are_recorded_read_and_forgotten(h: &mut Harness<'_>) 
     let id = first.id.clone();
     assert!(!h.write(move |tx| tx.delete_resumable(&id)).await);
     assert_eq!(h.read(|tx| tx.resumables()).await, vec![second]);
+}
+
+async fn data_keys_insert_once_per_owner_and_rewrap(h: &mut Harness<'_>) {
+    let at = h.tick();
+    let key = |id: &str, owner: &str, wrapped: u8| DataKeyRecord {
+        id: id.into(),
+        owner: owner.into(),
+        wrapped: vec![wrapped; 60],
+        master: "m1".into(),
+        created: at,
+    };
+    let (hub, alice) = (key("01", HUB_KEY_OWNER, 1), key("02", "alice", 2));
+    for record in [&hub, &alice] {
+        let record = record.clone();
+        assert!(
+            h.policy_stays("add a data key", move |tx| tx.insert_data_key(&record))
+                .await
+        );
+    }
+    assert_eq!(
+        h.read(|tx| tx.data_keys()).await,
+        vec![hub.clone(), alice.clone()]
+    );
+    // A second key for an owner, or a taken id, is not inserted, and nothing changes: the first
+    // writer's key stays the owner's.
+    for record in [key("03", "alice", 3), key("01", "bob", 3)] {
+        assert!(!h.write(move |tx| tx.insert_data_key(&record)).await);
+        assert_eq!(
+            h.read(|tx| tx.data_keys()).await,
+            vec![hub.clone(), alice.clone()]
+        );
+    }
+    // A rotation rewraps in place; an unknown id changes nothing.
+    assert!(h.write(|tx| tx.rewrap_data_key("02", &[9; 60], "m2")).await);
+    assert!(!h.write(|tx| tx.rewrap_data_key("77", &[9; 60], "m2")).await);
+    let rewrapped = DataKeyRecord {
+        wrapped: vec![9; 60],
+        master: "m2".into(),
+        ..alice.clone()
+    };
+    assert_eq!(h.read(|tx| tx.data_keys()).await, vec![hub, rewrapped]);
 }
 
 async fn api_keys_store_list_touch_and_delete(h: &mut Harness<'_>) {

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use mailroom_core::{
-    AuditRecord, BlobId, BlobReader, BlobStore, BlobWriter, Durability, EventKind, Hub, MetaStore,
-    Result as CoreResult, StoreStats, StoredBlob, SweepReport, Unit, UnitOutput,
+    AccountName, AuditRecord, BlobId, BlobReader, BlobStore, BlobWriter, Durability, EventKind,
+    Hub, MetaStore, Result as CoreResult, StoreStats, StoredBlob, SweepReport, Unit, UnitOutput,
 };
 use metrics::Histogram;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -274,16 +274,20 @@ impl MeteredBlobs {
 
 #[async_trait]
 impl BlobStore for MeteredBlobs {
-    async fn create(&self) -> CoreResult<Box<dyn BlobWriter>> {
-        let writer = timed(&self.timings.blob_create, self.inner.create()).await?;
+    async fn create(&self, owner: &AccountName) -> CoreResult<Box<dyn BlobWriter>> {
+        let writer = timed(&self.timings.blob_create, self.inner.create(owner)).await?;
         Ok(Box::new(MeteredWriter {
             inner: writer,
             timings: self.timings.clone(),
         }))
     }
 
-    async fn resume(&self, staging: &BlobId) -> CoreResult<Option<Box<dyn BlobWriter>>> {
-        let writer = self.inner.resume(staging).await?;
+    async fn resume(
+        &self,
+        staging: &BlobId,
+        owner: &AccountName,
+    ) -> CoreResult<Option<Box<dyn BlobWriter>>> {
+        let writer = self.inner.resume(staging, owner).await?;
         Ok(writer.map(|inner| {
             Box::new(MeteredWriter {
                 inner,
@@ -314,6 +318,11 @@ impl BlobStore for MeteredBlobs {
 
     async fn set_aside(&self, id: &BlobId) -> CoreResult<String> {
         self.inner.set_aside(id).await
+    }
+
+    async fn open_inline(&self, id: &BlobId, content: Vec<u8>) -> CoreResult<Arc<dyn BlobReader>> {
+        // Sealed inline content is opened by the store underneath.
+        self.inner.open_inline(id, content).await
     }
 }
 

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mailroom_core::{
-    BlobId, BlobReader, BlobStore, BlobWriter, CoreError, ListedBlob, Result, SweepReport,
+    AccountName, BlobId, BlobReader, BlobStore, BlobWriter, CoreError, ListedBlob, Result,
+    SweepReport,
 };
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -317,7 +318,7 @@ impl Shared {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
-    async fn create(&self) -> Result<Box<dyn BlobWriter>> {
+    async fn create(&self, _owner: &AccountName) -> Result<Box<dyn BlobWriter>> {
         // No request yet: a small blob never reaches S3, a larger one starts its multipart
         // upload when its first part is ready.
         let id = BlobId::new();

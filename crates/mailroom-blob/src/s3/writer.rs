@@ -450,6 +450,11 @@ mod tests {
     use crate::s3::tests::in_memory;
     use mailroom_core::BlobStore;
 
+    /// The account the test blobs come from.
+    fn owner() -> mailroom_core::AccountName {
+        mailroom_core::AccountName::parse("alice").unwrap()
+    }
+
     const KIB: usize = 1024;
     const MIB: usize = 1024 * KIB;
 
@@ -491,7 +496,7 @@ mod tests {
     async fn small_blobs_come_back_inline_and_never_reach_the_bucket() {
         let (store, _) = in_memory();
         let data = pattern(4096, 1);
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, &data[..100]).await.unwrap();
         writer.write_at(100, &data[100..]).await.unwrap();
         let stored = writer.commit().await.unwrap();
@@ -504,9 +509,15 @@ mod tests {
             Some(ErrorKind::NotFound)
         );
         // An empty blob is inline too; one written out of order is not.
-        let stored = store.create().await.unwrap().commit().await.unwrap();
+        let stored = store
+            .create(&owner())
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
         assert_eq!(stored.inline.as_deref(), Some(&b""[..]));
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(10, b"tail").await.unwrap();
         writer.write_at(0, b"head").await.unwrap();
         commit_and_check(&store, writer, b"head\0\0\0\0\0\0tail").await;
@@ -517,13 +528,13 @@ mod tests {
     async fn a_blob_of_one_part_is_one_put_and_more_is_multipart() {
         let (store, _) = in_memory();
         let data = pattern(PART_SIZE + 1, 2);
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         write_chunks(&mut *writer, 0, &data[..PART_SIZE], MIB).await;
         commit_and_check(&store, writer, &data[..PART_SIZE]).await;
         let stats = store.stats();
         assert_eq!((stats.puts, stats.multipart_uploads), (1, 0), "{stats:?}");
 
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         write_chunks(&mut *writer, 0, &data, MIB).await;
         commit_and_check(&store, writer, &data).await;
         let stats = store.stats();
@@ -538,7 +549,7 @@ mod tests {
     async fn streaming_memory_stays_bounded() {
         let (store, _) = in_memory();
         let data = pattern(6 * PART_SIZE + 5, 3);
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         write_chunks(&mut *writer, 0, &data, 64 * KIB).await;
         commit_and_check(&store, writer, &data).await;
         let stats = store.stats();
@@ -552,7 +563,7 @@ mod tests {
         let (store, _) = in_memory();
         let data = pattern(3 * PART_SIZE + 12_345, 4);
         let half = data.len() / 2;
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         write_chunks(&mut *writer, half, &data[half..], 32 * KIB).await;
         assert_eq!(store.stats().parts, 0, "nothing is contiguous from 0 yet");
         write_chunks(&mut *writer, 0, &data[..half], 32 * KIB).await;
@@ -566,7 +577,7 @@ mod tests {
         let mut expect = vec![0u8; 2 * PART_SIZE + 300];
         expect[0] = 7;
         expect[2 * PART_SIZE + 200..].copy_from_slice(&[9u8; 100]);
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         writer.write_at(0, &[7]).await.unwrap();
         writer
             .write_at((2 * PART_SIZE + 200) as u64, &[9u8; 100])
@@ -581,7 +592,7 @@ mod tests {
     async fn refused_writes_change_nothing() {
         let (store, _) = in_memory();
         let mut expect = pattern(PART_SIZE + MIB, 5);
-        let mut writer = store.create().await.unwrap();
+        let mut writer = store.create(&owner()).await.unwrap();
         write_chunks(&mut *writer, 0, &expect, MIB).await;
         assert_eq!(store.stats().parts, 1);
         let size = writer.size();
@@ -641,7 +652,7 @@ mod tests {
         let (store, memory) = in_memory();
         let data = pattern(PART_SIZE + MIB, 6);
         for dropped in [false, true] {
-            let mut writer = store.create().await.unwrap();
+            let mut writer = store.create(&owner()).await.unwrap();
             write_chunks(&mut *writer, 0, &data, MIB).await;
             if dropped {
                 drop(writer);

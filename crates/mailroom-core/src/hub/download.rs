@@ -194,7 +194,9 @@ impl Hub {
         inline: Option<Vec<u8>>,
     ) -> Result<ReadHandle> {
         let source = match inline {
-            Some(content) => ReadSource::Memory(content),
+            Some(content) => {
+                ReadSource::Blob(self.blobs.open_inline(&delivery.blob_id, content).await?)
+            }
             None => ReadSource::Blob(self.blobs.open(&delivery.blob_id).await?),
         };
         Ok(ReadHandle {

@@ -29,8 +29,45 @@ pub struct KeptBlob {
 
 impl Hub {
     /// Every blob the kept deliveries reference, by id, in one snapshot; inline blobs are
-    /// checked against their size and SHA-256 on the way.
+    /// checked against their size and SHA-256 on the way (opened through the blob store, so
+    /// a sealed one's tags are checked too).
     pub async fn kept_blobs(&self) -> Result<Vec<KeptBlob>> {
+        let mut blobs = self.kept_blobs_unchecked().await?;
+        for blob in blobs.iter_mut().filter(|blob| blob.inline.is_some()) {
+            let id = blob.id.clone();
+            let content = self.read(move |tx| tx.inline_blob(&id)).await?;
+            blob.inline = Some(match content {
+                Some(content) => self.inline_matches(blob, content).await,
+                None => false,
+            });
+        }
+        Ok(blobs)
+    }
+
+    /// Whether inline `content` opens to the size and SHA-256 `blob` records.
+    async fn inline_matches(&self, blob: &KeptBlob, content: Vec<u8>) -> bool {
+        let Ok(reader) = self.blobs.open_inline(&blob.id, content).await else {
+            return false;
+        };
+        if reader.size() != blob.size {
+            return false;
+        }
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        while offset < blob.size {
+            match reader.read_at(offset, 1 << 20).await {
+                Ok(data) if !data.is_empty() => {
+                    offset += data.len() as u64;
+                    hasher.update(&data);
+                }
+                _ => return false,
+            }
+        }
+        hex::encode(hasher.finalize()) == blob.sha256
+    }
+
+    /// [`Hub::kept_blobs`] with every inline blob marked `Some(false)`, unchecked.
+    async fn kept_blobs_unchecked(&self) -> Result<Vec<KeptBlob>> {
         self.read(|tx| {
             let deliveries = tx.deliveries(&DeliveryQuery {
                 states: DeliveryState::KEPT.to_vec(),
@@ -42,10 +79,7 @@ impl Hub {
                     blob.deliveries.push(delivery.id);
                     continue;
                 }
-                let inline = tx.inline_blob(&delivery.blob_id)?.map(|content| {
-                    content.len() as u64 == delivery.size
-                        && hex::encode(Sha256::digest(&content)) == delivery.sha256
-                });
+                let inline = tx.inline_blob(&delivery.blob_id)?.map(|_| false);
                 blobs.insert(
                     delivery.blob_id.as_str().to_owned(),
                     KeptBlob {

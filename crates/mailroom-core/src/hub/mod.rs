@@ -158,6 +158,8 @@ pub struct Hub {
     node: Option<crate::sessions::NodeInfo>,
     /// Calls of [`Hub::enforce_sessions`] so far (see [`sessions`]).
     enforced: AtomicU64,
+    /// Seals TOTP secrets at rest, when the hub encrypts at rest (see [`Hub::with_vault`]).
+    vault: Option<Arc<dyn crate::ports::Vault>>,
 }
 
 impl Hub {
@@ -178,7 +180,15 @@ impl Hub {
             check: false,
             node: None,
             enforced: AtomicU64::new(0),
+            vault: None,
         }
+    }
+
+    /// Seals the TOTP secrets it stores with `vault` from now on, and opens the sealed ones
+    /// with it (a hub encrypting at rest). Secrets stored before, in plain, still work.
+    pub fn with_vault(mut self, vault: Arc<dyn crate::ports::Vault>) -> Hub {
+        self.vault = Some(vault);
+        self
     }
 
     /// What the metadata store has done so far: hops, commits and flushes.
@@ -245,6 +255,18 @@ impl Hub {
         unit: impl FnOnce(&mut dyn Tx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.meta.write_with(durability, unit).await
+    }
+
+    /// Records, as an admin event, a change `actor` made outside the Hub's own operations:
+    /// the master key of encryption at rest (`mailroom keys`), which the blob layer holds.
+    pub async fn record_admin_change(
+        &self,
+        actor: &Actor,
+        object: &str,
+        detail: String,
+    ) -> Result<()> {
+        let event = self.stamp.admin(actor, object.to_owned(), detail);
+        self.record(vec![event], Durability::Flush).await
     }
 
     /// Records events that describe no stored change (logins, refusals), in a unit of their

@@ -21,7 +21,7 @@ use crate::defender::Offence;
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Account, AuthorizedKey, EventKind, Outcome};
 use crate::names::AccountName;
-use crate::ports::{AccountUpdate, Durability, InboxUsage, Tx};
+use crate::ports::{AccountUpdate, Durability, InboxUsage, Tx, Vault};
 use crate::secret::Secret;
 use crate::sessions::{LiveSessionRecord, SessionInfo};
 
@@ -184,7 +184,11 @@ impl Hub {
         session: &ClientSession,
         code: Option<Secret<String>>,
     ) -> Result<TotpSetup> {
-        let (setup, stored) = fresh_enrolment(&session.account, &self.auth.config.totp_issuer)?;
+        let (setup, stored) = fresh_enrolment(
+            &session.account,
+            &self.auth.config.totp_issuer,
+            self.vault.as_deref(),
+        )?;
         let event = self.stamp.admin(
             &session.actor(),
             format!("account {}", session.account),
@@ -195,6 +199,7 @@ impl Hub {
         );
         let (name, stamp) = (session.account.clone(), self.stamp.clone());
         let issuer = self.auth.config.totp_issuer.clone();
+        let vault = self.vault.clone();
         let now = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0);
         let result = self
             .write(Durability::Flush, move |tx| {
@@ -204,7 +209,7 @@ impl Hub {
                 }
                 if account.totp.is_some() {
                     let confirmed = match &code {
-                        Some(code) => spend_code(tx, &account, code, &issuer, now)?,
+                        Some(code) => spend_code(tx, &account, code, &issuer, vault.as_deref(), now)?,
                         None => false,
                     };
                     if !confirmed {
@@ -392,6 +397,7 @@ fn spend_code(
     account: &Account,
     code: &Secret<String>,
     issuer: &str,
+    vault: Option<&dyn Vault>,
     now: u64,
 ) -> Result<bool> {
     let Some(enrolment) = &account.totp else {
@@ -399,7 +405,7 @@ fn spend_code(
     };
     let code = code.expose().trim();
     if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-        let generator = totp(enrolment, &account.name, issuer)?;
+        let generator = totp(enrolment, &account.name, issuer, vault)?;
         return match generator.check(code, now) {
             Some(step) => tx.use_totp_step(&account.name, step),
             None => Ok(false),

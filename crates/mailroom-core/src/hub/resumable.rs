@@ -366,7 +366,7 @@ impl Hub {
         if record.owner != session.account || record.expires <= self.clock.now() {
             return Ok(None);
         }
-        let Some(writer) = self.blobs.resume(&record.staging).await? else {
+        let Some(writer) = self.blobs.resume(&record.staging, &record.owner).await? else {
             return Ok(None);
         };
         let content = if record.e2e {
@@ -392,7 +392,7 @@ impl Hub {
             Ok(upload) => upload,
             Err(err) => {
                 // Today's rules refuse it: it can never be finished, so it ends now.
-                if let Some(writer) = self.blobs.resume(&record.staging).await? {
+                if let Some(writer) = self.blobs.resume(&record.staging, &record.owner).await? {
                     writer.abort().await;
                 }
                 self.forget_resumable(id).await;
@@ -484,7 +484,7 @@ impl Hub {
             if self.resumables.lock().contains_key(&record.id) {
                 continue;
             }
-            if let Ok(Some(writer)) = self.blobs.resume(&record.staging).await {
+            if let Ok(Some(writer)) = self.blobs.resume(&record.staging, &record.owner).await {
                 writer.abort().await;
             }
             self.forget_resumable(&record.id).await;

@@ -8,7 +8,7 @@ use crate::access::{Factor, TotpEnrolment, recovery_code_hash};
 use crate::error::{CoreError, ErrorKind, Result};
 use crate::model::{Account, AccountKind};
 use crate::names::AccountName;
-use crate::ports::{AccountUpdate, Durability};
+use crate::ports::{AccountUpdate, Durability, Vault};
 use crate::secret::Secret;
 
 /// Recovery codes made at enrolment.
@@ -37,7 +37,12 @@ impl Hub {
         };
         let code = code.expose().trim();
         if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-            let totp = totp(enrolment, &account.name, &self.auth.config.totp_issuer)?;
+            let totp = totp(
+                enrolment,
+                &account.name,
+                &self.auth.config.totp_issuer,
+                self.vault.as_deref(),
+            )?;
             let now = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0);
             return match totp.check(code, now) {
                 Some(step) => {
@@ -68,7 +73,8 @@ impl Hub {
     /// Enrols an account in TOTP with a fresh secret and fresh recovery codes, replacing an
     /// earlier enrolment. The secret and codes are returned once, to hand to the user.
     pub async fn enroll_totp(&self, actor: &Actor, name: &AccountName) -> Result<TotpSetup> {
-        let (setup, stored) = fresh_enrolment(name, &self.auth.config.totp_issuer)?;
+        let (setup, stored) =
+            fresh_enrolment(name, &self.auth.config.totp_issuer, self.vault.as_deref())?;
         let event = self.stamp.admin(
             actor,
             format!("account {name}"),
@@ -94,6 +100,51 @@ impl Hub {
         })
         .await?;
         Ok(setup)
+    }
+
+    /// Seals every TOTP secret still stored in plain with the hub's vault: what turning
+    /// encryption at rest on does for enrolments made before. One unit, with one event when
+    /// any was sealed; each account's last used step is kept, so no code replays. Returns
+    /// how many were sealed (0 without a vault).
+    pub async fn seal_totp_secrets(&self, actor: &Actor) -> Result<usize> {
+        let Some(vault) = self.vault.clone() else {
+            return Ok(0);
+        };
+        let (actor, stamp) = (actor.clone(), self.stamp.clone());
+        self.write(Durability::Flush, move |tx| {
+            let mut sealed = 0;
+            for account in tx.accounts()? {
+                let Some(enrolment) = &account.totp else {
+                    continue;
+                };
+                if enrolment.secret.expose().starts_with(SEALED_PREFIX) {
+                    continue;
+                }
+                let secret = vault.seal(account.name.as_str(), enrolment.secret.expose())?;
+                let update = AccountUpdate {
+                    totp: Some(Some(TotpEnrolment {
+                        secret: Secret::new(format!("{SEALED_PREFIX}{secret}")),
+                        ..enrolment.clone()
+                    })),
+                    ..AccountUpdate::default()
+                };
+                tx.update_account(&account.name, &update)?;
+                if let Some(step) = enrolment.last_step {
+                    tx.use_totp_step(&account.name, step)?;
+                }
+                sealed += 1;
+            }
+            if sealed > 0 {
+                let event = stamp.admin(
+                    &actor,
+                    "hub".to_owned(),
+                    format!("seal totp secrets at rest ({sealed} accounts)"),
+                );
+                stamp.record(tx, &[event])?;
+            }
+            Ok(sealed)
+        })
+        .await
     }
 
     /// Removes an account's TOTP enrolment. Refused while its required factors include TOTP.
@@ -137,6 +188,7 @@ impl Hub {
 pub(super) fn fresh_enrolment(
     name: &AccountName,
     issuer: &str,
+    vault: Option<&dyn Vault>,
 ) -> Result<(TotpSetup, TotpEnrolment)> {
     let mut secret = [0u8; 20];
     rand::rng().fill(&mut secret[..]);
@@ -145,11 +197,18 @@ pub(super) fn fresh_enrolment(
         last_step: None,
         recovery: Vec::new(),
     };
-    let uri = totp(&enrolment, name, issuer)?
+    let uri = totp(&enrolment, name, issuer, None)?
         .to_url()
         .map_err(|_| CoreError::internal("could not build the otpauth URI"))?;
     let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
     let stored = TotpEnrolment {
+        secret: match vault {
+            Some(vault) => Secret::new(format!(
+                "{SEALED_PREFIX}{}",
+                vault.seal(name.as_str(), enrolment.secret.expose())?
+            )),
+            None => enrolment.secret.clone(),
+        },
         recovery: codes.iter().map(|c| recovery_code_hash(c)).collect(),
         ..enrolment.clone()
     };
@@ -161,14 +220,31 @@ pub(super) fn fresh_enrolment(
     Ok((setup, stored))
 }
 
+/// What begins a TOTP secret stored sealed by the hub's [`Vault`]; a plain secret is base32,
+/// which never holds a `:`.
+const SEALED_PREFIX: &str = "sealed1:";
+
 /// The TOTP generator of an enrolment: SHA-1, 6 digits, 30 s steps, one step of skew (what
-/// every authenticator app does).
+/// every authenticator app does). A sealed secret is opened with `vault` (bound to `name`).
 pub(super) fn totp(
     enrolment: &TotpEnrolment,
     name: &AccountName,
     issuer: &str,
+    vault: Option<&dyn Vault>,
 ) -> Result<totp_rs::Totp> {
-    let secret = totp_rs::Secret::try_from_base32(enrolment.secret.expose())
+    let stored = enrolment.secret.expose();
+    let opened;
+    let base32 = match stored.strip_prefix(SEALED_PREFIX) {
+        Some(sealed) => {
+            let vault = vault.ok_or_else(|| {
+                CoreError::internal("this TOTP secret is sealed, and the hub has no master key")
+            })?;
+            opened = Secret::new(vault.open(name.as_str(), sealed)?);
+            opened.expose()
+        }
+        None => stored,
+    };
+    let secret = totp_rs::Secret::try_from_base32(base32)
         .map_err(|_| CoreError::internal("stored TOTP secret is not base32"))?;
     totp_rs::Builder::new()
         .with_secret(secret)

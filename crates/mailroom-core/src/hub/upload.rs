@@ -270,7 +270,7 @@ impl Hub {
         }
         let writer = match resumed {
             Some(writer) => writer,
-            None => self.blobs.create().await?,
+            None => self.blobs.create(&session.account).await?,
         };
         Ok(Upload {
             session: session.clone(),

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CoreError, Result};
 use crate::model::BlobId;
+use crate::names::AccountName;
 use crate::ports::{BlobReader, BlobStore, BlobWriter, ListedBlob, StoredBlob, SweepReport};
 
 /// The blob store in memory.
@@ -85,13 +86,17 @@ fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl BlobStore for MemoryBlobs {
-    async fn create(&self) -> Result<Box<dyn BlobWriter>> {
+    async fn create(&self, _owner: &AccountName) -> Result<Box<dyn BlobWriter>> {
         let id = BlobId::new();
         lock(&self.staging).insert(id.clone(), Vec::new());
         Ok(Box::new(self.writer(id)))
     }
 
-    async fn resume(&self, staging: &BlobId) -> Result<Option<Box<dyn BlobWriter>>> {
+    async fn resume(
+        &self,
+        staging: &BlobId,
+        _owner: &AccountName,
+    ) -> Result<Option<Box<dyn BlobWriter>>> {
         lock(&self.staging).entry(staging.clone()).or_default();
         Ok(Some(Box::new(self.writer(staging.clone()))))
     }

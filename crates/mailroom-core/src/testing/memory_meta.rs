@@ -25,8 +25,8 @@ use crate::model::{
 };
 use crate::names::{AccountName, FileName};
 use crate::ports::{
-    AccountUpdate, DeliveryOrder, DeliveryQuery, DeliverySort, Durability, EventQuery, InboxUsage,
-    MetaStore, SortDirection, StoreStats, Tx, Unit, UnitOutput,
+    AccountUpdate, DataKeyRecord, DeliveryOrder, DeliveryQuery, DeliverySort, Durability,
+    EventQuery, InboxUsage, MetaStore, SortDirection, StoreStats, Tx, Unit, UnitOutput,
 };
 use crate::sessions::{LiveSessionRecord, NodeId, NodeInfo, NodeRecord};
 
@@ -139,6 +139,8 @@ struct State {
     /// API keys by id.
     api_keys: BTreeMap<String, ApiKeyRecord>,
     resumables: BTreeMap<String, ResumableRecord>,
+    /// Data keys of encryption at rest, by id.
+    data_keys: BTreeMap<String, DataKeyRecord>,
     jobs: BTreeMap<Uuid, Job>,
     nodes: BTreeMap<NodeId, NodeRecord>,
     live_sessions: BTreeMap<(NodeId, u64), LiveSessionRecord>,
@@ -1075,6 +1077,33 @@ impl Tx for MemoryTx<'_> {
             .filter(|s| s.node == *node)
             .filter_map(|s| s.closing.clone().map(|reason| (s.id, reason)))
             .collect())
+    }
+
+    fn data_keys(&mut self) -> Result<Vec<DataKeyRecord>> {
+        Ok(self.state.data_keys.values().cloned().collect())
+    }
+
+    fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<bool> {
+        self.writing()?;
+        if self.state.data_keys.contains_key(&key.id)
+            || self.state.data_keys.values().any(|k| k.owner == key.owner)
+        {
+            return Ok(false);
+        }
+        self.state.data_keys.insert(key.id.clone(), key.clone());
+        Ok(true)
+    }
+
+    fn rewrap_data_key(&mut self, id: &str, wrapped: &[u8], master: &str) -> Result<bool> {
+        self.writing()?;
+        Ok(match self.state.data_keys.get_mut(id) {
+            Some(key) => {
+                key.wrapped = wrapped.to_vec();
+                key.master = master.to_owned();
+                true
+            }
+            None => false,
+        })
     }
 }
 

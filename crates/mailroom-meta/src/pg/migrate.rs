@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "listing indexes",
         sql: include_str!("../../migrations/postgres/0010_listing_indexes.sql"),
     },
+    Migration {
+        version: 11,
+        description: "data keys",
+        sql: include_str!("../../migrations/postgres/0011_data_keys.sql"),
+    },
 ];
 
 /// Held while migrating: "mailmigr" in ASCII, distinct from the write lock.

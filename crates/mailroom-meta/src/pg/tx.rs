@@ -30,9 +30,9 @@ use std::collections::HashSet;
 
 use mailroom_core::{
     Account, AccountName, AccountUpdate, AuditRecord, AuthorizedKey, Ban, BanSubject, BlobId,
-    ChainHead, CoreError, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event, EventQuery,
-    FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route, RouteEffect,
-    TokenRecord, Tx,
+    ChainHead, CoreError, DataKeyRecord, Delivery, DeliveryId, DeliveryQuery, DeliveryState, Event,
+    EventQuery, FileName, Group, InboxUsage, Job, JobCounts, JobQuery, JobState, Result, Route,
+    RouteEffect, TokenRecord, Tx,
 };
 use mailroom_core::{
     ApiKeyRecord, LiveSessionRecord, NodeId, NodeInfo, NodeRecord, ResumableRecord,
@@ -1834,6 +1834,45 @@ impl Tx for PgTx<'_> {
             &[&node.to_string()],
             |row| Ok((unsigned(row, "id")?, column(row, "closing")?)),
         )
+    }
+
+    fn data_keys(&mut self) -> Result<Vec<DataKeyRecord>> {
+        self.rows(
+            "data_keys",
+            "SELECT id, owner, wrapped, master, created FROM data_keys ORDER BY id",
+            &[],
+            |row| {
+                Ok(DataKeyRecord {
+                    id: column(row, "id")?,
+                    owner: column(row, "owner")?,
+                    wrapped: column(row, "wrapped")?,
+                    master: column(row, "master")?,
+                    created: time_from_nanos("created", column(row, "created")?)?,
+                })
+            },
+        )
+    }
+
+    fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<bool> {
+        self.writing()?;
+        let created = nanos(key.created)?;
+        let inserted = self.execute(
+            "insert_data_key",
+            "INSERT INTO data_keys (id, owner, wrapped, master, created) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&key.id, &key.owner, &key.wrapped, &key.master, &created],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    fn rewrap_data_key(&mut self, id: &str, wrapped: &[u8], master: &str) -> Result<bool> {
+        self.writing()?;
+        let changed = self.execute(
+            "rewrap_data_key",
+            "UPDATE data_keys SET wrapped = $2, master = $3 WHERE id = $1",
+            &[&id, &wrapped, &master],
+        )?;
+        Ok(changed == 1)
     }
 }
 

@@ -1,0 +1,12 @@
+-- Data keys of encryption at rest: one per mailbox (`owner`, an account name) and one of the hub
+-- itself (`@hub`: TOTP secrets, the web UI's CSRF key). Each is kept only wrapped (AES-256-GCM)
+-- under the master key, which never reaches this database; `master` is that key's fingerprint,
+-- so a start with another key is refused before anything is read. Not tied to the accounts
+-- table: a deleted account's deliveries may still be read by their recipients.
+CREATE TABLE data_keys (
+    id TEXT NOT NULL PRIMARY KEY,
+    owner TEXT NOT NULL UNIQUE,
+    wrapped BLOB NOT NULL,
+    master TEXT NOT NULL,
+    created INTEGER NOT NULL
+) STRICT;

@@ -386,6 +386,29 @@ impl BlobWriter for LocalBlobWriter {
         Ok(())
     }
 
+    async fn read_back(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.flush().await?;
+        self.settle().await?;
+        if let Some(err) = &self.failure {
+            return Err(err.clone());
+        }
+        let end = offset.saturating_add(len as u64);
+        if end > self.size {
+            return Err(CoreError::internal("read back past what was written"));
+        }
+        let Some(file) = self.file.clone() else {
+            return Err(CoreError::internal("nothing was written to read back"));
+        };
+        let paths = Arc::clone(&self.paths);
+        blocking("read back", move || {
+            let mut out = vec![0; len];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut out, offset)
+                .map_err(|err| storage_error("read staging file", &paths.staging, &err))?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<StoredBlob> {
         if self.in_flight.is_none()
             && self.failure.is_none()

@@ -371,6 +371,42 @@ mod sealed {
         assert_eq!(suite::read_all(&*reader, suite::MIB).await, content);
     }
 
+    /// A commit that reached the store but not the metadata (a crash between the two): the
+    /// upload's next request takes the whole blob up again, its final chunk opened back into
+    /// the window, whether it is a whole chunk or a short one.
+    #[tokio::test]
+    async fn a_commit_never_recorded_is_taken_up_whole() {
+        for len in [3 * SEAL_CHUNK, 3 * SEAL_CHUNK + 77, 100] {
+            let temp = tempfile::tempdir().unwrap();
+            let root = temp.path().join("blobs");
+            let store = store_at(
+                &root,
+                Arc::new(MemoryMeta::new()),
+                &MasterKey::generate(),
+                0,
+            )
+            .await;
+            let content = suite::pattern(len, 17);
+            let mut writer = store.create(&owner()).await.unwrap();
+            suite::write_chunks(&mut *writer, 0, &content, 32 * suite::KIB).await;
+            let staging = writer.staging_id().unwrap();
+            writer.commit().await.unwrap();
+            let mut again = store.resume(&staging, &owner()).await.unwrap().unwrap();
+            assert_eq!(again.size(), len as u64, "{len}");
+            // The client may send its last bytes again, as a resuming client does.
+            let from = len.saturating_sub(10);
+            again.write_at(from as u64, &content[from..]).await.unwrap();
+            let stored = again.commit().await.unwrap();
+            suite::check_stored(&stored, &content);
+            let reader = store.open(&stored.id).await.unwrap();
+            assert_eq!(
+                suite::read_all(&*reader, suite::MIB).await,
+                content,
+                "{len}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_rewrite_of_sealed_data_and_a_write_far_ahead_are_refused() {
         let (store, _guard) = fresh().await.unwrap();

@@ -763,6 +763,14 @@ pub trait BlobWriter: Send + Sync {
             "this blob store cannot cut a blob short",
         ))
     }
+    /// Reads `len` bytes at `offset` of what was written so far (a resumed writer looking at
+    /// the tail it took up). Unsupported by default.
+    async fn read_back(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let _ = (offset, len);
+        Err(CoreError::internal(
+            "this blob store cannot read an unfinished blob back",
+        ))
+    }
     /// Makes the blob durable (data synced, renamed into place, directory synced) and returns
     /// its id, size and SHA-256; or, for a small blob the store keeps in memory, returns its
     /// content in [`StoredBlob::inline`] for the metadata store to keep. Only after this

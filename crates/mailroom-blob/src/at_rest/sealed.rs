@@ -15,7 +15,8 @@
 //! key, a chunk moved elsewhere fails, and a blob cut after a whole chunk fails on its new
 //! last chunk. The salt of a blob whose store can take it up after a restart (the local
 //! folder) is an HMAC of its staging id under the data key, so the resumed writer seals on
-//! under the same key; otherwise it is random.
+//! under the same key, after every whole chunk that reached the store (and the final chunk of
+//! a commit the metadata never recorded, opened back into the window); otherwise it is random.
 //!
 //! Writing keeps the last [`WINDOW`] bytes of plaintext unsealed, so out-of-order and
 //! rewritten data within it is taken as the other stores take it; a rewrite of data already
@@ -196,28 +197,14 @@ impl BlobStore for SealedBlobStore {
         };
         let key = self.keyring.key_for(owner.as_str()).await?;
         let (header, chunk_key) = Self::header(&key, Some(staging));
-        let stored = inner.size();
-        // The whole chunks that reached the store, less the last one, which may be a torn
-        // write or a commit's final chunk (sealed with the last-chunk flag): the client sends
-        // it again.
-        let kept = if stored >= HEADER as u64 {
-            ((stored - HEADER as u64) / SEALED_CHUNK).saturating_sub(1)
-        } else {
-            0
-        };
-        if kept == 0 {
-            inner.truncate(0).await?;
-            inner.write_at(0, &header).await?;
-        } else {
-            inner.truncate(HEADER as u64 + kept * SEALED_CHUNK).await?;
+        let (kept, tail) = take_up(&mut *inner, &header, &chunk_key).await?;
+        let mut writer = SealedWriter::new(inner, self.inner.clone(), chunk_key, kept, kept == 0);
+        if let Some(mut plain) = tail {
+            writer.size += plain.len() as u64;
+            plain.resize(SEAL_CHUNK, 0);
+            writer.pending.push_back(plain);
         }
-        Ok(Some(Box::new(SealedWriter::new(
-            inner,
-            self.inner.clone(),
-            chunk_key,
-            kept,
-            kept == 0,
-        ))))
+        Ok(Some(Box::new(writer)))
     }
 
     async fn open(&self, id: &BlobId) -> Result<Arc<dyn BlobReader>> {
@@ -254,6 +241,54 @@ impl BlobStore for SealedBlobStore {
         let plain = read_exact(&*sealed, 0, usize::try_from(sealed.size()).unwrap_or(0)).await?;
         Ok(Arc::new(InlineReader(plain)))
     }
+}
+
+/// Takes up what reached the store of an upload sealed under `header` and `key`: every whole
+/// chunk sealed in the stream (never flagged last), and the chunk that ends it when it opens
+/// (a commit's final chunk, flagged last, of a blob whose commit was not recorded), whose
+/// plaintext goes back to the unsealed window. A torn or damaged tail is dropped, for the
+/// client to send again; a foreign header starts the blob afresh. Returns the chunks kept and
+/// the tail's plaintext; the store underneath is cut to the kept chunks.
+async fn take_up(
+    inner: &mut dyn BlobWriter,
+    header: &[u8; HEADER],
+    key: &LessSafeKey,
+) -> Result<(u64, Option<Vec<u8>>)> {
+    let stored = inner.size();
+    let ours = stored >= HEADER as u64 && inner.read_back(0, HEADER).await? == header;
+    if !ours {
+        inner.truncate(0).await?;
+        inner.write_at(0, header).await?;
+        return Ok((0, None));
+    }
+    let body = stored - HEADER as u64;
+    let (whole, rest) = (body / SEALED_CHUNK, body % SEALED_CHUNK);
+    let open = |index: u64, last: bool, mut sealed: Vec<u8>| -> Option<Vec<u8>> {
+        let len = key
+            .open_in_place(nonce(index, last), Aad::empty(), &mut sealed)
+            .ok()?
+            .len();
+        sealed.truncate(len);
+        Some(sealed)
+    };
+    let chunk_at = |index: u64| HEADER as u64 + index * SEALED_CHUNK;
+    let (kept, tail) = if rest > 0 {
+        let sealed = inner.read_back(chunk_at(whole), rest as usize).await?;
+        (whole, open(whole, true, sealed))
+    } else if whole > 0 {
+        let sealed = inner
+            .read_back(chunk_at(whole - 1), SEALED_CHUNK as usize)
+            .await?;
+        if open(whole - 1, false, sealed.clone()).is_some() {
+            (whole, None)
+        } else {
+            (whole - 1, open(whole - 1, true, sealed))
+        }
+    } else {
+        (0, None)
+    };
+    inner.truncate(chunk_at(kept)).await?;
+    Ok((kept, tail))
 }
 
 /// A blob being sealed into the store underneath.

@@ -8,6 +8,8 @@ Subcommands:
       [--bind ADDR] connects from the local address ADDR (e.g. 127.0.0.2), for defender tests
   put    HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error"}
   get    HOST PORT USER --key FILE REMOTE LOCAL          -> {"ok", "error"}
+  ranges HOST PORT USER --key FILE REMOTE OFFSET:LEN...  -> {"ok", "error", "sha256": [...]}
+      reads each range of REMOTE with a seek and one read, and hashes what came back
   write  HOST PORT USER --key FILE LOCAL REMOTE          -> {"ok", "error", "written"}
       like put, but each 32 KiB write waits for its status, so a refused write raises with
       the server's message (put pipelines its writes, and paramiko ignores errors on close)
@@ -30,6 +32,7 @@ Subcommands:
       authentication request (the handshake before it is not measured)
 """
 import argparse
+import hashlib
 import json
 import socket
 import sys
@@ -130,6 +133,29 @@ def cmd_get(args):
         return {"ok": True, "error": None}
     except Exception as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        transport.close()
+
+
+def cmd_ranges(args):
+    transport = connect(args)
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    try:
+        sums = []
+        with sftp.open(args.rest[0], "rb") as remote:
+            for spec in args.rest[1:]:
+                offset, length = (int(part) for part in spec.split(":"))
+                remote.seek(offset)
+                data = b""
+                while len(data) < length:
+                    more = remote.read(length - len(data))
+                    if not more:
+                        break
+                    data += more
+                sums.append(hashlib.sha256(data).hexdigest())
+        return {"ok": True, "error": None, "sha256": sums}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "sha256": []}
     finally:
         transport.close()
 
@@ -346,7 +372,7 @@ def main():
             args.local, args.remote = args.rest
         else:
             args.remote, args.local = args.rest
-    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "write": cmd_write, "hostile": cmd_hostile,
+    handler = {"login": cmd_login, "put": cmd_put, "get": cmd_get, "ranges": cmd_ranges, "write": cmd_write, "hostile": cmd_hostile,
                "put-many": cmd_put_many, "mfa": cmd_mfa, "timing": cmd_timing,
                "fresh-listing": cmd_fresh_listing}[args.command]
     print(json.dumps(handler(args)))

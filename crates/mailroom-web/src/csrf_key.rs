@@ -3,9 +3,9 @@
 //!
 //! The key is 32 random bytes, written once as 64 hex digits to a file created with mode 0600
 //! (never replaced: a second start reads it), and read at every start. Reading and writing go
-//! through [`load_or_create_csrf_key`] alone, so that encrypting the key at rest changes one
-//! function. What it does not do: it never logs the key, and it does not share the key between
-//! the nodes of a cluster, each of which has its own data folder.
+//! through [`load_or_create_csrf_key`] alone. A hub that encrypts at rest stores no key: it
+//! derives one from its hub data key ([`CsrfKey::from_bytes`]), which every node of a cluster
+//! shares. What it does not do: it never logs the key.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -28,6 +28,12 @@ impl CsrfKey {
         let mut key = [0u8; 32];
         rand::rng().fill(&mut key[..]);
         CsrfKey(key)
+    }
+
+    /// The key `bytes`: one derived elsewhere, such as from the data key of a hub that
+    /// encrypts at rest (then nothing is stored, and every node derives the same key).
+    pub fn from_bytes(bytes: [u8; 32]) -> CsrfKey {
+        CsrfKey(bytes)
     }
 }
 

@@ -498,6 +498,14 @@ pub async fn status(data: &DataDir, out: &Output) -> Result<()> {
             live_deliveries: live.len(),
             nodes: nodes.iter().map(|n| NodeStatus::new(n, now)).collect(),
             clock: ClockView::new(&crate::clock::probe().status()),
+            at_rest: match &open.keyring {
+                Some(keyring) => format!(
+                    "on (master key {}, {} data keys)",
+                    keyring.fingerprint(),
+                    keyring.len()
+                ),
+                None => "off".to_owned(),
+            },
         })
     }
     .await

@@ -70,6 +70,9 @@ pub enum Command {
     /// The local certificate authorities: issue client certificates, show the CAs.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Encryption at rest: its state, turning it on, and rotating the master key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The job queue: what rules made of events (webhooks, mails), and its dead letters.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -118,6 +121,30 @@ pub enum Command {
         /// The target bucket and prefix, s3://bucket/prefix.
         #[arg(long, value_name = "URL")]
         blob: String,
+    },
+}
+
+/// `mailroom keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Whether the hub encrypts at rest, where its master key was found, and its data keys.
+    Status,
+    /// Turn encryption at rest on for a data folder that has none: write a new master key to
+    /// the key file ([at_rest] master_key_file, by default beside the data folder), make the
+    /// hub's data key and seal the TOTP secrets. Files stored before stay readable as they
+    /// are; new ones are sealed. Restart `serve` afterwards.
+    Init,
+    /// Rewrap every data key under a new master key (in one transaction; no file is
+    /// re-encrypted). The current key is found as `serve` finds it; the new one is read from
+    /// --new-key-file, or written there first with --generate. Then put the new key where
+    /// `serve` looks, and restart every node.
+    Rotate {
+        /// The file holding (or, with --generate, to receive) the new master key.
+        #[arg(long, value_name = "PATH")]
+        new_key_file: PathBuf,
+        /// Write a fresh key to --new-key-file (which must not exist) first.
+        #[arg(long)]
+        generate: bool,
     },
 }
 

@@ -25,9 +25,14 @@ use toml::de::{DeTable, DeValue};
 /// Prefix of every environment override.
 const ENV_PREFIX: &str = "MAILROOM_";
 
-/// `MAILROOM_*` variables that are not config overrides: the data folder, the log filter, and
-/// the `MAILROOM_TEST_*` family that belongs to the test harness (e.g. `MAILROOM_TEST_PYTHON`).
-const ENV_NOT_OVERRIDES: &[&str] = &["MAILROOM_DATA", "MAILROOM_LOG"];
+/// `MAILROOM_*` variables that are not config overrides: the data folder, the log filter, the
+/// master key of encryption at rest, and the `MAILROOM_TEST_*` family that belongs to the
+/// test harness (e.g. `MAILROOM_TEST_PYTHON`).
+const ENV_NOT_OVERRIDES: &[&str] = &[
+    "MAILROOM_DATA",
+    "MAILROOM_LOG",
+    crate::at_rest::MASTER_KEY_ENV,
+];
 const ENV_TEST_PREFIX: &str = "MAILROOM_TEST_";
 
 /// The whole configuration: one section per crate that has settings. Each field is listed in
@@ -57,6 +62,8 @@ pub struct Config {
     pub meta: crate::engines::MetaConfig,
     /// Where file content lives: the data folder or an S3-compatible bucket.
     pub blob: crate::engines::BlobConfig,
+    /// Encryption at rest: whether new folders encrypt, and the master key file.
+    pub at_rest: crate::at_rest::AtRestConfig,
     /// The operations listener: probes and metrics.
     pub ops: crate::ops::OpsConfig,
     /// The local PKI of the TLS front ends.
@@ -381,7 +388,7 @@ impl Section {
 /// Every section in file order, as its owner declared it: the template and the names of the
 /// environment overrides come from here. A unit test checks that it lists exactly the fields
 /// of [`Config`] and, for each, exactly the fields serde knows.
-const SECTIONS: [Section; 20] = [
+const SECTIONS: [Section; 21] = [
     Section::of::<ServerConfig>(),
     Section::of::<mailroom_sftp::Config>(),
     Section::of::<mailroom_ftps::Config>(),
@@ -395,6 +402,7 @@ const SECTIONS: [Section; 20] = [
     Section::of::<DiskConfig>(),
     Section::of::<crate::engines::MetaConfig>(),
     Section::of::<crate::engines::BlobConfig>(),
+    Section::of::<crate::at_rest::AtRestConfig>(),
     Section::of::<crate::ops::OpsConfig>(),
     Section::of::<crate::ca::TlsConfig>(),
     Section::of::<mailroom_events::JobsConfig>(),
@@ -750,6 +758,7 @@ mod tests {
             serde_fields::<DiskConfig>(),
             serde_fields::<crate::engines::MetaConfig>(),
             serde_fields::<crate::engines::BlobConfig>(),
+            serde_fields::<crate::at_rest::AtRestConfig>(),
             serde_fields::<crate::ops::OpsConfig>(),
             serde_fields::<crate::ca::TlsConfig>(),
             serde_fields::<mailroom_events::JobsConfig>(),

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mailroom_core::{BlobStore, Hub, MetaStore, NodeInfo, SystemClock};
+use mailroom_blob::at_rest::Keyring;
+use mailroom_core::{BlobStore, Hub, NodeInfo, SystemClock};
 
-use crate::engines::Meta;
+use crate::engines::{Engines, Meta};
 
 /// The data folder given by `--data`.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct OpenHub {
     pub meta: Meta,
     /// The blob store the Hub writes to, for the commands that walk it (fsck, backup).
     pub blobs: Arc<dyn BlobStore>,
+    /// The keyring of encryption at rest, when the hub encrypts.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl DataDir {
@@ -87,17 +90,12 @@ impl DataDir {
         // The admin commands honour the configuration too (the safe list, for one).
         let config = crate::config::load(&self.config_file(), &crate::config::env_overrides()?)
             .context("invalid configuration")?;
-        let (engines, _) = crate::engines::open(self, &config.meta, &config.blob, false).await?;
+        let (engines, _) = crate::engines::open(self, &config, false).await?;
         Ok(OpenHub {
-            hub: wire(
-                engines.meta.port(),
-                engines.blobs.clone(),
-                &config,
-                &self.config_file(),
-                None,
-            )?,
+            hub: wire(&engines, &config, &self.config_file(), None)?,
             meta: engines.meta,
             blobs: engines.blobs,
+            keyring: engines.keyring,
         })
     }
 
@@ -130,16 +128,15 @@ impl DataDir {
 /// errors). The admin commands run on it too, so their events make jobs as the server's do.
 /// `node` makes the Hub a node of the cluster (`serve`; the admin commands are none).
 pub fn wire(
-    meta: Arc<dyn MetaStore>,
-    blobs: Arc<dyn BlobStore>,
+    engines: &Engines,
     config: &crate::config::Config,
     config_file: &Path,
     node: Option<NodeInfo>,
 ) -> Result<Arc<Hub>> {
     let rules = crate::rules::build(&config.rules, config.jobs.max_queued, config_file)?;
     // Both engines timed for the metrics (a no-op without a recorder, as in admin commands).
-    let meta = Arc::new(crate::ops::MeteredMeta::new(meta));
-    let blobs = Arc::new(crate::ops::MeteredBlobs::new(blobs));
+    let meta = Arc::new(crate::ops::MeteredMeta::new(engines.meta.port()));
+    let blobs = Arc::new(crate::ops::MeteredBlobs::new(engines.blobs.clone()));
     let mut hub = Hub::new(meta, blobs, Arc::new(SystemClock))
         .with_auth(config.auth.to_core())
         .with_jobs(rules, config.jobs.retry())
@@ -149,6 +146,9 @@ pub fn wire(
     }
     if let Some(node) = node {
         hub = hub.with_node(node);
+    }
+    if let Some(keyring) = &engines.keyring {
+        hub = hub.with_vault(keyring.clone());
     }
     Ok(Arc::new(hub))
 }

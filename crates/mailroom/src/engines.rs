@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use mailroom_blob::at_rest::Keyring;
 use mailroom_blob::{LocalBlobStore, S3BlobStore, S3Options};
 use mailroom_core::{AuditRecord, BlobStore, MetaStore};
 use mailroom_meta::{PgOptions, PgStore, SqliteStore};
@@ -148,44 +149,97 @@ impl Meta {
 pub struct Engines {
     /// The metadata store.
     pub meta: Meta,
-    /// The blob store.
+    /// The blob store: sealed when the hub encrypts at rest.
     pub blobs: Arc<dyn BlobStore>,
+    /// The keyring of encryption at rest, when the hub encrypts.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
-/// What [`open`] created in the data folder, for `init`'s report.
+/// What [`open`] created, for `init`'s report.
 #[derive(Debug, Default)]
 pub struct Created {
     /// `meta.db` was created.
     pub meta_db: bool,
     /// `blobs/` was created.
     pub blobs: bool,
+    /// The master key file written for a new folder.
+    pub master_key: Option<PathBuf>,
 }
 
-/// Opens the engines `config` names. The embedded ones are created in `data` when missing if
-/// `create` is set (init, serve) and refused otherwise (admin commands never create a store).
+/// The blob store `blob` names, not yet opened as a whole.
+enum BlobEngine {
+    Local(LocalBlobStore),
+    S3(S3BlobStore),
+}
+
+/// Opens the engines `config` names, then settles encryption at rest ([`crate::at_rest`]):
+/// a wrong or missing master key is refused here, before anything else runs. The embedded
+/// engines are created in `data` when missing if `create` is set (init, serve) and refused
+/// otherwise (admin commands never create a store).
 pub async fn open(
     data: &crate::data::DataDir,
-    meta: &MetaConfig,
-    blob: &BlobConfig,
+    config: &crate::config::Config,
     create: bool,
 ) -> Result<(Engines, Created)> {
+    let (meta, blob) = (&config.meta, &config.blob);
     let mut created = Created::default();
-    let blobs: Arc<dyn BlobStore> = if blob.url.is_empty() {
+    let engine = if blob.url.is_empty() {
         let path = data.blobs();
         created.blobs = !path.exists();
-        Arc::new(
+        BlobEngine::Local(
             LocalBlobStore::open(&path)
                 .await
                 .with_context(|| format!("cannot open the blob store {}", path.display()))?,
         )
     } else {
-        Arc::new(
+        BlobEngine::S3(
             S3BlobStore::open(s3_options(data.root(), blob)?)
                 .await
                 .context("cannot open the blob store of [blob] url")?,
         )
     };
-    let meta = if meta.url.is_empty() {
+    let (meta, meta_created) = open_meta(data, meta, create).await?;
+    created.meta_db = meta_created;
+    let settled = crate::at_rest::settle(
+        data,
+        &config.at_rest,
+        meta.port(),
+        |sealed| match engine {
+            // Sealed: the sealing layer hashes the plaintext; a hash of the ciphertext would
+            // be work thrown away.
+            BlobEngine::Local(store) if sealed => Arc::new(store.without_content_hash()),
+            BlobEngine::Local(store) => Arc::new(store),
+            BlobEngine::S3(store) => Arc::new(store),
+        },
+        created.meta_db,
+    )
+    .await;
+    let settled = match settled {
+        Ok(settled) => settled,
+        Err(err) => {
+            meta.close().await;
+            return Err(err);
+        }
+    };
+    created.master_key = settled.created_key;
+    Ok((
+        Engines {
+            meta,
+            blobs: settled.blobs,
+            keyring: settled.keyring,
+        },
+        created,
+    ))
+}
+
+/// Opens the metadata store `meta` names (created in `data` when missing if `create` is set),
+/// and says whether it was created now.
+pub async fn open_meta(
+    data: &crate::data::DataDir,
+    meta: &MetaConfig,
+    create: bool,
+) -> Result<(Meta, bool)> {
+    if meta.url.is_empty() {
         let path = data.meta_db();
         if !path.exists() && !create {
             bail!(
@@ -193,16 +247,18 @@ pub async fn open(
                 data.root().display()
             );
         }
-        created.meta_db = !path.exists();
-        Meta::Sqlite(SqliteStore::open(&path).await?)
+        let created = !path.exists();
+        Ok((Meta::Sqlite(SqliteStore::open(&path).await?), created))
     } else {
-        Meta::Postgres(
-            PgStore::connect(pg_options(data.root(), meta)?)
-                .await
-                .context("cannot open the metadata store of [meta] url")?,
-        )
-    };
-    Ok((Engines { meta, blobs }, created))
+        Ok((
+            Meta::Postgres(
+                PgStore::connect(pg_options(data.root(), meta)?)
+                    .await
+                    .context("cannot open the metadata store of [meta] url")?,
+            ),
+            false,
+        ))
+    }
 }
 
 /// The options of both cluster engines as `meta` and `blob` name them (both must be set).

@@ -55,6 +55,8 @@ pub struct Stores {
     pub hub: Arc<Hub>,
     /// The metadata store, for closing it cleanly.
     pub meta: crate::engines::Meta,
+    /// The keyring of encryption at rest, when the hub encrypts (the web UI's CSRF key).
+    pub keyring: Option<Arc<mailroom_blob::at_rest::Keyring>>,
     /// The SSH host key.
     pub host_key: PrivateKey,
     /// The TLS certificates of the data folder (server CA and certificate, client CA).
@@ -127,7 +129,7 @@ pub async fn open_stores(
     // is written with explicit modes. A umask of 077 meanwhile keeps a loose umask from
     // leaving a group-writable database that `serve`'s check of modes would refuse.
     let private_files = crate::strict::PrivateFiles::new();
-    let opened = crate::engines::open(data, &config.meta, &config.blob, true).await;
+    let opened = crate::engines::open(data, config, true).await;
     drop(private_files);
     let (engines, made) = opened?;
     if made.blobs {
@@ -136,7 +138,12 @@ pub async fn open_stores(
     if made.meta_db {
         created.push("meta.db".to_owned());
     }
-    let meta = engines.meta;
+    if let Some(path) = &made.master_key {
+        created.push(format!(
+            "master key {} (back it up apart from the data folder)",
+            path.display()
+        ));
+    }
 
     let pki = crate::ca::ensure(data, config).await?;
     created.extend(pki.created.iter().map(|path| {
@@ -148,21 +155,23 @@ pub async fn open_stores(
         }
     }));
 
-    let hub = data::wire(
-        meta.port(),
-        engines.blobs,
-        config,
-        &data.config_file(),
-        node,
-    )?;
+    let hub = data::wire(&engines, config, &data.config_file(), node)?;
     let first_admin = create_first_admin(&hub, actor).await?;
+    let sealed = hub
+        .seal_totp_secrets(actor)
+        .await
+        .context("cannot seal the TOTP secrets stored in plain")?;
+    if sealed > 0 {
+        created.push(format!("{sealed} TOTP secrets sealed at rest"));
+    }
     if let Some(admin) = &first_admin {
         created.push(format!("admin account {}", admin.name));
     }
     Ok((
         Stores {
             hub,
-            meta,
+            meta: engines.meta,
+            keyring: engines.keyring,
             host_key,
             pki,
         },

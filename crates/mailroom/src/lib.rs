@@ -16,6 +16,8 @@ mod ace;
 #[cfg(feature = "fuzzing")]
 mod admin;
 #[cfg(feature = "fuzzing")]
+mod at_rest;
+#[cfg(feature = "fuzzing")]
 mod audit;
 #[cfg(feature = "fuzzing")]
 mod auth;

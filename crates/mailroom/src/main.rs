@@ -7,6 +7,7 @@
 
 mod ace;
 mod admin;
+mod at_rest;
 mod audit;
 mod auth;
 mod backup;
@@ -117,6 +118,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Ca(command) => {
             logging::install_for_cli()?;
             ca::run(&data, out, command).await
+        }
+        Command::Keys(command) => {
+            logging::install_for_cli()?;
+            at_rest::run(&data, out, command).await
         }
         Command::Jobs(command) => {
             logging::install_for_cli()?;

@@ -59,6 +59,8 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
     /// This host's clock, as the kernel reports it now.
     pub clock: ClockView,
+    /// Encryption at rest: `on (master key FINGERPRINT, N data keys)` or `off`.
+    pub at_rest: String,
 }
 
 /// The clock as `status` shows it.
@@ -822,6 +824,30 @@ impl Output {
         ))
     }
 
+    /// `keys status`.
+    pub fn keys_status(&self, status: &crate::at_rest::KeysStatus) -> Result<()> {
+        if self.json {
+            return self.json_line(status);
+        }
+        let or_none = |value: &Option<String>| value.clone().unwrap_or_else(|| "none".to_owned());
+        self.text(&format!(
+            "at rest:          {}\ndata keys:        {}\nwrapped with:     {}\nkey found:        {}{}\nkey file:         {}\n",
+            if status.encrypted { "on" } else { "off" },
+            status.data_keys,
+            or_none(&status.wrapped_with),
+            match (&status.key_fingerprint, &status.key_source) {
+                (Some(fingerprint), Some(source)) => format!("{fingerprint} in {}", clean(source)),
+                _ => "none".to_owned(),
+            },
+            match status.key_matches {
+                Some(true) => " (matches)",
+                Some(false) => " (WRONG KEY: it does not open this hub)",
+                None => "",
+            },
+            clean(&status.key_file)
+        ))
+    }
+
     /// `status`.
     pub fn status(&self, status: &Status) -> Result<()> {
         if self.json {
@@ -841,6 +867,7 @@ impl Output {
             status.clock.state,
             clean(&status.clock.detail)
         ))?;
+        self.text(&format!("at rest:          {}\n", status.at_rest))?;
         if status.nodes.is_empty() {
             return self.text("nodes:            none running\n");
         }

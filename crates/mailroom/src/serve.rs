@@ -84,8 +84,11 @@ pub async fn run(data: &DataDir, out: &Output) -> Result<()> {
     let result = serve(
         &stores.hub,
         &config,
-        stores.host_key,
-        &stores.pki,
+        FrontEndKeys {
+            host_key: stores.host_key,
+            pki: &stores.pki,
+            keyring: stores.keyring.clone(),
+        },
         data,
         crate::ops::Telemetry {
             metrics,
@@ -152,12 +155,40 @@ struct Methods {
     https: Option<mailroom_ace::TlsMethods>,
 }
 
+/// The keys of the front ends: the SSH host key, the TLS certificates, and the keyring of
+/// encryption at rest (the web UI's CSRF key derives from it).
+struct FrontEndKeys<'a> {
+    host_key: russh::keys::PrivateKey,
+    pki: &'a mailroom_tls::Pki,
+    keyring: Option<Arc<mailroom_blob::at_rest::Keyring>>,
+}
+
+/// The web UI's CSRF key, which outlives a restart so that a form opened before one posts
+/// after it: derived from the hub's data key when the hub encrypts at rest, else kept in the
+/// data folder.
+fn csrf_key(
+    data: &DataDir,
+    keyring: Option<&mailroom_blob::at_rest::Keyring>,
+) -> Result<mailroom_web::CsrfKey> {
+    Ok(match keyring {
+        Some(keyring) => mailroom_web::CsrfKey::from_bytes(
+            keyring
+                .csrf_key()
+                .context("deriving the web UI's CSRF key")?,
+        ),
+        None => {
+            let csrf_path = data.root().join(mailroom_web::CSRF_KEY_FILE);
+            mailroom_web::load_or_create_csrf_key(&csrf_path)
+                .with_context(|| format!("loading the web UI's CSRF key {}", csrf_path.display()))?
+        }
+    })
+}
+
 /// Sweeps, starts the front ends, waits for a signal or a front end's failure, then drains.
 async fn serve(
     hub: &Arc<Hub>,
     config: &Config,
-    host_key: russh::keys::PrivateKey,
-    pki: &mailroom_tls::Pki,
+    keys: FrontEndKeys<'_>,
     data: &DataDir,
     telemetry: crate::ops::Telemetry,
     out: &Output,
@@ -208,6 +239,14 @@ async fn serve(
         })
         .await;
     info!(clock = clock_status.label(), detail = %clock_status.detail(), "clock");
+    match &keys.keyring {
+        Some(keyring) => info!(
+            master_key = keyring.fingerprint(),
+            data_keys = keyring.len(),
+            "encryption at rest is on"
+        ),
+        None => warn!("encryption at rest is off: files and TOTP secrets are stored in plain"),
+    }
 
     // Signal handlers first, so a signal that arrives while we bind is not lost.
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -219,7 +258,7 @@ async fn serve(
     // TLS first: a bad certificate stops the start before anything listens.
     config.tls.check_server_files()?;
     let ftps_tls = if config.ftps.enabled {
-        let mut settings = config.tls.settings(data, pki);
+        let mut settings = config.tls.settings(data, keys.pki);
         settings.alpn = vec!["ftp".to_owned()];
         settings.client_auth = config.ftps.client_certificates;
         settings.methods = methods.ftps.clone().unwrap_or_default();
@@ -231,7 +270,7 @@ async fn serve(
         None
     };
     let https_tls = if config.https.enabled && !config.https.allow_plaintext {
-        let mut settings = config.tls.settings(data, pki);
+        let mut settings = config.tls.settings(data, keys.pki);
         settings.alpn = mailroom_https::ALPN
             .iter()
             .map(|p| (*p).to_owned())
@@ -272,7 +311,7 @@ async fn serve(
             listener,
             hub.clone(),
             config.sftp.clone(),
-            host_key,
+            keys.host_key,
             methods.ssh.clone().unwrap_or_default(),
             shutdown.clone(),
         );
@@ -304,10 +343,9 @@ async fn serve(
             info!(proto = "https", "plain HTTP ([https] allow_plaintext)");
         }
         // The web UI's pages are served beside the API, on the same listener. Their CSRF key
-        // is kept in the data folder, so a form opened before a restart posts after it.
-        let csrf_path = data.root().join(mailroom_web::CSRF_KEY_FILE);
-        let csrf_key = mailroom_web::load_or_create_csrf_key(&csrf_path)
-            .with_context(|| format!("loading the web UI's CSRF key {}", csrf_path.display()))?;
+        // outlives a restart, so a form opened before one posts after it: derived from the
+        // hub's data key when the hub encrypts at rest, else kept in the data folder.
+        let csrf_key = csrf_key(data, keys.keyring.as_deref())?;
         let run = mailroom_https::serve_with(
             listener,
             hub.clone(),

@@ -50,6 +50,12 @@ impl Site {
             dir: tempfile::tempdir().unwrap(),
         };
         copy_dir(&self.data(), &copy.data());
+        // The master key of encryption at rest lives beside the folder, not in it.
+        std::fs::copy(
+            self.dir.path().join("data.master-key"),
+            copy.dir.path().join("data.master-key"),
+        )
+        .unwrap();
         copy
     }
 

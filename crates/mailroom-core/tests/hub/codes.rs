@@ -6,7 +6,7 @@
 
 use mailroom_core::{
     AccountChange, AccountKind, BanSubject, Clock, Credential, DefenderConfig, Event, EventKind,
-    Factor, FactorSet, LoginProgress, LoginStep, MetaStoreExt, Outcome, Protocol, Secret,
+    Factor, FactorSet, Hub, LoginProgress, LoginStep, MetaStoreExt, Outcome, Protocol, Secret,
     totp_code,
 };
 use time::Duration;
@@ -320,4 +320,110 @@ async fn a_certificate_after_the_password_and_its_code_completes_the_login() {
     assert!(matches!(step, LoginStep::Accepted(..)), "{step:?}");
     let logins = bed.events_of(EventKind::Login, Outcome::Ok).await;
     assert_eq!(logins.last().unwrap().detail, "password+totp+certificate");
+}
+
+/// A vault for the tests: seals by reversing the hex of `context` and the text, so what it
+/// stores is not the secret, and opens only what it sealed for the same context.
+struct TestVault;
+
+impl mailroom_core::Vault for TestVault {
+    fn seal(&self, context: &str, plain: &str) -> mailroom_core::Result<String> {
+        Ok(hex::encode(
+            format!("{context}\0{plain}")
+                .bytes()
+                .rev()
+                .collect::<Vec<u8>>(),
+        ))
+    }
+
+    fn open(&self, context: &str, sealed: &str) -> mailroom_core::Result<String> {
+        let mut bytes = hex::decode(sealed).map_err(|_| mailroom_core::CoreError::internal("x"))?;
+        bytes.reverse();
+        let text = String::from_utf8(bytes).map_err(|_| mailroom_core::CoreError::internal("x"))?;
+        match text.split_once('\0') {
+            Some((bound, plain)) if bound == context => Ok(plain.to_owned()),
+            _ => Err(mailroom_core::CoreError::internal(
+                "sealed for another account",
+            )),
+        }
+    }
+}
+
+#[tokio::test]
+async fn turning_the_vault_on_seals_plain_secrets_once_and_keeps_their_last_step() {
+    let bed = Bed::new();
+    bed.clients_with_password(&["bob", "carol"]).await;
+    let totp = enrolled(&bed, "bob", &[Factor::Password, Factor::Totp]).await;
+    accepted(&bed, "bob", &format!("{PASSWORD}:{}", code(&bed, &totp, 0))).await;
+    let before = bed.account("bob").await.totp.unwrap();
+    assert_eq!(before.secret.expose(), totp.expose());
+    let spent = before.last_step;
+    assert!(spent.is_some());
+
+    // Without a vault there is nothing to seal, and nothing changes.
+    assert_eq!(bed.hub.seal_totp_secrets(&admin()).await.unwrap(), 0);
+    let sealing = Hub::new(bed.meta.clone(), bed.blobs.clone(), bed.clock.clone())
+        .with_vault(std::sync::Arc::new(TestVault));
+    let events = bed.events().await.len();
+    assert_eq!(sealing.seal_totp_secrets(&admin()).await.unwrap(), 1);
+    let after = bed.account("bob").await.totp.unwrap();
+    assert!(after.secret.expose().starts_with("sealed1:"));
+    assert!(!after.secret.expose().contains(totp.expose()));
+    assert_eq!(
+        after.last_step, spent,
+        "the spent step was forgotten: a code could replay"
+    );
+    assert_eq!(after.recovery, before.recovery);
+    let recorded = bed.events().await;
+    assert_eq!(recorded.len(), events + 1);
+    assert!(
+        recorded
+            .last()
+            .unwrap()
+            .detail
+            .contains("seal totp secrets")
+    );
+    // Once only: a second pass finds nothing in plain and records nothing.
+    assert_eq!(sealing.seal_totp_secrets(&admin()).await.unwrap(), 0);
+    assert_eq!(bed.events().await.len(), events + 1);
+
+    // The sealed secret checks codes on a hub with the vault; the spent code stays spent.
+    let login = |code: String| {
+        let sealing = &sealing;
+        async move {
+            sealing
+                .login_password_with_code(
+                    &mut LoginProgress::default(),
+                    "bob",
+                    secret(&format!("{PASSWORD}:{code}")),
+                    Some(SOURCE.to_owned()),
+                    Protocol::Ftps,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert!(matches!(
+        login(code(&bed, &totp, 0)).await,
+        LoginStep::Refused
+    ));
+    bed.clock.advance(Duration::seconds(30));
+    assert!(matches!(
+        login(code(&bed, &totp, 0)).await,
+        LoginStep::Accepted(..)
+    ));
+    // A hub without the vault cannot open it: the login fails rather than guess.
+    bed.clock.advance(Duration::seconds(30));
+    assert!(
+        bed.hub
+            .login_password_with_code(
+                &mut LoginProgress::default(),
+                "bob",
+                secret(&format!("{PASSWORD}:{}", code(&bed, &totp, 0))),
+                Some(SOURCE.to_owned()),
+                Protocol::Ftps,
+            )
+            .await
+            .is_err()
+    );
 }

@@ -21,7 +21,7 @@ use crate::error::MetaError;
 use crate::pg::PgOptions;
 
 /// The tables copied, parents before children (foreign keys).
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "principals",
     "accounts",
     "account_keys",
@@ -35,6 +35,7 @@ const TABLES: [&str; 13] = [
     "tokens",
     "api_keys",
     "jobs",
+    "data_keys",
 ];
 
 /// Rows sent per INSERT.

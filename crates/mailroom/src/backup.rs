@@ -14,9 +14,10 @@
 //!    backup's own extra names, never the hub's files).
 //! 4. The snapshot's audit chain is verified, and the configuration, the SSH host key and
 //!    `tls/` are copied.
-//! 5. `manifest.json` is written last (a backup without one is incomplete): every blob's
-//!    size and SHA-256 as the metadata records them, the other files' SHA-256 and the audit
-//!    chain's head.
+//! 5. `manifest.json` is written last (a backup without one is incomplete): every blob file's
+//!    size and SHA-256 (as the metadata records them for a plain blob; hashed as stored for
+//!    one sealed by encryption at rest, which stays sealed in the backup), the other files'
+//!    SHA-256 and the audit chain's head.
 //!
 //! A restore copies into a folder that does not exist or is empty, checks every blob and
 //! file against the manifest while copying, verifies the restored audit chain against the
@@ -35,7 +36,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use mailroom_blob::LocalBlobStore;
-use mailroom_core::{BlobStore, Hub, KeptBlob, SystemClock};
+use mailroom_core::{BlobStore, Hub, KeptBlob, MetaStoreExt, SystemClock};
 use mailroom_meta::SqliteStore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -80,12 +81,14 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
 }
 
-/// One blob in a manifest.
+/// One blob file in a manifest: what the file holds as stored. For a plain blob that is the
+/// size and SHA-256 the metadata records; a sealed one (encryption at rest) is larger and
+/// hashes otherwise, and a backup and its restore never need the master key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobEntry {
-    /// Its size.
+    /// The file's size.
     pub size: u64,
-    /// Its SHA-256, lower-case hex, as the metadata records it.
+    /// The file's SHA-256, lower-case hex.
     pub sha256: String,
 }
 
@@ -162,10 +165,14 @@ async fn write_backup(
     let present = live.list().await.context("cannot list the blob store")?;
     let total: u64 = present.iter().map(|blob| blob.size).sum();
     let mut taken = HashSet::new();
+    // The stored size and SHA-256 of the blobs copied or found in the base backup.
+    let mut known = HashMap::new();
     for blob in &present {
         let id = blob.id.as_str();
         match take_blob(data, dir, base, id, None, &mut report) {
-            Ok(()) => {}
+            Ok(entry) => {
+                known.extend(entry.map(|entry| (id.to_owned(), entry)));
+            }
             // Deleted since the listing: the snapshot will not need it.
             Err(err) if is_not_found(&err) => continue,
             Err(err) => return Err(err),
@@ -185,9 +192,11 @@ async fn write_backup(
         .collect();
     for (id, blob) in &needed {
         if !taken.contains(*id) {
-            take_blob(data, dir, base, id, Some(blob.sha256.as_str()), &mut report).with_context(
-                || format!("blob {id} went away while the backup ran; run the backup again"),
-            )?;
+            let entry = take_blob(data, dir, base, id, Some(blob.sha256.as_str()), &mut report)
+                .with_context(|| {
+                    format!("blob {id} went away while the backup ran; run the backup again")
+                })?;
+            known.extend(entry.map(|entry| ((*id).to_owned(), entry)));
         }
     }
     for id in &taken {
@@ -196,18 +205,29 @@ async fn write_backup(
                 .with_context(|| format!("cannot remove the backup's extra link to {id}"))?;
         }
     }
-    let blobs: BTreeMap<String, BlobEntry> = needed
-        .iter()
-        .map(|(id, blob)| {
-            (
-                (*id).to_owned(),
+    // What each blob file holds: a plain blob holds what the metadata records; a sealed one
+    // (encryption at rest) is hashed as stored, unless it was copied or is in the base.
+    let mut blobs = BTreeMap::new();
+    for (id, blob) in &needed {
+        let path = blob_path(dir, id);
+        let entry = match known.remove(*id) {
+            Some(entry) => entry,
+            None if is_sealed_file(&path)? => {
+                let size = fs::metadata(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .len();
                 BlobEntry {
-                    size: blob.size,
-                    sha256: blob.sha256.clone(),
-                },
-            )
-        })
-        .collect();
+                    size,
+                    sha256: sha256_file(&path)?,
+                }
+            }
+            None => BlobEntry {
+                size: blob.size,
+                sha256: blob.sha256.clone(),
+            },
+        };
+        blobs.insert((*id).to_owned(), entry);
+    }
     report.blobs = blobs.len() as u64;
     report.bytes = blobs.values().map(|blob| blob.size).sum();
     // 4. The chain, and the other files.
@@ -347,8 +367,12 @@ async fn write_restore(
             lost.id
         );
     }
-    if let Some(bad) = kept.iter().find(|blob| blob.inline == Some(false)) {
-        bail!("the restored inline blob {} is damaged", bad.id);
+    let unmatched: Vec<_> = kept
+        .iter()
+        .filter(|blob| blob.inline == Some(false))
+        .collect();
+    if let Some(bad) = first_plain(&meta, &unmatched).await? {
+        bail!("the restored inline blob {bad} is damaged");
     }
     report.chain_head = chain_head;
     Ok(report)
@@ -418,7 +442,7 @@ fn take_blob(
     id: &str,
     sha256: Option<&str>,
     report: &mut BackupReport,
-) -> Result<()> {
+) -> Result<Option<BlobEntry>> {
     let to = blob_path(dir, id);
     make_dirs(to.parent().unwrap_or(dir))?;
     let in_base = base
@@ -430,6 +454,7 @@ fn take_blob(
     let size = fs::metadata(&from)
         .with_context(|| format!("cannot read {}", from.display()))?
         .len();
+    let mut entry = base.and_then(|(_, manifest)| manifest.blobs.get(id).cloned());
     match fs::hard_link(&from, &to) {
         Ok(()) => report.linked += 1,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -437,9 +462,16 @@ fn take_blob(
         }
         Err(_) => {
             let (_, copied) = copy_checked(&from, &to, 0o600)?;
-            if let Some(expected) = sha256.filter(|expected| *expected != copied) {
+            // A sealed blob's file is not the plaintext the metadata's SHA-256 is of.
+            if let Some(expected) = sha256.filter(|expected| *expected != copied)
+                && !is_sealed_file(&to)?
+            {
                 bail!("blob {id} has SHA-256 {copied}, the metadata records {expected}");
             }
+            entry = Some(BlobEntry {
+                size,
+                sha256: copied,
+            });
             report.copied += 1;
             report.bytes_copied += size;
         }
@@ -449,7 +481,25 @@ fn take_blob(
     }
     report.blobs += 1;
     report.bytes += size;
-    Ok(())
+    Ok(entry)
+}
+
+/// Whether the blob file at `path` is sealed (encryption at rest).
+fn is_sealed_file(path: &Path) -> Result<bool> {
+    let mut prefix = [0u8; mailroom_blob::at_rest::SEAL_MAGIC.len()];
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut read = 0;
+    while read < prefix.len() {
+        match file.read(&mut prefix[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", path.display()));
+            }
+        }
+    }
+    Ok(mailroom_blob::at_rest::is_sealed(&prefix[..read]))
 }
 
 /// Whether an error chain is a file that was not there.
@@ -517,6 +567,37 @@ async fn read_snapshot(db: &Path, blobs: &Path) -> Result<(Vec<KeptBlob>, Result
             .unwrap_or_default())
     });
     Ok((kept, chain))
+}
+
+/// The first of `blobs` (inline blobs that did not match their record) whose content is not
+/// sealed. A sealed inline blob cannot match without the master key, which a restore never
+/// needs: its bytes were checked with the rest of `meta.db` against the manifest, and its
+/// tags are checked when it is read (and by `fsck`, which has the key).
+async fn first_plain(db: &Path, blobs: &[&KeptBlob]) -> Result<Option<String>> {
+    if blobs.is_empty() {
+        return Ok(None);
+    }
+    let store = SqliteStore::open(db)
+        .await
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    let ids: Vec<_> = blobs.iter().map(|blob| blob.id.clone()).collect();
+    let contents = store
+        .read_with(move |tx| {
+            ids.iter()
+                .map(|id| Ok((id.clone(), tx.inline_blob(id)?)))
+                .collect::<mailroom_core::Result<Vec<_>>>()
+        })
+        .await;
+    store.close().await;
+    Ok(contents
+        .context("cannot read the restored inline blobs")?
+        .into_iter()
+        .find(|(_, content)| {
+            !content
+                .as_deref()
+                .is_some_and(mailroom_blob::at_rest::is_sealed)
+        })
+        .map(|(id, _)| id.to_string()))
 }
 
 /// Copies the configuration, the keys and `tls/` (every regular file of the data folder's

@@ -176,22 +176,33 @@ pub async fn check(
                 blob,
                 "the blob store has no such blob".into(),
             )),
-            None => {
-                let found = hash_blob(blobs.as_ref(), &blob.id).await?;
-                report.blobs_checked += 1;
-                report.bytes_checked += found.0;
-                out.progress("checked", report.bytes_checked, total)?;
-                (found.0 != blob.size || found.1 != blob.sha256).then(|| {
-                    problem(
+            None => match hash_blob(blobs.as_ref(), &blob.id).await {
+                Ok(found) => {
+                    report.blobs_checked += 1;
+                    report.bytes_checked += found.0;
+                    out.progress("checked", report.bytes_checked, total)?;
+                    (found.0 != blob.size || found.1 != blob.sha256).then(|| {
+                        problem(
+                            ProblemKind::Damaged,
+                            blob,
+                            format!(
+                                "holds {} bytes with SHA-256 {}; the metadata records {} bytes with {}",
+                                found.0, found.1, blob.size, blob.sha256
+                            ),
+                        )
+                    })
+                }
+                // A sealed blob whose chunk fails its tag (or a blob that cannot be read):
+                // reported, and the check goes on.
+                Err(err) => {
+                    report.blobs_checked += 1;
+                    Some(problem(
                         ProblemKind::Damaged,
                         blob,
-                        format!(
-                            "holds {} bytes with SHA-256 {}; the metadata records {} bytes with {}",
-                            found.0, found.1, blob.size, blob.sha256
-                        ),
-                    )
-                })
-            }
+                        format!("does not read back: {err:#}"),
+                    ))
+                }
+            },
         };
         report.problems.extend(problem);
     }

@@ -7,7 +7,10 @@
 //!    earlier run of the same move copied blobs there already.
 //! 2. Every blob a delivery keeps is copied under its own id and its SHA-256 checked against
 //!    the metadata while it streams; a blob whose content differs stops the move (its copy is
-//!    removed). Each verified copy is appended to the progress file and synced, so a run cut
+//!    removed). A hub that encrypts at rest moves its blobs sealed, as they are: each is
+//!    opened first with the master key (every chunk's tag checked) against the metadata, and
+//!    its copy checked against the bytes read; the data keys go with the rows, so the
+//!    cluster's nodes start with the same master key. Each verified copy is appended to the progress file and synced, so a run cut
 //!    short resumes where it stopped. Blobs kept inline in the database go with the rows.
 //! 3. The rows are copied into PostgreSQL in one transaction (`mailroom_meta::
 //!    copy_to_postgres`): the target has all of them or none.
@@ -24,6 +27,7 @@ use anyhow::{Context, Result, bail};
 use mailroom_blob::{LocalBlobStore, S3BlobStore};
 use mailroom_core::{BlobId, BlobStore, DeliveryQuery, DeliveryState, EventQuery, MetaStoreExt};
 use mailroom_meta::{PgStore, SqliteStore};
+use sha2::Digest;
 
 use crate::data::DataDir;
 use crate::engines::{BlobConfig, MetaConfig};
@@ -128,6 +132,37 @@ async fn migrate(
     let local = LocalBlobStore::open(&data.blobs())
         .await
         .with_context(|| format!("cannot open the blob store {}", data.blobs().display()))?;
+    // A hub that encrypts at rest: its blobs move sealed as they are (the cluster opens them
+    // with the same master key and the data keys that go with the rows); each is opened here
+    // first, every chunk's tag checked, against the SHA-256 the metadata records.
+    let records = mailroom_blob::at_rest::Keyring::records(source)
+        .await
+        .context("cannot read the data keys")?;
+    let sealed = if records.is_empty() {
+        None
+    } else {
+        let config = crate::config::load(&data.config_file(), &crate::config::env_overrides()?)
+            .context("invalid configuration")?;
+        let Some((master, _)) = crate::at_rest::find_key(data, &config.at_rest)? else {
+            bail!(
+                "this hub encrypts at rest and no master key was found: migrate checks every sealed blob, so it needs the key `serve` uses"
+            );
+        };
+        let keyring = mailroom_blob::at_rest::Keyring::open(
+            master,
+            std::sync::Arc::new(source.clone()),
+            false,
+        )
+        .await?;
+        Some(mailroom_blob::at_rest::SealedBlobStore::new(
+            std::sync::Arc::new(
+                LocalBlobStore::open(&data.blobs())
+                    .await
+                    .with_context(|| format!("cannot open {}", data.blobs().display()))?,
+            ),
+            std::sync::Arc::new(keyring),
+        ))
+    };
     let mut progress = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -139,7 +174,7 @@ async fn migrate(
             report.blobs_resumed += 1;
             continue;
         }
-        copy_blob(&local, &bucket, blob).await?;
+        copy_blob(&local, sealed.as_ref(), &bucket, blob).await?;
         writeln!(progress, "{}", blob.id.as_str())
             .and_then(|()| progress.sync_data())
             .with_context(|| format!("cannot write {}", progress_path.display()))?;
@@ -231,8 +266,45 @@ async fn kept_blobs(source: &SqliteStore) -> Result<Vec<Blob>> {
 }
 
 /// Copies one blob under its id and checks its size and SHA-256; a copy that does not match
-/// is removed again.
-async fn copy_blob(local: &LocalBlobStore, bucket: &S3BlobStore, blob: &Blob) -> Result<()> {
+/// is removed again. A sealed blob (when `sealed` is given) is opened first, against the
+/// metadata; its copy must then hold the bytes read.
+async fn copy_blob(
+    local: &LocalBlobStore,
+    sealed: Option<&mailroom_blob::at_rest::SealedBlobStore>,
+    bucket: &S3BlobStore,
+    blob: &Blob,
+) -> Result<()> {
+    let prefix = local
+        .open(&blob.id)
+        .await
+        .with_context(|| format!("blob {} is missing from the data folder", blob.id.as_str()))?
+        .read_at(0, mailroom_blob::at_rest::SEAL_MAGIC.len())
+        .await?;
+    let is_sealed = mailroom_blob::at_rest::is_sealed(&prefix);
+    if is_sealed {
+        let Some(sealed) = sealed else {
+            bail!(
+                "blob {} is sealed, and this hub has no data keys: the source is damaged",
+                blob.id.as_str()
+            );
+        };
+        let (size, sha256) = match crate::fsck::hash_blob(sealed, &blob.id).await {
+            Ok(found) => found,
+            Err(err) => bail!(
+                "blob {} does not match its metadata ({err:#}): the source is damaged; nothing of it was copied",
+                blob.id.as_str()
+            ),
+        };
+        if size != blob.size || sha256 != blob.sha256 {
+            bail!(
+                "blob {} does not match its metadata ({size} bytes with SHA-256 {sha256}, recorded {} bytes with {}): the source is damaged; nothing of it was copied",
+                blob.id.as_str(),
+                blob.size,
+                blob.sha256
+            );
+        }
+    }
+    let mut read = sha2::Sha256::new();
     let reader = local
         .open(&blob.id)
         .await
@@ -250,6 +322,7 @@ async fn copy_blob(local: &LocalBlobStore, bucket: &S3BlobStore, blob: &Blob) ->
         if chunk.is_empty() {
             break;
         }
+        read.update(&chunk);
         if let Err(err) = writer.write_at(offset, &chunk).await {
             writer.abort().await;
             return Err(err).with_context(|| format!("cannot write blob {}", blob.id.as_str()));
@@ -260,15 +333,21 @@ async fn copy_blob(local: &LocalBlobStore, bucket: &S3BlobStore, blob: &Blob) ->
         .commit()
         .await
         .with_context(|| format!("cannot write blob {}", blob.id.as_str()))?;
-    if stored.size != blob.size || stored.sha256 != blob.sha256 {
+    // A sealed blob is copied as stored: the copy must hold what was read.
+    let (size, sha256) = if is_sealed {
+        (offset, hex::encode(read.finalize()))
+    } else {
+        (blob.size, blob.sha256.clone())
+    };
+    if stored.size != size || stored.sha256 != sha256 {
         let _ = bucket.delete(&blob.id).await;
         bail!(
             "blob {} does not match its metadata ({} bytes with SHA-256 {}, recorded {} bytes with {}): the source is damaged; nothing of it was kept in the bucket",
             blob.id.as_str(),
             stored.size,
             stored.sha256,
-            blob.size,
-            blob.sha256
+            size,
+            sha256
         );
     }
     Ok(())

@@ -45,10 +45,10 @@ pub use hub::{
 pub use hub::{
     AccountChange, Actor, AuthConfig, CheckVerdict, ClientSession, Content, Credential,
     DIGEST_RULE, Entry, Hub, IssuedTokens, JobOutcome, ListedPage, Listing, LoginProgress,
-    LoginStep, MAX_NAME_FILTER, MAX_PAGE_SIZE, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS, NOTIFY_RULE,
-    RECEIPT_RULE, ReadHandle, ResumableInfo, ResumableLease, ResumableRecord, Scope, TokenCheck,
-    TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, TotpSetup, Upload, source_ip,
-    token_hash, totp_code,
+    LoginStep, MAX_BATCH, MAX_NAME_FILTER, MAX_PAGE_SIZE, MAX_RESUMABLE_PER_ACCOUNT, MAX_TARGETS,
+    NOTIFY_RULE, RECEIPT_RULE, ReadHandle, ResumableInfo, ResumableLease, ResumableRecord, Scope,
+    TokenCheck, TokenIdentity, TokenKind, TokenLifetimes, TokenRecord, TotpSetup, Upload,
+    source_ip, token_hash, totp_code,
 };
 pub use hub::{KeptBlob, OwnSession, OwnUsage, RecipientE2eKeys};
 pub use ipnet::IpNet;

@@ -1,5 +1,7 @@
 //! Deliveries named by id rather than by path, for protocols that list and address them that
-//! way (the HTTPS API): a client's inbox and sent items, download, acknowledge and recall.
+//! way (the HTTPS API): a client's inbox and sent items, download, acknowledge and recall,
+//! and the batch calls behind the web inbox's selection (several deliveries read at once for
+//! one ZIP, several acknowledged in one transaction, at most [`MAX_BATCH`]).
 //!
 //! Each call first checks that the id is the caller's (addressed to it, or sent by it); any
 //! other id, whoever's it is, is NotFound, and nothing changes. Then, in the same unit of
@@ -7,7 +9,7 @@
 //! (`/inbox/<sender>/<name>`, `/outbox/<target>/<name>`), through the same functions, so
 //! rights, states, events and blob release are the tree's, not a copy.
 
-use super::remove::{acknowledge_in, recall_in};
+use super::remove::{acknowledge_all_in, acknowledge_in, recall_in};
 use super::{ClientSession, Hub, ReadHandle};
 use crate::error::{CoreError, Result};
 use crate::model::{Delivery, DeliveryId, DeliveryState, EventKind};
@@ -19,6 +21,9 @@ use crate::ports::{DeliveryOrder, DeliveryQuery, DeliverySort, Durability, Tx};
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// The longest name filter a listing takes, in bytes (a file name's own limit).
 pub const MAX_NAME_FILTER: usize = 255;
+/// The most deliveries one call of [`Hub::inbox_deliveries`] or [`Hub::acknowledge_many`]
+/// names.
+pub const MAX_BATCH: usize = 1000;
 
 /// Which page of a listing to show: its order, a filter on the name, and where it starts.
 /// Front ends build it from their parameters; [`Hub::inbox_page`] and [`Hub::sent_page`]
@@ -184,6 +189,72 @@ impl Hub {
         }
     }
 
+    /// Several deliveries of the session's inbox, in the order of `ids` (an id named twice
+    /// counts once), read in one unit. NotFound if any id is not in the inbox (the sentence
+    /// names the first such id), InvalidName for no id or more than [`MAX_BATCH`]; either way
+    /// nothing is returned.
+    pub async fn inbox_deliveries(
+        &self,
+        session: &ClientSession,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<Delivery>> {
+        let ids = batch_of(ids)?;
+        self.file_operation();
+        let me = session.account.clone();
+        self.read_as(session, move |tx| {
+            ids.iter()
+                .map(|id| inbox_delivery_in(tx, &me, id))
+                .collect()
+        })
+        .await
+    }
+
+    /// Acknowledges (deletes) several inbox deliveries as one unit, as [`Hub::acknowledge`]
+    /// does each: one write transaction with an event per delivery, all of them or none. An
+    /// id that is not in the inbox refuses the whole call with NotFound (no delivery
+    /// acknowledged); no id, or more than [`MAX_BATCH`], is InvalidName. An id named twice
+    /// counts once. Returns how many were acknowledged.
+    pub async fn acknowledge_many(
+        &self,
+        session: &ClientSession,
+        ids: &[DeliveryId],
+    ) -> Result<usize> {
+        self.file_operation();
+        let result = match batch_of(ids) {
+            Ok(ids) => {
+                let (cache, stamp, session_c) =
+                    (self.policy.clone(), self.stamp.clone(), session.clone());
+                self.write(Durability::Flush, move |tx| {
+                    let count = ids.len();
+                    let released = acknowledge_all_in(tx, &cache, &stamp, &session_c, |tx| {
+                        ids.iter()
+                            .map(|id| inbox_delivery_in(tx, &session_c.account, id))
+                            .collect()
+                    })?;
+                    Ok((count, released))
+                })
+                .await
+            }
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok((count, released)) => {
+                self.delete_blobs(&released).await;
+                Ok(count)
+            }
+            Err(err) => {
+                self.record_refusal_of(
+                    session,
+                    EventKind::DeliveryAcknowledged,
+                    format!("{} deliveries", ids.len()),
+                    &err,
+                )
+                .await;
+                Err(err)
+            }
+        }
+    }
+
     /// Recalls a delivery the session sent, as removing `/outbox/<target>/<name>` does, in one
     /// unit: the pending deliveries of its group fan-out are recalled with it. Refused once this
     /// delivery was picked up or has ended.
@@ -228,6 +299,22 @@ impl Hub {
             }
         }
     }
+}
+
+/// The ids of a batch call, each once in the order given; InvalidName for none or more than
+/// [`MAX_BATCH`].
+fn batch_of(ids: &[DeliveryId]) -> Result<Vec<DeliveryId>> {
+    if ids.is_empty() {
+        return Err(CoreError::invalid("name at least one delivery"));
+    }
+    if ids.len() > MAX_BATCH {
+        return Err(CoreError::invalid(format!(
+            "at most {MAX_BATCH} deliveries at once, not {}",
+            ids.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    Ok(ids.iter().copied().filter(|id| seen.insert(*id)).collect())
 }
 
 /// Refuses a listing out of bounds, or sorted on the column every row shares (`same`).

@@ -44,7 +44,7 @@ pub use api_keys::{
     API_KEY_PREFIX, ApiKeyInfo, ApiKeyRecord, KeyScope, KeyScopes, MAX_API_KEY_LABEL,
     MAX_API_KEYS_PER_ACCOUNT, is_api_key,
 };
-pub use by_id::{ListedPage, Listing, MAX_NAME_FILTER, MAX_PAGE_SIZE};
+pub use by_id::{ListedPage, Listing, MAX_BATCH, MAX_NAME_FILTER, MAX_PAGE_SIZE};
 pub use check::CheckVerdict;
 pub use download::ReadHandle;
 pub use e2e::RecipientE2eKeys;

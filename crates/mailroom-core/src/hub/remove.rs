@@ -189,6 +189,20 @@ pub(super) fn acknowledge_in(
     session: &ClientSession,
     find: impl FnOnce(&mut dyn Tx) -> Result<Delivery>,
 ) -> Result<Vec<BlobId>> {
+    acknowledge_all_in(tx, cache, stamp, session, |tx| find(tx).map(|d| vec![d]))
+}
+
+/// Acknowledges every inbox delivery that `find` names, for `session`'s account, in the
+/// caller's unit: the right to delete (checked once, before `find` looks anything up), then
+/// each move to `acknowledged` with its event. One delivery that cannot move fails the whole
+/// unit, so the caller's transaction keeps none of the moves. Returns the blobs left unused.
+pub(super) fn acknowledge_all_in(
+    tx: &mut dyn Tx,
+    cache: &PolicyCache,
+    stamp: &Stamp,
+    session: &ClientSession,
+    find: impl FnOnce(&mut dyn Tx) -> Result<Vec<Delivery>>,
+) -> Result<Vec<BlobId>> {
     let policy = cache.get(tx)?;
     let account = session_policy(&policy, &session.account)?;
     if !account.access.rights.delete {
@@ -197,19 +211,24 @@ pub(super) fn acknowledge_in(
             session.account
         )));
     }
-    let delivery = find(tx)?;
-    let event = stamp.delivery(&session.actor(), EventKind::DeliveryAcknowledged, &delivery);
-    let moved = tx.transition(
-        &delivery.id,
-        &DeliveryState::VISIBLE,
-        DeliveryState::Acknowledged,
-        event.time,
-    )?;
-    if !moved {
-        return Err(no_such_file(Area::Inbox, &delivery.sender, &delivery.name));
+    let deliveries = find(tx)?;
+    let actor = session.actor();
+    let mut events = Vec::with_capacity(deliveries.len());
+    for delivery in &deliveries {
+        let event = stamp.delivery(&actor, EventKind::DeliveryAcknowledged, delivery);
+        let moved = tx.transition(
+            &delivery.id,
+            &DeliveryState::VISIBLE,
+            DeliveryState::Acknowledged,
+            event.time,
+        )?;
+        if !moved {
+            return Err(no_such_file(Area::Inbox, &delivery.sender, &delivery.name));
+        }
+        events.push(event);
     }
-    stamp.record(tx, &[event])?;
-    unused_blobs(tx, std::slice::from_ref(&delivery))
+    stamp.record(tx, &events)?;
+    unused_blobs(tx, &deliveries)
 }
 
 /// Recalls what `session`'s account sent to `/outbox/<target>/<name>` and nobody picked up

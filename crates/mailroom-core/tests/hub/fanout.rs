@@ -346,3 +346,94 @@ async fn recalling_by_id_a_delivery_that_was_picked_up_is_refused() {
         .await;
     assert!(err.message().contains("picked-up"), "{err}");
 }
+
+/// Acknowledging many is one unit: every delivery moves with its own event, or, when one id
+/// is not the caller's (or the batch is out of bounds), none does and one refusal is recorded.
+#[tokio::test]
+async fn acknowledge_many_takes_all_or_nothing() {
+    let bed = team().await;
+    bed.clients(&["eve"]).await;
+    bed.allow("alice", "eve").await;
+    let mut mine = Vec::new();
+    for i in 0..5u8 {
+        let sent = bed
+            .send("alice", &format!("/outbox/bob/f{i}.bin"), &data(10_000, i))
+            .await;
+        mine.push(sent[0].id);
+    }
+    let to_eve = bed
+        .send("alice", "/outbox/eve/e.bin", &data(100_000, 9))
+        .await;
+    let (alice, bob) = (client("alice"), client("bob"));
+
+    // Someone else's id among bob's own refuses them all.
+    let mut with_foreign = mine.clone();
+    with_foreign.insert(2, to_eve[0].id);
+    let err = bed
+        .refused(
+            ErrorKind::NotFound,
+            Some(EventKind::DeliveryAcknowledged),
+            bed.hub.acknowledge_many(&bob, &with_foreign),
+        )
+        .await;
+    assert!(err.to_string().contains(&to_eve[0].id.to_string()), "{err}");
+    // The sender cannot acknowledge what she sent; none and too many are refused.
+    bed.refused(
+        ErrorKind::NotFound,
+        Some(EventKind::DeliveryAcknowledged),
+        bed.hub.acknowledge_many(&alice, &mine),
+    )
+    .await;
+    bed.refused(
+        ErrorKind::InvalidName,
+        Some(EventKind::DeliveryAcknowledged),
+        bed.hub.acknowledge_many(&bob, &[]),
+    )
+    .await;
+    let too_many = vec![mine[0]; mailroom_core::MAX_BATCH + 1];
+    bed.refused(
+        ErrorKind::InvalidName,
+        Some(EventKind::DeliveryAcknowledged),
+        bed.hub.acknowledge_many(&bob, &too_many),
+    )
+    .await;
+    assert_eq!(bed.hub.inbox(&bob).await.unwrap().len(), 5);
+    assert_eq!(
+        bed.hub
+            .inbox_deliveries(&bob, &with_foreign)
+            .await
+            .err()
+            .map(|e| e.kind()),
+        Some(ErrorKind::NotFound),
+        "reading many refuses a foreign id as well"
+    );
+
+    // Four of the five, one named twice: four acknowledged, four events, one blob each gone.
+    let before = bed
+        .events_of(EventKind::DeliveryAcknowledged, Outcome::Ok)
+        .await
+        .len();
+    let chosen = [mine[0], mine[1], mine[1], mine[3], mine[4]];
+    let read = bed.hub.inbox_deliveries(&bob, &chosen).await.unwrap();
+    assert_eq!(
+        read.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [mine[0], mine[1], mine[3], mine[4]],
+        "in the order asked, each once"
+    );
+    assert_eq!(bed.hub.acknowledge_many(&bob, &chosen).await.unwrap(), 4);
+    let after = bed
+        .events_of(EventKind::DeliveryAcknowledged, Outcome::Ok)
+        .await;
+    assert_eq!(after.len(), before + 4);
+    let left = bed.hub.inbox(&bob).await.unwrap();
+    assert_eq!(names(&left), ["f2.bin"]);
+    assert_eq!(bed.blobs.ids().len(), 2, "f2.bin's and eve's blobs remain");
+    // Once acknowledged, naming them again is refused with nothing changed.
+    bed.refused(
+        ErrorKind::NotFound,
+        Some(EventKind::DeliveryAcknowledged),
+        bed.hub.acknowledge_many(&bob, &[mine[2], mine[0]]),
+    )
+    .await;
+    assert_eq!(names(&bed.hub.inbox(&bob).await.unwrap()), ["f2.bin"]);
+}

@@ -15,6 +15,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 use crate::admin;
 use crate::api_keys;
 use crate::auth::{self, AnyAuth, LoginForm};
+use crate::batch;
 use crate::client;
 use crate::e2e;
 use crate::me;
@@ -115,6 +116,7 @@ pub(crate) enum Refusals {
     paths(
         token, proxy_token, refresh, logout, openapi_json, crate::ace::published,
         client::inbox, client::inbox_item, client::content, client::acknowledge,
+        batch::zip, batch::acknowledge,
         client::sent, client::recall,
         client::create_upload, client::upload_status, client::upload_offset, client::upload_patch,
         client::finish_upload, client::abort_upload, client::send_file,
@@ -164,6 +166,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/token/refresh", post(refresh))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/inbox", get(client::inbox))
+        .route("/api/v1/inbox/zip", post(batch::zip))
+        .route("/api/v1/inbox/acknowledge", post(batch::acknowledge))
         .route("/api/v1/inbox/{id}", get(client::inbox_item))
         .route("/api/v1/inbox/{id}/content", get(client::content))
         .route("/api/v1/inbox/{id}/ack", post(client::acknowledge))

@@ -190,6 +190,23 @@ pub struct Delivered {
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// `POST /api/v1/inbox/zip` and `POST /api/v1/inbox/acknowledge`: the deliveries of your
+/// inbox to take or acknowledge together.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryIds {
+    /// Delivery ids, 1 to 1000; an id named twice counts once.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub ids: Vec<String>,
+}
+
+/// The answer to `POST /api/v1/inbox/acknowledge`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Acknowledged {
+    /// How many deliveries were acknowledged (each id once).
+    pub acknowledged: u64,
+}
+
 /// `POST /api/v1/admin/accounts`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -3,11 +3,11 @@
 //! The web inbox's "download selected" calls [`zip_response`] itself.
 //!
 //! The archive is written while it is sent, and never exists whole on the hub: a task reads
-//! each delivery from the Hub in chunks of [`READ_CHUNK`] bytes into async_zip's stream writer,
-//! which writes into a pipe of [`PIPE_BYTES`] whose other end is the response body, so the
-//! hub's memory is bounded by those buffers whatever the files' sizes. Entries are STOREd (no
-//! compression: the fastest, and most exchanged files compress poorly), with sizes and CRC-32
-//! in data descriptors and ZIP64 fields, so files above 4 GiB fit. Each entry is a download
+//! each delivery from the Hub in chunks of [`READ_CHUNK`] bytes into [`ZipWriter`], which writes
+//! into a pipe of [`PIPE_BYTES`] whose other end is the response body, so the hub's memory is
+//! bounded by those buffers whatever the files' sizes. Entries are STOREd (no compression: the
+//! fastest, and most exchanged files compress poorly), with CRC-32 and sizes in data
+//! descriptors and ZIP64 fields where they are needed, so files above 4 GiB fit. Each entry is a download
 //! as `GET /api/v1/inbox/{id}/content` is: opened with `Hub::open_delivery` and closed with
 //! `Hub::close_read`, which records the download event and marks the delivery picked up
 //! after its complete read; when the client goes away mid-archive, the entry being written is
@@ -20,16 +20,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_zip::tokio::write::ZipFileWriter;
-use async_zip::{Compression, ZipDateTime, ZipDateTimeBuilder, ZipEntryBuilder};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
-use futures::io::AsyncWriteExt;
 use mailroom_core::{ClientSession, Delivery, DeliveryId, Hub, MAX_BATCH, MAX_FILE_NAME};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_util::io::ReaderStream;
 
@@ -38,6 +36,7 @@ use crate::auth::Receiving;
 use crate::problem::Problem;
 use crate::server::{ApiJson, AppState};
 use crate::wire::{Acknowledged, DeliveryIds};
+use crate::zip::ZipWriter;
 
 /// Bytes read from the Hub per chunk of an entry.
 pub const READ_CHUNK: usize = 256 * 1024;
@@ -169,21 +168,16 @@ async fn write_archive(
     comment: String,
     pipe: tokio::io::DuplexStream,
 ) -> Result<(), String> {
-    let mut zip = ZipFileWriter::with_tokio(pipe);
-    zip.comment(comment);
+    let mut zip = ZipWriter::new(pipe);
     for (delivery, name) in deliveries.iter().zip(names) {
         let handle = hub
             .open_delivery(session, &delivery.id)
             .await
             .map_err(|err| format!("{name}: {err}"))?;
-        let entry = ZipEntryBuilder::new(name.clone().into(), Compression::Stored)
-            .last_modification_date(zip_date(delivery.created))
-            .unix_permissions(0o644);
         // The entry's bytes; whatever happens, the handle is closed, so the download is
         // accounted (complete or not) as a single download's is.
         let written: Result<(), String> = async {
-            let mut out = zip
-                .write_entry_stream(entry)
+            zip.begin_entry(&name, delivery.size, delivery.created)
                 .await
                 .map_err(|err| err.to_string())?;
             let mut position = 0u64;
@@ -198,31 +192,18 @@ async fn write_archive(
                 if data.is_empty() {
                     return Err("the stored file is shorter than its record".to_owned());
                 }
-                out.write_all(&data).await.map_err(|err| err.to_string())?;
+                zip.write(&data).await.map_err(|err| err.to_string())?;
                 position += data.len() as u64;
             }
-            out.close().await.map_err(|err| err.to_string())
+            zip.end_entry().await.map_err(|err| err.to_string())
         }
         .await;
         let closed = hub.close_read(session, handle).await;
         written.map_err(|err| format!("{name}: {err}"))?;
         closed.map_err(|err| format!("{name}: {err}"))?;
     }
-    let mut pipe = zip.close().await.map_err(|err| err.to_string())?;
-    pipe.close().await.map_err(|err| err.to_string())
-}
-
-/// A moment as ZIP's MS-DOS date (local time without a zone; we write UTC), within the years
-/// it can hold.
-fn zip_date(moment: time::OffsetDateTime) -> ZipDateTime {
-    ZipDateTimeBuilder::new()
-        .year(moment.year().clamp(1980, 2107))
-        .month(u32::from(u8::from(moment.month())))
-        .day(u32::from(moment.day()))
-        .hour(u32::from(moment.hour()))
-        .minute(u32::from(moment.minute()))
-        .second(u32::from(moment.second()))
-        .build()
+    let mut pipe = zip.finish(&comment).await.map_err(|err| err.to_string())?;
+    pipe.shutdown().await.map_err(|err| err.to_string())
 }
 
 /// The entry name of each delivery, in order: its name made safe (see [`safe_name`]), with

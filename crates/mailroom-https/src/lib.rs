@@ -5,8 +5,8 @@
 //! [`mailroom_core::Hub`] calls. Logins go through the Hub's login steps and end in bearer
 //! tokens the Hub issues and checks on every request ([`auth`]), or in the API keys of
 //! unattended clients ([`api_keys`]); a client's inbox, receipts and
-//! resumable sends are [`client`], many inbox deliveries at once (a streamed ZIP, one
-//! acknowledgement) [`batch`], its end-to-end encryption keys and the keys of those it
+//! resumable sends are [`client`], many inbox deliveries at once (a streamed ZIP written by
+//! [`zip`], one acknowledgement) [`batch`], its end-to-end encryption keys and the keys of those it
 //! sends to [`e2e`], its own account (password, SSH keys, TOTP, quota use,
 //! sessions) [`me`]; administration is [`admin`] (admin tokens only). Errors are
 //! RFC 9457 problem documents ([`problem`]). [`server::serve`] owns the accept loop: connection
@@ -35,6 +35,7 @@ pub mod problem;
 pub mod proxy;
 pub mod server;
 pub mod wire;
+pub mod zip;
 
 mod admin;
 mod api_keys;

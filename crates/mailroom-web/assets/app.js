@@ -1,10 +1,13 @@
 // Mailroom: small behaviours shared by every page. No inline handlers (the CSP forbids them).
 'use strict';
 document.addEventListener('DOMContentLoaded', () => {
-  // Forms that change something irreversible ask first.
-  for (const form of document.querySelectorAll('form[data-confirm]')) {
+  // Forms that change something irreversible ask first: the form's question, or that of
+  // the button that submits it (the inbox's selection form downloads with one button and
+  // acknowledges with the other).
+  for (const form of document.querySelectorAll('form')) {
     form.addEventListener('submit', (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+      const question = event.submitter?.dataset.confirm ?? form.dataset.confirm;
+      if (question && !window.confirm(question)) event.preventDefault();
     });
   }
   // A button that copies the text of the element it names (a secret shown once). Hidden

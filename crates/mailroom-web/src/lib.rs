@@ -55,6 +55,8 @@ pub fn router_with_key(state: Arc<AppState>, csrf_key: CsrfKey) -> Router {
         .route("/login", get(user::login_page).post(user::login_submit))
         .route("/logout", post(user::logout))
         .route("/inbox", get(user::inbox))
+        .route("/inbox/zip", post(user::zip_selected))
+        .route("/inbox/acknowledge", post(user::acknowledge_selected))
         .route("/inbox/{id}/download", get(bridge::download))
         .route("/inbox/{id}/ack", post(user::acknowledge))
         .route("/send", get(user::send))

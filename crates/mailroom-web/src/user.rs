@@ -1,4 +1,5 @@
-//! The pages of a client: sign-in and sign-out, the inbox (download, acknowledge), sending
+//! The pages of a client: sign-in and sign-out, the inbox (download, acknowledge, and the
+//! same for the ticked files at once: one ZIP, one acknowledgement), sending
 //! (the page; the bytes go through [`crate::bridge`]), sent items with their receipts
 //! (recall), and TOTP enrolment. Each handler is one or two Hub calls on the session's
 //! mailbox; a Hub refusal is shown with the Hub's own sentence and changes nothing.
@@ -7,12 +8,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use mailroom_core::{
     AccountKind, AccountName, Delivery, DeliveryId, DeliveryOrder, DeliverySort, DeliveryState,
-    Listing, Scope, Secret, SortDirection,
+    Listing, MAX_BATCH, Scope, Secret, SortDirection,
 };
 use mailroom_https::ConnInfo;
 use mailroom_https::auth::LoginForm;
@@ -44,6 +46,9 @@ impl Done {
             }
             "acknowledged" => {
                 "Acknowledged: the file is gone from your inbox and the sender's receipt says so."
+            }
+            "acknowledged-selected" => {
+                "Acknowledged: the selected files are gone from your inbox and their senders' receipts say so."
             }
             "recalled" => "Recalled: the recipient will not see this file.",
             _ => return None,
@@ -479,6 +484,83 @@ pub(crate) async fn acknowledge(
         Ok(()) => Redirect::to("/inbox?done=acknowledged").into_response(),
         Err(err) => {
             let (status, flash) = pages::hub_error(&err);
+            inbox_with(&web, &user, status, Some(flash), &default_listing()).await
+        }
+    }
+}
+
+/// The deliveries ticked in the inbox's selection form: every `id` field of its url-encoded
+/// body (a checkbox each). None ticked, more than the Hub takes at once, or an id that is no
+/// delivery id is a sentence for the page; the Hub checks the rest (each must be in the inbox).
+fn selected_ids(body: &[u8]) -> Result<Vec<DeliveryId>, Flash> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| Flash::error("The form could not be read. Reload the page and try again."))?;
+    let ids: Vec<&str> = fields
+        .iter()
+        .filter(|(name, _)| name == "id")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Err(Flash::error(
+            "No file is selected: tick the files first, then choose what to do with them.",
+        ));
+    }
+    if ids.len() > MAX_BATCH {
+        return Err(Flash::error(format!(
+            "At most {MAX_BATCH} files at once, not {}.",
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .map(|id| {
+            DeliveryId::parse(id)
+                .map_err(|_| Flash::error("A selected file is no longer in your inbox."))
+        })
+        .collect()
+}
+
+/// Downloads the ticked deliveries as one ZIP, streamed as the API's `POST /api/v1/inbox/zip`
+/// makes it (the same function): each entry counts as a download, and the archive comment
+/// lists the SHA-256 of each. A refusal shows the inbox with the sentence; nothing is sent.
+pub(crate) async fn zip_selected(State(web): State<Arc<Web>>, user: User, body: Bytes) -> Response {
+    let result = match selected_ids(&body) {
+        Ok(ids) => {
+            mailroom_https::batch::zip_response(web.app.hub.clone(), user.client.clone(), &ids)
+                .await
+                .map_err(|problem| {
+                    let flash = Flash::error(pages::capitalise(&problem.detail));
+                    (problem.status(), flash)
+                })
+        }
+        Err(flash) => Err((StatusCode::UNPROCESSABLE_ENTITY, flash)),
+    };
+    match result {
+        Ok(response) => response,
+        Err((status, flash)) => {
+            inbox_with(&web, &user, status, Some(flash), &default_listing()).await
+        }
+    }
+}
+
+/// Acknowledges the ticked deliveries as one action: all of them, or (when any is no longer
+/// in the inbox) none.
+pub(crate) async fn acknowledge_selected(
+    State(web): State<Arc<Web>>,
+    user: User,
+    body: Bytes,
+) -> Response {
+    let result = match selected_ids(&body) {
+        Ok(ids) => web
+            .app
+            .hub
+            .acknowledge_many(&user.client, &ids)
+            .await
+            .map_err(|err| pages::hub_error(&err)),
+        Err(flash) => Err((StatusCode::UNPROCESSABLE_ENTITY, flash)),
+    };
+    match result {
+        Ok(_) => Redirect::to("/inbox?done=acknowledged-selected").into_response(),
+        Err((status, flash)) => {
             inbox_with(&web, &user, status, Some(flash), &default_listing()).await
         }
     }

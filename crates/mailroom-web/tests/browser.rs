@@ -4,7 +4,9 @@
 //! the recipient downloads (same SHA-256) and acknowledges; the sender sees the receipts
 //! change; the admin sees the events and the verified chain. With `MAILROOM_SCREENSHOTS=DIR`
 //! the script saves the screenshots of `docs/screenshots/`. A second test runs
-//! `web-tests/account.js`: self-service, and a form that outlives a restart of the hub.
+//! `web-tests/account.js`: self-service, and a form that outlives a restart of the hub; a
+//! third runs `web-tests/selection.js`: the inbox's ticked files as one ZIP and acknowledged
+//! as one action, from the keyboard.
 //!
 //! Without chromium, node or `web-tests/node_modules` the test is skipped (counted apart by
 //! `scripts/test`), unless `CI` or `MAILROOM_TEST_BROWSER` is set, in which case it fails.
@@ -268,5 +270,130 @@ async fn self_service_in_the_browser_and_a_form_that_outlives_a_restart() {
         1,
         "the added key went again"
     );
+    hub.stop().await;
+}
+
+/// `web-tests/selection.js`: the inbox's selection from the keyboard. bob has three files; he
+/// downloads the first and the last as one ZIP (its comment lists their SHA-256) and
+/// acknowledges the two as one action, after a refusal with nothing ticked.
+#[tokio::test]
+async fn two_ticked_files_download_as_one_zip_and_are_acknowledged_together() {
+    let chromium = match prerequisites() {
+        Ok(chromium) => chromium,
+        Err(why) if std::env::var_os("MAILROOM_TEST_BROWSER").is_some() => {
+            panic!("MAILROOM_TEST_BROWSER is set but {why}")
+        }
+        Err(why) => {
+            mailroom_test_support::skip(&why);
+            return;
+        }
+    };
+    let hub = TestHub::start_https_with(
+        mailroom_https::Config::default(),
+        AuthConfig::default(),
+        mailroom_web::router,
+    )
+    .await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    hub.allow("alice", "bob").await;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(&std::fs::read(&hub.https().ca).unwrap()).unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let login: serde_json::Value = http
+        .post(format!("{}/api/v1/token", hub.https().base))
+        .json(&serde_json::json!({"username": alice.name, "password": alice.password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let mut files = Vec::new();
+    for (name, body) in [
+        ("first.txt", pattern(1000)),
+        ("middle.bin", pattern(70_000)),
+        ("last.csv", b"a,b\n1,2\n".to_vec()),
+    ] {
+        let sha256 = hex(&Sha256::digest(&body));
+        let response = http
+            .put(format!(
+                "{}/api/v1/outbox/bob/{name}?sha256={sha256}",
+                hub.https().base
+            ))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{name}: {}",
+            response.status()
+        );
+        files.push(serde_json::json!({"name": name, "sha256": sha256}));
+    }
+
+    let output = tokio::process::Command::new("node")
+        .arg("selection.js")
+        .current_dir(web_tests())
+        .env("MAILROOM_URL", &hub.https().base)
+        .env("MAILROOM_USER", &bob.name)
+        .env("MAILROOM_USER_PASSWORD", &bob.password)
+        .env("MAILROOM_FILES", serde_json::Value::from(files).to_string())
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), output)
+        .await
+        .expect("the browser test finishes within 5 minutes")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "selection.js failed:\n{stderr}\n{stdout}"
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap())
+        .unwrap_or_else(|_| panic!("no JSON from selection.js:\n{stdout}"));
+    eprintln!("selection: {result}");
+    // In the page's order (newest first), which the form's fields follow.
+    assert_eq!(
+        result["zipNames"],
+        serde_json::json!(["last.csv", "first.txt"])
+    );
+    assert_eq!(result["left"], serde_json::json!(["middle.bin"]));
+
+    // What the browser did, as the hub recorded it: the two were downloaded (in the ZIP) and
+    // acknowledged in one action; the third was not touched.
+    let state = |name: &str, deliveries: &[mailroom_core::Delivery]| {
+        deliveries
+            .iter()
+            .find(|d| d.name.as_str() == name)
+            .unwrap()
+            .state
+    };
+    let deliveries = hub.deliveries().await;
+    assert_eq!(state("first.txt", &deliveries), DeliveryState::Acknowledged);
+    assert_eq!(state("last.csv", &deliveries), DeliveryState::Acknowledged);
+    assert_eq!(state("middle.bin", &deliveries), DeliveryState::Delivered);
+    let downloads = hub
+        .events(
+            mailroom_core::EventKind::Download,
+            mailroom_core::Outcome::Ok,
+        )
+        .await;
+    assert_eq!(downloads.len(), 2, "{downloads:?}");
+    let acknowledged = hub
+        .events(
+            mailroom_core::EventKind::DeliveryAcknowledged,
+            mailroom_core::Outcome::Ok,
+        )
+        .await;
+    assert_eq!(acknowledged.len(), 2);
     hub.stop().await;
 }

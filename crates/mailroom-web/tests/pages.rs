@@ -1809,3 +1809,122 @@ async fn inbox_and_sent_pages_page_sort_and_filter_with_links_alone() {
     assert_eq!(hub.snapshot().await, before, "nothing changed");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_ticked_files_of_the_inbox_download_as_one_zip_and_are_acknowledged_together() {
+    let hub = start().await;
+    let alice = hub.client("alice").await;
+    let bob = hub.client("bob").await;
+    let carol = hub.client("carol").await;
+    hub.allow("bob", "alice").await;
+    hub.allow("bob", "carol").await;
+    let mut sender = Browser::new(&hub);
+    sender.login(&bob).await;
+    let mut ids = Vec::new();
+    for name in ["one.txt", "two.txt", "three.txt"] {
+        let answer = sender
+            .send(&alice.name, name, format!("{name} body\n").as_bytes())
+            .await;
+        ids.push(answer["deliveries"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let carols = sender.send(&carol.name, "carol.txt", b"carol's\n").await["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut browser = Browser::new(&hub);
+    browser.login(&alice).await;
+    let inbox = browser.get("/inbox").await;
+    for id in &ids {
+        assert!(
+            inbox.body.contains(&format!(
+                "<input type=\"checkbox\" name=\"id\" value=\"{id}\" form=\"selection\""
+            )),
+            "a checkbox per row: {}",
+            inbox.body
+        );
+    }
+    assert!(inbox.body.contains("formaction=\"/inbox/zip\""));
+    assert!(inbox.body.contains("Acknowledge selected"));
+    let csrf = inbox.csrf();
+
+    // The first and the last as one ZIP: each entry named as the file, with its SHA-256 in
+    // the archive's comment.
+    let zip = browser
+        .post(
+            "/inbox/zip",
+            &[("csrf", &csrf), ("id", &ids[0]), ("id", &ids[2])],
+        )
+        .await;
+    assert_eq!(zip.status, StatusCode::OK);
+    assert_eq!(zip.headers["content-type"], "application/zip");
+    assert!(zip.body.starts_with("PK"));
+    for name in ["one.txt", "three.txt"] {
+        let sha = hex(&Sha256::digest(format!("{name} body\n").as_bytes()));
+        assert!(zip.body.contains(&format!("{sha}  {name}\n")), "{name}");
+    }
+    assert!(!zip.body.contains("two.txt"));
+
+    // Refused, and nothing changed: nothing ticked, another's delivery among them, no token.
+    let before = hub.snapshot().await;
+    let acked = || async {
+        hub.events(EventKind::DeliveryAcknowledged, Outcome::Ok)
+            .await
+            .len()
+    };
+    let acked_before = acked().await;
+    for (path, fields, status, said) in [
+        (
+            "/inbox/acknowledge",
+            vec![("csrf", csrf.as_str())],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No file is selected",
+        ),
+        (
+            "/inbox/zip",
+            vec![("csrf", csrf.as_str())],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No file is selected",
+        ),
+        (
+            "/inbox/acknowledge",
+            vec![("csrf", &csrf), ("id", &ids[0]), ("id", &carols)],
+            StatusCode::NOT_FOUND,
+            "flash-error",
+        ),
+        (
+            "/inbox/zip",
+            vec![("csrf", &csrf), ("id", &ids[1]), ("id", &carols)],
+            StatusCode::NOT_FOUND,
+            "flash-error",
+        ),
+        (
+            "/inbox/acknowledge",
+            vec![("csrf", "forged"), ("id", &ids[0])],
+            StatusCode::FORBIDDEN,
+            "nothing was changed",
+        ),
+    ] {
+        let page = browser.post(path, &fields).await;
+        assert_eq!(page.status, status, "{path} {fields:?}");
+        assert!(page.body.contains(said), "{path}: {}", page.body);
+        assert_eq!(hub.snapshot().await, before, "{path} changed something");
+        assert_eq!(acked().await, acked_before);
+    }
+
+    // The same two, acknowledged in one action; the other stays.
+    let done = browser
+        .post(
+            "/inbox/acknowledge",
+            &[("csrf", &csrf), ("id", &ids[0]), ("id", &ids[2])],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.location(), "/inbox?done=acknowledged-selected");
+    let after = browser.get(done.location()).await;
+    assert!(after.body.contains("the selected files are gone"));
+    assert!(after.body.contains("two.txt"));
+    assert!(!after.body.contains("one.txt") && !after.body.contains("three.txt"));
+    assert_eq!(acked().await, acked_before + 2);
+    hub.stop().await;
+}

@@ -194,6 +194,9 @@ pub struct EventQuery {
     pub source: Option<String>,
     /// At most this many, the newest ones; `None` for all.
     pub limit: Option<u32>,
+    /// Leave out this many of the newest first: with `limit`, one page of the trail counted
+    /// from its newest end (page `n` of `limit` events skips `(n - 1) * limit`).
+    pub offset: u32,
 }
 
 /// The result of a unit, boxed so that one trait method serves every operation; the Hub's

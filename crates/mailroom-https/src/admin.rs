@@ -623,6 +623,7 @@ pub(crate) async fn audit(
         until: time_param("until", filter.until.as_deref())?,
         source: filter.source,
         limit: Some(filter.limit.unwrap_or(100).clamp(1, 10_000)),
+        offset: 0,
     };
     let events = state.hub.events(&query).await?;
     Ok(Json(events.iter().map(EventView::from).collect()))

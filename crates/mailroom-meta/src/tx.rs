@@ -1046,18 +1046,20 @@ impl Tx for SqliteTx<'_> {
         ));
         let mut values = Vec::new();
         push_event_filters(&mut sql, &mut values, query);
-        match query.limit {
-            // The newest `limit`, read backwards from the end and turned round below.
-            Some(limit) => {
-                sql.push_str(" ORDER BY seq DESC LIMIT ?");
-                values.push(Value::Integer(i64::from(limit)));
-            }
-            None => sql.push_str(" ORDER BY seq"),
+        let backwards = query.limit.is_some() || query.offset > 0;
+        if backwards {
+            // The newest `limit` after the newest `offset`, read backwards from the end and
+            // turned round below; -1 is SQLite's "no limit".
+            sql.push_str(" ORDER BY seq DESC LIMIT ? OFFSET ?");
+            values.push(Value::Integer(query.limit.map_or(-1, i64::from)));
+            values.push(Value::Integer(i64::from(query.offset)));
+        } else {
+            sql.push_str(" ORDER BY seq");
         }
         let mut events = self.query("events", &sql, params_from_iter(values.iter()), |row| {
             convert::event(row)
         })?;
-        if query.limit.is_some() {
+        if backwards {
             events.reverse();
         }
         Ok(events)

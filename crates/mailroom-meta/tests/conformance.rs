@@ -1958,6 +1958,52 @@ async fn event_queries(h: &mut Harness<'_>) {
         recorded.iter().collect(),
     )
     .await;
+    // `offset` leaves out that many of the newest first: pages counted from the end.
+    check(
+        EventQuery {
+            limit: Some(2),
+            offset: 1,
+            ..EventQuery::default()
+        },
+        vec![&alice_upload, &alice_download],
+    )
+    .await;
+    check(
+        EventQuery {
+            limit: Some(2),
+            offset: 4,
+            ..EventQuery::default()
+        },
+        vec![&alice_login],
+    )
+    .await;
+    check(
+        EventQuery {
+            actor: Some("alice".to_owned()),
+            limit: Some(2),
+            offset: 1,
+            ..EventQuery::default()
+        },
+        vec![&alice_login, &alice_upload],
+    )
+    .await;
+    check(
+        EventQuery {
+            offset: 2,
+            ..EventQuery::default()
+        },
+        vec![&alice_login, &mallory_login, &alice_upload],
+    )
+    .await;
+    check(
+        EventQuery {
+            limit: Some(2),
+            offset: 5,
+            ..EventQuery::default()
+        },
+        vec![],
+    )
+    .await;
     check(
         EventQuery {
             limit: Some(0),

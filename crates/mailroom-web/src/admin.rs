@@ -1,7 +1,8 @@
 //! The administration pages: accounts (create, disable and enable, reset password, SSH keys,
 //! a client's API keys (revoke) and end-to-end encryption keys (remove), required factors,
 //! networks, rights, limits, delete), groups, routes, bans, live sessions
-//! (kick) and the audit trail with filters and the hash chain's verification status.
+//! (kick) and the audit trail with filters, a page at a time from the newest, and the hash
+//! chain's verification status.
 //!
 //! Each form is parsed with the core's parsers before anything changes and makes the Hub
 //! call the API and the CLI make for the same action, with the admin as the actor of its
@@ -1126,8 +1127,41 @@ pub(crate) struct AuditFilter {
     since: String,
     #[serde(default)]
     until: String,
+    /// Events per page (default [`AUDIT_PER_PAGE`]).
     #[serde(default)]
     limit: String,
+    /// The page, from 1 (the newest events).
+    #[serde(default)]
+    page: String,
+}
+
+/// Events on a page of the audit trail unless `limit` says otherwise.
+const AUDIT_PER_PAGE: u32 = 200;
+/// The most events one page shows.
+const AUDIT_MAX_PER_PAGE: u32 = 10_000;
+
+impl AuditFilter {
+    /// The link to page `page` of this filter: every field given, and the page.
+    fn page_href(&self, page: u32) -> String {
+        let page = page.to_string();
+        let fields: Vec<(&str, &str)> = [
+            ("kind", self.kind.as_str()),
+            ("outcome", self.outcome.as_str()),
+            ("actor", self.actor.as_str()),
+            ("source", self.source.as_str()),
+            ("since", self.since.as_str()),
+            ("until", self.until.as_str()),
+            ("limit", self.limit.as_str()),
+            ("page", page.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .collect();
+        format!(
+            "/admin/audit?{}",
+            serde_urlencoded::to_string(fields).unwrap_or_default()
+        )
+    }
 }
 
 /// One event as the audit page shows it.
@@ -1158,6 +1192,10 @@ struct AuditPage {
     kinds: Vec<&'static str>,
     events: Vec<EventRow>,
     chain: Option<ChainStatus>,
+    /// The page shown, from 1, and the links to the newer and older pages, if any.
+    number: u32,
+    newer: Option<String>,
+    older: Option<String>,
 }
 
 /// A time filter: RFC 3339, or a date and time as `<input type="datetime-local">` sends it
@@ -1184,14 +1222,26 @@ fn time_filter(field: &str, value: &str) -> Result<Option<OffsetDateTime>, CoreE
         })
 }
 
-/// The audit trail, newest first, filtered; and whether its hash chain is intact.
+/// The audit trail, newest first, filtered, one page at a time; and whether its hash chain is
+/// intact. The store does the paging: the page's events and one more, which says whether an
+/// older page follows.
 pub(crate) async fn audit(
     State(web): State<Arc<Web>>,
     admin: Admin,
     Query(filter): Query<AuditFilter>,
 ) -> Response {
+    let (mut per_page, mut number) = (AUDIT_PER_PAGE, 1);
     let query = (|| {
-        let limit = optional("limit", &filter.limit, |v| v.parse::<u32>().ok())?.unwrap_or(200);
+        per_page = optional("limit", &filter.limit, |v| v.parse::<u32>().ok())?
+            .unwrap_or(AUDIT_PER_PAGE)
+            .clamp(1, AUDIT_MAX_PER_PAGE);
+        number = optional("page", &filter.page, |v| {
+            v.parse::<u32>().ok().filter(|page| *page >= 1)
+        })?
+        .unwrap_or(1);
+        let offset = (number - 1).checked_mul(per_page).ok_or_else(|| {
+            CoreError::invalid(format!("page {number} is beyond any audit trail"))
+        })?;
         Ok::<_, CoreError>(EventQuery {
             actor: Some(filter.actor.trim().to_owned()).filter(|s| !s.is_empty()),
             kind: match filter.kind.trim() {
@@ -1205,7 +1255,8 @@ pub(crate) async fn audit(
             since: time_filter("since", &filter.since)?,
             until: time_filter("until", &filter.until)?,
             source: Some(filter.source.trim().to_owned()).filter(|s| !s.is_empty()),
-            limit: Some(limit.clamp(1, 10_000)),
+            limit: Some(per_page + 1),
+            offset,
         })
     })();
     let mut flash = None;
@@ -1217,6 +1268,14 @@ pub(crate) async fn audit(
             Err(err) => (status, flash) = refused(&err),
         },
         Err(err) => (status, flash) = refused(&err),
+    }
+    // Oldest first from the store: the one beyond the page is the first.
+    let older = events.len() > per_page as usize;
+    if older {
+        events.remove(0);
+    }
+    if status != StatusCode::OK {
+        number = 1;
     }
     let chain = match web.app.hub.verify_audit(None).await {
         Ok(report) => {
@@ -1252,10 +1311,13 @@ pub(crate) async fn audit(
         .collect();
     let page = AuditPage {
         page: Page::new("Audit trail", Some(&admin.session), "/admin/audit").with_flash(flash),
-        filter,
         kinds: EventKind::ALL.iter().map(|k| k.as_str()).collect(),
         events: rows,
         chain,
+        number,
+        newer: (number > 1).then(|| filter.page_href(number - 1)),
+        older: older.then(|| filter.page_href(number + 1)),
+        filter,
     };
     render(status, &page)
 }

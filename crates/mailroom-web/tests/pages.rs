@@ -1710,9 +1710,14 @@ fn rel_href(body: &str, rel: &str) -> Option<String> {
     Some(unescape(&body[start..end]))
 }
 
-/// An attribute's text as a browser reads it (the escapes askama writes).
+/// An attribute's or a cell's text as a browser reads it (the escapes askama writes).
 fn unescape(text: &str) -> String {
-    text.replace("&#38;", "&").replace("&amp;", "&")
+    text.replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
 }
 
 #[tokio::test]
@@ -1926,5 +1931,84 @@ async fn the_ticked_files_of_the_inbox_download_as_one_zip_and_are_acknowledged_
     assert!(after.body.contains("two.txt"));
     assert!(!after.body.contains("one.txt") && !after.body.contains("three.txt"));
     assert_eq!(acked().await, acked_before + 2);
+    hub.stop().await;
+}
+
+/// The text of every cell that opens with `marker` (askama's escapes undone).
+fn cells(body: &str, marker: &str) -> Vec<String> {
+    body.split(marker)
+        .skip(1)
+        .map(|rest| unescape(&rest[..rest.find("</td>").unwrap()]))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_paged_from_the_newest_with_its_filter_kept() {
+    let hub = start().await;
+    let root = hub.admin_account("root").await;
+    for i in 0..5 {
+        hub.client(&format!("user{i}")).await;
+    }
+    let expected: Vec<String> = hub
+        .events(EventKind::Admin, Outcome::Ok)
+        .await
+        .iter()
+        .rev()
+        .map(|e| e.detail.clone())
+        .collect();
+    assert!(expected.len() >= 5, "{expected:?}");
+    let mut admin = Browser::new(&hub);
+    admin.login(&root).await;
+
+    // Two a page, following "Older events" to the end: every admin event once, newest first,
+    // each link keeping the filter.
+    let mut seen = Vec::new();
+    let mut path = "/admin/audit?kind=admin&limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = admin.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        pages += 1;
+        assert!(
+            page.body
+                .contains(&format!("on page {pages}, newest first")),
+            "{}",
+            page.body
+        );
+        let details = cells(&page.body, "<td class=\"detail\">");
+        assert!((1..=2).contains(&details.len()), "{path}: {details:?}");
+        seen.extend(details);
+        if pages > 1 {
+            let newer = rel_href(&page.body, "prev").unwrap();
+            assert!(newer.ends_with(&format!("page={}", pages - 1)), "{newer}");
+        } else {
+            assert_eq!(rel_href(&page.body, "prev"), None);
+        }
+        let Some(older) = rel_href(&page.body, "next") else {
+            break;
+        };
+        assert!(
+            older.starts_with("/admin/audit?kind=admin&limit=2&page="),
+            "{older}"
+        );
+        path = older;
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(pages, expected.len().div_ceil(2));
+
+    // Past the end: an empty page, no older link. A page that is no page: 422, said so.
+    let past = admin.get("/admin/audit?kind=admin&limit=2&page=99").await;
+    assert_eq!(past.status, StatusCode::OK);
+    assert!(past.body.contains("No events match"));
+    assert_eq!(rel_href(&past.body, "next"), None);
+    for (query, said) in [
+        ("page=0", "not a number"),
+        ("page=first", "not a number"),
+        ("limit=10000&page=4294967295", "beyond any audit trail"),
+    ] {
+        let page = admin.get(&format!("/admin/audit?{query}")).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert!(page.body.contains(said), "{query}: {}", page.body);
+    }
     hub.stop().await;
 }

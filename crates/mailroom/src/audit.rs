@@ -185,6 +185,7 @@ fn event_query(filter: &AuditFilter, now: OffsetDateTime) -> Result<EventQuery> 
             .transpose()
             .context("--until")?,
         limit: None,
+        offset: 0,
     })
 }
 

@@ -822,13 +822,12 @@ impl Tx for MemoryTx<'_> {
             .filter(|r| event_matches(query, &r.event))
             .map(|r| r.event.clone())
             .collect();
-        Ok(match query.limit {
-            Some(limit) => {
-                let skip = matching.len().saturating_sub(limit as usize);
-                matching.into_iter().skip(skip).collect()
-            }
-            None => matching,
-        })
+        let end = matching.len().saturating_sub(query.offset as usize);
+        let start = match query.limit {
+            Some(limit) => end.saturating_sub(limit as usize),
+            None => 0,
+        };
+        Ok(matching[start..end].to_vec())
     }
 
     fn audit_records(

@@ -1275,17 +1275,23 @@ impl Tx for PgTx<'_> {
             " FROM events WHERE true"
         ));
         event_filters(&mut select, query);
-        match query.limit {
-            // The newest `limit`, read backwards from the end and turned round below.
-            Some(limit) => {
-                select.push(" ORDER BY seq DESC LIMIT ");
+        let backwards = query.limit.is_some() || query.offset > 0;
+        if backwards {
+            // The newest `limit` after the newest `offset`, read backwards from the end and
+            // turned round below.
+            select.push(" ORDER BY seq DESC");
+            if let Some(limit) = query.limit {
+                select.push(" LIMIT ");
                 select.bind(i64::from(limit));
             }
-            None => select.push(" ORDER BY seq"),
+            select.push(" OFFSET ");
+            select.bind(i64::from(query.offset));
+        } else {
+            select.push(" ORDER BY seq");
         }
         let Select { sql, values } = select;
         let mut events = self.rows("events", sql, &params(&values), convert::event)?;
-        if query.limit.is_some() {
+        if backwards {
             events.reverse();
         }
         Ok(events)

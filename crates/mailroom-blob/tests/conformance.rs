@@ -220,15 +220,17 @@ mod sealed {
             .join(id.as_str())
     }
 
-    /// Whether `haystack` holds `needle`.
-    fn holds(haystack: &[u8], needle: &[u8]) -> bool {
-        haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
-    }
-
-    #[tokio::test]
-    async fn nothing_of_the_plaintext_is_stored_and_a_flipped_byte_fails_only_its_chunk() {
+    /// A fresh sealing store holding one committed blob of three and a bit chunks: the store
+    /// (and the folder it keeps alive), the content, the blob and its file.
+    async fn sealed_on_disk(
+        seed: u64,
+    ) -> (
+        tempfile::TempDir,
+        SealedBlobStore,
+        Vec<u8>,
+        StoredBlob,
+        PathBuf,
+    ) {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path().join("blobs");
         let store = store_at(
@@ -238,9 +240,22 @@ mod sealed {
             0,
         )
         .await;
-        let data = suite::pattern(3 * SEAL_CHUNK + 500, 11);
+        let data = suite::pattern(3 * SEAL_CHUNK + 500, seed);
         let stored = suite::commit_bytes(&store, &data).await;
         let path = file_of(&root, &stored.id);
+        (temp, store, data, stored, path)
+    }
+
+    /// Whether `haystack` holds `needle`.
+    fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+    }
+
+    #[tokio::test]
+    async fn nothing_of_the_plaintext_is_stored_and_a_flipped_byte_fails_only_its_chunk() {
+        let (_temp, store, data, stored, path) = sealed_on_disk(11).await;
         let mut on_disk = std::fs::read(&path).unwrap();
         assert_eq!(on_disk.len(), HEADER + 4 * 16 + data.len());
         for at in [0, 1000, SEAL_CHUNK, 2 * SEAL_CHUNK + 7, data.len() - 32] {
@@ -266,18 +281,7 @@ mod sealed {
 
     #[tokio::test]
     async fn a_blob_cut_after_a_whole_chunk_or_with_swapped_chunks_does_not_read() {
-        let temp = tempfile::tempdir().unwrap();
-        let root = temp.path().join("blobs");
-        let store = store_at(
-            &root,
-            Arc::new(MemoryMeta::new()),
-            &MasterKey::generate(),
-            0,
-        )
-        .await;
-        let data = suite::pattern(3 * SEAL_CHUNK + 500, 12);
-        let stored = suite::commit_bytes(&store, &data).await;
-        let path = file_of(&root, &stored.id);
+        let (_temp, store, data, stored, path) = sealed_on_disk(12).await;
         let whole = std::fs::read(&path).unwrap();
 
         // Cut after chunk 1: its new last chunk was not sealed as the last.

@@ -474,6 +474,40 @@ mod tests {
         assert!(!err.contains("not a key"), "{err}");
     }
 
+    /// What a restart and a rotation must keep: the web UI's CSRF key (open forms post
+    /// after either) and the secrets sealed before; the old master key opens nothing after.
+    #[tokio::test]
+    async fn the_csrf_key_and_sealed_secrets_survive_a_restart_and_a_rotation() {
+        let meta = Arc::new(mailroom_core::testing::MemoryMeta::new());
+        let master = MasterKey::generate();
+        let first = Keyring::open(master.clone(), meta.clone(), true)
+            .await
+            .unwrap();
+        let sealed = first.seal("alice", "JBSWY3DPEHPK3PXP").unwrap();
+        assert!(!sealed.contains("JBSWY3DPEHPK3PXP"));
+        let csrf = first.csrf_key().unwrap();
+
+        let restarted = Keyring::open(master.clone(), meta.clone(), true)
+            .await
+            .unwrap();
+        assert_eq!(restarted.len(), 1, "a restart made a second hub key");
+        assert_eq!(restarted.csrf_key().unwrap(), csrf);
+        assert_eq!(restarted.open("alice", &sealed).unwrap(), "JBSWY3DPEHPK3PXP");
+        assert!(restarted.open("bob", &sealed).is_err(), "moved to another account");
+
+        let new = MasterKey::generate();
+        assert_eq!(rotate(&*meta, &master, &new).await.unwrap(), 1);
+        assert!(matches!(
+            Keyring::open(master.clone(), meta.clone(), true).await,
+            Err(KeyringError::WrongKey { .. })
+        ));
+        // A second rotation from the old key is refused and changes nothing.
+        assert!(rotate(&*meta, &master, &MasterKey::generate()).await.is_err());
+        let rotated = Keyring::open(new, meta, true).await.unwrap();
+        assert_eq!(rotated.csrf_key().unwrap(), csrf);
+        assert_eq!(rotated.open("alice", &sealed).unwrap(), "JBSWY3DPEHPK3PXP");
+    }
+
     #[test]
     fn a_wrapped_key_unwraps_only_under_its_master_id_and_owner() {
         let (master, other) = (MasterKey::generate(), MasterKey::generate());

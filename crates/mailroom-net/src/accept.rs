@@ -1,14 +1,25 @@
 //! The accept step every front end shares ([`Acceptor`]): take the next connection, learn its
 //! client's address (from a PROXY header when the peer is a configured load balancer), admit
-//! it through the connection limits and the startup (not yet logged in) limits, or drop it
-//! at once, before any protocol byte, and say why.
+//! it through the connection limits, screen it ([`Acceptor::with_screen`]: the front end's
+//! question to the mailbox service, deny list, bans and safe networks), and only then, for a
+//! connection the screen says to count, through the startup (not yet logged in) limits; or
+//! drop it at once, before any protocol byte, and say why.
 //!
-//! Headers are read per connection, beside the accept, never in its way: a balancer that is
-//! slow to send one delays only its own connection. At most [`MAX_PENDING_HEADERS`] wait at
-//! once; past that a new connection from a balancer is dropped. The limits are applied to
-//! the client's address only once it is known, so they count clients, not the balancer.
+//! The order is the point: a refused (banned, denied) connection never takes a startup
+//! place, so a ban frees the places its address held, and a connection from the safe
+//! networks is neither counted nor dropped by the startup limits, so a login storm from
+//! elsewhere cannot keep it out (OpenSSH's `MaxStartups` has no such exemption).
+//!
+//! Headers and screens run per connection, beside the accept, never in its way: a balancer
+//! that is slow to send a header, or a screen waiting on the store, delays only its own
+//! connection. At most [`MAX_PENDING_HEADERS`] headers wait at once; past that a new
+//! connection from a balancer is dropped. Screens are bounded by the connection limits,
+//! whose place a connection takes before it is screened. The limits are applied to the
+//! client's address only once it is known, so they count clients, not the balancer.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,14 +55,55 @@ pub struct Admitted {
 /// A connection whose header has been read: the socket, the client, the balancer.
 type Relayed = (TcpStream, SocketAddr, SocketAddr);
 
-/// A listener with its limits and its PROXY protocol setting, and the headers being read.
-#[derive(Debug)]
+/// What the screen says of a new connection's client, before the startup limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screening {
+    /// Refused (deny list, ban): closed at once, without taking a startup place. The screen
+    /// has logged and recorded why.
+    Refuse,
+    /// From the safe networks: admitted without counting against the startup limits.
+    Exempt,
+    /// Any other client: counted, and dropped when over the startup limits.
+    Count,
+}
+
+/// The front end's screen: asked once per connection, with the client's address.
+type Screen =
+    Arc<dyn Fn(SocketAddr) -> Pin<Box<dyn Future<Output = Screening> + Send>> + Send + Sync>;
+
+/// A connection in the connection limits whose screening is under way.
+type Screened = (
+    TcpStream,
+    SocketAddr,
+    Option<SocketAddr>,
+    ConnectionPermit,
+    Screening,
+);
+
+/// A listener with its limits, its PROXY protocol setting and its screen, and the headers
+/// being read and connections being screened.
 pub struct Acceptor {
     listener: TcpListener,
     limits: Arc<ConnectionLimits>,
     startups: Arc<StartupLimits>,
     proxy: ProxyProtocol,
+    screen: Option<Screen>,
     headers: JoinSet<Option<Relayed>>,
+    screens: JoinSet<Screened>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("listener", &self.listener)
+            .field("limits", &self.limits)
+            .field("startups", &self.startups)
+            .field("proxy", &self.proxy)
+            .field("screen", &self.screen.is_some())
+            .field("headers", &self.headers.len())
+            .field("screens", &self.screens.len())
+            .finish()
+    }
 }
 
 impl Acceptor {
@@ -68,18 +120,34 @@ impl Acceptor {
             limits,
             startups,
             proxy,
+            screen: None,
             headers: JoinSet::new(),
+            screens: JoinSet::new(),
         }
     }
 
-    /// Waits for the next connection the limits admit; `None` once `shutdown` is cancelled
-    /// (headers still being read are then abandoned and their connections closed).
+    /// Screens every connection with `screen` after the connection limits and before the
+    /// startup limits. Without a screen every connection is counted.
+    #[must_use]
+    pub fn with_screen<F, Fut>(mut self, screen: F) -> Acceptor
+    where
+        F: Fn(SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Screening> + Send + 'static,
+    {
+        self.screen = Some(Arc::new(move |peer| Box::pin(screen(peer))));
+        self
+    }
+
+    /// Waits for the next connection the limits and the screen admit; `None` once `shutdown`
+    /// is cancelled (headers still being read and screens still running are then abandoned
+    /// and their connections closed).
     ///
     /// A connection from a load balancer without a valid header in time is dropped and
     /// logged with the balancer's address. A connection over the connection limits is
-    /// dropped and logged; one over the startup limits is dropped, logged and handed to
-    /// `refused` (client, reason) for accounting, which returns whether it was recorded. An
-    /// accept error (out of file descriptors and the like) is logged and retried after 50 ms.
+    /// dropped and logged; one the screen refuses is dropped; one over the startup limits is
+    /// dropped, logged and handed to `refused` (client, reason) for accounting, which
+    /// returns whether it was recorded. An accept error (out of file descriptors and the
+    /// like) is logged and retried after 50 ms.
     pub async fn accept(
         &mut self,
         shutdown: &CancellationToken,
@@ -89,7 +157,19 @@ impl Acceptor {
             let (socket, peer, via) = tokio::select! {
                 () = shutdown.cancelled() => {
                     self.headers.abort_all();
+                    self.screens.abort_all();
                     return None;
+                }
+                Some(joined) = self.screens.join_next(), if !self.screens.is_empty() => {
+                    match joined {
+                        Ok((socket, peer, via, permit, screening)) => {
+                            if let Some(admitted) = self.admit_screened(socket, peer, via, permit, screening, &mut refused) {
+                                return Some(admitted);
+                            }
+                        }
+                        Err(err) => tracing::error!(error = %err, "screening a connection failed"),
+                    }
+                    continue;
                 }
                 Some(joined) = self.headers.join_next(), if !self.headers.is_empty() => {
                     match joined {
@@ -153,9 +233,11 @@ impl Acceptor {
         self.headers.spawn(read.in_current_span());
     }
 
-    /// Admits a connection from `peer` through both limits, or drops it.
+    /// Admits a connection from `peer` through the connection limits, then starts its
+    /// screening (its answer comes back through `screens`), or, without a screen, goes on
+    /// to the startup limits at once. `None` when dropped or when screening.
     fn admit(
-        &self,
+        &mut self,
         socket: TcpStream,
         peer: SocketAddr,
         via: Option<SocketAddr>,
@@ -168,7 +250,34 @@ impl Acceptor {
                 return None;
             }
         };
-        let startup = match self.startups.admit(peer.ip()) {
+        let Some(screen) = self.screen.clone() else {
+            return self.admit_screened(socket, peer, via, permit, Screening::Count, refused);
+        };
+        let screening = async move {
+            let screening = screen(peer).await;
+            (socket, peer, via, permit, screening)
+        };
+        self.screens.spawn(screening.in_current_span());
+        None
+    }
+
+    /// Admits a screened connection: drops a refused one, lets an exempt one through
+    /// uncounted, and puts any other through the startup limits.
+    fn admit_screened(
+        &self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        via: Option<SocketAddr>,
+        permit: ConnectionPermit,
+        screening: Screening,
+        refused: &mut impl FnMut(SocketAddr, String) -> bool,
+    ) -> Option<Admitted> {
+        let startup = match screening {
+            Screening::Refuse => return None,
+            Screening::Exempt => Ok(StartupPermit::uncounted(peer.ip())),
+            Screening::Count => self.startups.admit(peer.ip()),
+        };
+        let startup = match startup {
             Ok(startup) => startup,
             Err(reason) => {
                 let recorded = refused(peer, reason.to_string());
@@ -237,6 +346,88 @@ mod tests {
         .await
         .expect("a connection within 10 s")
         .expect("not shut down")
+    }
+
+    /// A screen that refuses 127.0.0.9 (banned), exempts 127.0.0.2 (safe), counts the rest.
+    fn screen(peer: SocketAddr) -> std::future::Ready<Screening> {
+        std::future::ready(match peer.ip().to_string().as_str() {
+            "127.0.0.9" => Screening::Refuse,
+            "127.0.0.2" => Screening::Exempt,
+            _ => Screening::Count,
+        })
+    }
+
+    /// Runs `acceptor` in the background (so refused connections are closed while the test
+    /// waits on them), handing over what it admits.
+    fn run(mut acceptor: Acceptor) -> tokio::sync::mpsc::UnboundedReceiver<Admitted> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let shutdown = CancellationToken::new();
+            while let Some(admitted) = acceptor.accept(&shutdown, |_, _| false).await {
+                if sender.send(admitted).is_err() {
+                    break;
+                }
+            }
+        });
+        receiver
+    }
+
+    async fn received(admitted: &mut tokio::sync::mpsc::UnboundedReceiver<Admitted>) -> Admitted {
+        tokio::time::timeout(Duration::from_secs(10), admitted.recv())
+            .await
+            .expect("a connection within 10 s")
+            .expect("the acceptor runs")
+    }
+
+    #[tokio::test]
+    async fn refused_connections_take_no_startup_place_and_safe_ones_pass_a_full_house() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        // One unauthenticated connection in all.
+        let one = MaxStartups {
+            start: 1,
+            rate: 100,
+            full: 1,
+        };
+        let startups = StartupLimits::new(one, 1);
+        let limits = ConnectionLimits::new(100, 100);
+        let acceptor = Acceptor::new(
+            listener,
+            limits.clone(),
+            startups.clone(),
+            ProxyProtocol::default(),
+        )
+        .with_screen(screen);
+        let mut admitted = run(acceptor);
+
+        // Three from the banned address: each closed, and none holds the one place.
+        for _ in 0..3 {
+            let mut banned = connect_from("127.0.0.9", to).await;
+            assert!(closed(&mut banned).await, "banned: closed");
+        }
+        assert_eq!(startups.unauthenticated(), 0);
+        // An ordinary client gets the place the banned ones did not take.
+        let _ordinary = connect_from("127.0.0.1", to).await;
+        let ordinary = received(&mut admitted).await;
+        assert_eq!(ordinary.peer.ip().to_string(), "127.0.0.1");
+        assert_eq!(startups.unauthenticated(), 1);
+        assert_eq!(startups.refusals(), crate::StartupRefusals::default());
+
+        // The place is taken: another ordinary client is dropped, a safe one still passes,
+        // uncounted.
+        let mut late = connect_from("127.0.0.3", to).await;
+        assert!(closed(&mut late).await, "over max_startups: closed");
+        assert_eq!(startups.refusals().full, 1);
+        let _safe = connect_from("127.0.0.2", to).await;
+        let exempt = received(&mut admitted).await;
+        assert_eq!(exempt.peer.ip().to_string(), "127.0.0.2");
+        assert_eq!(startups.unauthenticated(), 1);
+        // The safe one logs in; the ordinary one's place is untouched.
+        exempt.startup.authenticated();
+        assert_eq!(startups.unauthenticated(), 1);
+        assert_eq!(limits.open(), 2);
+        drop(ordinary);
+        assert_eq!(startups.unauthenticated(), 0);
     }
 
     #[tokio::test]

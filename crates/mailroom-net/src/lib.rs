@@ -1,7 +1,7 @@
 //! Listener plumbing shared by the front ends: the accept step ([`Acceptor`]) with the PROXY
 //! protocol from configured load balancers (`proxy`), connection limits per listener and per
-//! source address, limits on unauthenticated connections (`startup`, after OpenSSH's
-//! `MaxStartups`), and session ids for log spans. It also holds the small mechanism by which
+//! source address, the front end's screen (bans, safe networks) and then the limits on
+//! unauthenticated connections (`startup`, after OpenSSH's `MaxStartups`), and session ids for log spans. It also holds the small mechanism by which
 //! each crate describes its section of the configuration ([`config_section!`],
 //! [`ConfigSection`]) and the serde form of settings several sections share
 //! ([`serde_optional_address`]), since every crate that owns a section depends on this one.
@@ -19,7 +19,7 @@ mod section;
 pub mod serde_optional_address;
 mod startup;
 
-pub use accept::{Acceptor, Admitted, MAX_PENDING_HEADERS};
+pub use accept::{Acceptor, Admitted, MAX_PENDING_HEADERS, Screening};
 pub use activity::{Activity, Transfer};
 pub use proxy::{Networks, ProxyProtocol};
 pub use section::{ConfigSection, SettingDoc};

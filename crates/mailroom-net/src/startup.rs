@@ -5,6 +5,8 @@
 //! A [`StartupPermit`] holds one place from accept until the connection authenticates
 //! ([`StartupPermit::authenticated`]) or closes (drop). It counts and decides; it does not
 //! close sockets, log or record anything: the front end does that with the refusal it gets.
+//! Which connections are counted at all (not those from the safe networks, not those a ban
+//! refuses) is the accept step's decision (`accept`), made before it asks these limits.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -307,6 +309,15 @@ pub struct StartupPermit {
 }
 
 impl StartupPermit {
+    /// A permit that holds no place: for a connection the limits do not count (one from the
+    /// safe networks). Dropping it or logging in changes nothing.
+    pub fn uncounted(address: IpAddr) -> StartupPermit {
+        StartupPermit {
+            limits: None,
+            address,
+        }
+    }
+
     /// The connection has logged in: it no longer counts as unauthenticated.
     pub fn authenticated(mut self) {
         self.release();
@@ -428,6 +439,32 @@ mod tests {
                 early_drop: 0
             }
         );
+    }
+
+    #[test]
+    fn an_uncounted_permit_holds_no_place() {
+        let limits = StartupLimits::new(
+            MaxStartups {
+                start: 1,
+                rate: 100,
+                full: 1,
+            },
+            1,
+        );
+        let address = ip("127.0.0.1");
+        let counted = limits.admit(address).unwrap();
+        let free = StartupPermit::uncounted(address);
+        drop(free);
+        // Dropping the uncounted permit gave back nothing: the counted place is still held.
+        assert_eq!(limits.unauthenticated(), 1);
+        assert_eq!(
+            limits.admit(address).unwrap_err(),
+            StartupRefused::PerAddress
+        );
+        StartupPermit::uncounted(address).authenticated();
+        assert_eq!(limits.unauthenticated(), 1);
+        drop(counted);
+        assert_eq!(limits.unauthenticated(), 0);
     }
 
     #[test]

@@ -55,9 +55,9 @@ mailroom_net::config_section! {
         /// Connections open at once from one source address.
         pub max_connections_per_address: u32,
         /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full" (see
-        /// `[sftp] max_startups`).
+        /// `[sftp] max_startups`); `[auth] safe_networks` are not counted.
         pub max_startups: MaxStartups,
-        /// Connections not yet logged in from one source address.
+        /// Connections not yet logged in from one source address (safe networks not counted).
         pub max_startups_per_address: u32,
         /// Allows plain FTP without TLS on the control and data channels. Passwords and files
         /// then cross the network in clear text; a warning is logged at every start.

@@ -1,9 +1,10 @@
 //! The FTPS accept loops (explicit and implicit TLS) and what every connection shares.
 //!
-//! We own the listeners, so the same admission as SSH applies before a byte is answered:
-//! connection limits and unauthenticated-connection limits (`mailroom_net`, shared by the
-//! explicit and implicit ports) and `Hub::admit` (deny list, bans), all on the client's
-//! address, which behind a load balancer (`proxy_protocol_from`) is the one its PROXY header
+//! We own the listeners, so the same admission as SSH applies before a byte is answered, in
+//! this order: connection limits, then `Hub::admit` (deny list, bans: refused without taking
+//! a startup place) as the acceptor's screen, then the unauthenticated-connection limits
+//! (`mailroom_net`, shared by the explicit and implicit ports), which do not count a client
+//! from `[auth] safe_networks`; all on the client's address, which behind a load balancer (`proxy_protocol_from`) is the one its PROXY header
 //! names (`mailroom_net::Acceptor`). Each admitted connection becomes one [`Session`] task;
 //! at shutdown the loops stop accepting and `serve` returns when every session has ended (a
 //! running transfer is left to finish).
@@ -18,7 +19,8 @@ use tracing::Instrument;
 
 use mailroom_core::{Hub, Protocol, RefusalRecorder};
 use mailroom_net::{
-    Acceptor, ConnectionLimits, ConnectionPermit, ProxyProtocol, StartupLimits, StartupPermit,
+    Acceptor, ConnectionLimits, ConnectionPermit, ProxyProtocol, Screening, StartupLimits,
+    StartupPermit,
 };
 
 use crate::config::Config;
@@ -106,7 +108,11 @@ impl Shared {
             self.limits.clone(),
             self.startups.clone(),
             self.proxy.clone(),
-        );
+        )
+        .with_screen({
+            let hub = self.hub.clone();
+            move |peer| screen(hub.clone(), peer)
+        });
         loop {
             let admitted = acceptor
                 .accept(&self.shutdown, |peer, reason| {
@@ -146,12 +152,22 @@ impl Shared {
         _permit: ConnectionPermit,
         startup: StartupPermit,
     ) {
-        // The deny list and bans: refused before the greeting.
-        if let Err(err) = self.hub.admit(peer, Protocol::Ftps).await {
-            tracing::info!(reason = %err, "connection refused");
-            return;
-        }
         Session::run(self, socket, peer, mode, startup).await;
         tracing::debug!("session ended");
+    }
+}
+
+/// The acceptor's screen of a new connection, before the startup limits: the deny list and
+/// bans refuse it (`Hub::admit`, which records the refusal), the safe networks are exempt
+/// from the startup limits, anyone else is counted.
+async fn screen(hub: Arc<Hub>, peer: SocketAddr) -> Screening {
+    if let Err(err) = hub.admit(peer, Protocol::Ftps).await {
+        tracing::info!(peer = %peer, reason = %err, "connection refused");
+        return Screening::Refuse;
+    }
+    if hub.auth_config().defender.is_safe(peer.ip()) {
+        Screening::Exempt
+    } else {
+        Screening::Count
     }
 }

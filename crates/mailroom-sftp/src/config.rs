@@ -35,9 +35,10 @@ mailroom_net::config_section! {
         pub max_connections_per_address: u32,
         /// Connections not yet logged in, as OpenSSH's MaxStartups "start:rate:full": once
         /// "start" are open, a new one is dropped with a probability rising from "rate" % to
-        /// 100 % at "full". One number N means a hard cap ("N:100:N").
+        /// 100 % at "full". One number N means a hard cap ("N:100:N"). Connections from
+        /// `[auth] safe_networks` are not counted; banned ones are refused before counting.
         pub max_startups: MaxStartups,
-        /// Connections not yet logged in from one source address.
+        /// Connections not yet logged in from one source address (safe networks not counted).
         pub max_startups_per_address: u32,
         /// Requests one SFTP session may have waiting for an answer; a client past this is
         /// misbehaving and is disconnected. OpenSSH's client keeps at most 64.

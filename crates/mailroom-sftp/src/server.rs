@@ -7,6 +7,10 @@
 //! the socket is closed (`preauth::PreauthStream`); and unauthenticated connections are
 //! counted (`mailroom_net::StartupLimits`), a newcomer past those limits being closed before
 //! any SSH byte is sent. Every such refusal is logged and recorded as a refused login.
+//! Before those limits, the acceptor asks [`screen`]: `Hub::admit` refuses the deny list and
+//! banned addresses (so they never hold a startup place), and a connection from `[auth]
+//! safe_networks` is not counted by the startup limits at all; it still has the login grace
+//! time and goes through the login as any other.
 //!
 //! Behind a load balancer (`proxy_protocol_from`), `mailroom_net::Acceptor` reads the PROXY
 //! header first, and the client's address it names is the peer of everything here.
@@ -35,7 +39,7 @@ use mailroom_core::{
     RefusalRecorder, Secret,
 };
 use mailroom_net::{
-    Acceptor, Activity, ConnectionLimits, ConnectionPermit, ProxyProtocol, StartupLimits,
+    Acceptor, Activity, ConnectionLimits, ConnectionPermit, ProxyProtocol, Screening, StartupLimits,
 };
 
 use crate::config::Config;
@@ -64,7 +68,9 @@ pub async fn serve(
     );
     let startups = StartupLimits::new(config.max_startups, config.max_startups_per_address);
     let proxy = ProxyProtocol::new(config.proxy_protocol_from.clone());
-    let mut acceptor = Acceptor::new(listener, limits, startups, proxy);
+    let screen_hub = hub.clone();
+    let mut acceptor = Acceptor::new(listener, limits, startups, proxy)
+        .with_screen(move |peer| screen(screen_hub.clone(), peer));
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     let recorder = RefusalRecorder::new(hub.clone(), Protocol::Ssh, tracker.clone());
@@ -106,6 +112,21 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// The acceptor's screen of a new connection, before the startup limits: the deny list and
+/// bans refuse it (`Hub::admit`, which records the refusal), the safe networks are exempt
+/// from the startup limits, anyone else is counted.
+async fn screen(hub: Arc<Hub>, peer: SocketAddr) -> Screening {
+    if let Err(err) = hub.admit(peer, Protocol::Ssh).await {
+        tracing::info!(peer = %peer, reason = %err, "connection refused");
+        return Screening::Refuse;
+    }
+    if hub.auth_config().defender.is_safe(peer.ip()) {
+        Screening::Exempt
+    } else {
+        Screening::Count
+    }
 }
 
 /// The russh configuration: our host key, the algorithms of `[ace.encryption]` and
@@ -181,11 +202,6 @@ impl Connection {
         _permit: ConnectionPermit,
         startup: StartupSlot,
     ) {
-        // The deny list and bans: refused before a byte of SSH.
-        if let Err(err) = self.hub.admit(peer, Protocol::Ssh).await {
-            tracing::info!(reason = %err, "connection refused");
-            return;
-        }
         let grace = Duration::from_secs(self.config.login_grace_seconds);
         let authenticated = Arc::new(AtomicBool::new(false));
         // The deadline runs from here, across the version exchange, the key exchange and the

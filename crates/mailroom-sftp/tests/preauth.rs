@@ -1,7 +1,7 @@
 //! Before the login: hostile version lines and packets are cut at once without memory
 //! growth, the login grace time is absolute, the seventh authentication attempt is
 //! refused with a disconnect, and `max_startups` caps unauthenticated connections (but not
-//! logged-in ones). Raw TCP from the test, so every byte on the wire is ours (RFC 4253 §4.2
+//! logged-in ones, those from the safe networks, or banned ones, which are refused first). Raw TCP from the test, so every byte on the wire is ours (RFC 4253 §4.2
 //! and §6: before NEWKEYS packets are plaintext, without MAC).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -491,5 +491,121 @@ async fn max_startups_caps_unauthenticated_connections_and_a_login_frees_its_pla
             .iter()
             .any(|r| r == "too many unauthenticated connections"),
         "{reasons:?}"
+    );
+}
+
+/// A hub with `max_startups` 2 (2 per address), `127.0.0.5` on the safe list, and
+/// `127.0.0.9` banned.
+async fn storm_hub(grace: Duration) -> TestHub {
+    let auth = mailroom_core::AuthConfig {
+        defender: mailroom_core::DefenderConfig {
+            safe: vec!["127.0.0.5/32".parse().unwrap()],
+            ..mailroom_core::DefenderConfig::default()
+        },
+        ..mailroom_core::AuthConfig::default()
+    };
+    let hub = TestHub::start_full(
+        mailroom_sftp::Config {
+            max_startups: "2".parse().unwrap(),
+            max_startups_per_address: 2,
+            login_grace_seconds: grace.as_secs(),
+            ..mailroom_sftp::Config::default()
+        },
+        auth,
+    )
+    .await;
+    hub.hub
+        .ban(
+            &TestHub::admin(),
+            mailroom_core::BanSubject::Address("127.0.0.9".parse().unwrap()),
+            Duration::from_secs(3600),
+            "test",
+        )
+        .await
+        .unwrap();
+    hub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_network_client_gets_the_banner_while_max_startups_is_full() {
+    let grace = Duration::from_secs(10);
+    let mut hub = storm_hub(grace).await;
+    let snapshot = hub.snapshot().await;
+
+    // Two unauthenticated connections from one address fill every startup place.
+    let mut first = connect_from("127.0.0.1", hub.addr).await;
+    assert!(server_version(&mut first).await.is_some());
+    let mut second = connect_from("127.0.0.1", hub.addr).await;
+    assert!(server_version(&mut second).await.is_some());
+    let mut dropped = connect_from("127.0.0.3", hub.addr).await;
+    assert_eq!(
+        server_version(&mut dropped).await,
+        None,
+        "an ordinary client is dropped: max_startups is full"
+    );
+
+    // The safe network is not counted: its client gets the banner all the same.
+    let mut safe = connect_from("127.0.0.5", hub.addr).await;
+    let version = server_version(&mut safe).await;
+    assert!(
+        version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("SSH-2.0-Mailroom")),
+        "{version:?}"
+    );
+    // And still has only the login grace time to log in.
+    closed_within(&mut safe, grace + CLOSE_LIMIT * 5).await;
+
+    drop((first, second));
+    hub.drain().await;
+    assert_eq!(hub.snapshot().await, snapshot);
+    // One startup refusal (the ordinary client); the safe one was never refused.
+    let reasons = refusals(&hub).await;
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.starts_with("too many unauthenticated connections"))
+            .count(),
+        1,
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_address_is_refused_before_it_takes_a_startup_place() {
+    let mut hub = storm_hub(Duration::from_secs(60)).await;
+    let snapshot = hub.snapshot().await;
+
+    // One place of two is held.
+    let mut first = connect_from("127.0.0.1", hub.addr).await;
+    assert!(server_version(&mut first).await.is_some());
+    // The banned address is closed for its ban and takes no place on the way...
+    for _ in 0..3 {
+        let mut banned = connect_from("127.0.0.9", hub.addr).await;
+        assert_eq!(server_version(&mut banned).await, None, "banned: closed");
+    }
+    // ...so the second place is an ordinary client's.
+    let mut second = connect_from("127.0.0.2", hub.addr).await;
+    assert!(server_version(&mut second).await.is_some());
+    // With every place taken, the banned address is still refused for its ban: the startup
+    // limits never see it, so no startup refusal is recorded (or scored) for it.
+    for _ in 0..3 {
+        let mut banned = connect_from("127.0.0.9", hub.addr).await;
+        assert_eq!(server_version(&mut banned).await, None, "banned: closed");
+    }
+    drop((first, second));
+
+    hub.drain().await;
+    assert_eq!(hub.snapshot().await, snapshot);
+    let reasons = refusals(&hub).await;
+    assert!(
+        reasons.iter().any(|r| r.contains("address banned")),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r.starts_with("too many unauthenticated connections")),
+        "the banned connections never reached the startup limits: {reasons:?}"
     );
 }

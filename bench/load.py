@@ -16,9 +16,12 @@
 
 The hub runs with its defaults except: max_connections and max_connections_per_address
 raised to fit the sessions (all from 127.0.0.1), the file descriptor limit raised to the hard
-limit, and the safe list explicitly empty (so loopback addresses can be banned). The startup
-limits (max_startups "10:30:100", 10 per address) and the defender keep their defaults: the
-storm meets what an operator would run.
+limit, and the safe list set to 127.0.0.1/32 alone: the legitimate client's address, as an
+operator would list a partner or monitoring, so that it is not counted or dropped by the
+startup limits (nor scored or banned; the sessions, also from 127.0.0.1, are not counted by
+the startup limits either), while the storm's 127.0.0.2 … stay off it and can be banned. The
+startup limits (max_startups "10:30:100", 10 per address) and the defender keep their
+defaults: the storm meets what an operator would run.
 
 Each paramiko group runs in its own process (`load.py worker …`), so that no group shares a
 GIL with another or with the sampler. Prints a summary and writes JSON with --json. Numbers
@@ -436,7 +439,7 @@ class Hub:
             MAILROOM_HTTPS_LISTEN="127.0.0.1:0",
             MAILROOM_SFTP_MAX_CONNECTIONS=str(max_connections),
             MAILROOM_SFTP_MAX_CONNECTIONS_PER_ADDRESS=str(max_connections),
-            MAILROOM_AUTH_SAFE_NETWORKS="[]",
+            MAILROOM_AUTH_SAFE_NETWORKS='["127.0.0.1/32"]',
             MAILROOM_SERVER_SHUTDOWN_GRACE_SECONDS="2",
         )
         self.keys = os.path.join(tmp, "keys")
@@ -722,7 +725,8 @@ def main():
     try:
         hub.start()
         figures["hub"] = (f"sftp max_connections {hub.env['MAILROOM_SFTP_MAX_CONNECTIONS']} (and per address), "
-                          f"safe list empty, fd limit {hard}, other settings default")
+                          f"safe list 127.0.0.1/32 (the legitimate client), fd limit {hard}, "
+                          f"other settings default")
         sampler = Sampler(hub.proc.pid)
         # The files the downloads read: bob's seed.bin and carol's small.bin, both from alice.
         seed = os.path.join(tmp, "seed.bin")

@@ -35,7 +35,8 @@ mailroom_net::config_section! {
         pub score_no_authentication: u32,
         /// Points for a protocol error before authentication.
         pub score_protocol_error: u32,
-        /// Networks never scored or banned, e.g. `["10.0.0.0/8", "192.0.2.7"]`.
+        /// Networks never scored or banned, nor counted or dropped by the startup limits
+        /// (`max_startups`), e.g. `["10.0.0.0/8", "192.0.2.7"]`.
         pub safe_networks: Networks,
         /// Networks refused before any protocol exchange.
         pub deny_networks: Networks,

@@ -281,7 +281,7 @@ mod sealed {
 
     #[tokio::test]
     async fn a_blob_cut_after_a_whole_chunk_or_with_swapped_chunks_does_not_read() {
-        let (_temp, store, data, stored, path) = sealed_on_disk(12).await;
+        let (_temp, store, _data, stored, path) = sealed_on_disk(12).await;
         let whole = std::fs::read(&path).unwrap();
 
         // Cut after chunk 1: its new last chunk was not sealed as the last.

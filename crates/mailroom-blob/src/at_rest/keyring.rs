@@ -492,8 +492,14 @@ mod tests {
             .unwrap();
         assert_eq!(restarted.len(), 1, "a restart made a second hub key");
         assert_eq!(restarted.csrf_key().unwrap(), csrf);
-        assert_eq!(restarted.open("alice", &sealed).unwrap(), "JBSWY3DPEHPK3PXP");
-        assert!(restarted.open("bob", &sealed).is_err(), "moved to another account");
+        assert_eq!(
+            restarted.open("alice", &sealed).unwrap(),
+            "JBSWY3DPEHPK3PXP"
+        );
+        assert!(
+            restarted.open("bob", &sealed).is_err(),
+            "moved to another account"
+        );
 
         let new = MasterKey::generate();
         assert_eq!(rotate(&*meta, &master, &new).await.unwrap(), 1);
@@ -502,7 +508,11 @@ mod tests {
             Err(KeyringError::WrongKey { .. })
         ));
         // A second rotation from the old key is refused and changes nothing.
-        assert!(rotate(&*meta, &master, &MasterKey::generate()).await.is_err());
+        assert!(
+            rotate(&*meta, &master, &MasterKey::generate())
+                .await
+                .is_err()
+        );
         let rotated = Keyring::open(new, meta, true).await.unwrap();
         assert_eq!(rotated.csrf_key().unwrap(), csrf);
         assert_eq!(rotated.open("alice", &sealed).unwrap(), "JBSWY3DPEHPK3PXP");
